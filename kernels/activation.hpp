@@ -1,0 +1,17 @@
+#pragma once
+// Activation family: GELU (tanh approximation, as GPT-2 and torch's GELU(approximate="tanh")),
+// and the residual add. fp32, element-wise.
+#include <cstddef>
+
+namespace zf::kernels {
+
+// y[i] = gelu(x[i]); y may alias x.
+void gelu_forward(const float* x, float* y, std::size_t n);
+// dx[i] = gelu'(x[i]) * dy[i] (OVERWRITTEN); dx may alias dy.
+void gelu_backward(const float* x, const float* dy, float* dx, std::size_t n);
+// y[i] = a[i] + b[i]; y may alias a or b.
+void add_forward(const float* a, const float* b, float* y, std::size_t n);
+// y[i] += x[i]
+void accumulate(float* y, const float* x, std::size_t n);
+
+}  // namespace zf::kernels

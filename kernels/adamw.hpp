@@ -1,0 +1,23 @@
+#pragma once
+// AdamW family (decoupled weight decay, PyTorch torch.optim.AdamW semantics), fp32.
+#include <cstddef>
+
+namespace zf::kernels {
+
+struct adamw_params {
+  float lr = 3e-4f;
+  float beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f;
+  float weight_decay = 0.0f;  // applied as p -= lr * wd * p before the Adam update
+  int step = 1;               // 1-based step count for bias correction
+  float grad_scale = 1.0f;    // multiplies g first (gradient clipping, accumulation averaging)
+};
+
+// p, m, v: [n] updated in place; g: [n] read only.
+// m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2; p -= lr*wd*p;
+// p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps), with g' = g * grad_scale.
+void adamw_step(float* p, const float* g, float* m, float* v, std::size_t n, const adamw_params& a);
+
+// sum of squares of x[0..n) accumulated in double (global gradient norm for clipping).
+double sum_squares(const float* x, std::size_t n);
+
+}  // namespace zf::kernels

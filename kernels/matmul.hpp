@@ -1,0 +1,21 @@
+#pragma once
+// Matmul family: fp32 GEMMs on raw row-major pointers. The CPU reference is OpenBLAS (cblas_sgemm).
+// Linear layers use the Hugging Face GPT-2 Conv1D layout: weight w is [in, out], so y = x @ w + b.
+#include <cstddef>
+
+namespace zf::kernels {
+
+// c[m,n] = alpha * op(a) @ op(b) + beta * c. op(a) is [m,k]; op(b) is [k,n].
+// lda/ldb/ldc are row strides in elements (0 means dense: the natural width).
+void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
+          const float* b, int ldb, float beta, float* c, int ldc);
+
+// x: [n, ic], w: [ic, oc], b: [oc] or nullptr  ->  y: [n, oc] (overwritten).
+void linear_forward(const float* x, const float* w, const float* b, float* y, int n, int ic, int oc);
+
+// dy: [n, oc]. dx: [n, ic] OVERWRITTEN with dy @ w^T (skipped when dx is nullptr).
+// dw: [ic, oc] ACCUMULATED (+= x^T @ dy); db: [oc] ACCUMULATED (+= sum over rows of dy), may be null.
+void linear_backward(const float* x, const float* w, const float* dy, float* dx, float* dw,
+                     float* db, int n, int ic, int oc);
+
+}  // namespace zf::kernels
