@@ -1,0 +1,32 @@
+#include "actors/data_sampler.hpp"
+
+namespace zf::actors {
+namespace {
+
+sampler_actor::behavior_type data_sampler(sampler_actor::pointer self,
+                                          std::shared_ptr<const storage::dataset> data,
+                                          uint64_t seed, int batch_size) {
+  (void)self;
+  return {
+      [=](train_atom, int64_t index) -> batch_ptr {
+        auto b = std::make_shared<storage::batch>();
+        data->fill_train(seed, index, batch_size, *b);
+        return b;
+      },
+      [=](valid_atom, int64_t index) -> batch_ptr {
+        auto b = std::make_shared<storage::batch>();
+        data->fill_val(index, batch_size, *b);
+        return b;
+      },
+  };
+}
+
+}  // namespace
+
+sampler_actor spawn_data_sampler(caf::actor_system& sys,
+                                 std::shared_ptr<const storage::dataset> data, uint64_t seed,
+                                 int batch_size) {
+  return sys.spawn(data_sampler, std::move(data), seed, batch_size);
+}
+
+}  // namespace zf::actors

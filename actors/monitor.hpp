@@ -1,0 +1,18 @@
+#pragma once
+// monitor: the live progress line (rewritten in place on a terminal, one line per report
+// otherwise) and DIR/metrics.jsonl (one JSON object per step, flushed as it goes).
+#include <filesystem>
+
+#include "actors/protocol.hpp"
+
+namespace zf::actors {
+
+struct monitor_options {
+  std::filesystem::path metrics_file;  // appended to
+  bool tty = false;                    // stderr is a terminal: rewrite the line in place
+  int print_every = 1;                 // when not a tty, print every k-th step
+};
+
+monitor_actor spawn_monitor(caf::actor_system& sys, const monitor_options& o);
+
+}  // namespace zf::actors

@@ -1,0 +1,112 @@
+// Activation family, CPU reference: GELU (tanh approximation) and residual adds, fp32.
+// Invariants: element-wise, single pass, no allocation. GELU is evaluated as
+//   0.5 x (1 + tanh(u)) = x * sigmoid(2u) = x / (1 + exp(-2u)),  u = sqrt(2/pi) (x + 0.044715 x^3)
+// which is the same function as torch's GELU(approximate="tanh") but avoids the cancellation in
+// 1 + tanh(u) for negative x, and needs only one exp, done 8 lanes at a time with a Cephes-style
+// polynomial (about 1 ulp; glibc's expf does not vectorize without -ffast-math).
+#include "kernels/activation.hpp"
+
+#include <cstring>
+
+namespace zf::kernels {
+namespace {
+
+using v8f = float __attribute__((vector_size(32)));
+using v8i = int __attribute__((vector_size(32)));
+
+inline v8f load8(const float* p) {
+  v8f v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void store8(float* p, v8f v) { std::memcpy(p, &v, sizeof v); }
+
+// exp(x) for 8 lanes: x = n ln2 + r with |r| <= ln2/2, exp(r) by a degree-7 polynomial, times 2^n
+// built from exponent bits in two halves (so n = 128 and subnormal results need no special
+// case). Below -103.98 the result is 0, above 88.7228 it is +inf, NaN stays NaN.
+inline v8f vexp(v8f x) {
+  const v8i under = x < -103.98f;
+  const v8i over = x > 88.7228394f;
+  x = x < -103.98f ? v8f{} - 103.98f : x;
+  x = x > 88.7228394f ? v8f{} + 88.7228394f : x;
+  const v8f t = x * 1.44269504088896341f + 12582912.0f;  // 1.5 * 2^23: rounds x log2 e
+  const v8f n = t - 12582912.0f;
+  const v8i ni = (v8i)t - 0x4B400000;
+  v8f r = x - n * 0.693359375f;  // Cody-Waite split of ln 2
+  r = r - n * -2.12194440e-4f;
+  v8f p = v8f{} + 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  const v8i n1 = ni >> 1, n2 = ni - n1;
+  const v8f s1 = (v8f)((n1 + 127) << 23), s2 = (v8f)((n2 + 127) << 23);
+  p = p * s1 * s2;
+  p = over ? v8f{} + __builtin_inff() : p;
+  return under ? v8f{} : p;
+}
+
+constexpr float kBeta = 0.7978845608028654f;  // sqrt(2 / pi)
+constexpr float kKappa = 0.044715f;
+
+inline v8f gelu8(v8f x) {
+  const v8f z = (x + kKappa * (x * x * x)) * (-2.0f * kBeta);  // -2u
+  return x / (1.0f + vexp(z));  // exp(-2u) = inf for very negative x gives -0, as torch
+}
+
+// d/dx [x s] = s + x * 2 s (1 - s) * du/dx with s = sigmoid(2u), and 1 - s = e s where
+// e = exp(-2u). Beyond -2u > 80 (x < -8.4) the exact gradient is below 1e-32 and is returned as
+// 0, which also keeps e finite so e * s * s never forms inf * 0.
+inline v8f gelu_grad8(v8f x) {
+  const v8f x2 = x * x;
+  const v8f z = (x + kKappa * (x2 * x)) * (-2.0f * kBeta);
+  const v8i flat = z > 80.0f;
+  const v8f e = vexp(flat ? v8f{} : z);
+  const v8f s = 1.0f / (1.0f + e);
+  const v8f d = s + (2.0f * kBeta) * x * (1.0f + (3.0f * kKappa) * x2) * (e * s * s);
+  // e = 0 (x > 6.9): the second term is below 1e-42 but its polynomial may overflow.
+  return flat ? v8f{} : (e == 0.0f ? s : d);
+}
+
+// Scalar tails go through the same vector code on a padded copy so every element sees one formula.
+template <class F>
+inline void tail8(const float* x, const float* dy, float* out, std::size_t n, F f) {
+  float xb[8] = {}, db[8] = {};
+  std::memcpy(xb, x, n * sizeof(float));
+  if (dy != nullptr) std::memcpy(db, dy, n * sizeof(float));
+  float ob[8];
+  store8(ob, f(load8(xb), load8(db)));
+  std::memcpy(out, ob, n * sizeof(float));
+}
+
+}  // namespace
+
+// x: [n] -> y: [n]; y may alias x.
+void gelu_forward(const float* x, float* y, std::size_t n) {
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8) store8(y + i, gelu8(load8(x + i)));
+  if (i < n) tail8(x + i, nullptr, y + i, n - i, [](v8f xv, v8f) { return gelu8(xv); });
+}
+
+// x, dy: [n] -> dx: [n] overwritten; dx may alias dy.
+void gelu_backward(const float* x, const float* dy, float* dx, std::size_t n) {
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8) store8(dx + i, gelu_grad8(load8(x + i)) * load8(dy + i));
+  if (i < n) {
+    tail8(x + i, dy + i, dx + i, n - i, [](v8f xv, v8f dv) { return gelu_grad8(xv) * dv; });
+  }
+}
+
+// y[i] = a[i] + b[i]; y may alias a or b.
+void add_forward(const float* a, const float* b, float* y, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) y[i] = a[i] + b[i];
+}
+
+// y[i] += x[i]
+void accumulate(float* y, const float* x, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+}  // namespace zf::kernels

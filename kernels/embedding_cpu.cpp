@@ -1,0 +1,43 @@
+// Embedding family, CPU reference: GPT-2 token + learned position embeddings, fp32.
+// Invariants: row gathers/scatters of c contiguous floats; duplicate ids accumulate in order.
+// Nothing here allocates.
+#include "kernels/embedding.hpp"
+
+#include <cstddef>
+
+namespace zf::kernels {
+
+// ids: [b, t]; wte: [vocab, c]; wpe: [max_pos, c] -> out: [b, t, c].
+void embedding_forward(const int* ids, const float* wte, const float* wpe, float* out, int b, int t,
+                       int c, int pos0) {
+  const std::size_t cc = static_cast<std::size_t>(c);
+  for (int bi = 0; bi < b; ++bi) {
+    for (int ti = 0; ti < t; ++ti) {
+      const std::size_t r = static_cast<std::size_t>(bi) * t + ti;
+      const float* te = wte + static_cast<std::size_t>(ids[r]) * cc;
+      const float* pe = wpe + static_cast<std::size_t>(pos0 + ti) * cc;
+      float* o = out + r * cc;
+      for (std::size_t j = 0; j < cc; ++j) o[j] = te[j] + pe[j];
+    }
+  }
+}
+
+// dout: [b, t, c] -> dwte: [vocab, c], dwpe: [max_pos, c] accumulated.
+void embedding_backward(const int* ids, const float* dout, float* dwte, float* dwpe, int b, int t,
+                        int c, int pos0) {
+  const std::size_t cc = static_cast<std::size_t>(c);
+  for (int bi = 0; bi < b; ++bi) {
+    for (int ti = 0; ti < t; ++ti) {
+      const std::size_t r = static_cast<std::size_t>(bi) * t + ti;
+      const float* d = dout + r * cc;
+      float* te = dwte + static_cast<std::size_t>(ids[r]) * cc;
+      float* pe = dwpe + static_cast<std::size_t>(pos0 + ti) * cc;
+      for (std::size_t j = 0; j < cc; ++j) {
+        te[j] += d[j];
+        pe[j] += d[j];
+      }
+    }
+  }
+}
+
+}  // namespace zf::kernels

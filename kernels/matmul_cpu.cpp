@@ -1,0 +1,72 @@
+// Matmul family, CPU reference: thin wrappers over OpenBLAS cblas_sgemm (row-major).
+// Invariants: row-major everywhere; a leading dimension of 0 means the dense width of the stored
+// matrix (k or m for a, n or k for b, n for c). OpenBLAS threads the GEMMs itself; nothing here
+// allocates.
+#include "kernels/matmul.hpp"
+
+#include <cblas.h>
+
+#include <algorithm>
+
+namespace zf::kernels {
+
+// c: [m, n] = alpha * op(a) @ op(b) + beta * c; op(a): [m, k], op(b): [k, n].
+void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
+          const float* b, int ldb, float beta, float* c, int ldc) {
+  if (m <= 0 || n <= 0) return;
+  if (ldc == 0) ldc = n;
+  if (k <= 0) {  // op(a) @ op(b) is empty: only the beta scaling remains (BLAS rejects lda=0)
+    for (int i = 0; i < m; ++i) {
+      float* ci = c + static_cast<std::size_t>(i) * ldc;
+      if (beta == 0.0f) {
+        std::fill(ci, ci + n, 0.0f);
+      } else {
+        for (int j = 0; j < n; ++j) ci[j] *= beta;
+      }
+    }
+    return;
+  }
+  // a is stored [m, k] (or [k, m] transposed); b is stored [k, n] (or [n, k] transposed).
+  if (lda == 0) lda = trans_a ? m : k;
+  if (ldb == 0) ldb = trans_b ? k : n;
+  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+              trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+// x: [n, ic], w: [ic, oc], b: [oc] or nullptr -> y: [n, oc].
+void linear_forward(const float* x, const float* w, const float* b, float* y, int n, int ic,
+                    int oc) {
+  float beta = 0.0f;
+  if (b != nullptr) {
+    // Seed y with the bias and let the GEMM accumulate onto it: OpenBLAS scales C by beta in a
+    // separate pass anyway, so this costs no more than beta = 0 and saves a pass over y.
+    for (int r = 0; r < n; ++r) std::copy(b, b + oc, y + static_cast<std::size_t>(r) * oc);
+    beta = 1.0f;
+  }
+  gemm(false, false, n, oc, ic, 1.0f, x, ic, w, oc, beta, y, oc);
+}
+
+// dy: [n, oc]; dx: [n, ic] overwritten (optional); dw: [ic, oc] and db: [oc] accumulated.
+void linear_backward(const float* x, const float* w, const float* dy, float* dx, float* dw,
+                     float* db, int n, int ic, int oc) {
+  if (dx != nullptr) gemm(false, true, n, ic, oc, 1.0f, dy, oc, w, oc, 0.0f, dx, ic);
+  if (dw != nullptr) gemm(true, false, ic, oc, n, 1.0f, x, ic, dy, oc, 1.0f, dw, oc);
+  if (db != nullptr) {
+    // Column sums of dy, four rows at a time so db is loaded and stored once per four rows.
+    const std::size_t w_ = static_cast<std::size_t>(oc);
+    int r = 0;
+    for (; r + 4 <= n; r += 4) {
+      const float* d0 = dy + static_cast<std::size_t>(r) * w_;
+      const float* d1 = d0 + w_;
+      const float* d2 = d1 + w_;
+      const float* d3 = d2 + w_;
+      for (std::size_t j = 0; j < w_; ++j) db[j] += (d0[j] + d1[j]) + (d2[j] + d3[j]);
+    }
+    for (; r < n; ++r) {
+      const float* d0 = dy + static_cast<std::size_t>(r) * w_;
+      for (std::size_t j = 0; j < w_; ++j) db[j] += d0[j];
+    }
+  }
+}
+
+}  // namespace zf::kernels

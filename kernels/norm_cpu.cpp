@@ -1,0 +1,127 @@
+// Norm family, CPU reference: LayerNorm over the last dimension, fp32, PyTorch semantics
+// (biased variance, eps inside the square root). Written in the centred form
+// y = ((x - mean) * rstd) * gamma + beta rather than torch's x * rstd + (-mean * rstd): same cost,
+// but no cancellation when |mean| >> std (with FMA contraction the torch form returns
+// 1e-4-sized garbage for a constant row instead of beta).
+// Invariants: one row at a time, so a row (3 KiB at c = 768) stays in L1 across the passes and
+// main memory sees each input once and each output once. Reductions use 16 float lanes in GCC
+// vector extensions (a plain float reduction loop does not vectorize without -ffast-math).
+// Nothing here allocates.
+#include "kernels/norm.hpp"
+
+#include <cmath>
+#include <cstddef>
+#include <cstring>
+
+namespace zf::kernels {
+namespace {
+
+using v8f = float __attribute__((vector_size(32)));
+
+inline v8f load8(const float* p) {
+  v8f v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void store8(float* p, v8f v) { std::memcpy(p, &v, sizeof v); }
+inline float hsum(v8f v) {
+  return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
+
+// Mean of x[0..c), summed relative to x[0] so a large common offset does not eat the float
+// lanes' precision (x - x0 is exact when x is within a factor 2 of x0).
+float row_mean(const float* x, std::size_t c) {
+  const float x0 = x[0];
+  v8f a0 = {}, a1 = {};
+  std::size_t j = 0;
+  for (; j + 16 <= c; j += 16) {
+    a0 += load8(x + j) - x0;
+    a1 += load8(x + j + 8) - x0;
+  }
+  float s = hsum(a0 + a1);
+  for (; j < c; ++j) s += x[j] - x0;
+  return x0 + s / static_cast<float>(c);
+}
+
+float row_centered_sumsq(const float* x, float mean, std::size_t c) {
+  v8f a0 = {}, a1 = {};
+  std::size_t j = 0;
+  for (; j + 16 <= c; j += 16) {
+    const v8f d0 = load8(x + j) - mean, d1 = load8(x + j + 8) - mean;
+    a0 += d0 * d0;
+    a1 += d1 * d1;
+  }
+  float s = hsum(a0 + a1);
+  for (; j < c; ++j) s += (x[j] - mean) * (x[j] - mean);
+  return s;
+}
+
+}  // namespace
+
+// x: [n, c], gamma/beta: [c] -> y: [n, c]; mean, rstd: [n] (optional).
+void layernorm_forward(const float* x, const float* gamma, const float* beta, float* y, float* mean,
+                       float* rstd, int n, int c, float eps) {
+  const std::size_t cc = static_cast<std::size_t>(c);
+  for (int r = 0; r < n; ++r) {
+    const float* xr = x + r * cc;
+    float* yr = y + r * cc;
+    const float mu = row_mean(xr, cc);
+    const float var = row_centered_sumsq(xr, mu, cc) / static_cast<float>(c);
+    const float rs = 1.0f / std::sqrt(var + eps);
+    std::size_t j = 0;
+    for (; j + 8 <= cc; j += 8) {
+      store8(yr + j, ((load8(xr + j) - mu) * rs) * load8(gamma + j) + load8(beta + j));
+    }
+    for (; j < cc; ++j) yr[j] = ((xr[j] - mu) * rs) * gamma[j] + beta[j];
+    if (mean != nullptr) mean[r] = mu;
+    if (rstd != nullptr) rstd[r] = rs;
+  }
+}
+
+// x, dy: [n, c]; gamma: [c]; mean, rstd: [n] from the forward. dx: [n, c] accumulated;
+// dgamma, dbeta: [c] accumulated.
+void layernorm_backward(const float* x, const float* gamma, const float* mean, const float* rstd,
+                        const float* dy, float* dx, float* dgamma, float* dbeta, int n, int c) {
+  const std::size_t cc = static_cast<std::size_t>(c);
+  const float inv_c = 1.0f / static_cast<float>(c);
+  for (int r = 0; r < n; ++r) {
+    const float* xr = x + r * cc;
+    const float* dyr = dy + r * cc;
+    float* dxr = dx + r * cc;
+    const float mu = mean[r], rs = rstd[r];
+    // Pass 1: sg = sum(g), sgx = sum(g * xhat) with g = dy * gamma, xhat = (x - mean) * rstd;
+    // the parameter gradients ride along.
+    v8f sg8 = {}, sgx8 = {};
+    std::size_t j = 0;
+    for (; j + 8 <= cc; j += 8) {
+      const v8f xh = (load8(xr + j) - mu) * rs, dyv = load8(dyr + j);
+      const v8f g = dyv * load8(gamma + j);
+      sg8 += g;
+      sgx8 += g * xh;
+      store8(dgamma + j, load8(dgamma + j) + dyv * xh);
+      store8(dbeta + j, load8(dbeta + j) + dyv);
+    }
+    float sg = hsum(sg8), sgx = hsum(sgx8);
+    for (; j < cc; ++j) {
+      const float xh = (xr[j] - mu) * rs, g = dyr[j] * gamma[j];
+      sg += g;
+      sgx += g * xh;
+      dgamma[j] += dyr[j] * xh;
+      dbeta[j] += dyr[j];
+    }
+    // Pass 2: dx += rstd * (g - mean(g) - xhat * mean(g * xhat)).
+    const float mg = sg * inv_c, mgx = sgx * inv_c;
+    j = 0;
+    for (; j + 8 <= cc; j += 8) {
+      const v8f xh = (load8(xr + j) - mu) * rs;
+      const v8f g = load8(dyr + j) * load8(gamma + j);
+      store8(dxr + j, load8(dxr + j) + rs * ((g - mg) - xh * mgx));
+    }
+    for (; j < cc; ++j) {
+      const float xh = (xr[j] - mu) * rs;
+      dxr[j] += rs * ((dyr[j] * gamma[j] - mg) - xh * mgx);
+    }
+  }
+}
+
+}  // namespace zf::kernels

@@ -1,0 +1,164 @@
+// Softmax + cross-entropy family, CPU reference, fp32.
+// Invariants: one row at a time in three sweeps (max; exp stored in place + sum; scale). A vocab
+// row (50257 floats, 196 KiB) stays in L2 between sweeps, so main memory sees the logits read once
+// and written once. exp is an 8-lane Cephes-style polynomial (about 1 ulp); sums of exp run in
+// float lanes flushed into a double every 512 elements, so a 50k-wide row keeps ~1e-7 relative
+// accuracy. The loss is logsumexp(x) - x[t] with the max subtracted first, as torch's
+// log_softmax + nll_loss. Nothing here allocates.
+#include "kernels/softmax.hpp"
+
+#include <cmath>
+#include <cstddef>
+#include <cstring>
+
+namespace zf::kernels {
+namespace {
+
+using v8f = float __attribute__((vector_size(32)));
+using v8i = int __attribute__((vector_size(32)));
+
+inline v8f load8(const float* p) {
+  v8f v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void store8(float* p, v8f v) { std::memcpy(p, &v, sizeof v); }
+inline float hsum(v8f v) {
+  return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
+
+// exp(x) for 8 lanes: x = n ln2 + r with |r| <= ln2/2, exp(r) by a degree-7 polynomial, times 2^n
+// built from exponent bits in two halves (so n = 128 and subnormal results need no special
+// case). Below -103.98 the result is 0 (so exp(-inf) = 0), above 88.7228 it is +inf.
+// (Kept identical to the copy in activation_cpu.cpp.)
+inline v8f vexp(v8f x) {
+  const v8i under = x < -103.98f;
+  const v8i over = x > 88.7228394f;
+  x = x < -103.98f ? v8f{} - 103.98f : x;
+  x = x > 88.7228394f ? v8f{} + 88.7228394f : x;
+  const v8f t = x * 1.44269504088896341f + 12582912.0f;  // 1.5 * 2^23: rounds x log2 e
+  const v8f n = t - 12582912.0f;
+  const v8i ni = (v8i)t - 0x4B400000;
+  v8f r = x - n * 0.693359375f;  // Cody-Waite split of ln 2
+  r = r - n * -2.12194440e-4f;
+  v8f p = v8f{} + 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  const v8i n1 = ni >> 1, n2 = ni - n1;
+  const v8f s1 = (v8f)((n1 + 127) << 23), s2 = (v8f)((n2 + 127) << 23);
+  p = p * s1 * s2;
+  p = over ? v8f{} + __builtin_inff() : p;
+  return under ? v8f{} : p;
+}
+
+inline float vexp1(float x) {
+  v8f v = v8f{} + x;
+  return vexp(v)[0];
+}
+
+// max over x[0..v) * scale.
+float row_max(const float* x, std::size_t v, float scale) {
+  v8f m0 = v8f{} - __builtin_inff(), m1 = m0;
+  std::size_t j = 0;
+  for (; j + 16 <= v; j += 16) {
+    const v8f a = load8(x + j) * scale, b = load8(x + j + 8) * scale;
+    m0 = a > m0 ? a : m0;
+    m1 = b > m1 ? b : m1;
+  }
+  m0 = m1 > m0 ? m1 : m0;
+  float m = m0[0];
+  for (int l = 1; l < 8; ++l) m = m0[l] > m ? m0[l] : m;
+  for (; j < v; ++j) m = x[j] * scale > m ? x[j] * scale : m;
+  return m;
+}
+
+// Sum of exp(x[j] * scale - mx); when out is not null, out[j] receives each exp (out may be x).
+double exp_sum(const float* x, float* out, std::size_t v, float scale, float mx) {
+  double total = 0.0;
+  std::size_t j = 0;
+  while (j + 16 <= v) {
+    v8f a0 = {}, a1 = {};
+    const std::size_t end = (v - j) / 16 > 32 ? j + 512 : j + (v - j) / 16 * 16;
+    for (; j < end; j += 16) {
+      const v8f e0 = vexp(load8(x + j) * scale - mx), e1 = vexp(load8(x + j + 8) * scale - mx);
+      if (out != nullptr) {
+        store8(out + j, e0);
+        store8(out + j + 8, e1);
+      }
+      a0 += e0;
+      a1 += e1;
+    }
+    total += static_cast<double>(hsum(a0 + a1));
+  }
+  for (; j < v; ++j) {
+    const float e = vexp1(x[j] * scale - mx);
+    if (out != nullptr) out[j] = e;
+    total += static_cast<double>(e);
+  }
+  return total;
+}
+
+void scale_row(float* x, std::size_t v, float s) {
+  std::size_t j = 0;
+  for (; j + 8 <= v; j += 8) store8(x + j, load8(x + j) * s);
+  for (; j < v; ++j) x[j] *= s;
+}
+
+}  // namespace
+
+// logits: [n, v] (in place -> dlogits), targets: [n], loss: [n].
+void softmax_xent_fused(float* logits, const int* targets, float* loss, int n, int v,
+                        float dloss) {
+  const std::size_t vv = static_cast<std::size_t>(v);
+  for (int r = 0; r < n; ++r) {
+    float* x = logits + r * vv;
+    const int t = targets[r];
+    if (t < 0) {
+      loss[r] = 0.0f;
+      std::memset(x, 0, vv * sizeof(float));
+      continue;
+    }
+    const float mx = row_max(x, vv, 1.0f);
+    const float xt = x[t];
+    const double sum = exp_sum(x, x, vv, 1.0f, mx);
+    const double logsum = std::log(sum);
+    // torch: -log_softmax[t] = -((x[t] - max) - log(sum))
+    loss[r] = static_cast<float>(logsum - static_cast<double>(xt - mx));
+    const float et = x[t];
+    scale_row(x, vv, static_cast<float>(static_cast<double>(dloss) / sum));
+    x[t] = (static_cast<float>(static_cast<double>(et) / sum) - 1.0f) * dloss;
+  }
+}
+
+// logits: [n, v] (read only), targets: [n] -> loss: [n].
+void softmax_xent_forward(const float* logits, const int* targets, float* loss, int n, int v) {
+  const std::size_t vv = static_cast<std::size_t>(v);
+  for (int r = 0; r < n; ++r) {
+    const float* x = logits + r * vv;
+    const int t = targets[r];
+    if (t < 0) {
+      loss[r] = 0.0f;
+      continue;
+    }
+    const float mx = row_max(x, vv, 1.0f);
+    const double logsum = std::log(exp_sum(x, nullptr, vv, 1.0f, mx));
+    loss[r] = static_cast<float>(logsum - static_cast<double>(x[t] - mx));
+  }
+}
+
+// x: [n, v] in place: x[r] = softmax(x[r] * scale).
+void softmax_rows(float* x, int n, int v, float scale) {
+  const std::size_t vv = static_cast<std::size_t>(v);
+  for (int r = 0; r < n; ++r) {
+    float* xr = x + r * vv;
+    const float mx = row_max(xr, vv, scale);
+    const double sum = exp_sum(xr, xr, vv, scale, mx);
+    scale_row(xr, vv, static_cast<float>(1.0 / sum));
+  }
+}
+
+}  // namespace zf::kernels

@@ -1,0 +1,198 @@
+#include "pipelines/cli.hpp"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <csignal>
+#include <ctime>
+#include <iostream>
+#include <iterator>
+
+#include "kernels/threads.hpp"
+#include "pipelines/pipeline.hpp"
+#include "runtime/error.hpp"
+#include "runtime/generate.hpp"
+#include "runtime/tokenizer.hpp"
+#include "storage/checkpoint.hpp"
+#include "storage/fs_util.hpp"
+#include "storage/token_shard.hpp"
+
+namespace fs = std::filesystem;
+
+namespace zf {
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+extern "C" void on_sigint(int) {
+  if (g_stop.exchange(true)) std::_Exit(130);  // second Ctrl-C: leave now
+  const char msg[] =
+      "\nzeroflow: stopping after this step (checkpoint will be saved); Ctrl-C again to abort\n";
+  [[maybe_unused]] auto n = ::write(2, msg, sizeof msg - 1);
+}
+
+std::string timestamp() {
+  std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", std::localtime(&t));
+  return buf;
+}
+
+// The most recently written run under runs/ that has a checkpoint.
+fs::path latest_run(const fs::path& runs) {
+  fs::path best;
+  fs::file_time_type best_t{};
+  std::error_code ec;
+  for (auto& e : fs::directory_iterator(runs, ec)) {
+    auto l = e.path() / "checkpoints" / "latest";
+    if (fs::exists(l) && (best.empty() || fs::last_write_time(l) > best_t)) {
+      best = e.path();
+      best_t = fs::last_write_time(l);
+    }
+  }
+  if (best.empty()) fail("--resume latest: no run with a checkpoint under {}", runs.string());
+  return best;
+}
+
+int cmd_train(const std::string& config_file, const std::vector<std::string>& sets, std::string out,
+              const std::string& resume, bool quiet) {
+  run_config cfg = load_config(config_file, sets);
+  run_options o;
+  o.resume = resume;
+  if (out.empty())
+    out = resume == "latest" ? latest_run("runs").string() : "runs/train-" + timestamp();
+  o.out = out;
+  o.stop = &g_stop;
+  auto prev = std::signal(SIGINT, on_sigint);
+  pipeline p = pretrain(cfg);
+  if (quiet) p.add(stages::monitor{.quiet = true});
+  auto r = p.run(o);
+  std::signal(SIGINT, prev);
+  std::cerr << fmt::format("zeroflow: {} at step {}; checkpoint {}; metrics {}\n",
+                           r.interrupted ? "stopped" : "done", r.final_step, r.last_checkpoint,
+                           (o.out / "metrics.jsonl").string());
+  return 0;
+}
+
+struct gen_args {
+  std::string checkpoint, prompt, data_dir;
+  int max_tokens = 64, top_k = 0;
+  float temperature = 1.0f, top_p = 1.0f;
+  uint64_t seed = 0;
+};
+
+int cmd_generate(const gen_args& a) {
+  auto head = storage::read_manifest(a.checkpoint);
+  run_config cfg;
+  apply_toml(cfg, head.config_toml, (head.dir / "manifest.json").string());
+  if (!a.data_dir.empty()) cfg.data.data_dir = a.data_dir;
+  kernels::set_num_threads(cfg.train.threads);
+  tokenizer tok = tokenizer::load_gpt2(data_dir(cfg) / "gpt2");
+  gpt2_model model(cfg.model);
+  auto ck = storage::load_checkpoint(head.dir, model.layout());
+  std::copy(ck.params.begin(), ck.params.end(), model.params().data());
+  generate_options g;
+  g.max_tokens = a.max_tokens;
+  g.sampling = {a.temperature, a.top_k, a.top_p, a.seed};
+  std::cout << a.prompt << std::flush;
+  generate(model, tok, a.prompt, g, [](const std::string& s) { std::cout << s << std::flush; });
+  std::cout << std::endl;
+  return 0;
+}
+
+int cmd_tokenize(const std::string& name, const std::string& input, const std::string& output,
+                 bool ids, const std::string& ddir) {
+  if (name != "gpt2") fail("--tokenizer: expected gpt2, got {}", name);
+  run_config cfg;
+  cfg.data.data_dir = ddir;
+  tokenizer tok = tokenizer::load_gpt2(data_dir(cfg) / "gpt2");
+  if (ids) {
+    std::string text((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+    auto v = tok.encode(text);
+    for (std::size_t i = 0; i < v.size(); ++i) std::cout << (i ? " " : "") << v[i];
+    std::cout << "\n";
+    return 0;
+  }
+  if (input.empty() || output.empty())
+    fail("tokenize: give --input FILE and --output FILE, or --ids");
+  if (fs::exists(output)) fail("tokenize: {} exists; refusing to overwrite it", output);
+  std::string text = storage::read_text_file(input);
+  auto v = tok.encode(text);
+  storage::write_token_shard(output, v, static_cast<uint32_t>(tok.vocab_size()));
+  std::cerr << fmt::format("{}: {} bytes -> {} tokens -> {}\n", input, text.size(), v.size(),
+                           output);
+  return 0;
+}
+
+}  // namespace
+
+int run_cli(int argc, char** argv) {
+  CLI::App app{"zeroflow: train, align, compress and serve transformer language models"};
+  app.require_subcommand(1);
+
+  std::string config_file, out, resume, ddir;
+  std::vector<std::string> sets;
+  bool quiet = false;
+  auto* train = app.add_subcommand("train", "train a GPT on the configured corpus");
+  train->add_option("--config", config_file, "TOML config file (see `zeroflow config`)")
+      ->check(CLI::ExistingFile);
+  train->add_option("--set", sets, "override one key, e.g. --set train.steps=100")
+      ->allow_extra_args(false);
+  train->add_option("--out", out, "run folder (default runs/train-<time>)");
+  train->add_option("--resume", resume, "continue from `latest` or a checkpoint folder");
+  train->add_flag("--quiet", quiet, "no progress line (metrics.jsonl only)");
+
+  gen_args g;
+  auto* gen =
+      app.add_subcommand("generate", "generate text from a checkpoint (KV-cached decoding)");
+  gen->add_option("--checkpoint", g.checkpoint,
+                  "checkpoint folder, checkpoints/ root or run folder")
+      ->required();
+  gen->add_option("--prompt", g.prompt, "prompt text")->required();
+  gen->add_option("--max-tokens", g.max_tokens, "tokens to generate")
+      ->check(CLI::Range(1, 1 << 20));
+  gen->add_option("--temperature", g.temperature, "0 = greedy")->check(CLI::Range(0.0f, 100.0f));
+  gen->add_option("--top-k", g.top_k, "0 = off")->check(CLI::Range(0, 1 << 24));
+  gen->add_option("--top-p", g.top_p, "1 = off")->check(CLI::Range(0.0f, 1.0f));
+  gen->add_option("--seed", g.seed, "sampling seed");
+  gen->add_option("--data-dir", g.data_dir, "folder with gpt2/ tokenizer files");
+
+  std::string tname = "gpt2", input, output;
+  bool ids = false;
+  auto* tokc = app.add_subcommand("tokenize", "text -> token shard, or ids on stdout");
+  tokc->add_option("--tokenizer", tname, "tokenizer name")->capture_default_str();
+  tokc->add_option("--input", input, "UTF-8 text file");
+  tokc->add_option("--output", output, "token shard to write");
+  tokc->add_flag("--ids", ids, "read text on stdin, print ids separated by spaces");
+  tokc->add_option("--data-dir", ddir, "folder with gpt2/ tokenizer files");
+
+  auto* conf = app.add_subcommand("config", "print the full configuration as TOML");
+  conf->add_option("--config", config_file, "TOML config file")->check(CLI::ExistingFile);
+  conf->add_option("--set", sets, "override one key");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    if (*train) return cmd_train(config_file, sets, out, resume, quiet);
+    if (*gen) return cmd_generate(g);
+    if (*tokc) return cmd_tokenize(tname, input, output, ids, ddir);
+    if (*conf) {
+      std::cout << to_toml(load_config(config_file, sets));
+      return 0;
+    }
+  } catch (const error& e) {
+    std::cerr << "zeroflow: error: " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "zeroflow: error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace zf

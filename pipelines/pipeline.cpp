@@ -1,0 +1,191 @@
+#include "pipelines/pipeline.hpp"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <caf/all.hpp>
+#include <cstdlib>
+#include <iostream>
+
+#include "actors/checkpoint_writer.hpp"
+#include "actors/data_sampler.hpp"
+#include "actors/monitor.hpp"
+#include "actors/optimizer_shard.hpp"
+#include "actors/rank_worker.hpp"
+#include "kernels/threads.hpp"
+#include "runtime/error.hpp"
+#include "runtime/generate.hpp"
+#include "runtime/tokenizer.hpp"
+#include "storage/checkpoint.hpp"
+#include "storage/dataset.hpp"
+#include "storage/fs_util.hpp"
+
+namespace fs = std::filesystem;
+
+namespace zf {
+
+pipeline& pipeline::add(const stages::sampler& s) {
+  sampler_ = s;
+  return *this;
+}
+pipeline& pipeline::add(const stages::train& s) {
+  if (s.ranks != 1)
+    fail("stages::train: ranks = {} needs ZeRO data parallelism (not in this build)", s.ranks);
+  train_ = s;
+  return *this;
+}
+pipeline& pipeline::add(const stages::checkpoint& s) {
+  checkpoint_ = s;
+  if (s.every >= 0) cfg_.train.checkpoint_every = s.every;
+  return *this;
+}
+pipeline& pipeline::add(const stages::monitor& s) {
+  monitor_ = s;
+  return *this;
+}
+
+pipeline pretrain(const run_config& cfg) {
+  pipeline p(cfg);
+  p.add(stages::sampler{}).add(stages::train{}).add(stages::checkpoint{}).add(stages::monitor{});
+  return p;
+}
+
+fs::path data_dir(const run_config& cfg) {
+  if (!cfg.data.data_dir.empty()) return cfg.data.data_dir;
+  if (const char* e = std::getenv("ZF_DATA_DIR"); e && *e) return e;
+  return ZF_DEFAULT_DATA_DIR;
+}
+
+namespace {
+
+// Model config must match the checkpoint's: resuming a different shape is refused by name.
+void check_same_model(const run_config& cfg, const std::string& ckpt_toml, const fs::path& dir) {
+  run_config saved;
+  apply_toml(saved, ckpt_toml, (dir / "manifest.json").string());
+  auto& a = cfg.model;
+  auto& b = saved.model;
+  auto cmp = [&](const char* key, int x, int y) {
+    if (x != y)
+      fail("--resume {}: model.{} is {} in the checkpoint but {} in this run's config",
+           dir.string(), key, y, x);
+  };
+  cmp("n_layer", a.n_layer, b.n_layer);
+  cmp("n_head", a.n_head, b.n_head);
+  cmp("n_embd", a.n_embd, b.n_embd);
+  cmp("n_positions", a.n_positions, b.n_positions);
+  cmp("vocab_size", a.vocab_size, b.vocab_size);
+}
+
+}  // namespace
+
+train_result pipeline::run(const run_options& o) {
+  if (!sampler_) fail("pipeline: no sampler stage (add stages::sampler{{}})");
+  if (!train_) fail("pipeline: no train stage (add stages::train{{}})");
+  validate(cfg_);
+  kernels::set_num_threads(cfg_.train.threads);
+
+  // Everything that can fail on bad input runs before the first byte is written.
+  const fs::path ddir = data_dir(cfg_);
+  tokenizer tok = tokenizer::load_gpt2(ddir / "gpt2");
+  if (cfg_.model.vocab_size < tok.vocab_size())
+    fail("model.vocab_size: expected at least the tokenizer's {}, got {}", tok.vocab_size(),
+         cfg_.model.vocab_size);
+  const fs::path ckpt_root = o.out / "checkpoints";
+  std::optional<storage::loaded_checkpoint> resumed;
+  auto model = std::make_shared<gpt2_model>(cfg_.model);
+  if (!o.resume.empty()) {
+    fs::path from = o.resume == "latest" ? ckpt_root : fs::path(o.resume);
+    auto head = storage::read_manifest(from);
+    check_same_model(cfg_, head.config_toml, head.dir);
+    resumed = storage::load_checkpoint(head.dir, model->layout());
+    if (resumed->step >= cfg_.train.steps)
+      fail("--resume {}: the checkpoint is at step {}, train.steps is {}: nothing to do",
+           resumed->dir.string(), resumed->step, cfg_.train.steps);
+  } else if (fs::exists(ckpt_root / "latest")) {
+    fail("{} already holds a run; pass --resume latest to continue it or --out NEW_DIR",
+         o.out.string());
+  }
+  fs::path shard_path = storage::prepare_corpus(cfg_.data.corpus, ddir, tok);
+  auto data = std::make_shared<const storage::dataset>(storage::token_shard::open(shard_path),
+                                                       cfg_.data.val_fraction, cfg_.train.seq_len);
+
+  int start = 0;
+  if (resumed) {
+    std::copy(resumed->params.begin(), resumed->params.end(), model->params().data());
+    start = resumed->step;
+  } else {
+    model->init_weights(static_cast<uint64_t>(cfg_.train.seed));
+  }
+  auto opt = std::make_shared<adamw>(model->layout(), 0, model->layout().total, cfg_.train);
+  if (resumed && !resumed->exp_avg.empty()) {
+    std::copy(resumed->exp_avg.begin(), resumed->exp_avg.end(), opt->m().data());
+    std::copy(resumed->exp_avg_sq.begin(), resumed->exp_avg_sq.end(), opt->v().data());
+  }
+
+  fs::create_directories(o.out);
+  const std::string toml = to_toml(cfg_);
+  storage::write_file_atomic(o.out / "config.toml", toml);
+
+  auto result = std::make_shared<train_result>();
+  {
+    caf::actor_system_config sc;
+    sc.set("scheduler.max-threads", 2);
+    sc.set("logger.verbosity", caf::atom("quiet"));
+    caf::actor_system sys{sc};
+    actors::trainer_setup ts;
+    ts.cfg = cfg_;
+    ts.config_toml = toml;
+    ts.layout = model->layout();
+    ts.start_step = start;
+    ts.stop = o.stop;
+    ts.result = result;
+    ts.sampler = actors::spawn_data_sampler(sys, data, static_cast<uint64_t>(cfg_.train.seed),
+                                            cfg_.train.batch_size);
+    ts.workers.push_back(actors::spawn_rank_worker(sys, model));
+    ts.shards.push_back(actors::spawn_optimizer_shard(sys, model, opt));
+    const double bytes = double(model->layout().total) * sizeof(float);
+    ts.param_bytes = ts.grad_bytes = bytes;
+    ts.optim_bytes = 2 * bytes;
+    if (checkpoint_) {
+      ts.checkpoint_root = ckpt_root;
+      ts.writer = actors::spawn_checkpoint_writer(sys);
+    }
+    if (monitor_) {
+      actors::monitor_options mo;
+      mo.metrics_file = o.out / "metrics.jsonl";
+      mo.tty = !monitor_->quiet && ::isatty(STDERR_FILENO);
+      mo.print_every = monitor_->quiet ? 1 << 30 : 10;
+      ts.monitor = actors::spawn_monitor(sys, mo);
+    }
+    std::vector<caf::actor> others{caf::actor_cast<caf::actor>(ts.sampler),
+                                   caf::actor_cast<caf::actor>(ts.workers[0]),
+                                   caf::actor_cast<caf::actor>(ts.shards[0])};
+    if (ts.writer) others.push_back(caf::actor_cast<caf::actor>(ts.writer));
+    if (ts.monitor) others.push_back(caf::actor_cast<caf::actor>(ts.monitor));
+    if (monitor_ && !monitor_->quiet)
+      std::cerr << fmt::format(
+          "zeroflow: {} parameters, {} tokens (train {} / val {}), {} steps from step {} -> {}\n",
+          model->layout().total, data->train_tokens() + data->val_tokens(), data->train_tokens(),
+          data->val_tokens(), cfg_.train.steps, start, o.out.string());
+    auto trainer = actors::spawn_trainer(sys, std::move(ts));
+    caf::scoped_actor self{sys};
+    self->monitor(trainer);
+    self->receive([](const caf::down_msg&) {});
+    for (auto& a : others) self->send_exit(a, caf::exit_reason::user_shutdown);
+  }
+  if (!result->error.empty()) fail("training failed: {}", result->error);
+  if (o.print_sample && cfg_.train.sample_tokens > 0 && !result->interrupted) {
+    generate_options g;
+    g.max_tokens = cfg_.train.sample_tokens;
+    g.sampling.temperature = 0.8f;
+    g.sampling.top_k = 40;
+    g.sampling.seed = static_cast<uint64_t>(cfg_.train.seed);
+    std::cout << "\n--- sample (step " << result->final_step << ") ---\n";
+    std::cout << "Call me" << std::flush;
+    generate(*model, tok, "Call me", g, [](const std::string& s) { std::cout << s << std::flush; });
+    std::cout << "\n---" << std::endl;
+  }
+  return *result;
+}
+
+}  // namespace zf

@@ -1,0 +1,73 @@
+#pragma once
+// The pipeline DSL: a run is composed from stages and run as a dataflow graph of actors.
+//
+//   zf::pipeline p(cfg);
+//   p.add(zf::stages::sampler{})          // data_sampler: corpus -> batches (credit prefetch)
+//    .add(zf::stages::train{})            // trainer + rank_workers + optimizer_shards
+//    .add(zf::stages::checkpoint{})       // checkpoint_writer (atomic, in the background)
+//    .add(zf::stages::monitor{});         // progress line + metrics.jsonl
+//   auto result = p.run({.out = "runs/tiny"});
+//
+// The graph is fixed in shape (sampler -> train -> {checkpoint, monitor}); a stage left out is
+// simply not spawned (a run without `checkpoint` writes none). The CLI builds the same graph
+// from TOML.
+#include <atomic>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "actors/trainer.hpp"
+#include "runtime/config.hpp"
+
+namespace zf {
+
+namespace stages {
+struct sampler {};
+struct train {
+  int ranks = 1;  // this build runs one rank; the protocol is N-rank shaped
+};
+struct checkpoint {
+  int every = -1;  // -1: train.checkpoint_every
+};
+struct monitor {
+  bool quiet = false;  // metrics.jsonl only, no progress line
+};
+}  // namespace stages
+
+struct run_options {
+  std::filesystem::path out = "runs/default";
+  std::string resume;                 // "", "latest" (this run's latest) or a checkpoint folder
+  std::atomic<bool>* stop = nullptr;  // set to true to stop after the current step
+  bool print_sample = true;           // print a sample of the trained model at the end
+};
+
+using train_result = actors::train_result;
+
+class pipeline {
+ public:
+  explicit pipeline(run_config cfg) : cfg_(std::move(cfg)) {}
+  pipeline& add(const stages::sampler& s);
+  pipeline& add(const stages::train& s);
+  pipeline& add(const stages::checkpoint& s);
+  pipeline& add(const stages::monitor& s);
+  // Validates the graph, prepares data and model, runs to the end (or *stop). zf::error on bad
+  // input, before anything on disk is touched.
+  train_result run(const run_options& o);
+  const run_config& config() const { return cfg_; }
+
+ private:
+  run_config cfg_;
+  std::optional<stages::sampler> sampler_;
+  std::optional<stages::train> train_;
+  std::optional<stages::checkpoint> checkpoint_;
+  std::optional<stages::monitor> monitor_;
+};
+
+// The standard pretraining graph with every stage, as `zeroflow train` runs it.
+pipeline pretrain(const run_config& cfg);
+
+// The folder with the corpus and tokenizer files: data.data_dir, else $ZF_DATA_DIR, else the
+// build's default (the source tree's data/).
+std::filesystem::path data_dir(const run_config& cfg);
+
+}  // namespace zf

@@ -1,0 +1,244 @@
+#include "runtime/config.hpp"
+
+#include <fmt/format.h>
+#include <toml++/toml.h>
+
+#include <charconv>
+#include <fstream>
+#include <functional>
+#include <sstream>
+
+#include "runtime/error.hpp"
+
+namespace zf {
+namespace {
+
+// One declared key: where it lives in run_config, its type and range, its help text.
+struct key {
+  std::string name;
+  char type;  // 'i' integer, 'f' float, 's' string
+  std::function<void*(run_config&)> ref;
+  double lo, hi;  // inclusive range for numbers
+  std::string help;
+};
+
+template <class T>
+T& as(run_config& c, const key& k) {
+  return *static_cast<T*>(k.ref(c));
+}
+
+#define ZF_KEY(path, field, type, lo, hi, help)                               \
+  key {                                                                       \
+    path, type, [](run_config& c) -> void* { return &c.field; }, lo, hi, help \
+  }
+
+const std::vector<key>& keys() {
+  static const std::vector<key> k = {
+      ZF_KEY("model.n_layer", model.n_layer, 'i', 1, 256, "transformer blocks"),
+      ZF_KEY("model.n_head", model.n_head, 'i', 1, 256, "attention heads (divides n_embd)"),
+      ZF_KEY("model.n_embd", model.n_embd, 'i', 8, 65536, "embedding width"),
+      ZF_KEY("model.n_positions", model.n_positions, 'i', 1, 1 << 20, "max context length"),
+      ZF_KEY("model.vocab_size", model.vocab_size, 'i', 2, 1 << 22,
+             "vocabulary size (>= the tokenizer's)"),
+      ZF_KEY("train.steps", train.steps, 'i', 1, 1e9, "optimizer steps"),
+      ZF_KEY("train.batch_size", train.batch_size, 'i', 1, 1 << 16, "sequences per micro-batch"),
+      ZF_KEY("train.seq_len", train.seq_len, 'i', 2, 1 << 20, "tokens per sequence"),
+      ZF_KEY("train.grad_accum", train.grad_accum, 'i', 1, 1 << 16,
+             "micro-batches per optimizer step"),
+      ZF_KEY("train.lr", train.lr, 'f', 1e-12, 10, "peak learning rate"),
+      ZF_KEY("train.min_lr_ratio", train.min_lr_ratio, 'f', 0, 1, "final lr / peak lr (cosine)"),
+      ZF_KEY("train.warmup", train.warmup, 'i', 0, 1e9, "linear warm-up steps"),
+      ZF_KEY("train.weight_decay", train.weight_decay, 'f', 0, 10,
+             "AdamW decay on matrices and embeddings"),
+      ZF_KEY("train.beta1", train.beta1, 'f', 0, 0.999999, "AdamW beta1"),
+      ZF_KEY("train.beta2", train.beta2, 'f', 0, 0.999999, "AdamW beta2"),
+      ZF_KEY("train.eps", train.eps, 'f', 1e-30, 1, "AdamW epsilon"),
+      ZF_KEY("train.grad_clip", train.grad_clip, 'f', 0, 1e9, "max global grad norm; 0 = off"),
+      ZF_KEY("train.seed", train.seed, 'i', 0, 9.2e18, "seed for weights and data order"),
+      ZF_KEY("train.checkpoint_every", train.checkpoint_every, 'i', 0, 1e9,
+             "steps between checkpoints; 0 = at the end only"),
+      ZF_KEY("train.keep_checkpoints", train.keep_checkpoints, 'i', 1, 1e6,
+             "checkpoints kept on disk"),
+      ZF_KEY("train.eval_every", train.eval_every, 'i', 0, 1e9,
+             "steps between validation passes; 0 = never"),
+      ZF_KEY("train.eval_batches", train.eval_batches, 'i', 1, 1e6, "batches per validation"),
+      ZF_KEY("train.prefetch", train.prefetch, 'i', 1, 64, "batches the sampler runs ahead"),
+      ZF_KEY("train.threads", train.threads, 'i', 0, 1024, "compute threads; 0 = all cores"),
+      ZF_KEY("train.sample_tokens", train.sample_tokens, 'i', 0, 1 << 20,
+             "tokens sampled at the end of a run"),
+      ZF_KEY("data.corpus", data.corpus, 's', 0, 0,
+             "\"moby-dick\", a UTF-8 .txt file or a .tok token shard"),
+      ZF_KEY("data.tokenizer", data.tokenizer, 's', 0, 0, "tokenizer: gpt2"),
+      ZF_KEY("data.data_dir", data.data_dir, 's', 0, 0,
+             "folder with the fetched corpus and tokenizer; empty = the build's"),
+      ZF_KEY("data.val_fraction", data.val_fraction, 'f', 0, 0.5,
+             "tail fraction of the corpus held out"),
+  };
+  return k;
+}
+
+std::string node_text(const toml::node& n) {
+  std::ostringstream os;
+  n.visit([&](auto&& v) { os << v; });
+  return os.str();
+}
+
+const key* find_key(const std::string& name) {
+  for (auto& k : keys())
+    if (k.name == name) return &k;
+  return nullptr;
+}
+
+std::string fmt_num(double v) {
+  if (v == static_cast<int64_t>(v) && std::abs(v) < 1e15) return fmt::format("{}", (int64_t)v);
+  return fmt::format("{}", v);
+}
+
+void check_range(const key& k, double v, const std::string& given) {
+  if (v < k.lo || v > k.hi)
+    fail("{}: expected {}..{}, got {}", k.name, fmt_num(k.lo), fmt_num(k.hi), given);
+}
+
+void set_number(run_config& c, const key& k, double v, const std::string& given) {
+  check_range(k, v, given);
+  if (k.type == 'i') {
+    if (v != static_cast<double>(static_cast<int64_t>(v)))
+      fail("{}: expected an integer, got {}", k.name, given);
+    if (k.ref(c) == &c.train.seed)
+      as<int64_t>(c, k) = static_cast<int64_t>(v);
+    else
+      as<int>(c, k) = static_cast<int>(v);
+  } else {
+    as<double>(c, k) = v;
+  }
+}
+
+void set_from_toml(run_config& c, const key& k, const toml::node& n, const std::string& where) {
+  if (k.type == 's') {
+    auto s = n.value<std::string>();
+    if (!s || !n.is_string()) fail("{}: expected a string ({})", k.name, where);
+    as<std::string>(c, k) = *s;
+    return;
+  }
+  std::optional<double> v;
+  if (n.is_integer())
+    v = static_cast<double>(*n.value<int64_t>());
+  else if (n.is_floating_point() && k.type == 'f')
+    v = *n.value<double>();
+  if (!v)
+    fail("{}: expected {}, got {} ({})", k.name, k.type == 'i' ? "an integer" : "a number",
+         node_text(n), where);
+  set_number(c, k, *v, node_text(n));
+}
+
+void walk(run_config& c, const toml::table& t, const std::string& prefix,
+          const std::string& source) {
+  for (auto&& [name, node] : t) {
+    std::string path =
+        prefix.empty() ? std::string(name.str()) : prefix + "." + std::string(name.str());
+    if (auto* sub = node.as_table()) {
+      walk(c, *sub, path, source);
+      continue;
+    }
+    const key* k = find_key(path);
+    if (!k) fail("unknown config key '{}' in {}", path, source);
+    set_from_toml(c, *k, node, source);
+  }
+}
+
+}  // namespace
+
+void apply_toml(run_config& cfg, const std::string& text, const std::string& source) {
+  toml::table t;
+  try {
+    t = toml::parse(text, source);
+  } catch (const toml::parse_error& e) {
+    auto& b = e.source().begin;
+    fail("{}:{}:{}: TOML parse error: {}", source, b.line, b.column, e.description());
+  }
+  walk(cfg, t, "", source);
+}
+
+void apply_override(run_config& cfg, const std::string& assignment) {
+  auto eq = assignment.find('=');
+  if (eq == std::string::npos || eq == 0)
+    fail("--set {}: expected key=value (for example train.lr=1e-3)", assignment);
+  std::string name = assignment.substr(0, eq), value = assignment.substr(eq + 1);
+  const key* k = find_key(name);
+  if (!k) fail("unknown config key '{}' in --set", name);
+  if (k->type == 's') {
+    if (value.size() >= 2 && value.front() == '"' && value.back() == '"')
+      value = value.substr(1, value.size() - 2);
+    as<std::string>(cfg, *k) = value;
+    return;
+  }
+  double v = 0;
+  auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
+  if (ec != std::errc() || p != value.data() + value.size())
+    fail("{}: expected {}, got '{}'", name, k->type == 'i' ? "an integer" : "a number", value);
+  set_number(cfg, *k, v, value);
+}
+
+void validate(const run_config& c) {
+  run_config tmp = c;
+  for (auto& k : keys()) {
+    if (k.type == 'i') {
+      double v = k.ref(tmp) == &tmp.train.seed ? (double)as<int64_t>(tmp, k) : as<int>(tmp, k);
+      check_range(k, v, fmt_num(v));
+    } else if (k.type == 'f') {
+      check_range(k, as<double>(tmp, k), fmt_num(as<double>(tmp, k)));
+    }
+  }
+  if (c.model.n_embd % c.model.n_head != 0)
+    fail("model.n_head: expected a divisor of model.n_embd ({}), got {}", c.model.n_embd,
+         c.model.n_head);
+  if (c.train.seq_len > c.model.n_positions)
+    fail("train.seq_len: expected at most model.n_positions ({}), got {}", c.model.n_positions,
+         c.train.seq_len);
+  if (c.data.tokenizer != "gpt2")
+    fail("data.tokenizer: expected \"gpt2\", got \"{}\"", c.data.tokenizer);
+  if (c.data.corpus.empty()) fail("data.corpus: expected a corpus name or path, got \"\"");
+}
+
+std::string to_toml(const run_config& c) {
+  run_config tmp = c;
+  std::string out, section;
+  for (auto& k : keys()) {
+    auto dot = k.name.find('.');
+    std::string sec = k.name.substr(0, dot), leaf = k.name.substr(dot + 1);
+    if (sec != section) {
+      out += fmt::format("{}[{}]\n", out.empty() ? "" : "\n", sec);
+      section = sec;
+    }
+    std::string v;
+    if (k.type == 's') {
+      std::ostringstream os;
+      os << toml::value<std::string>(as<std::string>(tmp, k));
+      v = os.str();
+    } else if (k.type == 'i') {
+      v = k.ref(tmp) == &tmp.train.seed ? fmt::format("{}", as<int64_t>(tmp, k))
+                                        : fmt::format("{}", as<int>(tmp, k));
+    } else {
+      v = fmt::format("{}", as<double>(tmp, k));
+      if (v.find_first_of(".en") == std::string::npos) v += ".0";
+    }
+    out += fmt::format("{} = {}  # {}\n", leaf, v, k.help);
+  }
+  return out;
+}
+
+run_config load_config(const std::string& file, const std::vector<std::string>& overrides) {
+  run_config cfg;
+  if (!file.empty()) {
+    std::ifstream in(file);
+    if (!in) fail("cannot read config file {}", file);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    apply_toml(cfg, ss.str(), file);
+  }
+  for (auto& o : overrides) apply_override(cfg, o);
+  validate(cfg);
+  return cfg;
+}
+
+}  // namespace zf

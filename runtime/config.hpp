@@ -1,0 +1,66 @@
+#pragma once
+// The run configuration: small typed structs, one per component, read from TOML and `--set
+// key=value` overrides, validated once before any work starts. Every key is declared once in
+// config.cpp (name, type, range, help) and that table drives parsing, validation and `zeroflow
+// config` output, so the three can never disagree.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace zf {
+
+struct model_config {
+  int n_layer = 4;
+  int n_head = 4;
+  int n_embd = 256;
+  int n_positions = 256;  // learned position table size (max context)
+  int vocab_size = 50257;
+  int head_dim() const { return n_embd / n_head; }
+};
+
+struct train_config {
+  int steps = 600;
+  int batch_size = 8;
+  int seq_len = 128;
+  int grad_accum = 1;  // micro-batches per optimizer step
+  double lr = 2e-3;
+  double min_lr_ratio = 0.1;
+  int warmup = 40;
+  double weight_decay = 0.1;
+  double beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
+  double grad_clip = 1.0;  // 0 disables clipping
+  int64_t seed = 1337;
+  int checkpoint_every = 100;  // 0: only at the end
+  int keep_checkpoints = 3;
+  int eval_every = 50;  // 0: never
+  int eval_batches = 8;
+  int prefetch = 2;        // batches the sampler may run ahead
+  int threads = 0;         // compute threads; 0: all cores
+  int sample_tokens = 64;  // tokens of text generated at the end of a run; 0: none
+};
+
+struct data_config {
+  std::string corpus = "moby-dick";  // "moby-dick" (embedded default), a .txt file or a .tok shard
+  std::string tokenizer = "gpt2";
+  std::string data_dir;  // where scripts/setup put the corpus and tokenizer; "" = build default
+  double val_fraction = 0.05;
+};
+
+struct run_config {
+  model_config model;
+  train_config train;
+  data_config data;
+};
+
+// Parses TOML text (source names the file in messages) over the defaults in cfg.
+void apply_toml(run_config& cfg, const std::string& toml_text, const std::string& source);
+// Applies one "key=value" override (from --set).
+void apply_override(run_config& cfg, const std::string& assignment);
+// Throws zf::error "<key>: expected <range>, got <value>" for the first bad value.
+void validate(const run_config& cfg);
+// The whole configuration as TOML (round-trips through apply_toml).
+std::string to_toml(const run_config& cfg);
+// Loads file (if not empty), applies overrides, validates.
+run_config load_config(const std::string& file, const std::vector<std::string>& overrides);
+
+}  // namespace zf

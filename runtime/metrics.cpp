@@ -1,0 +1,44 @@
+#include "runtime/metrics.hpp"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+namespace zf {
+
+std::string to_json_line(const step_metrics& m) {
+  nlohmann::json j{{"step", m.step},
+                   {"loss", m.loss},
+                   {"lr", m.lr},
+                   {"grad_norm", m.grad_norm},
+                   {"tokens_per_s", m.tokens_per_s},
+                   {"step_ms", m.step_ms},
+                   {"tokens", m.tokens},
+                   {"elapsed_s", m.elapsed_s},
+                   {"param_bytes", m.param_bytes},
+                   {"grad_bytes", m.grad_bytes},
+                   {"optim_bytes", m.optim_bytes}};
+  if (m.val_loss >= 0) j["val_loss"] = m.val_loss;
+  return j.dump();
+}
+
+std::string format_duration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  long t = std::lround(s);
+  if (t >= 3600) return fmt::format("{}h{:02d}m", t / 3600, (t % 3600) / 60);
+  if (t >= 60) return fmt::format("{}m{:02d}s", t / 60, t % 60);
+  return fmt::format("{}s", t);
+}
+
+std::string progress_line(const step_metrics& m) {
+  double rate = m.step_ms > 0 ? 1000.0 / m.step_ms : 0;
+  double eta = rate > 0 ? (m.total_steps - m.step) / rate : -1;
+  std::string s =
+      fmt::format("step {}/{} | loss {:.4f} | lr {:.2e} | {:.0f} tok/s | ETA {}", m.step,
+                  m.total_steps, m.loss, m.lr, m.tokens_per_s, format_duration(eta));
+  if (m.val_loss >= 0) s += fmt::format(" | val {:.4f}", m.val_loss);
+  return s;
+}
+
+}  // namespace zf

@@ -1,0 +1,92 @@
+#include "storage/dataset.hpp"
+
+#include <fmt/format.h>
+
+#include <random>
+
+#include "runtime/error.hpp"
+#include "runtime/tokenizer.hpp"
+#include "storage/fs_util.hpp"
+
+namespace fs = std::filesystem;
+
+namespace zf::storage {
+
+fs::path prepare_corpus(const std::string& corpus, const fs::path& data_dir, const tokenizer& tok) {
+  fs::path text = corpus == "moby-dick" ? data_dir / "moby-dick.txt" : fs::path(corpus);
+  if (text.extension() == ".tok") {
+    token_shard::open(text);  // validates now, with the file's name in any message
+    return text;
+  }
+  if (!fs::exists(text))
+    fail("data.corpus: cannot read {}{}", text.string(),
+         corpus == "moby-dick" ? " (run scripts/setup to fetch the embedded corpus)" : "");
+  std::string content = read_text_file(text);
+  if (content.empty()) fail("data.corpus: {} is empty", text.string());
+  uint32_t crc = crc32_of(content.data(), content.size());
+  fs::path cache = data_dir / "cache" /
+                   fmt::format("{}-{}-{:08x}.tok", text.stem().string(), content.size(), crc);
+  if (fs::exists(cache)) {
+    try {
+      token_shard::open(cache);
+      return cache;
+    } catch (const error&) {  // a damaged cache is rebuilt, never trusted
+    }
+  }
+  std::error_code ec;
+  fs::create_directories(cache.parent_path(), ec);
+  if (ec) fail("cannot create {}: {}", cache.parent_path().string(), ec.message());
+  std::vector<int> ids = tok.encode(content);
+  write_token_shard(cache, ids, static_cast<uint32_t>(tok.vocab_size()));
+  return cache;
+}
+
+dataset::dataset(token_shard shard, double val_fraction, int seq_len)
+    : shard_(std::move(shard)), t_(seq_len) {
+  const std::size_t n = shard_.size();
+  std::size_t val = static_cast<std::size_t>(n * val_fraction);
+  if (val_fraction > 0 && val < std::size_t(seq_len) + 1) val = seq_len + 1;
+  if (n < val + seq_len + 2)
+    fail("corpus {} has {} tokens: too few for train.seq_len {} with a validation split of {}",
+         shard_.path().string(), n, seq_len, val_fraction);
+  train_end_ = n - val;
+}
+
+void dataset::fill_window(std::size_t start, int row, batch& out) const {
+  int* in = out.inputs.data() + std::size_t(row) * t_;
+  int* tg = out.targets.data() + std::size_t(row) * t_;
+  for (int i = 0; i < t_; ++i) {
+    in[i] = shard_[start + i];
+    tg[i] = shard_[start + i + 1];
+  }
+}
+
+void dataset::fill_train(uint64_t seed, int64_t index, int b, batch& out) const {
+  out.index = index;
+  out.b = b;
+  out.t = t_;
+  out.inputs.resize(std::size_t(b) * t_);
+  out.targets.resize(std::size_t(b) * t_);
+  // splitmix-style mixing so neighbouring indices give unrelated streams
+  std::seed_seq seq{uint32_t(seed), uint32_t(seed >> 32), uint32_t(index), uint32_t(index >> 32)};
+  std::mt19937_64 rng(seq);
+  std::uniform_int_distribution<std::size_t> pick(0, train_end_ - t_ - 1);
+  for (int r = 0; r < b; ++r) fill_window(pick(rng), r, out);
+}
+
+void dataset::fill_val(int64_t index, int b, batch& out) const {
+  out.index = index;
+  out.b = b;
+  out.t = t_;
+  out.inputs.resize(std::size_t(b) * t_);
+  out.targets.resize(std::size_t(b) * t_);
+  const std::size_t windows = (val_tokens() - 1) / t_;
+  for (int r = 0; r < b; ++r) {
+    std::size_t w = (std::size_t(index) * b + r) % std::max<std::size_t>(windows, 1);
+    std::size_t start = train_end_ + w * t_;
+    if (start + t_ + 1 > shard_.size()) start = shard_.size() - t_ - 1;
+    fill_window(start, r, out);
+  }
+}
+
+}  // namespace zf::storage

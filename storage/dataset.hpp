@@ -1,0 +1,47 @@
+#pragma once
+// Training data: a corpus (text or token shard) resolved to a token shard, split into a train
+// head and a validation tail, and cut into [b, t+1] windows. A batch is a pure function of
+// (seed, index), so resuming at step s needs nothing but s.
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "storage/token_shard.hpp"
+
+namespace zf {
+class tokenizer;
+}
+
+namespace zf::storage {
+
+struct batch {
+  int64_t index = 0;  // which batch of its split
+  int b = 0, t = 0;
+  std::vector<int> inputs, targets;  // [b, t] each
+};
+
+// Resolves data.corpus: "moby-dick" (data_dir/moby-dick.txt), a UTF-8 .txt file (tokenized once
+// and cached as data_dir/cache/<name>-<bytes>-<crc>.tok) or a .tok shard. zf::error names the file.
+std::filesystem::path prepare_corpus(const std::string& corpus,
+                                     const std::filesystem::path& data_dir, const tokenizer& tok);
+
+class dataset {
+ public:
+  dataset(token_shard shard, double val_fraction, int seq_len);
+  std::size_t train_tokens() const { return train_end_; }
+  std::size_t val_tokens() const { return shard_.size() - train_end_; }
+  // Random windows of the train head; same (seed, index) -> same batch.
+  void fill_train(uint64_t seed, int64_t index, int b, batch& out) const;
+  // Consecutive windows of the validation tail (wrapping).
+  void fill_val(int64_t index, int b, batch& out) const;
+
+ private:
+  void fill_window(std::size_t start, int row, batch& out) const;
+  token_shard shard_;
+  std::size_t train_end_;
+  int t_;
+};
+
+}  // namespace zf::storage

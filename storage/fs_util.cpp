@@ -1,0 +1,104 @@
+#include "storage/fs_util.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "runtime/error.hpp"
+
+namespace zf::storage {
+
+void fsync_path(const std::filesystem::path& p) {
+  int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail("cannot open {} to fsync: {}", p.string(), std::strerror(errno));
+  int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) fail("fsync {} failed: {}", p.string(), std::strerror(errno));
+}
+
+void write_file_atomic(const std::filesystem::path& p, const void* data, std::size_t n) {
+  auto tmp = p;
+  tmp += ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) fail("cannot create {}: {}", tmp.string(), std::strerror(errno));
+  const char* c = static_cast<const char*>(data);
+  std::size_t done = 0;
+  while (done < n) {
+    ssize_t w = ::write(fd, c + done, n - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      int e = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      fail("write {} failed: {}", tmp.string(), std::strerror(e));
+    }
+    done += static_cast<std::size_t>(w);
+  }
+  if (::fsync(fd) != 0) {
+    int e = errno;
+    ::close(fd);
+    fail("fsync {} failed: {}", tmp.string(), std::strerror(e));
+  }
+  ::close(fd);
+  std::error_code ec;
+  std::filesystem::rename(tmp, p, ec);
+  if (ec) fail("rename {} -> {} failed: {}", tmp.string(), p.string(), ec.message());
+  auto parent = p.parent_path();
+  fsync_path(parent.empty() ? "." : parent);
+}
+
+void write_file_atomic(const std::filesystem::path& p, const std::string& text) {
+  write_file_atomic(p, text.data(), text.size());
+}
+
+std::string read_text_file(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) fail("cannot read {}: {}", p.string(), std::strerror(errno));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) fail("error reading {}", p.string());
+  return ss.str();
+}
+
+uint32_t crc32_of(const void* data, std::size_t n, uint32_t seed) {
+  uLong c = seed;
+  const Bytef* b = static_cast<const Bytef*>(data);
+  while (n) {  // zlib takes uInt lengths
+    uInt chunk = static_cast<uInt>(std::min<std::size_t>(n, 1u << 30));
+    c = ::crc32(c, b, chunk);
+    b += chunk;
+    n -= chunk;
+  }
+  return static_cast<uint32_t>(c);
+}
+
+uint32_t crc32_file(const std::filesystem::path& p, std::size_t* size) {
+  int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail("cannot open {}: {}", p.string(), std::strerror(errno));
+  std::vector<char> buf(1 << 20);
+  uint32_t c = 0;
+  std::size_t total = 0;
+  for (;;) {
+    ssize_t r = ::read(fd, buf.data(), buf.size());
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      int e = errno;
+      ::close(fd);
+      fail("read {} failed: {}", p.string(), std::strerror(e));
+    }
+    if (r == 0) break;
+    c = crc32_of(buf.data(), static_cast<std::size_t>(r), c);
+    total += static_cast<std::size_t>(r);
+  }
+  ::close(fd);
+  if (size) *size = total;
+  return c;
+}
+
+}  // namespace zf::storage
