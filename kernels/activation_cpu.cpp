@@ -4,9 +4,12 @@
 // which is the same function as torch's GELU(approximate="tanh") but avoids the cancellation in
 // 1 + tanh(u) for negative x, and needs only one exp, done 8 lanes at a time with a Cephes-style
 // polynomial (about 1 ulp; glibc's expf does not vectorize without -ffast-math).
-#include "kernels/activation.hpp"
-
 #include <cstring>
+
+#include "kernels/activation.hpp"
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 
 namespace zf::kernels {
 namespace {
@@ -19,16 +22,35 @@ inline v8f load8(const float* p) {
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-inline void store8(float* p, v8f v) { std::memcpy(p, &v, sizeof v); }
+inline void store8(float* p, v8f v) {
+  std::memcpy(p, &v, sizeof v);
+}
 
-// exp(x) for 8 lanes: x = n ln2 + r with |r| <= ln2/2, exp(r) by a degree-7 polynomial, times 2^n
-// built from exponent bits in two halves (so n = 128 and subnormal results need no special
-// case). Below -103.98 the result is 0, above 88.7228 it is +inf, NaN stays NaN.
+// Lane-wise a > b ? a : b and a < b ? a : b, returning b where either is NaN (maxps/minps),
+// so clamping as vmax(lo, x) keeps a NaN x.
+inline v8f vmax(v8f a, v8f b) {
+#if defined(__AVX__)
+  return (v8f)_mm256_max_ps((__m256)a, (__m256)b);
+#else
+  return a > b ? a : b;
+#endif
+}
+inline v8f vmin(v8f a, v8f b) {
+#if defined(__AVX__)
+  return (v8f)_mm256_min_ps((__m256)a, (__m256)b);
+#else
+  return a < b ? a : b;
+#endif
+}
+
+// exp(x) for 8 lanes, within 1 ulp: x = n ln2 + r with |r| <= ln2/2, exp(r) by a degree-7
+// polynomial (Cephes expf), times 2^n built from exponent bits in two halves so that n = 128
+// and subnormal results need no special case. The clamp to [-104, ln(FLT_MAX)] makes the tails
+// exact without blends: exp(-104) and below round to 0 (so exp(-inf) = 0), the top of the range
+// overflows to +inf, NaN stays NaN.
+// (Kept identical to the copy in softmax_cpu.cpp.)
 inline v8f vexp(v8f x) {
-  const v8i under = x < -103.98f;
-  const v8i over = x > 88.7228394f;
-  x = x < -103.98f ? v8f{} - 103.98f : x;
-  x = x > 88.7228394f ? v8f{} + 88.7228394f : x;
+  x = vmin(v8f{} + 88.7228394f, vmax(v8f{} - 104.0f, x));
   const v8f t = x * 1.44269504088896341f + 12582912.0f;  // 1.5 * 2^23: rounds x log2 e
   const v8f n = t - 12582912.0f;
   const v8i ni = (v8i)t - 0x4B400000;
@@ -43,9 +65,7 @@ inline v8f vexp(v8f x) {
   p = p * (r * r) + r + 1.0f;
   const v8i n1 = ni >> 1, n2 = ni - n1;
   const v8f s1 = (v8f)((n1 + 127) << 23), s2 = (v8f)((n2 + 127) << 23);
-  p = p * s1 * s2;
-  p = over ? v8f{} + __builtin_inff() : p;
-  return under ? v8f{} : p;
+  return p * s1 * s2;
 }
 
 constexpr float kBeta = 0.7978845608028654f;  // sqrt(2 / pi)

@@ -6,11 +6,11 @@
 // The hyperparameters arrive as floats; each is widened through its shortest decimal form
 // (0.95f -> 0.95), which is the double a Python config would have held, so b2^t and the rounded
 // coefficients come out as torch's. One pass over p, g, m, v; nothing here allocates.
-#include "kernels/adamw.hpp"
-
 #include <charconv>
 #include <cmath>
 #include <cstring>
+
+#include "kernels/adamw.hpp"
 #if defined(__AVX__)
 #include <immintrin.h>
 #endif
@@ -32,7 +32,9 @@ inline v4f load4(const float* p) {
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-inline void store8(float* p, v8f v) { std::memcpy(p, &v, sizeof v); }
+inline void store8(float* p, v8f v) {
+  std::memcpy(p, &v, sizeof v);
+}
 
 // Lane-wise IEEE square root (std::sqrt in a loop does not vectorize while it may set errno).
 inline v8f vsqrt(v8f x) {
@@ -56,7 +58,8 @@ double decimal(float f) {
 }  // namespace
 
 // p, m, v: [n] updated in place; g: [n] read only.
-void adamw_step(float* p, const float* g, float* m, float* v, std::size_t n, const adamw_params& a) {
+void adamw_step(float* p, const float* g, float* m, float* v, std::size_t n,
+                const adamw_params& a) {
   const double lr = decimal(a.lr), b1 = decimal(a.beta1), b2 = decimal(a.beta2);
   const double wd = decimal(a.weight_decay);
   const double t = static_cast<double>(a.step);

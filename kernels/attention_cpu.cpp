@@ -10,19 +10,18 @@
 //   [0, offset + i1) where i1 is the end of its block; the key-side GEMMs for keys
 //   [offset + i0, offset + i1) read only rows i >= i0, whose valid range covers those columns.
 // Nothing here allocates; att/datt are the caller's scratch.
-#include "kernels/attention.hpp"
-
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
 
+#include "kernels/attention.hpp"
 #include "kernels/matmul.hpp"
 #include "kernels/softmax.hpp"
 
 namespace zf::kernels {
 namespace {
 
-constexpr int kBlock = 64;
+constexpr int kBlock = 128;
 
 // sum_j a[j] * b[j] over [0, n) in 16 float lanes.
 float dot(const float* a, const float* b, std::size_t n) {

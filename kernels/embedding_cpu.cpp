@@ -1,9 +1,9 @@
 // Embedding family, CPU reference: GPT-2 token + learned position embeddings, fp32.
 // Invariants: row gathers/scatters of c contiguous floats; duplicate ids accumulate in order.
 // Nothing here allocates.
-#include "kernels/embedding.hpp"
-
 #include <cstddef>
+
+#include "kernels/embedding.hpp"
 
 namespace zf::kernels {
 

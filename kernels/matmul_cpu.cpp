@@ -2,11 +2,11 @@
 // Invariants: row-major everywhere; a leading dimension of 0 means the dense width of the stored
 // matrix (k or m for a, n or k for b, n for c). OpenBLAS threads the GEMMs itself; nothing here
 // allocates.
-#include "kernels/matmul.hpp"
-
 #include <cblas.h>
 
 #include <algorithm>
+
+#include "kernels/matmul.hpp"
 
 namespace zf::kernels {
 

@@ -7,11 +7,11 @@
 // main memory sees each input once and each output once. Reductions use 16 float lanes in GCC
 // vector extensions (a plain float reduction loop does not vectorize without -ffast-math).
 // Nothing here allocates.
-#include "kernels/norm.hpp"
-
 #include <cmath>
 #include <cstddef>
 #include <cstring>
+
+#include "kernels/norm.hpp"
 
 namespace zf::kernels {
 namespace {
@@ -23,7 +23,9 @@ inline v8f load8(const float* p) {
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-inline void store8(float* p, v8f v) { std::memcpy(p, &v, sizeof v); }
+inline void store8(float* p, v8f v) {
+  std::memcpy(p, &v, sizeof v);
+}
 inline float hsum(v8f v) {
   return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
 }
@@ -61,6 +63,7 @@ float row_centered_sumsq(const float* x, float mean, std::size_t c) {
 // x: [n, c], gamma/beta: [c] -> y: [n, c]; mean, rstd: [n] (optional).
 void layernorm_forward(const float* x, const float* gamma, const float* beta, float* y, float* mean,
                        float* rstd, int n, int c, float eps) {
+  if (c <= 0) return;
   const std::size_t cc = static_cast<std::size_t>(c);
   for (int r = 0; r < n; ++r) {
     const float* xr = x + r * cc;
@@ -82,6 +85,7 @@ void layernorm_forward(const float* x, const float* gamma, const float* beta, fl
 // dgamma, dbeta: [c] accumulated.
 void layernorm_backward(const float* x, const float* gamma, const float* mean, const float* rstd,
                         const float* dy, float* dx, float* dgamma, float* dbeta, int n, int c) {
+  if (c <= 0) return;
   const std::size_t cc = static_cast<std::size_t>(c);
   const float inv_c = 1.0f / static_cast<float>(c);
   for (int r = 0; r < n; ++r) {

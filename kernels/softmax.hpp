@@ -1,5 +1,6 @@
 #pragma once
-// Softmax + cross-entropy family, fp32, numerically stable (max-subtracted, double-free).
+// Softmax + cross-entropy family, fp32, numerically stable (max-subtracted; the CPU reference
+// sums each row's exps in double).
 
 namespace zf::kernels {
 

@@ -5,11 +5,14 @@
 // float lanes flushed into a double every 512 elements, so a 50k-wide row keeps ~1e-7 relative
 // accuracy. The loss is logsumexp(x) - x[t] with the max subtracted first, as torch's
 // log_softmax + nll_loss. Nothing here allocates.
-#include "kernels/softmax.hpp"
-
 #include <cmath>
 #include <cstddef>
 #include <cstring>
+
+#include "kernels/softmax.hpp"
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 
 namespace zf::kernels {
 namespace {
@@ -22,20 +25,38 @@ inline v8f load8(const float* p) {
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-inline void store8(float* p, v8f v) { std::memcpy(p, &v, sizeof v); }
+inline void store8(float* p, v8f v) {
+  std::memcpy(p, &v, sizeof v);
+}
 inline float hsum(v8f v) {
   return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
 }
 
-// exp(x) for 8 lanes: x = n ln2 + r with |r| <= ln2/2, exp(r) by a degree-7 polynomial, times 2^n
-// built from exponent bits in two halves (so n = 128 and subnormal results need no special
-// case). Below -103.98 the result is 0 (so exp(-inf) = 0), above 88.7228 it is +inf.
+// Lane-wise a > b ? a : b and a < b ? a : b, returning b where either is NaN (maxps/minps),
+// so clamping as vmax(lo, x) keeps a NaN x.
+inline v8f vmax(v8f a, v8f b) {
+#if defined(__AVX__)
+  return (v8f)_mm256_max_ps((__m256)a, (__m256)b);
+#else
+  return a > b ? a : b;
+#endif
+}
+inline v8f vmin(v8f a, v8f b) {
+#if defined(__AVX__)
+  return (v8f)_mm256_min_ps((__m256)a, (__m256)b);
+#else
+  return a < b ? a : b;
+#endif
+}
+
+// exp(x) for 8 lanes, within 1 ulp: x = n ln2 + r with |r| <= ln2/2, exp(r) by a degree-7
+// polynomial (Cephes expf), times 2^n built from exponent bits in two halves so that n = 128
+// and subnormal results need no special case. The clamp to [-104, ln(FLT_MAX)] makes the tails
+// exact without blends: exp(-104) and below round to 0 (so exp(-inf) = 0), the top of the range
+// overflows to +inf, NaN stays NaN.
 // (Kept identical to the copy in activation_cpu.cpp.)
 inline v8f vexp(v8f x) {
-  const v8i under = x < -103.98f;
-  const v8i over = x > 88.7228394f;
-  x = x < -103.98f ? v8f{} - 103.98f : x;
-  x = x > 88.7228394f ? v8f{} + 88.7228394f : x;
+  x = vmin(v8f{} + 88.7228394f, vmax(v8f{} - 104.0f, x));
   const v8f t = x * 1.44269504088896341f + 12582912.0f;  // 1.5 * 2^23: rounds x log2 e
   const v8f n = t - 12582912.0f;
   const v8i ni = (v8i)t - 0x4B400000;
@@ -50,9 +71,7 @@ inline v8f vexp(v8f x) {
   p = p * (r * r) + r + 1.0f;
   const v8i n1 = ni >> 1, n2 = ni - n1;
   const v8f s1 = (v8f)((n1 + 127) << 23), s2 = (v8f)((n2 + 127) << 23);
-  p = p * s1 * s2;
-  p = over ? v8f{} + __builtin_inff() : p;
-  return under ? v8f{} : p;
+  return p * s1 * s2;
 }
 
 inline float vexp1(float x) {
@@ -111,8 +130,7 @@ void scale_row(float* x, std::size_t v, float s) {
 }  // namespace
 
 // logits: [n, v] (in place -> dlogits), targets: [n], loss: [n].
-void softmax_xent_fused(float* logits, const int* targets, float* loss, int n, int v,
-                        float dloss) {
+void softmax_xent_fused(float* logits, const int* targets, float* loss, int n, int v, float dloss) {
   const std::size_t vv = static_cast<std::size_t>(v);
   for (int r = 0; r < n; ++r) {
     float* x = logits + r * vv;

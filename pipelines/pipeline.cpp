@@ -109,6 +109,7 @@ train_result pipeline::run(const run_options& o) {
   auto data = std::make_shared<const storage::dataset>(storage::token_shard::open(shard_path),
                                                        cfg_.data.val_fraction, cfg_.train.seq_len);
 
+  if (data->val_tokens() == 0) cfg_.train.eval_every = 0;  // nothing held out: no val_loss
   int start = 0;
   if (resumed) {
     std::copy(resumed->params.begin(), resumed->params.end(), model->params().data());

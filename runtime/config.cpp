@@ -95,7 +95,7 @@ std::string fmt_num(double v) {
 }
 
 void check_range(const key& k, double v, const std::string& given) {
-  if (v < k.lo || v > k.hi)
+  if (!(v >= k.lo && v <= k.hi))  // also refuses NaN
     fail("{}: expected {}..{}, got {}", k.name, fmt_num(k.lo), fmt_num(k.hi), given);
 }
 
@@ -113,11 +113,24 @@ void set_number(run_config& c, const key& k, double v, const std::string& given)
   }
 }
 
+// Integers are set exactly (a seed above 2^53 must not be rounded through a double).
+void set_integer(run_config& c, const key& k, int64_t v, const std::string& given) {
+  if (!(double(v) >= k.lo && double(v) <= k.hi)) check_range(k, double(v), given);
+  if (k.ref(c) == &c.train.seed)
+    as<int64_t>(c, k) = v;
+  else
+    as<int>(c, k) = static_cast<int>(v);
+}
+
 void set_from_toml(run_config& c, const key& k, const toml::node& n, const std::string& where) {
   if (k.type == 's') {
     auto s = n.value<std::string>();
     if (!s || !n.is_string()) fail("{}: expected a string ({})", k.name, where);
     as<std::string>(c, k) = *s;
+    return;
+  }
+  if (n.is_integer() && k.type == 'i') {
+    set_integer(c, k, *n.value<int64_t>(), node_text(n));
     return;
   }
   std::optional<double> v;
@@ -171,6 +184,14 @@ void apply_override(run_config& cfg, const std::string& assignment) {
       value = value.substr(1, value.size() - 2);
     as<std::string>(cfg, *k) = value;
     return;
+  }
+  if (k->type == 'i') {
+    int64_t iv = 0;
+    auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), iv);
+    if (ec == std::errc() && p == value.data() + value.size()) {
+      set_integer(cfg, *k, iv, value);
+      return;
+    }
   }
   double v = 0;
   auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), v);

@@ -18,7 +18,7 @@ struct step_metrics {
 };
 
 std::string to_json_line(const step_metrics& m);
-// "step 120/600 | loss 5.8123 | lr 1.98e-03 | 2,345 tok/s | ETA 3m12s"
+// "step 120/600 | loss 5.8123 | lr 1.98e-03 | 2345 tok/s | ETA 3m12s"
 std::string progress_line(const step_metrics& m);
 std::string format_duration(double seconds);
 

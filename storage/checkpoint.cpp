@@ -29,9 +29,13 @@ std::vector<fs::path> step_dirs(const fs::path& root) {
   std::error_code ec;
   for (auto& e : fs::directory_iterator(root, ec)) {
     auto n = e.path().filename().string();
-    if (e.is_directory() && n.starts_with("step-") && !n.ends_with(".tmp")) out.push_back(e.path());
+    if (e.is_directory() && n.size() > 5 && n.starts_with("step-") &&
+        n.find_first_not_of("0123456789", 5) == std::string::npos)
+      out.push_back(e.path());
   }
-  std::sort(out.begin(), out.end());
+  // by step number, not by name: step-1000000 sorts after step-999999
+  auto num = [](const fs::path& p) { return std::stoll(p.filename().string().substr(5)); };
+  std::sort(out.begin(), out.end(), [&](auto& a, auto& b) { return num(a) < num(b); });
   return out;
 }
 
@@ -136,6 +140,9 @@ loaded_checkpoint load_checkpoint(const fs::path& dir_in, const param_layout& la
   auto m = nlohmann::json::parse(read_text_file(dir / "manifest.json"));
   // Verify every file before reading any value.
   for (auto& [f, info] : m["files"].items()) {
+    if (!info.is_object() || !info.contains("bytes") || !info.contains("crc32"))
+      fail("corrupt checkpoint manifest {}: entry '{}' lacks bytes/crc32",
+           (dir / "manifest.json").string(), f);
     fs::path p = dir / f;
     if (!fs::exists(p)) fail("checkpoint file {} is missing", p.string());
     std::size_t size = 0;

@@ -75,6 +75,8 @@ void dataset::fill_train(uint64_t seed, int64_t index, int b, batch& out) const 
 }
 
 void dataset::fill_val(int64_t index, int b, batch& out) const {
+  if (val_tokens() == 0)
+    fail("corpus {} has no validation split (data.val_fraction = 0)", shard_.path().string());
   out.index = index;
   out.b = b;
   out.t = t_;

@@ -47,7 +47,8 @@ token_shard token_shard::open(const std::filesystem::path& p) {
   if (h.version != 1) fail("token shard {}: unsupported version {}", p.string(), h.version);
   if (h.dtype != 1 && h.dtype != 2) fail("token shard {}: unknown dtype {}", p.string(), h.dtype);
   std::size_t elem = h.dtype == 1 ? 2 : 4;
-  if (len != sizeof(header) + h.count * elem)
+  // compared by division: a forged count must not overflow the check
+  if ((len - sizeof(header)) % elem != 0 || (len - sizeof(header)) / elem != h.count)
     fail("token shard {} is truncated or padded: header says {} tokens ({} bytes), file has {}",
          p.string(), h.count, sizeof(header) + h.count * elem, len);
   s.ids_ = static_cast<const char*>(m) + sizeof(header);

@@ -44,8 +44,8 @@ void run_two_steps(const adamw_params& base, double b1, double b2, double gs) {
   adamw_step(p.data(), g2.data(), m.data(), v.data(), n, a);
   for (std::size_t i = 0; i < n; ++i) {
     CAPTURE(i);
-    const auto want = two_steps(p0[i], g1[i] * gs, g2[i] * gs, base.lr, b1, b2, base.eps,
-                                base.weight_decay);
+    const auto want =
+        two_steps(p0[i], g1[i] * gs, g2[i] * gs, base.lr, b1, b2, base.eps, base.weight_decay);
     CHECK(after1[i] == doctest::Approx(want.p1).epsilon(1e-6));
     CHECK(p[i] == doctest::Approx(want.p2).epsilon(1e-6));
     CHECK(m[i] == doctest::Approx(want.m2).epsilon(1e-5));
@@ -63,7 +63,9 @@ TEST_CASE("adamw: two steps equal the closed form (decoupled decay, bias correct
   a.eps = 1e-8f;
   a.weight_decay = 0.1f;
   run_two_steps(a, 0.9, 0.95, 1.0);
-  SUBCASE("gradient scale") { run_two_steps(a, 0.9, 0.95, 0.25); }
+  SUBCASE("gradient scale") {
+    run_two_steps(a, 0.9, 0.95, 0.25);
+  }
   SUBCASE("beta1 below 0.5 takes torch's other lerp form") {
     a.beta1 = 0.3f;
     run_two_steps(a, 0.3, 0.95, 1.0);

@@ -96,8 +96,9 @@ std::vector<float> columns(const std::vector<float>& buf, int rows, int ld, int 
 
 }  // namespace
 
+// T = 300 spans three query blocks of the kernel (128 rows each), including a partial one.
 TEST_CASE("attention forward/backward on a fused [t, 3C] buffer, several query blocks") {
-  const int T = 150, nh = 3, hd = 8, C = nh * hd, ld3 = 3 * C, ldo = C + 5;
+  const int T = 300, nh = 3, hd = 8, C = nh * hd, ld3 = 3 * C, ldo = C + 5;
   attention_shape s{T, T, 0, nh, hd, ld3, ld3, ld3, ldo};
   auto qkv = randn(static_cast<std::size_t>(T) * ld3, 1, 1.5f);
   const float *q = qkv.data(), *k = q + C, *v = q + 2 * C;
@@ -127,8 +128,8 @@ TEST_CASE("attention forward/backward on a fused [t, 3C] buffer, several query b
   auto dout = randn(static_cast<std::size_t>(T) * ldo, 2);
   std::vector<float> dqkv(qkv.size(), std::nanf(""));
   std::vector<float> datt(att.size(), std::nanf(""));
-  attention_backward(s, q, k, v, att.data(), dout.data(), datt.data(), dqkv.data(),
-                     dqkv.data() + C, dqkv.data() + 2 * C);
+  attention_backward(s, q, k, v, att.data(), dout.data(), datt.data(), dqkv.data(), dqkv.data() + C,
+                     dqkv.data() + 2 * C);
   std::vector<double> wdq, wdk, wdv;
   ref.backward(q, k, v, dout.data(), wdq, wdk, wdv);
   CHECK(all_close(columns(dqkv, T, ld3, 0, C).data(), wdq.data(), wdq.size(), 1e-4, 1e-5));
@@ -137,7 +138,7 @@ TEST_CASE("attention forward/backward on a fused [t, 3C] buffer, several query b
 }
 
 TEST_CASE("attention with a KV offset: chunked prefill and decode equal rows of the full pass") {
-  const int T = 150, nh = 2, hd = 16, C = nh * hd;
+  const int T = 300, nh = 2, hd = 16, C = nh * hd;
   auto q = randn(static_cast<std::size_t>(T) * C, 3), k = randn(static_cast<std::size_t>(T) * C, 4);
   auto v = randn(static_cast<std::size_t>(T) * C, 5);
   attention_shape full{T, T, 0, nh, hd, C, C, C, C};
@@ -146,7 +147,7 @@ TEST_CASE("attention with a KV offset: chunked prefill and decode equal rows of 
   attention_forward(full, q.data(), k.data(), v.data(), out.data(), att.data());
 
   // Decode: one query at absolute position p against keys 0..p.
-  for (int p : {0, 1, 63, 64, 65, 100, 149}) {
+  for (int p : {0, 1, 63, 64, 127, 128, 129, 200, 299}) {
     CAPTURE(p);
     attention_shape d{1, p + 1, p, nh, hd, C, C, C, C};
     std::vector<float> o(C), a(static_cast<std::size_t>(nh) * (p + 1), std::nanf(""));
@@ -157,7 +158,7 @@ TEST_CASE("attention with a KV offset: chunked prefill and decode equal rows of 
     }
   }
 
-  // Chunked prefill: queries 80..149 against keys 0..149 (crosses a query block boundary).
+  // Chunked prefill: queries 80..299 against keys 0..299 (blocks start at 80 and 208).
   const int off = 80, tq = T - off;
   attention_shape c{tq, T, off, nh, hd, C, C, C, C};
   std::vector<float> o(static_cast<std::size_t>(tq) * C);

@@ -41,8 +41,9 @@ TEST_CASE("embedding backward accumulates, duplicates add up, and matches finite
     CHECK(dwte[1 * c + j] == 1.0f);
     CHECK(dwpe[0 * c + j] == -2.0f);
     CHECK(dwpe[4 * c + j] == -2.0f);
-    CHECK(dwte[2 * c + j] == doctest::Approx(1.0f + wout[0 * c + j] + wout[1 * c + j] +
-                                             wout[4 * c + j]).epsilon(1e-6));
+    CHECK(
+        dwte[2 * c + j] ==
+        doctest::Approx(1.0f + wout[0 * c + j] + wout[1 * c + j] + wout[4 * c + j]).epsilon(1e-6));
   }
   for (auto& x : dwte) x -= 1.0f;
   for (auto& x : dwpe) x += 2.0f;

@@ -110,7 +110,8 @@ TEST_CASE("linear forward and backward: values, overwrite/accumulate semantics")
     }
     for (int o = 0; o < oc; ++o) {
       wdb[o] += dy[r * oc + o];
-      for (int i = 0; i < ic; ++i) wdw[i * oc + o] += static_cast<double>(x[r * ic + i]) * dy[r * oc + o];
+      for (int i = 0; i < ic; ++i)
+        wdw[i * oc + o] += static_cast<double>(x[r * ic + i]) * dy[r * oc + o];
     }
   }
   CHECK(all_close(dx.data(), wdx.data(), dx.size(), 1e-5, 1e-5));
@@ -120,7 +121,8 @@ TEST_CASE("linear forward and backward: values, overwrite/accumulate semantics")
   // dx == nullptr skips dx; db == nullptr skips db.
   std::vector<float> dw2(ic * oc, 0.0f);
   linear_backward(x.data(), w.data(), dy.data(), nullptr, dw2.data(), nullptr, n, ic, oc);
-  for (std::size_t i = 0; i < dw2.size(); ++i) CHECK(dw2[i] == doctest::Approx(dw[i] - 1.0f).epsilon(1e-5));
+  for (std::size_t i = 0; i < dw2.size(); ++i)
+    CHECK(dw2[i] == doctest::Approx(dw[i] - 1.0f).epsilon(1e-5));
 }
 
 TEST_CASE("linear backward agrees with finite differences") {

@@ -1,0 +1,142 @@
+// bench_train_step: zeroflow's side of bench/train_step (the script runs the PyTorch peer beside it).
+// Same shapes and measurements as shared/peers/torch_gpt_bench.py:
+//   train: zero_grad + forward + cross-entropy + backward + AdamW step; median of --iters.
+//   infer: batch 1, 256-token prefill (last-position logits), then per-token KV-cached decode
+//          with greedy argmax.
+// Prints one line "RESULT {json}" (peak RSS is this process's).
+//   bench_train_step --shape tiny|gpt2-124M --mode train|infer [--iters N] [--warmup N]
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/adamw.hpp"
+#include "kernels/threads.hpp"
+#include "runtime/model.hpp"
+#include "runtime/optim.hpp"
+#include "runtime/sampling.hpp"
+
+namespace {
+
+using clk = std::chrono::steady_clock;
+double ms_since(clk::time_point t) {
+  return std::chrono::duration<double, std::milli>(clk::now() - t).count();
+}
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+double peak_rss_mib() {
+  rusage r{};
+  getrusage(RUSAGE_SELF, &r);
+  return r.ru_maxrss / 1024.0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string shape = "tiny", mode = "train";
+  int iters = 10, warmup = 3, threads = 2, prompt_len = 256, decode_tokens = 64;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string a = argv[i], v = argv[i + 1];
+    if (a == "--shape") shape = v;
+    else if (a == "--mode") mode = v;
+    else if (a == "--iters") iters = std::stoi(v);
+    else if (a == "--warmup") warmup = std::stoi(v);
+    else if (a == "--threads") threads = std::stoi(v);
+    else { std::cerr << "unknown option " << a << "\n"; return 2; }
+  }
+  zf::model_config m;
+  int B = 0, T = 0;
+  if (shape == "tiny") {
+    m.n_layer = 4; m.n_head = 4; m.n_embd = 256; m.vocab_size = 8192; B = 8; T = 256;
+  } else if (shape == "gpt2-124M") {
+    m.n_layer = 12; m.n_head = 12; m.n_embd = 768; m.vocab_size = 50257; B = 4; T = 256;
+  } else {
+    std::cerr << "unknown shape " << shape << "\n";
+    return 2;
+  }
+  m.n_positions = 1024;
+  zf::kernels::set_num_threads(threads);
+  zf::gpt2_model model(m);
+  model.init_weights(0);
+  nlohmann::json res{{"shape", shape}, {"mode", mode}, {"threads", threads},
+                     {"params_total", model.layout().total}};
+  std::mt19937 rng(1);
+  std::uniform_int_distribution<int> tok(0, m.vocab_size - 1);
+  if (mode == "train") {
+    zf::train_config t;
+    t.lr = 3e-4; t.beta1 = 0.9; t.beta2 = 0.95; t.eps = 1e-8; t.weight_decay = 0.1;
+    zf::adamw opt(model.layout(), 0, model.layout().total, t);
+    std::vector<int> data(std::size_t(warmup + iters) * B * (T + 1));
+    for (auto& x : data) x = tok(rng);
+    std::vector<int> in(std::size_t(B) * T), tg(std::size_t(B) * T);
+    std::vector<double> steps, fwdbwd, upd, losses;
+    for (int i = 0; i < warmup + iters; ++i) {
+      for (int b = 0; b < B; ++b) {
+        const int* row = data.data() + (std::size_t(i) * B + b) * (T + 1);
+        std::copy(row, row + T, in.data() + std::size_t(b) * T);
+        std::copy(row + 1, row + T + 1, tg.data() + std::size_t(b) * T);
+      }
+      auto t0 = clk::now();
+      model.zero_grad();
+      float loss = model.forward_backward(in.data(), tg.data(), B, T);
+      double t1 = ms_since(t0);
+      opt.step(model.params().data(), model.grads().data(), t.lr, i + 1, 1.0f);
+      double t2 = ms_since(t0);
+      if (i >= warmup) {
+        steps.push_back(t2);
+        fwdbwd.push_back(t1);
+        upd.push_back(t2 - t1);
+        losses.push_back(loss);
+      }
+    }
+    double med = median(steps);
+    res["B"] = B;
+    res["T"] = T;
+    res["step_ms_median"] = med;
+    res["step_ms_min"] = *std::min_element(steps.begin(), steps.end());
+    res["fwdbwd_ms_median"] = median(fwdbwd);
+    res["adamw_ms_median"] = median(upd);
+    res["tokens_per_s"] = B * T / (med / 1000.0);
+    res["first_loss"] = losses.front();
+    res["last_loss"] = losses.back();
+  } else {
+    std::vector<int> prompt(prompt_len);
+    for (auto& x : prompt) x = tok(rng);
+    std::vector<float> logits(m.vocab_size);
+    auto cache = model.make_cache();
+    std::vector<double> pre;
+    for (int i = 0; i < warmup + iters; ++i) {
+      cache.len = 0;
+      auto t0 = clk::now();
+      model.decode(prompt.data(), prompt_len, cache, logits.data());
+      if (i >= warmup) pre.push_back(ms_since(t0));
+    }
+    std::vector<double> per_tok;
+    for (int r = 0; r < 2 + 5; ++r) {
+      cache.len = 0;
+      model.decode(prompt.data(), prompt_len, cache, logits.data());
+      int next = zf::argmax(logits.data(), m.vocab_size);
+      for (int j = 0; j < decode_tokens; ++j) {
+        auto t0 = clk::now();
+        model.decode(&next, 1, cache, logits.data());
+        next = zf::argmax(logits.data(), m.vocab_size);
+        if (r >= 2) per_tok.push_back(ms_since(t0));
+      }
+    }
+    res["prompt_len"] = prompt_len;
+    res["prefill_last_ms_median"] = median(pre);
+    res["decode_ms_per_token_median"] = median(per_tok);
+  }
+  res["peak_rss_MiB"] = peak_rss_mib();
+  std::cout << "RESULT " << res.dump() << std::endl;
+  return 0;
+}

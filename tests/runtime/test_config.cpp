@@ -1,0 +1,256 @@
+// Run configuration: defaults, TOML round trip, --set overrides and the messages of every refusal
+// (each names the key, what was expected and what was given).
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <string>
+#include <string_view>
+
+#include "runtime/config.hpp"
+#include "runtime/error.hpp"
+
+namespace {
+
+// The zf::error message thrown by f; fails the test if nothing (or something else) is thrown.
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const zf::error& e) {
+    return e.what();
+  }
+  FAIL_CHECK("expected zf::error");
+  return {};
+}
+
+bool contains(const std::string& s, std::string_view part) {
+  return s.find(part) != std::string::npos;
+}
+
+}  // namespace
+
+TEST_CASE("config: defaults validate") {
+  zf::run_config cfg;
+  CHECK_NOTHROW(zf::validate(cfg));
+  CHECK(cfg.model.n_embd % cfg.model.n_head == 0);
+  CHECK(cfg.train.seq_len <= cfg.model.n_positions);
+  // load_config with no file and no overrides is exactly the defaults
+  zf::run_config loaded = zf::load_config("", {});
+  CHECK(zf::to_toml(loaded) == zf::to_toml(cfg));
+}
+
+TEST_CASE("config: to_toml round-trips through apply_toml") {
+  zf::run_config a;
+  a.model.n_layer = 3;
+  a.model.n_head = 2;
+  a.model.n_embd = 64;
+  a.model.n_positions = 96;
+  a.model.vocab_size = 1000;
+  a.train.steps = 1234;
+  a.train.lr = 3.7e-4;
+  a.train.min_lr_ratio = 0.25;
+  a.train.eps = 1e-10;
+  a.train.beta2 = 0.999;
+  a.train.grad_clip = 0.0;
+  a.train.weight_decay = 10.0;  // a whole-number double must still read back as a float
+  a.train.seed = 42;
+  a.train.seq_len = 96;
+  a.data.corpus = "dir with space/my \"quoted\" corpus\\x.txt";
+  a.data.data_dir = "/tmp/zf data";
+  a.data.val_fraction = 0.125;
+  REQUIRE_NOTHROW(zf::validate(a));
+
+  const std::string text = zf::to_toml(a);
+  zf::run_config b;  // defaults, then overwritten by every key
+  REQUIRE_NOTHROW(zf::apply_toml(b, text, "roundtrip.toml"));
+  CHECK(zf::to_toml(b) == text);
+  CHECK(b.model.n_layer == 3);
+  CHECK(b.model.n_embd == 64);
+  CHECK(b.train.steps == 1234);
+  CHECK(b.train.lr == a.train.lr);  // exact: fmt prints the shortest round-trip form
+  CHECK(b.train.eps == a.train.eps);
+  CHECK(b.train.weight_decay == 10.0);
+  CHECK(b.train.grad_clip == 0.0);
+  CHECK(b.train.seed == 42);
+  CHECK(b.data.corpus == a.data.corpus);
+  CHECK(b.data.data_dir == a.data.data_dir);
+  CHECK(b.data.val_fraction == 0.125);
+
+  // The defaults round-trip too.
+  zf::run_config d, e;
+  e.train.lr = 1;  // make sure apply_toml really overwrites
+  zf::apply_toml(e, zf::to_toml(d), "defaults.toml");
+  CHECK(zf::to_toml(e) == zf::to_toml(d));
+  CHECK(e.train.lr == d.train.lr);
+}
+
+TEST_CASE("config: a seed above 2^53 survives --set and the TOML round trip") {
+  // Regression test (bug fixed): (runtime/config.cpp, set_number/set_from_toml/apply_override): every numeric value,
+  // integers included, passes through a double, so train.seed values above 2^53 (declared valid
+  // up to 9.2e18) are silently rounded: 1234567890123456789 becomes 1234567890123456768, and
+  // to_toml -> apply_toml no longer round-trips. Fix: parse 'i' keys as int64_t (from_chars into
+  // int64_t; n.value<int64_t>() from TOML) and range-check in the integer domain.
+  const int64_t big = 1234567890123456789;
+  zf::run_config a;
+  a.train.seed = big;
+  zf::run_config b;
+  zf::apply_toml(b, zf::to_toml(a), "seed.toml");
+  CHECK(b.train.seed == big);
+  zf::run_config c;
+  zf::apply_override(c, "train.seed=1234567890123456789");
+  CHECK(c.train.seed == big);
+}
+
+TEST_CASE("config: unknown TOML key names the key and the source") {
+  zf::run_config cfg;
+  auto msg = error_of([&] { zf::apply_toml(cfg, "[train]\nfoo = 1\n", "my_run.toml"); });
+  CHECK(contains(msg, "unknown config key 'train.foo'"));
+  CHECK(contains(msg, "my_run.toml"));
+  // a top-level unknown key too
+  msg = error_of([&] { zf::apply_toml(cfg, "bogus = true\n", "top.toml"); });
+  CHECK(contains(msg, "unknown config key 'bogus'"));
+  CHECK(contains(msg, "top.toml"));
+}
+
+TEST_CASE("config: out-of-range value names key, range and the given value") {
+  zf::run_config cfg;
+  auto msg = error_of([&] { zf::apply_toml(cfg, "[train]\nlr = -1\n", "lr.toml"); });
+  CHECK(contains(msg, "train.lr: expected"));
+  CHECK(contains(msg, "got -1"));
+  CHECK(cfg.train.lr == zf::train_config{}.lr);  // not applied
+
+  msg = error_of([&] { zf::apply_toml(cfg, "[model]\nn_layer = 0\n", "layers.toml"); });
+  CHECK(contains(msg, "model.n_layer: expected 1..256, got 0"));
+
+  // validate() catches values set directly on the struct
+  zf::run_config direct;
+  direct.train.batch_size = 0;
+  msg = error_of([&] { zf::validate(direct); });
+  CHECK(contains(msg, "train.batch_size: expected 1..65536, got 0"));
+}
+
+TEST_CASE("config: NaN is refused for a float key") {
+  // Regression test (bug fixed): (runtime/config.cpp, check_range): `v < k.lo || v > k.hi` is false for NaN, so
+  // `--set train.lr=nan` (from_chars accepts "nan") and TOML `lr = nan` are accepted, and
+  // validate() passes a NaN lr. Fix: `if (!(v >= k.lo && v <= k.hi)) fail(...)`.
+  zf::run_config cfg;
+  auto msg = error_of([&] { zf::apply_override(cfg, "train.lr=nan"); });
+  CHECK(contains(msg, "train.lr"));
+  zf::run_config t;
+  msg = error_of([&] { zf::apply_toml(t, "[train]\nlr = nan\n", "nan.toml"); });
+  CHECK(contains(msg, "train.lr"));
+  zf::run_config direct;
+  direct.train.weight_decay = std::nan("");
+  msg = error_of([&] { zf::validate(direct); });
+  CHECK(contains(msg, "train.weight_decay"));
+  // infinity is refused (this part works)
+  zf::run_config inf;
+  msg = error_of([&] { zf::apply_override(inf, "train.lr=inf"); });
+  CHECK(contains(msg, "train.lr: expected"));
+}
+
+TEST_CASE("config: wrong TOML type names the key") {
+  zf::run_config cfg;
+  auto msg = error_of([&] { zf::apply_toml(cfg, "[model]\nn_layer = \"abc\"\n", "t.toml"); });
+  CHECK(contains(msg, "model.n_layer"));
+  CHECK(contains(msg, "integer"));
+  CHECK(contains(msg, "t.toml"));
+  CHECK(cfg.model.n_layer == zf::model_config{}.n_layer);
+
+  msg = error_of([&] { zf::apply_toml(cfg, "[data]\ncorpus = 5\n", "s.toml"); });
+  CHECK(contains(msg, "data.corpus"));
+  CHECK(contains(msg, "string"));
+
+  msg = error_of([&] { zf::apply_toml(cfg, "[train]\nlr = \"fast\"\n", "f.toml"); });
+  CHECK(contains(msg, "train.lr"));
+  CHECK(contains(msg, "number"));
+
+  // an integer is fine for a float key
+  zf::apply_toml(cfg, "[train]\nlr = 1\n", "i.toml");
+  CHECK(cfg.train.lr == 1.0);
+}
+
+TEST_CASE("config: an integer key refuses a fractional value") {
+  zf::run_config cfg;
+  auto msg = error_of([&] { zf::apply_toml(cfg, "[model]\nn_layer = 1.5\n", "frac.toml"); });
+  CHECK(contains(msg, "model.n_layer"));
+  CHECK(contains(msg, "integer"));
+  CHECK(contains(msg, "1.5"));
+  msg = error_of([&] { zf::apply_override(cfg, "model.n_layer=1.5"); });
+  CHECK(contains(msg, "model.n_layer: expected an integer, got 1.5"));
+  CHECK(cfg.model.n_layer == zf::model_config{}.n_layer);
+}
+
+TEST_CASE("config: --set overrides") {
+  zf::run_config cfg;
+  zf::apply_override(cfg, "train.lr=1e-3");
+  CHECK(cfg.train.lr == 1e-3);
+  zf::apply_override(cfg, "model.n_layer=7");
+  CHECK(cfg.model.n_layer == 7);
+  zf::apply_override(cfg, "data.corpus=\"my file.txt\"");  // surrounding quotes are dropped
+  CHECK(cfg.data.corpus == "my file.txt");
+  zf::apply_override(cfg, "data.corpus=plain.tok");
+  CHECK(cfg.data.corpus == "plain.tok");
+  zf::apply_override(cfg, "train.seed=99");
+  CHECK(cfg.train.seed == 99);
+
+  auto msg = error_of([&] { zf::apply_override(cfg, "train.steps=abc"); });
+  CHECK(contains(msg, "train.steps"));
+  CHECK(contains(msg, "'abc'"));
+  msg = error_of([&] { zf::apply_override(cfg, "train.lr=1e-3x"); });  // trailing garbage
+  CHECK(contains(msg, "train.lr"));
+  CHECK(contains(msg, "'1e-3x'"));
+  CHECK(cfg.train.lr == 1e-3);
+
+  msg = error_of([&] { zf::apply_override(cfg, "train.lr"); });
+  CHECK(contains(msg, "expected key=value"));
+  msg = error_of([&] { zf::apply_override(cfg, "=5"); });
+  CHECK(contains(msg, "expected key=value"));
+
+  msg = error_of([&] { zf::apply_override(cfg, "train.foo=1"); });
+  CHECK(contains(msg, "unknown config key 'train.foo'"));
+  CHECK(contains(msg, "--set"));
+
+  // load_config applies overrides after the defaults and validates the result
+  auto loaded = zf::load_config("", {"train.steps=10", "train.warmup=2"});
+  CHECK(loaded.train.steps == 10);
+  CHECK(loaded.train.warmup == 2);
+  msg = error_of([&] { zf::load_config("", {"model.n_head=3"}); });
+  CHECK(contains(msg, "model.n_head"));
+}
+
+TEST_CASE("config: cross-key checks") {
+  zf::run_config cfg;
+  cfg.model.n_embd = 64;
+  cfg.model.n_head = 6;
+  auto msg = error_of([&] { zf::validate(cfg); });
+  CHECK(contains(msg, "model.n_head: expected a divisor of model.n_embd (64), got 6"));
+  cfg.model.n_head = 8;
+  CHECK_NOTHROW(zf::validate(cfg));
+
+  cfg.model.n_positions = 64;
+  cfg.train.seq_len = 65;
+  msg = error_of([&] { zf::validate(cfg); });
+  CHECK(contains(msg, "train.seq_len: expected at most model.n_positions (64), got 65"));
+  cfg.train.seq_len = 64;
+  CHECK_NOTHROW(zf::validate(cfg));
+
+  cfg.data.tokenizer = "llama";
+  msg = error_of([&] { zf::validate(cfg); });
+  CHECK(contains(msg, "data.tokenizer"));
+  cfg.data.tokenizer = "gpt2";
+  cfg.data.corpus = "";
+  msg = error_of([&] { zf::validate(cfg); });
+  CHECK(contains(msg, "data.corpus"));
+}
+
+TEST_CASE("config: TOML syntax error names file and line") {
+  zf::run_config cfg;
+  auto msg = error_of(
+      [&] { zf::apply_toml(cfg, "[train]\nsteps = 5\nlr = = 3\n", "configs/broken.toml"); });
+  CHECK(contains(msg, "configs/broken.toml:3"));
+  CHECK(contains(msg, "TOML parse error"));
+  // load_config names a missing file
+  msg = error_of([&] { zf::load_config("/nonexistent/zf_no_such.toml", {}); });
+  CHECK(contains(msg, "/nonexistent/zf_no_such.toml"));
+}
