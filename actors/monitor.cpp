@@ -24,6 +24,7 @@ monitor_actor::behavior_type monitor(monitor_actor::stateful_pointer<monitor_sta
         auto& s = self->state;
         s.out << to_json_line(m) << '\n';
         s.out.flush();
+        if (s.opt.quiet) return;
         std::string line = progress_line(m);
         if (s.opt.tty) {
           std::fprintf(stderr, "\r\033[K%s", line.c_str());

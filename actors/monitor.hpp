@@ -11,6 +11,7 @@ struct monitor_options {
   std::filesystem::path metrics_file;  // appended to
   bool tty = false;                    // stderr is a terminal: rewrite the line in place
   int print_every = 1;                 // when not a tty, print every k-th step
+  bool quiet = false;                  // metrics file only
 };
 
 monitor_actor spawn_monitor(caf::actor_system& sys, const monitor_options& o);

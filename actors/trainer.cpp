@@ -51,7 +51,8 @@ class trainer_loop {
         m.grad_bytes = s_.grad_bytes;
         m.optim_bytes = s_.optim_bytes;
         const bool last = step + 1 == t.steps;
-        const bool stopping = s_.stop && s_.stop->load();
+        const bool stopping =
+            (s_.stop && s_.stop->load()) || (s_.stop_at_step > 0 && step + 1 >= s_.stop_at_step);
         if (t.eval_every > 0 && ((step + 1) % t.eval_every == 0 || last)) {
           m.val_loss = evaluate();
           r.val_losses.emplace_back(step + 1, static_cast<float>(m.val_loss));

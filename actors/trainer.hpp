@@ -36,6 +36,7 @@ struct trainer_setup {
   writer_actor writer;    // may be invalid when checkpoint_root is empty
   monitor_actor monitor;  // may be invalid: no monitor stage
   std::atomic<bool>* stop = nullptr;
+  int stop_at_step = 0;  // > 0: stop (as if interrupted, with a checkpoint) after this step
   std::shared_ptr<train_result> result;
   double param_bytes = 0, grad_bytes = 0, optim_bytes = 0;  // per rank, for the metrics
 };

@@ -1,5 +1,5 @@
-// bench_train_step: zeroflow's side of bench/train_step (the script runs the PyTorch peer beside it).
-// Same shapes and measurements as shared/peers/torch_gpt_bench.py:
+// bench_train_step: zeroflow's side of bench/train_step (the script runs the PyTorch peer beside
+// it). Same shapes and measurements as shared/peers/torch_gpt_bench.py:
 //   train: zero_grad + forward + cross-entropy + backward + AdamW step; median of --iters.
 //   infer: batch 1, 256-token prefill (last-position logits), then per-token KV-cached decode
 //          with greedy argmax.
@@ -46,19 +46,37 @@ int main(int argc, char** argv) {
   int iters = 10, warmup = 3, threads = 2, prompt_len = 256, decode_tokens = 64;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i], v = argv[i + 1];
-    if (a == "--shape") shape = v;
-    else if (a == "--mode") mode = v;
-    else if (a == "--iters") iters = std::stoi(v);
-    else if (a == "--warmup") warmup = std::stoi(v);
-    else if (a == "--threads") threads = std::stoi(v);
-    else { std::cerr << "unknown option " << a << "\n"; return 2; }
+    if (a == "--shape")
+      shape = v;
+    else if (a == "--mode")
+      mode = v;
+    else if (a == "--iters")
+      iters = std::stoi(v);
+    else if (a == "--warmup")
+      warmup = std::stoi(v);
+    else if (a == "--threads")
+      threads = std::stoi(v);
+    else {
+      std::cerr << "unknown option " << a << "\n";
+      return 2;
+    }
   }
   zf::model_config m;
   int B = 0, T = 0;
   if (shape == "tiny") {
-    m.n_layer = 4; m.n_head = 4; m.n_embd = 256; m.vocab_size = 8192; B = 8; T = 256;
+    m.n_layer = 4;
+    m.n_head = 4;
+    m.n_embd = 256;
+    m.vocab_size = 8192;
+    B = 8;
+    T = 256;
   } else if (shape == "gpt2-124M") {
-    m.n_layer = 12; m.n_head = 12; m.n_embd = 768; m.vocab_size = 50257; B = 4; T = 256;
+    m.n_layer = 12;
+    m.n_head = 12;
+    m.n_embd = 768;
+    m.vocab_size = 50257;
+    B = 4;
+    T = 256;
   } else {
     std::cerr << "unknown shape " << shape << "\n";
     return 2;
@@ -67,13 +85,19 @@ int main(int argc, char** argv) {
   zf::kernels::set_num_threads(threads);
   zf::gpt2_model model(m);
   model.init_weights(0);
-  nlohmann::json res{{"shape", shape}, {"mode", mode}, {"threads", threads},
+  nlohmann::json res{{"shape", shape},
+                     {"mode", mode},
+                     {"threads", threads},
                      {"params_total", model.layout().total}};
   std::mt19937 rng(1);
   std::uniform_int_distribution<int> tok(0, m.vocab_size - 1);
   if (mode == "train") {
     zf::train_config t;
-    t.lr = 3e-4; t.beta1 = 0.9; t.beta2 = 0.95; t.eps = 1e-8; t.weight_decay = 0.1;
+    t.lr = 3e-4;
+    t.beta1 = 0.9;
+    t.beta2 = 0.95;
+    t.eps = 1e-8;
+    t.weight_decay = 0.1;
     zf::adamw opt(model.layout(), 0, model.layout().total, t);
     std::vector<int> data(std::size_t(warmup + iters) * B * (T + 1));
     for (auto& x : data) x = tok(rng);

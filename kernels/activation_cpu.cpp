@@ -77,7 +77,7 @@ inline v8f gelu8(v8f x) {
 }
 
 // d/dx [x s] = s + x * 2 s (1 - s) * du/dx with s = sigmoid(2u), and 1 - s = e s where
-// e = exp(-2u). Beyond -2u > 80 (x < -8.4) the exact gradient is below 1e-32 and is returned as
+// e = exp(-2u). Beyond -2u > 80 (x < -9.7) the exact gradient is below 1e-32 and is returned as
 // 0, which also keeps e finite so e * s * s never forms inf * 0.
 inline v8f gelu_grad8(v8f x) {
   const v8f x2 = x * x;
@@ -86,7 +86,7 @@ inline v8f gelu_grad8(v8f x) {
   const v8f e = vexp(flat ? v8f{} : z);
   const v8f s = 1.0f / (1.0f + e);
   const v8f d = s + (2.0f * kBeta) * x * (1.0f + (3.0f * kKappa) * x2) * (e * s * s);
-  // e = 0 (x > 6.9): the second term is below 1e-42 but its polynomial may overflow.
+  // e = 0 (x > 10.7): the second term is below 1e-40 but its polynomial may overflow.
   return flat ? v8f{} : (e == 0.0f ? s : d);
 }
 

@@ -57,7 +57,7 @@ fs::path latest_run(const fs::path& runs) {
 }
 
 int cmd_train(const std::string& config_file, const std::vector<std::string>& sets, std::string out,
-              const std::string& resume, bool quiet) {
+              const std::string& resume, bool quiet, int stop_after) {
   run_config cfg = load_config(config_file, sets);
   run_options o;
   o.resume = resume;
@@ -65,6 +65,7 @@ int cmd_train(const std::string& config_file, const std::vector<std::string>& se
     out = resume == "latest" ? latest_run("runs").string() : "runs/train-" + timestamp();
   o.out = out;
   o.stop = &g_stop;
+  o.stop_at_step = stop_after;
   auto prev = std::signal(SIGINT, on_sigint);
   pipeline p = pretrain(cfg);
   if (quiet) p.add(stages::monitor{.quiet = true});
@@ -135,6 +136,7 @@ int run_cli(int argc, char** argv) {
   std::string config_file, out, resume, ddir;
   std::vector<std::string> sets;
   bool quiet = false;
+  int stop_after = 0;
   auto* train = app.add_subcommand("train", "train a GPT on the configured corpus");
   train->add_option("--config", config_file, "TOML config file (see `zeroflow config`)")
       ->check(CLI::ExistingFile);
@@ -143,6 +145,10 @@ int run_cli(int argc, char** argv) {
   train->add_option("--out", out, "run folder (default runs/train-<time>)");
   train->add_option("--resume", resume, "continue from `latest` or a checkpoint folder");
   train->add_flag("--quiet", quiet, "no progress line (metrics.jsonl only)");
+  train
+      ->add_option("--stop-after", stop_after,
+                   "stop (with a checkpoint) after this step; resume later")
+      ->check(CLI::NonNegativeNumber);
 
   gen_args g;
   auto* gen =
@@ -178,7 +184,7 @@ int run_cli(int argc, char** argv) {
     return app.exit(e);
   }
   try {
-    if (*train) return cmd_train(config_file, sets, out, resume, quiet);
+    if (*train) return cmd_train(config_file, sets, out, resume, quiet, stop_after);
     if (*gen) return cmd_generate(g);
     if (*tokc) return cmd_tokenize(tname, input, output, ids, ddir);
     if (*conf) {

@@ -98,6 +98,14 @@ train_result pipeline::run(const run_options& o) {
     auto head = storage::read_manifest(from);
     check_same_model(cfg_, head.config_toml, head.dir);
     resumed = storage::load_checkpoint(head.dir, model->layout());
+    if (fs::exists(ckpt_root / "latest")) {
+      auto newest = storage::read_manifest(ckpt_root);
+      if (newest.step > resumed->step)
+        fail(
+            "--resume {}: {} already has a newer checkpoint (step {}) that continuing here would "
+            "overwrite; resume into a new --out DIR instead",
+            resumed->dir.string(), o.out.string(), newest.step);
+    }
     if (resumed->step >= cfg_.train.steps)
       fail("--resume {}: the checkpoint is at step {}, train.steps is {}: nothing to do",
            resumed->dir.string(), resumed->step, cfg_.train.steps);
@@ -139,6 +147,7 @@ train_result pipeline::run(const run_options& o) {
     ts.layout = model->layout();
     ts.start_step = start;
     ts.stop = o.stop;
+    ts.stop_at_step = o.stop_at_step;
     ts.result = result;
     ts.sampler = actors::spawn_data_sampler(sys, data, static_cast<uint64_t>(cfg_.train.seed),
                                             cfg_.train.batch_size);
@@ -155,7 +164,8 @@ train_result pipeline::run(const run_options& o) {
       actors::monitor_options mo;
       mo.metrics_file = o.out / "metrics.jsonl";
       mo.tty = !monitor_->quiet && ::isatty(STDERR_FILENO);
-      mo.print_every = monitor_->quiet ? 1 << 30 : 10;
+      mo.print_every = 10;
+      mo.quiet = monitor_->quiet;
       ts.monitor = actors::spawn_monitor(sys, mo);
     }
     std::vector<caf::actor> others{caf::actor_cast<caf::actor>(ts.sampler),
