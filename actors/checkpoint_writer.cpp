@@ -5,7 +5,10 @@
 namespace zf::actors {
 namespace {
 
-writer_actor::behavior_type checkpoint_writer(writer_actor::pointer self) {
+// `name` only labels the actor; it also keeps CAF 0.17's init_fun_factory from binding a
+// reference to a null empty-argument tuple (UBSan flags that for argument-less spawns).
+writer_actor::behavior_type checkpoint_writer(writer_actor::pointer self, std::string name) {
+  (void)name;
   return {
       [self](save_atom, const checkpoint_job_ptr& job) -> caf::result<std::string> {
         storage::checkpoint_view v;
@@ -29,7 +32,7 @@ writer_actor::behavior_type checkpoint_writer(writer_actor::pointer self) {
 }  // namespace
 
 writer_actor spawn_checkpoint_writer(caf::actor_system& sys) {
-  return sys.spawn<caf::detached>(checkpoint_writer);
+  return sys.spawn<caf::detached>(checkpoint_writer, std::string("checkpoint_writer"));
 }
 
 }  // namespace zf::actors

@@ -206,9 +206,12 @@ class trainer_loop {
 }  // namespace
 
 caf::actor spawn_trainer(caf::actor_system& sys, trainer_setup setup) {
-  return sys.spawn([s = std::move(setup)](caf::blocking_actor* self) mutable {
-    trainer_loop(self, std::move(s)).run();
-  });
+  // The setup travels as a spawn argument (not a capture): CAF 0.17 binds a reference to a
+  // null tuple for argument-less spawns, which UBSan reports.
+  auto body = [](caf::blocking_actor* self, std::shared_ptr<trainer_setup> s) {
+    trainer_loop(self, std::move(*s)).run();
+  };
+  return sys.spawn(body, std::make_shared<trainer_setup>(std::move(setup)));
 }
 
 }  // namespace zf::actors

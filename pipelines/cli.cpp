@@ -58,6 +58,8 @@ fs::path latest_run(const fs::path& runs) {
 
 int cmd_train(const std::string& config_file, const std::vector<std::string>& sets, std::string out,
               const std::string& resume, bool quiet, int stop_after) {
+  // first, so a Ctrl-C during set-up also stops cleanly (after the first step)
+  auto prev = std::signal(SIGINT, on_sigint);
   run_config cfg = load_config(config_file, sets);
   run_options o;
   o.resume = resume;
@@ -66,7 +68,6 @@ int cmd_train(const std::string& config_file, const std::vector<std::string>& se
   o.out = out;
   o.stop = &g_stop;
   o.stop_at_step = stop_after;
-  auto prev = std::signal(SIGINT, on_sigint);
   pipeline p = pretrain(cfg);
   if (quiet) p.add(stages::monitor{.quiet = true});
   auto r = p.run(o);
