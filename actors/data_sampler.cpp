@@ -8,12 +8,13 @@ sampler_actor::behavior_type data_sampler(sampler_actor::pointer self,
                                           uint64_t seed, int batch_size) {
   (void)self;
   return {
-      [=](train_atom, int64_t index) -> batch_ptr {
+      [=](train_atom, int64_t index, int32_t rank) -> batch_ptr {
         auto b = std::make_shared<storage::batch>();
-        data->fill_train(seed, index, batch_size, *b);
+        data->fill_train_rows(seed, index, rank * batch_size, batch_size, *b);
         return b;
       },
-      [=](valid_atom, int64_t index) -> batch_ptr {
+      [=](valid_atom, int64_t index, int32_t rank) -> batch_ptr {
+        (void)rank;  // the caller folds the rank into index
         auto b = std::make_shared<storage::batch>();
         data->fill_val(index, batch_size, *b);
         return b;

@@ -1,15 +1,13 @@
 #pragma once
-// optimizer_shard: owns the fp32 AdamW moments of its slice [begin, end) of the flat parameter
-// range and updates that slice of the model's parameters. Detached: an update of 124M floats is
-// compute. With one rank the slice is the whole range.
+// optimizer_shard: owns its rank's fp32 AdamW state (its 1/N partition at ZeRO stage >= 1) and
+// steps its rank's parameters. Detached: an update of 124M floats is compute, and apply runs the
+// all-gather collective.
 #include <memory>
 
 #include "actors/protocol.hpp"
-#include "runtime/optim.hpp"
 
 namespace zf::actors {
 
-shard_actor spawn_optimizer_shard(caf::actor_system& sys, std::shared_ptr<gpt2_model> model,
-                                  std::shared_ptr<adamw> opt);
+shard_actor spawn_optimizer_shard(caf::actor_system& sys, std::shared_ptr<zero_rank> rank);
 
 }  // namespace zf::actors

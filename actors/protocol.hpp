@@ -15,26 +15,22 @@
 
 #include "runtime/metrics.hpp"
 #include "runtime/model.hpp"
+#include "runtime/zero.hpp"
 #include "storage/dataset.hpp"
 
 namespace zf::actors {
 
 using batch_ptr = std::shared_ptr<const storage::batch>;
 
-// A copy of one optimizer shard's slice (parameters and Adam moments) at a step: the weights may
-// go on changing while a checkpoint writer persists it.
-struct shard_snapshot {
-  std::size_t begin = 0, end = 0;  // slice of the flat parameter range, in floats
-  fbuffer params, exp_avg, exp_avg_sq;
-};
-using snapshot_ptr = std::shared_ptr<shard_snapshot>;
-
-// Everything one checkpoint needs, assembled by the trainer from the shards' snapshots.
+// Everything one checkpoint needs. The trainer allocates the flat arrays; every optimizer shard
+// copies its persisted slices into them (disjoint ranges, so in parallel); then the writer
+// persists the job while training goes on (the arrays are a snapshot, not the live weights).
 struct checkpoint_job {
   std::filesystem::path root;  // the run's checkpoints/ folder
   int keep = 3;
   int step = 0;
   std::string config_toml;
+  int world = 1, zero_stage = 0;  // how it was trained
   param_layout layout;
   fbuffer params, exp_avg, exp_avg_sq;  // full flat range
   nlohmann::json state;
@@ -47,6 +43,7 @@ using valid_atom = caf::atom_constant<caf::atom("zf_valid")>;     // sampler: a 
 using fwdbwd_atom = caf::atom_constant<caf::atom("zf_fwdbwd")>;   // worker: forward + backward
 using evaluate_atom = caf::atom_constant<caf::atom("zf_eval")>;   // worker: forward only
 using zero_atom = caf::atom_constant<caf::atom("zf_zero")>;       // worker: zero gradients
+using reduce_atom = caf::atom_constant<caf::atom("zf_reduce")>;   // worker: reduce gradients
 using gnorm_atom = caf::atom_constant<caf::atom("zf_gnorm")>;     // shard: sum of squared grads
 using apply_atom = caf::atom_constant<caf::atom("zf_apply")>;     // shard: optimizer step
 using snapshot_atom = caf::atom_constant<caf::atom("zf_snap")>;   // shard: copy of its slice
@@ -58,27 +55,33 @@ using flush_atom = caf::atom_constant<caf::atom("zf_flush")>;     // monitor: fl
 }  // namespace zf::actors
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(zf::actors::batch_ptr)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(zf::actors::snapshot_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(zf::actors::checkpoint_job_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(zf::step_metrics)
 
 namespace zf::actors {
 
-// data_sampler: deterministic batches by index; prefetch is the caller's credit (it keeps at
-// most train.prefetch requests outstanding).
-using sampler_actor = caf::typed_actor<caf::replies_to<train_atom, int64_t>::with<batch_ptr>,
-                                       caf::replies_to<valid_atom, int64_t>::with<batch_ptr>>;
+// data_sampler: deterministic batches by (global micro-batch index, rank): rank r gets rows
+// [r*b, r*b+b) of the global batch, so N ranks see what one rank with batch N*b sees. Prefetch
+// is the caller's credit (it keeps at most train.prefetch requests outstanding).
+using sampler_actor =
+    caf::typed_actor<caf::replies_to<train_atom, int64_t, int32_t>::with<batch_ptr>,
+                     caf::replies_to<valid_atom, int64_t, int32_t>::with<batch_ptr>>;
 
-// rank_worker: forward/backward on its model replica; replies with the micro-batch's loss.
+// rank_worker: forward/backward on its rank; replies with the micro-batch's loss. fwdbwd,
+// evaluate and reduce run collectives (ZeRO): the trainer sends them to every rank before
+// waiting for any reply.
 using worker_actor = caf::typed_actor<caf::replies_to<fwdbwd_atom, batch_ptr, float>::with<float>,
                                       caf::replies_to<evaluate_atom, batch_ptr>::with<float>,
-                                      caf::replies_to<zero_atom>::with<bool>>;
+                                      caf::replies_to<zero_atom>::with<bool>,
+                                      caf::replies_to<reduce_atom>::with<bool>>;
 
-// optimizer_shard: owns AdamW state for its slice; gnorm replies its slice's sum of squares,
-// apply(lr, step, grad_scale) updates its slice of the parameters.
-using shard_actor = caf::typed_actor<caf::replies_to<gnorm_atom>::with<double>,
-                                     caf::replies_to<apply_atom, double, int, float>::with<bool>,
-                                     caf::replies_to<snapshot_atom>::with<snapshot_ptr>>;
+// optimizer_shard: owns its rank's AdamW state (1/N at stage >= 1); gnorm replies its share of
+// the squared gradient norm, apply(lr, step, grad_scale) steps and all-gathers (collective),
+// snapshot copies its persisted slices into the job's flat arrays.
+using shard_actor =
+    caf::typed_actor<caf::replies_to<gnorm_atom>::with<double>,
+                     caf::replies_to<apply_atom, double, int, float>::with<bool>,
+                     caf::replies_to<snapshot_atom, checkpoint_job_ptr>::with<bool>>;
 
 // checkpoint_writer: persists a job and replies with the committed folder.
 using writer_actor =

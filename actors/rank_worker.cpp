@@ -3,18 +3,21 @@
 namespace zf::actors {
 namespace {
 
-worker_actor::behavior_type rank_worker(worker_actor::pointer self,
-                                        std::shared_ptr<gpt2_model> model) {
+worker_actor::behavior_type rank_worker(worker_actor::pointer self, std::shared_ptr<zero_rank> z) {
   (void)self;
   return {
-      [model](fwdbwd_atom, const batch_ptr& b, float loss_scale) -> float {
-        return model->forward_backward(b->inputs.data(), b->targets.data(), b->b, b->t, loss_scale);
+      [z](fwdbwd_atom, const batch_ptr& b, float loss_scale) -> float {
+        return z->forward_backward(b->inputs.data(), b->targets.data(), b->b, b->t, loss_scale);
       },
-      [model](evaluate_atom, const batch_ptr& b) -> float {
-        return model->forward(b->inputs.data(), b->targets.data(), b->b, b->t);
+      [z](evaluate_atom, const batch_ptr& b) -> float {
+        return z->forward(b->inputs.data(), b->targets.data(), b->b, b->t);
       },
-      [model](zero_atom) -> bool {
-        model->zero_grad();
+      [z](zero_atom) -> bool {
+        z->zero_grad();
+        return true;
+      },
+      [z](reduce_atom) -> bool {
+        z->reduce_gradients();
         return true;
       },
   };
@@ -22,8 +25,8 @@ worker_actor::behavior_type rank_worker(worker_actor::pointer self,
 
 }  // namespace
 
-worker_actor spawn_rank_worker(caf::actor_system& sys, std::shared_ptr<gpt2_model> model) {
-  return sys.spawn<caf::detached>(rank_worker, std::move(model));
+worker_actor spawn_rank_worker(caf::actor_system& sys, std::shared_ptr<zero_rank> rank) {
+  return sys.spawn<caf::detached>(rank_worker, std::move(rank));
 }
 
 }  // namespace zf::actors

@@ -1,12 +1,13 @@
 #pragma once
-// rank_worker: one per rank, detached (its own thread), owns the rank's model replica and runs
-// forward/backward on it. Gradients accumulate in the model until zero_atom.
+// rank_worker: one per rank, detached (its own thread), runs forward/backward of its rank's
+// zero_rank. Gradients accumulate until zero_atom; reduce_atom finishes the step's gradient
+// reduction (collective).
 #include <memory>
 
 #include "actors/protocol.hpp"
 
 namespace zf::actors {
 
-worker_actor spawn_rank_worker(caf::actor_system& sys, std::shared_ptr<gpt2_model> model);
+worker_actor spawn_rank_worker(caf::actor_system& sys, std::shared_ptr<zero_rank> rank);
 
 }  // namespace zf::actors

@@ -26,6 +26,7 @@ class trainer_loop {
     const auto& t = s_.cfg.train;
     const int ranks = static_cast<int>(s_.workers.size());
     next_index_ = int64_t(s_.start_step) * t.grad_accum * ranks;
+    if (s_.comm_bytes) last_comm_ = s_.comm_bytes();
     auto t0 = clock_type::now();
     int64_t tokens = 0;
     try {
@@ -50,6 +51,12 @@ class trainer_loop {
         m.param_bytes = s_.param_bytes;
         m.grad_bytes = s_.grad_bytes;
         m.optim_bytes = s_.optim_bytes;
+        if (s_.comm_bytes) {
+          uint64_t now = s_.comm_bytes();
+          m.comm_bytes = double(now - last_comm_);
+          last_comm_ = now;
+        }
+        m.ranks = ranks;
         const bool last = step + 1 == t.steps;
         const bool stopping =
             (s_.stop && s_.stop->load()) || (s_.stop_at_step > 0 && step + 1 >= s_.stop_at_step);
@@ -95,36 +102,58 @@ class trainer_loop {
       std::fprintf(stderr, "%s\n", text.c_str());
   }
 
+  // Batches are numbered q = global_micro_batch * ranks + rank; the window of requests in flight
+  // is the sampler's credit (train.prefetch per rank).
+  auto request_batch(int64_t q) {
+    const int64_t n = static_cast<int64_t>(s_.workers.size());
+    return self_->request(s_.sampler, caf::infinite, train_atom::value, q / n,
+                          static_cast<int32_t>(q % n));
+  }
+
   batch_ptr next_batch() {
-    while (static_cast<int>(pending_.size()) < s_.cfg.train.prefetch)
-      pending_.push_back(self_->request(s_.sampler, caf::infinite, train_atom::value,
-                                        next_index_ + int64_t(pending_.size())));
+    const int credit = s_.cfg.train.prefetch * static_cast<int>(s_.workers.size());
+    while (static_cast<int>(pending_.size()) < credit)
+      pending_.push_back(request_batch(next_index_ + int64_t(pending_.size())));
     auto h = std::move(pending_.front());
     pending_.pop_front();
     ++next_index_;
     auto b = get<batch_ptr>(std::move(h), "data sampler");
     // keep the credit window full while the workers compute
-    pending_.push_back(self_->request(s_.sampler, caf::infinite, train_atom::value,
-                                      next_index_ + int64_t(pending_.size())));
+    pending_.push_back(request_batch(next_index_ + int64_t(pending_.size())));
     return b;
+  }
+
+  // Sends the same request to every actor before waiting for any reply: the ranks run
+  // collectives inside these handlers, so they must all be in them at once.
+  template <class T, class Actor, class... Ts>
+  std::vector<T> on_all(std::vector<Actor>& actors, const char* what, Ts... args) {
+    using handle = decltype(self_->request(actors[0], caf::infinite, args...));
+    std::vector<handle> hs;
+    for (auto& a : actors) hs.push_back(self_->request(a, caf::infinite, args...));
+    std::vector<T> out;
+    for (auto& h : hs) out.push_back(get<T>(std::move(h), what));
+    return out;
   }
 
   double train_step(int step) {
     const auto& t = s_.cfg.train;
-    for (auto& w : s_.workers)
-      get<bool>(self_->request(w, caf::infinite, zero_atom::value), "zero_grad");
+    const int n = static_cast<int>(s_.workers.size());
+    on_all<bool>(s_.workers, "zero_grad", zero_atom::value);
     double loss = 0;
-    const float scale = 1.0f / (t.grad_accum * static_cast<float>(s_.workers.size()));
-    for (int micro = 0; micro < t.grad_accum; ++micro)
-      for (auto& w : s_.workers) {
-        batch_ptr b = next_batch();
-        loss += get<float>(self_->request(w, caf::infinite, fwdbwd_atom::value, b, scale),
-                           "forward/backward");
-      }
-    loss /= t.grad_accum * static_cast<double>(s_.workers.size());
+    const float scale = 1.0f / (t.grad_accum * static_cast<float>(n));
+    using fb_handle = decltype(self_->request(s_.workers[0], caf::infinite, fwdbwd_atom::value,
+                                              batch_ptr{}, 1.0f));
+    std::vector<fb_handle> hs;
+    for (int micro = 0; micro < t.grad_accum; ++micro) {
+      hs.clear();
+      for (auto& w : s_.workers)
+        hs.push_back(self_->request(w, caf::infinite, fwdbwd_atom::value, next_batch(), scale));
+      for (auto& h : hs) loss += get<float>(std::move(h), "forward/backward");
+    }
+    loss /= t.grad_accum * static_cast<double>(n);
+    on_all<bool>(s_.workers, "gradient reduction", reduce_atom::value);
     double sq = 0;
-    for (auto& sh : s_.shards)
-      sq += get<double>(self_->request(sh, caf::infinite, gnorm_atom::value), "grad norm");
+    for (double x : on_all<double>(s_.shards, "grad norm", gnorm_atom::value)) sq += x;
     grad_norm_ = std::sqrt(sq);
     if (!std::isfinite(loss) || !std::isfinite(grad_norm_))
       throw run_error("step " + std::to_string(step + 1) +
@@ -132,23 +161,30 @@ class trainer_loop {
                       "); lower train.lr?");
     const float coef = clip_coefficient(grad_norm_, t.grad_clip);
     lr_ = lr_at(t, step);
-    for (auto& sh : s_.shards)
-      get<bool>(self_->request(sh, caf::infinite, apply_atom::value, lr_, step + 1, coef),
-                "optimizer step");
+    on_all<bool>(s_.shards, "optimizer step", apply_atom::value, lr_, step + 1, coef);
     return loss;
   }
 
+  // Data-parallel evaluation: rank r takes validation batch i*N + r, so N ranks with batch b see
+  // the windows one rank with batch N*b sees.
   double evaluate() {
     const auto& t = s_.cfg.train;
+    const int n = static_cast<int>(s_.workers.size());
     double sum = 0;
     for (int i = 0; i < t.eval_batches; ++i) {
-      auto b =
-          get<batch_ptr>(self_->request(s_.sampler, caf::infinite, valid_atom::value, int64_t(i)),
-                         "validation batch");
-      sum += get<float>(self_->request(s_.workers[0], caf::infinite, evaluate_atom::value, b),
-                        "evaluation");
+      std::vector<batch_ptr> bs;
+      for (int r = 0; r < n; ++r)
+        bs.push_back(get<batch_ptr>(self_->request(s_.sampler, caf::infinite, valid_atom::value,
+                                                   int64_t(i) * n + r, int32_t(r)),
+                                    "validation batch"));
+      using ev_handle =
+          decltype(self_->request(s_.workers[0], caf::infinite, evaluate_atom::value, batch_ptr{}));
+      std::vector<ev_handle> hs;
+      for (int r = 0; r < n; ++r)
+        hs.push_back(self_->request(s_.workers[r], caf::infinite, evaluate_atom::value, bs[r]));
+      for (auto& h : hs) sum += get<float>(std::move(h), "evaluation");
     }
-    return sum / t.eval_batches;
+    return sum / (double(t.eval_batches) * n);
   }
 
   void wait_for_writer() {
@@ -166,32 +202,22 @@ class trainer_loop {
     job->step = step;
     job->config_toml = s_.config_toml;
     job->layout = s_.layout;
-    job->state = {{"step", step}, {"seed", s_.cfg.train.seed}};
-    std::vector<snapshot_ptr> snaps;
-    for (auto& sh : s_.shards)
-      snaps.push_back(
-          get<snapshot_ptr>(self_->request(sh, caf::infinite, snapshot_atom::value), "snapshot"));
-    if (snaps.size() == 1) {
-      job->params = std::move(snaps[0]->params);
-      job->exp_avg = std::move(snaps[0]->exp_avg);
-      job->exp_avg_sq = std::move(snaps[0]->exp_avg_sq);
-    } else {
-      const std::size_t n = s_.layout.total;
-      job->params.resize(n);
-      job->exp_avg.resize(n);
-      job->exp_avg_sq.resize(n);
-      for (auto& sn : snaps) {
-        std::copy_n(sn->params.data(), sn->end - sn->begin, job->params.data() + sn->begin);
-        std::copy_n(sn->exp_avg.data(), sn->end - sn->begin, job->exp_avg.data() + sn->begin);
-        std::copy_n(sn->exp_avg_sq.data(), sn->end - sn->begin, job->exp_avg_sq.data() + sn->begin);
-      }
-    }
+    job->world = static_cast<int>(s_.shards.size());
+    job->zero_stage = s_.zero_stage;
+    job->state = {{"step", step},
+                  {"seed", s_.cfg.train.seed},
+                  {"world", job->world},
+                  {"zero_stage", job->zero_stage}};
+    job->params.resize(s_.layout.total);
+    job->exp_avg.resize(s_.layout.total);
+    job->exp_avg_sq.resize(s_.layout.total);
+    on_all<bool>(s_.shards, "snapshot", snapshot_atom::value, job);
     write_.emplace(self_->request(s_.writer, caf::infinite, save_atom::value, job));
     writing_ = true;
   }
 
   using batch_handle = decltype(std::declval<caf::blocking_actor*>()->request(
-      std::declval<sampler_actor&>(), caf::infinite, train_atom::value, int64_t{}));
+      std::declval<sampler_actor&>(), caf::infinite, train_atom::value, int64_t{}, int32_t{}));
   using write_handle = decltype(std::declval<caf::blocking_actor*>()->request(
       std::declval<writer_actor&>(), caf::infinite, save_atom::value, checkpoint_job_ptr{}));
   caf::blocking_actor* self_;
@@ -201,6 +227,7 @@ class trainer_loop {
   std::optional<write_handle> write_;
   bool writing_ = false;
   double lr_ = 0, grad_norm_ = 0;
+  uint64_t last_comm_ = 0;
 };
 
 }  // namespace

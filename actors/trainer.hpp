@@ -7,6 +7,7 @@
 // it is written). Stops early, with a checkpoint, when *stop becomes true (Ctrl-C).
 #include <atomic>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -39,6 +40,8 @@ struct trainer_setup {
   int stop_at_step = 0;  // > 0: stop (as if interrupted, with a checkpoint) after this step
   std::shared_ptr<train_result> result;
   double param_bytes = 0, grad_bytes = 0, optim_bytes = 0;  // per rank, for the metrics
+  int zero_stage = 0;
+  std::function<uint64_t()> comm_bytes;  // rank 0's data-plane bytes so far (may be empty)
 };
 
 // Spawns the trainer (a blocking actor on its own thread); it ends when training ends.

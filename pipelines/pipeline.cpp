@@ -13,9 +13,11 @@
 #include "actors/optimizer_shard.hpp"
 #include "actors/rank_worker.hpp"
 #include "kernels/threads.hpp"
+#include "runtime/comm.hpp"
 #include "runtime/error.hpp"
 #include "runtime/generate.hpp"
 #include "runtime/tokenizer.hpp"
+#include "runtime/zero.hpp"
 #include "storage/checkpoint.hpp"
 #include "storage/dataset.hpp"
 #include "storage/fs_util.hpp"
@@ -29,8 +31,8 @@ pipeline& pipeline::add(const stages::sampler& s) {
   return *this;
 }
 pipeline& pipeline::add(const stages::train& s) {
-  if (s.ranks != 1)
-    fail("stages::train: ranks = {} needs ZeRO data parallelism (not in this build)", s.ranks);
+  if (s.ranks > 0) cfg_.train.ranks = s.ranks;
+  if (s.zero_stage >= 0) cfg_.train.zero_stage = s.zero_stage;
   train_ = s;
   return *this;
 }
@@ -92,12 +94,12 @@ train_result pipeline::run(const run_options& o) {
          cfg_.model.vocab_size);
   const fs::path ckpt_root = o.out / "checkpoints";
   std::optional<storage::loaded_checkpoint> resumed;
-  auto model = std::make_shared<gpt2_model>(cfg_.model);
+  const param_layout layout = gpt2_layout(cfg_.model);
   if (!o.resume.empty()) {
     fs::path from = o.resume == "latest" ? ckpt_root : fs::path(o.resume);
     auto head = storage::read_manifest(from);
     check_same_model(cfg_, head.config_toml, head.dir);
-    resumed = storage::load_checkpoint(head.dir, model->layout());
+    resumed = storage::load_checkpoint(head.dir, layout);
     if (fs::exists(ckpt_root / "latest")) {
       auto newest = storage::read_manifest(ckpt_root);
       if (newest.step > resumed->step)
@@ -119,16 +121,29 @@ train_result pipeline::run(const run_options& o) {
 
   if (data->val_tokens() == 0) cfg_.train.eval_every = 0;  // nothing held out: no val_loss
   int start = 0;
-  if (resumed) {
-    std::copy(resumed->params.begin(), resumed->params.end(), model->params().data());
-    start = resumed->step;
-  } else {
-    model->init_weights(static_cast<uint64_t>(cfg_.train.seed));
-  }
-  auto opt = std::make_shared<adamw>(model->layout(), 0, model->layout().total, cfg_.train);
-  if (resumed && !resumed->exp_avg.empty()) {
-    std::copy(resumed->exp_avg.begin(), resumed->exp_avg.end(), opt->m().data());
-    std::copy(resumed->exp_avg_sq.begin(), resumed->exp_avg_sq.end(), opt->v().data());
+  // Ranks: threads of this process over the local backend, each a zero_rank (ZeRO stage per
+  // config). Any checkpoint (any world size or stage) loads into any of them.
+  const int world = cfg_.train.ranks;
+  auto comms = comm::make_local_group(world);
+  std::vector<std::shared_ptr<zero_rank>> ranks;
+  for (int r = 0; r < world; ++r)
+    ranks.push_back(
+        std::make_shared<zero_rank>(cfg_.model, cfg_.train, cfg_.train.zero_stage, *comms[r]));
+  {
+    std::vector<float> init;
+    const float *p = nullptr, *m = nullptr, *v = nullptr;
+    if (resumed) {
+      start = resumed->step;
+      p = resumed->params.data();
+      if (!resumed->exp_avg.empty()) m = resumed->exp_avg.data(), v = resumed->exp_avg_sq.data();
+    } else {
+      init.resize(layout.total);
+      init_gpt2_params(layout, cfg_.model.n_layer, static_cast<uint64_t>(cfg_.train.seed),
+                       init.data());
+      p = init.data();
+    }
+    for (auto& z : ranks) z->import_state(p, m, v);
+    resumed.reset();  // the ranks hold their copies now
   }
 
   fs::create_directories(o.out);
@@ -144,18 +159,23 @@ train_result pipeline::run(const run_options& o) {
     actors::trainer_setup ts;
     ts.cfg = cfg_;
     ts.config_toml = toml;
-    ts.layout = model->layout();
+    ts.layout = layout;
+    ts.zero_stage = cfg_.train.zero_stage;
     ts.start_step = start;
     ts.stop = o.stop;
     ts.stop_at_step = o.stop_at_step;
     ts.result = result;
     ts.sampler = actors::spawn_data_sampler(sys, data, static_cast<uint64_t>(cfg_.train.seed),
                                             cfg_.train.batch_size);
-    ts.workers.push_back(actors::spawn_rank_worker(sys, model));
-    ts.shards.push_back(actors::spawn_optimizer_shard(sys, model, opt));
-    const double bytes = double(model->layout().total) * sizeof(float);
-    ts.param_bytes = ts.grad_bytes = bytes;
-    ts.optim_bytes = 2 * bytes;
+    for (auto& z : ranks) {
+      ts.workers.push_back(actors::spawn_rank_worker(sys, z));
+      ts.shards.push_back(actors::spawn_optimizer_shard(sys, z));
+    }
+    const zero_memory mem = ranks[0]->memory();
+    ts.param_bytes = mem.param_bytes;
+    ts.grad_bytes = mem.grad_bytes;
+    ts.optim_bytes = mem.optim_bytes;
+    ts.comm_bytes = [z = ranks[0]] { return z->bytes_communicated(); };
     if (checkpoint_) {
       ts.checkpoint_root = ckpt_root;
       ts.writer = actors::spawn_checkpoint_writer(sys);
@@ -168,16 +188,18 @@ train_result pipeline::run(const run_options& o) {
       mo.quiet = monitor_->quiet;
       ts.monitor = actors::spawn_monitor(sys, mo);
     }
-    std::vector<caf::actor> others{caf::actor_cast<caf::actor>(ts.sampler),
-                                   caf::actor_cast<caf::actor>(ts.workers[0]),
-                                   caf::actor_cast<caf::actor>(ts.shards[0])};
+    std::vector<caf::actor> others{caf::actor_cast<caf::actor>(ts.sampler)};
+    for (auto& w : ts.workers) others.push_back(caf::actor_cast<caf::actor>(w));
+    for (auto& sh : ts.shards) others.push_back(caf::actor_cast<caf::actor>(sh));
     if (ts.writer) others.push_back(caf::actor_cast<caf::actor>(ts.writer));
     if (ts.monitor) others.push_back(caf::actor_cast<caf::actor>(ts.monitor));
     if (monitor_ && !monitor_->quiet)
       std::cerr << fmt::format(
-          "zeroflow: {} parameters, {} tokens (train {} / val {}), {} steps from step {} -> {}\n",
-          model->layout().total, data->train_tokens() + data->val_tokens(), data->train_tokens(),
-          data->val_tokens(), cfg_.train.steps, start, o.out.string());
+          "zeroflow: {} parameters, {} tokens (train {} / val {}), {} steps from step {}, {} "
+          "rank(s) at ZeRO stage {} -> {}\n",
+          layout.total, data->train_tokens() + data->val_tokens(), data->train_tokens(),
+          data->val_tokens(), cfg_.train.steps, start, world, cfg_.train.zero_stage,
+          o.out.string());
     auto trainer = actors::spawn_trainer(sys, std::move(ts));
     caf::scoped_actor self{sys};
     self->monitor(trainer);
@@ -192,8 +214,10 @@ train_result pipeline::run(const run_options& o) {
     g.sampling.top_k = 40;
     g.sampling.seed = static_cast<uint64_t>(cfg_.train.seed);
     std::cout << "\n--- sample (step " << result->final_step << ") ---\n";
+    gpt2_model model(cfg_.model);  // the trained weights, assembled from the ranks' partitions
+    for (auto& z : ranks) z->export_state(model.params().data(), nullptr, nullptr);
     std::cout << "Call me" << std::flush;
-    generate(*model, tok, "Call me", g, [](const std::string& s) { std::cout << s << std::flush; });
+    generate(model, tok, "Call me", g, [](const std::string& s) { std::cout << s << std::flush; });
     std::cout << "\n---" << std::endl;
   }
   return *result;

@@ -24,7 +24,8 @@ namespace zf {
 namespace stages {
 struct sampler {};
 struct train {
-  int ranks = 1;  // this build runs one rank; the protocol is N-rank shaped
+  int ranks = 0;        // data-parallel ranks (threads); 0: train.ranks
+  int zero_stage = -1;  // ZeRO stage 0..3; -1: train.zero.stage
 };
 struct checkpoint {
   int every = -1;  // -1: train.checkpoint_every

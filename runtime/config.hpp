@@ -36,6 +36,8 @@ struct train_config {
   int eval_batches = 8;
   int prefetch = 2;        // batches the sampler may run ahead
   int threads = 0;         // compute threads; 0: all cores
+  int ranks = 1;           // data-parallel ranks (threads of this process, local backend)
+  int zero_stage = 0;      // train.zero.stage: 0 DP, 1 +optimizer, 2 +gradients, 3 +parameters
   int sample_tokens = 64;  // tokens of text generated at the end of a run; 0: none
 };
 

@@ -18,7 +18,9 @@ std::string to_json_line(const step_metrics& m) {
                    {"elapsed_s", m.elapsed_s},
                    {"param_bytes", m.param_bytes},
                    {"grad_bytes", m.grad_bytes},
-                   {"optim_bytes", m.optim_bytes}};
+                   {"optim_bytes", m.optim_bytes},
+                   {"comm_bytes", m.comm_bytes},
+                   {"ranks", m.ranks}};
   if (m.val_loss >= 0) j["val_loss"] = m.val_loss;
   return j.dump();
 }
@@ -37,6 +39,10 @@ std::string progress_line(const step_metrics& m) {
   std::string s =
       fmt::format("step {}/{} | loss {:.4f} | lr {:.2e} | {:.0f} tok/s | ETA {}", m.step,
                   m.total_steps, m.loss, m.lr, m.tokens_per_s, format_duration(eta));
+  if (m.ranks > 1)
+    s += fmt::format(" | rank mem p/g/o {:.0f}/{:.0f}/{:.0f} MiB | comm {:.1f} MiB/step",
+                     m.param_bytes / 1048576, m.grad_bytes / 1048576, m.optim_bytes / 1048576,
+                     m.comm_bytes / 1048576);
   if (m.val_loss >= 0) s += fmt::format(" | val {:.4f}", m.val_loss);
   return s;
 }

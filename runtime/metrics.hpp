@@ -15,6 +15,8 @@ struct step_metrics {
   int64_t tokens = 0;                                       // tokens trained on so far
   double val_loss = -1;                                     // < 0: no evaluation at this step
   double param_bytes = 0, grad_bytes = 0, optim_bytes = 0;  // per rank
+  double comm_bytes = 0;  // data-plane bytes rank 0 sent during this step
+  int ranks = 1;
 };
 
 std::string to_json_line(const step_metrics& m);

@@ -52,8 +52,42 @@ param_layout gpt2_layout(const model_config& m) {
   return L;
 }
 
-gpt2_model::gpt2_model(const model_config& cfg)
-    : cfg_(cfg), layout_(gpt2_layout(cfg)), params_(layout_.total), grads_(layout_.total) {}
+std::vector<region> gpt2_regions(const param_layout& L, int n_layer) {
+  std::vector<region> r;
+  auto end_of = [&](std::size_t i) { return L.params[i].offset + L.params[i].numel; };
+  r.push_back({0, end_of(1)});  // wte, wpe
+  for (int l = 0; l < n_layer; ++l) {
+    std::size_t first = 2 + 12 * std::size_t(l);
+    r.push_back({L.params[first].offset, end_of(first + 11)});
+  }
+  std::size_t f = 2 + 12 * std::size_t(n_layer);
+  r.push_back({L.params[f].offset, end_of(f + 1)});
+  return r;
+}
+
+gpt2_model::gpt2_model(const model_config& cfg, bool own_params, bool own_grads)
+    : cfg_(cfg), layout_(gpt2_layout(cfg)), regions_(gpt2_regions(layout_, cfg.n_layer)) {
+  if (own_params) params_.resize(layout_.total);
+  if (own_grads) grads_.resize(layout_.total);
+}
+
+float* gpt2_model::acquire_params(int r) {
+  return param_access_ ? param_access_->acquire(r) : params_.data() + regions_[r].begin;
+}
+void gpt2_model::release_params(int r) {
+  if (param_access_) param_access_->release(r);
+}
+float* gpt2_model::acquire_grads(int r) {
+  return grad_access_ ? grad_access_->acquire(r) : grads_.data() + regions_[r].begin;
+}
+void gpt2_model::release_grads(int r) {
+  if (grad_access_) grad_access_->release(r);
+}
+
+// Pointer to tensor param_index inside a region whose first float is at region_base.
+float* gpt2_model::tensor(float* region_base, int r, std::size_t param_index) {
+  return region_base + (layout_.params[param_index].offset - regions_[r].begin);
+}
 
 float* gpt2_model::param(const std::string& name) {
   auto* p = layout_.find(name);
@@ -61,20 +95,19 @@ float* gpt2_model::param(const std::string& name) {
   return params_.data() + p->offset;
 }
 
-gpt2_model::layer_ptrs gpt2_model::layer(fbuffer& buf, int l) {
-  // The 12 tensors of block l are contiguous in layout order, starting after wte and wpe.
-  const param_info* first = &layout_.params[2 + 12 * static_cast<std::size_t>(l)];
-  float* base = buf.data();
-  auto at = [&](int i) { return base + first[i].offset; };
+gpt2_model::layer_ptrs gpt2_model::layer(float* region_base, int l) {
+  // The 12 tensors of block l are contiguous in layout order (region l+1).
+  const std::size_t first = 2 + 12 * static_cast<std::size_t>(l);
+  auto at = [&](int i) { return tensor(region_base, l + 1, first + i); };
   return {at(0), at(1), at(2), at(3), at(4), at(5), at(6), at(7), at(8), at(9), at(10), at(11)};
 }
 
-void gpt2_model::init_weights(uint64_t seed) {
+void init_gpt2_params(const param_layout& layout, int n_layer, uint64_t seed, float* out) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  const float proj_std = 0.02f / std::sqrt(2.0f * cfg_.n_layer);
-  for (auto& p : layout_.params) {
-    float* w = params_.data() + p.offset;
+  const float proj_std = 0.02f / std::sqrt(2.0f * n_layer);
+  for (auto& p : layout.params) {
+    float* w = out + p.offset;
     bool is_ln_weight = p.name.find("ln_") != std::string::npos && p.name.ends_with(".weight");
     if (p.shape.size() == 2) {
       float std = p.name.ends_with("c_proj.weight") ? proj_std : 0.02f;
@@ -83,6 +116,11 @@ void gpt2_model::init_weights(uint64_t seed) {
       for (std::size_t i = 0; i < p.numel; ++i) w[i] = is_ln_weight ? 1.0f : 0.0f;
     }
   }
+}
+
+void gpt2_model::init_weights(uint64_t seed) {
+  if (!params_.size()) fail("init_weights: this model does not own its parameters (ZeRO-3)");
+  init_gpt2_params(layout_, cfg_.n_layer, seed, params_.data());
 }
 
 // Lays out every training activation for (b, t). Called with the arena counting, then again
@@ -137,10 +175,13 @@ float gpt2_model::run_forward(const int* ids, const int* targets, int b, int t, 
   for (int i = 0; i < BT; ++i)
     if (ids[i] < 0 || ids[i] >= V) fail("token id {} out of range 0..{}", ids[i], V - 1);
 
-  k::embedding_forward(ids, param("wte.weight"), param("wpe.weight"), encoded_, b, t, C);
+  const int L = cfg_.n_layer, R_emb = 0, R_lnf = L + 1;
+  float* emb = acquire_params(R_emb);
+  k::embedding_forward(ids, tensor(emb, R_emb, 0), tensor(emb, R_emb, 1), encoded_, b, t, C);
+  release_params(R_emb);
   const float* x = encoded_;
-  for (int l = 0; l < cfg_.n_layer; ++l) {
-    auto w = layer(params_, l);
+  for (int l = 0; l < L; ++l) {
+    auto w = layer(acquire_params(l + 1), l);
     auto& a = la_[l];
     k::layernorm_forward(x, w.ln1_w, w.ln1_b, a.ln1, a.ln1_mean, a.ln1_rstd, BT, C);
     k::linear_forward(a.ln1, w.attn_w, w.attn_b, a.qkv, BT, C, 3 * C);
@@ -157,19 +198,31 @@ float gpt2_model::run_forward(const int* ids, const int* targets, int b, int t, 
     k::gelu_forward(a.fch, gelu_, std::size_t(BT) * 4 * C);
     k::linear_forward(gelu_, w.fcproj_w, w.fcproj_b, a.res3, BT, 4 * C, C);
     k::add_forward(a.res3, a.res2, a.res3, std::size_t(BT) * C);
+    release_params(l + 1);
     x = a.res3;
   }
-  k::layernorm_forward(x, param("ln_f.weight"), param("ln_f.bias"), lnf_, lnf_mean_, lnf_rstd_, BT,
-                       C);
-  // logits [BT, V] = lnf [BT, C] @ wte^T
-  k::gemm(false, true, BT, V, C, 1.0f, lnf_, 0, param("wte.weight"), 0, 0.0f, logits_, 0);
+  const std::size_t lnf_w = 2 + 12 * std::size_t(L);
+  float* fb = acquire_params(R_lnf);
+  k::layernorm_forward(x, tensor(fb, R_lnf, lnf_w), tensor(fb, R_lnf, lnf_w + 1), lnf_, lnf_mean_,
+                       lnf_rstd_, BT, C);
+  release_params(R_lnf);
+  // logits [BT, V] = lnf [BT, C] @ wte^T; wte stays held for the head's backward when fusing
+  head_wte_ = tensor(acquire_params(R_emb), R_emb, 0);
+  k::gemm(false, true, BT, V, C, 1.0f, lnf_, 0, head_wte_, 0, 0.0f, logits_, 0);
+  if (!fuse_xent) {
+    release_params(R_emb);
+    head_wte_ = nullptr;
+  }
   if (!targets) return 0.0f;
   int valid = 0;
   for (int i = 0; i < BT; ++i) {
     if (targets[i] >= V) fail("target id {} out of range 0..{}", targets[i], V - 1);
     valid += targets[i] >= 0;
   }
-  if (valid == 0) return 0.0f;
+  if (valid == 0) {  // nothing to learn from: a zero gradient keeps backward (and ZeRO) uniform
+    if (fuse_xent) std::fill(logits_, logits_ + std::size_t(BT) * V, 0.0f);
+    return 0.0f;
+  }
   if (fuse_xent)
     k::softmax_xent_fused(logits_, targets, losses_, BT, V, scale / valid);
   else
@@ -189,19 +242,28 @@ float gpt2_model::forward_backward(const int* ids, const int* targets, int b, in
   float loss = run_forward(ids, targets, b, t, true, loss_scale);
   const int BT = b * t, C = cfg_.n_embd, V = cfg_.vocab_size, H = cfg_.n_head;
   const int hd = cfg_.head_dim();
-  float* dwte = grads_.data() + layout_.params[0].offset;
-  float* dwpe = grads_.data() + layout_.params[1].offset;
+  const int L = cfg_.n_layer, R_emb = 0, R_lnf = L + 1;
+  float* gemb = acquire_grads(R_emb);
+  float* dwte = tensor(gemb, R_emb, 0);
+  float* dwpe = tensor(gemb, R_emb, 1);
   // LM head: logits_ now holds dlogits [BT, V].
-  k::gemm(false, false, BT, C, V, 1.0f, logits_, 0, param("wte.weight"), 0, 0.0f, dln_, 0);
+  k::gemm(false, false, BT, C, V, 1.0f, logits_, 0, head_wte_, 0, 0.0f, dln_, 0);
   k::gemm(true, false, V, C, BT, 1.0f, logits_, 0, lnf_, 0, 1.0f, dwte, 0);
+  release_params(R_emb);
+  head_wte_ = nullptr;
   std::fill(dres_, dres_ + std::size_t(BT) * C, 0.0f);
-  const float* x_last = la_.back().res3;
-  auto& lnf = layout_.params[layout_.params.size() - 2];
-  k::layernorm_backward(x_last, param("ln_f.weight"), lnf_mean_, lnf_rstd_, dln_, dres_,
-                        grads_.data() + lnf.offset, grads_.data() + lnf.offset + C, BT, C);
-  for (int l = cfg_.n_layer - 1; l >= 0; --l) {
-    auto w = layer(params_, l);
-    auto g = layer(grads_, l);
+  const std::size_t lnf_w = 2 + 12 * std::size_t(L);
+  {
+    float* fb = acquire_params(R_lnf);
+    float* gf = acquire_grads(R_lnf);
+    k::layernorm_backward(la_.back().res3, tensor(fb, R_lnf, lnf_w), lnf_mean_, lnf_rstd_, dln_,
+                          dres_, tensor(gf, R_lnf, lnf_w), tensor(gf, R_lnf, lnf_w + 1), BT, C);
+    release_grads(R_lnf);
+    release_params(R_lnf);
+  }
+  for (int l = L - 1; l >= 0; --l) {
+    auto w = layer(acquire_params(l + 1), l);
+    auto g = layer(acquire_grads(l + 1), l);
     auto& a = la_[l];
     const float* x_in = l == 0 ? encoded_ : la_[l - 1].res3;
     // MLP: res3 = res2 + c_proj(gelu(c_fc(ln2(res2)))); dres_ holds d res3.
@@ -224,8 +286,11 @@ float gpt2_model::forward_backward(const int* ids, const int* targets, int b, in
     k::linear_backward(a.ln1, w.attn_w, dqkv_, dln_, g.attn_w, g.attn_b, BT, C, 3 * C);
     k::layernorm_backward(x_in, w.ln1_w, a.ln1_mean, a.ln1_rstd, dln_, dres_, g.ln1_w, g.ln1_b, BT,
                           C);
+    release_grads(l + 1);
+    release_params(l + 1);
   }
   k::embedding_backward(ids, dres_, dwte, dwpe, b, t, C);
+  release_grads(R_emb);
   return loss;
 }
 
@@ -256,10 +321,13 @@ void gpt2_model::decode(const int* ids, int n, kv_cache& cache, float* out) {
       if (pass == 0) infer_.reserve();
     }
   }
-  k::embedding_forward(ids, param("wte.weight"), param("wpe.weight"), ix_, 1, n, C, pos);
+  const int L = cfg_.n_layer, R_emb = 0, R_lnf = L + 1;
+  float* emb = acquire_params(R_emb);
+  k::embedding_forward(ids, tensor(emb, R_emb, 0), tensor(emb, R_emb, 1), ix_, 1, n, C, pos);
+  release_params(R_emb);
   const std::size_t nc = std::size_t(n) * C;
-  for (int l = 0; l < cfg_.n_layer; ++l) {
-    auto w = layer(params_, l);
+  for (int l = 0; l < L; ++l) {
+    auto w = layer(acquire_params(l + 1), l);
     float* kc = cache.k.data() + std::size_t(l) * P * C;
     float* vc = cache.v.data() + std::size_t(l) * P * C;
     k::layernorm_forward(ix_, w.ln1_w, w.ln1_b, iln_, nullptr, nullptr, n, C);
@@ -278,11 +346,17 @@ void gpt2_model::decode(const int* ids, int n, kv_cache& cache, float* out) {
     k::gelu_forward(ifc_, ifc_, std::size_t(n) * 4 * C);
     k::linear_forward(ifc_, w.fcproj_w, w.fcproj_b, itmp_, n, 4 * C, C);
     k::accumulate(ix_, itmp_, nc);
+    release_params(l + 1);
   }
   const float* last = ix_ + std::size_t(n - 1) * C;
-  k::layernorm_forward(last, param("ln_f.weight"), param("ln_f.bias"), iln_, nullptr, nullptr, 1,
-                       C);
-  k::gemm(false, true, 1, V, C, 1.0f, iln_, 0, param("wte.weight"), 0, 0.0f, out, 0);
+  const std::size_t lnf_w = 2 + 12 * std::size_t(L);
+  float* fb = acquire_params(R_lnf);
+  k::layernorm_forward(last, tensor(fb, R_lnf, lnf_w), tensor(fb, R_lnf, lnf_w + 1), iln_, nullptr,
+                       nullptr, 1, C);
+  release_params(R_lnf);
+  emb = acquire_params(R_emb);
+  k::gemm(false, true, 1, V, C, 1.0f, iln_, 0, tensor(emb, R_emb, 0), 0, 0.0f, out, 0);
+  release_params(R_emb);
   cache.len = pos + n;
 }
 

@@ -31,6 +31,29 @@ struct param_layout {
 };
 
 param_layout gpt2_layout(const model_config& m);
+// GPT-2 initialisation into a flat buffer: N(0, 0.02), residual projections N(0, 0.02/sqrt(2L)),
+// LayerNorm (1, 0), biases 0. Deterministic for a seed.
+void init_gpt2_params(const param_layout& layout, int n_layer, uint64_t seed, float* out);
+
+// Parameter regions: contiguous ranges of the flat layout that forward and backward touch one
+// at a time, in this order: 0 = embeddings (wte, wpe), 1..L = block l-1, L+1 = ln_f. ZeRO
+// partitions each region across ranks, gathers a region's parameters just before use (stage 3)
+// and reduce-scatters its gradients as soon as backward is done with it (stages 2, 3).
+struct region {
+  std::size_t begin = 0, end = 0;  // in floats, into the flat layout
+  std::size_t size() const { return end - begin; }
+};
+std::vector<region> gpt2_regions(const param_layout& layout, int n_layer);
+
+// Where the model reads a region's parameters and accumulates its gradients. acquire returns a
+// pointer to the region's first float (the region's tensors follow at their layout offsets
+// minus region.begin); release says the model is done with it for now. The default (null
+// access) reads the model's own flat buffers.
+struct region_access {
+  virtual ~region_access() = default;
+  virtual float* acquire(int region) = 0;
+  virtual void release(int region) = 0;
+};
 
 // Per-layer KV cache for incremental decoding: k, v: [n_layer][n_positions, C].
 struct kv_cache {
@@ -40,7 +63,12 @@ struct kv_cache {
 
 class gpt2_model {
  public:
-  explicit gpt2_model(const model_config& cfg);
+  // own_params / own_grads false: the flat buffers are not allocated and a region_access must
+  // provide them (ZeRO stage 3 / stages 2-3).
+  explicit gpt2_model(const model_config& cfg, bool own_params = true, bool own_grads = true);
+  void set_param_access(region_access* a) { param_access_ = a; }
+  void set_grad_access(region_access* a) { grad_access_ = a; }
+  const std::vector<region>& regions() const { return regions_; }
 
   const model_config& config() const { return cfg_; }
   const param_layout& layout() const { return layout_; }
@@ -75,13 +103,22 @@ class gpt2_model {
     float *ln1_w, *ln1_b, *attn_w, *attn_b, *proj_w, *proj_b, *ln2_w, *ln2_b, *fc_w, *fc_b,
         *fcproj_w, *fcproj_b;
   };
-  layer_ptrs layer(fbuffer& buf, int l);
+  layer_ptrs layer(float* region_base, int l);
+  float* tensor(float* region_base, int region, std::size_t param_index);
+  float* acquire_params(int r);
+  void release_params(int r);
+  float* acquire_grads(int r);
+  void release_grads(int r);
   void plan(int b, int t);
   float run_forward(const int* ids, const int* targets, int b, int t, bool fuse_xent, float scale);
 
   model_config cfg_;
   param_layout layout_;
+  std::vector<region> regions_;
   fbuffer params_, grads_;
+  region_access* param_access_ = nullptr;
+  region_access* grad_access_ = nullptr;
+  float* head_wte_ = nullptr;  // wte held from the head's forward through its backward
 
   // training activations (arena acts_), planned for (b_, t_)
   arena acts_;

@@ -23,12 +23,29 @@ float clip_coefficient(double norm, double max_norm) {
   return std::min(coef, 1.0f);
 }
 
+void adamw::add(const param_layout& layout, std::size_t flat, const adamw_range& r) {
+  for (auto& p : layout.params) {
+    std::size_t b = std::max(flat, p.offset), e = std::min(flat + r.len, p.offset + p.numel);
+    if (b >= e) continue;
+    std::size_t d = b - flat;
+    spans_.push_back({{r.p + d, r.g + d, r.m + d, e - b}, p.decay});
+  }
+}
+
 adamw::adamw(const param_layout& layout, std::size_t begin, std::size_t end, const train_config& t)
     : begin_(begin), end_(end), t_(t), m_(end - begin), v_(end - begin) {
-  for (auto& p : layout.params) {
-    std::size_t b = std::max(begin, p.offset), e = std::min(end, p.offset + p.numel);
-    if (b < e) spans_.push_back({b, e, p.decay});
+  add(layout, begin, {begin, begin, 0, end - begin});
+}
+
+adamw::adamw(const param_layout& layout, const std::vector<mapped>& ranges, const train_config& t)
+    : t_(t) {
+  std::size_t moments = 0;
+  for (auto& m : ranges) {
+    add(layout, m.flat, m.r);
+    moments = std::max(moments, m.r.m + m.r.len);
   }
+  m_.resize(moments);
+  v_.resize(moments);
 }
 
 void adamw::step(float* params, const float* grads, double lr, int step, float grad_scale) {
@@ -41,8 +58,8 @@ void adamw::step(float* params, const float* grads, double lr, int step, float g
   a.grad_scale = grad_scale;
   for (auto& s : spans_) {
     a.weight_decay = s.decay ? static_cast<float>(t_.weight_decay) : 0.0f;
-    kernels::adamw_step(params + s.begin, grads + s.begin, m_.data() + (s.begin - begin_),
-                        v_.data() + (s.begin - begin_), s.end - s.begin, a);
+    kernels::adamw_step(params + s.r.p, grads + s.r.g, m_.data() + s.r.m, v_.data() + s.r.m,
+                        s.r.len, a);
   }
 }
 

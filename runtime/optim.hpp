@@ -17,27 +17,43 @@ double lr_at(const train_config& t, int step);
 // clip_grad_norm_'s coefficient: min(1, max_norm / (norm + 1e-6)); 1 when max_norm is 0.
 float clip_coefficient(double norm, double max_norm);
 
+// A run of floats the optimizer updates: params[p + i], grads[g + i], moments[m + i] for
+// i < len. Index spaces differ by ZeRO stage (flat layout or a rank's packed partition).
+struct adamw_range {
+  std::size_t p, g, m, len;
+};
+
 class adamw {
  public:
-  // Owns moments for parameters [begin, end) of layout (in floats).
+  // Owns moments for parameters [begin, end) of layout (in floats); params and grads passed to
+  // step() are the full flat buffers.
   adamw(const param_layout& layout, std::size_t begin, std::size_t end, const train_config& t);
+  // General form (ZeRO): ranges are split at tensor boundaries of layout to apply decay; `flat`
+  // gives each range's position in the flat layout (for the decay mask).
+  struct mapped {
+    std::size_t flat;  // flat layout offset of the range's first float
+    adamw_range r;
+  };
+  adamw(const param_layout& layout, const std::vector<mapped>& ranges, const train_config& t);
 
-  // One update of params[begin, end) with grads[begin, end) scaled by grad_scale; step is the
-  // 1-based optimizer step (bias correction).
+  // One update of every range with grads scaled by grad_scale; step is the 1-based optimizer
+  // step (bias correction).
   void step(float* params, const float* grads, double lr, int step, float grad_scale);
 
   fbuffer& m() { return m_; }
   fbuffer& v() { return v_; }
   std::size_t begin() const { return begin_; }
   std::size_t end() const { return end_; }
+  std::size_t moments_size() const { return m_.size(); }
 
  private:
   struct span {
-    std::size_t begin, end;  // absolute, in floats
+    adamw_range r;
     bool decay;
   };
-  std::vector<span> spans_;  // the layout's tensors clipped to [begin, end)
-  std::size_t begin_, end_;
+  void add(const param_layout& layout, std::size_t flat, const adamw_range& r);
+  std::vector<span> spans_;  // ranges cut at tensor boundaries
+  std::size_t begin_ = 0, end_ = 0;
   train_config t_;
   fbuffer m_, v_;
 };

@@ -61,17 +61,21 @@ void dataset::fill_window(std::size_t start, int row, batch& out) const {
   }
 }
 
-void dataset::fill_train(uint64_t seed, int64_t index, int b, batch& out) const {
+void dataset::fill_train_rows(uint64_t seed, int64_t index, int row_begin, int rows,
+                              batch& out) const {
   out.index = index;
-  out.b = b;
+  out.b = rows;
   out.t = t_;
-  out.inputs.resize(std::size_t(b) * t_);
-  out.targets.resize(std::size_t(b) * t_);
-  // splitmix-style mixing so neighbouring indices give unrelated streams
-  std::seed_seq seq{uint32_t(seed), uint32_t(seed >> 32), uint32_t(index), uint32_t(index >> 32)};
-  std::mt19937_64 rng(seq);
+  out.inputs.resize(std::size_t(rows) * t_);
+  out.targets.resize(std::size_t(rows) * t_);
   std::uniform_int_distribution<std::size_t> pick(0, train_end_ - t_ - 1);
-  for (int r = 0; r < b; ++r) fill_window(pick(rng), r, out);
+  for (int r = 0; r < rows; ++r) {
+    const int64_t row = row_begin + r;
+    std::seed_seq seq{uint32_t(seed), uint32_t(seed >> 32), uint32_t(index), uint32_t(index >> 32),
+                      uint32_t(row)};
+    std::mt19937_64 rng(seq);
+    fill_window(pick(rng), r, out);
+  }
 }
 
 void dataset::fill_val(int64_t index, int b, batch& out) const {

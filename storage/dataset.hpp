@@ -32,8 +32,13 @@ class dataset {
   dataset(token_shard shard, double val_fraction, int seq_len);
   std::size_t train_tokens() const { return train_end_; }
   std::size_t val_tokens() const { return shard_.size() - train_end_; }
-  // Random windows of the train head; same (seed, index) -> same batch.
-  void fill_train(uint64_t seed, int64_t index, int b, batch& out) const;
+  // Random windows of the train head; same (seed, index) -> same batch. Row r of global batch
+  // `index` depends only on (seed, index, r), so N ranks taking rows [rank*b, rank*b+b) see
+  // exactly the rows one rank with batch N*b sees (data-parallel equivalence).
+  void fill_train(uint64_t seed, int64_t index, int b, batch& out) const {
+    fill_train_rows(seed, index, 0, b, out);
+  }
+  void fill_train_rows(uint64_t seed, int64_t index, int row_begin, int rows, batch& out) const;
   // Consecutive windows of the validation tail (wrapping).
   void fill_val(int64_t index, int b, batch& out) const;
 

@@ -1,0 +1,137 @@
+#pragma once
+// The data plane: collectives over interchangeable backends (DESIGN.md, "Two planes").
+//
+// Invariants every backend keeps:
+// - Collectives are blocking and must be entered by every rank of the group in the same order,
+//   with the same sizes (and root); a communicator is used by one thread at a time.
+// - Results are bit-identical on every rank and deterministic run to run: every reduced element
+//   is computed once, by one rank, in a fixed order, and copied to the others. ZeRO stage 0 runs
+//   the optimizer on every rank, so a one-ulp difference between ranks would be a divergence.
+// - Sum order: `local` adds in rank order 0..N-1, so its reduce_scatter equals the matching slice
+//   of its all_reduce bit for bit. `gloo` adds along its ring (fixed, but not rank order).
+// - Aliasing: all_reduce and broadcast are in place; reduce_scatter's `out` may be exactly
+//   `in + rank*chunk` (in-place ZeRO gradient sharding); all_gather's `in` may be exactly
+//   `out + rank*chunk`. Any other overlap is undefined.
+// - Byte accounting (`bytes_sent`) is the per-rank traffic a ring algorithm would send, the same
+//   formula for every backend so that routes can be compared (see `ring_bytes`); it is counted
+//   from the arguments, not measured on the wire. world 1 sends nothing.
+// Gloo is confined to comm_gloo.cpp: this header includes no third-party collective headers.
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace zf::comm {
+
+enum class op { all_reduce, reduce_scatter, all_gather, broadcast };
+
+std::string_view to_string(op o);
+
+// Key-value rendezvous for process backends; actors/ will implement it over CAF (rank table on
+// the control plane), tests use make_file_store.
+struct kv_store {
+  virtual ~kv_store() = default;
+  virtual void set(const std::string& key, const std::vector<char>& value) = 0;
+  // Blocks until `key` is set; zf::error on timeout naming the key.
+  virtual std::vector<char> get(const std::string& key, std::chrono::milliseconds timeout) = 0;
+};
+
+// One file per key in `dir` (created if missing), written to a temporary name and renamed, so a
+// reader never sees half a value. Setting a key again replaces it. Keys may contain any byte
+// (they are percent-encoded into file names). Works across processes of one host (or a shared
+// file system with atomic rename).
+std::shared_ptr<kv_store> make_file_store(const std::filesystem::path& dir);
+
+class communicator {
+ public:
+  virtual ~communicator() = default;
+  virtual int rank() const = 0;
+  virtual int world() const = 0;
+  virtual std::string backend() const = 0;
+
+  // data: [n] on every rank -> [n] = elementwise sum over ranks (in place).
+  virtual void all_reduce(float* data, std::size_t n) = 0;
+  // Small scalars (loss, grad norm); same contract as the float overload.
+  virtual void all_reduce(double* data, std::size_t n) = 0;
+  // in: [world*chunk] on every rank -> out: [chunk] = sum over ranks of their in[rank*chunk,
+  // +chunk).
+  virtual void reduce_scatter(const float* in, float* out, std::size_t chunk) = 0;
+  // in: [chunk] -> out: [world*chunk], block r = rank r's in. `in` may alias out + rank*chunk.
+  virtual void all_gather(const float* in, float* out, std::size_t chunk) = 0;
+  // data: [n]; afterwards every rank holds root's data.
+  virtual void broadcast(float* data, std::size_t n, int root) = 0;
+  virtual void barrier() = 0;
+
+  // Per-rank bytes this rank sent on the data plane since construction or reset_bytes(), by the
+  // ring formulas of `ring_bytes`. Readable from any thread.
+  std::uint64_t bytes_sent() const { return bytes_sent_.load(std::memory_order_relaxed); }
+  void reset_bytes() { bytes_sent_.store(0, std::memory_order_relaxed); }
+
+ protected:
+  void add_bytes(std::uint64_t b) { bytes_sent_.fetch_add(b, std::memory_order_relaxed); }
+
+ private:
+  std::atomic<std::uint64_t> bytes_sent_{0};
+};
+
+// Bytes that `rank` sends for one collective in a ring of `world` ranks, where `bytes` is the
+// size of the whole message (see `message_bytes`). N = world, B = bytes:
+//   all_reduce      floor(2*(N-1)*B / N)      (ring reduce-scatter + ring all-gather)
+//   reduce_scatter  (N-1)*B/N = (N-1)*chunk*4  (B = in size = N*chunk*4)
+//   all_gather      (N-1)*B/N = (N-1)*chunk*4  (B = out size = N*chunk*4)
+//   broadcast       B for every rank except the one just before root in the ring
+//                   ((root-1) mod N), which sends 0: a pipelined chain, (N-1)*B in total
+// barrier counts 0; world 1 counts 0.
+std::uint64_t ring_bytes(op o, std::size_t bytes, int world, int rank, int root = 0);
+
+// The message size the router matches `min_bytes` against: all_reduce n*sizeof(T),
+// reduce_scatter and all_gather world*chunk*4 (the full buffer), broadcast n*4.
+inline std::size_t message_bytes(op o, std::size_t count, std::size_t elem_size, int world) {
+  return (o == op::reduce_scatter || o == op::all_gather)
+             ? count * elem_size * static_cast<std::size_t>(world)
+             : count * elem_size;
+}
+
+// N ranks that are threads of one process (shared memory). Returns one communicator per rank;
+// each must be used by its own thread. Collectives are blocking for all ranks (like NCCL/Gloo).
+// Pointers are exchanged through shared state and each rank reduces or copies its own slice, so
+// the N threads share the work; nothing is heap-allocated per call. A size or root mismatch
+// between ranks throws zf::error on every rank (no rank is left waiting).
+std::vector<std::unique_ptr<communicator>> make_local_group(int world);
+
+struct gloo_options {
+  // How long rendezvous (store waits, TCP connect) may take before the peer is declared missing.
+  std::chrono::milliseconds rendezvous_timeout = std::chrono::seconds(30);
+  // End-to-end limit of one collective (a peer may be busy computing for a while before it
+  // enters; keep this generous).
+  std::chrono::milliseconds op_timeout = std::chrono::minutes(10);
+};
+
+// One rank of a process group over Gloo TCP; `prefix` namespaces the store keys so a store can be
+// reused (use a fresh prefix per group: stale keys from an earlier group under the same prefix
+// would be read as this group's addresses); `iface_addr` is the address to bind ("127.0.0.1" for
+// one host). zf::error naming the missing rank and key when a peer does not show up in time.
+std::unique_ptr<communicator> make_gloo(int rank, int world, std::shared_ptr<kv_store> store,
+                                        const std::string& iface_addr, const std::string& prefix,
+                                        const gloo_options& options = {});
+
+// Per-operation, per-size backend choice (the MCR-DL idea): a table of {op, min_bytes, backend
+// index}; the first matching row (same op, message_bytes >= min_bytes) wins; no match goes to
+// backend 0, so the default (empty) table sends everything to backend 0. barrier goes to
+// backend 0. The router owns its backends (all of the same rank/world); its bytes_sent is what
+// the chosen backends counted.
+struct route {
+  op o;
+  std::size_t min_bytes;
+  int backend;
+};
+int pick_route(const std::vector<route>& table, op o, std::size_t bytes);
+std::unique_ptr<communicator> make_router(std::vector<std::unique_ptr<communicator>> backends,
+                                          std::vector<route> table = {});
+
+}  // namespace zf::comm

@@ -1,0 +1,240 @@
+#include "runtime/zero.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/activation.hpp"
+#include "kernels/adamw.hpp"
+#include "runtime/error.hpp"
+
+namespace zf {
+
+zero_partition::zero_partition(const std::vector<region>& rs, int w) : world(w), regions(rs) {
+  if (w < 1) fail("ZeRO: world size must be at least 1, got {}", w);
+  for (auto& r : regions) {
+    std::size_t c = (r.size() + w - 1) / w;
+    c = (c + 15) / 16 * 16;  // keep every chunk 64-byte aligned inside the owned buffers
+    packed.push_back(owned_size);
+    chunk.push_back(c);
+    owned_size += c;
+  }
+}
+
+region zero_partition::owned(int r, std::size_t i) const {
+  const region& g = regions[i];
+  std::size_t b = std::min(g.size(), std::size_t(r) * chunk[i]);
+  std::size_t e = std::min(g.size(), std::size_t(r + 1) * chunk[i]);
+  return {g.begin + b, g.begin + e};
+}
+
+std::size_t zero_partition::max_bucket() const {
+  std::size_t m = 0;
+  for (auto c : chunk) m = std::max(m, c * world);
+  return m;
+}
+
+// Stage 3: a region's parameters are all-gathered from the owners just before use.
+struct zero_rank::param_gather : region_access {
+  zero_rank& z;
+  explicit param_gather(zero_rank& zr) : z(zr) {}
+  float* acquire(int r) override {
+    auto& p = z.part_;
+    z.comm_.all_gather(z.owned_params_.data() + p.packed[r], z.bucket_.data(), p.chunk[r]);
+    return z.bucket_.data();
+  }
+  void release(int) override {}  // the bucket is simply reused by the next region
+};
+
+// Stages 2, 3: a region's gradients go to a zeroed bucket and are reduce-scattered into the
+// owners' accumulators as soon as backward is done with the region.
+struct zero_rank::grad_scatter : region_access {
+  zero_rank& z;
+  fbuffer emb, other;  // region 0 (embeddings) is held through the whole backward
+  explicit grad_scatter(zero_rank& zr) : z(zr) {
+    auto& p = z.part_;
+    std::size_t m = 0;
+    for (std::size_t i = 1; i < p.chunk.size(); ++i) m = std::max(m, p.chunk[i] * p.world);
+    emb.resize(p.chunk[0] * p.world);
+    other.resize(m);
+  }
+  float* bucket(int r) { return r == 0 ? emb.data() : other.data(); }
+  float* acquire(int r) override {
+    std::fill_n(bucket(r), z.part_.chunk[r] * z.part_.world, 0.0f);
+    return bucket(r);
+  }
+  void release(int r) override {
+    auto& p = z.part_;
+    z.comm_.reduce_scatter(bucket(r), z.tmp_chunk_.data(), p.chunk[r]);
+    kernels::accumulate(z.owned_grads_.data() + p.packed[r], z.tmp_chunk_.data(), p.chunk[r]);
+  }
+};
+
+zero_rank::zero_rank(const model_config& m, const train_config& t, int stage,
+                     comm::communicator& comm)
+    : mcfg_(m),
+      stage_(stage),
+      comm_(comm),
+      part_(gpt2_regions(gpt2_layout(m), m.n_layer), comm.world()) {
+  if (stage < 0 || stage > 3) fail("train.zero.stage: expected 0..3, got {}", stage);
+  model_ = std::make_unique<gpt2_model>(m, stage < 3, stage < 2);
+  const auto& layout = model_->layout();
+  const int r = comm.rank();
+  std::size_t max_chunk = 0;
+  for (auto c : part_.chunk) max_chunk = std::max(max_chunk, c);
+  if (stage == 0) {
+    opt_ = std::make_unique<adamw>(layout, 0, layout.total, t);
+    return;
+  }
+  std::vector<adamw::mapped> ranges;
+  for (std::size_t i = 0; i < part_.regions.size(); ++i) {
+    region o = part_.owned(r, i);
+    if (o.size() == 0) continue;
+    const std::size_t pk = part_.packed[i];
+    ranges.push_back({o.begin, {stage == 3 ? pk : o.begin, pk, pk, o.size()}});
+  }
+  opt_ = std::make_unique<adamw>(layout, ranges, t);
+  owned_grads_.resize(part_.owned_size);
+  tmp_chunk_.resize(max_chunk);
+  if (stage == 1 || stage == 3) bucket_.resize(part_.max_bucket());
+  if (stage >= 2) {
+    gs_ = std::make_unique<grad_scatter>(*this);
+    model_->set_grad_access(gs_.get());
+  }
+  if (stage == 3) {
+    owned_params_.resize(part_.owned_size);
+    pg_ = std::make_unique<param_gather>(*this);
+    model_->set_param_access(pg_.get());
+  }
+}
+
+zero_rank::~zero_rank() = default;
+
+void zero_rank::zero_grad() {
+  if (stage_ < 2) model_->zero_grad();
+  if (stage_ >= 1) owned_grads_.zero();
+}
+
+float zero_rank::forward_backward(const int* ids, const int* targets, int b, int t,
+                                  float loss_scale) {
+  return model_->forward_backward(ids, targets, b, t, loss_scale);
+}
+
+float zero_rank::forward(const int* ids, const int* targets, int b, int t) {
+  return model_->forward(ids, targets, b, t);
+}
+
+void zero_rank::reduce_gradients() {
+  if (stage_ == 0) {
+    comm_.all_reduce(model_->grads().data(), model_->layout().total);
+  } else if (stage_ == 1) {
+    for (std::size_t i = 0; i < part_.regions.size(); ++i) {
+      const region& g = part_.regions[i];
+      const std::size_t padded = part_.chunk[i] * part_.world;
+      std::copy_n(model_->grads().data() + g.begin, g.size(), bucket_.data());
+      std::fill(bucket_.data() + g.size(), bucket_.data() + padded, 0.0f);
+      comm_.reduce_scatter(bucket_.data(), owned_grads_.data() + part_.packed[i], part_.chunk[i]);
+    }
+  }
+}
+
+double zero_rank::grad_sq_norm() const {
+  if (stage_ >= 1) return kernels::sum_squares(owned_grads_.data(), owned_grads_.size());
+  double s = 0;  // stage 0: every rank holds the full sum; count only the owned ranges
+  for (std::size_t i = 0; i < part_.regions.size(); ++i) {
+    region o = part_.owned(comm_.rank(), i);
+    s += kernels::sum_squares(model_->grads().data() + o.begin, o.size());
+  }
+  return s;
+}
+
+void zero_rank::step(double lr, int step, float grad_scale) {
+  if (stage_ == 0) {
+    opt_->step(model_->params().data(), model_->grads().data(), lr, step, grad_scale);
+    return;
+  }
+  if (stage_ == 3) {
+    opt_->step(owned_params_.data(), owned_grads_.data(), lr, step, grad_scale);
+    return;
+  }
+  opt_->step(model_->params().data(), owned_grads_.data(), lr, step, grad_scale);
+  // stages 1, 2: every rank needs the updated full parameters; gather each region's chunks
+  float* bucket = bucket_.size() ? bucket_.data() : gs_->emb.data();
+  for (std::size_t i = 0; i < part_.regions.size(); ++i) {
+    const region& g = part_.regions[i];
+    region o = part_.owned(comm_.rank(), i);
+    float* out = stage_ == 1 || i == 0 ? bucket : gs_->other.data();
+    std::fill_n(tmp_chunk_.data(), part_.chunk[i], 0.0f);
+    std::copy_n(model_->params().data() + o.begin, o.size(), tmp_chunk_.data());
+    comm_.all_gather(tmp_chunk_.data(), out, part_.chunk[i]);
+    std::copy_n(out, g.size(), model_->params().data() + g.begin);
+  }
+}
+
+zero_memory zero_rank::memory() const {
+  const double total = double(model_->layout().total) * sizeof(float);
+  const double owned = double(part_.owned_size) * sizeof(float);
+  zero_memory m;
+  m.param_bytes = stage_ == 3 ? owned : total;
+  m.grad_bytes = stage_ == 0 ? total : stage_ == 1 ? total + owned : owned;
+  m.optim_bytes = double(opt_->moments_size()) * 2 * sizeof(float);
+  m.bucket_bytes = double(bucket_.size() + tmp_chunk_.size()) * sizeof(float);
+  if (gs_) m.bucket_bytes += double(gs_->emb.size() + gs_->other.size()) * sizeof(float);
+  return m;
+}
+
+std::vector<zero_rank::slice> zero_rank::persisted() const {
+  std::vector<slice> out;
+  if (stage_ == 0) {
+    if (comm_.rank() == 0) out.push_back({0, model_->layout().total});
+    return out;
+  }
+  for (std::size_t i = 0; i < part_.regions.size(); ++i) {
+    region o = part_.owned(comm_.rank(), i);
+    if (o.size()) out.push_back({o.begin, o.size()});
+  }
+  return out;
+}
+
+void zero_rank::export_state(float* params, float* m, float* v) const {
+  const int r = comm_.rank();
+  if (stage_ == 0) {
+    if (r != 0) return;
+    const std::size_t n = model_->layout().total;
+    std::copy_n(model_->params().data(), n, params);
+    if (m) std::copy_n(opt_->m().data(), n, m);
+    if (v) std::copy_n(opt_->v().data(), n, v);
+    return;
+  }
+  for (std::size_t i = 0; i < part_.regions.size(); ++i) {
+    region o = part_.owned(r, i);
+    const std::size_t pk = part_.packed[i];
+    const float* src = stage_ == 3 ? owned_params_.data() + pk : model_->params().data() + o.begin;
+    std::copy_n(src, o.size(), params + o.begin);
+    if (m) std::copy_n(opt_->m().data() + pk, o.size(), m + o.begin);
+    if (v) std::copy_n(opt_->v().data() + pk, o.size(), v + o.begin);
+  }
+}
+
+void zero_rank::import_state(const float* params, const float* m, const float* v) {
+  const int r = comm_.rank();
+  const std::size_t n = model_->layout().total;
+  if (stage_ < 3) std::copy_n(params, n, model_->params().data());
+  if (stage_ == 0) {
+    if (m && v) {
+      std::copy_n(m, n, opt_->m().data());
+      std::copy_n(v, n, opt_->v().data());
+    }
+    return;
+  }
+  for (std::size_t i = 0; i < part_.regions.size(); ++i) {
+    region o = part_.owned(r, i);
+    const std::size_t pk = part_.packed[i];
+    if (stage_ == 3) std::copy_n(params + o.begin, o.size(), owned_params_.data() + pk);
+    if (m && v) {
+      std::copy_n(m + o.begin, o.size(), opt_->m().data() + pk);
+      std::copy_n(v + o.begin, o.size(), opt_->v().data() + pk);
+    }
+  }
+}
+
+}  // namespace zf

@@ -1,0 +1,81 @@
+// ZeRO through the actors: N thread ranks at every stage follow the one-rank loss curve with the
+// same global batch, and a checkpoint written at one (world, stage) resumes at another.
+#include <doctest/doctest.h>
+
+#include <cmath>
+
+#include "integration/helpers.hpp"
+#include "pipelines/pipeline.hpp"
+#include "storage/checkpoint.hpp"
+
+using namespace zf;
+using zf::testing::small_config;
+using zf::testing::temp_dir;
+
+namespace {
+train_result run(run_config c, int ranks, int stage, const std::filesystem::path& out,
+                 const std::string& resume = "", int stop_at = 0) {
+  c.train.batch_size = 4 / ranks;  // global batch 4 rows
+  pipeline p(c);
+  p.add(stages::sampler{})
+      .add(stages::train{.ranks = ranks, .zero_stage = stage})
+      .add(stages::checkpoint{})
+      .add(stages::monitor{.quiet = true});
+  run_options o;
+  o.out = out;
+  o.print_sample = false;
+  o.resume = resume;
+  o.stop_at_step = stop_at;
+  return p.run(o);
+}
+}  // namespace
+
+TEST_CASE("zero train: stages 0-3 with 1, 2 and 4 ranks give the one-rank losses") {
+  temp_dir d("zero-eq");
+  run_config c = small_config();
+  c.train.steps = 8;
+  c.train.eval_every = 4;
+  c.train.eval_batches = 2;
+  auto ref = run(c, 1, 0, d.path / "ref");
+  REQUIRE(ref.losses.size() == 8);
+  for (int stage : {0, 1, 2, 3})
+    for (int ranks : {1, 2, 4}) {
+      CAPTURE(stage);
+      CAPTURE(ranks);
+      auto r = run(c, ranks, stage,
+                   d.path / ("s" + std::to_string(stage) + "r" + std::to_string(ranks)));
+      REQUIRE(r.losses.size() == 8);
+      for (int s = 0; s < 8; ++s) {
+        CAPTURE(s);
+        CHECK(std::abs(r.losses[s] - ref.losses[s]) <= 1e-5 * std::abs(ref.losses[s]));
+      }
+      REQUIRE(r.val_losses.size() == ref.val_losses.size());
+      for (std::size_t i = 0; i < r.val_losses.size(); ++i)
+        CHECK(std::abs(r.val_losses[i].second - ref.val_losses[i].second) <=
+              1e-5 * ref.val_losses[i].second);
+    }
+}
+
+TEST_CASE("zero train: a checkpoint from N ranks at stage S resumes with M ranks at stage S'") {
+  temp_dir d("zero-resume");
+  run_config c = small_config();
+  c.train.steps = 10;
+  auto ref = run(c, 1, 0, d.path / "ref");
+  int i = 0;
+  for (auto [n, s, m, s2] :
+       {std::tuple{2, 1, 4, 3}, {4, 3, 1, 0}, {1, 0, 2, 2}, {4, 2, 2, 1}, {2, 3, 4, 0}}) {
+    CAPTURE(n);
+    CAPTURE(s);
+    CAPTURE(m);
+    CAPTURE(s2);
+    auto out = d.path / ("run" + std::to_string(i++));
+    auto first = run(c, n, s, out, "", 5);
+    REQUIRE(first.final_step == 5);
+    auto second = run(c, m, s2, out, "latest");
+    REQUIRE(second.losses.size() == 5);
+    for (int k = 0; k < 5; ++k) {
+      CAPTURE(k);
+      CHECK(std::abs(second.losses[k] - ref.losses[5 + k]) <= 1e-5 * ref.losses[5 + k]);
+    }
+  }
+}
