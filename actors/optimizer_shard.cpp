@@ -14,6 +14,11 @@ shard_actor::behavior_type optimizer_shard(shard_actor::pointer self,
       },
       [z](snapshot_atom, const checkpoint_job_ptr& job) -> bool {
         z->export_state(job->params.data(), job->exp_avg.data(), job->exp_avg_sq.data());
+        if (job->assemble_over_group) {  // disjoint slices, zeros elsewhere: a sum assembles
+          z->all_sum(job->params.data(), job->params.size());
+          z->all_sum(job->exp_avg.data(), job->exp_avg.size());
+          z->all_sum(job->exp_avg_sq.data(), job->exp_avg_sq.size());
+        }
         return true;
       },
   };

@@ -30,7 +30,8 @@ struct checkpoint_job {
   int keep = 3;
   int step = 0;
   std::string config_toml;
-  int world = 1, zero_stage = 0;  // how it was trained
+  int world = 1, zero_stage = 0;     // how it was trained
+  bool assemble_over_group = false;  // SPMD: shards sum the disjoint slices over the data plane
   param_layout layout;
   fbuffer params, exp_avg, exp_avg_sq;  // full flat range
   nlohmann::json state;
@@ -44,6 +45,7 @@ using fwdbwd_atom = caf::atom_constant<caf::atom("zf_fwdbwd")>;   // worker: for
 using evaluate_atom = caf::atom_constant<caf::atom("zf_eval")>;   // worker: forward only
 using zero_atom = caf::atom_constant<caf::atom("zf_zero")>;       // worker: zero gradients
 using reduce_atom = caf::atom_constant<caf::atom("zf_reduce")>;   // worker: reduce gradients
+using allsum_atom = caf::atom_constant<caf::atom("zf_allsum")>;   // worker: sum a scalar over ranks
 using gnorm_atom = caf::atom_constant<caf::atom("zf_gnorm")>;     // shard: sum of squared grads
 using apply_atom = caf::atom_constant<caf::atom("zf_apply")>;     // shard: optimizer step
 using snapshot_atom = caf::atom_constant<caf::atom("zf_snap")>;   // shard: copy of its slice
@@ -70,10 +72,10 @@ using sampler_actor =
 // rank_worker: forward/backward on its rank; replies with the micro-batch's loss. fwdbwd,
 // evaluate and reduce run collectives (ZeRO): the trainer sends them to every rank before
 // waiting for any reply.
-using worker_actor = caf::typed_actor<caf::replies_to<fwdbwd_atom, batch_ptr, float>::with<float>,
-                                      caf::replies_to<evaluate_atom, batch_ptr>::with<float>,
-                                      caf::replies_to<zero_atom>::with<bool>,
-                                      caf::replies_to<reduce_atom>::with<bool>>;
+using worker_actor = caf::typed_actor<
+    caf::replies_to<fwdbwd_atom, batch_ptr, float>::with<float>,
+    caf::replies_to<evaluate_atom, batch_ptr>::with<float>, caf::replies_to<zero_atom>::with<bool>,
+    caf::replies_to<reduce_atom>::with<bool>, caf::replies_to<allsum_atom, double>::with<double>>;
 
 // optimizer_shard: owns its rank's AdamW state (1/N at stage >= 1); gnorm replies its share of
 // the squared gradient norm, apply(lr, step, grad_scale) steps and all-gathers (collective),

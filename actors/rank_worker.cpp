@@ -20,6 +20,7 @@ worker_actor::behavior_type rank_worker(worker_actor::pointer self, std::shared_
         z->reduce_gradients();
         return true;
       },
+      [z](allsum_atom, double x) -> double { return z->all_sum(x); },
   };
 }
 

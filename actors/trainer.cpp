@@ -24,8 +24,9 @@ class trainer_loop {
     auto& r = *s_.result;
     r.first_step = r.final_step = s_.start_step;
     const auto& t = s_.cfg.train;
-    const int ranks = static_cast<int>(s_.workers.size());
-    next_index_ = int64_t(s_.start_step) * t.grad_accum * ranks;
+    const int local = static_cast<int>(s_.workers.size());
+    const int ranks = local * s_.process_world;  // global ranks
+    next_index_ = int64_t(s_.start_step) * t.grad_accum * local;
     if (s_.comm_bytes) last_comm_ = s_.comm_bytes();
     auto t0 = clock_type::now();
     int64_t tokens = 0;
@@ -106,8 +107,9 @@ class trainer_loop {
   // is the sampler's credit (train.prefetch per rank).
   auto request_batch(int64_t q) {
     const int64_t n = static_cast<int64_t>(s_.workers.size());
+    // SPMD: this process's local rank r is global rank process_rank * n + r
     return self_->request(s_.sampler, caf::infinite, train_atom::value, q / n,
-                          static_cast<int32_t>(q % n));
+                          static_cast<int32_t>(s_.process_rank * n + q % n));
   }
 
   batch_ptr next_batch() {
@@ -140,7 +142,8 @@ class trainer_loop {
     const int n = static_cast<int>(s_.workers.size());
     on_all<bool>(s_.workers, "zero_grad", zero_atom::value);
     double loss = 0;
-    const float scale = 1.0f / (t.grad_accum * static_cast<float>(n));
+    // every rank of the group (all processes) contributes 1/(accum * ranks) of the mean
+    const float scale = 1.0f / (t.grad_accum * static_cast<float>(n * s_.process_world));
     using fb_handle = decltype(self_->request(s_.workers[0], caf::infinite, fwdbwd_atom::value,
                                               batch_ptr{}, 1.0f));
     std::vector<fb_handle> hs;
@@ -154,6 +157,10 @@ class trainer_loop {
     on_all<bool>(s_.workers, "gradient reduction", reduce_atom::value);
     double sq = 0;
     for (double x : on_all<double>(s_.shards, "grad norm", gnorm_atom::value)) sq += x;
+    if (s_.spmd) {  // every process holds a share: sum over the group
+      loss = all_sum(loss) / s_.process_world;
+      sq = all_sum(sq);
+    }
     grad_norm_ = std::sqrt(sq);
     if (!std::isfinite(loss) || !std::isfinite(grad_norm_))
       throw run_error("step " + std::to_string(step + 1) +
@@ -174,9 +181,10 @@ class trainer_loop {
     for (int i = 0; i < t.eval_batches; ++i) {
       std::vector<batch_ptr> bs;
       for (int r = 0; r < n; ++r)
-        bs.push_back(get<batch_ptr>(self_->request(s_.sampler, caf::infinite, valid_atom::value,
-                                                   int64_t(i) * n + r, int32_t(r)),
-                                    "validation batch"));
+        bs.push_back(get<batch_ptr>(
+            self_->request(s_.sampler, caf::infinite, valid_atom::value,
+                           int64_t(i) * n * s_.process_world + s_.process_rank * n + r, int32_t(r)),
+            "validation batch"));
       using ev_handle =
           decltype(self_->request(s_.workers[0], caf::infinite, evaluate_atom::value, batch_ptr{}));
       std::vector<ev_handle> hs;
@@ -184,7 +192,13 @@ class trainer_loop {
         hs.push_back(self_->request(s_.workers[r], caf::infinite, evaluate_atom::value, bs[r]));
       for (auto& h : hs) sum += get<float>(std::move(h), "evaluation");
     }
+    if (s_.spmd) sum = all_sum(sum) / s_.process_world;
     return sum / (double(t.eval_batches) * n);
+  }
+
+  double all_sum(double x) {
+    return get<double>(self_->request(s_.workers[0], caf::infinite, allsum_atom::value, x),
+                       "all-reduce");
   }
 
   void wait_for_writer() {
@@ -202,7 +216,8 @@ class trainer_loop {
     job->step = step;
     job->config_toml = s_.config_toml;
     job->layout = s_.layout;
-    job->world = static_cast<int>(s_.shards.size());
+    job->world = static_cast<int>(s_.shards.size()) * s_.process_world;
+    job->assemble_over_group = s_.spmd;
     job->zero_stage = s_.zero_stage;
     job->state = {{"step", step},
                   {"seed", s_.cfg.train.seed},
@@ -212,6 +227,7 @@ class trainer_loop {
     job->exp_avg.resize(s_.layout.total);
     job->exp_avg_sq.resize(s_.layout.total);
     on_all<bool>(s_.shards, "snapshot", snapshot_atom::value, job);
+    if (s_.spmd && s_.process_rank != 0) return;  // rank 0 persists the assembled state
     write_.emplace(self_->request(s_.writer, caf::infinite, save_atom::value, job));
     writing_ = true;
   }

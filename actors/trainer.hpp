@@ -41,6 +41,10 @@ struct trainer_setup {
   std::shared_ptr<train_result> result;
   double param_bytes = 0, grad_bytes = 0, optim_bytes = 0;  // per rank, for the metrics
   int zero_stage = 0;
+  // SPMD: this process is one rank of a multi-process group (each process runs a trainer over
+  // its local rank; scalars are summed over the group's data plane; rank 0 reports and writes).
+  bool spmd = false;
+  int process_rank = 0, process_world = 1;
   std::function<uint64_t()> comm_bytes;  // rank 0's data-plane bytes so far (may be empty)
 };
 

@@ -11,6 +11,7 @@
 #include <iterator>
 
 #include "kernels/threads.hpp"
+#include "pipelines/launch.hpp"
 #include "pipelines/pipeline.hpp"
 #include "runtime/error.hpp"
 #include "runtime/generate.hpp"
@@ -72,6 +73,8 @@ int cmd_train(const std::string& config_file, const std::vector<std::string>& se
   if (quiet) p.add(stages::monitor{.quiet = true});
   auto r = p.run(o);
   std::signal(SIGINT, prev);
+  const char* rank = std::getenv("RANK");
+  if (rank && std::string(rank) != "0") return 0;  // rank 0 reports for a process group
   std::cerr << fmt::format("zeroflow: {} at step {}; checkpoint {}; metrics {}\n",
                            r.interrupted ? "stopped" : "done", r.final_step, r.last_checkpoint,
                            (o.out / "metrics.jsonl").string());
@@ -175,6 +178,15 @@ int run_cli(int argc, char** argv) {
   tokc->add_flag("--ids", ids, "read text on stdin, print ids separated by spaces");
   tokc->add_option("--data-dir", ddir, "folder with gpt2/ tokenizer files");
 
+  int nproc = 2, master_port = 0;
+  auto* launch = app.add_subcommand(
+      "launch", "run a subcommand as N processes of one group (RANK/WORLD_SIZE/MASTER_* set)");
+  launch->add_option("--nproc", nproc, "processes on this host")->check(CLI::Range(1, 256));
+  launch->add_option("--master-port", master_port, "rendezvous port (default: a free one)");
+  std::vector<std::string> launch_args;
+  launch->add_option("command", launch_args, "after --: the subcommand and its options")
+      ->expected(-1);
+
   auto* conf = app.add_subcommand("config", "print the full configuration as TOML");
   conf->add_option("--config", config_file, "TOML config file")->check(CLI::ExistingFile);
   conf->add_option("--set", sets, "override one key");
@@ -188,6 +200,7 @@ int run_cli(int argc, char** argv) {
     if (*train) return cmd_train(config_file, sets, out, resume, quiet, stop_after);
     if (*gen) return cmd_generate(g);
     if (*tokc) return cmd_tokenize(tname, input, output, ids, ddir);
+    if (*launch) return launch_local(nproc, master_port, launch_args);
     if (*conf) {
       std::cout << to_toml(load_config(config_file, sets));
       return 0;

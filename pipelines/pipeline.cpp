@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <caf/all.hpp>
+#include <caf/io/all.hpp>
 #include <cstdlib>
 #include <iostream>
 
@@ -12,10 +13,12 @@
 #include "actors/monitor.hpp"
 #include "actors/optimizer_shard.hpp"
 #include "actors/rank_worker.hpp"
+#include "actors/rendezvous.hpp"
 #include "kernels/threads.hpp"
 #include "runtime/comm.hpp"
 #include "runtime/error.hpp"
 #include "runtime/generate.hpp"
+#include "runtime/launch.hpp"
 #include "runtime/tokenizer.hpp"
 #include "runtime/zero.hpp"
 #include "storage/checkpoint.hpp"
@@ -120,15 +123,41 @@ train_result pipeline::run(const run_options& o) {
                                                        cfg_.data.val_fraction, cfg_.train.seq_len);
 
   if (data->val_tokens() == 0) cfg_.train.eval_every = 0;  // nothing held out: no val_loss
-  int start = 0;
-  // Ranks: threads of this process over the local backend, each a zero_rank (ZeRO stage per
-  // config). Any checkpoint (any world size or stage) loads into any of them.
-  const int world = cfg_.train.ranks;
-  auto comms = comm::make_local_group(world);
+  // SPMD: launched as one rank of a process group (RANK/WORLD_SIZE/...); one rank per process,
+  // Gloo data plane, rank table through CAF. Otherwise: train.ranks threads, local backend.
+  const process_env penv = read_process_env();
+  const bool spmd = penv.present && penv.world > 1;
+  if (spmd && cfg_.train.ranks != 1)
+    fail("train.ranks: expected 1 when launched as a process group (WORLD_SIZE={}), got {}",
+         penv.world, cfg_.train.ranks);
+  const bool lead = !spmd || penv.rank == 0;  // reports, writes config/metrics/checkpoints
+  if (lead) {
+    fs::create_directories(o.out);
+    storage::write_file_atomic(o.out / "config.toml", to_toml(cfg_));
+  }
+  const std::string toml = to_toml(cfg_);
+
+  caf::actor_system_config sc;
+  sc.set("scheduler.max-threads", 2);
+  sc.set("logger.verbosity", caf::atom("quiet"));
+  if (spmd) sc.load<caf::io::middleman>();
+  caf::actor_system sys{sc};
+
+  // Ranks: each a zero_rank (ZeRO stage per config) over its communicator. Any checkpoint (any
+  // world size or stage) loads into any of them.
+  std::vector<std::unique_ptr<comm::communicator>> comms;
+  if (spmd) {
+    auto store = actors::open_rendezvous(sys, penv, std::chrono::seconds(120));
+    comms.push_back(comm::make_gloo(penv.rank, penv.world, store, penv.iface_addr,
+                                    "zf" + std::to_string(penv.master_port)));
+  } else {
+    comms = comm::make_local_group(cfg_.train.ranks);
+  }
+  const int world = spmd ? penv.world : cfg_.train.ranks;
   std::vector<std::shared_ptr<zero_rank>> ranks;
-  for (int r = 0; r < world; ++r)
-    ranks.push_back(
-        std::make_shared<zero_rank>(cfg_.model, cfg_.train, cfg_.train.zero_stage, *comms[r]));
+  for (auto& c : comms)
+    ranks.push_back(std::make_shared<zero_rank>(cfg_.model, cfg_.train, cfg_.train.zero_stage, *c));
+  int start = 0;
   {
     std::vector<float> init;
     const float *p = nullptr, *m = nullptr, *v = nullptr;
@@ -146,21 +175,16 @@ train_result pipeline::run(const run_options& o) {
     resumed.reset();  // the ranks hold their copies now
   }
 
-  fs::create_directories(o.out);
-  const std::string toml = to_toml(cfg_);
-  storage::write_file_atomic(o.out / "config.toml", toml);
-
   auto result = std::make_shared<train_result>();
   {
-    caf::actor_system_config sc;
-    sc.set("scheduler.max-threads", 2);
-    sc.set("logger.verbosity", caf::atom("quiet"));
-    caf::actor_system sys{sc};
     actors::trainer_setup ts;
     ts.cfg = cfg_;
     ts.config_toml = toml;
     ts.layout = layout;
     ts.zero_stage = cfg_.train.zero_stage;
+    ts.spmd = spmd;
+    ts.process_rank = spmd ? penv.rank : 0;
+    ts.process_world = spmd ? penv.world : 1;
     ts.start_step = start;
     ts.stop = o.stop;
     ts.stop_at_step = o.stop_at_step;
@@ -178,9 +202,9 @@ train_result pipeline::run(const run_options& o) {
     ts.comm_bytes = [z = ranks[0]] { return z->bytes_communicated(); };
     if (checkpoint_) {
       ts.checkpoint_root = ckpt_root;
-      ts.writer = actors::spawn_checkpoint_writer(sys);
+      if (lead) ts.writer = actors::spawn_checkpoint_writer(sys);
     }
-    if (monitor_) {
+    if (monitor_ && lead) {
       actors::monitor_options mo;
       mo.metrics_file = o.out / "metrics.jsonl";
       mo.tty = !monitor_->quiet && ::isatty(STDERR_FILENO);
@@ -193,31 +217,43 @@ train_result pipeline::run(const run_options& o) {
     for (auto& sh : ts.shards) others.push_back(caf::actor_cast<caf::actor>(sh));
     if (ts.writer) others.push_back(caf::actor_cast<caf::actor>(ts.writer));
     if (ts.monitor) others.push_back(caf::actor_cast<caf::actor>(ts.monitor));
-    if (monitor_ && !monitor_->quiet)
+    if (monitor_ && !monitor_->quiet && lead)
       std::cerr << fmt::format(
           "zeroflow: {} parameters, {} tokens (train {} / val {}), {} steps from step {}, {} "
-          "rank(s) at ZeRO stage {} -> {}\n",
+          "rank(s) ({}) at ZeRO stage {} -> {}\n",
           layout.total, data->train_tokens() + data->val_tokens(), data->train_tokens(),
-          data->val_tokens(), cfg_.train.steps, start, world, cfg_.train.zero_stage,
-          o.out.string());
+          data->val_tokens(), cfg_.train.steps, start, world, spmd ? "processes, gloo" : "threads",
+          cfg_.train.zero_stage, o.out.string());
     auto trainer = actors::spawn_trainer(sys, std::move(ts));
     caf::scoped_actor self{sys};
     self->monitor(trainer);
     self->receive([](const caf::down_msg&) {});
     for (auto& a : others) self->send_exit(a, caf::exit_reason::user_shutdown);
   }
+  sys.await_all_actors_done();
+  const bool sample = lead && o.print_sample && cfg_.train.sample_tokens > 0 &&
+                      !result->interrupted && result->error.empty();
+  gpt2_model final_model(cfg_.model, sample, false);
+  if (sample) {  // the trained weights, assembled from the ranks' partitions
+    if (spmd) {
+      auto ck = storage::load_checkpoint(ckpt_root, layout);
+      std::copy(ck.params.begin(), ck.params.end(), final_model.params().data());
+    } else
+      for (auto& z : ranks) z->export_state(final_model.params().data(), nullptr, nullptr);
+  }
+  ranks.clear();
+  comms.clear();  // before the actor system: a Gloo group holds the CAF rendezvous store
   if (!result->error.empty()) fail("training failed: {}", result->error);
-  if (o.print_sample && cfg_.train.sample_tokens > 0 && !result->interrupted) {
+  if (sample) {
     generate_options g;
     g.max_tokens = cfg_.train.sample_tokens;
     g.sampling.temperature = 0.8f;
     g.sampling.top_k = 40;
     g.sampling.seed = static_cast<uint64_t>(cfg_.train.seed);
     std::cout << "\n--- sample (step " << result->final_step << ") ---\n";
-    gpt2_model model(cfg_.model);  // the trained weights, assembled from the ranks' partitions
-    for (auto& z : ranks) z->export_state(model.params().data(), nullptr, nullptr);
     std::cout << "Call me" << std::flush;
-    generate(model, tok, "Call me", g, [](const std::string& s) { std::cout << s << std::flush; });
+    generate(final_model, tok, "Call me", g,
+             [](const std::string& s) { std::cout << s << std::flush; });
     std::cout << "\n---" << std::endl;
   }
   return *result;

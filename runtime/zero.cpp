@@ -170,6 +170,15 @@ void zero_rank::step(double lr, int step, float grad_scale) {
   }
 }
 
+double zero_rank::all_sum(double x) {
+  comm_.all_reduce(&x, 1);
+  return x;
+}
+
+void zero_rank::all_sum(float* data, std::size_t n) {
+  comm_.all_reduce(data, n);
+}
+
 zero_memory zero_rank::memory() const {
   const double total = double(model_->layout().total) * sizeof(float);
   const double owned = double(part_.owned_size) * sizeof(float);

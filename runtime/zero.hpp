@@ -65,6 +65,12 @@ class zero_rank {
   // AdamW on the owned part, then (stages 1, 2) all-gather the updated parameters.
   void step(double lr, int step, float grad_scale);
 
+  // Sum of x over every rank of the communicator (collective; the control values of SPMD runs:
+  // loss, gradient norm share, validation loss).
+  double all_sum(double x);
+  void all_sum(float* data, std::size_t n);
+  int world() const { return comm_.world(); }
+
   zero_memory memory() const;
   uint64_t bytes_communicated() const { return comm_.bytes_sent(); }
   void reset_bytes_communicated() { comm_.reset_bytes(); }

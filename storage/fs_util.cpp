@@ -24,7 +24,8 @@ void fsync_path(const std::filesystem::path& p) {
 
 void write_file_atomic(const std::filesystem::path& p, const void* data, std::size_t n) {
   auto tmp = p;
-  tmp += ".tmp";
+  // unique per process: ranks of one job may write the same file (a corpus cache) at once
+  tmp += ".tmp" + std::to_string(::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) fail("cannot create {}: {}", tmp.string(), std::strerror(errno));
   const char* c = static_cast<const char*>(data);

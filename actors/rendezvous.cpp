@@ -1,0 +1,105 @@
+#include "actors/rendezvous.hpp"
+
+#include <caf/io/all.hpp>
+#include <map>
+#include <thread>
+
+#include "runtime/error.hpp"
+
+namespace zf::actors {
+namespace {
+
+using kv_set_atom = caf::atom_constant<caf::atom("zf_kvset")>;
+using kv_get_atom = caf::atom_constant<caf::atom("zf_kvget")>;
+using kv_actor =
+    caf::typed_actor<caf::replies_to<kv_set_atom, std::string, std::vector<char>>::with<bool>,
+                     caf::replies_to<kv_get_atom, std::string>::with<std::vector<char>>>;
+
+struct kv_state {
+  std::map<std::string, std::vector<char>> values;
+  std::multimap<std::string, caf::typed_response_promise<std::vector<char>>> waiting;
+};
+
+kv_actor::behavior_type kv_server(kv_actor::stateful_pointer<kv_state> self, std::string name) {
+  (void)name;
+  return {
+      [self](kv_set_atom, const std::string& k, const std::vector<char>& v) -> bool {
+        auto& s = self->state;
+        s.values[k] = v;
+        auto [b, e] = s.waiting.equal_range(k);
+        for (auto it = b; it != e; ++it) it->second.deliver(v);
+        s.waiting.erase(b, e);
+        return true;
+      },
+      [self](kv_get_atom, const std::string& k) -> caf::result<std::vector<char>> {
+        auto& s = self->state;
+        if (auto it = s.values.find(k); it != s.values.end()) return it->second;
+        auto p = self->make_response_promise<std::vector<char>>();
+        s.waiting.emplace(k, p);
+        return p;
+      },
+  };
+}
+
+class caf_store : public comm::kv_store {
+ public:
+  caf_store(caf::actor_system& sys, kv_actor server, std::string where, bool owner)
+      : sys_(sys), server_(std::move(server)), where_(std::move(where)), owner_(owner) {}
+  ~caf_store() override {
+    // the actor system waits for every actor at shutdown: the owner ends the server
+    if (owner_) caf::anon_send_exit(server_, caf::exit_reason::user_shutdown);
+  }
+  void set(const std::string& key, const std::vector<char>& value) override {
+    caf::scoped_actor self{sys_};
+    self->request(server_, std::chrono::seconds(60), kv_set_atom::value, key, value)
+        .receive([](bool) {},
+                 [&](caf::error& e) {
+                   fail("rendezvous {}: set '{}' failed: {}", where_, key, sys_.render(e));
+                 });
+  }
+  std::vector<char> get(const std::string& key, std::chrono::milliseconds timeout) override {
+    caf::scoped_actor self{sys_};
+    std::vector<char> out;
+    self->request(server_, timeout, kv_get_atom::value, key)
+        .receive([&](std::vector<char>& v) { out = std::move(v); },
+                 [&](caf::error& e) {
+                   fail("rendezvous {}: no value for '{}' within {} ms ({}); did every rank start?",
+                        where_, key, timeout.count(), sys_.render(e));
+                 });
+    return out;
+  }
+
+ private:
+  caf::actor_system& sys_;
+  kv_actor server_;
+  std::string where_;
+  bool owner_;
+};
+
+}  // namespace
+
+std::shared_ptr<comm::kv_store> open_rendezvous(caf::actor_system& sys, const process_env& env,
+                                                std::chrono::seconds timeout) {
+  const std::string where = env.master_addr + ":" + std::to_string(env.master_port);
+  if (env.rank == 0) {
+    auto server = sys.spawn(kv_server, std::string("rendezvous"));
+    auto port =
+        sys.middleman().publish(server, static_cast<uint16_t>(env.master_port), nullptr, true);
+    if (!port)
+      fail("rendezvous: rank 0 cannot listen on port {}: {}", env.master_port,
+           sys.render(port.error()));
+    return std::make_shared<caf_store>(sys, server, where, true);
+  }
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    auto h = sys.middleman().remote_actor<kv_actor>(env.master_addr,
+                                                    static_cast<uint16_t>(env.master_port));
+    if (h) return std::make_shared<caf_store>(sys, *h, where, false);
+    if (std::chrono::steady_clock::now() > deadline)
+      fail("rendezvous: rank {} cannot reach rank 0 at {} within {} s: {}", env.rank, where,
+           timeout.count(), sys.render(h.error()));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
+}  // namespace zf::actors

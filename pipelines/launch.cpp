@@ -1,0 +1,107 @@
+#include "pipelines/launch.hpp"
+
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <iostream>
+#include <thread>
+
+#include "runtime/error.hpp"
+
+namespace zf {
+namespace {
+
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+    fail("launch: cannot find a free port: {}", std::strerror(errno));
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+std::vector<pid_t> g_children;
+extern "C" void forward_signal(int sig) {
+  for (pid_t p : g_children) ::kill(p, sig);
+}
+
+std::string describe(int status) {
+  if (WIFEXITED(status)) return "exited with code " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status))
+    return std::string("was killed by signal ") + ::strsignal(WTERMSIG(status));
+  return "stopped";
+}
+
+}  // namespace
+
+int launch_local(int nproc, int master_port, const std::vector<std::string>& args) {
+  if (nproc < 1) fail("launch --nproc: expected at least 1, got {}", nproc);
+  if (args.empty()) fail("launch: give the subcommand to run, e.g. launch --nproc 2 -- train");
+  if (master_port == 0) master_port = free_port();
+  char self[4096] = {};
+  ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) fail("launch: cannot find this executable: {}", std::strerror(errno));
+  std::vector<std::string> argv_s{self};
+  argv_s.insert(argv_s.end(), args.begin(), args.end());
+  for (int r = 0; r < nproc; ++r) {
+    pid_t pid = ::fork();
+    if (pid < 0) fail("launch: fork failed: {}", std::strerror(errno));
+    if (pid == 0) {
+      ::setenv("RANK", std::to_string(r).c_str(), 1);
+      ::setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
+      ::setenv("WORLD_SIZE", std::to_string(nproc).c_str(), 1);
+      ::setenv("MASTER_ADDR", "127.0.0.1", 1);
+      ::setenv("MASTER_PORT", std::to_string(master_port).c_str(), 1);
+      std::vector<char*> av;
+      for (auto& a : argv_s) av.push_back(a.data());
+      av.push_back(nullptr);
+      ::execv(self, av.data());
+      std::_Exit(127);
+    }
+    g_children.push_back(pid);
+  }
+  auto prev_int = ::signal(SIGINT, forward_signal);
+  auto prev_term = ::signal(SIGTERM, forward_signal);
+  int code = 0;
+  std::size_t alive = g_children.size();
+  while (alive > 0) {
+    int status = 0;
+    pid_t pid = ::waitpid(-1, &status, 0);
+    if (pid < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    --alive;
+    int rank = 0;
+    for (std::size_t i = 0; i < g_children.size(); ++i)
+      if (g_children[i] == pid) rank = static_cast<int>(i), g_children[i] = -1;
+    bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (!ok && code == 0) {
+      code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      std::cerr << "zeroflow launch: rank " << rank << " " << describe(status)
+                << "; stopping the other ranks\n";
+      for (pid_t p : g_children)
+        if (p > 0) ::kill(p, SIGTERM);
+      std::thread([] {  // a rank stuck in a collective with a dead peer gets SIGKILL
+        std::this_thread::sleep_for(std::chrono::seconds(10));
+        for (pid_t p : g_children)
+          if (p > 0) ::kill(p, SIGKILL);
+      })
+          .detach();
+    }
+  }
+  ::signal(SIGINT, prev_int);
+  ::signal(SIGTERM, prev_term);
+  return code;
+}
+
+}  // namespace zf
