@@ -1,9 +1,12 @@
 // ZeRO through the actors: N thread ranks at every stage follow the one-rank loss curve with the
 // same global batch, and a checkpoint written at one (world, stage) resumes at another.
 #include <doctest/doctest.h>
+#include <signal.h>
 
 #include <cmath>
 #include <fstream>
+#include <random>
+#include <thread>
 
 #include "integration/helpers.hpp"
 #include "pipelines/pipeline.hpp"
@@ -123,14 +126,60 @@ TEST_CASE("zero train: 2 processes over Gloo follow the one-rank losses") {
   }
 }
 
-TEST_CASE("zero train: a dead rank stops the launch with a message naming it") {
+namespace {
+// pid of the process whose environment holds every one of `needles` (or 0)
+int find_process(const std::vector<std::string>& needles) {
+  for (auto& e : std::filesystem::directory_iterator("/proc")) {
+    auto name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string env = zf::testing::slurp(e.path() / "environ");
+    for (auto& c : env)
+      if (c == '\0') c = '\n';
+    env = "\n" + env;
+    bool all = true;
+    for (auto& n : needles) all = all && env.find("\n" + n + "\n") != std::string::npos;
+    if (all) return std::stoi(name);
+  }
+  return 0;
+}
+}  // namespace
+
+TEST_CASE("zero train: a rank killed mid-run stops the launch with a message naming it") {
   temp_dir d("gloo-dead");
-  // rank 1 gets a config error (an unknown key only it sees) and exits at once
-  auto r = zf::testing::zeroflow(
-      "launch --nproc 2 -- train --set train.steps=5 --set data.data_dir=" ZF_DATA_DIR
-      " --config /nonexistent.toml --out " +
-          (d.path / "x").string(),
-      d.path);
-  CHECK(r.code != 0);
-  CHECK(r.out.find("zeroflow launch: rank") != std::string::npos);
+  const int port = 20000 + int(std::random_device{}() % 20000);
+  auto log = d.path / "log";
+  struct reaper {  // whatever happens, leave no rank of this group running
+    int port;
+    ~reaper() {
+      while (int p = find_process({"MASTER_PORT=" + std::to_string(port)})) ::kill(p, SIGKILL);
+    }
+  } reap{port};
+  // ( ... ) & : the whole list runs in the background and system() returns at once
+  std::string cmd = "(" + std::string(ZF_BINARY_DIR) + "/zeroflow launch --nproc 2 --master-port " +
+                    std::to_string(port) +
+                    " -- train --set train.steps=3000 --set model.n_layer=2 --set model.n_head=2"
+                    " --set model.n_embd=32 --set model.n_positions=32 --set train.seq_len=32"
+                    " --set train.batch_size=2 --set train.threads=1 --set train.eval_every=0"
+                    " --set data.data_dir=" ZF_DATA_DIR " --out " +
+                    (d.path / "run").string() + " > " + log.string() + " 2>&1; echo $? > " +
+                    (d.path / "rc").string() + ") &";
+  REQUIRE(std::system(cmd.c_str()) == 0);
+  int pid = 0;
+  for (int i = 0; i < 100 && !pid; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    pid = find_process({"RANK=1", "MASTER_PORT=" + std::to_string(port)});
+  }
+  REQUIRE(pid > 0);
+  std::this_thread::sleep_for(std::chrono::seconds(2));  // let it train a few steps
+  ::kill(pid, SIGKILL);
+  for (int i = 0; i < 300 && !std::filesystem::exists(d.path / "rc"); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  REQUIRE(std::filesystem::exists(d.path / "rc"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  auto out = zf::testing::slurp(log);
+  INFO(out);
+  CHECK(std::stoi(zf::testing::slurp(d.path / "rc")) != 0);
+  CHECK(out.find("rank 1 was killed by signal") != std::string::npos);
+  // and no rank is left behind
+  CHECK(find_process({"MASTER_PORT=" + std::to_string(port)}) == 0);
 }
