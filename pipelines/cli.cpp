@@ -11,6 +11,7 @@
 #include <iterator>
 
 #include "kernels/threads.hpp"
+#include "pipelines/ckpt_cli.hpp"
 #include "pipelines/launch.hpp"
 #include "pipelines/pipeline.hpp"
 #include "runtime/error.hpp"
@@ -91,7 +92,7 @@ struct gen_args {
 int cmd_generate(const gen_args& a) {
   auto head = storage::read_manifest(a.checkpoint);
   run_config cfg;
-  apply_toml(cfg, head.config_toml, (head.dir / "manifest.json").string());
+  apply_toml(cfg, head.config_toml, (head.dir / "manifest").string());
   if (!a.data_dir.empty()) cfg.data.data_dir = a.data_dir;
   kernels::set_num_threads(cfg.train.threads);
   tokenizer tok = tokenizer::load_gpt2(data_dir(cfg) / "gpt2");
@@ -187,6 +188,8 @@ int run_cli(int argc, char** argv) {
   launch->add_option("command", launch_args, "after --: the subcommand and its options")
       ->expected(-1);
 
+  add_ckpt_subcommand(app);
+
   auto* conf = app.add_subcommand("config", "print the full configuration as TOML");
   conf->add_option("--config", config_file, "TOML config file")->check(CLI::ExistingFile);
   conf->add_option("--set", sets, "override one key");
@@ -200,6 +203,7 @@ int run_cli(int argc, char** argv) {
     if (*train) return cmd_train(config_file, sets, out, resume, quiet, stop_after);
     if (*gen) return cmd_generate(g);
     if (*tokc) return cmd_tokenize(tname, input, output, ids, ddir);
+    if (run_ckpt_subcommand()) return 0;
     if (*launch) return launch_local(nproc, master_port, launch_args);
     if (*conf) {
       std::cout << to_toml(load_config(config_file, sets));

@@ -87,8 +87,10 @@ int launch_local(int nproc, int master_port, const std::vector<std::string>& arg
     bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
     if (!ok && code == 0) {
       code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      std::cerr << "zeroflow launch: rank " << rank << " " << describe(status)
-                << "; stopping the other ranks\n";
+      // one write, so the line is not interleaved with the other ranks' output
+      std::string msg = "zeroflow launch: rank " + std::to_string(rank) + " " + describe(status) +
+                        "; stopping the other ranks\n";
+      [[maybe_unused]] auto w = ::write(2, msg.data(), msg.size());
       for (pid_t p : g_children)
         if (p > 0) ::kill(p, SIGTERM);
       std::thread([] {  // a rank stuck in a collective with a dead peer gets SIGKILL

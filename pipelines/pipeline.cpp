@@ -66,7 +66,7 @@ namespace {
 // Model config must match the checkpoint's: resuming a different shape is refused by name.
 void check_same_model(const run_config& cfg, const std::string& ckpt_toml, const fs::path& dir) {
   run_config saved;
-  apply_toml(saved, ckpt_toml, (dir / "manifest.json").string());
+  apply_toml(saved, ckpt_toml, (dir / "manifest").string());
   auto& a = cfg.model;
   auto& b = saved.model;
   auto cmp = [&](const char* key, int x, int y) {
@@ -202,7 +202,8 @@ train_result pipeline::run(const run_options& o) {
     ts.comm_bytes = [z = ranks[0]] { return z->bytes_communicated(); };
     if (checkpoint_) {
       ts.checkpoint_root = ckpt_root;
-      if (lead) ts.writer = actors::spawn_checkpoint_writer(sys);
+      // one writer thread (and data file) per rank of this process
+      if (lead) ts.writer = actors::spawn_checkpoint_writer(sys, cfg_.train.ranks);
     }
     if (monitor_ && lead) {
       actors::monitor_options mo;

@@ -1,11 +1,28 @@
 #pragma once
-// Checkpoints: ROOT/step-000123/ holds model.safetensors (fp32 parameters under Hugging Face
-// GPT-2 names), optim.safetensors (AdamW exp_avg.<name>, exp_avg_sq.<name>) and manifest.json
-// (format, step, run config as TOML, trainer state, and each file's size and CRC-32).
-// Commit is atomic: everything is written into step-000123.tmp/, fsynced, the folder renamed,
-// then ROOT/latest (a one-line file naming the folder) replaced by rename. A crash at any point
-// leaves the previous checkpoint and `latest` intact. Loading verifies sizes and checksums of
-// every file before a single value is used, so nothing is loaded half-way.
+// Checkpoints, format 2: one format that saves fast (every rank writes its own bytes, in
+// parallel, through io_uring) and loads anywhere (any world size or ZeRO stage reads exactly the
+// fragments its slice needs, with no conversion step).
+//
+// ROOT/step-000123/ holds
+//   rank-00000.bin ...  one data file per writer. A writer owning the slice [begin, end) of the
+//                       flat parameter range (runtime/model.hpp param_layout) writes its fp32
+//                       parameters, then exp_avg, then exp_avg_sq for that slice, each section
+//                       starting at a 4 KiB-aligned offset (zero padding between sections).
+//   manifest            Cap'n Proto flat array (storage/manifest.capnp), itself CRC-checked:
+//                       format version, step, world size and ZeRO stage written with, the run
+//                       config (TOML text), trainer state (JSON text), the data files and their
+//                       exact sizes, and for every parameter its name, shape, dtype ("F32") and
+//                       fragments {kind, file, byte offset, byte length, first element within
+//                       the tensor, CRC-32}. A tensor split across writers has one fragment per
+//                       writer and kind.
+// Commit is atomic: step-000123.tmp/ gets the data files (each fsynced) and the manifest, the
+// folder is fsynced and renamed, the root fsynced, then ROOT/latest (a one-line file naming the
+// folder) replaced by rename. A crash at any point leaves the previous checkpoint and `latest`
+// intact; a step folder without .tmp is complete. Pruned folders are renamed to step-X.del
+// before removal, so a crash while pruning never leaves a half-deleted step-X.
+// Loading verifies the CRC of every fragment it reads before any value reaches the caller.
+#include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -14,6 +31,14 @@
 #include "runtime/model.hpp"
 
 namespace zf::storage {
+
+inline constexpr int k_checkpoint_version = 2;
+
+// Fragment kinds: which flat buffer the bytes belong to.
+inline constexpr int kind_param = 0, kind_exp_avg = 1, kind_exp_avg_sq = 2;
+const char* kind_name(int kind);  // "param", "exp_avg", "exp_avg_sq"
+
+// ---- one writer: save_checkpoint ----------------------------------------------------------
 
 struct checkpoint_view {  // what a save needs: pointers into live or snapshot buffers
   int step = 0;           // optimizer steps completed
@@ -25,10 +50,97 @@ struct checkpoint_view {  // what a save needs: pointers into live or snapshot b
   nlohmann::json state;               // trainer/sampler state to resume exactly
 };
 
-// Writes ROOT/step-NNNNNN and moves ROOT/latest to it; removes the oldest step folders beyond
-// `keep`. Returns the committed folder. Refuses to overwrite an existing step folder.
+// Writes ROOT/step-NNNNNN with one writer (rank-00000.bin, world 1, ZeRO stage 0) and moves
+// ROOT/latest to it; removes the oldest step folders beyond `keep`. Returns the committed
+// folder. Refuses to overwrite an existing step folder. Moments are saved when both are given.
 std::filesystem::path save_checkpoint(const std::filesystem::path& root, const checkpoint_view& c,
                                       int keep = 3);
+
+// ---- many writers: begin_checkpoint, write_shard (per rank, concurrently), commit -----------
+
+struct shard_data {  // pointers to this writer's slice [begin, end) of the flat range
+  std::size_t begin = 0, end = 0;
+  const float* params = nullptr;      // params[0] is flat element `begin`
+  const float* exp_avg = nullptr;     // may be null
+  const float* exp_avg_sq = nullptr;  // may be null
+};
+
+struct fragment {
+  std::string tensor;
+  int kind = kind_param;
+  std::string file;         // relative to the step folder
+  uint64_t offset = 0;      // bytes into file
+  uint64_t length = 0;      // bytes
+  uint64_t elem_begin = 0;  // first element within the tensor
+  uint32_t crc32 = 0;
+};
+
+struct write_options {
+  std::size_t chunk_bytes = 8u << 20;  // bounce buffer size
+  unsigned queue_depth = 4;            // writes in flight per writer
+  bool direct = true;                  // O_DIRECT where the file system allows it
+};
+
+// Creates ROOT/step-NNNNNN.tmp (clearing a leftover one of a crashed write) and returns it.
+// Refuses if ROOT/step-NNNNNN exists.
+std::filesystem::path begin_checkpoint(const std::filesystem::path& root, int step);
+
+// Writes rank-RRRRR.bin into tmp_dir: the slice's parameters and whichever moments are given,
+// through io_uring (O_DIRECT for the 4 KiB-aligned part, buffered for the tail), then fsyncs it.
+// The CRC of each fragment is computed from memory while copying into the write buffers (no
+// re-read). Safe to call from several threads at once for different ranks. An empty slice writes
+// nothing and returns no fragments.
+std::vector<fragment> write_shard(const std::filesystem::path& tmp_dir, int rank,
+                                  const param_layout& layout, const shard_data& s,
+                                  const write_options& o = {});
+
+struct manifest_info {
+  int step = 0;
+  int world = 1;
+  int zero_stage = 0;
+  std::string config_toml;
+  nlohmann::json state;
+};
+
+// Checks that `all` (every writer's fragments) covers each tensor of layout exactly (parameters
+// always; each moment for every tensor or for none), writes the manifest, fsyncs, renames
+// tmp_dir to its step folder, moves `latest`, prunes beyond `keep`. Returns the step folder.
+std::filesystem::path commit_checkpoint(const std::filesystem::path& root,
+                                        const std::filesystem::path& tmp_dir,
+                                        const param_layout& layout,
+                                        const std::vector<fragment>& all, const manifest_info& info,
+                                        int keep);
+
+// ---- reading --------------------------------------------------------------------------------
+
+struct tensor_entry {
+  std::string name;
+  std::string dtype;  // "F32"
+  std::vector<int64_t> shape;
+  std::vector<fragment> fragments;  // by kind, then elem_begin
+  std::size_t numel() const;
+};
+
+struct checkpoint_manifest {
+  std::filesystem::path dir;  // the step folder
+  int version = 0;
+  int step = 0;
+  int world = 1;
+  int zero_stage = 0;
+  std::string config_toml;
+  nlohmann::json state;
+  std::vector<std::pair<std::string, uint64_t>> files;  // name, exact bytes
+  std::vector<tensor_entry> tensors;                    // in the writer's layout order
+  const tensor_entry* find(const std::string& name) const;
+  bool has_kind(int kind) const;  // some tensor has fragments of this kind
+};
+
+// dir: a step folder, a root holding `latest`, the `latest` file itself, or a run folder holding
+// checkpoints/latest.
+std::filesystem::path resolve_checkpoint(const std::filesystem::path& dir);
+// The whole manifest (resolves dir). zf::error naming the manifest when it is missing, not a
+// zeroflow manifest, another format version, or corrupt (bad CRC, malformed message).
+checkpoint_manifest read_checkpoint_manifest(const std::filesystem::path& dir);
 
 struct loaded_checkpoint {
   std::filesystem::path dir;
@@ -39,12 +151,45 @@ struct loaded_checkpoint {
       exp_avg_sq;  // flat, in the layout order; moments empty if absent
 };
 
-// dir: a step folder, or a root holding `latest`, or a run folder holding checkpoints/latest.
-std::filesystem::path resolve_checkpoint(const std::filesystem::path& dir);
 // Reads the manifest only (cheap): step, config, state.
 loaded_checkpoint read_manifest(const std::filesystem::path& dir);
-// Verifies every file and reads every tensor of layout; zf::error names the file and parameter
-// on a missing/truncated file, bad checksum or shape mismatch.
+// Reads every tensor of layout (and both moments when the checkpoint has them), verifying the
+// CRC of every fragment; zf::error names the file and parameter on a missing/truncated file,
+// bad checksum or shape mismatch.
 loaded_checkpoint load_checkpoint(const std::filesystem::path& dir, const param_layout& layout);
+
+// Reads [begin, end) of layout's flat range, whatever world wrote it, into the given buffers
+// (each [end - begin] floats; null = skip that kind). Reads only the fragments that overlap the
+// slice and verifies each one's CRC. zf::error naming file and parameter on a missing/truncated
+// file, bad CRC, a tensor the checkpoint lacks or has with another shape/dtype, or a moment the
+// checkpoint does not hold. Nothing is written to the outputs unless every fragment verified
+// (fragments are staged in memory first).
+void load_range(const std::filesystem::path& dir, const param_layout& layout, std::size_t begin,
+                std::size_t end, float* params, float* exp_avg, float* exp_avg_sq);
+
+struct verify_report {
+  bool ok = false;
+  std::vector<std::string> problems;
+  int step = 0;
+  std::size_t bytes = 0;  // data bytes checked
+};
+
+// Reads everything: the manifest, every data file (exists, exact size), every fragment's CRC,
+// and every tensor fully covered by its fragments (parameters; each moment for all or none).
+// Problems are listed, not thrown.
+verify_report verify_checkpoint(const std::filesystem::path& dir);
+
+// ---- Hugging Face interchange ---------------------------------------------------------------
+
+// Writes the checkpoint's parameters to `file` (safetensors, Hugging Face GPT-2 names, F32) and
+// a Hugging Face GPT-2 config.json next to it. Refuses to overwrite `file`, or a config.json
+// with different content. Returns the config.json path.
+std::filesystem::path export_safetensors(const std::filesystem::path& dir,
+                                         const std::filesystem::path& file);
+// Reads `file` (safetensors; F32/F16/BF16; names with or without "transformer.") and the
+// config.json beside it into ROOT/step-000000 (weights only, `latest` set). Refuses a root that
+// already holds checkpoints; shape mismatches name the tensor. Returns the step folder.
+std::filesystem::path import_safetensors(const std::filesystem::path& file,
+                                         const std::filesystem::path& root);
 
 }  // namespace zf::storage

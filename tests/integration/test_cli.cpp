@@ -86,7 +86,7 @@ TEST_CASE("cli: train, then generate from its checkpoint") {
   REQUIRE(r.code == 0);
   CHECK(r.out.find("step 10/10") != std::string::npos);
   CHECK(r.out.find("--- sample") != std::string::npos);
-  CHECK(fs::exists(out / "checkpoints" / "step-000010" / "manifest.json"));
+  CHECK(fs::exists(out / "checkpoints" / "step-000010" / "manifest"));
   auto g = zeroflow("generate --checkpoint " + out.string() +
                         " --prompt 'The whale' --max-tokens 12 --seed 3 --data-dir " ZF_DATA_DIR,
                     d.path);
@@ -156,7 +156,7 @@ TEST_CASE("cli: a corrupt checkpoint is refused and nothing on disk changes") {
                        " --out " + out.string(),
                    d.path)
               .code == 0);
-  auto model = out / "checkpoints" / "step-000010" / "model.safetensors";
+  auto model = out / "checkpoints" / "step-000010" / "rank-00000.bin";
   {
     std::fstream f(model, std::ios::in | std::ios::out | std::ios::binary);
     f.seekp(static_cast<std::streamoff>(fs::file_size(model) / 2));
@@ -168,7 +168,7 @@ TEST_CASE("cli: a corrupt checkpoint is refused and nothing on disk changes") {
       d.path);
   INFO(r.out);
   CHECK(r.code != 0);
-  CHECK(r.out.find("model.safetensors is corrupt") != std::string::npos);
+  CHECK(r.out.find("rank-00000.bin is corrupt") != std::string::npos);
   auto g = zeroflow("generate --checkpoint " + out.string() + " --prompt x --data-dir " ZF_DATA_DIR,
                     d.path);
   CHECK(g.code != 0);

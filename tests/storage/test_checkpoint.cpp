@@ -138,9 +138,8 @@ TEST_CASE("checkpoint: save and load are bit-exact") {
   state s(tiny_model());
   const fs::path saved = save_checkpoint(root, s.view(5));
   CHECK(saved == root / "step-000005");
-  CHECK(fs::exists(saved / "model.safetensors"));
-  CHECK(fs::exists(saved / "optim.safetensors"));
-  CHECK(fs::exists(saved / "manifest.json"));
+  CHECK(fs::exists(saved / "rank-00000.bin"));
+  CHECK(fs::exists(saved / "manifest"));
   CHECK_FALSE(fs::exists(root / "step-000005.tmp"));
   CHECK(latest_of(root) == "step-000005");
 
@@ -162,7 +161,8 @@ TEST_CASE("checkpoint: save and load are bit-exact") {
 
   // A weights-only checkpoint has no optim file and loads with empty moments.
   const fs::path w = save_checkpoint(dir / "weights", s.view(1, false));
-  CHECK_FALSE(fs::exists(w / "optim.safetensors"));
+  CHECK_FALSE(zf::storage::read_checkpoint_manifest(w).has_kind(zf::storage::kind_exp_avg));
+  CHECK(fs::file_size(w / "rank-00000.bin") == s.layout.total * sizeof(float));
   auto lw = load_checkpoint(w, s.layout);
   CHECK(same_bits(lw.params, s.params));
   CHECK(lw.exp_avg.empty());
@@ -193,11 +193,12 @@ TEST_CASE("checkpoint: latest names the newest and keep prunes older step folder
 }
 
 TEST_CASE("checkpoint: pruning orders step folders numerically past step 999999") {
-  // Regression test (bug fixed): (storage/checkpoint.cpp, step_dirs + the prune loop in save_checkpoint): folders are
-  // named step-{:06d} and sorted as strings, so step-1000000 sorts before step-999998 and the
-  // prune removes the NEWER checkpoint while keeping older ones (train.steps allows up to 1e9).
-  // Fix: sort step_dirs by the parsed step number (std::stoll of the part after "step-"), or
-  // zero-pad to a width that covers the step range (e.g. {:09d}/{:010d}).
+  // Regression test (bug fixed): (storage/checkpoint.cpp, step_dirs + the prune loop in
+  // save_checkpoint): folders are named step-{:06d} and sorted as strings, so step-1000000 sorts
+  // before step-999998 and the prune removes the NEWER checkpoint while keeping older ones
+  // (train.steps allows up to 1e9). Fix: sort step_dirs by the parsed step number (std::stoll of
+  // the part after "step-"), or zero-pad to a width that covers the step range (e.g.
+  // {:09d}/{:010d}).
   temp_dir dir("prune_big");
   const fs::path root = dir.path;
   state s(tiny_model());
@@ -213,11 +214,11 @@ TEST_CASE("checkpoint: saving to an existing step refuses and leaves it intact")
   const fs::path root = dir.path;
   state a(tiny_model(), 1.0f), b(tiny_model(), 2.0f);
   save_checkpoint(root, a.view(3));
-  const auto crc_before = zf::storage::crc32_file(root / "step-000003" / "model.safetensors");
+  const auto crc_before = zf::storage::crc32_file(root / "step-000003" / "rank-00000.bin");
   auto msg = error_of([&] { save_checkpoint(root, b.view(3)); });
   CHECK(contains(msg, (root / "step-000003").string()));
   CHECK(contains(msg, "already exists"));
-  CHECK(zf::storage::crc32_file(root / "step-000003" / "model.safetensors") == crc_before);
+  CHECK(zf::storage::crc32_file(root / "step-000003" / "rank-00000.bin") == crc_before);
   CHECK(same_bits(load_checkpoint(root, a.layout).params, a.params));
   CHECK_FALSE(fs::exists(root / "step-000003.tmp"));
 }
@@ -252,9 +253,10 @@ TEST_CASE("checkpoint: a corrupt byte is caught by the CRC") {
   temp_dir dir("crc");
   state s(tiny_model());
   const fs::path d = save_checkpoint(dir.path, s.view(4));
-  flip_byte(d / "model.safetensors", 5);  // in the data section
+  flip_byte(d / "rank-00000.bin", 5);  // in the last tensor's exp_avg_sq
   auto msg = error_of([&] { load_checkpoint(d, s.layout); });
-  CHECK(contains(msg, (d / "model.safetensors").string()));
+  CHECK(contains(msg, (d / "rank-00000.bin").string()));
+  CHECK(contains(msg, "'ln_f.bias'"));
   CHECK(contains(msg, "corrupt"));
   CHECK(contains(msg, "CRC"));
   // read_manifest alone does not look at the tensors
@@ -265,7 +267,7 @@ TEST_CASE("checkpoint: truncated and missing files") {
   temp_dir dir("trunc");
   state s(tiny_model());
   const fs::path d = save_checkpoint(dir.path, s.view(6));
-  const auto p = d / "optim.safetensors";
+  const auto p = d / "rank-00000.bin";
   fs::resize_file(p, fs::file_size(p) - 4);
   auto msg = error_of([&] { load_checkpoint(d, s.layout); });
   CHECK(contains(msg, p.string()));
@@ -283,7 +285,7 @@ TEST_CASE("checkpoint: a layout mismatch names the tensor") {
   const fs::path d = save_checkpoint(dir.path, s.view(2));
   const auto wide = zf::gpt2_layout(tiny_model(16));
   auto msg = error_of([&] { load_checkpoint(d, wide); });
-  CHECK(contains(msg, "model.safetensors"));
+  CHECK(contains(msg, d.string()));
   CHECK(contains(msg, "'wte.weight'"));
   CHECK(contains(msg, "[16,8]"));
   CHECK(contains(msg, "[16,16]"));
@@ -316,38 +318,45 @@ TEST_CASE("checkpoint: resolve_checkpoint from step folder, root and run folder"
   fs::remove_all(d2);
   msg = error_of([&] { resolve_checkpoint(root); });
   CHECK(contains(msg, "step-000002"));
-  CHECK(contains(msg, "manifest.json"));
+  CHECK(contains(msg, "has no manifest"));
 }
 
 TEST_CASE("checkpoint: a bad manifest gives a clear error") {
   temp_dir dir("manifest");
   state s(tiny_model());
   const fs::path d = save_checkpoint(dir.path, s.view(8));
-  const fs::path man = d / "manifest.json";
+  const fs::path man = d / "manifest";
   const std::string good = zf::storage::read_text_file(man);
+  auto put = [&](const std::string& bytes) {
+    std::ofstream(man, std::ios::trunc | std::ios::binary) << bytes;
+  };
 
-  { std::ofstream(man, std::ios::trunc) << "{ not json"; }
+  put("{ not a manifest }......");  // 24 bytes: a whole number of words, but no message
   auto msg = error_of([&] { load_checkpoint(d, s.layout); });
   CHECK(contains(msg, "corrupt checkpoint manifest"));
   CHECK(contains(msg, man.string()));
 
-  { std::ofstream(man, std::ios::trunc) << R"({"format": "something-else", "step": 1})"; }
+  std::string other = good;  // a well-formed message that is not ours
+  const auto at = other.find("zeroflow-checkpoint");
+  REQUIRE(at != std::string::npos);
+  other.replace(at, 19, "something-elsexxxxx");
+  put(other);
   msg = error_of([&] { zf::storage::read_manifest(d); });
   CHECK(contains(msg, man.string()));
   CHECK(contains(msg, "not a zeroflow checkpoint"));
 
-  { std::ofstream(man, std::ios::trunc) << R"({"format": "zeroflow-checkpoint", "step": "x"})"; }
+  std::string flipped = good;  // one bit in the body: the manifest's own CRC catches it
+  flipped[flipped.size() - 40] ^= 0x10;
+  put(flipped);
   msg = error_of([&] { zf::storage::read_manifest(d); });
   CHECK(contains(msg, "corrupt checkpoint manifest"));
+  CHECK(contains(msg, "CRC"));
 
-  {
-    std::ofstream(man, std::ios::trunc)
-        << R"({"format": "zeroflow-checkpoint", "step": 8, "config": "", "files": {}})";
-  }
+  put(good.substr(0, good.size() / 2));
   msg = error_of([&] { load_checkpoint(d, s.layout); });
-  CHECK(contains(msg, "lists no model.safetensors"));
+  CHECK(contains(msg, "corrupt checkpoint manifest"));
 
   // restored, it loads again
-  { std::ofstream(man, std::ios::trunc) << good; }
+  put(good);
   CHECK(load_checkpoint(d, s.layout).step == 8);
 }

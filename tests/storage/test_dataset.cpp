@@ -173,12 +173,12 @@ TEST_CASE("dataset: fill_val walks consecutive windows of the tail and wraps") {
 }
 
 TEST_CASE("dataset: fill_val with no validation split never returns train windows") {
-  // Regression test (bug fixed): (storage/dataset.cpp, dataset::fill_val): with data.val_fraction = 0 (allowed by the
-  // config, range 0..0.5) val_tokens() is 0, `(val_tokens() - 1) / t_` wraps to a huge window
-  // count and every start is clamped to shard.size() - t - 1, i.e. the last window of the TRAIN
-  // head. The trainer still evaluates every eval_every steps, so it reports a "val loss" measured
-  // on training data. Fix: refuse in fill_val (zf::error "no validation split: data.val_fraction
-  // is 0") or have validate()/the trainer skip evaluation when val_fraction == 0.
+  // Regression test (bug fixed): (storage/dataset.cpp, dataset::fill_val): with data.val_fraction =
+  // 0 (allowed by the config, range 0..0.5) val_tokens() is 0, `(val_tokens() - 1) / t_` wraps to a
+  // huge window count and every start is clamped to shard.size() - t - 1, i.e. the last window of
+  // the TRAIN head. The trainer still evaluates every eval_every steps, so it reports a "val loss"
+  // measured on training data. Fix: refuse in fill_val (zf::error "no validation split:
+  // data.val_fraction is 0") or have validate()/the trainer skip evaluation when val_fraction == 0.
   temp_dir dir("noval");
   const int n = 500, t = 16;
   dataset d(iota_shard(dir, n), 0.0, t);

@@ -143,10 +143,10 @@ TEST_CASE("token_shard: a truncated file names the file and 'truncated'") {
 }
 
 TEST_CASE("token_shard: a header count that overflows the size check is refused") {
-  // Regression test (bug fixed): (storage/token_shard.cpp, token_shard::open, the `len != sizeof(header) + h.count *
-  // elem` check): the product wraps in 64 bits, so a 32-byte file whose header claims
-  // 2^63 uint16 tokens (2^63 * 2 == 0 mod 2^64) passes validation and size() reports 2^63;
-  // any read then runs past the mapping. Fix: check `h.count > (len - sizeof(header)) / elem`
+  // Regression test (bug fixed): (storage/token_shard.cpp, token_shard::open, the `len !=
+  // sizeof(header) + h.count * elem` check): the product wraps in 64 bits, so a 32-byte file whose
+  // header claims 2^63 uint16 tokens (2^63 * 2 == 0 mod 2^64) passes validation and size() reports
+  // 2^63; any read then runs past the mapping. Fix: check `h.count > (len - sizeof(header)) / elem`
   // (or `(len - sizeof(header)) % elem != 0 || (len - sizeof(header)) / elem != h.count`).
   temp_dir dir("overflow");
   const auto p = dir / "evil.tok";
