@@ -12,14 +12,12 @@ shard_actor::behavior_type optimizer_shard(shard_actor::pointer self,
         z->step(lr, step, grad_scale);
         return true;
       },
-      [z](snapshot_atom, const checkpoint_job_ptr& job) -> bool {
+      // copies this rank's persisted slices into the job; replies them as {begin, length} pairs
+      [z](snapshot_atom, const checkpoint_job_ptr& job) -> std::vector<uint64_t> {
         z->export_state(job->params.data(), job->exp_avg.data(), job->exp_avg_sq.data());
-        if (job->assemble_over_group) {  // disjoint slices, zeros elsewhere: a sum assembles
-          z->all_sum(job->params.data(), job->params.size());
-          z->all_sum(job->exp_avg.data(), job->exp_avg.size());
-          z->all_sum(job->exp_avg_sq.data(), job->exp_avg_sq.size());
-        }
-        return true;
+        std::vector<uint64_t> out;
+        for (auto& sl : z->persisted()) out.insert(out.end(), {sl.flat_begin, sl.len});
+        return out;
       },
   };
 }

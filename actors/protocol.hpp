@@ -30,8 +30,10 @@ struct checkpoint_job {
   int keep = 3;
   int step = 0;
   std::string config_toml;
-  int world = 1, zero_stage = 0;     // how it was trained
-  bool assemble_over_group = false;  // SPMD: shards sum the disjoint slices over the data plane
+  int world = 1, zero_stage = 0;  // how it was trained
+  // SPMD: the flat ranges this process persists ({begin, length} pairs, from its shards); its
+  // writer writes only those, and rank 0 commits once every process published its fragments.
+  std::vector<uint64_t> slices;
   param_layout layout;
   fbuffer params, exp_avg, exp_avg_sq;  // full flat range
   nlohmann::json state;
@@ -80,10 +82,10 @@ using worker_actor = caf::typed_actor<
 // optimizer_shard: owns its rank's AdamW state (1/N at stage >= 1); gnorm replies its share of
 // the squared gradient norm, apply(lr, step, grad_scale) steps and all-gathers (collective),
 // snapshot copies its persisted slices into the job's flat arrays.
-using shard_actor =
-    caf::typed_actor<caf::replies_to<gnorm_atom>::with<double>,
-                     caf::replies_to<apply_atom, double, int, float>::with<bool>,
-                     caf::replies_to<snapshot_atom, checkpoint_job_ptr>::with<bool>>;
+using shard_actor = caf::typed_actor<
+    caf::replies_to<gnorm_atom>::with<double>,
+    caf::replies_to<apply_atom, double, int, float>::with<bool>,
+    caf::replies_to<snapshot_atom, checkpoint_job_ptr>::with<std::vector<uint64_t>>>;
 
 // checkpoint_writer: persists a job and replies with the committed folder.
 using writer_actor =

@@ -217,7 +217,7 @@ class trainer_loop {
     job->config_toml = s_.config_toml;
     job->layout = s_.layout;
     job->world = static_cast<int>(s_.shards.size()) * s_.process_world;
-    job->assemble_over_group = s_.spmd;
+
     job->zero_stage = s_.zero_stage;
     job->state = {{"step", step},
                   {"seed", s_.cfg.train.seed},
@@ -226,8 +226,8 @@ class trainer_loop {
     job->params.resize(s_.layout.total);
     job->exp_avg.resize(s_.layout.total);
     job->exp_avg_sq.resize(s_.layout.total);
-    on_all<bool>(s_.shards, "snapshot", snapshot_atom::value, job);
-    if (s_.spmd && s_.process_rank != 0) return;  // rank 0 persists the assembled state
+    for (auto& sl : on_all<std::vector<uint64_t>>(s_.shards, "snapshot", snapshot_atom::value, job))
+      job->slices.insert(job->slices.end(), sl.begin(), sl.end());
     write_.emplace(self_->request(s_.writer, caf::infinite, save_atom::value, job));
     writing_ = true;
   }

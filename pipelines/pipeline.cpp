@@ -146,8 +146,9 @@ train_result pipeline::run(const run_options& o) {
   // Ranks: each a zero_rank (ZeRO stage per config) over its communicator. Any checkpoint (any
   // world size or stage) loads into any of them.
   std::vector<std::unique_ptr<comm::communicator>> comms;
+  std::shared_ptr<comm::kv_store> store;
   if (spmd) {
-    auto store = actors::open_rendezvous(sys, penv, std::chrono::seconds(120));
+    store = actors::open_rendezvous(sys, penv, std::chrono::seconds(120));
     comms.push_back(comm::make_gloo(penv.rank, penv.world, store, penv.iface_addr,
                                     "zf" + std::to_string(penv.master_port)));
   } else {
@@ -203,7 +204,9 @@ train_result pipeline::run(const run_options& o) {
     if (checkpoint_) {
       ts.checkpoint_root = ckpt_root;
       // one writer thread (and data file) per rank of this process
-      if (lead) ts.writer = actors::spawn_checkpoint_writer(sys, cfg_.train.ranks);
+      ts.writer = actors::spawn_checkpoint_writer(
+          sys, cfg_.train.ranks,
+          spmd ? actors::writer_group{store, penv.rank, penv.world} : actors::writer_group{});
     }
     if (monitor_ && lead) {
       actors::monitor_options mo;
@@ -229,9 +232,14 @@ train_result pipeline::run(const run_options& o) {
     caf::scoped_actor self{sys};
     self->monitor(trainer);
     self->receive([](const caf::down_msg&) {});
-    for (auto& a : others) self->send_exit(a, caf::exit_reason::user_shutdown);
+    // stop the stage actors and wait until each is gone: they hold the ranks, which hold the
+    // communicators, which must go before the rendezvous store
+    for (auto& a : others) {
+      self->monitor(a);
+      self->send_exit(a, caf::exit_reason::user_shutdown);
+    }
+    for (std::size_t i = 0; i < others.size(); ++i) self->receive([](const caf::down_msg&) {});
   }
-  sys.await_all_actors_done();
   const bool sample = lead && o.print_sample && cfg_.train.sample_tokens > 0 &&
                       !result->interrupted && result->error.empty();
   gpt2_model final_model(cfg_.model, sample, false);
@@ -243,7 +251,8 @@ train_result pipeline::run(const run_options& o) {
       for (auto& z : ranks) z->export_state(final_model.params().data(), nullptr, nullptr);
   }
   ranks.clear();
-  comms.clear();  // before the actor system: a Gloo group holds the CAF rendezvous store
+  comms.clear();  // before the actor system: a Gloo group and the writer hold the CAF store
+  store.reset();
   if (!result->error.empty()) fail("training failed: {}", result->error);
   if (sample) {
     generate_options g;

@@ -46,10 +46,17 @@ TEST_CASE("crash: SIGKILL during checkpoint writes never breaks latest") {
   int last_step = 0, kills = 0;
   for (int i = 0; i < 20; ++i) {
     CAPTURE(i);
-    pid_t pid = spawn_train(out, fs::exists(out / "checkpoints" / "latest"), log);
+    auto latest = out / "checkpoints" / "latest";
+    auto stamp = [&] { return fs::exists(latest) ? zf::testing::slurp(latest) : std::string(); };
+    const std::string before = stamp();
+    pid_t pid = spawn_train(out, !before.empty(), log);
     REQUIRE(pid > 0);
-    // start-up (tokenizer, corpus cache) takes ~0.3 s; then a step + checkpoint every ~50 ms
-    std::this_thread::sleep_for(std::chrono::milliseconds(400 + rng() % 700));
+    // Wait (under any machine load) until this run has committed a checkpoint of its own, then
+    // kill it a random moment later: it checkpoints every step, so the kill lands in a write, a
+    // commit or a step.
+    for (int w = 0; w < 1200 && stamp() == before; ++w)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 150));
     ::kill(pid, SIGKILL);
     int status = 0;
     ::waitpid(pid, &status, 0);
