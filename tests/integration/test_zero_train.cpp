@@ -123,6 +123,11 @@ TEST_CASE("zero train: 2 processes over Gloo follow the one-rank losses") {
       CHECK(std::abs(a[s] - b[s]) <= 1e-5 * a[s]);
     }
     CHECK(std::filesystem::exists(out / "checkpoints" / "step-000020"));
+    // each process wrote its own bytes; the committed checkpoint verifies and records the layout
+    auto v = zf::testing::zeroflow("ckpt verify " + out.string(), d.path);
+    CHECK(v.code == 0);
+    auto info = zf::testing::zeroflow("ckpt info " + out.string(), d.path);
+    CHECK(info.out.find("ZeRO stage " + std::to_string(stage)) != std::string::npos);
   }
 }
 
