@@ -16,6 +16,7 @@
 #include "runtime/tokenizer.hpp"
 #include "storage/dataset.hpp"
 #include "storage/token_shard.hpp"
+#include "test_util.hpp"
 
 namespace fs = std::filesystem;
 using zf::storage::batch;
@@ -24,36 +25,9 @@ using zf::storage::token_shard;
 
 namespace {
 
-struct temp_dir {
-  fs::path path;
-  explicit temp_dir(std::string_view tag) {
-    static std::atomic<int> counter{0};
-    path = fs::temp_directory_path() /
-           fmt::format("zf_dataset_{}_{}_{}", tag, ::getpid(), counter.fetch_add(1));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  fs::path operator/(std::string_view name) const { return path / name; }
-};
-
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const zf::error& e) {
-    return e.what();
-  }
-  FAIL_CHECK("expected zf::error");
-  return {};
-}
-
-bool contains(const std::string& s, std::string_view part) {
-  return s.find(part) != std::string::npos;
-}
+using zf::testing::contains;
+using zf::testing::error_of;
+using zf::testing::temp_dir;
 
 // A shard holding 0, 1, ..., n-1: every token's value is its position, so windows are checkable.
 token_shard iota_shard(const temp_dir& dir, int n) {

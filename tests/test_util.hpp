@@ -1,0 +1,49 @@
+#pragma once
+// Helpers shared by the test binaries: unique temp folders, the message of an expected zf::error.
+#include <doctest/doctest.h>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+#include "runtime/error.hpp"
+
+namespace zf::testing {
+
+// A fresh folder under the system temp dir, removed with everything in it at scope exit.
+struct temp_dir {
+  std::filesystem::path path;
+  explicit temp_dir(std::string_view tag) {
+    static std::atomic<int> counter{0};
+    path = std::filesystem::temp_directory_path() /
+           fmt::format("zf_{}_{}_{}", tag, ::getpid(), counter.fetch_add(1));
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  ~temp_dir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  std::filesystem::path operator/(std::string_view name) const { return path / name; }
+};
+
+// Runs f, which must throw zf::error; returns its message (a failed check if it does not throw).
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const zf::error& e) {
+    return e.what();
+  }
+  FAIL_CHECK("expected zf::error");
+  return {};
+}
+
+inline bool contains(const std::string& s, std::string_view part) {
+  return s.find(part) != std::string::npos;
+}
+
+}  // namespace zf::testing
