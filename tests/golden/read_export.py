@@ -10,7 +10,6 @@ Needs Debian python3-torch (CPU); runs single-threaded and deterministic.
 """
 import argparse
 import json
-import math
 import os
 import struct
 import sys
@@ -39,41 +38,9 @@ def read_safetensors(path):
     return out
 
 
-# ---- the model of gen_golden.py ----------------------------------------------------------------
-LN_EPS = 1e-5
-
-
-def conv1d(x, w, b):
-    """Hugging Face Conv1D: x @ w + b with w stored [in, out]."""
-    out_shape = x.shape[:-1] + (w.shape[1],)
-    return torch.addmm(b, x.reshape(-1, x.shape[-1]), w).view(out_shape)
-
-
-def forward(P, idx, cfg):
-    """idx: int64 [B, T] -> logits fp32 [B, T, V]."""
-    B, T = idx.shape
-    C, H = cfg["n_embd"], cfg["n_head"]
-    hd = C // H
-    mask = torch.tril(torch.ones(T, T, dtype=torch.bool))
-    x = F.embedding(idx, P["wte.weight"]) + P["wpe.weight"][:T]
-    for i in range(cfg["n_layer"]):
-        h = f"h.{i}."
-        a = F.layer_norm(x, (C,), P[h + "ln_1.weight"], P[h + "ln_1.bias"], LN_EPS)
-        qkv = conv1d(a, P[h + "attn.c_attn.weight"], P[h + "attn.c_attn.bias"])
-        q, k, v = qkv.split(C, dim=2)
-        q = q.view(B, T, H, hd).transpose(1, 2)
-        k = k.view(B, T, H, hd).transpose(1, 2)
-        v = v.view(B, T, H, hd).transpose(1, 2)
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hd))
-        att = att.masked_fill(~mask, float("-inf"))
-        att = F.softmax(att, dim=-1)
-        y = (att @ v).transpose(1, 2).contiguous().view(B, T, C)
-        x = x + conv1d(y, P[h + "attn.c_proj.weight"], P[h + "attn.c_proj.bias"])
-        m = F.layer_norm(x, (C,), P[h + "ln_2.weight"], P[h + "ln_2.bias"], LN_EPS)
-        m = F.gelu(conv1d(m, P[h + "mlp.c_fc.weight"], P[h + "mlp.c_fc.bias"]), approximate="tanh")
-        x = x + conv1d(m, P[h + "mlp.c_proj.weight"], P[h + "mlp.c_proj.bias"])
-    x = F.layer_norm(x, (C,), P["ln_f.weight"], P["ln_f.bias"], LN_EPS)
-    return F.linear(x, P["wte.weight"])  # tied head
+# The model is the twin's own (one definition of the reference forward).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gen_golden import LN_EPS, forward  # noqa: E402
 
 
 def main():
