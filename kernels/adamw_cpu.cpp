@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "kernels/adamw.hpp"
+#include "kernels/vec8.hpp"
 #if defined(__AVX__)
 #include <immintrin.h>
 #endif
@@ -18,22 +19,14 @@
 namespace zf::kernels {
 namespace {
 
-using v8f = float __attribute__((vector_size(32)));
+using namespace vec8;
 using v4f = float __attribute__((vector_size(16)));
 using v4d = double __attribute__((vector_size(32)));
 
-inline v8f load8(const float* p) {
-  v8f v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
 inline v4f load4(const float* p) {
   v4f v;
   std::memcpy(&v, p, sizeof v);
   return v;
-}
-inline void store8(float* p, v8f v) {
-  std::memcpy(p, &v, sizeof v);
 }
 
 // Lane-wise IEEE square root (std::sqrt in a loop does not vectorize while it may set errno).

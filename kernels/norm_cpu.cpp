@@ -12,23 +12,12 @@
 #include <cstring>
 
 #include "kernels/norm.hpp"
+#include "kernels/vec8.hpp"
 
 namespace zf::kernels {
 namespace {
 
-using v8f = float __attribute__((vector_size(32)));
-
-inline v8f load8(const float* p) {
-  v8f v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-inline void store8(float* p, v8f v) {
-  std::memcpy(p, &v, sizeof v);
-}
-inline float hsum(v8f v) {
-  return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
-}
+using namespace vec8;
 
 // Mean of x[0..c), summed relative to x[0] so a large common offset does not eat the float
 // lanes' precision (x - x0 is exact when x is within a factor 2 of x0).

@@ -17,10 +17,6 @@ namespace {
 
 using namespace vec8;
 
-inline float hsum(v8f v) {
-  return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
-}
-
 inline float vexp1(float x) {
   v8f v = v8f{} + x;
   return vexp(v)[0];

@@ -1,8 +1,8 @@
-#include "kernels/threads.hpp"
-
 #include <cblas.h>
 
 #include <thread>
+
+#include "kernels/threads.hpp"
 
 namespace zf::kernels {
 
@@ -11,6 +11,8 @@ void set_num_threads(int n) {
   openblas_set_num_threads(n < 1 ? 1 : n);
 }
 
-int num_threads() { return openblas_get_num_threads(); }
+int num_threads() {
+  return openblas_get_num_threads();
+}
 
 }  // namespace zf::kernels

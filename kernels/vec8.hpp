@@ -17,6 +17,9 @@ inline v8f load8(const float* p) {
   std::memcpy(&v, p, sizeof v);
   return v;
 }
+inline float hsum(v8f v) {  // fixed pairwise order: the same bits on every call
+  return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
 inline void store8(float* p, v8f v) {
   std::memcpy(p, &v, sizeof v);
 }

@@ -7,21 +7,9 @@
 #include <string>
 
 #include "runtime/config.hpp"
+#include "test_util.hpp"  // temp_dir
 
 namespace zf::testing {
-
-struct temp_dir {
-  std::filesystem::path path;
-  explicit temp_dir(const std::string& tag) {
-    path = std::filesystem::temp_directory_path() /
-           ("zf-" + tag + "-" + std::to_string(std::random_device{}()));
-    std::filesystem::create_directories(path);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-};
 
 // A model small enough that 20 steps take about a second on two cores.
 inline run_config small_config() {

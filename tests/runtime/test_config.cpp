@@ -8,24 +8,12 @@
 
 #include "runtime/config.hpp"
 #include "runtime/error.hpp"
+#include "test_util.hpp"
 
 namespace {
 
-// The zf::error message thrown by f; fails the test if nothing (or something else) is thrown.
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const zf::error& e) {
-    return e.what();
-  }
-  FAIL_CHECK("expected zf::error");
-  return {};
-}
-
-bool contains(const std::string& s, std::string_view part) {
-  return s.find(part) != std::string::npos;
-}
+using zf::testing::contains;
+using zf::testing::error_of;
 
 }  // namespace
 
@@ -85,11 +73,12 @@ TEST_CASE("config: to_toml round-trips through apply_toml") {
 }
 
 TEST_CASE("config: a seed above 2^53 survives --set and the TOML round trip") {
-  // Regression test (bug fixed): (runtime/config.cpp, set_number/set_from_toml/apply_override): every numeric value,
-  // integers included, passes through a double, so train.seed values above 2^53 (declared valid
-  // up to 9.2e18) are silently rounded: 1234567890123456789 becomes 1234567890123456768, and
-  // to_toml -> apply_toml no longer round-trips. Fix: parse 'i' keys as int64_t (from_chars into
-  // int64_t; n.value<int64_t>() from TOML) and range-check in the integer domain.
+  // Regression test (bug fixed): (runtime/config.cpp, set_number/set_from_toml/apply_override):
+  // every numeric value, integers included, passes through a double, so train.seed values above
+  // 2^53 (declared valid up to 9.2e18) are silently rounded: 1234567890123456789 becomes
+  // 1234567890123456768, and to_toml -> apply_toml no longer round-trips. Fix: parse 'i' keys as
+  // int64_t (from_chars into int64_t; n.value<int64_t>() from TOML) and range-check in the integer
+  // domain.
   const int64_t big = 1234567890123456789;
   zf::run_config a;
   a.train.seed = big;
@@ -130,7 +119,8 @@ TEST_CASE("config: out-of-range value names key, range and the given value") {
 }
 
 TEST_CASE("config: NaN is refused for a float key") {
-  // Regression test (bug fixed): (runtime/config.cpp, check_range): `v < k.lo || v > k.hi` is false for NaN, so
+  // Regression test (bug fixed): (runtime/config.cpp, check_range): `v < k.lo || v > k.hi` is false
+  // for NaN, so
   // `--set train.lr=nan` (from_chars accepts "nan") and TOML `lr = nan` are accepted, and
   // validate() passes a NaN lr. Fix: `if (!(v >= k.lo && v <= k.hi)) fail(...)`.
   zf::run_config cfg;

@@ -16,6 +16,7 @@
 
 #include "runtime/error.hpp"
 #include "storage/safetensors.hpp"
+#include "test_util.hpp"
 
 namespace fs = std::filesystem;
 using zf::storage::safetensors_file;
@@ -24,35 +25,9 @@ using zf::storage::write_safetensors;
 
 namespace {
 
-struct temp_dir {
-  fs::path path;
-  explicit temp_dir(std::string_view tag) {
-    path = fs::temp_directory_path() / fmt::format("zf_st_{}_{}", tag, ::getpid());
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  fs::path operator/(std::string_view name) const { return path / name; }
-};
-
-// The zf::error message thrown by f; fails the test if nothing (or something else) is thrown.
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const zf::error& e) {
-    return e.what();
-  }
-  FAIL("expected zf::error");
-  return {};
-}
-
-bool contains(const std::string& s, std::string_view part) {
-  return s.find(part) != std::string::npos;
-}
+using zf::testing::contains;
+using zf::testing::error_of;
+using zf::testing::temp_dir;
 
 // A raw file: 8-byte length (hlen, or the header size if hlen < 0), header text, data bytes.
 void write_raw(const fs::path& p, const std::string& header, const std::string& data,
