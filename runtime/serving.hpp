@@ -1,0 +1,79 @@
+#pragma once
+// The contract between the HTTP gateway (actors/gateway), load generators (bench/serve), the
+// CLI (`zeroflow generate`) and the serving engine (actors/engine): requests in token ids,
+// events out as text pieces. Nothing here knows about HTTP or CAF.
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "runtime/sampling.hpp"
+
+namespace zf::serve {
+
+struct chat_message {
+  std::string role;  // "system", "user", "assistant"
+  std::string content;
+};
+
+struct completion_request {
+  std::vector<int> prompt;         // token ids; 1 <= size, size + max_tokens <= context_length()
+  int max_tokens = 16;             // >= 1: new tokens per choice at most
+  sampling_params sampling;        // temperature 0 = greedy; seed per request (choice i: seed + i)
+  std::vector<std::string> stop;   // stop strings; a choice's text ends before the first match
+  int n = 1;                       // choices sharing the prompt (their KV blocks are shared)
+  bool ignore_eos = false;         // keep going past the end-of-sequence token
+};
+
+enum class finish_reason { none, stop, length, cancelled, error };
+const char* to_string(finish_reason r);  // "stop", "length", "cancelled", "error", ""
+
+// One piece of one choice's output. The text of a choice is the concatenation of its events'
+// text; every piece is valid UTF-8 (bytes of a partial character wait for the next token) and
+// never contains (a prefix of) a stop string that later matches. Exactly one event per choice
+// has finish != none, and it is that choice's last.
+struct completion_event {
+  uint64_t request_id = 0;
+  int index = 0;                  // choice index, 0 <= index < n
+  std::string text;               // new text (may be empty, e.g. on the final event)
+  std::vector<int> tokens;        // new token ids this event covers
+  finish_reason finish = finish_reason::none;
+  int prompt_tokens = 0;          // usage, set on the final event
+  int completion_tokens = 0;      // tokens generated for this choice, set on the final event
+  std::string error;              // finish == error: what went wrong
+};
+
+// Called on the engine's thread, in order per choice. It must not block and must not call back
+// into the backend synchronously except cancel().
+using event_sink = std::function<void(const completion_event&)>;
+
+struct submit_result {
+  uint64_t id = 0;        // valid when status == 200
+  int status = 200;       // 200 accepted; 400 invalid request; 429 queue full; 503 shutting down
+  int retry_after_s = 0;  // for 429
+  std::string message;    // why, when status != 200
+};
+
+class completion_backend {
+ public:
+  virtual ~completion_backend() = default;
+  virtual const std::string& model_name() const = 0;
+  virtual int context_length() const = 0;
+  virtual int vocab_size() const = 0;
+  // Thread-safe tokenization and chat formatting (the model's template).
+  virtual std::vector<int> encode(std::string_view text) const = 0;
+  virtual std::string chat_prompt(const std::vector<chat_message>& messages) const = 0;
+  // Thread-safe. On acceptance the sink will receive the request's events (n final events in
+  // all). On rejection the sink is never called.
+  virtual submit_result submit(completion_request req, event_sink sink) = 0;
+  // Thread-safe, idempotent, unknown ids ignored. The request's KV blocks are freed at the
+  // engine's next step boundary; every unfinished choice gets a final event with
+  // finish_reason::cancelled.
+  virtual void cancel(uint64_t id) = 0;
+  // Prometheus text exposition: zeroflow_* gauges, counters and histograms.
+  virtual std::string metrics_text() const = 0;
+};
+
+}  // namespace zf::serve
