@@ -11,6 +11,9 @@ void gelu_forward(const float* x, float* y, std::size_t n);
 void gelu_backward(const float* x, const float* dy, float* dx, std::size_t n);
 // y[i] = a[i] + b[i]; y may alias a or b.
 void add_forward(const float* a, const float* b, float* y, std::size_t n);
+// SwiGLU (Llama MLP): gu: [n, 2*m] rows of [gate | up] -> y: [n, m] with
+// y = silu(gate) * up, silu(g) = g / (1 + exp(-g)). y may not alias gu.
+void swiglu_forward(const float* gu, float* y, int n, int m);
 // y[i] += x[i]
 void accumulate(float* y, const float* x, std::size_t n);
 

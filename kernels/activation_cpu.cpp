@@ -75,4 +75,23 @@ void accumulate(float* y, const float* x, std::size_t n) {
   for (std::size_t i = 0; i < n; ++i) y[i] += x[i];
 }
 
+// gu: [n, 2m] rows of [gate | up] -> y: [n, m], y = gate * sigmoid(gate) * up.
+void swiglu_forward(const float* gu, float* y, int n, int m) {
+  const std::size_t mm = static_cast<std::size_t>(m);
+  for (int i = 0; i < n; ++i) {
+    const float* g = gu + i * 2 * mm;
+    const float* u = g + mm;
+    float* yr = y + i * mm;
+    std::size_t j = 0;
+    for (; j + 8 <= mm; j += 8) {
+      const v8f gv = load8(g + j);
+      store8(yr + j, gv / (1.0f + vexp(-gv)) * load8(u + j));
+    }
+    if (j < mm) {
+      tail8(g + j, u + j, yr + j, mm - j,
+            [](v8f gv, v8f uv) { return gv / (1.0f + vexp(-gv)) * uv; });
+    }
+  }
+}
+
 }  // namespace zf::kernels

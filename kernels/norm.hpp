@@ -1,5 +1,5 @@
 #pragma once
-// Norm family: LayerNorm over the last dimension (GPT-2), fp32.
+// Norm family: LayerNorm (GPT-2) and RMSNorm (Llama) over the last dimension, fp32.
 
 namespace zf::kernels {
 
@@ -13,4 +13,7 @@ void layernorm_forward(const float* x, const float* gamma, const float* beta, fl
 void layernorm_backward(const float* x, const float* gamma, const float* mean, const float* rstd,
                         const float* dy, float* dx, float* dgamma, float* dbeta, int n, int c);
 
+// RMSNorm (Llama): y = x * rsqrt(mean(x^2) + eps) * gamma. x: [n, c], gamma: [c] -> y: [n, c]
+// (overwritten; y may not alias x). Inference only.
+void rmsnorm_forward(const float* x, const float* gamma, float* y, int n, int c, float eps);
 }  // namespace zf::kernels

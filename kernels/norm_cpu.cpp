@@ -117,4 +117,26 @@ void layernorm_backward(const float* x, const float* gamma, const float* mean, c
   }
 }
 
+// x: [n, c], gamma: [c] -> y: [n, c]. Sum of squares in 16 lanes, then one scaling pass.
+void rmsnorm_forward(const float* x, const float* gamma, float* y, int n, int c, float eps) {
+  const std::size_t cc = static_cast<std::size_t>(c);
+  for (int i = 0; i < n; ++i) {
+    const float* xr = x + i * cc;
+    float* yr = y + i * cc;
+    v8f a0 = {}, a1 = {};
+    std::size_t j = 0;
+    for (; j + 16 <= cc; j += 16) {
+      const v8f u = load8(xr + j), w = load8(xr + j + 8);
+      a0 += u * u;
+      a1 += w * w;
+    }
+    float ss = hsum(a0 + a1);
+    for (; j < cc; ++j) ss += xr[j] * xr[j];
+    const float rs = 1.0f / std::sqrt(ss / static_cast<float>(c) + eps);
+    j = 0;
+    for (; j + 8 <= cc; j += 8) store8(yr + j, load8(xr + j) * rs * load8(gamma + j));
+    for (; j < cc; ++j) yr[j] = xr[j] * rs * gamma[j];
+  }
+}
+
 }  // namespace zf::kernels

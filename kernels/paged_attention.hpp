@@ -1,0 +1,33 @@
+#pragma once
+// Paged attention (vLLM-style block tables) for the serving forward: causal attention of a chunk
+// of tq query rows of one sequence, at absolute positions start .. start+tq-1, over the
+// sequence's cached keys/values 0 .. start+tq-1, which live in fixed-size blocks of a pool.
+// Grouped-query attention: query head h reads kv head h / (n_head / n_kv_head).
+// Two paths with one contract: few query rows (decodes) read K/V straight from the blocks
+// with vectorised dots; longer chunks gather the context once and run per-head GEMMs
+// (attention_forward). The K/V of the chunk's own rows must already be in the blocks.
+namespace zf::kernels {
+
+struct paged_kv {
+  const float* k = nullptr;     // layer's K pool: [num_blocks][block_size][kv_dim]
+  const float* v = nullptr;     // layer's V pool, same layout
+  const int* blocks = nullptr;  // the sequence's block table, covering start + tq slots
+  int block_size = 0;
+  int kv_dim = 0;  // n_kv_head * head_dim
+};
+
+struct paged_shape {
+  int tq = 0, start = 0;
+  int n_head = 0, n_kv_head = 0, head_dim = 0;
+  int ldq = 0, ldo = 0;  // row strides of q and out
+};
+
+// Floats of scratch paged_attention needs for this shape.
+long paged_attention_scratch(const paged_shape& s);
+
+// q: [tq, ldq] (head h at columns h*head_dim) -> out: [tq, ldo] (the n_head*head_dim columns
+// overwritten). Scale 1/sqrt(head_dim). scratch: paged_attention_scratch(s) floats.
+void paged_attention(const paged_shape& s, const float* q, const paged_kv& kv, float* out,
+                     float* scratch);
+
+}  // namespace zf::kernels

@@ -1,0 +1,15 @@
+#pragma once
+// Rotary position embedding (RoPE), Llama / Hugging Face "rotate_half" convention: within each
+// head, dimension i < d/2 pairs with i + d/2 and both rotate by angle pos * inv_freq[i],
+// inv_freq[i] = theta^(-2i/d).
+namespace zf::kernels {
+
+// cos/sin tables for positions [0, n_pos): cos, sin: [n_pos, head_dim/2], computed in double.
+void rope_tables(int n_pos, int head_dim, float theta, float* cos, float* sin);
+
+// Rotates n_head heads of head_dim in each of n rows in place: x: [n, ld], row r at position
+// pos[r]; head h occupies columns [h*head_dim, (h+1)*head_dim). cos/sin from rope_tables.
+void rope_forward(float* x, int ld, int n, const int* pos, int n_head, int head_dim,
+                  const float* cos, const float* sin);
+
+}  // namespace zf::kernels

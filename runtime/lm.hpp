@@ -1,0 +1,60 @@
+#pragma once
+// The serving forward pass: one ragged batch of chunks (prefill pieces of any length and
+// single-token decodes of different sequences) in one pass over the weights, with K/V in the
+// paged pool. Every matrix multiply runs over all the batch's rows at once (that is what makes
+// SplitFuse pay: a decode row rides along a prefill chunk's GEMM); attention runs per chunk
+// over the chunk's own sequence (paged_attention).
+// GPT-2 (LayerNorm, learned positions, GELU MLP, biases, tied head) and Llama (RMSNorm, RoPE,
+// SwiGLU, grouped-query attention, untied head) share the code; lm_config says which.
+// Allocation: all scratch is sized at construction for max_rows tokens and max_logits sampled
+// rows; forward() allocates nothing.
+#include <span>
+
+#include "runtime/kv_cache.hpp"
+#include "runtime/lm_weights.hpp"
+#include "runtime/tensor.hpp"
+
+namespace zf {
+
+struct lm_chunk {
+  const int* tokens = nullptr;  // [len] ids at positions start .. start+len-1
+  int start = 0, len = 0;
+  const int* blocks = nullptr;  // the sequence's block table, covering start + len slots
+  bool logits = false;          // produce the logits of the chunk's last row
+};
+
+class lm_runner {
+ public:
+  // max_rows: tokens per forward at most (>= 1, <= ... any); max_logits: chunks with logits at
+  // most. Both are hard limits checked by forward().
+  lm_runner(const lm_weights& w, int max_rows, int max_logits);
+  const lm_config& config() const { return w_.cfg; }
+
+  // Computes the chunks: their K/V are written into kv at their positions (slot p of a chunk's
+  // sequence in block blocks[p / block_size], row p % block_size), then attention reads
+  // positions 0 .. start+len-1. Logits of the chunks with logits = true, in chunk order, land
+  // in logits(0), logits(1), ... : [vocab] each. Throws zf::error for a token id outside the
+  // vocabulary, a position beyond max_positions, or more rows/logits than planned.
+  void forward(std::span<const lm_chunk> chunks, kv_storage& kv);
+  const float* logits(int i) const {
+    return logits_ + static_cast<std::size_t>(i) * w_.cfg.vocab_size;
+  }
+
+  int max_rows() const { return max_rows_; }
+  std::size_t scratch_bytes() const { return scratch_.bytes(); }
+
+ private:
+  void norm(const float* x, const float* w, const float* b, float* y, int n) const;
+  void attention_layer(int l, std::span<const lm_chunk> chunks, kv_storage& kv, int rows);
+  void mlp_layer(const lm_layer& L, int rows);
+
+  const lm_weights& w_;
+  int max_rows_, max_logits_;
+  arena scratch_;
+  float *x_ = nullptr, *ln_ = nullptr, *qkv_ = nullptr, *att_ = nullptr, *mlp_ = nullptr,
+        *act_ = nullptr, *attn_scratch_ = nullptr, *lnf_ = nullptr, *logits_ = nullptr,
+        *rope_cos_ = nullptr, *rope_sin_ = nullptr;
+  std::vector<int> pos_;  // [max_rows] position of each row
+};
+
+}  // namespace zf
