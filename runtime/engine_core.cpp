@@ -1,0 +1,327 @@
+// Serving engine logic (see engine_core.hpp). Per step: scheduler plan -> block copies ->
+// lm_runner::forward over the plan's chunks -> scheduler.complete -> per sampled choice: sample,
+// detokenize, stop checks, event. Tokens of a choice live in one vector reserved for prompt +
+// max_tokens at submit, so the step loop does not allocate for them.
+#include "runtime/engine_core.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "runtime/error.hpp"
+
+namespace zf {
+
+using serve::finish_reason;
+
+struct engine_core::request {
+  uint64_t id = 0;
+  serve::event_sink sink;
+  clock::time_point arrival;
+  int prompt_tokens = 0, max_tokens = 0;
+  bool ignore_eos = false;
+  std::vector<std::unique_ptr<choice>> choices;
+  int live = 0;  // choices not finished
+};
+
+struct engine_core::choice {
+  request* req = nullptr;
+  int index = 0;
+  uint64_t seq = 0;
+  std::vector<int> tokens;  // prompt + generated
+  int generated = 0;
+  sampler samp;
+  text_stream text;
+  bool done = false;
+  std::string error;  // finish_reason::error: why
+  clock::time_point last_token;
+  choice(const sampling_params& p, std::vector<std::string> stops)
+      : samp(p), text(std::move(stops)) {}
+};
+
+void histogram::observe(double v) {
+  for (std::size_t i = 0; i < bounds.size(); ++i)
+    if (v <= bounds[i]) ++counts[i];
+  ++counts.back();
+  sum += v;
+  ++total;
+}
+
+namespace {
+
+int blocks_for(const lm_weights& w, const engine_core_options& o) {
+  if (o.num_blocks > 0) return o.num_blocks;
+  const int bs = o.sched.block_size;
+  const std::size_t per_ctx = static_cast<std::size_t>((w.cfg.max_positions + bs - 1) / bs);
+  const std::size_t block_bytes = 2ull * w.cfg.n_layer * bs * w.cfg.kv_dim() * sizeof(float);
+  const std::size_t want = per_ctx * static_cast<std::size_t>(o.sched.max_seqs);
+  const std::size_t cap = std::max<std::size_t>(per_ctx, o.kv_budget_bytes / block_bytes);
+  return static_cast<int>(std::min(want, cap));
+}
+
+int max_rows_for(const lm_weights& w, const sched_options& s) {
+  return s.policy == sched_policy::static_batch ? std::max(s.token_budget, w.cfg.max_positions)
+                                                : s.token_budget;
+}
+
+void histogram_text(std::string& out, const std::string& name, const std::string& help,
+                    const histogram& h) {
+  out += fmt::format("# HELP {} {}\n# TYPE {} histogram\n", name, help, name);
+  for (std::size_t i = 0; i < h.bounds.size(); ++i)
+    out += fmt::format("{}_bucket{{le=\"{}\"}} {}\n", name, h.bounds[i], h.counts[i]);
+  out += fmt::format("{}_bucket{{le=\"+Inf\"}} {}\n{}_sum {}\n{}_count {}\n", name, h.counts.back(),
+                     name, h.sum, name, h.total);
+}
+
+}  // namespace
+
+std::string engine_stats::text(const std::string& model) const {
+  std::lock_guard lk(mu);
+  std::string o;
+  auto gauge = [&](const char* name, const char* help, double v) {
+    o += fmt::format("# HELP {} {}\n# TYPE {} gauge\n{}{{model=\"{}\"}} {}\n", name, help, name,
+                     name, model, v);
+  };
+  auto counter = [&](const char* name, const char* help, double v) {
+    o += fmt::format("# HELP {} {}\n# TYPE {} counter\n{}{{model=\"{}\"}} {}\n", name, help, name,
+                     name, model, v);
+  };
+  gauge("zeroflow_queue_depth", "Requests waiting for admission.", waiting);
+  gauge("zeroflow_running_sequences", "Sequences holding KV blocks.", running);
+  gauge("zeroflow_kv_blocks_used", "KV cache blocks in use.", blocks_used);
+  gauge("zeroflow_kv_blocks_total", "KV cache blocks in the pool.", blocks_total);
+  gauge("zeroflow_kv_cache_usage_ratio", "Fraction of KV cache blocks in use.",
+        blocks_total ? double(blocks_used) / blocks_total : 0.0);
+  gauge("zeroflow_generation_tokens_per_second", "Generated tokens per second (recent window).",
+        tokens_per_s);
+  counter("zeroflow_prompt_tokens_total", "Prompt tokens computed.", double(prompt_tokens));
+  counter("zeroflow_generation_tokens_total", "Tokens generated.", double(generated_tokens));
+  counter("zeroflow_engine_steps_total", "Forward passes run.", double(steps));
+  counter("zeroflow_preemptions_total", "Sequences preempted for KV space.", double(preemptions));
+  o += "# HELP zeroflow_request_finished_total Finished choices by reason.\n"
+       "# TYPE zeroflow_request_finished_total counter\n";
+  for (int r = 1; r < 5; ++r)
+    o += fmt::format("zeroflow_request_finished_total{{model=\"{}\",reason=\"{}\"}} {}\n", model,
+                     serve::to_string(static_cast<finish_reason>(r)), finished[r]);
+  histogram_text(o, "zeroflow_time_to_first_token_seconds", "Time to first token.", ttft);
+  histogram_text(o, "zeroflow_time_per_output_token_seconds", "Time between output tokens.", tpot);
+  histogram_text(o, "zeroflow_step_tokens", "Tokens per forward pass.", step_tokens);
+  return o;
+}
+
+engine_core::engine_core(const lm_weights& w, const tokenizer& tok, const engine_core_options& o)
+    : w_(w),
+      tok_(tok),
+      o_(o),
+      pool_(blocks_for(w, o)),
+      kv_(w.cfg.n_layer, pool_.num_blocks(), o.sched.block_size, w.cfg.kv_dim()),
+      sched_(o.sched, pool_),
+      runner_(w, max_rows_for(w, o.sched), std::max(1, o.sched.max_seqs)) {
+  chunks_.reserve(static_cast<std::size_t>(o.sched.max_seqs) + 8);
+  stats_.blocks_total = pool_.num_blocks();
+  window_start_ = clock::now();
+}
+
+engine_core::~engine_core() = default;
+
+serve::submit_result engine_core::validate(const serve::completion_request& req) const {
+  const lm_config& c = w_.cfg;
+  auto bad = [](std::string m) { return serve::submit_result{0, 400, 0, std::move(m)}; };
+  const int P = static_cast<int>(req.prompt.size());
+  if (P < 1) return bad("the prompt is empty");
+  if (req.max_tokens < 1) return bad(fmt::format("max_tokens must be >= 1, got {}", req.max_tokens));
+  if (req.n < 1) return bad(fmt::format("n must be >= 1, got {}", req.n));
+  if (P + req.max_tokens > c.max_positions)
+    return bad(fmt::format(
+        "This model's maximum context length is {} tokens. However, you requested {} tokens "
+        "({} in the prompt, {} in the completion).",
+        c.max_positions, P + req.max_tokens, P, req.max_tokens));
+  for (int t : req.prompt)
+    if (t < 0 || t >= c.vocab_size)
+      return bad(fmt::format("prompt token id {} is outside the vocabulary of {}", t, c.vocab_size));
+  if (req.n > o_.sched.max_seqs)
+    return bad(fmt::format("n = {} exceeds the engine's max_seqs {}", req.n, o_.sched.max_seqs));
+  const int bs = o_.sched.block_size;
+  const int need = (P + req.max_tokens + bs - 1) / bs * req.n;
+  if (need > pool_.num_blocks())
+    return bad(fmt::format("the request needs {} KV blocks but the pool has {}", need,
+                           pool_.num_blocks()));
+  return {0, 200, 0, {}};
+}
+
+serve::submit_result engine_core::submit(uint64_t id, serve::completion_request req,
+                                         serve::event_sink sink, clock::time_point arrival) {
+  if (auto v = validate(req); v.status != 200) return v;
+  const int P = static_cast<int>(req.prompt.size());
+  auto bad = [](std::string m) { return serve::submit_result{0, 400, 0, std::move(m)}; };
+  auto r = std::make_shared<request>();
+  r->id = id;
+  r->sink = std::move(sink);
+  r->arrival = arrival;
+  r->prompt_tokens = P;
+  r->max_tokens = req.max_tokens;
+  r->ignore_eos = req.ignore_eos;
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < req.n; ++i) {
+    sampling_params sp = req.sampling;
+    sp.seed += static_cast<uint64_t>(i);
+    auto ch = std::make_unique<choice>(sp, req.stop);
+    ch->req = r.get();
+    ch->index = i;
+    ch->seq = next_seq_++;
+    ch->tokens.reserve(static_cast<std::size_t>(P + req.max_tokens));
+    ch->tokens = req.prompt;
+    ids.push_back(ch->seq);
+    r->choices.push_back(std::move(ch));
+  }
+  try {
+    sched_.add(ids, P);
+  } catch (const error& e) {
+    return bad(e.what());
+  }
+  for (auto& ch : r->choices) seqs_[ch->seq] = ch.get();
+  r->live = req.n;
+  requests_[id] = std::move(r);
+  return {id, 200, 0, {}};
+}
+
+void engine_core::emit(choice& c, std::string text, std::vector<int> tokens, finish_reason f) {
+  serve::completion_event e;
+  e.request_id = c.req->id;
+  e.index = c.index;
+  e.text = std::move(text);
+  e.tokens = std::move(tokens);
+  e.finish = f;
+  if (f != finish_reason::none) {
+    e.prompt_tokens = c.req->prompt_tokens;
+    e.completion_tokens = c.generated;
+    e.error = c.error;
+  }
+  if (c.req->sink) c.req->sink(e);
+}
+
+// Final event of a choice; frees its blocks, and the request once its last choice ended.
+void engine_core::end_choice(choice& c, finish_reason f, std::string text,
+                             std::vector<int> tokens) {
+  if (c.done) return;
+  c.done = true;
+  sched_.finish(c.seq);
+  seqs_.erase(c.seq);
+  {
+    std::lock_guard lk(stats_.mu);
+    ++stats_.finished[static_cast<int>(f)];
+  }
+  emit(c, std::move(text), std::move(tokens), f);
+  request* r = c.req;
+  if (--r->live == 0) requests_.erase(r->id);  // destroys c
+}
+
+void engine_core::cancel(uint64_t id) {
+  auto it = requests_.find(id);
+  if (it == requests_.end()) return;
+  auto keep = it->second;  // end_choice may erase the map entry
+  for (auto& ch : keep->choices) end_choice(*ch, finish_reason::cancelled);
+}
+
+void engine_core::end_all(finish_reason f, const std::string& message) {
+  std::vector<std::shared_ptr<request>> all;
+  for (auto& [id, r] : requests_) all.push_back(r);
+  for (auto& r : all) {
+    for (auto& ch : r->choices) {
+      if (ch->done) continue;
+      ch->error = message;
+      end_choice(*ch, f);
+    }
+  }
+}
+
+void engine_core::take_token(choice& c, int token, clock::time_point now) {
+  const double since =
+      std::chrono::duration<double>(now - (c.generated == 0 ? c.req->arrival : c.last_token))
+          .count();
+  {
+    std::lock_guard lk(stats_.mu);
+    (c.generated == 0 ? stats_.ttft : stats_.tpot).observe(since);
+    ++stats_.generated_tokens;
+  }
+  ++window_tokens_;
+  c.last_token = now;
+  c.tokens.push_back(token);
+  ++c.generated;
+  const lm_config& cfg = w_.cfg;
+  const bool eos = !c.req->ignore_eos && cfg.eos_id >= 0 && token == cfg.eos_id;
+  if (eos) {
+    end_choice(c, finish_reason::stop, c.text.finish(), {token});
+    return;
+  }
+  std::string piece = c.text.push(tok_.token_bytes(token));
+  if (c.text.stopped()) {
+    end_choice(c, finish_reason::stop, std::move(piece), {token});
+    return;
+  }
+  if (c.generated >= c.req->max_tokens) {
+    end_choice(c, finish_reason::length, piece + c.text.finish(), {token});
+    return;
+  }
+  emit(c, std::move(piece), {token}, finish_reason::none);
+}
+
+bool engine_core::step() {
+  step_plan plan = sched_.schedule();
+  if (plan.empty()) {
+    publish_stats(0);
+    return false;
+  }
+  for (const block_copy& cp : plan.copies) kv_.copy_block(cp.src, cp.dst, cp.rows);
+  chunks_.clear();
+  int prompt_rows = 0;
+  for (const sched_chunk& sc : plan.chunks) {
+    choice* c = seqs_.at(sc.seq);
+    chunks_.push_back({.tokens = c->tokens.data() + sc.start,
+                       .start = sc.start,
+                       .len = sc.len,
+                       .blocks = sched_.blocks(sc.seq).data(),
+                       .logits = !sc.sample_for.empty()});
+    if (sc.start < c->req->prompt_tokens)
+      prompt_rows += std::min(sc.len, c->req->prompt_tokens - sc.start);
+  }
+  runner_.forward(chunks_, kv_);
+  sched_.complete(plan);
+  const auto now = clock::now();
+  int j = 0;
+  for (const sched_chunk& sc : plan.chunks) {
+    if (sc.sample_for.empty()) continue;
+    const float* logits = runner_.logits(j++);
+    for (uint64_t id : sc.sample_for) {
+      auto it = seqs_.find(id);
+      if (it == seqs_.end()) continue;
+      choice& c = *it->second;
+      take_token(c, c.samp.sample(logits, w_.cfg.vocab_size), now);
+    }
+  }
+  {
+    std::lock_guard lk(stats_.mu);
+    stats_.prompt_tokens += static_cast<uint64_t>(prompt_rows);
+    stats_.preemptions += plan.preempted.size();
+    stats_.step_tokens.observe(plan.tokens);
+    ++stats_.steps;
+  }
+  publish_stats(plan.tokens);
+  return true;
+}
+
+void engine_core::publish_stats(int) {
+  const auto now = clock::now();
+  const double dt = std::chrono::duration<double>(now - window_start_).count();
+  std::lock_guard lk(stats_.mu);
+  stats_.waiting = sched_.num_waiting();
+  stats_.running = sched_.num_running();
+  stats_.blocks_used = pool_.num_used();
+  if (dt >= 2.0 || (dt > 0 && window_tokens_ == 0)) {
+    stats_.tokens_per_s = window_tokens_ / dt;
+    window_start_ = now;
+    window_tokens_ = 0;
+  }
+}
+
+}  // namespace zf

@@ -1,0 +1,105 @@
+#pragma once
+// The serving engine's logic, without actors or threads: requests in, one step at a time
+// (schedule -> execute one ragged forward -> sample and check stops -> events out). The
+// engine actor (actors/engine) owns one and calls it from its single thread; nothing here is
+// thread-safe except what `engine_stats` says.
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "runtime/kv_cache.hpp"
+#include "runtime/lm.hpp"
+#include "runtime/scheduler.hpp"
+#include "runtime/serving.hpp"
+#include "runtime/text_stream.hpp"
+#include "runtime/tokenizer.hpp"
+
+namespace zf {
+
+struct engine_core_options {
+  sched_options sched;
+  int num_blocks = 0;  // 0: max_seqs full contexts, capped at kv_budget_bytes
+  std::size_t kv_budget_bytes = std::size_t{1} << 30;
+};
+
+// Cumulative histogram with fixed upper bounds (Prometheus style).
+struct histogram {
+  std::vector<double> bounds;
+  std::vector<uint64_t> counts;  // counts[i]: observations <= bounds[i]; last: +Inf
+  double sum = 0;
+  uint64_t total = 0;
+  explicit histogram(std::vector<double> b) : bounds(std::move(b)), counts(bounds.size() + 1) {}
+  void observe(double v);
+};
+
+// Figures for /metrics. Written by the engine thread once per step under the mutex; read by
+// any thread through text().
+struct engine_stats {
+  mutable std::mutex mu;
+  int waiting = 0, running = 0, blocks_used = 0, blocks_total = 0;
+  uint64_t prompt_tokens = 0, generated_tokens = 0, steps = 0, preemptions = 0;
+  uint64_t finished[5] = {};  // by finish_reason
+  double tokens_per_s = 0;    // generated, over the last window
+  histogram ttft{{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60}};
+  histogram tpot{{0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2.5}};
+  histogram step_tokens{{1, 8, 32, 64, 128, 256, 512, 1024, 2048}};
+  std::string text(const std::string& model) const;  // Prometheus exposition
+};
+
+class engine_core {
+ public:
+  using clock = std::chrono::steady_clock;
+  engine_core(const lm_weights& w, const tokenizer& tok, const engine_core_options& o);
+  ~engine_core();
+
+  // Checks a request against the model and the pool (prompt ids in the vocabulary, lengths
+  // within the context, n within max_seqs): status 200, or 400 with a message. Reads only
+  // immutable state, so any thread may call it.
+  serve::submit_result validate(const serve::completion_request& req) const;
+  // validate()s and queues the request; the id is the caller's.
+  serve::submit_result submit(uint64_t id, serve::completion_request req, serve::event_sink sink,
+                              clock::time_point arrival);
+  // Ends every unfinished choice of the request with finish_reason::cancelled; frees its blocks.
+  void cancel(uint64_t id);
+  // Ends every unfinished choice of every request (shutdown: cancelled; an engine failure:
+  // error with the message).
+  void end_all(serve::finish_reason f, const std::string& message = {});
+  // One engine step; false when there was nothing to do.
+  bool step();
+  bool idle() const { return sched_.idle(); }
+  int waiting() const { return sched_.num_waiting(); }
+
+  const engine_stats& stats() const { return stats_; }
+  const block_pool& pool() const { return pool_; }
+  const lm_config& config() const { return w_.cfg; }
+
+ private:
+  struct choice;
+  struct request;
+  void emit(choice& c, std::string text, std::vector<int> tokens, serve::finish_reason f);
+  void end_choice(choice& c, serve::finish_reason f, std::string text = {},
+                  std::vector<int> tokens = {});
+  void take_token(choice& c, int token, clock::time_point now);
+  void publish_stats(int step_tokens);
+
+  const lm_weights& w_;
+  tokenizer tok_;
+  engine_core_options o_;
+  block_pool pool_;
+  kv_storage kv_;
+  scheduler sched_;
+  lm_runner runner_;
+  uint64_t next_seq_ = 1;
+  std::unordered_map<uint64_t, std::shared_ptr<request>> requests_;  // by request id
+  std::unordered_map<uint64_t, choice*> seqs_;                       // by scheduler seq id
+  std::vector<lm_chunk> chunks_;                                     // reused every step
+  engine_stats stats_;
+  clock::time_point window_start_;
+  uint64_t window_tokens_ = 0;
+};
+
+}  // namespace zf
