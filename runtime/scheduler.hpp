@@ -76,6 +76,11 @@ class scheduler {
   // Queues a request (FIFO): `ids` are its n >= 1 choices (n > 1: they share the prompt, which
   // is prefilled once under ids[0]; at the fork each choice gets the shared full blocks and its
   // own copy of the last partial one). Ids must be unique and not in use.
+  // Throws zf::error (the engine answers 400) when the request could never be admitted: its
+  // prompt needs more blocks than the whole pool ("prompt of N tokens needs B blocks but the
+  // pool has only M"; a group counts its n - 1 reserved blocks) or n > max_seqs. The pool
+  // should hold at least one sequence of the full context length: a sequence that alone grows
+  // past the pool is preempted and can then never be readmitted.
   void add(std::span<const uint64_t> ids, int prompt_len);
 
   // The next step's work (empty when there is nothing to do). Allocates blocks as needed.
@@ -91,8 +96,13 @@ class scheduler {
   // when all its ids are finished. Unknown ids are ignored.
   void finish(uint64_t id);
 
-  // Block table of a running sequence (or of a group's ids[0] before the fork).
+  // Block table of a running sequence (or of a group's ids[0] before the fork; the group's
+  // other ids own no blocks yet and get an empty table, so summing references over all ids
+  // gives every block's refcount). Empty for waiting and unknown ids. If ids[0] finishes
+  // before the fork, the group goes on under its next unfinished id (chunks name that id).
   std::span<const int> blocks(uint64_t id) const;
+  // A group's ids share these before the fork; unknown ids give 0. A decoding sequence has
+  // computed == length - 1 (its last sampled token is what the next decode computes).
   int computed(uint64_t id) const;  // tokens with K/V in the cache
   int length(uint64_t id) const;    // prompt + generated tokens
 
@@ -108,6 +118,16 @@ class scheduler {
   // implementation-defined members
   struct state;
   std::unique_ptr<state> s_;
+  seq* new_seq();
+  void destroy(seq* q);
+  void drop_blocks(seq* q);
+  void unrun(seq* q);
+  void preempt(seq* q, step_plan& plan);
+  bool fits(const seq* q) const;
+  void admit(seq* q);
+  void add_chunk(seq* q, int len, step_plan& plan);
+  void plan_decodes(step_plan& plan);
+  void fork(seq* q);
 
  public:
   ~scheduler();

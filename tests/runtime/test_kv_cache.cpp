@@ -1,0 +1,122 @@
+// Paged KV cache: block pool bookkeeping (refcounts, LIFO reuse, all-or-nothing, errors) and the
+// storage layout and copy-on-write copies.
+#include <doctest/doctest.h>
+
+#include <set>
+#include <vector>
+
+#include "runtime/kv_cache.hpp"
+#include "test_util.hpp"
+
+using zf::testing::contains;
+using zf::testing::error_of;
+
+TEST_CASE("kv pool: allocate and free with refcounts") {
+  zf::block_pool pool(4);
+  CHECK(pool.num_blocks() == 4);
+  CHECK(pool.num_free() == 4);
+  std::set<int> got;
+  for (int i = 0; i < 4; ++i) {
+    int b = pool.allocate();
+    CHECK(b >= 0);
+    CHECK(b < 4);
+    CHECK(pool.refcount(b) == 1);
+    got.insert(b);
+  }
+  CHECK(got.size() == 4);
+  CHECK(pool.num_free() == 0);
+  CHECK(pool.num_used() == 4);
+  CHECK(pool.allocate() == -1);
+
+  pool.retain(2);
+  CHECK(pool.refcount(2) == 2);
+  pool.release(2);
+  CHECK(pool.refcount(2) == 1);
+  CHECK(pool.num_free() == 0);  // still held once
+  pool.release(2);
+  CHECK(pool.refcount(2) == 0);
+  CHECK(pool.num_free() == 1);
+  CHECK(pool.allocate() == 2);
+}
+
+TEST_CASE("kv pool: the last freed block is reused first") {
+  zf::block_pool pool(8);
+  std::vector<int> b;
+  CHECK(pool.allocate(8, b));
+  pool.release(b[3]);
+  pool.release(b[6]);
+  pool.release(b[1]);
+  CHECK(pool.allocate() == b[1]);
+  CHECK(pool.allocate() == b[6]);
+  CHECK(pool.allocate() == b[3]);
+  CHECK(pool.allocate() == -1);
+}
+
+TEST_CASE("kv pool: allocate n is all or nothing") {
+  zf::block_pool pool(5);
+  std::vector<int> out = {42};
+  CHECK(pool.allocate(3, out));
+  CHECK(out.size() == 4);
+  CHECK(out[0] == 42);  // appended, existing entries kept
+  CHECK(pool.num_free() == 2);
+  std::vector<int> more = {7};
+  CHECK_FALSE(pool.allocate(3, more));
+  CHECK(more == std::vector<int>{7});  // untouched
+  CHECK(pool.num_free() == 2);
+  CHECK(pool.allocate(2, more));
+  CHECK(more.size() == 3);
+  CHECK(pool.num_free() == 0);
+  CHECK(pool.allocate(0, more));
+}
+
+TEST_CASE("kv pool: misuse is a zf::error") {
+  zf::block_pool pool(3);
+  int b = pool.allocate();
+  pool.release(b);
+  CHECK(contains(error_of([&] { pool.release(b); }), "double free"));
+  CHECK(contains(error_of([&] { pool.retain(b); }), "free block"));
+  CHECK(contains(error_of([&] { pool.retain(3); }), "out of range"));
+  CHECK(contains(error_of([&] { pool.release(-1); }), "out of range"));
+  CHECK(contains(error_of([&] { (void)pool.refcount(9); }), "out of range"));
+  CHECK(contains(error_of([] { zf::block_pool p(0); }), "num_blocks"));
+  CHECK(pool.num_free() == 3);  // failed calls changed nothing
+}
+
+TEST_CASE("kv storage: layout offsets and sizes") {
+  const int n_layer = 3, num_blocks = 5, bs = 4, dim = 6;
+  zf::kv_storage kv(n_layer, num_blocks, bs, dim);
+  CHECK(kv.block_size() == bs);
+  CHECK(kv.kv_dim() == dim);
+  CHECK(kv.num_blocks() == num_blocks);
+  CHECK(kv.bytes() == 2u * n_layer * num_blocks * bs * dim * sizeof(float));
+  const std::size_t per_block = bs * dim;
+  CHECK(kv.k(0, 1) - kv.k(0, 0) == static_cast<std::ptrdiff_t>(per_block));
+  CHECK(kv.k(1, 0) - kv.k(0, 0) == static_cast<std::ptrdiff_t>(num_blocks * per_block));
+  CHECK(kv.v(2, 3) - kv.v(0, 0) == static_cast<std::ptrdiff_t>((2 * num_blocks + 3) * per_block));
+  CHECK(kv.k(0, 0) != kv.v(0, 0));
+  CHECK(kv.k(0, 0)[0] == 0.0f);  // zero-initialised
+}
+
+TEST_CASE("kv storage: copy_block copies the first rows of every layer, K and V") {
+  const int n_layer = 2, num_blocks = 4, bs = 4, dim = 3;
+  zf::kv_storage kv(n_layer, num_blocks, bs, dim);
+  for (int l = 0; l < n_layer; ++l)
+    for (int b = 0; b < num_blocks; ++b)
+      for (int i = 0; i < bs * dim; ++i) {
+        kv.k(l, b)[i] = float(1000 * l + 100 * b + i);
+        kv.v(l, b)[i] = -float(1000 * l + 100 * b + i);
+      }
+  kv.copy_block(1, 3, 2);
+  for (int l = 0; l < n_layer; ++l) {
+    for (int i = 0; i < bs * dim; ++i) {
+      bool copied = i < 2 * dim;
+      int from = copied ? 1 : 3;
+      CHECK(kv.k(l, 3)[i] == float(1000 * l + 100 * from + i));
+      CHECK(kv.v(l, 3)[i] == -float(1000 * l + 100 * from + i));
+      CHECK(kv.k(l, 1)[i] == float(1000 * l + 100 + i));  // source unchanged
+    }
+    CHECK(kv.k(l, 2)[0] == float(1000 * l + 200));  // other blocks unchanged
+  }
+  CHECK(contains(error_of([&] { kv.copy_block(0, 4, 1); }), "out of range"));
+  CHECK(contains(error_of([&] { kv.copy_block(0, 1, 5); }), "rows"));
+}
