@@ -129,7 +129,8 @@ serve::submit_result engine_core::validate(const serve::completion_request& req)
   auto bad = [](std::string m) { return serve::submit_result{0, 400, 0, std::move(m)}; };
   const int P = static_cast<int>(req.prompt.size());
   if (P < 1) return bad("the prompt is empty");
-  if (req.max_tokens < 1) return bad(fmt::format("max_tokens must be >= 1, got {}", req.max_tokens));
+  if (req.max_tokens < 1)
+    return bad(fmt::format("max_tokens must be >= 1, got {}", req.max_tokens));
   if (req.n < 1) return bad(fmt::format("n must be >= 1, got {}", req.n));
   if (P + req.max_tokens > c.max_positions)
     return bad(fmt::format(
@@ -138,7 +139,8 @@ serve::submit_result engine_core::validate(const serve::completion_request& req)
         c.max_positions, P + req.max_tokens, P, req.max_tokens));
   for (int t : req.prompt)
     if (t < 0 || t >= c.vocab_size)
-      return bad(fmt::format("prompt token id {} is outside the vocabulary of {}", t, c.vocab_size));
+      return bad(
+          fmt::format("prompt token id {} is outside the vocabulary of {}", t, c.vocab_size));
   if (req.n > o_.sched.max_seqs)
     return bad(fmt::format("n = {} exceeds the engine's max_seqs {}", req.n, o_.sched.max_seqs));
   const int bs = o_.sched.block_size;
@@ -207,9 +209,12 @@ void engine_core::end_choice(choice& c, finish_reason f, std::string text,
   c.done = true;
   sched_.finish(c.seq);
   seqs_.erase(c.seq);
-  {
+  {  // gauges first, so whoever sees the final event also sees the blocks freed
     std::lock_guard lk(stats_.mu);
     ++stats_.finished[static_cast<int>(f)];
+    stats_.waiting = sched_.num_waiting();
+    stats_.running = sched_.num_running();
+    stats_.blocks_used = pool_.num_used();
   }
   emit(c, std::move(text), std::move(tokens), f);
   request* r = c.req;

@@ -69,6 +69,7 @@ struct lm_weights {
 // *.safetensors file in it (F32, F16 or BF16, converted to fp32). Throws zf::error naming the
 // file and key/tensor for a missing or malformed config, an unsupported model_type or feature
 // (e.g. rope_scaling), a missing tensor or a shape mismatch.
+// (Implemented in storage/hf_loader.cpp, next to the safetensors reader it uses.)
 lm_weights load_hf_weights(const std::filesystem::path& dir);
 
 struct model_config;

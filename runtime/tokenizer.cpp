@@ -3,6 +3,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include <algorithm>
 #include <array>
 #include <climits>
 #include <fstream>
@@ -34,6 +35,15 @@ std::array<char32_t, 256> bytes_to_unicode() {
   char32_t next = 256;
   for (int b = 0; b < 256; ++b) map[b] = printable[b] ? char32_t(b) : next++;
   return map;
+}
+
+// Inverse of bytes_to_unicode over U+0000..U+0143 (-1: not a byte's character).
+std::array<int, 324> unicode_to_bytes() {
+  const auto b2u = bytes_to_unicode();
+  std::array<int, 324> u2b;  // bytes_to_unicode maps onto U+0021..U+0143
+  u2b.fill(-1);
+  for (int b = 0; b < 256; ++b) u2b[b2u[b]] = b;
+  return u2b;
 }
 
 std::string read_file(const std::filesystem::path& p) {
@@ -81,8 +91,25 @@ struct tokenizer::model {
     int id;
   };
   std::unordered_map<std::uint64_t, merge> merges;  // (left id, right id) -> rank, merged id
+  // raw bytes -> id for every token (an added token's content wins over an ordinary token)
+  std::unordered_map<std::string, int, string_hash, std::equal_to<>> ids;
+  struct added_token {
+    std::string text;
+    int id;
+  };
+  std::vector<added_token> added;
+  std::array<std::vector<int>, 256>
+      added_by_first;          // first byte -> indices into added, longest first
+  std::vector<bool> special;   // id -> is an added token
+  bool ignore_merges = false;  // a pre-token found in `ids` maps to its id without merging
   int eot = -1;
   pcre2_code* re = nullptr;
+
+  void add_token(std::string text, int id) {
+    ids.insert_or_assign(text, id);
+    special.at(id) = true;
+    added.push_back({std::move(text), id});
+  }
 
   model() = default;
   model(const model&) = delete;
@@ -106,10 +133,7 @@ struct tokenizer::state {
 
 tokenizer tokenizer::load_gpt2(const std::filesystem::path& dir) {
   auto m = std::make_shared<model>();
-  const auto b2u = bytes_to_unicode();
-  std::array<int, 324> u2b;  // bytes_to_unicode maps onto U+0021..U+0143
-  u2b.fill(-1);
-  for (int b = 0; b < 256; ++b) u2b[b2u[b]] = b;
+  const auto u2b = unicode_to_bytes();
 
   // encoder.json: {"<token as bytes_to_unicode text>": id, ...}
   const auto enc_path = dir / "encoder.json";
@@ -125,7 +149,7 @@ tokenizer tokenizer::load_gpt2(const std::filesystem::path& dir) {
   const std::size_t n = enc.size();
   m->bytes.resize(n);
   std::vector<bool> seen(n, false);
-  std::unordered_map<std::string, int, string_hash, std::equal_to<>> bytes_to_id;
+  auto& bytes_to_id = m->ids;
   bytes_to_id.reserve(n);
   for (const auto& [key, value] : enc.items()) {
     if (!value.is_number_integer())
@@ -200,17 +224,208 @@ tokenizer tokenizer::load_gpt2(const std::filesystem::path& dir) {
     m->merges.emplace(pair_key(ia->second, ib->second), model::merge{rank++, iab->second});
   }
   if (m->merges.empty()) fail("tokenizer: '{}' holds no merges", bpe_path.string());
+  m->special.assign(n, false);
+  m->add_token(std::string(kEotText), m->eot);
+  return finish(std::move(m), kPattern, false, dir);
+}
 
+namespace {
+
+// The pre-tokenizer regex of a tokenizer.json (`literal`: a Split String pattern).
+struct hf_pattern {
+  std::string text;
+  bool literal = false;
+};
+
+hf_pattern parse_pre_tokenizer(const nlohmann::json& pre, const std::string& file) {
+  auto type_of = [&](const nlohmann::json& j) {
+    if (!j.is_object() || !j.contains("type") || !j["type"].is_string())
+      fail("tokenizer: '{}': pre_tokenizer entry {} has no \"type\"", file, j.dump());
+    return j["type"].get<std::string>();
+  };
+  auto check_byte_level = [&](const nlohmann::json& j, bool want_regex) {
+    if (j.value("add_prefix_space", false))
+      fail("tokenizer: '{}': ByteLevel pre_tokenizer with add_prefix_space true is unsupported",
+           file);
+    if (j.value("use_regex", true) != want_regex)
+      fail("tokenizer: '{}': ByteLevel pre_tokenizer has use_regex {}, expected {} here", file,
+           !want_regex, want_regex);
+  };
+  if (pre.is_null()) fail("tokenizer: '{}': pre_tokenizer is null, expected ByteLevel", file);
+  const std::string type = type_of(pre);
+  if (type == "ByteLevel") {
+    check_byte_level(pre, true);
+    return {std::string(kPattern), false};
+  }
+  if (type != "Sequence")
+    fail("tokenizer: '{}': pre_tokenizer type '{}' is unsupported (ByteLevel or Sequence)", file,
+         type);
+  const auto& seq = pre.value("pretokenizers", nlohmann::json::array());
+  if (seq.size() == 1 && type_of(seq[0]) == "ByteLevel") {
+    check_byte_level(seq[0], true);
+    return {std::string(kPattern), false};
+  }
+  if (seq.size() != 2 || type_of(seq[0]) != "Split" || type_of(seq[1]) != "ByteLevel")
+    fail("tokenizer: '{}': pre_tokenizer Sequence must be [Split, ByteLevel], found {}", file,
+         seq.dump());
+  const auto& split = seq[0];
+  check_byte_level(seq[1], false);
+  if (split.value("behavior", "") != "Isolated" || split.value("invert", false))
+    fail("tokenizer: '{}': Split pre_tokenizer must have behavior Isolated and invert false", file);
+  const auto& pat = split.value("pattern", nlohmann::json::object());
+  if (pat.contains("Regex") && pat["Regex"].is_string()) return {pat["Regex"], false};
+  if (pat.contains("String") && pat["String"].is_string()) return {pat["String"], true};
+  fail("tokenizer: '{}': Split pattern must be {{\"Regex\": ...}} or {{\"String\": ...}}, found {}",
+       file, pat.dump());
+}
+
+}  // namespace
+
+tokenizer tokenizer::load_hf(const std::filesystem::path& tokenizer_json) {
+  try {
+    return load_hf_json(tokenizer_json);
+  } catch (const nlohmann::json::exception& e) {  // a field of an unexpected JSON type
+    fail("tokenizer: '{}': unexpected structure: {}", tokenizer_json.string(), e.what());
+  }
+}
+
+tokenizer tokenizer::load_hf_json(const std::filesystem::path& tokenizer_json) {
+  const std::string file = tokenizer_json.string();
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_file(tokenizer_json));
+  } catch (const nlohmann::json::exception& e) {
+    fail("tokenizer: '{}' is not valid JSON: {}", file, e.what());
+  }
+  if (!j.is_object() || !j.contains("model") || !j["model"].is_object())
+    fail("tokenizer: '{}' has no \"model\" object", file);
+  const auto& jm = j["model"];
+  if (jm.value("type", "BPE") != "BPE")
+    fail("tokenizer: '{}': model.type '{}' is unsupported, expected BPE", file, jm["type"].dump());
+  if (!jm.value("dropout", nlohmann::json()).is_null() || jm.value("byte_fallback", false))
+    fail("tokenizer: '{}': BPE dropout / byte_fallback are unsupported", file);
+  for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"})
+    if (jm.contains(key) && !jm[key].is_null() && jm[key] != "")
+      fail("tokenizer: '{}': model.{} {} is unsupported", file, key, jm[key].dump());
+  if (j.contains("normalizer") && !j["normalizer"].is_null())
+    fail("tokenizer: '{}': normalizer {} is unsupported, expected null", file,
+         j["normalizer"].dump());
+  const hf_pattern pattern = parse_pre_tokenizer(j.value("pre_tokenizer", nlohmann::json()), file);
+
+  const auto& vocab = jm.value("vocab", nlohmann::json());
+  const auto& added = j.value("added_tokens", nlohmann::json::array());
+  if (!vocab.is_object() || vocab.empty())
+    fail("tokenizer: '{}': model.vocab must be a non-empty object of token -> id", file);
+  if (!added.is_array()) fail("tokenizer: '{}': added_tokens must be an array", file);
+  auto id_of = [&](const nlohmann::json& v, const std::string& what) {
+    if (!v.is_number_integer() || v.get<long long>() < 0 || v.get<long long>() >= INT_MAX)
+      fail("tokenizer: '{}': id of {} is {}, expected a non-negative integer", file, what,
+           v.dump());
+    return v.get<int>();
+  };
+  int n = 0;
+  for (const auto& [key, v] : vocab.items()) n = std::max(n, id_of(v, "'" + key + "'") + 1);
+  for (const auto& a : added) {
+    if (!a.is_object()) fail("tokenizer: '{}': added token {} is not an object", file, a.dump());
+    n = std::max(n, id_of(a.value("id", nlohmann::json()), a.dump()) + 1);
+  }
+
+  auto m = std::make_shared<model>();
+  m->bytes.resize(n);
+  m->special.assign(n, false);
+  m->ignore_merges = jm.value("ignore_merges", false);
+  const auto u2b = unicode_to_bytes();
+  std::unordered_map<std::string, int, string_hash, std::equal_to<>> key_id;  // vocab spelling
+  std::unordered_map<int, std::string> odd_key;  // id -> a vocab key that is not byte-level
+  for (const auto& [key, v] : vocab.items()) {
+    const int id = v.get<int>();
+    std::string raw;
+    for (std::size_t i = 0; i < key.size();) {
+      const long cp = next_code_point(key, i);
+      if (cp < 0 || cp >= long(u2b.size()) || u2b[cp] < 0) {
+        raw.clear();
+        break;
+      }
+      raw.push_back(char(u2b[cp]));
+    }
+    // Not bytes_to_unicode text: only an added token (listed below) may be spelled like that.
+    if (raw.empty()) {
+      odd_key.emplace(id, key);
+      continue;
+    }
+    if (!m->bytes[id].empty() || !key_id.emplace(key, id).second)
+      fail("tokenizer: '{}': model.vocab token '{}' or its id {} appears twice", file, key, id);
+    m->ids.emplace(raw, id);
+    m->bytes[id] = std::move(raw);
+  }
+  for (const auto& a : added) {
+    const int id = a["id"].get<int>();
+    const auto& c = a.value("content", nlohmann::json());
+    if (!c.is_string() || c.get<std::string>().empty())
+      fail("tokenizer: '{}': added token {} has no content", file, a.dump());
+    m->bytes[id] = c.get<std::string>();
+    m->add_token(c.get<std::string>(), id);
+  }
+  for (int id = 0; id < n; ++id)
+    if (m->bytes[id].empty() && odd_key.contains(id))
+      fail("tokenizer: '{}': model.vocab token '{}' is not byte-level (bytes_to_unicode) text",
+           file, odd_key[id]);
+    else if (m->bytes[id].empty())
+      fail("tokenizer: '{}': no token has id {} (ids must cover [0, {}))", file, id, n);
+  for (int b = 0; b < 256; ++b) {
+    auto it = m->ids.find(std::string(1, char(b)));
+    if (it == m->ids.end() || m->special[it->second])
+      fail("tokenizer: '{}': model.vocab lacks the single-byte token for byte {}", file, b);
+    m->byte_id[b] = it->second;
+  }
+
+  const auto& merges = jm.value("merges", nlohmann::json());
+  if (!merges.is_array()) fail("tokenizer: '{}': model.merges must be an array", file);
+  for (std::size_t r = 0; r < merges.size(); ++r) {
+    const auto& e = merges[r];
+    std::string a, b;
+    if (e.is_string()) {  // "a b"
+      const auto& str = e.get_ref<const std::string&>();
+      const std::size_t sp = str.find(' ');
+      if (sp == std::string::npos || str.find(' ', sp + 1) != std::string::npos)
+        fail("tokenizer: '{}': merges[{}] is '{}', expected 'left right'", file, r, str);
+      a = str.substr(0, sp);
+      b = str.substr(sp + 1);
+    } else if (e.is_array() && e.size() == 2 && e[0].is_string() && e[1].is_string()) {
+      a = e[0];
+      b = e[1];
+    } else {
+      fail("tokenizer: '{}': merges[{}] is {}, expected \"a b\" or [a, b]", file, r, e.dump());
+    }
+    auto ia = key_id.find(a), ib = key_id.find(b), iab = key_id.find(a + b);
+    if (ia == key_id.end() || ib == key_id.end() || iab == key_id.end())
+      fail("tokenizer: '{}': merges[{}] ('{}', '{}') uses a token missing from model.vocab", file,
+           r, a, b);
+    m->merges.emplace(pair_key(ia->second, ib->second), model::merge{int(r), iab->second});
+  }
+  for (std::string_view eot : {"<|endoftext|>", "<|end_of_text|>"})
+    if (auto it = m->ids.find(eot); it != m->ids.end() && m->eot < 0) m->eot = it->second;
+  return finish(std::move(m), pattern.text, pattern.literal, tokenizer_json);
+}
+
+// Shared tail of the loaders: the added-token index and the compiled pre-tokenizer pattern.
+tokenizer tokenizer::finish(std::shared_ptr<model> m, std::string_view pattern, bool literal,
+                            const std::filesystem::path& source) {
+  std::stable_sort(m->added.begin(), m->added.end(),
+                   [](const auto& a, const auto& b) { return a.text.size() > b.text.size(); });
+  for (std::size_t i = 0; i < m->added.size(); ++i)
+    m->added_by_first[static_cast<unsigned char>(m->added[i].text[0])].push_back(int(i));
   int errcode = 0;
   PCRE2_SIZE erroffset = 0;
-  m->re =
-      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(kPattern.data()), kPattern.size(),
-                    PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &errcode, &erroffset, nullptr);
+  const uint32_t opts =
+      PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF | (literal ? PCRE2_LITERAL : 0u);
+  m->re = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), opts,
+                        &errcode, &erroffset, nullptr);
   if (!m->re) {
     PCRE2_UCHAR msg[256];
     pcre2_get_error_message(errcode, msg, sizeof msg);
-    fail("tokenizer: PCRE2 cannot compile the pre-tokenizer pattern at offset {}: {}", erroffset,
-         reinterpret_cast<const char*>(msg));
+    fail("tokenizer: '{}': PCRE2 cannot compile the pre-tokenizer pattern at offset {}: {}",
+         source.string(), erroffset, reinterpret_cast<const char*>(msg));
   }
   // JIT is an optimisation: where it is unavailable pcre2_match interprets the pattern instead.
   pcre2_jit_compile(m->re, PCRE2_JIT_COMPLETE);
@@ -241,6 +456,13 @@ int tokenizer::eot() const {
 int tokenizer::vocab_size() const {
   return int(model_->bytes.size());
 }
+int tokenizer::token_id(std::string_view token) const {
+  auto it = model_->ids.find(token);
+  return it == model_->ids.end() ? -1 : it->second;
+}
+bool tokenizer::is_special(int id) const {
+  return id >= 0 && id < vocab_size() && model_->special[id];
+}
 std::size_t tokenizer::cache_size() const {
   return state_->cache.size();
 }
@@ -264,6 +486,12 @@ void tokenizer::encode_word(std::string_view word, std::vector<int>& out) const 
   if (word.size() == 1) {
     out.push_back(m.byte_id[static_cast<unsigned char>(word[0])]);
     return;
+  }
+  if (m.ignore_merges) {
+    if (auto it = m.ids.find(word); it != m.ids.end()) {
+      out.push_back(it->second);
+      return;
+    }
   }
   state& st = *state_;
   if (auto it = st.cache.find(word); it != st.cache.end()) {
@@ -324,17 +552,27 @@ void tokenizer::encode_ordinary(std::string_view text, std::vector<int>& out) co
   }
 }
 
+// Splits on added tokens (leftmost, then longest), encoding the text between them.
 void tokenizer::encode_append(std::string_view text, std::vector<int>& out) const {
-  for (;;) {
-    const std::size_t at = text.find(kEotText);
-    if (at == std::string_view::npos) {
-      encode_ordinary(text, out);
-      return;
+  const model& m = *model_;
+  std::size_t start = 0;
+  for (std::size_t i = 0; i < text.size();) {
+    const model::added_token* hit = nullptr;
+    for (int k : m.added_by_first[static_cast<unsigned char>(text[i])])
+      if (text.substr(i).starts_with(m.added[k].text)) {
+        hit = &m.added[k];
+        break;
+      }
+    if (!hit) {
+      ++i;
+      continue;
     }
-    encode_ordinary(text.substr(0, at), out);
-    out.push_back(model_->eot);
-    text.remove_prefix(at + kEotText.size());
+    encode_ordinary(text.substr(start, i - start), out);
+    out.push_back(hit->id);
+    i += hit->text.size();
+    start = i;
   }
+  encode_ordinary(text.substr(start), out);
 }
 
 std::vector<int> tokenizer::encode(std::string_view text) const {

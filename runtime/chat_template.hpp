@@ -1,0 +1,30 @@
+#pragma once
+// Chat messages -> one prompt string, in the format the model was tuned on. We cannot run the
+// Jinja chat_template of a Hugging Face tokenizer_config.json, so the format is chosen from the
+// tokenizer's added tokens:
+//   Llama-3 (<|start_header_id|>, <|end_header_id|>, <|eot_id|>):
+//     <|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>...
+//     <|start_header_id|>assistant<|end_header_id|>\n\n     (content trimmed, as Meta's template)
+//   ChatML (<|im_start|>, <|im_end|>; Qwen, many fine-tunes):
+//     <|im_start|>user\nHi<|im_end|>\n...<|im_start|>assistant\n
+//   plain (anything else, e.g. GPT-2):
+//     System: ...\n\nUser: Hi\n\nAssistant:
+// The result is text: encode() turns the special tokens in it into their ids.
+#include <string>
+#include <vector>
+
+#include "runtime/serving.hpp"
+#include "runtime/tokenizer.hpp"
+
+namespace zf {
+
+enum class chat_format { llama3, chatml, plain };
+
+// Which format format_chat uses for this tokenizer.
+chat_format detect_chat_format(const tokenizer& tok);
+
+// Roles must be "system", "user" or "assistant"; another role throws zf::error naming it and
+// the message's index. The prompt ends with the assistant's turn opened, ready to generate.
+std::string format_chat(const tokenizer& tok, const std::vector<serve::chat_message>& msgs);
+
+}  // namespace zf

@@ -1,0 +1,353 @@
+// load_hf_weights: a Hugging Face model folder (config.json + *.safetensors) -> lm_weights.
+//
+// Two steps so that the fp32 store is allocated once: first every tensor the model needs is
+// found and its shape checked (a plan of blocks, each one destination tensor made of one or more
+// source tensors), then the store is sized from the plan and each block converted into it.
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "runtime/error.hpp"
+#include "runtime/lm_weights.hpp"
+#include "storage/safetensors.hpp"
+
+namespace zf {
+
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using storage::safetensors_file;
+using storage::st_tensor;
+
+// Typed access to config.json with messages naming the file, the key, expected and found.
+struct config_reader {
+  json j;
+  std::string file;
+
+  bool has(const char* key) const { return j.contains(key) && !j[key].is_null(); }
+  int pos_int(const char* key) const {
+    if (!has(key)) fail("hf: {}: missing \"{}\" (a positive integer)", file, key);
+    const auto& v = j[key];
+    if (!v.is_number_integer() || v.get<long long>() <= 0 || v.get<long long>() > 1 << 30)
+      fail("hf: {}: \"{}\" is {}, expected a positive integer", file, key, v.dump());
+    return v.get<int>();
+  }
+  int pos_int_or(const char* key, int def) const { return has(key) ? pos_int(key) : def; }
+  double number_or(const char* key, double def) const {
+    if (!has(key)) return def;
+    if (!j[key].is_number() || j[key].get<double>() <= 0)
+      fail("hf: {}: \"{}\" is {}, expected a positive number", file, key, j[key].dump());
+    return j[key].get<double>();
+  }
+  bool bool_or(const char* key, bool def) const {
+    if (!has(key)) return def;
+    if (!j[key].is_boolean())
+      fail("hf: {}: \"{}\" is {}, expected true or false", file, key, j[key].dump());
+    return j[key].get<bool>();
+  }
+  std::string string_or(const char* key, const char* def) const {
+    if (!has(key)) return def;
+    if (!j[key].is_string())
+      fail("hf: {}: \"{}\" is {}, expected a string", file, key, j[key].dump());
+    return j[key].get<std::string>();
+  }
+  // A token id, a list of ids (the first is used) or null/absent (-1).
+  int token_id(const char* key) const {
+    if (!has(key)) return -1;
+    const json& v = j[key].is_array() && !j[key].empty() ? j[key][0] : j[key];
+    if (!v.is_number_integer() || v.get<long long>() < 0 || v.get<long long>() > 1 << 30)
+      fail("hf: {}: \"{}\" is {}, expected a token id or a list of them", file, key, j[key].dump());
+    return v.get<int>();
+  }
+  void require(bool ok, const char* key, const char* expected) const {
+    if (!ok)
+      fail("hf: {}: \"{}\" is {}, only {} is supported", file, key,
+           j.contains(key) ? j[key].dump() : "absent", expected);
+  }
+};
+
+// attention_bias (Llama q/k/v/o biases) is not an lm_config field: it is returned apart.
+lm_config parse_config(const fs::path& dir, bool& attention_bias) {
+  const fs::path path = dir / "config.json";
+  config_reader c{{}, path.string()};
+  if (!fs::is_regular_file(path))
+    fail("hf: {}: no config.json (expected a Hugging Face model folder)", c.file);
+  try {
+    std::ifstream in(path);
+    c.j = json::parse(in);
+  } catch (const json::exception& e) {
+    fail("hf: {}: not valid JSON: {}", c.file, e.what());
+  }
+  if (!c.j.is_object()) fail("hf: {}: expected a JSON object", c.file);
+  lm_config cfg;
+  fs::path folder = dir.filename().empty() ? dir.parent_path() : dir;
+  cfg.name = folder.filename().string();
+  const std::string type = c.string_or("model_type", "");
+  if (type == "gpt2") {
+    cfg.arch = lm_arch::gpt2;
+    cfg.vocab_size = c.pos_int("vocab_size");
+    cfg.hidden = c.pos_int("n_embd");
+    cfg.n_layer = c.pos_int("n_layer");
+    cfg.n_head = c.pos_int("n_head");
+    cfg.max_positions = c.pos_int("n_positions");
+    cfg.intermediate = c.pos_int_or("n_inner", 4 * cfg.hidden);
+    cfg.norm_eps = float(c.number_or("layer_norm_epsilon", 1e-5));
+    cfg.tied_head = c.bool_or("tie_word_embeddings", true);
+    c.require(c.string_or("activation_function", "gelu_new") == "gelu_new", "activation_function",
+              "\"gelu_new\"");
+    c.require(c.bool_or("scale_attn_weights", true), "scale_attn_weights", "true");
+    c.require(!c.bool_or("scale_attn_by_inverse_layer_idx", false),
+              "scale_attn_by_inverse_layer_idx", "false");
+    c.require(!c.bool_or("add_cross_attention", false), "add_cross_attention", "false");
+    if (cfg.hidden % cfg.n_head)
+      fail("hf: {}: n_embd {} is not a multiple of n_head {}", c.file, cfg.hidden, cfg.n_head);
+    cfg.n_kv_head = cfg.n_head;
+    cfg.head_dim = cfg.hidden / cfg.n_head;
+  } else if (type == "llama") {
+    cfg.arch = lm_arch::llama;
+    cfg.vocab_size = c.pos_int("vocab_size");
+    cfg.hidden = c.pos_int("hidden_size");
+    cfg.n_layer = c.pos_int("num_hidden_layers");
+    cfg.n_head = c.pos_int("num_attention_heads");
+    cfg.n_kv_head = c.pos_int_or("num_key_value_heads", cfg.n_head);
+    cfg.intermediate = c.pos_int("intermediate_size");
+    cfg.max_positions = c.pos_int("max_position_embeddings");
+    cfg.norm_eps = float(c.number_or("rms_norm_eps", 1e-6));
+    cfg.rope_theta = float(c.number_or("rope_theta", 10000.0));
+    cfg.tied_head = c.bool_or("tie_word_embeddings", false);
+    c.require(!c.has("rope_scaling"), "rope_scaling", "null (unsupported rope scaling)");
+    c.require(c.string_or("hidden_act", "silu") == "silu", "hidden_act", "\"silu\"");
+    c.require(!c.bool_or("mlp_bias", false), "mlp_bias", "false");
+    attention_bias = c.bool_or("attention_bias", false);
+    if (cfg.n_head % cfg.n_kv_head)
+      fail("hf: {}: num_attention_heads {} is not a multiple of num_key_value_heads {}", c.file,
+           cfg.n_head, cfg.n_kv_head);
+    if (!c.has("head_dim") && cfg.hidden % cfg.n_head)
+      fail("hf: {}: hidden_size {} is not a multiple of num_attention_heads {}", c.file, cfg.hidden,
+           cfg.n_head);
+    cfg.head_dim = c.pos_int_or("head_dim", cfg.hidden / cfg.n_head);
+  } else {
+    fail("hf: {}: model_type {} is unsupported, expected \"gpt2\" or \"llama\"", c.file,
+         c.j.contains("model_type") ? c.j["model_type"].dump() : "(absent)");
+  }
+  cfg.bos_id = c.token_id("bos_token_id");
+  cfg.eos_id = c.token_id("eos_token_id");
+  return cfg;
+}
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+// A source tensor and where it lies in the destination block.
+struct part {
+  const safetensors_file* file;
+  const st_tensor* t;
+  bool transpose;  // nn.Linear [out, in] -> columns [col, col + out) of an [in, cols] block
+};
+
+// One destination tensor of `rows x cols` floats, filled from its parts in order: transposed
+// parts side by side (fused q|k|v, gate|up), plain parts one after another (vectors, Conv1D).
+struct block {
+  const float** dst;
+  std::size_t rows, cols;
+  std::vector<part> parts;
+};
+
+class planner {
+ public:
+  planner(const fs::path& dir, bool llama) : dir_(dir) {
+    std::vector<fs::path> paths;
+    for (const auto& e : fs::directory_iterator(dir))
+      if (e.is_regular_file() && e.path().extension() == ".safetensors") paths.push_back(e.path());
+    std::sort(paths.begin(), paths.end());
+    if (paths.empty())
+      fail("hf: {}: no *.safetensors file (pytorch_model.bin is not supported)", dir.string());
+    files_.reserve(paths.size());
+    for (const auto& p : paths) {
+      files_.push_back(safetensors_file::open(p));
+      for (const auto& t : files_.back().tensors())
+        if (auto [it, fresh] = index_.emplace(t.name, part{&files_.back(), &t, false}); !fresh)
+          fail("hf: tensor '{}' is in both {} and {}", t.name, it->second.file->path().string(),
+               p.string());
+    }
+    // Checkpoints saved from the bare model lack the "transformer." / "model." prefix.
+    prefix_ = llama ? "model." : "transformer.";
+    if (!index_.contains(prefix_ + (llama ? "embed_tokens.weight" : "wte.weight"))) prefix_ = "";
+  }
+
+  // The tensor `prefix + key` (lm_head.weight is never prefixed), its shape checked.
+  part need(const std::string& key, std::vector<int64_t> shape, bool transpose = false) const {
+    const std::string name = key.starts_with("lm_head.") ? key : prefix_ + key;
+    auto it = index_.find(name);
+    if (it == index_.end()) {
+      std::string names;
+      for (const auto& f : files_)
+        names += (names.empty() ? "" : ", ") + f.path().filename().string();
+      fail("hf: tensor '{}' not found in {} (files: {})", name, dir_.string(), names);
+    }
+    if (it->second.t->shape != shape)
+      fail("hf: {} in {}: shape {}, expected {}", name, it->second.file->path().string(),
+           shape_str(it->second.t->shape), shape_str(shape));
+    part p = it->second;
+    p.transpose = transpose;
+    return p;
+  }
+
+ private:
+  fs::path dir_;
+  std::vector<safetensors_file> files_;  // reserved up front: parts point into it
+  std::map<std::string, part> index_;
+  std::string prefix_;
+};
+
+void fill(const block& b, float* dst) {
+  std::size_t col = 0, off = 0;
+  for (const part& p : b.parts) {
+    const std::vector<float> v = p.file->to_f32(p.t->name);
+    if (!p.transpose) {
+      std::memcpy(dst + off, v.data(), v.size() * sizeof(float));
+      off += v.size();
+      continue;
+    }
+    const std::size_t out = std::size_t(p.t->shape[0]), in = b.rows;  // v: [out, in]
+    for (std::size_t o = 0; o < out; ++o)
+      for (std::size_t i = 0; i < in; ++i) dst[i * b.cols + col + o] = v[o * in + i];
+    col += out;
+  }
+}
+
+using dims = std::vector<int64_t>;
+
+void plan_gpt2(const planner& pl, lm_weights& w, std::vector<block>& plan) {
+  const lm_config& c = w.cfg;
+  const int64_t H = c.hidden, I = c.intermediate, Q = c.qkv_dim();
+  auto vec = [&](const float** dst, const std::string& key, int64_t n) {
+    plan.push_back({dst, 1, std::size_t(n), {pl.need(key, {n})}});
+  };
+  auto mat = [&](const float** dst, const std::string& key, int64_t r, int64_t k) {
+    plan.push_back({dst, std::size_t(r), std::size_t(k), {pl.need(key, {r, k})}});
+  };
+  mat(&w.tok_emb, "wte.weight", c.vocab_size, H);
+  mat(&w.pos_emb, "wpe.weight", c.max_positions, H);
+  for (int l = 0; l < c.n_layer; ++l) {
+    const std::string p = "h." + std::to_string(l) + ".";
+    lm_layer& L = w.layers[l];
+    vec(&L.norm1_w, p + "ln_1.weight", H);
+    vec(&L.norm1_b, p + "ln_1.bias", H);
+    mat(&L.qkv_w, p + "attn.c_attn.weight", H, Q);  // Conv1D: already [in, out]
+    vec(&L.qkv_b, p + "attn.c_attn.bias", Q);
+    mat(&L.o_w, p + "attn.c_proj.weight", H, H);
+    vec(&L.o_b, p + "attn.c_proj.bias", H);
+    vec(&L.norm2_w, p + "ln_2.weight", H);
+    vec(&L.norm2_b, p + "ln_2.bias", H);
+    mat(&L.up_w, p + "mlp.c_fc.weight", H, I);
+    vec(&L.up_b, p + "mlp.c_fc.bias", I);
+    mat(&L.down_w, p + "mlp.c_proj.weight", I, H);
+    vec(&L.down_b, p + "mlp.c_proj.bias", H);
+  }
+  vec(&w.normf_w, "ln_f.weight", H);
+  vec(&w.normf_b, "ln_f.bias", H);
+  if (!c.tied_head) mat(&w.head, "lm_head.weight", c.vocab_size, H);
+}
+
+void plan_llama(const planner& pl, lm_weights& w, std::vector<block>& plan) {
+  const lm_config& c = w.cfg;
+  const int64_t H = c.hidden, I = c.intermediate, q = c.q_dim(), kv = c.kv_dim();
+  auto vec = [&](const float** dst, const std::string& key, int64_t n) {
+    plan.push_back({dst, 1, std::size_t(n), {pl.need(key, {n})}});
+  };
+  plan.push_back({&w.tok_emb,
+                  std::size_t(c.vocab_size),
+                  std::size_t(H),
+                  {pl.need("embed_tokens.weight", {c.vocab_size, H})}});
+  for (int l = 0; l < c.n_layer; ++l) {
+    const std::string p = "layers." + std::to_string(l) + ".";
+    lm_layer& L = w.layers[l];
+    vec(&L.norm1_w, p + "input_layernorm.weight", H);
+    // nn.Linear weights are [out, in]: transposed into fused [in, out] blocks.
+    plan.push_back({&L.qkv_w,
+                    std::size_t(H),
+                    std::size_t(q + 2 * kv),
+                    {pl.need(p + "self_attn.q_proj.weight", {q, H}, true),
+                     pl.need(p + "self_attn.k_proj.weight", {kv, H}, true),
+                     pl.need(p + "self_attn.v_proj.weight", {kv, H}, true)}});
+    plan.push_back({&L.o_w,
+                    std::size_t(q),
+                    std::size_t(H),
+                    {pl.need(p + "self_attn.o_proj.weight", {H, q}, true)}});
+    vec(&L.norm2_w, p + "post_attention_layernorm.weight", H);
+    plan.push_back({&L.up_w,
+                    std::size_t(H),
+                    std::size_t(2 * I),
+                    {pl.need(p + "mlp.gate_proj.weight", {I, H}, true),
+                     pl.need(p + "mlp.up_proj.weight", {I, H}, true)}});
+    plan.push_back({&L.down_w,
+                    std::size_t(I),
+                    std::size_t(H),
+                    {pl.need(p + "mlp.down_proj.weight", {H, I}, true)}});
+  }
+  vec(&w.normf_w, "norm.weight", H);
+  if (!c.tied_head)
+    plan.push_back({&w.head,
+                    std::size_t(c.vocab_size),
+                    std::size_t(H),
+                    {pl.need("lm_head.weight", {c.vocab_size, H})}});
+}
+
+void plan_llama_bias(const planner& pl, lm_weights& w, std::vector<block>& plan) {
+  const lm_config& c = w.cfg;
+  const int64_t H = c.hidden, q = c.q_dim(), kv = c.kv_dim();
+  for (int l = 0; l < c.n_layer; ++l) {
+    const std::string p = "layers." + std::to_string(l) + ".self_attn.";
+    lm_layer& L = w.layers[l];
+    plan.push_back({&L.qkv_b,
+                    1,
+                    std::size_t(q + 2 * kv),
+                    {pl.need(p + "q_proj.bias", {q}), pl.need(p + "k_proj.bias", {kv}),
+                     pl.need(p + "v_proj.bias", {kv})}});
+    plan.push_back({&L.o_b, 1, std::size_t(H), {pl.need(p + "o_proj.bias", {H})}});
+  }
+}
+
+}  // namespace
+
+lm_weights load_hf_weights(const std::filesystem::path& dir) {
+  lm_weights w;
+  bool attention_bias = false;
+  w.cfg = parse_config(dir, attention_bias);
+  const bool llama = w.cfg.arch == lm_arch::llama;
+  planner pl(dir, llama);
+  w.layers.resize(std::size_t(w.cfg.n_layer));
+  std::vector<block> plan;
+  if (llama) {
+    plan_llama(pl, w, plan);
+    if (attention_bias) plan_llama_bias(pl, w, plan);
+  } else {
+    plan_gpt2(pl, w, plan);
+  }
+  // Each block starts on a 64-byte boundary (16 floats), as the arena does.
+  auto padded = [](std::size_t n) { return (n + 15) / 16 * 16; };
+  std::size_t total = 0;
+  for (const block& b : plan) total += padded(b.rows * b.cols);
+  w.store.resize(total);
+  std::size_t off = 0;
+  for (const block& b : plan) {
+    float* dst = w.store.data() + off;
+    fill(b, dst);
+    *b.dst = dst;
+    off += padded(b.rows * b.cols);
+  }
+  if (w.cfg.tied_head) w.head = w.tok_emb;
+  return w;
+}
+
+}  // namespace zf
