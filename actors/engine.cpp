@@ -113,9 +113,16 @@ class engine_backend final : public serve::completion_backend {
   int context_length() const override { return weights_.cfg.max_positions; }
   int vocab_size() const override { return weights_.cfg.vocab_size; }
 
+  // Llama-family tokenizers start every text with BOS (their post-processor adds it; ours
+  // does not run post-processors), unless the text already begins with it.
   std::vector<int> encode(std::string_view text) const override {
+    std::vector<int> ids;
+    const int bos = weights_.cfg.bos_id;
     std::lock_guard lk(tok_mu_);
-    return tok_.encode(text);
+    if (weights_.cfg.arch == lm_arch::llama && bos >= 0) ids.push_back(bos);
+    tok_.encode_append(text, ids);
+    if (ids.size() > 1 && ids[0] == bos && ids[1] == bos) ids.erase(ids.begin());
+    return ids;
   }
   std::string chat_prompt(const std::vector<serve::chat_message>& m) const override {
     std::lock_guard lk(tok_mu_);

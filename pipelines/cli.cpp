@@ -14,8 +14,8 @@
 #include "pipelines/ckpt_cli.hpp"
 #include "pipelines/launch.hpp"
 #include "pipelines/pipeline.hpp"
+#include "pipelines/serve_cli.hpp"
 #include "runtime/error.hpp"
-#include "runtime/generate.hpp"
 #include "runtime/tokenizer.hpp"
 #include "storage/checkpoint.hpp"
 #include "storage/fs_util.hpp"
@@ -82,32 +82,6 @@ int cmd_train(const std::string& config_file, const std::vector<std::string>& se
   return 0;
 }
 
-struct gen_args {
-  std::string checkpoint, prompt, data_dir;
-  int max_tokens = 64, top_k = 0;
-  float temperature = 1.0f, top_p = 1.0f;
-  uint64_t seed = 0;
-};
-
-int cmd_generate(const gen_args& a) {
-  auto head = storage::read_manifest(a.checkpoint);
-  run_config cfg;
-  apply_toml(cfg, head.config_toml, (head.dir / "manifest").string());
-  if (!a.data_dir.empty()) cfg.data.data_dir = a.data_dir;
-  kernels::set_num_threads(cfg.train.threads);
-  tokenizer tok = tokenizer::load_gpt2(data_dir(cfg) / "gpt2");
-  gpt2_model model(cfg.model);
-  auto ck = storage::load_checkpoint(head.dir, model.layout());
-  std::copy(ck.params.begin(), ck.params.end(), model.params().data());
-  generate_options g;
-  g.max_tokens = a.max_tokens;
-  g.sampling = {a.temperature, a.top_k, a.top_p, a.seed};
-  std::cout << a.prompt << std::flush;
-  generate(model, tok, a.prompt, g, [](const std::string& s) { std::cout << s << std::flush; });
-  std::cout << std::endl;
-  return 0;
-}
-
 int cmd_tokenize(const std::string& name, const std::string& input, const std::string& output,
                  bool ids, const std::string& ddir) {
   if (name != "gpt2") fail("--tokenizer: expected gpt2, got {}", name);
@@ -155,20 +129,7 @@ int run_cli(int argc, char** argv) {
                    "stop (with a checkpoint) after this step; resume later")
       ->check(CLI::NonNegativeNumber);
 
-  gen_args g;
-  auto* gen =
-      app.add_subcommand("generate", "generate text from a checkpoint (KV-cached decoding)");
-  gen->add_option("--checkpoint", g.checkpoint,
-                  "checkpoint folder, checkpoints/ root or run folder")
-      ->required();
-  gen->add_option("--prompt", g.prompt, "prompt text")->required();
-  gen->add_option("--max-tokens", g.max_tokens, "tokens to generate")
-      ->check(CLI::Range(1, 1 << 20));
-  gen->add_option("--temperature", g.temperature, "0 = greedy")->check(CLI::Range(0.0f, 100.0f));
-  gen->add_option("--top-k", g.top_k, "0 = off")->check(CLI::Range(0, 1 << 24));
-  gen->add_option("--top-p", g.top_p, "1 = off")->check(CLI::Range(0.0f, 1.0f));
-  gen->add_option("--seed", g.seed, "sampling seed");
-  gen->add_option("--data-dir", g.data_dir, "folder with gpt2/ tokenizer files");
+  add_serve_subcommands(app);
 
   std::string tname = "gpt2", input, output;
   bool ids = false;
@@ -201,7 +162,7 @@ int run_cli(int argc, char** argv) {
   }
   try {
     if (*train) return cmd_train(config_file, sets, out, resume, quiet, stop_after);
-    if (*gen) return cmd_generate(g);
+    if (run_serve_subcommands()) return 0;
     if (*tokc) return cmd_tokenize(tname, input, output, ids, ddir);
     if (run_ckpt_subcommand()) return 0;
     if (*launch) return launch_local(nproc, master_port, launch_args);

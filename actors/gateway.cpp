@@ -1,0 +1,180 @@
+// The gateway's listener, io threads and metrics; connections live in gateway_session.cpp.
+//
+// Shutdown order matters because event sinks can outlive everything here: stop() stops the
+// io_context, the destructor joins the threads, closes the sink gate (state->ioc = nullptr) and
+// only then destroys the io_context, whose pending handlers own the sessions: each session's
+// destructor cancels its running request in the backend.
+#include "actors/gateway.hpp"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <condition_variable>
+#include <ctime>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "actors/gateway_session.hpp"
+#include "runtime/error.hpp"
+
+namespace zf::actors {
+
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+
+namespace detail {
+
+void gateway_state::count(std::string_view route, int status) {
+  std::lock_guard lock(metrics_mu);
+  ++requests[{std::string(route), status}];
+}
+
+std::string gateway_state::metrics_text() {
+  std::string out = backend.metrics_text();
+  if (!out.empty() && out.back() != '\n') out += '\n';
+  out +=
+      "# HELP zeroflow_http_requests_total HTTP responses sent, by route and status code.\n"
+      "# TYPE zeroflow_http_requests_total counter\n";
+  {
+    std::lock_guard lock(metrics_mu);
+    for (const auto& [key, n] : requests)
+      out += fmt::format("zeroflow_http_requests_total{{route=\"{}\",code=\"{}\"}} {}\n", key.first,
+                         key.second, n);
+  }
+  out += fmt::format(
+      "# HELP zeroflow_http_open_connections HTTP connections currently open.\n"
+      "# TYPE zeroflow_http_open_connections gauge\n"
+      "zeroflow_http_open_connections {}\n",
+      open_connections.load());
+  return out;
+}
+
+}  // namespace detail
+
+struct gateway::impl {
+  std::shared_ptr<detail::gateway_state> state;
+  std::unique_ptr<net::io_context> ioc;
+  std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
+  std::unique_ptr<tcp::acceptor> acceptor;
+  std::unique_ptr<net::steady_timer> retry;
+  std::vector<std::thread> threads;
+  int port = 0;
+
+  std::mutex mu;
+  std::condition_variable cv;
+  bool stopped = false;
+
+  void accept() {
+    acceptor->async_accept(
+        net::make_strand(*ioc), [this](boost::system::error_code ec, tcp::socket socket) {
+          if (ec == net::error::operation_aborted) return;
+          if (ec) {  // e.g. out of file descriptors: retry shortly instead of spinning
+            spdlog::warn("gateway: accept failed: {}", ec.message());
+            retry->expires_after(std::chrono::milliseconds(50));
+            retry->async_wait([this](boost::system::error_code ec) {
+              if (!ec) accept();
+            });
+            return;
+          }
+          if (state->open_connections.load() >= state->opts.max_connections)
+            refuse(std::move(socket));
+          else
+            detail::start_session(std::move(socket), state);
+          accept();
+        });
+  }
+
+  // Over max_connections: a short 503 written at once (it fits the socket buffer), then close.
+  void refuse(tcp::socket socket) {
+    state->count("other", 503);
+    static const std::string body =
+        R"({"error":{"message":"too many connections","type":"server_error","param":null,"code":null}})";
+    static const std::string msg = fmt::format(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        "Content-Length: {}\r\nConnection: close\r\nRetry-After: 1\r\n\r\n{}",
+        body.size(), body);
+    boost::system::error_code ignored;
+    net::write(socket, net::buffer(msg), ignored);
+    socket.shutdown(tcp::socket::shutdown_both, ignored);
+    socket.close(ignored);
+  }
+};
+
+gateway::gateway(serve::completion_backend& backend, const gateway_options& o)
+    : impl_(std::make_unique<impl>()) {
+  impl& m = *impl_;
+  m.state = std::make_shared<detail::gateway_state>(backend, o);
+  m.state->created = static_cast<int64_t>(std::time(nullptr));
+  const int threads = std::max(1, o.io_threads);
+  m.ioc = std::make_unique<net::io_context>(threads);
+  m.work.emplace(m.ioc->get_executor());
+  m.acceptor = std::make_unique<tcp::acceptor>(net::make_strand(*m.ioc));
+  m.retry = std::make_unique<net::steady_timer>(m.acceptor->get_executor());
+
+  boost::system::error_code ec;
+  auto cannot = [&](const boost::system::error_code& ec) {
+    fail("gateway: cannot listen on {}:{}: {}", o.host, o.port, ec.message());
+  };
+  tcp::resolver resolver(*m.ioc);
+  auto endpoints = resolver.resolve(o.host, std::to_string(o.port), ec);
+  if (ec) cannot(ec);
+  if (endpoints.empty()) cannot(net::error::host_not_found);
+  tcp::endpoint ep = endpoints.begin()->endpoint();
+  m.acceptor->open(ep.protocol(), ec);
+  if (!ec) m.acceptor->set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) m.acceptor->bind(ep, ec);
+  if (!ec) m.acceptor->listen(net::socket_base::max_listen_connections, ec);
+  if (ec) cannot(ec);
+  m.port = m.acceptor->local_endpoint().port();
+  {
+    std::lock_guard lock(m.state->sink_mu);
+    m.state->ioc = m.ioc.get();
+  }
+  m.accept();
+  for (int i = 0; i < threads; ++i)
+    m.threads.emplace_back([&m] {
+      for (;;) {
+        try {
+          m.ioc->run();
+          return;
+        } catch (const std::exception& e) {  // a handler threw: log, keep serving
+          spdlog::error("gateway: {}", e.what());
+        }
+      }
+    });
+}
+
+gateway::~gateway() {
+  stop();
+  for (std::thread& t : impl_->threads) t.join();
+  {
+    std::lock_guard lock(impl_->state->sink_mu);
+    impl_->state->ioc = nullptr;
+  }
+  impl_->retry.reset();
+  impl_->acceptor.reset();
+  impl_->work.reset();
+  impl_->ioc.reset();  // destroys the sessions: their destructors cancel running requests
+}
+
+int gateway::port() const {
+  return impl_->port;
+}
+
+void gateway::stop() {
+  {
+    std::lock_guard lock(impl_->mu);
+    if (impl_->stopped) return;
+    impl_->stopped = true;
+  }
+  impl_->ioc->stop();
+  impl_->cv.notify_all();
+}
+
+void gateway::wait() {
+  std::unique_lock lock(impl_->mu);
+  impl_->cv.wait(lock, [&] { return impl_->stopped; });
+}
+
+}  // namespace zf::actors

@@ -1,0 +1,31 @@
+#pragma once
+// `zeroflow serve` (the OpenAI-compatible server) and `zeroflow generate` (one prompt, streamed
+// to the terminal), both on the serving engine (actors/engine), from a zeroflow checkpoint or a
+// Hugging Face model folder.
+//   serve    --checkpoint DIR | --hf DIR  [--host 127.0.0.1] [--port 8000] [engine options]
+//   generate --checkpoint DIR | --hf DIR  --prompt TEXT [--max-tokens N] [sampling options]
+#include <filesystem>
+#include <string>
+#include <utility>
+
+#include "runtime/lm_weights.hpp"
+#include "runtime/tokenizer.hpp"
+
+namespace CLI {
+class App;
+}
+
+namespace zf {
+
+// Weights and tokenizer of a zeroflow checkpoint (GPT-2 tokenizer from data_dir, "" = the
+// build's default) or of a Hugging Face folder (tokenizer.json in it). Exactly one of the two
+// paths must be given.
+std::pair<lm_weights, tokenizer> load_serving_model(const std::string& checkpoint,
+                                                    const std::string& hf_dir,
+                                                    const std::string& data_dir);
+
+void add_serve_subcommands(CLI::App& app);
+// Runs serve or generate if one was parsed: true if it ran. Throws zf::error on failure.
+bool run_serve_subcommands();
+
+}  // namespace zf

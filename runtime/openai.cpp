@@ -1,0 +1,419 @@
+#include "runtime/openai.hpp"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+
+namespace zf::openai {
+
+using json = nlohmann::json;
+
+namespace {
+
+// Validation failures unwind to parse_request as an api_error exception.
+[[noreturn]] void reject(std::string message, std::string param = {}, json code = nullptr) {
+  throw bad_request(std::move(message), std::move(param), std::move(code));
+}
+
+// A field that is absent or null counts as not given.
+const json* field(const json& body, const char* key) {
+  auto it = body.find(key);
+  return it == body.end() || it->is_null() ? nullptr : &*it;
+}
+
+[[noreturn]] void wrong_type(const char* key, const char* want, const json& got) {
+  reject(fmt::format("'{}' must be {}, got {}", key, want, got.type_name()), key);
+}
+
+double number(const json& body, const char* key, double fallback, double lo, double hi,
+              bool lo_open = false) {
+  const json* v = field(body, key);
+  if (!v) return fallback;
+  if (!v->is_number()) wrong_type(key, "a number", *v);
+  double x = v->get<double>();
+  if (!std::isfinite(x) || x > hi || (lo_open ? x <= lo : x < lo))
+    reject(
+        fmt::format("'{}' must be {} {} and <= {}, got {}", key, lo_open ? ">" : ">=", lo, hi, x),
+        key);
+  return x;
+}
+
+int64_t integer(const json& body, const char* key, int64_t fallback, int64_t lo, int64_t hi) {
+  const json* v = field(body, key);
+  if (!v) return fallback;
+  if (!v->is_number_integer()) wrong_type(key, "an integer", *v);
+  if (v->is_number_unsigned() && v->get<uint64_t>() > uint64_t(hi))
+    reject(fmt::format("'{}' must be between {} and {}, got {}", key, lo, hi, v->dump()), key);
+  int64_t x = v->get<int64_t>();
+  if (x < lo || x > hi) {
+    if (hi == std::numeric_limits<int>::max())
+      reject(fmt::format("'{}' must be at least {}, got {}", key, lo, x), key);
+    reject(fmt::format("'{}' must be between {} and {}, got {}", key, lo, hi, x), key);
+  }
+  return x;
+}
+
+bool boolean(const json& body, const char* key, bool fallback) {
+  const json* v = field(body, key);
+  if (!v) return fallback;
+  if (!v->is_boolean()) wrong_type(key, "a boolean", *v);
+  return v->get<bool>();
+}
+
+[[noreturn]] void unsupported(const std::string& what, const char* param) {
+  reject(fmt::format("unsupported: {} is not supported by this server", what), param,
+         "unsupported");
+}
+
+std::vector<int> prompt_tokens(const json& body, const serve::completion_backend& backend) {
+  const json* p = field(body, "prompt");
+  if (!p) reject("'prompt' is a required property", "prompt");
+  if (p->is_string()) return backend.encode(p->get<std::string>());
+  if (!p->is_array()) wrong_type("prompt", "a string or an array", *p);
+  if (p->empty()) reject("'prompt' must not be empty", "prompt");
+  if ((*p)[0].is_string()) {
+    if (p->size() != 1)
+      unsupported(fmt::format("a batch of {} prompts (send one request per prompt)", p->size()),
+                  "prompt");
+    return backend.encode((*p)[0].get<std::string>());
+  }
+  std::vector<int> ids;
+  ids.reserve(p->size());
+  for (const json& t : *p) {
+    if (!t.is_number_integer())
+      reject(fmt::format("'prompt' must be a string, an array of token ids or an array of one "
+                         "string; found an element of type {}",
+                         t.type_name()),
+             "prompt");
+    int64_t id = t.get<int64_t>();
+    if (id < 0 || id >= backend.vocab_size())
+      reject(fmt::format("prompt token id {} is out of range [0, {})", id, backend.vocab_size()),
+             "prompt");
+    ids.push_back(static_cast<int>(id));
+  }
+  return ids;
+}
+
+std::vector<serve::chat_message> messages(const json& body) {
+  const json* m = field(body, "messages");
+  if (!m) reject("'messages' is a required property", "messages");
+  if (!m->is_array()) wrong_type("messages", "an array", *m);
+  if (m->empty()) reject("'messages' must not be empty", "messages");
+  std::vector<serve::chat_message> out;
+  for (size_t i = 0; i < m->size(); ++i) {
+    const json& msg = (*m)[i];
+    std::string where = fmt::format("messages[{}]", i);
+    if (!msg.is_object()) reject(fmt::format("'{}' must be an object", where), where);
+    const json* role = field(msg, "role");
+    if (!role || !role->is_string())
+      reject(fmt::format("'{}.role' must be a string", where), where + ".role");
+    std::string r = role->get<std::string>();
+    if (r == "developer") r = "system";
+    if (r != "system" && r != "user" && r != "assistant")
+      reject(fmt::format("'{}.role' must be system, user or assistant, got '{}'", where, r),
+             where + ".role");
+    const json* content = field(msg, "content");
+    std::string text;
+    if (content && content->is_string()) {
+      text = content->get<std::string>();
+    } else if (content && content->is_array()) {  // [{"type":"text","text":...}] parts
+      for (const json& part : *content) {
+        const json* t = part.is_object() ? field(part, "text") : nullptr;
+        if (!t || !t->is_string() || part.value("type", "text") != "text")
+          unsupported(fmt::format("a non-text content part in {}", where), "messages");
+        text += t->get<std::string>();
+      }
+    } else {
+      reject(fmt::format("'{}.content' must be a string", where), where + ".content");
+    }
+    out.push_back({std::move(r), std::move(text)});
+  }
+  return out;
+}
+
+std::vector<std::string> stop_strings(const json& body) {
+  const json* s = field(body, "stop");
+  if (!s) return {};
+  std::vector<std::string> out;
+  if (s->is_string()) {
+    out.push_back(s->get<std::string>());
+  } else if (s->is_array()) {
+    if (s->size() > 4) reject(fmt::format("'stop' has {} strings, at most 4", s->size()), "stop");
+    for (const json& x : *s) {
+      if (!x.is_string()) wrong_type("stop", "a string or an array of strings", x);
+      out.push_back(x.get<std::string>());
+    }
+  } else {
+    wrong_type("stop", "a string or an array of strings", *s);
+  }
+  for (const std::string& x : out)
+    if (x.empty()) reject("'stop' strings must not be empty", "stop");
+  return out;
+}
+
+request parse_object(endpoint kind, const json& body, const serve::completion_backend& backend) {
+  if (!body.is_object())
+    reject(fmt::format("the request body must be a JSON object, got {}", body.type_name()));
+  const json* model = field(body, "model");
+  if (!model) reject("you must provide a model parameter", "model");
+  if (!model->is_string()) wrong_type("model", "a string", *model);
+  if (model->get<std::string>() != backend.model_name()) {
+    api_error e =
+        bad_request(fmt::format("The model `{}` does not exist.", model->get<std::string>()),
+                    "model", "model_not_found");
+    e.status = 404;
+    throw e;
+  }
+
+  request r;
+  r.kind = kind;
+  serve::completion_request& c = r.completion;
+  const bool chat = kind == endpoint::chat;
+  // Unsupported OpenAI features: rejected rather than silently ignored.
+  if (boolean(body, "echo", false)) unsupported("echo=true", "echo");
+  if (const json* lp = field(body, "logprobs"); lp && !(lp->is_boolean() && !lp->get<bool>()))
+    unsupported("logprobs", "logprobs");
+  if (field(body, "top_logprobs")) unsupported("top_logprobs", "top_logprobs");
+  if (field(body, "suffix")) unsupported("suffix", "suffix");
+  if (field(body, "tools") || field(body, "functions")) unsupported("tool calls", "tools");
+  for (const char* penalty : {"presence_penalty", "frequency_penalty"})
+    if (number(body, penalty, 0, -2, 2) != 0) unsupported(penalty, penalty);
+
+  c.n = static_cast<int>(integer(body, "n", 1, 1, 16));
+  if (!chat && integer(body, "best_of", c.n, 1, 16) != c.n)
+    unsupported("best_of different from n", "best_of");
+  c.sampling.temperature = static_cast<float>(number(body, "temperature", 1, 0, 2));
+  c.sampling.top_p = static_cast<float>(number(body, "top_p", 1, 0, 1, true));
+  int64_t top_k = integer(body, "top_k", -1, -1, std::numeric_limits<int>::max());
+  c.sampling.top_k = top_k < 0 ? 0 : static_cast<int>(top_k);  // -1 (vLLM) and 0: off
+  if (const json* seed = field(body, "seed")) {
+    if (!seed->is_number_integer()) wrong_type("seed", "an integer", *seed);
+    c.sampling.seed = seed->is_number_unsigned() ? seed->get<uint64_t>()
+                                                 : static_cast<uint64_t>(seed->get<int64_t>());
+  } else {
+    c.sampling.seed = std::random_device{}() * 0x9E3779B97F4A7C15ull + std::random_device{}();
+  }
+  c.stop = stop_strings(body);
+  c.ignore_eos = boolean(body, "ignore_eos", false);
+  r.stream = boolean(body, "stream", false);
+  if (const json* so = field(body, "stream_options")) {
+    if (!r.stream)
+      reject("'stream_options' is only allowed when 'stream' is true", "stream_options");
+    if (!so->is_object()) wrong_type("stream_options", "an object", *so);
+    r.include_usage = boolean(*so, "include_usage", false);
+  }
+
+  c.prompt =
+      chat ? backend.encode(backend.chat_prompt(messages(body))) : prompt_tokens(body, backend);
+  const char* prompt_word = chat ? "messages" : "prompt";
+  if (c.prompt.empty()) reject(fmt::format("the {} must not be empty", prompt_word), prompt_word);
+  const int ctx = backend.context_length();
+  const int64_t prompt_len = static_cast<int64_t>(c.prompt.size());
+  // Chat defaults to the rest of the context (at least 1, so an over-long prompt still fails
+  // below with the context-length message); completions default to 16 like OpenAI.
+  const char* max_key =
+      chat && field(body, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
+  int64_t fallback = chat ? std::max<int64_t>(1, ctx - prompt_len) : 16;
+  int64_t max_tokens = integer(body, max_key, fallback, 1, std::numeric_limits<int>::max());
+  if (prompt_len + max_tokens > ctx)
+    reject(
+        fmt::format("This model's maximum context length is {} tokens. However, you requested "
+                    "{} tokens ({} in the {}, {} in the completion). Please reduce the length "
+                    "of the {} or completion.",
+                    ctx, prompt_len + max_tokens, prompt_len, prompt_word, max_tokens, prompt_word),
+        prompt_word, "context_length_exceeded");
+  c.max_tokens = static_cast<int>(max_tokens);
+  return r;
+}
+
+const char* client_finish(serve::finish_reason f) {
+  switch (f) {
+    case serve::finish_reason::stop:
+      return "stop";
+    case serve::finish_reason::length:
+      return "length";
+    case serve::finish_reason::error:
+      return "error";
+    default:
+      return nullptr;  // none; cancelled never reaches a client
+  }
+}
+
+std::string dump(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+}  // namespace
+
+std::string api_error::body() const {
+  json e = {{"message", message},
+            {"type", type},
+            {"param", param.empty() ? json(nullptr) : json(param)},
+            {"code", code}};
+  return dump(json{{"error", e}});
+}
+
+api_error bad_request(std::string message, std::string param, json code) {
+  api_error e;
+  e.message = std::move(message);
+  e.param = std::move(param);
+  e.code = std::move(code);
+  return e;
+}
+
+api_error make_error(int status, std::string message, std::string type, json code) {
+  api_error e;
+  e.status = status;
+  e.message = std::move(message);
+  e.type = std::move(type);
+  e.code = std::move(code);
+  return e;
+}
+
+std::variant<request, api_error> parse_request(endpoint kind, std::string_view body,
+                                               const serve::completion_backend& backend) {
+  json j;
+  try {
+    j = json::parse(body);
+  } catch (const json::parse_error& e) {
+    return bad_request(
+        fmt::format("Invalid JSON in the request body at byte {}: {}", e.byte, e.what()));
+  }
+  try {
+    return parse_object(kind, j, backend);
+  } catch (const api_error& e) {
+    return e;
+  } catch (const json::exception& e) {  // e.g. a content part's "type" that is not a string
+    return bad_request(fmt::format("invalid request: {}", e.what()));
+  }
+}
+
+std::string new_response_id(endpoint kind) {
+  thread_local std::mt19937_64 rng{std::random_device{}() ^
+                                   (uint64_t(std::random_device{}()) << 32)};
+  return fmt::format("{}-{:016x}{:08x}", kind == endpoint::chat ? "chatcmpl" : "cmpl", rng(),
+                     uint32_t(rng()));
+}
+
+std::string sse(const json& j) {
+  return "data: " + dump(j) + "\n\n";
+}
+
+response_writer::response_writer(const request& r, std::string model, std::string id,
+                                 int64_t created)
+    : kind_(r.kind),
+      stream_(r.stream),
+      include_usage_(r.include_usage),
+      model_(std::move(model)),
+      id_(std::move(id)),
+      created_(created),
+      prompt_tokens_(static_cast<int>(r.completion.prompt.size())),
+      choices_(r.completion.n) {}
+
+json response_writer::chunk(int index, json delta_or_text, const char* finish) const {
+  json c = {{"index", index}};
+  c[kind_ == endpoint::chat ? "delta" : "text"] = std::move(delta_or_text);
+  c["logprobs"] = nullptr;
+  c["finish_reason"] = finish ? json(finish) : json(nullptr);
+  json j = {{"id", id_},
+            {"object", kind_ == endpoint::chat ? "chat.completion.chunk" : "text_completion"},
+            {"created", created_},
+            {"model", model_},
+            {"choices", json::array({std::move(c)})}};
+  if (include_usage_) j["usage"] = nullptr;
+  return j;
+}
+
+std::string response_writer::on_event(const serve::completion_event& e) {
+  if (e.index < 0 || e.index >= static_cast<int>(choices_.size())) return {};
+  choice& ch = choices_[e.index];
+  if (ch.finish != serve::finish_reason::none) return {};  // nothing after a choice's final
+  ch.completion_tokens += static_cast<int>(e.tokens.size());
+  const bool final = e.finish != serve::finish_reason::none;
+  if (final) {
+    ch.finish = e.finish;
+    ++finished_;
+    if (e.prompt_tokens > 0) prompt_tokens_ = e.prompt_tokens;
+    if (e.completion_tokens > 0) ch.completion_tokens = e.completion_tokens;
+    if (e.finish == serve::finish_reason::cancelled) cancelled_ = true;
+  }
+  if (!stream_) {
+    ch.text += e.text;
+    return {};
+  }
+  const char* finish = client_finish(e.finish);
+  std::string out;
+  if (kind_ == endpoint::chat) {
+    if (!ch.started) {
+      ch.started = true;
+      out += sse(chunk(e.index, {{"role", "assistant"}, {"content", ""}}, nullptr));
+    }
+    if (!e.text.empty()) out += sse(chunk(e.index, {{"content", e.text}}, nullptr));
+    if (finish) out += sse(chunk(e.index, json::object(), finish));
+  } else if (!e.text.empty() || finish) {
+    out += sse(chunk(e.index, e.text, finish));
+  }
+  if (e.finish == serve::finish_reason::cancelled)
+    out += sse(json::parse(
+        make_error(503, "the request was cancelled by the server", "server_error").body()));
+  return out;
+}
+
+json response_writer::usage() const {
+  int completion = 0;
+  for (const choice& c : choices_) completion += c.completion_tokens;
+  return {{"prompt_tokens", prompt_tokens_},
+          {"completion_tokens", completion},
+          {"total_tokens", prompt_tokens_ + completion}};
+}
+
+std::string response_writer::stream_tail() const {
+  std::string out;
+  if (include_usage_) {
+    json j = {{"id", id_},
+              {"object", kind_ == endpoint::chat ? "chat.completion.chunk" : "text_completion"},
+              {"created", created_},
+              {"model", model_},
+              {"choices", json::array()},
+              {"usage", usage()}};
+    out += sse(j);
+  }
+  return out + "data: [DONE]\n\n";
+}
+
+std::string response_writer::body() const {
+  json choices = json::array();
+  for (size_t i = 0; i < choices_.size(); ++i) {
+    const choice& c = choices_[i];
+    json o = {{"index", i}};
+    if (kind_ == endpoint::chat)
+      o["message"] = {{"role", "assistant"}, {"content", c.text}};
+    else
+      o["text"] = c.text;
+    o["logprobs"] = nullptr;
+    const char* f = client_finish(c.finish);
+    o["finish_reason"] = f ? json(f) : json(nullptr);
+    choices.push_back(std::move(o));
+  }
+  return dump({{"id", id_},
+               {"object", kind_ == endpoint::chat ? "chat.completion" : "text_completion"},
+               {"created", created_},
+               {"model", model_},
+               {"choices", std::move(choices)},
+               {"usage", usage()}});
+}
+
+std::string models_body(const serve::completion_backend& backend, int64_t created) {
+  json m = {{"id", backend.model_name()},
+            {"object", "model"},
+            {"created", created},
+            {"owned_by", "zeroflow"},
+            {"root", backend.model_name()},
+            {"parent", nullptr},
+            {"max_model_len", backend.context_length()}};
+  return dump({{"object", "list"}, {"data", json::array({std::move(m)})}});
+}
+
+}  // namespace zf::openai

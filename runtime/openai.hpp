@@ -1,0 +1,98 @@
+#pragma once
+// The OpenAI-compatible wire format of POST /v1/completions and POST /v1/chat/completions,
+// without sockets: request bodies (JSON text) in, a validated serve::completion_request out;
+// serve::completion_events in, response JSON or Server-Sent-Events text out. actors/gateway owns
+// the HTTP side and calls these on its connection strands (everything here is thread-compatible).
+//
+// Errors are OpenAI error objects: an HTTP status plus
+//   {"error": {"message": "...", "type": "invalid_request_error", "param": "max_tokens",
+//              "code": null}}
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "runtime/serving.hpp"
+
+namespace zf::openai {
+
+enum class endpoint { completions, chat };
+
+struct api_error {
+  int status = 400;
+  std::string message;
+  std::string type = "invalid_request_error";
+  std::string param;              // empty: null
+  nlohmann::json code = nullptr;  // a string ("model_not_found"), a number (429) or null
+  std::string body() const;       // the JSON error object above
+};
+
+api_error bad_request(std::string message, std::string param = {}, nlohmann::json code = nullptr);
+api_error make_error(int status, std::string message, std::string type = "invalid_request_error",
+                     nlohmann::json code = nullptr);
+
+// A request that passed validation against the backend (model, context length, vocabulary).
+struct request {
+  endpoint kind = endpoint::completions;
+  serve::completion_request completion;
+  bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage: a final chunk carries usage
+};
+
+// Parses and validates a body. Completions take `prompt` as a string, an array of token ids or a
+// one-element array of strings; chat takes `messages` [{role, content}] formatted by
+// backend.chat_prompt. Unsupported features (echo, logprobs, best_of != n, suffix) give 400;
+// a model other than backend.model_name() gives 404 model_not_found.
+std::variant<request, api_error> parse_request(endpoint kind, std::string_view body,
+                                               const serve::completion_backend& backend);
+
+// "cmpl-<24 hex>" or "chatcmpl-<24 hex>", random.
+std::string new_response_id(endpoint kind);
+
+// Turns one request's events into what the client receives. Streaming: on_event returns the SSE
+// chunks ("data: {...}\n\n") the event adds; chat choices get a {"role":"assistant"} delta
+// first, then {"content"} deltas, then an empty delta carrying finish_reason. Non-streaming:
+// on_event collects text per choice and body() renders the whole object once done().
+// finish_reason "cancelled" is never shown: a request the server cancelled (shutdown) becomes an
+// error (stream: an error event; otherwise the gateway answers 503).
+class response_writer {
+ public:
+  response_writer(const request& r, std::string model, std::string id, int64_t created);
+
+  std::string on_event(const serve::completion_event& e);
+  bool done() const { return finished_ == static_cast<int>(choices_.size()); }
+  bool cancelled() const { return cancelled_; }
+  // Streaming, once done(): the usage chunk (if include_usage) and "data: [DONE]\n\n".
+  std::string stream_tail() const;
+  // Non-streaming, once done(): the text_completion / chat.completion object.
+  std::string body() const;
+
+ private:
+  struct choice {
+    std::string text;
+    bool started = false;  // chat stream: role delta sent
+    int completion_tokens = 0;
+    serve::finish_reason finish = serve::finish_reason::none;
+  };
+  nlohmann::json chunk(int index, nlohmann::json delta_or_text, const char* finish) const;
+  nlohmann::json usage() const;
+
+  endpoint kind_;
+  bool stream_, include_usage_;
+  std::string model_, id_;
+  int64_t created_;
+  int prompt_tokens_;
+  std::vector<choice> choices_;
+  int finished_ = 0;
+  bool cancelled_ = false;
+};
+
+// GET /v1/models: the OpenAI list with the backend's one model.
+std::string models_body(const serve::completion_backend& backend, int64_t created);
+
+// SSE framing of one JSON value: "data: <json>\n\n".
+std::string sse(const nlohmann::json& j);
+
+}  // namespace zf::openai

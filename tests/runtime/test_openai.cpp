@@ -1,0 +1,369 @@
+// runtime/openai: request parsing and validation against a backend, and response rendering
+// (JSON bodies, SSE chunks), without sockets.
+#include <doctest/doctest.h>
+#include <fmt/format.h>
+
+#include <nlohmann/json.hpp>
+
+#include "actors/fake_backend.hpp"
+#include "runtime/openai.hpp"
+#include "test_util.hpp"
+
+using nlohmann::json;
+using zf::openai::endpoint;
+using zf::serve::finish_reason;
+using zf::testing::contains;
+
+namespace {
+
+zf::testing::fake_backend& backend() {
+  static zf::testing::fake_backend b(32);  // 32-token context
+  return b;
+}
+
+zf::openai::request parse_ok(endpoint kind, const json& body) {
+  auto r = zf::openai::parse_request(kind, body.dump(), backend());
+  if (auto* e = std::get_if<zf::openai::api_error>(&r)) FAIL(e->message);
+  return std::get<zf::openai::request>(r);
+}
+
+zf::openai::api_error parse_err(endpoint kind, const std::string& body) {
+  auto r = zf::openai::parse_request(kind, body, backend());
+  REQUIRE(std::holds_alternative<zf::openai::api_error>(r));
+  return std::get<zf::openai::api_error>(r);
+}
+
+zf::openai::api_error completion_err(json patch) {
+  json body = {{"model", "fake-model"}, {"prompt", "a b c"}};
+  body.merge_patch(patch);
+  return parse_err(endpoint::completions, body.dump());
+}
+
+json base_chat() {
+  return {{"model", "fake-model"}, {"messages", {{{"role", "user"}, {"content", "hi there"}}}}};
+}
+
+zf::serve::completion_event ev(int index, std::string text, finish_reason f = finish_reason::none,
+                               int completion_tokens = 0) {
+  zf::serve::completion_event e;
+  e.index = index;
+  e.text = std::move(text);
+  e.tokens = {1};
+  e.finish = f;
+  if (f != finish_reason::none) {
+    e.prompt_tokens = 3;
+    e.completion_tokens = completion_tokens;
+  }
+  return e;
+}
+
+// The JSON objects of an SSE text; "[DONE]" becomes the string "[DONE]".
+std::vector<json> sse_events(const std::string& text) {
+  std::vector<json> out;
+  size_t pos = 0;
+  for (size_t end; (end = text.find("\n\n", pos)) != std::string::npos; pos = end + 2) {
+    std::string line = text.substr(pos, end - pos);
+    REQUIRE(line.rfind("data: ", 0) == 0);
+    std::string data = line.substr(6);
+    out.push_back(data == "[DONE]" ? json("[DONE]") : json::parse(data));
+  }
+  CHECK(pos == text.size());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("openai completions request defaults and prompt forms") {
+  auto r = parse_ok(endpoint::completions, {{"model", "fake-model"}, {"prompt", "the cat sat"}});
+  CHECK(r.kind == endpoint::completions);
+  CHECK(r.completion.prompt == backend().encode("the cat sat"));
+  CHECK(r.completion.max_tokens == 16);
+  CHECK(r.completion.n == 1);
+  CHECK(r.completion.sampling.temperature == 1.0f);
+  CHECK(r.completion.sampling.top_p == 1.0f);
+  CHECK(r.completion.sampling.top_k == 0);
+  CHECK(r.completion.stop.empty());
+  CHECK_FALSE(r.stream);
+
+  auto ids = parse_ok(endpoint::completions, {{"model", "fake-model"}, {"prompt", {5, 7, 9}}});
+  CHECK(ids.completion.prompt == std::vector<int>{5, 7, 9});
+  auto one = parse_ok(endpoint::completions,
+                      {{"model", "fake-model"}, {"prompt", {"the cat"}}, {"user", "me"}});
+  CHECK(one.completion.prompt == backend().encode("the cat"));
+
+  auto e = completion_err({{"prompt", {"a", "b"}}});
+  CHECK(e.status == 400);
+  CHECK(contains(e.message, "unsupported: a batch of 2 prompts"));
+  e = completion_err({{"prompt", {1, 5000}}});
+  CHECK(e.message == "prompt token id 5000 is out of range [0, 1000)");
+  e = completion_err({{"prompt", ""}});
+  CHECK(e.message == "the prompt must not be empty");
+  CHECK(e.param == "prompt");
+  e = completion_err({{"prompt", 5}});
+  CHECK(e.message == "'prompt' must be a string or an array, got number");
+}
+
+TEST_CASE("openai sampling fields stop n and stream options") {
+  auto r = parse_ok(endpoint::completions, {{"model", "fake-model"},
+                                            {"prompt", "a"},
+                                            {"max_tokens", 5},
+                                            {"temperature", 0},
+                                            {"top_p", 0.5},
+                                            {"top_k", 40},
+                                            {"seed", 1234},
+                                            {"stop", {"x y", "z"}},
+                                            {"n", 3},
+                                            {"best_of", 3},
+                                            {"echo", false},
+                                            {"logprobs", nullptr},
+                                            {"stream", true},
+                                            {"stream_options", {{"include_usage", true}}}});
+  CHECK(r.completion.max_tokens == 5);
+  CHECK(r.completion.sampling.temperature == 0.0f);
+  CHECK(r.completion.sampling.top_p == 0.5f);
+  CHECK(r.completion.sampling.top_k == 40);
+  CHECK(r.completion.sampling.seed == 1234u);
+  CHECK(r.completion.stop == std::vector<std::string>{"x y", "z"});
+  CHECK(r.completion.n == 3);
+  CHECK(r.stream);
+  CHECK(r.include_usage);
+  CHECK(parse_ok(endpoint::completions, {{"model", "fake-model"}, {"prompt", "a"}, {"top_k", -1}})
+            .completion.sampling.top_k == 0);
+  CHECK(parse_ok(endpoint::completions, {{"model", "fake-model"}, {"prompt", "a"}, {"stop", "q"}})
+            .completion.stop == std::vector<std::string>{"q"});
+}
+
+TEST_CASE("openai field errors name the field") {
+  struct bad {
+    json patch;
+    std::string param, message;
+  };
+  const bad cases[] = {
+      {{{"temperature", 3}}, "temperature", "'temperature' must be >= 0 and <= 2, got 3"},
+      {{{"temperature", "hot"}}, "temperature", "'temperature' must be a number, got string"},
+      {{{"top_p", 0}}, "top_p", "'top_p' must be > 0 and <= 1, got 0"},
+      {{{"top_k", -2}}, "top_k", "'top_k' must be at least -1, got -2"},
+      {{{"n", 0}}, "n", "'n' must be between 1 and 16, got 0"},
+      {{{"n", 17}}, "n", "'n' must be between 1 and 16, got 17"},
+      {{{"max_tokens", -5}}, "max_tokens", "'max_tokens' must be at least 1, got -5"},
+      {{{"max_tokens", 0}}, "max_tokens", "'max_tokens' must be at least 1, got 0"},
+      {{{"max_tokens", "ten"}}, "max_tokens", "'max_tokens' must be an integer, got string"},
+      {{{"max_tokens", 2.5}}, "max_tokens", "'max_tokens' must be an integer, got number"},
+      {{{"seed", "s"}}, "seed", "'seed' must be an integer, got string"},
+      {{{"stream", 1}}, "stream", "'stream' must be a boolean, got number"},
+      {{{"stop", {"a", "b", "c", "d", "e"}}}, "stop", "'stop' has 5 strings, at most 4"},
+      {{{"stop", ""}}, "stop", "'stop' strings must not be empty"},
+      {{{"stop", 3}}, "stop", "'stop' must be a string or an array of strings, got number"},
+      {{{"stream_options", {{"include_usage", true}}}},
+       "stream_options",
+       "'stream_options' is only allowed when 'stream' is true"},
+      {{{"model", 7}}, "model", "'model' must be a string, got number"},
+      {{{"model", nullptr}}, "model", "you must provide a model parameter"},
+  };
+  for (const bad& b : cases) {
+    CAPTURE(b.patch.dump());
+    auto e = completion_err(b.patch);
+    CHECK(e.status == 400);
+    CHECK(e.type == "invalid_request_error");
+    CHECK(e.param == b.param);
+    CHECK(e.message == b.message);
+  }
+}
+
+TEST_CASE("openai unsupported features are rejected") {
+  for (json patch : {json{{"echo", true}}, json{{"logprobs", 2}}, json{{"best_of", 2}},
+                     json{{"suffix", "end"}}, json{{"presence_penalty", 0.5}}}) {
+    CAPTURE(patch.dump());
+    auto e = completion_err(patch);
+    CHECK(e.status == 400);
+    CHECK(e.message.rfind("unsupported: ", 0) == 0);
+    CHECK(e.code == "unsupported");
+  }
+}
+
+TEST_CASE("openai unknown model is 404 model_not_found") {
+  auto e = completion_err({{"model", "gpt-4"}});
+  CHECK(e.status == 404);
+  CHECK(e.message == "The model `gpt-4` does not exist.");
+  CHECK(e.code == "model_not_found");
+  json body = json::parse(e.body());
+  CHECK(body["error"]["message"] == e.message);
+  CHECK(body["error"]["type"] == "invalid_request_error");
+  CHECK(body["error"]["param"] == "model");
+  CHECK(body["error"]["code"] == "model_not_found");
+}
+
+TEST_CASE("openai malformed json and non-object bodies") {
+  auto e = parse_err(endpoint::completions, R"({"model": "fake-model", "prompt": )");
+  CHECK(e.status == 400);
+  CHECK(contains(e.message, "Invalid JSON in the request body at byte 35"));
+  CHECK(contains(e.message, "parse error"));
+  CHECK(json::parse(e.body())["error"]["param"].is_null());
+  e = parse_err(endpoint::completions, "[1, 2]");
+  CHECK(e.message == "the request body must be a JSON object, got array");
+}
+
+TEST_CASE("openai context length is enforced") {
+  // 30 prompt tokens + 16 default max_tokens > 32.
+  std::string prompt;
+  for (int i = 0; i < 30; ++i)
+    prompt += fmt::format("w{} ", i);  // (operator+ trips GCC 12 -Wrestrict)
+  auto e = completion_err({{"prompt", prompt}});
+  CHECK(e.status == 400);
+  CHECK(e.message ==
+        "This model's maximum context length is 32 tokens. However, you requested 46 tokens (30 "
+        "in the prompt, 16 in the completion). Please reduce the length of the prompt or "
+        "completion.");
+  CHECK(e.code == "context_length_exceeded");
+  CHECK(parse_ok(endpoint::completions,
+                 {{"model", "fake-model"}, {"prompt", prompt}, {"max_tokens", 2}})
+            .completion.max_tokens == 2);
+  e = completion_err({{"prompt", prompt}, {"max_tokens", 3}});
+  CHECK(contains(e.message, "you requested 33 tokens (30 in the prompt, 3 in the completion)"));
+}
+
+TEST_CASE("openai chat request") {
+  json body = base_chat();
+  body["messages"].push_back({{"role", "assistant"}, {"content", "yo"}});
+  auto r = parse_ok(endpoint::chat, body);
+  std::vector<int> prompt = backend().encode("user: hi there assistant: yo assistant:");
+  CHECK(r.kind == endpoint::chat);
+  CHECK(r.completion.prompt == prompt);
+  CHECK(r.completion.max_tokens == 32 - static_cast<int>(prompt.size()));  // rest of the context
+  body["max_completion_tokens"] = 4;
+  CHECK(parse_ok(endpoint::chat, body).completion.max_tokens == 4);
+  json mt = base_chat();
+  mt["max_tokens"] = 6;
+  CHECK(parse_ok(endpoint::chat, mt).completion.max_tokens == 6);
+  json parts = base_chat();
+  parts["messages"][0]["content"] = {{{"type", "text"}, {"text", "hi there"}}};
+  CHECK(parse_ok(endpoint::chat, parts).completion.prompt ==
+        backend().encode("user: hi there assistant:"));
+
+  auto chat_err = [](json patch) {
+    json b = base_chat();
+    b.merge_patch(patch);
+    return parse_err(endpoint::chat, b.dump());
+  };
+  auto e = chat_err({{"messages", json::array()}});
+  CHECK(e.message == "'messages' must not be empty");
+  e = chat_err({{"messages", {{{"role", "robot"}, {"content", "x"}}}}});
+  CHECK(e.message == "'messages[0].role' must be system, user or assistant, got 'robot'");
+  CHECK(e.param == "messages[0].role");
+  e = chat_err({{"messages", {{{"role", "user"}}}}});
+  CHECK(e.message == "'messages[0].content' must be a string");
+  e = chat_err({{"messages", nullptr}});
+  CHECK(e.message == "'messages' is a required property");
+  e = chat_err({{"max_tokens", 40}});
+  CHECK(contains(e.message,
+                 "in the messages, 40 in the completion). Please reduce the length "
+                 "of the messages or completion."));
+  e = chat_err({{"max_completion_tokens", -1}});
+  CHECK(e.message == "'max_completion_tokens' must be at least 1, got -1");
+}
+
+TEST_CASE("openai non-streaming completion and chat bodies") {
+  auto r =
+      parse_ok(endpoint::completions, {{"model", "fake-model"}, {"prompt", "a b c"}, {"n", 2}});
+  zf::openai::response_writer w(r, "fake-model", "cmpl-1", 1700000000);
+  CHECK(w.on_event(ev(1, " x")).empty());
+  w.on_event(ev(0, " y"));
+  w.on_event(ev(0, " z", finish_reason::length, 2));
+  CHECK_FALSE(w.done());
+  w.on_event(ev(1, "", finish_reason::stop, 1));
+  CHECK(w.done());
+  json b = json::parse(w.body());
+  CHECK(b["id"] == "cmpl-1");
+  CHECK(b["object"] == "text_completion");
+  CHECK(b["created"] == 1700000000);
+  CHECK(b["model"] == "fake-model");
+  CHECK(b["choices"][0]["text"] == " y z");
+  CHECK(b["choices"][0]["finish_reason"] == "length");
+  CHECK(b["choices"][1]["index"] == 1);
+  CHECK(b["choices"][1]["text"] == " x");
+  CHECK(b["choices"][1]["finish_reason"] == "stop");
+  CHECK(b["usage"] == json{{"prompt_tokens", 3}, {"completion_tokens", 3}, {"total_tokens", 6}});
+
+  auto c = parse_ok(endpoint::chat, base_chat());
+  zf::openai::response_writer cw(c, "fake-model", "chatcmpl-1", 5);
+  cw.on_event(ev(0, "hello", finish_reason::error, 1));
+  json cb = json::parse(cw.body());
+  CHECK(cb["object"] == "chat.completion");
+  CHECK(cb["choices"][0]["message"] == json{{"role", "assistant"}, {"content", "hello"}});
+  CHECK(cb["choices"][0]["finish_reason"] == "error");
+  CHECK(zf::openai::new_response_id(endpoint::chat).rfind("chatcmpl-", 0) == 0);
+  CHECK(zf::openai::new_response_id(endpoint::completions).size() == 5 + 24);
+}
+
+TEST_CASE("openai streaming chunks") {
+  json body = {{"model", "fake-model"}, {"prompt", "a"}, {"stream", true}};
+  auto r = parse_ok(endpoint::completions, body);
+  zf::openai::response_writer w(r, "fake-model", "cmpl-2", 9);
+  std::string text = w.on_event(ev(0, " one"));  // sequenced: + would not order the calls
+  text += w.on_event(ev(0, "", finish_reason::stop, 1));
+  CHECK(w.done());
+  text += w.stream_tail();
+  auto events = sse_events(text);
+  REQUIRE(events.size() == 3);
+  CHECK(events[0]["object"] == "text_completion");
+  CHECK(events[0]["choices"][0]["text"] == " one");
+  CHECK(events[0]["choices"][0]["finish_reason"].is_null());
+  CHECK_FALSE(events[0].contains("usage"));
+  CHECK(events[1]["choices"][0]["finish_reason"] == "stop");
+  CHECK(events[2] == "[DONE]");
+
+  // Chat, n = 2, usage: role delta first per choice, then content, then an empty finish delta.
+  json cbody = base_chat();
+  cbody.merge_patch({{"stream", true}, {"n", 2}, {"stream_options", {{"include_usage", true}}}});
+  auto c = parse_ok(endpoint::chat, cbody);
+  zf::openai::response_writer cw(c, "fake-model", "chatcmpl-2", 9);
+  std::string ct = cw.on_event(ev(1, "B"));
+  ct += cw.on_event(ev(0, "A"));
+  ct += cw.on_event(ev(0, "", finish_reason::length, 4));
+  ct += cw.on_event(ev(1, "b", finish_reason::stop, 2));
+  ct += cw.stream_tail();
+  auto ce = sse_events(ct);
+  REQUIRE(ce.size() == 9);
+  CHECK(ce[0]["object"] == "chat.completion.chunk");
+  CHECK(ce[0]["choices"][0]["index"] == 1);
+  CHECK(ce[0]["choices"][0]["delta"] == json{{"role", "assistant"}, {"content", ""}});
+  CHECK(ce[0]["usage"].is_null());
+  CHECK(ce[1]["choices"][0]["delta"] == json{{"content", "B"}});
+  CHECK(ce[2]["choices"][0]["index"] == 0);
+  CHECK(ce[2]["choices"][0]["delta"]["role"] == "assistant");
+  CHECK(ce[3]["choices"][0]["delta"] == json{{"content", "A"}});
+  CHECK(ce[4]["choices"][0]["delta"] == json::object());
+  CHECK(ce[4]["choices"][0]["finish_reason"] == "length");
+  CHECK(ce[5]["choices"][0]["delta"] == json{{"content", "b"}});
+  CHECK(ce[6]["choices"][0]["finish_reason"] == "stop");
+  CHECK(ce[7]["choices"].empty());
+  CHECK(ce[7]["usage"] ==
+        json{{"prompt_tokens", 3}, {"completion_tokens", 6}, {"total_tokens", 9}});
+  CHECK(ce[8] == "[DONE]");
+}
+
+TEST_CASE("openai cancelled never reaches the client") {
+  auto r =
+      parse_ok(endpoint::completions, {{"model", "fake-model"}, {"prompt", "a"}, {"stream", true}});
+  zf::openai::response_writer w(r, "fake-model", "cmpl-3", 9);
+  std::string text = w.on_event(ev(0, " x"));
+  text += w.on_event(ev(0, "", finish_reason::cancelled));
+  CHECK(w.done());
+  CHECK(w.cancelled());
+  CHECK_FALSE(contains(text, "cancelled\""));
+  auto events = sse_events(text + w.stream_tail());
+  REQUIRE(events.size() == 3);
+  CHECK(events[1]["error"]["message"] == "the request was cancelled by the server");
+  CHECK(events[2] == "[DONE]");
+}
+
+TEST_CASE("openai models list") {
+  json m = json::parse(zf::openai::models_body(backend(), 42));
+  CHECK(m["object"] == "list");
+  REQUIRE(m["data"].size() == 1);
+  CHECK(m["data"][0]["id"] == "fake-model");
+  CHECK(m["data"][0]["object"] == "model");
+  CHECK(m["data"][0]["owned_by"] == "zeroflow");
+  CHECK(m["data"][0]["max_model_len"] == 32);
+  CHECK(m["data"][0]["created"] == 42);
+}
