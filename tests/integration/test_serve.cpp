@@ -1,14 +1,19 @@
 // `zeroflow serve` and `zeroflow generate` as a user meets them, on the Hugging Face fixtures
 // (tests/golden/hf, written by the PyTorch twin): the server answers over real HTTP with the
 // twin's greedy tokens, and stops cleanly on Ctrl-C.
+#include <arpa/inet.h>
 #include <doctest/doctest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <thread>
 
 #include "helpers.hpp"
@@ -120,4 +125,115 @@ TEST_CASE("serve: bad model folders and arguments give one clear message") {
   auto r2 = zeroflow("serve", d.path);
   CHECK(r2.code != 0);
   CHECK(contains(r2.out, "exactly one of --checkpoint DIR and --hf DIR"));
+}
+
+namespace {
+
+// One HTTP/1.1 exchange over a fresh socket (Connection: close); returns the raw response.
+// cut_after > 0: close the socket after reading that many bytes (a client that goes away).
+std::string http(int port, const std::string& method, const std::string& path,
+                 const std::string& body, std::size_t cut_after = 0) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    close(fd);
+    return {};
+  }
+  std::string req =
+      method + " " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" +
+      "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+      "\r\n\r\n" + body;
+  if (write(fd, req.data(), req.size()) < 0) {
+    close(fd);
+    return {};
+  }
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof buf)) > 0) {
+    out.append(buf, static_cast<std::size_t>(n));
+    if (cut_after && out.size() >= cut_after) break;
+  }
+  close(fd);
+  return out;
+}
+
+long rss_kib(pid_t pid) {
+  auto s = slurp("/proc/" + std::to_string(pid) + "/status");
+  auto p = s.find("VmRSS:");
+  return p == std::string::npos ? -1 : std::atol(s.c_str() + p + 6);
+}
+
+double metric(const std::string& text, const std::string& name) {
+  auto p = text.find("\n" + name);
+  if (p == std::string::npos) return -1;
+  p = text.find(' ', p + 1);
+  return std::atof(text.c_str() + p + 1);
+}
+
+}  // namespace
+
+// A bounded soak: clients stream, wait for whole answers, send garbage and hang up mid-stream,
+// for ZF_SOAK_SECONDS (default 40) after a warm-up. Resident memory must stay flat and at the
+// end no sequence may hold a KV block.
+TEST_CASE("serve: soak under mixed load keeps memory flat and frees the KV pool") {
+  const char* env = std::getenv("ZF_SOAK_SECONDS");
+  const int seconds = env ? std::atoi(env) : 40;
+  temp_dir d("soak");
+  server s("--hf " + k_hf + "tiny-gpt2 --max-seqs 16 --token-budget 64", d);
+  std::atomic<bool> stop{false};
+  std::atomic<long> ok{0}, cut{0}, bad{0};
+  auto client = [&](int id) {
+    std::mt19937 g(static_cast<unsigned>(id));
+    while (!stop) {
+      nlohmann::json body = {{"model", "tiny-gpt2"},
+                             {"prompt", std::string(1 + g() % 200, 'a' + id % 26)},
+                             {"max_tokens", 1 + static_cast<int>(g() % 40)},
+                             {"temperature", 0.8},
+                             {"n", 1 + static_cast<int>(g() % 2)}};
+      switch (g() % 5) {
+        case 0:  // hang up mid-stream
+          body["stream"] = true;
+          http(s.port, "POST", "/v1/completions", body.dump(), 300);
+          ++cut;
+          break;
+        case 1:  // malformed
+          if (contains(http(s.port, "POST", "/v1/completions", "{\"prompt\": [1,"), " 400 ")) ++bad;
+          break;
+        case 2:
+          body["stream"] = true;
+          if (contains(http(s.port, "POST", "/v1/completions", body.dump()), "[DONE]")) ++ok;
+          break;
+        default:
+          if (contains(http(s.port, "POST", "/v1/completions", body.dump()), "\"usage\"")) ++ok;
+      }
+    }
+  };
+  auto phase = [&](int secs) {
+    stop = false;
+    std::vector<std::thread> ts;
+    for (int i = 0; i < 8; ++i) ts.emplace_back(client, i);
+    std::this_thread::sleep_for(std::chrono::seconds(secs));
+    stop = true;
+    for (auto& t : ts) t.join();
+  };
+  phase(std::max(5, seconds / 4));  // warm-up: arenas, caches, pool pages touched
+  const long rss0 = rss_kib(s.pid);
+  phase(seconds);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // cancels land
+  const long rss1 = rss_kib(s.pid);
+  auto m = http(s.port, "GET", "/metrics", "");
+  MESSAGE("soak: ok " << ok.load() << ", cut " << cut.load() << ", malformed " << bad.load()
+                      << "; RSS " << rss0 << " -> " << rss1 << " KiB");
+  CHECK(ok > 20);
+  CHECK(cut > 5);
+  CHECK(bad > 5);
+  CHECK(metric(m, "zeroflow_kv_blocks_used{") == 0);
+  CHECK(metric(m, "zeroflow_running_sequences{") == 0);
+  CHECK(metric(m, "zeroflow_requests_in_flight") == 0);
+  CHECK(rss1 - rss0 < std::max(8192L, rss0 / 20));  // < 5% (at least 8 MiB) growth
+  CHECK(contains(http(s.port, "GET", "/health", ""), " 200 "));
 }
