@@ -141,8 +141,9 @@ class engine_backend final : public serve::completion_backend {
     // Count the request out when its last choice ends.
     auto left = std::make_shared<int>(req.n);
     p->sink = [this, left, sink = std::move(sink)](const serve::completion_event& e) {
-      if (sink) sink(e);
+      // count out first: whoever sees the last final event may submit again at once
       if (e.finish != serve::finish_reason::none && --*left == 0) outstanding_.fetch_sub(1);
+      if (sink) sink(e);
     };
     p->req = std::move(req);
     const uint64_t id = p->id;

@@ -156,10 +156,10 @@ std::vector<std::string> stop_strings(const json& body) {
 request parse_object(endpoint kind, const json& body, const serve::completion_backend& backend) {
   if (!body.is_object())
     reject(fmt::format("the request body must be a JSON object, got {}", body.type_name()));
+  // No model: the one served (as vLLM does); a named model must be it.
   const json* model = field(body, "model");
-  if (!model) reject("you must provide a model parameter", "model");
-  if (!model->is_string()) wrong_type("model", "a string", *model);
-  if (model->get<std::string>() != backend.model_name()) {
+  if (model && !model->is_string()) wrong_type("model", "a string", *model);
+  if (model && model->get<std::string>() != backend.model_name()) {
     api_error e =
         bad_request(fmt::format("The model `{}` does not exist.", model->get<std::string>()),
                     "model", "model_not_found");

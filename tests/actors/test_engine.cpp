@@ -104,8 +104,8 @@ TEST_CASE("engine: greedy tokens of 32 concurrent requests equal each request de
     reqs.push_back(greedy(std::move(p), 4 + static_cast<int>(g() % 20)));
   }
   auto run = [&](actors::engine_options o, bool one_at_a_time) {
+    collector c;  // before the engine: its destructor still calls sinks (cancelled)
     auto eng = actors::make_engine(test_weights(), gpt2_tok(), o);
-    collector c;
     std::vector<std::vector<int>> out;
     std::vector<uint64_t> ids;
     for (auto& r : reqs) {
@@ -150,8 +150,8 @@ TEST_CASE("engine: greedy tokens of 32 concurrent requests equal each request de
 
 TEST_CASE("engine: n choices, stop strings, max_tokens and usage") {
   actors::engine_options o;
+  collector c;  // before the engine: its destructor still calls sinks (cancelled)
   auto eng = actors::make_engine(test_weights(), gpt2_tok(), o);
-  collector c;
   auto prompt = gpt2_tok().encode("The whale swam towards the ship");
   // Greedy reference text, then a stop string from its middle.
   auto s0 = eng->submit(greedy(prompt, 24), c.sink());
@@ -194,8 +194,8 @@ TEST_CASE("engine: cancel frees the sequence at once and bad requests are refuse
   actors::engine_options o;
   o.max_queue = 2;
   o.max_seqs = 2;
+  collector c;  // before the engine: its destructor still calls sinks (cancelled)
   auto eng = actors::make_engine(test_weights(), gpt2_tok(), o);
-  collector c;
   auto s = eng->submit(greedy(std::vector<int>(10, 5), 200), c.sink());
   REQUIRE(s.status == 200);
   {
