@@ -12,6 +12,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
@@ -236,4 +237,95 @@ TEST_CASE("serve: soak under mixed load keeps memory flat and frees the KV pool"
   CHECK(metric(m, "zeroflow_requests_in_flight") == 0);
   CHECK(rss1 - rss0 < std::max(8192L, rss0 / 20));  // < 5% (at least 8 MiB) growth
   CHECK(contains(http(s.port, "GET", "/health", ""), " 200 "));
+}
+
+namespace {
+
+std::string body_of(const std::string& response) {
+  auto p = response.find("\r\n\r\n");
+  return p == std::string::npos ? std::string{} : response.substr(p + 4);
+}
+
+// Concatenated choice texts of an SSE response (chunked framing included: only data lines).
+std::map<int, std::string> sse_texts(const std::string& response, bool* done) {
+  std::map<int, std::string> out;
+  *done = false;
+  std::size_t p = 0;
+  while ((p = response.find("data: ", p)) != std::string::npos) {
+    auto e = response.find("\n", p);
+    std::string line = response.substr(p + 6, e - p - 6);
+    p = e;
+    if (line.rfind("[DONE]", 0) == 0) {
+      *done = true;
+      continue;
+    }
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.contains("choices")) continue;
+    for (auto& c : j["choices"]) out[c["index"].get<int>()] += c.value("text", "");
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("serve: the real server speaks the protocol and keeps serving after bad requests") {
+  temp_dir d("proto");
+  server s("--hf " + k_hf + "tiny-gpt2", d);
+  const std::string url = "/v1/completions";
+  nlohmann::json base = {{"prompt", "Call me Ishmael"}, {"max_tokens", 16}, {"temperature", 0}};
+  auto plain = nlohmann::json::parse(body_of(http(s.port, "POST", url, base.dump())));
+  const std::string full = plain["choices"][0]["text"];
+  REQUIRE(full.size() > 6);
+  // streaming gives the same text, then [DONE]
+  auto st = base;
+  st["stream"] = true;
+  bool done = false;
+  auto texts = sse_texts(http(s.port, "POST", url, st.dump()), &done);
+  CHECK(done);
+  CHECK(texts[0] == full);
+  // stop: the text ends before the stop string
+  auto sp = base;
+  sp["stop"] = full.substr(full.size() / 2, 2);
+  auto stopped = nlohmann::json::parse(body_of(http(s.port, "POST", url, sp.dump())));
+  CHECK(stopped["choices"][0]["text"] == full.substr(0, full.find(sp["stop"].get<std::string>())));
+  CHECK(stopped["choices"][0]["finish_reason"] == "stop");
+  // n = 2 sampled choices
+  auto n2 = base;
+  n2["n"] = 2;
+  n2["temperature"] = 1.0;
+  n2["seed"] = 3;
+  auto two = nlohmann::json::parse(body_of(http(s.port, "POST", url, n2.dump())));
+  REQUIRE(two["choices"].size() == 2);
+  CHECK(two["usage"]["completion_tokens"] == 32);
+  // a client that hangs up mid-stream frees its sequence
+  auto longer = st;
+  longer["max_tokens"] = 100;
+  http(s.port, "POST", url, longer.dump(), 200);
+  // bad requests: status and OpenAI error body
+  struct bad {
+    std::string body;
+    std::string status, message;
+  };
+  for (const bad& b : std::vector<bad>{
+           {"{\"prompt\": \"x\",", " 400 ", "parse"},
+           {nlohmann::json{{"prompt", std::string(3000, 'x')}, {"max_tokens", 4}}.dump(), " 400 ",
+            "maximum context length is 128"},
+           {nlohmann::json{{"prompt", "x"}, {"max_tokens", -3}}.dump(), " 400 ", "max_tokens"},
+           {nlohmann::json{{"prompt", "x"}, {"model", "gpt-5"}}.dump(), " 404 ",
+            "The model `gpt-5` does not exist"}}) {
+    auto r = http(s.port, "POST", url, b.body);
+    CAPTURE(r);
+    CHECK(contains(r, b.status));
+    CHECK(contains(r, "\"error\""));
+    CHECK(contains(r, b.message));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto m = http(s.port, "GET", "/metrics", "");
+  CHECK(metric(m, "zeroflow_kv_blocks_used{") == 0);
+  CHECK(metric(m, "zeroflow_request_finished_total{model=\"tiny-gpt2\",reason=\"cancelled\"}") ==
+        1);
+  // still serving, same answer
+  auto again = nlohmann::json::parse(body_of(http(s.port, "POST", url, base.dump())));
+  CHECK(again["choices"][0]["text"] == full);
+  CHECK(contains(http(s.port, "GET", "/v1/models", ""), "\"tiny-gpt2\""));
 }
