@@ -25,6 +25,9 @@
 // The generator thread sleeps until each arrival on the steady clock; all per-request records
 // and requests are built before the run; the sinks (on the engine's thread) only take
 // timestamps and count tokens. Last line: "RESULT {json}".
+#include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -41,9 +44,6 @@
 #include <string_view>
 #include <thread>
 #include <vector>
-
-#include <CLI/CLI.hpp>
-#include <fmt/format.h>
 
 #include "actors/engine.hpp"
 #include "runtime/config.hpp"
@@ -62,8 +62,12 @@ using zf::serve::completion_request;
 using zf::serve::finish_reason;
 using policy_kind = zf::actors::engine_options::policy_kind;
 
-double secs(clk::duration d) { return std::chrono::duration<double>(d).count(); }
-double msec(clk::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+double secs(clk::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
+double msec(clk::duration d) {
+  return std::chrono::duration<double, std::milli>(d).count();
+}
 
 double percentile(std::vector<double> v, double p) {  // linear interpolation; NaN when empty
   if (v.empty()) return std::nan("");
@@ -73,8 +77,12 @@ double percentile(std::vector<double> v, double p) {  // linear interpolation; N
   if (i + 1 >= v.size()) return v.back();
   return v[i] + (x - double(i)) * (v[i + 1] - v[i]);
 }
-double median(std::vector<double> v) { return percentile(std::move(v), 50); }
-json num(double x) { return std::isfinite(x) ? json(x) : json(nullptr); }
+double median(std::vector<double> v) {
+  return percentile(std::move(v), 50);
+}
+json num(double x) {
+  return std::isfinite(x) ? json(x) : json(nullptr);
+}
 
 const char* policy_name(policy_kind p) {
   return p == policy_kind::split_fuse ? "split_fuse" : "static_batch";
@@ -84,14 +92,14 @@ const char* policy_name(policy_kind p) {
 
 struct options {
   std::string model = "tiny", workload = "long", policy = "both", mode = "load", json_file;
-  int requests = 0;         // 0: rate * duration (open loop) or 8 per client (closed loop)
-  double duration = 30;     // seconds of arrivals when --requests is 0 (open loop)
-  double rate = 0;          // requests/s; 0: load * measured split_fuse saturation throughput
+  int requests = 0;      // 0: rate * duration (open loop) or 8 per client (closed loop)
+  double duration = 30;  // seconds of arrivals when --requests is 0 (open loop)
+  double rate = 0;       // requests/s; 0: load * measured split_fuse saturation throughput
   double load = 0.8;
-  int clients = 0;          // > 0: closed loop
+  int clients = 0;  // > 0: closed loop
   int budget = 256, max_seqs = 32, block_size = 16, num_blocks = 0, threads = 2;
   uint64_t seed = 1;
-  double timeout = 0;       // per policy run, seconds; 0: max(120, 5 * arrival span)
+  double timeout = 0;  // per policy run, seconds; 0: max(120, 5 * arrival span)
   double ttft_factor = 4, ttft_steps = 2, tpot_steps = 2;  // SLA (see the header comment)
   int single_prompt = 256, single_tokens = 64, single_runs = 5, single_warmup = 2;
   int prefill_iters = 10, prefill_warmup = 3;
@@ -205,8 +213,8 @@ std::vector<request_spec> make_requests(const workload_spec& w, int n, double ra
 
 struct record {
   clk::time_point arrival{}, first{}, finish{};
-  int tokens = 0;      // tokens received in events
-  int status = 0;      // submit status (200 accepted; 0 not sent)
+  int tokens = 0;  // tokens received in events
+  int status = 0;  // submit status (200 accepted; 0 not sent)
   uint64_t id = 0;
   finish_reason reason = finish_reason::none;
   bool done = false;
@@ -291,8 +299,8 @@ run_output drive(completion_backend& be, std::vector<request_spec> reqs, int cli
   };
   const auto start = clk::now() + std::chrono::milliseconds(20);
   out.start = start;
-  const auto deadline = start + std::chrono::duration_cast<clk::duration>(
-                                    std::chrono::duration<double>(timeout_s));
+  const auto deadline =
+      start + std::chrono::duration_cast<clk::duration>(std::chrono::duration<double>(timeout_s));
   std::size_t seen = 0;
   if (clients <= 0) {  // open loop: sleep until each arrival, submit
     for (int i = 0; i < n; ++i) {
@@ -332,10 +340,10 @@ run_output drive(completion_backend& be, std::vector<request_spec> reqs, int cli
 
 struct calibration {
   std::vector<std::pair<int, double>> prefill;  // (prompt_len, solo TTFT ms), sorted by length
-  double t_budget_ms = 0;      // solo TTFT of a token_budget-long prompt: one full step
-  double tpot_solo_ms = 0;     // batch-1 decode
-  int burst = 0;               // requests in the capacity burst
-  double capacity_rps = 0;     // split_fuse saturation throughput of the workload mix
+  double t_budget_ms = 0;             // solo TTFT of a token_budget-long prompt: one full step
+  double tpot_solo_ms = 0;            // batch-1 decode
+  int burst = 0;                      // requests in the capacity burst
+  double capacity_rps = 0;            // split_fuse saturation throughput of the workload mix
   double prefill_ms(int len) const {  // piecewise linear, extrapolated at the ends
     const auto& p = prefill;
     if (p.size() == 1) return p[0].second;
@@ -417,8 +425,8 @@ struct sla_spec {
   double ttft_factor, ttft_const_ms, min_tok_per_s;
 };
 
-json summarize(const run_output& out, const std::vector<request_spec>& reqs,
-               const calibration& cal, const sla_spec& sla, policy_kind p) {
+json summarize(const run_output& out, const std::vector<request_spec>& reqs, const calibration& cal,
+               const sla_spec& sla, policy_kind p) {
   const int n = int(out.recs().size());
   std::vector<double> ttft, tpot;
   int completed = 0, rejected = 0, not_sent = 0, failed = 0, met = 0, met_ttft = 0, met_gen = 0;
@@ -450,7 +458,8 @@ json summarize(const run_output& out, const std::vector<request_spec>& reqs,
     double gen_s = secs(r.finish - r.first);
     double per_tok = r.tokens > 1 ? 1000.0 * gen_s / (r.tokens - 1) : 0.0;
     if (r.tokens > 1) tpot.push_back(per_tok);
-    bool ok_ttft = t_first <= sla.ttft_factor * cal.prefill_ms(reqs[i].prompt_len) + sla.ttft_const_ms;
+    bool ok_ttft =
+        t_first <= sla.ttft_factor * cal.prefill_ms(reqs[i].prompt_len) + sla.ttft_const_ms;
     bool ok_gen = r.tokens <= 1 || (r.tokens - 1) / std::max(gen_s, 1e-9) >= sla.min_tok_per_s;
     met_ttft += ok_ttft;
     met_gen += ok_gen;
@@ -460,7 +469,8 @@ json summarize(const run_output& out, const std::vector<request_spec>& reqs,
   auto pct = [](const std::vector<double>& v) {
     double sum = 0;
     for (double x : v) sum += x;
-    return json{{"p50", num(percentile(v, 50))}, {"p95", num(percentile(v, 95))},
+    return json{{"p50", num(percentile(v, 50))},
+                {"p95", num(percentile(v, 95))},
                 {"p99", num(percentile(v, 99))},
                 {"mean", num(v.empty() ? std::nan("") : sum / double(v.size()))}};
   };
@@ -503,7 +513,8 @@ json engine_counters(const std::string& text) {
     if (name_end == std::string_view::npos) continue;
     std::string_view name = line.substr(0, name_end);
     for (auto& [k, v] : keys)
-      if (name == k) j[v] = std::strtod(std::string(line.substr(line.rfind(' ') + 1)).c_str(), nullptr);
+      if (name == k)
+        j[v] = std::strtod(std::string(line.substr(line.rfind(' ') + 1)).c_str(), nullptr);
   }
   return j;
 }
@@ -543,7 +554,9 @@ json run_policy(const model_setup& ms, const options& o, policy_kind p,
 }
 
 std::string fmt3(const json& j) {
-  auto f = [](const json& x) { return x.is_null() ? std::string("-") : fmt::format("{:.1f}", x.get<double>()); };
+  auto f = [](const json& x) {
+    return x.is_null() ? std::string("-") : fmt::format("{:.1f}", x.get<double>());
+  };
   return f(j["p50"]) + " / " + f(j["p95"]) + " / " + f(j["p99"]);
 }
 
@@ -566,7 +579,8 @@ int run_load(const options& o) {
     throw std::runtime_error("could not measure the saturation throughput; pass --rate");
   int n = o.requests;
   if (n <= 0) n = o.clients > 0 ? 8 * o.clients : std::max(16, int(std::lround(rate * o.duration)));
-  sla_spec sla{o.ttft_factor, o.ttft_steps * cal.t_budget_ms, 1000.0 / (o.tpot_steps * cal.t_budget_ms)};
+  sla_spec sla{o.ttft_factor, o.ttft_steps * cal.t_budget_ms,
+               1000.0 / (o.tpot_steps * cal.t_budget_ms)};
   auto reqs = make_requests(w, n, rate, o.seed, ms.cfg.vocab_size);
   double span = reqs.empty() ? 0 : reqs.back().arrival_s;
   double timeout_s = o.timeout > 0 ? o.timeout : std::max(120.0, 5 * span);
@@ -576,56 +590,72 @@ int run_load(const options& o) {
   std::string arrivals =
       o.clients > 0 ? fmt::format("closed loop, {} clients", o.clients)
                     : (o.rate > 0 ? fmt::format("Poisson {:.2f} req/s", rate)
-                                  : fmt::format("Poisson {:.2f} req/s ({:.2f} x split_fuse saturation throughput {:.2f} req/s)",
+                                  : fmt::format("Poisson {:.2f} req/s ({:.2f} x split_fuse "
+                                                "saturation throughput {:.2f} req/s)",
                                                 rate, o.load, capacity));
-  fmt::print("bench_serve: model {} ({} layers, {} heads, {} wide, vocab {}, context {}), threads {}\n",
-             o.model, ms.cfg.n_layer, ms.cfg.n_head, ms.cfg.n_embd, ms.cfg.vocab_size,
-             ms.cfg.n_positions, o.threads);
-  fmt::print("workload {}: {} requests, prompt ~N({:.0f}, 30%) in [{}, {}] (mean {:.0f}), output ~N({:.0f}, 30%) in [{}, {}] (mean {:.0f}); {}; seed {}\n",
-             w.name, n, w.prompt.mean, w.prompt.lo, w.prompt.hi, double(ptoks) / n, w.output.mean,
-             w.output.lo, w.output.hi, double(otoks) / n, arrivals, o.seed);
-  fmt::print("engine: token_budget {}, max_seqs {}, block_size {}\n", o.budget, o.max_seqs, o.block_size);
+  fmt::print(
+      "bench_serve: model {} ({} layers, {} heads, {} wide, vocab {}, context {}), threads {}\n",
+      o.model, ms.cfg.n_layer, ms.cfg.n_head, ms.cfg.n_embd, ms.cfg.vocab_size, ms.cfg.n_positions,
+      o.threads);
+  fmt::print(
+      "workload {}: {} requests, prompt ~N({:.0f}, 30%) in [{}, {}] (mean {:.0f}), output "
+      "~N({:.0f}, 30%) in [{}, {}] (mean {:.0f}); {}; seed {}\n",
+      w.name, n, w.prompt.mean, w.prompt.lo, w.prompt.hi, double(ptoks) / n, w.output.mean,
+      w.output.lo, w.output.hi, double(otoks) / n, arrivals, o.seed);
+  fmt::print("engine: token_budget {}, max_seqs {}, block_size {}\n", o.budget, o.max_seqs,
+             o.block_size);
   std::string pre;
   for (auto& [len, t] : cal.prefill) pre += fmt::format(" {}:{:.1f}", len, t);
-  fmt::print("calibration ({:.1f} s): solo prefill ms by prompt length{}; solo decode {:.2f} ms/token{}\n", cal_s,
-             pre, cal.tpot_solo_ms,
-             cal.burst > 0 ? fmt::format("; split_fuse saturation throughput {:.2f} req/s (burst of {})",
-                                         cal.capacity_rps, cal.burst)
-                           : std::string());
-  fmt::print("SLA: prompt TTFT <= {:g} x solo prefill(prompt) + {:g} x T_b ({:.1f} ms), with T_b = {:.1f} ms the solo "
-             "{}-token prefill (one full step); e.g. {:.0f} ms for a {}-token prompt; generation >= {:.1f} tokens/s "
-             "per request after its first token ({:g} x T_b = {:.1f} ms per token)\n",
-             sla.ttft_factor, o.ttft_steps, sla.ttft_const_ms, cal.t_budget_ms, o.budget,
-             sla.ttft_factor * cal.prefill_ms(int(w.prompt.mean)) + sla.ttft_const_ms, int(w.prompt.mean),
-             sla.min_tok_per_s, o.tpot_steps, 1000.0 / sla.min_tok_per_s);
+  fmt::print(
+      "calibration ({:.1f} s): solo prefill ms by prompt length{}; solo decode {:.2f} ms/token{}\n",
+      cal_s, pre, cal.tpot_solo_ms,
+      cal.burst > 0 ? fmt::format("; split_fuse saturation throughput {:.2f} req/s (burst of {})",
+                                  cal.capacity_rps, cal.burst)
+                    : std::string());
+  fmt::print(
+      "SLA: prompt TTFT <= {:g} x solo prefill(prompt) + {:g} x T_b ({:.1f} ms), with T_b = {:.1f} "
+      "ms the solo "
+      "{}-token prefill (one full step); e.g. {:.0f} ms for a {}-token prompt; generation >= "
+      "{:.1f} tokens/s "
+      "per request after its first token ({:g} x T_b = {:.1f} ms per token)\n",
+      sla.ttft_factor, o.ttft_steps, sla.ttft_const_ms, cal.t_budget_ms, o.budget,
+      sla.ttft_factor * cal.prefill_ms(int(w.prompt.mean)) + sla.ttft_const_ms, int(w.prompt.mean),
+      sla.min_tok_per_s, o.tpot_steps, 1000.0 / sla.min_tok_per_s);
   std::fflush(stdout);
 
   json results = json::array();
   for (auto p : pols) {
     auto r = run_policy(ms, o, p, reqs, cal, sla, timeout_s);
-    fmt::print("  {}: solo TTFT of a {}-token prompt {:.1f} ms; {} done, {} rejected, {} failed{} in {:.1f} s; "
-               "SLA met {} (TTFT {}, generation {})\n",
-               policy_name(p), r["mean_prompt_len"].get<int>(),
-               r["solo_ttft_mean_prompt_ms"].is_number() ? r["solo_ttft_mean_prompt_ms"].get<double>() : NAN,
-               r["completed"].get<int>(), r["rejected"].get<int>(),
-               r["failed"].get<int>(), r["timed_out"].get<bool>() ? " (timed out)" : "",
-               r["duration_s"].get<double>(), r["sla_met"].get<int>(), r["sla_met_ttft"].get<int>(),
-               r["sla_met_generation"].get<int>());
+    fmt::print(
+        "  {}: solo TTFT of a {}-token prompt {:.1f} ms; {} done, {} rejected, {} failed{} in "
+        "{:.1f} s; "
+        "SLA met {} (TTFT {}, generation {})\n",
+        policy_name(p), r["mean_prompt_len"].get<int>(),
+        r["solo_ttft_mean_prompt_ms"].is_number() ? r["solo_ttft_mean_prompt_ms"].get<double>()
+                                                  : NAN,
+        r["completed"].get<int>(), r["rejected"].get<int>(), r["failed"].get<int>(),
+        r["timed_out"].get<bool>() ? " (timed out)" : "", r["duration_s"].get<double>(),
+        r["sla_met"].get<int>(), r["sla_met_ttft"].get<int>(), r["sla_met_generation"].get<int>());
     const json& e = r["engine"];
     if (e.contains("steps") && e.contains("step_tokens_sum") && e["steps"].get<double>() > 0)
-      fmt::print("    engine: {:.0f} steps, {:.1f} tokens/step, {:.1f} ms/step over the run, {:.0f} preemptions\n",
-                 e["steps"].get<double>(), e["step_tokens_sum"].get<double>() / e["steps"].get<double>(),
-                 1000.0 * r["duration_s"].get<double>() / e["steps"].get<double>(),
-                 e.value("preemptions", 0.0));
+      fmt::print(
+          "    engine: {:.0f} steps, {:.1f} tokens/step, {:.1f} ms/step over the run, {:.0f} "
+          "preemptions\n",
+          e["steps"].get<double>(), e["step_tokens_sum"].get<double>() / e["steps"].get<double>(),
+          1000.0 * r["duration_s"].get<double>() / e["steps"].get<double>(),
+          e.value("preemptions", 0.0));
     std::fflush(stdout);
     results.push_back(r);
   }
-  fmt::print("\n| policy | req/s | out tok/s | TTFT ms p50 / p95 / p99 | TPOT ms p50 / p95 / p99 | SLA met | effective req/s |\n");
+  fmt::print(
+      "\n| policy | req/s | out tok/s | TTFT ms p50 / p95 / p99 | TPOT ms p50 / p95 / p99 | SLA "
+      "met | effective req/s |\n");
   fmt::print("|---|---|---|---|---|---|---|\n");
   for (auto& r : results)
-    fmt::print("| {} | {:.2f} | {:.0f} | {} | {} | {}/{} | {:.2f} |\n", r["policy"].get<std::string>(),
-               r["request_throughput"].get<double>(), r["output_token_throughput"].get<double>(),
-               fmt3(r["ttft_ms"]), fmt3(r["tpot_ms"]), r["sla_met"].get<int>(), r["requests"].get<int>(),
+    fmt::print("| {} | {:.2f} | {:.0f} | {} | {} | {}/{} | {:.2f} |\n",
+               r["policy"].get<std::string>(), r["request_throughput"].get<double>(),
+               r["output_token_throughput"].get<double>(), fmt3(r["ttft_ms"]), fmt3(r["tpot_ms"]),
+               r["sla_met"].get<int>(), r["requests"].get<int>(),
                r["effective_throughput"].get<double>());
   json res{{"mode", "load"},
            {"model", o.model},
@@ -656,13 +686,16 @@ int run_load(const options& o) {
   if (results.size() == 2) {
     double a = results[0]["effective_throughput"], b = results[1]["effective_throughput"];
     res["effective_throughput_ratio"] = b > 0 ? json(a / b) : json(nullptr);
-    fmt::print("\nsplit_fuse / static_batch: effective throughput {}, request throughput {:.2f}x, TTFT p50 {}\n",
-               b > 0 ? fmt::format("{:.2f}x", a / b) : std::string("inf (static_batch met no SLA)"),
-               results[0]["request_throughput"].get<double>() / results[1]["request_throughput"].get<double>(),
-               results[0]["ttft_ms"]["p50"].is_number() && results[1]["ttft_ms"]["p50"].is_number()
-                   ? fmt::format("{:.2f}x lower", results[1]["ttft_ms"]["p50"].get<double>() /
-                                                      results[0]["ttft_ms"]["p50"].get<double>())
-                   : std::string("-"));
+    fmt::print(
+        "\nsplit_fuse / static_batch: effective throughput {}, request throughput {:.2f}x, TTFT "
+        "p50 {}\n",
+        b > 0 ? fmt::format("{:.2f}x", a / b) : std::string("inf (static_batch met no SLA)"),
+        results[0]["request_throughput"].get<double>() /
+            results[1]["request_throughput"].get<double>(),
+        results[0]["ttft_ms"]["p50"].is_number() && results[1]["ttft_ms"]["p50"].is_number()
+            ? fmt::format("{:.2f}x lower", results[1]["ttft_ms"]["p50"].get<double>() /
+                                               results[0]["ttft_ms"]["p50"].get<double>())
+            : std::string("-"));
   }
   if (!o.json_file.empty()) {
     std::FILE* f = std::fopen(o.json_file.c_str(), "w");
@@ -690,7 +723,8 @@ int run_single(const options& o) {
     std::vector<request_spec> r(1);
     r[0].req = prompt;
     auto out = drive(*be, std::move(r), 0, 300);
-    if (i >= o.prefill_warmup && out.recs()[0].tokens > 0) pre.push_back(msec(out.recs()[0].first - out.recs()[0].arrival));
+    if (i >= o.prefill_warmup && out.recs()[0].tokens > 0)
+      pre.push_back(msec(out.recs()[0].first - out.recs()[0].arrival));
   }
   // Decode: per-token intervals between events after the first token.
   struct stamps {
@@ -736,9 +770,11 @@ int run_single(const options& o) {
            {"prefill_ms_min", num(pre.empty() ? NAN : *std::min_element(pre.begin(), pre.end()))},
            {"decode_ms_per_token_median", num(median(per_tok))},
            {"decode_tokens_per_s", num(1000.0 / median(per_tok))}};
-  fmt::print("bench_serve single-stream, model {}, threads {}: prefill {} tokens (TTFT, max_tokens 1) {:.1f} ms median; "
-             "decode {:.2f} ms/token median ({} tokens x {} runs)\n",
-             o.model, o.threads, P, median(pre), median(per_tok), N, o.single_runs);
+  fmt::print(
+      "bench_serve single-stream, model {}, threads {}: prefill {} tokens (TTFT, max_tokens 1) "
+      "{:.1f} ms median; "
+      "decode {:.2f} ms/token median ({} tokens x {} runs)\n",
+      o.model, o.threads, P, median(pre), median(per_tok), N, o.single_runs);
   if (!o.json_file.empty()) {
     std::FILE* f = std::fopen(o.json_file.c_str(), "w");
     if (!f) throw std::runtime_error("cannot write " + o.json_file);
@@ -757,15 +793,22 @@ int main(int argc, char** argv) {
   app.add_option("--mode", o.mode, "load | single")->check(CLI::IsMember({"load", "single"}));
   app.add_option("--model", o.model, "tiny | gpt2-124M (random seeded weights)")
       ->check(CLI::IsMember({"tiny", "gpt2-124M"}));
-  app.add_option("--workload", o.workload, "long (long prompts, short outputs) | chat (short prompts, longer outputs)")
+  app.add_option("--workload", o.workload,
+                 "long (long prompts, short outputs) | chat (short prompts, longer outputs)")
       ->check(CLI::IsMember({"long", "chat"}));
   app.add_option("--policy", o.policy, "split_fuse | static_batch | both")
       ->check(CLI::IsMember({"split_fuse", "static_batch", "both"}));
-  app.add_option("--requests", o.requests, "requests per policy; 0: rate x --duration (open loop), 8 x clients (closed)");
+  app.add_option("--requests", o.requests,
+                 "requests per policy; 0: rate x --duration (open loop), 8 x clients (closed)");
   app.add_option("--duration", o.duration, "seconds of arrivals when --requests is 0");
-  app.add_option("--rate", o.rate, "open-loop Poisson arrivals, requests/s; 0: --load x split_fuse saturation throughput (measured)");
-  app.add_option("--load", o.load, "offered load as a fraction of the measured saturation throughput (with --rate 0)");
-  app.add_option("--clients", o.clients, "closed loop with this many clients (instead of Poisson arrivals)");
+  app.add_option("--rate", o.rate,
+                 "open-loop Poisson arrivals, requests/s; 0: --load x split_fuse saturation "
+                 "throughput (measured)");
+  app.add_option(
+      "--load", o.load,
+      "offered load as a fraction of the measured saturation throughput (with --rate 0)");
+  app.add_option("--clients", o.clients,
+                 "closed loop with this many clients (instead of Poisson arrivals)");
   app.add_option("--budget", o.budget, "engine token budget per forward pass");
   app.add_option("--max-seqs", o.max_seqs, "engine running sequences at most");
   app.add_option("--block-size", o.block_size, "KV block size");
@@ -773,10 +816,12 @@ int main(int argc, char** argv) {
   app.add_option("--threads", o.threads, "engine compute threads");
   app.add_option("--seed", o.seed, "workload and weights seed");
   app.add_option("--timeout", o.timeout, "seconds per policy run; 0: max(120, 5 x arrival span)");
-  app.add_option("--sla-ttft-factor", o.ttft_factor, "prompt SLA: TTFT <= F x solo prefill + S x T_b");
+  app.add_option("--sla-ttft-factor", o.ttft_factor,
+                 "prompt SLA: TTFT <= F x solo prefill + S x T_b");
   app.add_option("--sla-ttft-steps", o.ttft_steps, "prompt SLA: S");
   app.add_option("--sla-tpot-steps", o.tpot_steps, "generation SLA: tokens/s >= 1 / (G x T_b)");
-  app.add_option("--single-prompt", o.single_prompt, "single mode: prompt tokens (prefill and decode)");
+  app.add_option("--single-prompt", o.single_prompt,
+                 "single mode: prompt tokens (prefill and decode)");
   app.add_option("--single-tokens", o.single_tokens, "single mode: decoded tokens per run");
   app.add_option("--single-runs", o.single_runs, "single mode: measured decode runs");
   app.add_option("--prefill-iters", o.prefill_iters, "single mode: measured prefills");
