@@ -13,6 +13,7 @@
 #include <atomic>
 #include <caf/all.hpp>
 #include <mutex>
+#include <thread>
 
 #include "kernels/threads.hpp"
 #include "runtime/chat_template.hpp"
@@ -92,6 +93,7 @@ class engine_backend final : public serve::completion_backend {
     co.sched.max_seqs = o.max_seqs;
     co.sched.block_size = o.block_size;
     co.num_blocks = o.num_blocks;
+    co.threads = o.threads > 0 ? o.threads : static_cast<int>(std::thread::hardware_concurrency());
     core_ = std::make_unique<engine_core>(weights_, tok_, co);
     sys_ = std::make_unique<caf::actor_system>(sys_cfg_);
     actor_ = sys_->spawn<caf::detached>(engine_actor, core_.get());

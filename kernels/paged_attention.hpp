@@ -8,6 +8,10 @@
 // (attention_forward). The K/V of the chunk's own rows must already be in the blocks.
 namespace zf::kernels {
 
+// Chunks of at most this many query rows take the direct path (no GEMMs, no OpenBLAS threads:
+// callers may run several such chunks in parallel).
+inline constexpr int paged_direct_rows = 4;
+
 struct paged_kv {
   const float* k = nullptr;     // layer's K pool: [num_blocks][block_size][kv_dim]
   const float* v = nullptr;     // layer's V pool, same layout

@@ -18,7 +18,7 @@ namespace zf::kernels {
 namespace {
 
 using namespace vec8;
-constexpr int kDirectRows = 4;
+constexpr int kDirectRows = paged_direct_rows;
 
 float dot(const float* a, const float* b, int n) {
   v8f acc0 = {}, acc1 = {};

@@ -116,7 +116,7 @@ engine_core::engine_core(const lm_weights& w, const tokenizer& tok, const engine
       pool_(blocks_for(w, o)),
       kv_(w.cfg.n_layer, pool_.num_blocks(), o.sched.block_size, w.cfg.kv_dim()),
       sched_(o.sched, pool_),
-      runner_(w, max_rows_for(w, o.sched), std::max(1, o.sched.max_seqs)) {
+      runner_(w, max_rows_for(w, o.sched), std::max(1, o.sched.max_seqs), o.threads) {
   chunks_.reserve(static_cast<std::size_t>(o.sched.max_seqs) + 8);
   stats_.blocks_total = pool_.num_blocks();
   window_start_ = clock::now();

@@ -24,6 +24,7 @@ struct engine_core_options {
   sched_options sched;
   int num_blocks = 0;  // 0: max_seqs full contexts, capped at kv_budget_bytes
   std::size_t kv_budget_bytes = std::size_t{1} << 30;
+  int threads = 1;  // for decode attention (lm_runner)
 };
 
 // Cumulative histogram with fixed upper bounds (Prometheus style).

@@ -28,8 +28,8 @@ void add_bias(float* y, const float* b, int n, int c) {
 
 }  // namespace
 
-lm_runner::lm_runner(const lm_weights& w, int max_rows, int max_logits)
-    : w_(w), max_rows_(max_rows), max_logits_(max_logits) {
+lm_runner::lm_runner(const lm_weights& w, int max_rows, int max_logits, int threads)
+    : w_(w), max_rows_(max_rows), max_logits_(max_logits), pool_(std::max(1, threads)) {
   const lm_config& c = w.cfg;
   if (max_rows < 1 || max_logits < 1) fail("lm_runner: max_rows and max_logits must be >= 1");
   const bool llama = c.arch == lm_arch::llama;
@@ -50,6 +50,8 @@ lm_runner::lm_runner(const lm_weights& w, int max_rows, int max_logits)
     mlp_ = scratch_.take(R * mlp_w);
     act_ = llama ? scratch_.take(R * c.intermediate) : nullptr;
     attn_scratch_ = scratch_.take(static_cast<std::size_t>(k::paged_attention_scratch(worst)));
+    decode_scratch_stride_ = static_cast<std::size_t>(c.n_head) * c.max_positions;
+    decode_scratch_ = scratch_.take(decode_scratch_stride_ * pool_.size());
     lnf_ = scratch_.take(L * c.hidden);
     logits_ = scratch_.take(L * c.vocab_size);
     if (llama) {
@@ -83,8 +85,13 @@ void lm_runner::attention_layer(int l, std::span<const lm_chunk> chunks, kv_stor
     k::rope_forward(qkv_, D, n, pos_.data(), c.n_head, c.head_dim, rope_cos_, rope_sin_);
     k::rope_forward(qkv_ + Q, D, n, pos_.data(), c.n_kv_head, c.head_dim, rope_cos_, rope_sin_);
   }
+  // K/V of every row into the pool first: chunks then only read.
   int row = 0;
-  for (const lm_chunk& ch : chunks) {
+  row0_.clear();
+  direct_.clear();
+  for (std::size_t ci = 0; ci < chunks.size(); ++ci) {
+    const lm_chunk& ch = chunks[ci];
+    row0_.push_back(row);
     for (int i = 0; i < ch.len; ++i) {
       const int p = ch.start + i, b = ch.blocks[p / bs];
       const float* src = qkv_ + static_cast<std::size_t>(row + i) * D;
@@ -92,6 +99,12 @@ void lm_runner::attention_layer(int l, std::span<const lm_chunk> chunks, kv_stor
       std::memcpy(kv.k(l, b) + off, src + Q, KV * sizeof(float));
       std::memcpy(kv.v(l, b) + off, src + Q + KV, KV * sizeof(float));
     }
+    if (ch.len <= k::paged_direct_rows) direct_.push_back(static_cast<int>(ci));
+    row += ch.len;
+  }
+  auto attend = [&](std::size_t ci, float* scratch) {
+    const lm_chunk& ch = chunks[ci];
+    const int r0 = row0_[ci];
     k::paged_shape s{.tq = ch.len,
                      .start = ch.start,
                      .n_head = c.n_head,
@@ -101,10 +114,17 @@ void lm_runner::attention_layer(int l, std::span<const lm_chunk> chunks, kv_stor
                      .ldo = Q};
     k::paged_kv pk{
         .k = kv.k(l, 0), .v = kv.v(l, 0), .blocks = ch.blocks, .block_size = bs, .kv_dim = KV};
-    k::paged_attention(s, qkv_ + static_cast<std::size_t>(row) * D, pk,
-                       att_ + static_cast<std::size_t>(row) * Q, attn_scratch_);
-    row += ch.len;
-  }
+    k::paged_attention(s, qkv_ + static_cast<std::size_t>(r0) * D, pk,
+                       att_ + static_cast<std::size_t>(r0) * Q, scratch);
+  };
+  // Prefill chunks one at a time (their GEMMs are threaded by OpenBLAS); decode-sized chunks
+  // spread over the worker pool, each thread with its own scratch.
+  for (std::size_t ci = 0; ci < chunks.size(); ++ci)
+    if (chunks[ci].len > k::paged_direct_rows) attend(ci, attn_scratch_);
+  pool_.run(static_cast<int>(direct_.size()), [&](int worker, int j) {
+    attend(static_cast<std::size_t>(direct_[static_cast<std::size_t>(j)]),
+           decode_scratch_ + decode_scratch_stride_ * static_cast<std::size_t>(worker));
+  });
   k::gemm(false, false, n, C, Q, 1.0f, att_, Q, L.o_w, C, 1.0f, x_, C);
   add_bias(x_, L.o_b, n, C);
 }

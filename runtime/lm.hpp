@@ -13,6 +13,7 @@
 #include "runtime/kv_cache.hpp"
 #include "runtime/lm_weights.hpp"
 #include "runtime/tensor.hpp"
+#include "runtime/worker_pool.hpp"
 
 namespace zf {
 
@@ -27,7 +28,8 @@ class lm_runner {
  public:
   // max_rows: tokens per forward at most (>= 1, <= ... any); max_logits: chunks with logits at
   // most. Both are hard limits checked by forward().
-  lm_runner(const lm_weights& w, int max_rows, int max_logits);
+  // threads: for the per-chunk attention of decode rows (GEMMs use OpenBLAS's own threads).
+  lm_runner(const lm_weights& w, int max_rows, int max_logits, int threads = 1);
   const lm_config& config() const { return w_.cfg; }
 
   // Computes the chunks: their K/V are written into kv at their positions (slot p of a chunk's
@@ -55,6 +57,11 @@ class lm_runner {
         *act_ = nullptr, *attn_scratch_ = nullptr, *lnf_ = nullptr, *logits_ = nullptr,
         *rope_cos_ = nullptr, *rope_sin_ = nullptr;
   std::vector<int> pos_;  // [max_rows] position of each row
+  worker_pool pool_;
+  float* decode_scratch_ = nullptr;  // [threads][n_head * max_positions]
+  std::size_t decode_scratch_stride_ = 0;
+  std::vector<int> row0_;    // first row of each chunk (reused)
+  std::vector<int> direct_;  // chunks on the direct path (reused)
 };
 
 }  // namespace zf

@@ -115,7 +115,7 @@ TEST_CASE("lm: a ragged batch of prefill chunks and decodes equals each sequence
   auto m = small_cfg();
   auto flat = seeded_params(m, 11);
   auto w = gpt2_lm_weights(m, flat.data(), "t");
-  lm_runner run(w, 128, 8);
+  lm_runner run(w, 128, 8, 2);  // two threads for the decode-sized chunks
   kv_storage kv(m.n_layer, 120, 4, m.n_embd);
   // Three sequences; each first gets a prefix alone, then one ragged step computes:
   // A decodes 1 token, B prefills a 20-token chunk (no logits), C prefills its last 9 tokens.
