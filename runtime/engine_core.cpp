@@ -117,6 +117,11 @@ engine_core::engine_core(const lm_weights& w, const tokenizer& tok, const engine
       kv_(w.cfg.n_layer, pool_.num_blocks(), o.sched.block_size, w.cfg.kv_dim()),
       sched_(o.sched, pool_),
       runner_(w, max_rows_for(w, o.sched), std::max(1, o.sched.max_seqs), o.threads) {
+  // Every running sequence decodes each step: more of them than the budget would starve some.
+  if (o.sched.max_seqs > o.sched.token_budget)
+    fail("engine: max_seqs ({}) must not exceed the token budget ({}): every running sequence "
+         "needs one token of each step",
+         o.sched.max_seqs, o.sched.token_budget);
   chunks_.reserve(static_cast<std::size_t>(o.sched.max_seqs) + 8);
   stats_.blocks_total = pool_.num_blocks();
   window_start_ = clock::now();

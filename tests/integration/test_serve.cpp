@@ -126,6 +126,9 @@ TEST_CASE("serve: bad model folders and arguments give one clear message") {
   auto r2 = zeroflow("serve", d.path);
   CHECK(r2.code != 0);
   CHECK(contains(r2.out, "exactly one of --checkpoint DIR and --hf DIR"));
+  auto r3 = zeroflow("serve --hf " + k_hf + "tiny-gpt2 --max-seqs 300 --token-budget 256", d.path);
+  CHECK(r3.code != 0);
+  CHECK(contains(r3.out, "max_seqs (300) must not exceed the token budget (256)"));
 }
 
 namespace {
