@@ -238,7 +238,12 @@ TEST_CASE("serve: soak under mixed load keeps memory flat and frees the KV pool"
   CHECK(metric(m, "zeroflow_kv_blocks_used{") == 0);
   CHECK(metric(m, "zeroflow_running_sequences{") == 0);
   CHECK(metric(m, "zeroflow_requests_in_flight") == 0);
+#if defined(__SANITIZE_ADDRESS__)
+  // AddressSanitizer's quarantine holds freed memory by design: RSS says nothing here.
+  MESSAGE("RSS check skipped under AddressSanitizer");
+#else
   CHECK(rss1 - rss0 < std::max(8192L, rss0 / 20));  // < 5% (at least 8 MiB) growth
+#endif
   CHECK(contains(http(s.port, "GET", "/health", ""), " 200 "));
 }
 
