@@ -207,11 +207,8 @@ class session : public std::enable_shared_from_this<session> {
     serve::submit_result sub = st_->backend.submit(std::move(r.completion), make_sink(++gen_));
     if (sub.status != 200) {
       writer_.reset();
-      if (sub.status == 429)
-        return send_error(openai::make_error(429, sub.message, "rate_limit_exceeded", 429),
-                          std::max(1, sub.retry_after_s));
-      if (sub.status == 400) return send_error(openai::make_error(400, sub.message));
-      return send_error(openai::make_error(sub.status, sub.message, "server_error"));
+      return send_error(openai::submit_error(sub),
+                        sub.status == 429 ? std::max(1, sub.retry_after_s) : 0);
     }
     active_ = true;
     backend_id_ = sub.id;
@@ -238,12 +235,6 @@ class session : public std::enable_shared_from_this<session> {
   // io_context (not the strand: a sink may outlive the io_context and the strand's executor
   // must not, so the hop to the strand happens on an io thread, through the weak_ptr). The
   // gateway nulls st->ioc under sink_mu before destroying the io_context.
-  struct inbox {
-    std::mutex mu;
-    std::vector<std::pair<uint64_t, serve::completion_event>> events;  // (gen, event)
-    bool scheduled = false;
-  };
-
   serve::event_sink make_sink(uint64_t gen) {
     return
         [weak = weak_from_this(), st = st_, box = inbox_, gen](const serve::completion_event& e) {
@@ -290,12 +281,7 @@ class session : public std::enable_shared_from_this<session> {
   }
 
   // ---- streamed writes: out_ collects chunks while wbuf_ is being written
-  void append_chunk(const std::string& data) {
-    if (data.empty()) return;
-    out_ += fmt::format("{:x}\r\n", data.size());
-    out_ += data;
-    out_ += "\r\n";
-  }
+  void append_chunk(const std::string& data) { out_ += openai::http_chunk(data); }
 
   void flush() {
     if (closed_ || writing_ || out_.empty()) return;
@@ -386,7 +372,7 @@ class session : public std::enable_shared_from_this<session> {
 
   std::shared_ptr<string_response> res_;  // a complete response being written
 
-  std::shared_ptr<inbox> inbox_ = std::make_shared<inbox>();
+  std::shared_ptr<event_inbox> inbox_ = std::make_shared<event_inbox>();
   uint64_t gen_ = 0;     // bumped per submitted request; stale events are dropped
   bool active_ = false;  // the backend request backend_id_ is running
   uint64_t backend_id_ = 0;

@@ -11,6 +11,8 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "actors/gateway.hpp"
 
@@ -35,6 +37,14 @@ struct gateway_state {
 
   void count(std::string_view route, int status);
   std::string metrics_text();
+};
+
+// A session's pending events, in order, filled by its sink on the backend's thread: (request
+// generation, event); `scheduled` while a drain is on its way to the session's strand.
+struct event_inbox {
+  std::mutex mu;
+  std::vector<std::pair<uint64_t, serve::completion_event>> events;
+  bool scheduled = false;
 };
 
 // Takes over an accepted socket (whose executor is a strand) and serves it until it closes.

@@ -560,6 +560,18 @@ std::string fmt3(const json& j) {
   return f(j["p50"]) + " / " + f(j["p95"]) + " / " + f(j["p99"]);
 }
 
+// Writes res to --json (if given) and prints the RESULT line.
+int emit_result(const options& o, const json& res) {
+  if (!o.json_file.empty()) {
+    std::FILE* f = std::fopen(o.json_file.c_str(), "w");
+    if (!f) throw std::runtime_error("cannot write " + o.json_file);
+    std::fputs(res.dump(1).c_str(), f);
+    std::fclose(f);
+  }
+  std::cout << "RESULT " << res.dump() << std::endl;
+  return 0;
+}
+
 int run_load(const options& o) {
   auto w = make_workload(o.workload);
   std::vector<policy_kind> pols;
@@ -697,14 +709,7 @@ int run_load(const options& o) {
                                                results[0]["ttft_ms"]["p50"].get<double>())
             : std::string("-"));
   }
-  if (!o.json_file.empty()) {
-    std::FILE* f = std::fopen(o.json_file.c_str(), "w");
-    if (!f) throw std::runtime_error("cannot write " + o.json_file);
-    std::fputs(res.dump(1).c_str(), f);
-    std::fclose(f);
-  }
-  std::cout << "RESULT " << res.dump() << std::endl;
-  return 0;
+  return emit_result(o, res);
 }
 
 // ---- single stream -------------------------------------------------------------------------
@@ -775,14 +780,7 @@ int run_single(const options& o) {
       "{:.1f} ms median; "
       "decode {:.2f} ms/token median ({} tokens x {} runs)\n",
       o.model, o.threads, P, median(pre), median(per_tok), N, o.single_runs);
-  if (!o.json_file.empty()) {
-    std::FILE* f = std::fopen(o.json_file.c_str(), "w");
-    if (!f) throw std::runtime_error("cannot write " + o.json_file);
-    std::fputs(res.dump(1).c_str(), f);
-    std::fclose(f);
-  }
-  std::cout << "RESULT " << res.dump() << std::endl;
-  return 0;
+  return emit_result(o, res);
 }
 
 }  // namespace

@@ -272,6 +272,17 @@ api_error make_error(int status, std::string message, std::string type, json cod
   return e;
 }
 
+api_error submit_error(const serve::submit_result& r) {
+  if (r.status == 429) return make_error(429, r.message, "rate_limit_exceeded", 429);
+  if (r.status == 400) return make_error(400, r.message);
+  return make_error(r.status, r.message, "server_error");
+}
+
+std::string http_chunk(std::string_view data) {
+  if (data.empty()) return {};
+  return fmt::format("{:x}\r\n{}\r\n", data.size(), data);
+}
+
 std::variant<request, api_error> parse_request(endpoint kind, std::string_view body,
                                                const serve::completion_backend& backend) {
   json j;

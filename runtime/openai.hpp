@@ -32,6 +32,12 @@ struct api_error {
 api_error bad_request(std::string message, std::string param = {}, nlohmann::json code = nullptr);
 api_error make_error(int status, std::string message, std::string type = "invalid_request_error",
                      nlohmann::json code = nullptr);
+// The error a rejected submit (status != 200) answers with: 429 rate_limit_exceeded (code 429),
+// 400 invalid_request_error, anything else server_error.
+api_error submit_error(const serve::submit_result& r);
+// One HTTP/1.1 chunk of a chunked body ("<hex size>\r\n<data>\r\n"); empty data gives "" (an
+// empty chunk would end the body).
+std::string http_chunk(std::string_view data);
 
 // A request that passed validation against the backend (model, context length, vocabulary).
 struct request {

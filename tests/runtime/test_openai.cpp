@@ -368,3 +368,15 @@ TEST_CASE("openai models list") {
   CHECK(m["data"][0]["max_model_len"] == 32);
   CHECK(m["data"][0]["created"] == 42);
 }
+
+TEST_CASE("openai submit rejections and chunk framing") {
+  auto busy = zf::openai::submit_error({0, 429, 3, "busy"});
+  CHECK(busy.status == 429);
+  CHECK(busy.type == "rate_limit_exceeded");
+  CHECK(busy.code == 429);
+  CHECK(zf::openai::submit_error({0, 400, 0, "bad"}).type == "invalid_request_error");
+  CHECK(zf::openai::submit_error({0, 503, 0, "stopping"}).type == "server_error");
+  CHECK(zf::openai::http_chunk("data: x\n\n") == "9\r\ndata: x\n\n\r\n");
+  CHECK(zf::openai::http_chunk(std::string(26, 'a')).substr(0, 4) == "1a\r\n");
+  CHECK(zf::openai::http_chunk("").empty());
+}
