@@ -195,10 +195,13 @@ TEST_CASE("cli: a corrupt checkpoint is refused and nothing on disk changes") {
 TEST_CASE("cli: Ctrl-C stops cleanly with a checkpoint that resumes") {
   temp_dir d("sigint");
   auto out = d.path / "run";
-  // timeout sends SIGINT after 4 s; the run would take far longer
-  std::string cmd = "timeout --preserve-status -s INT 4 " + std::string(ZF_BINARY_DIR) +
-                    "/zeroflow train --set train.steps=100000" + k_small + " --out " +
-                    out.string() + " > " + (d.path / "log").string() + " 2>&1";
+  // timeout sends SIGINT after 4 s; the run would take far longer. --foreground: without it,
+  // timeout signals the child and then its whole process group, a second Ctrl-C that aborts
+  // (exit 130) when the child handled the first before the second arrived (seen on CI).
+  std::string cmd = "timeout --foreground --preserve-status -s INT 4 " +
+                    std::string(ZF_BINARY_DIR) + "/zeroflow train --set train.steps=100000" +
+                    k_small + " --out " + out.string() + " > " + (d.path / "log").string() +
+                    " 2>&1";
   int rc = std::system(cmd.c_str());
   std::string log = slurp(d.path / "log");
   INFO(log);
