@@ -92,6 +92,7 @@ class engine_backend final : public serve::completion_backend {
     co.sched.token_budget = o.token_budget;
     co.sched.max_seqs = o.max_seqs;
     co.sched.block_size = o.block_size;
+    co.sched.prefix_caching = o.prefix_caching;
     co.num_blocks = o.num_blocks;
     co.threads = o.threads > 0 ? o.threads : static_cast<int>(std::thread::hardware_concurrency());
     core_ = std::make_unique<engine_core>(weights_, tok_, co);
@@ -130,6 +131,8 @@ class engine_backend final : public serve::completion_backend {
     std::lock_guard lk(tok_mu_);
     return format_chat(tok_, m);
   }
+  // The vocabulary tables are immutable: no lock (see tokenizer.hpp, "Threading").
+  std::string token_bytes(int id) const override { return tok_.token_bytes(id); }
 
   serve::submit_result submit(serve::completion_request req, serve::event_sink sink) override {
     if (auto v = core_->validate(req); v.status != 200) return v;

@@ -16,12 +16,13 @@ struct engine_options {
   // static_batch: the baseline; whole prompts, a batch runs until all its sequences finish.
   enum class policy_kind { split_fuse, static_batch };
   policy_kind policy = policy_kind::split_fuse;
-  int token_budget = 256;   // tokens per forward pass
-  int max_seqs = 64;        // running sequences at most
-  int block_size = 16;      // tokens per KV block
-  int num_blocks = 0;       // KV blocks in the pool; 0: enough for max_seqs full contexts, capped
-  int max_queue = 256;      // waiting requests at most; more get 429
-  int threads = 0;          // compute threads; 0: all cores
+  int token_budget = 256;  // tokens per forward pass
+  int max_seqs = 64;       // running sequences at most
+  int block_size = 16;     // tokens per KV block
+  int num_blocks = 0;      // KV blocks in the pool; 0: enough for max_seqs full contexts, capped
+  int max_queue = 256;     // waiting requests at most; more get 429
+  int threads = 0;         // compute threads; 0: all cores
+  bool prefix_caching = true;  // share the KV blocks of prompt prefixes across requests
 };
 
 std::unique_ptr<serve::completion_backend> make_engine(lm_weights weights, tokenizer tok,

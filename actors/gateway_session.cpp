@@ -201,7 +201,7 @@ class session : public std::enable_shared_from_this<session> {
     auto parsed = openai::parse_request(kind, body, st_->backend);
     if (auto* e = std::get_if<openai::api_error>(&parsed)) return send_error(*e);
     openai::request& r = std::get<openai::request>(parsed);
-    writer_.emplace(r, st_->backend.model_name(), openai::new_response_id(kind),
+    writer_.emplace(r, st_->backend, openai::new_response_id(kind),
                     static_cast<int64_t>(std::time(nullptr)));
     // Events are posted to this strand, so none is handled before this function returns.
     serve::submit_result sub = st_->backend.submit(std::move(r.completion), make_sink(++gen_));

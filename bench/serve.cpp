@@ -88,6 +88,15 @@ const char* policy_name(policy_kind p) {
   return p == policy_kind::split_fuse ? "split_fuse" : "static_batch";
 }
 
+// One engine configuration of a load run: a policy, with or without the prefix cache.
+struct variant {
+  policy_kind policy = policy_kind::split_fuse;
+  bool prefix_caching = true;
+  std::string name() const {
+    return std::string(policy_name(policy)) + (prefix_caching ? "" : " (no prefix cache)");
+  }
+};
+
 // ---- options -------------------------------------------------------------------------------
 
 struct options {
@@ -98,6 +107,7 @@ struct options {
   double load = 0.6;     // at 0.8 the burst estimate proved optimistic: arrivals outran capacity
   int clients = 0;       // > 0: closed loop
   int budget = 256, max_seqs = 32, block_size = 16, num_blocks = 0, threads = 2;
+  bool prefix_caching = true;  // --mode single always runs without it (it measures compute)
   uint64_t seed = 1;
   double timeout = 0;  // per policy run, seconds; 0: max(120, 5 * arrival span)
   double ttft_factor = 4, ttft_steps = 2, tpot_steps = 2;  // SLA (see the header comment)
@@ -139,12 +149,14 @@ model_setup make_model(const std::string& which, uint64_t seed) {
 }
 
 std::unique_ptr<completion_backend> make_backend(const model_setup& ms, const options& o,
-                                                 policy_kind p, int max_queue) {
+                                                 policy_kind p, int max_queue,
+                                                 bool prefix_caching = true) {
   zf::actors::engine_options eo;
   eo.policy = p;
   eo.token_budget = o.budget;
   eo.max_seqs = o.max_seqs;
   eo.block_size = o.block_size;
+  eo.prefix_caching = prefix_caching && o.prefix_caching;
   eo.num_blocks = o.num_blocks;
   eo.max_queue = max_queue;
   eo.threads = o.threads;
@@ -165,6 +177,7 @@ struct length_dist {
 struct workload_spec {
   std::string name;
   length_dist prompt, output;
+  int shared_prefix = 0;  // tokens of one system prompt before every request's own prompt
 };
 
 // Scaled from FastGen's mixes (prompt 2600 / output 60 and prompt 1200 / output 128 on 4k
@@ -172,6 +185,9 @@ struct workload_spec {
 workload_spec make_workload(const std::string& w) {
   if (w == "long") return {"long", {768, 256, 960}, {32, 8, 64}};
   if (w == "chat") return {"chat", {96, 16, 256}, {160, 48, 320}};
+  // A shared 512-token system prompt before each request's own ~64 tokens (few-shot / agent
+  // style): what prefix caching is for.
+  if (w == "prefix") return {"prefix", {64, 16, 128}, {32, 8, 64}, 512};
   throw std::runtime_error("unknown --workload " + w);
 }
 
@@ -197,6 +213,7 @@ std::vector<request_spec> make_requests(const workload_spec& w, int n, double ra
                                         int vocab) {
   std::mt19937_64 g(seed);
   std::exponential_distribution<double> gap(rate > 0 ? rate : 1.0);
+  const std::vector<int> system = make_request(g, w.shared_prefix, 1, vocab).prompt;
   std::vector<request_spec> out(n);
   double t = 0;
   for (auto& r : out) {
@@ -205,6 +222,8 @@ std::vector<request_spec> make_requests(const workload_spec& w, int n, double ra
     r.prompt_len = w.prompt.draw(g);
     r.max_tokens = w.output.draw(g);
     r.req = make_request(g, r.prompt_len, r.max_tokens, vocab);
+    r.req.prompt.insert(r.req.prompt.begin(), system.begin(), system.end());
+    r.prompt_len += w.shared_prefix;
   }
   return out;
 }
@@ -386,7 +405,8 @@ calibration calibrate(const model_setup& ms, const options& o, const workload_sp
   solo_ttft_ms(*be, g, 64, 2, vocab);  // warm-up (thread pool, first-touch of the KV pool)
   batch_tpot_ms(*be, g, 2, vocab);
   calibration c;
-  std::vector<int> lens{16, w.prompt.lo, int(w.prompt.mean), w.prompt.hi, o.budget};
+  const int S = w.shared_prefix;  // solo prefill: the whole prompt, nothing cached
+  std::vector<int> lens{16, S + w.prompt.lo, S + int(w.prompt.mean), S + w.prompt.hi, o.budget};
   std::sort(lens.begin(), lens.end());
   lens.erase(std::unique(lens.begin(), lens.end()), lens.end());
   for (int len : lens) {
@@ -426,7 +446,7 @@ struct sla_spec {
 };
 
 json summarize(const run_output& out, const std::vector<request_spec>& reqs, const calibration& cal,
-               const sla_spec& sla, policy_kind p) {
+               const sla_spec& sla, const variant& v) {
   const int n = int(out.recs().size());
   std::vector<double> ttft, tpot;
   int completed = 0, rejected = 0, not_sent = 0, failed = 0, met = 0, met_ttft = 0, met_gen = 0;
@@ -474,7 +494,7 @@ json summarize(const run_output& out, const std::vector<request_spec>& reqs, con
                 {"p99", num(percentile(v, 99))},
                 {"mean", num(v.empty() ? std::nan("") : sum / double(v.size()))}};
   };
-  return json{{"policy", policy_name(p)},
+  return json{{"policy", v.name()},
               {"requests", n},
               {"completed", completed},
               {"rejected", rejected},
@@ -500,6 +520,8 @@ json engine_counters(const std::string& text) {
       {"zeroflow_prompt_tokens_total", "prompt_tokens"},
       {"zeroflow_generation_tokens_total", "generation_tokens"},
       {"zeroflow_preemptions_total", "preemptions"},
+      {"zeroflow_prefix_cache_queries_total", "prefix_cache_queries"},
+      {"zeroflow_prefix_cache_hits_total", "prefix_cache_hits"},
       {"zeroflow_step_tokens_sum", "step_tokens_sum"},
       {"zeroflow_step_tokens_count", "step_tokens_count"}};
   std::size_t pos = 0;
@@ -519,10 +541,10 @@ json engine_counters(const std::string& text) {
   return j;
 }
 
-json run_policy(const model_setup& ms, const options& o, policy_kind p,
+json run_policy(const model_setup& ms, const options& o, const variant& v,
                 const std::vector<request_spec>& reqs, const calibration& cal, const sla_spec& sla,
                 double timeout_s) {
-  auto be = make_backend(ms, o, p, std::max<int>(256, int(reqs.size())));
+  auto be = make_backend(ms, o, v.policy, std::max<int>(256, int(reqs.size())), v.prefix_caching);
   {  // warm-up, not measured
     std::mt19937_64 g(o.seed ^ 0xa11ce);
     std::vector<request_spec> w(4);
@@ -542,7 +564,7 @@ json run_policy(const model_setup& ms, const options& o, policy_kind p,
   std::vector<request_spec> copy = reqs;  // built before the clock starts
   json before = engine_counters(be->metrics_text());
   auto out = drive(*be, std::move(copy), o.clients, timeout_s);
-  auto res = summarize(out, reqs, cal, sla, p);
+  auto res = summarize(out, reqs, cal, sla, v);
   json after = engine_counters(be->metrics_text());
   for (auto& [k, v] : after.items())  // this run only
     if (before.contains(k)) v = v.get<double>() - before[k].get<double>();
@@ -574,12 +596,15 @@ int emit_result(const options& o, const json& res) {
 
 int run_load(const options& o) {
   auto w = make_workload(o.workload);
-  std::vector<policy_kind> pols;
-  if (o.policy == "both" || o.policy == "split_fuse") pols.push_back(policy_kind::split_fuse);
-  if (o.policy == "both" || o.policy == "static_batch") pols.push_back(policy_kind::static_batch);
+  std::vector<variant> pols;
+  if (o.policy == "both" || o.policy == "split_fuse" || o.policy == "cache")
+    pols.push_back({policy_kind::split_fuse, true});
+  if (o.policy == "both" || o.policy == "static_batch")
+    pols.push_back({policy_kind::static_batch, true});
+  if (o.policy == "cache") pols.push_back({policy_kind::split_fuse, false});
   if (pols.empty()) throw std::runtime_error("unknown --policy " + o.policy);
   auto ms = make_model(o.model, o.seed);
-  if (w.prompt.hi + w.output.hi > ms.cfg.n_positions)
+  if (w.shared_prefix + w.prompt.hi + w.output.hi > ms.cfg.n_positions)
     throw std::runtime_error("workload does not fit the context");
 
   auto t_cal = clk::now();
@@ -636,13 +661,13 @@ int run_load(const options& o) {
   std::fflush(stdout);
 
   json results = json::array();
-  for (auto p : pols) {
-    auto r = run_policy(ms, o, p, reqs, cal, sla, timeout_s);
+  for (const variant& v : pols) {
+    auto r = run_policy(ms, o, v, reqs, cal, sla, timeout_s);
     fmt::print(
         "  {}: solo TTFT of a {}-token prompt {:.1f} ms; {} done, {} rejected, {} failed{} in "
         "{:.1f} s; "
         "SLA met {} (TTFT {}, generation {})\n",
-        policy_name(p), r["mean_prompt_len"].get<int>(),
+        v.name(), r["mean_prompt_len"].get<int>(),
         r["solo_ttft_mean_prompt_ms"].is_number() ? r["solo_ttft_mean_prompt_ms"].get<double>()
                                                   : NAN,
         r["completed"].get<int>(), r["rejected"].get<int>(), r["failed"].get<int>(),
@@ -652,10 +677,11 @@ int run_load(const options& o) {
     if (e.contains("steps") && e.contains("step_tokens_sum") && e["steps"].get<double>() > 0)
       fmt::print(
           "    engine: {:.0f} steps, {:.1f} tokens/step, {:.1f} ms/step over the run, {:.0f} "
-          "preemptions\n",
+          "preemptions, prefix cache {:.0f} of {:.0f} prompt tokens\n",
           e["steps"].get<double>(), e["step_tokens_sum"].get<double>() / e["steps"].get<double>(),
           1000.0 * r["duration_s"].get<double>() / e["steps"].get<double>(),
-          e.value("preemptions", 0.0));
+          e.value("preemptions", 0.0), e.value("prefix_cache_hits", 0.0),
+          e.value("prefix_cache_queries", 0.0));
     std::fflush(stdout);
     results.push_back(r);
   }
@@ -698,16 +724,15 @@ int run_load(const options& o) {
   if (results.size() == 2) {
     double a = results[0]["effective_throughput"], b = results[1]["effective_throughput"];
     res["effective_throughput_ratio"] = b > 0 ? json(a / b) : json(nullptr);
-    fmt::print(
-        "\nsplit_fuse / static_batch: effective throughput {}, request throughput {:.2f}x, TTFT "
-        "p50 {}\n",
-        b > 0 ? fmt::format("{:.2f}x", a / b) : std::string("inf (static_batch met no SLA)"),
-        results[0]["request_throughput"].get<double>() /
-            results[1]["request_throughput"].get<double>(),
-        results[0]["ttft_ms"]["p50"].is_number() && results[1]["ttft_ms"]["p50"].is_number()
-            ? fmt::format("{:.2f}x lower", results[1]["ttft_ms"]["p50"].get<double>() /
-                                               results[0]["ttft_ms"]["p50"].get<double>())
-            : std::string("-"));
+    const std::string n0 = results[0]["policy"], n1 = results[1]["policy"];
+    fmt::print("\n{} / {}: effective throughput {}, request throughput {:.2f}x, TTFT p50 {}\n", n0,
+               n1, b > 0 ? fmt::format("{:.2f}x", a / b) : fmt::format("inf ({} met no SLA)", n1),
+               results[0]["request_throughput"].get<double>() /
+                   results[1]["request_throughput"].get<double>(),
+               results[0]["ttft_ms"]["p50"].is_number() && results[1]["ttft_ms"]["p50"].is_number()
+                   ? fmt::format("{:.2f}x lower", results[1]["ttft_ms"]["p50"].get<double>() /
+                                                      results[0]["ttft_ms"]["p50"].get<double>())
+                   : std::string("-"));
   }
   return emit_result(o, res);
 }
@@ -717,7 +742,8 @@ int run_load(const options& o) {
 int run_single(const options& o) {
   auto ms = make_model(o.model, o.seed);
   policy_kind p = o.policy == "static_batch" ? policy_kind::static_batch : policy_kind::split_fuse;
-  auto be = make_backend(ms, o, p, 256);
+  // No prefix cache: the repeated prompt would be served from it and prefill not measured.
+  auto be = make_backend(ms, o, p, 256, false);
   const int vocab = ms.cfg.vocab_size, P = o.single_prompt, N = o.single_tokens;
   std::mt19937_64 g(o.seed ^ 0x51691e);
   completion_request prompt = make_request(g, P, 1, vocab);
@@ -792,10 +818,14 @@ int main(int argc, char** argv) {
   app.add_option("--model", o.model, "tiny | gpt2-124M (random seeded weights)")
       ->check(CLI::IsMember({"tiny", "gpt2-124M"}));
   app.add_option("--workload", o.workload,
-                 "long (long prompts, short outputs) | chat (short prompts, longer outputs)")
-      ->check(CLI::IsMember({"long", "chat"}));
-  app.add_option("--policy", o.policy, "split_fuse | static_batch | both")
-      ->check(CLI::IsMember({"split_fuse", "static_batch", "both"}));
+                 "long (long prompts, short outputs) | chat (short prompts, longer outputs) | "
+                 "prefix (a shared 512-token system prompt + ~64 own tokens, short outputs)")
+      ->check(CLI::IsMember({"long", "chat", "prefix"}));
+  app.add_option("--policy", o.policy,
+                 "split_fuse | static_batch | both | cache (split_fuse with and without the "
+                 "prefix cache)")
+      ->check(CLI::IsMember({"split_fuse", "static_batch", "both", "cache"}));
+  app.add_flag("!--no-prefix-caching", o.prefix_caching, "load runs without the prefix cache");
   app.add_option("--requests", o.requests,
                  "requests per policy; 0: rate x --duration (open loop), 8 x clients (closed)");
   app.add_option("--duration", o.duration, "seconds of arrivals when --requests is 0");

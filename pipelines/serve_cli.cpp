@@ -73,6 +73,8 @@ void add_model_options(CLI::App* c, model_args& m, bool engine_knobs) {
       ->capture_default_str();
   c->add_option("--kv-blocks", m.engine.num_blocks, "KV blocks in the pool; 0 = automatic")
       ->check(CLI::NonNegativeNumber);
+  c->add_flag("!--no-prefix-caching", m.engine.prefix_caching,
+              "compute every prompt in full (no KV sharing of common prefixes across requests)");
   c->add_option("--max-queue", m.engine.max_queue, "waiting requests before 429")
       ->check(CLI::Range(0, 1 << 20))
       ->capture_default_str();

@@ -98,6 +98,10 @@ std::string engine_stats::text(const std::string& model) const {
   counter("zeroflow_generation_tokens_total", "Tokens generated.", double(generated_tokens));
   counter("zeroflow_engine_steps_total", "Forward passes run.", double(steps));
   counter("zeroflow_preemptions_total", "Sequences preempted for KV space.", double(preemptions));
+  counter("zeroflow_prefix_cache_queries_total", "Prompt tokens looked up in the prefix cache.",
+          double(cache_queries));
+  counter("zeroflow_prefix_cache_hits_total", "Prompt tokens found in the prefix cache.",
+          double(cache_hits));
   o += "# HELP zeroflow_request_finished_total Finished choices by reason.\n"
        "# TYPE zeroflow_request_finished_total counter\n";
   for (int r = 1; r < 5; ++r)
@@ -113,16 +117,18 @@ engine_core::engine_core(const lm_weights& w, const tokenizer& tok, const engine
     : w_(w),
       tok_(tok),
       o_(o),
-      pool_(blocks_for(w, o)),
+      pool_(blocks_for(w, o), o.sched.prefix_caching ? o.sched.block_size : 0),
       kv_(w.cfg.n_layer, pool_.num_blocks(), o.sched.block_size, w.cfg.kv_dim()),
       sched_(o.sched, pool_),
       runner_(w, max_rows_for(w, o.sched), std::max(1, o.sched.max_seqs), o.threads) {
   // Every running sequence decodes each step: more of them than the budget would starve some.
   if (o.sched.max_seqs > o.sched.token_budget)
-    fail("engine: max_seqs ({}) must not exceed the token budget ({}): every running sequence "
-         "needs one token of each step",
-         o.sched.max_seqs, o.sched.token_budget);
+    fail(
+        "engine: max_seqs ({}) must not exceed the token budget ({}): every running sequence "
+        "needs one token of each step",
+        o.sched.max_seqs, o.sched.token_budget);
   chunks_.reserve(static_cast<std::size_t>(o.sched.max_seqs) + 8);
+  top_ids_.reserve(serve::max_logprobs);
   stats_.blocks_total = pool_.num_blocks();
   window_start_ = clock::now();
 }
@@ -148,6 +154,9 @@ serve::submit_result engine_core::validate(const serve::completion_request& req)
           fmt::format("prompt token id {} is outside the vocabulary of {}", t, c.vocab_size));
   if (req.n > o_.sched.max_seqs)
     return bad(fmt::format("n = {} exceeds the engine's max_seqs {}", req.n, o_.sched.max_seqs));
+  if (req.sampling.logprobs < -1 || req.sampling.logprobs > serve::max_logprobs)
+    return bad(fmt::format("logprobs must be -1 (off) or between 0 and {}, got {}",
+                           serve::max_logprobs, req.sampling.logprobs));
   const int bs = o_.sched.block_size;
   const int need = (P + req.max_tokens + bs - 1) / bs * req.n;
   if (need > pool_.num_blocks())
@@ -182,7 +191,7 @@ serve::submit_result engine_core::submit(uint64_t id, serve::completion_request 
     r->choices.push_back(std::move(ch));
   }
   try {
-    sched_.add(ids, P);
+    sched_.add(ids, std::span<const int>(req.prompt));
   } catch (const error& e) {
     return bad(e.what());
   }
@@ -192,12 +201,14 @@ serve::submit_result engine_core::submit(uint64_t id, serve::completion_request 
   return {id, 200, 0, {}};
 }
 
-void engine_core::emit(choice& c, std::string text, std::vector<int> tokens, finish_reason f) {
+void engine_core::emit(choice& c, std::string text, std::vector<int> tokens, finish_reason f,
+                       std::vector<serve::position_logprobs> logprobs) {
   serve::completion_event e;
   e.request_id = c.req->id;
   e.index = c.index;
   e.text = std::move(text);
   e.tokens = std::move(tokens);
+  e.logprobs = std::move(logprobs);
   e.finish = f;
   if (f != finish_reason::none) {
     e.prompt_tokens = c.req->prompt_tokens;
@@ -208,8 +219,8 @@ void engine_core::emit(choice& c, std::string text, std::vector<int> tokens, fin
 }
 
 // Final event of a choice; frees its blocks, and the request once its last choice ended.
-void engine_core::end_choice(choice& c, finish_reason f, std::string text,
-                             std::vector<int> tokens) {
+void engine_core::end_choice(choice& c, finish_reason f, std::string text, std::vector<int> tokens,
+                             std::vector<serve::position_logprobs> logprobs) {
   if (c.done) return;
   c.done = true;
   sched_.finish(c.seq);
@@ -221,7 +232,7 @@ void engine_core::end_choice(choice& c, finish_reason f, std::string text,
     stats_.running = sched_.num_running();
     stats_.blocks_used = pool_.num_used();
   }
-  emit(c, std::move(text), std::move(tokens), f);
+  emit(c, std::move(text), std::move(tokens), f, std::move(logprobs));
   request* r = c.req;
   if (--r->live == 0) requests_.erase(r->id);  // destroys c
 }
@@ -245,7 +256,18 @@ void engine_core::end_all(finish_reason f, const std::string& message) {
   }
 }
 
-void engine_core::take_token(choice& c, int token, clock::time_point now) {
+serve::position_logprobs engine_core::logprobs_of(const float* logits, int token, int k) {
+  const int V = w_.cfg.vocab_size;
+  const double lse = log_sum_exp(logits, V);
+  auto lp = [&](int id) { return serve::token_logprob{id, static_cast<float>(logits[id] - lse)}; };
+  serve::position_logprobs out{lp(token), {}};
+  top_k_ids(logits, V, k, top_ids_);  // within top_ids_'s reserved capacity: no allocation
+  out.top.reserve(top_ids_.size());
+  for (int id : top_ids_) out.top.push_back(lp(id));
+  return out;
+}
+
+void engine_core::take_token(choice& c, int token, const float* logits, clock::time_point now) {
   const double since =
       std::chrono::duration<double>(now - (c.generated == 0 ? c.req->arrival : c.last_token))
           .count();
@@ -258,22 +280,26 @@ void engine_core::take_token(choice& c, int token, clock::time_point now) {
   c.last_token = now;
   c.tokens.push_back(token);
   ++c.generated;
+  // Each event covers exactly this token, so its logprobs are this one entry (or none). A stop
+  // string ends the choice at this token: nothing after it is sampled or reported.
+  std::vector<serve::position_logprobs> lp;
+  if (const int k = c.samp.params().logprobs; k >= 0) lp.push_back(logprobs_of(logits, token, k));
   const lm_config& cfg = w_.cfg;
   const bool eos = !c.req->ignore_eos && cfg.eos_id >= 0 && token == cfg.eos_id;
   if (eos) {
-    end_choice(c, finish_reason::stop, c.text.finish(), {token});
+    end_choice(c, finish_reason::stop, c.text.finish(), {token}, std::move(lp));
     return;
   }
   std::string piece = c.text.push(tok_.token_bytes(token));
   if (c.text.stopped()) {
-    end_choice(c, finish_reason::stop, std::move(piece), {token});
+    end_choice(c, finish_reason::stop, std::move(piece), {token}, std::move(lp));
     return;
   }
   if (c.generated >= c.req->max_tokens) {
-    end_choice(c, finish_reason::length, piece + c.text.finish(), {token});
+    end_choice(c, finish_reason::length, piece + c.text.finish(), {token}, std::move(lp));
     return;
   }
-  emit(c, std::move(piece), {token}, finish_reason::none);
+  emit(c, std::move(piece), {token}, finish_reason::none, std::move(lp));
 }
 
 bool engine_core::step() {
@@ -306,7 +332,7 @@ bool engine_core::step() {
       auto it = seqs_.find(id);
       if (it == seqs_.end()) continue;
       choice& c = *it->second;
-      take_token(c, c.samp.sample(logits, w_.cfg.vocab_size), now);
+      take_token(c, c.samp.sample(logits, w_.cfg.vocab_size), logits, now);
     }
   }
   {
@@ -327,6 +353,8 @@ void engine_core::publish_stats(int) {
   stats_.waiting = sched_.num_waiting();
   stats_.running = sched_.num_running();
   stats_.blocks_used = pool_.num_used();
+  stats_.cache_queries = sched_.cache_queries();
+  stats_.cache_hits = sched_.cache_hits();
   if (dt >= 2.0 || (dt > 0 && window_tokens_ == 0)) {
     stats_.tokens_per_s = window_tokens_ / dt;
     window_start_ = now;

@@ -43,8 +43,9 @@ struct engine_stats {
   mutable std::mutex mu;
   int waiting = 0, running = 0, blocks_used = 0, blocks_total = 0;
   uint64_t prompt_tokens = 0, generated_tokens = 0, steps = 0, preemptions = 0;
-  uint64_t finished[5] = {};  // by finish_reason
-  double tokens_per_s = 0;    // generated, over the last window
+  uint64_t cache_queries = 0, cache_hits = 0;  // prefix cache, in prompt tokens
+  uint64_t finished[5] = {};                   // by finish_reason
+  double tokens_per_s = 0;                     // generated, over the last window
   histogram ttft{{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60}};
   histogram tpot{{0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2.5}};
   histogram step_tokens{{1, 8, 32, 64, 128, 256, 512, 1024, 2048}};
@@ -81,10 +82,16 @@ class engine_core {
  private:
   struct choice;
   struct request;
-  void emit(choice& c, std::string text, std::vector<int> tokens, serve::finish_reason f);
+  // logprobs: parallel to tokens, or empty when the request did not ask for them.
+  void emit(choice& c, std::string text, std::vector<int> tokens, serve::finish_reason f,
+            std::vector<serve::position_logprobs> logprobs = {});
   void end_choice(choice& c, serve::finish_reason f, std::string text = {},
-                  std::vector<int> tokens = {});
-  void take_token(choice& c, int token, clock::time_point now);
+                  std::vector<int> tokens = {},
+                  std::vector<serve::position_logprobs> logprobs = {});
+  // logits: [vocab], the row token was sampled from.
+  void take_token(choice& c, int token, const float* logits, clock::time_point now);
+  // token's log-probability under logits [vocab] and the top k alternatives.
+  serve::position_logprobs logprobs_of(const float* logits, int token, int k);
   void publish_stats(int step_tokens);
 
   const lm_weights& w_;
@@ -98,6 +105,7 @@ class engine_core {
   std::unordered_map<uint64_t, std::shared_ptr<request>> requests_;  // by request id
   std::unordered_map<uint64_t, choice*> seqs_;                       // by scheduler seq id
   std::vector<lm_chunk> chunks_;                                     // reused every step
+  std::vector<int> top_ids_;  // logprobs_of's scratch: capacity serve::max_logprobs, kept
   engine_stats stats_;
   clock::time_point window_start_;
   uint64_t window_tokens_ = 0;

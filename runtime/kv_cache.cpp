@@ -1,31 +1,52 @@
 // Paged KV cache: block bookkeeping (block_pool) and the K/V memory itself (kv_storage).
 #include "runtime/kv_cache.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include "runtime/error.hpp"
 
 namespace zf {
 
-block_pool::block_pool(int num_blocks) {
+block_pool::block_pool(int num_blocks, int cache_block_size) : bs_(cache_block_size) {
   if (num_blocks < 1) fail("kv block pool: num_blocks must be >= 1, got {}", num_blocks);
+  if (cache_block_size < 0)
+    fail("kv block pool: cache_block_size must be >= 0, got {}", cache_block_size);
   ref_.assign(num_blocks, 0);
   free_.reserve(num_blocks);
   // Reversed so that a fresh pool hands out 0, 1, 2, ... (pop_back takes the last).
   for (int b = num_blocks - 1; b >= 0; --b) free_.push_back(b);
+  if (caching()) {
+    key_.assign(num_blocks, 0);
+    gen_.assign(num_blocks, 0);
+    parent_.assign(num_blocks, -1);
+    parent_gen_.assign(num_blocks, 0);
+    tokens_.assign(static_cast<std::size_t>(num_blocks) * bs_, 0);
+    index_.reserve(static_cast<std::size_t>(num_blocks));
+    prev_.assign(num_blocks, -1);
+    next_.assign(num_blocks, -1);
+  }
 }
 
 int block_pool::num_blocks() const {
   return static_cast<int>(ref_.size());
 }
 int block_pool::num_free() const {
-  return static_cast<int>(free_.size());
+  return static_cast<int>(free_.size()) + n_evictable_;
 }
 
 int block_pool::allocate() {
-  if (free_.empty()) return -1;
-  int b = free_.back();
-  free_.pop_back();
+  int b = -1;
+  if (!free_.empty()) {
+    b = free_.back();
+    free_.pop_back();
+  } else if (head_ >= 0) {  // evict the least recently released published block
+    b = head_;
+    unlink(b);
+    unpublish(b);
+  } else {
+    return -1;
+  }
   ref_[b] = 1;
   return b;
 }
@@ -48,13 +69,101 @@ void block_pool::release(int block) {
   if (block < 0 || block >= num_blocks())
     fail("kv block pool: release of block {} out of range [0, {})", block, num_blocks());
   if (ref_[block] == 0) fail("kv block pool: double free of block {}", block);
-  if (--ref_[block] == 0) free_.push_back(block);
+  if (--ref_[block] > 0) return;
+  if (!caching() || key_[block] == 0) {
+    free_.push_back(block);
+    return;
+  }
+  prev_[block] = tail_;  // most recently released: evicted last
+  next_[block] = -1;
+  if (tail_ >= 0) next_[tail_] = block;
+  tail_ = block;
+  if (head_ < 0) head_ = block;
+  ++n_evictable_;
 }
 
 int block_pool::refcount(int block) const {
   if (block < 0 || block >= num_blocks())
     fail("kv block pool: refcount of block {} out of range [0, {})", block, num_blocks());
   return ref_[block];
+}
+
+// FNV-1a over the parent's identity and the tokens, finished with a 64-bit mixer.
+uint64_t block_pool::key_of(int parent, std::span<const int> tokens) const {
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&h](uint64_t v) {
+    h ^= v;
+    h *= 1099511628211ull;
+  };
+  mix(static_cast<uint64_t>(static_cast<int64_t>(parent)));
+  mix(parent >= 0 ? gen_[parent] : 0);
+  for (int t : tokens) mix(static_cast<uint32_t>(t));
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdull;
+  h ^= h >> 33;
+  return h == 0 ? 1 : h;
+}
+
+int block_pool::lookup(int parent, std::span<const int> tokens) const {
+  if (!caching() || static_cast<int>(tokens.size()) != bs_) return -1;
+  if (parent >= num_blocks()) fail("kv block pool: lookup after block {} out of range", parent);
+  auto [lo, hi] = index_.equal_range(key_of(parent, tokens));
+  for (auto it = lo; it != hi; ++it) {
+    const int b = it->second;
+    if (parent_[b] != parent || (parent >= 0 && parent_gen_[b] != gen_[parent])) continue;
+    if (std::equal(tokens.begin(), tokens.end(), tokens_.begin() + static_cast<long>(b) * bs_))
+      return b;
+  }
+  return -1;
+}
+
+void block_pool::acquire(int block) {
+  if (block < 0 || block >= num_blocks() || !caching() || key_[block] == 0)
+    fail("kv block pool: acquire of block {}, which is not published", block);
+  if (ref_[block] == 0) unlink(block);
+  ++ref_[block];
+}
+
+bool block_pool::publish(int block, int parent, std::span<const int> tokens) {
+  if (!caching()) return false;
+  if (block < 0 || block >= num_blocks() || ref_[block] == 0)
+    fail("kv block pool: publish of block {}, which is not in use", block);
+  if (static_cast<int>(tokens.size()) != bs_)
+    fail("kv block pool: publish of {} tokens, block size is {}", tokens.size(), bs_);
+  if (key_[block] != 0) return false;  // already published (shared by a fork)
+  if (lookup(parent, tokens) >= 0) return false;
+  const uint64_t k = key_of(parent, tokens);
+  key_[block] = k;
+  parent_[block] = parent;
+  parent_gen_[block] = parent >= 0 ? gen_[parent] : 0;
+  std::copy(tokens.begin(), tokens.end(), tokens_.begin() + static_cast<long>(block) * bs_);
+  index_.emplace(k, block);
+  return true;
+}
+
+void block_pool::unlink(int b) {
+  if (prev_[b] >= 0)
+    next_[prev_[b]] = next_[b];
+  else
+    head_ = next_[b];
+  if (next_[b] >= 0)
+    prev_[next_[b]] = prev_[b];
+  else
+    tail_ = prev_[b];
+  prev_[b] = next_[b] = -1;
+  --n_evictable_;
+}
+
+// Forgets b's content; its generation moves on so children published under it never match.
+void block_pool::unpublish(int b) {
+  auto [lo, hi] = index_.equal_range(key_[b]);
+  for (auto it = lo; it != hi; ++it)
+    if (it->second == b) {
+      index_.erase(it);
+      break;
+    }
+  key_[b] = 0;
+  ++gen_[b];
 }
 
 kv_storage::kv_storage(int n_layer, int num_blocks, int block_size, int kv_dim)

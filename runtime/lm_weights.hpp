@@ -17,18 +17,18 @@ enum class lm_arch { gpt2, llama };
 
 struct lm_config {
   lm_arch arch = lm_arch::gpt2;
-  std::string name;        // model id shown by /v1/models
+  std::string name;  // model id shown by /v1/models
   int vocab_size = 0;
-  int hidden = 0;          // d_model (GPT-2 n_embd)
+  int hidden = 0;  // d_model (GPT-2 n_embd)
   int n_layer = 0;
   int n_head = 0;
-  int n_kv_head = 0;       // == n_head for GPT-2; < n_head with grouped-query attention
-  int head_dim = 0;        // hidden / n_head unless the config says otherwise
-  int intermediate = 0;    // MLP width (GPT-2: 4 * hidden or n_inner)
-  int max_positions = 0;   // context length
-  float norm_eps = 1e-5f;  // LayerNorm (GPT-2) or RMSNorm (Llama) epsilon
-  float rope_theta = 10000.0f;  // Llama only
-  bool tied_head = true;   // lm head == token embedding
+  int n_kv_head = 0;             // == n_head for GPT-2; < n_head with grouped-query attention
+  int head_dim = 0;              // hidden / n_head unless the config says otherwise
+  int intermediate = 0;          // MLP width (GPT-2: 4 * hidden or n_inner)
+  int max_positions = 0;         // context length
+  float norm_eps = 1e-5f;        // LayerNorm (GPT-2) or RMSNorm (Llama) epsilon
+  float rope_theta = 10000.0f;   // Llama only
+  bool tied_head = true;         // lm head == token embedding
   int bos_id = -1, eos_id = -1;  // -1: none
   int q_dim() const { return n_head * head_dim; }
   int kv_dim() const { return n_kv_head * head_dim; }
@@ -50,19 +50,19 @@ struct lm_layer {
   // columns [0, I) the gate projection and [I, 2I) the up projection; act = silu(gate) * up.
   const float* up_w = nullptr;
   const float* up_b = nullptr;
-  const float* down_w = nullptr;   // [intermediate, hidden]
-  const float* down_b = nullptr;   // [hidden]
+  const float* down_w = nullptr;  // [intermediate, hidden]
+  const float* down_b = nullptr;  // [hidden]
 };
 
 struct lm_weights {
   lm_config cfg;
-  fbuffer store;                    // owns every tensor below
-  const float* tok_emb = nullptr;   // [vocab, hidden]
-  const float* pos_emb = nullptr;   // [max_positions, hidden], GPT-2 only
+  fbuffer store;                   // owns every tensor below
+  const float* tok_emb = nullptr;  // [vocab, hidden]
+  const float* pos_emb = nullptr;  // [max_positions, hidden], GPT-2 only
   std::vector<lm_layer> layers;
-  const float* normf_w = nullptr;   // [hidden]
-  const float* normf_b = nullptr;   // [hidden], GPT-2 only
-  const float* head = nullptr;      // [vocab, hidden]; logits = x @ head^T (== tok_emb if tied)
+  const float* normf_w = nullptr;  // [hidden]
+  const float* normf_b = nullptr;  // [hidden], GPT-2 only
+  const float* head = nullptr;     // [vocab, hidden]; logits = x @ head^T (== tok_emb if tied)
 };
 
 // Loads a Hugging Face model folder: config.json (model_type "gpt2" or "llama"), every

@@ -2,9 +2,13 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
+#include <utility>
+
+#include "runtime/text_stream.hpp"
 
 namespace zf::openai {
 
@@ -153,6 +157,25 @@ std::vector<std::string> stop_strings(const json& body) {
   return out;
 }
 
+// -1 (off) or the number of most likely alternatives to report per token.
+int logprobs_count(bool chat, const json& body) {
+  const json* lp = field(body, "logprobs");
+  if (!chat) {  // legacy completions: logprobs N; false (which we always accepted) is off
+    if (field(body, "top_logprobs"))
+      reject(
+          "'top_logprobs' is a chat completions field; /v1/completions takes the number of "
+          "alternatives as 'logprobs'",
+          "top_logprobs");
+    if (!lp || (lp->is_boolean() && !lp->get<bool>())) return -1;
+    return static_cast<int>(integer(body, "logprobs", -1, 0, serve::max_logprobs));
+  }
+  const bool on = boolean(body, "logprobs", false);
+  const int top = static_cast<int>(integer(body, "top_logprobs", -1, 0, serve::max_logprobs));
+  if (top >= 0 && !on)
+    reject("'top_logprobs' is only allowed when 'logprobs' is true", "top_logprobs");
+  return on ? std::max(top, 0) : -1;
+}
+
 request parse_object(endpoint kind, const json& body, const serve::completion_backend& backend) {
   if (!body.is_object())
     reject(fmt::format("the request body must be a JSON object, got {}", body.type_name()));
@@ -173,9 +196,6 @@ request parse_object(endpoint kind, const json& body, const serve::completion_ba
   const bool chat = kind == endpoint::chat;
   // Unsupported OpenAI features: rejected rather than silently ignored.
   if (boolean(body, "echo", false)) unsupported("echo=true", "echo");
-  if (const json* lp = field(body, "logprobs"); lp && !(lp->is_boolean() && !lp->get<bool>()))
-    unsupported("logprobs", "logprobs");
-  if (field(body, "top_logprobs")) unsupported("top_logprobs", "top_logprobs");
   if (field(body, "suffix")) unsupported("suffix", "suffix");
   if (field(body, "tools") || field(body, "functions")) unsupported("tool calls", "tools");
   for (const char* penalty : {"presence_penalty", "frequency_penalty"})
@@ -195,6 +215,7 @@ request parse_object(endpoint kind, const json& body, const serve::completion_ba
   } else {
     c.sampling.seed = std::random_device{}() * 0x9E3779B97F4A7C15ull + std::random_device{}();
   }
+  c.sampling.logprobs = logprobs_count(chat, body);
   c.stop = stop_strings(body);
   c.ignore_eos = boolean(body, "ignore_eos", false);
   r.stream = boolean(body, "stream", false);
@@ -239,6 +260,32 @@ const char* client_finish(serve::finish_reason f) {
     default:
       return nullptr;  // none; cancelled never reaches a client
   }
+}
+
+// Code points in valid UTF-8.
+int64_t utf8_chars(std::string_view s) {
+  int64_t n = 0;
+  for (char c : s) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+  return n;
+}
+
+json byte_array(std::string_view s) {
+  json a = json::array();
+  for (char c : s) a.push_back(static_cast<unsigned char>(c));
+  return a;
+}
+
+json empty_logprobs(endpoint kind) {
+  if (kind == endpoint::chat) return {{"content", json::array()}};
+  return {{"tokens", json::array()},
+          {"token_logprobs", json::array()},
+          {"top_logprobs", json::array()},
+          {"text_offset", json::array()}};
+}
+
+// -inf and values far below float precision: the number OpenAI and vLLM use for them.
+double clamp_logprob(float x) {
+  return std::max(static_cast<double>(x), -9999.0);
 }
 
 std::string dump(const json& j) {
@@ -313,7 +360,7 @@ std::string sse(const json& j) {
 }
 
 response_writer::response_writer(const request& r, std::string model, std::string id,
-                                 int64_t created)
+                                 int64_t created, token_bytes_fn token_bytes)
     : kind_(r.kind),
       stream_(r.stream),
       include_usage_(r.include_usage),
@@ -321,12 +368,61 @@ response_writer::response_writer(const request& r, std::string model, std::strin
       id_(std::move(id)),
       created_(created),
       prompt_tokens_(static_cast<int>(r.completion.prompt.size())),
+      logprobs_(r.completion.sampling.logprobs >= 0),
+      token_bytes_(std::move(token_bytes)),
       choices_(r.completion.n) {}
 
-json response_writer::chunk(int index, json delta_or_text, const char* finish) const {
+response_writer::response_writer(const request& r, const serve::completion_backend& backend,
+                                 std::string id, int64_t created)
+    : response_writer(r, backend.model_name(), std::move(id), created,
+                      [&backend](int t) { return backend.token_bytes(t); }) {}
+
+std::string response_writer::bytes_of(int token) const {
+  return token_bytes_ ? token_bytes_(token) : fmt::format("token_id:{}", token);
+}
+
+// Renders one token's log-probabilities onto ch.logprobs, in the endpoint's format.
+void response_writer::add_logprobs(choice& ch, const serve::position_logprobs& p) {
+  const std::string bytes = bytes_of(p.chosen.token);
+  const std::string token = utf8_sanitize(bytes);
+  if (kind_ == endpoint::chat) {
+    if (ch.logprobs.is_null()) ch.logprobs = empty_logprobs(kind_);
+    json top = json::array();
+    for (const serve::token_logprob& t : p.top) {
+      const std::string b = bytes_of(t.token);
+      top.push_back({{"token", utf8_sanitize(b)},
+                     {"logprob", clamp_logprob(t.logprob)},
+                     {"bytes", byte_array(b)}});
+    }
+    ch.logprobs["content"].push_back({{"token", token},
+                                      {"logprob", clamp_logprob(p.chosen.logprob)},
+                                      {"bytes", byte_array(bytes)},
+                                      {"top_logprobs", std::move(top)}});
+    return;
+  }
+  if (ch.logprobs.is_null()) ch.logprobs = empty_logprobs(kind_);
+  // The chosen token, then the N most likely. Distinct tokens can share a string (U+FFFD for
+  // parts of a character): the first keeps the key, so the chosen token's entry is its own.
+  json top = {{token, clamp_logprob(p.chosen.logprob)}};
+  for (const serve::token_logprob& t : p.top)
+    top.emplace(utf8_sanitize(bytes_of(t.token)), clamp_logprob(t.logprob));
+  ch.logprobs["tokens"].push_back(token);
+  ch.logprobs["token_logprobs"].push_back(clamp_logprob(p.chosen.logprob));
+  ch.logprobs["top_logprobs"].push_back(std::move(top));
+  ch.logprobs["text_offset"].push_back(ch.chars);
+  // Advance over the characters this token completes; an unfinished one waits in partial.
+  ch.partial += bytes;
+  const std::size_t tail = utf8_incomplete_tail(ch.partial);
+  ch.chars +=
+      utf8_chars(utf8_sanitize(std::string_view(ch.partial).substr(0, ch.partial.size() - tail)));
+  ch.partial.erase(0, ch.partial.size() - tail);
+}
+
+json response_writer::chunk(int index, json delta_or_text, const char* finish,
+                            json logprobs) const {
   json c = {{"index", index}};
   c[kind_ == endpoint::chat ? "delta" : "text"] = std::move(delta_or_text);
-  c["logprobs"] = nullptr;
+  c["logprobs"] = std::move(logprobs);
   c["finish_reason"] = finish ? json(finish) : json(nullptr);
   json j = {{"id", id_},
             {"object", kind_ == endpoint::chat ? "chat.completion.chunk" : "text_completion"},
@@ -350,6 +446,8 @@ std::string response_writer::on_event(const serve::completion_event& e) {
     if (e.completion_tokens > 0) ch.completion_tokens = e.completion_tokens;
     if (e.finish == serve::finish_reason::cancelled) cancelled_ = true;
   }
+  if (logprobs_)
+    for (const serve::position_logprobs& p : e.logprobs) add_logprobs(ch, p);
   if (!stream_) {
     ch.text += e.text;
     return {};
@@ -361,10 +459,12 @@ std::string response_writer::on_event(const serve::completion_event& e) {
       ch.started = true;
       out += sse(chunk(e.index, {{"role", "assistant"}, {"content", ""}}, nullptr));
     }
-    if (!e.text.empty()) out += sse(chunk(e.index, {{"content", e.text}}, nullptr));
-    if (finish) out += sse(chunk(e.index, json::object(), finish));
+    // A chunk takes the logprobs of every token not shown yet (std::exchange leaves null).
+    if (!e.text.empty())
+      out += sse(chunk(e.index, {{"content", e.text}}, nullptr, std::exchange(ch.logprobs, {})));
+    if (finish) out += sse(chunk(e.index, json::object(), finish, std::exchange(ch.logprobs, {})));
   } else if (!e.text.empty() || finish) {
-    out += sse(chunk(e.index, e.text, finish));
+    out += sse(chunk(e.index, e.text, finish, std::exchange(ch.logprobs, {})));
   }
   if (e.finish == serve::finish_reason::cancelled)
     out += sse(json::parse(
@@ -403,7 +503,9 @@ std::string response_writer::body() const {
       o["message"] = {{"role", "assistant"}, {"content", c.text}};
     else
       o["text"] = c.text;
-    o["logprobs"] = nullptr;
+    o["logprobs"] = !logprobs_             ? json(nullptr)
+                    : c.logprobs.is_null() ? empty_logprobs(kind_)
+                                           : c.logprobs;
     const char* f = client_finish(c.finish);
     o["finish_reason"] = f ? json(f) : json(nullptr);
     choices.push_back(std::move(o));

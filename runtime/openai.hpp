@@ -8,6 +8,7 @@
 //   {"error": {"message": "...", "type": "invalid_request_error", "param": "max_tokens",
 //              "code": null}}
 #include <cstdint>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
@@ -49,8 +50,10 @@ struct request {
 
 // Parses and validates a body. Completions take `prompt` as a string, an array of token ids or a
 // one-element array of strings; chat takes `messages` [{role, content}] formatted by
-// backend.chat_prompt. Unsupported features (echo, logprobs, best_of != n, suffix) give 400;
-// a model other than backend.model_name() gives 404 model_not_found.
+// backend.chat_prompt. Log-probabilities: completions `logprobs` N (0..20; null or false: off),
+// chat `logprobs` true with `top_logprobs` N (0..20, default 0; only with logprobs true); both
+// become completion.sampling.logprobs = N (-1: off). Unsupported features (echo, best_of != n,
+// suffix) give 400; a model other than backend.model_name() gives 404 model_not_found.
 std::variant<request, api_error> parse_request(endpoint kind, std::string_view body,
                                                const serve::completion_backend& backend);
 
@@ -63,9 +66,28 @@ std::string new_response_id(endpoint kind);
 // on_event collects text per choice and body() renders the whole object once done().
 // finish_reason "cancelled" is never shown: a request the server cancelled (shutdown) becomes an
 // error (stream: an error event; otherwise the gateway answers 503).
+//
+// Log-probabilities (request.completion.sampling.logprobs = N >= 0), from the events' logprobs,
+// token strings being the token's bytes with invalid UTF-8 replaced by U+FFFD:
+//   completions: "logprobs": {"tokens": [str], "token_logprobs": [x], "top_logprobs":
+//     [{str: x}: the chosen token and the N most likely, as vLLM; where two share a string,
+//     the chosen or more likely one's value], "text_offset": [characters (code points) of the
+//     choice's text before the token; a token that starts inside a character gets that
+//     character's offset]}
+//   chat: "logprobs": {"content": [{"token", "logprob", "bytes": [raw bytes], "top_logprobs":
+//     [the N most likely {"token", "logprob", "bytes"}]}]}
+// A streamed chunk carries the tokens not yet shown (text held back for a stop string or an
+// unfinished character carries its tokens to the next chunk); a chunk with none has null.
+// Values below -9999 (far under float precision) are clamped to -9999, as vLLM and OpenAI do.
 class response_writer {
  public:
-  response_writer(const request& r, std::string model, std::string id, int64_t created);
+  // Raw bytes of a token id. Without one, tokens are named "token_id:<id>" (vLLM's spelling).
+  using token_bytes_fn = std::function<std::string(int)>;
+  response_writer(const request& r, std::string model, std::string id, int64_t created,
+                  token_bytes_fn token_bytes = {});
+  // The backend's model name and token bytes; backend must outlive the writer.
+  response_writer(const request& r, const serve::completion_backend& backend, std::string id,
+                  int64_t created);
 
   std::string on_event(const serve::completion_event& e);
   bool done() const { return finished_ == static_cast<int>(choices_.size()); }
@@ -81,15 +103,27 @@ class response_writer {
     bool started = false;  // chat stream: role delta sent
     int completion_tokens = 0;
     serve::finish_reason finish = serve::finish_reason::none;
+    // Rendered logprobs of the tokens not yet sent (non-streaming: all), in the endpoint's
+    // format; null while there are none.
+    nlohmann::json logprobs;
+    // completions text_offset: characters of the tokens so far, and the bytes of a character
+    // they left unfinished
+    int64_t chars = 0;
+    std::string partial;
   };
-  nlohmann::json chunk(int index, nlohmann::json delta_or_text, const char* finish) const;
+  nlohmann::json chunk(int index, nlohmann::json delta_or_text, const char* finish,
+                       nlohmann::json logprobs = nullptr) const;
   nlohmann::json usage() const;
+  void add_logprobs(choice& ch, const serve::position_logprobs& p);
+  std::string bytes_of(int token) const;
 
   endpoint kind_;
   bool stream_, include_usage_;
   std::string model_, id_;
   int64_t created_;
   int prompt_tokens_;
+  bool logprobs_;  // the request asked for them
+  token_bytes_fn token_bytes_;
   std::vector<choice> choices_;
   int finished_ = 0;
   bool cancelled_ = false;

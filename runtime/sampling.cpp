@@ -12,6 +12,34 @@ int argmax(const float* x, int n) {
   return best;
 }
 
+double log_sum_exp(const float* x, int n) {
+  float mx = x[0];
+  for (int i = 1; i < n; ++i) mx = std::max(mx, x[i]);
+  double sum = 0;
+  for (int i = 0; i < n; ++i) sum += std::exp(x[i] - mx);
+  return mx + std::log(sum);
+}
+
+void top_k_ids(const float* x, int n, int k, std::vector<int>& out) {
+  out.clear();
+  k = std::min(k, n);
+  if (k <= 0) return;
+  // better(a, b): a ranks before b. As the heap's "less" it keeps the worst kept id in front,
+  // the one a newcomer has to beat.
+  auto better = [x](int a, int b) { return x[a] > x[b] || (x[a] == x[b] && a < b); };
+  for (int i = 0; i < n; ++i) {
+    if (static_cast<int>(out.size()) < k) {
+      out.push_back(i);
+      std::push_heap(out.begin(), out.end(), better);
+    } else if (x[i] > x[out.front()]) {  // a tie loses: i is the higher id
+      std::pop_heap(out.begin(), out.end(), better);
+      out.back() = i;
+      std::push_heap(out.begin(), out.end(), better);
+    }
+  }
+  std::sort_heap(out.begin(), out.end(), better);  // best first
+}
+
 int sampler::sample(const float* logits, int vocab) {
   if (p_.temperature <= 0.0f || p_.top_k == 1) return argmax(logits, vocab);
   cand_.resize(vocab);

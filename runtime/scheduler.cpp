@@ -18,6 +18,12 @@ struct scheduler::seq {
   bool running = false;
   bool decoding = false;  // its prefill has sampled: from now on one decode per step
   std::vector<int> blocks;
+  // prefix caching: the prompt's tokens (empty: unknown), the cached blocks found by the last
+  // fits() (admission takes them), leading blocks published or found, and whether to go on
+  std::vector<int> tokens;
+  std::vector<int> hits;
+  int published = 0;
+  bool publishing = false;
   std::size_t slot = 0;  // index in state::all
 };
 
@@ -47,6 +53,11 @@ scheduler::scheduler(const sched_options& o, block_pool& pool)
 
 scheduler::~scheduler() = default;
 
+void scheduler::add(std::span<const uint64_t> ids, std::span<const int> prompt) {
+  add(ids, static_cast<int>(prompt.size()));
+  if (o_.prefix_caching) s_->waiting.back()->tokens.assign(prompt.begin(), prompt.end());
+}
+
 void scheduler::add(std::span<const uint64_t> ids, int prompt_len) {
   if (ids.empty()) fail("scheduler: a request needs at least one id");
   if (prompt_len < 1) fail("scheduler: prompt of {} tokens (need >= 1)", prompt_len);
@@ -69,13 +80,19 @@ void scheduler::add(std::span<const uint64_t> ids, int prompt_len) {
   q->computed = 0;
   q->running = q->decoding = false;
   q->blocks.clear();
+  q->tokens.clear();
+  q->hits.clear();
+  q->published = 0;
+  q->publishing = false;
   for (uint64_t id : ids) s_->by_id[id] = q;
   s_->waiting.push_back(q);
 }
 
-// Gives q's blocks back; a block that becomes free drops any copy still aimed at it.
+// Gives q's blocks back, last first (so cached tails are evicted before the heads that other
+// prompts share); a block that becomes free drops any copy still aimed at it.
 void scheduler::drop_blocks(seq* q) {
-  for (int b : q->blocks) {
+  for (auto it = q->blocks.rbegin(); it != q->blocks.rend(); ++it) {
+    const int b = *it;
     pool_.release(b);
     if (pool_.refcount(b) == 0)
       std::erase_if(s_->pending, [b](const block_copy& c) { return c.dst == b; });
@@ -126,24 +143,71 @@ void scheduler::preempt(seq* q, step_plan& plan) {
   q->computed = 0;
   q->prefill = q->length;
   q->decoding = false;
+  q->published = 0;
   s_->waiting.push_front(q);
   plan.preempted.push_back(q->id);
 }
 
-bool scheduler::fits(const seq* q) const {
-  int need = blocks_for(q->prefill, o_.block_size) + static_cast<int>(q->choices.size()) - 1;
-  return s_->n_running + static_cast<int>(q->choices.size()) <= o_.max_seqs &&
-         pool_.num_free() - s_->reserved >= need;
+// The prompt's leading full blocks in the prefix cache, into q->hits. The last prompt token is
+// never taken from the cache: the prefill must compute at least one row to sample from.
+void scheduler::match(seq* q) {
+  q->hits.clear();
+  if (!o_.prefix_caching || q->tokens.empty()) return;
+  const int bs = o_.block_size;
+  const int usable = std::min(static_cast<int>(q->tokens.size()), q->prefill - 1) / bs;
+  int parent = -1;
+  for (int i = 0; i < usable; ++i) {
+    const int b = pool_.lookup(parent, std::span<const int>(q->tokens).subspan(i * bs, bs));
+    if (b < 0) break;
+    q->hits.push_back(b);
+    parent = b;
+  }
 }
 
+bool scheduler::fits(seq* q) {
+  if (s_->n_running + static_cast<int>(q->choices.size()) > o_.max_seqs) return false;
+  match(q);
+  // new blocks, plus the cached ones that stop counting as free when revived
+  int need = blocks_for(q->prefill, o_.block_size) - static_cast<int>(q->hits.size()) +
+             static_cast<int>(q->choices.size()) - 1;
+  for (int b : q->hits) need += pool_.evictable(b) ? 1 : 0;
+  return pool_.num_free() - s_->reserved >= need;
+}
+
+// Admits the waiting front, which fits() has just checked (and matched).
 void scheduler::admit(seq* q) {
   s_->waiting.pop_front();
-  bool ok = pool_.allocate(blocks_for(q->prefill, o_.block_size), q->blocks);
+  for (int b : q->hits) pool_.acquire(b);  // first: allocation below may evict free cached ones
+  q->blocks.assign(q->hits.begin(), q->hits.end());
+  const int fresh = blocks_for(q->prefill, o_.block_size) - static_cast<int>(q->hits.size());
+  bool ok = pool_.allocate(fresh, q->blocks);
   if (!ok) fail("scheduler: admission without free blocks (internal error)");
+  q->computed = static_cast<int>(q->hits.size()) * o_.block_size;
+  q->published = static_cast<int>(q->hits.size());
+  q->publishing = o_.prefix_caching && !q->tokens.empty();
+  if (q->publishing) {
+    cache_queries_ += static_cast<uint64_t>(std::min<std::size_t>(q->tokens.size(), q->prefill));
+    cache_hits_ += static_cast<uint64_t>(q->computed);
+  }
+  q->hits.clear();
   s_->reserved += static_cast<int>(q->choices.size()) - 1;
   s_->n_running += static_cast<int>(q->choices.size());
   q->running = true;
   s_->running.push_back(q);
+}
+
+// Publishes the prompt blocks that q's prefill has just filled, in order, while the cache
+// takes them (a block whose content another block already holds ends the chain).
+void scheduler::publish(seq* q) {
+  const int bs = o_.block_size;
+  const int full = std::min(q->computed, static_cast<int>(q->tokens.size())) / bs;
+  for (; q->publishing && q->published < full; ++q->published) {
+    const int i = q->published;
+    const int parent = i > 0 ? q->blocks[static_cast<std::size_t>(i) - 1] : -1;
+    if (!pool_.publish(q->blocks[static_cast<std::size_t>(i)], parent,
+                       std::span<const int>(q->tokens).subspan(i * bs, bs)))
+      q->publishing = false;
+  }
 }
 
 // Plans the prefill chunk [computed, computed + len); it samples when it reaches the end.
@@ -191,7 +255,7 @@ step_plan scheduler::schedule() {
     while (admit_ok && plan.tokens < budget && !s_->waiting.empty() && fits(s_->waiting.front())) {
       seq* q = s_->waiting.front();
       admit(q);
-      add_chunk(q, std::min(q->prefill, budget - plan.tokens), plan);
+      add_chunk(q, std::min(q->prefill - q->computed, budget - plan.tokens), plan);
     }
   } else {
     if (run.empty())
@@ -231,6 +295,8 @@ void scheduler::fork(seq* q) {
     c->length = q->length + 1;
     c->computed = q->computed;
     c->running = c->decoding = true;
+    c->tokens.clear();
+    c->publishing = false;
     c->blocks.assign(q->blocks.begin(), q->blocks.begin() + full);
     for (int b : c->blocks) pool_.retain(b);
     if (rows > 0) {
@@ -254,6 +320,7 @@ void scheduler::complete(const step_plan& plan) {
       fail("scheduler: chunk of {} [{}, {}) does not match its state (computed {}, length {})",
            c.seq, c.start, c.start + c.len, q->computed, q->length);
     q->computed += c.len;
+    if (q->publishing) publish(q);
     if (c.sample_for.empty()) continue;
     if (q->computed != q->length)
       fail("scheduler: chunk of {} samples before the end of its tokens", c.seq);

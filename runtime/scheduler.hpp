@@ -48,6 +48,7 @@ struct sched_options {
   int token_budget = 256;  // tokens per step (>= 1)
   int max_seqs = 64;       // running sequences at most (a group of n counts n)
   int block_size = 16;
+  bool prefix_caching = false;  // the pool must then be built with cache_block_size = block_size
 };
 
 struct sched_chunk {
@@ -82,6 +83,11 @@ class scheduler {
   // should hold at least one sequence of the full context length: a sequence that alone grows
   // past the pool is preempted and can then never be readmitted.
   void add(std::span<const uint64_t> ids, int prompt_len);
+  // The same with the prompt's tokens, which prefix caching needs: at admission the prompt's
+  // leading full blocks found in the pool's cache are shared instead of computed (at least
+  // the last prompt token is always computed, so the prefill samples), and as prefill fills a
+  // block of known tokens it is published for later requests.
+  void add(std::span<const uint64_t> ids, std::span<const int> prompt);
 
   // The next step's work (empty when there is nothing to do). Allocates blocks as needed.
   step_plan schedule();
@@ -108,6 +114,9 @@ class scheduler {
 
   int num_waiting() const;  // requests (groups) not yet admitted
   int num_running() const;  // admitted sequences
+  // Prompt tokens looked up in the prefix cache at admission, and how many were found.
+  uint64_t cache_queries() const { return cache_queries_; }
+  uint64_t cache_hits() const { return cache_hits_; }
   bool idle() const { return num_waiting() == 0 && num_running() == 0; }
   const sched_options& options() const { return o_; }
 
@@ -118,12 +127,15 @@ class scheduler {
   // implementation-defined members
   struct state;
   std::unique_ptr<state> s_;
+  uint64_t cache_queries_ = 0, cache_hits_ = 0;
   seq* new_seq();
   void destroy(seq* q);
   void drop_blocks(seq* q);
   void unrun(seq* q);
   void preempt(seq* q, step_plan& plan);
-  bool fits(const seq* q) const;
+  bool fits(seq* q);
+  void match(seq* q);
+  void publish(seq* q);
   void admit(seq* q);
   void add_chunk(seq* q, int len, step_plan& plan);
   void plan_decodes(step_plan& plan);

@@ -19,12 +19,31 @@ struct chat_message {
 };
 
 struct completion_request {
-  std::vector<int> prompt;         // token ids; 1 <= size, size + max_tokens <= context_length()
-  int max_tokens = 16;             // >= 1: new tokens per choice at most
-  sampling_params sampling;        // temperature 0 = greedy; seed per request (choice i: seed + i)
-  std::vector<std::string> stop;   // stop strings; a choice's text ends before the first match
-  int n = 1;                       // choices sharing the prompt (their KV blocks are shared)
-  bool ignore_eos = false;         // keep going past the end-of-sequence token
+  std::vector<int> prompt;        // token ids; 1 <= size, size + max_tokens <= context_length()
+  int max_tokens = 16;            // >= 1: new tokens per choice at most
+  sampling_params sampling;       // temperature 0 = greedy; seed per request (choice i: seed + i)
+  std::vector<std::string> stop;  // stop strings; a choice's text ends before the first match
+  int n = 1;                      // choices sharing the prompt (their KV blocks are shared)
+  bool ignore_eos = false;        // keep going past the end-of-sequence token
+};
+
+// OpenAI's cap on top alternatives per position (`logprobs` of completions, `top_logprobs` of
+// chat); completion_request.sampling.logprobs is -1 (off) or 0..max_logprobs.
+inline constexpr int max_logprobs = 20;
+
+// A token id with its log-probability: log_softmax of the model's raw logits over the whole
+// vocabulary (before temperature, top-k and top-p, as vLLM reports them by default).
+struct token_logprob {
+  int token = 0;
+  float logprob = 0;
+};
+
+// One generated token's log-probabilities: the token itself and the request's `logprobs` most
+// likely tokens of its position, most likely first (ties: lower id first). The chosen token may
+// or may not be among them.
+struct position_logprobs {
+  token_logprob chosen;
+  std::vector<token_logprob> top;
 };
 
 enum class finish_reason { none, stop, length, cancelled, error };
@@ -36,13 +55,16 @@ const char* to_string(finish_reason r);  // "stop", "length", "cancelled", "erro
 // has finish != none, and it is that choice's last.
 struct completion_event {
   uint64_t request_id = 0;
-  int index = 0;                  // choice index, 0 <= index < n
-  std::string text;               // new text (may be empty, e.g. on the final event)
-  std::vector<int> tokens;        // new token ids this event covers
+  int index = 0;            // choice index, 0 <= index < n
+  std::string text;         // new text (may be empty, e.g. on the final event)
+  std::vector<int> tokens;  // new token ids this event covers
+  // Parallel to tokens when the request asked for log-probabilities (sampling.logprobs >= 0),
+  // else empty. Tokens past a stop string are never generated, so they never appear here.
+  std::vector<position_logprobs> logprobs;
   finish_reason finish = finish_reason::none;
-  int prompt_tokens = 0;          // usage, set on the final event
-  int completion_tokens = 0;      // tokens generated for this choice, set on the final event
-  std::string error;              // finish == error: what went wrong
+  int prompt_tokens = 0;      // usage, set on the final event
+  int completion_tokens = 0;  // tokens generated for this choice, set on the final event
+  std::string error;          // finish == error: what went wrong
 };
 
 // Called on the engine's thread, in order per choice. It must not block and must not call back
@@ -65,6 +87,9 @@ class completion_backend {
   // Thread-safe tokenization and chat formatting (the model's template).
   virtual std::vector<int> encode(std::string_view text) const = 0;
   virtual std::string chat_prompt(const std::vector<chat_message>& messages) const = 0;
+  // Thread-safe. The raw bytes of one token id (may be part of a UTF-8 character), for
+  // rendering log-probabilities; an id outside [0, vocab_size()) throws.
+  virtual std::string token_bytes(int id) const = 0;
   // Thread-safe. On acceptance the sink will receive the request's events (n final events in
   // all). On rejection the sink is never called.
   virtual submit_result submit(completion_request req, event_sink sink) = 0;

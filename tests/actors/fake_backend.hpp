@@ -5,6 +5,8 @@
 // i > 0). A thread of its own runs one step every token_delay_ms for every running request,
 // applies max_tokens and stop strings like the real engine (text never contains a prefix of a
 // stop string that later matches), and answers cancel() with "cancelled" final events.
+// Token id k's bytes are "<k>". With sampling.logprobs = N >= 0 each event carries logprobs: the
+// token at -0.5, and its top N are ids token, token+1, ... at -0.5, -1.5, ...
 // Knobs: token_delay_ms, max_active (more running requests get 429 with retry_after_s).
 // Records: every submitted request and every cancel() id.
 #include <algorithm>
@@ -60,6 +62,10 @@ class fake_backend : public serve::completion_backend {
     std::string s;
     for (const auto& m : messages) s += m.role + ": " + m.content + " ";
     return s + "assistant:";
+  }
+  std::string token_bytes(int id) const override {
+    std::string s = "<";  // (not "<" + ...: GCC 12 -O3 warns falsely, -Wrestrict)
+    return (s += std::to_string(id)) += ">";
   }
   std::string word(int id) const {
     std::lock_guard lock(words_mu_);
@@ -155,6 +161,11 @@ class fake_backend : public serve::completion_backend {
     } else {
       c.text += piece(r.req.prompt, c.tokens, index);
       e.tokens = {c.tokens % 1000};
+      if (const int k = r.req.sampling.logprobs; k >= 0) {
+        serve::position_logprobs p{{e.tokens[0], -0.5f}, {}};
+        for (int j = 0; j < k; ++j) p.top.push_back({(e.tokens[0] + j) % 1000, -0.5f - j});
+        e.logprobs = {p};
+      }
       ++c.tokens;
       size_t safe = c.text.size(), stop_at = std::string::npos;
       for (const std::string& s : r.req.stop) {

@@ -1,6 +1,6 @@
 // `zeroflow serve` and `zeroflow generate` as a user meets them, on the Hugging Face fixtures
 // (tests/golden/hf, written by the PyTorch twin): the server answers over real HTTP with the
-// twin's greedy tokens, and stops cleanly on Ctrl-C.
+// twin's greedy tokens (and its log-probabilities), and stops cleanly on Ctrl-C.
 #include <arpa/inet.h>
 #include <doctest/doctest.h>
 #include <netinet/in.h>
@@ -9,11 +9,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <numeric>
 #include <random>
 #include <thread>
 
@@ -336,4 +339,112 @@ TEST_CASE("serve: the real server speaks the protocol and keeps serving after ba
   auto again = nlohmann::json::parse(body_of(http(s.port, "POST", url, base.dump())));
   CHECK(again["choices"][0]["text"] == full);
   CHECK(contains(http(s.port, "GET", "/v1/models", ""), "\"tiny-gpt2\""));
+}
+
+namespace {
+
+// The JSON data lines of an SSE response, [DONE] left out.
+std::vector<nlohmann::json> sse_chunks(const std::string& response) {
+  std::vector<nlohmann::json> out;
+  std::size_t p = 0;
+  while ((p = response.find("data: ", p)) != std::string::npos) {
+    auto e = response.find("\n", p);
+    std::string line = response.substr(p + 6, e - p - 6);
+    p = e;
+    if (line.rfind("[DONE]", 0) != 0) out.push_back(nlohmann::json::parse(line));
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("serve: logprobs over HTTP are the twin's log_softmax, the greedy token on top") {
+  temp_dir d("logprobs");
+  server s("--hf " + k_hf + "tiny-gpt2", d);
+  auto g = storage::safetensors_file::open(k_hf + "golden.safetensors");
+  auto tok = tokenizer::load_hf(k_hf + "tiny-gpt2/tokenizer.json");
+  const auto ids = g.to_i32("gpt2.p0.ids");
+  const auto logits = g.to_f32("gpt2.p0.logits");  // [T, V], the float64 twin's
+  const auto greedy = g.to_i32("gpt2.greedy");
+  const int T = static_cast<int>(ids.size()), V = static_cast<int>(logits.size()) / T;
+  // log_softmax of the last prompt position: the first generated token's distribution
+  const float* row = logits.data() + static_cast<std::size_t>(T - 1) * V;
+  const double mx = *std::max_element(row, row + V);
+  double sum = 0;
+  for (int v = 0; v < V; ++v) sum += std::exp(row[v] - mx);
+  auto ref = [&](int v) { return row[v] - mx - std::log(sum); };
+  auto str = [&](int id) { return utf8_sanitize(tok.token_bytes(id)); };
+
+  // Completions, legacy format: logprobs 5 (the greedy token is among the 5).
+  nlohmann::json body = {{"prompt", std::vector<int>(ids.begin(), ids.end())},
+                         {"max_tokens", 6},
+                         {"temperature", 0},
+                         {"logprobs", 5}};
+  auto r = nlohmann::json::parse(body_of(http(s.port, "POST", "/v1/completions", body.dump())));
+  REQUIRE_MESSAGE(r.contains("choices"), r.dump());
+  const auto& lp = r["choices"][0]["logprobs"];
+  REQUIRE(lp["tokens"].size() == 6);
+  REQUIRE(lp["token_logprobs"].size() == 6);
+  REQUIRE(lp["text_offset"].size() == 6);
+  CHECK(lp["text_offset"][0] == 0);
+  for (int i = 0; i < 6; ++i) {
+    CAPTURE(i);
+    CHECK(lp["tokens"][i] == str(greedy[i]));
+    const double chosen = lp["token_logprobs"][i];
+    CHECK(chosen < 0);
+    const auto& top = lp["top_logprobs"][i];
+    CHECK(top.size() <= 5);  // fewer where tokens share a string (U+FFFD of partial bytes)
+    CHECK(top.at(lp["tokens"][i].get<std::string>()) == chosen);
+    double best = -1e9;
+    for (auto& [k, v] : top.items()) best = std::max(best, v.get<double>());
+    CHECK(best == chosen);  // the greedy token's logprob is the top alternative's
+    if (i > 0) CHECK(lp["text_offset"][i] >= lp["text_offset"][i - 1]);
+  }
+  CHECK(std::abs(lp["token_logprobs"][0].get<double>() - ref(greedy[0])) < 1e-4);
+  // the twin's 5 most likely first tokens, with its values
+  std::vector<int> order(V);
+  std::iota(order.begin(), order.end(), 0);
+  std::partial_sort(order.begin(), order.begin() + 5, order.end(),
+                    [&](int a, int b) { return row[a] > row[b]; });
+  for (int j = 0; j < 5; ++j) {
+    CAPTURE(j);
+    REQUIRE(lp["top_logprobs"][0].contains(str(order[j])));
+    CHECK(std::abs(lp["top_logprobs"][0][str(order[j])].get<double>() - ref(order[j])) < 1e-4);
+  }
+
+  // Chat: logprobs true, top_logprobs 3; streamed, the chunks' entries add up to the same list.
+  nlohmann::json chat = {{"messages", {{{"role", "user"}, {"content", "Call me Ishmael"}}}},
+                         {"max_tokens", 6},
+                         {"temperature", 0},
+                         {"logprobs", true},
+                         {"top_logprobs", 3}};
+  auto c =
+      nlohmann::json::parse(body_of(http(s.port, "POST", "/v1/chat/completions", chat.dump())));
+  REQUIRE_MESSAGE(c.contains("choices"), c.dump());
+  const auto& content = c["choices"][0]["logprobs"]["content"];
+  REQUIRE(content.size() == c["usage"]["completion_tokens"].get<std::size_t>());
+  REQUIRE(!content.empty());
+  for (const auto& e : content) {
+    CAPTURE(e.dump());
+    std::string bytes;
+    for (auto& b : e["bytes"]) bytes += static_cast<char>(b.get<int>());
+    CHECK(utf8_sanitize(bytes) == e["token"]);
+    REQUIRE(e["top_logprobs"].size() == 3);
+    CHECK(e["top_logprobs"][0]["token"] == e["token"]);
+    CHECK(e["top_logprobs"][0]["logprob"] == e["logprob"]);
+    CHECK(e["top_logprobs"][1]["logprob"] <= e["top_logprobs"][0]["logprob"]);
+    CHECK(e["top_logprobs"][2]["logprob"] <= e["top_logprobs"][1]["logprob"]);
+  }
+  chat["stream"] = true;
+  nlohmann::json streamed = nlohmann::json::array();
+  for (const auto& chunk : sse_chunks(http(s.port, "POST", "/v1/chat/completions", chat.dump())))
+    for (const auto& ch : chunk["choices"])
+      if (ch["logprobs"].is_object())
+        for (const auto& e : ch["logprobs"]["content"]) streamed.push_back(e);
+  CHECK(streamed == content);
+
+  chat["top_logprobs"] = 25;
+  auto bad = http(s.port, "POST", "/v1/chat/completions", chat.dump());
+  CHECK(contains(bad, " 400 "));
+  CHECK(contains(bad, "'top_logprobs' must be between 0 and 20, got 25"));
 }

@@ -82,6 +82,82 @@ TEST_CASE("kv pool: misuse is a zf::error") {
   CHECK(pool.num_free() == 3);  // failed calls changed nothing
 }
 
+TEST_CASE("kv prefix cache: published blocks are found by exact content and parent") {
+  zf::block_pool pool(8, 2);
+  REQUIRE(pool.caching());
+  const std::vector<int> a{1, 2}, b{3, 4}, c{5, 6};
+  int b0 = pool.allocate(), b1 = pool.allocate();
+  CHECK(pool.lookup(-1, a) == -1);
+  CHECK(pool.publish(b0, -1, a));
+  CHECK(pool.publish(b1, b0, b));
+  CHECK(pool.lookup(-1, a) == b0);
+  CHECK(pool.lookup(b0, b) == b1);
+  CHECK(pool.lookup(-1, b) == -1);                    // same tokens, other position in the chain
+  CHECK(pool.lookup(b0, c) == -1);                    // other tokens
+  CHECK(pool.lookup(b1, b) == -1);                    // other parent
+  CHECK(pool.lookup(-1, std::vector<int>{1}) == -1);  // not a whole block
+  // the same content again is not published twice; an already published block neither
+  int dup = pool.allocate();
+  CHECK_FALSE(pool.publish(dup, -1, a));
+  CHECK_FALSE(pool.publish(b0, -1, c));
+  CHECK(pool.num_cached() == 2);
+  // a released published block stays findable and counts as free
+  CHECK(pool.num_free() == 5);
+  pool.release(b1);
+  CHECK(pool.num_free() == 6);
+  CHECK(pool.evictable(b1));
+  CHECK(pool.lookup(b0, b) == b1);
+  pool.acquire(b1);  // revived: in use again, not free
+  CHECK(pool.refcount(b1) == 1);
+  CHECK(pool.num_free() == 5);
+  pool.acquire(b1);
+  CHECK(pool.refcount(b1) == 2);
+  CHECK(contains(error_of([&] { pool.acquire(dup); }), "not published"));
+  CHECK(contains(error_of([&] { pool.publish(pool.num_blocks() - 1, -1, c); }), "not in use"));
+  CHECK(contains(error_of([&] {
+                   pool.publish(dup, -1, std::vector<int>{1, 2, 3});
+                 }),
+                 "publish of 3 tokens, block size is 2"));
+}
+
+TEST_CASE("kv prefix cache: never-published blocks go first, then the least recently released") {
+  zf::block_pool pool(4, 1);
+  std::vector<int> blk;
+  REQUIRE(pool.allocate(4, blk));
+  for (int i = 0; i < 3; ++i) CHECK(pool.publish(blk[i], i ? blk[i - 1] : -1, std::vector<int>{i}));
+  pool.release(blk[1]);  // released order: 1, 0, 3 (unpublished), 2
+  pool.release(blk[0]);
+  pool.release(blk[3]);
+  pool.release(blk[2]);
+  CHECK(pool.num_free() == 4);
+  CHECK(pool.num_used() == 0);
+  CHECK(pool.allocate() == blk[3]);  // the free list first: nothing is evicted
+  CHECK(pool.num_cached() == 3);
+  CHECK(pool.allocate() == blk[1]);  // then the LRU published block, whose content goes
+  CHECK(pool.num_cached() == 2);
+  CHECK(pool.lookup(blk[0], std::vector<int>{1}) == -1);
+  CHECK(pool.lookup(-1, std::vector<int>{0}) == blk[0]);
+  // blk[2] was published under blk[1]; blk[1] now holds other content, so blk[2] must not match
+  // even if the new content is published under the same parent id with the old tokens
+  CHECK(pool.publish(blk[1], blk[0], std::vector<int>{1}));
+  CHECK(pool.lookup(blk[0], std::vector<int>{1}) == blk[1]);
+  CHECK(pool.lookup(blk[1], std::vector<int>{2}) == -1);
+  CHECK(pool.allocate() == blk[0]);
+  CHECK(pool.allocate() == blk[2]);
+  CHECK(pool.allocate() == -1);
+  CHECK(pool.num_cached() == 1);  // blk[1], in use
+}
+
+TEST_CASE("kv pool: without caching, lookups miss and publishing is refused") {
+  zf::block_pool pool(2);
+  int b = pool.allocate();
+  CHECK_FALSE(pool.caching());
+  CHECK_FALSE(pool.publish(b, -1, std::vector<int>{1}));
+  CHECK(pool.lookup(-1, std::vector<int>{1}) == -1);
+  pool.release(b);
+  CHECK(pool.num_free() == 2);
+}
+
 TEST_CASE("kv storage: layout offsets and sizes") {
   const int n_layer = 3, num_blocks = 5, bs = 4, dim = 6;
   zf::kv_storage kv(n_layer, num_blocks, bs, dim);

@@ -172,8 +172,9 @@ TEST_CASE("openai field errors name the field") {
 }
 
 TEST_CASE("openai unsupported features are rejected") {
-  for (json patch : {json{{"echo", true}}, json{{"logprobs", 2}}, json{{"best_of", 2}},
-                     json{{"suffix", "end"}}, json{{"presence_penalty", 0.5}}}) {
+  for (json patch :
+       {json{{"echo", true}}, json{{"echo", true}, {"logprobs", 2}}, json{{"best_of", 2}},
+        json{{"suffix", "end"}}, json{{"presence_penalty", 0.5}}}) {
     CAPTURE(patch.dump());
     auto e = completion_err(patch);
     CHECK(e.status == 400);
@@ -379,4 +380,241 @@ TEST_CASE("openai submit rejections and chunk framing") {
   CHECK(zf::openai::http_chunk("data: x\n\n") == "9\r\ndata: x\n\n\r\n");
   CHECK(zf::openai::http_chunk(std::string(26, 'a')).substr(0, 4) == "1a\r\n");
   CHECK(zf::openai::http_chunk("").empty());
+}
+
+namespace {
+
+// An event of one token with its log-probabilities: the chosen token and its top alternatives.
+zf::serve::completion_event lp_ev(int index, std::string text, int token, float logprob,
+                                  std::vector<zf::serve::token_logprob> top,
+                                  finish_reason f = finish_reason::none) {
+  zf::serve::completion_event e = ev(index, std::move(text), f, 0);
+  e.tokens = {token};
+  e.logprobs = {{{token, logprob}, std::move(top)}};
+  return e;
+}
+
+// Token bytes of the rendering tests: "é" split over two tokens (2: 0xC3, 3: 0xA9).
+std::string test_bytes(int id) {
+  switch (id) {
+    case 1:
+      return "H";
+    case 2:
+      return "\xC3";
+    case 3:
+      return "\xA9";
+    case 4:
+      return " x\xE2\x82\xAC";  // " x€"
+    default:
+      return fmt::format("t{}", id);
+  }
+}
+
+const std::string fffd = "\xEF\xBF\xBD";
+
+}  // namespace
+
+TEST_CASE("openai logprobs request fields") {
+  auto lp = [](endpoint kind, json patch) {
+    json body = kind == endpoint::chat ? base_chat() : json{{"prompt", "a b"}};
+    body.merge_patch(patch);
+    return parse_ok(kind, body).completion.sampling.logprobs;
+  };
+  CHECK(lp(endpoint::completions, json::object()) == -1);
+  CHECK(lp(endpoint::completions, {{"logprobs", nullptr}}) == -1);
+  CHECK(lp(endpoint::completions, {{"logprobs", false}}) == -1);
+  CHECK(lp(endpoint::completions, {{"logprobs", 0}}) == 0);
+  CHECK(lp(endpoint::completions, {{"logprobs", 5}}) == 5);
+  CHECK(lp(endpoint::completions, {{"logprobs", 20}}) == 20);
+  CHECK(lp(endpoint::chat, json::object()) == -1);
+  CHECK(lp(endpoint::chat, {{"logprobs", false}}) == -1);
+  CHECK(lp(endpoint::chat, {{"logprobs", true}}) == 0);
+  CHECK(lp(endpoint::chat, {{"logprobs", true}, {"top_logprobs", 0}}) == 0);
+  CHECK(lp(endpoint::chat, {{"logprobs", true}, {"top_logprobs", 20}}) == 20);
+  CHECK(lp(endpoint::chat, {{"logprobs", false}, {"top_logprobs", nullptr}}) == -1);
+
+  struct bad {
+    endpoint kind;
+    json patch;
+    std::string param, message;
+  };
+  const bad cases[] = {
+      {endpoint::completions,
+       {{"logprobs", 21}},
+       "logprobs",
+       "'logprobs' must be between 0 and 20, got 21"},
+      {endpoint::completions,
+       {{"logprobs", -1}},
+       "logprobs",
+       "'logprobs' must be between 0 and 20, got -1"},
+      {endpoint::completions,
+       {{"logprobs", "5"}},
+       "logprobs",
+       "'logprobs' must be an integer, got string"},
+      {endpoint::completions,
+       {{"logprobs", true}},
+       "logprobs",
+       "'logprobs' must be an integer, got boolean"},
+      {endpoint::completions,
+       {{"logprobs", 1.5}},
+       "logprobs",
+       "'logprobs' must be an integer, got number"},
+      {endpoint::completions,
+       {{"top_logprobs", 2}},
+       "top_logprobs",
+       "'top_logprobs' is a chat completions field; /v1/completions takes the number of "
+       "alternatives as 'logprobs'"},
+      {endpoint::chat,
+       {{"logprobs", true}, {"top_logprobs", 25}},
+       "top_logprobs",
+       "'top_logprobs' must be between 0 and 20, got 25"},
+      {endpoint::chat,
+       {{"logprobs", true}, {"top_logprobs", -1}},
+       "top_logprobs",
+       "'top_logprobs' must be between 0 and 20, got -1"},
+      {endpoint::chat,
+       {{"logprobs", true}, {"top_logprobs", "3"}},
+       "top_logprobs",
+       "'top_logprobs' must be an integer, got string"},
+      {endpoint::chat,
+       {{"top_logprobs", 3}},
+       "top_logprobs",
+       "'top_logprobs' is only allowed when 'logprobs' is true"},
+      {endpoint::chat,
+       {{"logprobs", false}, {"top_logprobs", 0}},
+       "top_logprobs",
+       "'top_logprobs' is only allowed when 'logprobs' is true"},
+      {endpoint::chat, {{"logprobs", 5}}, "logprobs", "'logprobs' must be a boolean, got number"},
+  };
+  for (const bad& b : cases) {
+    CAPTURE(b.patch.dump());
+    json body = b.kind == endpoint::chat ? base_chat() : json{{"prompt", "a b"}};
+    body.merge_patch(b.patch);
+    auto e = parse_err(b.kind, body.dump());
+    CHECK(e.status == 400);
+    CHECK(e.type == "invalid_request_error");
+    CHECK(e.param == b.param);
+    CHECK(e.message == b.message);
+  }
+}
+
+TEST_CASE("openai logprobs in a completion body: legacy columns, text offsets, raw bytes") {
+  auto r = parse_ok(endpoint::completions, {{"prompt", "a b"}, {"logprobs", 2}, {"n", 2}});
+  zf::openai::response_writer w(r, "fake-model", "cmpl-lp", 1, test_bytes);
+  // Choice 0 spells "Hé x€" in four tokens; "é" is split, so its first token has no text yet.
+  w.on_event(lp_ev(0, "H", 1, -0.25f, {{1, -0.25f}, {7, -2.0f}}));
+  w.on_event(lp_ev(0, "", 2, -1.5f, {{9, -0.5f}, {2, -1.5f}}));
+  // (2 and 3 both read U+FFFD: the chosen token's value keeps the key)
+  w.on_event(lp_ev(0, "\xC3\xA9", 3, -3.0f, {{2, -1.0f}, {4, -3.5f}}));
+  w.on_event(lp_ev(0, " x\xE2\x82\xAC", 4, -std::numeric_limits<float>::infinity(),
+                   {{1, -0.125f}, {9, -0.5f}}, finish_reason::length));
+  // Choice 1 finished without a token (logprobs asked: empty columns, not null).
+  w.on_event(ev(1, "", finish_reason::stop));
+  REQUIRE(w.done());
+  json b = json::parse(w.body());
+  CHECK(b["choices"][0]["text"] == "H\xC3\xA9 x\xE2\x82\xAC");
+  const json& lp = b["choices"][0]["logprobs"];
+  CHECK(lp["tokens"] == json{"H", fffd, fffd, " x\xE2\x82\xAC"});
+  CHECK(lp["token_logprobs"] == json{-0.25, -1.5, -3.0, -9999.0});
+  // The chosen token plus the top 2 (3 keys when the chosen one is not among them).
+  CHECK(lp["top_logprobs"][0] == json{{"H", -0.25}, {"t7", -2.0}});
+  CHECK(lp["top_logprobs"][1] == json{{"t9", -0.5}, {fffd, -1.5}});
+  CHECK(lp["top_logprobs"][2] == json{{fffd, -3.0}, {" x\xE2\x82\xAC", -3.5}});
+  CHECK(lp["top_logprobs"][3] == json{{" x\xE2\x82\xAC", -9999.0}, {"H", -0.125}, {"t9", -0.5}});
+  // Offsets in characters: "H" 0, both halves of "é" 1, " x€" 2.
+  CHECK(lp["text_offset"] == json{0, 1, 1, 2});
+  CHECK(b["choices"][1]["logprobs"] == json{{"tokens", json::array()},
+                                            {"token_logprobs", json::array()},
+                                            {"top_logprobs", json::array()},
+                                            {"text_offset", json::array()}});
+
+  // logprobs 0: each position has the chosen token alone; without logprobs, null.
+  auto r0 = parse_ok(endpoint::completions, {{"prompt", "a b"}, {"logprobs", 0}});
+  zf::openai::response_writer w0(r0, "fake-model", "cmpl-lp0", 1, test_bytes);
+  w0.on_event(lp_ev(0, "H", 1, -0.75f, {}, finish_reason::length));
+  json b0 = json::parse(w0.body());
+  CHECK(b0["choices"][0]["logprobs"]["top_logprobs"] == json::array({{{"H", -0.75}}}));
+  auto off = parse_ok(endpoint::completions, {{"prompt", "a b"}});
+  zf::openai::response_writer woff(off, "fake-model", "cmpl-off", 1, test_bytes);
+  woff.on_event(lp_ev(0, "H", 1, -0.75f, {}, finish_reason::length));
+  CHECK(json::parse(woff.body())["choices"][0]["logprobs"].is_null());
+}
+
+TEST_CASE("openai logprobs in a chat body: content entries with bytes") {
+  json body = base_chat();
+  body.merge_patch({{"logprobs", true}, {"top_logprobs", 2}});
+  auto r = parse_ok(endpoint::chat, body);
+  zf::openai::response_writer w(r, "fake-model", "chatcmpl-lp", 1, test_bytes);
+  w.on_event(lp_ev(0, "", 2, -1.5f, {{9, -0.5f}, {2, -1.5f}}));
+  w.on_event(lp_ev(0, "\xC3\xA9", 3, -3.0f, {{3, -3.0f}, {4, -3.5f}}, finish_reason::stop));
+  json b = json::parse(w.body());
+  CHECK(b["choices"][0]["message"]["content"] == "\xC3\xA9");
+  const json& content = b["choices"][0]["logprobs"]["content"];
+  REQUIRE(content.size() == 2);
+  CHECK(content[0] == json{{"token", fffd},
+                           {"logprob", -1.5},
+                           {"bytes", {0xC3}},
+                           {"top_logprobs",
+                            {{{"token", "t9"}, {"logprob", -0.5}, {"bytes", {'t', '9'}}},
+                             {{"token", fffd}, {"logprob", -1.5}, {"bytes", {0xC3}}}}}});
+  CHECK(content[1]["bytes"] == json{0xA9});
+  CHECK(content[1]["top_logprobs"][1] == json{{"token", " x\xE2\x82\xAC"},
+                                              {"logprob", -3.5},
+                                              {"bytes", {' ', 'x', 0xE2, 0x82, 0xAC}}});
+
+  // logprobs without top_logprobs: empty top lists.
+  json body0 = base_chat();
+  body0["logprobs"] = true;
+  zf::openai::response_writer w0(parse_ok(endpoint::chat, body0), "fake-model", "c", 1, test_bytes);
+  w0.on_event(lp_ev(0, "H", 1, -0.75f, {}, finish_reason::length));
+  CHECK(json::parse(w0.body())["choices"][0]["logprobs"] ==
+        json{{"content",
+              {{{"token", "H"},
+                {"logprob", -0.75},
+                {"bytes", {'H'}},
+                {"top_logprobs", json::array()}}}}});
+}
+
+TEST_CASE("openai streamed logprobs: each chunk carries the tokens not shown before") {
+  auto r = parse_ok(endpoint::completions, {{"prompt", "a b"}, {"logprobs", 1}, {"stream", true}});
+  zf::openai::response_writer w(r, "fake-model", "cmpl-s", 1, test_bytes);
+  std::string text = w.on_event(lp_ev(0, "H", 1, -0.25f, {{1, -0.25f}}));
+  text += w.on_event(lp_ev(0, "", 2, -1.5f, {{9, -0.5f}}));  // held back: no chunk
+  text += w.on_event(lp_ev(0, "\xC3\xA9", 3, -3.0f, {{3, -3.0f}}));
+  text += w.on_event(lp_ev(0, " x\xE2\x82\xAC", 4, -0.5f, {{4, -0.5f}}, finish_reason::length));
+  text += w.stream_tail();
+  auto events = sse_events(text);
+  REQUIRE(events.size() == 4);
+  const json& c0 = events[0]["choices"][0];
+  CHECK(c0["text"] == "H");
+  CHECK(c0["logprobs"]["tokens"] == json{"H"});
+  CHECK(c0["logprobs"]["text_offset"] == json{0});
+  const json& c1 = events[1]["choices"][0];
+  CHECK(c1["text"] == "\xC3\xA9");
+  CHECK(c1["logprobs"]["tokens"] == json{fffd, fffd});
+  CHECK(c1["logprobs"]["token_logprobs"] == json{-1.5, -3.0});
+  CHECK(c1["logprobs"]["top_logprobs"] == json{{{fffd, -1.5}, {"t9", -0.5}}, {{fffd, -3.0}}});
+  CHECK(c1["logprobs"]["text_offset"] == json{1, 1});  // offsets run on across chunks
+  const json& c2 = events[2]["choices"][0];
+  CHECK(c2["finish_reason"] == "length");
+  CHECK(c2["logprobs"]["text_offset"] == json{2});
+  CHECK(events[3] == "[DONE]");
+
+  // Chat: the role delta has none; the end-of-sequence token (no text) rides on the finish delta.
+  json cbody = base_chat();
+  cbody.merge_patch({{"logprobs", true}, {"top_logprobs", 1}, {"stream", true}});
+  zf::openai::response_writer cw(parse_ok(endpoint::chat, cbody), "fake-model", "c", 1, test_bytes);
+  std::string ct = cw.on_event(lp_ev(0, "H", 1, -0.25f, {{1, -0.25f}}));
+  ct += cw.on_event(lp_ev(0, "", 5, -0.5f, {{5, -0.5f}}, finish_reason::stop));
+  auto ce = sse_events(ct + cw.stream_tail());
+  REQUIRE(ce.size() == 4);
+  CHECK(ce[0]["choices"][0]["logprobs"].is_null());
+  CHECK(ce[1]["choices"][0]["delta"] == json{{"content", "H"}});
+  REQUIRE(ce[1]["choices"][0]["logprobs"]["content"].size() == 1);
+  CHECK(ce[1]["choices"][0]["logprobs"]["content"][0]["token"] == "H");
+  CHECK(ce[2]["choices"][0]["finish_reason"] == "stop");
+  REQUIRE(ce[2]["choices"][0]["logprobs"]["content"].size() == 1);
+  CHECK(ce[2]["choices"][0]["logprobs"]["content"][0]["token"] == "t5");
+  CHECK(ce[2]["choices"][0]["logprobs"]["content"][0]["top_logprobs"] ==
+        json{{{"token", "t5"}, {"logprob", -0.5}, {"bytes", {'t', '5'}}}});
 }

@@ -1,9 +1,11 @@
-// Next-token sampling: greedy paths, seeding, top-k / top-p support and the distribution itself.
+// Next-token sampling: greedy paths, seeding, top-k / top-p support and the distribution itself;
+// the log-probability helpers (log_sum_exp, top_k_ids).
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <random>
 #include <set>
 #include <vector>
 
@@ -132,4 +134,46 @@ TEST_CASE("sampling: temperature 1 frequencies match the softmax") {
     CAPTURE(i);
     CHECK(std::abs(double(hc[i]) / n - std::exp(l[i] / 2) / z2) < 0.015);
   }
+}
+
+TEST_CASE("sampling: log_sum_exp is stable and gives log_softmax summing to 1") {
+  // Against a direct double evaluation, and shifted by +-1000 (exp alone would overflow or
+  // underflow to 0 in float and double).
+  double direct = 0;
+  for (float x : k_logits) direct += std::exp(double(x));
+  const int n = int(k_logits.size());
+  CHECK(zf::log_sum_exp(k_logits.data(), n) == doctest::Approx(std::log(direct)).epsilon(1e-6));
+  for (float shift : {1000.0f, -1000.0f}) {
+    std::vector<float> s = k_logits;
+    for (float& x : s) x += shift;
+    const double lse = zf::log_sum_exp(s.data(), n);
+    REQUIRE(std::isfinite(lse));
+    CHECK(lse - shift == doctest::Approx(std::log(direct)).epsilon(1e-6));
+    double total = 0;
+    for (float x : s) total += std::exp(x - lse);
+    CHECK(total == doctest::Approx(1.0).epsilon(1e-5));
+  }
+}
+
+TEST_CASE("sampling: top_k_ids equals a full sort, ties by lower id, without reallocating") {
+  std::mt19937 g(3);
+  std::vector<float> x(5000);
+  // Few distinct values: many ties, so the tie order is exercised.
+  for (float& v : x) v = float(g() % 40) * 0.25f;
+  std::vector<int> ref(x.size());
+  for (int i = 0; i < int(x.size()); ++i) ref[i] = i;
+  std::stable_sort(ref.begin(), ref.end(), [&](int a, int b) { return x[a] > x[b]; });
+  std::vector<int> out;
+  out.reserve(20);
+  const int* data = out.data();
+  for (int k : {0, 1, 2, 7, 20}) {
+    CAPTURE(k);
+    zf::top_k_ids(x.data(), int(x.size()), k, out);
+    CHECK(out == std::vector<int>(ref.begin(), ref.begin() + k));
+    CHECK(out.data() == data);  // the caller's capacity is reused
+  }
+  CHECK(std::vector<int>{zf::argmax(x.data(), int(x.size()))} ==
+        std::vector<int>(ref.begin(), ref.begin() + 1));
+  zf::top_k_ids(k_logits.data(), 3, 10, out);  // k beyond n: all n
+  CHECK(out == std::vector<int>{2, 0, 1});
 }

@@ -116,6 +116,72 @@ TEST_CASE("sched: a long prompt is split and only its last chunk samples") {
   CHECK(s.blocks(7).size() == 6);
 }
 
+TEST_CASE("sched: prefix caching shares the cached full blocks of a prompt's prefix") {
+  zf::block_pool pool(40, 4);
+  zf::sched_options o = opts(64, 8, 4);
+  o.prefix_caching = true;
+  zf::scheduler s(o, pool);
+  std::vector<int> a(40);
+  for (int i = 0; i < 40; ++i) a[std::size_t(i)] = 100 + i;
+  const uint64_t one[] = {1};
+  s.add(one, a);
+  auto p1 = step(s);
+  REQUIRE(p1.chunks.size() == 1);
+  CHECK(p1.chunks[0].start == 0);
+  CHECK(p1.chunks[0].len == 40);
+  std::vector<int> b1(s.blocks(1).begin(), s.blocks(1).end());
+  CHECK(pool.num_cached() == 10);
+  // the same prompt while 1 runs: 9 blocks shared (the last token is always computed)
+  const uint64_t two[] = {2};
+  s.add(two, a);
+  auto p2 = step(s);
+  const zf::sched_chunk* c2 = chunk_of(p2, 2);
+  REQUIRE(c2 != nullptr);
+  CHECK(c2->start == 36);
+  CHECK(c2->len == 4);
+  CHECK(c2->sample_for == std::vector<uint64_t>{2});
+  auto b2 = s.blocks(2);
+  for (int i = 0; i < 9; ++i) {
+    CHECK(b2[std::size_t(i)] == b1[std::size_t(i)]);
+    CHECK(pool.refcount(b1[std::size_t(i)]) == 2);
+  }
+  CHECK(b2[9] != b1[9]);
+  CHECK(s.cache_hits() == 36);
+  CHECK(s.cache_queries() == 80);
+  // both finish: the cached blocks stay findable; a prompt that differs at token 10 shares 2
+  s.finish(1);
+  s.finish(2);
+  CHECK(pool.num_free() == 40);
+  std::vector<int> c = a;
+  c[10] = 7;
+  const uint64_t three[] = {3};
+  s.add(three, c);
+  auto p3 = step(s);
+  REQUIRE(p3.chunks.size() == 1);
+  CHECK(p3.chunks[0].start == 8);
+  CHECK(p3.chunks[0].len == 32);
+  CHECK(s.blocks(3)[0] == b1[0]);
+  CHECK(s.blocks(3)[1] == b1[1]);
+  // a prompt of exactly two cached blocks computes its last block again
+  const uint64_t four[] = {4};
+  s.add(four, std::span<const int>(a).subspan(0, 8));
+  auto p4 = step(s);
+  const zf::sched_chunk* c4 = chunk_of(p4, 4);
+  REQUIRE(c4 != nullptr);
+  CHECK(c4->start == 4);
+  CHECK(c4->len == 4);
+  // without caching the same calls compute everything
+  zf::block_pool plain(40);
+  zf::scheduler t(opts(64, 8, 4), plain);
+  t.add(one, a);
+  step(t);
+  t.add(two, a);
+  auto q = step(t);
+  REQUIRE(chunk_of(q, 2) != nullptr);
+  CHECK(chunk_of(q, 2)->start == 0);
+  CHECK(t.cache_queries() == 0);
+}
+
 TEST_CASE("sched: short prompts are packed to fill the budget in arrival order") {
   zf::block_pool pool(64);
   zf::scheduler s(opts(16, 64, 4), pool);
@@ -358,10 +424,16 @@ namespace {
 
 // A fake engine over the scheduler: random arrivals, lengths, cancels; fake K/V rows that make
 // wrong sharing or a missing copy visible; invariants checked after every step.
-void simulate(zf::sched_policy policy, uint32_t seed) {
+// With caching, prompts come from a few shared prefixes, and a prompt slot's value is a hash of
+// the prompt's tokens up to it, so a block shared through the cache must hold exactly what the
+// sequence would have computed.
+void simulate(zf::sched_policy policy, uint32_t seed, bool caching = false) {
   const int bs = 4, num_blocks = 48, budget = 24, max_seqs = 8;
-  zf::block_pool pool(num_blocks);
-  zf::scheduler s(opts(budget, max_seqs, bs, policy), pool);
+  zf::block_pool pool(num_blocks, caching ? bs : 0);
+  zf::sched_options so = opts(budget, max_seqs, bs, policy);
+  so.prefix_caching = caching;
+  zf::scheduler s(so, pool);
+  std::map<uint64_t, std::vector<int64_t>> content;  // root id -> per prompt slot value
   std::mt19937 rng(seed);
   auto rnd = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
   std::vector<std::vector<int64_t>> mem(num_blocks, std::vector<int64_t>(bs, -1));
@@ -370,8 +442,12 @@ void simulate(zf::sched_policy policy, uint32_t seed) {
   std::set<uint64_t> live;
   uint64_t next_id = 1;
   auto value = [&](uint64_t id, int pos) -> int64_t {
+    if (caching && pos < prompt[id]) return content[root[id]][std::size_t(pos)];
     return int64_t(pos < prompt[id] ? root[id] : id) * 100000 + pos;
   };
+  std::vector<std::vector<int>> prefixes(3);
+  for (auto& p : prefixes)
+    for (int i = 0; i < 40; ++i) p.push_back(int(rng() % 5));
   int steps = 0, preemptions = 0, forks = 0;
   for (; steps < 20000; ++steps) {
     bool arrivals = steps < 4000;
@@ -389,7 +465,17 @@ void simulate(zf::sched_policy policy, uint32_t seed) {
         generated[id] = 0;
         live.insert(id);
       }
-      s.add(ids, len);
+      if (caching) {
+        const auto& pre = prefixes[std::size_t(rnd(0, 2))];
+        std::vector<int> toks(pre.begin(), pre.begin() + rnd(0, std::min(len, 40)));
+        while (int(toks.size()) < len) toks.push_back(rnd(0, 1));
+        auto& cv = content[ids[0]];
+        int64_t h = 17;
+        for (int t : toks) cv.push_back(h = (h * 1000003 + t + 1) % 1000000007);
+        s.add(ids, std::span<const int>(toks));
+      } else {
+        s.add(ids, len);
+      }
       forks += n > 1;
     }
     if (arrivals && rnd(0, 9) == 0 && !live.empty()) {  // a cancel anywhere
@@ -463,7 +549,9 @@ void simulate(zf::sched_policy policy, uint32_t seed) {
   CHECK(pool.num_free() == num_blocks);
   CHECK(forks > 0);
   if (policy == zf::sched_policy::split_fuse) CHECK(preemptions > 0);
-  MESSAGE("steps ", steps, " preemptions ", preemptions, " forks ", forks);
+  if (caching) CHECK(s.cache_hits() > s.cache_queries() / 10);
+  MESSAGE("steps ", steps, " preemptions ", preemptions, " forks ", forks, " cache hits ",
+          s.cache_hits(), " of ", s.cache_queries());
 }
 
 }  // namespace
@@ -475,4 +563,10 @@ TEST_CASE("sched: randomized simulation keeps the block accounting exact (split_
 
 TEST_CASE("sched: randomized simulation keeps the block accounting exact (static_batch)") {
   simulate(zf::sched_policy::static_batch, 777);
+}
+
+TEST_CASE("sched: randomized simulation with prefix caching shares only identical prefixes") {
+  simulate(zf::sched_policy::split_fuse, 4321, true);
+  simulate(zf::sched_policy::split_fuse, 8, true);
+  simulate(zf::sched_policy::static_batch, 55, true);
 }
