@@ -422,7 +422,9 @@ calibration calibrate(const model_setup& ms, const options& o, const workload_sp
     // requests (lengths drawn from the workload, another seed) submitted at once; completions
     // per second between the first 1/6 and the last 1/6 of the finishes (steady state: no
     // ramp-up, no lone tail).
-    auto sf = make_backend(ms, o, policy_kind::split_fuse, 256);
+    // With --policy cache the capacity is the uncached engine's, so that the offered load is one
+    // both variants can sustain (the cached one sustains several times more on `prefix`).
+    auto sf = make_backend(ms, o, policy_kind::split_fuse, 256, o.policy != "cache");
     solo_ttft_ms(*sf, g, 64, 1, vocab);
     const int m = std::max(12, o.max_seqs + o.max_seqs / 2);
     auto burst = make_requests(w, m, 0, o.seed + 0x9e3779b9ULL, vocab);
