@@ -341,6 +341,36 @@ TEST_CASE("serve: the real server speaks the protocol and keeps serving after ba
   CHECK(contains(http(s.port, "GET", "/v1/models", ""), "\"tiny-gpt2\""));
 }
 
+TEST_CASE("serve: a repeated prompt is served from the prefix cache with the same answer") {
+  const std::string prompt =
+      "It is a way I have of driving off the spleen and regulating the circulation. Whenever I "
+      "find myself growing grim";
+  nlohmann::json req = {{"prompt", prompt}, {"max_tokens", 12}, {"temperature", 0}};
+  auto run = [&](const std::string& flags) {
+    temp_dir d("prefix");
+    server s("--hf " + k_hf + "tiny-gpt2" + flags, d);
+    std::vector<std::string> texts;
+    for (int i = 0; i < 3; ++i) {
+      const std::string raw = http(s.port, "POST", "/v1/completions", req.dump());
+      CAPTURE(raw);
+      auto r = nlohmann::json::parse(body_of(raw));
+      REQUIRE(r["choices"][0]["text"].is_string());
+      texts.push_back(r["choices"][0]["text"]);
+      CHECK(r["usage"]["prompt_tokens"].get<int>() > 48);
+    }
+    auto m = http(s.port, "GET", "/metrics", "");
+    return std::pair{texts, metric(m, "zeroflow_prefix_cache_hits_total{")};
+  };
+  auto [cached, hits] = run("");
+  auto [plain, none] = run(" --no-prefix-caching");
+  CHECK(cached[0] == plain[0]);
+  CHECK(cached[1] == cached[0]);
+  CHECK(cached[2] == cached[0]);
+  CHECK(plain[2] == plain[0]);
+  CHECK(hits >= 2 * 48);  // the 2nd and 3rd requests share at least three 16-token blocks
+  CHECK(none == 0);
+}
+
 namespace {
 
 // The JSON data lines of an SSE response, [DONE] left out.
