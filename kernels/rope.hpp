@@ -1,11 +1,12 @@
 #pragma once
 // Rotary position embedding (RoPE), Llama / Hugging Face "rotate_half" convention: within each
 // head, dimension i < d/2 pairs with i + d/2 and both rotate by angle pos * inv_freq[i],
-// inv_freq[i] = theta^(-2i/d).
+// inv_freq[i] = theta^(-2i/d) unless a rope scaling rescaled it (runtime/lm: rope_inv_freq).
 namespace zf::kernels {
 
-// cos/sin tables for positions [0, n_pos): cos, sin: [n_pos, head_dim/2], computed in double.
-void rope_tables(int n_pos, int head_dim, float theta, float* cos, float* sin);
+// cos/sin tables for positions [0, n_pos): inv_freq: [head_dim/2]; cos, sin: [n_pos, head_dim/2]
+// (row p: cos(p * inv_freq[i])), the angles computed in double.
+void rope_tables(int n_pos, int head_dim, const double* inv_freq, float* cos, float* sin);
 
 // Rotates n_head heads of head_dim in each of n rows in place: x: [n, ld], row r at position
 // pos[r]; head h occupies columns [h*head_dim, (h+1)*head_dim). cos/sin from rope_tables.

@@ -7,14 +7,13 @@
 
 namespace zf::kernels {
 
-// cos, sin: [n_pos, head_dim/2]. HF computes inv_freq and the angles in fp32; double here is
-// closer to the exact rotation and within fp32 tolerance of it.
-void rope_tables(int n_pos, int head_dim, float theta, float* cos, float* sin) {
+// inv_freq: [head_dim/2]; cos, sin: [n_pos, head_dim/2]. HF computes inv_freq and the angles
+// in fp32; double here is closer to the exact rotation and within fp32 tolerance of it.
+void rope_tables(int n_pos, int head_dim, const double* inv_freq, float* cos, float* sin) {
   const int half = head_dim / 2;
   for (int p = 0; p < n_pos; ++p) {
     for (int i = 0; i < half; ++i) {
-      const double inv = std::pow(static_cast<double>(theta), -2.0 * i / head_dim);
-      const double a = p * inv;
+      const double a = p * inv_freq[i];
       cos[static_cast<std::size_t>(p) * half + i] = static_cast<float>(std::cos(a));
       sin[static_cast<std::size_t>(p) * half + i] = static_cast<float>(std::sin(a));
     }

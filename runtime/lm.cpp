@@ -4,7 +4,10 @@
 #include "runtime/lm.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <numbers>
+#include <vector>
 
 #include "kernels/activation.hpp"
 #include "kernels/matmul.hpp"
@@ -27,6 +30,32 @@ void add_bias(float* y, const float* b, int n, int c) {
 }
 
 }  // namespace
+
+std::vector<double> rope_inv_freq(const lm_config& c) {
+  const rope_scaling& s = c.rope;
+  std::vector<double> inv(static_cast<std::size_t>(c.head_dim / 2));
+  for (std::size_t i = 0; i < inv.size(); ++i) {
+    double f = std::pow(static_cast<double>(c.rope_theta), -2.0 * double(i) / c.head_dim);
+    if (s.type == rope_scaling::kind::linear) {
+      f /= s.factor;
+    } else if (s.type == rope_scaling::kind::llama3) {
+      // Wavelengths (in positions) against the pre-training context: those well inside it
+      // (< old / high) keep their frequency, those beyond old / low are interpolated by factor,
+      // and the band between blends the two linearly in old / wavelen.
+      const double old_ctx = s.original_max_positions;
+      const double wavelen = 2 * std::numbers::pi / f;
+      if (wavelen > old_ctx / s.low_freq_factor) {
+        f /= s.factor;
+      } else if (wavelen >= old_ctx / s.high_freq_factor) {
+        const double smooth =
+            (old_ctx / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+        f = (1 - smooth) * f / s.factor + smooth * f;
+      }
+    }
+    inv[i] = f;
+  }
+  return inv;
+}
 
 lm_runner::lm_runner(const lm_weights& w, int max_rows, int max_logits, int threads)
     : w_(w), max_rows_(max_rows), max_logits_(max_logits), pool_(std::max(1, threads)) {
@@ -60,7 +89,10 @@ lm_runner::lm_runner(const lm_weights& w, int max_rows, int max_logits, int thre
     }
     if (pass == 0) scratch_.reserve();
   }
-  if (llama) k::rope_tables(c.max_positions, c.head_dim, c.rope_theta, rope_cos_, rope_sin_);
+  if (llama) {
+    const std::vector<double> inv_freq = rope_inv_freq(c);
+    k::rope_tables(c.max_positions, c.head_dim, inv_freq.data(), rope_cos_, rope_sin_);
+  }
   pos_.resize(R);
 }
 

@@ -9,6 +9,7 @@
 // Allocation: all scratch is sized at construction for max_rows tokens and max_logits sampled
 // rows; forward() allocates nothing.
 #include <span>
+#include <vector>
 
 #include "runtime/kv_cache.hpp"
 #include "runtime/lm_weights.hpp"
@@ -16,6 +17,11 @@
 #include "runtime/worker_pool.hpp"
 
 namespace zf {
+
+// The RoPE inverse frequencies of a Llama config: [head_dim/2], theta^(-2i/d) rescaled per
+// c.rope as transformers' modeling_rope_utils does (_compute_linear_scaling_rope_parameters,
+// _compute_llama3_parameters), in double.
+std::vector<double> rope_inv_freq(const lm_config& c);
 
 struct lm_chunk {
   const int* tokens = nullptr;  // [len] ids at positions start .. start+len-1

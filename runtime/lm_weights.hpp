@@ -15,6 +15,21 @@ namespace zf {
 
 enum class lm_arch { gpt2, llama };
 
+// Hugging Face config.json "rope_scaling" (transformers' modeling_rope_utils): how Llama's RoPE
+// inverse frequencies theta^(-2i/d) are rescaled for a longer context. none: as they are;
+// linear: all divided by factor; llama3 (Llama 3.1 / 3.2): by wavelength 2 pi / inv_freq, those
+// shorter than original_max_positions / high_freq_factor unchanged, those longer than
+// original_max_positions / low_freq_factor divided by factor, a smooth blend in between.
+// The attention scale stays 1 / sqrt(head_dim) for all three.
+struct rope_scaling {
+  enum class kind { none, linear, llama3 };
+  kind type = kind::none;
+  double factor = 1.0;             // linear, llama3
+  double low_freq_factor = 1.0;    // llama3
+  double high_freq_factor = 4.0;   // llama3; > low_freq_factor
+  int original_max_positions = 0;  // llama3: the context length the model was pre-trained on
+};
+
 struct lm_config {
   lm_arch arch = lm_arch::gpt2;
   std::string name;  // model id shown by /v1/models
@@ -28,6 +43,7 @@ struct lm_config {
   int max_positions = 0;         // context length
   float norm_eps = 1e-5f;        // LayerNorm (GPT-2) or RMSNorm (Llama) epsilon
   float rope_theta = 10000.0f;   // Llama only
+  rope_scaling rope;             // Llama only
   bool tied_head = true;         // lm head == token embedding
   int bos_id = -1, eos_id = -1;  // -1: none
   int q_dim() const { return n_head * head_dim; }
@@ -68,7 +84,8 @@ struct lm_weights {
 // Loads a Hugging Face model folder: config.json (model_type "gpt2" or "llama"), every
 // *.safetensors file in it (F32, F16 or BF16, converted to fp32). Throws zf::error naming the
 // file and key/tensor for a missing or malformed config, an unsupported model_type or feature
-// (e.g. rope_scaling), a missing tensor or a shape mismatch.
+// (e.g. a rope_scaling other than default, linear or llama3), a missing tensor or a shape
+// mismatch.
 // (Implemented in storage/hf_loader.cpp, next to the safetensors reader it uses.)
 lm_weights load_hf_weights(const std::filesystem::path& dir);
 

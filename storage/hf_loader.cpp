@@ -26,35 +26,42 @@ using storage::safetensors_file;
 using storage::st_tensor;
 
 // Typed access to config.json with messages naming the file, the key, expected and found.
+// scope prefixes the keys in messages for a nested object ("rope_scaling." + "factor").
 struct config_reader {
   json j;
   std::string file;
+  std::string scope;
 
+  std::string name(const char* key) const { return scope + key; }
   bool has(const char* key) const { return j.contains(key) && !j[key].is_null(); }
   int pos_int(const char* key) const {
-    if (!has(key)) fail("hf: {}: missing \"{}\" (a positive integer)", file, key);
+    if (!has(key)) fail("hf: {}: missing \"{}\" (a positive integer)", file, name(key));
     const auto& v = j[key];
     if (!v.is_number_integer() || v.get<long long>() <= 0 || v.get<long long>() > 1 << 30)
-      fail("hf: {}: \"{}\" is {}, expected a positive integer", file, key, v.dump());
+      fail("hf: {}: \"{}\" is {}, expected a positive integer", file, name(key), v.dump());
     return v.get<int>();
   }
   int pos_int_or(const char* key, int def) const { return has(key) ? pos_int(key) : def; }
+  double pos_number(const char* key) const {
+    if (!has(key)) fail("hf: {}: missing \"{}\" (a positive number)", file, name(key));
+    return number_or(key, 0);
+  }
   double number_or(const char* key, double def) const {
     if (!has(key)) return def;
     if (!j[key].is_number() || j[key].get<double>() <= 0)
-      fail("hf: {}: \"{}\" is {}, expected a positive number", file, key, j[key].dump());
+      fail("hf: {}: \"{}\" is {}, expected a positive number", file, name(key), j[key].dump());
     return j[key].get<double>();
   }
   bool bool_or(const char* key, bool def) const {
     if (!has(key)) return def;
     if (!j[key].is_boolean())
-      fail("hf: {}: \"{}\" is {}, expected true or false", file, key, j[key].dump());
+      fail("hf: {}: \"{}\" is {}, expected true or false", file, name(key), j[key].dump());
     return j[key].get<bool>();
   }
   std::string string_or(const char* key, const char* def) const {
     if (!has(key)) return def;
     if (!j[key].is_string())
-      fail("hf: {}: \"{}\" is {}, expected a string", file, key, j[key].dump());
+      fail("hf: {}: \"{}\" is {}, expected a string", file, name(key), j[key].dump());
     return j[key].get<std::string>();
   }
   // A token id, a list of ids (the first is used) or null/absent (-1).
@@ -62,20 +69,62 @@ struct config_reader {
     if (!has(key)) return -1;
     const json& v = j[key].is_array() && !j[key].empty() ? j[key][0] : j[key];
     if (!v.is_number_integer() || v.get<long long>() < 0 || v.get<long long>() > 1 << 30)
-      fail("hf: {}: \"{}\" is {}, expected a token id or a list of them", file, key, j[key].dump());
+      fail("hf: {}: \"{}\" is {}, expected a token id or a list of them", file, name(key),
+           j[key].dump());
     return v.get<int>();
   }
   void require(bool ok, const char* key, const char* expected) const {
     if (!ok)
-      fail("hf: {}: \"{}\" is {}, only {} is supported", file, key,
+      fail("hf: {}: \"{}\" is {}, only {} is supported", file, name(key),
            j.contains(key) ? j[key].dump() : "absent", expected);
   }
 };
 
+// config.json "rope_scaling": null or an object whose "rope_type" (before transformers 4.43:
+// "type") is "default", "linear" (needs factor) or "llama3" (needs factor, low_freq_factor,
+// high_freq_factor, original_max_position_embeddings), as modeling_rope_utils reads them.
+// Other types (dynamic, yarn, longrope, ...) change the attention scale or depend on the
+// sequence length and are refused, as are missing or malformed fields.
+rope_scaling parse_rope_scaling(const config_reader& c) {
+  rope_scaling s;
+  if (!c.has("rope_scaling")) return s;
+  if (!c.j["rope_scaling"].is_object())
+    fail("hf: {}: \"rope_scaling\" is {}, expected an object or null", c.file,
+         c.j["rope_scaling"].dump());
+  const config_reader r{c.j["rope_scaling"], c.file, "rope_scaling."};
+  if (r.has("rope_type") && r.has("type") && r.j["rope_type"] != r.j["type"])
+    fail("hf: {}: \"rope_scaling.rope_type\" is {} but \"rope_scaling.type\" is {}", c.file,
+         r.j["rope_type"].dump(), r.j["type"].dump());
+  const char* key = r.has("rope_type") || !r.has("type") ? "rope_type" : "type";
+  if (!r.has(key))
+    fail("hf: {}: missing \"rope_scaling.rope_type\" (\"llama3\", \"linear\" or \"default\")",
+         c.file);
+  const std::string type = r.string_or(key, "");
+  if (type == "default") return s;
+  if (type == "linear") {
+    s.type = rope_scaling::kind::linear;
+    s.factor = r.pos_number("factor");
+    return s;
+  }
+  r.require(type == "llama3", key, "\"llama3\", \"linear\" or \"default\"");
+  s.type = rope_scaling::kind::llama3;
+  s.factor = r.pos_number("factor");
+  s.low_freq_factor = r.pos_number("low_freq_factor");
+  s.high_freq_factor = r.pos_number("high_freq_factor");
+  s.original_max_positions = r.pos_int("original_max_position_embeddings");
+  // The blend divides by high - low: the bands must be in this order.
+  if (s.high_freq_factor <= s.low_freq_factor)
+    fail(
+        "hf: {}: \"rope_scaling.high_freq_factor\" is {}, expected more than "
+        "\"rope_scaling.low_freq_factor\" ({})",
+        c.file, r.j["high_freq_factor"].dump(), r.j["low_freq_factor"].dump());
+  return s;
+}
+
 // attention_bias (Llama q/k/v/o biases) is not an lm_config field: it is returned apart.
 lm_config parse_config(const fs::path& dir, bool& attention_bias) {
   const fs::path path = dir / "config.json";
-  config_reader c{{}, path.string()};
+  config_reader c{{}, path.string(), ""};
   if (!fs::is_regular_file(path))
     fail("hf: {}: no config.json (expected a Hugging Face model folder)", c.file);
   try {
@@ -121,7 +170,7 @@ lm_config parse_config(const fs::path& dir, bool& attention_bias) {
     cfg.norm_eps = float(c.number_or("rms_norm_eps", 1e-6));
     cfg.rope_theta = float(c.number_or("rope_theta", 10000.0));
     cfg.tied_head = c.bool_or("tie_word_embeddings", false);
-    c.require(!c.has("rope_scaling"), "rope_scaling", "null (unsupported rope scaling)");
+    cfg.rope = parse_rope_scaling(c);
     c.require(c.string_or("hidden_act", "silu") == "silu", "hidden_act", "\"silu\"");
     c.require(!c.bool_or("mlp_bias", false), "mlp_bias", "false");
     attention_bias = c.bool_or("attention_bias", false);

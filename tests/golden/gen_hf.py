@@ -4,6 +4,11 @@
   tiny-llama/  config.json (model_type llama, GQA 4 heads / 2 kv heads), model.safetensors (BF16),
                tokenizer.json (Llama-3 style: Split regex + ByteLevel, merges as [a, b] pairs,
                ignore_merges, added tokens <|begin_of_text|> <|end_of_text|> outside model.vocab)
+  tiny-llama31/ tiny-llama's weights without lm_head.weight (tie_word_embeddings: true, as Llama
+               3.2 has it; the embedding scaled by 0.2), config.json with Llama 3.1's
+               rope_scaling (rope_type llama3, factor 8, low/high_freq_factor 1/4,
+               original_max_position_embeddings 32: of the 8 frequencies of head_dim 16 one is
+               kept, one smoothed and six divided by 8), tiny-llama's tokenizer.json
   tiny-gpt2/   config.json (model_type gpt2), model.safetensors (F32, names prefixed
                "transformer.", no lm_head: tied, with the old attn.bias / attn.masked_bias
                buffers), tokenizer.json (ByteLevel pre-tokenizer, merges as "a b" strings,
@@ -15,7 +20,8 @@
 
 Both tokenizers share one byte-level BPE (256 byte tokens in GPT-2's bytes_to_unicode order, then
 200 merges) trained here on the first 100 KB of data/moby-dick.txt. The twins follow HF
-LlamaForCausalLM (RMSNorm, rotate_half RoPE, repeat_kv GQA, SwiGLU, untied head) and
+LlamaForCausalLM (RMSNorm, rotate_half RoPE with transformers' modeling_rope_utils llama3
+frequencies when rope_scaling says so, repeat_kv GQA, SwiGLU, untied or tied head) and
 GPT2LMHeadModel (LayerNorm, Conv1D [in, out], gelu_new, learned positions, tied head) and compute
 in float64 from exactly the stored weights (Llama's are rounded to bf16 first).
 
@@ -59,6 +65,7 @@ TEXTS = {
     "llama": ["<|begin_of_text|>" + PROMPTS[0], PROMPTS[1], PROMPTS[2]],
     "gpt2": [PROMPTS[0], PROMPTS[1] + "<|endoftext|>Some years ago", PROMPTS[2]],
 }
+TEXTS["llama31"] = TEXTS["llama"]
 
 
 def bytes_to_unicode():
@@ -195,6 +202,8 @@ def dump_json(path, obj):
 # ---------------------------------------------------------------- Llama
 LLAMA = dict(hidden=64, layers=2, heads=4, kv_heads=2, inter=160, positions=128, theta=10000.0,
              eps=1e-5)
+LLAMA31_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0, "original_max_position_embeddings": 32}
 
 
 def llama_weights(vocab_size):
@@ -235,12 +244,31 @@ def causal_attention(q, k, v):  # [heads, T, hd] each
     return (att.softmax(-1) @ v).transpose(0, 1).reshape(T, -1)
 
 
-def llama_forward(w, ids):
+def llama_inv_freq(hd, theta, rope_scaling=None):
+    """[hd/2] float64; rope_scaling None or llama3, as transformers' _compute_llama3_parameters:
+    by wavelength 2 pi / inv_freq, shorter than old / high kept, longer than old / low divided by
+    factor, in between (1 - s) * inv_freq / factor + s * inv_freq, s = (old / wavelen - low) /
+    (high - low)."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd)
+    if rope_scaling is None:
+        return inv_freq
+    assert rope_scaling["rope_type"] == "llama3"
+    factor, old = rope_scaling["factor"], rope_scaling["original_max_position_embeddings"]
+    low, high = rope_scaling["low_freq_factor"], rope_scaling["high_freq_factor"]
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > old / low, inv_freq / factor, inv_freq)
+    s = (old / wavelen - low) / (high - low)
+    smoothed = (1 - s) * scaled / factor + s * scaled
+    medium = ~(wavelen < old / high) & ~(wavelen > old / low)
+    return torch.where(medium, smoothed, scaled)
+
+
+def llama_forward(w, ids, rope_scaling=None):
     c = LLAMA
     w = {k: v.double() for k, v in w.items()}
     nh, nkv, T = c["heads"], c["kv_heads"], len(ids)
     hd = c["hidden"] // nh
-    inv_freq = 1.0 / c["theta"] ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd)
+    inv_freq = llama_inv_freq(hd, c["theta"], rope_scaling)
     freqs = torch.outer(torch.arange(T, dtype=torch.float64), inv_freq)
     cos, sin = torch.cat((freqs, freqs), -1).cos(), torch.cat((freqs, freqs), -1).sin()
     x = w["model.embed_tokens.weight"][torch.tensor(ids)]
@@ -257,7 +285,8 @@ def llama_forward(w, ids):
         act = torch.nn.functional.silu(h @ w[p + "mlp.gate_proj.weight"].T) * (
             h @ w[p + "mlp.up_proj.weight"].T)
         x = x + act @ w[p + "mlp.down_proj.weight"].T
-    return rms_norm(x, w["model.norm.weight"], c["eps"]) @ w["lm_head.weight"].T
+    head = w.get("lm_head.weight", w["model.embed_tokens.weight"])  # tied when absent
+    return rms_norm(x, w["model.norm.weight"], c["eps"]) @ head.T
 
 
 # ---------------------------------------------------------------- GPT-2
@@ -316,6 +345,10 @@ def greedy(forward, w, ids):
     return out
 
 
+def llama31_forward(w, ids):
+    return llama_forward(w, ids, LLAMA31_ROPE)
+
+
 def main():
     with open(CORPUS, "rb") as f:
         text = f.read(TRAIN_BYTES).decode("utf-8", errors="ignore")
@@ -326,12 +359,13 @@ def main():
     gpt2_added = {"<|endoftext|>": n}
     toks = {"llama": bpe_tokenizer(vocab, merges, LLAMA3_PY, llama_added, True),
             "gpt2": bpe_tokenizer(vocab, merges, GPT2_PY, gpt2_added, False)}
+    toks["llama31"] = toks["llama"]
 
     # tiny-llama
     d = os.path.join(OUT, "tiny-llama")
     os.makedirs(d, exist_ok=True)
     c = LLAMA
-    dump_json(os.path.join(d, "config.json"), {
+    llama_config = {
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
         "hidden_size": c["hidden"], "num_hidden_layers": c["layers"],
         "num_attention_heads": c["heads"], "num_key_value_heads": c["kv_heads"],
@@ -339,14 +373,15 @@ def main():
         "rms_norm_eps": c["eps"], "rope_theta": c["theta"], "rope_scaling": None,
         "tie_word_embeddings": False, "attention_bias": False, "mlp_bias": False,
         "hidden_act": "silu", "vocab_size": n + 2, "bos_token_id": n, "eos_token_id": [n + 1],
-        "torch_dtype": "bfloat16"})
+        "torch_dtype": "bfloat16"}
+    dump_json(os.path.join(d, "config.json"), llama_config)
     llama_pre = {"type": "Sequence", "pretokenizers": [
         {"type": "Split", "pattern": {"Regex": LLAMA3_RE}, "behavior": "Isolated",
          "invert": False},
         {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
          "use_regex": False}]}
-    dump_json(os.path.join(d, "tokenizer.json"),
-              tokenizer_json(vocab, merges, llama_added, llama_pre, True, True, None))
+    llama_tok = tokenizer_json(vocab, merges, llama_added, llama_pre, True, True, None)
+    dump_json(os.path.join(d, "tokenizer.json"), llama_tok)
     lw = llama_weights(n + 2)
     hd = c["hidden"] // c["heads"]
     inv_freq = 1.0 / c["theta"] ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd)
@@ -354,6 +389,24 @@ def main():
              for i in range(c["layers"])]  # an old HF buffer the loader must ignore
     write_safetensors(os.path.join(d, "model.safetensors"), list(lw.items()) + extra,
                       {"format": "pt"})
+
+    # tiny-llama31: tiny-llama's weights, tied head, Llama 3.1 rope_scaling
+    d = os.path.join(OUT, "tiny-llama31")
+    os.makedirs(d, exist_ok=True)
+    dump_json(os.path.join(d, "config.json"), dict(
+        llama_config, rope_scaling=LLAMA31_ROPE, tie_word_embeddings=True))
+    dump_json(os.path.join(d, "tokenizer.json"), llama_tok)
+    # Tied to tiny-llama's embedding at 0.2x: at full scale each token's own embedding dominates
+    # its logits and the greedy continuation repeats one token.
+    lw31 = {k: v for k, v in lw.items() if k != "lm_head.weight"}
+    lw31["model.embed_tokens.weight"] = (lw["model.embed_tokens.weight"].float() * 0.2).to(
+        torch.bfloat16)
+    write_safetensors(os.path.join(d, "model.safetensors"), list(lw31.items()), {"format": "pt"})
+    base, scaled = llama_inv_freq(hd, c["theta"]), llama_inv_freq(hd, c["theta"], LLAMA31_ROPE)
+    bands = ["kept" if r == 1 else "divided" if r == LLAMA31_ROPE["factor"] else "smoothed"
+             for r in (base / scaled).tolist()]
+    print("llama31 inv_freq:", ", ".join(f"{f:.6g} ({b})" for f, b in zip(scaled.tolist(), bands)))
+    assert {"kept", "smoothed", "divided"} <= set(bands), bands
 
     # tiny-gpt2
     d = os.path.join(OUT, "tiny-gpt2")
@@ -381,7 +434,8 @@ def main():
 
     # golden
     golden, meta = [], {"generator": "tests/golden/gen_hf.py", "precision": "float64 twin"}
-    for m, fwd, w in (("llama", llama_forward, lw), ("gpt2", gpt2_forward, gw)):
+    for m, fwd, w in (("llama", llama_forward, lw), ("gpt2", gpt2_forward, gw),
+                      ("llama31", llama31_forward, lw31)):
         for i, t in enumerate(TEXTS[m]):
             ids = toks[m].encode(t)
             with torch.no_grad():

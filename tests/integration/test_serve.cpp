@@ -91,7 +91,7 @@ struct server {
 }  // namespace
 
 TEST_CASE("serve: Hugging Face GPT-2 and Llama answer over HTTP with the twin's greedy tokens") {
-  for (std::string model : {"gpt2", "llama"}) {
+  for (std::string model : {"gpt2", "llama", "llama31"}) {
     CAPTURE(model);
     temp_dir d("serve");
     server s("--hf " + k_hf + "tiny-" + model, d);

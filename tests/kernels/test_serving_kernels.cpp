@@ -91,7 +91,9 @@ TEST_CASE("paged attention chunks equal dense causal attention with GQA") {
 TEST_CASE("rope rotates head halves by position times inverse frequency") {
   const int hd = 8, nh = 2, n = 3;
   std::vector<float> cs(10 * hd / 2), sn(cs.size());
-  rope_tables(10, hd, 10000.0f, cs.data(), sn.data());
+  std::vector<double> inv_freq(hd / 2);
+  for (int i = 0; i < hd / 2; ++i) inv_freq[i] = std::pow(10000.0, -2.0 * i / hd);
+  rope_tables(10, hd, inv_freq.data(), cs.data(), sn.data());
   auto x = randn(static_cast<std::size_t>(n) * nh * hd, 4);
   auto y = x;
   const int pos[3] = {0, 5, 9};

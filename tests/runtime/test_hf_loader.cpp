@@ -213,13 +213,19 @@ TEST_CASE("hf loader: errors name the file and the key or tensor") {
   CHECK_MESSAGE(contains(m, "model_type \"bert\" is unsupported"), m);
   CHECK_MESSAGE(contains(m, (dir / "config.json").string()), m);
 
-  // rope_scaling set.
-  broken_copy("tiny-llama", dir.path, {}, [](auto& c) {
-    c["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}};
+  // rope_scaling: an unsupported type, a missing or malformed field (see also the rope_scaling
+  // test case below).
+  const std::string cfg_file = (dir / "config.json").string();
+  broken_copy("tiny-llama31", dir.path, {}, [](auto& c) {
+    c["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
   });
-  m = error_of([&] { zf::load_hf_weights(dir.path); });
-  CHECK_MESSAGE(contains(m, "rope_scaling"), m);
-  CHECK_MESSAGE(contains(m, "unsupported"), m);
+  CHECK(error_of([&] { zf::load_hf_weights(dir.path); }) ==
+        "hf: " + cfg_file +
+            ": \"rope_scaling.rope_type\" is \"yarn\", only \"llama3\", \"linear\" or "
+            "\"default\" is supported");
+  broken_copy("tiny-llama31", dir.path, {}, [](auto& c) { c["rope_scaling"].erase("factor"); });
+  CHECK(error_of([&] { zf::load_hf_weights(dir.path); }) ==
+        "hf: " + cfg_file + ": missing \"rope_scaling.factor\" (a positive number)");
 
   // A required key of the wrong type.
   broken_copy("tiny-gpt2", dir.path, {}, [](auto& c) { c["n_head"] = "four"; });
@@ -260,4 +266,96 @@ TEST_CASE("hf loader: errors name the file and the key or tensor") {
   fs::remove(dir / "model.safetensors");
   m = error_of([&] { zf::load_hf_weights(dir.path); });
   CHECK_MESSAGE(contains(m, "no *.safetensors"), m);
+}
+
+TEST_CASE("hf loader: tiny-llama31 rope_scaling llama3 and tied head") {
+  const auto w = zf::load_hf_weights(kHf / "tiny-llama31");
+  const auto& c = w.cfg;
+  CHECK(c.arch == zf::lm_arch::llama);
+  CHECK(c.name == "tiny-llama31");
+  CHECK(c.rope.type == zf::rope_scaling::kind::llama3);
+  CHECK(c.rope.factor == 8.0);
+  CHECK(c.rope.low_freq_factor == 1.0);
+  CHECK(c.rope.high_freq_factor == 4.0);
+  CHECK(c.rope.original_max_positions == 32);
+  CHECK(c.rope_theta == 10000.0f);
+  CHECK(c.tied_head);
+  CHECK(w.head == w.tok_emb);
+  const auto raw = safetensors_file::open(kHf / "tiny-llama31" / "model.safetensors");
+  CHECK(raw.find("lm_head.weight") == nullptr);
+  CHECK(equal(w.tok_emb, raw.to_f32("model.embed_tokens.weight")));
+  // No rope_scaling (tiny-llama has null) is no scaling.
+  CHECK(zf::load_hf_weights(kHf / "tiny-llama").cfg.rope.type == zf::rope_scaling::kind::none);
+}
+
+TEST_CASE("hf loader: rope_scaling types, the legacy \"type\" key and malformed fields") {
+  temp_dir dir("hf_rope");
+  const std::string file = (dir / "config.json").string();
+  auto load_with = [&](const nlohmann::json& rs) {
+    broken_copy("tiny-llama31", dir.path, {}, [&](auto& c) { c["rope_scaling"] = rs; });
+    return zf::load_hf_weights(dir.path).cfg.rope;
+  };
+  auto error_with = [&](const nlohmann::json& rs) { return error_of([&] { load_with(rs); }); };
+  using kind = zf::rope_scaling::kind;
+  CHECK(load_with(nullptr).type == kind::none);
+  CHECK(load_with({{"rope_type", "default"}}).type == kind::none);
+  auto lin = load_with({{"type", "linear"}, {"factor", 2}});  // before transformers 4.43
+  CHECK(lin.type == kind::linear);
+  CHECK(lin.factor == 2.0);
+  lin = load_with({{"rope_type", "linear"}, {"type", "linear"}, {"factor", 4.0}});
+  CHECK(lin.type == kind::linear);
+  CHECK(lin.factor == 4.0);
+  const nlohmann::json llama3 = {{"rope_type", "llama3"},
+                                 {"factor", 32.0},
+                                 {"low_freq_factor", 1.0},
+                                 {"high_freq_factor", 4.0},
+                                 {"original_max_position_embeddings", 8192}};
+  const auto l3 = load_with(llama3);
+  CHECK(l3.type == kind::llama3);
+  CHECK(l3.factor == 32.0);
+  CHECK(l3.original_max_positions == 8192);
+
+  const std::string only = ", only \"llama3\", \"linear\" or \"default\" is supported";
+  CHECK(error_with({{"type", "dynamic"}, {"factor", 2.0}}) ==
+        "hf: " + file + ": \"rope_scaling.type\" is \"dynamic\"" + only);
+  CHECK(error_with({{"rope_type", "longrope"}}) ==
+        "hf: " + file + ": \"rope_scaling.rope_type\" is \"longrope\"" + only);
+  CHECK(error_with({{"factor", 2.0}}) ==
+        "hf: " + file +
+            ": missing \"rope_scaling.rope_type\" (\"llama3\", \"linear\" or \"default\")");
+  CHECK(error_with({{"rope_type", "llama3"}, {"type", "linear"}, {"factor", 2.0}}) ==
+        "hf: " + file +
+            ": \"rope_scaling.rope_type\" is \"llama3\" but \"rope_scaling.type\" is "
+            "\"linear\"");
+  CHECK(error_with("llama3") ==
+        "hf: " + file + ": \"rope_scaling\" is \"llama3\", expected an object or null");
+  CHECK(error_with({{"rope_type", "linear"}}) ==
+        "hf: " + file + ": missing \"rope_scaling.factor\" (a positive number)");
+  auto with = [&](const char* key, const nlohmann::json& v) {
+    auto j = llama3;
+    if (v.is_null())
+      j.erase(key);
+    else
+      j[key] = v;
+    return error_with(j);
+  };
+  CHECK(with("factor", "8") ==
+        "hf: " + file + ": \"rope_scaling.factor\" is \"8\", expected a positive number");
+  CHECK(with("factor", 0.0) ==
+        "hf: " + file + ": \"rope_scaling.factor\" is 0.0, expected a positive number");
+  CHECK(with("low_freq_factor", nullptr) ==
+        "hf: " + file + ": missing \"rope_scaling.low_freq_factor\" (a positive number)");
+  CHECK(with("high_freq_factor", nullptr) ==
+        "hf: " + file + ": missing \"rope_scaling.high_freq_factor\" (a positive number)");
+  CHECK(with("original_max_position_embeddings", nullptr) ==
+        "hf: " + file +
+            ": missing \"rope_scaling.original_max_position_embeddings\" (a positive integer)");
+  CHECK(with("original_max_position_embeddings", 8192.5) ==
+        "hf: " + file +
+            ": \"rope_scaling.original_max_position_embeddings\" is 8192.5, expected a positive "
+            "integer");
+  CHECK(with("high_freq_factor", 1.0) ==
+        "hf: " + file +
+            ": \"rope_scaling.high_freq_factor\" is 1.0, expected more than "
+            "\"rope_scaling.low_freq_factor\" (1.0)");
 }
