@@ -7,6 +7,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
+#include <span>
+#include <utility>
 
 #include "runtime/error.hpp"
 
@@ -31,12 +34,14 @@ struct engine_core::choice {
   std::vector<int> tokens;  // prompt + generated
   int generated = 0;
   sampler samp;
+  logit_penalties pen;  // off (empty) unless the request set a penalty or logit_bias
   text_stream text;
   bool done = false;
   std::string error;  // finish_reason::error: why
   clock::time_point last_token;
-  choice(const sampling_params& p, std::vector<std::string> stops)
-      : samp(p), text(std::move(stops)) {}
+  choice(const sampling_params& p, std::vector<std::string> stops, std::span<const int> prompt,
+         int max_tokens)
+      : samp(p), pen(p, prompt, max_tokens), text(std::move(stops)) {}
 };
 
 void histogram::observe(double v) {
@@ -129,6 +134,7 @@ engine_core::engine_core(const lm_weights& w, const tokenizer& tok, const engine
         o.sched.max_seqs, o.sched.token_budget);
   chunks_.reserve(static_cast<std::size_t>(o.sched.max_seqs) + 8);
   top_ids_.reserve(serve::max_logprobs);
+  penalized_.resize(static_cast<std::size_t>(w.cfg.vocab_size));
   stats_.blocks_total = pool_.num_blocks();
   window_start_ = clock::now();
 }
@@ -157,6 +163,23 @@ serve::submit_result engine_core::validate(const serve::completion_request& req)
   if (req.sampling.logprobs < -1 || req.sampling.logprobs > serve::max_logprobs)
     return bad(fmt::format("logprobs must be -1 (off) or between 0 and {}, got {}",
                            serve::max_logprobs, req.sampling.logprobs));
+  const sampling_params& sp = req.sampling;
+  for (auto [name, x] : {std::pair{"presence_penalty", sp.presence_penalty},
+                         std::pair{"frequency_penalty", sp.frequency_penalty}})
+    if (!(x >= -2 && x <= 2))  // NaN fails too
+      return bad(fmt::format("{} must be between -2 and 2, got {}", name, x));
+  if (!(sp.repetition_penalty > 0) || !std::isfinite(sp.repetition_penalty))
+    return bad(fmt::format("repetition_penalty must be > 0, got {}", sp.repetition_penalty));
+  if (sp.logit_bias.size() > static_cast<std::size_t>(serve::max_logit_bias))
+    return bad(fmt::format("logit_bias has {} entries, at most {}", sp.logit_bias.size(),
+                           serve::max_logit_bias));
+  for (auto [t, b] : sp.logit_bias) {
+    if (t < 0 || t >= c.vocab_size)
+      return bad(
+          fmt::format("logit_bias token id {} is outside the vocabulary of {}", t, c.vocab_size));
+    if (!(b >= -100 && b <= 100))
+      return bad(fmt::format("logit_bias for token {} must be between -100 and 100, got {}", t, b));
+  }
   const int bs = o_.sched.block_size;
   const int need = (P + req.max_tokens + bs - 1) / bs * req.n;
   if (need > pool_.num_blocks())
@@ -181,7 +204,7 @@ serve::submit_result engine_core::submit(uint64_t id, serve::completion_request 
   for (int i = 0; i < req.n; ++i) {
     sampling_params sp = req.sampling;
     sp.seed += static_cast<uint64_t>(i);
-    auto ch = std::make_unique<choice>(sp, req.stop);
+    auto ch = std::make_unique<choice>(sp, req.stop, req.prompt, req.max_tokens);
     ch->req = r.get();
     ch->index = i;
     ch->seq = next_seq_++;
@@ -332,7 +355,19 @@ bool engine_core::step() {
       auto it = seqs_.find(id);
       if (it == seqs_.end()) continue;
       choice& c = *it->second;
-      take_token(c, c.samp.sample(logits, w_.cfg.vocab_size), logits, now);
+      const int V = w_.cfg.vocab_size;
+      // Penalties and logit_bias reshape a copy: the row is shared by every choice in
+      // sample_for (the n choices of a prefill), and logprobs (take_token) report the raw
+      // model's log_softmax, as vLLM does. No penalty: no copy.
+      const float* row = logits;
+      if (c.pen.active()) {
+        std::copy_n(logits, V, penalized_.data());
+        c.pen.apply(penalized_.data(), V);
+        row = penalized_.data();
+      }
+      const int token = c.samp.sample(row, V);
+      c.pen.accept(token);  // before take_token: ending the choice there destroys c
+      take_token(c, token, logits, now);
     }
   }
   {

@@ -59,7 +59,8 @@ class engine_core {
   ~engine_core();
 
   // Checks a request against the model and the pool (prompt ids in the vocabulary, lengths
-  // within the context, n within max_seqs): status 200, or 400 with a message. Reads only
+  // within the context, n within max_seqs, logprobs, penalties and logit_bias in their ranges):
+  // status 200, or 400 with a message. Reads only
   // immutable state, so any thread may call it.
   serve::submit_result validate(const serve::completion_request& req) const;
   // validate()s and queues the request; the id is the caller's.
@@ -88,7 +89,7 @@ class engine_core {
   void end_choice(choice& c, serve::finish_reason f, std::string text = {},
                   std::vector<int> tokens = {},
                   std::vector<serve::position_logprobs> logprobs = {});
-  // logits: [vocab], the row token was sampled from.
+  // logits: [vocab], the model's raw row token was sampled from (before penalties).
   void take_token(choice& c, int token, const float* logits, clock::time_point now);
   // token's log-probability under logits [vocab] and the top k alternatives.
   serve::position_logprobs logprobs_of(const float* logits, int token, int k);
@@ -106,6 +107,9 @@ class engine_core {
   std::unordered_map<uint64_t, choice*> seqs_;                       // by scheduler seq id
   std::vector<lm_chunk> chunks_;                                     // reused every step
   std::vector<int> top_ids_;  // logprobs_of's scratch: capacity serve::max_logprobs, kept
+  // [vocab]: the penalized copy of a logits row for a choice with penalties or logit_bias;
+  // allocated once here, written only when such a choice samples.
+  std::vector<float> penalized_;
   engine_stats stats_;
   clock::time_point window_start_;
   uint64_t window_tokens_ = 0;

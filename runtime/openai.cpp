@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -64,6 +65,56 @@ bool boolean(const json& body, const char* key, bool fallback) {
   if (!v) return fallback;
   if (!v->is_boolean()) wrong_type(key, "a boolean", *v);
   return v->get<bool>();
+}
+
+// repetition_penalty (vLLM): any finite number > 0; 1 is off.
+double positive(const json& body, const char* key, double fallback) {
+  const json* v = field(body, key);
+  if (!v) return fallback;
+  if (!v->is_number()) wrong_type(key, "a number", *v);
+  const double x = v->get<double>();
+  if (!std::isfinite(x) || x <= 0) reject(fmt::format("'{}' must be > 0, got {}", key, x), key);
+  return x;
+}
+
+// logit_bias: {"<token id>": bias in [-100, 100]} (JSON keys are strings) into (id, bias)
+// pairs, ids ascending; at most serve::max_logit_bias entries, each id once.
+std::vector<std::pair<int, float>> logit_bias(const json& body, int vocab) {
+  const char* key = "logit_bias";
+  const json* lb = field(body, key);
+  if (!lb) return {};
+  if (!lb->is_object()) wrong_type(key, "an object", *lb);
+  if (lb->size() > static_cast<std::size_t>(serve::max_logit_bias))
+    reject(
+        fmt::format("'logit_bias' has {} entries, at most {}", lb->size(), serve::max_logit_bias),
+        key);
+  std::vector<std::pair<int, float>> out;
+  out.reserve(lb->size());
+  for (const auto& [name, value] : lb->items()) {
+    int64_t id = 0;
+    const char* end = name.data() + name.size();
+    const auto [stop, ec] = std::from_chars(name.data(), end, id);
+    if (name.empty() || stop != end || (ec != std::errc{} && ec != std::errc::result_out_of_range))
+      reject(fmt::format("'logit_bias' keys must be token ids (decimal integers), got '{}'", name),
+             key);
+    if (ec == std::errc::result_out_of_range || id < 0 || id >= vocab)
+      reject(fmt::format("'logit_bias' token id {} is out of range [0, {})", name, vocab), key);
+    if (!value.is_number())
+      reject(fmt::format("'logit_bias' value for token {} must be a number, got {}", id,
+                         value.type_name()),
+             key);
+    const double b = value.get<double>();
+    if (!std::isfinite(b) || b < -100 || b > 100)
+      reject(
+          fmt::format("'logit_bias' value for token {} must be >= -100 and <= 100, got {}", id, b),
+          key);
+    out.emplace_back(static_cast<int>(id), static_cast<float>(b));
+  }
+  std::sort(out.begin(), out.end());
+  for (std::size_t i = 1; i < out.size(); ++i)  // "5" and "05"
+    if (out[i].first == out[i - 1].first)
+      reject(fmt::format("'logit_bias' names token {} more than once", out[i].first), key);
+  return out;
 }
 
 [[noreturn]] void unsupported(const std::string& what, const char* param) {
@@ -198,8 +249,6 @@ request parse_object(endpoint kind, const json& body, const serve::completion_ba
   if (boolean(body, "echo", false)) unsupported("echo=true", "echo");
   if (field(body, "suffix")) unsupported("suffix", "suffix");
   if (field(body, "tools") || field(body, "functions")) unsupported("tool calls", "tools");
-  for (const char* penalty : {"presence_penalty", "frequency_penalty"})
-    if (number(body, penalty, 0, -2, 2) != 0) unsupported(penalty, penalty);
 
   c.n = static_cast<int>(integer(body, "n", 1, 1, 16));
   if (!chat && integer(body, "best_of", c.n, 1, 16) != c.n)
@@ -208,6 +257,12 @@ request parse_object(endpoint kind, const json& body, const serve::completion_ba
   c.sampling.top_p = static_cast<float>(number(body, "top_p", 1, 0, 1, true));
   int64_t top_k = integer(body, "top_k", -1, -1, std::numeric_limits<int>::max());
   c.sampling.top_k = top_k < 0 ? 0 : static_cast<int>(top_k);  // -1 (vLLM) and 0: off
+  // Penalties and logit_bias reshape the logits before temperature/top-k/top-p and greedy (see
+  // sampling_params); logprobs stay the raw model's.
+  c.sampling.presence_penalty = static_cast<float>(number(body, "presence_penalty", 0, -2, 2));
+  c.sampling.frequency_penalty = static_cast<float>(number(body, "frequency_penalty", 0, -2, 2));
+  c.sampling.repetition_penalty = static_cast<float>(positive(body, "repetition_penalty", 1));
+  c.sampling.logit_bias = logit_bias(body, backend.vocab_size());
   if (const json* seed = field(body, "seed")) {
     if (!seed->is_number_integer()) wrong_type("seed", "an integer", *seed);
     c.sampling.seed = seed->is_number_unsigned() ? seed->get<uint64_t>()

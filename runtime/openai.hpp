@@ -52,8 +52,11 @@ struct request {
 // one-element array of strings; chat takes `messages` [{role, content}] formatted by
 // backend.chat_prompt. Log-probabilities: completions `logprobs` N (0..20; null or false: off),
 // chat `logprobs` true with `top_logprobs` N (0..20, default 0; only with logprobs true); both
-// become completion.sampling.logprobs = N (-1: off). Unsupported features (echo, best_of != n,
-// suffix) give 400; a model other than backend.model_name() gives 404 model_not_found.
+// become completion.sampling.logprobs = N (-1: off). Penalties: `presence_penalty` and
+// `frequency_penalty` in [-2, 2] (OpenAI), `repetition_penalty` > 0 (vLLM), `logit_bias`
+// {"<token id>": bias in [-100, 100]} with at most 300 ids in the vocabulary (OpenAI); see
+// sampling_params. Unsupported features (echo, best_of != n, suffix) give 400; a model other
+// than backend.model_name() gives 404 model_not_found.
 std::variant<request, api_error> parse_request(endpoint kind, std::string_view body,
                                                const serve::completion_backend& backend);
 

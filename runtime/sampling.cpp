@@ -40,6 +40,59 @@ void top_k_ids(const float* x, int n, int k, std::vector<int>& out) {
   std::sort_heap(out.begin(), out.end(), better);  // best first
 }
 
+logit_penalties::logit_penalties(const sampling_params& p, std::span<const int> prompt,
+                                 int max_generated)
+    : active_(p.penalized()),
+      counting_(p.presence_penalty != 0 || p.frequency_penalty != 0 || p.repetition_penalty != 1),
+      presence_(p.presence_penalty),
+      frequency_(p.frequency_penalty),
+      repetition_(p.repetition_penalty),
+      bias_(p.logit_bias) {
+  if (repetition_ != 1) {
+    prompt_.assign(prompt.begin(), prompt.end());
+    std::sort(prompt_.begin(), prompt_.end());
+    prompt_.erase(std::unique(prompt_.begin(), prompt_.end()), prompt_.end());
+    prompt_.shrink_to_fit();
+  }
+  if (counting_) generated_.reserve(static_cast<std::size_t>(std::max(max_generated, 0)));
+}
+
+void logit_penalties::accept(int token) {
+  if (!counting_) return;
+  auto it = std::lower_bound(generated_.begin(), generated_.end(), token,
+                             [](const seen& s, int t) { return s.token < t; });
+  if (it != generated_.end() && it->token == token) {
+    ++it->count;
+    return;
+  }
+  // A new id: one insertion into a vector reserved for every token the choice may generate.
+  const bool in_prompt = std::binary_search(prompt_.begin(), prompt_.end(), token);
+  generated_.insert(it, seen{token, 1, in_prompt});
+}
+
+int logit_penalties::count(int token) const {
+  auto it = std::lower_bound(generated_.begin(), generated_.end(), token,
+                             [](const seen& s, int t) { return s.token < t; });
+  return it != generated_.end() && it->token == token ? it->count : 0;
+}
+
+void logit_penalties::apply(float* logits, int vocab) const {
+  if (!active_) return;
+  auto in_vocab = [vocab](int t) { return t >= 0 && t < vocab; };
+  for (const auto& [t, b] : bias_)
+    if (in_vocab(t)) logits[t] += b;
+  if (repetition_ != 1) {  // each seen id once: prompt ids here, generated ones below
+    auto penalize = [this](float& x) { x = x > 0 ? x / repetition_ : x * repetition_; };
+    for (int t : prompt_)
+      if (in_vocab(t)) penalize(logits[t]);
+    for (const seen& s : generated_)
+      if (!s.in_prompt && in_vocab(s.token)) penalize(logits[s.token]);
+  }
+  if (presence_ != 0 || frequency_ != 0)
+    for (const seen& s : generated_)  // count >= 1 for every entry
+      if (in_vocab(s.token)) logits[s.token] -= frequency_ * s.count + presence_;
+}
+
 int sampler::sample(const float* logits, int vocab) {
   if (p_.temperature <= 0.0f || p_.top_k == 1) return argmax(logits, vocab);
   cand_.resize(vocab);

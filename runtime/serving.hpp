@@ -30,6 +30,8 @@ struct completion_request {
 // OpenAI's cap on top alternatives per position (`logprobs` of completions, `top_logprobs` of
 // chat); completion_request.sampling.logprobs is -1 (off) or 0..max_logprobs.
 inline constexpr int max_logprobs = 20;
+// OpenAI's cap on logit_bias entries (completion_request.sampling.logit_bias).
+inline constexpr int max_logit_bias = 300;
 
 // A token id with its log-probability: log_softmax of the model's raw logits over the whole
 // vocabulary (before temperature, top-k and top-p, as vLLM reports them by default).

@@ -1,8 +1,10 @@
 // The serving engine end to end (make_engine: CAF actor + engine_core + lm_runner + scheduler)
 // on a small seeded GPT-2 with the GPT-2 tokenizer: batching never changes greedy tokens;
 // n, stop strings, max_tokens, cancellation, validation, back-pressure and metrics; logprobs
-// against the training forward's log_softmax.
+// against the training forward's log_softmax; penalties and logit_bias against a greedy decoder
+// that applies them by hand to the training forward's logits.
 #include <doctest/doctest.h>
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <chrono>
@@ -12,6 +14,7 @@
 #include <mutex>
 #include <numeric>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "actors/engine.hpp"
@@ -393,4 +396,196 @@ TEST_CASE("engine: logprobs are the log_softmax of the raw logits, greedy token 
   auto rb = eng->submit(bad, c.sink());
   CHECK(rb.status == 400);
   CHECK(rb.message == "logprobs must be -1 (off) or between 0 and 20, got 21");
+}
+
+namespace {
+
+// Greedy decoding on the training forward's logits (gpt2_model) with p's penalties and
+// logit_bias applied by hand, densely and in double (independent of logit_penalties): bias,
+// then repetition on every id seen in the prompt or output, then frequency and presence over
+// the output's counts. margin: the smallest gap between the best and second-best penalized logit
+// over the steps (so float differences between the two forwards cannot flip an argmax).
+struct reference_decode {
+  std::vector<int> tokens;
+  double margin = 1e30;
+};
+reference_decode reference_greedy(const std::vector<int>& prompt, int max_tokens,
+                                  const sampling_params& p) {
+  gpt2_model ref(test_config());
+  auto params = test_params();
+  std::copy(params.begin(), params.end(), ref.params().data());
+  const int V = test_config().vocab_size;
+  std::vector<double> bias(V, 0.0);
+  for (auto [t, b] : p.logit_bias) bias[t] += b;
+  std::vector<int> count(V, 0);
+  std::vector<char> seen(V, 0);
+  for (int t : prompt) seen[t] = 1;
+  std::vector<int> ids = prompt;
+  std::vector<double> l(V);
+  reference_decode out;
+  for (int i = 0; i < max_tokens; ++i) {
+    const int T = static_cast<int>(ids.size());
+    ref.forward(ids.data(), nullptr, 1, T);
+    const float* row = ref.logits() + static_cast<std::size_t>(T - 1) * V;
+    for (int v = 0; v < V; ++v) {
+      double x = row[v] + bias[v];
+      if (seen[v]) x = x > 0 ? x / p.repetition_penalty : x * p.repetition_penalty;
+      l[v] = x - (p.frequency_penalty * count[v] + (count[v] > 0 ? p.presence_penalty : 0.0));
+    }
+    const int best = static_cast<int>(std::max_element(l.begin(), l.end()) - l.begin());
+    double second = -1e30;
+    for (int v = 0; v < V; ++v)
+      if (v != best) second = std::max(second, l[v]);
+    out.margin = std::min(out.margin, l[best] - second);
+    out.tokens.push_back(best);
+    ids.push_back(best);
+    ++count[best];
+    seen[best] = 1;
+  }
+  return out;
+}
+
+std::vector<float> raw_last_logits(const std::vector<int>& ids) {
+  gpt2_model ref(test_config());
+  auto params = test_params();
+  std::copy(params.begin(), params.end(), ref.params().data());
+  const int T = static_cast<int>(ids.size()), V = test_config().vocab_size;
+  ref.forward(ids.data(), nullptr, 1, T);
+  const float* row = ref.logits() + static_cast<std::size_t>(T - 1) * V;
+  return std::vector<float>(row, row + V);
+}
+
+}  // namespace
+
+TEST_CASE("engine: penalties and logit_bias change greedy exactly as a reference decoder does") {
+  actors::engine_options o;
+  collector c;  // before the engine: its destructor still calls sinks (cancelled)
+  auto eng = actors::make_engine(test_weights(), gpt2_tok(), o);
+  const auto prompt = gpt2_tok().encode("The whale swam towards the ship and the sea");
+  const int N = 16;
+  auto run = [&](const serve::completion_request& r) {
+    auto s = eng->submit(r, c.sink());
+    REQUIRE(s.status == 200);
+    REQUIRE(c.wait({{s.id, r.n}}));
+    return c.by_id[s.id];
+  };
+  const std::vector<int> plain = run(greedy(prompt, N)).tokens[0];
+  REQUIRE(plain.size() == static_cast<std::size_t>(N));
+  CHECK(plain == reference_greedy(prompt, N, {}).tokens);
+  // The unpenalized greedy output repeats itself (else frequency/presence could not matter).
+  CHECK(std::set<int>(plain.begin(), plain.end()).size() < plain.size());
+
+  // (a) A +100 bias on one token: greedy emits only that token.
+  const int forced = gpt2_tok().encode(" ocean")[0];
+  auto ra = greedy(prompt, 8);
+  ra.sampling.logit_bias = {{forced, 100.0f}};
+  CHECK(run(ra).tokens[0] == std::vector<int>(8, forced));
+
+  // (b) Each configuration: the engine's greedy tokens equal the reference's, and differ from
+  // the unpenalized ones (so ignoring the field would fail).
+  struct config {
+    const char* name;
+    float presence = 0, frequency = 0, repetition = 1;
+    bool ban_plain = false;  // logit_bias -100 on every token of the plain output
+  };
+  const config configs[] = {
+      {"frequency 2", 0, 2},
+      {"presence 1.5", 1.5f},
+      {"frequency 0.7 presence 0.4", 0.4f, 0.7f},
+      {"repetition 1.8", 0, 0, 1.8f},
+      {"repetition 0.6 (rewards repeats)", 0, 0, 0.6f},
+      {"all, with the plain tokens banned", 0.3f, 0.5f, 1.3f, true},
+  };
+  for (const config& cf : configs) {
+    CAPTURE(cf.name);
+    auto r = greedy(prompt, N);
+    r.sampling.presence_penalty = cf.presence;
+    r.sampling.frequency_penalty = cf.frequency;
+    r.sampling.repetition_penalty = cf.repetition;
+    if (cf.ban_plain)
+      for (int t : std::set<int>(plain.begin(), plain.end()))
+        r.sampling.logit_bias.push_back({t, -100.0f});
+    const auto ref = reference_greedy(prompt, N, r.sampling);
+    REQUIRE(ref.margin > 1e-3);
+    const auto got = run(r).tokens[0];
+    CHECK(got == ref.tokens);
+    CHECK(got != plain);
+    if (cf.ban_plain)
+      for (int t : got) CHECK(std::find(plain.begin(), plain.end(), t) == plain.end());
+  }
+}
+
+TEST_CASE("engine: n choices sharing a logits row each get the penalties once, logprobs raw") {
+  actors::engine_options o;
+  collector c;  // before the engine: its destructor still calls sinks (cancelled)
+  auto eng = actors::make_engine(test_weights(), gpt2_tok(), o);
+  const auto prompt = gpt2_tok().encode("Call me Ishmael. Some years ago, never mind how long");
+  const int N = 10;
+  // The first token of both choices comes from their one shared prefill row. A bias of 0.75 of
+  // the gap between the top token and a runner-up leaves the top token first when applied once,
+  // and makes the runner-up win when applied twice (as it would be if the first choice's
+  // penalties stayed on the shared row for the second).
+  const auto x = raw_last_logits(prompt);
+  std::vector<int> order(x.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::partial_sort(order.begin(), order.begin() + 10, order.end(),
+                    [&](int a, int b) { return x[a] > x[b]; });
+  int runner_up = -1;
+  for (int k = 1; k < 10 && runner_up < 0; ++k)
+    if (x[order[0]] - x[order[k]] > 0.2f) runner_up = order[k];
+  REQUIRE(runner_up >= 0);
+  const float gap = x[order[0]] - x[runner_up];
+
+  serve::completion_request r = greedy(prompt, N);
+  r.n = 2;
+  r.sampling.logprobs = 3;
+  r.sampling.frequency_penalty = 1.5f;
+  r.sampling.repetition_penalty = 1.2f;
+  r.sampling.logit_bias = {{runner_up, 0.75f * gap}};
+  // Repetition must not touch the two: else the bias arithmetic above does not hold.
+  for (int t : {order[0], runner_up})
+    REQUIRE(std::find(prompt.begin(), prompt.end(), t) == prompt.end());
+  const auto ref = reference_greedy(prompt, N, r.sampling);
+  REQUIRE(ref.margin > 1e-3);
+  REQUIRE(ref.tokens[0] == order[0]);
+  auto twice = r.sampling;
+  twice.logit_bias[0].second *= 2;
+  REQUIRE(reference_greedy(prompt, 1, twice).tokens[0] == runner_up);
+
+  auto s = eng->submit(r, c.sink());
+  REQUIRE(s.status == 200);
+  REQUIRE(c.wait({{s.id, 2}}));
+  auto& out = c.by_id[s.id];
+  CHECK_FALSE(out.misaligned);
+  for (int i = 0; i < 2; ++i) {
+    CAPTURE(i);
+    CHECK(out.tokens[i] == ref.tokens);
+    // The raw model's log_softmax, not the penalized row's.
+    check_logprobs(prompt, out.tokens[i], out.logprobs[i], 3);
+  }
+
+  // The engine's own checks (for callers other than the HTTP gateway).
+  const int V = test_config().vocab_size;
+  auto refused = [&](auto edit) {
+    auto b = greedy(prompt, 2);
+    edit(b.sampling);
+    auto rb = eng->submit(b, c.sink());
+    CHECK(rb.status == 400);
+    return rb.message;
+  };
+  CHECK(refused([](sampling_params& p) { p.presence_penalty = 3; }) ==
+        "presence_penalty must be between -2 and 2, got 3");
+  CHECK(refused([](sampling_params& p) { p.frequency_penalty = -2.5f; }) ==
+        "frequency_penalty must be between -2 and 2, got -2.5");
+  CHECK(refused([](sampling_params& p) { p.repetition_penalty = 0; }) ==
+        "repetition_penalty must be > 0, got 0");
+  CHECK(refused([&](sampling_params& p) {
+          p.logit_bias = {{V, 1.0f}};
+        }) == fmt::format("logit_bias token id {} is outside the vocabulary of {}", V, V));
+  CHECK(refused([](sampling_params& p) {
+          p.logit_bias = {{5, 150.0f}};
+        }) == "logit_bias for token 5 must be between -100 and 100, got 150");
+  CHECK(refused([](sampling_params& p) {
+          p.logit_bias.assign(301, {1, 0.0f});
+        }) == "logit_bias has 301 entries, at most 300");
 }

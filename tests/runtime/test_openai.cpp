@@ -172,14 +172,119 @@ TEST_CASE("openai field errors name the field") {
 }
 
 TEST_CASE("openai unsupported features are rejected") {
-  for (json patch :
-       {json{{"echo", true}}, json{{"echo", true}, {"logprobs", 2}}, json{{"best_of", 2}},
-        json{{"suffix", "end"}}, json{{"presence_penalty", 0.5}}}) {
+  for (json patch : {json{{"echo", true}}, json{{"echo", true}, {"logprobs", 2}},
+                     json{{"best_of", 2}}, json{{"suffix", "end"}}}) {
     CAPTURE(patch.dump());
     auto e = completion_err(patch);
     CHECK(e.status == 400);
     CHECK(e.message.rfind("unsupported: ", 0) == 0);
     CHECK(e.code == "unsupported");
+  }
+}
+
+TEST_CASE("openai penalties and logit_bias") {
+  auto parse = [](endpoint kind, json patch) {
+    json body = kind == endpoint::chat ? base_chat() : json{{"prompt", "a b"}};
+    body.merge_patch(patch);
+    return parse_ok(kind, body).completion.sampling;
+  };
+  // Defaults: off.
+  auto d = parse(endpoint::completions, json::object());
+  CHECK(d.presence_penalty == 0.0f);
+  CHECK(d.frequency_penalty == 0.0f);
+  CHECK(d.repetition_penalty == 1.0f);
+  CHECK(d.logit_bias.empty());
+  CHECK_FALSE(d.penalized());
+  for (endpoint kind : {endpoint::completions, endpoint::chat}) {
+    auto s = parse(kind, {{"presence_penalty", 0.5},
+                          {"frequency_penalty", -2},
+                          {"repetition_penalty", 1.25},
+                          {"logit_bias", {{"17", -100}, {"3", 2.5}, {"999", 100}, {"0", 0}}}});
+    CHECK(s.presence_penalty == 0.5f);
+    CHECK(s.frequency_penalty == -2.0f);
+    CHECK(s.repetition_penalty == 1.25f);
+    // ids ascending (JSON keys sort as strings: "0" "17" "3" "999")
+    CHECK(s.logit_bias ==
+          std::vector<std::pair<int, float>>{{0, 0.0f}, {3, 2.5f}, {17, -100.0f}, {999, 100.0f}});
+    CHECK(s.penalized());
+  }
+  CHECK(parse(endpoint::completions, {{"presence_penalty", nullptr}, {"logit_bias", nullptr}})
+            .logit_bias.empty());
+  CHECK(parse(endpoint::completions, {{"logit_bias", json::object()}}).logit_bias.empty());
+  json many = json::object();
+  for (int i = 0; i < 300; ++i) many[std::to_string(i)] = 1;
+  CHECK(parse(endpoint::completions, {{"logit_bias", many}}).logit_bias.size() == 300);
+
+  struct bad {
+    json patch;
+    std::string param, message;
+  };
+  json too_many = many;
+  too_many["300"] = 1;
+  const bad cases[] = {
+      {{{"presence_penalty", 2.5}},
+       "presence_penalty",
+       "'presence_penalty' must be >= -2 and <= 2, got 2.5"},
+      {{{"presence_penalty", "high"}},
+       "presence_penalty",
+       "'presence_penalty' must be a number, got string"},
+      {{{"frequency_penalty", -3}},
+       "frequency_penalty",
+       "'frequency_penalty' must be >= -2 and <= 2, got -3"},
+      {{{"frequency_penalty", true}},
+       "frequency_penalty",
+       "'frequency_penalty' must be a number, got boolean"},
+      {{{"repetition_penalty", 0}},
+       "repetition_penalty",
+       "'repetition_penalty' must be > 0, got 0"},
+      {{{"repetition_penalty", -1.5}},
+       "repetition_penalty",
+       "'repetition_penalty' must be > 0, got -1.5"},
+      {{{"repetition_penalty", "1"}},
+       "repetition_penalty",
+       "'repetition_penalty' must be a number, got string"},
+      {{{"logit_bias", {1, 2}}}, "logit_bias", "'logit_bias' must be an object, got array"},
+      {{{"logit_bias", 5}}, "logit_bias", "'logit_bias' must be an object, got number"},
+      {{{"logit_bias", {{"abc", 1}}}},
+       "logit_bias",
+       "'logit_bias' keys must be token ids (decimal integers), got 'abc'"},
+      {{{"logit_bias", {{"12 ", 1}}}},
+       "logit_bias",
+       "'logit_bias' keys must be token ids (decimal integers), got '12 '"},
+      {{{"logit_bias", {{"", 1}}}},
+       "logit_bias",
+       "'logit_bias' keys must be token ids (decimal integers), got ''"},
+      {{{"logit_bias", {{"1000", 1}}}},
+       "logit_bias",
+       "'logit_bias' token id 1000 is out of range [0, 1000)"},
+      {{{"logit_bias", {{"-1", 1}}}},
+       "logit_bias",
+       "'logit_bias' token id -1 is out of range [0, 1000)"},
+      {{{"logit_bias", {{"99999999999999999999999", 1}}}},
+       "logit_bias",
+       "'logit_bias' token id 99999999999999999999999 is out of range [0, 1000)"},
+      {{{"logit_bias", {{"5", 101}}}},
+       "logit_bias",
+       "'logit_bias' value for token 5 must be >= -100 and <= 100, got 101"},
+      {{{"logit_bias", {{"5", -100.5}}}},
+       "logit_bias",
+       "'logit_bias' value for token 5 must be >= -100 and <= 100, got -100.5"},
+      {{{"logit_bias", {{"5", "up"}}}},
+       "logit_bias",
+       "'logit_bias' value for token 5 must be a number, got string"},
+      {{{"logit_bias", {{"5", 1}, {"05", 2}}}},
+       "logit_bias",
+       "'logit_bias' names token 5 more than once"},
+      {{{"logit_bias", too_many}}, "logit_bias", "'logit_bias' has 301 entries, at most 300"},
+  };
+  for (const bad& b : cases) {
+    CAPTURE(b.patch.dump());
+    auto e = completion_err(b.patch);
+    CHECK(e.status == 400);
+    CHECK(e.type == "invalid_request_error");
+    CHECK(e.param == b.param);
+    CHECK(e.message == b.message);
+    CHECK(e.code.is_null());  // a bad value, no longer "unsupported"
   }
 }
 
