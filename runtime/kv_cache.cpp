@@ -22,7 +22,9 @@ block_pool::block_pool(int num_blocks, int cache_block_size) : bs_(cache_block_s
     parent_.assign(num_blocks, -1);
     parent_gen_.assign(num_blocks, 0);
     tokens_.assign(static_cast<std::size_t>(num_blocks) * bs_, 0);
-    index_.reserve(static_cast<std::size_t>(num_blocks));
+    std::size_t cap = 2;
+    while (cap < 2 * static_cast<std::size_t>(num_blocks)) cap *= 2;
+    slots_.assign(cap, -1);
     prev_.assign(num_blocks, -1);
     next_.assign(num_blocks, -1);
   }
@@ -107,14 +109,16 @@ uint64_t block_pool::key_of(int parent, std::span<const int> tokens) const {
 int block_pool::lookup(int parent, std::span<const int> tokens) const {
   if (!caching() || static_cast<int>(tokens.size()) != bs_) return -1;
   if (parent >= num_blocks()) fail("kv block pool: lookup after block {} out of range", parent);
-  auto [lo, hi] = index_.equal_range(key_of(parent, tokens));
-  for (auto it = lo; it != hi; ++it) {
-    const int b = it->second;
-    if (parent_[b] != parent || (parent >= 0 && parent_gen_[b] != gen_[parent])) continue;
+  const uint64_t k = key_of(parent, tokens);
+  const std::size_t mask = slots_.size() - 1;
+  for (std::size_t i = home(k);; i = (i + 1) & mask) {
+    const int b = slots_[i];
+    if (b < 0) return -1;
+    if (key_[b] != k || parent_[b] != parent || (parent >= 0 && parent_gen_[b] != gen_[parent]))
+      continue;
     if (std::equal(tokens.begin(), tokens.end(), tokens_.begin() + static_cast<long>(b) * bs_))
       return b;
   }
-  return -1;
 }
 
 void block_pool::acquire(int block) {
@@ -137,7 +141,10 @@ bool block_pool::publish(int block, int parent, std::span<const int> tokens) {
   parent_[block] = parent;
   parent_gen_[block] = parent >= 0 ? gen_[parent] : 0;
   std::copy(tokens.begin(), tokens.end(), tokens_.begin() + static_cast<long>(block) * bs_);
-  index_.emplace(k, block);
+  std::size_t i = home(k);
+  while (slots_[i] >= 0) i = (i + 1) & (slots_.size() - 1);  // never full: 2 x num_blocks slots
+  slots_[i] = block;
+  ++n_cached_;
   return true;
 }
 
@@ -156,12 +163,21 @@ void block_pool::unlink(int b) {
 
 // Forgets b's content; its generation moves on so children published under it never match.
 void block_pool::unpublish(int b) {
-  auto [lo, hi] = index_.equal_range(key_[b]);
-  for (auto it = lo; it != hi; ++it)
-    if (it->second == b) {
-      index_.erase(it);
-      break;
+  const std::size_t mask = slots_.size() - 1;
+  std::size_t i = home(key_[b]);
+  while (slots_[i] != b) i = (i + 1) & mask;
+  // Backward-shift deletion: pull later entries of the run into the hole while their home slot
+  // does not lie cyclically in (hole, j], so every entry stays reachable from its home.
+  for (std::size_t j = (i + 1) & mask; slots_[j] >= 0; j = (j + 1) & mask) {
+    const std::size_t h = home(key_[slots_[j]]);
+    const bool stays = i <= j ? (h > i && h <= j) : (h > i || h <= j);
+    if (!stays) {
+      slots_[i] = slots_[j];
+      i = j;
     }
+  }
+  slots_[i] = -1;
+  --n_cached_;
   key_[b] = 0;
   ++gen_[b];
 }

@@ -7,7 +7,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
-#include <unordered_map>
 #include <vector>
 
 #include "runtime/tensor.hpp"
@@ -49,12 +48,15 @@ class block_pool {
   // (then the block stays private and its children should not be published either).
   bool publish(int block, int parent, std::span<const int> tokens);
   bool evictable(int block) const { return ref_[block] == 0 && key_[block] != 0; }
-  int num_cached() const { return static_cast<int>(index_.size()); }
+  int num_cached() const { return n_cached_; }
 
  private:
   uint64_t key_of(int parent, std::span<const int> tokens) const;
   void unlink(int block);  // out of the evictable list
   void unpublish(int block);
+  std::size_t home(uint64_t key) const {
+    return static_cast<std::size_t>(key) & (slots_.size() - 1);
+  }
   int bs_;
   std::vector<int> ref_;
   std::vector<int> free_;  // LIFO: a just-freed (cache-warm) block is reused first
@@ -63,9 +65,13 @@ class block_pool {
   std::vector<uint32_t> gen_;
   std::vector<int> parent_;
   std::vector<uint32_t> parent_gen_;
-  std::vector<int> tokens_;                       // [num_blocks][bs]
-  std::unordered_multimap<uint64_t, int> index_;  // key -> published blocks
-  std::vector<int> prev_, next_;                  // evictable list, least recently released first
+  std::vector<int> tokens_;  // [num_blocks][bs]
+  // key -> published block: open addressing with linear probing and backward-shift deletion in
+  // a power-of-two table of at least 2 x num_blocks slots (-1: empty), sized once: publishing
+  // and evicting never allocate.
+  std::vector<int> slots_;
+  int n_cached_ = 0;
+  std::vector<int> prev_, next_;  // evictable list, least recently released first
   int head_ = -1, tail_ = -1, n_evictable_ = 0;
 };
 

@@ -2,6 +2,8 @@
 // storage layout and copy-on-write copies.
 #include <doctest/doctest.h>
 
+#include <map>
+#include <random>
 #include <set>
 #include <vector>
 
@@ -146,6 +148,45 @@ TEST_CASE("kv prefix cache: never-published blocks go first, then the least rece
   CHECK(pool.allocate() == blk[2]);
   CHECK(pool.allocate() == -1);
   CHECK(pool.num_cached() == 1);  // blk[1], in use
+}
+
+TEST_CASE("kv prefix cache: the index finds every published block through heavy churn") {
+  // 64 blocks of one token, 200 distinct contents: home slots collide often and evictions
+  // delete from the middle of probe runs, so a wrong backward shift would hide some block.
+  zf::block_pool pool(64, 1);
+  std::mt19937 rng(7);
+  std::map<int, int> expect;  // token -> published block
+  std::vector<int> held;
+  for (int op = 0; op < 20000; ++op) {
+    if (held.size() < 40 && rng() % 2 == 0) {
+      const int b = pool.allocate();
+      if (b < 0) continue;
+      std::erase_if(expect, [b](const auto& e) { return e.second == b; });  // evicted
+      const int t = int(rng() % 200);
+      if (pool.publish(b, -1, std::vector<int>{t})) {
+        REQUIRE(expect.count(t) == 0);
+        expect[t] = b;
+      }
+      held.push_back(b);
+    } else if (!held.empty()) {
+      const std::size_t i = rng() % held.size();
+      pool.release(held[i]);
+      held.erase(held.begin() + long(i));
+    }
+    if (op % 50 == 0) {
+      CHECK(pool.num_cached() == int(expect.size()));
+      int missing = 0, wrong = 0;
+      for (int t = 0; t < 200; ++t) {
+        const int got = pool.lookup(-1, std::vector<int>{t});
+        auto it = expect.find(t);
+        missing += it != expect.end() && got != it->second;
+        wrong += it == expect.end() && got != -1;
+      }
+      CHECK(missing == 0);
+      CHECK(wrong == 0);
+    }
+  }
+  CHECK(expect.size() > 20);
 }
 
 TEST_CASE("kv pool: without caching, lookups miss and publishing is refused") {
