@@ -4,7 +4,9 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <filesystem>
 #include <string>
 #include <string_view>
@@ -44,6 +46,16 @@ std::string error_of(F&& f) {
 
 inline bool contains(const std::string& s, std::string_view part) {
   return s.find(part) != std::string::npos;
+}
+
+// max |a - b| / max |b| over n values (logits against a reference).
+inline double rel_diff(const float* a, const float* b, int n) {
+  double d = 0, m = 0;
+  for (int i = 0; i < n; ++i) {
+    d = std::max(d, std::abs(double(a[i]) - b[i]));
+    m = std::max(m, std::abs(double(b[i])));
+  }
+  return d / m;
 }
 
 }  // namespace zf::testing

@@ -12,8 +12,11 @@
 #include "runtime/error.hpp"
 #include "runtime/lm.hpp"
 #include "runtime/model.hpp"
+#include "test_util.hpp"
 
 using namespace zf;
+
+using zf::testing::rel_diff;
 
 namespace {
 
@@ -40,16 +43,6 @@ std::vector<int> ids_of(int n, int vocab, unsigned seed) {
   std::vector<int> v(n);
   for (auto& x : v) x = static_cast<int>(g() % vocab);
   return v;
-}
-
-// max |a - b| / max |b|
-double rel_diff(const float* a, const float* b, int n) {
-  double d = 0, m = 0;
-  for (int i = 0; i < n; ++i) {
-    d = std::max(d, std::abs(double(a[i]) - b[i]));
-    m = std::max(m, std::abs(double(b[i])));
-  }
-  return d / m;
 }
 
 // A block table of pool blocks, deliberately out of order.

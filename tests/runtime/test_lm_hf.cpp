@@ -13,21 +13,15 @@
 #include "runtime/lm.hpp"
 #include "runtime/sampling.hpp"
 #include "storage/safetensors.hpp"
+#include "test_util.hpp"
 
 using namespace zf;
+
+using zf::testing::rel_diff;
 
 namespace {
 
 const std::string k_dir = ZF_SOURCE_DIR "/tests/golden/hf/";
-
-double rel_diff(const float* a, const float* b, int n) {
-  double d = 0, m = 0;
-  for (int i = 0; i < n; ++i) {
-    d = std::max(d, std::abs(double(a[i]) - b[i]));
-    m = std::max(m, std::abs(double(b[i])));
-  }
-  return d / m;
-}
 
 // Worst relative logit difference to the twin over every position of prompt p of `name`,
 // decoding token by token.
