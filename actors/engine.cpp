@@ -1,11 +1,13 @@
 // The engine actor and its completion_backend face. The actor is detached (its own thread,
 // since a step blocks for the length of a forward pass) and drives itself with step messages:
-// submit and cancel messages queue behind the current step and are handled between steps, so
-// new requests join the next forward pass (continuous batching) and a cancel frees its blocks
-// at the next step boundary.
+// submit, cancel and weights messages queue behind the current step and are handled between
+// steps, so new requests join the next forward pass (continuous batching), a cancel frees its
+// blocks at the next step boundary and new weights are never swapped under a running step.
 // The backend validates a request on the caller's thread (engine_core::validate reads only
 // immutable state), bounds the number of outstanding requests (429 past it), assigns the id
-// and sends the request to the actor.
+// and sends the request to the actor. Weight updates from disk are read by a second detached
+// actor (the loader: one folder at a time, off the engine's thread) that hands the weights to
+// the engine actor; only the swap runs on the engine's thread.
 #include "actors/engine.hpp"
 
 #include <fmt/format.h>
@@ -18,6 +20,8 @@
 #include "kernels/threads.hpp"
 #include "runtime/chat_template.hpp"
 #include "runtime/engine_core.hpp"
+#include "runtime/error.hpp"
+#include "storage/lm_loader.hpp"
 
 namespace zf::actors {
 namespace {
@@ -30,10 +34,26 @@ struct pending {
 };
 using pending_ptr = std::shared_ptr<pending>;
 
+// One weight update on its way: loaded from path by the loader when weights is null. done is
+// answered exactly once; a job dropped unanswered (the backend shut down) answers 503.
+struct weights_job {
+  std::shared_ptr<const lm_weights> weights;
+  std::string path;
+  std::optional<uint64_t> version;
+  serve::weights_done done;
+  const engine_core* core = nullptr;  // for the served version and the shape check
+  void finish(int status, std::string message) {
+    if (auto d = std::exchange(done, nullptr)) d({status, core->weights_version(), message});
+  }
+  ~weights_job() { finish(503, "the engine shut down before the weights were swapped"); }
+};
+using weights_job_ptr = std::shared_ptr<weights_job>;
+
 }  // namespace
 }  // namespace zf::actors
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(zf::actors::pending_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(zf::actors::weights_job_ptr)
 
 namespace zf::actors {
 namespace {
@@ -41,11 +61,26 @@ namespace {
 using submit_atom = caf::atom_constant<caf::atom("zf_submit")>;
 using cancel_atom = caf::atom_constant<caf::atom("zf_cancel")>;
 using step_atom = caf::atom_constant<caf::atom("zf_step")>;
+using weights_atom = caf::atom_constant<caf::atom("zf_weights")>;
+using load_atom = caf::atom_constant<caf::atom("zf_load")>;
 
 struct engine_state {
   engine_core* core = nullptr;
   bool stepping = false;  // a step message is in the mailbox
 };
+
+// The swap, between two steps; the preempted sequences go on at the next step.
+void swap_weights(engine_core& core, weights_job& j) {
+  try {
+    const uint64_t v = core.update_weights(std::move(j.weights), j.version);
+    j.finish(200, j.path.empty() ? fmt::format("serving weights version {}", v)
+                                 : fmt::format("serving {} as weights version {}", j.path, v));
+  } catch (const error& e) {
+    j.finish(400, e.what());
+  } catch (const std::exception& e) {
+    j.finish(500, e.what());
+  }
+}
 
 caf::behavior engine_actor(caf::stateful_actor<engine_state>* self, engine_core* core) {
   self->state.core = core;
@@ -67,6 +102,10 @@ caf::behavior engine_actor(caf::stateful_actor<engine_state>* self, engine_core*
         kick();
       },
       [self](cancel_atom, uint64_t id) { self->state.core->cancel(id); },
+      [self, kick](weights_atom, const weights_job_ptr& j) {
+        swap_weights(*self->state.core, *j);
+        kick();
+      },
       [self, kick](step_atom) {
         self->state.stepping = false;
         bool more = false;
@@ -80,10 +119,31 @@ caf::behavior engine_actor(caf::stateful_actor<engine_state>* self, engine_core*
   };
 }
 
+// Reads a job's folder and passes it on to the engine; a folder that does not load, or holds
+// weights of another shape, is answered here and never reaches the engine.
+caf::behavior loader_actor(caf::event_based_actor* self, caf::actor engine) {
+  return {
+      [self, engine](load_atom, const weights_job_ptr& j) {
+        try {
+          auto w = std::make_shared<const lm_weights>(storage::load_lm_weights(j->path));
+          j->core->check_weights(*w);
+          j->weights = std::move(w);
+        } catch (const error& e) {
+          return j->finish(400, fmt::format("{}: {}", j->path, e.what()));
+        } catch (const std::exception& e) {
+          return j->finish(500, fmt::format("{}: {}", j->path, e.what()));
+        }
+        self->send(engine, weights_atom::value, j);
+      },
+  };
+}
+
 class engine_backend final : public serve::completion_backend {
  public:
-  engine_backend(lm_weights w, tokenizer tok, const engine_options& o)
-      : weights_(std::move(w)), tok_(std::move(tok)), max_outstanding_(o.max_queue + o.max_seqs) {
+  engine_backend(std::shared_ptr<const lm_weights> w, tokenizer tok, const engine_options& o)
+      : weights_{w ? w->cfg : lm_config{}},
+        tok_(std::move(tok)),
+        max_outstanding_(o.max_queue + o.max_seqs) {
     kernels::set_num_threads(o.threads);
     engine_core_options co;
     co.sched.policy = o.policy == engine_options::policy_kind::split_fuse
@@ -95,18 +155,22 @@ class engine_backend final : public serve::completion_backend {
     co.sched.prefix_caching = o.prefix_caching;
     co.num_blocks = o.num_blocks;
     co.threads = o.threads > 0 ? o.threads : static_cast<int>(std::thread::hardware_concurrency());
-    core_ = std::make_unique<engine_core>(weights_, tok_, co);
+    core_ = std::make_unique<engine_core>(std::move(w), tok_, co);
     sys_ = std::make_unique<caf::actor_system>(sys_cfg_);
     actor_ = sys_->spawn<caf::detached>(engine_actor, core_.get());
+    loader_ = sys_->spawn<caf::detached>(loader_actor, actor_);
   }
 
   ~engine_backend() override {
     {
       caf::scoped_actor self{*sys_};
-      self->monitor(actor_);
-      self->send_exit(actor_, caf::exit_reason::user_shutdown);
-      self->receive([](const caf::down_msg&) {});
+      for (caf::actor* a : {&loader_, &actor_}) {  // the loader first: it sends to the engine
+        self->monitor(*a);
+        self->send_exit(*a, caf::exit_reason::user_shutdown);
+        self->receive([](const caf::down_msg&) {});
+      }
     }
+    loader_ = nullptr;
     actor_ = nullptr;
     sys_.reset();
     core_->end_all(serve::finish_reason::cancelled);  // the actor is gone: this thread owns it
@@ -158,6 +222,28 @@ class engine_backend final : public serve::completion_backend {
 
   void cancel(uint64_t id) override { caf::anon_send(actor_, cancel_atom::value, id); }
 
+  uint64_t weights_version() const override { return core_->weights_version(); }
+
+  void update_weights_async(std::shared_ptr<const lm_weights> w, std::optional<uint64_t> version,
+                            serve::weights_done done) override {
+    auto j = new_job(version, std::move(done));
+    try {
+      if (!w) fail("no weights given");
+      core_->check_weights(*w);  // refused at once, without a trip through the engine
+    } catch (const error& e) {
+      return j->finish(400, e.what());
+    }
+    j->weights = std::move(w);
+    caf::anon_send(actor_, weights_atom::value, std::move(j));
+  }
+
+  void update_weights_from_disk(std::string path, std::optional<uint64_t> version,
+                                serve::weights_done done) override {
+    auto j = new_job(version, std::move(done));
+    j->path = std::move(path);
+    caf::anon_send(loader_, load_atom::value, std::move(j));
+  }
+
   std::string metrics_text() const override {
     return core_->stats().text(weights_.cfg.name) +
            fmt::format(
@@ -167,7 +253,19 @@ class engine_backend final : public serve::completion_backend {
   }
 
  private:
-  lm_weights weights_;
+  weights_job_ptr new_job(std::optional<uint64_t> version, serve::weights_done done) const {
+    auto j = std::make_shared<weights_job>();
+    j->version = version;
+    j->done = std::move(done);
+    j->core = core_.get();
+    return j;
+  }
+
+  // The served model's configuration: that of the first weights for the backend's life (an
+  // update must keep the shape; names and special tokens stay).
+  struct served_model {
+    lm_config cfg;
+  } weights_;
   tokenizer tok_;
   mutable std::mutex tok_mu_;
   int max_outstanding_;
@@ -177,13 +275,19 @@ class engine_backend final : public serve::completion_backend {
   caf::actor_system_config sys_cfg_;  // the system keeps a reference to it
   std::unique_ptr<caf::actor_system> sys_;
   caf::actor actor_;
+  caf::actor loader_;
 };
 
 }  // namespace
 
+std::unique_ptr<serve::completion_backend> make_engine(std::shared_ptr<const lm_weights> weights,
+                                                       tokenizer tok, const engine_options& o) {
+  return std::make_unique<engine_backend>(std::move(weights), std::move(tok), o);
+}
+
 std::unique_ptr<serve::completion_backend> make_engine(lm_weights weights, tokenizer tok,
                                                        const engine_options& o) {
-  return std::make_unique<engine_backend>(std::move(weights), std::move(tok), o);
+  return make_engine(std::make_shared<const lm_weights>(std::move(weights)), std::move(tok), o);
 }
 
 }  // namespace zf::actors

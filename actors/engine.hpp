@@ -25,7 +25,11 @@ struct engine_options {
   bool prefix_caching = true;  // share the KV blocks of prompt prefixes across requests
 };
 
+// Serves weights as version 0; completion_backend::update_weights* swap in others of the same
+// shape while serving (runtime/engine_core.hpp says what a swap does to running requests).
 std::unique_ptr<serve::completion_backend> make_engine(lm_weights weights, tokenizer tok,
                                                        const engine_options& o);
+std::unique_ptr<serve::completion_backend> make_engine(std::shared_ptr<const lm_weights> weights,
+                                                       tokenizer tok, const engine_options& o);
 
 }  // namespace zf::actors

@@ -127,6 +127,7 @@ gateway::gateway(serve::completion_backend& backend, const gateway_options& o)
   if (!ec) m.acceptor->listen(net::socket_base::max_listen_connections, ec);
   if (ec) cannot(ec);
   m.port = m.acceptor->local_endpoint().port();
+  m.state->weight_updates = o.enable_weight_updates || ep.address().is_loopback();
   {
     std::lock_guard lock(m.state->sink_mu);
     m.state->ioc = m.ioc.get();

@@ -4,6 +4,10 @@
 //
 //   POST /v1/completions, POST /v1/chat/completions   JSON, or SSE when "stream": true
 //   GET  /v1/models   GET /health   GET /metrics (Prometheus text: backend + HTTP counters)
+//   POST /v1/update_weights_from_disk   {"path": "<model folder>", "version": N}: the backend
+//        loads the folder and swaps the weights in (SGLang's endpoint). It reads files on the
+//        server, so it answers 403 unless the gateway listens on a loopback address or
+//        enable_weight_updates is set.
 //
 // Threads: io_threads run every connection, each on its own strand; the backend's events arrive
 // on its thread through the sink and are posted onto the connection's strand. A client that
@@ -24,6 +28,7 @@ struct gateway_options {
   int max_connections = 512;             // more are answered 503 and closed
   std::size_t max_body_bytes = 1 << 20;  // larger request bodies get 413
   int read_timeout_s = 60;               // request headers and body; not while generating
+  bool enable_weight_updates = false;    // POST /v1/update_weights_from_disk on any address
 };
 
 class gateway {

@@ -7,6 +7,8 @@
 //                    streaming: chunked headers, then each event as SSE bytes, coalesced into
 //                    one write while the previous is in flight; otherwise one JSON response
 //                    once all n choices have finished.
+//     weight update: parse + hand the folder to the backend; its answer is posted onto this
+//                    strand the same way, after the swap (or the refusal).
 // While a request is generating, watch() keeps a read pending on the socket: EOF or an error
 // means the client left, and close() cancels the request in the backend at once. Bytes a
 // pipelining client sends meanwhile are kept in buffer_ for the next read_header.
@@ -134,7 +136,8 @@ class session : public std::enable_shared_from_this<session> {
                                        {"/v1/chat/completions", http::verb::post},
                                        {"/v1/models", http::verb::get},
                                        {"/health", http::verb::get},
-                                       {"/metrics", http::verb::get}};
+                                       {"/metrics", http::verb::get},
+                                       {"/v1/update_weights_from_disk", http::verb::post}};
     const route* r = nullptr;
     for (const route& x : routes)
       if (x.path == target) r = &x;
@@ -152,6 +155,7 @@ class session : public std::enable_shared_from_this<session> {
     if (target == "/v1/models")
       return send(200, "application/json", openai::models_body(st_->backend, st_->created));
     if (target == "/health") return send(200, "application/json", R"({"status":"ok"})");
+    if (target == "/v1/update_weights_from_disk") return update_weights(req.body());
     send(200, "text/plain; version=0.0.4; charset=utf-8", st_->metrics_text());
   }
 
@@ -243,13 +247,21 @@ class session : public std::enable_shared_from_this<session> {
             box->events.emplace_back(gen, e);
             if (std::exchange(box->scheduled, true)) return;  // a drain is already on its way
           }
-          std::lock_guard lock(st->sink_mu);
-          if (!st->ioc) return;
-          net::post(*st->ioc, [weak] {
-            if (auto s = weak.lock())
-              net::dispatch(s->stream_.get_executor(), [s] { s->drain_inbox(); });
-          });
+          post_from_backend(st, weak, [](session& s) { s.drain_inbox(); });
         };
+  }
+
+  // Runs fn(session) on the session's strand, from a backend thread, while the gateway and the
+  // session live: through the io_context, then the weak_ptr (see make_sink).
+  template <class F>
+  static void post_from_backend(const std::shared_ptr<gateway_state>& st,
+                                std::weak_ptr<session> weak, F fn) {
+    std::lock_guard lock(st->sink_mu);
+    if (!st->ioc) return;
+    net::post(*st->ioc, [weak = std::move(weak), fn = std::move(fn)]() mutable {
+      if (auto s = weak.lock())
+        net::dispatch(s->stream_.get_executor(), [s, fn = std::move(fn)]() mutable { fn(*s); });
+    });
   }
 
   void drain_inbox() {
@@ -278,6 +290,32 @@ class session : public std::enable_shared_from_this<session> {
       return send_error(
           openai::make_error(503, "the request was cancelled by the server", "server_error"));
     send(200, "application/json", writer_->body());
+  }
+
+  // ---- weight updates: the backend loads the folder off its engine thread and swaps it in
+  void update_weights(const std::string& body) {
+    if (!st_->weight_updates)
+      return send_error(openai::make_error(
+          403,
+          "weight updates are disabled: this server listens on a non-loopback address (start it "
+          "with --enable-weight-updates to allow them)",
+          "permission_error"));
+    auto parsed = openai::parse_weights_update(body);
+    if (auto* e = std::get_if<openai::api_error>(&parsed)) return send_error(*e);
+    auto& u = std::get<openai::weights_update>(parsed);
+    updating_ = true;
+    st_->backend.update_weights_from_disk(
+        std::move(u.path), u.version,
+        [weak = weak_from_this(), st = st_](const serve::weights_result& r) {
+          post_from_backend(st, weak, [r](session& s) { s.on_weights_done(r); });
+        });
+    watch();  // keeps the session alive meanwhile (the callback holds a weak_ptr)
+  }
+
+  void on_weights_done(const serve::weights_result& r) {
+    if (closed_ || !std::exchange(updating_, false)) return;
+    if (r.status != 200) return send_error(openai::weights_update_error(r));
+    send(200, "application/json", openai::weights_update_body(r));
   }
 
   // ---- streamed writes: out_ collects chunks while wbuf_ is being written
@@ -386,6 +424,7 @@ class session : public std::enable_shared_from_this<session> {
 
   bool watching_ = false;
   bool next_after_watch_ = false;
+  bool updating_ = false;  // a weight update's answer is awaited
 };
 
 }  // namespace

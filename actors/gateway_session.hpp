@@ -26,7 +26,8 @@ struct gateway_state {
 
   serve::completion_backend& backend;
   gateway_options opts;
-  int64_t created = 0;  // start time, for /v1/models
+  int64_t created = 0;          // start time, for /v1/models
+  bool weight_updates = false;  // /v1/update_weights_from_disk: loopback or enabled
 
   std::mutex sink_mu;
   boost::asio::io_context* ioc = nullptr;

@@ -5,7 +5,7 @@
 //     parameters + exp_avg + exp_avg_sq = 1.49 GB: begin_checkpoint, write_shard per writer,
 //     commit_checkpoint) with 1 and 2 writer threads, into the same folder, alternating, median
 //     of --reps. bandwidth_fraction = best of our two medians / raw median (capped at 1).
-//   step overhead: gpt2-124M training steps (gpt2_model + adamw, B=4 T=256): --steps/2
+//   step overhead: gpt2-124M training steps (transformer + adamw, B=4 T=256): --steps/2
 //     without checkpoints, --steps with a checkpoint after every step, the rest of --steps
 //     without (the two bracket the middle, so drift in the shared machine's speed cancels).
 //     A checkpoint step snapshots params and moments (a copy) and a std::thread writes them
@@ -148,7 +148,7 @@ int main(int argc, char** argv) try {
   } clean{work, dir, made_dir};
 
   const zf::model_config mc = gpt2_124m();
-  const zf::param_layout L = zf::gpt2_layout(mc);
+  const zf::param_layout L = zf::layout_of(mc);
   const std::size_t bytes = 3 * L.total * sizeof(float);
   std::cout << fmt::format("state: {} parameters + 2 moments = {:.3f} GB, into {}\n", L.total,
                            bytes / 1e9, work.string());
@@ -197,7 +197,7 @@ int main(int argc, char** argv) try {
   if (train) {
     zf::kernels::set_num_threads(threads);
     const int B = 4, T = 256;
-    zf::gpt2_model model(mc);
+    zf::transformer model(mc);
     model.init_weights(0);
     zf::train_config t;
     t.lr = 3e-4;

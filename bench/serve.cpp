@@ -141,9 +141,9 @@ model_setup make_model(const std::string& which, uint64_t seed) {
   }
   m.vocab_size = 50257;
   m.n_positions = 1024;
-  auto layout = zf::gpt2_layout(m);
+  auto layout = zf::layout_of(m);
   std::vector<float> flat(layout.total);
-  zf::init_gpt2_params(layout, m.n_layer, seed, flat.data());
+  zf::init_params(layout, m.n_layer, seed, flat.data());
   return model_setup{m, std::move(flat), zf::tokenizer::load_gpt2(data_dir() / "gpt2"),
                      "zeroflow-" + which};
 }

@@ -19,6 +19,7 @@
 
 #include "kernels/adamw.hpp"
 #include "kernels/threads.hpp"
+#include "runtime/lm.hpp"
 #include "runtime/model.hpp"
 #include "runtime/optim.hpp"
 #include "runtime/sampling.hpp"
@@ -83,7 +84,7 @@ int main(int argc, char** argv) {
   }
   m.n_positions = 1024;
   zf::kernels::set_num_threads(threads);
-  zf::gpt2_model model(m);
+  zf::transformer model(m);
   model.init_weights(0);
   nlohmann::json res{{"shape", shape},
                      {"mode", mode},
@@ -133,26 +134,33 @@ int main(int argc, char** argv) {
     res["first_loss"] = losses.front();
     res["last_loss"] = losses.back();
   } else {
+    // The model's paged mode (lm_runner over a KV block pool): the forward the serving engine
+    // runs, without its scheduling. One sequence, blocks of 16 slots in order.
     std::vector<int> prompt(prompt_len);
     for (auto& x : prompt) x = tok(rng);
-    std::vector<float> logits(m.vocab_size);
-    auto cache = model.make_cache();
+    const zf::lm_weights w = zf::copy_lm_weights(model.spec(), model.params().data());
+    const int bs = 16, n_blocks = (m.n_positions + bs - 1) / bs;
+    zf::lm_runner run(w, prompt_len, 1, threads);
+    zf::kv_storage kv(m.n_layer, n_blocks, bs, w.cfg.kv_dim());
+    std::vector<int> blocks(n_blocks);
+    for (int b = 0; b < n_blocks; ++b) blocks[b] = b;
+    auto step = [&](const int* ids, int start, int len) {
+      zf::lm_chunk c{ids, start, len, blocks.data(), true};
+      run.forward({&c, 1}, kv);
+      return zf::argmax(run.logits(0), m.vocab_size);
+    };
     std::vector<double> pre;
     for (int i = 0; i < warmup + iters; ++i) {
-      cache.len = 0;
       auto t0 = clk::now();
-      model.decode(prompt.data(), prompt_len, cache, logits.data());
+      step(prompt.data(), 0, prompt_len);
       if (i >= warmup) pre.push_back(ms_since(t0));
     }
     std::vector<double> per_tok;
     for (int r = 0; r < 2 + 5; ++r) {
-      cache.len = 0;
-      model.decode(prompt.data(), prompt_len, cache, logits.data());
-      int next = zf::argmax(logits.data(), m.vocab_size);
+      int next = step(prompt.data(), 0, prompt_len);
       for (int j = 0; j < decode_tokens; ++j) {
         auto t0 = clk::now();
-        model.decode(&next, 1, cache, logits.data());
-        next = zf::argmax(logits.data(), m.vocab_size);
+        next = step(&next, prompt_len + j, 1);
         if (r >= 2) per_tok.push_back(ms_since(t0));
       }
     }

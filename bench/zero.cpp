@@ -34,10 +34,10 @@ figure run(const model_config& m, int world, int stage, int global_b, int t, int
   auto comms = comm::make_local_group(world);
   std::vector<std::unique_ptr<zero_rank>> ranks;
   for (int r = 0; r < world; ++r)
-    ranks.push_back(std::make_unique<zero_rank>(m, tc, stage, *comms[r]));
-  auto layout = gpt2_layout(m);
+    ranks.push_back(std::make_unique<zero_rank>(spec_of(m), tc, stage, *comms[r]));
+  auto layout = layout_of(m);
   std::vector<float> init(layout.total);
-  init_gpt2_params(layout, m.n_layer, 1, init.data());
+  init_params(layout, m.n_layer, 1, init.data());
   std::mt19937 rng(3);
   std::vector<int> ids(std::size_t(global_b) * (t + 1));
   for (auto& x : ids) x = int(rng() % m.vocab_size);

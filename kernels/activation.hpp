@@ -1,6 +1,6 @@
 #pragma once
 // Activation family: GELU (tanh approximation, as GPT-2 and torch's GELU(approximate="tanh")),
-// and the residual add. fp32, element-wise.
+// SwiGLU (Llama) and the residual add. fp32, element-wise.
 #include <cstddef>
 
 namespace zf::kernels {
@@ -14,6 +14,10 @@ void add_forward(const float* a, const float* b, float* y, std::size_t n);
 // SwiGLU (Llama MLP): gu: [n, 2*m] rows of [gate | up] -> y: [n, m] with
 // y = silu(gate) * up, silu(g) = g / (1 + exp(-g)). y may not alias gu.
 void swiglu_forward(const float* gu, float* y, int n, int m);
+// Backward of swiglu_forward. gu: [n, 2*m] as in the forward, dy: [n, m] -> dgu: [n, 2*m]
+// OVERWRITTEN, d gate in columns [0, m) and d up in [m, 2m) of each row. dgu may alias gu (each
+// element is read before it is written) but not dy.
+void swiglu_backward(const float* gu, const float* dy, float* dgu, int n, int m);
 // y[i] += x[i]
 void accumulate(float* y, const float* x, std::size_t n);
 

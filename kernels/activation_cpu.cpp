@@ -1,4 +1,4 @@
-// Activation family, CPU reference: GELU (tanh approximation) and residual adds, fp32.
+// Activation family, CPU reference: GELU (tanh approximation), SwiGLU and residual adds, fp32.
 // Invariants: element-wise, single pass, no allocation. GELU is evaluated as
 //   0.5 x (1 + tanh(u)) = x * sigmoid(2u) = x / (1 + exp(-2u)),  u = sqrt(2/pi) (x + 0.044715 x^3)
 // which is the same function as torch's GELU(approximate="tanh") but avoids the cancellation in
@@ -34,6 +34,21 @@ inline v8f gelu_grad8(v8f x) {
   const v8f d = s + (2.0f * kBeta) * x * (1.0f + (3.0f * kKappa) * x2) * (e * s * s);
   // e = 0 (x > 10.7): the second term is below 1e-40 but its polynomial may overflow.
   return flat ? v8f{} : (e == 0.0f ? s : d);
+}
+
+// SwiGLU backward for 8 lanes of gate g, up u and upstream dy:
+//   d up = dy * silu(g), silu(g) = g / (1 + e) with e = exp(-g) exactly as the forward forms it;
+//   d gate = dy * u * silu'(g), silu'(g) = s (1 + g (1 - s)), s = sigmoid(g) = 1 / (1 + e).
+// 1 - s is formed as e * s (no cancellation for g > 0). Below g = -80 the exact silu' is under
+// 1e-33 and is returned as 0; those are also the only lanes where e may be inf and e * s NaN.
+// e = 0 (g above about 103) means s = 1 and silu' = 1, also for g = +inf where g * 0 is NaN.
+inline void swiglu_grad8(v8f g, v8f u, v8f dy, v8f& dg, v8f& du) {
+  const v8f e = vexp(-g);
+  const v8f s = 1.0f / (1.0f + e);
+  const v8f d = s * (1.0f + g * (e * s));
+  const v8f silu_grad = g < -80.0f ? v8f{} : (e == 0.0f ? v8f{} + 1.0f : d);
+  du = dy * (g / (1.0f + e));
+  dg = dy * u * silu_grad;
 }
 
 // Scalar tails go through the same vector code on a padded copy so every element sees one formula.
@@ -90,6 +105,39 @@ void swiglu_forward(const float* gu, float* y, int n, int m) {
     if (j < mm) {
       tail8(g + j, u + j, yr + j, mm - j,
             [](v8f gv, v8f uv) { return gv / (1.0f + vexp(-gv)) * uv; });
+    }
+  }
+}
+
+// gu: [n, 2m] rows of [gate | up], dy: [n, m] -> dgu: [n, 2m] overwritten ([d gate | d up]).
+// Every 8-lane group is loaded before its results are stored, so dgu may alias gu.
+void swiglu_backward(const float* gu, const float* dy, float* dgu, int n, int m) {
+  const std::size_t mm = static_cast<std::size_t>(m);
+  for (int i = 0; i < n; ++i) {
+    const float* g = gu + i * 2 * mm;
+    const float* u = g + mm;
+    const float* dyr = dy + i * mm;
+    float* dg = dgu + i * 2 * mm;
+    float* du = dg + mm;
+    std::size_t j = 0;
+    v8f dgv, duv;
+    for (; j + 8 <= mm; j += 8) {
+      swiglu_grad8(load8(g + j), load8(u + j), load8(dyr + j), dgv, duv);
+      store8(dg + j, dgv);
+      store8(du + j, duv);
+    }
+    if (j < mm) {
+      // Tail through the same vector code on zero-padded copies (as tail8, with three inputs).
+      const std::size_t t = mm - j;
+      float gb[8] = {}, ub[8] = {}, db[8] = {}, ob[8];
+      std::memcpy(gb, g + j, t * sizeof(float));
+      std::memcpy(ub, u + j, t * sizeof(float));
+      std::memcpy(db, dyr + j, t * sizeof(float));
+      swiglu_grad8(load8(gb), load8(ub), load8(db), dgv, duv);
+      store8(ob, dgv);
+      std::memcpy(dg + j, ob, t * sizeof(float));
+      store8(ob, duv);
+      std::memcpy(du + j, ob, t * sizeof(float));
     }
   }
 }

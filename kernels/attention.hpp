@@ -14,16 +14,23 @@ struct attention_shape {
   int n_head = 0;
   int head_dim = 0;
   int ldq = 0, ldk = 0, ldv = 0, ldo = 0;  // row strides in floats
+  // Grouped-query attention (Llama): number of key/value heads; 0 means n_head (plain multi-head).
+  // n_head must be a multiple of it. Query head h reads kv head h / (n_head / n_kv_head), whose
+  // columns in k and v are [g*head_dim, (g+1)*head_dim). Last, so that existing positional and
+  // designated initialisers keep their meaning.
+  int n_kv_head = 0;
 };
 
-// q: [tq, ldq], k: [tk, ldk], v: [tk, ldv] -> out: [tq, ldo] (the C = n_head*head_dim columns
-// overwritten). att: [n_head, tq, tk] scratch that receives the softmax probabilities (saved
-// for backward; masked entries are exactly 0). Scale is 1/sqrt(head_dim).
+// q: [tq, ldq] (n_head heads), k: [tk, ldk], v: [tk, ldv] (n_kv_head heads each) -> out:
+// [tq, ldo] (the C = n_head*head_dim columns overwritten). att: [n_head, tq, tk] scratch that
+// receives the softmax probabilities (saved for backward; masked entries are exactly 0). Scale is
+// 1/sqrt(head_dim).
 void attention_forward(const attention_shape& s, const float* q, const float* k, const float* v,
                        float* out, float* att);
 
 // Backward of attention_forward for one sequence. dout: [tq, ldo]. att: probabilities from the
-// forward. datt: [n_head, tq, tk] scratch. dq/dk/dv (same strides as q/k/v) OVERWRITTEN.
+// forward. datt: [n_head, tq, tk] scratch. dq/dk/dv (same strides as q/k/v) OVERWRITTEN in their
+// head columns; with GQA each kv head's dk/dv is the sum over the query heads of its group.
 void attention_backward(const attention_shape& s, const float* q, const float* k, const float* v,
                         const float* att, const float* dout, float* datt, float* dq, float* dk,
                         float* dv);

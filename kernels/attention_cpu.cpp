@@ -9,6 +9,10 @@
 // - Backward keeps the same block structure. datt row i is valid (masked part zeroed) on
 //   [0, offset + i1) where i1 is the end of its block; the key-side GEMMs for keys
 //   [offset + i0, offset + i1) read only rows i >= i0, whose valid range covers those columns.
+// - Grouped-query attention: query head h uses kv head h / group, group = n_head / n_kv_head.
+//   Backward visits the query heads of a group consecutively; the first overwrites the kv head's
+//   dk/dv (beta = 0) and the others accumulate into it (beta = 1). With n_kv_head == n_head every
+//   head is first of its group, so the GEMM calls are exactly those of plain multi-head attention.
 // Nothing here allocates; att/datt are the caller's scratch.
 #include <algorithm>
 #include <cmath>
@@ -36,6 +40,11 @@ float dot(const float* a, const float* b, std::size_t n) {
   return s;
 }
 
+// Query heads per kv head.
+int kv_group(const attention_shape& s) {
+  return s.n_kv_head > 0 ? s.n_head / s.n_kv_head : 1;
+}
+
 }  // namespace
 
 // q: [tq, ldq], k: [tk, ldk], v: [tk, ldv] -> out: [tq, ldo]; att: [n_head, tq, tk].
@@ -44,10 +53,12 @@ void attention_forward(const attention_shape& s, const float* q, const float* k,
   const int hd = s.head_dim, tq = s.tq, tk = s.tk, off = s.offset;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const std::size_t head_stride = static_cast<std::size_t>(tq) * tk;
+  const int group = kv_group(s);
   for (int h = 0; h < s.n_head; ++h) {
+    const std::size_t kv_col = static_cast<std::size_t>(h / group) * hd;
     const float* qh = q + static_cast<std::size_t>(h) * hd;
-    const float* kh = k + static_cast<std::size_t>(h) * hd;
-    const float* vh = v + static_cast<std::size_t>(h) * hd;
+    const float* kh = k + kv_col;
+    const float* vh = v + kv_col;
     float* oh = out + static_cast<std::size_t>(h) * hd;
     float* ah = att + h * head_stride;
     for (int i0 = 0; i0 < tq; i0 += kBlock) {
@@ -70,21 +81,25 @@ void attention_forward(const attention_shape& s, const float* q, const float* k,
 }
 
 // dout: [tq, ldo]; att: [n_head, tq, tk] from the forward; datt: [n_head, tq, tk] scratch.
-// dq, dk, dv (strides ldq, ldk, ldv) overwritten in their head columns.
+// dq, dk, dv (strides ldq, ldk, ldv) overwritten in their head columns (dk/dv: n_kv_head heads).
 void attention_backward(const attention_shape& s, const float* q, const float* k, const float* v,
                         const float* att, const float* dout, float* datt, float* dq, float* dk,
                         float* dv) {
   const int hd = s.head_dim, tq = s.tq, tk = s.tk, off = s.offset;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const std::size_t head_stride = static_cast<std::size_t>(tq) * tk;
+  const int group = kv_group(s);
   for (int h = 0; h < s.n_head; ++h) {
+    const std::size_t kv_col = static_cast<std::size_t>(h / group) * hd;
+    // dk/dv of this kv head: overwritten by the group's first query head, accumulated after.
+    const float kv_beta = h % group == 0 ? 0.0f : 1.0f;
     const float* qh = q + static_cast<std::size_t>(h) * hd;
-    const float* kh = k + static_cast<std::size_t>(h) * hd;
-    const float* vh = v + static_cast<std::size_t>(h) * hd;
+    const float* kh = k + kv_col;
+    const float* vh = v + kv_col;
     const float* doh = dout + static_cast<std::size_t>(h) * hd;
     float* dqh = dq + static_cast<std::size_t>(h) * hd;
-    float* dkh = dk + static_cast<std::size_t>(h) * hd;
-    float* dvh = dv + static_cast<std::size_t>(h) * hd;
+    float* dkh = dk + kv_col;
+    float* dvh = dv + kv_col;
     const float* ah = att + h * head_stride;
     float* dh = datt + h * head_stride;
     // Query side: datt -> dpre (in place) -> dq, block by block.
@@ -109,8 +124,8 @@ void attention_backward(const attention_shape& s, const float* q, const float* k
     }
     // Key side. Cached keys [0, offset) are seen by every query.
     if (off > 0) {
-      gemm(true, false, off, hd, tq, 1.0f, ah, tk, doh, s.ldo, 0.0f, dvh, s.ldv);
-      gemm(true, false, off, hd, tq, scale, dh, tk, qh, s.ldq, 0.0f, dkh, s.ldk);
+      gemm(true, false, off, hd, tq, 1.0f, ah, tk, doh, s.ldo, kv_beta, dvh, s.ldv);
+      gemm(true, false, off, hd, tq, scale, dh, tk, qh, s.ldq, kv_beta, dkh, s.ldk);
     }
     // Keys [off + i0, off + i1) are seen by queries [i0, tq).
     for (int i0 = 0; i0 < tq; i0 += kBlock) {
@@ -119,10 +134,11 @@ void attention_backward(const attention_shape& s, const float* q, const float* k
       const std::size_t key_row = static_cast<std::size_t>(off + i0);
       // dv_h[keys] = att[i0:tq, keys]^T @ dout_h[i0:tq]
       gemm(true, false, keys, hd, rows, 1.0f, ah + corner, tk,
-           doh + static_cast<std::size_t>(i0) * s.ldo, s.ldo, 0.0f, dvh + key_row * s.ldv, s.ldv);
+           doh + static_cast<std::size_t>(i0) * s.ldo, s.ldo, kv_beta, dvh + key_row * s.ldv,
+           s.ldv);
       // dk_h[keys] = scale * dpre[i0:tq, keys]^T @ q_h[i0:tq]
       gemm(true, false, keys, hd, rows, scale, dh + corner, tk,
-           qh + static_cast<std::size_t>(i0) * s.ldq, s.ldq, 0.0f, dkh + key_row * s.ldk, s.ldk);
+           qh + static_cast<std::size_t>(i0) * s.ldq, s.ldq, kv_beta, dkh + key_row * s.ldk, s.ldk);
     }
   }
 }

@@ -1,5 +1,6 @@
 #pragma once
-// Embedding family: token + learned position embeddings (GPT-2), fp32.
+// Embedding family: token + learned position embeddings (GPT-2), fp32. wpe / dwpe may be
+// nullptr (models without learned positions, e.g. Llama's rotary ones).
 
 namespace zf::kernels {
 

@@ -15,8 +15,12 @@ void embedding_forward(const int* ids, const float* wte, const float* wpe, float
     for (int ti = 0; ti < t; ++ti) {
       const std::size_t r = static_cast<std::size_t>(bi) * t + ti;
       const float* te = wte + static_cast<std::size_t>(ids[r]) * cc;
-      const float* pe = wpe + static_cast<std::size_t>(pos0 + ti) * cc;
       float* o = out + r * cc;
+      if (!wpe) {
+        for (std::size_t j = 0; j < cc; ++j) o[j] = te[j];
+        continue;
+      }
+      const float* pe = wpe + static_cast<std::size_t>(pos0 + ti) * cc;
       for (std::size_t j = 0; j < cc; ++j) o[j] = te[j] + pe[j];
     }
   }
@@ -31,6 +35,10 @@ void embedding_backward(const int* ids, const float* dout, float* dwte, float* d
       const std::size_t r = static_cast<std::size_t>(bi) * t + ti;
       const float* d = dout + r * cc;
       float* te = dwte + static_cast<std::size_t>(ids[r]) * cc;
+      if (!dwpe) {
+        for (std::size_t j = 0; j < cc; ++j) te[j] += d[j];
+        continue;
+      }
       float* pe = dwpe + static_cast<std::size_t>(pos0 + ti) * cc;
       for (std::size_t j = 0; j < cc; ++j) {
         te[j] += d[j];

@@ -1,5 +1,6 @@
 #pragma once
-// Norm family: LayerNorm (GPT-2) and RMSNorm (Llama) over the last dimension, fp32.
+// Norm family: LayerNorm (GPT-2) and RMSNorm (Llama) over the last dimension, fp32, forward and
+// backward.
 
 namespace zf::kernels {
 
@@ -14,6 +15,16 @@ void layernorm_backward(const float* x, const float* gamma, const float* mean, c
                         const float* dy, float* dx, float* dgamma, float* dbeta, int n, int c);
 
 // RMSNorm (Llama): y = x * rsqrt(mean(x^2) + eps) * gamma. x: [n, c], gamma: [c] -> y: [n, c]
-// (overwritten; y may not alias x). Inference only.
+// (overwritten; y may not alias x). rstd: [n] receives rsqrt(mean(x^2) + eps) for backward and
+// may be nullptr (inference); y is bit-identical either way.
+void rmsnorm_forward(const float* x, const float* gamma, float* y, float* rstd, int n, int c,
+                     float eps);
+// Inference form: rmsnorm_forward(x, gamma, y, nullptr, n, c, eps).
 void rmsnorm_forward(const float* x, const float* gamma, float* y, int n, int c, float eps);
+
+// Backward of rmsnorm_forward. x, dy: [n, c]; gamma: [c]; rstd: [n] from the forward.
+// dx: [n, c] ACCUMULATED (+=, the residual stream's gradient); dgamma: [c] ACCUMULATED.
+void rmsnorm_backward(const float* x, const float* gamma, const float* rstd, const float* dy,
+                      float* dx, float* dgamma, int n, int c);
+
 }  // namespace zf::kernels

@@ -1,7 +1,7 @@
-// Norm family, CPU reference: LayerNorm over the last dimension, fp32, PyTorch semantics
-// (biased variance, eps inside the square root). Written in the centred form
-// y = ((x - mean) * rstd) * gamma + beta rather than torch's x * rstd + (-mean * rstd): same cost,
-// but no cancellation when |mean| >> std (with FMA contraction the torch form returns
+// Norm family, CPU reference: LayerNorm and RMSNorm over the last dimension, fp32. LayerNorm has
+// PyTorch semantics (biased variance, eps inside the square root) and is written in the centred
+// form y = ((x - mean) * rstd) * gamma + beta rather than torch's x * rstd + (-mean * rstd): same
+// cost, but no cancellation when |mean| >> std (with FMA contraction the torch form returns
 // 1e-4-sized garbage for a constant row instead of beta).
 // Invariants: one row at a time, so a row (3 KiB at c = 768) stays in L1 across the passes and
 // main memory sees each input once and each output once. Reductions use 16 float lanes in GCC
@@ -117,8 +117,11 @@ void layernorm_backward(const float* x, const float* gamma, const float* mean, c
   }
 }
 
-// x: [n, c], gamma: [c] -> y: [n, c]. Sum of squares in 16 lanes, then one scaling pass.
-void rmsnorm_forward(const float* x, const float* gamma, float* y, int n, int c, float eps) {
+// x: [n, c], gamma: [c] -> y: [n, c]; rstd: [n] (optional). Sum of squares in 16 lanes, then
+// one scaling pass.
+void rmsnorm_forward(const float* x, const float* gamma, float* y, float* rstd, int n, int c,
+                     float eps) {
+  if (c <= 0) return;
   const std::size_t cc = static_cast<std::size_t>(c);
   for (int i = 0; i < n; ++i) {
     const float* xr = x + i * cc;
@@ -136,6 +139,52 @@ void rmsnorm_forward(const float* x, const float* gamma, float* y, int n, int c,
     j = 0;
     for (; j + 8 <= cc; j += 8) store8(yr + j, load8(xr + j) * rs * load8(gamma + j));
     for (; j < cc; ++j) yr[j] = xr[j] * rs * gamma[j];
+    if (rstd != nullptr) rstd[i] = rs;
+  }
+}
+
+void rmsnorm_forward(const float* x, const float* gamma, float* y, int n, int c, float eps) {
+  rmsnorm_forward(x, gamma, y, nullptr, n, c, eps);
+}
+
+// x, dy: [n, c]; gamma: [c]; rstd: [n] from the forward. dx: [n, c] accumulated; dgamma: [c]
+// accumulated. With r = rstd and xhat = x * r, y = xhat * gamma and dr/dx_k = -r^3 x_k / c, so
+//   dx = r * (g - xhat * mean(g * xhat)),  g = dy * gamma,
+// LayerNorm's formula without the mean(g) term (there is no mean to subtract). As there, the
+// reduction runs over xhat (O(1) whatever the scale of x) in float lanes.
+void rmsnorm_backward(const float* x, const float* gamma, const float* rstd, const float* dy,
+                      float* dx, float* dgamma, int n, int c) {
+  if (c <= 0) return;
+  const std::size_t cc = static_cast<std::size_t>(c);
+  const float inv_c = 1.0f / static_cast<float>(c);
+  for (int r = 0; r < n; ++r) {
+    const float* xr = x + r * cc;
+    const float* dyr = dy + r * cc;
+    float* dxr = dx + r * cc;
+    const float rs = rstd[r];
+    // Pass 1: sgx = sum(g * xhat); dgamma rides along.
+    v8f sgx8 = {};
+    std::size_t j = 0;
+    for (; j + 8 <= cc; j += 8) {
+      const v8f xh = load8(xr + j) * rs, dyv = load8(dyr + j);
+      sgx8 += dyv * load8(gamma + j) * xh;
+      store8(dgamma + j, load8(dgamma + j) + dyv * xh);
+    }
+    float sgx = hsum(sgx8);
+    for (; j < cc; ++j) {
+      const float xh = xr[j] * rs;
+      sgx += dyr[j] * gamma[j] * xh;
+      dgamma[j] += dyr[j] * xh;
+    }
+    // Pass 2: dx += rstd * (g - xhat * mean(g * xhat)).
+    const float mgx = sgx * inv_c;
+    j = 0;
+    for (; j + 8 <= cc; j += 8) {
+      const v8f xh = load8(xr + j) * rs;
+      const v8f g = load8(dyr + j) * load8(gamma + j);
+      store8(dxr + j, load8(dxr + j) + rs * (g - xh * mgx));
+    }
+    for (; j < cc; ++j) dxr[j] += rs * (dyr[j] * gamma[j] - xr[j] * rs * mgx);
   }
 }
 

@@ -13,4 +13,10 @@ void rope_tables(int n_pos, int head_dim, const double* inv_freq, float* cos, fl
 void rope_forward(float* x, int ld, int n, const int* pos, int n_head, int head_dim,
                   const float* cos, const float* sin);
 
+// Backward of rope_forward, in place on the gradient dx: [n, ld] (same layout, positions and
+// tables as the forward). The rotation is orthogonal, so its gradient is the inverse rotation
+// (by -angle): dx1' = dx1 cos + dx2 sin, dx2' = dx2 cos - dx1 sin.
+void rope_backward(float* dx, int ld, int n, const int* pos, int n_head, int head_dim,
+                   const float* cos, const float* sin);
+
 }  // namespace zf::kernels

@@ -10,6 +10,7 @@
 
 #include "actors/checkpoint_writer.hpp"
 #include "actors/data_sampler.hpp"
+#include "actors/engine.hpp"
 #include "actors/monitor.hpp"
 #include "actors/optimizer_shard.hpp"
 #include "actors/rank_worker.hpp"
@@ -17,8 +18,8 @@
 #include "kernels/threads.hpp"
 #include "runtime/comm.hpp"
 #include "runtime/error.hpp"
-#include "runtime/generate.hpp"
 #include "runtime/launch.hpp"
+#include "runtime/serve_client.hpp"
 #include "runtime/tokenizer.hpp"
 #include "runtime/zero.hpp"
 #include "storage/checkpoint.hpp"
@@ -81,6 +82,28 @@ void check_same_model(const run_config& cfg, const std::string& ckpt_toml, const
   cmp("vocab_size", a.vocab_size, b.vocab_size);
 }
 
+// The text at the end of a run: "Call me" continued by the trained weights, sampled on the
+// serving engine (the one decode path).
+void print_sample(const run_config& cfg, fbuffer params, const tokenizer& tok, int step) {
+  model_spec spec = spec_of(cfg.model);
+  spec.name = "trained";
+  actors::engine_options eo;
+  eo.max_seqs = 1;
+  eo.prefix_caching = false;
+  auto engine = actors::make_engine(make_lm_weights(spec, std::move(params)), tok, eo);
+  serve::completion_request r;
+  r.prompt = engine->encode("Call me");
+  r.max_tokens = cfg.train.sample_tokens;
+  r.sampling.temperature = 0.8f;
+  r.sampling.top_k = 40;
+  r.sampling.seed = static_cast<uint64_t>(cfg.train.seed);
+  std::cout << "\n--- sample (step " << step << ") ---\n";
+  std::cout << "Call me" << std::flush;
+  serve::complete(*engine, std::move(r),
+                  [](const std::string& s) { std::cout << s << std::flush; });
+  std::cout << "\n---" << std::endl;
+}
+
 }  // namespace
 
 train_result pipeline::run(const run_options& o) {
@@ -97,7 +120,7 @@ train_result pipeline::run(const run_options& o) {
          cfg_.model.vocab_size);
   const fs::path ckpt_root = o.out / "checkpoints";
   std::optional<storage::loaded_checkpoint> resumed;
-  const param_layout layout = gpt2_layout(cfg_.model);
+  const param_layout layout = layout_of(cfg_.model);
   if (!o.resume.empty()) {
     fs::path from = o.resume == "latest" ? ckpt_root : fs::path(o.resume);
     auto head = storage::read_manifest(from);
@@ -157,7 +180,8 @@ train_result pipeline::run(const run_options& o) {
   const int world = spmd ? penv.world : cfg_.train.ranks;
   std::vector<std::shared_ptr<zero_rank>> ranks;
   for (auto& c : comms)
-    ranks.push_back(std::make_shared<zero_rank>(cfg_.model, cfg_.train, cfg_.train.zero_stage, *c));
+    ranks.push_back(
+        std::make_shared<zero_rank>(spec_of(cfg_.model), cfg_.train, cfg_.train.zero_stage, *c));
   int start = 0;
   {
     std::vector<float> init;
@@ -168,8 +192,7 @@ train_result pipeline::run(const run_options& o) {
       if (!resumed->exp_avg.empty()) m = resumed->exp_avg.data(), v = resumed->exp_avg_sq.data();
     } else {
       init.resize(layout.total);
-      init_gpt2_params(layout, cfg_.model.n_layer, static_cast<uint64_t>(cfg_.train.seed),
-                       init.data());
+      init_params(layout, cfg_.model.n_layer, static_cast<uint64_t>(cfg_.train.seed), init.data());
       p = init.data();
     }
     for (auto& z : ranks) z->import_state(p, m, v);
@@ -242,30 +265,19 @@ train_result pipeline::run(const run_options& o) {
   }
   const bool sample = lead && o.print_sample && cfg_.train.sample_tokens > 0 &&
                       !result->interrupted && result->error.empty();
-  gpt2_model final_model(cfg_.model, sample, false);
+  fbuffer final_params(sample ? layout.total : 0);
   if (sample) {  // the trained weights, assembled from the ranks' partitions
     if (spmd) {
       auto ck = storage::load_checkpoint(ckpt_root, layout);
-      std::copy(ck.params.begin(), ck.params.end(), final_model.params().data());
+      std::copy(ck.params.begin(), ck.params.end(), final_params.data());
     } else
-      for (auto& z : ranks) z->export_state(final_model.params().data(), nullptr, nullptr);
+      for (auto& z : ranks) z->export_state(final_params.data(), nullptr, nullptr);
   }
   ranks.clear();
   comms.clear();  // before the actor system: a Gloo group and the writer hold the CAF store
   store.reset();
   if (!result->error.empty()) fail("training failed: {}", result->error);
-  if (sample) {
-    generate_options g;
-    g.max_tokens = cfg_.train.sample_tokens;
-    g.sampling.temperature = 0.8f;
-    g.sampling.top_k = 40;
-    g.sampling.seed = static_cast<uint64_t>(cfg_.train.seed);
-    std::cout << "\n--- sample (step " << result->final_step << ") ---\n";
-    std::cout << "Call me" << std::flush;
-    generate(final_model, tok, "Call me", g,
-             [](const std::string& s) { std::cout << s << std::flush; });
-    std::cout << "\n---" << std::endl;
-  }
+  if (sample) print_sample(cfg_, std::move(final_params), tok, result->final_step);
   return *result;
 }
 

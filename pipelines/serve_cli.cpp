@@ -15,7 +15,8 @@
 #include "actors/gateway.hpp"
 #include "pipelines/pipeline.hpp"
 #include "runtime/error.hpp"
-#include "storage/checkpoint.hpp"
+#include "runtime/serve_client.hpp"
+#include "storage/lm_loader.hpp"
 
 namespace fs = std::filesystem;
 
@@ -31,6 +32,7 @@ struct model_args {
 struct serve_args {
   std::string host = "127.0.0.1";
   int port = 8000, io_threads = 2;
+  bool enable_weight_updates = false;
 };
 
 struct gen_args {
@@ -93,6 +95,7 @@ int run_serve() {
   go.host = g_serve.host;
   go.port = g_serve.port;
   go.io_threads = g_serve.io_threads;
+  go.enable_weight_updates = g_serve.enable_weight_updates;
   actors::gateway gw(*engine, go);
   std::cerr << fmt::format("zeroflow: serving {} (context {}) on http://{}:{}/v1  (Ctrl-C stops)\n",
                            engine->model_name(), engine->context_length(), go.host, gw.port());
@@ -114,30 +117,11 @@ int run_generate() {
   auto engine = open_engine(g_model);
   serve::completion_request r;
   r.prompt = engine->encode(g_gen.prompt);
-  if (r.prompt.empty()) fail("generate: the prompt is empty");
-  const int ctx = engine->context_length();
-  r.max_tokens = std::min(g_gen.max_tokens, ctx - 1);
-  if (static_cast<int>(r.prompt.size()) + r.max_tokens > ctx)  // keep the prompt's end
-    r.prompt.erase(r.prompt.begin(), r.prompt.end() - (ctx - r.max_tokens));
+  r.max_tokens = g_gen.max_tokens;
   r.sampling = {g_gen.temperature, g_gen.top_k, g_gen.top_p, g_gen.seed};
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  std::string error;
   std::cout << g_gen.prompt << std::flush;
-  auto s = engine->submit(std::move(r), [&](const serve::completion_event& e) {
-    std::cout << e.text << std::flush;
-    if (e.finish == serve::finish_reason::none) return;
-    std::lock_guard lk(mu);
-    done = true;
-    error = e.error;
-    cv.notify_all();
-  });
-  if (s.status != 200) fail("generate: {}", s.message);
-  std::unique_lock lk(mu);
-  cv.wait(lk, [&] { return done; });
+  serve::complete(*engine, std::move(r), [](const std::string& t) { std::cout << t << std::flush; });
   std::cout << std::endl;
-  if (!error.empty()) fail("generate: {}", error);
   return 0;
 }
 
@@ -157,16 +141,9 @@ std::pair<lm_weights, tokenizer> load_serving_model(const std::string& checkpoin
            w.cfg.vocab_size);
     return {std::move(w), std::move(tok)};
   }
-  auto head = storage::read_manifest(checkpoint);
-  run_config cfg;
-  apply_toml(cfg, head.config_toml, (head.dir / "manifest").string());
+  auto [w, cfg] = storage::load_checkpoint_model(checkpoint);
   if (!ddir.empty()) cfg.data.data_dir = ddir;
-  tokenizer tok = tokenizer::load_gpt2(data_dir(cfg) / "gpt2");
-  auto ck = storage::load_checkpoint(head.dir, gpt2_layout(cfg.model));
-  // name: the run folder (runs/<name>/checkpoints/step-N)
-  std::string name = head.dir.parent_path().parent_path().filename().string();
-  if (name.empty()) name = "zeroflow-gpt2";
-  return {gpt2_lm_weights(cfg.model, ck.params.data(), name), std::move(tok)};
+  return {std::move(w), tokenizer::load_gpt2(data_dir(cfg) / "gpt2")};
 }
 
 void add_serve_subcommands(CLI::App& app) {
@@ -179,6 +156,9 @@ void add_serve_subcommands(CLI::App& app) {
       ->capture_default_str();
   g_serve_cmd->add_option("--io-threads", g_serve.io_threads, "HTTP threads")
       ->check(CLI::Range(1, 64));
+  g_serve_cmd->add_flag("--enable-weight-updates", g_serve.enable_weight_updates,
+                        "allow POST /v1/update_weights_from_disk (it reads files on this machine) "
+                        "also when --host is not a loopback address");
 
   g_gen_cmd =
       app.add_subcommand("generate", "generate text from a model (streamed, on the engine)");

@@ -2,7 +2,8 @@
 // `zeroflow serve` (the OpenAI-compatible server) and `zeroflow generate` (one prompt, streamed
 // to the terminal), both on the serving engine (actors/engine), from a zeroflow checkpoint or a
 // Hugging Face model folder.
-//   serve    --checkpoint DIR | --hf DIR  [--host 127.0.0.1] [--port 8000] [engine options]
+//   serve    --checkpoint DIR | --hf DIR  [--host 127.0.0.1] [--port 8000]
+//            [--enable-weight-updates] [engine options]
 //   generate --checkpoint DIR | --hf DIR  --prompt TEXT [--max-tokens N] [sampling options]
 #include <filesystem>
 #include <string>

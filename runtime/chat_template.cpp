@@ -19,6 +19,14 @@ std::string_view trim(std::string_view s) {
   return s.substr(b, s.find_last_not_of(ws) - b + 1);
 }
 
+// The text of the special tokens the tokenizer puts before a prompt (added tokens, so encode()
+// turns the text back into the same ids).
+std::string prefix_text(const tokenizer& tok) {
+  std::string out;
+  for (int id : tok.prompt_specials().prefix) out += tok.token_bytes(id);
+  return out;
+}
+
 }  // namespace
 
 chat_format detect_chat_format(const tokenizer& tok) {
@@ -48,10 +56,12 @@ std::string format_chat(const tokenizer& tok, const std::vector<serve::chat_mess
       out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
       break;
     case chat_format::chatml:
+      out += prefix_text(tok);
       for (const auto& m : msgs) out += "<|im_start|>" + m.role + "\n" + m.content + "<|im_end|>\n";
       out += "<|im_start|>assistant\n";
       break;
     case chat_format::plain:
+      out += prefix_text(tok);
       for (const auto& m : msgs) {
         // "system" -> "System": the role with its first letter upper-cased.
         out += char(m.role[0] - 'a' + 'A');
@@ -61,6 +71,10 @@ std::string format_chat(const tokenizer& tok, const std::vector<serve::chat_mess
       break;
   }
   return out;
+}
+
+std::vector<int> encode_chat(const tokenizer& tok, const std::vector<serve::chat_message>& msgs) {
+  return tok.encode(format_chat(tok, msgs));
 }
 
 }  // namespace zf

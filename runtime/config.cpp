@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "runtime/error.hpp"
+#include "runtime/model_spec.hpp"
 
 namespace zf {
 namespace {
@@ -16,7 +17,7 @@ namespace {
 // One declared key: where it lives in run_config, its type and range, its help text.
 struct key {
   std::string name;
-  char type;  // 'i' integer, 'f' float, 's' string
+  char type;  // 'i' integer, 'f' float, 's' string, 'b' bool
   std::function<void*(run_config&)> ref;
   double lo, hi;  // inclusive range for numbers
   std::string help;
@@ -34,12 +35,32 @@ T& as(run_config& c, const key& k) {
 
 const std::vector<key>& keys() {
   static const std::vector<key> k = {
+      ZF_KEY("model.arch", model.arch, 's', 0, 0, "architecture: gpt2 | llama"),
       ZF_KEY("model.n_layer", model.n_layer, 'i', 1, 256, "transformer blocks"),
       ZF_KEY("model.n_head", model.n_head, 'i', 1, 256, "attention heads (divides n_embd)"),
       ZF_KEY("model.n_embd", model.n_embd, 'i', 8, 65536, "embedding width"),
       ZF_KEY("model.n_positions", model.n_positions, 'i', 1, 1 << 20, "max context length"),
       ZF_KEY("model.vocab_size", model.vocab_size, 'i', 2, 1 << 22,
              "vocabulary size (>= the tokenizer's)"),
+      ZF_KEY("model.n_kv_head", model.n_kv_head, 'i', 0, 256,
+             "llama: key/value heads (grouped-query attention); 0 = n_head"),
+      ZF_KEY("model.head_dim", model.head_dim, 'i', 0, 4096, "per-head width; 0 = n_embd / n_head"),
+      ZF_KEY("model.intermediate", model.intermediate, 'i', 0, 1 << 20,
+             "MLP width; 0 = 4 n_embd (gpt2), 8/3 n_embd rounded up to 32 (llama)"),
+      ZF_KEY("model.norm_eps", model.norm_eps, 'f', 1e-12, 1, "LayerNorm / RMSNorm epsilon"),
+      ZF_KEY("model.rope_theta", model.rope_theta, 'f', 1, 1e12, "llama: RoPE base"),
+      ZF_KEY("model.rope_scaling.type", model.rope_type, 's', 0, 0,
+             "llama: none | linear | llama3 (as Hugging Face rope_scaling)"),
+      ZF_KEY("model.rope_scaling.factor", model.rope_factor, 'f', 1e-6, 1e6,
+             "llama: rope_scaling factor"),
+      ZF_KEY("model.rope_scaling.low_freq_factor", model.rope_low_freq_factor, 'f', 1e-6, 1e6,
+             "llama3 scaling: low_freq_factor"),
+      ZF_KEY("model.rope_scaling.high_freq_factor", model.rope_high_freq_factor, 'f', 1e-6, 1e6,
+             "llama3 scaling: high_freq_factor (> low_freq_factor)"),
+      ZF_KEY("model.rope_scaling.original_max_positions", model.rope_original_max_positions, 'i', 0,
+             1 << 24, "llama3 scaling: original_max_position_embeddings"),
+      ZF_KEY("model.tied_head", model.tied_head, 'b', 0, 1,
+             "the LM head shares the token embedding"),
       ZF_KEY("train.steps", train.steps, 'i', 1, 1e9, "optimizer steps"),
       ZF_KEY("train.batch_size", train.batch_size, 'i', 1, 1 << 16, "sequences per micro-batch"),
       ZF_KEY("train.seq_len", train.seq_len, 'i', 2, 1 << 20, "tokens per sequence"),
@@ -127,6 +148,12 @@ void set_integer(run_config& c, const key& k, int64_t v, const std::string& give
 }
 
 void set_from_toml(run_config& c, const key& k, const toml::node& n, const std::string& where) {
+  if (k.type == 'b') {
+    if (!n.is_boolean())
+      fail("{}: expected true or false, got {} ({})", k.name, node_text(n), where);
+    as<bool>(c, k) = *n.value<bool>();
+    return;
+  }
   if (k.type == 's') {
     auto s = n.value<std::string>();
     if (!s || !n.is_string()) fail("{}: expected a string ({})", k.name, where);
@@ -183,6 +210,12 @@ void apply_override(run_config& cfg, const std::string& assignment) {
   std::string name = assignment.substr(0, eq), value = assignment.substr(eq + 1);
   const key* k = find_key(name);
   if (!k) fail("unknown config key '{}' in --set", name);
+  if (k->type == 'b') {
+    if (value != "true" && value != "false")
+      fail("{}: expected true or false, got '{}'", name, value);
+    as<bool>(cfg, *k) = value == "true";
+    return;
+  }
   if (k->type == 's') {
     if (value.size() >= 2 && value.front() == '"' && value.back() == '"')
       value = value.substr(1, value.size() - 2);
@@ -214,9 +247,30 @@ void validate(const run_config& c) {
       check_range(k, as<double>(tmp, k), fmt_num(as<double>(tmp, k)));
     }
   }
-  if (c.model.n_embd % c.model.n_head != 0)
-    fail("model.n_head: expected a divisor of model.n_embd ({}), got {}", c.model.n_embd,
-         c.model.n_head);
+  const model_config& m = c.model;
+  if (m.arch != "gpt2" && m.arch != "llama")
+    fail("model.arch: expected \"gpt2\" or \"llama\", got \"{}\"", m.arch);
+  if (m.rope_type != "none" && m.rope_type != "linear" && m.rope_type != "llama3")
+    fail("model.rope_scaling.type: expected \"none\", \"linear\" or \"llama3\", got \"{}\"",
+         m.rope_type);
+  if (m.head_dim == 0 && m.n_embd % m.n_head != 0)
+    fail("model.n_head: expected a divisor of model.n_embd ({}), got {}", m.n_embd, m.n_head);
+  if (m.arch == "gpt2" && (m.n_kv_head != 0 && m.n_kv_head != m.n_head))
+    fail("model.n_kv_head: gpt2 has no grouped-query attention, expected 0 or {}, got {}", m.n_head,
+         m.n_kv_head);
+  if (m.n_kv_head != 0 && m.n_head % m.n_kv_head != 0)
+    fail("model.n_kv_head: expected a divisor of model.n_head ({}), got {}", m.n_head, m.n_kv_head);
+  if (m.rope_type == "llama3" &&
+      (m.rope_original_max_positions < 1 || m.rope_high_freq_factor <= m.rope_low_freq_factor))
+    fail(
+        "model.rope_scaling: llama3 needs original_max_positions >= 1 and high_freq_factor > "
+        "low_freq_factor, got {} and {} <= {}",
+        m.rope_original_max_positions, m.rope_high_freq_factor, m.rope_low_freq_factor);
+  try {
+    check_spec(spec_of(m));
+  } catch (const error& e) {
+    fail("model: {}", e.what());
+  }
   if (c.train.seq_len > c.model.n_positions)
     fail("train.seq_len: expected at most model.n_positions ({}), got {}", c.model.n_positions,
          c.train.seq_len);
@@ -236,7 +290,9 @@ std::string to_toml(const run_config& c) {
       section = sec;
     }
     std::string v;
-    if (k.type == 's') {
+    if (k.type == 'b') {
+      v = as<bool>(tmp, k) ? "true" : "false";
+    } else if (k.type == 's') {
       std::ostringstream os;
       os << toml::value<std::string>(as<std::string>(tmp, k));
       v = os.str();
@@ -250,6 +306,34 @@ std::string to_toml(const run_config& c) {
     out += fmt::format("{} = {}  # {}\n", leaf, v, k.help);
   }
   return out;
+}
+
+model_spec spec_of(const model_config& m) {
+  model_spec s;
+  s.arch = m.arch == "llama" ? model_arch::llama : model_arch::gpt2;
+  s.vocab_size = m.vocab_size;
+  s.hidden = m.n_embd;
+  s.n_layer = m.n_layer;
+  s.n_head = m.n_head;
+  s.n_kv_head = m.n_kv_head ? m.n_kv_head : m.n_head;
+  s.head_dim = m.head_dim ? m.head_dim : m.n_embd / m.n_head;
+  const bool llama = s.arch == model_arch::llama;
+  s.intermediate = m.intermediate ? m.intermediate
+                   : llama        ? (8 * m.n_embd / 3 + 31) / 32 * 32
+                                  : 4 * m.n_embd;
+  s.max_positions = m.n_positions;
+  s.norm_eps = static_cast<float>(m.norm_eps);
+  s.rope_theta = static_cast<float>(m.rope_theta);
+  s.rope.type = m.rope_type == "linear"   ? rope_scaling::kind::linear
+                : m.rope_type == "llama3" ? rope_scaling::kind::llama3
+                                          : rope_scaling::kind::none;
+  s.rope.factor = m.rope_factor;
+  s.rope.low_freq_factor = m.rope_low_freq_factor;
+  s.rope.high_freq_factor = m.rope_high_freq_factor;
+  s.rope.original_max_positions = m.rope_original_max_positions;
+  s.tied_head = m.tied_head;
+  s.eos_id = m.vocab_size > 50256 ? 50256 : -1;  // GPT-2's <|endoftext|> (the gpt2 tokenizer)
+  return s;
 }
 
 run_config load_config(const std::string& file, const std::vector<std::string>& overrides) {

@@ -10,12 +10,21 @@
 namespace zf {
 
 struct model_config {
+  std::string arch = "gpt2";  // gpt2 | llama (runtime/model_spec.hpp)
   int n_layer = 4;
   int n_head = 4;
   int n_embd = 256;
-  int n_positions = 256;  // learned position table size (max context)
+  int n_positions = 256;  // max context (GPT-2: the learned position table)
   int vocab_size = 50257;
-  int head_dim() const { return n_embd / n_head; }
+  int n_kv_head = 0;     // llama: grouped-query attention; 0 = n_head
+  int head_dim = 0;      // 0 = n_embd / n_head
+  int intermediate = 0;  // MLP width; 0 = 4 n_embd (gpt2), 8/3 n_embd rounded up to 32 (llama)
+  double norm_eps = 1e-5;
+  double rope_theta = 10000;
+  std::string rope_type = "none";  // none | linear | llama3
+  double rope_factor = 1, rope_low_freq_factor = 1, rope_high_freq_factor = 4;
+  int rope_original_max_positions = 0;
+  bool tied_head = true;
 };
 
 struct train_config {
@@ -62,6 +71,10 @@ void apply_override(run_config& cfg, const std::string& assignment);
 void validate(const run_config& cfg);
 // The whole configuration as TOML (round-trips through apply_toml).
 std::string to_toml(const run_config& cfg);
+struct model_spec;
+// The model spec a run's `model.*` keys describe (defaults resolved, checked).
+model_spec spec_of(const model_config& m);
+
 // Loads file (if not empty), applies overrides, validates.
 run_config load_config(const std::string& file, const std::vector<std::string>& overrides);
 

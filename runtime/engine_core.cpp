@@ -54,19 +54,29 @@ void histogram::observe(double v) {
 
 namespace {
 
-int blocks_for(const lm_weights& w, const engine_core_options& o) {
+int blocks_for(const lm_config& c, const engine_core_options& o) {
   if (o.num_blocks > 0) return o.num_blocks;
   const int bs = o.sched.block_size;
-  const std::size_t per_ctx = static_cast<std::size_t>((w.cfg.max_positions + bs - 1) / bs);
-  const std::size_t block_bytes = 2ull * w.cfg.n_layer * bs * w.cfg.kv_dim() * sizeof(float);
+  const std::size_t per_ctx = static_cast<std::size_t>((c.max_positions + bs - 1) / bs);
+  const std::size_t block_bytes = 2ull * c.n_layer * bs * c.kv_dim() * sizeof(float);
   const std::size_t want = per_ctx * static_cast<std::size_t>(o.sched.max_seqs);
   const std::size_t cap = std::max<std::size_t>(per_ctx, o.kv_budget_bytes / block_bytes);
   return static_cast<int>(std::min(want, cap));
 }
 
-int max_rows_for(const lm_weights& w, const sched_options& s) {
-  return s.policy == sched_policy::static_batch ? std::max(s.token_budget, w.cfg.max_positions)
+int max_rows_for(const lm_config& c, const sched_options& s) {
+  return s.policy == sched_policy::static_batch ? std::max(s.token_budget, c.max_positions)
                                                 : s.token_budget;
+}
+
+std::unique_ptr<lm_runner> make_runner(const lm_weights& w, const engine_core_options& o) {
+  return std::make_unique<lm_runner>(w, max_rows_for(w.cfg, o.sched), std::max(1, o.sched.max_seqs),
+                                     o.threads);
+}
+
+const lm_weights& non_null(const std::shared_ptr<const lm_weights>& w) {
+  if (!w) fail("engine: no weights given");
+  return *w;
 }
 
 void histogram_text(std::string& out, const std::string& name, const std::string& help,
@@ -107,6 +117,10 @@ std::string engine_stats::text(const std::string& model) const {
           double(cache_queries));
   counter("zeroflow_prefix_cache_hits_total", "Prompt tokens found in the prefix cache.",
           double(cache_hits));
+  gauge("zeroflow_weights_version",
+        "Version of the weights served (0: those the server started with).",
+        double(weights_version));
+  counter("zeroflow_weight_updates_total", "Weight updates swapped in.", double(weight_updates));
   o += "# HELP zeroflow_request_finished_total Finished choices by reason.\n"
        "# TYPE zeroflow_request_finished_total counter\n";
   for (int r = 1; r < 5; ++r)
@@ -118,14 +132,16 @@ std::string engine_stats::text(const std::string& model) const {
   return o;
 }
 
-engine_core::engine_core(const lm_weights& w, const tokenizer& tok, const engine_core_options& o)
-    : w_(w),
+engine_core::engine_core(std::shared_ptr<const lm_weights> w, const tokenizer& tok,
+                         const engine_core_options& o)
+    : w_(std::move(w)),
+      cfg_(non_null(w_).cfg),
       tok_(tok),
       o_(o),
-      pool_(blocks_for(w, o), o.sched.prefix_caching ? o.sched.block_size : 0),
-      kv_(w.cfg.n_layer, pool_.num_blocks(), o.sched.block_size, w.cfg.kv_dim()),
+      pool_(blocks_for(cfg_, o), o.sched.prefix_caching ? o.sched.block_size : 0),
+      kv_(cfg_.n_layer, pool_.num_blocks(), o.sched.block_size, cfg_.kv_dim()),
       sched_(o.sched, pool_),
-      runner_(w, max_rows_for(w, o.sched), std::max(1, o.sched.max_seqs), o.threads) {
+      runner_(make_runner(*w_, o)) {
   // Every running sequence decodes each step: more of them than the budget would starve some.
   if (o.sched.max_seqs > o.sched.token_budget)
     fail(
@@ -134,7 +150,7 @@ engine_core::engine_core(const lm_weights& w, const tokenizer& tok, const engine
         o.sched.max_seqs, o.sched.token_budget);
   chunks_.reserve(static_cast<std::size_t>(o.sched.max_seqs) + 8);
   top_ids_.reserve(serve::max_logprobs);
-  penalized_.resize(static_cast<std::size_t>(w.cfg.vocab_size));
+  penalized_.resize(static_cast<std::size_t>(cfg_.vocab_size));
   stats_.blocks_total = pool_.num_blocks();
   window_start_ = clock::now();
 }
@@ -142,7 +158,7 @@ engine_core::engine_core(const lm_weights& w, const tokenizer& tok, const engine
 engine_core::~engine_core() = default;
 
 serve::submit_result engine_core::validate(const serve::completion_request& req) const {
-  const lm_config& c = w_.cfg;
+  const lm_config& c = cfg_;
   auto bad = [](std::string m) { return serve::submit_result{0, 400, 0, std::move(m)}; };
   const int P = static_cast<int>(req.prompt.size());
   if (P < 1) return bad("the prompt is empty");
@@ -233,6 +249,7 @@ void engine_core::emit(choice& c, std::string text, std::vector<int> tokens, fin
   e.tokens = std::move(tokens);
   e.logprobs = std::move(logprobs);
   e.finish = f;
+  e.weights_version = version_.load(std::memory_order_relaxed);
   if (f != finish_reason::none) {
     e.prompt_tokens = c.req->prompt_tokens;
     e.completion_tokens = c.generated;
@@ -280,7 +297,7 @@ void engine_core::end_all(finish_reason f, const std::string& message) {
 }
 
 serve::position_logprobs engine_core::logprobs_of(const float* logits, int token, int k) {
-  const int V = w_.cfg.vocab_size;
+  const int V = cfg_.vocab_size;
   const double lse = log_sum_exp(logits, V);
   auto lp = [&](int id) { return serve::token_logprob{id, static_cast<float>(logits[id] - lse)}; };
   serve::position_logprobs out{lp(token), {}};
@@ -307,8 +324,7 @@ void engine_core::take_token(choice& c, int token, const float* logits, clock::t
   // string ends the choice at this token: nothing after it is sampled or reported.
   std::vector<serve::position_logprobs> lp;
   if (const int k = c.samp.params().logprobs; k >= 0) lp.push_back(logprobs_of(logits, token, k));
-  const lm_config& cfg = w_.cfg;
-  const bool eos = !c.req->ignore_eos && cfg.eos_id >= 0 && token == cfg.eos_id;
+  const bool eos = !c.req->ignore_eos && cfg_.eos_id >= 0 && token == cfg_.eos_id;
   if (eos) {
     end_choice(c, finish_reason::stop, c.text.finish(), {token}, std::move(lp));
     return;
@@ -344,18 +360,18 @@ bool engine_core::step() {
     if (sc.start < c->req->prompt_tokens)
       prompt_rows += std::min(sc.len, c->req->prompt_tokens - sc.start);
   }
-  runner_.forward(chunks_, kv_);
+  runner_->forward(chunks_, kv_);
   sched_.complete(plan);
   const auto now = clock::now();
   int j = 0;
   for (const sched_chunk& sc : plan.chunks) {
     if (sc.sample_for.empty()) continue;
-    const float* logits = runner_.logits(j++);
+    const float* logits = runner_->logits(j++);
     for (uint64_t id : sc.sample_for) {
       auto it = seqs_.find(id);
       if (it == seqs_.end()) continue;
       choice& c = *it->second;
-      const int V = w_.cfg.vocab_size;
+      const int V = cfg_.vocab_size;
       // Penalties and logit_bias reshape a copy: the row is shared by every choice in
       // sample_for (the n choices of a prefill), and logprobs (take_token) report the raw
       // model's log_softmax, as vLLM does. No penalty: no copy.
@@ -379,6 +395,55 @@ bool engine_core::step() {
   }
   publish_stats(plan.tokens);
   return true;
+}
+
+void engine_core::check_weights(const lm_weights& w) const {
+  const lm_config& a = cfg_;
+  const lm_config& b = w.cfg;
+  if (a.arch != b.arch)
+    fail("weights of another architecture: arch is {} but the served model's is {}",
+         b.arch == lm_arch::llama ? "llama" : "gpt2", a.arch == lm_arch::llama ? "llama" : "gpt2");
+  const std::pair<const char*, std::pair<int, int>> fields[] = {
+      {"vocab_size", {b.vocab_size, a.vocab_size}},
+      {"hidden", {b.hidden, a.hidden}},
+      {"n_layer", {b.n_layer, a.n_layer}},
+      {"n_head", {b.n_head, a.n_head}},
+      {"n_kv_head", {b.n_kv_head, a.n_kv_head}},
+      {"head_dim", {b.head_dim, a.head_dim}},
+      {"intermediate", {b.intermediate, a.intermediate}},
+      {"max_positions", {b.max_positions, a.max_positions}},
+  };
+  for (const auto& [name, v] : fields)
+    if (v.first != v.second)
+      fail("weights of another shape: {} is {} but the served model's is {}", name, v.first,
+           v.second);
+  if (!w.tok_emb || !w.head || !w.normf_w || w.layers.size() != static_cast<std::size_t>(b.n_layer))
+    fail("incomplete weights: {} layers of {}, embedding, head or final norm missing",
+         w.layers.size(), b.n_layer);
+}
+
+uint64_t engine_core::update_weights(std::shared_ptr<const lm_weights> w,
+                                     std::optional<uint64_t> version) {
+  check_weights(non_null(w));
+  const uint64_t served = version_.load();
+  if (!version && served == UINT64_MAX) fail("the weights version cannot go past {}", served);
+  const uint64_t v = version.value_or(served + 1);
+  if (v <= served)
+    fail("weights version {} is not newer than the served version {}", v, served);
+  auto runner = make_runner(*w, o_);  // the last thing that can fail: nothing changed yet
+  const int preempted = sched_.preempt_all();
+  pool_.clear_cache();
+  runner_ = std::move(runner);  // the old runner reads the old weights: it goes first
+  w_ = std::move(w);
+  version_.store(v);
+  {
+    std::lock_guard lk(stats_.mu);
+    stats_.weights_version = v;
+    ++stats_.weight_updates;
+    stats_.preemptions += static_cast<uint64_t>(preempted);
+  }
+  publish_stats(0);
+  return v;
 }
 
 void engine_core::publish_stats(int) {

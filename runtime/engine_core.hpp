@@ -2,11 +2,25 @@
 // The serving engine's logic, without actors or threads: requests in, one step at a time
 // (schedule -> execute one ragged forward -> sample and check stops -> events out). The
 // engine actor (actors/engine) owns one and calls it from its single thread; nothing here is
-// thread-safe except what `engine_stats` says.
+// thread-safe except what `engine_stats`, validate(), check_weights() and weights_version() say.
+//
+// Weights that change while serving (RLHF weight sync, as SGLang/veRL do it): update_weights()
+// swaps in new weights between two steps, so no forward pass ever reads two versions; the old
+// weights stay alive (shared_ptr) until the swap and are released by it. Two rules keep every
+// token after the swap wholly a product of the new weights:
+//   - the prefix cache is flushed: its blocks hold K/V the old weights computed;
+//   - every running sequence is preempted for recompute (the scheduler's ordinary preemption):
+//     its prompt and the tokens it generated so far are prefilled again under the new weights
+//     before it samples its next token. Tokens generated before the swap stay as they were.
+// The alternative, letting running sequences continue on their old K/V, would mix versions
+// inside one sequence's attention; recompute costs one prefill per running sequence per update.
+// Each event carries the version of the forward that made its tokens.
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -44,6 +58,7 @@ struct engine_stats {
   int waiting = 0, running = 0, blocks_used = 0, blocks_total = 0;
   uint64_t prompt_tokens = 0, generated_tokens = 0, steps = 0, preemptions = 0;
   uint64_t cache_queries = 0, cache_hits = 0;  // prefix cache, in prompt tokens
+  uint64_t weights_version = 0, weight_updates = 0;  // served version, swaps done
   uint64_t finished[5] = {};                   // by finish_reason
   double tokens_per_s = 0;                     // generated, over the last window
   histogram ttft{{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60}};
@@ -55,7 +70,10 @@ struct engine_stats {
 class engine_core {
  public:
   using clock = std::chrono::steady_clock;
-  engine_core(const lm_weights& w, const tokenizer& tok, const engine_core_options& o);
+  // Serves w as version 0. The tokenizer and the configuration's special tokens (eos, bos) are
+  // those of these first weights for the engine's life.
+  engine_core(std::shared_ptr<const lm_weights> w, const tokenizer& tok,
+              const engine_core_options& o);
   ~engine_core();
 
   // Checks a request against the model and the pool (prompt ids in the vocabulary, lengths
@@ -73,12 +91,24 @@ class engine_core {
   void end_all(serve::finish_reason f, const std::string& message = {});
   // One engine step; false when there was nothing to do.
   bool step();
+
+  // Throws zf::error naming the first field (arch, vocab_size, hidden, n_layer, n_head,
+  // n_kv_head, head_dim, intermediate, max_positions) where w's shape differs from the served
+  // one, or incomplete weights. Reads only immutable state: any thread may call it.
+  void check_weights(const lm_weights& w) const;
+  // Between steps: serves w from the next step on as `version` (nullopt: the served one + 1;
+  // else it must be newer), preempting every running sequence for recompute and flushing the
+  // prefix cache (see the top of this file). Returns the new version. Throws zf::error, changing
+  // nothing, for weights check_weights refuses or a version not newer than the served one.
+  uint64_t update_weights(std::shared_ptr<const lm_weights> w, std::optional<uint64_t> version);
+  // Any thread.
+  uint64_t weights_version() const { return version_.load(); }
   bool idle() const { return sched_.idle(); }
   int waiting() const { return sched_.num_waiting(); }
 
   const engine_stats& stats() const { return stats_; }
   const block_pool& pool() const { return pool_; }
-  const lm_config& config() const { return w_.cfg; }
+  const lm_config& config() const { return cfg_; }  // the served shape, fixed
 
  private:
   struct choice;
@@ -95,13 +125,15 @@ class engine_core {
   serve::position_logprobs logprobs_of(const float* logits, int token, int k);
   void publish_stats(int step_tokens);
 
-  const lm_weights& w_;
+  std::shared_ptr<const lm_weights> w_;  // the served weights; replaced by update_weights
+  const lm_config cfg_;                   // the first weights' configuration (shape, eos)
+  std::atomic<uint64_t> version_{0};      // of w_
   tokenizer tok_;
   engine_core_options o_;
   block_pool pool_;
   kv_storage kv_;
   scheduler sched_;
-  lm_runner runner_;
+  std::unique_ptr<lm_runner> runner_;  // reads w_ (lm_runner keeps a reference: one per w_)
   uint64_t next_seq_ = 1;
   std::unordered_map<uint64_t, std::shared_ptr<request>> requests_;  // by request id
   std::unordered_map<uint64_t, choice*> seqs_;                       // by scheduler seq id

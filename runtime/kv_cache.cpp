@@ -148,6 +148,19 @@ bool block_pool::publish(int block, int parent, std::span<const int> tokens) {
   return true;
 }
 
+int block_pool::clear_cache() {
+  const int n = n_cached_;
+  for (int b = 0; n_cached_ > 0 && b < num_blocks(); ++b) {
+    if (key_[b] == 0) continue;
+    if (ref_[b] == 0) {
+      unlink(b);
+      free_.push_back(b);
+    }
+    unpublish(b);
+  }
+  return n;
+}
+
 void block_pool::unlink(int b) {
   if (prev_[b] >= 0)
     next_[prev_[b]] = next_[b];

@@ -49,6 +49,10 @@ class block_pool {
   bool publish(int block, int parent, std::span<const int> tokens);
   bool evictable(int block) const { return ref_[block] == 0 && key_[block] != 0; }
   int num_cached() const { return n_cached_; }
+  // Forgets every published block (after a weight update their K/V are stale): evictable ones
+  // become plain free blocks, referenced ones stay with their holders, unpublished. Returns how
+  // many were published.
+  int clear_cache();
 
  private:
   uint64_t key_of(int parent, std::span<const int> tokens) const;

@@ -11,57 +11,19 @@
 
 #include "kernels/activation.hpp"
 #include "kernels/matmul.hpp"
-#include "kernels/norm.hpp"
 #include "kernels/paged_attention.hpp"
-#include "kernels/rope.hpp"
+#include "runtime/block.hpp"
 #include "runtime/config.hpp"
 #include "runtime/error.hpp"
-#include "runtime/model.hpp"
 
 namespace zf {
 namespace k = kernels;
 
-namespace {
-
-// y[r, :] += b for each of n rows of width c.
-void add_bias(float* y, const float* b, int n, int c) {
-  if (b == nullptr) return;
-  for (int r = 0; r < n; ++r) k::accumulate(y + static_cast<std::size_t>(r) * c, b, c);
-}
-
-}  // namespace
-
-std::vector<double> rope_inv_freq(const lm_config& c) {
-  const rope_scaling& s = c.rope;
-  std::vector<double> inv(static_cast<std::size_t>(c.head_dim / 2));
-  for (std::size_t i = 0; i < inv.size(); ++i) {
-    double f = std::pow(static_cast<double>(c.rope_theta), -2.0 * double(i) / c.head_dim);
-    if (s.type == rope_scaling::kind::linear) {
-      f /= s.factor;
-    } else if (s.type == rope_scaling::kind::llama3) {
-      // Wavelengths (in positions) against the pre-training context: those well inside it
-      // (< old / high) keep their frequency, those beyond old / low are interpolated by factor,
-      // and the band between blends the two linearly in old / wavelen.
-      const double old_ctx = s.original_max_positions;
-      const double wavelen = 2 * std::numbers::pi / f;
-      if (wavelen > old_ctx / s.low_freq_factor) {
-        f /= s.factor;
-      } else if (wavelen >= old_ctx / s.high_freq_factor) {
-        const double smooth =
-            (old_ctx / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
-        f = (1 - smooth) * f / s.factor + smooth * f;
-      }
-    }
-    inv[i] = f;
-  }
-  return inv;
-}
-
 lm_runner::lm_runner(const lm_weights& w, int max_rows, int max_logits, int threads)
     : w_(w), max_rows_(max_rows), max_logits_(max_logits), pool_(std::max(1, threads)) {
-  const lm_config& c = w.cfg;
+  const model_spec& c = w.cfg;
   if (max_rows < 1 || max_logits < 1) fail("lm_runner: max_rows and max_logits must be >= 1");
-  const bool llama = c.arch == lm_arch::llama;
+  const bool llama = c.arch == model_arch::llama;
   const int mlp_w = llama ? 2 * c.intermediate : c.intermediate;
   // Worst attention scratch: a chunk of max_rows queries at the end of a full context.
   k::paged_shape worst{.tq = std::min(max_rows, c.max_positions),
@@ -84,39 +46,22 @@ lm_runner::lm_runner(const lm_weights& w, int max_rows, int max_logits, int thre
     lnf_ = scratch_.take(L * c.hidden);
     logits_ = scratch_.take(L * c.vocab_size);
     if (llama) {
-      rope_cos_ = scratch_.take(static_cast<std::size_t>(c.max_positions) * c.head_dim / 2);
-      rope_sin_ = scratch_.take(static_cast<std::size_t>(c.max_positions) * c.head_dim / 2);
+      rope_cos_ = scratch_.take(block::rope_table_floats(c));
+      rope_sin_ = scratch_.take(block::rope_table_floats(c));
     }
     if (pass == 0) scratch_.reserve();
   }
-  if (llama) {
-    const std::vector<double> inv_freq = rope_inv_freq(c);
-    k::rope_tables(c.max_positions, c.head_dim, inv_freq.data(), rope_cos_, rope_sin_);
-  }
+  block::fill_rope_table(c, rope_cos_, rope_sin_);
   pos_.resize(R);
-}
-
-void lm_runner::norm(const float* x, const float* w, const float* b, float* y, int n) const {
-  const lm_config& c = w_.cfg;
-  if (c.arch == lm_arch::llama) {
-    k::rmsnorm_forward(x, w, y, n, c.hidden, c.norm_eps);
-  } else {
-    k::layernorm_forward(x, w, b, y, nullptr, nullptr, n, c.hidden, c.norm_eps);
-  }
 }
 
 // qkv = norm1(x) @ qkv_w; rope; K/V into the pool; attention per chunk; x += att @ o_w.
 void lm_runner::attention_layer(int l, std::span<const lm_chunk> chunks, kv_storage& kv, int n) {
-  const lm_config& c = w_.cfg;
+  const model_spec& c = w_.cfg;
   const lm_layer& L = w_.layers[static_cast<std::size_t>(l)];
   const int C = c.hidden, Q = c.q_dim(), KV = c.kv_dim(), D = c.qkv_dim(), bs = kv.block_size();
-  norm(x_, L.norm1_w, L.norm1_b, ln_, n);
-  k::gemm(false, false, n, D, C, 1.0f, ln_, C, L.qkv_w, D, 0.0f, qkv_, D);
-  add_bias(qkv_, L.qkv_b, n, D);
-  if (c.arch == lm_arch::llama) {
-    k::rope_forward(qkv_, D, n, pos_.data(), c.n_head, c.head_dim, rope_cos_, rope_sin_);
-    k::rope_forward(qkv_ + Q, D, n, pos_.data(), c.n_kv_head, c.head_dim, rope_cos_, rope_sin_);
-  }
+  block::norm_forward(c, x_, L.norm1_w, L.norm1_b, ln_, nullptr, nullptr, n);
+  block::qkv_forward(c, L, ln_, qkv_, pos_.data(), {rope_cos_, rope_sin_}, n);
   // K/V of every row into the pool first: chunks then only read.
   int row = 0;
   row0_.clear();
@@ -157,31 +102,18 @@ void lm_runner::attention_layer(int l, std::span<const lm_chunk> chunks, kv_stor
     attend(static_cast<std::size_t>(direct_[static_cast<std::size_t>(j)]),
            decode_scratch_ + decode_scratch_stride_ * static_cast<std::size_t>(worker));
   });
-  k::gemm(false, false, n, C, Q, 1.0f, att_, Q, L.o_w, C, 1.0f, x_, C);
-  add_bias(x_, L.o_b, n, C);
+  block::attn_out_forward(c, L, att_, Q, x_, x_, n);
 }
 
 // x += act(norm2(x) @ up_w) @ down_w
 void lm_runner::mlp_layer(const lm_layer& L, int n) {
-  const lm_config& c = w_.cfg;
-  const int C = c.hidden, I = c.intermediate;
-  norm(x_, L.norm2_w, L.norm2_b, ln_, n);
-  const float* h = mlp_;
-  if (c.arch == lm_arch::llama) {
-    k::gemm(false, false, n, 2 * I, C, 1.0f, ln_, C, L.up_w, 2 * I, 0.0f, mlp_, 2 * I);
-    k::swiglu_forward(mlp_, act_, n, I);
-    h = act_;
-  } else {
-    k::gemm(false, false, n, I, C, 1.0f, ln_, C, L.up_w, I, 0.0f, mlp_, I);
-    add_bias(mlp_, L.up_b, n, I);
-    k::gelu_forward(mlp_, mlp_, static_cast<std::size_t>(n) * I);
-  }
-  k::gemm(false, false, n, C, I, 1.0f, h, I, L.down_w, C, 1.0f, x_, C);
-  add_bias(x_, L.down_b, n, C);
+  const model_spec& c = w_.cfg;
+  block::norm_forward(c, x_, L.norm2_w, L.norm2_b, ln_, nullptr, nullptr, n);
+  block::mlp_forward(c, L, ln_, mlp_, act_, x_, x_, n);
 }
 
 void lm_runner::forward(std::span<const lm_chunk> chunks, kv_storage& kv) {
-  const lm_config& c = w_.cfg;
+  const model_spec& c = w_.cfg;
   const int C = c.hidden, V = c.vocab_size;
   int n = 0, n_logits = 0;
   for (const lm_chunk& ch : chunks) {
@@ -221,52 +153,39 @@ void lm_runner::forward(std::span<const lm_chunk> chunks, kv_storage& kv) {
                 C * sizeof(float));
   }
   if (n_logits == 0) return;
-  norm(ln_, w_.normf_w, w_.normf_b, lnf_, n_logits);
+  block::norm_forward(c, ln_, w_.normf_w, w_.normf_b, lnf_, nullptr, nullptr, n_logits);
   k::gemm(false, true, n_logits, V, C, 1.0f, lnf_, C, w_.head, C, 0.0f, logits_, V);
 }
 
-lm_weights gpt2_lm_weights(const model_config& m, const float* flat, const std::string& name) {
-  const param_layout layout = gpt2_layout(m);
+lm_weights make_lm_weights(const model_spec& spec, fbuffer flat) {
   lm_weights w;
-  lm_config& c = w.cfg;
-  c.arch = lm_arch::gpt2;
-  c.name = name;
-  c.vocab_size = m.vocab_size;
-  c.hidden = m.n_embd;
-  c.n_layer = m.n_layer;
-  c.n_head = c.n_kv_head = m.n_head;
-  c.head_dim = m.n_embd / m.n_head;
-  c.intermediate = 4 * m.n_embd;
-  c.max_positions = m.n_positions;
-  c.norm_eps = 1e-5f;
-  c.tied_head = true;
-  c.eos_id = m.vocab_size > 50256 ? 50256 : -1;
-  w.store.resize(layout.total);
-  std::memcpy(w.store.data(), flat, layout.total * sizeof(float));
-  auto at = [&](const std::string& n) -> const float* {
-    return w.store.data() + layout.find(n)->offset;
-  };
-  w.tok_emb = at("wte.weight");
-  w.pos_emb = at("wpe.weight");
-  w.head = w.tok_emb;
-  for (int l = 0; l < m.n_layer; ++l) {
-    const std::string h = "h." + std::to_string(l) + ".";
-    w.layers.push_back({.norm1_w = at(h + "ln_1.weight"),
-                        .norm1_b = at(h + "ln_1.bias"),
-                        .qkv_w = at(h + "attn.c_attn.weight"),
-                        .qkv_b = at(h + "attn.c_attn.bias"),
-                        .o_w = at(h + "attn.c_proj.weight"),
-                        .o_b = at(h + "attn.c_proj.bias"),
-                        .norm2_w = at(h + "ln_2.weight"),
-                        .norm2_b = at(h + "ln_2.bias"),
-                        .up_w = at(h + "mlp.c_fc.weight"),
-                        .up_b = at(h + "mlp.c_fc.bias"),
-                        .down_w = at(h + "mlp.c_proj.weight"),
-                        .down_b = at(h + "mlp.c_proj.bias")});
-  }
-  w.normf_w = at("ln_f.weight");
-  w.normf_b = at("ln_f.bias");
+  w.cfg = spec;
+  w.layout = make_layout(spec);
+  if (flat.size() != w.layout.total)
+    fail("lm_weights: {} floats given, the {} spec's layout has {}", flat.size(),
+         arch_name(spec.arch), w.layout.total);
+  w.store = std::move(flat);
+  const float* base = w.store.data();
+  auto g = w.layout.globals<const float>(base);
+  w.tok_emb = g.tok_emb;
+  w.pos_emb = g.pos_emb;
+  w.normf_w = g.normf_w;
+  w.normf_b = g.normf_b;
+  w.head = g.head ? g.head : g.tok_emb;
+  for (int l = 0; l < spec.n_layer; ++l) w.layers.push_back(w.layout.block<const float>(base, l));
   return w;
+}
+
+lm_weights copy_lm_weights(const model_spec& spec, const float* flat) {
+  fbuffer store(make_layout(spec).total);
+  std::memcpy(store.data(), flat, store.size() * sizeof(float));
+  return make_lm_weights(spec, std::move(store));
+}
+
+lm_weights gpt2_lm_weights(const model_config& m, const float* flat, const std::string& name) {
+  model_spec spec = spec_of(m);
+  spec.name = name;
+  return copy_lm_weights(spec, flat);
 }
 
 }  // namespace zf

@@ -4,8 +4,8 @@
 // paged pool. Every matrix multiply runs over all the batch's rows at once (that is what makes
 // SplitFuse pay: a decode row rides along a prefill chunk's GEMM); attention runs per chunk
 // over the chunk's own sequence (paged_attention).
-// GPT-2 (LayerNorm, learned positions, GELU MLP, biases, tied head) and Llama (RMSNorm, RoPE,
-// SwiGLU, grouped-query attention, untied head) share the code; lm_config says which.
+// This is the model's paged mode: the block math is runtime/block's, shared with the train and
+// score modes (runtime/model); only attention (paged_attention over the KV pool) is its own.
 // Allocation: all scratch is sized at construction for max_rows tokens and max_logits sampled
 // rows; forward() allocates nothing.
 #include <span>
@@ -17,11 +17,6 @@
 #include "runtime/worker_pool.hpp"
 
 namespace zf {
-
-// The RoPE inverse frequencies of a Llama config: [head_dim/2], theta^(-2i/d) rescaled per
-// c.rope as transformers' modeling_rope_utils does (_compute_linear_scaling_rope_parameters,
-// _compute_llama3_parameters), in double.
-std::vector<double> rope_inv_freq(const lm_config& c);
 
 struct lm_chunk {
   const int* tokens = nullptr;  // [len] ids at positions start .. start+len-1
@@ -36,7 +31,7 @@ class lm_runner {
   // most. Both are hard limits checked by forward().
   // threads: for the per-chunk attention of decode rows (GEMMs use OpenBLAS's own threads).
   lm_runner(const lm_weights& w, int max_rows, int max_logits, int threads = 1);
-  const lm_config& config() const { return w_.cfg; }
+  const model_spec& config() const { return w_.cfg; }
 
   // Computes the chunks: their K/V are written into kv at their positions (slot p of a chunk's
   // sequence in block blocks[p / block_size], row p % block_size), then attention reads
@@ -52,7 +47,6 @@ class lm_runner {
   std::size_t scratch_bytes() const { return scratch_.bytes(); }
 
  private:
-  void norm(const float* x, const float* w, const float* b, float* y, int n) const;
   void attention_layer(int l, std::span<const lm_chunk> chunks, kv_storage& kv, int rows);
   void mlp_layer(const lm_layer& L, int rows);
 

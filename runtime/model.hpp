@@ -1,49 +1,25 @@
 #pragma once
-// GPT-2 (pre-LayerNorm decoder, learned positions, GELU-tanh MLP, tied LM head), fp32, forward
-// and backward on the kernels. Parameters and gradients each live in one flat buffer laid out by
-// `param_layout` under Hugging Face GPT-2 names (wte.weight, h.0.attn.c_attn.weight, ...; Conv1D
-// weights are [in, out]), so optimizer shards, checkpoints and safetensors all address the same
-// bytes by name and offset.
-// Invariants: training activations are sized for one (B, T) on first use and reused; a different
-// (B, T) re-plans them once. Gradients ACCUMULATE across forward_backward calls until zero_grad.
+// The model in train and score modes: one decoder-only transformer (GPT-2 or Llama, from a
+// model_spec), fp32, forward and backward on the kernels, running the block code it shares with
+// the paged serving forward (runtime/block). Parameters and gradients each live in one flat
+// buffer in the canonical layout (runtime/layout: addressed by name, split into regions), so
+// optimizer shards, checkpoints, safetensors and the serving weights all address the same bytes.
+// Invariants: activations are sized for one (B, T) on first use and reused; a different (B, T)
+// re-plans them once. Gradients ACCUMULATE across forward_backward calls until zero_grad.
+// At most one parameter region is acquired at a time (ZeRO stage 3 gathers into one bucket);
+// the gradient region of the embeddings is held through the whole backward.
 #include <cstdint>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "runtime/block.hpp"
 #include "runtime/config.hpp"
+#include "runtime/layout.hpp"
+#include "runtime/model_spec.hpp"
 #include "runtime/tensor.hpp"
 
 namespace zf {
-
-struct param_info {
-  std::string name;
-  std::vector<int64_t> shape;
-  std::size_t offset = 0;  // in floats, into the flat parameter buffer
-  std::size_t numel = 0;
-  bool decay = false;  // AdamW weight decay applies (matrices and embeddings)
-};
-
-struct param_layout {
-  std::vector<param_info> params;
-  std::size_t total = 0;
-  const param_info* find(const std::string& name) const;
-};
-
-param_layout gpt2_layout(const model_config& m);
-// GPT-2 initialisation into a flat buffer: N(0, 0.02), residual projections N(0, 0.02/sqrt(2L)),
-// LayerNorm (1, 0), biases 0. Deterministic for a seed.
-void init_gpt2_params(const param_layout& layout, int n_layer, uint64_t seed, float* out);
-
-// Parameter regions: contiguous ranges of the flat layout that forward and backward touch one
-// at a time, in this order: 0 = embeddings (wte, wpe), 1..L = block l-1, L+1 = ln_f. ZeRO
-// partitions each region across ranks, gathers a region's parameters just before use (stage 3)
-// and reduce-scatters its gradients as soon as backward is done with it (stages 2, 3).
-struct region {
-  std::size_t begin = 0, end = 0;  // in floats, into the flat layout
-  std::size_t size() const { return end - begin; }
-};
-std::vector<region> gpt2_regions(const param_layout& layout, int n_layer);
 
 // Where the model reads a region's parameters and accumulates its gradients. acquire returns a
 // pointer to the region's first float (the region's tensors follow at their layout offsets
@@ -55,30 +31,31 @@ struct region_access {
   virtual void release(int region) = 0;
 };
 
-// Per-layer KV cache for incremental decoding: k, v: [n_layer][n_positions, C].
-struct kv_cache {
-  fbuffer k, v;
-  int len = 0;  // positions filled
-};
+// Initialisation into a flat buffer in layout order: matrices N(0, 0.02), residual output
+// projections (c_proj / o_proj, down_proj) N(0, 0.02/sqrt(2 n_layer)), norm weights 1, biases
+// 0. Deterministic for a seed.
+void init_params(const param_layout& layout, int n_layer, uint64_t seed, float* out);
 
-class gpt2_model {
+// The layout of a run configuration's model (`model.*` keys).
+param_layout layout_of(const model_config& m);
+
+class transformer {
  public:
   // own_params / own_grads false: the flat buffers are not allocated and a region_access must
   // provide them (ZeRO stage 3 / stages 2-3).
-  explicit gpt2_model(const model_config& cfg, bool own_params = true, bool own_grads = true);
+  explicit transformer(const model_spec& spec, bool own_params = true, bool own_grads = true);
+  explicit transformer(const model_config& m, bool own_params = true, bool own_grads = true);
   void set_param_access(region_access* a) { param_access_ = a; }
   void set_grad_access(region_access* a) { grad_access_ = a; }
-  const std::vector<region>& regions() const { return regions_; }
+  const std::vector<region>& regions() const { return layout_.regions; }
 
-  const model_config& config() const { return cfg_; }
+  const model_spec& spec() const { return spec_; }
   const param_layout& layout() const { return layout_; }
   fbuffer& params() { return params_; }
   const fbuffer& params() const { return params_; }
   fbuffer& grads() { return grads_; }
   float* param(const std::string& name);  // zf::error if unknown
 
-  // GPT-2 initialisation: N(0, 0.02), residual projections N(0, 0.02/sqrt(2L)), LN (1, 0),
-  // biases 0. Deterministic for a seed.
   void init_weights(uint64_t seed);
   void zero_grad() { grads_.zero(); }
 
@@ -90,54 +67,59 @@ class gpt2_model {
   float forward_backward(const int* ids, const int* targets, int b, int t, float loss_scale = 1);
   const float* logits() const { return logits_; }
 
-  // Incremental decoding: runs n tokens at positions cache.len .. cache.len+n-1 (a prefill when
-  // n > 1, a decode step when n == 1), appends their K/V to the cache and writes the logits of
-  // the last position into out: [V]. Allocation happens once per model (sized n_positions).
-  void decode(const int* ids, int n, kv_cache& cache, float* out);
-  kv_cache make_cache() const;
+  // Score mode: logprobs [b*t] = log p(targets[i] | ids up to i) under the model (the
+  // log-softmax of the raw logits, as serving reports them); 0 where targets[i] < 0.
+  void score(const int* ids, const int* targets, int b, int t, float* logprobs);
 
-  std::size_t activation_bytes() const { return acts_.bytes() + infer_.bytes(); }
+  std::size_t activation_bytes() const { return acts_.bytes(); }
 
  private:
-  struct layer_ptrs {  // views into params_ or grads_ for one block
-    float *ln1_w, *ln1_b, *attn_w, *attn_b, *proj_w, *proj_b, *ln2_w, *ln2_b, *fc_w, *fc_b,
-        *fcproj_w, *fcproj_b;
+  struct layer_acts {
+    float *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *atty, *res2, *ln2, *ln2_mean, *ln2_rstd, *h,
+        *res3;
   };
-  layer_ptrs layer(float* region_base, int l);
-  float* tensor(float* region_base, int region, std::size_t param_index);
   float* acquire_params(int r);
   void release_params(int r);
   float* acquire_grads(int r);
   void release_grads(int r);
+  block::weights block_w(float* base, int l) const;
+  block::grads block_g(float* base, int l) const;
   void plan(int b, int t);
   float run_forward(const int* ids, const int* targets, int b, int t, bool fuse_xent, float scale);
+  void block_forward(int l, int b, int t);
+  void block_backward(int l, int b, int t);
+  void head_backward(int R_head, float* gemb);
 
-  model_config cfg_;
+  model_spec spec_;
   param_layout layout_;
-  std::vector<region> regions_;
   fbuffer params_, grads_;
   region_access* param_access_ = nullptr;
   region_access* grad_access_ = nullptr;
-  float* head_wte_ = nullptr;  // wte held from the head's forward through its backward
+  int L_ = 0, R_emb_ = 0, R_final_ = 0;
+  float* head_w_ = nullptr;  // [V, C] head held from the head's forward through its backward
+  float* head_base_ = nullptr;
+  fbuffer rope_;  // cos | sin tables (Llama)
+  block::rope_table rope_tab_;
 
   // training activations (arena acts_), planned for (b_, t_)
   arena acts_;
   int b_ = 0, t_ = 0;
+  std::vector<int> pos_;  // [b*t] position of each row
   float *encoded_ = nullptr, *lnf_ = nullptr, *lnf_mean_ = nullptr, *lnf_rstd_ = nullptr;
-  float *logits_ = nullptr, *losses_ = nullptr, *gelu_ = nullptr;
-  struct layer_acts {
-    float *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *atty, *res2, *ln2, *ln2_mean, *ln2_rstd, *fch,
-        *res3;
-  };
+  float *logits_ = nullptr, *losses_ = nullptr, *act_ = nullptr;
   std::vector<layer_acts> la_;
   // backward scratch shared by all layers
   float *dres_ = nullptr, *dln_ = nullptr, *dbig_ = nullptr, *dqkv_ = nullptr, *datty_ = nullptr,
         *datt_ = nullptr;
-
-  // inference scratch (arena infer_), sized for n_positions rows
-  arena infer_;
-  float *ix_ = nullptr, *iln_ = nullptr, *iqkv_ = nullptr, *iatty_ = nullptr, *ifc_ = nullptr,
-        *iatt_ = nullptr, *itmp_ = nullptr;
 };
+
+// Transitional names (callers are being moved to the ones above).
+using gpt2_model = transformer;
+inline param_layout gpt2_layout(const model_config& m) {
+  return layout_of(m);
+}
+inline void init_gpt2_params(const param_layout& l, int n_layer, uint64_t seed, float* out) {
+  init_params(l, n_layer, seed, out);
+}
 
 }  // namespace zf

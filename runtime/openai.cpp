@@ -76,6 +76,18 @@ std::string new_response_id(endpoint kind) {
                      uint32_t(rng()));
 }
 
+std::string system_fingerprint(uint64_t version) {
+  return fmt::format("zf-{}", version);
+}
+
+std::string weights_update_body(const serve::weights_result& r) {
+  return dump({{"success", true}, {"version", r.version}, {"message", r.message}});
+}
+
+api_error weights_update_error(const serve::weights_result& r) {
+  return submit_error({0, r.status, 0, r.message});
+}
+
 std::string sse(const json& j) {
   return "data: " + dump(j) + "\n\n";
 }
@@ -149,9 +161,16 @@ json response_writer::chunk(int index, json delta_or_text, const char* finish,
             {"object", kind_ == endpoint::chat ? "chat.completion.chunk" : "text_completion"},
             {"created", created_},
             {"model", model_},
+            {"system_fingerprint", system_fingerprint(choices_[index].version)},
             {"choices", json::array({std::move(c)})}};
   if (include_usage_) j["usage"] = nullptr;
   return j;
+}
+
+uint64_t response_writer::newest_version() const {
+  uint64_t v = 0;
+  for (const choice& c : choices_) v = std::max(v, c.version);
+  return v;
 }
 
 std::string response_writer::on_event(const serve::completion_event& e) {
@@ -159,6 +178,8 @@ std::string response_writer::on_event(const serve::completion_event& e) {
   choice& ch = choices_[e.index];
   if (ch.finish != serve::finish_reason::none) return {};  // nothing after a choice's final
   ch.completion_tokens += static_cast<int>(e.tokens.size());
+  if (!e.tokens.empty() || !ch.seen) ch.version = e.weights_version;
+  ch.seen = true;
   const bool final = e.finish != serve::finish_reason::none;
   if (final) {
     ch.finish = e.finish;
@@ -208,6 +229,7 @@ std::string response_writer::stream_tail() const {
               {"object", kind_ == endpoint::chat ? "chat.completion.chunk" : "text_completion"},
               {"created", created_},
               {"model", model_},
+              {"system_fingerprint", system_fingerprint(newest_version())},
               {"choices", json::array()},
               {"usage", usage()}};
     out += sse(j);
@@ -235,6 +257,7 @@ std::string response_writer::body() const {
                {"object", kind_ == endpoint::chat ? "chat.completion" : "text_completion"},
                {"created", created_},
                {"model", model_},
+               {"system_fingerprint", system_fingerprint(newest_version())},
                {"choices", std::move(choices)},
                {"usage", usage()}});
 }

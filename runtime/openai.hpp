@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -60,6 +61,23 @@ struct request {
 std::variant<request, api_error> parse_request(endpoint kind, std::string_view body,
                                                const serve::completion_backend& backend);
 
+// POST /v1/update_weights_from_disk (SGLang's endpoint): {"path": "<model folder on the
+// server>"} ("model_path", SGLang's spelling, is accepted too) and an optional "version" (a
+// non-negative integer; absent: the served version + 1).
+struct weights_update {
+  std::string path;
+  std::optional<uint64_t> version;
+};
+std::variant<weights_update, api_error> parse_weights_update(std::string_view body);
+// Its answer once the backend is done: status 200 with {"success": true, "version": N,
+// "message": "..."}, else the error (400 invalid_request_error, others server_error).
+std::string weights_update_body(const serve::weights_result& r);
+api_error weights_update_error(const serve::weights_result& r);
+
+// "zf-<version>": the system_fingerprint of what weights `version` produced (responses and
+// chunks carry it; see response_writer).
+std::string system_fingerprint(uint64_t version);
+
 // "cmpl-<24 hex>" or "chatcmpl-<24 hex>", random.
 std::string new_response_id(endpoint kind);
 
@@ -82,6 +100,10 @@ std::string new_response_id(endpoint kind);
 // A streamed chunk carries the tokens not yet shown (text held back for a stop string or an
 // unfinished character carries its tokens to the next chunk); a chunk with none has null.
 // Values below -9999 (far under float precision) are clamped to -9999, as vLLM and OpenAI do.
+//
+// system_fingerprint (every chunk and body): the version of the weights whose forward produced
+// the choice's last token so far (events' weights_version); a body or usage chunk of n > 1
+// choices names the newest of its choices' versions (versions only grow).
 class response_writer {
  public:
   // Raw bytes of a token id. Without one, tokens are named "token_id:<id>" (vLLM's spelling).
@@ -105,6 +127,8 @@ class response_writer {
     std::string text;
     bool started = false;  // chat stream: role delta sent
     int completion_tokens = 0;
+    uint64_t version = 0;  // weights version of the last token (or of the first event)
+    bool seen = false;     // an event arrived
     serve::finish_reason finish = serve::finish_reason::none;
     // Rendered logprobs of the tokens not yet sent (non-streaming: all), in the endpoint's
     // format; null while there are none.
@@ -116,6 +140,7 @@ class response_writer {
   };
   nlohmann::json chunk(int index, nlohmann::json delta_or_text, const char* finish,
                        nlohmann::json logprobs = nullptr) const;
+  uint64_t newest_version() const;
   nlohmann::json usage() const;
   void add_logprobs(choice& ch, const serve::position_logprobs& p);
   std::string bytes_of(int token) const;

@@ -336,17 +336,48 @@ api_error submit_error(const serve::submit_result& r) {
   return make_error(r.status, r.message, "server_error");
 }
 
-std::variant<request, api_error> parse_request(endpoint kind, std::string_view body,
-                                               const serve::completion_backend& backend) {
-  json j;
+namespace {
+
+// The body as JSON, or an api_error thrown.
+json parse_body(std::string_view body) {
   try {
-    j = json::parse(body);
+    return json::parse(body);
   } catch (const json::parse_error& e) {
-    return bad_request(
+    throw bad_request(
         fmt::format("Invalid JSON in the request body at byte {}: {}", e.byte, e.what()));
   }
+}
+
+}  // namespace
+
+std::variant<weights_update, api_error> parse_weights_update(std::string_view body) {
   try {
-    return parse_object(kind, j, backend);
+    const json j = parse_body(body);
+    if (!j.is_object()) reject(fmt::format("the request body must be a JSON object, got {}",
+                                           j.type_name()));
+    const char* key = field(j, "path") || !field(j, "model_path") ? "path" : "model_path";
+    const json* p = field(j, key);
+    if (!p) reject("'path' is required: the model folder to load", "path");
+    if (!p->is_string()) wrong_type(key, "a string", *p);
+    weights_update u;
+    u.path = p->get<std::string>();
+    if (u.path.empty()) reject(fmt::format("'{}' must not be empty", key), key);
+    if (const json* v = field(j, "version")) {
+      if (!v->is_number_integer() || (!v->is_number_unsigned() && v->get<int64_t>() < 0))
+        reject(fmt::format("'version' must be a non-negative integer, got {}", v->dump()),
+               "version");
+      u.version = v->get<uint64_t>();
+    }
+    return u;
+  } catch (const api_error& e) {
+    return e;
+  }
+}
+
+std::variant<request, api_error> parse_request(endpoint kind, std::string_view body,
+                                               const serve::completion_backend& backend) {
+  try {
+    return parse_object(kind, parse_body(body), backend);
   } catch (const api_error& e) {
     return e;
   } catch (const json::exception& e) {  // e.g. a content part's "type" that is not a string

@@ -148,6 +148,13 @@ void scheduler::preempt(seq* q, step_plan& plan) {
   plan.preempted.push_back(q->id);
 }
 
+int scheduler::preempt_all() {
+  step_plan none;
+  while (!s_->running.empty()) preempt(s_->running.back(), none);
+  s_->pending.clear();  // copies between blocks that are all free now
+  return static_cast<int>(none.preempted.size());
+}
+
 // The prompt's leading full blocks in the prefix cache, into q->hits. The last prompt token is
 // never taken from the cache: the prefill must compute at least one row to sample from.
 void scheduler::match(seq* q) {

@@ -97,6 +97,11 @@ class scheduler {
   // planned in `plan.copies` of the NEXT schedule() call, before any of them writes).
   void complete(const step_plan& plan);
 
+  // Preempts every running sequence for recompute, between steps (after a weight update their
+  // K/V are stale): newest first, so they wait at the queue's front in admission order. Returns
+  // how many were preempted.
+  int preempt_all();
+
   // Ends a sequence at any time between steps (finished, stopped or cancelled): frees its
   // blocks (shared ones when their last user goes) and forgets it. A waiting group is removed
   // when all its ids are finished. Unknown ids are ignored.

@@ -5,11 +5,16 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "runtime/sampling.hpp"
+
+namespace zf {
+struct lm_weights;
+}
 
 namespace zf::serve {
 
@@ -67,11 +72,26 @@ struct completion_event {
   int prompt_tokens = 0;      // usage, set on the final event
   int completion_tokens = 0;  // tokens generated for this choice, set on the final event
   std::string error;          // finish == error: what went wrong
+  // The version of the weights whose forward pass produced this event's tokens (0: those the
+  // backend started with; see completion_backend::update_weights); an event without tokens
+  // carries the version served when it was sent.
+  uint64_t weights_version = 0;
 };
 
 // Called on the engine's thread, in order per choice. It must not block and must not call back
 // into the backend synchronously except cancel().
 using event_sink = std::function<void(const completion_event&)>;
+
+// The outcome of a weight update.
+struct weights_result {
+  int status = 200;      // 200 swapped; 400 refused (another shape, a version not newer than the
+                         // served one, a folder that does not load); 501 the backend cannot;
+                         // 503 the backend shut down first; 500 anything else
+  uint64_t version = 0;  // the version served once the call is over
+  std::string message;   // what was loaded, or why not
+};
+// Called once per update, on a backend thread; must not block.
+using weights_done = std::function<void(const weights_result&)>;
 
 struct submit_result {
   uint64_t id = 0;        // valid when status == 200
@@ -101,6 +121,22 @@ class completion_backend {
   virtual void cancel(uint64_t id) = 0;
   // Prometheus text exposition: zeroflow_* gauges, counters and histograms.
   virtual std::string metrics_text() const = 0;
+
+  // ---- weights that change while serving (RLHF weight sync). Every default answers 501.
+  // Thread-safe. The version served now: 0 for the weights the backend started with.
+  virtual uint64_t weights_version() const { return 0; }
+  // Thread-safe, asynchronous: serves `weights` as `version` (nullopt: the served version + 1;
+  // else it must be newer) from the next engine step on; done runs once the swap happened, or
+  // with why not (weights of another shape, a stale version), and then the old weights serve on.
+  virtual void update_weights_async(std::shared_ptr<const lm_weights> weights,
+                                    std::optional<uint64_t> version, weights_done done);
+  // The same for a model folder on the server's disk (a zeroflow checkpoint or a Hugging Face
+  // folder, storage/lm_loader.hpp), loaded off the engine's thread.
+  virtual void update_weights_from_disk(std::string path, std::optional<uint64_t> version,
+                                        weights_done done);
+  // Blocking update_weights_async: returns the version served once the swap happened; throws
+  // zf::error with the reason when it was refused.
+  uint64_t update_weights(uint64_t version, std::shared_ptr<const lm_weights> weights);
 };
 
 }  // namespace zf::serve

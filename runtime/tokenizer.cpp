@@ -159,6 +159,15 @@ int tokenizer::eot() const {
 int tokenizer::vocab_size() const {
   return int(model_->bytes.size());
 }
+int tokenizer::bos_token_id() const {
+  return model_->bos_token;
+}
+int tokenizer::eos_token_id() const {
+  return model_->eos_token;
+}
+const special_rule& tokenizer::prompt_specials() const {
+  return model_->specials;
+}
 int tokenizer::token_id(std::string_view token) const {
   auto it = model_->ids.find(token);
   return it == model_->ids.end() ? -1 : it->second;
@@ -282,6 +291,15 @@ std::vector<int> tokenizer::encode(std::string_view text) const {
   std::vector<int> out;
   out.reserve(text.size() / 3 + 1);
   encode_append(text, out);
+  return out;
+}
+
+std::vector<int> tokenizer::encode_with_special(std::string_view text) const {
+  const special_rule& r = model_->specials;
+  std::vector<int> out(r.prefix);
+  out.reserve(r.prefix.size() + text.size() / 3 + 1 + r.suffix.size());
+  encode_append(text, out);
+  out.insert(out.end(), r.suffix.begin(), r.suffix.end());
   return out;
 }
 

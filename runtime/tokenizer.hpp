@@ -8,11 +8,38 @@
 //   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
 // (PCRE2, UTF + UCP, JIT-compiled) or the Split regex of a tokenizer.json, and each pre-token's
 // bytes are merged by merge rank (with ignore_merges, a pre-token that is itself in the
-// vocabulary maps to its id directly, as Hugging Face does). encode never adds BOS/EOS: a
-// tokenizer.json post_processor is ignored, the caller prepends bos_id where the model wants it.
+// vocabulary maps to its id directly, as Hugging Face does). encode never adds BOS/EOS
+// (transformers' add_special_tokens=False); encode_with_special wraps it in the special tokens
+// the tokenizer's own files ask for (see "Special tokens" below), never a rule by architecture.
 // Input need not be valid UTF-8: invalid sequences never match the pattern, so each run of them
 // becomes its own pre-token and is byte-level encoded like any other; decode(encode(x)) == x for
 // every byte string x.
+//
+// Special tokens (prompt_specials, encode_with_special), as transformers and vLLM decide them:
+//   1. tokenizer.json "post_processor" gives the rule: null or absent, ByteLevel: nothing;
+//      TemplateProcessing: the SpecialToken pieces before / after $A in its "single" template,
+//      with their ids from its "special_tokens"; BertProcessing / RobertaProcessing: cls before,
+//      sep after; Sequence: its processors applied in order (a later one wraps the earlier ones'
+//      result). Any other type throws zf::error naming the file and the type.
+//   2. tokenizer_config.json beside tokenizer.json, when it gives "add_bos_token" /
+//      "add_eos_token" explicitly (true / false), overrides that side: prefix becomes {bos} or {},
+//      suffix {eos} or {}, bos / eos being its "bos_token" / "eos_token" (a string or an
+//      AddedToken object {"content": ...}) looked up among the added tokens, then model.vocab. A
+//      side the config does not name keeps the post_processor's tokens. This is transformers'
+//      rule: LlamaTokenizerFast (and, in transformers 5, every fast tokenizer given either flag)
+//      rebuilds the post_processor as TemplateProcessing "[bos:0] $A:0 [eos:0]" from the flags;
+//      without them the tokenizer.json post_processor stands (PreTrainedTokenizerFast, which
+//      Llama 3, Qwen 2 and GPT-2 checkpoints name). Where a single flag is given transformers
+//      differs by version for the other side (4.x LlamaTokenizerFast: add_bos_token defaults to
+//      true, add_eos_token to false; 5.x: both default to false); we keep the post_processor's.
+//      A flag that is true with no resolvable bos_token / eos_token throws zf::error (as 4.x's
+//      "add_bos_token = True but bos_token = None"); a non-boolean flag or an unknown token type
+//      throws too, naming tokenizer_config.json.
+//   GPT-2's own files (load_gpt2) add nothing, as GPT2TokenizerFast does.
+// A chat prompt is different: transformers' apply_chat_template renders text that already holds
+// the leading special tokens (Llama 3's template writes <|begin_of_text|>) and encodes it with
+// add_special_tokens=False, as vLLM's chat endpoint does; so chat text (format_chat,
+// chat_template.hpp) goes through encode(), never encode_with_special, or BOS would be doubled.
 //
 // Threading: the merge tables are immutable and shared between copies, but each object owns a
 // per-word cache and PCRE2 match data that encode() mutates. One object must be used from one
@@ -27,16 +54,24 @@
 
 namespace zf {
 
+// The special tokens a tokenizer adds around one text (a single sequence: the "single" template).
+struct special_rule {
+  std::vector<int> prefix;  // before the text's ids, e.g. {128000} (<|begin_of_text|>), Llama 3
+  std::vector<int> suffix;  // after them, e.g. {eos} where add_eos_token is true
+  bool operator==(const special_rule&) const = default;
+};
+
 class tokenizer {
  public:
   // dir holds encoder.json and vocab.bpe; a missing, unreadable or corrupt file throws zf::error
   // naming the file.
   static tokenizer load_gpt2(const std::filesystem::path& dir);
-  // A Hugging Face tokenizer.json: model.type "BPE" (vocab; merges as "a b" strings or [a, b]
-  // pairs; ignore_merges), added_tokens, no normalizer, pre_tokenizer ByteLevel (use_regex: the
-  // GPT-2 pattern) or Sequence [Split{Regex or String, Isolated}, ByteLevel{use_regex false}].
-  // Anything else (WordPiece, byte_fallback, a normalizer, add_prefix_space...) throws zf::error
-  // naming the file and the field.
+  // A Hugging Face tokenizer.json (or the folder holding it): model.type "BPE" (vocab; merges as
+  // "a b" strings or [a, b] pairs; ignore_merges), added_tokens, no normalizer, pre_tokenizer
+  // ByteLevel (use_regex: the GPT-2 pattern) or Sequence [Split{Regex or String, Isolated},
+  // ByteLevel{use_regex false}], post_processor as "Special tokens" above. Anything else
+  // (WordPiece, byte_fallback, a normalizer, add_prefix_space...) throws zf::error naming the
+  // file and the field. tokenizer_config.json in the same folder is read when present.
   static tokenizer load_hf(const std::filesystem::path& tokenizer_json);
 
   tokenizer(const tokenizer& other);
@@ -48,6 +83,12 @@ class tokenizer {
   // Token ids of text; an added token's text anywhere in text becomes its id.
   std::vector<int> encode(std::string_view text) const;
   void encode_append(std::string_view text, std::vector<int>& out) const;
+  // prompt_specials().prefix + encode(text) + prompt_specials().suffix: the ids of transformers'
+  // tokenizer(text) (add_special_tokens=True), what a completion prompt is fed as. Text that
+  // itself starts with BOS gets a second one, as in transformers and vLLM.
+  std::vector<int> encode_with_special(std::string_view text) const;
+  // What encode_with_special adds (see "Special tokens" above); empty for load_gpt2.
+  const special_rule& prompt_specials() const;
 
   // Concatenated bytes of ids (the result may hold partial UTF-8 at its ends). An id outside
   // [0, vocab_size()) throws zf::error.
@@ -59,6 +100,10 @@ class tokenizer {
   // "<|end_of_text|>", -1 if neither exists (a chat model's stop token is its config's eos_id).
   int eot() const;
   int vocab_size() const;  // 50257 for GPT-2
+  // Ids of tokenizer_config.json's "bos_token" / "eos_token"; -1 without that file, without the
+  // field or where it names no token (load_gpt2: -1).
+  int bos_token_id() const;
+  int eos_token_id() const;
   // Id of the token whose bytes are exactly `token` (an added token's content, or an ordinary
   // token's raw bytes, not its bytes_to_unicode spelling); -1 if there is none.
   int token_id(std::string_view token) const;

@@ -1,5 +1,6 @@
-// Hugging Face tokenizer.json loading (byte-level BPE): vocabulary, merges, added tokens and
-// the pre-tokenizer pattern. The tables it fills are the ones load_gpt2 fills.
+// Hugging Face tokenizer.json loading (byte-level BPE): vocabulary, merges, added tokens, the
+// pre-tokenizer pattern and the special tokens (tokenizer_special.cpp). The tables it fills are
+// the ones load_gpt2 fills.
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -58,13 +59,28 @@ hf_pattern parse_pre_tokenizer(const nlohmann::json& pre, const std::string& fil
        file, pat.dump());
 }
 
+using id_map = std::unordered_map<std::string, int, string_hash, std::equal_to<>>;
+
+// A special token named by text (tokenizer_config.json's bos_token): an added token's content
+// (ids holds it, special[id] set), else its model.vocab spelling (key_id); -1 if neither.
+int special_id(const id_map& ids, const std::vector<bool>& special, const id_map& key_id,
+               const std::string& text) {
+  if (auto it = ids.find(text); it != ids.end() && special[it->second]) return it->second;
+  auto it = key_id.find(text);
+  return it == key_id.end() ? -1 : it->second;
+}
+
 }  // namespace
 
 tokenizer tokenizer::load_hf(const std::filesystem::path& tokenizer_json) {
+  std::error_code ec;  // a folder names its tokenizer.json
+  const auto file = std::filesystem::is_directory(tokenizer_json, ec)
+                        ? tokenizer_json / "tokenizer.json"
+                        : tokenizer_json;
   try {
-    return load_hf_json(tokenizer_json);
+    return load_hf_json(file);
   } catch (const nlohmann::json::exception& e) {  // a field of an unexpected JSON type
-    fail("tokenizer: '{}': unexpected structure: {}", tokenizer_json.string(), e.what());
+    fail("tokenizer: '{}': unexpected structure: {}", file.string(), e.what());
   }
 }
 
@@ -114,7 +130,7 @@ tokenizer tokenizer::load_hf_json(const std::filesystem::path& tokenizer_json) {
   m->special.assign(n, false);
   m->ignore_merges = jm.value("ignore_merges", false);
   const auto u2b = unicode_to_bytes();
-  std::unordered_map<std::string, int, string_hash, std::equal_to<>> key_id;  // vocab spelling
+  id_map key_id;                                 // vocab spelling -> id
   std::unordered_map<int, std::string> odd_key;  // id -> a vocab key that is not byte-level
   for (const auto& [key, v] : vocab.items()) {
     const int id = v.get<int>();
@@ -184,6 +200,13 @@ tokenizer tokenizer::load_hf_json(const std::filesystem::path& tokenizer_json) {
   }
   for (std::string_view eot : {"<|endoftext|>", "<|end_of_text|>"})
     if (auto it = m->ids.find(eot); it != m->ids.end() && m->eot < 0) m->eot = it->second;
+
+  auto lookup = [&](const std::string& t) { return special_id(m->ids, m->special, key_id, t); };
+  auto sp =
+      read_hf_specials(j.value("post_processor", nlohmann::json()), tokenizer_json, n, lookup);
+  m->specials = std::move(sp.rule);
+  m->bos_token = sp.bos;
+  m->eos_token = sp.eos;
   return finish(std::move(m), pattern.text, pattern.literal, tokenizer_json);
 }
 

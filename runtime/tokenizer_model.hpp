@@ -6,6 +6,8 @@
 
 #include <array>
 #include <filesystem>
+#include <functional>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -82,6 +84,18 @@ struct string_hash {
   }
 };
 
+// The special tokens of a Hugging Face tokenizer (tokenizer_special.cpp; precedence in
+// tokenizer.hpp, "Special tokens"): post_processor is tokenizer.json's (null when absent); the
+// tokenizer_config.json beside tokenizer_json is read when present. lookup maps a token's text
+// (an added token's content, else its model.vocab spelling) to its id, -1 if none.
+struct hf_specials {
+  special_rule rule;
+  int bos = -1, eos = -1;  // tokenizer_config.json's bos_token / eos_token
+};
+hf_specials read_hf_specials(const nlohmann::json& post_processor,
+                             const std::filesystem::path& tokenizer_json, int vocab_size,
+                             const std::function<int(const std::string&)>& lookup);
+
 }  // namespace tokenizer_detail
 
 using namespace tokenizer_detail;
@@ -106,6 +120,8 @@ struct tokenizer::model {
   std::vector<bool> special;   // id -> is an added token
   bool ignore_merges = false;  // a pre-token found in `ids` maps to its id without merging
   int eot = -1;
+  special_rule specials;               // added by encode_with_special
+  int bos_token = -1, eos_token = -1;  // tokenizer_config.json's; -1: none
   pcre2_code* re = nullptr;
 
   void add_token(std::string text, int id) {

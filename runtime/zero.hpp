@@ -46,12 +46,12 @@ class zero_rank {
  public:
   // comm is not owned and must outlive this object; all ranks construct with the same config.
   // Parameters start from the seed's initialisation (identical on every rank).
-  zero_rank(const model_config& m, const train_config& t, int stage, comm::communicator& comm);
+  zero_rank(const model_spec& m, const train_config& t, int stage, comm::communicator& comm);
   ~zero_rank();
 
   int stage() const { return stage_; }
   int rank() const { return comm_.rank(); }
-  gpt2_model& model() { return *model_; }
+  transformer& model() { return *model_; }
   const zero_partition& partition() const { return part_; }
 
   void zero_grad();
@@ -92,11 +92,11 @@ class zero_rank {
   struct grad_scatter;
   float* owned_param_ptr(std::size_t i);  // region i's chunk of the parameters this rank steps
 
-  model_config mcfg_;
+  model_spec spec_;
   int stage_;
   comm::communicator& comm_;
   zero_partition part_;
-  std::unique_ptr<gpt2_model> model_;
+  std::unique_ptr<transformer> model_;
   std::unique_ptr<adamw> opt_;
   fbuffer owned_params_;  // stage 3
   fbuffer owned_grads_;   // stages 1-3

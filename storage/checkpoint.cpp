@@ -757,7 +757,7 @@ fs::path export_safetensors(const fs::path& dir, const fs::path& file) {
   auto m = read_checkpoint_manifest(dir);
   run_config cfg;
   apply_toml(cfg, m.config_toml, manifest_path(m.dir).string());
-  const param_layout L = gpt2_layout(cfg.model);
+  const param_layout L = layout_of(cfg.model);
   std::vector<float> params(L.total);
   float* outs[3] = {params.data(), nullptr, nullptr};
   read_fragments(m, plan(m, L, 0, L.total, outs), false);
@@ -838,7 +838,7 @@ fs::path import_safetensors(const fs::path& file, const fs::path& root) {
     fail("import: {} already holds checkpoints; refusing to import into it", root.string());
 
   auto f = safetensors_file::open(file);
-  const param_layout L = gpt2_layout(cfg.model);
+  const param_layout L = layout_of(cfg.model);
   std::vector<float> params(L.total);
   for (auto& p : L.params) {
     const st_tensor* t = f.find(p.name);

@@ -1,8 +1,9 @@
-// load_hf_weights: a Hugging Face model folder (config.json + *.safetensors) -> lm_weights.
+// load_hf_model: a Hugging Face model folder (config.json + *.safetensors) -> the model spec and
+// its parameters in the canonical flat layout (runtime/layout.hpp).
 //
-// Two steps so that the fp32 store is allocated once: first every tensor the model needs is
-// found and its shape checked (a plan of blocks, each one destination tensor made of one or more
-// source tensors), then the store is sized from the plan and each block converted into it.
+// Two steps so that the fp32 buffer is allocated once: first every tensor the model needs is
+// found and its shape checked (a plan of blocks, each one canonical tensor made of one or more
+// source tensors), then the buffer is sized from the layout and each block converted into it.
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
@@ -121,8 +122,8 @@ rope_scaling parse_rope_scaling(const config_reader& c) {
   return s;
 }
 
-// attention_bias (Llama q/k/v/o biases) is not an lm_config field: it is returned apart.
-lm_config parse_config(const fs::path& dir, bool& attention_bias) {
+// attention_bias: Llama q/k/v/o biases (the spec's attn_bias).
+model_spec parse_config(const fs::path& dir, bool& attention_bias) {
   const fs::path path = dir / "config.json";
   config_reader c{{}, path.string(), ""};
   if (!fs::is_regular_file(path))
@@ -134,12 +135,12 @@ lm_config parse_config(const fs::path& dir, bool& attention_bias) {
     fail("hf: {}: not valid JSON: {}", c.file, e.what());
   }
   if (!c.j.is_object()) fail("hf: {}: expected a JSON object", c.file);
-  lm_config cfg;
+  model_spec cfg;
   fs::path folder = dir.filename().empty() ? dir.parent_path() : dir;
   cfg.name = folder.filename().string();
   const std::string type = c.string_or("model_type", "");
   if (type == "gpt2") {
-    cfg.arch = lm_arch::gpt2;
+    cfg.arch = model_arch::gpt2;
     cfg.vocab_size = c.pos_int("vocab_size");
     cfg.hidden = c.pos_int("n_embd");
     cfg.n_layer = c.pos_int("n_layer");
@@ -159,7 +160,7 @@ lm_config parse_config(const fs::path& dir, bool& attention_bias) {
     cfg.n_kv_head = cfg.n_head;
     cfg.head_dim = cfg.hidden / cfg.n_head;
   } else if (type == "llama") {
-    cfg.arch = lm_arch::llama;
+    cfg.arch = model_arch::llama;
     cfg.vocab_size = c.pos_int("vocab_size");
     cfg.hidden = c.pos_int("hidden_size");
     cfg.n_layer = c.pos_int("num_hidden_layers");
@@ -206,7 +207,7 @@ struct part {
 // One destination tensor of `rows x cols` floats, filled from its parts in order: transposed
 // parts side by side (fused q|k|v, gate|up), plain parts one after another (vectors, Conv1D).
 struct block {
-  const float** dst;
+  std::string dst;  // canonical name (runtime/layout.hpp)
   std::size_t rows, cols;
   std::vector<part> parts;
 };
@@ -276,127 +277,117 @@ void fill(const block& b, float* dst) {
 
 using dims = std::vector<int64_t>;
 
-void plan_gpt2(const planner& pl, lm_weights& w, std::vector<block>& plan) {
-  const lm_config& c = w.cfg;
+void plan_gpt2(const planner& pl, const model_spec& c, std::vector<block>& plan) {
   const int64_t H = c.hidden, I = c.intermediate, Q = c.qkv_dim();
-  auto vec = [&](const float** dst, const std::string& key, int64_t n) {
-    plan.push_back({dst, 1, std::size_t(n), {pl.need(key, {n})}});
+  // Canonical GPT-2 names are Hugging Face's (Conv1D weights are already [in, out]).
+  auto vec = [&](const std::string& key, int64_t n) {
+    plan.push_back({key, 1, std::size_t(n), {pl.need(key, {n})}});
   };
-  auto mat = [&](const float** dst, const std::string& key, int64_t r, int64_t k) {
-    plan.push_back({dst, std::size_t(r), std::size_t(k), {pl.need(key, {r, k})}});
+  auto mat = [&](const std::string& key, int64_t r, int64_t k) {
+    plan.push_back({key, std::size_t(r), std::size_t(k), {pl.need(key, {r, k})}});
   };
-  mat(&w.tok_emb, "wte.weight", c.vocab_size, H);
-  mat(&w.pos_emb, "wpe.weight", c.max_positions, H);
+  mat("wte.weight", c.vocab_size, H);
+  mat("wpe.weight", c.max_positions, H);
   for (int l = 0; l < c.n_layer; ++l) {
     const std::string p = "h." + std::to_string(l) + ".";
-    lm_layer& L = w.layers[l];
-    vec(&L.norm1_w, p + "ln_1.weight", H);
-    vec(&L.norm1_b, p + "ln_1.bias", H);
-    mat(&L.qkv_w, p + "attn.c_attn.weight", H, Q);  // Conv1D: already [in, out]
-    vec(&L.qkv_b, p + "attn.c_attn.bias", Q);
-    mat(&L.o_w, p + "attn.c_proj.weight", H, H);
-    vec(&L.o_b, p + "attn.c_proj.bias", H);
-    vec(&L.norm2_w, p + "ln_2.weight", H);
-    vec(&L.norm2_b, p + "ln_2.bias", H);
-    mat(&L.up_w, p + "mlp.c_fc.weight", H, I);
-    vec(&L.up_b, p + "mlp.c_fc.bias", I);
-    mat(&L.down_w, p + "mlp.c_proj.weight", I, H);
-    vec(&L.down_b, p + "mlp.c_proj.bias", H);
+    vec(p + "ln_1.weight", H);
+    vec(p + "ln_1.bias", H);
+    mat(p + "attn.c_attn.weight", H, Q);
+    vec(p + "attn.c_attn.bias", Q);
+    mat(p + "attn.c_proj.weight", H, H);
+    vec(p + "attn.c_proj.bias", H);
+    vec(p + "ln_2.weight", H);
+    vec(p + "ln_2.bias", H);
+    mat(p + "mlp.c_fc.weight", H, I);
+    vec(p + "mlp.c_fc.bias", I);
+    mat(p + "mlp.c_proj.weight", I, H);
+    vec(p + "mlp.c_proj.bias", H);
   }
-  vec(&w.normf_w, "ln_f.weight", H);
-  vec(&w.normf_b, "ln_f.bias", H);
-  if (!c.tied_head) mat(&w.head, "lm_head.weight", c.vocab_size, H);
+  vec("ln_f.weight", H);
+  vec("ln_f.bias", H);
+  if (!c.tied_head) mat("lm_head.weight", c.vocab_size, H);
 }
 
-void plan_llama(const planner& pl, lm_weights& w, std::vector<block>& plan) {
-  const lm_config& c = w.cfg;
+void plan_llama(const planner& pl, const model_spec& c, std::vector<block>& plan) {
   const int64_t H = c.hidden, I = c.intermediate, q = c.q_dim(), kv = c.kv_dim();
-  auto vec = [&](const float** dst, const std::string& key, int64_t n) {
-    plan.push_back({dst, 1, std::size_t(n), {pl.need(key, {n})}});
+  auto vec = [&](const std::string& key, int64_t n) {
+    plan.push_back({key, 1, std::size_t(n), {pl.need(key, {n})}});
   };
-  plan.push_back({&w.tok_emb,
+  plan.push_back({"embed_tokens.weight",
                   std::size_t(c.vocab_size),
                   std::size_t(H),
                   {pl.need("embed_tokens.weight", {c.vocab_size, H})}});
   for (int l = 0; l < c.n_layer; ++l) {
     const std::string p = "layers." + std::to_string(l) + ".";
-    lm_layer& L = w.layers[l];
-    vec(&L.norm1_w, p + "input_layernorm.weight", H);
+    vec(p + "input_layernorm.weight", H);
     // nn.Linear weights are [out, in]: transposed into fused [in, out] blocks.
-    plan.push_back({&L.qkv_w,
+    plan.push_back({p + "self_attn.qkv_proj.weight",
                     std::size_t(H),
                     std::size_t(q + 2 * kv),
                     {pl.need(p + "self_attn.q_proj.weight", {q, H}, true),
                      pl.need(p + "self_attn.k_proj.weight", {kv, H}, true),
                      pl.need(p + "self_attn.v_proj.weight", {kv, H}, true)}});
-    plan.push_back({&L.o_w,
+    plan.push_back({p + "self_attn.o_proj.weight",
                     std::size_t(q),
                     std::size_t(H),
                     {pl.need(p + "self_attn.o_proj.weight", {H, q}, true)}});
-    vec(&L.norm2_w, p + "post_attention_layernorm.weight", H);
-    plan.push_back({&L.up_w,
+    vec(p + "post_attention_layernorm.weight", H);
+    plan.push_back({p + "mlp.gate_up_proj.weight",
                     std::size_t(H),
                     std::size_t(2 * I),
                     {pl.need(p + "mlp.gate_proj.weight", {I, H}, true),
                      pl.need(p + "mlp.up_proj.weight", {I, H}, true)}});
-    plan.push_back({&L.down_w,
+    plan.push_back({p + "mlp.down_proj.weight",
                     std::size_t(I),
                     std::size_t(H),
                     {pl.need(p + "mlp.down_proj.weight", {H, I}, true)}});
   }
-  vec(&w.normf_w, "norm.weight", H);
+  vec("norm.weight", H);
   if (!c.tied_head)
-    plan.push_back({&w.head,
+    plan.push_back({"lm_head.weight",
                     std::size_t(c.vocab_size),
                     std::size_t(H),
                     {pl.need("lm_head.weight", {c.vocab_size, H})}});
 }
 
-void plan_llama_bias(const planner& pl, lm_weights& w, std::vector<block>& plan) {
-  const lm_config& c = w.cfg;
+void plan_llama_bias(const planner& pl, const model_spec& c, std::vector<block>& plan) {
   const int64_t H = c.hidden, q = c.q_dim(), kv = c.kv_dim();
   for (int l = 0; l < c.n_layer; ++l) {
     const std::string p = "layers." + std::to_string(l) + ".self_attn.";
-    lm_layer& L = w.layers[l];
-    plan.push_back({&L.qkv_b,
+    plan.push_back({p + "qkv_proj.bias",
                     1,
                     std::size_t(q + 2 * kv),
                     {pl.need(p + "q_proj.bias", {q}), pl.need(p + "k_proj.bias", {kv}),
                      pl.need(p + "v_proj.bias", {kv})}});
-    plan.push_back({&L.o_b, 1, std::size_t(H), {pl.need(p + "o_proj.bias", {H})}});
+    plan.push_back({p + "o_proj.bias", 1, std::size_t(H), {pl.need(p + "o_proj.bias", {H})}});
   }
 }
 
 }  // namespace
 
-lm_weights load_hf_weights(const std::filesystem::path& dir) {
-  lm_weights w;
+hf_model load_hf_model(const std::filesystem::path& dir) {
+  hf_model m;
   bool attention_bias = false;
-  w.cfg = parse_config(dir, attention_bias);
-  const bool llama = w.cfg.arch == lm_arch::llama;
+  m.spec = parse_config(dir, attention_bias);
+  m.spec.attn_bias = attention_bias;
+  const bool llama = m.spec.arch == model_arch::llama;
   planner pl(dir, llama);
-  w.layers.resize(std::size_t(w.cfg.n_layer));
   std::vector<block> plan;
   if (llama) {
-    plan_llama(pl, w, plan);
-    if (attention_bias) plan_llama_bias(pl, w, plan);
+    plan_llama(pl, m.spec, plan);
+    if (attention_bias) plan_llama_bias(pl, m.spec, plan);
   } else {
-    plan_gpt2(pl, w, plan);
+    plan_gpt2(pl, m.spec, plan);
   }
-  // Each block starts on a 64-byte boundary (16 floats), as the arena does.
-  auto padded = [](std::size_t n) { return (n + 15) / 16 * 16; };
-  std::size_t total = 0;
-  for (const block& b : plan) total += padded(b.rows * b.cols);
-  w.store.resize(total);
-  std::size_t off = 0;
-  for (const block& b : plan) {
-    float* dst = w.store.data() + off;
-    fill(b, dst);
-    *b.dst = dst;
-    off += padded(b.rows * b.cols);
-  }
-  if (w.cfg.tied_head) w.head = w.tok_emb;
-  return w;
+  const param_layout layout = make_layout(m.spec);
+  m.flat.resize(layout.total);
+  for (const block& b : plan) fill(b, m.flat.data() + layout.at(b.dst).offset);
+  return m;
+}
+
+lm_weights load_hf_weights(const std::filesystem::path& dir) {
+  hf_model m = load_hf_model(dir);
+  return make_lm_weights(m.spec, std::move(m.flat));
 }
 
 }  // namespace zf

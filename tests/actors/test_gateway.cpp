@@ -16,6 +16,7 @@
 
 #include "actors/fake_backend.hpp"
 #include "actors/gateway.hpp"
+#include "actors/http_client.hpp"
 #include "test_util.hpp"
 
 namespace net = boost::asio;
@@ -24,58 +25,12 @@ namespace http = beast::http;
 using tcp = net::ip::tcp;
 using nlohmann::json;
 using namespace std::chrono_literals;
+using zf::testing::client;
 using zf::testing::contains;
+using zf::testing::response;
+using zf::testing::sse_events;
 
 namespace {
-
-using response = http::response<http::string_body>;
-
-// One keep-alive connection; request() writes one request and reads its whole answer.
-struct client {
-  net::io_context ioc;
-  tcp::socket socket{ioc};
-  beast::flat_buffer buffer;
-
-  explicit client(int port) {
-    socket.connect({net::ip::make_address("127.0.0.1"), uint16_t(port)});
-  }
-
-  static http::request<http::string_body> make(http::verb verb, std::string target,
-                                               std::string body = {}) {
-    http::request<http::string_body> req{verb, target, 11};
-    req.set(http::field::host, "127.0.0.1");
-    if (!body.empty()) req.set(http::field::content_type, "application/json");
-    req.body() = std::move(body);
-    req.prepare_payload();
-    return req;
-  }
-  response request(http::verb verb, std::string target, std::string body = {}) {
-    http::write(socket, make(verb, std::move(target), std::move(body)));
-    return read();
-  }
-  response read() {
-    response res;
-    http::read(socket, buffer, res);
-    return res;
-  }
-  response post(std::string target, const json& body) {
-    return request(http::verb::post, std::move(target), body.dump());
-  }
-  response get(std::string target) { return request(http::verb::get, std::move(target)); }
-};
-
-// SSE body -> its JSON events; "[DONE]" becomes the string "[DONE]".
-std::vector<json> sse_events(const std::string& body) {
-  std::vector<json> out;
-  size_t pos = 0;
-  for (size_t end; (end = body.find("\n\n", pos)) != std::string::npos; pos = end + 2) {
-    std::string line = body.substr(pos, end - pos);
-    REQUIRE(line.rfind("data: ", 0) == 0);
-    out.push_back(line == "data: [DONE]" ? json("[DONE]") : json::parse(line.substr(6)));
-  }
-  CHECK(pos == body.size());
-  return out;
-}
 
 // Per choice: the concatenated text (completions) or content deltas (chat) of a stream.
 std::map<int, std::string> stream_texts(const std::vector<json>& events, bool chat) {

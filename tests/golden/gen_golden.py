@@ -119,19 +119,23 @@ def is_layernorm(name):
     return ".ln_" in name or name.startswith("ln_f.")
 
 
-def init_params(cfg):
-    """Seeds torch, draws the parameters, then input_ids, all from the default generator."""
+def init_value(name, shape, r, cfg):
+    """GPT-2's initial value of one parameter from its draw r ~ N(0, 1)."""
+    if len(shape) >= 2:
+        return r * 0.1
+    if is_layernorm(name) and name.endswith(".weight"):
+        return 1.0 + r * 0.1
+    return r * 0.05  # Conv1D and LayerNorm biases
+
+
+def init_params(cfg, specs_fn=param_specs, value_fn=init_value):
+    """Seeds torch, draws the parameters, then input_ids, all from the default generator.
+    Parameters in specs_fn(cfg)'s order, each value_fn(name, shape, r, cfg) of r ~ N(0, 1)."""
     torch.manual_seed(cfg["seed"])
     params = {}
-    for name, shape in param_specs(cfg):
+    for name, shape in specs_fn(cfg):
         r = torch.randn(shape, dtype=torch.float32)
-        if len(shape) >= 2:
-            t = r * 0.1
-        elif is_layernorm(name) and name.endswith(".weight"):
-            t = 1.0 + r * 0.1
-        else:  # Conv1D and LayerNorm biases
-            t = r * 0.05
-        params[name] = t.contiguous()
+        params[name] = value_fn(name, shape, r, cfg).contiguous()
     ids = torch.randint(0, cfg["vocab_size"], (cfg["steps"], cfg["B"], cfg["T"] + 1))
     return params, ids.to(torch.int32)
 
@@ -189,14 +193,15 @@ def leaf_params(init):
     return {n: t.detach().clone().requires_grad_(True) for n, t in init.items()}
 
 
-def run_all(cfg, init, ids):
-    """Everything the golden file records, as {name: tensor} in file order (except input_ids)."""
+def run_all(cfg, init, ids, fwd=forward):
+    """Everything the golden file records, as {name: tensor} in file order (except input_ids).
+    fwd(P, idx, cfg) -> logits is the model (this file's GPT-2 unless another twin passes one)."""
     T = cfg["T"]
     out = {}
     # Batch 0 at the initial weights: logits, loss, gradients.
     P = leaf_params(init)
     x, y = batch(ids, 0, T)
-    logits = forward(P, x, cfg)
+    logits = fwd(P, x, cfg)
     loss = loss_of(logits, y)
     loss.backward()
     out["logits"] = logits.detach()
@@ -217,7 +222,7 @@ def run_all(cfg, init, ids):
     losses, norms, lrs = [], [], []
     for s in range(cfg["steps"]):
         x, y = batch(ids, s, T)
-        loss = loss_of(forward(P, x, cfg), y)
+        loss = loss_of(fwd(P, x, cfg), y)
         losses.append(loss.detach().reshape(1))
         loss.backward()
         norms.append(torch.nn.utils.clip_grad_norm_(list(P.values()), cfg["grad_clip"]).detach()
@@ -308,12 +313,17 @@ def config_from_metadata(md):
 def generate(path):
     cfg = dict(CONFIG)
     init, ids = init_params(cfg)
-    res = run_all(cfg, init, ids)
+    write_golden(path, cfg, init, ids, forward, config_metadata(cfg))
+
+
+def write_golden(path, cfg, init, ids, fwd, metadata):
+    """Runs everything from (init, ids) with model fwd and writes the file in the spec's order."""
+    res = run_all(cfg, init, ids, fwd)
     tensors = [("input_ids", "I32", ids.numpy())]
     tensors += [(n, "F32", t.numpy()) for n, t in res.items()]
     for _, dtype, a in tensors:
         assert a.dtype == (np.int32 if dtype == "I32" else np.float32)
-    write_safetensors(path, tensors, config_metadata(cfg))
+    write_safetensors(path, tensors, metadata)
     tl = res["train_losses"]
     print(f"wrote {path} ({os.path.getsize(path)} bytes, {len(tensors)} tensors); "
           f"loss {res['loss'].item():.6f}, train_losses {tl[0].item():.4f} -> {tl[-1].item():.4f}")
@@ -328,11 +338,19 @@ def check(path):
     cfg = config_from_metadata(meta)
     assert cfg == CONFIG, f"metadata config {cfg} != script config {CONFIG}"
     assert float(meta["ln_eps"]) == LN_EPS
-    names = [n for n, _ in param_specs(cfg)]
+    verify_golden(st, cfg, param_specs(cfg), forward, init_params)
+    print(f"check OK: {path}")
+
+
+def verify_golden(st, cfg, specs, fwd, init_fn):
+    """Checks a read golden file st against a re-run: layout, forward, gradients, training, seed.
+    specs: [(name, shape)] in file order; fwd(P, idx, cfg) -> logits;
+    init_fn(cfg) -> (init, ids)."""
+    names = [n for n, _ in specs]
     expected = (["input_ids", "logits", "loss"] + names + ["grad." + n for n in names]
                 + ["final." + n for n in names] + ["train_losses", "train_grad_norms", "train_lrs"])
     assert list(st) == expected, "tensor set/order differs from the spec"
-    for n, shape in param_specs(cfg):
+    for n, shape in specs:
         for p in ("", "grad.", "final."):
             assert st[p + n].shape == shape and st[p + n].dtype == np.float32, p + n
     ids = torch.from_numpy(st["input_ids"].copy())
@@ -343,14 +361,14 @@ def check(path):
     init = {n: torch.from_numpy(st[n].copy()) for n in names}
     P = leaf_params(init)
     x, y = batch(ids, 0, cfg["T"])
-    logits = forward(P, x, cfg)
+    logits = fwd(P, x, cfg)
     d = max_diff(logits.detach().numpy(), st["logits"])
     print(f"logits: max |diff| {d:.3g}")
     assert d <= 1e-6, "logits differ"
     assert abs(loss_of(logits, y).item() - float(st["loss"][0])) <= 1e-6, "loss differs"
 
     # The rest (gradients, training) re-run from the file's weights and ids.
-    res = run_all(cfg, init, ids)
+    res = run_all(cfg, init, ids, fwd)
     worst = 0.0
     for n, t in res.items():
         ref = st[n]
@@ -361,23 +379,27 @@ def check(path):
     print(f"grads, training, final weights: max scaled |diff| {worst:.3g}")
 
     # The seed reproduces the stored weights and ids exactly (determinism).
-    init2, ids2 = init_params(cfg)
+    init2, ids2 = init_fn(cfg)
     assert all(np.array_equal(init2[n].numpy(), st[n]) for n in names), "init not reproducible"
     assert np.array_equal(ids2.numpy(), st["input_ids"]), "input_ids not reproducible"
-    print(f"check OK: {path}")
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default=DEFAULT_OUT, help="golden file path")
+    return cli(__doc__, DEFAULT_OUT, "golden file path", generate, check)
+
+
+def cli(doc, default_out, out_help, generate_fn, check_fn):
+    """The command line of a twin script: [--out PATH] [--check], one thread, deterministic."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=default_out, help=out_help)
     ap.add_argument("--check", action="store_true", help="verify an existing file instead of writing")
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     if args.check:
-        check(args.out)
+        check_fn(args.out)
     else:
-        generate(args.out)
+        generate_fn(args.out)
 
 
 if __name__ == "__main__":

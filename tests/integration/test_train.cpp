@@ -52,7 +52,7 @@ TEST_CASE("train: resume is exact, bit for bit") {
     CHECK(second.losses[i] == full.losses[10 + i]);  // exact after the resume
   }
   // both runs end with identical weights
-  auto layout = gpt2_layout(c.model);
+  auto layout = layout_of(c.model);
   auto a = storage::load_checkpoint(d.path / "full", layout);
   auto b = storage::load_checkpoint(d.path / "split", layout);
   CHECK(a.step == 20);

@@ -96,3 +96,77 @@ TEST_CASE("add_forward and accumulate, including aliasing") {
   accumulate(acc.data(), b.data(), n);
   CHECK(acc == y);
 }
+
+namespace {
+
+// SwiGLU backward in double: d gate = dy * u * s (1 + g (1 - s)), d up = dy * g * s.
+void ref_swiglu_backward(const float* gu, const float* dy, double* dgu, int n, int m) {
+  for (int i = 0; i < n; ++i) {
+    for (int j = 0; j < m; ++j) {
+      const double g = gu[i * 2 * m + j], u = gu[i * 2 * m + m + j], d = dy[i * m + j];
+      const double s = 1.0 / (1.0 + std::exp(-g));
+      dgu[i * 2 * m + j] = d * u * s * (1.0 + g * (1.0 - s));
+      dgu[i * 2 * m + m + j] = d * g * s;
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("swiglu backward agrees with finite differences (vector lanes and tail)") {
+  for (int m : {5, 16, 19}) {
+    CAPTURE(m);
+    const int n = 3;
+    auto gu = randn(static_cast<std::size_t>(n) * 2 * m, 50 + m, 2.0f);
+    auto dy = randn(static_cast<std::size_t>(n) * m, 60 + m);
+    std::vector<float> y(static_cast<std::size_t>(n) * m);
+    std::vector<float> dgu(gu.size(), std::nanf(""));  // overwritten, not accumulated
+    swiglu_backward(gu.data(), dy.data(), dgu.data(), n, m);
+    std::vector<double> want(gu.size());
+    ref_swiglu_backward(gu.data(), dy.data(), want.data(), n, m);
+    CHECK(all_close(dgu.data(), want.data(), dgu.size(), 1e-5, 1e-6));
+    auto loss = [&] {
+      swiglu_forward(gu.data(), y.data(), n, m);
+      return zf::test::weighted_sum(y.data(), dy.data(), y.size());
+    };
+    zf::test::check_grad("swiglu dgu", gu.data(), gu.size(), dgu.data(), loss, 1e-2f, 1e-2, 1e-3);
+
+    // In place: dgu may alias gu.
+    std::vector<float> inplace = gu;
+    swiglu_backward(inplace.data(), dy.data(), inplace.data(), n, m);
+    CHECK(inplace == dgu);
+  }
+}
+
+TEST_CASE("swiglu backward over a wide gate range: finite, saturating, matches double") {
+  const int m = 4001, n = 1;  // not a multiple of 8
+  std::vector<float> gu(2 * m), dy(m, 1.0f), dgu(2 * m);
+  for (int j = 0; j < m; ++j) {
+    gu[j] = -120.0f + 240.0f * static_cast<float>(j) / (m - 1);  // gate
+    gu[m + j] = 1.0f + 0.001f * static_cast<float>(j);           // up
+  }
+  swiglu_backward(gu.data(), dy.data(), dgu.data(), n, m);
+  std::vector<double> want(2 * m);
+  ref_swiglu_backward(gu.data(), dy.data(), want.data(), n, m);
+  CHECK(all_close(dgu.data(), want.data(), dgu.size(), 1e-5, 1e-30));
+  // d up is exactly the forward's silu(gate) times dy = 1.
+  std::vector<float> y(m), ones(m, 1.0f), gu1 = gu;
+  std::copy(ones.begin(), ones.end(), gu1.begin() + m);
+  swiglu_forward(gu1.data(), y.data(), n, m);
+  CHECK(std::equal(y.begin(), y.end(), dgu.begin() + m));
+
+  std::vector<float> x = {-1e30f, -1e4f, -90.0f, -80.5f, 0.0f, 20.0f, 110.0f, 1e4f, 1e30f};
+  const int k = static_cast<int>(x.size());
+  std::vector<float> g2(2 * k, 2.0f), d2(k, 1.0f), o2(2 * k);
+  std::copy(x.begin(), x.end(), g2.begin());
+  swiglu_backward(g2.data(), d2.data(), o2.data(), 1, k);
+  for (int j = 0; j < k; ++j) {
+    CAPTURE(x[j]);
+    CHECK(std::isfinite(o2[j]));
+    CHECK(std::isfinite(o2[k + j]));
+    if (x[j] < -80.0f) CHECK(std::abs(o2[j]) < 1e-30f);
+    if (x[j] >= 110.0f) CHECK(o2[j] == 2.0f);  // silu' = 1, times up = 2
+  }
+  CHECK(o2[4] == 1.0f);      // silu'(0) = 1/2, times up = 2
+  CHECK(o2[k + 4] == 0.0f);  // silu(0) = 0
+}

@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -83,5 +84,115 @@ TEST_CASE("layernorm backward agrees with finite differences and accumulates") {
     zf::test::check_grad("dx", x.data(), x.size(), dx.data(), loss, 1e-2f, 1e-2, 2e-3);
     zf::test::check_grad("dgamma", g.data(), g.size(), dg.data(), loss, 1e-2f, 1e-2, 2e-3);
     zf::test::check_grad("dbeta", b.data(), b.size(), db.data(), loss, 1e-2f, 1e-2, 2e-3);
+  }
+}
+
+namespace {
+
+// Double-precision RMSNorm and its closed-form backward (dx, dgamma fresh, not accumulated):
+// r = 1/sqrt(mean(x^2) + eps), dx = r g dy - x r^3 mean(x g dy), dgamma = sum_rows dy x r.
+void ref_rmsnorm(const float* x, const float* g, const float* dy, int n, int c, double eps,
+                 double* y, double* rstd, double* dx, double* dg) {
+  for (int j = 0; j < c; ++j) dg[j] = 0.0;
+  for (int r = 0; r < n; ++r) {
+    const float* xr = x + r * c;
+    double ss = 0.0, sxgd = 0.0;
+    for (int j = 0; j < c; ++j) {
+      ss += static_cast<double>(xr[j]) * xr[j];
+      sxgd += static_cast<double>(xr[j]) * g[j] * dy[r * c + j];
+    }
+    const double rs = 1.0 / std::sqrt(ss / c + eps);
+    rstd[r] = rs;
+    for (int j = 0; j < c; ++j) {
+      y[r * c + j] = xr[j] * rs * g[j];
+      dx[r * c + j] = rs * g[j] * dy[r * c + j] - xr[j] * rs * rs * rs * sxgd / c;
+      dg[j] += static_cast<double>(dy[r * c + j]) * xr[j] * rs;
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("rmsnorm forward with saved rstd: y bit-identical to the inference form") {
+  for (int c : {1, 7, 16, 37, 768}) {
+    CAPTURE(c);
+    const int n = 4;
+    auto x = randn(n * c, 500 + c, 2.0f, 0.5f);
+    for (int j = 0; j < c; ++j) x[3 * c + j] *= 1000.0f;  // scale must not matter to the result
+    auto g = randn(c, 600 + c, 0.5f, 1.0f);
+    std::vector<float> y(n * c, std::nanf("")), y0(n * c, std::nanf("")), rstd(n, std::nanf(""));
+    rmsnorm_forward(x.data(), g.data(), y.data(), rstd.data(), n, c, 1e-5f);
+    rmsnorm_forward(x.data(), g.data(), y0.data(), n, c, 1e-5f);
+    CHECK(y == y0);
+    std::vector<float> y1(n * c);
+    rmsnorm_forward(x.data(), g.data(), y1.data(), nullptr, n, c, 1e-5f);
+    CHECK(y1 == y0);
+    std::vector<float> dy(n * c);
+    std::vector<double> wy(n * c), wr(n), wdx(n * c), wdg(c);
+    ref_rmsnorm(x.data(), g.data(), dy.data(), n, c, 1e-5, wy.data(), wr.data(), wdx.data(),
+                wdg.data());
+    CHECK(all_close(y.data(), wy.data(), y.size(), 1e-5, 1e-6));
+    CHECK(all_close(rstd.data(), wr.data(), n, 1e-5, 0.0));
+  }
+}
+
+TEST_CASE("rmsnorm backward agrees with finite differences and the closed form, and accumulates") {
+  for (int c : {13, 32, 37}) {  // scalar tail only, vector lanes only, both
+    CAPTURE(c);
+    const int n = 3;
+    auto x = randn(n * c, 7 + c, 1.5f, 0.3f);
+    auto g = randn(c, 8 + c, 0.5f, 1.0f);
+    auto wy = randn(n * c, 9 + c);  // loss = sum(wy * y): dy = wy
+    std::vector<float> y(n * c), rstd(n);
+    auto loss = [&] {
+      rmsnorm_forward(x.data(), g.data(), y.data(), rstd.data(), n, c, 1e-5f);
+      return zf::test::weighted_sum(y.data(), wy.data(), y.size());
+    };
+    loss();
+    // Accumulation: start from known values and subtract them afterwards.
+    std::vector<float> dx(n * c, 0.5f), dg(c, -1.0f);
+    rmsnorm_backward(x.data(), g.data(), rstd.data(), wy.data(), dx.data(), dg.data(), n, c);
+    for (auto& v : dx) v -= 0.5f;
+    for (auto& v : dg) v += 1.0f;
+    std::vector<double> ry(n * c), rr(n), rdx(n * c), rdg(c);
+    ref_rmsnorm(x.data(), g.data(), wy.data(), n, c, 1e-5, ry.data(), rr.data(), rdx.data(),
+                rdg.data());
+    CHECK(all_close(dx.data(), rdx.data(), dx.size(), 1e-4, 1e-5));
+    CHECK(all_close(dg.data(), rdg.data(), dg.size(), 1e-4, 1e-5));
+    zf::test::check_grad("dx", x.data(), x.size(), dx.data(), loss, 1e-2f, 1e-2, 2e-3);
+    zf::test::check_grad("dgamma", g.data(), g.size(), dg.data(), loss, 1e-2f, 1e-2, 2e-3);
+
+    // A second call adds the same gradient again (dx is the residual stream's, += semantics);
+    // 1e-6 absolute covers the rounding of the 0.5 / -1 offsets above.
+    std::vector<float> dx2 = dx, dg2 = dg;
+    rmsnorm_backward(x.data(), g.data(), rstd.data(), wy.data(), dx2.data(), dg2.data(), n, c);
+    int not_doubled = 0;
+    for (std::size_t i = 0; i < dx.size(); ++i) {
+      not_doubled += !(std::abs(dx2[i] - 2 * dx[i]) < 1e-6f);
+    }
+    for (int j = 0; j < c; ++j) not_doubled += !(std::abs(dg2[j] - 2 * dg[j]) < 1e-6f);
+    CHECK(not_doubled == 0);
+  }
+}
+
+TEST_CASE("rmsnorm backward is scale invariant in x (large and small rows)") {
+  // dx scales as 1/k when x scales by k (up to eps), so the r^3 term meets large and small
+  // magnitudes; compared with the double closed form relative to the largest |dx|.
+  const int n = 2, c = 40;
+  for (float k : {1e-2f, 1e3f}) {
+    CAPTURE(k);
+    auto x = randn(n * c, 41, 1.0f);
+    for (auto& v : x) v *= k;
+    auto g = randn(c, 42, 0.5f, 1.0f), dy = randn(n * c, 43);
+    std::vector<float> y(n * c), rstd(n), dx(n * c, 0.0f), dg(c, 0.0f);
+    rmsnorm_forward(x.data(), g.data(), y.data(), rstd.data(), n, c, 1e-6f);
+    rmsnorm_backward(x.data(), g.data(), rstd.data(), dy.data(), dx.data(), dg.data(), n, c);
+    std::vector<double> ry(n * c), rr(n), rdx(n * c), rdg(c);
+    ref_rmsnorm(x.data(), g.data(), dy.data(), n, c, 1e-6, ry.data(), rr.data(), rdx.data(),
+                rdg.data());
+    double mx = 0.0;
+    for (double v : rdx) mx = std::max(mx, std::abs(v));
+    CHECK(all_close(dx.data(), rdx.data(), dx.size(), 1e-4, 1e-5 * mx));
+    CHECK(all_close(dg.data(), rdg.data(), dg.size(), 1e-4, 1e-5));
   }
 }

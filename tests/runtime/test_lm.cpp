@@ -1,4 +1,4 @@
-// The serving forward (lm_runner over paged KV) against the training forward (gpt2_model,
+// The serving forward (lm_runner over paged KV) against the training forward (transformer,
 // itself equal to the PyTorch twin), and against itself under different chunkings and batch
 // mixes: chunked prefill == whole prefill; a ragged batch == each sequence alone.
 #include <doctest/doctest.h>
@@ -31,9 +31,9 @@ model_config small_cfg() {
 }
 
 std::vector<float> seeded_params(const model_config& m, uint64_t seed) {
-  auto L = gpt2_layout(m);
+  auto L = layout_of(m);
   std::vector<float> p(L.total);
-  init_gpt2_params(L, m.n_layer, seed, p.data());
+  init_params(L, m.n_layer, seed, p.data());
   for (auto& x : p) x *= 4.0f;  // spread the logits so argmax comparisons are meaningful
   return p;
 }
@@ -57,7 +57,7 @@ std::vector<int> table(int first, int n, int stride) {
 TEST_CASE("lm: token-by-token paged decoding equals the training forward, row by row") {
   auto m = small_cfg();
   auto flat = seeded_params(m, 7);
-  gpt2_model ref(m);
+  transformer ref(m);
   std::copy(flat.begin(), flat.end(), ref.params().data());
   const int T = 40;
   auto ids = ids_of(T, m.vocab_size, 1);

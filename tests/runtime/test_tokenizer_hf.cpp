@@ -3,7 +3,6 @@
 #include <doctest/doctest.h>
 
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -13,44 +12,18 @@
 #include "runtime/tokenizer.hpp"
 #include "storage/safetensors.hpp"
 #include "test_util.hpp"
+#include "tokenizer_fixtures.hpp"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+using zf::testing::add_special;
 using zf::testing::contains;
 using zf::testing::error_of;
+using zf::testing::fixture_json;
+using zf::testing::kHf;
+using zf::testing::load_json;
+using zf::testing::slurp;
 using zf::testing::temp_dir;
-
-namespace {
-
-const fs::path kHf = fs::path(ZF_SOURCE_DIR) / "tests" / "golden" / "hf";
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  REQUIRE_MESSAGE(in, "cannot open " << p.string());
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return std::move(ss).str();
-}
-
-json fixture_json(const std::string& model) {
-  return json::parse(slurp(kHf / model / "tokenizer.json"));
-}
-
-// Writes j as dir/tokenizer.json and loads it.
-zf::tokenizer load_json(const temp_dir& dir, const json& j) {
-  std::ofstream(dir / "tokenizer.json") << j.dump();
-  return zf::tokenizer::load_hf(dir / "tokenizer.json");
-}
-
-void add_special(json& j, const std::vector<std::string>& contents) {
-  int next = 0;
-  for (const auto& [k, v] : j["model"]["vocab"].items()) next = std::max(next, v.get<int>() + 1);
-  for (const auto& a : j["added_tokens"]) next = std::max(next, a["id"].get<int>() + 1);
-  for (const auto& c : contents)
-    j["added_tokens"].push_back({{"id", next++}, {"content", c}, {"special", true}});
-}
-
-}  // namespace
 
 TEST_CASE("hf tokenizer: fixture tokenizers reproduce the golden ids") {
   const auto golden = zf::storage::safetensors_file::open(kHf / "golden.safetensors");

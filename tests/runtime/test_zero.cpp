@@ -60,7 +60,7 @@ void rows(const std::vector<int>& g, int r0, int n, std::vector<int>& in, std::v
 std::vector<double> reference_losses(std::vector<float>* final_params = nullptr) {
   auto m = small_model();
   auto t = small_train();
-  gpt2_model model(m);
+  transformer model(m);
   model.init_weights(7);
   adamw opt(model.layout(), 0, model.layout().total, t);
   std::vector<double> out;
@@ -90,10 +90,10 @@ world_run run_world(int world, int stage, int steps = k_steps,
   auto comms = comm::make_local_group(world);
   std::vector<std::unique_ptr<zero_rank>> ranks;
   for (int r = 0; r < world; ++r)
-    ranks.push_back(std::make_unique<zero_rank>(small_model(), small_train(), stage, *comms[r]));
-  const std::size_t total = gpt2_layout(small_model()).total;
+    ranks.push_back(std::make_unique<zero_rank>(spec_of(small_model()), small_train(), stage, *comms[r]));
+  const std::size_t total = layout_of(small_model()).total;
   std::vector<float> init(total);
-  init_gpt2_params(gpt2_layout(small_model()), small_model().n_layer, 7, init.data());
+  init_params(layout_of(small_model()), small_model().n_layer, 7, init.data());
   world_run out;
   out.losses.assign(steps, 0.0);
   std::vector<double> sq(world);
@@ -139,8 +139,8 @@ world_run run_world(int world, int stage, int steps = k_steps,
 }  // namespace
 
 TEST_CASE("zero: partition covers every region exactly once") {
-  auto layout = gpt2_layout(small_model());
-  auto regions = gpt2_regions(layout, small_model().n_layer);
+  auto layout = layout_of(small_model());
+  auto regions = layout.regions;
   for (int world : {1, 2, 3, 4}) {
     zero_partition p(regions, world);
     std::vector<int> seen(layout.total, 0);
@@ -180,7 +180,7 @@ TEST_CASE("zero: every stage and world size follows the one-rank loss curve") {
 }
 
 TEST_CASE("zero: memory per rank is 1/N of what the stage shards") {
-  const double total = double(gpt2_layout(small_model()).total) * 4;
+  const double total = double(layout_of(small_model()).total) * 4;
   for (int world : {2, 4}) {
     CAPTURE(world);
     auto s0 = run_world(world, 0, 1), s1 = run_world(world, 1, 1), s2 = run_world(world, 2, 1),

@@ -47,7 +47,7 @@ zf::model_config tiny_model(int n_embd = 8) {
 struct state {
   zf::param_layout layout;
   std::vector<float> params, m, v;
-  explicit state(const zf::model_config& mc, float salt = 0.0f) : layout(zf::gpt2_layout(mc)) {
+  explicit state(const zf::model_config& mc, float salt = 0.0f) : layout(zf::layout_of(mc)) {
     params.resize(layout.total);
     m.resize(layout.total);
     v.resize(layout.total);
@@ -257,7 +257,7 @@ TEST_CASE("checkpoint: a layout mismatch names the tensor") {
   temp_dir dir("layout");
   state s(tiny_model(8));
   const fs::path d = save_checkpoint(dir.path, s.view(2));
-  const auto wide = zf::gpt2_layout(tiny_model(16));
+  const auto wide = zf::layout_of(tiny_model(16));
   auto msg = error_of([&] { load_checkpoint(d, wide); });
   CHECK(contains(msg, d.string()));
   CHECK(contains(msg, "'wte.weight'"));
@@ -267,7 +267,7 @@ TEST_CASE("checkpoint: a layout mismatch names the tensor") {
   // a deeper model asks for a block the file does not have
   auto deep_cfg = tiny_model(8);
   deep_cfg.n_layer = 2;
-  msg = error_of([&] { load_checkpoint(d, zf::gpt2_layout(deep_cfg)); });
+  msg = error_of([&] { load_checkpoint(d, zf::layout_of(deep_cfg)); });
   CHECK(contains(msg, "'h.1.ln_1.weight'"));
 }
 

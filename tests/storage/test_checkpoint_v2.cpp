@@ -65,7 +65,7 @@ slices even_partition(std::size_t total, int world) {
 struct state {
   zf::param_layout layout;
   std::vector<float> p, m, v;
-  explicit state(const zf::model_config& mc, uint32_t seed) : layout(zf::gpt2_layout(mc)) {
+  explicit state(const zf::model_config& mc, uint32_t seed) : layout(zf::layout_of(mc)) {
     std::mt19937 rng(seed);
     for (auto* b : {&p, &m, &v}) {
       b->resize(layout.total);
@@ -346,7 +346,7 @@ TEST_CASE("checkpoint v2: SIGKILL at random moments always leaves a loadable lat
   mc.n_head = 2;
   mc.vocab_size = 40;
   mc.n_positions = 8;
-  const auto L = zf::gpt2_layout(mc);
+  const auto L = zf::layout_of(mc);
   std::vector<float> p(L.total), m(L.total), v(L.total);
   // how long one step takes here, so kills land anywhere in a step (and across steps)
   const auto t0 = std::chrono::steady_clock::now();
@@ -533,11 +533,11 @@ zf::model_config hf_model() {
 }
 
 // A trained-looking model saved by 2 writers with its run config.
-fs::path save_model(const fs::path& root, zf::gpt2_model& model) {
+fs::path save_model(const fs::path& root, zf::transformer& model) {
   zf::run_config rc;
-  rc.model = model.config();
+  rc.model = hf_model();
   rc.train.seq_len = 32;
-  state s(model.config(), 1);
+  state s(rc.model, 1);
   s.p.assign(model.params().data(), model.params().data() + s.layout.total);
   return write_world(root, 9, s, 2, {}, true, 3, zf::to_toml(rc));
 }
@@ -546,7 +546,7 @@ fs::path save_model(const fs::path& root, zf::gpt2_model& model) {
 
 TEST_CASE("checkpoint v2: export to safetensors and import back, bit-exact") {
   temp_dir dir("export");
-  zf::gpt2_model model(hf_model());
+  zf::transformer model(hf_model());
   model.init_weights(7);
   const auto& L = model.layout();
   const fs::path ck = save_model(dir / "run", model);
@@ -598,7 +598,7 @@ TEST_CASE("checkpoint v2: PyTorch reads the export and computes the same logits"
     return;
   }
   temp_dir dir("interop");
-  zf::gpt2_model model(hf_model());
+  zf::transformer model(hf_model());
   model.init_weights(3);
   const fs::path ck = save_model(dir / "run", model);
   const fs::path file = dir / "hf" / "model.safetensors";
@@ -621,11 +621,11 @@ TEST_CASE("checkpoint v2: PyTorch reads the export and computes the same logits"
   REQUIRE(::pclose(pipe) == 0);
   auto j = nlohmann::json::parse(out);
   const auto& ref = j["logits"];
-  const int T = static_cast<int>(ids.size()), V = model.config().vocab_size;
+  const int T = static_cast<int>(ids.size()), V = model.spec().vocab_size;
   REQUIRE(ref.size() == static_cast<std::size_t>(T));
 
   // our forward on the weights the checkpoint holds
-  zf::gpt2_model ours(hf_model());
+  zf::transformer ours(hf_model());
   auto l = st::load_checkpoint(ck, ours.layout());
   std::memcpy(ours.params().data(), l.params.data(), l.params.size() * sizeof(float));
   ours.forward(ids.data(), nullptr, 1, T);
