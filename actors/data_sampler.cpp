@@ -13,8 +13,7 @@ sampler_actor::behavior_type data_sampler(sampler_actor::pointer self,
         data->fill_train_rows(seed, index, rank * batch_size, batch_size, *b);
         return b;
       },
-      [=](valid_atom, int64_t index, int32_t rank) -> batch_ptr {
-        (void)rank;  // the caller folds the rank into index
+      [=](valid_atom, int64_t index) -> batch_ptr {  // the caller folds the rank into index
         auto b = std::make_shared<storage::batch>();
         data->fill_val(index, batch_size, *b);
         return b;

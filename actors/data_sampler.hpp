@@ -3,7 +3,8 @@
 // function of (seed, index), so replies may be computed ahead and resume is exact.
 #include <memory>
 
-#include "actors/protocol.hpp"
+#include "actors/train_protocol.hpp"
+#include "storage/dataset.hpp"
 
 namespace zf::actors {
 

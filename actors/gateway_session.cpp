@@ -132,12 +132,11 @@ class session : public std::enable_shared_from_this<session> {
       std::string_view path;
       http::verb verb;
     };
-    static constexpr route routes[] = {{"/v1/completions", http::verb::post},
-                                       {"/v1/chat/completions", http::verb::post},
-                                       {"/v1/models", http::verb::get},
-                                       {"/health", http::verb::get},
-                                       {"/metrics", http::verb::get},
-                                       {"/v1/update_weights_from_disk", http::verb::post}};
+    static constexpr route routes[] = {
+        {"/v1/completions", http::verb::post}, {"/v1/chat/completions", http::verb::post},
+        {"/v1/models", http::verb::get},       {"/health", http::verb::get},
+        {"/metrics", http::verb::get},         {"/v1/update_weights_from_disk", http::verb::post},
+    };
     const route* r = nullptr;
     for (const route& x : routes)
       if (x.path == target) r = &x;

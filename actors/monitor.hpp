@@ -3,7 +3,7 @@
 // otherwise) and DIR/metrics.jsonl (one JSON object per step, flushed as it goes).
 #include <filesystem>
 
-#include "actors/protocol.hpp"
+#include "actors/train_protocol.hpp"
 
 namespace zf::actors {
 

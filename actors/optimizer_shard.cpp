@@ -12,12 +12,9 @@ shard_actor::behavior_type optimizer_shard(shard_actor::pointer self,
         z->step(lr, step, grad_scale);
         return true;
       },
-      // copies this rank's persisted slices into the job; replies them as {begin, length} pairs
-      [z](snapshot_atom, const checkpoint_job_ptr& job) -> std::vector<uint64_t> {
-        z->export_state(job->params.data(), job->exp_avg.data(), job->exp_avg_sq.data());
-        std::vector<uint64_t> out;
-        for (auto& sl : z->persisted()) out.insert(out.end(), {sl.flat_begin, sl.len});
-        return out;
+      // a copy of the slices this rank persists (its share only: training goes on meanwhile)
+      [z](snapshot_atom) -> zero_snapshot_ptr {
+        return std::make_shared<const zero_snapshot>(z->snapshot());
       },
   };
 }

@@ -4,7 +4,7 @@
 // all-gather collective.
 #include <memory>
 
-#include "actors/protocol.hpp"
+#include "actors/train_protocol.hpp"
 
 namespace zf::actors {
 

@@ -4,7 +4,7 @@
 // reduction (collective).
 #include <memory>
 
-#include "actors/protocol.hpp"
+#include "actors/train_protocol.hpp"
 
 namespace zf::actors {
 

@@ -4,16 +4,11 @@
 #include <map>
 #include <thread>
 
+#include "actors/cluster_protocol.hpp"
 #include "runtime/error.hpp"
 
 namespace zf::actors {
 namespace {
-
-using kv_set_atom = caf::atom_constant<caf::atom("zf_kvset")>;
-using kv_get_atom = caf::atom_constant<caf::atom("zf_kvget")>;
-using kv_actor =
-    caf::typed_actor<caf::replies_to<kv_set_atom, std::string, std::vector<char>>::with<bool>,
-                     caf::replies_to<kv_get_atom, std::string>::with<std::vector<char>>>;
 
 struct kv_state {
   std::map<std::string, std::vector<char>> values;

@@ -21,4 +21,14 @@ void swiglu_backward(const float* gu, const float* dy, float* dgu, int n, int m)
 // y[i] += x[i]
 void accumulate(float* y, const float* x, std::size_t n);
 
+// Backends (kernels/dispatch.cpp picks one per call), same contracts as above.
+namespace cpu {
+void gelu_forward(const float* x, float* y, std::size_t n);
+void gelu_backward(const float* x, const float* dy, float* dx, std::size_t n);
+void add_forward(const float* a, const float* b, float* y, std::size_t n);
+void swiglu_forward(const float* gu, float* y, int n, int m);
+void swiglu_backward(const float* gu, const float* dy, float* dgu, int n, int m);
+void accumulate(float* y, const float* x, std::size_t n);
+}  // namespace cpu
+
 }  // namespace zf::kernels

@@ -9,7 +9,7 @@
 #include "kernels/activation.hpp"
 #include "kernels/vec8.hpp"
 
-namespace zf::kernels {
+namespace zf::kernels::cpu {
 namespace {
 
 using namespace vec8;
@@ -142,4 +142,4 @@ void swiglu_backward(const float* gu, const float* dy, float* dgu, int n, int m)
   }
 }
 
-}  // namespace zf::kernels
+}  // namespace zf::kernels::cpu

@@ -5,7 +5,9 @@
 // with the scalar coefficients computed in double as Python does and rounded to float once.
 // The hyperparameters arrive as floats; each is widened through its shortest decimal form
 // (0.95f -> 0.95), which is the double a Python config would have held, so b2^t and the rounded
-// coefficients come out as torch's. One pass over p, g, m, v; nothing here allocates.
+// coefficients come out as torch's. adamw_coefficients_of (below) computes them once per call
+// for every backend, so the cuda twin (adamw_cuda.cu) applies the same floats. One pass over p, g,
+// m, v; nothing here allocates.
 #include <charconv>
 #include <cmath>
 #include <cstring>
@@ -17,6 +19,39 @@
 #endif
 
 namespace zf::kernels {
+namespace {
+
+double decimal(float f) {
+  char buf[32];
+  const auto end = std::to_chars(buf, buf + sizeof buf, f).ptr;
+  double d = f;
+  std::from_chars(buf, end, d);
+  return d;
+}
+
+}  // namespace
+
+adamw_coefficients adamw_coefficients_of(const adamw_params& a) {
+  const double lr = decimal(a.lr), b1 = decimal(a.beta1), b2 = decimal(a.beta2);
+  const double wd = decimal(a.weight_decay);
+  const double t = static_cast<double>(a.step);
+  adamw_coefficients c{};
+  c.decay = static_cast<float>(1.0 - lr * wd);
+  const float w1 = static_cast<float>(1.0 - b1);  // lerp weight
+  c.small = std::abs(w1) < 0.5f;                  // torch's lerp switches form at 0.5
+  c.c1 = c.small ? w1 : w1 - 1.0f;
+  c.b2 = static_cast<float>(b2);
+  c.w2 = static_cast<float>(1.0 - b2);
+  c.neg_step = static_cast<float>(-(lr / (1.0 - std::pow(b1, t))));
+  c.bc2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(b2, t)));
+  c.eps = a.eps;
+  c.grad_scale = a.grad_scale;
+  return c;
+}
+
+}  // namespace zf::kernels
+
+namespace zf::kernels::cpu {
 namespace {
 
 using namespace vec8;
@@ -40,30 +75,15 @@ inline v8f vsqrt(v8f x) {
 #endif
 }
 
-double decimal(float f) {
-  char buf[32];
-  const auto end = std::to_chars(buf, buf + sizeof buf, f).ptr;
-  double d = f;
-  std::from_chars(buf, end, d);
-  return d;
-}
-
 }  // namespace
 
 // p, m, v: [n] updated in place; g: [n] read only.
 void adamw_step(float* p, const float* g, float* m, float* v, std::size_t n,
                 const adamw_params& a) {
-  const double lr = decimal(a.lr), b1 = decimal(a.beta1), b2 = decimal(a.beta2);
-  const double wd = decimal(a.weight_decay);
-  const double t = static_cast<double>(a.step);
-  const float decay = static_cast<float>(1.0 - lr * wd);
-  const float w1 = static_cast<float>(1.0 - b1);  // lerp weight
-  const bool small = std::abs(w1) < 0.5f;         // torch's lerp switches form at 0.5
-  const float c1 = small ? w1 : w1 - 1.0f;
-  const float b2f = static_cast<float>(b2), w2 = static_cast<float>(1.0 - b2);
-  const float neg_step = static_cast<float>(-(lr / (1.0 - std::pow(b1, t))));
-  const float bc2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(b2, t)));
-  const float eps = a.eps, gs = a.grad_scale;
+  const adamw_coefficients c = adamw_coefficients_of(a);
+  const float decay = c.decay, c1 = c.c1, b2f = c.b2, w2 = c.w2, neg_step = c.neg_step;
+  const float bc2_sqrt = c.bc2_sqrt, eps = c.eps, gs = c.grad_scale;
+  const bool small = c.small;
   std::size_t i = 0;
   for (; i + 8 <= n; i += 8) {
     const v8f gv = load8(g + i) * gs;
@@ -106,4 +126,4 @@ double sum_squares(const float* x, std::size_t n) {
   return s;
 }
 
-}  // namespace zf::kernels
+}  // namespace zf::kernels::cpu

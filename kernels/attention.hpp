@@ -35,4 +35,13 @@ void attention_backward(const attention_shape& s, const float* q, const float* k
                         const float* att, const float* dout, float* datt, float* dq, float* dk,
                         float* dv);
 
+// Backends (kernels/dispatch.cpp picks one per call), same contracts as above.
+namespace cpu {
+void attention_forward(const attention_shape& s, const float* q, const float* k, const float* v,
+                       float* out, float* att);
+void attention_backward(const attention_shape& s, const float* q, const float* k, const float* v,
+                        const float* att, const float* dout, float* datt, float* dq, float* dk,
+                        float* dv);
+}  // namespace cpu
+
 }  // namespace zf::kernels

@@ -13,6 +13,8 @@
 //   Backward visits the query heads of a group consecutively; the first overwrites the kv head's
 //   dk/dv (beta = 0) and the others accumulate into it (beta = 1). With n_kv_head == n_head every
 //   head is first of its group, so the GEMM calls are exactly those of plain multi-head attention.
+// - The GEMMs and softmaxes inside are cpu::gemm / cpu::softmax_rows (unqualified names in
+//   namespace cpu): a backend never goes back through the dispatch.
 // Nothing here allocates; att/datt are the caller's scratch.
 #include <algorithm>
 #include <cmath>
@@ -22,7 +24,7 @@
 #include "kernels/matmul.hpp"
 #include "kernels/softmax.hpp"
 
-namespace zf::kernels {
+namespace zf::kernels::cpu {
 namespace {
 
 constexpr int kBlock = 128;
@@ -143,4 +145,4 @@ void attention_backward(const attention_shape& s, const float* q, const float* k
   }
 }
 
-}  // namespace zf::kernels
+}  // namespace zf::kernels::cpu

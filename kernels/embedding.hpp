@@ -13,4 +13,12 @@ void embedding_forward(const int* ids, const float* wte, const float* wpe, float
 void embedding_backward(const int* ids, const float* dout, float* dwte, float* dwpe, int b, int t,
                         int c, int pos0 = 0);
 
+// Backends (kernels/dispatch.cpp picks one per call), same contracts as above.
+namespace cpu {
+void embedding_forward(const int* ids, const float* wte, const float* wpe, float* out, int b, int t,
+                       int c, int pos0);
+void embedding_backward(const int* ids, const float* dout, float* dwte, float* dwpe, int b, int t,
+                        int c, int pos0);
+}  // namespace cpu
+
 }  // namespace zf::kernels

@@ -5,7 +5,7 @@
 
 #include "kernels/embedding.hpp"
 
-namespace zf::kernels {
+namespace zf::kernels::cpu {
 
 // ids: [b, t]; wte: [vocab, c]; wpe: [max_pos, c] -> out: [b, t, c].
 void embedding_forward(const int* ids, const float* wte, const float* wpe, float* out, int b, int t,
@@ -48,4 +48,4 @@ void embedding_backward(const int* ids, const float* dout, float* dwte, float* d
   }
 }
 
-}  // namespace zf::kernels
+}  // namespace zf::kernels::cpu

@@ -11,11 +11,23 @@ void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const fl
           const float* b, int ldb, float beta, float* c, int ldc);
 
 // x: [n, ic], w: [ic, oc], b: [oc] or nullptr  ->  y: [n, oc] (overwritten).
-void linear_forward(const float* x, const float* w, const float* b, float* y, int n, int ic, int oc);
+void linear_forward(const float* x, const float* w, const float* b, float* y, int n, int ic,
+                    int oc);
 
 // dy: [n, oc]. dx: [n, ic] OVERWRITTEN with dy @ w^T (skipped when dx is nullptr).
-// dw: [ic, oc] ACCUMULATED (+= x^T @ dy); db: [oc] ACCUMULATED (+= sum over rows of dy), may be null.
+// dw: [ic, oc] ACCUMULATED (+= x^T @ dy); db: [oc] ACCUMULATED (+= sum over rows of dy), may be
+// null.
 void linear_backward(const float* x, const float* w, const float* dy, float* dx, float* dw,
                      float* db, int n, int ic, int oc);
+
+// Backends (kernels/dispatch.cpp picks one per call), same contracts as above.
+namespace cpu {
+void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
+          const float* b, int ldb, float beta, float* c, int ldc);
+void linear_forward(const float* x, const float* w, const float* b, float* y, int n, int ic,
+                    int oc);
+void linear_backward(const float* x, const float* w, const float* dy, float* dx, float* dw,
+                     float* db, int n, int ic, int oc);
+}  // namespace cpu
 
 }  // namespace zf::kernels

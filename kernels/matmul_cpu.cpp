@@ -8,7 +8,7 @@
 
 #include "kernels/matmul.hpp"
 
-namespace zf::kernels {
+namespace zf::kernels::cpu {
 
 // c: [m, n] = alpha * op(a) @ op(b) + beta * c; op(a): [m, k], op(b): [k, n].
 void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
@@ -69,4 +69,4 @@ void linear_backward(const float* x, const float* w, const float* dy, float* dx,
   }
 }
 
-}  // namespace zf::kernels
+}  // namespace zf::kernels::cpu

@@ -27,4 +27,16 @@ void rmsnorm_forward(const float* x, const float* gamma, float* y, int n, int c,
 void rmsnorm_backward(const float* x, const float* gamma, const float* rstd, const float* dy,
                       float* dx, float* dgamma, int n, int c);
 
+// Backends (kernels/dispatch.cpp picks one per call), same contracts as above.
+namespace cpu {
+void layernorm_forward(const float* x, const float* gamma, const float* beta, float* y, float* mean,
+                       float* rstd, int n, int c, float eps);
+void layernorm_backward(const float* x, const float* gamma, const float* mean, const float* rstd,
+                        const float* dy, float* dx, float* dgamma, float* dbeta, int n, int c);
+void rmsnorm_forward(const float* x, const float* gamma, float* y, float* rstd, int n, int c,
+                     float eps);
+void rmsnorm_backward(const float* x, const float* gamma, const float* rstd, const float* dy,
+                      float* dx, float* dgamma, int n, int c);
+}  // namespace cpu
+
 }  // namespace zf::kernels

@@ -14,7 +14,7 @@
 #include "kernels/norm.hpp"
 #include "kernels/vec8.hpp"
 
-namespace zf::kernels {
+namespace zf::kernels::cpu {
 namespace {
 
 using namespace vec8;
@@ -143,10 +143,6 @@ void rmsnorm_forward(const float* x, const float* gamma, float* y, float* rstd, 
   }
 }
 
-void rmsnorm_forward(const float* x, const float* gamma, float* y, int n, int c, float eps) {
-  rmsnorm_forward(x, gamma, y, nullptr, n, c, eps);
-}
-
 // x, dy: [n, c]; gamma: [c]; rstd: [n] from the forward. dx: [n, c] accumulated; dgamma: [c]
 // accumulated. With r = rstd and xhat = x * r, y = xhat * gamma and dr/dx_k = -r^3 x_k / c, so
 //   dx = r * (g - xhat * mean(g * xhat)),  g = dy * gamma,
@@ -188,4 +184,4 @@ void rmsnorm_backward(const float* x, const float* gamma, const float* rstd, con
   }
 }
 
-}  // namespace zf::kernels
+}  // namespace zf::kernels::cpu

@@ -6,6 +6,8 @@
 // Two paths with one contract: few query rows (decodes) read K/V straight from the blocks
 // with vectorised dots; longer chunks gather the context once and run per-head GEMMs
 // (attention_forward). The K/V of the chunk's own rows must already be in the blocks.
+#include "kernels/attention.hpp"
+
 namespace zf::kernels {
 
 // Chunks of at most this many query rows take the direct path (no GEMMs, no OpenBLAS threads:
@@ -33,5 +35,18 @@ long paged_attention_scratch(const paged_shape& s);
 // overwritten). Scale 1/sqrt(head_dim). scratch: paged_attention_scratch(s) floats.
 void paged_attention(const paged_shape& s, const float* q, const paged_kv& kv, float* out,
                      float* scratch);
+
+// Backends (kernels/dispatch.cpp picks one per call), same contracts as above.
+namespace cpu {
+long paged_attention_scratch(const paged_shape& s);
+// direct_only: every query row by the direct kernel, whatever tq (batch-invariant mode).
+void paged_attention(const paged_shape& s, const float* q, const paged_kv& kv, float* out,
+                     float* scratch, bool direct_only = false);
+// attention_forward (kernels/attention.hpp) with each query row computed alone by the same
+// direct kernel as paged_attention's: bit-identical to a paged decode of that row. att is filled
+// as attention_forward fills it (probabilities, masked entries 0) for a backward that follows.
+void attention_forward_rows(const attention_shape& s, const float* q, const float* k,
+                            const float* v, float* out, float* att);
+}  // namespace cpu
 
 }  // namespace zf::kernels

@@ -14,7 +14,7 @@
 #include "kernels/softmax.hpp"
 #include "kernels/vec8.hpp"
 
-namespace zf::kernels {
+namespace zf::kernels::cpu {
 namespace {
 
 using namespace vec8;
@@ -39,48 +39,62 @@ void axpy(float a, const float* x, float* y, int n) {
   for (; j < n; ++j) y[j] += a * x[j];
 }
 
-const float* row_of(const float* pool, const paged_kv& kv, int pos) {
+// Row pos of a pool with rows of `stride` floats (kv_dim in the paged pool).
+const float* row_of(const float* pool, const paged_kv& kv, int pos, int stride) {
   const std::size_t b = static_cast<std::size_t>(kv.blocks[pos / kv.block_size]);
-  return pool + (b * kv.block_size + pos % kv.block_size) * kv.kv_dim;
+  return pool + (b * kv.block_size + pos % kv.block_size) * static_cast<std::size_t>(stride);
+}
+const float* row_of(const float* pool, const paged_kv& kv, int pos) {
+  return row_of(pool, kv, pos, kv.kv_dim);
 }
 
-// One query row at absolute position pos. scores: [n_head, pos + 1].
+// One query row at absolute position pos, alone: the scores of every head against keys 0..pos
+// (each key row read once for all the heads that share it), a softmax per head, then the value
+// rows accumulated in key order. scores: head h's pos + 1 scores at scores + h * head_stride
+// (left there as probabilities). v_stride: row stride of the V pool. The same operations in the
+// same order for a row whatever chunk or batch it came in: batch-invariant mode relies on it.
 void direct_row(const paged_shape& s, const float* q, const paged_kv& kv, int pos, float* out,
-                float* scores) {
+                float* scores, std::size_t head_stride, int v_stride) {
   const int hd = s.head_dim, group = s.n_head / s.n_kv_head, n = pos + 1;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   for (int j = 0; j < n; ++j) {
     const float* kr = row_of(kv.k, kv, j);
     for (int h = 0; h < s.n_head; ++h)
-      scores[static_cast<std::size_t>(h) * n + j] =
-          scale * dot(q + h * hd, kr + (h / group) * hd, hd);
+      scores[h * head_stride + j] = scale * dot(q + h * hd, kr + (h / group) * hd, hd);
   }
-  for (int h = 0; h < s.n_head; ++h)
-    softmax_rows(scores + static_cast<std::size_t>(h) * n, 1, n, 1.0f);
+  for (int h = 0; h < s.n_head; ++h) softmax_rows(scores + h * head_stride, 1, n, 1.0f);
   std::fill(out, out + s.n_head * hd, 0.0f);
   for (int j = 0; j < n; ++j) {
-    const float* vr = row_of(kv.v, kv, j);
+    const float* vr = row_of(kv.v, kv, j, v_stride);
     for (int h = 0; h < s.n_head; ++h)
-      axpy(scores[static_cast<std::size_t>(h) * n + j], vr + (h / group) * hd, out + h * hd, hd);
+      axpy(scores[h * head_stride + j], vr + (h / group) * hd, out + h * hd, hd);
+  }
+}
+
+void direct_rows(const paged_shape& s, const float* q, const paged_kv& kv, float* out,
+                 float* scratch) {
+  for (int i = 0; i < s.tq; ++i) {
+    direct_row(s, q + static_cast<std::size_t>(i) * s.ldq, kv, s.start + i,
+               out + static_cast<std::size_t>(i) * s.ldo, scratch,
+               static_cast<std::size_t>(s.start + i + 1), kv.kv_dim);
   }
 }
 
 }  // namespace
 
+// Covers both paths: the gather path's need exceeds the direct path's n_head * ctx.
 long paged_attention_scratch(const paged_shape& s) {
   const long ctx = s.start + s.tq;
-  if (s.tq <= kDirectRows) return static_cast<long>(s.n_head) * ctx;
-  return 2 * ctx * s.n_kv_head * s.head_dim + static_cast<long>(s.tq) * ctx;
+  const long direct = static_cast<long>(s.n_head) * ctx;
+  if (s.tq <= kDirectRows) return direct;
+  return std::max(direct, 2 * ctx * s.n_kv_head * s.head_dim + static_cast<long>(s.tq) * ctx);
 }
 
 // q: [tq, ldq] -> out: [tq, ldo].
 void paged_attention(const paged_shape& s, const float* q, const paged_kv& kv, float* out,
-                     float* scratch) {
-  if (s.tq <= kDirectRows) {
-    for (int i = 0; i < s.tq; ++i) {
-      direct_row(s, q + static_cast<std::size_t>(i) * s.ldq, kv, s.start + i,
-                 out + static_cast<std::size_t>(i) * s.ldo, scratch);
-    }
+                     float* scratch, bool direct_only) {
+  if (s.tq <= kDirectRows || direct_only) {
+    direct_rows(s, q, kv, out, scratch);
     return;
   }
   const int ctx = s.start + s.tq, kvd = kv.kv_dim, hd = s.head_dim;
@@ -105,8 +119,32 @@ void paged_attention(const paged_shape& s, const float* q, const paged_kv& kv, f
                     .ldo = s.ldo};
   for (int h = 0; h < s.n_head; ++h) {
     const int g = h / group;
-    attention_forward(a, q + h * hd, kb + g * hd, vb + g * hd, out + h * hd, att);
+    cpu::attention_forward(a, q + h * hd, kb + g * hd, vb + g * hd, out + h * hd, att);
   }
 }
 
-}  // namespace zf::kernels
+// Dense K/V rows are a pool of one block as long as the sequence: row_of(k, kv, j) = k + j ldk.
+void attention_forward_rows(const attention_shape& a, const float* q, const float* k,
+                            const float* v, float* out, float* att) {
+  const int kvh = a.n_kv_head ? a.n_kv_head : a.n_head;
+  const int block0 = 0;
+  const paged_kv kv{.k = k, .v = v, .blocks = &block0, .block_size = a.tk, .kv_dim = a.ldk};
+  const paged_shape s{.tq = a.tq,
+                      .start = a.offset,
+                      .n_head = a.n_head,
+                      .n_kv_head = kvh,
+                      .head_dim = a.head_dim,
+                      .ldq = a.ldq,
+                      .ldo = a.ldo};
+  const std::size_t head_stride = static_cast<std::size_t>(a.tq) * a.tk;
+  for (int i = 0; i < a.tq; ++i) {
+    const int pos = a.offset + i;
+    float* scores = att + static_cast<std::size_t>(i) * a.tk;  // head h at + h * head_stride
+    direct_row(s, q + static_cast<std::size_t>(i) * a.ldq, kv, pos,
+               out + static_cast<std::size_t>(i) * a.ldo, scores, head_stride, a.ldv);
+    for (int h = 0; h < a.n_head; ++h)
+      std::fill(scores + h * head_stride + pos + 1, scores + h * head_stride + a.tk, 0.0f);
+  }
+}
+
+}  // namespace zf::kernels::cpu

@@ -19,4 +19,13 @@ void rope_forward(float* x, int ld, int n, const int* pos, int n_head, int head_
 void rope_backward(float* dx, int ld, int n, const int* pos, int n_head, int head_dim,
                    const float* cos, const float* sin);
 
+// Backends (kernels/dispatch.cpp picks one per call), same contracts as above.
+namespace cpu {
+void rope_tables(int n_pos, int head_dim, const double* inv_freq, float* cos, float* sin);
+void rope_forward(float* x, int ld, int n, const int* pos, int n_head, int head_dim,
+                  const float* cos, const float* sin);
+void rope_backward(float* dx, int ld, int n, const int* pos, int n_head, int head_dim,
+                   const float* cos, const float* sin);
+}  // namespace cpu
+
 }  // namespace zf::kernels

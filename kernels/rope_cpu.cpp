@@ -6,7 +6,7 @@
 
 #include "kernels/rope.hpp"
 
-namespace zf::kernels {
+namespace zf::kernels::cpu {
 
 // inv_freq: [head_dim/2]; cos, sin: [n_pos, head_dim/2]. HF computes inv_freq and the angles
 // in fp32; double here is closer to the exact rotation and within fp32 tolerance of it.
@@ -60,4 +60,4 @@ void rope_backward(float* dx, int ld, int n, const int* pos, int n_head, int hea
   }
 }
 
-}  // namespace zf::kernels
+}  // namespace zf::kernels::cpu

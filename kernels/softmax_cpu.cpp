@@ -12,7 +12,7 @@
 #include "kernels/softmax.hpp"
 #include "kernels/vec8.hpp"
 
-namespace zf::kernels {
+namespace zf::kernels::cpu {
 namespace {
 
 using namespace vec8;
@@ -122,4 +122,13 @@ void softmax_rows(float* x, int n, int v, float scale) {
   }
 }
 
-}  // namespace zf::kernels
+// x: [n]. Scalar on purpose: a fixed order, the same everywhere it is called.
+double log_sum_exp(const float* x, int n) {
+  float mx = x[0];
+  for (int i = 1; i < n; ++i) mx = std::max(mx, x[i]);
+  double sum = 0;
+  for (int i = 0; i < n; ++i) sum += std::exp(x[i] - mx);
+  return mx + std::log(sum);
+}
+
+}  // namespace zf::kernels::cpu

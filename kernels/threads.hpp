@@ -3,4 +3,8 @@
 namespace zf::kernels {
 void set_num_threads(int n);
 int num_threads();
+namespace cpu {
+void set_num_threads(int n);
+int num_threads();
+}  // namespace cpu
 }  // namespace zf::kernels

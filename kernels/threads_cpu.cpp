@@ -4,7 +4,7 @@
 
 #include "kernels/threads.hpp"
 
-namespace zf::kernels {
+namespace zf::kernels::cpu {
 
 void set_num_threads(int n) {
   if (n <= 0) n = static_cast<int>(std::thread::hardware_concurrency());
@@ -15,4 +15,4 @@ int num_threads() {
   return openblas_get_num_threads();
 }
 
-}  // namespace zf::kernels
+}  // namespace zf::kernels::cpu

@@ -14,6 +14,7 @@
 #include "pipelines/ckpt_cli.hpp"
 #include "pipelines/launch.hpp"
 #include "pipelines/pipeline.hpp"
+#include "pipelines/score_cli.hpp"
 #include "pipelines/serve_cli.hpp"
 #include "runtime/error.hpp"
 #include "runtime/tokenizer.hpp"
@@ -58,10 +59,15 @@ fs::path latest_run(const fs::path& runs) {
   return best;
 }
 
-int cmd_train(const std::string& config_file, const std::vector<std::string>& sets, std::string out,
-              const std::string& resume, bool quiet, int stop_after) {
+int cmd_train(const std::string& config_file, std::vector<std::string> sets, std::string out,
+              const std::string& resume, bool quiet, int stop_after, const std::string& init_hf) {
   // first, so a Ctrl-C during set-up also stops cleanly (after the first step)
   auto prev = std::signal(SIGINT, on_sigint);
+  if (!init_hf.empty()) {  // before --set, so an explicit data.tokenizer still wins
+    // absolute: the run's config (and so its checkpoints) must find the tokenizer from anywhere
+    const std::string dir = fs::absolute(init_hf).lexically_normal().string();
+    sets.insert(sets.begin(), {"model.init_hf=" + dir, "data.tokenizer=" + dir});
+  }
   run_config cfg = load_config(config_file, sets);
   run_options o;
   o.resume = resume;
@@ -112,17 +118,23 @@ int run_cli(int argc, char** argv) {
   CLI::App app{"zeroflow: train, align, compress and serve transformer language models"};
   app.require_subcommand(1);
 
-  std::string config_file, out, resume, ddir;
+  std::string config_file, out, resume, ddir, init_hf;
   std::vector<std::string> sets;
   bool quiet = false;
   int stop_after = 0;
-  auto* train = app.add_subcommand("train", "train a GPT on the configured corpus");
+  auto* train =
+      app.add_subcommand("train", "train (or fine-tune) a GPT-2 or Llama on the configured corpus");
   train->add_option("--config", config_file, "TOML config file (see `zeroflow config`)")
       ->check(CLI::ExistingFile);
   train->add_option("--set", sets, "override one key, e.g. --set train.steps=100")
       ->allow_extra_args(false);
   train->add_option("--out", out, "run folder (default runs/train-<time>)");
   train->add_option("--resume", resume, "continue from `latest` or a checkpoint folder");
+  train
+      ->add_option("--init-hf", init_hf,
+                   "fine-tune a Hugging Face GPT-2 or Llama folder (its weights, config and "
+                   "tokenizer.json)")
+      ->check(CLI::ExistingDirectory);
   train->add_flag("--quiet", quiet, "no progress line (metrics.jsonl only)");
   train
       ->add_option("--stop-after", stop_after,
@@ -130,6 +142,7 @@ int run_cli(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
 
   add_serve_subcommands(app);
+  add_score_subcommand(app);
 
   std::string tname = "gpt2", input, output;
   bool ids = false;
@@ -161,8 +174,9 @@ int run_cli(int argc, char** argv) {
     return app.exit(e);
   }
   try {
-    if (*train) return cmd_train(config_file, sets, out, resume, quiet, stop_after);
+    if (*train) return cmd_train(config_file, sets, out, resume, quiet, stop_after, init_hf);
     if (run_serve_subcommands()) return 0;
+    if (run_score_subcommand()) return 0;
     if (*tokc) return cmd_tokenize(tname, input, output, ids, ddir);
     if (run_ckpt_subcommand()) return 0;
     if (*launch) return launch_local(nproc, master_port, launch_args);

@@ -19,12 +19,14 @@
 #include "runtime/comm.hpp"
 #include "runtime/error.hpp"
 #include "runtime/launch.hpp"
+#include "runtime/lm_weights.hpp"
 #include "runtime/serve_client.hpp"
 #include "runtime/tokenizer.hpp"
 #include "runtime/zero.hpp"
 #include "storage/checkpoint.hpp"
 #include "storage/dataset.hpp"
 #include "storage/fs_util.hpp"
+#include "storage/zero_checkpoint.hpp"
 
 namespace fs = std::filesystem;
 
@@ -62,24 +64,35 @@ fs::path data_dir(const run_config& cfg) {
   return ZF_DEFAULT_DATA_DIR;
 }
 
+// The run's tokenizer (data.tokenizer: GPT-2's files, or a Hugging Face tokenizer.json) and an
+// id naming it in the corpus cache ("" for GPT-2).
+std::pair<tokenizer, std::string> open_tokenizer(const run_config& cfg) {
+  const fs::path ddir = data_dir(cfg);
+  if (cfg.data.tokenizer == "gpt2") return {tokenizer::load_gpt2(ddir / "gpt2"), ""};
+  const fs::path p = cfg.data.tokenizer;
+  const fs::path file = fs::is_directory(p) ? p / "tokenizer.json" : p;
+  if (!fs::is_regular_file(file))
+    fail("data.tokenizer: expected \"gpt2\" or a folder with a tokenizer.json, got {}", p.string());
+  const std::string text = storage::read_text_file(file);
+  return {tokenizer::load_hf(p),
+          fmt::format("hf{:08x}", storage::crc32_of(text.data(), text.size()))};
+}
+
 namespace {
 
 // Model config must match the checkpoint's: resuming a different shape is refused by name.
+// The checkpoint's model must be this run's: every model key (but init_hf, where the weights
+// came from) equal, named when not.
 void check_same_model(const run_config& cfg, const std::string& ckpt_toml, const fs::path& dir) {
   run_config saved;
   apply_toml(saved, ckpt_toml, (dir / "manifest").string());
-  auto& a = cfg.model;
-  auto& b = saved.model;
-  auto cmp = [&](const char* key, int x, int y) {
-    if (x != y)
-      fail("--resume {}: model.{} is {} in the checkpoint but {} in this run's config",
-           dir.string(), key, y, x);
-  };
-  cmp("n_layer", a.n_layer, b.n_layer);
-  cmp("n_head", a.n_head, b.n_head);
-  cmp("n_embd", a.n_embd, b.n_embd);
-  cmp("n_positions", a.n_positions, b.n_positions);
-  cmp("vocab_size", a.vocab_size, b.vocab_size);
+  for (const key_info& k : config_schema()) {
+    if (!k.path.starts_with("model.") || k.path == "model.init_hf") continue;
+    const std::string a = value_text(cfg, k.path), b = value_text(saved, k.path);
+    if (a != b)
+      fail("--resume {}: {} is {} in the checkpoint but {} in this run's config", dir.string(),
+           k.path, b, a);
+  }
 }
 
 // The text at the end of a run: "Call me" continued by the trained weights, sampled on the
@@ -109,12 +122,22 @@ void print_sample(const run_config& cfg, fbuffer params, const tokenizer& tok, i
 train_result pipeline::run(const run_options& o) {
   if (!sampler_) fail("pipeline: no sampler stage (add stages::sampler{{}})");
   if (!train_) fail("pipeline: no train stage (add stages::train{{}})");
+  // Fine-tuning: the Hugging Face folder's config.json is the model (its weights the start).
+  std::optional<hf_model> hf;
+  if (!cfg_.model.init_hf.empty()) {
+    hf = load_hf_model(cfg_.model.init_hf);
+    const std::string from = cfg_.model.init_hf;
+    cfg_.model = config_of(hf->spec);
+    cfg_.model.init_hf = from;
+  }
   validate(cfg_);
   kernels::set_num_threads(cfg_.train.threads);
 
   // Everything that can fail on bad input runs before the first byte is written.
   const fs::path ddir = data_dir(cfg_);
-  tokenizer tok = tokenizer::load_gpt2(ddir / "gpt2");
+  auto opened = open_tokenizer(cfg_);
+  const tokenizer tok = std::move(opened.first);
+  const std::string tok_id = opened.second;
   if (cfg_.model.vocab_size < tok.vocab_size())
     fail("model.vocab_size: expected at least the tokenizer's {}, got {}", tok.vocab_size(),
          cfg_.model.vocab_size);
@@ -125,7 +148,7 @@ train_result pipeline::run(const run_options& o) {
     fs::path from = o.resume == "latest" ? ckpt_root : fs::path(o.resume);
     auto head = storage::read_manifest(from);
     check_same_model(cfg_, head.config_toml, head.dir);
-    resumed = storage::load_checkpoint(head.dir, layout);
+    resumed = head;  // the manifest only: each rank reads its own slices below
     if (fs::exists(ckpt_root / "latest")) {
       auto newest = storage::read_manifest(ckpt_root);
       if (newest.step > resumed->step)
@@ -141,7 +164,7 @@ train_result pipeline::run(const run_options& o) {
     fail("{} already holds a run; pass --resume latest to continue it or --out NEW_DIR",
          o.out.string());
   }
-  fs::path shard_path = storage::prepare_corpus(cfg_.data.corpus, ddir, tok);
+  fs::path shard_path = storage::prepare_corpus(cfg_.data.corpus, ddir, tok, tok_id);
   auto data = std::make_shared<const storage::dataset>(storage::token_shard::open(shard_path),
                                                        cfg_.data.val_fraction, cfg_.train.seq_len);
 
@@ -154,10 +177,6 @@ train_result pipeline::run(const run_options& o) {
     fail("train.ranks: expected 1 when launched as a process group (WORLD_SIZE={}), got {}",
          penv.world, cfg_.train.ranks);
   const bool lead = !spmd || penv.rank == 0;  // reports, writes config/metrics/checkpoints
-  if (lead) {
-    fs::create_directories(o.out);
-    storage::write_file_atomic(o.out / "config.toml", to_toml(cfg_));
-  }
   const std::string toml = to_toml(cfg_);
 
   caf::actor_system_config sc;
@@ -188,48 +207,48 @@ train_result pipeline::run(const run_options& o) {
     const float *p = nullptr, *m = nullptr, *v = nullptr;
     if (resumed) {
       start = resumed->step;
-      p = resumed->params.data();
-      if (!resumed->exp_avg.empty()) m = resumed->exp_avg.data(), v = resumed->exp_avg_sq.data();
+      storage::load_ranks(ranks, resumed->dir, layout);  // each reads only what it holds
+    } else if (hf) {
+      p = hf->flat.data();
     } else {
       init.resize(layout.total);
       init_params(layout, cfg_.model.n_layer, static_cast<uint64_t>(cfg_.train.seed), init.data());
       p = init.data();
     }
-    for (auto& z : ranks) z->import_state(p, m, v);
-    resumed.reset();  // the ranks hold their copies now
+    if (p)
+      for (auto& z : ranks) z->import_state(p, m, v);  // resumed: loaded above
+    resumed.reset();                                   // the ranks hold their copies now
+    hf.reset();
+  }
+  if (lead) {  // only now: a checkpoint that fails to load leaves the run folder as it was
+    fs::create_directories(o.out);
+    storage::write_file_atomic(o.out / "config.toml", to_toml(cfg_));
   }
 
   auto result = std::make_shared<train_result>();
   {
     actors::trainer_setup ts;
-    ts.cfg = cfg_;
-    ts.config_toml = toml;
-    ts.layout = layout;
-    ts.zero_stage = cfg_.train.zero_stage;
-    ts.spmd = spmd;
-    ts.process_rank = spmd ? penv.rank : 0;
-    ts.process_world = spmd ? penv.world : 1;
-    ts.start_step = start;
-    ts.stop = o.stop;
-    ts.stop_at_step = o.stop_at_step;
-    ts.result = result;
+    ts.loop.train = cfg_.train;
+    ts.loop.zero_stage = cfg_.train.zero_stage;
+    ts.loop.start_step = start;
+    ts.loop.process_rank = spmd ? penv.rank : 0;
+    ts.loop.process_world = spmd ? penv.world : 1;
+    ts.loop.stop = o.stop;
+    ts.loop.stop_at_step = o.stop_at_step;
+    ts.loop.memory = ranks[0]->memory();
+    ts.loop.comm_bytes = [z = ranks[0]] { return z->bytes_communicated(); };
     ts.sampler = actors::spawn_data_sampler(sys, data, static_cast<uint64_t>(cfg_.train.seed),
                                             cfg_.train.batch_size);
     for (auto& z : ranks) {
       ts.workers.push_back(actors::spawn_rank_worker(sys, z));
       ts.shards.push_back(actors::spawn_optimizer_shard(sys, z));
     }
-    const zero_memory mem = ranks[0]->memory();
-    ts.param_bytes = mem.param_bytes;
-    ts.grad_bytes = mem.grad_bytes;
-    ts.optim_bytes = mem.optim_bytes;
-    ts.comm_bytes = [z = ranks[0]] { return z->bytes_communicated(); };
-    if (checkpoint_) {
-      ts.checkpoint_root = ckpt_root;
-      // one writer thread (and data file) per rank of this process
+    if (checkpoint_) {  // one data file per rank, written in parallel; rank 0's process commits
+      storage::commit_group g;
+      if (spmd) g.store = store, g.rank = penv.rank, g.world = penv.world;
       ts.writer = actors::spawn_checkpoint_writer(
-          sys, cfg_.train.ranks,
-          spmd ? actors::writer_group{store, penv.rank, penv.world} : actors::writer_group{});
+          sys, storage::checkpoint_committer(ckpt_root, layout, cfg_.train.keep_checkpoints, g),
+          toml);
     }
     if (monitor_ && lead) {
       actors::monitor_options mo;
@@ -252,9 +271,11 @@ train_result pipeline::run(const run_options& o) {
           data->val_tokens(), cfg_.train.steps, start, world, spmd ? "processes, gloo" : "threads",
           cfg_.train.zero_stage, o.out.string());
     auto trainer = actors::spawn_trainer(sys, std::move(ts));
+    others.push_back(caf::actor_cast<caf::actor>(trainer));
     caf::scoped_actor self{sys};
-    self->monitor(trainer);
-    self->receive([](const caf::down_msg&) {});
+    self->request(trainer, caf::infinite, actors::run_atom::value)
+        .receive([&](train_result& r) { *result = std::move(r); },
+                 [&](caf::error& e) { result->error = "trainer: " + sys.render(e); });
     // stop the stage actors and wait until each is gone: they hold the ranks, which hold the
     // communicators, which must go before the rendezvous store
     for (auto& a : others) {

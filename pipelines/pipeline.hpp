@@ -15,9 +15,11 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "actors/trainer.hpp"
 #include "runtime/config.hpp"
+#include "runtime/tokenizer.hpp"
 
 namespace zf {
 
@@ -71,5 +73,9 @@ pipeline pretrain(const run_config& cfg);
 // The folder with the corpus and tokenizer files: data.data_dir, else $ZF_DATA_DIR, else the
 // build's default (the source tree's data/).
 std::filesystem::path data_dir(const run_config& cfg);
+
+// A run's tokenizer (data.tokenizer: GPT-2's files from data_dir, or a folder / file with a
+// Hugging Face tokenizer.json) and an id naming it in the corpus cache ("" for GPT-2).
+std::pair<tokenizer, std::string> open_tokenizer(const run_config& cfg);
 
 }  // namespace zf

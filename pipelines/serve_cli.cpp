@@ -143,7 +143,7 @@ std::pair<lm_weights, tokenizer> load_serving_model(const std::string& checkpoin
   }
   auto [w, cfg] = storage::load_checkpoint_model(checkpoint);
   if (!ddir.empty()) cfg.data.data_dir = ddir;
-  return {std::move(w), tokenizer::load_gpt2(data_dir(cfg) / "gpt2")};
+  return {std::move(w), open_tokenizer(cfg).first};  // the run's own: GPT-2 or tokenizer.json
 }
 
 void add_serve_subcommands(CLI::App& app) {

@@ -1,8 +1,10 @@
 #pragma once
-// The run configuration: small typed structs, one per component, read from TOML and `--set
-// key=value` overrides, validated once before any work starts. Every key is declared once in
-// config.cpp (name, type, range, help) and that table drives parsing, validation and `zeroflow
-// config` output, so the three can never disagree.
+// The run configuration: small typed structs, one per component (model, train, data, engine,
+// server), read from TOML, `--set key=value` overrides and the subcommands' flags, validated once
+// before any work starts. Every key is declared once in config.cpp (path, type: integer, number,
+// string, bool, enum or list of strings; range or choices; help) and that one schema drives
+// parsing, validation, the generated command-line flags and `zeroflow config`, so they can never
+// disagree. Errors name the key path, what was expected and what was given.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -25,6 +27,10 @@ struct model_config {
   double rope_factor = 1, rope_low_freq_factor = 1, rope_high_freq_factor = 4;
   int rope_original_max_positions = 0;
   bool tied_head = true;
+  bool attn_bias = false;  // llama: biases on q/k/v/o
+  // A Hugging Face folder to fine-tune: its config.json replaces the keys above and its weights
+  // are the initial parameters ("" = random initialisation from train.seed).
+  std::string init_hf;
 };
 
 struct train_config {
@@ -52,16 +58,53 @@ struct train_config {
 
 struct data_config {
   std::string corpus = "moby-dick";  // "moby-dick" (embedded default), a .txt file or a .tok shard
-  std::string tokenizer = "gpt2";
+  std::string tokenizer = "gpt2";    // "gpt2", or a folder (or file) with a tokenizer.json
   std::string data_dir;  // where scripts/setup put the corpus and tokenizer; "" = build default
   double val_fraction = 0.05;
+};
+
+// The serving engine (actors/engine): scheduling policy, batch and KV pool sizes.
+struct engine_config {
+  std::string policy = "split_fuse";  // split_fuse | static_batch
+  int token_budget = 256;             // tokens per forward pass
+  int max_seqs = 64;                  // running sequences at most
+  int block_size = 16;                // tokens per KV block
+  int kv_blocks = 0;                  // KV blocks in the pool; 0: automatic
+  int max_queue = 256;                // waiting requests before 429
+  int threads = 0;                    // compute threads; 0: all cores
+  bool prefix_caching = true;         // share KV blocks of common prompt prefixes
+  bool batch_invariant = false;       // logits independent of batching (score-mode bits)
+};
+
+// The HTTP server (actors/gateway).
+struct server_config {
+  std::string host = "127.0.0.1";  // loopback unless told otherwise
+  int port = 8000;                 // 0: any free port
+  int io_threads = 2;
+  bool enable_weight_updates = false;  // POST /v1/update_weights_from_disk off loopback too
+  std::vector<std::string> api_keys;   // non-empty: requests need Authorization: Bearer <key>
 };
 
 struct run_config {
   model_config model;
   train_config train;
   data_config data;
+  engine_config engine;
+  server_config server;
 };
+
+// The schema, as the command line and documentation see it.
+enum class key_kind { integer, number, string, boolean, choice, list };
+struct key_info {
+  std::string path;  // "engine.token_budget"
+  key_kind kind;
+  std::string help;                  // one line
+  std::vector<std::string> choices;  // choice keys
+  double lo = 0, hi = 0;             // integer / number ranges (inclusive)
+};
+const std::vector<key_info>& config_schema();
+// The TOML text of one key's value in cfg (its default when cfg is default-constructed).
+std::string value_text(const run_config& cfg, const std::string& path);
 
 // Parses TOML text (source names the file in messages) over the defaults in cfg.
 void apply_toml(run_config& cfg, const std::string& toml_text, const std::string& source);
@@ -72,8 +115,10 @@ void validate(const run_config& cfg);
 // The whole configuration as TOML (round-trips through apply_toml).
 std::string to_toml(const run_config& cfg);
 struct model_spec;
-// The model spec a run's `model.*` keys describe (defaults resolved, checked).
+// The model spec a run's `model.*` keys describe (defaults resolved, checked), and back: the
+// keys describing a spec (init_hf left empty).
 model_spec spec_of(const model_config& m);
+model_config config_of(const model_spec& s);
 
 // Loads file (if not empty), applies overrides, validates.
 run_config load_config(const std::string& file, const std::vector<std::string>& overrides);

@@ -428,8 +428,7 @@ uint64_t engine_core::update_weights(std::shared_ptr<const lm_weights> w,
   const uint64_t served = version_.load();
   if (!version && served == UINT64_MAX) fail("the weights version cannot go past {}", served);
   const uint64_t v = version.value_or(served + 1);
-  if (v <= served)
-    fail("weights version {} is not newer than the served version {}", v, served);
+  if (v <= served) fail("weights version {} is not newer than the served version {}", v, served);
   auto runner = make_runner(*w, o_);  // the last thing that can fail: nothing changed yet
   const int preempted = sched_.preempt_all();
   pool_.clear_cache();

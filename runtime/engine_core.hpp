@@ -58,9 +58,10 @@ struct engine_stats {
   int waiting = 0, running = 0, blocks_used = 0, blocks_total = 0;
   uint64_t prompt_tokens = 0, generated_tokens = 0, steps = 0, preemptions = 0;
   uint64_t cache_queries = 0, cache_hits = 0;  // prefix cache, in prompt tokens
-  uint64_t weights_version = 0, weight_updates = 0;  // served version, swaps done
   uint64_t finished[5] = {};                   // by finish_reason
   double tokens_per_s = 0;                     // generated, over the last window
+  // weight updates: the version served, and how many were swapped in
+  uint64_t weights_version = 0, weight_updates = 0;
   histogram ttft{{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60}};
   histogram tpot{{0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2.5}};
   histogram step_tokens{{1, 8, 32, 64, 128, 256, 512, 1024, 2048}};
@@ -126,8 +127,8 @@ class engine_core {
   void publish_stats(int step_tokens);
 
   std::shared_ptr<const lm_weights> w_;  // the served weights; replaced by update_weights
-  const lm_config cfg_;                   // the first weights' configuration (shape, eos)
-  std::atomic<uint64_t> version_{0};      // of w_
+  const lm_config cfg_;                  // the first weights' configuration (shape, eos)
+  std::atomic<uint64_t> version_{0};     // of w_
   tokenizer tok_;
   engine_core_options o_;
   block_pool pool_;

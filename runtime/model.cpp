@@ -221,10 +221,16 @@ float transformer::forward(const int* ids, const int* targets, int b, int t) {
 
 void transformer::score(const int* ids, const int* targets, int b, int t, float* logprobs) {
   if (!targets) fail("score needs targets");
-  run_forward(ids, targets, b, t, false, 1.0f);
-  const int BT = b * t;
-  // losses_ hold logsumexp - logit[target] (0 for ignored rows): the negated log-probs.
-  for (int i = 0; i < BT; ++i) logprobs[i] = targets[i] >= 0 ? -losses_[i] : 0.0f;
+  const int BT = b * t, V = spec_.vocab_size;
+  for (int i = 0; i < BT; ++i)
+    if (targets[i] >= V) fail("target id {} out of range 0..{}", targets[i], V - 1);
+  run_forward(ids, nullptr, b, t, false, 1.0f);
+  // The serving engine's formula (engine_core::logprobs_of), so both give the same bits.
+  for (int i = 0; i < BT; ++i) {
+    const float* row = logits_ + std::size_t(i) * V;
+    logprobs[i] =
+        targets[i] >= 0 ? static_cast<float>(row[targets[i]] - k::log_sum_exp(row, V)) : 0.0f;
+  }
 }
 
 // The head's backward and the final norm's: logits_ holds dlogits [BT, V]; leaves d(final x)

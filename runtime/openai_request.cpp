@@ -353,8 +353,8 @@ json parse_body(std::string_view body) {
 std::variant<weights_update, api_error> parse_weights_update(std::string_view body) {
   try {
     const json j = parse_body(body);
-    if (!j.is_object()) reject(fmt::format("the request body must be a JSON object, got {}",
-                                           j.type_name()));
+    if (!j.is_object())
+      reject(fmt::format("the request body must be a JSON object, got {}", j.type_name()));
     const char* key = field(j, "path") || !field(j, "model_path") ? "path" : "model_path";
     const json* p = field(j, key);
     if (!p) reject("'path' is required: the model folder to load", "path");

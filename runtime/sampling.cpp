@@ -1,5 +1,7 @@
 #include "runtime/sampling.hpp"
 
+#include "kernels/softmax.hpp"
+
 #include <algorithm>
 #include <cmath>
 
@@ -12,13 +14,7 @@ int argmax(const float* x, int n) {
   return best;
 }
 
-double log_sum_exp(const float* x, int n) {
-  float mx = x[0];
-  for (int i = 1; i < n; ++i) mx = std::max(mx, x[i]);
-  double sum = 0;
-  for (int i = 0; i < n; ++i) sum += std::exp(x[i] - mx);
-  return mx + std::log(sum);
-}
+double log_sum_exp(const float* x, int n) { return kernels::log_sum_exp(x, n); }
 
 void top_k_ids(const float* x, int n, int k, std::vector<int>& out) {
   out.clear();

@@ -90,7 +90,8 @@ struct weights_result {
   uint64_t version = 0;  // the version served once the call is over
   std::string message;   // what was loaded, or why not
 };
-// Called once per update, on a backend thread; must not block.
+// Called once per update: on the caller's thread when refused at once (another shape, no
+// support), else on a backend thread. It must not block.
 using weights_done = std::function<void(const weights_result&)>;
 
 struct submit_result {
@@ -135,7 +136,7 @@ class completion_backend {
   virtual void update_weights_from_disk(std::string path, std::optional<uint64_t> version,
                                         weights_done done);
   // Blocking update_weights_async: returns the version served once the swap happened; throws
-  // zf::error with the reason when it was refused.
+  // zf::error with the reason when it was refused. Never from a sink (the engine's thread).
   uint64_t update_weights(uint64_t version, std::shared_ptr<const lm_weights> weights);
 };
 

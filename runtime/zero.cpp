@@ -188,12 +188,20 @@ zero_memory zero_rank::memory() const {
   return m;
 }
 
+// The rank's buffers are mutable state behind a const accessor for snapshot/export; the cast
+// is confined here.
+zero_rank::chunk_state zero_rank::owned_state(std::size_t i) const {
+  auto& self = const_cast<zero_rank&>(*this);
+  const region o = part_.owned(comm_.rank(), i);
+  const std::size_t pk = part_.packed[i];
+  // stage 0: full flat params and moments; 1-2: full params, packed moments; 3: all packed
+  float* p = stage_ == 3 ? self.owned_params_.data() + pk : self.model_->params().data() + o.begin;
+  const std::size_t mo = stage_ == 0 ? o.begin : pk;
+  return {p, self.opt_->m().data() + mo, self.opt_->v().data() + mo};
+}
+
 std::vector<zero_rank::slice> zero_rank::persisted() const {
   std::vector<slice> out;
-  if (stage_ == 0) {
-    if (comm_.rank() == 0) out.push_back({0, model_->layout().total});
-    return out;
-  }
   for (std::size_t i = 0; i < part_.regions.size(); ++i) {
     region o = part_.owned(comm_.rank(), i);
     if (o.size()) out.push_back({o.begin, o.size()});
@@ -201,46 +209,64 @@ std::vector<zero_rank::slice> zero_rank::persisted() const {
   return out;
 }
 
-void zero_rank::export_state(float* params, float* m, float* v) const {
-  const int r = comm_.rank();
-  if (stage_ == 0) {
-    if (r != 0) return;
-    const std::size_t n = model_->layout().total;
-    std::copy_n(model_->params().data(), n, params);
-    if (m) std::copy_n(opt_->m().data(), n, m);
-    if (v) std::copy_n(opt_->v().data(), n, v);
-    return;
+zero_snapshot zero_rank::snapshot() const {
+  zero_snapshot s;
+  s.rank = comm_.rank();
+  s.slices = persisted();
+  std::size_t n = 0;
+  for (auto& sl : s.slices) n += sl.len;
+  s.params.resize(n);
+  s.exp_avg.resize(n);
+  s.exp_avg_sq.resize(n);
+  std::size_t at = 0;
+  for (std::size_t i = 0; i < part_.regions.size(); ++i) {
+    const std::size_t len = part_.owned(comm_.rank(), i).size();
+    if (!len) continue;
+    const chunk_state c = owned_state(i);
+    std::copy_n(c.params, len, s.params.data() + at);
+    std::copy_n(c.exp_avg, len, s.exp_avg.data() + at);
+    std::copy_n(c.exp_avg_sq, len, s.exp_avg_sq.data() + at);
+    at += len;
+  }
+  return s;
+}
+
+void zero_rank::load_state(const zero_state_reader& read, bool moments) {
+  const std::size_t n = model_->layout().total;
+  if (stage_ < 3) {  // every rank holds the full parameters (and at stage 0 the full moments)
+    const bool m0 = stage_ == 0 && moments;
+    read(0, n, model_->params().data(), m0 ? opt_->m().data() : nullptr,
+         m0 ? opt_->v().data() : nullptr);
+    if (stage_ == 0 || !moments) return;
   }
   for (std::size_t i = 0; i < part_.regions.size(); ++i) {
-    region o = part_.owned(r, i);
-    const std::size_t pk = part_.packed[i];
-    const float* src = stage_ == 3 ? owned_params_.data() + pk : model_->params().data() + o.begin;
-    std::copy_n(src, o.size(), params + o.begin);
-    if (m) std::copy_n(opt_->m().data() + pk, o.size(), m + o.begin);
-    if (v) std::copy_n(opt_->v().data() + pk, o.size(), v + o.begin);
+    const region o = part_.owned(comm_.rank(), i);
+    if (!o.size()) continue;
+    const chunk_state c = owned_state(i);
+    read(o.begin, o.end, stage_ == 3 ? c.params : nullptr, moments ? c.exp_avg : nullptr,
+         moments ? c.exp_avg_sq : nullptr);
+  }
+}
+
+void zero_rank::export_state(float* params, float* m, float* v) const {
+  for (std::size_t i = 0; i < part_.regions.size(); ++i) {
+    const region o = part_.owned(comm_.rank(), i);
+    if (!o.size()) continue;
+    const chunk_state c = owned_state(i);
+    std::copy_n(c.params, o.size(), params + o.begin);
+    if (m) std::copy_n(c.exp_avg, o.size(), m + o.begin);
+    if (v) std::copy_n(c.exp_avg_sq, o.size(), v + o.begin);
   }
 }
 
 void zero_rank::import_state(const float* params, const float* m, const float* v) {
-  const int r = comm_.rank();
-  const std::size_t n = model_->layout().total;
-  if (stage_ < 3) std::copy_n(params, n, model_->params().data());
-  if (stage_ == 0) {
-    if (m && v) {
-      std::copy_n(m, n, opt_->m().data());
-      std::copy_n(v, n, opt_->v().data());
-    }
-    return;
-  }
-  for (std::size_t i = 0; i < part_.regions.size(); ++i) {
-    region o = part_.owned(r, i);
-    const std::size_t pk = part_.packed[i];
-    if (stage_ == 3) std::copy_n(params + o.begin, o.size(), owned_params_.data() + pk);
-    if (m && v) {
-      std::copy_n(m + o.begin, o.size(), opt_->m().data() + pk);
-      std::copy_n(v + o.begin, o.size(), opt_->v().data() + pk);
-    }
-  }
+  load_state(
+      [&](std::size_t b, std::size_t e, float* p, float* em, float* ev) {
+        if (p) std::copy(params + b, params + e, p);
+        if (em) std::copy(m + b, m + e, em);
+        if (ev) std::copy(v + b, v + e, ev);
+      },
+      m && v);
 }
 
 }  // namespace zf

@@ -15,6 +15,7 @@
 // Summation order is fixed by the communicator (rank order), so every rank holds identical
 // parameters after each step at every stage.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -36,6 +37,25 @@ struct zero_partition {
   region owned(int r, std::size_t i) const;
   std::size_t max_bucket() const;  // max over regions of world * chunk
 };
+
+struct zero_slice {  // a flat range [flat_begin, flat_begin + len) of the layout
+  std::size_t flat_begin, len;
+};
+
+// A copy of what one rank persists in a checkpoint: its persisted() slices packed one after
+// another. A copy, so the write goes on while training does; only the rank's share, so no
+// process ever holds the full state to checkpoint it (at any stage).
+struct zero_snapshot {
+  int rank = 0;  // the rank in its communicator (names its data file)
+  std::vector<zero_slice> slices;
+  fbuffer params, exp_avg, exp_avg_sq;  // [sum of the slices' lengths] each
+};
+using zero_snapshot_ptr = std::shared_ptr<const zero_snapshot>;
+
+// Fills [begin, end) of the flat layout into whichever of the outputs are non-null (each
+// [end - begin] floats). A checkpoint loader (storage/zero_checkpoint.hpp) implements it.
+using zero_state_reader = std::function<void(std::size_t begin, std::size_t end, float* params,
+                                             float* exp_avg, float* exp_avg_sq)>;
 
 struct zero_memory {                                        // bytes held by one rank
   double param_bytes = 0, grad_bytes = 0, optim_bytes = 0;  // persistent
@@ -75,22 +95,33 @@ class zero_rank {
   uint64_t bytes_communicated() const { return comm_.bytes_sent(); }
   void reset_bytes_communicated() { comm_.reset_bytes(); }
 
-  // Checkpoint support: the flat ranges this rank persists (its owned chunks; at stage 0 rank 0
-  // persists everything and the others nothing) and copies of their values.
-  struct slice {
-    std::size_t flat_begin, len;
-  };
+  // Checkpoint support. The flat ranges this rank persists: its owned chunk of every region, at
+  // every stage (at stage 0 every rank holds everything, so the N ranks split the writing).
+  using slice = zero_slice;
   std::vector<slice> persisted() const;
+  // Copies of the persisted() ranges' parameters and moments (what a checkpoint writes).
+  zero_snapshot snapshot() const;
+  // Loads this rank's state through `read`, range by range, straight into its own buffers:
+  // what it holds in full (parameters at stages 0-2, moments at stage 0) in one read, its
+  // owned chunks otherwise; no full flat copy at any stage. moments = false: a weights-only
+  // checkpoint (AdamW starts from zero).
+  void load_state(const zero_state_reader& read, bool moments);
   // Copies params/exp_avg/exp_avg_sq of persisted() ranges into full flat arrays (sized total);
-  // exp_avg / exp_avg_sq may be null.
+  // exp_avg / exp_avg_sq may be null. For callers that need the whole model in one place (the
+  // end-of-run sample, tests); checkpoints use snapshot().
   void export_state(float* params, float* exp_avg, float* exp_avg_sq) const;
-  // Loads this rank's view from full flat arrays (any world/stage wrote them); moments may be null.
+  // Loads this rank's view from full flat arrays (any world/stage wrote them); moments may be
+  // null. For a model that exists only as a full flat array (initialisation, a Hugging Face
+  // folder); checkpoints load through load_state().
   void import_state(const float* params, const float* exp_avg, const float* exp_avg_sq);
 
  private:
   struct param_gather;
   struct grad_scatter;
-  float* owned_param_ptr(std::size_t i);  // region i's chunk of the parameters this rank steps
+  struct chunk_state {  // where region i's owned chunk lives in this rank's buffers
+    float *params, *exp_avg, *exp_avg_sq;
+  };
+  chunk_state owned_state(std::size_t i) const;
 
   model_spec spec_;
   int stage_;

@@ -4,23 +4,25 @@
 // fragments its slice needs, with no conversion step).
 //
 // ROOT/step-000123/ holds
-//   rank-00000.bin ...  one data file per writer. A writer owning the slice [begin, end) of the
-//                       flat parameter range (runtime/model.hpp param_layout) writes its fp32
-//                       parameters, then exp_avg, then exp_avg_sq for that slice, each section
-//                       starting at a 4 KiB-aligned offset (zero padding between sections).
+//   rank-00000.bin ...  one data file per writer. A writer owning the slices [begin, end) of
+//                       the flat parameter range (runtime/model.hpp param_layout) writes its
+//                       fp32 parameters of each slice, then exp_avg, then exp_avg_sq, each
+//                       section starting at a 4 KiB-aligned offset (zero padding between).
 //   manifest            Cap'n Proto flat array (storage/manifest.capnp), itself CRC-checked:
 //                       format version, step, world size and ZeRO stage written with, the run
 //                       config (TOML text), trainer state (JSON text), the data files and their
 //                       exact sizes, and for every parameter its name, shape, dtype ("F32") and
 //                       fragments {kind, file, byte offset, byte length, first element within
-//                       the tensor, CRC-32}. A tensor split across writers has one fragment per
-//                       writer and kind.
+//                       the tensor, CRC-32, dtype of the stored bytes}. A tensor split across
+//                       writers (or slices) has one fragment per slice and kind.
 // Commit is atomic: step-000123.tmp/ gets the data files (each fsynced) and the manifest, the
 // folder is fsynced and renamed, the root fsynced, then ROOT/latest (a one-line file naming the
 // folder) replaced by rename. A crash at any point leaves the previous checkpoint and `latest`
 // intact; a step folder without .tmp is complete. Pruned folders are renamed to step-X.del
 // before removal, so a crash while pruning never leaves a half-deleted step-X.
-// Loading verifies the CRC of every fragment it reads before any value reaches the caller.
+// Loading verifies the CRC of every fragment it reads before any value reaches the caller, and
+// refuses a fragment stored in a dtype other than the layout's (fp32 today) by name. The commit
+// protocol of several processes writing one step is storage/checkpoint_commit.hpp.
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -28,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/dtype.hpp"
 #include "runtime/model.hpp"
 
 namespace zf::storage {
@@ -73,6 +76,7 @@ struct fragment {
   uint64_t length = 0;      // bytes
   uint64_t elem_begin = 0;  // first element within the tensor
   uint32_t crc32 = 0;
+  zf::dtype dtype = zf::dtype::f32;  // encoding of the bytes (length = elements x its size)
 };
 
 struct write_options {
@@ -84,6 +88,8 @@ struct write_options {
 // Creates ROOT/step-NNNNNN.tmp (clearing a leftover one of a crashed write) and returns it.
 // Refuses if ROOT/step-NNNNNN exists.
 std::filesystem::path begin_checkpoint(const std::filesystem::path& root, int step);
+// ROOT/step-NNNNNN.tmp, the folder begin_checkpoint creates (for writers that did not create it).
+std::filesystem::path checkpoint_tmp_dir(const std::filesystem::path& root, int step);
 
 // Writes rank-RRRRR.bin into tmp_dir: the slice's parameters and whichever moments are given,
 // through io_uring (O_DIRECT for the 4 KiB-aligned part, buffered for the tail), then fsyncs it.
@@ -92,6 +98,12 @@ std::filesystem::path begin_checkpoint(const std::filesystem::path& root, int st
 // nothing and returns no fragments.
 std::vector<fragment> write_shard(const std::filesystem::path& tmp_dir, int rank,
                                   const param_layout& layout, const shard_data& s,
+                                  const write_options& o = {});
+// The same for several slices in one file (a ZeRO rank owns one chunk of every region): the
+// parameters of every slice, then every slice's exp_avg, then exp_avg_sq, each section 4 KiB
+// aligned. Every slice must give the same kinds.
+std::vector<fragment> write_shard(const std::filesystem::path& tmp_dir, int rank,
+                                  const param_layout& layout, const std::vector<shard_data>& slices,
                                   const write_options& o = {});
 
 struct manifest_info {
@@ -105,11 +117,21 @@ struct manifest_info {
 // Checks that `all` (every writer's fragments) covers each tensor of layout exactly (parameters
 // always; each moment for every tensor or for none), writes the manifest, fsyncs, renames
 // tmp_dir to its step folder, moves `latest`, prunes beyond `keep`. Returns the step folder.
+// The two halves below, for a caller that has something to do between them.
 std::filesystem::path commit_checkpoint(const std::filesystem::path& root,
                                         const std::filesystem::path& tmp_dir,
                                         const param_layout& layout,
                                         const std::vector<fragment>& all, const manifest_info& info,
                                         int keep);
+// The coverage checks, then tmp_dir/manifest written and fsynced (tmp_dir too). Nothing is
+// visible to readers yet: a crash now leaves a .tmp folder that no reader opens.
+void write_manifest(const std::filesystem::path& root, const std::filesystem::path& tmp_dir,
+                    const param_layout& layout, const std::vector<fragment>& all,
+                    const manifest_info& info);
+// The commit point: tmp_dir renamed to ROOT/step-NNNNNN, ROOT fsynced, `latest` moved to it,
+// older folders pruned beyond keep. Returns the step folder.
+std::filesystem::path publish_checkpoint(const std::filesystem::path& root,
+                                         const std::filesystem::path& tmp_dir, int step, int keep);
 
 // ---- reading --------------------------------------------------------------------------------
 
@@ -166,6 +188,26 @@ loaded_checkpoint load_checkpoint(const std::filesystem::path& dir, const param_
 // (fragments are staged in memory first).
 void load_range(const std::filesystem::path& dir, const param_layout& layout, std::size_t begin,
                 std::size_t end, float* params, float* exp_avg, float* exp_avg_sq);
+
+struct load_stats {           // what a load cost, summed over the calls that share it
+  uint64_t bytes_read = 0;    // fragment bytes read from the data files
+  uint64_t bytes_staged = 0;  // of those, read into a staging buffer (not straight to place)
+  uint64_t peak_staged = 0;   // largest staging memory held at once, bytes
+};
+
+struct range_options {
+  // true: nothing reaches the outputs unless every fragment verified (all staged first).
+  // false: a fragment wanted whole is read in place, a partial one staged alone and copied out
+  // once its CRC verified, so staging never exceeds one fragment; for callers that own the
+  // outputs and drop them on failure (a rank being loaded).
+  bool all_or_nothing = true;
+  load_stats* stats = nullptr;  // may be null
+};
+
+// load_range on a manifest already read: a loader reading many slices parses it once.
+void load_range(const checkpoint_manifest& m, const param_layout& layout, std::size_t begin,
+                std::size_t end, float* params, float* exp_avg, float* exp_avg_sq,
+                const range_options& o = {});
 
 struct verify_report {
   bool ok = false;

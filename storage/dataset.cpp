@@ -12,7 +12,8 @@ namespace fs = std::filesystem;
 
 namespace zf::storage {
 
-fs::path prepare_corpus(const std::string& corpus, const fs::path& data_dir, const tokenizer& tok) {
+fs::path prepare_corpus(const std::string& corpus, const fs::path& data_dir, const tokenizer& tok,
+                        const std::string& tokenizer_id) {
   fs::path text = corpus == "moby-dick" ? data_dir / "moby-dick.txt" : fs::path(corpus);
   if (text.extension() == ".tok") {
     token_shard::open(text);  // validates now, with the file's name in any message
@@ -24,8 +25,11 @@ fs::path prepare_corpus(const std::string& corpus, const fs::path& data_dir, con
   std::string content = read_text_file(text);
   if (content.empty()) fail("data.corpus: {} is empty", text.string());
   uint32_t crc = crc32_of(content.data(), content.size());
-  fs::path cache = data_dir / "cache" /
-                   fmt::format("{}-{}-{:08x}.tok", text.stem().string(), content.size(), crc);
+  // The cache is keyed by the text and the tokenizer: another tokenizer must not reuse ids.
+  const std::string tag = tokenizer_id.empty() ? "" : "-" + tokenizer_id;
+  fs::path cache =
+      data_dir / "cache" /
+      fmt::format("{}-{}-{:08x}{}.tok", text.stem().string(), content.size(), crc, tag);
   if (fs::exists(cache)) {
     try {
       token_shard::open(cache);

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/batch.hpp"
 #include "storage/token_shard.hpp"
 
 namespace zf {
@@ -16,16 +17,14 @@ class tokenizer;
 
 namespace zf::storage {
 
-struct batch {
-  int64_t index = 0;  // which batch of its split
-  int b = 0, t = 0;
-  std::vector<int> inputs, targets;  // [b, t] each
-};
+using batch = zf::token_batch;  // runtime/batch.hpp: what the train loop hands the ranks
 
 // Resolves data.corpus: "moby-dick" (data_dir/moby-dick.txt), a UTF-8 .txt file (tokenized once
-// and cached as data_dir/cache/<name>-<bytes>-<crc>.tok) or a .tok shard. zf::error names the file.
+// and cached as data_dir/cache/<name>-<bytes>-<crc>[-<tokenizer_id>].tok; tokenizer_id "" is
+// GPT-2) or a .tok shard. zf::error names the file.
 std::filesystem::path prepare_corpus(const std::string& corpus,
-                                     const std::filesystem::path& data_dir, const tokenizer& tok);
+                                     const std::filesystem::path& data_dir, const tokenizer& tok,
+                                     const std::string& tokenizer_id = "");
 
 class dataset {
  public:

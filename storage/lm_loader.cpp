@@ -23,8 +23,7 @@ lm_weights load_lm_weights(const fs::path& dir) {
   if (!fs::exists(dir, ec))
     fail("{}: no such folder (want a zeroflow checkpoint or a Hugging Face model folder)",
          dir.string());
-  if (fs::is_directory(dir, ec) && fs::exists(dir / "config.json", ec))
-    return load_hf_weights(dir);
+  if (fs::is_directory(dir, ec) && fs::exists(dir / "config.json", ec)) return load_hf_weights(dir);
   return load_checkpoint_model(dir).weights;
 }
 

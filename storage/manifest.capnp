@@ -31,18 +31,27 @@ struct Manifest {
     expAvgSq @2;
   }
 
+  # How a fragment's bytes encode its elements. Only f32 is written and read today; the others
+  # are named so that a manifest saying bf16 is refused by name instead of misread.
+  enum Dtype {
+    f32 @0;
+    bf16 @1;
+    f16 @2;
+  }
+
   struct Fragment {
     kind @0 :Kind;
     file @1 :Text;
     offset @2 :UInt64;    # byte offset in file
-    length @3 :UInt64;    # bytes (elements x 4)
+    length @3 :UInt64;    # bytes (elements x the dtype's size)
     elemBegin @4 :UInt64; # first element within the tensor (row-major, flattened)
     crc32 @5 :UInt32;     # zlib CRC-32 of the fragment's bytes
+    dtype @6 :Dtype = f32; # element encoding; manifests from before this field read as f32
   }
 
   struct Tensor {
     name @0 :Text;        # Hugging Face GPT-2 name: wte.weight, h.0.attn.c_attn.weight, ...
-    dtype @1 :Text;       # "F32"
+    dtype @1 :Text;       # the layout's type of the tensor: "F32"
     shape @2 :List(Int64);
     fragments @3 :List(Fragment);
   }

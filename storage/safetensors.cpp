@@ -14,6 +14,7 @@
 #include <numeric>
 #include <set>
 
+#include "runtime/dtype.hpp"
 #include "runtime/error.hpp"
 
 namespace zf::storage {
@@ -32,23 +33,6 @@ constexpr std::uint64_t kMaxHeader = 100'000'000;
 
 std::string errno_text(int e) {
   return std::strerror(e);
-}
-
-float half_to_float(std::uint16_t h) {
-  const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
-  const std::uint32_t exp = (h >> 10) & 0x1fu;
-  const std::uint32_t mant = h & 0x3ffu;
-  if (exp == 0) {
-    // Zero or subnormal: mant * 2^-24, exact in float.
-    const float mag = static_cast<float>(mant) * 0x1p-24f;
-    return std::bit_cast<float>(std::bit_cast<std::uint32_t>(mag) | sign);
-  }
-  if (exp == 31) return std::bit_cast<float>(sign | 0x7f800000u | (mant << 13));  // inf / NaN
-  return std::bit_cast<float>(sign | ((exp + 112u) << 23) | (mant << 13));
-}
-
-float bf16_to_float(std::uint16_t b) {
-  return std::bit_cast<float>(static_cast<std::uint32_t>(b) << 16);
 }
 
 template <class T>
@@ -276,19 +260,14 @@ const st_tensor& safetensors_file::at(std::string_view name) const {
 std::vector<float> safetensors_file::to_f32(std::string_view name) const {
   const st_tensor& t = at(name);
   const std::size_t n = t.nbytes / dtype_size(t.dtype);
-  std::vector<float> out(n);
-  if (t.dtype == "F32") {
-    if (n) std::memcpy(out.data(), t.data, t.nbytes);
-  } else if (t.dtype == "F16") {
-    for (std::size_t i = 0; i < n; ++i) out[i] = half_to_float(load<std::uint16_t>(t.data + 2 * i));
-  } else if (t.dtype == "BF16") {
-    for (std::size_t i = 0; i < n; ++i) out[i] = bf16_to_float(load<std::uint16_t>(t.data + 2 * i));
-  } else if (t.dtype == "F64") {
-    for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<float>(load<double>(t.data + 8 * i));
-  } else {
+  // The conversions themselves live in runtime/dtype (kernels/convert.hpp for f16/bf16).
+  const std::optional<zf::dtype> d = parse_dtype(t.dtype);
+  if (!d || !is_float(*d)) {
     fail("safetensors file '{}': tensor '{}' has dtype {}; to_f32 reads F32, F16, BF16 or F64",
          path_.string(), t.name, t.dtype);
   }
+  std::vector<float> out(n);
+  zf::to_f32(t.data, *d, out.data(), n);
   return out;
 }
 

@@ -7,9 +7,13 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "runtime/error.hpp"
 
@@ -56,6 +60,26 @@ inline double rel_diff(const float* a, const float* b, int n) {
     m = std::max(m, std::abs(double(b[i])));
   }
   return d / m;
+}
+
+// The logits the PyTorch twin computes for `ids` from an exported Hugging Face file
+// (tests/golden/read_export.py): [ids.size()][V] as JSON rows. Empty when python3 + torch are
+// missing (the caller says it skipped).
+inline std::vector<std::vector<double>> twin_logits_of_export(const std::string& file,
+                                                              const std::vector<int>& ids) {
+  if (std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") != 0) return {};
+  std::string list;
+  for (int i : ids) list += (list.empty() ? "" : ",") + std::to_string(i);
+  const std::string cmd =
+      "/usr/bin/python3 " ZF_SOURCE_DIR "/tests/golden/read_export.py " + file + " --ids " + list;
+  std::string out;
+  FILE* pipe = ::popen(cmd.c_str(), "r");
+  REQUIRE(pipe);
+  char buf[65536];
+  std::size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, pipe)) > 0) out.append(buf, n);
+  REQUIRE(::pclose(pipe) == 0);
+  return nlohmann::json::parse(out)["logits"].get<std::vector<std::vector<double>>>();
 }
 
 }  // namespace zf::testing

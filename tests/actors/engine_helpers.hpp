@@ -31,9 +31,8 @@ inline model_config test_config() {
   return m;
 }
 
-// seed 5: the weights every engine test serves; others: other weights of the same shape.
-inline std::vector<float> test_params(uint64_t seed = 5) {
-  const model_config m = test_config();
+// seed 5: the weights every engine test serves; others: other weights (of shape m).
+inline std::vector<float> test_params(uint64_t seed = 5, const model_config& m = test_config()) {
   auto L = gpt2_layout(m);
   std::vector<float> p(L.total);
   init_gpt2_params(L, m.n_layer, seed, p.data());

@@ -95,9 +95,8 @@ TEST_CASE("weights: after a swap the engine answers as a fresh engine on the new
         "weights version 1 is not newer than the served version 1");
   CHECK(eng->update_weights(41, shared_weights(8)) == 41);
   std::promise<serve::weights_result> next;
-  eng->update_weights_async(v1, std::nullopt, [&](const serve::weights_result& r) {
-    next.set_value(r);
-  });
+  eng->update_weights_async(v1, std::nullopt,
+                            [&](const serve::weights_result& r) { next.set_value(r); });
   const auto r = next.get_future().get();
   CHECK(r.status == 200);
   CHECK(r.version == 42);
@@ -106,24 +105,47 @@ TEST_CASE("weights: after a swap the engine answers as a fresh engine on the new
 
 namespace {
 
-// Holds the engine thread inside a sink at the k-th token of a request, so that a weight update
-// lands exactly between that step and the next.
+// Holds the engine thread inside a sink (stop()) until the test thread, having seen it there
+// (wait()), has queued a weight update and release()s it: the update lands exactly between that
+// step and the next.
 struct gate {
   std::mutex mu;
   std::condition_variable cv;
-  bool reached = false, released = false;
-  serve::event_sink wrap(serve::event_sink inner, int k) {
-    return [this, inner, k, seen = std::make_shared<int>(0)](const serve::completion_event& e) {
-      inner(e);
-      *seen += static_cast<int>(e.tokens.size());
-      if (*seen != k || e.tokens.empty()) return;
-      std::unique_lock lk(mu);
-      reached = true;
-      cv.notify_all();
-      cv.wait_for(lk, 60s, [&] { return released; });
-    };
+  int reached = 0, released = 0;
+  void stop() {
+    std::unique_lock lk(mu);
+    const int n = ++reached;
+    cv.notify_all();
+    cv.wait_for(lk, 60s, [&] { return released >= n; });
+  }
+  bool wait(int n) {
+    std::unique_lock lk(mu);
+    return cv.wait_for(lk, 60s, [&] { return reached >= n; });
+  }
+  void release() {
+    {
+      std::lock_guard lk(mu);
+      ++released;
+    }
+    cv.notify_all();
   }
 };
+
+// Queues an update to w as version v while the engine waits at the gate; its result (once the
+// swap happened) in the future.
+std::future<serve::weights_result> update_at_gate(serve::completion_backend& eng, gate& g, int n,
+                                                  const weights_ptr& w, uint64_t v,
+                                                  serve::weights_done also = {}) {
+  REQUIRE(g.wait(n));
+  auto done = std::make_shared<std::promise<serve::weights_result>>();
+  auto result = done->get_future();
+  eng.update_weights_async(w, v, [done, also](const serve::weights_result& r) {
+    if (also) also(r);
+    done->set_value(r);
+  });
+  g.release();
+  return result;
+}
 
 }  // namespace
 
@@ -134,20 +156,14 @@ TEST_CASE("weights: a request running across a swap goes on as the new weights d
   const int N = 20, K = 6;
   const weights_ptr v1 = shared_weights(7);
   gate g;
-  auto s = eng->submit(greedy(prompt, N), g.wrap(c.sink(), K));
+  auto sink = [&g, inner = c.sink(), seen = 0](const serve::completion_event& e) mutable {
+    inner(e);
+    seen += static_cast<int>(e.tokens.size());
+    if (seen == K && !e.tokens.empty()) g.stop();
+  };
+  auto s = eng->submit(greedy(prompt, N), sink);
   REQUIRE(s.status == 200);
-  {
-    std::unique_lock lk(g.mu);
-    REQUIRE(g.cv.wait_for(lk, 60s, [&] { return g.reached; }));
-  }
-  std::promise<serve::weights_result> done;
-  eng->update_weights_async(v1, 1, [&](const serve::weights_result& r) { done.set_value(r); });
-  {
-    std::lock_guard lk(g.mu);
-    g.released = true;
-  }
-  g.cv.notify_all();
-  CHECK(done.get_future().get().status == 200);
+  CHECK(update_at_gate(*eng, g, 1, v1, 1).get().status == 200);
   REQUIRE(c.wait({{s.id, 1}}));
   const auto got = c.by_id[s.id].tokens[0];
   const auto versions = c.by_id[s.id].versions[0];
@@ -163,6 +179,39 @@ TEST_CASE("weights: a request running across a swap goes on as the new weights d
   CHECK(metric(eng->metrics_text(), "zeroflow_preemptions_total") >= 1);
 }
 
+namespace {
+
+// The tokens each choice of the requests `ids` (prompts, n tokens each) got from version v equal
+// what a fresh engine on w decodes after the prompt and the choice's tokens before them.
+void check_stretch(collector& c, const std::vector<std::pair<uint64_t, int>>& ids,
+                   const std::vector<std::vector<int>>& prompts, int n, uint64_t v,
+                   const weights_ptr& w) {
+  CAPTURE(v);
+  std::vector<std::vector<int>> refs, want;
+  std::vector<int> lens;
+  for (std::size_t i = 0; i < ids.size(); ++i)
+    for (int k = 0; k < ids[i].second; ++k) {
+      const auto& out = c.by_id[ids[i].first];
+      const auto& toks = out.tokens.at(k);
+      const auto& vers = out.versions.at(k);
+      REQUIRE(toks.size() == static_cast<std::size_t>(n));
+      CHECK(std::is_sorted(vers.begin(), vers.end()));
+      const auto from = std::find(vers.begin(), vers.end(), v) - vers.begin();
+      const auto to = std::upper_bound(vers.begin(), vers.end(), v) - vers.begin();
+      if (from >= to) continue;
+      auto prefix = prompts[i];
+      prefix.insert(prefix.end(), toks.begin(), toks.begin() + from);
+      refs.push_back(prefix);
+      lens.push_back(static_cast<int>(to - from));
+      want.emplace_back(toks.begin() + from, toks.begin() + to);
+    }
+  CHECK_FALSE(want.empty());  // every version made tokens: the swaps came mid-generation
+  const auto got = fresh_greedy(w, refs, lens);
+  for (std::size_t j = 0; j < want.size(); ++j) CHECK(got[j] == want[j]);
+}
+
+}  // namespace
+
 TEST_CASE("weights: versions pushed under concurrent streams never mix within a step") {
   // One log of every token event and every swap, in the engine thread's order.
   struct entry {
@@ -176,13 +225,20 @@ TEST_CASE("weights: versions pushed under concurrent streams never mix within a 
   o.token_budget = 48;  // prompts split across steps: swaps land mid-prefill too
   o.max_seqs = 16;
   auto eng = actors::make_engine(test_weights(), gpt2_tok(), o);
+  // The engine stops at the 60th, 240th and 420th token event (of 18 x 40) for the next swap.
+  gate g;
+  int token_events = 0;
   auto logged = [&](serve::event_sink inner) {
     return [&, inner](const serve::completion_event& e) {
-      if (!e.tokens.empty()) {
+      inner(e);
+      if (e.tokens.empty()) return;
+      int n = 0;
+      {
         std::lock_guard lk(log_mu);
         log.push_back({false, e.weights_version});
+        n = ++token_events;
       }
-      inner(e);
+      if (n == 60 || n == 240 || n == 420) g.stop();
     };
   };
   std::mt19937 rng(3);
@@ -199,26 +255,15 @@ TEST_CASE("weights: versions pushed under concurrent streams never mix within a 
     prompts.push_back(p);
     ids.push_back({s.id, r.n});
   }
-  std::vector<weights_ptr> versions = {nullptr, shared_weights(7), shared_weights(8),
-                                       shared_weights(9)};
-  int events_at_swap = 0;
+  const std::vector<weights_ptr> versions = {shared_weights(5), shared_weights(7),
+                                             shared_weights(8), shared_weights(9)};
   for (uint64_t v = 1; v <= 3; ++v) {
-    {  // some tokens under the version served now, then the next one
-      std::unique_lock lk(c.mu);
-      REQUIRE(c.cv.wait_for(lk, 60s, [&] { return c.events >= events_at_swap + 60; }));
-    }
-    std::promise<void> swapped;
-    eng->update_weights_async(versions[v], v, [&](const serve::weights_result& r) {
-      CHECK(r.status == 200);
-      {
-        std::lock_guard lk(log_mu);
-        log.push_back({true, r.version});
-      }
-      swapped.set_value();
-    });
-    swapped.get_future().wait();
-    std::lock_guard lk(c.mu);
-    events_at_swap = c.events;
+    auto swapped = update_at_gate(*eng, g, static_cast<int>(v), versions[v], v,
+                                  [&](const serve::weights_result& r) {
+                                    std::lock_guard lk(log_mu);
+                                    log.push_back({true, r.version});
+                                  });
+    CHECK(swapped.get().status == 200);
   }
   REQUIRE(c.wait(ids));
   // Each token's version is the last swap's before it: no step after a swap used the old
@@ -238,31 +283,7 @@ TEST_CASE("weights: versions pushed under concurrent streams never mix within a 
   CHECK(served == 3);
   // Every choice finished, and each stretch of it under version v equals what a fresh engine on
   // v decodes after the prompt and the tokens before the stretch.
-  for (uint64_t v = 0; v <= 3; ++v) {
-    std::vector<std::vector<int>> refs;
-    std::vector<int> lens;
-    std::vector<std::vector<int>> want;
-    for (std::size_t i = 0; i < ids.size(); ++i)
-      for (int k = 0; k < ids[i].second; ++k) {
-        const auto& out = c.by_id[ids[i].first];
-        const auto& toks = out.tokens.at(k);
-        const auto& vers = out.versions.at(k);
-        REQUIRE(toks.size() == static_cast<std::size_t>(N));
-        CHECK(std::is_sorted(vers.begin(), vers.end()));
-        const auto from = std::find(vers.begin(), vers.end(), v) - vers.begin();
-        const auto to = std::upper_bound(vers.begin(), vers.end(), v) - vers.begin();
-        if (from >= to) continue;
-        auto prefix = prompts[i];
-        prefix.insert(prefix.end(), toks.begin(), toks.begin() + from);
-        refs.push_back(prefix);
-        lens.push_back(static_cast<int>(to - from));
-        want.emplace_back(toks.begin() + from, toks.begin() + to);
-      }
-    CAPTURE(v);
-    CHECK_FALSE(want.empty());  // every version made tokens: the swaps came mid-generation
-    const auto got = fresh_greedy(v == 0 ? shared_weights(5) : versions[v], refs, lens);
-    for (std::size_t j = 0; j < want.size(); ++j) CHECK(got[j] == want[j]);
-  }
+  for (uint64_t v = 0; v <= 3; ++v) check_stretch(c, ids, prompts, N, v, versions[v]);
   const std::string m = eng->metrics_text();
   CHECK(metric(m, "zeroflow_weight_updates_total") == 3);
   CHECK(metric(m, "zeroflow_kv_blocks_used") == 0);
@@ -276,26 +297,21 @@ TEST_CASE("weights: another shape is refused with a message and serving goes on"
   auto other = [](auto edit) {
     model_config m = test_config();
     edit(m);
-    auto L = gpt2_layout(m);
-    std::vector<float> p(L.total);
-    init_gpt2_params(L, m.n_layer, 3, p.data());
-    return std::make_shared<const lm_weights>(gpt2_lm_weights(m, p.data(), "other"));
+    return std::make_shared<const lm_weights>(gpt2_lm_weights(m, test_params(3, m).data(), "o"));
   };
   CHECK(error_of([&] { eng->update_weights(1, other([](model_config& m) { m.n_layer = 3; })); }) ==
         "weights of another shape: n_layer is 3 but the served model's is 2");
-  CHECK(contains(error_of([&] {
-                   eng->update_weights(1, other([](model_config& m) { m.n_embd = 32; }));
-                 }),
-                 "hidden is 32 but the served model's is 64"));
+  CHECK(contains(
+      error_of([&] { eng->update_weights(1, other([](model_config& m) { m.n_embd = 32; })); }),
+      "hidden is 32 but the served model's is 64"));
   CHECK(contains(error_of([&] {
                    eng->update_weights(1, other([](model_config& m) { m.n_positions = 128; }));
                  }),
                  "max_positions is 128 but the served model's is 256"));
   CHECK(error_of([&] { eng->update_weights(1, nullptr); }) == "no weights given");
   std::promise<serve::weights_result> r;
-  eng->update_weights_from_disk("/nonexistent/zf-weights", 1, [&](const serve::weights_result& x) {
-    r.set_value(x);
-  });
+  eng->update_weights_from_disk("/nonexistent/zf-weights", 1,
+                                [&](const serve::weights_result& x) { r.set_value(x); });
   const auto disk = r.get_future().get();
   CHECK(disk.status == 400);
   CHECK(contains(disk.message, "/nonexistent/zf-weights: no such folder"));
@@ -314,9 +330,7 @@ std::filesystem::path write_checkpoint(const std::filesystem::path& root, uint64
   rc.model = test_config();
   rc.model.n_layer = n_layer;
   const auto layout = gpt2_layout(rc.model);
-  std::vector<float> p(layout.total);
-  init_gpt2_params(layout, n_layer, seed, p.data());
-  for (auto& x : p) x *= 4.0f;  // as test_params
+  const std::vector<float> p = test_params(seed, rc.model);
   storage::checkpoint_view v;
   v.config_toml = to_toml(rc);
   v.layout = &layout;
@@ -464,7 +478,7 @@ TEST_CASE("weights: system_fingerprint names the version of each choice's last t
     body.on_event(event(0, 3, true, finish_reason::none));
     body.on_event(event(1, 3, true, finish_reason::none));
     body.on_event(event(0, 4, true, finish_reason::length));
-    body.on_event(event(1, 5, false, finish_reason::cancelled));  // no token: stays 3
+    body.on_event(event(1, 5, false, finish_reason::cancelled));      // no token: stays 3
     CHECK(json::parse(body.body())["system_fingerprint"] == "zf-4");  // the newest choice
 
     r.stream = true;
@@ -480,7 +494,8 @@ TEST_CASE("weights: system_fingerprint names the version of each choice's last t
       if (e.is_object()) prints.push_back(e["system_fingerprint"]);
     const std::vector<std::string> want =
         kind == openai::endpoint::chat
-            ? std::vector<std::string>{"zf-0", "zf-0", "zf-1", "zf-1", "zf-1", "zf-1", "zf-1", "zf-1"}
+            ? std::vector<std::string>{"zf-0", "zf-0", "zf-1", "zf-1",
+                                       "zf-1", "zf-1", "zf-1", "zf-1"}
             : std::vector<std::string>{"zf-0", "zf-1", "zf-1", "zf-1", "zf-1"};
     CHECK(prints == want);
   }

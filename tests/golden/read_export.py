@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """Interop check for `zeroflow ckpt export`: reads the exported safetensors file (by hand, with
 struct + json) and the Hugging Face config.json beside it, runs the GPT-2 forward in torch (the
-model of gen_golden.py) and prints the logits for fixed token ids as JSON on stdout:
+model of gen_golden.py) or, for model_type llama, the Llama twin of gen_llama_golden.py on the
+Hugging Face tensors mapped back to its layout (gen_finetune_golden.llama_model), and prints the
+logits for fixed token ids as JSON on stdout:
     {"ids": [...], "logits": [[V floats] per position]}
 
     /usr/bin/python3 tests/golden/read_export.py FILE [--ids 3,1,4,1,5]
@@ -49,13 +51,23 @@ def main():
     ap.add_argument("--ids", default="3,1,4,1,5,9,2,6")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    with open(os.path.join(os.path.dirname(os.path.abspath(a.file)), "config.json")) as f:
+    folder = os.path.dirname(os.path.abspath(a.file))
+    with open(os.path.join(folder, "config.json")) as f:
         hf = json.load(f)
+    ids = [int(t) for t in a.ids.split(",")]
+    if hf["model_type"] == "llama":
+        from gen_finetune_golden import llama_model  # noqa: E402
+        assert os.path.basename(a.file) == "model.safetensors", a.file
+        cfg, params, fwd = llama_model(folder)
+        with torch.no_grad():
+            logits = fwd(params, torch.tensor([ids], dtype=torch.long), cfg)[0]
+        json.dump({"ids": ids, "logits": logits.tolist()}, sys.stdout)
+        sys.stdout.write("\n")
+        return
     assert hf["model_type"] == "gpt2" and hf["activation_function"] == "gelu_new", hf
     assert abs(hf["layer_norm_epsilon"] - LN_EPS) < 1e-12, hf
     cfg = {k: hf[k] for k in ("n_layer", "n_head", "n_embd", "vocab_size", "n_positions")}
     P = read_safetensors(a.file)
-    ids = [int(t) for t in a.ids.split(",")]
     with torch.no_grad():
         logits = forward(P, torch.tensor([ids], dtype=torch.long), cfg)[0]
     json.dump({"ids": ids, "logits": logits.tolist()}, sys.stdout)

@@ -308,9 +308,12 @@ TEST_CASE("serve: the real server speaks the protocol and keeps serving after ba
   auto two = nlohmann::json::parse(body_of(http(s.port, "POST", url, n2.dump())));
   REQUIRE(two["choices"].size() == 2);
   CHECK(two["usage"]["completion_tokens"] == 32);
-  // a client that hangs up mid-stream frees its sequence
+  // a client that hangs up mid-stream frees its sequences. 8 choices of 110 tokens (~900
+  // tokens of work) so that, even on a loaded machine, the hang-up lands before they finish.
   auto longer = st;
-  longer["max_tokens"] = 100;
+  longer["max_tokens"] = 110;
+  longer["n"] = 8;
+  longer["ignore_eos"] = true;
   http(s.port, "POST", url, longer.dump(), 200);
   // bad requests: status and OpenAI error body
   struct bad {
@@ -333,7 +336,8 @@ TEST_CASE("serve: the real server speaks the protocol and keeps serving after ba
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   auto m = http(s.port, "GET", "/metrics", "");
   CHECK(metric(m, "zeroflow_kv_blocks_used{") == 0);
-  CHECK(metric(m, "zeroflow_request_finished_total{model=\"tiny-gpt2\",reason=\"cancelled\"}") ==
+  // finished choices by reason: the hung-up request's unfinished choices are cancelled
+  CHECK(metric(m, "zeroflow_request_finished_total{model=\"tiny-gpt2\",reason=\"cancelled\"}") >=
         1);
   // still serving, same answer
   auto again = nlohmann::json::parse(body_of(http(s.port, "POST", url, base.dump())));
@@ -477,4 +481,39 @@ TEST_CASE("serve: logprobs over HTTP are the twin's log_softmax, the greedy toke
   auto bad = http(s.port, "POST", "/v1/chat/completions", chat.dump());
   CHECK(contains(bad, " 400 "));
   CHECK(contains(bad, "'top_logprobs' must be between 0 and 20, got 25"));
+}
+
+TEST_CASE("serve: POST /v1/update_weights_from_disk swaps the running server's weights") {
+  temp_dir d("weights");
+  server s("--hf " + k_hf + "tiny-gpt2 --enable-weight-updates", d);
+  const std::string url = "/v1/completions", update = "/v1/update_weights_from_disk";
+  const nlohmann::json req = {{"prompt", "Call me Ishmael"}, {"max_tokens", 8}, {"temperature", 0}};
+  auto complete = [&] {
+    return nlohmann::json::parse(body_of(http(s.port, "POST", url, req.dump())));
+  };
+  const auto before = complete();
+  CHECK(before["system_fingerprint"] == "zf-0");
+  // The folder it serves, again, as version 3: the same answer under the new fingerprint.
+  const auto up = http(s.port, "POST", update,
+                       nlohmann::json{{"path", k_hf + "tiny-gpt2"}, {"version", 3}}.dump());
+  CAPTURE(up);
+  CHECK(contains(up, " 200 "));
+  const auto r = nlohmann::json::parse(body_of(up));
+  CHECK(r["success"] == true);
+  CHECK(r["version"] == 3);
+  const auto after = complete();
+  CHECK(after["system_fingerprint"] == "zf-3");
+  CHECK(after["choices"][0]["text"] == before["choices"][0]["text"]);
+  // Another model, a missing folder: 400 naming the problem, and version 3 serves on.
+  for (auto [path, message] : {std::pair{k_hf + "tiny-llama", "another architecture"},
+                               std::pair{(d / "nothing").string(), "no such folder"}}) {
+    const auto bad = http(s.port, "POST", update, nlohmann::json{{"path", path}}.dump());
+    CAPTURE(bad);
+    CHECK(contains(bad, " 400 "));
+    CHECK(contains(bad, message));
+  }
+  const auto still = complete();
+  CHECK(still["system_fingerprint"] == "zf-3");
+  CHECK(still["choices"][0]["text"] == before["choices"][0]["text"]);
+  CHECK(metric(http(s.port, "GET", "/metrics", ""), "zeroflow_weights_version{") == 3);
 }

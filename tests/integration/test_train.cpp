@@ -57,7 +57,9 @@ TEST_CASE("train: resume is exact, bit for bit") {
   auto b = storage::load_checkpoint(d.path / "split", layout);
   CHECK(a.step == 20);
   CHECK(b.step == 20);
+  REQUIRE(!a.exp_avg.empty());
   CHECK(a.params == b.params);
+  CHECK(a.exp_avg == b.exp_avg);  // AdamW's first moment resumes exactly too
   CHECK(a.exp_avg_sq == b.exp_avg_sq);
 }
 

@@ -5,25 +5,12 @@
 
 #include "grad_check.hpp"
 #include "kernels/activation.hpp"
+#include "reference.hpp"
 
 using namespace zf::kernels;
 using zf::test::all_close;
 using zf::test::randn;
-
-namespace {
-
-// torch's GELU(approximate="tanh") and its derivative, in double.
-double ref_gelu(double x) {
-  const double k = std::sqrt(2.0 / M_PI), u = k * (x + 0.044715 * x * x * x);
-  return 0.5 * x * (1.0 + std::tanh(u));
-}
-double ref_gelu_grad(double x) {
-  const double k = std::sqrt(2.0 / M_PI), u = k * (x + 0.044715 * x * x * x);
-  const double t = std::tanh(u);
-  return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3.0 * 0.044715 * x * x);
-}
-
-}  // namespace
+namespace ref = zf::test::ref;
 
 TEST_CASE("gelu forward and backward match the tanh formula in double over a wide range") {
   const std::size_t n = 4001;  // not a multiple of 8: the tail path runs too
@@ -31,8 +18,8 @@ TEST_CASE("gelu forward and backward match the tanh formula in double over a wid
   std::vector<double> wy(n), wd(n);
   for (std::size_t i = 0; i < n; ++i) {
     x[i] = -12.0f + 24.0f * static_cast<float>(i) / (n - 1);
-    wy[i] = ref_gelu(x[i]);
-    wd[i] = ref_gelu_grad(x[i]);
+    wy[i] = ref::gelu(x[i]);
+    wd[i] = ref::gelu_grad(x[i]);
   }
   gelu_forward(x.data(), y.data(), n);
   CHECK(all_close(y.data(), wy.data(), n, 2e-6, 1e-7));
@@ -97,22 +84,6 @@ TEST_CASE("add_forward and accumulate, including aliasing") {
   CHECK(acc == y);
 }
 
-namespace {
-
-// SwiGLU backward in double: d gate = dy * u * s (1 + g (1 - s)), d up = dy * g * s.
-void ref_swiglu_backward(const float* gu, const float* dy, double* dgu, int n, int m) {
-  for (int i = 0; i < n; ++i) {
-    for (int j = 0; j < m; ++j) {
-      const double g = gu[i * 2 * m + j], u = gu[i * 2 * m + m + j], d = dy[i * m + j];
-      const double s = 1.0 / (1.0 + std::exp(-g));
-      dgu[i * 2 * m + j] = d * u * s * (1.0 + g * (1.0 - s));
-      dgu[i * 2 * m + m + j] = d * g * s;
-    }
-  }
-}
-
-}  // namespace
-
 TEST_CASE("swiglu backward agrees with finite differences (vector lanes and tail)") {
   for (int m : {5, 16, 19}) {
     CAPTURE(m);
@@ -123,7 +94,7 @@ TEST_CASE("swiglu backward agrees with finite differences (vector lanes and tail
     std::vector<float> dgu(gu.size(), std::nanf(""));  // overwritten, not accumulated
     swiglu_backward(gu.data(), dy.data(), dgu.data(), n, m);
     std::vector<double> want(gu.size());
-    ref_swiglu_backward(gu.data(), dy.data(), want.data(), n, m);
+    ref::swiglu_backward(gu.data(), dy.data(), want.data(), n, m);
     CHECK(all_close(dgu.data(), want.data(), dgu.size(), 1e-5, 1e-6));
     auto loss = [&] {
       swiglu_forward(gu.data(), y.data(), n, m);
@@ -147,7 +118,7 @@ TEST_CASE("swiglu backward over a wide gate range: finite, saturating, matches d
   }
   swiglu_backward(gu.data(), dy.data(), dgu.data(), n, m);
   std::vector<double> want(2 * m);
-  ref_swiglu_backward(gu.data(), dy.data(), want.data(), n, m);
+  ref::swiglu_backward(gu.data(), dy.data(), want.data(), n, m);
   CHECK(all_close(dgu.data(), want.data(), dgu.size(), 1e-5, 1e-30));
   // d up is exactly the forward's silu(gate) times dy = 1.
   std::vector<float> y(m), ones(m, 1.0f), gu1 = gu;

@@ -5,31 +5,16 @@
 
 #include "grad_check.hpp"
 #include "kernels/adamw.hpp"
+#include "reference.hpp"
 
 using namespace zf::kernels;
 using zf::test::randn;
+namespace ref = zf::test::ref;
 
 namespace {
 
-// Two AdamW steps in closed form (double), from m = v = 0:
-//   step 1: m1 = (1-b1) g1, v1 = (1-b2) g1^2, p1 = p0 (1 - lr wd) - lr g1 / (|g1| + eps)
-//   step 2: m2 = b1 m1 + (1-b1) g2, v2 = b2 v1 + (1-b2) g2^2,
-//           p2 = p1 (1 - lr wd) - lr (m2 / (1-b1^2)) / (sqrt(v2) / sqrt(1-b2^2) + eps)
-struct closed_form {
-  double p1, p2, m2, v2;
-};
-closed_form two_steps(double p0, double g1, double g2, double lr, double b1, double b2, double eps,
-                      double wd) {
-  closed_form r{};
-  const double m1 = (1 - b1) * g1, v1 = (1 - b2) * g1 * g1;
-  r.p1 = p0 * (1 - lr * wd) - lr * g1 / (std::abs(g1) + eps);
-  r.m2 = b1 * m1 + (1 - b1) * g2;
-  r.v2 = b2 * v1 + (1 - b2) * g2 * g2;
-  r.p2 = r.p1 * (1 - lr * wd) -
-         lr * (r.m2 / (1 - b1 * b1)) / (std::sqrt(r.v2) / std::sqrt(1 - b2 * b2) + eps);
-  return r;
-}
-
+// Two AdamW steps from m = v = 0 against ref::adamw_step in double. Step 1 is the closed form
+// p1 = p0 (1 - lr wd) - lr g1 / (|g1| + eps) (bias correction makes m/bc1 = g1, v/bc2 = g1^2).
 void run_two_steps(const adamw_params& base, double b1, double b2, double gs) {
   const std::size_t n = 37;  // vector body + scalar tail
   auto p = randn(n, 1), g1 = randn(n, 2, 0.1f), g2 = randn(n, 3, 0.1f);
@@ -42,14 +27,21 @@ void run_two_steps(const adamw_params& base, double b1, double b2, double gs) {
   std::vector<float> after1 = p;
   a.step = 2;
   adamw_step(p.data(), g2.data(), m.data(), v.data(), n, a);
+  std::vector<double> wp(p0.begin(), p0.end()), wm(n, 0.0), wv(n, 0.0);
+  ref::adamw_step(wp.data(), wm.data(), wv.data(), g1.data(), n, base.lr, b1, b2, base.eps,
+                  base.weight_decay, 1, gs);
+  const std::vector<double> wp1 = wp;
+  ref::adamw_step(wp.data(), wm.data(), wv.data(), g2.data(), n, base.lr, b1, b2, base.eps,
+                  base.weight_decay, 2, gs);
   for (std::size_t i = 0; i < n; ++i) {
     CAPTURE(i);
-    const auto want =
-        two_steps(p0[i], g1[i] * gs, g2[i] * gs, base.lr, b1, b2, base.eps, base.weight_decay);
-    CHECK(after1[i] == doctest::Approx(want.p1).epsilon(1e-6));
-    CHECK(p[i] == doctest::Approx(want.p2).epsilon(1e-6));
-    CHECK(m[i] == doctest::Approx(want.m2).epsilon(1e-5));
-    CHECK(v[i] == doctest::Approx(want.v2).epsilon(1e-5));
+    CHECK(after1[i] == doctest::Approx(wp1[i]).epsilon(1e-6));
+    const double lr = base.lr, wd = base.weight_decay, eps = base.eps, g = g1[i] * gs;
+    CHECK(after1[i] ==
+          doctest::Approx(p0[i] * (1 - lr * wd) - lr * g / (std::abs(g) + eps)).epsilon(1e-6));
+    CHECK(p[i] == doctest::Approx(wp[i]).epsilon(1e-6));
+    CHECK(m[i] == doctest::Approx(wm[i]).epsilon(1e-5));
+    CHECK(v[i] == doctest::Approx(wv[i]).epsilon(1e-5));
   }
 }
 
@@ -92,11 +84,8 @@ TEST_CASE("adamw step 1 moves every parameter by about lr against its gradient s
 TEST_CASE("sum_squares accumulates in double") {
   const std::size_t n = 1000003;
   std::vector<float> x(n);
-  double want = 0.0;
-  for (std::size_t i = 0; i < n; ++i) {
-    x[i] = 1.0f + static_cast<float>(i % 97) * 1e-3f;
-    want += static_cast<double>(x[i]) * x[i];
-  }
+  for (std::size_t i = 0; i < n; ++i) x[i] = 1.0f + static_cast<float>(i % 97) * 1e-3f;
+  const double want = ref::sum_squares(x.data(), n);
   CHECK(sum_squares(x.data(), n) == doctest::Approx(want).epsilon(1e-12));
   CHECK(sum_squares(x.data(), 0) == 0.0);
   const float three[3] = {1.0f, -2.0f, 3.0f};

@@ -4,97 +4,15 @@
 #include <vector>
 
 #include "grad_check.hpp"
+#include "harness.hpp"
 #include "kernels/attention.hpp"
+#include "reference.hpp"
 
 using namespace zf::kernels;
 using zf::test::all_close;
+using zf::test::columns;
 using zf::test::randn;
-
-namespace {
-
-// Double-precision causal attention; out/dq/dk/dv are dense [rows, C], att is [nh, tq, tk].
-struct ref_attention {
-  attention_shape s;
-  int C() const { return s.n_head * s.head_dim; }
-
-  void forward(const float* q, const float* k, const float* v, std::vector<double>& out,
-               std::vector<double>& att) const {
-    const int C = this->C(), hd = s.head_dim;
-    const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
-    out.assign(static_cast<std::size_t>(s.tq) * C, 0.0);
-    att.assign(static_cast<std::size_t>(s.n_head) * s.tq * s.tk, 0.0);
-    for (int h = 0; h < s.n_head; ++h) {
-      for (int i = 0; i < s.tq; ++i) {
-        const int L = s.offset + i + 1;
-        double* a = &att[(static_cast<std::size_t>(h) * s.tq + i) * s.tk];
-        double mx = -INFINITY;
-        for (int j = 0; j < L; ++j) {
-          double d = 0.0;
-          for (int e = 0; e < hd; ++e) {
-            d += static_cast<double>(q[i * s.ldq + h * hd + e]) * k[j * s.ldk + h * hd + e];
-          }
-          a[j] = d * scale;
-          mx = std::max(mx, a[j]);
-        }
-        double sum = 0.0;
-        for (int j = 0; j < L; ++j) sum += (a[j] = std::exp(a[j] - mx));
-        for (int j = 0; j < L; ++j) a[j] /= sum;
-        for (int e = 0; e < hd; ++e) {
-          double o = 0.0;
-          for (int j = 0; j < L; ++j) o += a[j] * v[j * s.ldv + h * hd + e];
-          out[i * C + h * hd + e] = o;
-        }
-      }
-    }
-  }
-
-  void backward(const float* q, const float* k, const float* v, const float* dout,
-                std::vector<double>& dq, std::vector<double>& dk, std::vector<double>& dv) const {
-    std::vector<double> out, att;
-    forward(q, k, v, out, att);
-    const int C = this->C(), hd = s.head_dim;
-    const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
-    dq.assign(static_cast<std::size_t>(s.tq) * C, 0.0);
-    dk.assign(static_cast<std::size_t>(s.tk) * C, 0.0);
-    dv.assign(static_cast<std::size_t>(s.tk) * C, 0.0);
-    std::vector<double> da(s.tk);
-    for (int h = 0; h < s.n_head; ++h) {
-      for (int i = 0; i < s.tq; ++i) {
-        const int L = s.offset + i + 1;
-        const double* a = &att[(static_cast<std::size_t>(h) * s.tq + i) * s.tk];
-        double dot = 0.0;
-        for (int j = 0; j < L; ++j) {
-          double d = 0.0;
-          for (int e = 0; e < hd; ++e) {
-            const double g = dout[i * s.ldo + h * hd + e];
-            d += g * v[j * s.ldv + h * hd + e];
-            dv[j * C + h * hd + e] += a[j] * g;
-          }
-          da[j] = d;
-          dot += a[j] * d;
-        }
-        for (int j = 0; j < L; ++j) {
-          const double dp = a[j] * (da[j] - dot) * scale;
-          for (int e = 0; e < hd; ++e) {
-            dq[i * C + h * hd + e] += dp * k[j * s.ldk + h * hd + e];
-            dk[j * C + h * hd + e] += dp * q[i * s.ldq + h * hd + e];
-          }
-        }
-      }
-    }
-  }
-};
-
-// Columns [col0, col0 + C) of a [rows, ld] buffer, densely.
-std::vector<float> columns(const std::vector<float>& buf, int rows, int ld, int col0, int C) {
-  std::vector<float> out(static_cast<std::size_t>(rows) * C);
-  for (int r = 0; r < rows; ++r) {
-    for (int c = 0; c < C; ++c) out[r * C + c] = buf[static_cast<std::size_t>(r) * ld + col0 + c];
-  }
-  return out;
-}
-
-}  // namespace
+namespace ref = zf::test::ref;
 
 // T = 300 spans three query blocks of the kernel (128 rows each), including a partial one.
 TEST_CASE("attention forward/backward on a fused [t, 3C] buffer, several query blocks") {
@@ -106,9 +24,8 @@ TEST_CASE("attention forward/backward on a fused [t, 3C] buffer, several query b
   std::vector<float> att(static_cast<std::size_t>(nh) * T * T, std::nanf(""));
   attention_forward(s, q, k, v, out.data(), att.data());
 
-  ref_attention ref{s};
   std::vector<double> wout, watt;
-  ref.forward(q, k, v, wout, watt);
+  ref::attention_forward(s, q, k, v, wout, watt);
   CHECK(all_close(columns(out, T, ldo, 0, C).data(), wout.data(), wout.size(), 1e-4, 1e-5));
   CHECK(all_close(att.data(), watt.data(), att.size(), 1e-4, 1e-7));
   int masked_nonzero = 0, padding_touched = 0;
@@ -131,7 +48,7 @@ TEST_CASE("attention forward/backward on a fused [t, 3C] buffer, several query b
   attention_backward(s, q, k, v, att.data(), dout.data(), datt.data(), dqkv.data(), dqkv.data() + C,
                      dqkv.data() + 2 * C);
   std::vector<double> wdq, wdk, wdv;
-  ref.backward(q, k, v, dout.data(), wdq, wdk, wdv);
+  ref::attention_backward(s, q, k, v, dout.data(), wdq, wdk, wdv);
   CHECK(all_close(columns(dqkv, T, ld3, 0, C).data(), wdq.data(), wdq.size(), 1e-4, 1e-5));
   CHECK(all_close(columns(dqkv, T, ld3, C, C).data(), wdk.data(), wdk.size(), 1e-4, 1e-5));
   CHECK(all_close(columns(dqkv, T, ld3, 2 * C, C).data(), wdv.data(), wdv.size(), 1e-4, 1e-5));
@@ -179,9 +96,8 @@ TEST_CASE("attention with a KV offset: chunked prefill and decode equal rows of 
   std::vector<float> dv(v.size(), std::nanf("")), datt(a.size(), std::nanf(""));
   attention_backward(c, q.data() + off * C, k.data(), v.data(), a.data(), dout.data(), datt.data(),
                      dq.data(), dk.data(), dv.data());
-  ref_attention ref{c};
   std::vector<double> wdq, wdk, wdv;
-  ref.backward(q.data() + off * C, k.data(), v.data(), dout.data(), wdq, wdk, wdv);
+  ref::attention_backward(c, q.data() + off * C, k.data(), v.data(), dout.data(), wdq, wdk, wdv);
   CHECK(all_close(dq.data(), wdq.data(), wdq.size(), 1e-4, 1e-5));
   CHECK(all_close(dk.data(), wdk.data(), wdk.size(), 1e-4, 1e-5));
   CHECK(all_close(dv.data(), wdv.data(), wdv.size(), 1e-4, 1e-5));
@@ -268,9 +184,9 @@ void check_gqa(int T, int off, int nh, int nkv, int hd, unsigned seed) {
   attention_forward(s, q, k, v, out.data(), att.data());
 
   auto ke = repeat_kv(k, T, ld, nh, nkv, hd), ve = repeat_kv(v, T, ld, nh, nkv, hd);
-  ref_attention ref{attention_shape{tq, T, off, nh, hd, ld, Q, Q, ldo}};
+  const attention_shape mha{tq, T, off, nh, hd, ld, Q, Q, ldo};
   std::vector<double> wout, watt;
-  ref.forward(q, ke.data(), ve.data(), wout, watt);
+  ref::attention_forward(mha, q, ke.data(), ve.data(), wout, watt);
   CHECK(all_close(columns(out, tq, ldo, 0, Q).data(), wout.data(), wout.size(), 1e-4, 1e-5));
   CHECK(all_close(att.data(), watt.data(), att.size(), 1e-4, 1e-7));
   int padding_touched = 0;
@@ -287,7 +203,7 @@ void check_gqa(int T, int off, int nh, int nkv, int hd, unsigned seed) {
   attention_backward(s, q, k, v, att.data(), dout.data(), datt.data(), dq, dqkv.data() + Q,
                      dqkv.data() + Q + KV);
   std::vector<double> wdq, wdke, wdve;
-  ref.backward(q, ke.data(), ve.data(), dout.data(), wdq, wdke, wdve);
+  ref::attention_backward(mha, q, ke.data(), ve.data(), dout.data(), wdq, wdke, wdve);
   auto wdk = sum_groups(wdke, T, nh, nkv, hd), wdv = sum_groups(wdve, T, nh, nkv, hd);
   std::vector<float> dqd = columns(dqkv, T, ld, 0, Q);
   CHECK(all_close(dqd.data() + static_cast<std::size_t>(off) * Q, wdq.data(), wdq.size(), 1e-4,

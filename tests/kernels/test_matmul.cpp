@@ -4,30 +4,12 @@
 
 #include "grad_check.hpp"
 #include "kernels/matmul.hpp"
+#include "reference.hpp"
 
 using namespace zf::kernels;
 using zf::test::all_close;
 using zf::test::randn;
-
-namespace {
-
-// c = alpha * op(a) @ op(b) + beta * c in double, explicit strides.
-void naive_gemm(bool ta, bool tb, int m, int n, int k, double alpha, const float* a, int lda,
-                const float* b, int ldb, double beta, const float* c_in, double* c, int ldc) {
-  for (int i = 0; i < m; ++i) {
-    for (int j = 0; j < n; ++j) {
-      double s = 0.0;
-      for (int p = 0; p < k; ++p) {
-        const double av = ta ? a[p * lda + i] : a[i * lda + p];
-        const double bv = tb ? b[j * ldb + p] : b[p * ldb + j];
-        s += av * bv;
-      }
-      c[i * ldc + j] = alpha * s + beta * c_in[i * ldc + j];
-    }
-  }
-}
-
-}  // namespace
+namespace ref = zf::test::ref;
 
 TEST_CASE("gemm matches a naive triple loop for every transpose, with strides") {
   const int m = 13, n = 17, k = 11;
@@ -46,8 +28,8 @@ TEST_CASE("gemm matches a naive triple loop for every transpose, with strides") 
         auto c = randn(static_cast<std::size_t>(m) * ldc, 3);
         std::vector<double> want(c.size());
         for (std::size_t i = 0; i < c.size(); ++i) want[i] = c[i];  // padding must stay
-        naive_gemm(ta, tb, m, n, k, 0.7, a.data(), lda, b.data(), ldb, 0.3, c.data(), want.data(),
-                   ldc);
+        ref::gemm(ta, tb, m, n, k, 0.7, a.data(), lda, b.data(), ldb, 0.3, c.data(), want.data(),
+                  ldc);
         // ld = 0 means dense: exercise that spelling on the unstrided runs.
         gemm(ta, tb, m, n, k, 0.7f, a.data(), strided ? lda : 0, b.data(), strided ? ldb : 0, 0.3f,
              c.data(), strided ? ldc : 0);
@@ -63,8 +45,8 @@ TEST_CASE("gemm with beta 0 ignores garbage in c, and k = 0 only scales c") {
   std::vector<float> c(m * n, std::nanf(""));
   std::vector<double> want(m * n);
   std::vector<float> zeros(m * n, 0.0f);
-  naive_gemm(false, false, m, n, k, 1.0, a.data(), k, b.data(), n, 0.0, zeros.data(), want.data(),
-             n);
+  ref::gemm(false, false, m, n, k, 1.0, a.data(), k, b.data(), n, 0.0, zeros.data(), want.data(),
+            n);
   gemm(false, false, m, n, k, 1.0f, a.data(), 0, b.data(), 0, 0.0f, c.data(), 0);
   CHECK(all_close(c.data(), want.data(), c.size(), 1e-6, 1e-6));
 
@@ -82,13 +64,7 @@ TEST_CASE("linear forward and backward: values, overwrite/accumulate semantics")
   std::vector<float> y(n * oc, std::nanf(""));
   linear_forward(x.data(), w.data(), b.data(), y.data(), n, ic, oc);
   std::vector<double> want(n * oc);
-  for (int r = 0; r < n; ++r) {
-    for (int o = 0; o < oc; ++o) {
-      double s = b[o];
-      for (int i = 0; i < ic; ++i) s += static_cast<double>(x[r * ic + i]) * w[i * oc + o];
-      want[r * oc + o] = s;
-    }
-  }
+  ref::linear_forward(x.data(), w.data(), b.data(), n, ic, oc, want.data());
   CHECK(all_close(y.data(), want.data(), y.size(), 1e-5, 1e-5));
   std::fill(y.begin(), y.end(), std::nanf(""));
   linear_forward(x.data(), w.data(), nullptr, y.data(), n, ic, oc);
@@ -101,19 +77,11 @@ TEST_CASE("linear forward and backward: values, overwrite/accumulate semantics")
   auto dy = randn(n * oc, 13);
   std::vector<float> dx(n * ic, std::nanf("")), dw(ic * oc, 1.0f), db(oc, 1.0f);
   linear_backward(x.data(), w.data(), dy.data(), dx.data(), dw.data(), db.data(), n, ic, oc);
-  std::vector<double> wdx(n * ic), wdw(ic * oc, 1.0), wdb(oc, 1.0);
-  for (int r = 0; r < n; ++r) {
-    for (int i = 0; i < ic; ++i) {
-      double s = 0.0;
-      for (int o = 0; o < oc; ++o) s += static_cast<double>(dy[r * oc + o]) * w[i * oc + o];
-      wdx[r * ic + i] = s;
-    }
-    for (int o = 0; o < oc; ++o) {
-      wdb[o] += dy[r * oc + o];
-      for (int i = 0; i < ic; ++i)
-        wdw[i * oc + o] += static_cast<double>(x[r * ic + i]) * dy[r * oc + o];
-    }
-  }
+  std::vector<double> wdx(n * ic), wdw(ic * oc), wdb(oc);
+  ref::linear_backward(x.data(), w.data(), dy.data(), n, ic, oc, wdx.data(), wdw.data(),
+                       wdb.data());
+  for (auto& v : wdw) v += 1.0;  // accumulated onto 1.0
+  for (auto& v : wdb) v += 1.0;
   CHECK(all_close(dx.data(), wdx.data(), dx.size(), 1e-5, 1e-5));
   CHECK(all_close(dw.data(), wdw.data(), dw.size(), 1e-5, 1e-5));
   CHECK(all_close(db.data(), wdb.data(), db.size(), 1e-5, 1e-5));

@@ -6,30 +6,12 @@
 
 #include "grad_check.hpp"
 #include "kernels/norm.hpp"
+#include "reference.hpp"
 
 using namespace zf::kernels;
 using zf::test::all_close;
 using zf::test::randn;
-
-namespace {
-
-// Double-precision LayerNorm (biased variance, eps inside the sqrt).
-void ref_layernorm(const float* x, const float* g, const float* b, int n, int c, double* y,
-                   double* mean, double* rstd) {
-  for (int r = 0; r < n; ++r) {
-    double mu = 0.0, var = 0.0;
-    for (int j = 0; j < c; ++j) mu += x[r * c + j];
-    mu /= c;
-    for (int j = 0; j < c; ++j) var += (x[r * c + j] - mu) * (x[r * c + j] - mu);
-    var /= c;
-    const double rs = 1.0 / std::sqrt(var + 1e-5);
-    for (int j = 0; j < c; ++j) y[r * c + j] = (x[r * c + j] - mu) * rs * g[j] + b[j];
-    mean[r] = mu;
-    rstd[r] = rs;
-  }
-}
-
-}  // namespace
+namespace ref = zf::test::ref;
 
 TEST_CASE("layernorm forward matches double precision, including offset rows and odd widths") {
   for (int c : {1, 7, 37, 64, 768}) {
@@ -41,7 +23,7 @@ TEST_CASE("layernorm forward matches double precision, including offset rows and
     std::vector<float> y(n * c, std::nanf("")), mean(n), rstd(n);
     layernorm_forward(x.data(), g.data(), b.data(), y.data(), mean.data(), rstd.data(), n, c);
     std::vector<double> wy(n * c), wm(n), wr(n);
-    ref_layernorm(x.data(), g.data(), b.data(), n, c, wy.data(), wm.data(), wr.data());
+    ref::layernorm(x.data(), g.data(), b.data(), n, c, wy.data(), wm.data(), wr.data());
     CHECK(all_close(y.data(), wy.data(), y.size(), 1e-4, 2e-5));
     CHECK(all_close(mean.data(), wm.data(), n, 1e-6, 1e-6));
     CHECK(all_close(rstd.data(), wr.data(), n, 1e-5, 1e-6));
@@ -87,32 +69,6 @@ TEST_CASE("layernorm backward agrees with finite differences and accumulates") {
   }
 }
 
-namespace {
-
-// Double-precision RMSNorm and its closed-form backward (dx, dgamma fresh, not accumulated):
-// r = 1/sqrt(mean(x^2) + eps), dx = r g dy - x r^3 mean(x g dy), dgamma = sum_rows dy x r.
-void ref_rmsnorm(const float* x, const float* g, const float* dy, int n, int c, double eps,
-                 double* y, double* rstd, double* dx, double* dg) {
-  for (int j = 0; j < c; ++j) dg[j] = 0.0;
-  for (int r = 0; r < n; ++r) {
-    const float* xr = x + r * c;
-    double ss = 0.0, sxgd = 0.0;
-    for (int j = 0; j < c; ++j) {
-      ss += static_cast<double>(xr[j]) * xr[j];
-      sxgd += static_cast<double>(xr[j]) * g[j] * dy[r * c + j];
-    }
-    const double rs = 1.0 / std::sqrt(ss / c + eps);
-    rstd[r] = rs;
-    for (int j = 0; j < c; ++j) {
-      y[r * c + j] = xr[j] * rs * g[j];
-      dx[r * c + j] = rs * g[j] * dy[r * c + j] - xr[j] * rs * rs * rs * sxgd / c;
-      dg[j] += static_cast<double>(dy[r * c + j]) * xr[j] * rs;
-    }
-  }
-}
-
-}  // namespace
-
 TEST_CASE("rmsnorm forward with saved rstd: y bit-identical to the inference form") {
   for (int c : {1, 7, 16, 37, 768}) {
     CAPTURE(c);
@@ -129,8 +85,8 @@ TEST_CASE("rmsnorm forward with saved rstd: y bit-identical to the inference for
     CHECK(y1 == y0);
     std::vector<float> dy(n * c);
     std::vector<double> wy(n * c), wr(n), wdx(n * c), wdg(c);
-    ref_rmsnorm(x.data(), g.data(), dy.data(), n, c, 1e-5, wy.data(), wr.data(), wdx.data(),
-                wdg.data());
+    ref::rmsnorm(x.data(), g.data(), dy.data(), n, c, 1e-5, wy.data(), wr.data(), wdx.data(),
+                 wdg.data());
     CHECK(all_close(y.data(), wy.data(), y.size(), 1e-5, 1e-6));
     CHECK(all_close(rstd.data(), wr.data(), n, 1e-5, 0.0));
   }
@@ -155,8 +111,8 @@ TEST_CASE("rmsnorm backward agrees with finite differences and the closed form, 
     for (auto& v : dx) v -= 0.5f;
     for (auto& v : dg) v += 1.0f;
     std::vector<double> ry(n * c), rr(n), rdx(n * c), rdg(c);
-    ref_rmsnorm(x.data(), g.data(), wy.data(), n, c, 1e-5, ry.data(), rr.data(), rdx.data(),
-                rdg.data());
+    ref::rmsnorm(x.data(), g.data(), wy.data(), n, c, 1e-5, ry.data(), rr.data(), rdx.data(),
+                 rdg.data());
     CHECK(all_close(dx.data(), rdx.data(), dx.size(), 1e-4, 1e-5));
     CHECK(all_close(dg.data(), rdg.data(), dg.size(), 1e-4, 1e-5));
     zf::test::check_grad("dx", x.data(), x.size(), dx.data(), loss, 1e-2f, 1e-2, 2e-3);
@@ -188,8 +144,8 @@ TEST_CASE("rmsnorm backward is scale invariant in x (large and small rows)") {
     rmsnorm_forward(x.data(), g.data(), y.data(), rstd.data(), n, c, 1e-6f);
     rmsnorm_backward(x.data(), g.data(), rstd.data(), dy.data(), dx.data(), dg.data(), n, c);
     std::vector<double> ry(n * c), rr(n), rdx(n * c), rdg(c);
-    ref_rmsnorm(x.data(), g.data(), dy.data(), n, c, 1e-6, ry.data(), rr.data(), rdx.data(),
-                rdg.data());
+    ref::rmsnorm(x.data(), g.data(), dy.data(), n, c, 1e-6, ry.data(), rr.data(), rdx.data(),
+                 rdg.data());
     double mx = 0.0;
     for (double v : rdx) mx = std::max(mx, std::abs(v));
     CHECK(all_close(dx.data(), rdx.data(), dx.size(), 1e-4, 1e-5 * mx));

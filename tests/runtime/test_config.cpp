@@ -3,11 +3,13 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <set>
 #include <string>
 #include <string_view>
 
 #include "runtime/config.hpp"
 #include "runtime/error.hpp"
+#include "runtime/model_spec.hpp"
 #include "test_util.hpp"
 
 namespace {
@@ -243,4 +245,79 @@ TEST_CASE("config: TOML syntax error names file and line") {
   // load_config names a missing file
   msg = error_of([&] { zf::load_config("/nonexistent/zf_no_such.toml", {}); });
   CHECK(contains(msg, "/nonexistent/zf_no_such.toml"));
+}
+
+TEST_CASE("config: enum, bool and list keys, serve sections, all through one schema") {
+  zf::run_config cfg;
+  // enums name the choices
+  auto msg = error_of([&] { zf::apply_override(cfg, "engine.policy=fifo"); });
+  CHECK(contains(msg,
+                 "engine.policy: expected one of \"split_fuse\", \"static_batch\", got \"fifo\""));
+  msg = error_of([&] { zf::apply_toml(cfg, "[model]\narch = 'mamba'\n", "m.toml"); });
+  CHECK(contains(msg, "model.arch: expected one of \"gpt2\", \"llama\", got \"mamba\""));
+  CHECK(cfg.model.arch == "gpt2");
+  // bools
+  msg = error_of([&] { zf::apply_override(cfg, "engine.prefix_caching=yes"); });
+  CHECK(contains(msg, "engine.prefix_caching: expected true or false, got 'yes'"));
+  msg = error_of([&] { zf::apply_toml(cfg, "[engine]\nbatch_invariant = 1\n", "b.toml"); });
+  CHECK(contains(msg, "engine.batch_invariant: expected true or false, got 1 (b.toml)"));
+  zf::apply_override(cfg, "engine.batch_invariant=true");
+  CHECK(cfg.engine.batch_invariant);
+  // lists: a,b or a TOML array; items must be strings
+  zf::apply_override(cfg, "server.api_keys=k1,k2");
+  CHECK(cfg.server.api_keys == std::vector<std::string>{"k1", "k2"});
+  zf::apply_override(cfg, "server.api_keys=[\"a b\", \"c\"]");
+  CHECK(cfg.server.api_keys == std::vector<std::string>{"a b", "c"});
+  msg = error_of([&] { zf::apply_toml(cfg, "[server]\napi_keys = [1]\n", "l.toml"); });
+  CHECK(contains(msg, "server.api_keys: expected a list of strings"));
+  // ranges in the new sections
+  msg = error_of([&] { zf::apply_override(cfg, "engine.token_budget=0"); });
+  CHECK(contains(msg, "engine.token_budget: expected 1..65536, got 0"));
+  msg = error_of([&] { zf::apply_override(cfg, "server.port=70000"); });
+  CHECK(contains(msg, "server.port: expected 0..65535, got 70000"));
+  // nested model keys and the round trip of everything
+  zf::apply_override(cfg, "model.rope_scaling.type=llama3");
+  zf::apply_override(cfg, "model.tied_head=false");
+  zf::apply_override(cfg, "engine.token_budget=512");
+  zf::apply_override(cfg, "server.host=0.0.0.0");
+  const std::string text = zf::to_toml(cfg);
+  zf::run_config back;
+  zf::apply_toml(back, text, "all.toml");
+  CHECK(zf::to_toml(back) == text);
+  CHECK(back.engine.token_budget == 512);
+  CHECK(back.server.host == "0.0.0.0");
+  CHECK(back.server.api_keys == cfg.server.api_keys);
+  CHECK(back.model.rope_type == "llama3");
+  CHECK_FALSE(back.model.tied_head);
+  // the schema lists every key once, each documented, and value_text renders it
+  std::set<std::string> seen;
+  for (auto& k : zf::config_schema()) {
+    CHECK(seen.insert(k.path).second);
+    CHECK(!k.help.empty());
+    CHECK(
+        contains(text, k.path.substr(k.path.find('.') + 1) + " = " + zf::value_text(cfg, k.path)));
+  }
+  CHECK(seen.count("engine.policy"));
+  CHECK(seen.count("server.api_keys"));
+  CHECK(zf::value_text(zf::run_config{}, "engine.policy") == "'split_fuse'");
+}
+
+TEST_CASE("config: a Llama spec from model keys and back") {
+  zf::run_config cfg;
+  zf::apply_override(cfg, "model.arch=llama");
+  zf::apply_override(cfg, "model.n_kv_head=2");
+  zf::apply_override(cfg, "model.tied_head=false");
+  REQUIRE_NOTHROW(zf::validate(cfg));
+  const zf::model_spec s = zf::spec_of(cfg.model);
+  CHECK(s.arch == zf::model_arch::llama);
+  CHECK(s.n_kv_head == 2);
+  CHECK(s.intermediate == 704);  // 8/3 * 256 rounded up to 32
+  CHECK(zf::spec_of(zf::config_of(s)).intermediate == 704);
+  zf::apply_override(cfg, "model.n_kv_head=3");
+  auto msg = error_of([&] { zf::validate(cfg); });
+  CHECK(contains(msg, "model.n_kv_head: expected a divisor of model.n_head (4), got 3"));
+  cfg.model.n_kv_head = 2;
+  cfg.model.arch = "gpt2";
+  msg = error_of([&] { zf::validate(cfg); });
+  CHECK(contains(msg, "gpt2 has no grouped-query attention"));
 }

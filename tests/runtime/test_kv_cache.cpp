@@ -122,6 +122,26 @@ TEST_CASE("kv prefix cache: published blocks are found by exact content and pare
                  "publish of 3 tokens, block size is 2"));
 }
 
+TEST_CASE("kv prefix cache: clear_cache forgets every block, in use or evictable") {
+  zf::block_pool pool(6, 2);
+  const std::vector<int> a{1, 2}, b{3, 4};
+  const int b0 = pool.allocate(), b1 = pool.allocate();
+  CHECK(pool.publish(b0, -1, a));
+  CHECK(pool.publish(b1, b0, b));
+  pool.release(b1);  // evictable
+  CHECK(pool.clear_cache() == 2);
+  CHECK(pool.num_cached() == 0);
+  CHECK(pool.lookup(-1, a) == -1);
+  CHECK_FALSE(pool.evictable(b1));
+  CHECK(pool.refcount(b0) == 1);  // its holder keeps it, unpublished
+  CHECK(pool.num_free() == 5);
+  pool.release(b0);
+  CHECK(pool.num_free() == 6);
+  CHECK(pool.clear_cache() == 0);
+  CHECK(pool.publish(pool.allocate(), -1, a));  // the index works on
+  CHECK(pool.lookup(-1, a) >= 0);
+}
+
 TEST_CASE("kv prefix cache: never-published blocks go first, then the least recently released") {
   zf::block_pool pool(4, 1);
   std::vector<int> blk;

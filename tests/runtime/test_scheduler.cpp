@@ -358,6 +358,25 @@ TEST_CASE("sched: preemption under pool pressure and recompute") {
   CHECK(pool.num_free() == 4);
 }
 
+TEST_CASE("sched: preempt_all sends every running sequence back to recompute, in order") {
+  zf::block_pool pool(16);
+  zf::scheduler s(opts(4, 8, 2), pool);
+  add1(s, 1, 3);
+  add1(s, 2, 6);  // its prompt takes two steps
+  step(s);
+  step(s);  // 1 decodes; 2 is still prefilling
+  CHECK(s.preempt_all() == 2);
+  CHECK(pool.num_free() == 16);
+  CHECK(s.num_running() == 0);
+  CHECK(s.num_waiting() == 2);
+  CHECK(s.length(1) == 5);  // the prompt and the tokens generated so far, recomputed
+  auto p = s.schedule();
+  REQUIRE(p.chunks.size() == 1);  // 5 + 6 do not fit a budget of 4: 1 comes back first
+  CHECK(p.chunks[0].seq == 1);
+  CHECK(p.chunks[0].start == 0);
+  CHECK(p.chunks[0].len == 4);
+}
+
 TEST_CASE("sched: a sequence preempts itself when it is the newest") {
   zf::block_pool pool(3);
   zf::scheduler s(opts(16, 8, 2), pool);

@@ -16,13 +16,22 @@ using namespace zf;
 
 namespace {
 
-model_config small_model() {
+// llama: grouped-query attention, RoPE, SwiGLU and an untied head (which lives in the final
+// region, so stage 3 gathers it there).
+model_config small_model(bool llama = false) {
   model_config m;
   m.n_layer = 2;
   m.n_head = 2;
   m.n_embd = 32;
   m.n_positions = 16;
   m.vocab_size = 97;  // odd sizes exercise the padded tails of the partition
+  if (llama) {
+    m.arch = "llama";
+    m.n_head = 4;
+    m.n_kv_head = 2;
+    m.intermediate = 40;
+    m.tied_head = false;
+  }
   return m;
 }
 
@@ -57,8 +66,9 @@ void rows(const std::vector<int>& g, int r0, int n, std::vector<int>& in, std::v
 }
 
 // One rank, whole batch: the reference curve.
-std::vector<double> reference_losses(std::vector<float>* final_params = nullptr) {
-  auto m = small_model();
+std::vector<double> reference_losses(std::vector<float>* final_params = nullptr,
+                                     bool llama = false) {
+  auto m = small_model(llama);
   auto t = small_train();
   transformer model(m);
   model.init_weights(7);
@@ -86,14 +96,16 @@ struct world_run {
 };
 
 world_run run_world(int world, int stage, int steps = k_steps,
-                    const world_run* resume_from = nullptr, int first_step = 0) {
+                    const world_run* resume_from = nullptr, int first_step = 0,
+                    bool llama = false) {
   auto comms = comm::make_local_group(world);
+  const model_config m = small_model(llama);
   std::vector<std::unique_ptr<zero_rank>> ranks;
   for (int r = 0; r < world; ++r)
-    ranks.push_back(std::make_unique<zero_rank>(spec_of(small_model()), small_train(), stage, *comms[r]));
-  const std::size_t total = layout_of(small_model()).total;
+    ranks.push_back(std::make_unique<zero_rank>(spec_of(m), small_train(), stage, *comms[r]));
+  const std::size_t total = layout_of(m).total;
   std::vector<float> init(total);
-  init_params(layout_of(small_model()), small_model().n_layer, 7, init.data());
+  init_params(layout_of(m), m.n_layer, 7, init.data());
   world_run out;
   out.losses.assign(steps, 0.0);
   std::vector<double> sq(world);
@@ -155,14 +167,17 @@ TEST_CASE("zero: partition covers every region exactly once") {
   }
 }
 
-TEST_CASE("zero: every stage and world size follows the one-rank loss curve") {
+namespace {
+
+// N ranks at every stage reach the one-rank curve and parameters, replicas bit-identical.
+void check_follows_one_rank(bool llama) {
   std::vector<float> ref_params;
-  auto ref = reference_losses(&ref_params);
+  auto ref = reference_losses(&ref_params, llama);
   for (int stage : {0, 1, 2, 3})
     for (int world : {1, 2, 4}) {
       CAPTURE(stage);
       CAPTURE(world);
-      auto w = run_world(world, stage);
+      auto w = run_world(world, stage, k_steps, nullptr, 0, llama);
       for (int s = 0; s < k_steps; ++s) {
         CAPTURE(s);
         CHECK(std::abs(w.losses[s] - ref[s]) <= 1e-5 * std::abs(ref[s]));
@@ -177,6 +192,16 @@ TEST_CASE("zero: every stage and world size follows the one-rank loss curve") {
       CHECK(std::sqrt(num / den) < 1e-4);
       for (auto& f : w.full) CHECK(f == w.full[0]);  // bit-identical replicas
     }
+}
+
+}  // namespace
+
+TEST_CASE("zero: every stage and world size follows the one-rank loss curve") {
+  check_follows_one_rank(false);
+}
+
+TEST_CASE("zero: Llama (GQA, untied head) follows the one-rank curve at every stage and world") {
+  check_follows_one_rank(true);
 }
 
 TEST_CASE("zero: memory per rank is 1/N of what the stage shards") {

@@ -586,17 +586,13 @@ TEST_CASE("checkpoint v2: export to safetensors and import back, bit-exact") {
   c["n_ctx"] = 64;
   std::ofstream(dir / "bad" / "config.json") << c.dump();
   msg = error_of([&] { st::import_safetensors(dir / "bad" / "model.safetensors", dir / "x"); });
-  CHECK(contains(msg, "'wpe.weight'"));
-  CHECK(contains(msg, "[32,32]"));
-  CHECK(contains(msg, "[64,32]"));
+  CHECK(contains(msg, "wpe.weight"));
+  CHECK(contains(msg, "[32, 32]"));
+  CHECK(contains(msg, "[64, 32]"));
   CHECK_FALSE(fs::exists(dir / "x" / "latest"));
 }
 
 TEST_CASE("checkpoint v2: PyTorch reads the export and computes the same logits") {
-  if (std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") != 0) {
-    MESSAGE("SKIPPED: /usr/bin/python3 cannot import torch; export interop not checked");
-    return;
-  }
   temp_dir dir("interop");
   zf::transformer model(hf_model());
   model.init_weights(3);
@@ -605,22 +601,11 @@ TEST_CASE("checkpoint v2: PyTorch reads the export and computes the same logits"
   st::export_safetensors(ck, file);
 
   const std::vector<int> ids{3, 1, 4, 1, 5, 9, 2, 6, 53, 95, 0, 17};
-  std::string list;
-  for (int i : ids) {
-    if (!list.empty()) list += ',';
-    list += std::to_string(i);
+  const auto ref = zf::testing::twin_logits_of_export(file.string(), ids);
+  if (ref.empty()) {
+    MESSAGE("SKIPPED: /usr/bin/python3 cannot import torch; export interop not checked");
+    return;
   }
-  const std::string cmd = "/usr/bin/python3 " ZF_SOURCE_DIR "/tests/golden/read_export.py " +
-                          file.string() + " --ids " + list;
-  std::string out;
-  FILE* pipe = ::popen(cmd.c_str(), "r");
-  REQUIRE(pipe);
-  char buf[65536];
-  std::size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, pipe)) > 0) out.append(buf, n);
-  REQUIRE(::pclose(pipe) == 0);
-  auto j = nlohmann::json::parse(out);
-  const auto& ref = j["logits"];
   const int T = static_cast<int>(ids.size()), V = model.spec().vocab_size;
   REQUIRE(ref.size() == static_cast<std::size_t>(T));
 
@@ -632,7 +617,7 @@ TEST_CASE("checkpoint v2: PyTorch reads the export and computes the same logits"
   double max_ref = 0, max_diff = 0;
   for (int t = 0; t < T; ++t)
     for (int v = 0; v < V; ++v) {
-      const double r = ref[t][v].get<double>(), o = ours.logits()[t * V + v];
+      const double r = ref[t][v], o = ours.logits()[t * V + v];
       max_ref = std::max(max_ref, std::abs(r));
       max_diff = std::max(max_diff, std::abs(r - o));
     }

@@ -1,0 +1,252 @@
+// The one dispatch point: every public zf::kernels function, each a single branch on this
+// thread's device (kernels/dispatch.hpp). Adding a cuda twin of a kernel means declaring
+// cuda::<fn> in its <family>.hpp, writing <family>_cuda.cu and turning its ZF_CPU_ONLY below into
+// ZF_DISPATCH; no caller changes.
+// Invariants: without ZF_CUDA the device is always cpu (set_current_device refuses cuda), on_cuda()
+// is a constant false and each function below is a tail call of its cpu kernel. With ZF_CUDA it
+// costs one thread-local load and a predictable branch per call, never a virtual call.
+#include "kernels/dispatch.hpp"
+
+#include <string>
+
+#include "kernels/activation.hpp"
+#include "kernels/adamw.hpp"
+#include "kernels/attention.hpp"
+#include "kernels/embedding.hpp"
+#include "kernels/matmul.hpp"
+#include "kernels/matmul_invariant.hpp"
+#include "kernels/norm.hpp"
+#include "kernels/paged_attention.hpp"
+#include "kernels/rope.hpp"
+#include "kernels/softmax.hpp"
+#include "kernels/threads.hpp"
+
+namespace zf::kernels {
+
+#if defined(ZF_CUDA)
+namespace cuda {
+int device_count() noexcept;  // kernels/dispatch_cuda.cu
+}  // namespace cuda
+#endif
+
+namespace {
+
+thread_local device tl_device = device::cpu;
+thread_local bool tl_invariant = false;
+
+#if defined(ZF_CUDA)
+inline bool on_cuda() noexcept {
+  return tl_device == device::cuda;
+}
+#else
+constexpr bool on_cuda() noexcept {
+  return false;
+}
+#endif
+
+[[noreturn]] void no_twin(const char* fn) {
+  throw kernel_error(std::string("zf::kernels::") + fn +
+                     " has no cuda kernel yet (only the cpu one); call it on device::cpu with host "
+                     "pointers");
+}
+
+}  // namespace
+
+// ZF_DISPATCH: the family has a cuda twin. ZF_CPU_ONLY: it does not, and refuses the cuda device.
+#if defined(ZF_CUDA)
+#define ZF_DISPATCH(fn, ...) return on_cuda() ? cuda::fn(__VA_ARGS__) : cpu::fn(__VA_ARGS__)
+#else
+#define ZF_DISPATCH(fn, ...) return cpu::fn(__VA_ARGS__)
+#endif
+#define ZF_CPU_ONLY(fn, ...)  \
+  if (on_cuda()) [[unlikely]] \
+    no_twin(#fn);             \
+  return cpu::fn(__VA_ARGS__)
+
+const char* device_name(device d) noexcept {
+  return d == device::cuda ? "cuda" : "cpu";
+}
+
+bool cuda_built() noexcept {
+#if defined(ZF_CUDA)
+  return true;
+#else
+  return false;
+#endif
+}
+
+int cuda_device_count() noexcept {
+#if defined(ZF_CUDA)
+  return cuda::device_count();
+#else
+  return 0;
+#endif
+}
+
+device current_device() noexcept {
+  return tl_device;
+}
+
+void set_current_device(device d) {
+  if (d == device::cuda) {
+    if (!cuda_built()) {
+      throw kernel_error(
+          "device cuda requested, but zeroflow was built without CUDA: reconfigure with "
+          "-DZF_CUDA=ON (needs nvcc and the CUDA toolkit)");
+    }
+    if (cuda_device_count() == 0) {
+      throw kernel_error("device cuda requested, but this process sees no CUDA device");
+    }
+  }
+  tl_device = d;
+}
+
+bool batch_invariant() noexcept {
+  return tl_invariant;
+}
+void set_batch_invariant(bool on) noexcept {
+  tl_invariant = on;
+}
+
+// matmul
+void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
+          const float* b, int ldb, float beta, float* c, int ldc) {
+  if (tl_invariant && !trans_a && alpha == 1.0f && (beta == 0.0f || beta == 1.0f)) {
+    if (on_cuda()) [[unlikely]]
+      no_twin("gemm_invariant");
+    return cpu::gemm_invariant(trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc);
+  }
+  ZF_CPU_ONLY(gemm, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+void gemm_invariant(bool trans_b, int m, int n, int k, const float* a, int lda, const float* b,
+                    int ldb, float beta, float* c, int ldc) {
+  ZF_CPU_ONLY(gemm_invariant, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc);
+}
+void linear_forward(const float* x, const float* w, const float* b, float* y, int n, int ic,
+                    int oc) {
+  ZF_CPU_ONLY(linear_forward, x, w, b, y, n, ic, oc);
+}
+void linear_backward(const float* x, const float* w, const float* dy, float* dx, float* dw,
+                     float* db, int n, int ic, int oc) {
+  ZF_CPU_ONLY(linear_backward, x, w, dy, dx, dw, db, n, ic, oc);
+}
+
+// norm
+void layernorm_forward(const float* x, const float* gamma, const float* beta, float* y, float* mean,
+                       float* rstd, int n, int c, float eps) {
+  ZF_CPU_ONLY(layernorm_forward, x, gamma, beta, y, mean, rstd, n, c, eps);
+}
+void layernorm_backward(const float* x, const float* gamma, const float* mean, const float* rstd,
+                        const float* dy, float* dx, float* dgamma, float* dbeta, int n, int c) {
+  ZF_CPU_ONLY(layernorm_backward, x, gamma, mean, rstd, dy, dx, dgamma, dbeta, n, c);
+}
+void rmsnorm_forward(const float* x, const float* gamma, float* y, float* rstd, int n, int c,
+                     float eps) {
+  ZF_CPU_ONLY(rmsnorm_forward, x, gamma, y, rstd, n, c, eps);
+}
+void rmsnorm_forward(const float* x, const float* gamma, float* y, int n, int c, float eps) {
+  ZF_CPU_ONLY(rmsnorm_forward, x, gamma, y, nullptr, n, c, eps);
+}
+void rmsnorm_backward(const float* x, const float* gamma, const float* rstd, const float* dy,
+                      float* dx, float* dgamma, int n, int c) {
+  ZF_CPU_ONLY(rmsnorm_backward, x, gamma, rstd, dy, dx, dgamma, n, c);
+}
+
+// activation
+void gelu_forward(const float* x, float* y, std::size_t n) {
+  ZF_CPU_ONLY(gelu_forward, x, y, n);
+}
+void gelu_backward(const float* x, const float* dy, float* dx, std::size_t n) {
+  ZF_CPU_ONLY(gelu_backward, x, dy, dx, n);
+}
+void add_forward(const float* a, const float* b, float* y, std::size_t n) {
+  ZF_CPU_ONLY(add_forward, a, b, y, n);
+}
+void swiglu_forward(const float* gu, float* y, int n, int m) {
+  ZF_CPU_ONLY(swiglu_forward, gu, y, n, m);
+}
+void swiglu_backward(const float* gu, const float* dy, float* dgu, int n, int m) {
+  ZF_CPU_ONLY(swiglu_backward, gu, dy, dgu, n, m);
+}
+void accumulate(float* y, const float* x, std::size_t n) {
+  ZF_CPU_ONLY(accumulate, y, x, n);
+}
+
+// rope
+void rope_tables(int n_pos, int head_dim, const double* inv_freq, float* cos, float* sin) {
+  ZF_CPU_ONLY(rope_tables, n_pos, head_dim, inv_freq, cos, sin);
+}
+void rope_forward(float* x, int ld, int n, const int* pos, int n_head, int head_dim,
+                  const float* cos, const float* sin) {
+  ZF_CPU_ONLY(rope_forward, x, ld, n, pos, n_head, head_dim, cos, sin);
+}
+void rope_backward(float* dx, int ld, int n, const int* pos, int n_head, int head_dim,
+                   const float* cos, const float* sin) {
+  ZF_CPU_ONLY(rope_backward, dx, ld, n, pos, n_head, head_dim, cos, sin);
+}
+
+// attention
+void attention_forward(const attention_shape& s, const float* q, const float* k, const float* v,
+                       float* out, float* att) {
+  if (tl_invariant) {
+    if (on_cuda()) [[unlikely]]
+      no_twin("attention_forward (batch-invariant)");
+    return cpu::attention_forward_rows(s, q, k, v, out, att);
+  }
+  ZF_CPU_ONLY(attention_forward, s, q, k, v, out, att);
+}
+void attention_backward(const attention_shape& s, const float* q, const float* k, const float* v,
+                        const float* att, const float* dout, float* datt, float* dq, float* dk,
+                        float* dv) {
+  ZF_CPU_ONLY(attention_backward, s, q, k, v, att, dout, datt, dq, dk, dv);
+}
+long paged_attention_scratch(const paged_shape& s) {
+  ZF_CPU_ONLY(paged_attention_scratch, s);
+}
+void paged_attention(const paged_shape& s, const float* q, const paged_kv& kv, float* out,
+                     float* scratch) {
+  ZF_CPU_ONLY(paged_attention, s, q, kv, out, scratch, tl_invariant);
+}
+
+// softmax / cross-entropy
+void softmax_xent_fused(float* logits, const int* targets, float* loss, int n, int v, float dloss) {
+  ZF_CPU_ONLY(softmax_xent_fused, logits, targets, loss, n, v, dloss);
+}
+void softmax_xent_forward(const float* logits, const int* targets, float* loss, int n, int v) {
+  ZF_CPU_ONLY(softmax_xent_forward, logits, targets, loss, n, v);
+}
+void softmax_rows(float* x, int n, int v, float scale) {
+  ZF_CPU_ONLY(softmax_rows, x, n, v, scale);
+}
+double log_sum_exp(const float* x, int n) {
+  ZF_CPU_ONLY(log_sum_exp, x, n);
+}
+
+// embedding
+void embedding_forward(const int* ids, const float* wte, const float* wpe, float* out, int b, int t,
+                       int c, int pos0) {
+  ZF_CPU_ONLY(embedding_forward, ids, wte, wpe, out, b, t, c, pos0);
+}
+void embedding_backward(const int* ids, const float* dout, float* dwte, float* dwpe, int b, int t,
+                        int c, int pos0) {
+  ZF_CPU_ONLY(embedding_backward, ids, dout, dwte, dwpe, b, t, c, pos0);
+}
+
+// adamw: the cuda twin exists (kernels/adamw_cuda.cu).
+void adamw_step(float* p, const float* g, float* m, float* v, std::size_t n,
+                const adamw_params& a) {
+  ZF_DISPATCH(adamw_step, p, g, m, v, n, a);
+}
+double sum_squares(const float* x, std::size_t n) {
+  ZF_DISPATCH(sum_squares, x, n);
+}
+
+// CPU threads (OpenBLAS's pool): a host setting, not dispatched.
+void set_num_threads(int n) {
+  cpu::set_num_threads(n);
+}
+int num_threads() {
+  return cpu::num_threads();
+}
+
+}  // namespace zf::kernels

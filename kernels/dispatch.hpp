@@ -1,0 +1,70 @@
+#pragma once
+// The one dispatch point of the kernels. Every public zf::kernels::<fn> (declared in
+// <family>.hpp) is defined in kernels/dispatch.cpp as a single branch on this thread's current
+// device: cpu::<fn> (<family>_cpu.cpp, the reference) or, in a ZF_CUDA build, cuda::<fn>
+// (<family>_cuda.cu, same contract, pointers into GPU memory). Callers never name a backend.
+// Invariants:
+// - The current device is per thread and cpu unless set. A rank or engine that owns a GPU sets it
+//   once on its own thread (device_scope); worker threads it starts must set it too.
+// - Without ZF_CUDA, asking for the cuda device throws (kernel_error naming ZF_CUDA) and the
+//   dispatch compiles down to a direct call of the cpu kernel: no thread-local read at all.
+// - With ZF_CUDA, a family that has no cuda twin yet throws kernel_error when called on the cuda
+//   device instead of reading GPU pointers on the CPU.
+// - Host-only helpers (kernels/convert.hpp) and the CPU thread count are not dispatched.
+#include <stdexcept>
+
+namespace zf::kernels {
+
+enum class device : unsigned char { cpu, cuda };
+
+// Every failure of the dispatch or of a cuda kernel (launch errors, missing twins, no GPU).
+struct kernel_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// "cpu" / "cuda".
+const char* device_name(device d) noexcept;
+// True when this binary was built with -DZF_CUDA=ON (zf_kernels_cuda linked in).
+bool cuda_built() noexcept;
+// GPUs visible to this process; 0 without ZF_CUDA or without a usable driver.
+int cuda_device_count() noexcept;
+
+// This thread's device for every following kernel call.
+device current_device() noexcept;
+// Throws kernel_error for cuda in a build without ZF_CUDA or on a machine without a GPU.
+void set_current_device(device d);
+
+// Sets the device for a scope and restores the previous one at its end.
+class device_scope {
+ public:
+  explicit device_scope(device d) : prev_(current_device()) { set_current_device(d); }
+  ~device_scope() { set_current_device(prev_); }
+  device_scope(const device_scope&) = delete;
+  device_scope& operator=(const device_scope&) = delete;
+
+ private:
+  device prev_;
+};
+
+// Batch-invariant mode, per thread (off unless set): the forward kernels compute every row the
+// same way whatever the batch it is in, so a token's logits are the same bits under any batching,
+// chunking or preemption and in score mode. While on: gemm with alpha 1, beta 0 or 1 and no
+// transposed a runs gemm_invariant (kernels/matmul_invariant.hpp) instead of OpenBLAS;
+// attention_forward and paged_attention compute each query row alone with the direct kernel
+// (paged_attention.hpp). Training's backward GEMMs (transposed a) are unaffected. Worker threads
+// that run kernels for an invariant caller must set it too.
+bool batch_invariant() noexcept;
+void set_batch_invariant(bool on) noexcept;
+
+class batch_invariant_scope {
+ public:
+  explicit batch_invariant_scope(bool on) : prev_(batch_invariant()) { set_batch_invariant(on); }
+  ~batch_invariant_scope() { set_batch_invariant(prev_); }
+  batch_invariant_scope(const batch_invariant_scope&) = delete;
+  batch_invariant_scope& operator=(const batch_invariant_scope&) = delete;
+
+ private:
+  bool prev_;
+};
+
+}  // namespace zf::kernels

@@ -1,0 +1,17 @@
+#pragma once
+// One micro-batch of token windows: what a data source hands the ranks. A pure value, shared
+// read-only between the sampler and a rank (no copy inside one process).
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace zf {
+
+struct token_batch {
+  int64_t index = 0;  // which batch of its split
+  int b = 0, t = 0;
+  std::vector<int> inputs, targets;  // [b, t] each
+};
+using batch_ptr = std::shared_ptr<const token_batch>;
+
+}  // namespace zf

@@ -1,0 +1,48 @@
+#pragma once
+// Internal to storage/: the names and constants the checkpoint writer (checkpoint_write.cpp)
+// and reader (checkpoint.cpp) must agree on. Not part of the checkpoint API.
+#include <fmt/format.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "runtime/error.hpp"
+#include "runtime/model.hpp"
+
+namespace zf::storage::detail {
+
+inline constexpr const char* k_magic = "zeroflow-checkpoint";
+inline constexpr const char* k_manifest = "manifest";
+inline constexpr uint64_t k_page = 4096;  // data sections start page-aligned (O_DIRECT)
+
+inline std::string step_name(int step) {
+  return fmt::format("step-{:06d}", step);
+}
+inline std::string rank_file(int rank) {
+  return fmt::format("rank-{:05d}.bin", rank);
+}
+inline uint64_t round_up(uint64_t x, uint64_t a) {
+  return (x + a - 1) / a * a;
+}
+inline std::filesystem::path manifest_path(const std::filesystem::path& dir) {
+  return dir / k_manifest;
+}
+
+inline std::string shape_str(const std::vector<int64_t>& s) {
+  std::string out;
+  for (auto d : s) {
+    if (!out.empty()) out += ',';
+    out += std::to_string(d);
+  }
+  return out;
+}
+
+inline void check_range(const param_layout& L, std::size_t begin, std::size_t end,
+                        const char* what) {
+  if (begin > end || end > L.total)
+    fail("{}: slice [{}, {}) is outside the layout's {} parameters", what, begin, end, L.total);
+}
+
+}  // namespace zf::storage::detail

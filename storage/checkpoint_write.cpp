@@ -1,0 +1,355 @@
+// Writing checkpoints: data files (io_uring, CRC computed while copying), the manifest, and the
+// commit point (storage/checkpoint.hpp has the format; reading and verifying are checkpoint.cpp).
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <unordered_map>
+
+#include "manifest.capnp.h"
+#include "runtime/error.hpp"
+#include "storage/checkpoint.hpp"
+#include "storage/checkpoint_format.hpp"
+#include "storage/fs_util.hpp"
+#include "storage/uring_file.hpp"
+
+namespace fs = std::filesystem;
+
+namespace zf::storage {
+using namespace detail;
+namespace {
+
+constexpr std::size_t k_piece = 256u << 10;  // copy + CRC granularity (stays in L2)
+
+bool is_step_dir_name(const std::string& n) {
+  return n.size() > 5 && n.starts_with("step-") &&
+         n.find_first_not_of("0123456789", 5) == std::string::npos;
+}
+
+std::vector<fs::path> step_dirs(const fs::path& root) {
+  std::vector<fs::path> out;
+  std::error_code ec;
+  for (auto& e : fs::directory_iterator(root, ec))
+    if (e.is_directory() && is_step_dir_name(e.path().filename().string())) out.push_back(e.path());
+  // by step number, not by name: step-1000000 sorts after step-999999
+  auto num = [](const fs::path& p) { return std::stoll(p.filename().string().substr(5)); };
+  std::sort(out.begin(), out.end(), [&](auto& a, auto& b) { return num(a) < num(b); });
+  return out;
+}
+
+// Removes the oldest step folders beyond keep (never `newest`). Each is renamed to step-X.del
+// first, so a crash mid-removal leaves no half-deleted step-X; .del leftovers go here too.
+void prune(const fs::path& root, const fs::path& newest, int keep) {
+  auto dirs = step_dirs(root);
+  const std::size_t k = static_cast<std::size_t>(std::max(keep, 0));
+  std::error_code ec;
+  for (std::size_t i = 0; i + k < dirs.size(); ++i) {
+    if (dirs[i] == newest) continue;
+    fs::path del = dirs[i];
+    del += ".del";
+    fs::remove_all(del, ec);
+    fs::rename(dirs[i], del, ec);
+    if (ec) fail("cannot prune checkpoint {}: {}", dirs[i].string(), ec.message());
+  }
+  for (auto& e : fs::directory_iterator(root, ec)) {
+    const auto n = e.path().filename().string();
+    if (e.is_directory() && n.size() > 4 && n.ends_with(".del") &&
+        is_step_dir_name(n.substr(0, n.size() - 4)))
+      fs::remove_all(e.path(), ec);
+  }
+}
+
+// Folds the bytes at file offsets [a, a + len) (now in memory at d) into the CRCs of the
+// fragments they belong to; `out` is in file order and fi the fragment the bytes start in.
+void crc_pieces(std::vector<fragment>& out, std::size_t& fi, uint64_t a, const std::byte* d,
+                std::size_t len) {
+  const uint64_t e = a + len;
+  while (a < e && fi < out.size()) {
+    fragment& f = out[fi];
+    if (a >= f.offset + f.length) {
+      ++fi;
+      continue;
+    }
+    if (a < f.offset) {  // padding, or bytes between tensors (a layout with holes): no fragment's
+      const uint64_t gap = std::min(e, f.offset) - a;
+      a += gap;
+      d += gap;
+      continue;
+    }
+    const uint64_t take = std::min(e, f.offset + f.length) - a;
+    f.crc32 = crc32_of(d, static_cast<std::size_t>(take), f.crc32);
+    a += take;
+    d += take;
+  }
+}
+
+::Manifest::Kind to_capnp(int kind) {
+  switch (kind) {
+    case kind_param:
+      return ::Manifest::Kind::PARAM;
+    case kind_exp_avg:
+      return ::Manifest::Kind::EXP_AVG;
+    case kind_exp_avg_sq:
+      return ::Manifest::Kind::EXP_AVG_SQ;
+  }
+  fail("fragment kind {} is not param, exp_avg or exp_avg_sq", kind);
+}
+
+// The fragment dtypes a manifest can name (storage/manifest.capnp Dtype).
+::Manifest::Dtype to_capnp(dtype t) {
+  switch (t) {
+    case dtype::f32:
+      return ::Manifest::Dtype::F32;
+    case dtype::bf16:
+      return ::Manifest::Dtype::BF16;
+    case dtype::f16:
+      return ::Manifest::Dtype::F16;
+    default:
+      break;
+  }
+  fail("a checkpoint fragment cannot be stored as {} (f32, bf16 or f16)", dtype_name(t));
+}
+
+std::string encode_manifest(const param_layout& L, const manifest_info& info,
+                            const std::map<std::string, uint64_t>& files,
+                            std::unordered_map<std::string, std::vector<const fragment*>>& by) {
+  capnp::MallocMessageBuilder body;
+  auto m = body.initRoot<::Manifest>();
+  m.setStep(info.step);
+  m.setWorld(info.world);
+  m.setZeroStage(info.zero_stage);
+  m.setConfigToml(info.config_toml);
+  m.setStateJson(info.state.dump());
+  auto fl = m.initFiles(static_cast<unsigned>(files.size()));
+  unsigned i = 0;
+  for (auto& [name, bytes] : files) {
+    fl[i].setName(name);
+    fl[i].setBytes(bytes);
+    ++i;
+  }
+  auto tl = m.initTensors(static_cast<unsigned>(L.params.size()));
+  i = 0;
+  for (auto& p : L.params) {
+    auto t = tl[i++];
+    t.setName(p.name);
+    t.setDtype("F32");
+    auto sh = t.initShape(static_cast<unsigned>(p.shape.size()));
+    for (unsigned d = 0; d < p.shape.size(); ++d) sh.set(d, p.shape[d]);
+    auto& fr = by[p.name];
+    auto fb = t.initFragments(static_cast<unsigned>(fr.size()));
+    for (unsigned j = 0; j < fr.size(); ++j) {
+      fb[j].setKind(to_capnp(fr[j]->kind));
+      fb[j].setFile(fr[j]->file);
+      fb[j].setOffset(fr[j]->offset);
+      fb[j].setLength(fr[j]->length);
+      fb[j].setElemBegin(fr[j]->elem_begin);
+      fb[j].setCrc32(fr[j]->crc32);
+      fb[j].setDtype(to_capnp(fr[j]->dtype));
+    }
+  }
+  auto bw = capnp::messageToFlatArray(body);
+  auto bb = bw.asBytes();
+  capnp::MallocMessageBuilder outer;
+  auto r = outer.initRoot<::ManifestFile>();
+  r.setMagic(k_magic);
+  r.setVersion(k_checkpoint_version);
+  r.setCrc32(crc32_of(bb.begin(), bb.size()));
+  r.setBody(capnp::Data::Reader(bb.begin(), bb.size()));
+  auto ow = capnp::messageToFlatArray(outer);
+  auto ob = ow.asBytes();
+  return std::string(reinterpret_cast<const char*>(ob.begin()), ob.size());
+}
+
+}  // namespace
+
+fs::path checkpoint_tmp_dir(const fs::path& root, int step) {
+  return root / (step_name(step) + ".tmp");
+}
+
+fs::path begin_checkpoint(const fs::path& root, int step) {
+  if (step < 0) fail("begin_checkpoint: step {} is negative", step);
+  fs::create_directories(root);
+  const std::string name = step_name(step);
+  const fs::path final_dir = root / name, tmp = root / (name + ".tmp");
+  if (fs::exists(final_dir))
+    fail("checkpoint {} already exists; refusing to overwrite it", final_dir.string());
+  fs::remove_all(tmp);  // leftovers of a crashed write are never committed data
+  fs::create_directory(tmp);
+  return tmp;
+}
+
+std::vector<fragment> write_shard(const fs::path& tmp_dir, int rank, const param_layout& L,
+                                  const shard_data& s, const write_options& o) {
+  return write_shard(tmp_dir, rank, L, std::vector<shard_data>{s}, o);
+}
+
+std::vector<fragment> write_shard(const fs::path& tmp_dir, int rank, const param_layout& L,
+                                  const std::vector<shard_data>& slices, const write_options& o) {
+  if (rank < 0) fail("write_shard: rank {} is negative", rank);
+  struct section {  // one kind of one slice, at a 4 KiB-aligned offset of the file
+    int kind;
+    const float* src;
+    std::size_t begin, end;  // flat range
+    uint64_t base;           // byte offset in the file
+  };
+  std::vector<const shard_data*> ss;
+  for (auto& s : slices) {
+    check_range(L, s.begin, s.end, "write_shard");
+    if (s.end == s.begin) continue;
+    if (!s.params) fail("write_shard: rank {} passed no parameters", rank);
+    ss.push_back(&s);
+  }
+  if (ss.empty()) return {};
+  auto src_of = [](const shard_data& s, int k) {
+    return k == kind_param ? s.params : k == kind_exp_avg ? s.exp_avg : s.exp_avg_sq;
+  };
+  std::vector<section> secs;
+  uint64_t at = 0;
+  for (int k = 0; k < 3; ++k) {
+    if (!src_of(*ss[0], k)) continue;
+    for (auto* s : ss) {
+      if (!src_of(*s, k))
+        fail("write_shard: rank {}: some slices have {} and some do not", rank, kind_name(k));
+      secs.push_back({k, src_of(*s, k), s->begin, s->end, at});
+      at += round_up((s->end - s->begin) * sizeof(float), k_page);
+    }
+  }
+  const std::string file = rank_file(rank);
+
+  std::vector<fragment> out;  // in file order: sections, then tensors in flat order
+  for (auto& sec : secs)
+    for (auto& p : L.params) {  // the layout is in flat order
+      if (!p.numel || p.offset >= sec.end || p.offset + p.numel <= sec.begin) continue;
+      const std::size_t lo = std::max(sec.begin, p.offset),
+                        hi = std::min(sec.end, p.offset + p.numel);
+      out.push_back({p.name, sec.kind, file, sec.base + (lo - sec.begin) * sizeof(float),
+                     (hi - lo) * sizeof(float), lo - p.offset, 0, dtype::f32});
+    }
+  std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.offset < b.offset; });
+
+  uring_writer w(tmp_dir / file, {o.chunk_bytes, o.queue_depth, o.direct});
+  const std::size_t chunk = w.chunk_bytes();
+  std::size_t fi = 0;  // the fragment the next byte belongs to
+  for (std::size_t k = 0; k < secs.size(); ++k) {
+    const auto* src = reinterpret_cast<const std::byte*>(secs[k].src);
+    const uint64_t base = secs[k].base, bytes = (secs[k].end - secs[k].begin) * sizeof(float);
+    for (uint64_t pos = 0; pos < bytes; pos += chunk) {
+      const std::size_t m = static_cast<std::size_t>(std::min<uint64_t>(chunk, bytes - pos));
+      std::byte* buf = w.acquire();
+      for (std::size_t q = 0; q < m; q += k_piece) {  // copy, then CRC while it is in cache
+        const std::size_t len = std::min(k_piece, m - q);
+        std::memcpy(buf + q, src + pos + q, len);
+        crc_pieces(out, fi, base + pos + q, buf + q, len);
+      }
+      std::size_t wlen = m;
+      if (k + 1 < secs.size() && m % k_page) {  // pad to the next section's aligned start
+        const std::size_t pad = static_cast<std::size_t>(round_up(m, k_page)) - m;
+        std::memset(buf + m, 0, pad);
+        wlen += pad;
+      }
+      w.submit(buf, wlen, base + pos);
+    }
+  }
+  w.finish();
+  return out;
+}
+
+namespace {
+void check_tmp_dir(const fs::path& root, const fs::path& tmp_dir, int step) {
+  const std::string name = step_name(step);
+  if (tmp_dir.filename() != name + ".tmp")
+    fail("commit_checkpoint: {} is not the folder of step {} ({}.tmp)", tmp_dir.string(), step,
+         name);
+  std::error_code ec;
+  if (!fs::is_directory(tmp_dir) || !fs::equivalent(tmp_dir.parent_path(), root, ec))
+    fail("commit_checkpoint: {} is not a folder in {}", tmp_dir.string(), root.string());
+}
+}  // namespace
+
+void write_manifest(const fs::path& root, const fs::path& tmp_dir, const param_layout& L,
+                    const std::vector<fragment>& all, const manifest_info& info) {
+  check_tmp_dir(root, tmp_dir, info.step);
+  std::error_code ec;
+
+  std::unordered_map<std::string, std::vector<const fragment*>> by;
+  std::map<std::string, uint64_t> files;
+  bool present[3] = {false, false, false};
+  for (auto& f : all) {
+    if (!L.find(f.tensor))
+      fail("commit_checkpoint: {} has a fragment of '{}', which the layout does not have", f.file,
+           f.tensor);
+    if (f.kind < 0 || f.kind > 2) fail("commit_checkpoint: fragment kind {} is unknown", f.kind);
+    by[f.tensor].push_back(&f);
+    files[f.file] = 0;
+    present[f.kind] = true;
+  }
+  for (auto& [fname, size] : files) {
+    size = fs::file_size(tmp_dir / fname, ec);
+    if (ec) fail("commit_checkpoint: {} is missing: {}", (tmp_dir / fname).string(), ec.message());
+  }
+  for (auto& f : all)
+    if (f.length % size_of(f.dtype) || f.offset + f.length > files[f.file])
+      fail("commit_checkpoint: the fragment of '{}' at bytes [{}, {}) of {} is past its end ({})",
+           f.tensor, f.offset, f.offset + f.length, f.file, files[f.file]);
+  // Exact coverage: parameters always, each moment for every tensor or for none.
+  for (auto& p : L.params) {
+    auto& v = by[p.name];
+    std::sort(v.begin(), v.end(), [](auto* a, auto* b) {
+      return a->kind != b->kind ? a->kind < b->kind : a->elem_begin < b->elem_begin;
+    });
+    for (int k = 0; k < 3; ++k) {
+      if (!present[k] && k != kind_param) continue;
+      uint64_t covered = 0;
+      for (auto* f : v) {
+        if (f->kind != k) continue;
+        if (f->elem_begin != covered)
+          fail("commit_checkpoint: {} of '{}': element {} follows {} ({} of rank file {})",
+               kind_name(k), p.name, f->elem_begin, covered,
+               f->elem_begin > covered ? "gap" : "overlap", f->file);
+        covered += f->length / size_of(f->dtype);
+      }
+      if (covered != p.numel)
+        fail("commit_checkpoint: {} of '{}' covers {} of its {} elements", kind_name(k), p.name,
+             covered, p.numel);
+    }
+  }
+
+  const std::string bytes = encode_manifest(L, info, files, by);
+  write_file_atomic(tmp_dir / k_manifest, bytes.data(), bytes.size());  // fsyncs tmp_dir too
+}
+
+fs::path publish_checkpoint(const fs::path& root, const fs::path& tmp_dir, int step, int keep) {
+  check_tmp_dir(root, tmp_dir, step);
+  const std::string name = step_name(step);
+  const fs::path final_dir = root / name;
+  if (fs::exists(final_dir))
+    fail("checkpoint {} already exists; refusing to overwrite it", final_dir.string());
+  std::error_code ec;
+  fs::rename(tmp_dir, final_dir, ec);
+  if (ec) fail("rename {} -> {} failed: {}", tmp_dir.string(), final_dir.string(), ec.message());
+  fsync_path(root);
+  write_file_atomic(root / "latest", name + "\n");
+  prune(root, final_dir, keep);
+  return final_dir;
+}
+
+fs::path commit_checkpoint(const fs::path& root, const fs::path& tmp_dir, const param_layout& L,
+                           const std::vector<fragment>& all, const manifest_info& info, int keep) {
+  write_manifest(root, tmp_dir, L, all, info);
+  return publish_checkpoint(root, tmp_dir, info.step, keep);
+}
+
+fs::path save_checkpoint(const fs::path& root, const checkpoint_view& c, int keep) {
+  if (!c.layout || !c.params) fail("save_checkpoint: nothing to save");
+  const fs::path tmp = begin_checkpoint(root, c.step);
+  const bool moments = c.exp_avg && c.exp_avg_sq;
+  shard_data s{0, c.layout->total, c.params, moments ? c.exp_avg : nullptr,
+               moments ? c.exp_avg_sq : nullptr};
+  auto frags = write_shard(tmp, 0, *c.layout, s);
+  return commit_checkpoint(root, tmp, *c.layout, frags, {c.step, 1, 0, c.config_toml, c.state},
+                           keep);
+}
+
+}  // namespace zf::storage
