@@ -17,6 +17,7 @@
 #include <mutex>
 #include <thread>
 
+#include "kernels/dispatch.hpp"
 #include "kernels/threads.hpp"
 #include "runtime/chat_template.hpp"
 #include "runtime/engine_core.hpp"
@@ -66,7 +67,8 @@ using load_atom = caf::atom_constant<caf::atom("zf_load")>;
 
 struct engine_state {
   engine_core* core = nullptr;
-  bool stepping = false;  // a step message is in the mailbox
+  bool stepping = false;         // a step message is in the mailbox
+  bool batch_invariant = false;  // run steps with kernels::batch_invariant_scope
 };
 
 // The swap, between two steps; the preempted sequences go on at the next step.
@@ -82,8 +84,10 @@ void swap_weights(engine_core& core, weights_job& j) {
   }
 }
 
-caf::behavior engine_actor(caf::stateful_actor<engine_state>* self, engine_core* core) {
+caf::behavior engine_actor(caf::stateful_actor<engine_state>* self, engine_core* core,
+                           bool batch_invariant) {
   self->state.core = core;
+  self->state.batch_invariant = batch_invariant;
   auto kick = [self] {
     if (self->state.stepping) return;
     self->state.stepping = true;
@@ -109,6 +113,7 @@ caf::behavior engine_actor(caf::stateful_actor<engine_state>* self, engine_core*
       [self, kick](step_atom) {
         self->state.stepping = false;
         bool more = false;
+        kernels::batch_invariant_scope invariant(self->state.batch_invariant);
         try {
           more = self->state.core->step();
         } catch (const std::exception& e) {
@@ -157,7 +162,7 @@ class engine_backend final : public serve::completion_backend {
     co.threads = o.threads > 0 ? o.threads : static_cast<int>(std::thread::hardware_concurrency());
     core_ = std::make_unique<engine_core>(std::move(w), tok_, co);
     sys_ = std::make_unique<caf::actor_system>(sys_cfg_);
-    actor_ = sys_->spawn<caf::detached>(engine_actor, core_.get());
+    actor_ = sys_->spawn<caf::detached>(engine_actor, core_.get(), o.batch_invariant);
     loader_ = sys_->spawn<caf::detached>(loader_actor, actor_);
   }
 
@@ -180,15 +185,17 @@ class engine_backend final : public serve::completion_backend {
   int context_length() const override { return weights_.cfg.max_positions; }
   int vocab_size() const override { return weights_.cfg.vocab_size; }
 
-  // Llama-family tokenizers start every text with BOS (their post-processor adds it; ours
-  // does not run post-processors), unless the text already begins with it.
+  // Special tokens as the model's own tokenizer files say (tokenizer.json post_processor,
+  // tokenizer_config.json add_bos_token/add_eos_token), as transformers and vLLM add them. A
+  // text that already starts with them (a chat template's <|begin_of_text|>) does not get them
+  // twice.
   std::vector<int> encode(std::string_view text) const override {
-    std::vector<int> ids;
-    const int bos = weights_.cfg.bos_id;
     std::lock_guard lk(tok_mu_);
-    if (weights_.cfg.arch == lm_arch::llama && bos >= 0) ids.push_back(bos);
-    tok_.encode_append(text, ids);
-    if (ids.size() > 1 && ids[0] == bos && ids[1] == bos) ids.erase(ids.begin());
+    std::vector<int> ids = tok_.encode_with_special(text);
+    const std::vector<int>& pre = tok_.prompt_specials().prefix;
+    const std::size_t n = pre.size();
+    if (n && ids.size() >= 2 * n && std::equal(pre.begin(), pre.end(), ids.begin() + long(n)))
+      ids.erase(ids.begin(), ids.begin() + long(n));
     return ids;
   }
   std::string chat_prompt(const std::vector<serve::chat_message>& m) const override {

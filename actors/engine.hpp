@@ -23,6 +23,10 @@ struct engine_options {
   int max_queue = 256;     // waiting requests at most; more get 429
   int threads = 0;         // compute threads; 0: all cores
   bool prefix_caching = true;  // share the KV blocks of prompt prefixes across requests
+  // Every step under kernels::batch_invariant_scope: a sequence's logits and log-probs are the
+  // same bits whatever batch, chunking or preemption it went through, and equal `zeroflow
+  // score`'s (runtime/score under the same mode). Costs the speed of our own GEMM (bench/serve).
+  bool batch_invariant = false;
 };
 
 // Serves weights as version 0; completion_backend::update_weights* swap in others of the same

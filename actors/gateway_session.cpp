@@ -123,6 +123,27 @@ class session : public std::enable_shared_from_this<session> {
     close();  // EOF, timeout, reset
   }
 
+  // With api_keys set, every route but /health needs one of them as a bearer token (OpenAI's
+  // scheme). The comparison does not stop at the first differing byte.
+  bool authorized(const http::request<http::string_body>& req, std::string_view target) const {
+    const auto& keys = st_->opts.api_keys;
+    if (keys.empty() || target == "/health") return true;
+    const auto it = req.find(http::field::authorization);
+    if (it == req.end()) return false;
+    const std::string_view v(it->value().data(), it->value().size());
+    if (!v.starts_with("Bearer ")) return false;
+    const std::string_view given = v.substr(7);
+    bool ok = false;
+    for (const std::string& k : keys) {
+      unsigned diff = static_cast<unsigned>(k.size() ^ given.size());
+      for (std::size_t i = 0; i < k.size(); ++i)
+        diff |= static_cast<unsigned char>(k[i]) ^
+                static_cast<unsigned char>(i < given.size() ? given[i] : 0);
+      ok |= diff == 0;
+    }
+    return ok;
+  }
+
   // ---- routing
   void handle(const http::request<http::string_body>& req) {
     std::string_view target(req.target().data(), req.target().size());
@@ -144,6 +165,10 @@ class session : public std::enable_shared_from_this<session> {
       return send_error(openai::make_error(404, fmt::format("Not found: {} {}", method, target),
                                            "invalid_request_error", "not_found"));
     route_ = std::string(r->path);
+    if (!authorized(req, target))
+      return send_error(
+          openai::make_error(401, "Incorrect API key provided: send `Authorization: Bearer <key>`",
+                             "invalid_request_error", "invalid_api_key"));
     if (req.method() != r->verb) {
       allow_ = r->verb == http::verb::get ? "GET" : "POST";
       return send_error(openai::make_error(

@@ -8,6 +8,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "kernels/dispatch.hpp"
 #include "kernels/threads.hpp"
 #include "pipelines/serve_cli.hpp"
 #include "runtime/error.hpp"
@@ -19,7 +20,7 @@ namespace {
 
 struct score_args {
   std::string checkpoint, hf, data_dir, input;
-  bool ppl = false;
+  bool ppl = false, batch_invariant = false;
   int batch = 8, max_len = 0, window = 0, stride = 0, threads = 0;
 };
 score_args g_args;
@@ -63,6 +64,7 @@ score_item parse_line(const tokenizer& tok, const std::string& line, int lineno,
 int run_score() {
   auto& a = g_args;
   kernels::set_num_threads(a.threads);
+  kernels::batch_invariant_scope invariant(a.batch_invariant);
   auto [w, tok] = load_serving_model(a.checkpoint, a.hf, a.data_dir);
   transformer model(w.cfg, true, false);
   std::memcpy(model.params().data(), w.store.data(), w.store.size() * sizeof(float));
@@ -115,6 +117,8 @@ void add_score_subcommand(CLI::App& app) {
   g_cmd->add_option("--data-dir", a.data_dir, "folder with the gpt2/ tokenizer files");
   g_cmd->add_option("--input", a.input, "JSON lines, or a UTF-8 text file with --ppl")->required();
   g_cmd->add_flag("--ppl", a.ppl, "perplexity of the whole text file");
+  g_cmd->add_flag("--batch-invariant", a.batch_invariant,
+                  "batch-invariant kernels: the bits `serve --batch-invariant` gives");
   g_cmd->add_option("--batch", a.batch, "sequences per forward")->check(CLI::Range(1, 4096));
   g_cmd->add_option("--max-len", a.max_len, "longest sequence accepted; 0: the longest given")
       ->check(CLI::Range(0, 1 << 24));

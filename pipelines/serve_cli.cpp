@@ -13,6 +13,7 @@
 
 #include "actors/engine.hpp"
 #include "actors/gateway.hpp"
+#include "pipelines/config_flags.hpp"
 #include "pipelines/pipeline.hpp"
 #include "runtime/error.hpp"
 #include "runtime/serve_client.hpp"
@@ -23,16 +24,11 @@ namespace fs = std::filesystem;
 namespace zf {
 namespace {
 
+// --checkpoint / --hf and the engine and server keys of the config schema (--config, --set,
+// and one flag per key: --token-budget, --batch-invariant, --host, ...).
 struct model_args {
   std::string checkpoint, hf, data_dir;
-  actors::engine_options engine;
-  std::string policy = "split_fuse";
-};
-
-struct serve_args {
-  std::string host = "127.0.0.1";
-  int port = 8000, io_threads = 2;
-  bool enable_weight_updates = false;
+  config_args config;
 };
 
 struct gen_args {
@@ -43,7 +39,6 @@ struct gen_args {
 };
 
 model_args g_model;
-serve_args g_serve;
 gen_args g_gen;
 CLI::App* g_serve_cmd = nullptr;
 CLI::App* g_gen_cmd = nullptr;
@@ -53,49 +48,44 @@ extern "C" void on_serve_sigint(int) {
   g_stop = true;
 }
 
-void add_model_options(CLI::App* c, model_args& m, bool engine_knobs) {
+void add_model_options(CLI::App* c, model_args& m, const std::vector<std::string>& sections) {
   c->add_option("--checkpoint", m.checkpoint,
                 "zeroflow checkpoint: step folder, checkpoints/ root or run folder");
   c->add_option("--hf", m.hf,
                 "Hugging Face model folder (config.json, *.safetensors, tokenizer.json)");
   c->add_option("--data-dir", m.data_dir, "folder with the gpt2/ tokenizer (for --checkpoint)");
-  c->add_option("--threads", m.engine.threads, "compute threads; 0 = all cores");
-  if (!engine_knobs) return;
-  c->add_option("--policy", m.policy, "split_fuse (Dynamic SplitFuse) or static_batch (baseline)")
-      ->check(CLI::IsMember({"split_fuse", "static_batch"}))
-      ->capture_default_str();
-  c->add_option("--token-budget", m.engine.token_budget, "tokens per forward pass")
-      ->check(CLI::Range(1, 1 << 16))
-      ->capture_default_str();
-  c->add_option("--max-seqs", m.engine.max_seqs, "running sequences at most")
-      ->check(CLI::Range(1, 4096))
-      ->capture_default_str();
-  c->add_option("--block-size", m.engine.block_size, "tokens per KV block")
-      ->check(CLI::Range(1, 1024))
-      ->capture_default_str();
-  c->add_option("--kv-blocks", m.engine.num_blocks, "KV blocks in the pool; 0 = automatic")
-      ->check(CLI::NonNegativeNumber);
-  c->add_flag("!--no-prefix-caching", m.engine.prefix_caching,
-              "compute every prompt in full (no KV sharing of common prefixes across requests)");
-  c->add_option("--max-queue", m.engine.max_queue, "waiting requests before 429")
-      ->check(CLI::Range(0, 1 << 20))
-      ->capture_default_str();
+  add_config_flags(c, sections, m.config);
 }
 
-std::unique_ptr<serve::completion_backend> open_engine(model_args& m) {
+actors::engine_options engine_options_of(const engine_config& e) {
+  actors::engine_options o;
+  o.policy = e.policy == "static_batch" ? actors::engine_options::policy_kind::static_batch
+                                        : actors::engine_options::policy_kind::split_fuse;
+  o.token_budget = e.token_budget;
+  o.max_seqs = e.max_seqs;
+  o.block_size = e.block_size;
+  o.num_blocks = e.kv_blocks;
+  o.max_queue = e.max_queue;
+  o.threads = e.threads;
+  o.prefix_caching = e.prefix_caching;
+  o.batch_invariant = e.batch_invariant;
+  return o;
+}
+
+std::unique_ptr<serve::completion_backend> open_engine(const model_args& m, const run_config& cfg) {
   auto [w, tok] = load_serving_model(m.checkpoint, m.hf, m.data_dir);
-  m.engine.policy = m.policy == "static_batch" ? actors::engine_options::policy_kind::static_batch
-                                               : actors::engine_options::policy_kind::split_fuse;
-  return actors::make_engine(std::move(w), std::move(tok), m.engine);
+  return actors::make_engine(std::move(w), std::move(tok), engine_options_of(cfg.engine));
 }
 
 int run_serve() {
-  auto engine = open_engine(g_model);
+  const run_config cfg = load_config(g_model.config.file, g_model.config.overrides());
+  auto engine = open_engine(g_model, cfg);
   actors::gateway_options go;
-  go.host = g_serve.host;
-  go.port = g_serve.port;
-  go.io_threads = g_serve.io_threads;
-  go.enable_weight_updates = g_serve.enable_weight_updates;
+  go.host = cfg.server.host;
+  go.port = cfg.server.port;
+  go.io_threads = cfg.server.io_threads;
+  go.enable_weight_updates = cfg.server.enable_weight_updates;
+  go.api_keys = cfg.server.api_keys;
   actors::gateway gw(*engine, go);
   std::cerr << fmt::format("zeroflow: serving {} (context {}) on http://{}:{}/v1  (Ctrl-C stops)\n",
                            engine->model_name(), engine->context_length(), go.host, gw.port());
@@ -114,13 +104,15 @@ int run_serve() {
 }
 
 int run_generate() {
-  auto engine = open_engine(g_model);
+  const run_config cfg = load_config(g_model.config.file, g_model.config.overrides());
+  auto engine = open_engine(g_model, cfg);
   serve::completion_request r;
   r.prompt = engine->encode(g_gen.prompt);
   r.max_tokens = g_gen.max_tokens;
   r.sampling = {g_gen.temperature, g_gen.top_k, g_gen.top_p, g_gen.seed};
   std::cout << g_gen.prompt << std::flush;
-  serve::complete(*engine, std::move(r), [](const std::string& t) { std::cout << t << std::flush; });
+  serve::complete(*engine, std::move(r),
+                  [](const std::string& t) { std::cout << t << std::flush; });
   std::cout << std::endl;
   return 0;
 }
@@ -149,20 +141,11 @@ std::pair<lm_weights, tokenizer> load_serving_model(const std::string& checkpoin
 void add_serve_subcommands(CLI::App& app) {
   g_serve_cmd = app.add_subcommand(
       "serve", "OpenAI-compatible HTTP server (continuous batching, Dynamic SplitFuse, paged KV)");
-  add_model_options(g_serve_cmd, g_model, true);
-  g_serve_cmd->add_option("--host", g_serve.host, "address to listen on")->capture_default_str();
-  g_serve_cmd->add_option("--port", g_serve.port, "port (0: any free one)")
-      ->check(CLI::Range(0, 65535))
-      ->capture_default_str();
-  g_serve_cmd->add_option("--io-threads", g_serve.io_threads, "HTTP threads")
-      ->check(CLI::Range(1, 64));
-  g_serve_cmd->add_flag("--enable-weight-updates", g_serve.enable_weight_updates,
-                        "allow POST /v1/update_weights_from_disk (it reads files on this machine) "
-                        "also when --host is not a loopback address");
+  add_model_options(g_serve_cmd, g_model, {"engine", "server"});
 
   g_gen_cmd =
       app.add_subcommand("generate", "generate text from a model (streamed, on the engine)");
-  add_model_options(g_gen_cmd, g_model, false);
+  add_model_options(g_gen_cmd, g_model, {"engine"});
   g_gen_cmd->add_option("--prompt", g_gen.prompt, "prompt text")->required();
   g_gen_cmd->add_option("--max-tokens", g_gen.max_tokens, "tokens to generate")
       ->check(CLI::Range(1, 1 << 20));
