@@ -194,9 +194,18 @@ void graph_runtime::run() {
     }
   }
   cv_.notify_all();  // wake producers waiting for credits
+  {                  // inboxes first: no handler runs once the stages stop
+    caf::scoped_actor self{sys_};
+    int n = 0;
+    for (auto& [s, st] : states_) {
+      if (!st.inbox) continue;
+      self->monitor(st.inbox);
+      self->send_exit(st.inbox, caf::exit_reason::user_shutdown);
+      ++n;
+    }
+    for (int i = 0; i < n; ++i) self->receive([](const caf::down_msg&) {});
+  }
   for (auto it = g_.stages().rbegin(); it != g_.stages().rend(); ++it) (*it)->stop();
-  for (auto& [s, st] : states_)
-    if (st.inbox) caf::anon_send_exit(st.inbox, caf::exit_reason::user_shutdown);
   sys_.await_all_actors_done();
   if (!error_.empty()) throw error(error_);
 }

@@ -8,8 +8,9 @@
 //     returns. It emits on its output ports from any of its threads (stage_context::emit).
 //   - A connection with credits > 0 bounds the messages in flight on it: emit waits while that
 //     many are unhandled (so a producer's thread, never an inbox handler, should emit on it).
-//   - run returns once every stage has called done(), or when *stop becomes true; then each
-//     stage's stop() runs, in reverse order, and the inboxes are drained and closed.
+//   - run returns once every stage has called done(), or when *stop becomes true; then the
+//     inboxes finish the handler they are in and close, and each stage's stop() runs, in
+//     reverse order of addition.
 // A handler that throws fails the run: run rethrows it as zf::error naming the stage and port.
 #include <atomic>
 #include <functional>

@@ -14,7 +14,9 @@
 #include "actors/engine.hpp"
 #include "actors/gateway.hpp"
 #include "pipelines/config_flags.hpp"
+#include "pipelines/graph_run.hpp"
 #include "pipelines/pipeline.hpp"
+#include "pipelines/stages_serve.hpp"
 #include "runtime/error.hpp"
 #include "runtime/serve_client.hpp"
 #include "storage/lm_loader.hpp"
@@ -77,27 +79,47 @@ std::unique_ptr<serve::completion_backend> open_engine(const model_args& m, cons
   return actors::make_engine(std::move(w), std::move(tok), engine_options_of(cfg.engine));
 }
 
+// Prints the address the server listens on (scripts and tests read this line).
+struct announce : stage {
+  in_port<endpoint> at = input<endpoint>("at");
+  std::string model;
+  int context = 0;
+  void start(stage_context& ctx) override {
+    ctx.on(at, [this](const std::shared_ptr<const endpoint>& e) {
+      std::cerr << fmt::format(
+          "zeroflow: serving {} (context {}) on http://{}:{}/v1  (Ctrl-C "
+          "stops)\n",
+          model, context, e->host, e->port);
+    });
+  }
+  void inputs_closed(stage_context&) override {}  // runs until the server stops
+};
+
+// The serving graph: engine -> gateway (-> announce), run until Ctrl-C / SIGTERM.
 int run_serve() {
   const run_config cfg = load_config(g_model.config.file, g_model.config.overrides());
-  auto engine = open_engine(g_model, cfg);
+  auto [w, tok] = load_serving_model(g_model.checkpoint, g_model.hf, g_model.data_dir);
   actors::gateway_options go;
   go.host = cfg.server.host;
   go.port = cfg.server.port;
   go.io_threads = cfg.server.io_threads;
   go.enable_weight_updates = cfg.server.enable_weight_updates;
   go.api_keys = cfg.server.api_keys;
-  actors::gateway gw(*engine, go);
-  std::cerr << fmt::format("zeroflow: serving {} (context {}) on http://{}:{}/v1  (Ctrl-C stops)\n",
-                           engine->model_name(), engine->context_length(), go.host, gw.port());
+  graph g;
+  const std::string model = w.cfg.name;
+  const int context = w.cfg.max_positions;
+  auto& engine =
+      g.add<stages::engine_stage>("engine", std::make_shared<const lm_weights>(std::move(w)),
+                                  std::move(tok), engine_options_of(cfg.engine));
+  auto& http = g.add<stages::gateway_stage>("gateway", go);
+  auto& say = g.add<announce>("announce");
+  say.model = model;
+  say.context = context;
+  g.connect(engine.backend, http.backend);
+  g.connect(http.listening, say.at);
   auto prev = std::signal(SIGINT, on_serve_sigint);
   std::signal(SIGTERM, on_serve_sigint);
-  std::thread watch([&] {
-    while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    gw.stop();
-  });
-  gw.wait();
-  g_stop = true;
-  watch.join();
+  run_graph(g, {.stop = &g_stop});
   std::signal(SIGINT, prev);
   std::cerr << "zeroflow: server stopped\n";
   return 0;

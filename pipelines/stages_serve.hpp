@@ -1,0 +1,84 @@
+#pragma once
+// Serving as graph stages (pipelines/graph.hpp): an engine stage that owns a serving engine and
+// a gateway stage that serves it over HTTP. `zeroflow serve` is the graph engine -> gateway;
+// examples/train_and_serve connects a trainer's weights to an engine.
+//   engine:  in  weights (weights_update, optional)  -> swapped in between steps
+//            out backend (backend_ref)                -> offered once, at start
+//            out served  (weights_served)             -> after each swap
+//   gateway: in  backend (backend_ref, required)      -> starts listening
+//            out listening (endpoint)                 -> the bound address, once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "actors/engine.hpp"
+#include "actors/gateway.hpp"
+#include "pipelines/graph.hpp"
+#include "runtime/lm_weights.hpp"
+#include "runtime/tokenizer.hpp"
+
+namespace zf {
+
+struct backend_ref {  // a serving backend offered to its users
+  std::shared_ptr<serve::completion_backend> backend;
+};
+struct weights_update {  // new weights for an engine; version 0: the served one + 1
+  uint64_t version = 0;
+  std::shared_ptr<const lm_weights> weights;
+  int step = 0;  // the training step they come from (for reports)
+};
+struct weights_served {  // an engine now serves these
+  uint64_t version = 0;
+  int step = 0;
+};
+struct endpoint {
+  std::string host;
+  int port = 0;
+};
+
+}  // namespace zf
+
+ZF_MESSAGE_NAME(zf::backend_ref, "backend_ref");
+ZF_MESSAGE_NAME(zf::weights_update, "weights_update");
+ZF_MESSAGE_NAME(zf::weights_served, "weights_served");
+ZF_MESSAGE_NAME(zf::endpoint, "endpoint");
+
+namespace zf::stages {
+
+class engine_stage : public stage {
+ public:
+  in_port<weights_update> weights = input<weights_update>("weights", false);
+  out_port<backend_ref> backend = output<backend_ref>("backend");
+  out_port<weights_served> served = output<weights_served>("served");
+
+  engine_stage(std::shared_ptr<const lm_weights> w, tokenizer tok, actors::engine_options o);
+  void start(stage_context& ctx) override;
+  void stop() override;
+
+ private:
+  std::shared_ptr<const lm_weights> w_;
+  tokenizer tok_;
+  actors::engine_options o_;
+  std::shared_ptr<serve::completion_backend> engine_;
+};
+
+class gateway_stage : public stage {
+ public:
+  in_port<backend_ref> backend = input<backend_ref>("backend");
+  out_port<endpoint> listening = output<endpoint>("listening");
+
+  explicit gateway_stage(actors::gateway_options o) : o_(std::move(o)) {}
+  void start(stage_context& ctx) override;
+  void stop() override;
+  // Runs until the graph stops (a server has no end of its own).
+  void inputs_closed(stage_context&) override {}
+
+ private:
+  actors::gateway_options o_;
+  std::shared_ptr<serve::completion_backend> backend_;  // kept alive while the gateway runs
+  std::unique_ptr<actors::gateway> gw_;
+};
+
+}  // namespace zf::stages
