@@ -79,7 +79,8 @@ calibration calibrate(const model_setup& ms, const options& o, const workload_sp
     c.capacity_rps = burst_capacity(ms, o, w, capacity_variant(o, o.batch_invariant), &c.burst);
     // Right after the default burst, so that both see the same machine: the throughput cost
     // of batch invariance is their ratio.
-    if (o.invariant_cost) c.capacity_invariant_rps = burst_capacity(ms, o, w, capacity_variant(o, true));
+    if (o.invariant_cost)
+      c.capacity_invariant_rps = burst_capacity(ms, o, w, capacity_variant(o, true));
   }
   if (c.t_budget_ms <= 0) c.t_budget_ms = c.prefill_ms(o.budget);
   return c;

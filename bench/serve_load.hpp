@@ -58,7 +58,7 @@ struct options {
   double load = 0.6;     // at 0.8 the burst estimate proved optimistic: arrivals outran capacity
   int clients = 0;       // > 0: closed loop
   int budget = 256, max_seqs = 32, block_size = 16, num_blocks = 0, threads = 2;
-  bool prefix_caching = true;   // --mode single always runs without it (it measures compute)
+  bool prefix_caching = true;    // --mode single always runs without it (it measures compute)
   bool batch_invariant = false;  // every engine under engine_options::batch_invariant
   bool invariant_cost = false;   // load: also split_fuse under batch_invariant, and its capacity
   uint64_t seed = 1;

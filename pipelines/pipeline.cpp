@@ -237,6 +237,15 @@ train_result pipeline::run(const run_options& o) {
     ts.loop.stop_at_step = o.stop_at_step;
     ts.loop.memory = ranks[0]->memory();
     ts.loop.comm_bytes = [z = ranks[0]] { return z->bytes_communicated(); };
+    if (o.publish_every > 0 && o.on_weights) {
+      if (spmd) fail("publishing weights (run_options.publish_every) needs thread ranks");
+      ts.loop.after_step = [&, spec = spec_of(cfg_.model)](int step) {
+        if (step % o.publish_every != 0) return;
+        fbuffer p(layout.total);  // the ranks' owned slices cover every parameter
+        for (auto& z : ranks) z->export_state(p.data(), nullptr, nullptr);
+        o.on_weights(step, std::make_shared<const lm_weights>(make_lm_weights(spec, std::move(p))));
+      };
+    }
     ts.sampler = actors::spawn_data_sampler(sys, data, static_cast<uint64_t>(cfg_.train.seed),
                                             cfg_.train.batch_size);
     for (auto& z : ranks) {

@@ -13,12 +13,15 @@
 // from TOML.
 #include <atomic>
 #include <filesystem>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
 
 #include "actors/trainer.hpp"
 #include "runtime/config.hpp"
+#include "runtime/lm_weights.hpp"
 #include "runtime/tokenizer.hpp"
 
 namespace zf {
@@ -43,6 +46,10 @@ struct run_options {
   std::atomic<bool>* stop = nullptr;  // set to true to stop after the current step
   int stop_at_step = 0;               // > 0: stop after this step, as an interrupt would
   bool print_sample = true;           // print a sample of the trained model at the end
+  // Every publish_every steps (0: never), on_weights gets the parameters of that step as
+  // inference weights (one process: thread ranks; the training waits while it runs).
+  int publish_every = 0;
+  std::function<void(int step, std::shared_ptr<const lm_weights> w)> on_weights;
 };
 
 using train_result = actors::train_result;

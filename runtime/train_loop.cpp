@@ -63,6 +63,7 @@ train_result train_loop::run() {
         r_.val_losses.emplace_back(step + 1, static_cast<float>(m.val_loss));
       }
       sink_.metrics(m);
+      if (o_.after_step) o_.after_step(step + 1);
       if (checkpoint_due(step + 1, last, stopping)) checkpoint(step + 1);
       if (stopping && !last) {
         r_.interrupted = true;

@@ -96,6 +96,9 @@ struct train_loop_options {
   int stop_at_step = 0;                     // > 0: stop (as if interrupted) after this step
   zero_memory memory;                       // per rank, for the metrics
   std::function<uint64_t()> comm_bytes;     // rank 0's data-plane bytes so far (may be empty)
+  // Called after each step's metrics (steps completed so far), between steps: the ranks are
+  // idle and hold that step's parameters (publishing weights to serving engines, RLHF's sync).
+  std::function<void(int step)> after_step;
 };
 
 struct train_result {
