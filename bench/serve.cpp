@@ -26,7 +26,8 @@
 //   --mode single: batch-1 latencies comparable with shared/peers/torch_gpt_bench.py --mode infer:
 //     decode ms/token (median over 64 greedy tokens after a 256-token prompt, 5 runs after 2
 //     warm-up runs) and 256-token prefill latency (TTFT of a 256-token prompt with max_tokens 1,
-//     median of 10 after 3 warm-up); with --batch-invariant under the invariant kernels.
+//     median of 10 after 3 warm-up); with --batch-invariant under the invariant kernels, with
+//     --invariant-cost both engines, each iteration on one then the other, and their ratios.
 //
 // The generator thread sleeps until each arrival on the steady clock; all per-request records
 // and requests are built before the run; the sinks (on the engine's thread) only take
@@ -217,7 +218,7 @@ json compare(const json& a, const json& b) {
       ratio(a["request_throughput"].get<double>(), b["request_throughput"].get<double>());
   const double ttft = ratio(get_num(b["ttft_ms"]["p50"]), get_num(a["ttft_ms"]["p50"]));
   const int met_b = b["sla_met"].get<int>();
-  fmt::print("{} / {}: effective throughput {}{}, request throughput {}, TTFT p50 {}\n",
+  fmt::print("{} / {}: effective throughput {}{}{}, request throughput {}, TTFT p50 {}\n",
              a["policy"].get<std::string>(), b["policy"].get<std::string>(),
              met_b > 0 ? "" : ">= ", fmt_ratio(eff),
              met_b > 0 ? std::string()
@@ -331,82 +332,110 @@ int run_load(const options& o) {
 
 // ---- single stream -------------------------------------------------------------------------
 
-// Per-token decode intervals (ms) of runs x (prompt, max_tokens N) after `warmup` runs: the gaps
-// between events after the first token.
+// Per-token decode intervals (ms) of one run of prompt with max_tokens N: the gaps between
+// events after the first token.
 std::vector<double> decode_intervals(completion_backend& be, const completion_request& prompt,
-                                     int N, int warmup, int runs) {
+                                     int N) {
   struct stamps {
     std::vector<std::pair<clk::time_point, int>> ev;
     std::mutex mu;
     std::condition_variable cv;
     bool done = false;
   } st;
-  std::vector<double> per_tok;
-  per_tok.reserve(std::size_t(runs) * N);
   st.ev.reserve(N + 4);
-  for (int r = 0; r < warmup + runs; ++r) {
-    st.ev.clear();
-    st.done = false;
-    completion_request req = prompt;
-    req.max_tokens = N;
-    auto res = be.submit(std::move(req), [&st](const completion_event& e) {
-      auto now = clk::now();
-      if (!e.tokens.empty()) st.ev.emplace_back(now, int(e.tokens.size()));
-      if (e.finish != finish_reason::none) {
-        std::lock_guard<std::mutex> l(st.mu);
-        st.done = true;
-        st.cv.notify_one();
-      }
-    });
-    if (res.status != 200) throw std::runtime_error("submit failed: " + res.message);
-    std::unique_lock<std::mutex> l(st.mu);
-    if (!st.cv.wait_for(l, std::chrono::seconds(300), [&] { return st.done; }))
-      throw std::runtime_error("single-stream decode timed out");
-    if (r < warmup) continue;
-    for (std::size_t i = 1; i < st.ev.size(); ++i) {
-      double d = msec(st.ev[i].first - st.ev[i - 1].first) / st.ev[i].second;
-      for (int k = 0; k < st.ev[i].second; ++k) per_tok.push_back(d);
+  completion_request req = prompt;
+  req.max_tokens = N;
+  auto res = be.submit(std::move(req), [&st](const completion_event& e) {
+    auto now = clk::now();
+    if (!e.tokens.empty()) st.ev.emplace_back(now, int(e.tokens.size()));
+    if (e.finish != finish_reason::none) {
+      std::lock_guard<std::mutex> l(st.mu);
+      st.done = true;
+      st.cv.notify_one();
     }
+  });
+  if (res.status != 200) throw std::runtime_error("submit failed: " + res.message);
+  std::unique_lock<std::mutex> l(st.mu);
+  if (!st.cv.wait_for(l, std::chrono::seconds(300), [&] { return st.done; }))
+    throw std::runtime_error("single-stream decode timed out");
+  std::vector<double> per_tok;
+  for (std::size_t i = 1; i < st.ev.size(); ++i) {
+    double d = msec(st.ev[i].first - st.ev[i - 1].first) / st.ev[i].second;
+    for (int k = 0; k < st.ev[i].second; ++k) per_tok.push_back(d);
   }
   return per_tok;
+}
+
+// One engine's single-stream samples.
+struct single_engine {
+  variant v;
+  std::unique_ptr<completion_backend> be;
+  std::vector<double> prefill_ms, decode_ms;
+};
+
+// Prefill (TTFT of the prompt, max_tokens 1) and decode samples of every engine. With two
+// engines (--invariant-cost) each iteration runs on one then the other, so that a machine whose
+// load changes slows both alike and their ratio, the cost, stays meaningful.
+void sample_single(const options& o, std::vector<single_engine>& engines,
+                   const completion_request& prompt) {
+  for (int i = 0; i < o.prefill_warmup + o.prefill_iters; ++i)
+    for (auto& e : engines) {
+      std::vector<request_spec> r(1);
+      r[0].req = prompt;
+      auto out = drive(*e.be, std::move(r), 0, 300);
+      if (i >= o.prefill_warmup && out.recs()[0].tokens > 0)
+        e.prefill_ms.push_back(msec(out.recs()[0].first - out.recs()[0].arrival));
+    }
+  for (int r = 0; r < o.single_warmup + o.single_runs; ++r)
+    for (auto& e : engines) {
+      auto d = decode_intervals(*e.be, prompt, o.single_tokens);
+      if (r >= o.single_warmup) e.decode_ms.insert(e.decode_ms.end(), d.begin(), d.end());
+    }
 }
 
 int run_single(const options& o) {
   auto ms = make_model(o.model, o.seed);
   policy_kind p = o.policy == "static_batch" ? policy_kind::static_batch : policy_kind::split_fuse;
   // No prefix cache: the repeated prompt would be served from it and prefill not measured.
-  const variant v{p, false, o.batch_invariant};
-  auto be = make_backend(ms, o, v, 256);
-  const int vocab = ms.cfg.vocab_size, P = o.single_prompt, N = o.single_tokens;
+  std::vector<variant> vs{{p, false, o.batch_invariant}};
+  if (o.invariant_cost) vs.push_back({p, false, true});
+  std::vector<single_engine> engines;
+  for (auto& v : vs) engines.push_back({v, make_backend(ms, o, v, 256), {}, {}});
   std::mt19937_64 g(o.seed ^ 0x51691e);
-  completion_request prompt = make_request(g, P, 1, vocab);
+  const completion_request prompt = make_request(g, o.single_prompt, 1, ms.cfg.vocab_size);
+  sample_single(o, engines, prompt);
 
-  // Prefill: TTFT of a P-token prompt, max_tokens 1.
-  std::vector<double> pre;
-  for (int i = 0; i < o.prefill_warmup + o.prefill_iters; ++i) {
-    std::vector<request_spec> r(1);
-    r[0].req = prompt;
-    auto out = drive(*be, std::move(r), 0, 300);
-    if (i >= o.prefill_warmup && out.recs()[0].tokens > 0)
-      pre.push_back(msec(out.recs()[0].first - out.recs()[0].arrival));
-  }
-  std::vector<double> per_tok = decode_intervals(*be, prompt, N, o.single_warmup, o.single_runs);
+  auto figures = [](const single_engine& e) {
+    const auto& pre = e.prefill_ms;
+    return json{
+        {"prefill_last_ms_median", num(median(pre))},
+        {"prefill_ms_min", num(pre.empty() ? NAN : *std::min_element(pre.begin(), pre.end()))},
+        {"decode_ms_per_token_median", num(median(e.decode_ms))},
+        {"decode_tokens_per_s", num(ratio(1000.0, median(e.decode_ms)))}};
+  };
   json res{{"mode", "single"},
            {"model", o.model},
-           {"policy", v.name()},
+           {"policy", variant{p}.name()},  // the policy alone, as the peer has none
            {"batch_invariant", o.batch_invariant},
            {"threads", o.threads},
-           {"prompt_len", P},
-           {"decode_tokens", N},
-           {"prefill_last_ms_median", num(median(pre))},
-           {"prefill_ms_min", num(pre.empty() ? NAN : *std::min_element(pre.begin(), pre.end()))},
-           {"decode_ms_per_token_median", num(median(per_tok))},
-           {"decode_tokens_per_s", num(ratio(1000.0, median(per_tok)))}};
-  fmt::print(
-      "bench_serve single-stream, model {}, threads {}{}: prefill {} tokens (TTFT, max_tokens 1) "
-      "{:.1f} ms median; decode {:.2f} ms/token median ({} tokens x {} runs)\n",
-      o.model, o.threads, o.batch_invariant ? ", batch-invariant" : "", P, median(pre),
-      median(per_tok), N, o.single_runs);
+           {"prompt_len", o.single_prompt},
+           {"decode_tokens", o.single_tokens}};
+  res.update(figures(engines[0]));
+  for (auto& e : engines)
+    fmt::print(
+        "bench_serve single-stream, model {}, threads {}{}: prefill {} tokens (TTFT, max_tokens "
+        "1) {:.1f} ms median; decode {:.2f} ms/token median ({} tokens x {} runs)\n",
+        o.model, o.threads, e.v.batch_invariant ? ", batch-invariant" : "", o.single_prompt,
+        median(e.prefill_ms), median(e.decode_ms), o.single_tokens, o.single_runs);
+  if (engines.size() == 2) {  // slowdown factors: invariant over default, > 1 slower
+    const double pre = ratio(median(engines[1].prefill_ms), median(engines[0].prefill_ms));
+    const double dec = ratio(median(engines[1].decode_ms), median(engines[0].decode_ms));
+    res["invariant"] = figures(engines[1]);
+    res["invariant_cost_prefill"] = num(pre);
+    res["invariant_cost_decode"] = num(dec);
+    fmt::print("batch-invariant cost (interleaved runs): prefill {}, decode {} slower\n",
+               fmt_ratio(pre), fmt_ratio(dec));
+  }
   return emit_result(o, res);
 }
 
@@ -426,8 +455,8 @@ void add_options(CLI::App& app, options& o) {
   app.add_flag("--batch-invariant", o.batch_invariant,
                "every engine under engine_options::batch_invariant");
   app.add_flag("--invariant-cost", o.invariant_cost,
-               "load: also split_fuse batch-invariant on the same requests, and the ratio of the "
-               "two saturation throughputs");
+               "also measure split_fuse under batch_invariant: load: on the same requests, and "
+               "its saturation throughput; single: interleaved with the default engine");
   app.add_option("--requests", o.requests,
                  "requests per policy; 0: rate x --duration (open loop), 8 x clients (closed)");
   app.add_option("--duration", o.duration, "seconds of arrivals when --requests is 0");

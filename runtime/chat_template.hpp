@@ -19,8 +19,14 @@
 #include <string>
 #include <vector>
 
-#include "runtime/serving.hpp"
 #include "runtime/tokenizer.hpp"
+
+namespace zf::serve {
+struct chat_message {
+  std::string role;  // "system", "user", "assistant"
+  std::string content;
+};
+}  // namespace zf::serve
 
 namespace zf {
 

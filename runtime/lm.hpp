@@ -11,7 +11,7 @@
 #include <span>
 #include <vector>
 
-#include "runtime/kv_cache.hpp"
+#include "runtime/kv_storage.hpp"
 #include "runtime/lm_weights.hpp"
 #include "runtime/tensor.hpp"
 #include "runtime/worker_pool.hpp"

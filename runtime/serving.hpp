@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "runtime/chat_template.hpp"
 #include "runtime/sampling.hpp"
 
 namespace zf {
@@ -17,11 +18,6 @@ struct lm_weights;
 }
 
 namespace zf::serve {
-
-struct chat_message {
-  std::string role;  // "system", "user", "assistant"
-  std::string content;
-};
 
 struct completion_request {
   std::vector<int> prompt;        // token ids; 1 <= size, size + max_tokens <= context_length()
