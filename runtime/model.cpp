@@ -15,6 +15,26 @@
 namespace zf {
 namespace k = zf::kernels;
 
+namespace {
+
+// Causal self-attention of one sequence of t rows inside the fused qkv rows [t, D]: q heads at
+// column 0, k at Q, v at Q + KV; the output [t, Q].
+k::attention_shape attention_shape_of(const model_spec& s, int t) {
+  const int D = s.qkv_dim();
+  return {.tq = t,
+          .tk = t,
+          .offset = 0,
+          .n_head = s.n_head,
+          .head_dim = s.head_dim,
+          .ldq = D,
+          .ldk = D,
+          .ldv = D,
+          .ldo = s.q_dim(),
+          .n_kv_head = s.n_kv_head};
+}
+
+}  // namespace
+
 void init_params(const param_layout& layout, int n_layer, uint64_t seed, float* out) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -138,16 +158,7 @@ void transformer::block_forward(int l, int b, int t) {
   layer_acts& a = la_[l];
   block::norm_forward(spec_, x, w.norm1_w, w.norm1_b, a.ln1, a.ln1_mean, a.ln1_rstd, BT);
   block::qkv_forward(spec_, w, a.ln1, a.qkv, pos_.data(), rope_tab_, BT);
-  k::attention_shape s{.tq = t,
-                       .tk = t,
-                       .offset = 0,
-                       .n_head = spec_.n_head,
-                       .head_dim = spec_.head_dim,
-                       .ldq = D,
-                       .ldk = D,
-                       .ldv = D,
-                       .ldo = Q,
-                       .n_kv_head = spec_.n_kv_head};
+  const k::attention_shape s = attention_shape_of(spec_, t);
   const std::size_t att_stride = std::size_t(spec_.n_head) * t * t;
   for (int bi = 0; bi < b; ++bi) {
     const float* q = a.qkv + std::size_t(bi) * t * D;
@@ -271,16 +282,7 @@ void transformer::block_backward(int l, int b, int t) {
                        g.norm2_b, BT);
   // Attention: res2 = x_in + attn(norm1(x_in)) @ o_w; dres_ holds d res2.
   block::attn_out_backward(spec_, w, g, a.atty, dres_, datty_, BT);
-  k::attention_shape s{.tq = t,
-                       .tk = t,
-                       .offset = 0,
-                       .n_head = spec_.n_head,
-                       .head_dim = spec_.head_dim,
-                       .ldq = D,
-                       .ldk = D,
-                       .ldv = D,
-                       .ldo = Q,
-                       .n_kv_head = spec_.n_kv_head};
+  const k::attention_shape s = attention_shape_of(spec_, t);
   const std::size_t att_stride = std::size_t(spec_.n_head) * t * t;
   for (int bi = 0; bi < b; ++bi) {
     const std::size_t qo = std::size_t(bi) * t * D;

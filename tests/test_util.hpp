@@ -82,4 +82,20 @@ inline std::vector<std::vector<double>> twin_logits_of_export(const std::string&
   return nlohmann::json::parse(out)["logits"].get<std::vector<std::vector<double>>>();
 }
 
+// The training hyper-parameters a twin's golden file records in its metadata (gen_golden.py's
+// CONFIG keys: steps, lr, warmup, min_lr_ratio, beta1, beta2, eps, weight_decay, grad_clip).
+template <class Metadata, class TrainConfig>
+void read_train_metadata(const Metadata& md, TrainConfig& t) {
+  auto d = [&](const char* k) { return std::stod(md.at(k)); };
+  t.steps = std::stoi(md.at("steps"));
+  t.lr = d("lr");
+  t.warmup = std::stoi(md.at("warmup"));
+  t.min_lr_ratio = d("min_lr_ratio");
+  t.beta1 = d("beta1");
+  t.beta2 = d("beta2");
+  t.eps = d("eps");
+  t.weight_decay = d("weight_decay");
+  t.grad_clip = d("grad_clip");
+}
+
 }  // namespace zf::testing

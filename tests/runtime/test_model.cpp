@@ -9,6 +9,7 @@
 #include "runtime/model.hpp"
 #include "runtime/optim.hpp"
 #include "storage/safetensors.hpp"
+#include "test_util.hpp"
 
 namespace {
 
@@ -50,15 +51,7 @@ struct golden {
     B = i("B");
     T = i("T");
     steps = i("steps");
-    t.steps = steps;
-    t.lr = d("lr");
-    t.warmup = i("warmup");
-    t.min_lr_ratio = d("min_lr_ratio");
-    t.beta1 = d("beta1");
-    t.beta2 = d("beta2");
-    t.eps = d("eps");
-    t.weight_decay = d("weight_decay");
-    t.grad_clip = d("grad_clip");
+    zf::testing::read_train_metadata(md, t);
     ids = f.to_i32("input_ids");
   }
   void load_weights(zf::transformer& model, const std::string& prefix = "") const {

@@ -32,19 +32,10 @@ struct finetune_golden {
   int B = 0, T = 0, steps = 0;
   finetune_golden() {
     auto& md = f.metadata();
-    auto d = [&](const char* k) { return std::stod(md.at(k)); };
     B = std::stoi(md.at("B"));
     T = std::stoi(md.at("T"));
     steps = std::stoi(md.at("steps"));
-    t.steps = steps;
-    t.lr = d("lr");
-    t.warmup = std::stoi(md.at("warmup"));
-    t.min_lr_ratio = d("min_lr_ratio");
-    t.beta1 = d("beta1");
-    t.beta2 = d("beta2");
-    t.eps = d("eps");
-    t.weight_decay = d("weight_decay");
-    t.grad_clip = d("grad_clip");
+    zf::testing::read_train_metadata(md, t);
   }
   // batch s of model m: inputs/targets [B, T]
   void batch(const std::string& m, int s, std::vector<int>& in, std::vector<int>& tg) const {
