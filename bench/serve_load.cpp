@@ -76,7 +76,7 @@ std::unique_ptr<completion_backend> make_backend(const model_setup& ms, const op
   eo.num_blocks = o.num_blocks;
   eo.max_queue = max_queue;
   eo.threads = o.threads;
-  return zf::actors::make_engine(zf::gpt2_lm_weights(ms.cfg, ms.flat.data(), ms.name), ms.tok, eo);
+  return zf::actors::make_engine(zf::lm_weights_of(ms.cfg, ms.flat.data(), ms.name), ms.tok, eo);
 }
 
 // ---- workload ------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ void histogram::observe(double v) {
 
 namespace {
 
-int blocks_for(const lm_config& c, const engine_core_options& o) {
+int blocks_for(const model_spec& c, const engine_core_options& o) {
   if (o.num_blocks > 0) return o.num_blocks;
   const int bs = o.sched.block_size;
   const std::size_t per_ctx = static_cast<std::size_t>((c.max_positions + bs - 1) / bs);
@@ -64,7 +64,7 @@ int blocks_for(const lm_config& c, const engine_core_options& o) {
   return static_cast<int>(std::min(want, cap));
 }
 
-int max_rows_for(const lm_config& c, const sched_options& s) {
+int max_rows_for(const model_spec& c, const sched_options& s) {
   return s.policy == sched_policy::static_batch ? std::max(s.token_budget, c.max_positions)
                                                 : s.token_budget;
 }
@@ -158,7 +158,7 @@ engine_core::engine_core(std::shared_ptr<const lm_weights> w, const tokenizer& t
 engine_core::~engine_core() = default;
 
 serve::submit_result engine_core::validate(const serve::completion_request& req) const {
-  const lm_config& c = cfg_;
+  const model_spec& c = cfg_;
   auto bad = [](std::string m) { return serve::submit_result{0, 400, 0, std::move(m)}; };
   const int P = static_cast<int>(req.prompt.size());
   if (P < 1) return bad("the prompt is empty");
@@ -398,11 +398,11 @@ bool engine_core::step() {
 }
 
 void engine_core::check_weights(const lm_weights& w) const {
-  const lm_config& a = cfg_;
-  const lm_config& b = w.cfg;
+  const model_spec& a = cfg_;
+  const model_spec& b = w.cfg;
   if (a.arch != b.arch)
     fail("weights of another architecture: arch is {} but the served model's is {}",
-         b.arch == lm_arch::llama ? "llama" : "gpt2", a.arch == lm_arch::llama ? "llama" : "gpt2");
+         b.arch == model_arch::llama ? "llama" : "gpt2", a.arch == model_arch::llama ? "llama" : "gpt2");
   const std::pair<const char*, std::pair<int, int>> fields[] = {
       {"vocab_size", {b.vocab_size, a.vocab_size}},
       {"hidden", {b.hidden, a.hidden}},

@@ -109,7 +109,7 @@ class engine_core {
 
   const engine_stats& stats() const { return stats_; }
   const block_pool& pool() const { return pool_; }
-  const lm_config& config() const { return cfg_; }  // the served shape, fixed
+  const model_spec& config() const { return cfg_; }  // the served shape, fixed
 
  private:
   struct choice;
@@ -127,7 +127,7 @@ class engine_core {
   void publish_stats(int step_tokens);
 
   std::shared_ptr<const lm_weights> w_;  // the served weights; replaced by update_weights
-  const lm_config cfg_;                  // the first weights' configuration (shape, eos)
+  const model_spec cfg_;                  // the first weights' configuration (shape, eos)
   std::atomic<uint64_t> version_{0};     // of w_
   tokenizer tok_;
   engine_core_options o_;

@@ -182,7 +182,7 @@ lm_weights copy_lm_weights(const model_spec& spec, const float* flat) {
   return make_lm_weights(spec, std::move(store));
 }
 
-lm_weights gpt2_lm_weights(const model_config& m, const float* flat, const std::string& name) {
+lm_weights lm_weights_of(const model_config& m, const float* flat, const std::string& name) {
   model_spec spec = spec_of(m);
   spec.name = name;
   return copy_lm_weights(spec, flat);

@@ -39,7 +39,7 @@ lm_weights copy_lm_weights(const model_spec& spec, const float* flat);
 
 struct model_config;
 // A run configuration's model (`model.*` keys) as inference weights, named `name`; copies flat.
-lm_weights gpt2_lm_weights(const model_config& m, const float* flat, const std::string& name);
+lm_weights lm_weights_of(const model_config& m, const float* flat, const std::string& name);
 
 // A Hugging Face folder read into the canonical layout: its spec (from config.json) and flat
 // parameters. Used by serving (as lm_weights) and by fine-tuning (as the training model's

@@ -113,13 +113,4 @@ class transformer {
         *datt_ = nullptr;
 };
 
-// Transitional names (callers are being moved to the ones above).
-using gpt2_model = transformer;
-inline param_layout gpt2_layout(const model_config& m) {
-  return layout_of(m);
-}
-inline void init_gpt2_params(const param_layout& l, int n_layer, uint64_t seed, float* out) {
-  init_params(l, n_layer, seed, out);
-}
-
 }  // namespace zf

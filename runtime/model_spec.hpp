@@ -66,8 +66,4 @@ std::vector<double> rope_inv_freq(const model_spec& s);
 
 const char* arch_name(model_arch a);
 
-// Transitional names: the serving code spoke of lm_config / lm_arch before the spec was shared.
-using lm_config = model_spec;
-using lm_arch = model_arch;
-
 }  // namespace zf

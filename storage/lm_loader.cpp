@@ -11,10 +11,10 @@ checkpoint_model load_checkpoint_model(const fs::path& dir) {
   auto head = read_manifest(dir);
   checkpoint_model out;
   apply_toml(out.config, head.config_toml, (head.dir / "manifest").string());
-  auto ck = load_checkpoint(head.dir, gpt2_layout(out.config.model));
+  auto ck = load_checkpoint(head.dir, layout_of(out.config.model));
   std::string name = head.dir.parent_path().parent_path().filename().string();
   if (name.empty()) name = "zeroflow-gpt2";
-  out.weights = gpt2_lm_weights(out.config.model, ck.params.data(), name);
+  out.weights = lm_weights_of(out.config.model, ck.params.data(), name);
   return out;
 }
 

@@ -33,15 +33,15 @@ inline model_config test_config() {
 
 // seed 5: the weights every engine test serves; others: other weights (of shape m).
 inline std::vector<float> test_params(uint64_t seed = 5, const model_config& m = test_config()) {
-  auto L = gpt2_layout(m);
+  auto L = layout_of(m);
   std::vector<float> p(L.total);
-  init_gpt2_params(L, m.n_layer, seed, p.data());
+  init_params(L, m.n_layer, seed, p.data());
   for (auto& x : p) x *= 4.0f;  // spread the logits: greedy ties would make the test moot
   return p;
 }
 
 inline lm_weights test_weights(uint64_t seed = 5) {
-  return gpt2_lm_weights(test_config(), test_params(seed).data(), "test-gpt2");
+  return lm_weights_of(test_config(), test_params(seed).data(), "test-gpt2");
 }
 
 inline const tokenizer& gpt2_tok() {

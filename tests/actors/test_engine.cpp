@@ -181,10 +181,10 @@ TEST_CASE("engine: cancel frees the sequence at once and bad requests are refuse
 
 namespace {
 
-// log_softmax of each position's logits from the training forward (gpt2_model, independent of
+// log_softmax of each position's logits from the training forward (transformer, independent of
 // the serving lm_runner) over ids, in double: [ids.size()][vocab].
 std::vector<std::vector<double>> reference_logprobs(const std::vector<int>& ids) {
-  gpt2_model ref(test_config());
+  transformer ref(test_config());
   auto p = test_params();
   std::copy(p.begin(), p.end(), ref.params().data());
   const int T = static_cast<int>(ids.size()), V = test_config().vocab_size;
@@ -309,7 +309,7 @@ TEST_CASE("engine: logprobs are the log_softmax of the raw logits, greedy token 
 
 namespace {
 
-// Greedy decoding on the training forward's logits (gpt2_model) with p's penalties and
+// Greedy decoding on the training forward's logits (transformer) with p's penalties and
 // logit_bias applied by hand, densely and in double (independent of logit_penalties): bias,
 // then repetition on every id seen in the prompt or output, then frequency and presence over
 // the output's counts. margin: the smallest gap between the best and second-best penalized logit
@@ -320,7 +320,7 @@ struct reference_decode {
 };
 reference_decode reference_greedy(const std::vector<int>& prompt, int max_tokens,
                                   const sampling_params& p) {
-  gpt2_model ref(test_config());
+  transformer ref(test_config());
   auto params = test_params();
   std::copy(params.begin(), params.end(), ref.params().data());
   const int V = test_config().vocab_size;
@@ -355,7 +355,7 @@ reference_decode reference_greedy(const std::vector<int>& prompt, int max_tokens
 }
 
 std::vector<float> raw_last_logits(const std::vector<int>& ids) {
-  gpt2_model ref(test_config());
+  transformer ref(test_config());
   auto params = test_params();
   std::copy(params.begin(), params.end(), ref.params().data());
   const int T = static_cast<int>(ids.size()), V = test_config().vocab_size;

@@ -297,7 +297,7 @@ TEST_CASE("weights: another shape is refused with a message and serving goes on"
   auto other = [](auto edit) {
     model_config m = test_config();
     edit(m);
-    return std::make_shared<const lm_weights>(gpt2_lm_weights(m, test_params(3, m).data(), "o"));
+    return std::make_shared<const lm_weights>(lm_weights_of(m, test_params(3, m).data(), "o"));
   };
   CHECK(error_of([&] { eng->update_weights(1, other([](model_config& m) { m.n_layer = 3; })); }) ==
         "weights of another shape: n_layer is 3 but the served model's is 2");
@@ -329,7 +329,7 @@ std::filesystem::path write_checkpoint(const std::filesystem::path& root, uint64
   run_config rc;
   rc.model = test_config();
   rc.model.n_layer = n_layer;
-  const auto layout = gpt2_layout(rc.model);
+  const auto layout = layout_of(rc.model);
   const std::vector<float> p = test_params(seed, rc.model);
   storage::checkpoint_view v;
   v.config_toml = to_toml(rc);

@@ -60,7 +60,7 @@ void broken_copy(const std::string& name, const fs::path& to,
 TEST_CASE("hf loader: tiny-llama config and fused transposed layout") {
   const auto w = zf::load_hf_weights(kHf / "tiny-llama");
   const auto& c = w.cfg;
-  CHECK(c.arch == zf::lm_arch::llama);
+  CHECK(c.arch == zf::model_arch::llama);
   CHECK(c.name == "tiny-llama");
   CHECK(c.vocab_size == 458);
   CHECK(c.hidden == 64);
@@ -127,7 +127,7 @@ TEST_CASE("hf loader: tiny-llama config and fused transposed layout") {
 TEST_CASE("hf loader: tiny-gpt2 tied head and Conv1D layout") {
   const auto w = zf::load_hf_weights(kHf / "tiny-gpt2" / "");  // a trailing slash still names it
   const auto& c = w.cfg;
-  CHECK(c.arch == zf::lm_arch::gpt2);
+  CHECK(c.arch == zf::model_arch::gpt2);
   CHECK(c.name == "tiny-gpt2");
   CHECK(c.vocab_size == 457);
   CHECK(c.hidden == 64);
@@ -271,7 +271,7 @@ TEST_CASE("hf loader: errors name the file and the key or tensor") {
 TEST_CASE("hf loader: tiny-llama31 rope_scaling llama3 and tied head") {
   const auto w = zf::load_hf_weights(kHf / "tiny-llama31");
   const auto& c = w.cfg;
-  CHECK(c.arch == zf::lm_arch::llama);
+  CHECK(c.arch == zf::model_arch::llama);
   CHECK(c.name == "tiny-llama31");
   CHECK(c.rope.type == zf::rope_scaling::kind::llama3);
   CHECK(c.rope.factor == 8.0);

@@ -62,7 +62,7 @@ TEST_CASE("lm: token-by-token paged decoding equals the training forward, row by
   const int T = 40;
   auto ids = ids_of(T, m.vocab_size, 1);
   ref.forward(ids.data(), nullptr, 1, T);
-  auto w = gpt2_lm_weights(m, flat.data(), "t");
+  auto w = lm_weights_of(m, flat.data(), "t");
   lm_runner run(w, 64, 4);
   kv_storage kv(m.n_layer, 32, 4, m.n_embd);
   auto blocks = table(3, 10, 2);
@@ -82,7 +82,7 @@ TEST_CASE("lm: token-by-token paged decoding equals the training forward, row by
 TEST_CASE("lm: a prompt prefilled in chunks gives the logits of whole-prompt prefill") {
   auto m = small_cfg();
   auto flat = seeded_params(m, 9);
-  auto w = gpt2_lm_weights(m, flat.data(), "t");
+  auto w = lm_weights_of(m, flat.data(), "t");
   lm_runner run(w, 96, 4);
   kv_storage kv(m.n_layer, 64, 8, m.n_embd);
   const int T = 77;
@@ -107,7 +107,7 @@ TEST_CASE("lm: a prompt prefilled in chunks gives the logits of whole-prompt pre
 TEST_CASE("lm: a ragged batch of prefill chunks and decodes equals each sequence alone") {
   auto m = small_cfg();
   auto flat = seeded_params(m, 11);
-  auto w = gpt2_lm_weights(m, flat.data(), "t");
+  auto w = lm_weights_of(m, flat.data(), "t");
   lm_runner run(w, 128, 8, 2);  // two threads for the decode-sized chunks
   kv_storage kv(m.n_layer, 120, 4, m.n_embd);
   // Three sequences; each first gets a prefix alone, then one ragged step computes:
@@ -143,7 +143,7 @@ TEST_CASE("lm: a ragged batch of prefill chunks and decodes equals each sequence
 TEST_CASE("lm: bad chunks are refused with a message") {
   auto m = small_cfg();
   auto flat = seeded_params(m, 1);
-  auto w = gpt2_lm_weights(m, flat.data(), "t");
+  auto w = lm_weights_of(m, flat.data(), "t");
   lm_runner run(w, 16, 2);
   kv_storage kv(m.n_layer, 40, 4, m.n_embd);
   auto t = table(0, 30, 1);

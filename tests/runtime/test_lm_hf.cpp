@@ -112,8 +112,8 @@ TEST_CASE("lm hf: the llama3 rope scaling is applied: without it the logits diff
 }
 
 TEST_CASE("lm hf: rope_inv_freq keeps, blends and divides the llama3 bands") {
-  lm_config c;
-  c.arch = lm_arch::llama;
+  model_spec c;
+  c.arch = model_arch::llama;
   c.head_dim = 16;
   c.rope_theta = 10000.0f;
   const auto plain = rope_inv_freq(c);

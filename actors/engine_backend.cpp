@@ -1,0 +1,176 @@
+// The engine's completion_backend face: validates a request on the caller's thread
+// (engine_core::validate reads only immutable state), bounds the requests in flight (429 past
+// it), assigns the id and sends it to the engine actor (actors/engine.cpp); weight updates go to
+// the engine actor, or through the loader actor when they come from disk.
+#include <fmt/format.h>
+
+#include <atomic>
+#include <mutex>
+#include <thread>
+
+#include "actors/engine.hpp"
+#include "actors/serve_protocol.hpp"
+#include "kernels/threads.hpp"
+#include "runtime/chat_template.hpp"
+#include "runtime/error.hpp"
+
+namespace zf::actors {
+namespace {
+
+class engine_backend final : public serve::completion_backend {
+ public:
+  engine_backend(std::shared_ptr<const lm_weights> w, tokenizer tok, const engine_options& o)
+      : weights_{w ? w->cfg : model_spec{}},
+        tok_(std::move(tok)),
+        max_outstanding_(o.max_queue + o.max_seqs) {
+    kernels::set_num_threads(o.threads);
+    engine_core_options co;
+    co.sched.policy = o.policy == engine_options::policy_kind::split_fuse
+                          ? sched_policy::split_fuse
+                          : sched_policy::static_batch;
+    co.sched.token_budget = o.token_budget;
+    co.sched.max_seqs = o.max_seqs;
+    co.sched.block_size = o.block_size;
+    co.sched.prefix_caching = o.prefix_caching;
+    co.num_blocks = o.num_blocks;
+    co.threads = o.threads > 0 ? o.threads : static_cast<int>(std::thread::hardware_concurrency());
+    core_ = std::make_unique<engine_core>(std::move(w), tok_, co);
+    sys_ = std::make_unique<caf::actor_system>(sys_cfg_);
+    actor_ = spawn_engine_actor(*sys_, core_.get(), o.batch_invariant);
+    loader_ = spawn_loader_actor(*sys_, actor_);
+  }
+
+  ~engine_backend() override {
+    {
+      caf::scoped_actor self{*sys_};
+      // the loader first: it sends to the engine
+      for (const caf::actor& a :
+           {caf::actor_cast<caf::actor>(loader_), caf::actor_cast<caf::actor>(actor_)}) {
+        self->monitor(a);
+        self->send_exit(a, caf::exit_reason::user_shutdown);
+        self->receive([](const caf::down_msg&) {});
+      }
+    }
+    loader_ = nullptr;
+    actor_ = nullptr;
+    sys_.reset();
+    core_->end_all(serve::finish_reason::cancelled);  // the actor is gone: this thread owns it
+  }
+
+  const std::string& model_name() const override { return weights_.cfg.name; }
+  int context_length() const override { return weights_.cfg.max_positions; }
+  int vocab_size() const override { return weights_.cfg.vocab_size; }
+
+  // Special tokens as the model's own tokenizer files say (tokenizer.json post_processor,
+  // tokenizer_config.json add_bos_token/add_eos_token), as transformers and vLLM add them. A
+  // text that already starts with them (a chat template's <|begin_of_text|>) does not get them
+  // twice.
+  std::vector<int> encode(std::string_view text) const override {
+    std::lock_guard lk(tok_mu_);
+    std::vector<int> ids = tok_.encode_with_special(text);
+    const std::vector<int>& pre = tok_.prompt_specials().prefix;
+    const std::size_t n = pre.size();
+    if (n && ids.size() >= 2 * n && std::equal(pre.begin(), pre.end(), ids.begin() + long(n)))
+      ids.erase(ids.begin(), ids.begin() + long(n));
+    return ids;
+  }
+  std::string chat_prompt(const std::vector<serve::chat_message>& m) const override {
+    std::lock_guard lk(tok_mu_);
+    return format_chat(tok_, m);
+  }
+  // The vocabulary tables are immutable: no lock (see tokenizer.hpp, "Threading").
+  std::string token_bytes(int id) const override { return tok_.token_bytes(id); }
+
+  serve::submit_result submit(serve::completion_request req, serve::event_sink sink) override {
+    if (auto v = core_->validate(req); v.status != 200) return v;
+    if (outstanding_.fetch_add(1) >= max_outstanding_) {
+      outstanding_.fetch_sub(1);
+      return {0, 429, 1, "the server is busy: too many requests in flight; retry later"};
+    }
+    auto p = std::make_shared<pending>();
+    p->id = next_id_.fetch_add(1);
+    p->arrival = engine_core::clock::now();
+    // Count the request out when its last choice ends.
+    auto left = std::make_shared<int>(req.n);
+    p->sink = [this, left, sink = std::move(sink)](const serve::completion_event& e) {
+      // count out first: whoever sees the last final event may submit again at once
+      if (e.finish != serve::finish_reason::none && --*left == 0) outstanding_.fetch_sub(1);
+      if (sink) sink(e);
+    };
+    p->req = std::move(req);
+    const uint64_t id = p->id;
+    caf::anon_send(actor_, submit_atom::value, std::move(p));
+    return {id, 200, 0, {}};
+  }
+
+  void cancel(uint64_t id) override { caf::anon_send(actor_, cancel_atom::value, id); }
+
+  uint64_t weights_version() const override { return core_->weights_version(); }
+
+  void update_weights_async(std::shared_ptr<const lm_weights> w, std::optional<uint64_t> version,
+                            serve::weights_done done) override {
+    auto j = new_job(version, std::move(done));
+    try {
+      if (!w) fail("no weights given");
+      core_->check_weights(*w);  // refused at once, without a trip through the engine
+    } catch (const error& e) {
+      return j->finish(400, e.what());
+    }
+    j->weights = std::move(w);
+    caf::anon_send(actor_, weights_atom::value, std::move(j));
+  }
+
+  void update_weights_from_disk(std::string path, std::optional<uint64_t> version,
+                                serve::weights_done done) override {
+    auto j = new_job(version, std::move(done));
+    j->path = std::move(path);
+    caf::anon_send(loader_, load_atom::value, std::move(j));
+  }
+
+  std::string metrics_text() const override {
+    return core_->stats().text(weights_.cfg.name) +
+           fmt::format(
+               "# HELP zeroflow_requests_in_flight Requests accepted and not finished.\n"
+               "# TYPE zeroflow_requests_in_flight gauge\nzeroflow_requests_in_flight {}\n",
+               outstanding_.load());
+  }
+
+ private:
+  weights_job_ptr new_job(std::optional<uint64_t> version, serve::weights_done done) const {
+    auto j = std::make_shared<weights_job>();
+    j->version = version;
+    j->done = std::move(done);
+    j->core = core_.get();
+    return j;
+  }
+
+  // The served model's configuration: that of the first weights for the backend's life (an
+  // update must keep the shape; names and special tokens stay).
+  struct served_model {
+    model_spec cfg;
+  } weights_;
+  tokenizer tok_;
+  mutable std::mutex tok_mu_;
+  int max_outstanding_;
+  std::atomic<int> outstanding_{0};
+  std::atomic<uint64_t> next_id_{1};
+  std::unique_ptr<engine_core> core_;
+  caf::actor_system_config sys_cfg_;  // the system keeps a reference to it
+  std::unique_ptr<caf::actor_system> sys_;
+  engine_actor actor_;
+  loader_actor loader_;
+};
+
+}  // namespace
+
+std::unique_ptr<serve::completion_backend> make_engine(std::shared_ptr<const lm_weights> weights,
+                                                       tokenizer tok, const engine_options& o) {
+  return std::make_unique<engine_backend>(std::move(weights), std::move(tok), o);
+}
+
+std::unique_ptr<serve::completion_backend> make_engine(lm_weights weights, tokenizer tok,
+                                                       const engine_options& o) {
+  return make_engine(std::make_shared<const lm_weights>(std::move(weights)), std::move(tok), o);
+}
+
+}  // namespace zf::actors
