@@ -22,7 +22,7 @@ class engine_backend final : public serve::completion_backend {
   engine_backend(std::shared_ptr<const lm_weights> w, tokenizer tok, const engine_options& o)
       : weights_{w ? w->cfg : model_spec{}},
         tok_(std::move(tok)),
-        max_outstanding_(o.max_queue + o.max_seqs) {
+        inflight_(o.max_queue + o.max_seqs) {
     kernels::set_num_threads(o.threads);
     engine_core_options co;
     co.sched.policy = o.policy == engine_options::policy_kind::split_fuse
@@ -61,18 +61,10 @@ class engine_backend final : public serve::completion_backend {
   int context_length() const override { return weights_.cfg.max_positions; }
   int vocab_size() const override { return weights_.cfg.vocab_size; }
 
-  // Special tokens as the model's own tokenizer files say (tokenizer.json post_processor,
-  // tokenizer_config.json add_bos_token/add_eos_token), as transformers and vLLM add them. A
-  // text that already starts with them (a chat template's <|begin_of_text|>) does not get them
-  // twice.
+  // Special tokens as the model's own tokenizer files say (tokenizer::encode_prompt).
   std::vector<int> encode(std::string_view text) const override {
     std::lock_guard lk(tok_mu_);
-    std::vector<int> ids = tok_.encode_with_special(text);
-    const std::vector<int>& pre = tok_.prompt_specials().prefix;
-    const std::size_t n = pre.size();
-    if (n && ids.size() >= 2 * n && std::equal(pre.begin(), pre.end(), ids.begin() + long(n)))
-      ids.erase(ids.begin(), ids.begin() + long(n));
-    return ids;
+    return tok_.encode_prompt(text);
   }
   std::string chat_prompt(const std::vector<serve::chat_message>& m) const override {
     std::lock_guard lk(tok_mu_);
@@ -83,20 +75,11 @@ class engine_backend final : public serve::completion_backend {
 
   serve::submit_result submit(serve::completion_request req, serve::event_sink sink) override {
     if (auto v = core_->validate(req); v.status != 200) return v;
-    if (outstanding_.fetch_add(1) >= max_outstanding_) {
-      outstanding_.fetch_sub(1);
-      return {0, 429, 1, "the server is busy: too many requests in flight; retry later"};
-    }
+    if (auto busy = inflight_.admit()) return *busy;
     auto p = std::make_shared<pending>();
     p->id = next_id_.fetch_add(1);
     p->arrival = engine_core::clock::now();
-    // Count the request out when its last choice ends.
-    auto left = std::make_shared<int>(req.n);
-    p->sink = [this, left, sink = std::move(sink)](const serve::completion_event& e) {
-      // count out first: whoever sees the last final event may submit again at once
-      if (e.finish != serve::finish_reason::none && --*left == 0) outstanding_.fetch_sub(1);
-      if (sink) sink(e);
-    };
+    p->sink = inflight_.releasing(req.n, std::move(sink));
     p->req = std::move(req);
     const uint64_t id = p->id;
     caf::anon_send(actor_, submit_atom::value, std::move(p));
@@ -128,11 +111,7 @@ class engine_backend final : public serve::completion_backend {
   }
 
   std::string metrics_text() const override {
-    return core_->stats().text(weights_.cfg.name) +
-           fmt::format(
-               "# HELP zeroflow_requests_in_flight Requests accepted and not finished.\n"
-               "# TYPE zeroflow_requests_in_flight gauge\nzeroflow_requests_in_flight {}\n",
-               outstanding_.load());
+    return core_->stats().text(weights_.cfg.name) + inflight_.metrics_text();
   }
 
  private:
@@ -151,8 +130,7 @@ class engine_backend final : public serve::completion_backend {
   } weights_;
   tokenizer tok_;
   mutable std::mutex tok_mu_;
-  int max_outstanding_;
-  std::atomic<int> outstanding_{0};
+  serve::inflight_limit inflight_;
   std::atomic<uint64_t> next_id_{1};
   std::unique_ptr<engine_core> core_;
   caf::actor_system_config sys_cfg_;  // the system keeps a reference to it

@@ -19,7 +19,7 @@
 
 #include "kernels/adamw.hpp"
 #include "kernels/threads.hpp"
-#include "runtime/lm.hpp"
+#include "runtime/model_paged.hpp"
 #include "runtime/model.hpp"
 #include "runtime/optim.hpp"
 #include "runtime/sampling.hpp"
@@ -134,13 +134,13 @@ int main(int argc, char** argv) {
     res["first_loss"] = losses.front();
     res["last_loss"] = losses.back();
   } else {
-    // The model's paged mode (lm_runner over a KV block pool): the forward the serving engine
+    // The model's paged mode (paged_model over a KV block pool): the forward the serving engine
     // runs, without its scheduling. One sequence, blocks of 16 slots in order.
     std::vector<int> prompt(prompt_len);
     for (auto& x : prompt) x = tok(rng);
     const zf::lm_weights w = zf::copy_lm_weights(model.spec(), model.params().data());
     const int bs = 16, n_blocks = (m.n_positions + bs - 1) / bs;
-    zf::lm_runner run(w, prompt_len, 1, threads);
+    zf::paged_model run(w, prompt_len, 1, threads);
     zf::kv_storage kv(m.n_layer, n_blocks, bs, w.cfg.kv_dim());
     std::vector<int> blocks(n_blocks);
     for (int b = 0; b < n_blocks; ++b) blocks[b] = b;

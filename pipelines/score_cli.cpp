@@ -45,10 +45,10 @@ score_item parse_line(const tokenizer& tok, const std::string& line, int lineno,
   if (!j.is_object()) fail("{}:{}: expected a JSON object", file, lineno);
   score_item it;
   if (j.contains("text")) {
-    it.ids = tok.encode_with_special(str("text"));
+    it.ids = tok.encode_prompt(str("text"));
     it.first = 1;
   } else if (j.contains("prompt") || j.contains("completion")) {
-    it.ids = tok.encode_with_special(str("prompt"));
+    it.ids = tok.encode_prompt(str("prompt"));
     it.first = static_cast<int>(it.ids.size());
     const auto c = tok.encode(str("completion"));
     it.ids.insert(it.ids.end(), c.begin(), c.end());
@@ -71,7 +71,7 @@ int run_score() {
   const int ctx = w.cfg.max_positions;
   if (a.ppl) {
     const std::string text = storage::read_text_file(a.input);
-    const std::vector<int> ids = tok.encode_with_special(text);
+    const std::vector<int> ids = tok.encode_prompt(text);
     const int window = a.window ? a.window : ctx, stride = a.stride ? a.stride : window;
     const ppl_result r = perplexity(model, ids, window, stride);
     std::cout << fmt::format(

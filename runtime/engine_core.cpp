@@ -1,5 +1,5 @@
 // Serving engine logic (see engine_core.hpp). Per step: scheduler plan -> block copies ->
-// lm_runner::forward over the plan's chunks -> scheduler.complete -> per sampled choice: sample,
+// paged_model::forward over the plan's chunks -> scheduler.complete -> per sampled choice: sample,
 // detokenize, stop checks, event. Tokens of a choice live in one vector reserved for prompt +
 // max_tokens at submit, so the step loop does not allocate for them.
 #include "runtime/engine_core.hpp"
@@ -69,8 +69,8 @@ int max_rows_for(const model_spec& c, const sched_options& s) {
                                                 : s.token_budget;
 }
 
-std::unique_ptr<lm_runner> make_runner(const lm_weights& w, const engine_core_options& o) {
-  return std::make_unique<lm_runner>(w, max_rows_for(w.cfg, o.sched), std::max(1, o.sched.max_seqs),
+std::unique_ptr<paged_model> make_runner(const lm_weights& w, const engine_core_options& o) {
+  return std::make_unique<paged_model>(w, max_rows_for(w.cfg, o.sched), std::max(1, o.sched.max_seqs),
                                      o.threads);
 }
 

@@ -26,7 +26,7 @@
 #include <vector>
 
 #include "runtime/kv_cache.hpp"
-#include "runtime/lm.hpp"
+#include "runtime/model_paged.hpp"
 #include "runtime/scheduler.hpp"
 #include "runtime/serving.hpp"
 #include "runtime/text_stream.hpp"
@@ -38,7 +38,7 @@ struct engine_core_options {
   sched_options sched;
   int num_blocks = 0;  // 0: max_seqs full contexts, capped at kv_budget_bytes
   std::size_t kv_budget_bytes = std::size_t{1} << 30;
-  int threads = 1;  // for decode attention (lm_runner)
+  int threads = 1;  // for decode attention (paged_model)
 };
 
 // Cumulative histogram with fixed upper bounds (Prometheus style).
@@ -134,7 +134,7 @@ class engine_core {
   block_pool pool_;
   kv_storage kv_;
   scheduler sched_;
-  std::unique_ptr<lm_runner> runner_;  // reads w_ (lm_runner keeps a reference: one per w_)
+  std::unique_ptr<paged_model> runner_;  // reads w_ (paged_model keeps a reference: one per w_)
   uint64_t next_seq_ = 1;
   std::unordered_map<uint64_t, std::shared_ptr<request>> requests_;  // by request id
   std::unordered_map<uint64_t, choice*> seqs_;                       // by scheduler seq id

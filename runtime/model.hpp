@@ -1,5 +1,6 @@
 #pragma once
-// The model in train and score modes: one decoder-only transformer (GPT-2 or Llama, from a
+// The model in train and score modes (its paged mode, for serving, is runtime/model_paged.hpp):
+// one decoder-only transformer (GPT-2 or Llama, from a
 // model_spec), fp32, forward and backward on the kernels, running the block code it shares with
 // the paged serving forward (runtime/block). Parameters and gradients each live in one flat
 // buffer in the canonical layout (runtime/layout: addressed by name, split into regions), so

@@ -49,4 +49,24 @@ uint64_t completion_backend::update_weights(uint64_t version,
   return r.version;
 }
 
+std::optional<submit_result> inflight_limit::admit() {
+  if (n_.fetch_add(1) < max_) return std::nullopt;
+  n_.fetch_sub(1);
+  return submit_result{0, 429, 1, "the server is busy: too many requests in flight; retry later"};
+}
+
+event_sink inflight_limit::releasing(int choices, event_sink sink) {
+  auto left = std::make_shared<int>(choices);
+  return [this, left, sink = std::move(sink)](const completion_event& e) {
+    if (e.finish != finish_reason::none && --*left == 0) n_.fetch_sub(1);
+    if (sink) sink(e);
+  };
+}
+
+std::string inflight_limit::metrics_text() const {
+  return "# HELP zeroflow_requests_in_flight Requests accepted and not finished.\n"
+         "# TYPE zeroflow_requests_in_flight gauge\nzeroflow_requests_in_flight " +
+         std::to_string(n_.load()) + "\n";
+}
+
 }  // namespace zf::serve

@@ -2,6 +2,7 @@
 // The contract between the HTTP gateway (actors/gateway), load generators (bench/serve), the
 // CLI (`zeroflow generate`) and the serving engine (actors/engine): requests in token ids,
 // events out as text pieces. Nothing here knows about HTTP or CAF.
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -95,6 +96,22 @@ struct submit_result {
   int status = 200;       // 200 accepted; 400 invalid request; 429 queue full; 503 shutting down
   int retry_after_s = 0;  // for 429
   std::string message;    // why, when status != 200
+};
+
+// Bounds a backend's requests in flight (queued or running). admit() takes a slot or answers
+// why not; the sink it returns gives the slot back when the request's last choice ends (before
+// passing that event on, so its receiver may submit again at once).
+class inflight_limit {
+ public:
+  explicit inflight_limit(int max) : max_(max) {}
+  std::optional<submit_result> admit();  // nullopt: admitted; else the 429 to answer
+  event_sink releasing(int choices, event_sink sink);
+  int in_flight() const { return n_.load(); }
+  std::string metrics_text() const;  // zeroflow_requests_in_flight gauge
+
+ private:
+  int max_;
+  std::atomic<int> n_{0};
 };
 
 class completion_backend {

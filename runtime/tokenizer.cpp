@@ -303,4 +303,13 @@ std::vector<int> tokenizer::encode_with_special(std::string_view text) const {
   return out;
 }
 
+std::vector<int> tokenizer::encode_prompt(std::string_view text) const {
+  std::vector<int> ids = encode_with_special(text);
+  const std::vector<int>& pre = model_->specials.prefix;
+  const std::size_t n = pre.size();
+  if (n && ids.size() >= 2 * n && std::equal(pre.begin(), pre.end(), ids.begin() + long(n)))
+    ids.erase(ids.begin(), ids.begin() + long(n));
+  return ids;
+}
+
 }  // namespace zf

@@ -87,6 +87,10 @@ class tokenizer {
   // tokenizer(text) (add_special_tokens=True), what a completion prompt is fed as. Text that
   // itself starts with BOS gets a second one, as in transformers and vLLM.
   std::vector<int> encode_with_special(std::string_view text) const;
+  // What a prompt is fed as here (serving and `zeroflow score` alike): encode_with_special, but a
+  // text that already starts with the special prefix (a chat template's <|begin_of_text|>) does
+  // not get it twice.
+  std::vector<int> encode_prompt(std::string_view text) const;
   // What encode_with_special adds (see "Special tokens" above); empty for load_gpt2.
   const special_rule& prompt_specials() const;
 

@@ -62,6 +62,16 @@ inline double rel_diff(const float* a, const float* b, int n) {
   return d / m;
 }
 
+// The same against a reference vector (its size), and the plain max |a - b| when b is all zero.
+inline double rel_diff(const float* a, const std::vector<float>& b) {
+  double d = 0, m = 0;
+  for (std::size_t i = 0; i < b.size(); ++i) {
+    d = std::max(d, std::abs(double(a[i]) - b[i]));
+    m = std::max(m, std::abs(double(b[i])));
+  }
+  return m > 0 ? d / m : d;
+}
+
 // The logits the PyTorch twin computes for `ids` from an exported Hugging Face file
 // (tests/golden/read_export.py): [ids.size()][V] as JSON rows. Empty when python3 + torch are
 // missing (the caller says it skipped).

@@ -1,4 +1,4 @@
-// The serving engine end to end (make_engine: CAF actor + engine_core + lm_runner + scheduler)
+// The serving engine end to end (make_engine: CAF actor + engine_core + paged_model + scheduler)
 // on a small seeded GPT-2 with the GPT-2 tokenizer: batching never changes greedy tokens;
 // n, stop strings, max_tokens, cancellation, validation, back-pressure and metrics; logprobs
 // against the training forward's log_softmax; penalties and logit_bias against a greedy decoder
@@ -182,7 +182,7 @@ TEST_CASE("engine: cancel frees the sequence at once and bad requests are refuse
 namespace {
 
 // log_softmax of each position's logits from the training forward (transformer, independent of
-// the serving lm_runner) over ids, in double: [ids.size()][vocab].
+// the serving paged_model) over ids, in double: [ids.size()][vocab].
 std::vector<std::vector<double>> reference_logprobs(const std::vector<int>& ids) {
   transformer ref(test_config());
   auto p = test_params();

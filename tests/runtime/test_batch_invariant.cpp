@@ -10,7 +10,7 @@
 
 #include "kernels/dispatch.hpp"
 #include "kernels/softmax.hpp"
-#include "runtime/lm.hpp"
+#include "runtime/model_paged.hpp"
 #include "runtime/model.hpp"
 #include "runtime/score.hpp"
 
@@ -61,7 +61,7 @@ struct fixture {
   // the logits of each chunk's last row giving one position's log-prob.
   std::map<std::pair<int, int>, float> paged(unsigned seed) {
     const lm_weights w = copy_lm_weights(s, model.params().data());
-    lm_runner run(w, 64, k_seqs, 2);
+    paged_model run(w, 64, k_seqs, 2);
     const int bs = 8, per_seq = (k_len + bs - 1) / bs;
     kv_storage kv(s.n_layer, per_seq * k_seqs, bs, s.kv_dim());
     std::vector<std::vector<int>> tables(k_seqs);

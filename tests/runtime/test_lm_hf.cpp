@@ -10,7 +10,7 @@
 #include <numeric>
 #include <string>
 
-#include "runtime/lm.hpp"
+#include "runtime/model_paged.hpp"
 #include "runtime/sampling.hpp"
 #include "storage/safetensors.hpp"
 #include "test_util.hpp"
@@ -28,7 +28,7 @@ const std::string k_dir = ZF_SOURCE_DIR "/tests/golden/hf/";
 double worst_decode_diff(const lm_weights& w, const std::string& name, int p) {
   auto golden = storage::safetensors_file::open(k_dir + "golden.safetensors");
   const int V = w.cfg.vocab_size;
-  lm_runner run(w, 128, 2);
+  paged_model run(w, 128, 2);
   kv_storage kv(w.cfg.n_layer, 40, 4, w.cfg.kv_dim());
   std::vector<int> blocks(32);
   std::iota(blocks.begin(), blocks.end(), 0);
@@ -48,7 +48,7 @@ void check_model(const std::string& name) {
   auto golden = storage::safetensors_file::open(k_dir + "golden.safetensors");
   auto w = load_hf_weights(k_dir + "tiny-" + name);
   const int V = w.cfg.vocab_size;
-  lm_runner run(w, 128, 2);
+  paged_model run(w, 128, 2);
   kv_storage kv(w.cfg.n_layer, 40, 4, w.cfg.kv_dim());
   std::vector<int> blocks(32);
   std::iota(blocks.rbegin(), blocks.rend(), 3);  // out of order on purpose

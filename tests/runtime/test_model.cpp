@@ -74,16 +74,6 @@ struct golden {
   }
 };
 
-// max |a-b| / max |b|: a relative error that does not blow up on near-zero entries.
-double rel_err(const float* a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < b.size(); ++i) {
-    num = std::max(num, std::abs(double(a[i]) - b[i]));
-    den = std::max(den, std::abs(double(b[i])));
-  }
-  return den > 0 ? num / den : num;
-}
-
 }  // namespace
 
 const char* const k_all[] = {k_golden, k_llama_untied, k_llama_tied};
@@ -99,7 +89,7 @@ TEST_CASE("model: logits and loss equal the PyTorch twin (GPT-2, Llama tied and 
     float loss = model.forward(in.data(), tg.data(), g.B, g.T);
     auto ref_logits = g.f.to_f32("logits");
     REQUIRE(ref_logits.size() == std::size_t(g.B) * g.T * g.m.vocab_size);
-    double e = rel_err(model.logits(), ref_logits);
+    double e = zf::testing::rel_diff(model.logits(), ref_logits);
     MESSAGE("logits max rel err " << e);
     CHECK(e < 1e-5);
     float ref_loss = g.f.to_f32("loss")[0];
@@ -120,7 +110,7 @@ TEST_CASE("model: every parameter gradient equals the PyTorch twin (GPT-2, Llama
     CHECK(std::abs(loss - g.f.to_f32("loss")[0]) <= 1e-5 * std::abs(loss));
     for (auto& p : model.layout().params) {
       auto ref = g.f.to_f32("grad." + p.name);
-      double e = rel_err(model.grads().data() + p.offset, ref);
+      double e = zf::testing::rel_diff(model.grads().data() + p.offset, ref);
       INFO(p.name << " rel err " << e);
       CHECK(e < 1e-4);
     }
@@ -168,7 +158,7 @@ TEST_CASE(
           std::fill(ref.begin() + C, ref.begin() + 2 * C, 0.0f);
           std::fill(ours.begin() + C, ours.begin() + 2 * C, 0.0f);
         }
-        double e = rel_err(ours.data(), ref);
+        double e = zf::testing::rel_diff(ours.data(), ref);
         worst = std::max(worst, e);
         INFO(p.name << " final rel err " << e);
         // Llama: 1e-5. GPT-2 reaches 2e-5: rounding noise in its gradients' near-zero entries.

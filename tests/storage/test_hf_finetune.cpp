@@ -50,15 +50,6 @@ struct finetune_golden {
   }
 };
 
-double rel_err(const float* a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < b.size(); ++i) {
-    num = std::max(num, std::abs(double(a[i]) - b[i]));
-    den = std::max(den, std::abs(double(b[i])));
-  }
-  return den > 0 ? num / den : num;
-}
-
 // Loads the fixture, trains the golden's 10 steps; returns the model after them.
 zf::transformer finetune(const finetune_golden& g, const std::string& m, const std::string& dir) {
   zf::hf_model hf = zf::load_hf_model(k_hf + dir);
@@ -74,7 +65,7 @@ zf::transformer finetune(const finetune_golden& g, const std::string& m, const s
     const float loss = model.forward_backward(in.data(), tg.data(), g.B, g.T);
     if (s == 0) {
       model.forward(in.data(), nullptr, g.B, g.T);
-      const double e = rel_err(model.logits(), g.f.to_f32(m + ".logits0"));
+      const double e = zf::testing::rel_diff(model.logits(), g.f.to_f32(m + ".logits0"));
       MESSAGE(m << ": initial logits rel err " << e);
       CHECK(e < 1e-5);
     }
@@ -105,7 +96,7 @@ TEST_CASE("fine-tune: HF GPT-2 and Llama folders train 10 steps as the twin does
         std::fill(ref.begin() + C, ref.begin() + 2 * C, 0.0f);
         std::fill(ours.begin() + C, ours.begin() + 2 * C, 0.0f);
       }
-      const double e = rel_err(ours.data(), ref);
+      const double e = zf::testing::rel_diff(ours.data(), ref);
       worst = std::max(worst, e);
       INFO(p.name << " rel err " << e);
       CHECK(e < 1e-4);

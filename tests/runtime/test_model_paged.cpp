@@ -1,4 +1,4 @@
-// The serving forward (lm_runner over paged KV) against the training forward (transformer,
+// The serving forward (paged_model over paged KV) against the training forward (transformer,
 // itself equal to the PyTorch twin), and against itself under different chunkings and batch
 // mixes: chunked prefill == whole prefill; a ragged batch == each sequence alone.
 #include <doctest/doctest.h>
@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "runtime/error.hpp"
-#include "runtime/lm.hpp"
+#include "runtime/model_paged.hpp"
 #include "runtime/model.hpp"
 #include "test_util.hpp"
 
@@ -63,7 +63,7 @@ TEST_CASE("lm: token-by-token paged decoding equals the training forward, row by
   auto ids = ids_of(T, m.vocab_size, 1);
   ref.forward(ids.data(), nullptr, 1, T);
   auto w = lm_weights_of(m, flat.data(), "t");
-  lm_runner run(w, 64, 4);
+  paged_model run(w, 64, 4);
   kv_storage kv(m.n_layer, 32, 4, m.n_embd);
   auto blocks = table(3, 10, 2);
   for (int t = 0; t < T; ++t) {
@@ -83,7 +83,7 @@ TEST_CASE("lm: a prompt prefilled in chunks gives the logits of whole-prompt pre
   auto m = small_cfg();
   auto flat = seeded_params(m, 9);
   auto w = lm_weights_of(m, flat.data(), "t");
-  lm_runner run(w, 96, 4);
+  paged_model run(w, 96, 4);
   kv_storage kv(m.n_layer, 64, 8, m.n_embd);
   const int T = 77;
   auto ids = ids_of(T, m.vocab_size, 2);
@@ -108,7 +108,7 @@ TEST_CASE("lm: a ragged batch of prefill chunks and decodes equals each sequence
   auto m = small_cfg();
   auto flat = seeded_params(m, 11);
   auto w = lm_weights_of(m, flat.data(), "t");
-  lm_runner run(w, 128, 8, 2);  // two threads for the decode-sized chunks
+  paged_model run(w, 128, 8, 2);  // two threads for the decode-sized chunks
   kv_storage kv(m.n_layer, 120, 4, m.n_embd);
   // Three sequences; each first gets a prefix alone, then one ragged step computes:
   // A decodes 1 token, B prefills a 20-token chunk (no logits), C prefills its last 9 tokens.
@@ -144,7 +144,7 @@ TEST_CASE("lm: bad chunks are refused with a message") {
   auto m = small_cfg();
   auto flat = seeded_params(m, 1);
   auto w = lm_weights_of(m, flat.data(), "t");
-  lm_runner run(w, 16, 2);
+  paged_model run(w, 16, 2);
   kv_storage kv(m.n_layer, 40, 4, m.n_embd);
   auto t = table(0, 30, 1);
   std::vector<int> ids(20, 1);

@@ -1,7 +1,7 @@
 // Ragged serving forward (see lm.hpp). Rows of the batch are the chunks' tokens back to back:
 // chunk c owns rows [row0_c, row0_c + len_c). Shapes below: n = rows in this forward,
 // C = hidden, Q = q_dim, KV = kv_dim, D = qkv_dim = Q + 2 KV, I = intermediate.
-#include "runtime/lm.hpp"
+#include "runtime/model_paged.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -19,10 +19,10 @@
 namespace zf {
 namespace k = kernels;
 
-lm_runner::lm_runner(const lm_weights& w, int max_rows, int max_logits, int threads)
+paged_model::paged_model(const lm_weights& w, int max_rows, int max_logits, int threads)
     : w_(w), max_rows_(max_rows), max_logits_(max_logits), pool_(std::max(1, threads)) {
   const model_spec& c = w.cfg;
-  if (max_rows < 1 || max_logits < 1) fail("lm_runner: max_rows and max_logits must be >= 1");
+  if (max_rows < 1 || max_logits < 1) fail("paged_model: max_rows and max_logits must be >= 1");
   const bool llama = c.arch == model_arch::llama;
   const int mlp_w = llama ? 2 * c.intermediate : c.intermediate;
   // Worst attention scratch: a chunk of max_rows queries at the end of a full context.
@@ -56,7 +56,7 @@ lm_runner::lm_runner(const lm_weights& w, int max_rows, int max_logits, int thre
 }
 
 // qkv = norm1(x) @ qkv_w; rope; K/V into the pool; attention per chunk; x += att @ o_w.
-void lm_runner::attention_layer(int l, std::span<const lm_chunk> chunks, kv_storage& kv, int n) {
+void paged_model::attention_layer(int l, std::span<const lm_chunk> chunks, kv_storage& kv, int n) {
   const model_spec& c = w_.cfg;
   const lm_layer& L = w_.layers[static_cast<std::size_t>(l)];
   const int C = c.hidden, Q = c.q_dim(), KV = c.kv_dim(), D = c.qkv_dim(), bs = kv.block_size();
@@ -106,13 +106,13 @@ void lm_runner::attention_layer(int l, std::span<const lm_chunk> chunks, kv_stor
 }
 
 // x += act(norm2(x) @ up_w) @ down_w
-void lm_runner::mlp_layer(const lm_layer& L, int n) {
+void paged_model::mlp_layer(const lm_layer& L, int n) {
   const model_spec& c = w_.cfg;
   block::norm_forward(c, x_, L.norm2_w, L.norm2_b, ln_, nullptr, nullptr, n);
   block::mlp_forward(c, L, ln_, mlp_, act_, x_, x_, n);
 }
 
-void lm_runner::forward(std::span<const lm_chunk> chunks, kv_storage& kv) {
+void paged_model::forward(std::span<const lm_chunk> chunks, kv_storage& kv) {
   const model_spec& c = w_.cfg;
   const int C = c.hidden, V = c.vocab_size;
   int n = 0, n_logits = 0;
@@ -155,37 +155,6 @@ void lm_runner::forward(std::span<const lm_chunk> chunks, kv_storage& kv) {
   if (n_logits == 0) return;
   block::norm_forward(c, ln_, w_.normf_w, w_.normf_b, lnf_, nullptr, nullptr, n_logits);
   k::gemm(false, true, n_logits, V, C, 1.0f, lnf_, C, w_.head, C, 0.0f, logits_, V);
-}
-
-lm_weights make_lm_weights(const model_spec& spec, fbuffer flat) {
-  lm_weights w;
-  w.cfg = spec;
-  w.layout = make_layout(spec);
-  if (flat.size() != w.layout.total)
-    fail("lm_weights: {} floats given, the {} spec's layout has {}", flat.size(),
-         arch_name(spec.arch), w.layout.total);
-  w.store = std::move(flat);
-  const float* base = w.store.data();
-  auto g = w.layout.globals<const float>(base);
-  w.tok_emb = g.tok_emb;
-  w.pos_emb = g.pos_emb;
-  w.normf_w = g.normf_w;
-  w.normf_b = g.normf_b;
-  w.head = g.head ? g.head : g.tok_emb;
-  for (int l = 0; l < spec.n_layer; ++l) w.layers.push_back(w.layout.block<const float>(base, l));
-  return w;
-}
-
-lm_weights copy_lm_weights(const model_spec& spec, const float* flat) {
-  fbuffer store(make_layout(spec).total);
-  std::memcpy(store.data(), flat, store.size() * sizeof(float));
-  return make_lm_weights(spec, std::move(store));
-}
-
-lm_weights lm_weights_of(const model_config& m, const float* flat, const std::string& name) {
-  model_spec spec = spec_of(m);
-  spec.name = name;
-  return copy_lm_weights(spec, flat);
 }
 
 }  // namespace zf

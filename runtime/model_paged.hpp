@@ -1,13 +1,12 @@
 #pragma once
-// The serving forward pass: one ragged batch of chunks (prefill pieces of any length and
-// single-token decodes of different sequences) in one pass over the weights, with K/V in the
-// paged pool. Every matrix multiply runs over all the batch's rows at once (that is what makes
-// SplitFuse pay: a decode row rides along a prefill chunk's GEMM); attention runs per chunk
-// over the chunk's own sequence (paged_attention).
-// This is the model's paged mode: the block math is runtime/block's, shared with the train and
-// score modes (runtime/model); only attention (paged_attention over the KV pool) is its own.
-// Allocation: all scratch is sized at construction for max_rows tokens and max_logits sampled
-// rows; forward() allocates nothing.
+// The model's paged mode (its train and score modes are runtime/model.hpp): one ragged batch of
+// chunks (prefill pieces of any length and single-token decodes of different sequences) in one pass
+// over the weights, with K/V in the paged pool. Every matrix multiply runs over all the batch's
+// rows at once (that is what makes SplitFuse pay: a decode row rides along a prefill chunk's GEMM);
+// attention runs per chunk over the chunk's own sequence (paged_attention). The block math is
+// runtime/block's, shared with the train and score modes; only attention (paged_attention over the
+// KV pool) and the ragged row bookkeeping are this mode's own. Allocation: all scratch is sized at
+// construction for max_rows tokens and max_logits sampled rows; forward() allocates nothing.
 #include <span>
 #include <vector>
 
@@ -25,12 +24,12 @@ struct lm_chunk {
   bool logits = false;          // produce the logits of the chunk's last row
 };
 
-class lm_runner {
+class paged_model {
  public:
   // max_rows: tokens per forward at most (>= 1, <= ... any); max_logits: chunks with logits at
   // most. Both are hard limits checked by forward().
   // threads: for the per-chunk attention of decode rows (GEMMs use OpenBLAS's own threads).
-  lm_runner(const lm_weights& w, int max_rows, int max_logits, int threads = 1);
+  paged_model(const lm_weights& w, int max_rows, int max_logits, int threads = 1);
   const model_spec& config() const { return w_.cfg; }
 
   // Computes the chunks: their K/V are written into kv at their positions (slot p of a chunk's
