@@ -86,7 +86,8 @@ struct write_options {
 };
 
 // Creates ROOT/step-NNNNNN.tmp (clearing a leftover one of a crashed write) and returns it.
-// Refuses if ROOT/step-NNNNNN exists.
+// Refuses if ROOT/step-NNNNNN exists and was committed (`latest` names it or a later step); a
+// step folder newer than `latest` is a crashed write's, never committed, and is cleared.
 std::filesystem::path begin_checkpoint(const std::filesystem::path& root, int step);
 // ROOT/step-NNNNNN.tmp, the folder begin_checkpoint creates (for writers that did not create it).
 std::filesystem::path checkpoint_tmp_dir(const std::filesystem::path& root, int step);

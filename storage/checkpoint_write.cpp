@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <unordered_map>
 
@@ -37,6 +38,20 @@ std::vector<fs::path> step_dirs(const fs::path& root) {
   auto num = [](const fs::path& p) { return std::stoll(p.filename().string().substr(5)); };
   std::sort(out.begin(), out.end(), [&](auto& a, auto& b) { return num(a) < num(b); });
   return out;
+}
+
+// True when ROOT/step-N exists but `latest` names an older step (or is absent): the folder was
+// renamed into place by a write that crashed before it moved `latest`, so it was never committed.
+// An unreadable `latest` proves nothing: false.
+bool is_orphan_step(const fs::path& root, int step) {
+  const fs::path latest = root / "latest";
+  if (!fs::exists(latest)) return true;
+  std::ifstream in(latest);
+  std::string name;
+  std::getline(in, name);
+  if (!in && !in.eof()) return false;
+  if (!is_step_dir_name(name)) return false;
+  return std::stoll(name.substr(5)) < step;
 }
 
 // Removes the oldest step folders beyond keep (never `newest`). Each is renamed to step-X.del
@@ -173,8 +188,19 @@ fs::path begin_checkpoint(const fs::path& root, int step) {
   fs::create_directories(root);
   const std::string name = step_name(step);
   const fs::path final_dir = root / name, tmp = root / (name + ".tmp");
-  if (fs::exists(final_dir))
-    fail("checkpoint {} already exists; refusing to overwrite it", final_dir.string());
+  if (fs::exists(final_dir)) {
+    if (!is_orphan_step(root, step))
+      fail("checkpoint {} already exists; refusing to overwrite it", final_dir.string());
+    // A crash between the rename and the move of `latest` left this folder: `latest` still names
+    // an older step, so no reader opens it, and the run resumed from `latest` rewrites it.
+    fs::path del = final_dir;
+    del += ".del";
+    std::error_code ec;
+    fs::remove_all(del, ec);
+    fs::rename(final_dir, del, ec);
+    if (ec) fail("cannot clear uncommitted checkpoint {}: {}", final_dir.string(), ec.message());
+    fs::remove_all(del, ec);
+  }
   fs::remove_all(tmp);  // leftovers of a crashed write are never committed data
   fs::create_directory(tmp);
   return tmp;

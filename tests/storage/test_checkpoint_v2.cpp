@@ -286,6 +286,31 @@ TEST_CASE("checkpoint v2: commit refuses fragments that do not cover every tenso
   CHECK(contains(msg, "outside"));
 }
 
+TEST_CASE("checkpoint v2: a step renamed into place but never named by latest is rewritten") {
+  // A SIGKILL between the rename of step-N.tmp and the move of `latest` leaves step-N on disk
+  // while `latest` names N-1. The run resumed from `latest` writes step N again: that must work,
+  // while a committed step (named by latest, or older) is still never overwritten.
+  temp_dir dir("orphan");
+  const state s(small_model(), 5), s2(small_model(), 6);
+  const fs::path root = dir.path;
+  write_world(root, 1, s, 1);
+  write_world(root, 2, s, 1);
+  {  // the crash: latest moved back to step 1, as if it was never moved to step 2
+    std::ofstream(root / "latest") << "step-000001\n";
+  }
+  write_world(root, 2, s2, 2);  // the resumed run's step 2 replaces the orphan
+  CHECK(st::read_manifest(root).step == 2);
+  auto l = st::load_checkpoint(root / "step-000002", s2.layout);
+  CHECK(same_bits(l.params.data(), s2.p.data(), s2.layout.total));
+  CHECK_FALSE(fs::exists(root / "step-000002.del"));
+  // committed steps stay protected
+  CHECK(contains(error_of([&] { st::begin_checkpoint(root, 2); }), "already exists"));
+  CHECK(contains(error_of([&] { st::begin_checkpoint(root, 1); }), "already exists"));
+  // an unreadable latest proves nothing: the folder is kept
+  { std::ofstream(root / "latest") << "garbage\n"; }
+  CHECK(contains(error_of([&] { st::begin_checkpoint(root, 2); }), "already exists"));
+}
+
 namespace {
 
 // Values that identify the step: params[0] == step exactly.
