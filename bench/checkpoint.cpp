@@ -199,9 +199,9 @@ int main(int argc, char** argv) try {
     const int B = 4, T = 256;
     zf::transformer model(mc);
     model.init_weights(0);
-    zf::train_config t;
-    t.lr = 3e-4;
-    zf::adamw opt(model.layout(), 0, L.total, t);
+    zf::run_config t;
+    t.optimizer.lr = 3e-4;
+    zf::adamw opt(model.layout(), 0, L.total, t.optimizer);
     std::mt19937 rng(1);
     std::uniform_int_distribution<int> tok(0, mc.vocab_size - 1);
     std::vector<int> in(std::size_t(B) * T), tg(std::size_t(B) * T);
@@ -212,7 +212,7 @@ int main(int argc, char** argv) try {
       for (auto& x : tg) x = tok(rng);
       model.zero_grad();
       model.forward_backward(in.data(), tg.data(), B, T);
-      opt.step(model.params().data(), model.grads().data(), t.lr, ++opt_step, 1.0f);
+      opt.step(model.params().data(), model.grads().data(), t.optimizer.lr, ++opt_step, 1.0f);
     };
     struct phase_result {
       double per_step = 0, snap = 0, tail = 0, writer_cpu = 0;

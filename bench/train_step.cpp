@@ -19,8 +19,8 @@
 
 #include "kernels/adamw.hpp"
 #include "kernels/threads.hpp"
-#include "runtime/model_paged.hpp"
 #include "runtime/model.hpp"
+#include "runtime/model_paged.hpp"
 #include "runtime/optim.hpp"
 #include "runtime/sampling.hpp"
 
@@ -93,13 +93,13 @@ int main(int argc, char** argv) {
   std::mt19937 rng(1);
   std::uniform_int_distribution<int> tok(0, m.vocab_size - 1);
   if (mode == "train") {
-    zf::train_config t;
-    t.lr = 3e-4;
-    t.beta1 = 0.9;
-    t.beta2 = 0.95;
-    t.eps = 1e-8;
-    t.weight_decay = 0.1;
-    zf::adamw opt(model.layout(), 0, model.layout().total, t);
+    zf::run_config t;
+    t.optimizer.lr = 3e-4;
+    t.optimizer.beta1 = 0.9;
+    t.optimizer.beta2 = 0.95;
+    t.optimizer.eps = 1e-8;
+    t.optimizer.weight_decay = 0.1;
+    zf::adamw opt(model.layout(), 0, model.layout().total, t.optimizer);
     std::vector<int> data(std::size_t(warmup + iters) * B * (T + 1));
     for (auto& x : data) x = tok(rng);
     std::vector<int> in(std::size_t(B) * T), tg(std::size_t(B) * T);
@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
       model.zero_grad();
       float loss = model.forward_backward(in.data(), tg.data(), B, T);
       double t1 = ms_since(t0);
-      opt.step(model.params().data(), model.grads().data(), t.lr, i + 1, 1.0f);
+      opt.step(model.params().data(), model.grads().data(), t.optimizer.lr, i + 1, 1.0f);
       double t2 = ms_since(t0);
       if (i >= warmup) {
         steps.push_back(t2);

@@ -29,12 +29,12 @@ struct figure {
 figure run(const model_config& m, int world, int stage, int global_b, int t, int steps) {
   const int cores = std::max(1u, std::thread::hardware_concurrency());
   kernels::set_num_threads(std::max(1, cores / world));
-  train_config tc;
-  tc.lr = 3e-4;
+  run_config tc;
+  tc.optimizer.lr = 3e-4;
   auto comms = comm::make_local_group(world);
   std::vector<std::unique_ptr<zero_rank>> ranks;
   for (int r = 0; r < world; ++r)
-    ranks.push_back(std::make_unique<zero_rank>(spec_of(m), tc, stage, *comms[r]));
+    ranks.push_back(std::make_unique<zero_rank>(spec_of(m), tc.optimizer, stage, *comms[r]));
   auto layout = layout_of(m);
   std::vector<float> init(layout.total);
   init_params(layout, m.n_layer, 1, init.data());

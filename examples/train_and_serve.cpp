@@ -14,8 +14,8 @@
 namespace {
 
 std::string shown(const std::string& answer) {  // one line per answer, newlines shown as \n
-  return nlohmann::json("Call me" + answer).dump(-1, ' ', false,
-                                                 nlohmann::json::error_handler_t::replace);
+  return nlohmann::json("Call me" + answer)
+      .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 // After each swap: the greedy continuation of "Call me" under the weights just served.
@@ -50,8 +50,8 @@ struct ask : zf::stage {
 int main(int argc, char** argv) try {
   zf::run_config cfg;  // a tiny GPT on the embedded corpus
   cfg.model.n_layer = 2, cfg.model.n_head = 2, cfg.model.n_embd = 64, cfg.model.n_positions = 64;
-  cfg.train.steps = 60, cfg.train.batch_size = 4, cfg.train.seq_len = 64, cfg.train.warmup = 5;
-  cfg.train.lr = 3e-3, cfg.train.eval_every = 0, cfg.train.sample_tokens = 0;
+  cfg.train.steps = 60, cfg.train.batch_size = 4, cfg.train.seq_len = 64, cfg.schedule.warmup = 5;
+  cfg.optimizer.lr = 3e-3, cfg.eval.every = 0, cfg.train.sample_tokens = 0;
   zf::run_options o;
   o.out = argc > 1 ? argv[1] : "runs/train_and_serve";
   o.publish_every = 15;

@@ -28,8 +28,8 @@ struct report : zf::stage {
 int main(int argc, char** argv) try {
   zf::run_config cfg;  // the embedded defaults, then a tiny model
   cfg.model.n_layer = 2, cfg.model.n_head = 2, cfg.model.n_embd = 64, cfg.model.n_positions = 64;
-  cfg.train.steps = 30, cfg.train.batch_size = 4, cfg.train.seq_len = 64, cfg.train.warmup = 5;
-  cfg.train.eval_every = 10, cfg.train.eval_batches = 2, cfg.train.checkpoint_every = 10;
+  cfg.train.steps = 30, cfg.train.batch_size = 4, cfg.train.seq_len = 64, cfg.schedule.warmup = 5;
+  cfg.eval.every = 10, cfg.eval.batches = 2, cfg.checkpoint.every = 10;
   cfg.train.sample_tokens = 16;  // a sample from the serving engine at the end
   zf::run_options o;
   o.out = argc > 1 ? argv[1] : "runs/train_tiny";

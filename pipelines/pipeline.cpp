@@ -38,13 +38,13 @@ pipeline& pipeline::add(const stages::sampler& s) {
 }
 pipeline& pipeline::add(const stages::train& s) {
   if (s.ranks > 0) cfg_.train.ranks = s.ranks;
-  if (s.zero_stage >= 0) cfg_.train.zero_stage = s.zero_stage;
+  if (s.zero_stage >= 0) cfg_.zero.stage = s.zero_stage;
   train_ = s;
   return *this;
 }
 pipeline& pipeline::add(const stages::checkpoint& s) {
   checkpoint_ = s;
-  if (s.every >= 0) cfg_.train.checkpoint_every = s.every;
+  if (s.every >= 0) cfg_.checkpoint.every = s.every;
   return *this;
 }
 pipeline& pipeline::add(const stages::monitor& s) {
@@ -168,7 +168,7 @@ train_result pipeline::run(const run_options& o) {
   auto data = std::make_shared<const storage::dataset>(storage::token_shard::open(shard_path),
                                                        cfg_.data.val_fraction, cfg_.train.seq_len);
 
-  if (data->val_tokens() == 0) cfg_.train.eval_every = 0;  // nothing held out: no val_loss
+  if (data->val_tokens() == 0) cfg_.eval.every = 0;  // nothing held out: no val_loss
   // SPMD: launched as one rank of a process group (RANK/WORLD_SIZE/...); one rank per process,
   // Gloo data plane, rank table through CAF. Otherwise: train.ranks threads, local backend.
   const process_env penv = read_process_env();
@@ -200,7 +200,7 @@ train_result pipeline::run(const run_options& o) {
   std::vector<std::shared_ptr<zero_rank>> ranks;
   for (auto& c : comms)
     ranks.push_back(
-        std::make_shared<zero_rank>(spec_of(cfg_.model), cfg_.train, cfg_.train.zero_stage, *c));
+        std::make_shared<zero_rank>(spec_of(cfg_.model), cfg_.optimizer, cfg_.zero.stage, *c));
   int start = 0;
   {
     std::vector<float> init;
@@ -228,8 +228,7 @@ train_result pipeline::run(const run_options& o) {
   auto result = std::make_shared<train_result>();
   {
     actors::trainer_setup ts;
-    ts.loop.train = cfg_.train;
-    ts.loop.zero_stage = cfg_.train.zero_stage;
+    ts.loop = loop_options_of(cfg_);
     ts.loop.start_step = start;
     ts.loop.process_rank = spmd ? penv.rank : 0;
     ts.loop.process_world = spmd ? penv.world : 1;
@@ -256,8 +255,7 @@ train_result pipeline::run(const run_options& o) {
       storage::commit_group g;
       if (spmd) g.store = store, g.rank = penv.rank, g.world = penv.world;
       ts.writer = actors::spawn_checkpoint_writer(
-          sys, storage::checkpoint_committer(ckpt_root, layout, cfg_.train.keep_checkpoints, g),
-          toml);
+          sys, storage::checkpoint_committer(ckpt_root, layout, cfg_.checkpoint.keep, g), toml);
     }
     if (monitor_ && lead) {
       actors::monitor_options mo;
@@ -278,7 +276,7 @@ train_result pipeline::run(const run_options& o) {
           "rank(s) ({}) at ZeRO stage {} -> {}\n",
           layout.total, data->train_tokens() + data->val_tokens(), data->train_tokens(),
           data->val_tokens(), cfg_.train.steps, start, world, spmd ? "processes, gloo" : "threads",
-          cfg_.train.zero_stage, o.out.string());
+          cfg_.zero.stage, o.out.string());
     auto trainer = actors::spawn_trainer(sys, std::move(ts));
     others.push_back(caf::actor_cast<caf::actor>(trainer));
     caf::scoped_actor self{sys};

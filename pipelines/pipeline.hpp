@@ -30,10 +30,10 @@ namespace stages {
 struct sampler {};
 struct train {
   int ranks = 0;        // data-parallel ranks (threads); 0: train.ranks
-  int zero_stage = -1;  // ZeRO stage 0..3; -1: train.zero.stage
+  int zero_stage = -1;  // ZeRO stage 0..3; -1: zero.stage
 };
 struct checkpoint {
-  int every = -1;  // -1: train.checkpoint_every
+  int every = -1;  // -1: checkpoint.every
 };
 struct monitor {
   bool quiet = false;  // metrics.jsonl only, no progress line

@@ -4,8 +4,8 @@
 #include <toml++/toml.h>
 
 #include <algorithm>
-#include <filesystem>
 #include <charconv>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <optional>
@@ -93,30 +93,30 @@ std::vector<key> train_keys() {
       ZF_INT("train.batch_size", train.batch_size, 1, 1 << 16, "sequences per micro-batch"),
       ZF_INT("train.seq_len", train.seq_len, 2, 1 << 20, "tokens per sequence"),
       ZF_INT("train.grad_accum", train.grad_accum, 1, 1 << 16, "micro-batches per optimizer step"),
-      ZF_NUM("train.lr", train.lr, 1e-12, 10, "peak learning rate"),
-      ZF_NUM("train.min_lr_ratio", train.min_lr_ratio, 0, 1, "final lr / peak lr (cosine)"),
-      ZF_INT("train.warmup", train.warmup, 0, 1e9, "linear warm-up steps"),
-      ZF_NUM("train.weight_decay", train.weight_decay, 0, 10,
-             "AdamW decay on matrices and embeddings"),
-      ZF_NUM("train.beta1", train.beta1, 0, 0.999999, "AdamW beta1"),
-      ZF_NUM("train.beta2", train.beta2, 0, 0.999999, "AdamW beta2"),
-      ZF_NUM("train.eps", train.eps, 1e-30, 1, "AdamW epsilon"),
-      ZF_NUM("train.grad_clip", train.grad_clip, 0, 1e9, "max global grad norm; 0 = off"),
       seed,
-      ZF_INT("train.checkpoint_every", train.checkpoint_every, 0, 1e9,
-             "steps between checkpoints; 0 = at the end only"),
-      ZF_INT("train.keep_checkpoints", train.keep_checkpoints, 1, 1e6, "checkpoints kept on disk"),
-      ZF_INT("train.eval_every", train.eval_every, 0, 1e9,
-             "steps between validation passes; 0 = never"),
-      ZF_INT("train.eval_batches", train.eval_batches, 1, 1e6, "batches per validation"),
       ZF_INT("train.prefetch", train.prefetch, 1, 64, "batches the sampler runs ahead"),
       ZF_INT("train.threads", train.threads, 0, 1024, "compute threads; 0 = all cores"),
       ZF_INT("train.ranks", train.ranks, 1, 64,
              "data-parallel ranks (threads of one process); batch_size is per rank"),
-      ZF_INT("train.zero.stage", train.zero_stage, 0, 3,
-             "ZeRO stage: 0 DP, 1 +optimizer state, 2 +gradients, 3 +parameters sharded"),
       ZF_INT("train.sample_tokens", train.sample_tokens, 0, 1 << 20,
              "tokens sampled at the end of a run"),
+      ZF_NUM("optimizer.lr", optimizer.lr, 1e-12, 10, "peak learning rate"),
+      ZF_NUM("optimizer.weight_decay", optimizer.weight_decay, 0, 10,
+             "AdamW decay on matrices and embeddings"),
+      ZF_NUM("optimizer.beta1", optimizer.beta1, 0, 0.999999, "AdamW beta1"),
+      ZF_NUM("optimizer.beta2", optimizer.beta2, 0, 0.999999, "AdamW beta2"),
+      ZF_NUM("optimizer.eps", optimizer.eps, 1e-30, 1, "AdamW epsilon"),
+      ZF_NUM("optimizer.grad_clip", optimizer.grad_clip, 0, 1e9, "max global grad norm; 0 = off"),
+      ZF_INT("schedule.warmup", schedule.warmup, 0, 1e9, "linear warm-up steps"),
+      ZF_NUM("schedule.min_lr_ratio", schedule.min_lr_ratio, 0, 1,
+             "final lr / peak lr (cosine over train.steps)"),
+      ZF_INT("zero.stage", zero.stage, 0, 3,
+             "ZeRO stage: 0 DP, 1 +optimizer state, 2 +gradients, 3 +parameters sharded"),
+      ZF_INT("checkpoint.every", checkpoint.every, 0, 1e9,
+             "steps between checkpoints; 0 = at the end only"),
+      ZF_INT("checkpoint.keep", checkpoint.keep, 1, 1e6, "checkpoints kept on disk"),
+      ZF_INT("eval.every", eval.every, 0, 1e9, "steps between validation passes; 0 = never"),
+      ZF_INT("eval.batches", eval.batches, 1, 1e6, "batches per validation"),
   };
 }
 
@@ -177,6 +177,8 @@ std::string node_text(const toml::node& n) {
 const key* find_key(const std::string& name) {
   for (auto& k : keys())
     if (k.info.path == name) return &k;
+  for (auto& [old_path, now] : renamed_keys())
+    if (old_path == name) return find_key(now);
   return nullptr;
 }
 
@@ -297,7 +299,8 @@ std::string text_of(run_config& c, const key& k) {
       return toml_quoted(as<std::string>(c, k));
     case key_kind::list: {
       std::string s;
-      for (auto& e : as<std::vector<std::string>>(c, k)) s += (s.empty() ? "" : ", ") + toml_quoted(e);
+      for (auto& e : as<std::vector<std::string>>(c, k))
+        s += (s.empty() ? "" : ", ") + toml_quoted(e);
       return "[" + s + "]";
     }
     case key_kind::integer:
@@ -327,7 +330,7 @@ void apply_toml(run_config& cfg, const std::string& text, const std::string& sou
 void apply_override(run_config& cfg, const std::string& assignment) {
   auto eq = assignment.find('=');
   if (eq == std::string::npos || eq == 0)
-    fail("--set {}: expected key=value (for example train.lr=1e-3)", assignment);
+    fail("--set {}: expected key=value (for example optimizer.lr=1e-3)", assignment);
   std::string name = assignment.substr(0, eq), value = assignment.substr(eq + 1);
   const key* k = find_key(name);
   if (!k) fail("unknown config key '{}' in --set", name);
@@ -444,6 +447,25 @@ std::string to_toml(const run_config& c) {
     out += fmt::format("{} = {}  # {}\n", leaf, text_of(tmp, k), k.info.help);
   }
   return out;
+}
+
+const std::vector<std::pair<std::string, std::string>>& renamed_keys() {
+  static const std::vector<std::pair<std::string, std::string>> r = {
+      {"train.lr", "optimizer.lr"},
+      {"train.weight_decay", "optimizer.weight_decay"},
+      {"train.beta1", "optimizer.beta1"},
+      {"train.beta2", "optimizer.beta2"},
+      {"train.eps", "optimizer.eps"},
+      {"train.grad_clip", "optimizer.grad_clip"},
+      {"train.warmup", "schedule.warmup"},
+      {"train.min_lr_ratio", "schedule.min_lr_ratio"},
+      {"train.zero.stage", "zero.stage"},
+      {"train.checkpoint_every", "checkpoint.every"},
+      {"train.keep_checkpoints", "checkpoint.keep"},
+      {"train.eval_every", "eval.every"},
+      {"train.eval_batches", "eval.batches"},
+  };
+  return r;
 }
 
 const std::vector<key_info>& config_schema() {

@@ -1,12 +1,16 @@
 #pragma once
-// The run configuration: small typed structs, one per component (model, train, data, engine,
-// server), read from TOML, `--set key=value` overrides and the subcommands' flags, validated once
-// before any work starts. Every key is declared once in config.cpp (path, type: integer, number,
-// string, bool, enum or list of strings; range or choices; help) and that one schema drives
-// parsing, validation, the generated command-line flags and `zeroflow config`, so they can never
-// disagree. Errors name the key path, what was expected and what was given.
+// The run configuration: small typed structs, one per component (model, train, optimizer,
+// schedule, zero, checkpoint, eval, data, engine, server), one TOML table each, read from TOML,
+// `--set key=value` overrides and the subcommands' flags, validated once before any work starts.
+// Every key is declared once in config.cpp (path, type: integer, number, string, bool, enum or list
+// of strings; range or choices; help) and that one schema drives parsing, validation, the generated
+// command-line flags and `zeroflow config`, so they can never disagree. Errors name the key path,
+// what was expected and what was given. Keys that moved (train.lr -> optimizer.lr, train.zero.stage
+// -> zero.stage, ...: renamed_keys()) are still read under their old paths, since earlier config
+// files and checkpoints name them so.
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace zf {
@@ -33,27 +37,45 @@ struct model_config {
   std::string init_hf;
 };
 
+// The step loop: how long, how much data per step, which seed, how many ranks.
 struct train_config {
   int steps = 600;
   int batch_size = 8;
   int seq_len = 128;
   int grad_accum = 1;  // micro-batches per optimizer step
-  double lr = 2e-3;
-  double min_lr_ratio = 0.1;
-  int warmup = 40;
-  double weight_decay = 0.1;
-  double beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
-  double grad_clip = 1.0;  // 0 disables clipping
   int64_t seed = 1337;
-  int checkpoint_every = 100;  // 0: only at the end
-  int keep_checkpoints = 3;
-  int eval_every = 50;  // 0: never
-  int eval_batches = 8;
   int prefetch = 2;        // batches the sampler may run ahead
   int threads = 0;         // compute threads; 0: all cores
   int ranks = 1;           // data-parallel ranks (threads of this process, local backend)
-  int zero_stage = 0;      // train.zero.stage: 0 DP, 1 +optimizer, 2 +gradients, 3 +parameters
   int sample_tokens = 64;  // tokens of text generated at the end of a run; 0: none
+};
+
+// AdamW (torch.optim.AdamW semantics) and global-norm clipping.
+struct optimizer_config {
+  double lr = 2e-3;  // peak learning rate
+  double weight_decay = 0.1;
+  double beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
+  double grad_clip = 1.0;  // max global grad norm; 0 disables clipping
+};
+
+// The learning-rate schedule over train.steps: linear warm-up, then cosine to min_lr_ratio * lr.
+struct schedule_config {
+  int warmup = 40;
+  double min_lr_ratio = 0.1;
+};
+
+struct zero_config {
+  int stage = 0;  // 0 DP, 1 +optimizer state, 2 +gradients, 3 +parameters sharded
+};
+
+struct checkpoint_config {
+  int every = 100;  // steps between checkpoints; 0: only at the end
+  int keep = 3;     // step folders kept on disk
+};
+
+struct eval_config {
+  int every = 50;  // steps between validation passes; 0: never
+  int batches = 8;
 };
 
 struct data_config {
@@ -88,6 +110,11 @@ struct server_config {
 struct run_config {
   model_config model;
   train_config train;
+  optimizer_config optimizer;
+  schedule_config schedule;
+  zero_config zero;
+  checkpoint_config checkpoint;
+  eval_config eval;
   data_config data;
   engine_config engine;
   server_config server;
@@ -103,6 +130,8 @@ struct key_info {
   double lo = 0, hi = 0;             // integer / number ranges (inclusive)
 };
 const std::vector<key_info>& config_schema();
+// Old key path -> the path it moved to (accepted by apply_toml and apply_override).
+const std::vector<std::pair<std::string, std::string>>& renamed_keys();
 // The TOML text of one key's value in cfg (its default when cfg is default-constructed).
 std::string value_text(const run_config& cfg, const std::string& path);
 

@@ -8,12 +8,12 @@
 
 namespace zf {
 
-double lr_at(const train_config& t, int s) {
-  if (s < t.warmup) return t.lr * (s + 1) / t.warmup;
-  const double lr_min = t.lr * t.min_lr_ratio;
-  const double progress = double(s - t.warmup) / std::max(1, t.steps - t.warmup);
+double lr_at(const optimizer_config& o, const schedule_config& sc, int steps, int s) {
+  if (s < sc.warmup) return o.lr * (s + 1) / sc.warmup;
+  const double lr_min = o.lr * sc.min_lr_ratio;
+  const double progress = double(s - sc.warmup) / std::max(1, steps - sc.warmup);
   const double p = std::min(1.0, progress);
-  return lr_min + 0.5 * (t.lr - lr_min) * (1.0 + std::cos(std::numbers::pi * p));
+  return lr_min + 0.5 * (o.lr - lr_min) * (1.0 + std::cos(std::numbers::pi * p));
 }
 
 float clip_coefficient(double norm, double max_norm) {
@@ -32,12 +32,14 @@ void adamw::add(const param_layout& layout, std::size_t flat, const adamw_range&
   }
 }
 
-adamw::adamw(const param_layout& layout, std::size_t begin, std::size_t end, const train_config& t)
+adamw::adamw(const param_layout& layout, std::size_t begin, std::size_t end,
+             const optimizer_config& t)
     : begin_(begin), end_(end), t_(t), m_(end - begin), v_(end - begin) {
   add(layout, begin, {begin, begin, 0, end - begin});
 }
 
-adamw::adamw(const param_layout& layout, const std::vector<mapped>& ranges, const train_config& t)
+adamw::adamw(const param_layout& layout, const std::vector<mapped>& ranges,
+             const optimizer_config& t)
     : t_(t) {
   std::size_t moments = 0;
   for (auto& m : ranges) {

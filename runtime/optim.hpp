@@ -11,8 +11,13 @@
 
 namespace zf {
 
-// lr at 0-based step s: linear warm-up to lr over `warmup` steps, then cosine to lr*min_ratio.
-double lr_at(const train_config& t, int step);
+// lr at 0-based step s of `steps`: linear warm-up to o.lr over s.warmup steps, then cosine to
+// o.lr * s.min_lr_ratio at the last step.
+double lr_at(const optimizer_config& o, const schedule_config& s, int steps, int step);
+// The same for a run: its optimizer, schedule and train.steps.
+inline double lr_at(const run_config& c, int step) {
+  return lr_at(c.optimizer, c.schedule, c.train.steps, step);
+}
 
 // clip_grad_norm_'s coefficient: min(1, max_norm / (norm + 1e-6)); 1 when max_norm is 0.
 float clip_coefficient(double norm, double max_norm);
@@ -27,14 +32,14 @@ class adamw {
  public:
   // Owns moments for parameters [begin, end) of layout (in floats); params and grads passed to
   // step() are the full flat buffers.
-  adamw(const param_layout& layout, std::size_t begin, std::size_t end, const train_config& t);
+  adamw(const param_layout& layout, std::size_t begin, std::size_t end, const optimizer_config& o);
   // General form (ZeRO): ranges are split at tensor boundaries of layout to apply decay; `flat`
   // gives each range's position in the flat layout (for the decay mask).
   struct mapped {
     std::size_t flat;  // flat layout offset of the range's first float
     adamw_range r;
   };
-  adamw(const param_layout& layout, const std::vector<mapped>& ranges, const train_config& t);
+  adamw(const param_layout& layout, const std::vector<mapped>& ranges, const optimizer_config& o);
 
   // One update of every range with grads scaled by grad_scale; step is the 1-based optimizer
   // step (bias correction).
@@ -54,7 +59,7 @@ class adamw {
   void add(const param_layout& layout, std::size_t flat, const adamw_range& r);
   std::vector<span> spans_;  // ranges cut at tensor boundaries
   std::size_t begin_ = 0, end_ = 0;
-  train_config t_;
+  optimizer_config t_;
   fbuffer m_, v_;
 };
 

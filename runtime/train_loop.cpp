@@ -17,6 +17,17 @@ train_loop::train_loop(train_loop_options o, rank_group& ranks, batch_source& da
   if (local_ < 1) fail("train loop: no ranks");
 }
 
+train_loop_options loop_options_of(const run_config& c) {
+  train_loop_options o;
+  o.train = c.train;
+  o.optimizer = c.optimizer;
+  o.schedule = c.schedule;
+  o.checkpoint = c.checkpoint;
+  o.eval = c.eval;
+  o.zero_stage = c.zero.stage;
+  return o;
+}
+
 train_result train_loop::run() {
   const auto& t = o_.train;
   const int ranks = local_ * o_.process_world;  // global ranks
@@ -58,7 +69,7 @@ train_result train_loop::run() {
       const bool last = step + 1 == t.steps;
       const bool stopping =
           (o_.stop && o_.stop->load()) || (o_.stop_at_step > 0 && step + 1 >= o_.stop_at_step);
-      if (t.eval_every > 0 && ((step + 1) % t.eval_every == 0 || last)) {
+      if (o_.eval.every > 0 && ((step + 1) % o_.eval.every == 0 || last)) {
         m.val_loss = evaluate();
         r_.val_losses.emplace_back(step + 1, static_cast<float>(m.val_loss));
       }
@@ -80,7 +91,7 @@ train_result train_loop::run() {
 }
 
 bool train_loop::checkpoint_due(int done, bool last, bool stopping) const {
-  const int every = o_.train.checkpoint_every;
+  const int every = o_.checkpoint.every;
   return o_.checkpoints && (last || stopping || (every > 0 && done % every == 0));
 }
 
@@ -120,9 +131,9 @@ double train_loop::train_step(int step) {
   }
   grad_norm_ = std::sqrt(sq);
   if (!std::isfinite(loss) || !std::isfinite(grad_norm_))
-    fail("step {}: loss or gradient is not finite (loss {}); lower train.lr?", step + 1, loss);
-  const float coef = clip_coefficient(grad_norm_, t.grad_clip);
-  lr_ = lr_at(t, step);
+    fail("step {}: loss or gradient is not finite (loss {}); lower optimizer.lr?", step + 1, loss);
+  const float coef = clip_coefficient(grad_norm_, o_.optimizer.grad_clip);
+  lr_ = lr_at(o_.optimizer, o_.schedule, t.steps, step);
   ranks_.step(lr_, step + 1, coef);
   return loss;
 }
@@ -133,12 +144,12 @@ double train_loop::evaluate() {
   const int n = local_, pw = o_.process_world;
   double sum = 0;
   std::vector<batch_ptr> bs(n);
-  for (int i = 0; i < o_.train.eval_batches; ++i) {
+  for (int i = 0; i < o_.eval.batches; ++i) {
     for (int r = 0; r < n; ++r) bs[r] = data_.valid(int64_t(i) * n * pw + o_.process_rank * n + r);
     for (float l : ranks_.evaluate(bs)) sum += l;
   }
   if (pw > 1) sum = ranks_.all_sum(sum) / pw;
-  return sum / (double(o_.train.eval_batches) * n);
+  return sum / (double(o_.eval.batches) * n);
 }
 
 void train_loop::wait_for_writer() {

@@ -3,8 +3,8 @@
 // the gradients of every rank, runs grad_accum micro-batches (asking the data source
 // train.prefetch batches ahead per rank: credit-based prefetch), finishes the gradient
 // reduction, sums the ranks' squared-norm shares, clips, steps every rank with the scheduled lr,
-// reports the step, evaluates every eval_every steps (and after the last), and asks for a
-// checkpoint every checkpoint_every steps, after the last step and when stopping early. At most
+// reports the step, evaluates every eval.every steps (and after the last), and asks for a
+// checkpoint every checkpoint.every steps, after the last step and when stopping early. At most
 // one checkpoint write is in flight: the next snapshot waits for it (the credit that bounds
 // snapshot memory). It stops early, with a checkpoint, when *stop becomes true (Ctrl-C) or after
 // stop_at_step.
@@ -87,9 +87,13 @@ class train_sink {
 };
 
 struct train_loop_options {
-  train_config train;  // steps, batch, grad_accum, schedule, clipping, cadences, prefetch, seed
-  int zero_stage = 0;  // recorded in checkpoints
-  int start_step = 0;  // optimizer steps already done (resume)
+  train_config train;          // steps, batch, grad_accum, prefetch, seed
+  optimizer_config optimizer;  // grad_clip and the peak lr of the schedule
+  schedule_config schedule;
+  checkpoint_config checkpoint;  // every (keep is the writer's)
+  eval_config eval;
+  int zero_stage = 0;                       // recorded in checkpoints
+  int start_step = 0;                       // optimizer steps already done (resume)
   bool checkpoints = true;                  // false: never ask for one
   int process_rank = 0, process_world = 1;  // SPMD: this process among the group
   const std::atomic<bool>* stop = nullptr;  // true: stop after the current step
@@ -100,6 +104,9 @@ struct train_loop_options {
   // idle and hold that step's parameters (publishing weights to serving engines, RLHF's sync).
   std::function<void(int step)> after_step;
 };
+
+// A run's sections as the loop reads them (zero_stage from zero.stage; the rest left default).
+train_loop_options loop_options_of(const run_config& c);
 
 struct train_result {
   int first_step = 0, final_step = 0;             // optimizer steps completed at start and at end

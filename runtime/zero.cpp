@@ -69,10 +69,10 @@ struct zero_rank::grad_scatter : region_access {
   }
 };
 
-zero_rank::zero_rank(const model_spec& m, const train_config& t, int stage,
+zero_rank::zero_rank(const model_spec& m, const optimizer_config& t, int stage,
                      comm::communicator& comm)
     : spec_(m), stage_(stage), comm_(comm), part_(make_layout(m).regions, comm.world()) {
-  if (stage < 0 || stage > 3) fail("train.zero.stage: expected 0..3, got {}", stage);
+  if (stage < 0 || stage > 3) fail("zero.stage: expected 0..3, got {}", stage);
   model_ = std::make_unique<transformer>(m, stage < 3, stage < 2);
   const auto& layout = model_->layout();
   const int r = comm.rank();

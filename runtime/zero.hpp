@@ -66,7 +66,7 @@ class zero_rank {
  public:
   // comm is not owned and must outlive this object; all ranks construct with the same config.
   // Parameters start from the seed's initialisation (identical on every rank).
-  zero_rank(const model_spec& m, const train_config& t, int stage, comm::communicator& comm);
+  zero_rank(const model_spec& m, const optimizer_config& t, int stage, comm::communicator& comm);
   ~zero_rank();
 
   int stage() const { return stage_; }

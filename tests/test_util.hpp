@@ -97,15 +97,15 @@ inline std::vector<std::vector<double>> twin_logits_of_export(const std::string&
 template <class Metadata, class TrainConfig>
 void read_train_metadata(const Metadata& md, TrainConfig& t) {
   auto d = [&](const char* k) { return std::stod(md.at(k)); };
-  t.steps = std::stoi(md.at("steps"));
-  t.lr = d("lr");
-  t.warmup = std::stoi(md.at("warmup"));
-  t.min_lr_ratio = d("min_lr_ratio");
-  t.beta1 = d("beta1");
-  t.beta2 = d("beta2");
-  t.eps = d("eps");
-  t.weight_decay = d("weight_decay");
-  t.grad_clip = d("grad_clip");
+  t.train.steps = std::stoi(md.at("steps"));
+  t.optimizer.lr = d("lr");
+  t.schedule.warmup = std::stoi(md.at("warmup"));
+  t.schedule.min_lr_ratio = d("min_lr_ratio");
+  t.optimizer.beta1 = d("beta1");
+  t.optimizer.beta2 = d("beta2");
+  t.optimizer.eps = d("eps");
+  t.optimizer.weight_decay = d("weight_decay");
+  t.optimizer.grad_clip = d("grad_clip");
 }
 
 }  // namespace zf::testing

@@ -21,10 +21,10 @@ inline run_config small_config() {
   c.train.batch_size = 4;
   c.train.seq_len = 32;
   c.train.steps = 20;
-  c.train.warmup = 4;
-  c.train.lr = 3e-3;
-  c.train.eval_every = 0;
-  c.train.checkpoint_every = 5;
+  c.schedule.warmup = 4;
+  c.optimizer.lr = 3e-3;
+  c.eval.every = 0;
+  c.checkpoint.every = 5;
   c.train.sample_tokens = 0;
   c.train.threads = 1;
   c.data.data_dir = ZF_DATA_DIR;

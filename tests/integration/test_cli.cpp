@@ -18,8 +18,8 @@ namespace {
 // CLI flags for a model that trains in about a second.
 const std::string k_small =
     " --set model.n_layer=2 --set model.n_head=2 --set model.n_embd=32 --set model.n_positions=32"
-    " --set train.seq_len=32 --set train.batch_size=4 --set train.eval_every=5"
-    " --set train.eval_batches=2 --set train.checkpoint_every=5 --set train.sample_tokens=8"
+    " --set train.seq_len=32 --set train.batch_size=4 --set eval.every=5"
+    " --set eval.batches=2 --set checkpoint.every=5 --set train.sample_tokens=8"
     " --set train.threads=1 --set data.data_dir=" ZF_DATA_DIR;
 
 // Everything under dir, file by file, as (path, bytes) so a test can say "nothing changed".
@@ -46,9 +46,10 @@ TEST_CASE("cli: config prints TOML with every documented key") {
   temp_dir d("config");
   auto r = zeroflow("config --set train.steps=77", d.path);
   REQUIRE(r.code == 0);
-  for (const char* k :
-       {"[train]", "steps = 77", "batch_size", "seq_len", "lr", "seed", "checkpoint_every",
-        "eval_every", "[model]", "n_layer", "n_head", "n_embd", "[data]", "corpus"})
+  for (const char* k : {"[train]", "steps = 77",   "batch_size", "seq_len", "[optimizer]", "lr",
+                        "seed",    "[checkpoint]", "every",      "[eval]",  "[schedule]",  "warmup",
+                        "[zero]",  "stage",        "[model]",    "n_layer", "n_head",      "n_embd",
+                        "[data]",  "corpus",       "[engine]",   "[server]"})
     CHECK_MESSAGE(r.out.find(k) != std::string::npos, k);
   // and it is accepted back as a config file
   std::ofstream(d.path / "c.toml") << r.out;
@@ -115,7 +116,7 @@ TEST_CASE("cli: bad input gives one clear message and a non-zero exit") {
            bad{"train --set train.foo=1" + out, "unknown config key 'train.foo'"},
            bad{"train --config " + (d.path / "unknown.toml").string() + out,
                "unknown config key 'train.foo'"},
-           bad{"train --set train.lr=-1" + out, "train.lr: expected"},
+           bad{"train --set optimizer.lr=-1" + out, "optimizer.lr: expected"},
            bad{"train --config " + (d.path / "neg.toml").string() + out, "got -1"},
            bad{"train --set train.zero=x" + out, "unknown config key 'train.zero'"},
            bad{"train --set model.n_head=3" + out, "model.n_head"},
@@ -152,8 +153,8 @@ TEST_CASE("cli: a truncated token shard is refused by name") {
 TEST_CASE("cli: a corrupt checkpoint is refused and nothing on disk changes") {
   temp_dir d("corrupt");
   auto out = d.path / "run";
-  REQUIRE(zeroflow("train --set train.steps=10 --set train.keep_checkpoints=5" + k_small +
-                       " --out " + out.string(),
+  REQUIRE(zeroflow("train --set train.steps=10 --set checkpoint.keep=5" + k_small + " --out " +
+                       out.string(),
                    d.path)
               .code == 0);
   auto model = out / "checkpoints" / "step-000010" / "rank-00000.bin";

@@ -21,7 +21,7 @@ namespace {
 const std::string k_args =
     " --set model.n_layer=2 --set model.n_head=2 --set model.n_embd=64 --set model.n_positions=32"
     " --set train.seq_len=32 --set train.batch_size=2 --set train.threads=1"
-    " --set train.eval_every=0 --set train.checkpoint_every=1 --set train.keep_checkpoints=2"
+    " --set eval.every=0 --set checkpoint.every=1 --set checkpoint.keep=2"
     " --set train.sample_tokens=0 --set data.data_dir=" ZF_DATA_DIR;
 
 pid_t spawn_train(const fs::path& out, bool resume, const fs::path& log) {

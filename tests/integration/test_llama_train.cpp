@@ -30,8 +30,8 @@ TEST_CASE("llama train: ZeRO-3 on 2 threads and on 2 Gloo processes give the one
       " --set model.arch=llama --set model.n_kv_head=2 --set model.n_head=4"
       " --set model.tied_head=false --set model.n_layer=2 --set model.n_embd=32"
       " --set model.n_positions=32 --set train.seq_len=32 --set train.steps=12"
-      " --set train.warmup=2 --set train.lr=3e-3 --set train.eval_every=0"
-      " --set train.checkpoint_every=12 --set train.sample_tokens=0 --set train.threads=1"
+      " --set schedule.warmup=2 --set optimizer.lr=3e-3 --set eval.every=0"
+      " --set checkpoint.every=12 --set train.sample_tokens=0 --set train.threads=1"
       " --set data.data_dir=" ZF_DATA_DIR;
   auto one = zeroflow(
       "train --set train.batch_size=4" + common + " --out " + (d.path / "one").string(), d.path);
@@ -40,8 +40,8 @@ TEST_CASE("llama train: ZeRO-3 on 2 threads and on 2 Gloo processes give the one
   const auto ref = losses(d.path / "one" / "metrics.jsonl");
   REQUIRE(ref.size() == 12);
   CHECK(ref.back() < ref.front());
-  const std::string threads = "train --set train.ranks=2 --set train.zero.stage=3";
-  const std::string procs = "launch --nproc 2 -- train --set train.zero.stage=3";
+  const std::string threads = "train --set train.ranks=2 --set zero.stage=3";
+  const std::string procs = "launch --nproc 2 -- train --set zero.stage=3";
   for (const std::string& how : {threads, procs}) {
     CAPTURE(how);
     auto out = d.path / (how == threads ? "threads" : "procs");

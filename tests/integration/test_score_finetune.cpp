@@ -119,7 +119,7 @@ TEST_CASE("cli: train --init-hf fine-tunes a Llama folder; its export serves and
   auto r = zeroflow("train --init-hf " + k_hf + "tiny-llama --out " + run.string() +
                         " --set data.corpus=" + (d.path / "corpus.txt").string() +
                         " --set train.steps=24 --set train.seq_len=32 --set train.batch_size=4"
-                        " --set train.lr=3e-3 --set train.warmup=2 --set train.eval_every=12"
+                        " --set optimizer.lr=3e-3 --set schedule.warmup=2 --set eval.every=12"
                         " --set train.threads=1 --set train.sample_tokens=8 --quiet",
                     d.path);
   INFO(r.out);

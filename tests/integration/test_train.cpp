@@ -71,10 +71,10 @@ TEST_CASE("train: validation loss falls well below its start and metrics are wri
   c.train.seq_len = 64;
   c.train.batch_size = 8;
   c.train.steps = 60;
-  c.train.lr = 1e-2;
-  c.train.warmup = 5;
-  c.train.eval_every = 20;
-  c.train.eval_batches = 4;
+  c.optimizer.lr = 1e-2;
+  c.schedule.warmup = 5;
+  c.eval.every = 20;
+  c.eval.batches = 4;
   c.train.threads = 0;
   auto r = quiet_pretrain(c).run(quiet_opts(d.path));
   REQUIRE(r.val_losses.size() == 3);

@@ -38,8 +38,8 @@ TEST_CASE("zero train: stages 0-3 with 1, 2 and 4 ranks give the one-rank losses
   temp_dir d("zero-eq");
   run_config c = small_config();
   c.train.steps = 20;
-  c.train.eval_every = 10;
-  c.train.eval_batches = 2;
+  c.eval.every = 10;
+  c.eval.batches = 2;
   auto ref = run(c, 1, 0, d.path / "ref");
   REQUIRE(ref.losses.size() == 20);
   for (int stage : {0, 1, 2, 3})
@@ -112,8 +112,8 @@ TEST_CASE("zero train: 2 processes over Gloo follow the one-rank losses") {
   const std::string common =
       " --set model.n_layer=2 --set model.n_head=2 --set model.n_embd=32"
       " --set model.n_positions=32 --set train.seq_len=32 --set train.steps=20"
-      " --set train.warmup=4 --set train.lr=3e-3 --set train.eval_every=10"
-      " --set train.eval_batches=2 --set train.checkpoint_every=10 --set train.sample_tokens=0"
+      " --set schedule.warmup=4 --set optimizer.lr=3e-3 --set eval.every=10"
+      " --set eval.batches=2 --set checkpoint.every=10 --set train.sample_tokens=0"
       " --set train.threads=1 --set data.data_dir=" ZF_DATA_DIR;
   auto losses = [](const std::filesystem::path& metrics) {
     std::vector<double> v;
@@ -132,8 +132,8 @@ TEST_CASE("zero train: 2 processes over Gloo follow the one-rank losses") {
     CAPTURE(stage);
     auto out = d.path / ("two" + std::to_string(stage));
     auto two = zf::testing::zeroflow("launch --nproc 2 -- train --set train.batch_size=2" + common +
-                                         " --set train.zero.stage=" + std::to_string(stage) +
-                                         " --out " + out.string(),
+                                         " --set zero.stage=" + std::to_string(stage) + " --out " +
+                                         out.string(),
                                      d.path);
     INFO(two.out);
     REQUIRE(two.code == 0);
@@ -187,7 +187,7 @@ TEST_CASE("zero train: a rank killed mid-run stops the launch with a message nam
                     std::to_string(port) +
                     " -- train --set train.steps=3000 --set model.n_layer=2 --set model.n_head=2"
                     " --set model.n_embd=32 --set model.n_positions=32 --set train.seq_len=32"
-                    " --set train.batch_size=2 --set train.threads=1 --set train.eval_every=0"
+                    " --set train.batch_size=2 --set train.threads=1 --set eval.every=0"
                     " --set data.data_dir=" ZF_DATA_DIR " --out " +
                     (d.path / "run").string() + " > " + log.string() + " 2>&1; echo $? > " +
                     (d.path / "rc").string() + ") &";

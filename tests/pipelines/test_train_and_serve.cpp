@@ -75,10 +75,10 @@ TEST_CASE("train and serve: each pushed version answers as a fresh engine on tha
   testing::temp_dir d("tas");
   run_config cfg;
   cfg.model.n_layer = 2, cfg.model.n_head = 2, cfg.model.n_embd = 32, cfg.model.n_positions = 32;
-  cfg.train.steps = 15, cfg.train.batch_size = 4, cfg.train.seq_len = 32, cfg.train.warmup = 2;
-  cfg.train.lr = 3e-3, cfg.train.eval_every = 0, cfg.train.sample_tokens = 0;
-  cfg.train.checkpoint_every = 5, cfg.train.threads = 1, cfg.train.ranks = 2;
-  cfg.train.zero_stage = 3;  // the pushed weights are gathered from both ranks' shards
+  cfg.train.steps = 15, cfg.train.batch_size = 4, cfg.train.seq_len = 32, cfg.schedule.warmup = 2;
+  cfg.optimizer.lr = 3e-3, cfg.eval.every = 0, cfg.train.sample_tokens = 0;
+  cfg.checkpoint.every = 5, cfg.train.threads = 1, cfg.train.ranks = 2;
+  cfg.zero.stage = 3;  // the pushed weights are gathered from both ranks' shards
   cfg.data.data_dir = ZF_DATA_DIR;
   run_options o;
   o.out = d.path / "run";

@@ -37,12 +37,12 @@ TEST_CASE("config: to_toml round-trips through apply_toml") {
   a.model.n_positions = 96;
   a.model.vocab_size = 1000;
   a.train.steps = 1234;
-  a.train.lr = 3.7e-4;
-  a.train.min_lr_ratio = 0.25;
-  a.train.eps = 1e-10;
-  a.train.beta2 = 0.999;
-  a.train.grad_clip = 0.0;
-  a.train.weight_decay = 10.0;  // a whole-number double must still read back as a float
+  a.optimizer.lr = 3.7e-4;
+  a.schedule.min_lr_ratio = 0.25;
+  a.optimizer.eps = 1e-10;
+  a.optimizer.beta2 = 0.999;
+  a.optimizer.grad_clip = 0.0;
+  a.optimizer.weight_decay = 10.0;  // a whole-number double must still read back as a float
   a.train.seed = 42;
   a.train.seq_len = 96;
   a.data.corpus = "dir with space/my \"quoted\" corpus\\x.txt";
@@ -57,10 +57,10 @@ TEST_CASE("config: to_toml round-trips through apply_toml") {
   CHECK(b.model.n_layer == 3);
   CHECK(b.model.n_embd == 64);
   CHECK(b.train.steps == 1234);
-  CHECK(b.train.lr == a.train.lr);  // exact: fmt prints the shortest round-trip form
-  CHECK(b.train.eps == a.train.eps);
-  CHECK(b.train.weight_decay == 10.0);
-  CHECK(b.train.grad_clip == 0.0);
+  CHECK(b.optimizer.lr == a.optimizer.lr);  // exact: fmt prints the shortest round-trip form
+  CHECK(b.optimizer.eps == a.optimizer.eps);
+  CHECK(b.optimizer.weight_decay == 10.0);
+  CHECK(b.optimizer.grad_clip == 0.0);
   CHECK(b.train.seed == 42);
   CHECK(b.data.corpus == a.data.corpus);
   CHECK(b.data.data_dir == a.data.data_dir);
@@ -68,10 +68,10 @@ TEST_CASE("config: to_toml round-trips through apply_toml") {
 
   // The defaults round-trip too.
   zf::run_config d, e;
-  e.train.lr = 1;  // make sure apply_toml really overwrites
+  e.optimizer.lr = 1;  // make sure apply_toml really overwrites
   zf::apply_toml(e, zf::to_toml(d), "defaults.toml");
   CHECK(zf::to_toml(e) == zf::to_toml(d));
-  CHECK(e.train.lr == d.train.lr);
+  CHECK(e.optimizer.lr == d.optimizer.lr);
 }
 
 TEST_CASE("config: a seed above 2^53 survives --set and the TOML round trip") {
@@ -105,10 +105,10 @@ TEST_CASE("config: unknown TOML key names the key and the source") {
 
 TEST_CASE("config: out-of-range value names key, range and the given value") {
   zf::run_config cfg;
-  auto msg = error_of([&] { zf::apply_toml(cfg, "[train]\nlr = -1\n", "lr.toml"); });
-  CHECK(contains(msg, "train.lr: expected"));
+  auto msg = error_of([&] { zf::apply_toml(cfg, "[optimizer]\nlr = -1\n", "lr.toml"); });
+  CHECK(contains(msg, "optimizer.lr: expected"));
   CHECK(contains(msg, "got -1"));
-  CHECK(cfg.train.lr == zf::train_config{}.lr);  // not applied
+  CHECK(cfg.optimizer.lr == zf::optimizer_config{}.lr);  // not applied
 
   msg = error_of([&] { zf::apply_toml(cfg, "[model]\nn_layer = 0\n", "layers.toml"); });
   CHECK(contains(msg, "model.n_layer: expected 1..256, got 0"));
@@ -123,22 +123,22 @@ TEST_CASE("config: out-of-range value names key, range and the given value") {
 TEST_CASE("config: NaN is refused for a float key") {
   // Regression test (bug fixed): (runtime/config.cpp, check_range): `v < k.lo || v > k.hi` is false
   // for NaN, so
-  // `--set train.lr=nan` (from_chars accepts "nan") and TOML `lr = nan` are accepted, and
+  // `--set optimizer.lr=nan` (from_chars accepts "nan") and TOML `lr = nan` are accepted, and
   // validate() passes a NaN lr. Fix: `if (!(v >= k.lo && v <= k.hi)) fail(...)`.
   zf::run_config cfg;
-  auto msg = error_of([&] { zf::apply_override(cfg, "train.lr=nan"); });
-  CHECK(contains(msg, "train.lr"));
+  auto msg = error_of([&] { zf::apply_override(cfg, "optimizer.lr=nan"); });
+  CHECK(contains(msg, "optimizer.lr"));
   zf::run_config t;
-  msg = error_of([&] { zf::apply_toml(t, "[train]\nlr = nan\n", "nan.toml"); });
-  CHECK(contains(msg, "train.lr"));
+  msg = error_of([&] { zf::apply_toml(t, "[optimizer]\nlr = nan\n", "nan.toml"); });
+  CHECK(contains(msg, "optimizer.lr"));
   zf::run_config direct;
-  direct.train.weight_decay = std::nan("");
+  direct.optimizer.weight_decay = std::nan("");
   msg = error_of([&] { zf::validate(direct); });
-  CHECK(contains(msg, "train.weight_decay"));
+  CHECK(contains(msg, "optimizer.weight_decay"));
   // infinity is refused (this part works)
   zf::run_config inf;
-  msg = error_of([&] { zf::apply_override(inf, "train.lr=inf"); });
-  CHECK(contains(msg, "train.lr: expected"));
+  msg = error_of([&] { zf::apply_override(inf, "optimizer.lr=inf"); });
+  CHECK(contains(msg, "optimizer.lr: expected"));
 }
 
 TEST_CASE("config: wrong TOML type names the key") {
@@ -153,13 +153,13 @@ TEST_CASE("config: wrong TOML type names the key") {
   CHECK(contains(msg, "data.corpus"));
   CHECK(contains(msg, "string"));
 
-  msg = error_of([&] { zf::apply_toml(cfg, "[train]\nlr = \"fast\"\n", "f.toml"); });
-  CHECK(contains(msg, "train.lr"));
+  msg = error_of([&] { zf::apply_toml(cfg, "[optimizer]\nlr = \"fast\"\n", "f.toml"); });
+  CHECK(contains(msg, "optimizer.lr"));
   CHECK(contains(msg, "number"));
 
   // an integer is fine for a float key
-  zf::apply_toml(cfg, "[train]\nlr = 1\n", "i.toml");
-  CHECK(cfg.train.lr == 1.0);
+  zf::apply_toml(cfg, "[optimizer]\nlr = 1\n", "i.toml");
+  CHECK(cfg.optimizer.lr == 1.0);
 }
 
 TEST_CASE("config: an integer key refuses a fractional value") {
@@ -175,8 +175,8 @@ TEST_CASE("config: an integer key refuses a fractional value") {
 
 TEST_CASE("config: --set overrides") {
   zf::run_config cfg;
-  zf::apply_override(cfg, "train.lr=1e-3");
-  CHECK(cfg.train.lr == 1e-3);
+  zf::apply_override(cfg, "optimizer.lr=1e-3");
+  CHECK(cfg.optimizer.lr == 1e-3);
   zf::apply_override(cfg, "model.n_layer=7");
   CHECK(cfg.model.n_layer == 7);
   zf::apply_override(cfg, "data.corpus=\"my file.txt\"");  // surrounding quotes are dropped
@@ -189,12 +189,12 @@ TEST_CASE("config: --set overrides") {
   auto msg = error_of([&] { zf::apply_override(cfg, "train.steps=abc"); });
   CHECK(contains(msg, "train.steps"));
   CHECK(contains(msg, "'abc'"));
-  msg = error_of([&] { zf::apply_override(cfg, "train.lr=1e-3x"); });  // trailing garbage
-  CHECK(contains(msg, "train.lr"));
+  msg = error_of([&] { zf::apply_override(cfg, "optimizer.lr=1e-3x"); });  // trailing garbage
+  CHECK(contains(msg, "optimizer.lr"));
   CHECK(contains(msg, "'1e-3x'"));
-  CHECK(cfg.train.lr == 1e-3);
+  CHECK(cfg.optimizer.lr == 1e-3);
 
-  msg = error_of([&] { zf::apply_override(cfg, "train.lr"); });
+  msg = error_of([&] { zf::apply_override(cfg, "optimizer.lr"); });
   CHECK(contains(msg, "expected key=value"));
   msg = error_of([&] { zf::apply_override(cfg, "=5"); });
   CHECK(contains(msg, "expected key=value"));
@@ -204,9 +204,9 @@ TEST_CASE("config: --set overrides") {
   CHECK(contains(msg, "--set"));
 
   // load_config applies overrides after the defaults and validates the result
-  auto loaded = zf::load_config("", {"train.steps=10", "train.warmup=2"});
+  auto loaded = zf::load_config("", {"train.steps=10", "schedule.warmup=2"});
   CHECK(loaded.train.steps == 10);
-  CHECK(loaded.train.warmup == 2);
+  CHECK(loaded.schedule.warmup == 2);
   msg = error_of([&] { zf::load_config("", {"model.n_head=3"}); });
   CHECK(contains(msg, "model.n_head"));
 }
@@ -320,4 +320,35 @@ TEST_CASE("config: a Llama spec from model keys and back") {
   cfg.model.arch = "gpt2";
   msg = error_of([&] { zf::validate(cfg); });
   CHECK(contains(msg, "gpt2 has no grouped-query attention"));
+}
+
+TEST_CASE("config: keys that moved are read under their old paths, written under the new") {
+  // Config files and checkpoints written before the split of `train` name train.lr,
+  // train.zero.stage, ...; they must still load (resume reads a checkpoint's own TOML).
+  zf::run_config cfg;
+  zf::apply_toml(cfg,
+                 "[train]\nlr = 0.5\nwarmup = 3\ncheckpoint_every = 7\nkeep_checkpoints = 4\n"
+                 "eval_every = 9\neval_batches = 2\ngrad_clip = 0.25\nzero.stage = 2\n",
+                 "old.toml");
+  CHECK(cfg.optimizer.lr == 0.5);
+  CHECK(cfg.schedule.warmup == 3);
+  CHECK(cfg.checkpoint.every == 7);
+  CHECK(cfg.checkpoint.keep == 4);
+  CHECK(cfg.eval.every == 9);
+  CHECK(cfg.eval.batches == 2);
+  CHECK(cfg.optimizer.grad_clip == 0.25);
+  CHECK(cfg.zero.stage == 2);
+  zf::apply_override(cfg, "train.beta2=0.99");
+  CHECK(cfg.optimizer.beta2 == 0.99);
+  // errors name the key's current path
+  CHECK(contains(error_of([&] { zf::apply_override(cfg, "train.lr=-1"); }), "optimizer.lr"));
+  // every old path leads to a key of the schema, and none is written back
+  const std::string text = zf::to_toml(cfg);
+  for (auto& [old_path, now] : zf::renamed_keys()) {
+    CAPTURE(old_path);
+    CHECK(zf::value_text(cfg, old_path) == zf::value_text(cfg, now));
+    CHECK(text.find(now.substr(now.find('.') + 1)) != std::string::npos);
+  }
+  CHECK(text.find("[optimizer]") != std::string::npos);
+  CHECK(text.find("checkpoint_every") == std::string::npos);
 }

@@ -22,7 +22,7 @@ const char* k_llama_tied = ZF_SOURCE_DIR "/tests/golden/llama_small_tied.safeten
 struct golden {
   zf::storage::safetensors_file f;
   zf::model_config m;
-  zf::train_config t;
+  zf::run_config t;
   int B = 0, T = 0, steps = 0;
   std::vector<int> ids;  // [steps, B, T+1]
   explicit golden(const char* path = k_golden) : f(zf::storage::safetensors_file::open(path)) {
@@ -127,7 +127,7 @@ TEST_CASE(
       CAPTURE(accum);
       zf::transformer model(g.m);
       g.load_weights(model);
-      zf::adamw opt(model.layout(), 0, model.layout().total, g.t);
+      zf::adamw opt(model.layout(), 0, model.layout().total, g.t.optimizer);
       std::vector<int> in, tg;
       for (int s = 0; s < g.steps; ++s) {
         model.zero_grad();
@@ -140,7 +140,7 @@ TEST_CASE(
         double norm =
             std::sqrt(zf::kernels::sum_squares(model.grads().data(), model.layout().total));
         opt.step(model.params().data(), model.grads().data(), zf::lr_at(g.t, s), s + 1,
-                 zf::clip_coefficient(norm, g.t.grad_clip));
+                 zf::clip_coefficient(norm, g.t.optimizer.grad_clip));
         INFO("step " << s << " loss " << loss << " ref " << ref_losses[s]);
         CHECK(std::abs(loss - ref_losses[s]) <= 1e-5 * std::abs(ref_losses[s]));
       }

@@ -12,12 +12,12 @@
 
 namespace {
 
-zf::train_config schedule(int steps, int warmup) {
-  zf::train_config t;
-  t.lr = 1e-2;
-  t.min_lr_ratio = 0.1;
-  t.steps = steps;
-  t.warmup = warmup;
+zf::run_config schedule(int steps, int warmup) {
+  zf::run_config t;
+  t.optimizer.lr = 1e-2;
+  t.schedule.min_lr_ratio = 0.1;
+  t.train.steps = steps;
+  t.schedule.warmup = warmup;
   return t;
 }
 
@@ -35,51 +35,53 @@ zf::param_layout two_tensor_layout() {
 
 TEST_CASE("optim: lr_at warm-up is linear and reaches lr at step warmup-1") {
   auto t = schedule(100, 10);
-  for (int s = 0; s < t.warmup; ++s) {
+  for (int s = 0; s < t.schedule.warmup; ++s) {
     CAPTURE(s);
-    CHECK(zf::lr_at(t, s) == doctest::Approx(t.lr * (s + 1) / t.warmup).epsilon(1e-12));
+    CHECK(zf::lr_at(t, s) ==
+          doctest::Approx(t.optimizer.lr * (s + 1) / t.schedule.warmup).epsilon(1e-12));
   }
   CHECK(zf::lr_at(t, 0) == doctest::Approx(1e-3));
-  CHECK(zf::lr_at(t, t.warmup - 1) == doctest::Approx(t.lr).epsilon(1e-12));
-  CHECK(zf::lr_at(t, t.warmup) == doctest::Approx(t.lr).epsilon(1e-12));  // cosine starts at lr
+  CHECK(zf::lr_at(t, t.schedule.warmup - 1) == doctest::Approx(t.optimizer.lr).epsilon(1e-12));
+  CHECK(zf::lr_at(t, t.schedule.warmup) ==
+        doctest::Approx(t.optimizer.lr).epsilon(1e-12));  // cosine starts at lr
 
   auto none = schedule(50, 0);  // no warm-up: the first step already uses lr
-  CHECK(zf::lr_at(none, 0) == doctest::Approx(none.lr).epsilon(1e-12));
+  CHECK(zf::lr_at(none, 0) == doctest::Approx(none.optimizer.lr).epsilon(1e-12));
 }
 
 TEST_CASE("optim: lr_at cosine decays monotonically to lr times min_lr_ratio") {
   auto t = schedule(100, 10);
-  const double lr_min = t.lr * t.min_lr_ratio;
-  for (int s = t.warmup + 1; s <= t.steps; ++s) {
+  const double lr_min = t.optimizer.lr * t.schedule.min_lr_ratio;
+  for (int s = t.schedule.warmup + 1; s <= t.train.steps; ++s) {
     CAPTURE(s);
     CHECK(zf::lr_at(t, s) < zf::lr_at(t, s - 1));
     CHECK(zf::lr_at(t, s) >= lr_min);
   }
   // Half way through the decay the cosine is at its midpoint.
-  CHECK(zf::lr_at(t, 55) == doctest::Approx(0.5 * (t.lr + lr_min)).epsilon(1e-12));
+  CHECK(zf::lr_at(t, 55) == doctest::Approx(0.5 * (t.optimizer.lr + lr_min)).epsilon(1e-12));
   // The schedule (like the PyTorch twin in tests/golden/gen_golden.py) divides by
   // steps - warmup, so it reaches lr_min at s == steps; the last 0-based step (steps - 1) is one
   // cosine increment above it.
-  CHECK(zf::lr_at(t, t.steps) == doctest::Approx(lr_min).epsilon(1e-12));
-  const double last = zf::lr_at(t, t.steps - 1);
+  CHECK(zf::lr_at(t, t.train.steps) == doctest::Approx(lr_min).epsilon(1e-12));
+  const double last = zf::lr_at(t, t.train.steps - 1);
   const double expect_last =
-      lr_min +
-      0.5 * (t.lr - lr_min) *
-          (1 + std::cos(std::numbers::pi * (t.steps - 1 - t.warmup) / (t.steps - t.warmup)));
+      lr_min + 0.5 * (t.optimizer.lr - lr_min) *
+                   (1 + std::cos(std::numbers::pi * (t.train.steps - 1 - t.schedule.warmup) /
+                                 (t.train.steps - t.schedule.warmup)));
   CHECK(last == doctest::Approx(expect_last).epsilon(1e-12));
   CHECK(last > lr_min);
   CHECK(last < lr_min * 1.01);
   // past the end it stays at the floor
-  CHECK(zf::lr_at(t, t.steps + 50) == doctest::Approx(lr_min).epsilon(1e-12));
+  CHECK(zf::lr_at(t, t.train.steps + 50) == doctest::Approx(lr_min).epsilon(1e-12));
 
   // min_lr_ratio 0 decays to zero; steps == warmup does not divide by zero
   auto z = schedule(20, 5);
-  z.min_lr_ratio = 0;
+  z.schedule.min_lr_ratio = 0;
   CHECK(zf::lr_at(z, 20) == doctest::Approx(0.0));
   auto w = schedule(5, 5);
-  CHECK(zf::lr_at(w, 4) == doctest::Approx(w.lr));
+  CHECK(zf::lr_at(w, 4) == doctest::Approx(w.optimizer.lr));
   CHECK(std::isfinite(zf::lr_at(w, 5)));
-  CHECK(zf::lr_at(w, 6) == doctest::Approx(w.lr * w.min_lr_ratio));
+  CHECK(zf::lr_at(w, 6) == doctest::Approx(w.optimizer.lr * w.schedule.min_lr_ratio));
 }
 
 TEST_CASE("optim: clip_coefficient") {
@@ -94,10 +96,10 @@ TEST_CASE("optim: clip_coefficient") {
 
 TEST_CASE("optim: adamw applies weight decay only where the layout says so") {
   const auto L = two_tensor_layout();
-  zf::train_config t;
-  t.weight_decay = 0.1;
+  zf::run_config t;
+  t.optimizer.weight_decay = 0.1;
   const double lr = 0.01;
-  zf::adamw opt(L, 0, L.total, t);
+  zf::adamw opt(L, 0, L.total, t.optimizer);
   CHECK(opt.m().size() == L.total);
   CHECK(opt.v().size() == L.total);
 
@@ -107,7 +109,8 @@ TEST_CASE("optim: adamw applies weight decay only where the layout says so") {
   opt.step(p.data(), g.data(), lr, 1, 1.0f);
   for (std::size_t i = 0; i < 13; ++i) {  // the matrix: p - lr*wd*p, nothing else (zero grad)
     CAPTURE(i);
-    CHECK(p[i] == doctest::Approx(before[i] - lr * t.weight_decay * before[i]).epsilon(1e-7));
+    CHECK(p[i] ==
+          doctest::Approx(before[i] - lr * t.optimizer.weight_decay * before[i]).epsilon(1e-7));
     CHECK(p[i] != before[i]);
   }
   for (std::size_t i = 13; i < 18; ++i) {  // the bias: untouched, bit for bit
@@ -122,8 +125,8 @@ TEST_CASE("optim: adamw applies weight decay only where the layout says so") {
 
 TEST_CASE("optim: adamw over a slice of the buffer touches only that slice") {
   const auto L = two_tensor_layout();
-  zf::train_config t;
-  t.weight_decay = 0.1;
+  zf::run_config t;
+  t.optimizer.weight_decay = 0.1;
   std::vector<float> p(L.total), g(L.total);
   for (std::size_t i = 0; i < p.size(); ++i) {
     p[i] = 0.1f * float(i + 1);
@@ -131,8 +134,8 @@ TEST_CASE("optim: adamw over a slice of the buffer touches only that slice") {
   }
   // One optimizer over everything vs two shards [0, 9) and [9, 18) (the cut is inside "w").
   auto full = p, sharded = p;
-  zf::adamw all(L, 0, L.total, t);
-  zf::adamw lo(L, 0, 9, t), hi(L, 9, L.total, t);
+  zf::adamw all(L, 0, L.total, t.optimizer);
+  zf::adamw lo(L, 0, 9, t.optimizer), hi(L, 9, L.total, t.optimizer);
   CHECK(lo.m().size() == 9);
   CHECK(hi.m().size() == 9);
   CHECK(hi.begin() == 9);
@@ -148,7 +151,7 @@ TEST_CASE("optim: adamw over a slice of the buffer touches only that slice") {
 
   // A shard [5, 15) (crossing the w/b boundary) leaves everything outside it alone.
   auto q = p;
-  zf::adamw mid(L, 5, 15, t);
+  zf::adamw mid(L, 5, 15, t.optimizer);
   mid.step(q.data(), g.data(), 1e-2, 1, 1.0f);
   for (std::size_t i = 0; i < L.total; ++i) {
     CAPTURE(i);
@@ -159,7 +162,7 @@ TEST_CASE("optim: adamw over a slice of the buffer touches only that slice") {
   }
   // and it matches the full optimizer's first step inside the slice
   auto r = p;
-  zf::adamw one(L, 0, L.total, t);
+  zf::adamw one(L, 0, L.total, t.optimizer);
   one.step(r.data(), g.data(), 1e-2, 1, 1.0f);
   for (std::size_t i = 5; i < 15; ++i) CHECK(q[i] == r[i]);
 }

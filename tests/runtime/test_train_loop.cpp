@@ -31,18 +31,18 @@ model_config small_model() {
   return m;
 }
 
-train_config small_train() {
-  train_config t;
-  t.steps = 6;
-  t.batch_size = 4;  // per rank
-  t.seq_len = k_t;
-  t.lr = 1e-2;
-  t.warmup = 2;
-  t.weight_decay = 0.1;
-  t.grad_clip = 1.0;
-  t.eval_every = 0;
-  t.checkpoint_every = 0;
-  t.prefetch = 2;
+run_config small_train() {
+  run_config t;
+  t.train.steps = 6;
+  t.train.batch_size = 4;  // per rank
+  t.train.seq_len = k_t;
+  t.optimizer.lr = 1e-2;
+  t.schedule.warmup = 2;
+  t.optimizer.weight_decay = 0.1;
+  t.optimizer.grad_clip = 1.0;
+  t.eval.every = 0;
+  t.checkpoint.every = 0;
+  t.train.prefetch = 2;
   return t;
 }
 
@@ -124,11 +124,10 @@ std::vector<float> initial_params() {
 struct ranks_fixture {
   std::vector<std::unique_ptr<comm::communicator>> comms;
   std::vector<std::unique_ptr<zero_rank>> ranks;
-  ranks_fixture(int world, int stage, const train_config& t)
-      : comms(comm::make_local_group(world)) {
+  ranks_fixture(int world, int stage, const run_config& t) : comms(comm::make_local_group(world)) {
     const auto init = initial_params();
     for (auto& c : comms) {
-      ranks.push_back(std::make_unique<zero_rank>(spec_of(small_model()), t, stage, *c));
+      ranks.push_back(std::make_unique<zero_rank>(spec_of(small_model()), t.optimizer, stage, *c));
       ranks.back()->import_state(init.data(), nullptr, nullptr);
     }
   }
@@ -139,28 +138,27 @@ struct ranks_fixture {
   }
 };
 
-train_loop_options options(const train_config& t, int stage = 0) {
-  train_loop_options o;
-  o.train = t;
+train_loop_options options(const run_config& t, int stage = 0) {
+  train_loop_options o = loop_options_of(t);
   o.zero_stage = stage;
   return o;
 }
 
 // `world` thread ranks with batch_size = global_rows / world each.
-train_result run(int world, int stage, train_config t, recording_sink& sink,
+train_result run(int world, int stage, run_config t, recording_sink& sink,
                  memory_source* src = nullptr, int global_rows = 4) {
-  t.batch_size = global_rows / world;
+  t.train.batch_size = global_rows / world;
   ranks_fixture f(world, stage, t);
   local_rank_group g(f.ptrs());
-  memory_source own(t.batch_size);
+  memory_source own(t.train.batch_size);
   return train_loop(options(t, stage), g, src ? *src : own, sink).run();
 }
 
 // The loop's arithmetic written out on one zero_rank, micro-batches accumulated.
 std::vector<float> direct_losses(int steps, int rows, int accum) {
-  const train_config t = small_train();
+  const run_config t = small_train();
   auto comms = comm::make_local_group(1);
-  zero_rank z(spec_of(small_model()), t, 0, *comms[0]);
+  zero_rank z(spec_of(small_model()), t.optimizer, 0, *comms[0]);
   const auto init = initial_params();
   z.import_state(init.data(), nullptr, nullptr);
   std::vector<float> out;
@@ -173,7 +171,7 @@ std::vector<float> direct_losses(int steps, int rows, int accum) {
     }
     z.reduce_gradients();
     const double norm = std::sqrt(z.grad_sq_norm());
-    z.step(lr_at(t, s), s + 1, clip_coefficient(norm, t.grad_clip));
+    z.step(lr_at(t, s), s + 1, clip_coefficient(norm, t.optimizer.grad_clip));
     out.push_back(static_cast<float>(loss / accum));
   }
   return out;
@@ -192,31 +190,31 @@ void check_close(const std::vector<float>& a, const std::vector<float>& b) {
 TEST_CASE("train loop: one rank gives exactly the losses of a direct zero_rank loop") {
   for (int accum : {1, 2}) {
     CAPTURE(accum);
-    train_config t = small_train();
-    t.grad_accum = accum;
+    run_config t = small_train();
+    t.train.grad_accum = accum;
     recording_sink sink;
     auto r = run(1, 0, t, sink);
     CHECK(r.error.empty());
-    CHECK(r.losses == direct_losses(t.steps, 4, accum));  // bit for bit
+    CHECK(r.losses == direct_losses(t.train.steps, 4, accum));  // bit for bit
     CHECK(r.first_step == 0);
-    CHECK(r.final_step == t.steps);
+    CHECK(r.final_step == t.train.steps);
     CHECK_FALSE(r.interrupted);
-    REQUIRE(sink.ms.size() == std::size_t(t.steps));
-    for (int s = 0; s < t.steps; ++s) {
+    REQUIRE(sink.ms.size() == std::size_t(t.train.steps));
+    for (int s = 0; s < t.train.steps; ++s) {
       CHECK(sink.ms[s].step == s + 1);
       CHECK(sink.ms[s].loss == doctest::Approx(r.losses[s]));
       CHECK(sink.ms[s].lr == doctest::Approx(lr_at(t, s)));
       CHECK(sink.ms[s].tokens == int64_t(s + 1) * 4 * k_t * accum);
       CHECK(sink.ms[s].val_loss < 0);
     }
-    REQUIRE(sink.reqs.size() == 1);  // checkpoint_every 0: only the last step
-    CHECK(sink.reqs[0]->step == t.steps);
+    REQUIRE(sink.reqs.size() == 1);  // checkpoint.every 0: only the last step
+    CHECK(sink.reqs[0]->step == t.train.steps);
     CHECK(sink.flushes == 1);
   }
 }
 
 TEST_CASE("train loop: 1 and 2 ranks at every stage, and 2 processes, give the same losses") {
-  const train_config t = small_train();
+  const run_config t = small_train();
   recording_sink ref_sink;
   const auto ref = run(1, 0, t, ref_sink).losses;
   for (int stage : {0, 1, 2, 3}) {
@@ -229,8 +227,8 @@ TEST_CASE("train loop: 1 and 2 ranks at every stage, and 2 processes, give the s
   }
   // SPMD shape: two loops (as two processes would run), one rank each, scalars summed through
   // rank_group::all_sum over their communicator.
-  train_config t2 = t;
-  t2.batch_size = 2;
+  run_config t2 = t;
+  t2.train.batch_size = 2;
   ranks_fixture f(2, 3, t2);
   std::vector<train_result> rs(2);
   std::vector<std::thread> th;
@@ -252,11 +250,11 @@ TEST_CASE("train loop: 1 and 2 ranks at every stage, and 2 processes, give the s
   CHECK(rs[0].losses == rs[1].losses);  // every process reports the group's loss
 }
 
-TEST_CASE("train loop: evaluates every eval_every steps and after the last one") {
-  train_config t = small_train();
-  t.steps = 7;
-  t.eval_every = 3;
-  t.eval_batches = 2;
+TEST_CASE("train loop: evaluates every eval.every steps and after the last one") {
+  run_config t = small_train();
+  t.train.steps = 7;
+  t.eval.every = 3;
+  t.eval.batches = 2;
   std::vector<std::vector<std::pair<int, float>>> vals;
   for (int world : {1, 2}) {
     memory_source src(4 / world);
@@ -270,7 +268,7 @@ TEST_CASE("train loop: evaluates every eval_every steps and after the last one")
     // rank r of N takes validation batch i * N + r
     std::vector<int64_t> want;
     for (int e = 0; e < 3; ++e)
-      for (int i = 0; i < t.eval_batches * world; ++i) want.push_back(i);
+      for (int i = 0; i < t.eval.batches * world; ++i) want.push_back(i);
     CHECK(src.valid_indices == want);
     vals.push_back(r.val_losses);
   }
@@ -280,9 +278,9 @@ TEST_CASE("train loop: evaluates every eval_every steps and after the last one")
 }
 
 TEST_CASE("train loop: checkpoint requests at the cadence, the last step, one at a time") {
-  train_config t = small_train();
-  t.steps = 7;
-  t.checkpoint_every = 3;
+  run_config t = small_train();
+  t.train.steps = 7;
+  t.checkpoint.every = 3;
   recording_sink sink;
   auto r = run(2, 3, t, sink);
   REQUIRE(sink.reqs.size() == 3);
@@ -312,9 +310,9 @@ TEST_CASE("train loop: checkpoint requests at the cadence, the last step, one at
 }
 
 TEST_CASE("train loop: stop_at_step and the stop flag stop after the step, with a checkpoint") {
-  train_config t = small_train();
-  t.steps = 10;
-  t.checkpoint_every = 3;
+  run_config t = small_train();
+  t.train.steps = 10;
+  t.checkpoint.every = 3;
   {
     recording_sink sink;
     ranks_fixture f(1, 0, t);
@@ -350,12 +348,12 @@ TEST_CASE("train loop: stop_at_step and the stop flag stop after the step, with 
 }
 
 TEST_CASE("train loop: resuming at step s continues the uninterrupted run exactly") {
-  train_config t = small_train();
+  run_config t = small_train();
   recording_sink full_sink;
   const auto full = run(2, 2, t, full_sink).losses;
 
   ranks_fixture a(2, 2, t);
-  t.batch_size = 2;
+  t.train.batch_size = 2;
   std::vector<float> p, m, v;
   {
     local_rank_group g(a.ptrs());
@@ -394,18 +392,18 @@ TEST_CASE("train loop: resuming at step s continues the uninterrupted run exactl
 }
 
 TEST_CASE("train loop: batches are requested in order within the prefetch credit") {
-  train_config t = small_train();
-  t.prefetch = 3;
-  t.grad_accum = 2;
+  run_config t = small_train();
+  t.train.prefetch = 3;
+  t.train.grad_accum = 2;
   memory_source src(2);
   recording_sink sink;
   run(2, 0, t, sink, &src);
-  CHECK(src.max_outstanding == std::size_t(t.prefetch * 2));
+  CHECK(src.max_outstanding == std::size_t(t.train.prefetch * 2));
   for (std::size_t i = 0; i < src.requests.size(); ++i) {
     CAPTURE(i);
     CHECK(src.requests[i] == std::pair<int64_t, int>{int64_t(i / 2), int(i % 2)});
   }
-  CHECK(src.requests.size() >= std::size_t(t.steps * t.grad_accum * 2));
+  CHECK(src.requests.size() >= std::size_t(t.train.steps * t.train.grad_accum * 2));
 }
 
 namespace {

@@ -35,13 +35,13 @@ model_config small_model(bool llama = false) {
   return m;
 }
 
-train_config small_train() {
-  train_config t;
-  t.lr = 1e-2;
-  t.warmup = 2;
-  t.steps = 6;
-  t.weight_decay = 0.1;
-  t.grad_clip = 1.0;
+run_config small_train() {
+  run_config t;
+  t.optimizer.lr = 1e-2;
+  t.schedule.warmup = 2;
+  t.train.steps = 6;
+  t.optimizer.weight_decay = 0.1;
+  t.optimizer.grad_clip = 1.0;
   return t;
 }
 
@@ -72,7 +72,7 @@ std::vector<double> reference_losses(std::vector<float>* final_params = nullptr,
   auto t = small_train();
   transformer model(m);
   model.init_weights(7);
-  adamw opt(model.layout(), 0, model.layout().total, t);
+  adamw opt(model.layout(), 0, model.layout().total, t.optimizer);
   std::vector<double> out;
   std::vector<int> in, tg;
   for (int s = 0; s < k_steps; ++s) {
@@ -81,7 +81,7 @@ std::vector<double> reference_losses(std::vector<float>* final_params = nullptr,
     out.push_back(model.forward_backward(in.data(), tg.data(), k_rows, k_t));
     double n = std::sqrt(kernels::sum_squares(model.grads().data(), model.layout().total));
     opt.step(model.params().data(), model.grads().data(), lr_at(t, s), s + 1,
-             clip_coefficient(n, t.grad_clip));
+             clip_coefficient(n, t.optimizer.grad_clip));
   }
   if (final_params)
     final_params->assign(model.params().data(), model.params().data() + model.layout().total);
@@ -102,7 +102,8 @@ world_run run_world(int world, int stage, int steps = k_steps,
   const model_config m = small_model(llama);
   std::vector<std::unique_ptr<zero_rank>> ranks;
   for (int r = 0; r < world; ++r)
-    ranks.push_back(std::make_unique<zero_rank>(spec_of(m), small_train(), stage, *comms[r]));
+    ranks.push_back(
+        std::make_unique<zero_rank>(spec_of(m), small_train().optimizer, stage, *comms[r]));
   const std::size_t total = layout_of(m).total;
   std::vector<float> init(total);
   init_params(layout_of(m), m.n_layer, 7, init.data());
@@ -130,7 +131,7 @@ world_run run_world(int world, int stage, int steps = k_steps,
       comms[r]->barrier();
       if (r == 0) out.losses[s - first_step] = l / world;
       auto t = small_train();
-      z.step(lr_at(t, s), s + 1, clip_coefficient(std::sqrt(n2), t.grad_clip));
+      z.step(lr_at(t, s), s + 1, clip_coefficient(std::sqrt(n2), t.optimizer.grad_clip));
     }
   };
   std::vector<std::thread> th;

@@ -28,7 +28,7 @@ const std::string k_hf = ZF_SOURCE_DIR "/tests/golden/hf/";
 
 struct finetune_golden {
   st::safetensors_file f = st::safetensors_file::open(k_hf + "finetune.safetensors");
-  zf::train_config t;
+  zf::run_config t;
   int B = 0, T = 0, steps = 0;
   finetune_golden() {
     auto& md = f.metadata();
@@ -56,7 +56,7 @@ zf::transformer finetune(const finetune_golden& g, const std::string& m, const s
   zf::transformer model(hf.spec);
   REQUIRE(hf.flat.size() == model.layout().total);
   std::memcpy(model.params().data(), hf.flat.data(), hf.flat.size() * sizeof(float));
-  zf::adamw opt(model.layout(), 0, model.layout().total, g.t);
+  zf::adamw opt(model.layout(), 0, model.layout().total, g.t.optimizer);
   const auto losses = g.f.to_f32(m + ".train_losses");
   std::vector<int> in, tg;
   for (int s = 0; s < g.steps; ++s) {
@@ -74,7 +74,7 @@ zf::transformer finetune(const finetune_golden& g, const std::string& m, const s
     const double n =
         std::sqrt(zf::kernels::sum_squares(model.grads().data(), model.layout().total));
     opt.step(model.params().data(), model.grads().data(), zf::lr_at(g.t, s), s + 1,
-             zf::clip_coefficient(n, g.t.grad_clip));
+             zf::clip_coefficient(n, g.t.optimizer.grad_clip));
   }
   return model;
 }

@@ -51,7 +51,7 @@ struct world {
   world(int n, int stage) : comms(zf::comm::make_local_group(n)) {
     for (auto& c : comms)
       ranks.push_back(std::make_shared<zf::zero_rank>(zf::spec_of(small_model()),
-                                                      zf::train_config{}, stage, *c));
+                                                      zf::optimizer_config{}, stage, *c));
   }
   flat_state assembled() const {  // every rank's persisted slices, put together
     const std::size_t n = zf::layout_of(small_model()).total;
