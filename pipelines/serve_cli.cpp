@@ -59,24 +59,9 @@ void add_model_options(CLI::App* c, model_args& m, const std::vector<std::string
   add_config_flags(c, sections, m.config);
 }
 
-actors::engine_options engine_options_of(const engine_config& e) {
-  actors::engine_options o;
-  o.policy = e.policy == "static_batch" ? actors::engine_options::policy_kind::static_batch
-                                        : actors::engine_options::policy_kind::split_fuse;
-  o.token_budget = e.token_budget;
-  o.max_seqs = e.max_seqs;
-  o.block_size = e.block_size;
-  o.num_blocks = e.kv_blocks;
-  o.max_queue = e.max_queue;
-  o.threads = e.threads;
-  o.prefix_caching = e.prefix_caching;
-  o.batch_invariant = e.batch_invariant;
-  return o;
-}
-
 std::unique_ptr<serve::completion_backend> open_engine(const model_args& m, const run_config& cfg) {
   auto [w, tok] = load_serving_model(m.checkpoint, m.hf, m.data_dir);
-  return actors::make_engine(std::move(w), std::move(tok), engine_options_of(cfg.engine));
+  return actors::make_engine(std::move(w), std::move(tok), cfg.engine);
 }
 
 // Prints the address the server listens on (scripts and tests read this line).
@@ -108,9 +93,8 @@ int run_serve() {
   graph g;
   const std::string model = w.cfg.name;
   const int context = w.cfg.max_positions;
-  auto& engine =
-      g.add<stages::engine_stage>("engine", std::make_shared<const lm_weights>(std::move(w)),
-                                  std::move(tok), engine_options_of(cfg.engine));
+  auto& engine = g.add<stages::engine_stage>(
+      "engine", std::make_shared<const lm_weights>(std::move(w)), std::move(tok), cfg.engine);
   auto& http = g.add<stages::gateway_stage>("gateway", go);
   auto& say = g.add<announce>("announce");
   say.model = model;

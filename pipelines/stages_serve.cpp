@@ -4,12 +4,11 @@
 
 namespace zf::stages {
 
-engine_stage::engine_stage(std::shared_ptr<const lm_weights> w, tokenizer tok,
-                           actors::engine_options o)
-    : w_(std::move(w)), tok_(std::move(tok)), o_(o) {}
+engine_stage::engine_stage(std::shared_ptr<const lm_weights> w, tokenizer tok, engine_config c)
+    : w_(std::move(w)), tok_(std::move(tok)), c_(std::move(c)) {}
 
 void engine_stage::start(stage_context& ctx) {
-  engine_ = actors::make_engine(w_, tok_, o_);
+  engine_ = actors::make_engine(w_, tok_, c_);
   w_.reset();  // the engine holds them now (and drops them at the first swap)
   // Swaps are answered on the inbox: update_weights blocks until the engine has swapped
   // between two steps, so `served` follows the swap.

@@ -53,14 +53,14 @@ class engine_stage : public stage {
   out_port<backend_ref> backend = output<backend_ref>("backend");
   out_port<weights_served> served = output<weights_served>("served");
 
-  engine_stage(std::shared_ptr<const lm_weights> w, tokenizer tok, actors::engine_options o);
+  engine_stage(std::shared_ptr<const lm_weights> w, tokenizer tok, engine_config c);
   void start(stage_context& ctx) override;
   void stop() override;
 
  private:
   std::shared_ptr<const lm_weights> w_;
   tokenizer tok_;
-  actors::engine_options o_;
+  engine_config c_;
   std::shared_ptr<serve::completion_backend> engine_;
 };
 
