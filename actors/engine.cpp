@@ -8,6 +8,8 @@
 // engine's thread. The backend in front of them is actors/engine_backend.cpp.
 #include <fmt/format.h>
 
+#include <thread>
+
 #include "actors/serve_protocol.hpp"
 #include "kernels/dispatch.hpp"
 #include "runtime/error.hpp"
@@ -95,6 +97,20 @@ loader_actor::behavior_type loader_behavior(loader_actor::pointer self, engine_a
 }
 
 }  // namespace
+
+engine_core_options core_options_of(const engine_config& c) {
+  if (c.policy != "split_fuse" && c.policy != "static_batch")
+    fail("engine.policy: expected split_fuse or static_batch, got '{}'", c.policy);
+  engine_core_options o;
+  o.sched.policy = c.policy == "split_fuse" ? sched_policy::split_fuse : sched_policy::static_batch;
+  o.sched.token_budget = c.token_budget;
+  o.sched.max_seqs = c.max_seqs;
+  o.sched.block_size = c.block_size;
+  o.sched.prefix_caching = c.prefix_caching;
+  o.num_blocks = c.kv_blocks;
+  o.threads = c.threads > 0 ? c.threads : static_cast<int>(std::thread::hardware_concurrency());
+  return o;
+}
 
 engine_actor spawn_engine_actor(caf::actor_system& sys, engine_core* core, bool batch_invariant) {
   return sys.spawn<caf::detached>(engine_behavior, core, batch_invariant);

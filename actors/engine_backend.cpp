@@ -6,7 +6,6 @@
 
 #include <atomic>
 #include <mutex>
-#include <thread>
 
 #include "actors/engine.hpp"
 #include "actors/serve_protocol.hpp"
@@ -19,24 +18,14 @@ namespace {
 
 class engine_backend final : public serve::completion_backend {
  public:
-  engine_backend(std::shared_ptr<const lm_weights> w, tokenizer tok, const engine_options& o)
+  engine_backend(std::shared_ptr<const lm_weights> w, tokenizer tok, const engine_config& c)
       : weights_{w ? w->cfg : model_spec{}},
         tok_(std::move(tok)),
-        inflight_(o.max_queue + o.max_seqs) {
-    kernels::set_num_threads(o.threads);
-    engine_core_options co;
-    co.sched.policy = o.policy == engine_options::policy_kind::split_fuse
-                          ? sched_policy::split_fuse
-                          : sched_policy::static_batch;
-    co.sched.token_budget = o.token_budget;
-    co.sched.max_seqs = o.max_seqs;
-    co.sched.block_size = o.block_size;
-    co.sched.prefix_caching = o.prefix_caching;
-    co.num_blocks = o.num_blocks;
-    co.threads = o.threads > 0 ? o.threads : static_cast<int>(std::thread::hardware_concurrency());
-    core_ = std::make_unique<engine_core>(std::move(w), tok_, co);
+        inflight_(c.max_queue + c.max_seqs) {
+    kernels::set_num_threads(c.threads);
+    core_ = std::make_unique<engine_core>(std::move(w), tok_, core_options_of(c));
     sys_ = std::make_unique<caf::actor_system>(sys_cfg_);
-    actor_ = spawn_engine_actor(*sys_, core_.get(), o.batch_invariant);
+    actor_ = spawn_engine_actor(*sys_, core_.get(), c.batch_invariant);
     loader_ = spawn_loader_actor(*sys_, actor_);
   }
 
@@ -142,13 +131,13 @@ class engine_backend final : public serve::completion_backend {
 }  // namespace
 
 std::unique_ptr<serve::completion_backend> make_engine(std::shared_ptr<const lm_weights> weights,
-                                                       tokenizer tok, const engine_options& o) {
-  return std::make_unique<engine_backend>(std::move(weights), std::move(tok), o);
+                                                       tokenizer tok, const engine_config& c) {
+  return std::make_unique<engine_backend>(std::move(weights), std::move(tok), c);
 }
 
 std::unique_ptr<serve::completion_backend> make_engine(lm_weights weights, tokenizer tok,
-                                                       const engine_options& o) {
-  return make_engine(std::make_shared<const lm_weights>(std::move(weights)), std::move(tok), o);
+                                                       const engine_config& c) {
+  return make_engine(std::make_shared<const lm_weights>(std::move(weights)), std::move(tok), c);
 }
 
 }  // namespace zf::actors

@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 
+#include "runtime/config.hpp"
 #include "runtime/engine_core.hpp"
 #include "runtime/serving.hpp"
 
@@ -56,6 +57,10 @@ using engine_actor =
                      caf::reacts_to<cancel_atom, uint64_t>,
                      caf::reacts_to<weights_atom, weights_job_ptr>, caf::reacts_to<step_atom>>;
 using loader_actor = caf::typed_actor<caf::reacts_to<load_atom, weights_job_ptr>>;
+
+// The engine core's options for an `engine.*` configuration: the one place the policy name
+// becomes a sched_policy (zf::error for an unknown one) and 0 threads all cores.
+engine_core_options core_options_of(const engine_config& c);
 
 // Spawned detached (each on its own thread) by the engine backend (actors/engine_backend.cpp).
 engine_actor spawn_engine_actor(caf::actor_system& sys, engine_core* core, bool batch_invariant);

@@ -20,7 +20,7 @@
 //     After the runs the same burst measures the capacity again: estimates more than 20% apart
 //     (--disturbed-above) mean the machine's load changed under the benchmark, and the output
 //     says so (a WARNING line, "calibration_disturbed" in the RESULT, the load averages).
-//     --invariant-cost adds split_fuse under engine_options::batch_invariant on the same
+//     --invariant-cost adds split_fuse under engine.batch_invariant on the same
 //     requests, and its own capacity burst right after the default one: the throughput cost of
 //     batch invariance is the ratio of the two capacities.
 //   --mode single: batch-1 latencies comparable with shared/peers/torch_gpt_bench.py --mode infer:
@@ -452,8 +452,7 @@ void add_options(CLI::App& app, options& o) {
                  "prefix cache)")
       ->check(CLI::IsMember({"split_fuse", "static_batch", "both", "cache"}));
   app.add_flag("!--no-prefix-caching", o.prefix_caching, "load runs without the prefix cache");
-  app.add_flag("--batch-invariant", o.batch_invariant,
-               "every engine under engine_options::batch_invariant");
+  app.add_flag("--batch-invariant", o.batch_invariant, "every engine under engine.batch_invariant");
   app.add_flag("--invariant-cost", o.invariant_cost,
                "also measure split_fuse under batch_invariant: load: on the same requests, and "
                "its saturation throughput; single: interleaved with the default engine");

@@ -66,14 +66,14 @@ model_setup make_model(const std::string& which, uint64_t seed) {
 
 std::unique_ptr<completion_backend> make_backend(const model_setup& ms, const options& o,
                                                  const variant& v, int max_queue) {
-  zf::actors::engine_options eo;
-  eo.policy = v.policy;
+  zf::engine_config eo;
+  eo.policy = v.policy == policy_kind::split_fuse ? "split_fuse" : "static_batch";
   eo.token_budget = o.budget;
   eo.max_seqs = o.max_seqs;
   eo.block_size = o.block_size;
   eo.prefix_caching = v.prefix_caching && o.prefix_caching;
   eo.batch_invariant = v.batch_invariant;
-  eo.num_blocks = o.num_blocks;
+  eo.kv_blocks = o.num_blocks;
   eo.max_queue = max_queue;
   eo.threads = o.threads;
   return zf::actors::make_engine(zf::lm_weights_of(ms.cfg, ms.flat.data(), ms.name), ms.tok, eo);

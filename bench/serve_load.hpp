@@ -26,7 +26,7 @@ using zf::serve::completion_backend;
 using zf::serve::completion_event;
 using zf::serve::completion_request;
 using zf::serve::finish_reason;
-using policy_kind = zf::actors::engine_options::policy_kind;
+enum class policy_kind { split_fuse, static_batch };  // engine.policy, as bench variants use it
 
 inline double secs(clk::duration d) {
   return std::chrono::duration<double>(d).count();
@@ -59,7 +59,7 @@ struct options {
   int clients = 0;       // > 0: closed loop
   int budget = 256, max_seqs = 32, block_size = 16, num_blocks = 0, threads = 2;
   bool prefix_caching = true;    // --mode single always runs without it (it measures compute)
-  bool batch_invariant = false;  // every engine under engine_options::batch_invariant
+  bool batch_invariant = false;  // every engine under engine.batch_invariant
   bool invariant_cost = false;   // load: also split_fuse under batch_invariant, and its capacity
   uint64_t seed = 1;
   double timeout = 0;  // per policy run, seconds; 0: max(120, 5 * arrival span)

@@ -72,7 +72,7 @@ int main(int argc, char** argv) try {
   }
   std::atomic<bool> stop{false};
   zf::graph g;
-  auto& engine = g.add<zf::stages::engine_stage>("engine", w, tok, zf::actors::engine_options{});
+  auto& engine = g.add<zf::stages::engine_stage>("engine", w, tok, zf::engine_config{});
   auto& http = g.add<zf::stages::gateway_stage>("gateway", zf::actors::gateway_options{.port = 0});
   auto& q = g.add<ask>("ask", &stop);
   g.connect(engine.backend, http.backend);

@@ -68,7 +68,7 @@ int main(int argc, char** argv) try {
   zf::graph g;
   auto& train = g.add<zf::stages::train_stage>("train", cfg, o);
   auto& engine = g.add<zf::stages::engine_stage>("engine", w0, zf::open_tokenizer(cfg).first,
-                                                 zf::actors::engine_options{.max_seqs = 4});
+                                                 zf::engine_config{.max_seqs = 4});
   auto& q = g.add<ask>("ask");
   g.connect(train.weights, engine.weights, 1);  // one push in flight: training waits for a swap
   g.connect(engine.backend, q.backend);

@@ -12,6 +12,7 @@
 
 #include "kernels/threads.hpp"
 #include "pipelines/ckpt_cli.hpp"
+#include "pipelines/graph_cli.hpp"
 #include "pipelines/launch.hpp"
 #include "pipelines/pipeline.hpp"
 #include "pipelines/score_cli.hpp"
@@ -142,6 +143,7 @@ int run_cli(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
 
   add_serve_subcommands(app);
+  add_graph_subcommand(app);
   add_score_subcommand(app);
 
   std::string tname = "gpt2", input, output;
@@ -176,6 +178,7 @@ int run_cli(int argc, char** argv) {
   try {
     if (*train) return cmd_train(config_file, sets, out, resume, quiet, stop_after, init_hf);
     if (run_serve_subcommands()) return 0;
+    if (run_graph_subcommand()) return 0;
     if (run_score_subcommand()) return 0;
     if (*tokc) return cmd_tokenize(tname, input, output, ids, ddir);
     if (run_ckpt_subcommand()) return 0;

@@ -31,6 +31,13 @@ void graph::adopt(std::string name, std::unique_ptr<stage> s) {
   stages_.push_back(std::move(s));
 }
 
+stage& graph::add(std::string name, std::unique_ptr<stage> s) {
+  if (!s) fail("graph: stage '{}' is null", name);
+  stage& ref = *s;
+  adopt(std::move(name), std::move(s));
+  return ref;
+}
+
 stage& graph::at(const std::string& name) const {
   for (const auto& s : stages_)
     if (s->name() == name) return *s;

@@ -116,6 +116,8 @@ class graph {
     adopt(std::move(name), std::move(s));
     return ref;
   }
+  // The same for a stage made elsewhere (graphs built from TOML: pipelines/graph_toml.hpp).
+  stage& add(std::string name, std::unique_ptr<stage> s);
   template <class T>
   void connect(out_port<T> from, in_port<T> to, int credits = 0) {
     connect_ports(from.owner, from.index, to.owner, to.index, credits);

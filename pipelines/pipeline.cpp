@@ -100,7 +100,7 @@ void check_same_model(const run_config& cfg, const std::string& ckpt_toml, const
 void print_sample(const run_config& cfg, fbuffer params, const tokenizer& tok, int step) {
   model_spec spec = spec_of(cfg.model);
   spec.name = "trained";
-  actors::engine_options eo;
+  engine_config eo;
   eo.max_seqs = 1;
   eo.prefix_caching = false;
   auto engine = actors::make_engine(make_lm_weights(spec, std::move(params)), tok, eo);

@@ -4,21 +4,17 @@
 
 #include <CLI/CLI.hpp>
 #include <atomic>
-#include <chrono>
-#include <condition_variable>
 #include <csignal>
 #include <iostream>
-#include <mutex>
-#include <thread>
 
 #include "actors/engine.hpp"
-#include "actors/gateway.hpp"
 #include "pipelines/config_flags.hpp"
 #include "pipelines/graph_run.hpp"
+#include "pipelines/graph_toml.hpp"
 #include "pipelines/pipeline.hpp"
-#include "pipelines/stages_serve.hpp"
 #include "runtime/error.hpp"
 #include "runtime/serve_client.hpp"
+#include "storage/fs_util.hpp"
 #include "storage/lm_loader.hpp"
 
 namespace fs = std::filesystem;
@@ -42,6 +38,7 @@ struct gen_args {
 
 model_args g_model;
 gen_args g_gen;
+std::string g_graph_file;
 CLI::App* g_serve_cmd = nullptr;
 CLI::App* g_gen_cmd = nullptr;
 std::atomic<bool> g_stop{false};
@@ -59,64 +56,23 @@ void add_model_options(CLI::App* c, model_args& m, const std::vector<std::string
   add_config_flags(c, sections, m.config);
 }
 
-actors::engine_options engine_options_of(const engine_config& e) {
-  actors::engine_options o;
-  o.policy = e.policy == "static_batch" ? actors::engine_options::policy_kind::static_batch
-                                        : actors::engine_options::policy_kind::split_fuse;
-  o.token_budget = e.token_budget;
-  o.max_seqs = e.max_seqs;
-  o.block_size = e.block_size;
-  o.num_blocks = e.kv_blocks;
-  o.max_queue = e.max_queue;
-  o.threads = e.threads;
-  o.prefix_caching = e.prefix_caching;
-  o.batch_invariant = e.batch_invariant;
-  return o;
-}
-
 std::unique_ptr<serve::completion_backend> open_engine(const model_args& m, const run_config& cfg) {
   auto [w, tok] = load_serving_model(m.checkpoint, m.hf, m.data_dir);
-  return actors::make_engine(std::move(w), std::move(tok), engine_options_of(cfg.engine));
+  return actors::make_engine(std::move(w), std::move(tok), cfg.engine);
 }
 
-// Prints the address the server listens on (scripts and tests read this line).
-struct announce : stage {
-  in_port<endpoint> at = input<endpoint>("at");
-  std::string model;
-  int context = 0;
-  void start(stage_context& ctx) override {
-    ctx.on(at, [this](const std::shared_ptr<const endpoint>& e) {
-      std::cerr << fmt::format(
-          "zeroflow: serving {} (context {}) on http://{}:{}/v1  (Ctrl-C "
-          "stops)\n",
-          model, context, e->host, e->port);
-    });
-  }
-  void inputs_closed(stage_context&) override {}  // runs until the server stops
-};
-
-// The serving graph: engine -> gateway (-> announce), run until Ctrl-C / SIGTERM.
+// The serving graph: the built-in one (examples/graphs/serve.toml: engine -> gateway ->
+// announce) or --graph FILE, run until Ctrl-C / SIGTERM. --checkpoint / --hf give the engines
+// whose options name no model their model.
 int run_serve() {
-  const run_config cfg = load_config(g_model.config.file, g_model.config.overrides());
-  auto [w, tok] = load_serving_model(g_model.checkpoint, g_model.hf, g_model.data_dir);
-  actors::gateway_options go;
-  go.host = cfg.server.host;
-  go.port = cfg.server.port;
-  go.io_threads = cfg.server.io_threads;
-  go.enable_weight_updates = cfg.server.enable_weight_updates;
-  go.api_keys = cfg.server.api_keys;
-  graph g;
-  const std::string model = w.cfg.name;
-  const int context = w.cfg.max_positions;
-  auto& engine =
-      g.add<stages::engine_stage>("engine", std::make_shared<const lm_weights>(std::move(w)),
-                                  std::move(tok), engine_options_of(cfg.engine));
-  auto& http = g.add<stages::gateway_stage>("gateway", go);
-  auto& say = g.add<announce>("announce");
-  say.model = model;
-  say.context = context;
-  g.connect(engine.backend, http.backend);
-  g.connect(http.listening, say.at);
+  const auto overrides = g_model.config.overrides();
+  const run_config cfg = load_config(g_model.config.file, overrides);
+  const std::string text =
+      g_graph_file.empty() ? default_serve_graph() : storage::read_text_file(g_graph_file);
+  const std::string source =
+      g_graph_file.empty() ? "examples/graphs/serve.toml (built in)" : g_graph_file;
+  const stage_registry reg = builtin_stages({g_model.checkpoint, g_model.hf, g_model.data_dir});
+  graph g = build_graph(text, source, cfg, reg, overrides);
   auto prev = std::signal(SIGINT, on_serve_sigint);
   std::signal(SIGTERM, on_serve_sigint);
   run_graph(g, {.stop = &g_stop});
@@ -164,6 +120,11 @@ void add_serve_subcommands(CLI::App& app) {
   g_serve_cmd = app.add_subcommand(
       "serve", "OpenAI-compatible HTTP server (continuous batching, Dynamic SplitFuse, paged KV)");
   add_model_options(g_serve_cmd, g_model, {"engine", "server"});
+  g_serve_cmd
+      ->add_option("--graph", g_graph_file,
+                   "run this graph file instead of the built-in engine -> gateway "
+                   "(examples/graphs/serve.toml; see `zeroflow graph`)")
+      ->check(CLI::ExistingFile);
 
   g_gen_cmd =
       app.add_subcommand("generate", "generate text from a model (streamed, on the engine)");

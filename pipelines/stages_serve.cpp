@@ -4,13 +4,15 @@
 
 namespace zf::stages {
 
-engine_stage::engine_stage(std::shared_ptr<const lm_weights> w, tokenizer tok,
-                           actors::engine_options o)
-    : w_(std::move(w)), tok_(std::move(tok)), o_(o) {}
+engine_stage::engine_stage(std::shared_ptr<const lm_weights> w, tokenizer tok, engine_config c)
+    : engine_stage(
+          [m = served_model{std::move(w), std::move(tok)}]() mutable { return std::move(m); },
+          std::move(c)) {}  // called once, at start
 
 void engine_stage::start(stage_context& ctx) {
-  engine_ = actors::make_engine(w_, tok_, o_);
-  w_.reset();  // the engine holds them now (and drops them at the first swap)
+  served_model m = load_();
+  load_ = nullptr;  // the engine holds the weights now (and drops them at the first swap)
+  engine_ = actors::make_engine(std::move(m.weights), std::move(m.tok), c_);
   // Swaps are answered on the inbox: update_weights blocks until the engine has swapped
   // between two steps, so `served` follows the swap.
   ctx.on(weights, [this, &ctx](const std::shared_ptr<const weights_update>& u) {
@@ -29,7 +31,9 @@ void gateway_stage::start(stage_context& ctx) {
   ctx.on(backend, [this, &ctx](const std::shared_ptr<const backend_ref>& b) {
     backend_ = b->backend;
     gw_ = std::make_unique<actors::gateway>(*backend_, o_);
-    ctx.emit(listening, std::make_shared<const endpoint>(endpoint{o_.host, gw_->port()}));
+    ctx.emit(listening,
+             std::make_shared<const endpoint>(endpoint{o_.host, gw_->port(), backend_->model_name(),
+                                                       backend_->context_length()}));
   });
 }
 

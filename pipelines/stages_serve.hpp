@@ -6,7 +6,8 @@
 //            out backend (backend_ref)                -> offered once, at start
 //            out served  (weights_served)             -> after each swap
 //   gateway: in  backend (backend_ref, required)      -> starts listening
-//            out listening (endpoint)                 -> the bound address, once
+//            out listening (endpoint)                 -> the bound address and what it serves,
+//                                                        once
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -36,6 +37,8 @@ struct weights_served {  // an engine now serves these
 struct endpoint {
   std::string host;
   int port = 0;
+  std::string model;  // the served model's name and context length
+  int context = 0;
 };
 
 }  // namespace zf
@@ -47,20 +50,28 @@ ZF_MESSAGE_NAME(zf::endpoint, "endpoint");
 
 namespace zf::stages {
 
+// The weights an engine serves and their tokenizer, made when the stage starts.
+struct served_model {
+  std::shared_ptr<const lm_weights> weights;
+  tokenizer tok;
+};
+using model_loader = std::function<served_model()>;
+
 class engine_stage : public stage {
  public:
   in_port<weights_update> weights = input<weights_update>("weights", false);
   out_port<backend_ref> backend = output<backend_ref>("backend");
   out_port<weights_served> served = output<weights_served>("served");
 
-  engine_stage(std::shared_ptr<const lm_weights> w, tokenizer tok, actors::engine_options o);
+  engine_stage(std::shared_ptr<const lm_weights> w, tokenizer tok, engine_config c);
+  // Loads the model at start: a graph is built and checked without reading any weights.
+  engine_stage(model_loader load, engine_config c) : load_(std::move(load)), c_(std::move(c)) {}
   void start(stage_context& ctx) override;
   void stop() override;
 
  private:
-  std::shared_ptr<const lm_weights> w_;
-  tokenizer tok_;
-  actors::engine_options o_;
+  model_loader load_;
+  engine_config c_;
   std::shared_ptr<serve::completion_backend> engine_;
 };
 

@@ -21,6 +21,7 @@
 #include "actors/engine_helpers.hpp"
 #include "runtime/config.hpp"
 #include "runtime/model.hpp"
+#include "test_util.hpp"
 
 using namespace zf;
 using namespace zf::testing;
@@ -43,7 +44,7 @@ TEST_CASE("engine: greedy tokens of 32 concurrent requests equal each request de
     reqs[i].prompt.insert(reqs[i].prompt.begin(), system.begin(), system.end());
   reqs[30].prompt = reqs[4].prompt;
   reqs[31].prompt = reqs[7].prompt;
-  auto run = [&](actors::engine_options o, bool one_at_a_time) {
+  auto run = [&](engine_config o, bool one_at_a_time) {
     collector c;  // before the engine: its destructor still calls sinks (cancelled)
     auto eng = actors::make_engine(test_weights(), gpt2_tok(), o);
     std::vector<std::vector<int>> out;
@@ -64,7 +65,7 @@ TEST_CASE("engine: greedy tokens of 32 concurrent requests equal each request de
     CHECK(metric(m, "zeroflow_kv_blocks_used") == 0);
     return std::pair{out, m};
   };
-  actors::engine_options alone;  // every prompt computed in full
+  engine_config alone;  // every prompt computed in full
   alone.token_budget = 256;
   alone.max_seqs = 1;
   alone.prefix_caching = false;
@@ -72,11 +73,11 @@ TEST_CASE("engine: greedy tokens of 32 concurrent requests equal each request de
   for (std::size_t i = 0; i < reqs.size(); ++i)
     REQUIRE(ref[i].size() == static_cast<std::size_t>(reqs[i].max_tokens));
 
-  actors::engine_options sf;  // SplitFuse: small budget (prompts split), few blocks (preemption)
+  engine_config sf;  // SplitFuse: small budget (prompts split), few blocks (preemption)
   sf.token_budget = 32;
   sf.max_seqs = 12;
   sf.block_size = 8;
-  sf.num_blocks = 60;
+  sf.kv_blocks = 60;
   auto [got, m1] = run(sf, false);
   for (std::size_t i = 0; i < reqs.size(); ++i) CHECK_MESSAGE(got[i] == ref[i], "request " << i);
   MESSAGE("split_fuse steps " << metric(m1, "zeroflow_engine_steps_total") << ", preemptions "
@@ -85,15 +86,22 @@ TEST_CASE("engine: greedy tokens of 32 concurrent requests equal each request de
   CHECK(metric(m0, "zeroflow_prefix_cache_hits_total") == 0);
   CHECK(metric(m1, "zeroflow_prefix_cache_hits_total") >= 64);  // blocks of 8: system prompt
 
-  actors::engine_options st = sf;
-  st.policy = actors::engine_options::policy_kind::static_batch;
-  st.num_blocks = 0;
+  engine_config st = sf;
+  st.policy = "static_batch";
+  st.kv_blocks = 0;
   auto [got2, m2] = run(st, false);
   for (std::size_t i = 0; i < reqs.size(); ++i) CHECK_MESSAGE(got2[i] == ref[i], "request " << i);
 }
 
+TEST_CASE("engine: configured by engine_config; an unknown policy is refused by name") {
+  engine_config o;
+  o.policy = "round_robin";
+  auto msg = error_of([&] { actors::make_engine(test_weights(), gpt2_tok(), o); });
+  CHECK(contains(msg, "engine.policy: expected split_fuse or static_batch, got 'round_robin'"));
+}
+
 TEST_CASE("engine: n choices, stop strings, max_tokens and usage") {
-  actors::engine_options o;
+  engine_config o;
   collector c;  // before the engine: its destructor still calls sinks (cancelled)
   auto eng = actors::make_engine(test_weights(), gpt2_tok(), o);
   auto prompt = gpt2_tok().encode("The whale swam towards the ship");
@@ -135,7 +143,7 @@ TEST_CASE("engine: n choices, stop strings, max_tokens and usage") {
 }
 
 TEST_CASE("engine: cancel frees the sequence at once and bad requests are refused") {
-  actors::engine_options o;
+  engine_config o;
   o.max_queue = 2;
   o.max_seqs = 2;
   collector c;  // before the engine: its destructor still calls sinks (cancelled)
@@ -237,7 +245,7 @@ void check_logprobs(const std::vector<int>& prompt, const std::vector<int>& gene
 }  // namespace
 
 TEST_CASE("engine: logprobs are the log_softmax of the raw logits, greedy token on top") {
-  actors::engine_options o;
+  engine_config o;
   o.token_budget = 16;  // the prompt is prefilled in two chunks
   o.max_seqs = 4;
   collector c;  // before the engine: its destructor still calls sinks (cancelled)
@@ -367,7 +375,7 @@ std::vector<float> raw_last_logits(const std::vector<int>& ids) {
 }  // namespace
 
 TEST_CASE("engine: penalties and logit_bias change greedy exactly as a reference decoder does") {
-  actors::engine_options o;
+  engine_config o;
   collector c;  // before the engine: its destructor still calls sinks (cancelled)
   auto eng = actors::make_engine(test_weights(), gpt2_tok(), o);
   const auto prompt = gpt2_tok().encode("The whale swam towards the ship and the sea");
@@ -425,7 +433,7 @@ TEST_CASE("engine: penalties and logit_bias change greedy exactly as a reference
 }
 
 TEST_CASE("engine: n choices sharing a logits row each get the penalties once, logprobs raw") {
-  actors::engine_options o;
+  engine_config o;
   collector c;  // before the engine: its destructor still calls sinks (cancelled)
   auto eng = actors::make_engine(test_weights(), gpt2_tok(), o);
   const auto prompt = gpt2_tok().encode("Call me Ishmael. Some years ago, never mind how long");

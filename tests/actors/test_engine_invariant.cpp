@@ -1,4 +1,4 @@
-// One forward, bit for bit: under engine_options::batch_invariant, the engine's log-probs of 32
+// One forward, bit for bit: under engine.batch_invariant, the engine's log-probs of 32
 // concurrent requests (mixed prompt lengths, shared prefixes, a small token budget and a pool
 // that forces preemption) equal `zeroflow score`'s (runtime/score in the same mode) bit for bit,
 // and its greedy tokens equal each request decoded alone.
@@ -29,7 +29,7 @@ TEST_CASE("engine: batch-invariant log-probs equal score mode's bits; greedy equ
     reqs.back().sampling.logprobs = 0;
   }
   reqs[31].prompt = reqs[4].prompt;  // an exact repeat: served from the prefix cache
-  auto run = [&](actors::engine_options o, bool one_at_a_time) {
+  auto run = [&](engine_config o, bool one_at_a_time) {
     o.batch_invariant = true;
     collector c;
     auto eng = actors::make_engine(test_weights(), gpt2_tok(), o);
@@ -55,15 +55,15 @@ TEST_CASE("engine: batch-invariant log-probs equal score mode's bits; greedy equ
                            << metric(eng->metrics_text(), "zeroflow_prefix_cache_hits_total"));
     return out;
   };
-  actors::engine_options alone;
+  engine_config alone;
   alone.max_seqs = 1;
   alone.prefix_caching = false;
   const auto ref = run(alone, true);
-  actors::engine_options sf;  // prompts split over steps, a pool that forces preemption
+  engine_config sf;  // prompts split over steps, a pool that forces preemption
   sf.token_budget = 24;
   sf.max_seqs = 12;
   sf.block_size = 8;
-  sf.num_blocks = 30;
+  sf.kv_blocks = 30;
   const auto got = run(sf, false);
 
   // score mode on prompt + generated tokens, in the same mode, batched with padding

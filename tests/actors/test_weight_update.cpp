@@ -221,7 +221,7 @@ TEST_CASE("weights: versions pushed under concurrent streams never mix within a 
   std::mutex log_mu;
   std::vector<entry> log;
   collector c;
-  actors::engine_options o;
+  engine_config o;
   o.token_budget = 48;  // prompts split across steps: swaps land mid-prefill too
   o.max_seqs = 16;
   auto eng = actors::make_engine(test_weights(), gpt2_tok(), o);

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <numeric>
@@ -109,6 +110,24 @@ TEST_CASE("serve: Hugging Face GPT-2 and Llama answer over HTTP with the twin's 
     CHECK(s.stop() == 0);
     CHECK(contains(slurp(s.log), "server stopped"));
   }
+}
+
+TEST_CASE("serve: --graph runs a user's graph file (its own model and engine config)") {
+  temp_dir d("servegraph");
+  auto [prompt, want] = golden_p0("gpt2");
+  // the built-in graph with the model and a smaller engine named in the file
+  std::string text = slurp(ZF_SOURCE_DIR "/examples/graphs/serve.toml");
+  const std::string engine = "type = \"engine\"\n";
+  text.replace(text.find(engine), engine.size(),
+               engine + "options = { hf = \"" + k_hf + "tiny-gpt2\" }\n" +
+                   "config = { engine = { max_seqs = 2 } }\n");
+  std::ofstream(d / "g.toml") << text;
+  server s("--graph " + (d / "g.toml").string(), d);
+  auto r = nlohmann::json::parse(
+      s.post("/v1/completions", {{"prompt", prompt}, {"max_tokens", 12}, {"temperature", 0}}));
+  REQUIRE_MESSAGE(r.contains("choices"), r.dump());
+  CHECK(r["choices"][0]["text"] == want);
+  CHECK(s.stop() == 0);
 }
 
 TEST_CASE("serve: generate streams the twin's greedy continuation") {

@@ -93,7 +93,7 @@ TEST_CASE("train and serve: each pushed version answers as a fresh engine on tha
   graph g;
   auto& train = g.add<stages::train_stage>("train", cfg, o);
   auto& engine = g.add<stages::engine_stage>("engine", w0, open_tokenizer(cfg).first,
-                                             actors::engine_options{.max_seqs = 4});
+                                             engine_config{.max_seqs = 4});
   auto& rec = g.add<recorder>("check");
   g.connect(train.weights, engine.weights, 1);
   g.connect(engine.backend, rec.backend);
@@ -111,7 +111,7 @@ TEST_CASE("train and serve: each pushed version answers as a fresh engine on tha
     const auto dir = o.out / "checkpoints" / fmt::format("step-{:06d}", a.step);
     auto fresh_w = storage::load_checkpoint_model(dir);
     auto fresh = actors::make_engine(std::move(fresh_w.weights), open_tokenizer(cfg).first,
-                                     actors::engine_options{.max_seqs = 4});
+                                     engine_config{.max_seqs = 4});
     CHECK(ask(*fresh, rec.prompt).tokens == a.tokens);
   }
   CHECK(rec.before.token_versions == std::vector<uint64_t>(10, 0));

@@ -1,0 +1,158 @@
+// The stage types every graph file can use (graph_toml.hpp, builtin_stages): the serving and
+// training stages (stages_serve.hpp, stages_train.hpp) and two small printing stages.
+#include <fmt/format.h>
+
+#include <ctime>
+#include <iostream>
+
+#include "pipelines/graph_run.hpp"
+#include "pipelines/graph_toml.hpp"
+#include "pipelines/serve_cli.hpp"
+#include "pipelines/stages_serve.hpp"
+#include "pipelines/stages_train.hpp"
+#include "runtime/error.hpp"
+#include "runtime/model.hpp"
+
+namespace zf {
+namespace {
+
+// Prints the address a gateway listens on (scripts and tests read this line); runs until the
+// graph stops, like the server it reports.
+struct announce_stage : stage {
+  in_port<endpoint> at = input<endpoint>("at", true, true);
+  void start(stage_context& ctx) override {
+    ctx.on(at, [](const std::shared_ptr<const endpoint>& e) {
+      std::cerr << fmt::format(
+          "zeroflow: serving {} (context {}) on http://{}:{}/v1  (Ctrl-C stops)\n", e->model,
+          e->context, e->host, e->port);
+    });
+  }
+  void inputs_closed(stage_context&) override {}
+};
+
+// Prints how a training stage ended.
+struct report_stage : stage {
+  in_port<train_result> result = input<train_result>("result", true, true);
+  void start(stage_context& ctx) override {
+    ctx.on(result, [](const std::shared_ptr<const train_result>& r) {
+      std::cerr << fmt::format("zeroflow: training {} at step {}; checkpoint {}\n",
+                               r->interrupted ? "stopped" : "done", r->final_step,
+                               r->last_checkpoint.empty() ? "none" : r->last_checkpoint);
+    });
+  }
+};
+
+// Random weights of the stage's model.* keys (what a training run starts from with that seed)
+// and the tokenizer of its data.* keys.
+stages::served_model random_model(const run_config& cfg, uint64_t seed) {
+  const param_layout layout = layout_of(cfg.model);
+  fbuffer init(layout.total);
+  init_params(layout, cfg.model.n_layer, seed, init.data());
+  model_spec spec = spec_of(cfg.model);
+  spec.name = "random";
+  return {std::make_shared<const lm_weights>(make_lm_weights(spec, std::move(init))),
+          open_tokenizer(cfg).first};
+}
+
+constexpr const char k_which_model[] =
+    "give exactly one of --checkpoint DIR and --hf DIR (or the stage's option checkpoint, hf or "
+    "random)";
+
+// Where an engine's model comes from: its options (checkpoint, hf, random), else the command
+// line's. Loaded when the stage starts, so `zeroflow graph check` reads no weights and needs no
+// model; conflicting sources are refused here, a missing one when the stage starts (before the
+// stages after it).
+stages::model_loader loader_of(const stage_args& a, const stage_defaults& d) {
+  const stage_options& o = a.options;
+  const bool random = o.boolean("random");
+  if (o.has("checkpoint") + o.has("hf") + random > 1)
+    fail("give one of the options checkpoint, hf and random");
+  if (o.has("seed") && !random) fail("option seed goes with random = true");
+  if (random) {
+    const uint64_t seed = static_cast<uint64_t>(o.integer("seed", 1));
+    return [cfg = a.cfg, seed] { return random_model(cfg, seed); };
+  }
+  std::string ckpt = o.text("checkpoint", d.checkpoint), hf = o.text("hf", d.hf);
+  if (o.has("checkpoint")) hf.clear();
+  if (o.has("hf")) ckpt.clear();
+  if (!ckpt.empty() && !hf.empty()) fail("{}", k_which_model);
+  if (ckpt.empty() && hf.empty())  // refused when it starts: `graph check` needs no model
+    return []() -> stages::served_model { fail("{}", k_which_model); };
+  return [ckpt, hf, ddir = d.data_dir] {
+    auto [w, tok] = load_serving_model(ckpt, hf, ddir);
+    return stages::served_model{std::make_shared<const lm_weights>(std::move(w)), std::move(tok)};
+  };
+}
+
+actors::gateway_options gateway_options_of(const server_config& s) {
+  actors::gateway_options o;
+  o.host = s.host;
+  o.port = s.port;
+  o.io_threads = s.io_threads;
+  o.enable_weight_updates = s.enable_weight_updates;
+  o.api_keys = s.api_keys;
+  return o;
+}
+
+std::string run_folder(const std::string& stage_name) {
+  std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", std::localtime(&t));
+  return "runs/" + stage_name + "-" + buf;
+}
+
+run_options train_options_of(const stage_args& a) {
+  run_options o;
+  o.out = a.options.text("out", run_folder(a.name));
+  o.resume = a.options.text("resume");
+  const int64_t every = a.options.integer("publish_every", 0);
+  if (every < 0) fail("option publish_every must be >= 0, got {}", every);
+  o.publish_every = static_cast<int>(every);
+  o.print_sample = a.options.boolean("print_sample", true);
+  return o;
+}
+
+}  // namespace
+
+stage_registry builtin_stages(const stage_defaults& d) {
+  stage_registry r;
+  r.add("engine", {"serving engine (engine.* keys); in weights (weights_update, optional); out "
+                   "backend (backend_ref), served (weights_served)",
+                   {"checkpoint", "hf", "random", "seed"},
+                   [d](const stage_args& a) -> std::unique_ptr<stage> {
+                     return std::make_unique<stages::engine_stage>(loader_of(a, d), a.cfg.engine);
+                   }});
+  r.add("gateway",
+        {"OpenAI-compatible HTTP server (server.* keys); in backend (backend_ref); out "
+         "listening (endpoint)",
+         {},
+         [](const stage_args& a) -> std::unique_ptr<stage> {
+           return std::make_unique<stages::gateway_stage>(gateway_options_of(a.cfg.server));
+         }});
+  r.add("announce", {"prints where a server listens; in at (endpoint, merge)",
+                     {},
+                     [](const stage_args&) -> std::unique_ptr<stage> {
+                       return std::make_unique<announce_stage>();
+                     }});
+  r.add("train", {"training (model.*, train.*, data.* keys); out weights (weights_update) every "
+                  "publish_every steps, result (train_result) at the end",
+                  {"out", "resume", "publish_every", "print_sample"},
+                  [](const stage_args& a) -> std::unique_ptr<stage> {
+                    return std::make_unique<stages::train_stage>(a.cfg, train_options_of(a));
+                  }});
+  r.add("report", {"prints how training ended; in result (train_result, merge)",
+                   {},
+                   [](const stage_args&) -> std::unique_ptr<stage> {
+                     return std::make_unique<report_stage>();
+                   }});
+  return r;
+}
+
+const std::string& default_serve_graph() {
+  static const std::string text =
+#include "serve_graph.inc"  // examples/graphs/serve.toml (pipelines/CMakeLists.txt)
+      ;
+  return text;
+}
+
+}  // namespace zf
