@@ -1,7 +1,8 @@
 #pragma once
-// monitor: the live progress line (rewritten in place on a terminal, one line per report
-// otherwise) and DIR/metrics.jsonl (one JSON object per step, flushed as it goes).
+// monitor: DIR/metrics.jsonl (one JSON object per step, flushed as it goes) and the run's
+// observer (by default the progress line, runtime/metrics.hpp).
 #include <filesystem>
+#include <memory>
 
 #include "actors/train_protocol.hpp"
 
@@ -9,9 +10,9 @@ namespace zf::actors {
 
 struct monitor_options {
   std::filesystem::path metrics_file;  // appended to
-  bool tty = false;                    // stderr is a terminal: rewrite the line in place
-  int print_every = 1;                 // when not a tty, print every k-th step
-  bool quiet = false;                  // metrics file only
+  // Gets every step's metrics and the notes; null: none (metrics file only). The notes then go
+  // to stderr, so a stop or a failure is still said.
+  std::shared_ptr<train_observer> observer;
 };
 
 monitor_actor spawn_monitor(caf::actor_system& sys, const monitor_options& o);

@@ -13,6 +13,8 @@
 #include "kernels/threads.hpp"
 #include "pipelines/ckpt_cli.hpp"
 #include "pipelines/graph_cli.hpp"
+#include "pipelines/graph_run.hpp"
+#include "pipelines/graph_toml.hpp"
 #include "pipelines/launch.hpp"
 #include "pipelines/pipeline.hpp"
 #include "pipelines/score_cli.hpp"
@@ -60,8 +62,11 @@ fs::path latest_run(const fs::path& runs) {
   return best;
 }
 
+// `zeroflow train`: the training graph (examples/graphs/train.toml built in, or --graph FILE)
+// with the command line's run folder, resume point, early stop and Ctrl-C flag.
 int cmd_train(const std::string& config_file, std::vector<std::string> sets, std::string out,
-              const std::string& resume, bool quiet, int stop_after, const std::string& init_hf) {
+              const std::string& resume, bool quiet, int stop_after, const std::string& init_hf,
+              const std::string& graph_file) {
   // first, so a Ctrl-C during set-up also stops cleanly (after the first step)
   auto prev = std::signal(SIGINT, on_sigint);
   if (!init_hf.empty()) {  // before --set, so an explicit data.tokenizer still wins
@@ -69,23 +74,21 @@ int cmd_train(const std::string& config_file, std::vector<std::string> sets, std
     const std::string dir = fs::absolute(init_hf).lexically_normal().string();
     sets.insert(sets.begin(), {"model.init_hf=" + dir, "data.tokenizer=" + dir});
   }
-  run_config cfg = load_config(config_file, sets);
-  run_options o;
-  o.resume = resume;
-  if (out.empty())
-    out = resume == "latest" ? latest_run("runs").string() : "runs/train-" + timestamp();
-  o.out = out;
-  o.stop = &g_stop;
-  o.stop_at_step = stop_after;
-  pipeline p = pretrain(cfg);
-  if (quiet) p.add(stages::monitor{.quiet = true});
-  auto r = p.run(o);
+  const run_config cfg = load_config(config_file, sets);
+  stage_defaults d;
+  d.train_resume = resume;
+  d.train_out = !out.empty()         ? out
+                : resume == "latest" ? latest_run("runs").string()
+                                     : "runs/train-" + timestamp();
+  d.stop_at_step = stop_after;
+  d.stop = &g_stop;
+  d.quiet = quiet;
+  const std::string text =
+      graph_file.empty() ? default_train_graph() : storage::read_text_file(graph_file);
+  graph g = build_graph(text, graph_file.empty() ? "train graph" : graph_file, cfg,
+                        builtin_stages(d), sets);
+  run_graph(g);
   std::signal(SIGINT, prev);
-  const char* rank = std::getenv("RANK");
-  if (rank && std::string(rank) != "0") return 0;  // rank 0 reports for a process group
-  std::cerr << fmt::format("zeroflow: {} at step {}; checkpoint {}; metrics {}\n",
-                           r.interrupted ? "stopped" : "done", r.final_step, r.last_checkpoint,
-                           (o.out / "metrics.jsonl").string());
   return 0;
 }
 
@@ -137,6 +140,9 @@ int run_cli(int argc, char** argv) {
                    "tokenizer.json)")
       ->check(CLI::ExistingDirectory);
   train->add_flag("--quiet", quiet, "no progress line (metrics.jsonl only)");
+  std::string train_graph;
+  train->add_option("--graph", train_graph, "run this graph file instead of the built-in one")
+      ->check(CLI::ExistingFile);
   train
       ->add_option("--stop-after", stop_after,
                    "stop (with a checkpoint) after this step; resume later")
@@ -176,7 +182,8 @@ int run_cli(int argc, char** argv) {
     return app.exit(e);
   }
   try {
-    if (*train) return cmd_train(config_file, sets, out, resume, quiet, stop_after, init_hf);
+    if (*train)
+      return cmd_train(config_file, sets, out, resume, quiet, stop_after, init_hf, train_graph);
     if (run_serve_subcommands()) return 0;
     if (run_graph_subcommand()) return 0;
     if (run_score_subcommand()) return 0;

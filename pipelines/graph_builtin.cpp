@@ -1,6 +1,7 @@
 // The stage types every graph file can use (graph_toml.hpp, builtin_stages): the serving and
 // training stages (stages_serve.hpp, stages_train.hpp) and two small printing stages.
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <ctime>
 #include <iostream>
@@ -11,6 +12,7 @@
 #include "pipelines/stages_serve.hpp"
 #include "pipelines/stages_train.hpp"
 #include "runtime/error.hpp"
+#include "runtime/launch.hpp"
 #include "runtime/model.hpp"
 
 namespace zf {
@@ -30,11 +32,13 @@ struct announce_stage : stage {
   void inputs_closed(stage_context&) override {}
 };
 
-// Prints how a training stage ended.
+// Prints how a training stage ended (once per process group: the other ranks say nothing).
 struct report_stage : stage {
   in_port<train_result> result = input<train_result>("result", true, true);
   void start(stage_context& ctx) override {
     ctx.on(result, [](const std::shared_ptr<const train_result>& r) {
+      const process_env env = read_process_env();
+      if (env.present && env.rank != 0) return;
       std::cerr << fmt::format("zeroflow: training {} at step {}; checkpoint {}\n",
                                r->interrupted ? "stopped" : "done", r->final_step,
                                r->last_checkpoint.empty() ? "none" : r->last_checkpoint);
@@ -101,10 +105,15 @@ std::string run_folder(const std::string& stage_name) {
   return "runs/" + stage_name + "-" + buf;
 }
 
-run_options train_options_of(const stage_args& a) {
+run_options train_options_of(const stage_args& a, const stage_defaults& d) {
   run_options o;
-  o.out = a.options.text("out", run_folder(a.name));
-  o.resume = a.options.text("resume");
+  o.out = a.options.text("out", d.train_out.empty() ? run_folder(a.name) : d.train_out);
+  o.resume = a.options.text("resume", d.train_resume);
+  const int64_t stop_at = a.options.integer("stop_at_step", d.stop_at_step);
+  if (stop_at < 0) fail("option stop_at_step must be >= 0, got {}", stop_at);
+  o.stop_at_step = static_cast<int>(stop_at);
+  o.stop = d.stop;
+  o.quiet = d.quiet;
   const int64_t every = a.options.integer("publish_every", 0);
   if (every < 0) fail("option publish_every must be >= 0, got {}", every);
   o.publish_every = static_cast<int>(every);
@@ -134,18 +143,35 @@ stage_registry builtin_stages(const stage_defaults& d) {
                      [](const stage_args&) -> std::unique_ptr<stage> {
                        return std::make_unique<announce_stage>();
                      }});
-  r.add("train", {"training (model.*, train.*, data.* keys); out weights (weights_update) every "
-                  "publish_every steps, result (train_result) at the end",
-                  {"out", "resume", "publish_every", "print_sample"},
-                  [](const stage_args& a) -> std::unique_ptr<stage> {
-                    return std::make_unique<stages::train_stage>(a.cfg, train_options_of(a));
+  r.add("train", {"training (model, train, optimizer, ... data keys); out weights (weights_update) "
+                  "every publish_every steps, metrics (step_metrics), notes (train_note), result "
+                  "(train_result) at the end",
+                  {"out", "resume", "publish_every", "print_sample", "stop_at_step"},
+                  [d](const stage_args& a) -> std::unique_ptr<stage> {
+                    return std::make_unique<stages::train_stage>(a.cfg, train_options_of(a, d));
                   }});
+  r.add("monitor", {"the progress line of a training run; in metrics (step_metrics, merge), notes "
+                    "(train_note, optional)",
+                    {"print_every"},
+                    [d](const stage_args& a) -> std::unique_ptr<stage> {
+                      const int64_t every = a.options.integer("print_every", 10);
+                      if (every < 1) fail("option print_every must be >= 1, got {}", every);
+                      return std::make_unique<stages::monitor_stage>(
+                          ::isatty(STDERR_FILENO), static_cast<int>(every), d.quiet);
+                    }});
   r.add("report", {"prints how training ended; in result (train_result, merge)",
                    {},
                    [](const stage_args&) -> std::unique_ptr<stage> {
                      return std::make_unique<report_stage>();
                    }});
   return r;
+}
+
+const std::string& default_train_graph() {
+  static const std::string text =
+#include "train_graph.inc"  // examples/graphs/train.toml (pipelines/CMakeLists.txt)
+      ;
+  return text;
 }
 
 const std::string& default_serve_graph() {

@@ -43,6 +43,7 @@ class graph_runtime {
   void fail_run(stage& s, const std::string& why);
   bool stopping() const { return stopping_.load(); }
   caf::actor_system& system() { return sys_; }
+  const graph& topology() const { return g_; }
 
  private:
   struct stage_state {
@@ -228,6 +229,10 @@ void stage_context::set_handler(int port,
 }
 void stage_context::emit_erased(int port, std::shared_ptr<const void> msg) {
   rt_.emit(stage_, port, std::move(msg));
+}
+
+bool stage_context::connected_erased(int port) const {
+  return !rt_.topology().from(&stage_, port).empty();
 }
 
 void run_graph(graph& g, const graph_run_options& o) {

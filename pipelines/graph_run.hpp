@@ -45,6 +45,11 @@ class stage_context {
   void emit(out_port<T> p, std::shared_ptr<const T> msg) {
     emit_erased(p.index, std::static_pointer_cast<const void>(std::move(msg)));
   }
+  // True if the port has a connection (a stage may skip work nobody consumes).
+  template <class T>
+  bool connected(out_port<T> p) const {
+    return connected_erased(p.index);
+  }
   // This stage's work is over (run returns when every stage is done).
   void done();
   // True once the run is stopping (a stop request, a failed stage, every stage done).
@@ -55,6 +60,7 @@ class stage_context {
  private:
   void set_handler(int port, std::function<void(const std::shared_ptr<const void>&)> h);
   void emit_erased(int port, std::shared_ptr<const void> msg);
+  bool connected_erased(int port) const;
   graph_runtime& rt_;
   stage& stage_;
 };

@@ -25,6 +25,7 @@
 // is wrong: "g.toml: stage #2 'gateway': unknown type 'gatway' (known: announce, engine, ...)",
 // "g.toml: connect #1: from = 'engine': expected \"stage.port\"", and graph::check's messages
 // for a mis-wired graph prefixed with the file.
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -77,9 +78,15 @@ class stage_registry {
 };
 
 // What the command line gives the built-in types when a stage's options do not say: the model
-// an engine serves (--checkpoint DIR | --hf DIR, and --data-dir for a checkpoint's tokenizer).
+// an engine serves (--checkpoint DIR | --hf DIR, and --data-dir for a checkpoint's tokenizer),
+// a train stage's run folder and resume point (--out, --resume), its early stop (--stop-after)
+// and a stop flag (Ctrl-C: training stops after the step, checkpoints and reports).
 struct stage_defaults {
   std::string checkpoint, hf, data_dir;
+  std::string train_out, train_resume;
+  int stop_at_step = 0;
+  std::atomic<bool>* stop = nullptr;
+  bool quiet = false;  // train --quiet: no banner, no progress line (notes still print)
 };
 
 // The built-in types (pipelines/graph_builtin.cpp):
@@ -87,7 +94,9 @@ struct stage_defaults {
 //   gateway  (stages::gateway_stage) server.* keys
 //   announce prints "zeroflow: serving MODEL (context N) on http://HOST:PORT/v1" per endpoint
 //   train    (stages::train_stage) the run's config; options out, resume, publish_every,
-//            print_sample
+//            print_sample, stop_at_step
+//   monitor  (stages::monitor_stage) the progress line; option print_every
+//   report   prints how a training stage ended (rank 0 of a process group)
 stage_registry builtin_stages(const stage_defaults& d = {});
 
 // The graph described by toml_text (source names it in messages), each stage made by its type's
@@ -101,5 +110,7 @@ std::string describe(const graph& g);
 
 // examples/graphs/serve.toml as built into the binary (`zeroflow serve` without --graph).
 const std::string& default_serve_graph();
+// examples/graphs/train.toml as built in (`zeroflow train` without --graph).
+const std::string& default_train_graph();
 
 }  // namespace zf

@@ -260,9 +260,10 @@ train_result pipeline::run(const run_options& o) {
     if (monitor_ && lead) {
       actors::monitor_options mo;
       mo.metrics_file = o.out / "metrics.jsonl";
-      mo.tty = !monitor_->quiet && ::isatty(STDERR_FILENO);
-      mo.print_every = 10;
-      mo.quiet = monitor_->quiet;
+      if (o.observer)
+        mo.observer = o.observer;
+      else if (!monitor_->quiet && !o.quiet)
+        mo.observer = std::make_shared<progress_printer>(::isatty(STDERR_FILENO), 10);
       ts.monitor = actors::spawn_monitor(sys, mo);
     }
     std::vector<caf::actor> others{caf::actor_cast<caf::actor>(ts.sampler)};
@@ -270,7 +271,7 @@ train_result pipeline::run(const run_options& o) {
     for (auto& sh : ts.shards) others.push_back(caf::actor_cast<caf::actor>(sh));
     if (ts.writer) others.push_back(caf::actor_cast<caf::actor>(ts.writer));
     if (ts.monitor) others.push_back(caf::actor_cast<caf::actor>(ts.monitor));
-    if (monitor_ && !monitor_->quiet && lead)
+    if (monitor_ && !monitor_->quiet && !o.quiet && lead)
       std::cerr << fmt::format(
           "zeroflow: {} parameters, {} tokens (train {} / val {}), {} steps from step {}, {} "
           "rank(s) ({}) at ZeRO stage {} -> {}\n",

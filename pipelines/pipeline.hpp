@@ -22,6 +22,7 @@
 #include "actors/trainer.hpp"
 #include "runtime/config.hpp"
 #include "runtime/lm_weights.hpp"
+#include "runtime/metrics.hpp"
 #include "runtime/tokenizer.hpp"
 
 namespace zf {
@@ -46,10 +47,14 @@ struct run_options {
   std::atomic<bool>* stop = nullptr;  // set to true to stop after the current step
   int stop_at_step = 0;               // > 0: stop after this step, as an interrupt would
   bool print_sample = true;           // print a sample of the trained model at the end
+  bool quiet = false;                 // no banner and no progress line (as stages::monitor)
   // Every publish_every steps (0: never), on_weights gets the parameters of that step as
   // inference weights (one process: thread ranks; the training waits while it runs).
   int publish_every = 0;
   std::function<void(int step, std::shared_ptr<const lm_weights> w)> on_weights;
+  // Set: gets the metrics and notes in place of the progress line (a graph's monitor stage);
+  // metrics.jsonl is written either way. Only the process that reports (rank 0) calls it.
+  std::shared_ptr<train_observer> observer;
 };
 
 using train_result = actors::train_result;

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <cstdio>
 #include <nlohmann/json.hpp>
 
 namespace zf {
@@ -45,6 +46,34 @@ std::string progress_line(const step_metrics& m) {
                      m.comm_bytes / 1048576);
   if (m.val_loss >= 0) s += fmt::format(" | val {:.4f}", m.val_loss);
   return s;
+}
+
+void progress_printer::metrics(const step_metrics& m) {
+  const std::string line = progress_line(m);
+  if (tty_) {
+    std::fprintf(stderr, "\r\033[K%s", line.c_str());
+    line_open_ = true;
+    if (m.val_loss >= 0) {
+      std::fputc('\n', stderr);
+      line_open_ = false;
+    }
+  } else if (m.step % every_ == 0 || m.val_loss >= 0 || m.step == m.total_steps) {
+    std::fprintf(stderr, "%s\n", line.c_str());
+  }
+  std::fflush(stderr);
+}
+
+void progress_printer::note(const std::string& text) {
+  if (line_open_) std::fputc('\n', stderr);
+  line_open_ = false;
+  std::fprintf(stderr, "%s\n", text.c_str());
+  std::fflush(stderr);
+}
+
+void progress_printer::flush() {
+  if (line_open_) std::fputc('\n', stderr);
+  line_open_ = false;
+  std::fflush(stderr);
 }
 
 }  // namespace zf

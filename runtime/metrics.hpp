@@ -24,4 +24,31 @@ std::string to_json_line(const step_metrics& m);
 std::string progress_line(const step_metrics& m);
 std::string format_duration(double seconds);
 
+// Who watches a run as it goes: the progress line, a graph's metrics port, a console. Called
+// from one thread at a time (the monitor's), in step order.
+class train_observer {
+ public:
+  virtual ~train_observer() = default;
+  virtual void metrics(const step_metrics& m) = 0;
+  virtual void note(const std::string& text) = 0;  // a line of its own ("interrupted: ...")
+  virtual void flush() {}                          // the run is over
+};
+
+// The live progress line on stderr: on a terminal (tty) rewritten in place, a validation step
+// kept on its own line; otherwise one line every print_every steps, at each validation and at
+// the last step. Notes end any open line and print on their own.
+class progress_printer : public train_observer {
+ public:
+  progress_printer(bool tty, int print_every)
+      : tty_(tty), every_(print_every < 1 ? 1 : print_every) {}
+  void metrics(const step_metrics& m) override;
+  void note(const std::string& text) override;
+  void flush() override;
+
+ private:
+  bool tty_;
+  int every_;
+  bool line_open_ = false;  // a \r progress line is on screen
+};
+
 }  // namespace zf

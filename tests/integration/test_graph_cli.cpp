@@ -59,7 +59,7 @@ type = "gateway"
   CHECK(r.code != 0);
   CHECK(contains(r.out,
                  "stage #1 'e': unknown type 'engin' (known: announce, engine, gateway, "
-                 "report, train)"));
+                 "monitor, report, train)"));
 }
 
 TEST_CASE("graph: types lists the built-in stage types and their options") {
