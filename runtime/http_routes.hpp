@@ -40,7 +40,8 @@ struct http_reply {
 // The end of a chunked body: the zero-length chunk.
 inline constexpr std::string_view last_chunk = "0\r\n\r\n";
 
-// The reason phrase of a status ("Not Found"); "" for codes this server does not send.
+// The reason phrase of a status ("Not Found"), Beast's wording; "<unknown-status>" for codes
+// outside the HTTP registry, as Beast writes them.
 std::string_view reason_phrase(int status);
 
 // Content-Type: application/json.

@@ -119,8 +119,8 @@ TEST_CASE("http_routes: reply bytes on the wire") {
         "HTTP/1.1 200 OK\r\nServer: zeroflow\r\nContent-Type: text/event-stream\r\n"
         "Transfer-Encoding: chunked\r\n\r\n");
   CHECK(http_reply{204, {}, {}}.wire(true) ==
-        "HTTP/1.1 204 \r\nServer: zeroflow\r\nContent-Length: 0\r\n\r\n");
-  // Beast's reason phrases, for every status this server sends.
+        "HTTP/1.1 204 No Content\r\nServer: zeroflow\r\nContent-Length: 0\r\n\r\n");
+  // Beast's reason phrases, for every status this server itself sends.
   const std::pair<int, std::string_view> reasons[] = {{200, "OK"},
                                                       {400, "Bad Request"},
                                                       {401, "Unauthorized"},
@@ -132,6 +132,8 @@ TEST_CASE("http_routes: reply bytes on the wire") {
                                                       {500, "Internal Server Error"},
                                                       {503, "Service Unavailable"}};
   for (const auto& [status, reason] : reasons) CHECK(zf::openai::reason_phrase(status) == reason);
+  CHECK(zf::openai::reason_phrase(501) == "Not Implemented");  // a backend's status passed through
+  CHECK(zf::openai::reason_phrase(299) == "<unknown-status>");
   CHECK(zf::openai::http_chunk("data: x\n\n") == "9\r\ndata: x\n\n\r\n");
   CHECK(zf::openai::http_chunk(std::string(26, 'y')) == "1a\r\n" + std::string(26, 'y') + "\r\n");
   CHECK(zf::openai::http_chunk("").empty());  // an empty chunk would end the body
