@@ -1,4 +1,5 @@
-// The gateway's listener, io threads and metrics; connections live in gateway_session.cpp.
+// The gateway's listener and io threads; connections live in gateway_connection.cpp and
+// gateway_session.cpp, the HTTP protocol in runtime/http_routes, openai_http and http_metrics.
 //
 // Shutdown order matters because event sinks can outlive everything here: stop() stops the
 // io_context, the destructor joins the threads, closes the sink gate (state->ioc = nullptr) and
@@ -6,7 +7,6 @@
 // destructor cancels its running request in the backend.
 #include "actors/gateway.hpp"
 
-#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <condition_variable>
@@ -17,40 +17,12 @@
 
 #include "actors/gateway_session.hpp"
 #include "runtime/error.hpp"
+#include "runtime/http_routes.hpp"
 
 namespace zf::actors {
 
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
-
-namespace detail {
-
-void gateway_state::count(std::string_view route, int status) {
-  std::lock_guard lock(metrics_mu);
-  ++requests[{std::string(route), status}];
-}
-
-std::string gateway_state::metrics_text() {
-  std::string out = backend.metrics_text();
-  if (!out.empty() && out.back() != '\n') out += '\n';
-  out +=
-      "# HELP zeroflow_http_requests_total HTTP responses sent, by route and status code.\n"
-      "# TYPE zeroflow_http_requests_total counter\n";
-  {
-    std::lock_guard lock(metrics_mu);
-    for (const auto& [key, n] : requests)
-      out += fmt::format("zeroflow_http_requests_total{{route=\"{}\",code=\"{}\"}} {}\n", key.first,
-                         key.second, n);
-  }
-  out += fmt::format(
-      "# HELP zeroflow_http_open_connections HTTP connections currently open.\n"
-      "# TYPE zeroflow_http_open_connections gauge\n"
-      "zeroflow_http_open_connections {}\n",
-      open_connections.load());
-  return out;
-}
-
-}  // namespace detail
 
 struct gateway::impl {
   std::shared_ptr<detail::gateway_state> state;
@@ -77,7 +49,7 @@ struct gateway::impl {
             });
             return;
           }
-          if (state->open_connections.load() >= state->opts.max_connections)
+          if (state->metrics.open_connections() >= state->opts.max_connections)
             refuse(std::move(socket));
           else
             detail::start_session(std::move(socket), state);
@@ -87,13 +59,8 @@ struct gateway::impl {
 
   // Over max_connections: a short 503 written at once (it fits the socket buffer), then close.
   void refuse(tcp::socket socket) {
-    state->count("other", 503);
-    static const std::string body =
-        R"({"error":{"message":"too many connections","type":"server_error","param":null,"code":null}})";
-    static const std::string msg = fmt::format(
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-        "Content-Length: {}\r\nConnection: close\r\nRetry-After: 1\r\n\r\n{}",
-        body.size(), body);
+    state->metrics.count("other", 503);
+    static const std::string msg = openai::too_many_connections_wire();
     boost::system::error_code ignored;
     net::write(socket, net::buffer(msg), ignored);
     socket.shutdown(tcp::socket::shutdown_both, ignored);

@@ -1,20 +1,19 @@
 #pragma once
-// Internal to the gateway (gateway.cpp: listener, gateway_session.cpp: one connection).
+// Internal to the gateway: gateway.cpp is the listener, gateway_connection.* one connection's
+// socket work, gateway_session.cpp the OpenAI server on top of a connection. The protocol
+// (routes, keys, replies, SSE) is runtime/http_routes.hpp and runtime/openai_http.hpp.
 // clang-format off
 #include <utility>  // before Asio: under C++20 its awaitable.hpp needs std::exchange
 #include <boost/asio.hpp>
 // clang-format on
 
-#include <atomic>
-#include <map>
 #include <memory>
 #include <mutex>
-#include <string>
-#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "actors/gateway.hpp"
+#include "runtime/http_metrics.hpp"
 
 namespace zf::actors::detail {
 
@@ -32,20 +31,30 @@ struct gateway_state {
   std::mutex sink_mu;
   boost::asio::io_context* ioc = nullptr;
 
-  std::atomic<int> open_connections{0};
-  std::mutex metrics_mu;
-  std::map<std::pair<std::string, int>, uint64_t> requests;  // (route, status) -> count
-
-  void count(std::string_view route, int status);
-  std::string metrics_text();
+  openai::http_metrics metrics;
 };
 
 // A session's pending events, in order, filled by its sink on the backend's thread: (request
-// generation, event); `scheduled` while a drain is on its way to the session's strand.
-struct event_inbox {
-  std::mutex mu;
-  std::vector<std::pair<uint64_t, serve::completion_event>> events;
-  bool scheduled = false;
+// generation, event). The first push of a batch returns true: its caller posts one drain onto
+// the session's strand, which take()s the batch; later pushes ride along with it.
+class event_inbox {
+ public:
+  using entry = std::pair<uint64_t, serve::completion_event>;
+  bool push(uint64_t gen, const serve::completion_event& e) {
+    std::lock_guard lock(mu_);
+    events_.emplace_back(gen, e);
+    return !std::exchange(scheduled_, true);
+  }
+  std::vector<entry> take() {
+    std::lock_guard lock(mu_);
+    scheduled_ = false;
+    return std::exchange(events_, {});
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<entry> events_;
+  bool scheduled_ = false;
 };
 
 // Takes over an accepted socket (whose executor is a strand) and serves it until it closes.

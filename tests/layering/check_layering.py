@@ -24,7 +24,8 @@ FOLDERS = {
 THIRD_PARTY = [
     (re.compile(r"^gloo/"), {"dist"}),
     (re.compile(r"^caf/"), {"actors", "pipelines"}),
-    (re.compile(r"^boost/(asio|beast)"), {"actors/gateway", "actors/gateway_session"}),
+    (re.compile(r"^boost/(asio|beast)"),
+     {"actors/gateway", "actors/gateway_connection", "actors/gateway_session"}),
     (re.compile(r"^(capnp/|kj/|liburing)"), {"storage"}),
     (re.compile(r"^CLI/"), {"pipelines"}),
     (re.compile(r"^(cuda|cublas|nccl)"), {"kernels"}),

@@ -1,0 +1,147 @@
+// One gateway connection's socket work; see gateway_connection.hpp.
+#include "actors/gateway_connection.hpp"
+
+#include <chrono>
+
+namespace zf::actors::detail {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = net::ip::tcp;
+
+void connection::start() {
+  net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read_header(); });
+}
+
+void connection::read_header() {
+  if (closed_) return;
+  label_ = "other";
+  parser_.emplace();
+  parser_->body_limit(st_->opts.max_body_bytes);
+  stream_.expires_after(std::chrono::seconds(st_->opts.read_timeout_s));
+  http::async_read_header(stream_, buffer_, *parser_, on(&connection::on_header));
+}
+
+void connection::on_header(error_code ec, std::size_t) {
+  if (closed_) return;
+  if (ec) return read_failed(ec);
+  if (parser_->is_done()) return on_body({}, 0);
+  if (!beast::iequals(parser_->get()[http::field::expect], "100-continue")) return read_body({}, 0);
+  static const std::string cont = "HTTP/1.1 100 Continue\r\n\r\n";
+  net::async_write(stream_, net::buffer(cont), on(&connection::read_body));
+}
+
+void connection::read_body(error_code ec, std::size_t) {
+  if (ec) return close();  // the 100 Continue could not be written
+  if (closed_) return;
+  http::async_read(stream_, buffer_, *parser_, on(&connection::on_body));
+}
+
+void connection::on_body(error_code ec, std::size_t) {
+  if (closed_) return;
+  if (ec) return read_failed(ec);
+  stream_.expires_never();  // no timeout while the answer is generated
+  const request req = parser_->release();
+  keep_alive_ = req.keep_alive();
+  handle(req);
+}
+
+void connection::read_failed(error_code ec) {
+  keep_alive_ = false;  // the rest of the stream cannot be trusted
+  drain_on_close_ = true;
+  if (ec == http::error::body_limit) return send(openai::body_too_large(st_->opts.max_body_bytes));
+  if (ec.category() == http::make_error_code(http::error::bad_method).category() &&
+      ec != http::error::end_of_stream && ec != http::error::partial_message)
+    return send(openai::malformed_request(ec.message()));
+  close();  // EOF, timeout, reset
+}
+
+void connection::send(const openai::http_reply& r) {
+  st_->metrics.count(label_, r.status);
+  out_ += r.wire(keep_alive_);
+  if (!r.chunked) {
+    finishing_ = true;
+    stream_.expires_after(std::chrono::seconds(st_->opts.read_timeout_s));  // a client not reading
+  }
+  flush();
+}
+
+void connection::write(std::string bytes, bool last) {
+  out_ += bytes;
+  finishing_ = finishing_ || last;
+  flush();
+}
+
+void connection::flush() {
+  if (closed_ || writing_ || out_.empty()) return;
+  wbuf_.swap(out_);
+  out_.clear();
+  writing_ = true;
+  net::async_write(stream_, net::buffer(wbuf_), on(&connection::on_written));
+}
+
+void connection::on_written(error_code ec, std::size_t) {
+  writing_ = false;
+  wbuf_.clear();
+  if (closed_) return;
+  if (ec) return close();  // client gone: cancels the request
+  if (!out_.empty()) return flush();
+  if (std::exchange(finishing_, false)) response_done();
+}
+
+// The response is fully written: next request, after stopping the disconnect watch.
+void connection::response_done() {
+  if (!keep_alive_) return drain_on_close_ ? drain({}, 0) : close();
+  if (watching_) {  // on_watch continues with read_header
+    next_after_watch_ = true;
+    beast::error_code ignored;
+    stream_.socket().cancel(ignored);
+    return;
+  }
+  read_header();
+}
+
+void connection::watch() {
+  if (buffer_.size() >= max_pipelined_bytes) return close();
+  watching_ = true;
+  stream_.async_read_some(buffer_.prepare(4096), on(&connection::on_watch));
+}
+
+void connection::on_watch(error_code ec, std::size_t n) {
+  watching_ = false;
+  if (closed_) return;
+  if (!ec) buffer_.commit(n);  // a pipelined request: parsed after this response
+  if (std::exchange(next_after_watch_, false)) {
+    if (!ec || ec == net::error::operation_aborted) return read_header();
+    return close();
+  }
+  if (ec) return close();  // EOF or reset: the client left
+  watch();
+}
+
+// After an error answer to a request whose body was not read (413): half-close and discard what
+// the client still sends (up to 1 MiB, 2 s), so that closing does not reset the connection
+// before the client has read the answer.
+void connection::drain(error_code ec, std::size_t n) {
+  if (drained_ == 0) {
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    stream_.expires_after(std::chrono::seconds(2));
+  }
+  drained_ += n + 1;
+  if (ec || drained_ > (1u << 20)) return close();
+  buffer_.clear();
+  stream_.async_read_some(buffer_.prepare(4096), on(&connection::drain));
+}
+
+void connection::close() {
+  if (closed_) return;
+  closed_ = true;
+  on_close();
+  beast::error_code ignored;
+  stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+  stream_.close();
+}
+
+}  // namespace zf::actors::detail

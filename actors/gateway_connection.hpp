@@ -1,0 +1,87 @@
+#pragma once
+// One HTTP/1.1 connection's socket work for the gateway; gateway_session.cpp derives the OpenAI
+// server from it. Everything runs on the connection's strand.
+//
+//   read_header -> (100 Continue) -> read_body -> handle(request)        [the derived class]
+//   send(reply): the reply's bytes (runtime/http_routes.hpp), then, once written, the next
+//     read_header (keep-alive) or close. A chunked reply's head is followed by write(chunks),
+//     coalesced into one write while the previous is in flight, until write(..., last).
+//   watch(): while a request runs, a read stays pending on the socket: EOF or an error means the
+//     client left and close() runs (on_close cancels the request). Bytes a pipelining client
+//     sends meanwhile are kept for the next read_header.
+//   read errors: 413 (body over max_body_bytes) and 400 (malformed) are answered and the
+//     connection closes after draining what the client still sends; EOF, timeout, reset close.
+// The connection is kept alive only by its pending operations.
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <optional>
+#include <string>
+
+#include "actors/gateway_session.hpp"  // first: it orders <utility> before Asio
+#include "runtime/http_routes.hpp"
+
+namespace zf::actors::detail {
+
+class connection : public std::enable_shared_from_this<connection> {
+ public:
+  connection(boost::asio::ip::tcp::socket s, std::shared_ptr<gateway_state> st)
+      : st_(std::move(st)), stream_(std::move(s)) {
+    st_->metrics.connection_opened();
+  }
+  virtual ~connection() { st_->metrics.connection_closed(); }
+  void start();
+
+ protected:
+  using request = boost::beast::http::request<boost::beast::http::string_body>;
+  // A whole request arrived (no read timeout from here on): answer with send(), or close().
+  virtual void handle(const request& req) = 0;
+  // close() began: stop what runs for this connection.
+  virtual void on_close() {}
+
+  // Counts the reply under label_ and queues its bytes; a complete reply (not chunked) ends the
+  // response, and a client that does not read it within read_timeout_s is dropped.
+  void send(const openai::http_reply& r);
+  // Bytes of a chunked body; `last`: they end the response.
+  void write(std::string bytes, bool last);
+  void watch();
+  void close();
+  boost::asio::any_io_executor executor() { return stream_.get_executor(); }
+
+  std::shared_ptr<gateway_state> st_;
+  std::string label_ = "other";  // metrics label of the current request
+  bool keep_alive_ = true;
+  bool closed_ = false;
+
+ private:
+  using error_code = boost::beast::error_code;
+  static constexpr std::size_t max_pipelined_bytes = 64 * 1024;  // kept while a request runs
+  // A completion handler that keeps the connection alive and calls fn(ec, bytes).
+  template <class Fn>
+  auto on(Fn fn) {
+    return
+        [self = shared_from_this(), fn](error_code ec, std::size_t n) { (self.get()->*fn)(ec, n); };
+  }
+  void read_header();
+  void on_header(error_code ec, std::size_t);
+  void read_body(error_code ec, std::size_t);
+  void on_body(error_code ec, std::size_t);
+  void read_failed(error_code ec);
+  void response_done();
+  void flush();
+  void on_written(error_code ec, std::size_t);
+  void on_watch(error_code ec, std::size_t n);
+  void drain(error_code ec, std::size_t n);
+
+  boost::beast::tcp_stream stream_;
+  boost::beast::flat_buffer buffer_;
+  std::optional<boost::beast::http::request_parser<boost::beast::http::string_body>> parser_;
+  bool drain_on_close_ = false;
+  std::size_t drained_ = 0;
+  std::string out_, wbuf_;  // queued bytes; bytes being written
+  bool writing_ = false;
+  bool finishing_ = false;  // the response's last bytes are queued: response_done once written
+  bool watching_ = false;
+  bool next_after_watch_ = false;
+};
+
+}  // namespace zf::actors::detail
