@@ -7,6 +7,8 @@
 // costs one thread-local load and a predictable branch per call, never a virtual call.
 #include "kernels/dispatch.hpp"
 
+#include <algorithm>
+#include <cstddef>
 #include <string>
 
 #include "kernels/activation.hpp"
@@ -33,6 +35,7 @@ namespace {
 
 thread_local device tl_device = device::cpu;
 thread_local bool tl_invariant = false;
+thread_local const kernel_pool* tl_pool = nullptr;
 
 #if defined(ZF_CUDA)
 inline bool on_cuda() noexcept {
@@ -108,13 +111,44 @@ void set_batch_invariant(bool on) noexcept {
   tl_invariant = on;
 }
 
+const kernel_pool* lent_pool() noexcept {
+  return tl_pool;
+}
+kernel_pool_scope::kernel_pool_scope(const kernel_pool* p) : prev_(tl_pool) {
+  tl_pool = p;
+}
+kernel_pool_scope::~kernel_pool_scope() {
+  tl_pool = prev_;
+}
+
+namespace {
+// The invariant GEMM over the lent pool's threads: output columns in pieces (multiples of 16,
+// the kernel's widest tile), at least 1M multiply-adds in all before it is worth waking them.
+void gemm_invariant_split(bool trans_b, int m, int n, int k, const float* a, int lda,
+                          const float* b, int ldb, float beta, float* c, int ldc) {
+  const kernel_pool* p = tl_pool;
+  const double work = double(m) * n * k;
+  if (!p || p->threads < 2 || work < double(1 << 20) || n < 32)
+    return cpu::gemm_invariant(trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc);
+  const int la = lda ? lda : k, lc = ldc ? ldc : n, lb = ldb ? ldb : (trans_b ? k : n);
+  const int want = 4 * p->threads;  // a few pieces per thread even out uneven progress
+  const int piece = std::max(16, (n / want + 15) / 16 * 16);
+  const int pieces = (n + piece - 1) / piece;
+  p->run(pieces, [&](int i) {
+    const int j0 = i * piece, w = std::min(piece, n - j0);
+    const float* bj = trans_b ? b + static_cast<std::size_t>(j0) * lb : b + j0;
+    cpu::gemm_invariant(trans_b, m, w, k, a, la, bj, lb, beta, c + j0, lc);
+  });
+}
+}  // namespace
+
 // matmul
 void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
           const float* b, int ldb, float beta, float* c, int ldc) {
   if (tl_invariant && !trans_a && alpha == 1.0f && (beta == 0.0f || beta == 1.0f)) {
     if (on_cuda()) [[unlikely]]
       no_twin("gemm_invariant");
-    return cpu::gemm_invariant(trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc);
+    return gemm_invariant_split(trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc);
   }
   ZF_CPU_ONLY(gemm, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }

@@ -11,6 +11,7 @@
 // - With ZF_CUDA, a family that has no cuda twin yet throws kernel_error when called on the cuda
 //   device instead of reading GPU pointers on the CPU.
 // - Host-only helpers (kernels/convert.hpp) and the CPU thread count are not dispatched.
+#include <functional>
 #include <stdexcept>
 
 namespace zf::kernels {
@@ -65,6 +66,27 @@ class batch_invariant_scope {
 
  private:
   bool prev_;
+};
+
+// Threads a caller lends the kernels that OpenBLAS does not thread (the batch-invariant GEMM,
+// which then splits its output columns over them: every element is still computed by the same
+// operations, so the bits do not change). run(n, fn) calls fn(i) for every i in [0, n) and
+// returns when all have returned (runtime/worker_pool); threads counts the caller too. Per
+// thread, like the modes above; none lent: one thread.
+struct kernel_pool {
+  int threads = 1;
+  std::function<void(int n, const std::function<void(int)>& fn)> run;
+};
+const kernel_pool* lent_pool() noexcept;
+class kernel_pool_scope {
+ public:
+  explicit kernel_pool_scope(const kernel_pool* p);
+  ~kernel_pool_scope();
+  kernel_pool_scope(const kernel_pool_scope&) = delete;
+  kernel_pool_scope& operator=(const kernel_pool_scope&) = delete;
+
+ private:
+  const kernel_pool* prev_;
 };
 
 }  // namespace zf::kernels

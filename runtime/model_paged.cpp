@@ -53,6 +53,11 @@ paged_model::paged_model(const lm_weights& w, int max_rows, int max_logits, int 
   }
   block::fill_rope_table(c, rope_cos_, rope_sin_);
   pos_.resize(R);
+  pieces_.reserve(R);
+  kpool_.threads = pool_.size();
+  kpool_.run = [this](int n, const std::function<void(int)>& fn) {
+    pool_.run(n, [&](int, int i) { fn(i); });
+  };
 }
 
 // qkv = norm1(x) @ qkv_w; rope; K/V into the pool; attention per chunk; x += att @ o_w.
@@ -79,11 +84,12 @@ void paged_model::attention_layer(int l, std::span<const lm_chunk> chunks, kv_st
     if (ch.len <= k::paged_direct_rows) direct_.push_back(static_cast<int>(ci));
     row += ch.len;
   }
-  auto attend = [&](std::size_t ci, float* scratch) {
+  // rows [off, off + len) of chunk ci
+  auto attend_rows = [&](std::size_t ci, int off, int len, float* scratch) {
     const lm_chunk& ch = chunks[ci];
-    const int r0 = row0_[ci];
-    k::paged_shape s{.tq = ch.len,
-                     .start = ch.start,
+    const int r0 = row0_[ci] + off;
+    k::paged_shape s{.tq = len,
+                     .start = ch.start + off,
                      .n_head = c.n_head,
                      .n_kv_head = c.n_kv_head,
                      .head_dim = c.head_dim,
@@ -94,6 +100,25 @@ void paged_model::attention_layer(int l, std::span<const lm_chunk> chunks, kv_st
     k::paged_attention(s, qkv_ + static_cast<std::size_t>(r0) * D, pk,
                        att_ + static_cast<std::size_t>(r0) * Q, scratch);
   };
+  auto attend = [&](std::size_t ci, float* scratch) {
+    attend_rows(ci, 0, chunks[ci].len, scratch);
+  };
+  if (k::batch_invariant()) {
+    // Every row is computed alone (the direct kernel), so pieces of a few rows of any chunk
+    // give the same bits as the whole chunk: all of them spread over the pool.
+    pieces_.clear();
+    for (std::size_t ci = 0; ci < chunks.size(); ++ci)
+      for (int off = 0; off < chunks[ci].len; off += k::paged_direct_rows)
+        pieces_.push_back(
+            {static_cast<int>(ci), off, std::min(k::paged_direct_rows, chunks[ci].len - off)});
+    pool_.run(static_cast<int>(pieces_.size()), [&](int worker, int j) {
+      const piece& p = pieces_[static_cast<std::size_t>(j)];
+      attend_rows(static_cast<std::size_t>(p.chunk), p.off, p.len,
+                  decode_scratch_ + decode_scratch_stride_ * static_cast<std::size_t>(worker));
+    });
+    block::attn_out_forward(c, L, att_, Q, x_, x_, n);
+    return;
+  }
   // Prefill chunks one at a time (their GEMMs are threaded by OpenBLAS); decode-sized chunks
   // spread over the worker pool, each thread with its own scratch.
   for (std::size_t ci = 0; ci < chunks.size(); ++ci)
@@ -127,6 +152,7 @@ void paged_model::forward(std::span<const lm_chunk> chunks, kv_storage& kv) {
     fail("lm: batch of {} rows / {} logits exceeds the planned {} / {}", n, n_logits, max_rows_,
          max_logits_);
   if (n == 0) return;
+  const k::kernel_pool_scope lend(&kpool_);  // the invariant GEMM's threads (dispatch.hpp)
   // Embeddings: x[r] = tok_emb[id] (+ pos_emb[pos] for GPT-2).
   int row = 0;
   for (const lm_chunk& ch : chunks) {

@@ -10,6 +10,7 @@
 #include <span>
 #include <vector>
 
+#include "kernels/dispatch.hpp"
 #include "runtime/kv_storage.hpp"
 #include "runtime/lm_weights.hpp"
 #include "runtime/tensor.hpp"
@@ -28,7 +29,8 @@ class paged_model {
  public:
   // max_rows: tokens per forward at most (>= 1, <= ... any); max_logits: chunks with logits at
   // most. Both are hard limits checked by forward().
-  // threads: for the per-chunk attention of decode rows (GEMMs use OpenBLAS's own threads).
+  // threads: for the per-chunk attention of decode rows (GEMMs use OpenBLAS's own threads) and,
+  // in batch-invariant mode, for every row's attention and the invariant GEMM's columns.
   paged_model(const lm_weights& w, int max_rows, int max_logits, int threads = 1);
   const model_spec& config() const { return w_.cfg; }
 
@@ -61,6 +63,11 @@ class paged_model {
   std::size_t decode_scratch_stride_ = 0;
   std::vector<int> row0_;    // first row of each chunk (reused)
   std::vector<int> direct_;  // chunks on the direct path (reused)
+  struct piece {             // rows [off, off + len) of chunk `chunk` (batch-invariant mode)
+    int chunk, off, len;
+  };
+  std::vector<piece> pieces_;   // (reused)
+  kernels::kernel_pool kpool_;  // pool_ lent to the kernels
 };
 
 }  // namespace zf

@@ -64,6 +64,7 @@ TEST_CASE("engine: batch-invariant log-probs equal score mode's bits; greedy equ
   sf.max_seqs = 12;
   sf.block_size = 8;
   sf.kv_blocks = 30;
+  sf.threads = 3;  // rows' attention and the invariant GEMM's columns split over 3 threads
   const auto got = run(sf, false);
 
   // score mode on prompt + generated tokens, in the same mode, batched with padding

@@ -4,10 +4,13 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cmath>
+#include <thread>
 #include <vector>
 
 #include "grad_check.hpp"
+#include "kernels/dispatch.hpp"
 #include "kernels/matmul.hpp"
 #include "kernels/matmul_invariant.hpp"
 
@@ -71,5 +74,46 @@ TEST_CASE("gemm_invariant: a row's result is the same bits in any batch and colu
     zf::kernels::gemm_invariant(tb, 7, n, k, a.data() + std::size_t(5) * k, k, bb, 0, 0.0f,
                                 mid.data(), n);
     CHECK(std::equal(mid.begin(), mid.end(), all.begin() + std::size_t(5) * n));
+  }
+}
+
+TEST_CASE("gemm_invariant: split over lent threads, the same bits as on one thread") {
+  // kernels::gemm in batch-invariant mode spreads its output columns over a lent pool
+  // (dispatch.hpp, kernel_pool); every element must still be computed as on one thread.
+  zf::kernels::kernel_pool pool;
+  pool.threads = 4;
+  int calls = 0;
+  pool.run = [&](int n, const std::function<void(int)>& fn) {
+    ++calls;
+    std::atomic<int> next{0};
+    std::vector<std::thread> th;
+    for (int t = 0; t < pool.threads; ++t)
+      th.emplace_back([&] {
+        for (int i = next++; i < n; i = next++) fn(i);
+      });
+    for (auto& t : th) t.join();
+  };
+  const zf::kernels::batch_invariant_scope inv(true);
+  for (auto [m, n, k] : {std::array{33, 1000, 64}, std::array{7, 611, 300}, std::array{64, 97, 256},
+                         std::array{2, 50257 / 8, 96}}) {
+    CAPTURE(m);
+    CAPTURE(n);
+    CAPTURE(k);
+    auto a = randn(std::size_t(m) * k, 7), b = randn(std::size_t(k) * n, 8),
+         c0 = randn(std::size_t(m) * n, 9);
+    for (bool tb : {false, true})
+      for (float beta : {0.0f, 1.0f}) {
+        std::vector<float> one = c0, split = c0;
+        zf::kernels::gemm(false, tb, m, n, k, 1.0f, a.data(), k, b.data(), tb ? k : n, beta,
+                          one.data(), n);
+        const int before = calls;
+        {
+          const zf::kernels::kernel_pool_scope lend(&pool);
+          zf::kernels::gemm(false, tb, m, n, k, 1.0f, a.data(), k, b.data(), tb ? k : n, beta,
+                            split.data(), n);
+        }
+        CHECK(calls == before + 1);  // the pool was used (each shape is above the threshold)
+        CHECK(std::equal(one.begin(), one.end(), split.begin()));
+      }
   }
 }
