@@ -122,6 +122,8 @@ kernel_pool_scope::~kernel_pool_scope() {
 }
 
 namespace {
+constexpr int k_few_rows = 8;  // rows at most of a "decode" GEMM (gemm below; measured 1.3-4x)
+
 // The invariant GEMM over the lent pool's threads: output columns in pieces (multiples of 16,
 // the kernel's widest tile), at least 1M multiply-adds in all before it is worth waking them.
 void gemm_invariant_split(bool trans_b, int m, int n, int k, const float* a, int lda,
@@ -145,7 +147,10 @@ void gemm_invariant_split(bool trans_b, int m, int n, int k, const float* a, int
 // matmul
 void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
           const float* b, int ldb, float beta, float* c, int ldc) {
-  if (tl_invariant && !trans_a && alpha == 1.0f && (beta == 0.0f || beta == 1.0f)) {
+  // Batch-invariant mode; and a few rows (decode steps) with threads lent: our GEMM split over
+  // columns streams the weights faster there than OpenBLAS's sgemm (bench/serve, decode).
+  const bool few_rows = tl_pool && tl_pool->threads > 1 && m <= k_few_rows;
+  if ((tl_invariant || few_rows) && !trans_a && alpha == 1.0f && (beta == 0.0f || beta == 1.0f)) {
     if (on_cuda()) [[unlikely]]
       no_twin("gemm_invariant");
     return gemm_invariant_split(trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc);

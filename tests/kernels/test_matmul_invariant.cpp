@@ -117,3 +117,36 @@ TEST_CASE("gemm_invariant: split over lent threads, the same bits as on one thre
       }
   }
 }
+
+TEST_CASE("gemm: a few rows with threads lent take our split GEMM, equal to OpenBLAS to rounding") {
+  // Decode steps (m <= 8) with a lent pool run the column-split kernel outside batch-invariant
+  // mode too (it streams the weights faster than OpenBLAS's sgemm there): the same numbers as
+  // OpenBLAS up to rounding, and exactly gemm_invariant's.
+  zf::kernels::kernel_pool pool;
+  pool.threads = 2;
+  int calls = 0;
+  pool.run = [&](int n, const std::function<void(int)>& fn) {
+    ++calls;
+    for (int i = 0; i < n; ++i) fn(i);
+  };
+  const int n = 3001, k = 384;  // m n k above the 1M multiply-adds that wake the pool
+  for (int m : {1, 3, 8, 9}) {
+    CAPTURE(m);
+    auto a = randn(std::size_t(m) * k, 10), b = randn(std::size_t(k) * n, 11);
+    for (bool tb : {false, true}) {
+      std::vector<float> blas(std::size_t(m) * n), ours(blas.size()), inv(blas.size());
+      zf::kernels::gemm(false, tb, m, n, k, 1.0f, a.data(), k, b.data(), tb ? k : n, 0.0f,
+                        blas.data(), n);
+      const int before = calls;
+      {
+        const zf::kernels::kernel_pool_scope lend(&pool);
+        zf::kernels::gemm(false, tb, m, n, k, 1.0f, a.data(), k, b.data(), tb ? k : n, 0.0f,
+                          ours.data(), n);
+      }
+      CHECK(calls == before + (m <= 8 ? 1 : 0));  // 9 rows: OpenBLAS, as without a pool
+      zf::kernels::gemm_invariant(tb, m, n, k, a.data(), k, b.data(), 0, 0.0f, inv.data(), n);
+      if (m <= 8) CHECK(std::equal(ours.begin(), ours.end(), inv.begin()));
+      CHECK(max_rel(ours, blas) < 1e-5);
+    }
+  }
+}
