@@ -12,7 +12,7 @@
 
 #include "actors/serve_protocol.hpp"
 #include "kernels/dispatch.hpp"
-#include "runtime/error.hpp"
+#include "runtime/core/error.hpp"
 #include "storage/lm_loader.hpp"
 
 namespace zf::actors {

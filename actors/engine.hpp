@@ -5,16 +5,16 @@
 // bench/serve use.
 #include <memory>
 
-#include "runtime/config.hpp"
-#include "runtime/lm_weights.hpp"
-#include "runtime/serving.hpp"
-#include "runtime/tokenizer.hpp"
+#include "runtime/core/config.hpp"
+#include "runtime/model/lm_weights.hpp"
+#include "runtime/serve/serving.hpp"
+#include "runtime/text/tokenizer.hpp"
 
 namespace zf::actors {
 
 // Serves weights as version 0; completion_backend::update_weights* swap in others of the same
-// shape while serving (runtime/engine_core.hpp says what a swap does to running requests).
-// The engine is configured by the run config's `engine.*` keys (runtime/config.hpp): policy
+// shape while serving (runtime/serve/engine_core.hpp says what a swap does to running requests).
+// The engine is configured by the run config's `engine.*` keys (runtime/core/config.hpp): policy
 // split_fuse (Dynamic SplitFuse: decodes first, prompts chunked to fill the token budget) or
 // static_batch (the baseline: whole prompts, a batch runs until all its sequences finish);
 // kv_blocks 0 sizes the pool for max_seqs full contexts, capped; batch_invariant runs every step

@@ -1,5 +1,5 @@
 // The gateway's listener and io threads; connections live in gateway_connection.cpp and
-// gateway_session.cpp, the HTTP protocol in runtime/http_routes, openai_http and http_metrics.
+// gateway_session.cpp, the HTTP protocol in runtime/api/http_routes, openai_http and http_metrics.
 //
 // Shutdown order matters because event sinks can outlive everything here: stop() stops the
 // io_context, the destructor joins the threads, closes the sink gate (state->ioc = nullptr) and
@@ -16,8 +16,8 @@
 #include <vector>
 
 #include "actors/gateway_session.hpp"
-#include "runtime/error.hpp"
-#include "runtime/http_routes.hpp"
+#include "runtime/core/error.hpp"
+#include "runtime/api/http_routes.hpp"
 
 namespace zf::actors {
 

@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/serving.hpp"
+#include "runtime/serve/serving.hpp"
 
 namespace zf::actors {
 

@@ -3,7 +3,7 @@
 // server from it. Everything runs on the connection's strand.
 //
 //   read_header -> (100 Continue) -> read_body -> handle(request)        [the derived class]
-//   send(reply): the reply's bytes (runtime/http_routes.hpp), then, once written, the next
+//   send(reply): the reply's bytes (runtime/api/http_routes.hpp), then, once written, the next
 //     read_header (keep-alive) or close. A chunked reply's head is followed by write(chunks),
 //     coalesced into one write while the previous is in flight, until write(..., last).
 //   watch(): while a request runs, a read stays pending on the socket: EOF or an error means the
@@ -18,7 +18,7 @@
 #include <string>
 
 #include "actors/gateway_session.hpp"  // first: it orders <utility> before Asio
-#include "runtime/http_routes.hpp"
+#include "runtime/api/http_routes.hpp"
 
 namespace zf::actors::detail {
 

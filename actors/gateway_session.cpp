@@ -1,6 +1,6 @@
 // The OpenAI-compatible server on one gateway connection (gateway_connection.hpp does the socket
-// work): routes each request (runtime/http_routes.hpp), runs completions and weight updates in
-// the backend and writes their answers (runtime/openai_http.hpp). A client that leaves while its
+// work): routes each request (runtime/api/http_routes.hpp), runs completions and weight updates in
+// the backend and writes their answers (runtime/api/openai_http.hpp). A client that leaves while its
 // request runs gets the request cancelled in the backend at once.
 //
 // Backend callbacks run on the backend's threads and never block or touch the session: events
@@ -8,7 +8,7 @@
 // strand: a sink may outlive the io_context and the strand's executor must not), on an io thread,
 // through a weak_ptr; the gateway nulls st->ioc under sink_mu before destroying the io_context.
 #include "actors/gateway_connection.hpp"  // first: it orders <utility> before Asio
-#include "runtime/openai_http.hpp"
+#include "runtime/api/openai_http.hpp"
 
 namespace zf::actors::detail {
 

@@ -1,7 +1,7 @@
 #pragma once
 // Internal to the gateway: gateway.cpp is the listener, gateway_connection.* one connection's
 // socket work, gateway_session.cpp the OpenAI server on top of a connection. The protocol
-// (routes, keys, replies, SSE) is runtime/http_routes.hpp and runtime/openai_http.hpp.
+// (routes, keys, replies, SSE) is runtime/api/http_routes.hpp and runtime/api/openai_http.hpp.
 // clang-format off
 #include <utility>  // before Asio: under C++20 its awaitable.hpp needs std::exchange
 #include <boost/asio.hpp>
@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "actors/gateway.hpp"
-#include "runtime/http_metrics.hpp"
+#include "runtime/api/http_metrics.hpp"
 
 namespace zf::actors::detail {
 

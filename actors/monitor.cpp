@@ -3,7 +3,7 @@
 #include <cstdio>
 #include <fstream>
 
-#include "runtime/error.hpp"
+#include "runtime/core/error.hpp"
 
 namespace zf::actors {
 namespace {

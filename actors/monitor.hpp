@@ -1,6 +1,6 @@
 #pragma once
 // monitor: DIR/metrics.jsonl (one JSON object per step, flushed as it goes) and the run's
-// observer (by default the progress line, runtime/metrics.hpp).
+// observer (by default the progress line, runtime/train/metrics.hpp).
 #include <filesystem>
 #include <memory>
 

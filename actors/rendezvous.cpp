@@ -5,7 +5,7 @@
 #include <thread>
 
 #include "actors/cluster_protocol.hpp"
-#include "runtime/error.hpp"
+#include "runtime/core/error.hpp"
 
 namespace zf::actors {
 namespace {

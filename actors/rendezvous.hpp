@@ -6,8 +6,8 @@
 #include <chrono>
 #include <memory>
 
-#include "runtime/comm.hpp"
-#include "runtime/launch.hpp"
+#include "runtime/dist/comm.hpp"
+#include "runtime/core/launch.hpp"
 
 namespace zf::actors {
 

@@ -10,9 +10,9 @@
 #include <optional>
 #include <string>
 
-#include "runtime/config.hpp"
-#include "runtime/engine_core.hpp"
-#include "runtime/serving.hpp"
+#include "runtime/core/config.hpp"
+#include "runtime/serve/engine_core.hpp"
+#include "runtime/serve/serving.hpp"
 
 namespace zf::actors {
 

@@ -1,5 +1,5 @@
 #pragma once
-// The train loop's ports (runtime/train_loop.hpp) over CAF: the ranks are rank_worker +
+// The train loop's ports (runtime/train/train_loop.hpp) over CAF: the ranks are rank_worker +
 // optimizer_shard actors (train_ranks.cpp), batches come from the data_sampler, metrics go to the
 // monitor and checkpoints to the checkpoint_writer (train_io.cpp). Every request goes through one
 // blocking actor on the caller's thread (the trainer's own, detached); a CAF error becomes a
@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "actors/train_protocol.hpp"
-#include "runtime/error.hpp"
+#include "runtime/core/error.hpp"
 
 namespace zf::actors {
 

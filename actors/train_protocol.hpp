@@ -2,19 +2,19 @@
 // The training area's control plane: every message and typed-actor interface of pretraining, in
 // one place (the cluster's are actors/cluster_protocol.hpp; serving's engine and gateway do not
 // exchange CAF messages yet). Inside one process tensors travel as handles (shared ownership,
-// no copy); between processes they go over the data plane (runtime/comm), never through CAF.
+// no copy); between processes they go over the data plane (runtime/dist/comm), never through CAF.
 // Handle types are local-only (CAF_ALLOW_UNSAFE_MESSAGE_TYPE).
 //
 // The protocol is N-rank shaped: a trainer drives N rank_workers and N optimizer_shards (one
-// each per rank of this process); what they compute is runtime/zero.hpp, the step loop that
-// drives them is runtime/train_loop.hpp.
+// each per rank of this process); what they compute is runtime/train/zero.hpp, the step loop that
+// drives them is runtime/train/train_loop.hpp.
 #include <caf/all.hpp>
 #include <string>
 
-#include "runtime/batch.hpp"
-#include "runtime/metrics.hpp"
-#include "runtime/train_loop.hpp"
-#include "runtime/zero.hpp"
+#include "runtime/core/batch.hpp"
+#include "runtime/train/metrics.hpp"
+#include "runtime/train/train_loop.hpp"
+#include "runtime/train/zero.hpp"
 
 namespace zf::actors {
 

@@ -36,9 +36,9 @@
 #include <vector>
 
 #include "kernels/threads.hpp"
-#include "runtime/error.hpp"
-#include "runtime/model.hpp"
-#include "runtime/optim.hpp"
+#include "runtime/core/error.hpp"
+#include "runtime/model/model.hpp"
+#include "runtime/train/optim.hpp"
 
 namespace fs = std::filesystem;
 namespace st = zf::storage;

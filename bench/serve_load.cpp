@@ -11,8 +11,8 @@
 #include <string_view>
 #include <thread>
 
-#include "runtime/lm_weights.hpp"
-#include "runtime/model.hpp"
+#include "runtime/model/lm_weights.hpp"
+#include "runtime/model/model.hpp"
 
 namespace zf::bench_serve {
 

@@ -14,9 +14,9 @@
 #include <vector>
 
 #include "actors/engine.hpp"
-#include "runtime/config.hpp"
-#include "runtime/serving.hpp"
-#include "runtime/tokenizer.hpp"
+#include "runtime/core/config.hpp"
+#include "runtime/serve/serving.hpp"
+#include "runtime/text/tokenizer.hpp"
 
 namespace zf::bench_serve {
 

@@ -19,10 +19,10 @@
 
 #include "kernels/adamw.hpp"
 #include "kernels/threads.hpp"
-#include "runtime/model.hpp"
-#include "runtime/model_paged.hpp"
-#include "runtime/optim.hpp"
-#include "runtime/sampling.hpp"
+#include "runtime/model/model.hpp"
+#include "runtime/model/model_paged.hpp"
+#include "runtime/train/optim.hpp"
+#include "runtime/serve/sampling.hpp"
 
 namespace {
 

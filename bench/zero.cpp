@@ -4,7 +4,7 @@
 // Thread ranks share this machine's cores: OpenBLAS gets cores/ranks threads per rank, so the
 // figures show the cost of the ZeRO mechanics (partitioning, collectives, gathers) rather than a
 // multi-GPU speed-up.
-#include "runtime/zero.hpp"
+#include "runtime/train/zero.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "kernels/threads.hpp"
-#include "runtime/comm.hpp"
+#include "runtime/dist/comm.hpp"
 
 using namespace zf;
 using clk = std::chrono::steady_clock;

@@ -12,8 +12,8 @@
 #include "pipelines/graph_run.hpp"
 #include "pipelines/pipeline.hpp"
 #include "pipelines/stages_serve.hpp"
-#include "runtime/error.hpp"
-#include "runtime/model.hpp"
+#include "runtime/core/error.hpp"
+#include "runtime/model/model.hpp"
 
 namespace {
 

@@ -8,8 +8,8 @@
 #include "pipelines/graph_run.hpp"
 #include "pipelines/stages_serve.hpp"
 #include "pipelines/stages_train.hpp"
-#include "runtime/model.hpp"
-#include "runtime/serve_client.hpp"
+#include "runtime/model/model.hpp"
+#include "runtime/serve/serve_client.hpp"
 
 namespace {
 

@@ -1,7 +1,7 @@
 #pragma once
 // 16-bit float formats <-> fp32, on the host: the one place zeroflow converts bf16 (bfloat16:
 // fp32's sign and 8-bit exponent, 7 mantissa bits) and f16 (IEEE binary16: 5-bit exponent, 10
-// mantissa bits). Loaders (safetensors, runtime/dtype) and later mixed-precision cpu kernels
+// mantissa bits). Loaders (safetensors, runtime/core/dtype) and later mixed-precision cpu kernels
 // use these. They are host helpers over host memory, so they are not dispatched by device.
 // Invariants:
 // - Widening is exact for every bit pattern (every bf16 and f16 value is an fp32 value);

@@ -7,7 +7,7 @@
 #include <map>
 #include <string>
 
-#include "runtime/error.hpp"
+#include "runtime/core/error.hpp"
 #include "storage/checkpoint.hpp"
 
 namespace fs = std::filesystem;

@@ -3,7 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 
-#include "runtime/config.hpp"
+#include "runtime/core/config.hpp"
 
 namespace zf {
 

@@ -1,5 +1,5 @@
 #pragma once
-// Command-line flags generated from the config schema (runtime/config.hpp), so a subcommand's
+// Command-line flags generated from the config schema (runtime/core/config.hpp), so a subcommand's
 // flags, its --config TOML and --set overrides are one thing: `--token-budget 512` is
 // `--set engine.token_budget=512`. Flag names are the key's leaf with '_' and '.' as '-'; a
 // boolean key gives --name and --no-name.

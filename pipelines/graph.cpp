@@ -4,7 +4,7 @@
 #include <functional>
 #include <map>
 
-#include "runtime/error.hpp"
+#include "runtime/core/error.hpp"
 
 namespace zf {
 

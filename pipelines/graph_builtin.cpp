@@ -11,9 +11,9 @@
 #include "pipelines/serve_cli.hpp"
 #include "pipelines/stages_serve.hpp"
 #include "pipelines/stages_train.hpp"
-#include "runtime/error.hpp"
-#include "runtime/launch.hpp"
-#include "runtime/model.hpp"
+#include "runtime/core/error.hpp"
+#include "runtime/core/launch.hpp"
+#include "runtime/model/model.hpp"
 
 namespace zf {
 namespace {

@@ -9,7 +9,7 @@
 #include <map>
 #include <mutex>
 
-#include "runtime/error.hpp"
+#include "runtime/core/error.hpp"
 
 namespace zf {
 

@@ -11,7 +11,7 @@
 #include <set>
 #include <sstream>
 
-#include "runtime/error.hpp"
+#include "runtime/core/error.hpp"
 
 namespace zf {
 namespace {

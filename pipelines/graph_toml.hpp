@@ -34,7 +34,7 @@
 #include <vector>
 
 #include "pipelines/graph.hpp"
-#include "runtime/config.hpp"
+#include "runtime/core/config.hpp"
 
 namespace zf {
 

@@ -11,7 +11,7 @@
 #include <iostream>
 #include <thread>
 
-#include "runtime/error.hpp"
+#include "runtime/core/error.hpp"
 
 namespace zf {
 namespace {

@@ -20,10 +20,10 @@
 #include <utility>
 
 #include "actors/trainer.hpp"
-#include "runtime/config.hpp"
-#include "runtime/lm_weights.hpp"
-#include "runtime/metrics.hpp"
-#include "runtime/tokenizer.hpp"
+#include "runtime/core/config.hpp"
+#include "runtime/model/lm_weights.hpp"
+#include "runtime/train/metrics.hpp"
+#include "runtime/text/tokenizer.hpp"
 
 namespace zf {
 

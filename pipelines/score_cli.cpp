@@ -11,8 +11,8 @@
 #include "kernels/dispatch.hpp"
 #include "kernels/threads.hpp"
 #include "pipelines/serve_cli.hpp"
-#include "runtime/error.hpp"
-#include "runtime/score.hpp"
+#include "runtime/core/error.hpp"
+#include "runtime/model/score.hpp"
 #include "storage/fs_util.hpp"
 
 namespace zf {

@@ -12,8 +12,8 @@
 #include "pipelines/graph_run.hpp"
 #include "pipelines/graph_toml.hpp"
 #include "pipelines/pipeline.hpp"
-#include "runtime/error.hpp"
-#include "runtime/serve_client.hpp"
+#include "runtime/core/error.hpp"
+#include "runtime/serve/serve_client.hpp"
 #include "storage/fs_util.hpp"
 #include "storage/lm_loader.hpp"
 

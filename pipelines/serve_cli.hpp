@@ -10,8 +10,8 @@
 #include <string>
 #include <utility>
 
-#include "runtime/lm_weights.hpp"
-#include "runtime/tokenizer.hpp"
+#include "runtime/model/lm_weights.hpp"
+#include "runtime/text/tokenizer.hpp"
 
 namespace CLI {
 class App;

@@ -17,8 +17,8 @@
 #include "actors/engine.hpp"
 #include "actors/gateway.hpp"
 #include "pipelines/graph.hpp"
-#include "runtime/lm_weights.hpp"
-#include "runtime/tokenizer.hpp"
+#include "runtime/model/lm_weights.hpp"
+#include "runtime/text/tokenizer.hpp"
 
 namespace zf {
 

@@ -17,7 +17,7 @@
 #include "pipelines/graph.hpp"
 #include "pipelines/pipeline.hpp"
 #include "pipelines/stages_serve.hpp"
-#include "runtime/metrics.hpp"
+#include "runtime/train/metrics.hpp"
 
 namespace zf {
 struct train_note {
@@ -60,7 +60,7 @@ class monitor_stage : public stage {
   in_port<step_metrics> metrics = input<step_metrics>("metrics", true, true);
   in_port<train_note> notes = input<train_note>("notes", false, true);
 
-  // tty: rewrite the line in place; else a line every print_every steps (runtime/metrics.hpp).
+  // tty: rewrite the line in place; else a line every print_every steps (runtime/train/metrics.hpp).
   // quiet: notes only.
   monitor_stage(bool tty, int print_every, bool quiet = false)
       : printer_(tty, print_every), quiet_(quiet) {}

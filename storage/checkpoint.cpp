@@ -17,8 +17,8 @@
 #include <string_view>
 
 #include "manifest.capnp.h"
-#include "runtime/config.hpp"
-#include "runtime/error.hpp"
+#include "runtime/core/config.hpp"
+#include "runtime/core/error.hpp"
 #include "storage/checkpoint_format.hpp"
 #include "storage/fs_util.hpp"
 

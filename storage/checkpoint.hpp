@@ -5,7 +5,7 @@
 //
 // ROOT/step-000123/ holds
 //   rank-00000.bin ...  one data file per writer. A writer owning the slices [begin, end) of
-//                       the flat parameter range (runtime/model.hpp param_layout) writes its
+//                       the flat parameter range (runtime/model/model.hpp param_layout) writes its
 //                       fp32 parameters of each slice, then exp_avg, then exp_avg_sq, each
 //                       section starting at a 4 KiB-aligned offset (zero padding between).
 //   manifest            Cap'n Proto flat array (storage/manifest.capnp), itself CRC-checked:
@@ -30,8 +30,8 @@
 #include <string>
 #include <vector>
 
-#include "runtime/dtype.hpp"
-#include "runtime/model.hpp"
+#include "runtime/core/dtype.hpp"
+#include "runtime/model/model.hpp"
 
 namespace zf::storage {
 

@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "runtime/error.hpp"
+#include "runtime/core/error.hpp"
 
 namespace fs = std::filesystem;
 

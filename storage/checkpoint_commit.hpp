@@ -19,7 +19,7 @@
 #include <string_view>
 #include <vector>
 
-#include "runtime/comm.hpp"
+#include "runtime/dist/comm.hpp"
 #include "storage/checkpoint.hpp"
 
 namespace zf::storage {

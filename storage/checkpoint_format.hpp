@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "runtime/error.hpp"
-#include "runtime/model.hpp"
+#include "runtime/core/error.hpp"
+#include "runtime/model/model.hpp"
 
 namespace zf::storage::detail {
 

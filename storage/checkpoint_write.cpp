@@ -10,7 +10,7 @@
 #include <unordered_map>
 
 #include "manifest.capnp.h"
-#include "runtime/error.hpp"
+#include "runtime/core/error.hpp"
 #include "storage/checkpoint.hpp"
 #include "storage/checkpoint_format.hpp"
 #include "storage/fs_util.hpp"

@@ -4,8 +4,8 @@
 
 #include <random>
 
-#include "runtime/error.hpp"
-#include "runtime/tokenizer.hpp"
+#include "runtime/core/error.hpp"
+#include "runtime/text/tokenizer.hpp"
 #include "storage/fs_util.hpp"
 
 namespace fs = std::filesystem;

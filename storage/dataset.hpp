@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/batch.hpp"
+#include "runtime/core/batch.hpp"
 #include "storage/token_shard.hpp"
 
 namespace zf {
@@ -17,7 +17,7 @@ class tokenizer;
 
 namespace zf::storage {
 
-using batch = zf::token_batch;  // runtime/batch.hpp: what the train loop hands the ranks
+using batch = zf::token_batch;  // runtime/core/batch.hpp: what the train loop hands the ranks
 
 // Resolves data.corpus: "moby-dick" (data_dir/moby-dick.txt), a UTF-8 .txt file (tokenized once
 // and cached as data_dir/cache/<name>-<bytes>-<crc>[-<tokenizer_id>].tok; tokenizer_id "" is

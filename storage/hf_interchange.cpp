@@ -1,5 +1,5 @@
 // Checkpoints <-> Hugging Face folders (declared in checkpoint.hpp): the canonical layout
-// (runtime/layout.hpp) to transformers' names and orientation, and back through the loader that
+// (runtime/model/layout.hpp) to transformers' names and orientation, and back through the loader that
 // serving uses (storage/hf_loader.cpp), so export and `serve --hf` / fine-tuning read the same.
 //   gpt2:  the canonical names are Hugging Face GPT-2's (Conv1D [in, out]); written as they are.
 //   llama: LlamaForCausalLM's "model." names; the fused [in, out] qkv_proj and gate_up_proj are
@@ -10,9 +10,9 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
-#include "runtime/config.hpp"
-#include "runtime/error.hpp"
-#include "runtime/lm_weights.hpp"
+#include "runtime/core/config.hpp"
+#include "runtime/core/error.hpp"
+#include "runtime/model/lm_weights.hpp"
 #include "storage/checkpoint.hpp"
 #include "storage/fs_util.hpp"
 #include "storage/safetensors.hpp"

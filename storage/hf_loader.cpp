@@ -1,5 +1,5 @@
 // load_hf_model: a Hugging Face model folder (config.json + *.safetensors) -> the model spec and
-// its parameters in the canonical flat layout (runtime/layout.hpp).
+// its parameters in the canonical flat layout (runtime/model/layout.hpp).
 //
 // Two steps so that the fp32 buffer is allocated once: first every tensor the model needs is
 // found and its shape checked (a plan of blocks, each one canonical tensor made of one or more
@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "runtime/error.hpp"
-#include "runtime/lm_weights.hpp"
+#include "runtime/core/error.hpp"
+#include "runtime/model/lm_weights.hpp"
 #include "storage/safetensors.hpp"
 
 namespace zf {
@@ -207,7 +207,7 @@ struct part {
 // One destination tensor of `rows x cols` floats, filled from its parts in order: transposed
 // parts side by side (fused q|k|v, gate|up), plain parts one after another (vectors, Conv1D).
 struct block {
-  std::string dst;  // canonical name (runtime/layout.hpp)
+  std::string dst;  // canonical name (runtime/model/layout.hpp)
   std::size_t rows, cols;
   std::vector<part> parts;
 };

@@ -1,6 +1,6 @@
 #include "storage/lm_loader.hpp"
 
-#include "runtime/error.hpp"
+#include "runtime/core/error.hpp"
 #include "storage/checkpoint.hpp"
 
 namespace fs = std::filesystem;

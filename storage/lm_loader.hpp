@@ -5,8 +5,8 @@
 // with these, and the serving engine its weight updates (POST /v1/update_weights_from_disk).
 #include <filesystem>
 
-#include "runtime/config.hpp"
-#include "runtime/lm_weights.hpp"
+#include "runtime/core/config.hpp"
+#include "runtime/model/lm_weights.hpp"
 
 namespace zf::storage {
 

@@ -15,7 +15,7 @@ struct Manifest {
   step @0 :Int64;
   world @1 :Int32;        # writers (ranks) it was written with
   zeroStage @2 :Int32;    # ZeRO stage it was written with
-  configToml @3 :Text;    # the run configuration (runtime/config.hpp to_toml)
+  configToml @3 :Text;    # the run configuration (runtime/core/config.hpp to_toml)
   stateJson @4 :Text;     # trainer / sampler state, JSON text
   files @5 :List(File);
   tensors @6 :List(Tensor);

@@ -14,8 +14,8 @@
 #include <numeric>
 #include <set>
 
-#include "runtime/dtype.hpp"
-#include "runtime/error.hpp"
+#include "runtime/core/dtype.hpp"
+#include "runtime/core/error.hpp"
 
 namespace zf::storage {
 
@@ -260,7 +260,7 @@ const st_tensor& safetensors_file::at(std::string_view name) const {
 std::vector<float> safetensors_file::to_f32(std::string_view name) const {
   const st_tensor& t = at(name);
   const std::size_t n = t.nbytes / dtype_size(t.dtype);
-  // The conversions themselves live in runtime/dtype (kernels/convert.hpp for f16/bf16).
+  // The conversions themselves live in runtime/core/dtype (kernels/convert.hpp for f16/bf16).
   const std::optional<zf::dtype> d = parse_dtype(t.dtype);
   if (!d || !is_float(*d)) {
     fail("safetensors file '{}': tensor '{}' has dtype {}; to_f32 reads F32, F16, BF16 or F64",

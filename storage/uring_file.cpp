@@ -10,7 +10,7 @@
 #include <cstring>
 #include <vector>
 
-#include "runtime/error.hpp"
+#include "runtime/core/error.hpp"
 
 namespace zf::storage {
 

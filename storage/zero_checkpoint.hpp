@@ -7,7 +7,7 @@
 #include <memory>
 #include <vector>
 
-#include "runtime/zero.hpp"
+#include "runtime/train/zero.hpp"
 #include "storage/checkpoint.hpp"
 #include "storage/checkpoint_commit.hpp"
 

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/tokenizer.hpp"
+#include "runtime/text/tokenizer.hpp"
 #include "test_util.hpp"
 
 namespace zf::testing {

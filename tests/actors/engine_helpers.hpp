@@ -12,11 +12,11 @@
 #include <utility>
 #include <vector>
 
-#include "runtime/config.hpp"
-#include "runtime/lm_weights.hpp"
-#include "runtime/model.hpp"
-#include "runtime/serving.hpp"
-#include "runtime/tokenizer.hpp"
+#include "runtime/core/config.hpp"
+#include "runtime/model/lm_weights.hpp"
+#include "runtime/model/model.hpp"
+#include "runtime/serve/serving.hpp"
+#include "runtime/text/tokenizer.hpp"
 
 namespace zf::testing {
 

@@ -21,7 +21,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "runtime/serving.hpp"
+#include "runtime/serve/serving.hpp"
 
 namespace zf::testing {
 

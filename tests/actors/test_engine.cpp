@@ -19,8 +19,8 @@
 
 #include "actors/engine.hpp"
 #include "actors/engine_helpers.hpp"
-#include "runtime/config.hpp"
-#include "runtime/model.hpp"
+#include "runtime/core/config.hpp"
+#include "runtime/model/model.hpp"
 #include "test_util.hpp"
 
 using namespace zf;

@@ -1,6 +1,6 @@
 // One forward, bit for bit: under engine.batch_invariant, the engine's log-probs of 32
 // concurrent requests (mixed prompt lengths, shared prefixes, a small token budget and a pool
-// that forces preemption) equal `zeroflow score`'s (runtime/score in the same mode) bit for bit,
+// that forces preemption) equal `zeroflow score`'s (runtime/model/score in the same mode) bit for bit,
 // and its greedy tokens equal each request decoded alone.
 #include <doctest/doctest.h>
 
@@ -10,7 +10,7 @@
 #include "actors/engine.hpp"
 #include "engine_helpers.hpp"
 #include "kernels/dispatch.hpp"
-#include "runtime/score.hpp"
+#include "runtime/model/score.hpp"
 
 using namespace zf;
 using namespace zf::testing;

@@ -1,6 +1,6 @@
 // The gateway's responses byte for byte on the wire: status line, header order, Connection: close,
 // Content-Length or chunked framing. Pins what clients see while the response bytes are built in
-// runtime/http_routes (before: Beast's serializer), so a change in the framing fails here.
+// runtime/api/http_routes (before: Beast's serializer), so a change in the framing fails here.
 // clang-format off
 #include <utility>  // before Asio under C++20 (TOOLCHAIN.md section 5)
 #include <boost/asio.hpp>

@@ -17,7 +17,7 @@
 #include "actors/fake_backend.hpp"
 #include "actors/gateway.hpp"
 #include "actors/http_client.hpp"
-#include "runtime/openai.hpp"
+#include "runtime/api/openai.hpp"
 #include "storage/checkpoint.hpp"
 #include "storage/lm_loader.hpp"
 #include "test_util.hpp"

@@ -6,7 +6,7 @@
 #include <sstream>
 #include <string>
 
-#include "runtime/config.hpp"
+#include "runtime/core/config.hpp"
 #include "test_util.hpp"  // temp_dir
 
 namespace zf::testing {

@@ -22,8 +22,8 @@
 #include <thread>
 
 #include "helpers.hpp"
-#include "runtime/text_stream.hpp"
-#include "runtime/tokenizer.hpp"
+#include "runtime/text/text_stream.hpp"
+#include "runtime/text/tokenizer.hpp"
 #include "storage/safetensors.hpp"
 
 using namespace zf;

@@ -5,7 +5,7 @@
 
 #include "integration/helpers.hpp"
 #include "pipelines/pipeline.hpp"
-#include "runtime/error.hpp"
+#include "runtime/core/error.hpp"
 #include "storage/checkpoint.hpp"
 
 using namespace zf;

@@ -79,7 +79,10 @@ def check(root, table_path):
         base = os.path.join(root, folder)
         if not os.path.isdir(base):
             continue
-        for name in sorted(os.listdir(base)):
+        names = []
+        for d, _, fs in os.walk(base):  # runtime/<layer>/ folders included
+            names += [os.path.relpath(os.path.join(d, n), base) for n in fs]
+        for name in sorted(names):
             if not name.endswith((".hpp", ".cpp", ".cu", ".cuh")):
                 continue
             rel = f"{folder}/{name}"
@@ -108,18 +111,18 @@ def check(root, table_path):
 
 def self_test(table_path):
     with tempfile.TemporaryDirectory() as d:
-        for folder in ["kernels", "runtime"]:
+        for folder in ["kernels", "runtime/text"]:
             os.makedirs(os.path.join(d, folder))
-        with open(os.path.join(d, "runtime", "tokenizer.hpp"), "w") as f:
-            f.write('#include "runtime/model.hpp"\n#include <caf/all.hpp>\n')
+        with open(os.path.join(d, "runtime", "text", "tokenizer.hpp"), "w") as f:
+            f.write('#include "runtime/model/model.hpp"\n#include <caf/all.hpp>\n')
         with open(os.path.join(d, "kernels", "norm.hpp"), "w") as f:
-            f.write('#include "runtime/error.hpp"\n')
+            f.write('#include "runtime/core/error.hpp"\n')
         with open(os.path.join(d, "runtime", "stray.hpp"), "w") as f:
             f.write("\n")
         problems = check(d, table_path)
-    want = ["runtime/tokenizer.hpp (text) includes runtime/model.hpp (model)",
-            "runtime/tokenizer.hpp (text) includes <caf/all.hpp>",
-            "kernels/norm.hpp (kernels) includes runtime/error.hpp (core)",
+    want = ["runtime/text/tokenizer.hpp (text) includes runtime/model/model.hpp (model)",
+            "runtime/text/tokenizer.hpp (text) includes <caf/all.hpp>",
+            "kernels/norm.hpp (kernels) includes runtime/core/error.hpp (core)",
             "runtime/stray.hpp: in no runtime layer"]
     missing = [w for w in want if not any(p.startswith(w) for p in problems)]
     if missing:

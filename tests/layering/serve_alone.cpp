@@ -3,9 +3,9 @@
 // Running it serves one greedy request from a random tiny GPT-2 through the engine core.
 #include <iostream>
 
-#include "runtime/config.hpp"
-#include "runtime/engine_core.hpp"
-#include "runtime/openai.hpp"
+#include "runtime/core/config.hpp"
+#include "runtime/serve/engine_core.hpp"
+#include "runtime/api/openai.hpp"
 
 int main() {
   zf::model_config m;

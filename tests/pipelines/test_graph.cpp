@@ -3,7 +3,7 @@
 #include <doctest/doctest.h>
 
 #include "pipelines/graph.hpp"
-#include "runtime/error.hpp"
+#include "runtime/core/error.hpp"
 #include "test_util.hpp"
 
 using zf::testing::contains;

@@ -9,7 +9,7 @@
 
 #include "pipelines/graph_run.hpp"
 #include "pipelines/graph_toml.hpp"
-#include "runtime/error.hpp"
+#include "runtime/core/error.hpp"
 #include "test_util.hpp"
 
 using zf::testing::contains;

@@ -10,7 +10,7 @@
 #include "pipelines/graph_run.hpp"
 #include "pipelines/stages_serve.hpp"
 #include "pipelines/stages_train.hpp"
-#include "runtime/model.hpp"
+#include "runtime/model/model.hpp"
 #include "storage/lm_loader.hpp"
 #include "test_util.hpp"
 

@@ -10,9 +10,9 @@
 
 #include "kernels/dispatch.hpp"
 #include "kernels/softmax.hpp"
-#include "runtime/model_paged.hpp"
-#include "runtime/model.hpp"
-#include "runtime/score.hpp"
+#include "runtime/model/model_paged.hpp"
+#include "runtime/model/model.hpp"
+#include "runtime/model/score.hpp"
 
 using namespace zf;
 

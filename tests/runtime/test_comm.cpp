@@ -18,8 +18,8 @@
 #include <thread>
 #include <vector>
 
-#include "runtime/comm.hpp"
-#include "runtime/error.hpp"
+#include "runtime/dist/comm.hpp"
+#include "runtime/core/error.hpp"
 
 namespace {
 

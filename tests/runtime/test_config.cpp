@@ -7,9 +7,9 @@
 #include <string>
 #include <string_view>
 
-#include "runtime/config.hpp"
-#include "runtime/error.hpp"
-#include "runtime/model_spec.hpp"
+#include "runtime/core/config.hpp"
+#include "runtime/core/error.hpp"
+#include "runtime/core/model_spec.hpp"
 #include "test_util.hpp"
 
 namespace {
@@ -75,7 +75,7 @@ TEST_CASE("config: to_toml round-trips through apply_toml") {
 }
 
 TEST_CASE("config: a seed above 2^53 survives --set and the TOML round trip") {
-  // Regression test (bug fixed): (runtime/config.cpp, set_number/set_from_toml/apply_override):
+  // Regression test (bug fixed): (runtime/core/config.cpp, set_number/set_from_toml/apply_override):
   // every numeric value, integers included, passes through a double, so train.seed values above
   // 2^53 (declared valid up to 9.2e18) are silently rounded: 1234567890123456789 becomes
   // 1234567890123456768, and to_toml -> apply_toml no longer round-trips. Fix: parse 'i' keys as
@@ -121,7 +121,7 @@ TEST_CASE("config: out-of-range value names key, range and the given value") {
 }
 
 TEST_CASE("config: NaN is refused for a float key") {
-  // Regression test (bug fixed): (runtime/config.cpp, check_range): `v < k.lo || v > k.hi` is false
+  // Regression test (bug fixed): (runtime/core/config.cpp, check_range): `v < k.lo || v > k.hi` is false
   // for NaN, so
   // `--set optimizer.lr=nan` (from_chars accepts "nan") and TOML `lr = nan` are accepted, and
   // validate() passes a NaN lr. Fix: `if (!(v >= k.lo && v <= k.hi)) fail(...)`.

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/lm_weights.hpp"
+#include "runtime/model/lm_weights.hpp"
 #include "storage/safetensors.hpp"
 #include "test_util.hpp"
 

@@ -1,11 +1,11 @@
-// runtime/http_routes and runtime/http_metrics: the gateway's route table, bearer-key checks,
+// runtime/api/http_routes and runtime/api/http_metrics: the gateway's route table, bearer-key checks,
 // error replies and response bytes, without sockets.
 #include <doctest/doctest.h>
 
 #include <nlohmann/json.hpp>
 
-#include "runtime/http_metrics.hpp"
-#include "runtime/http_routes.hpp"
+#include "runtime/api/http_metrics.hpp"
+#include "runtime/api/http_routes.hpp"
 
 using nlohmann::json;
 using zf::openai::http_reply;

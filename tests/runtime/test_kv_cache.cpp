@@ -7,7 +7,7 @@
 #include <set>
 #include <vector>
 
-#include "runtime/kv_cache.hpp"
+#include "runtime/serve/kv_cache.hpp"
 #include "test_util.hpp"
 
 using zf::testing::contains;

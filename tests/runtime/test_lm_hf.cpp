@@ -10,8 +10,8 @@
 #include <numeric>
 #include <string>
 
-#include "runtime/model_paged.hpp"
-#include "runtime/sampling.hpp"
+#include "runtime/model/model_paged.hpp"
+#include "runtime/serve/sampling.hpp"
 #include "storage/safetensors.hpp"
 #include "test_util.hpp"
 

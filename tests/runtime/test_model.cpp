@@ -6,8 +6,8 @@
 #include <string>
 
 #include "kernels/adamw.hpp"
-#include "runtime/model.hpp"
-#include "runtime/optim.hpp"
+#include "runtime/model/model.hpp"
+#include "runtime/train/optim.hpp"
 #include "storage/safetensors.hpp"
 #include "test_util.hpp"
 

@@ -9,9 +9,9 @@
 #include <random>
 #include <vector>
 
-#include "runtime/error.hpp"
-#include "runtime/model_paged.hpp"
-#include "runtime/model.hpp"
+#include "runtime/core/error.hpp"
+#include "runtime/model/model_paged.hpp"
+#include "runtime/model/model.hpp"
 #include "test_util.hpp"
 
 using namespace zf;

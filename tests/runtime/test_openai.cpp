@@ -1,4 +1,4 @@
-// runtime/openai: request parsing and validation against a backend, and response rendering
+// runtime/api/openai: request parsing and validation against a backend, and response rendering
 // (JSON bodies, SSE chunks), without sockets.
 #include <doctest/doctest.h>
 #include <fmt/format.h>
@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "actors/fake_backend.hpp"
-#include "runtime/openai.hpp"
+#include "runtime/api/openai.hpp"
 #include "test_util.hpp"
 
 using nlohmann::json;

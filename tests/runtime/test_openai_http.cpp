@@ -1,11 +1,11 @@
-// runtime/openai_http: one OpenAI request's HTTP answer without sockets: refusals with their
+// runtime/api/openai_http: one OpenAI request's HTTP answer without sockets: refusals with their
 // status codes, chunked SSE bytes of a stream, the one JSON reply otherwise, weight updates.
 #include <doctest/doctest.h>
 
 #include <nlohmann/json.hpp>
 
 #include "actors/fake_backend.hpp"
-#include "runtime/openai_http.hpp"
+#include "runtime/api/openai_http.hpp"
 
 using nlohmann::json;
 using zf::openai::endpoint;

@@ -6,9 +6,9 @@
 #include <numbers>
 #include <vector>
 
-#include "runtime/config.hpp"
-#include "runtime/model.hpp"
-#include "runtime/optim.hpp"
+#include "runtime/core/config.hpp"
+#include "runtime/model/model.hpp"
+#include "runtime/train/optim.hpp"
 
 namespace {
 

@@ -9,7 +9,7 @@
 #include <set>
 #include <vector>
 
-#include "runtime/sampling.hpp"
+#include "runtime/serve/sampling.hpp"
 
 namespace {
 

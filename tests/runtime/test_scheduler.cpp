@@ -8,7 +8,7 @@
 #include <set>
 #include <vector>
 
-#include "runtime/scheduler.hpp"
+#include "runtime/serve/scheduler.hpp"
 #include "test_util.hpp"
 
 using zf::testing::contains;

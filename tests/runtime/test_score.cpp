@@ -1,12 +1,12 @@
-// Batched scoring (runtime/score): an item's log-probs do not depend on the items beside it or
+// Batched scoring (runtime/model/score): an item's log-probs do not depend on the items beside it or
 // on padding, equal the single-sequence score mode, and perplexity windows score every token once.
 #include <doctest/doctest.h>
 
 #include <cmath>
 #include <random>
 
-#include "runtime/error.hpp"
-#include "runtime/score.hpp"
+#include "runtime/core/error.hpp"
+#include "runtime/model/score.hpp"
 
 using namespace zf;
 

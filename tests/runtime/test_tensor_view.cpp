@@ -1,4 +1,4 @@
-// runtime/dtype (names, sizes, conversions to and from fp32) and runtime/tensor's tensor_view.
+// runtime/core/dtype (names, sizes, conversions to and from fp32) and runtime/core/tensor's tensor_view.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -6,8 +6,8 @@
 #include <cstring>
 #include <vector>
 
-#include "runtime/dtype.hpp"
-#include "runtime/tensor.hpp"
+#include "runtime/core/dtype.hpp"
+#include "runtime/core/tensor.hpp"
 #include "test_util.hpp"
 
 using zf::dtype;

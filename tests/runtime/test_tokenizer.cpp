@@ -14,8 +14,8 @@
 #include <string>
 #include <vector>
 
-#include "runtime/error.hpp"
-#include "runtime/tokenizer.hpp"
+#include "runtime/core/error.hpp"
+#include "runtime/text/tokenizer.hpp"
 
 namespace fs = std::filesystem;
 

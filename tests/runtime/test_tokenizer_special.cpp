@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "runtime/chat_template.hpp"
-#include "runtime/tokenizer.hpp"
+#include "runtime/text/chat_template.hpp"
+#include "runtime/text/tokenizer.hpp"
 #include "storage/safetensors.hpp"
 #include "test_util.hpp"
 #include "tokenizer_fixtures.hpp"

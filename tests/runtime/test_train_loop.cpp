@@ -1,4 +1,4 @@
-// The step loop (runtime/train_loop.hpp) without actors: zero_ranks on threads (local backend),
+// The step loop (runtime/train/train_loop.hpp) without actors: zero_ranks on threads (local backend),
 // an in-memory batch source and a recording sink. Losses equal a direct zero_rank loop, 1 and 2
 // ranks (and 2 "processes") follow the same curve, evaluation / checkpoint cadences, stop
 // conditions, resume, the prefetch credit and errors.
@@ -10,10 +10,10 @@
 #include <random>
 #include <thread>
 
-#include "runtime/comm.hpp"
-#include "runtime/local_ranks.hpp"
-#include "runtime/optim.hpp"
-#include "runtime/train_loop.hpp"
+#include "runtime/dist/comm.hpp"
+#include "runtime/train/local_ranks.hpp"
+#include "runtime/train/optim.hpp"
+#include "runtime/train/train_loop.hpp"
 
 using namespace zf;
 

@@ -4,7 +4,7 @@
 #include <stdexcept>
 #include <vector>
 
-#include "runtime/worker_pool.hpp"
+#include "runtime/core/worker_pool.hpp"
 
 TEST_CASE("worker_pool: every index runs exactly once, on a valid worker, job after job") {
   for (int threads : {1, 2, 4}) {

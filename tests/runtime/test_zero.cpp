@@ -9,8 +9,8 @@
 #include <thread>
 
 #include "kernels/adamw.hpp"
-#include "runtime/comm.hpp"
-#include "runtime/zero.hpp"
+#include "runtime/dist/comm.hpp"
+#include "runtime/train/zero.hpp"
 
 using namespace zf;
 

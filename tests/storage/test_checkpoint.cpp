@@ -13,9 +13,9 @@
 #include <string>
 #include <vector>
 
-#include "runtime/config.hpp"
-#include "runtime/error.hpp"
-#include "runtime/model.hpp"
+#include "runtime/core/config.hpp"
+#include "runtime/core/error.hpp"
+#include "runtime/model/model.hpp"
 #include "storage/checkpoint.hpp"
 #include "storage/fs_util.hpp"
 #include "test_util.hpp"

@@ -8,8 +8,8 @@
 #include <stdexcept>
 #include <thread>
 
-#include "runtime/comm.hpp"
-#include "runtime/model.hpp"
+#include "runtime/dist/comm.hpp"
+#include "runtime/model/model.hpp"
 #include "storage/checkpoint.hpp"
 #include "storage/checkpoint_commit.hpp"
 #include "storage/fs_util.hpp"

@@ -5,7 +5,7 @@
 
 #include <cstring>
 
-#include "runtime/model.hpp"
+#include "runtime/model/model.hpp"
 #include "storage/checkpoint.hpp"
 #include "test_util.hpp"
 

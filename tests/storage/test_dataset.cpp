@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "runtime/error.hpp"
-#include "runtime/tokenizer.hpp"
+#include "runtime/core/error.hpp"
+#include "runtime/text/tokenizer.hpp"
 #include "storage/dataset.hpp"
 #include "storage/token_shard.hpp"
 #include "test_util.hpp"

@@ -11,10 +11,10 @@
 #include <vector>
 
 #include "kernels/adamw.hpp"
-#include "runtime/config.hpp"
-#include "runtime/lm_weights.hpp"
-#include "runtime/model.hpp"
-#include "runtime/optim.hpp"
+#include "runtime/core/config.hpp"
+#include "runtime/model/lm_weights.hpp"
+#include "runtime/model/model.hpp"
+#include "runtime/train/optim.hpp"
 #include "storage/checkpoint.hpp"
 #include "storage/safetensors.hpp"
 #include "test_util.hpp"

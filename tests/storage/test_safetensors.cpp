@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/error.hpp"
+#include "runtime/core/error.hpp"
 #include "storage/safetensors.hpp"
 #include "test_util.hpp"
 

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/error.hpp"
+#include "runtime/core/error.hpp"
 #include "storage/token_shard.hpp"
 #include "test_util.hpp"
 

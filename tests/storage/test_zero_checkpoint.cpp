@@ -7,8 +7,8 @@
 #include <cstring>
 #include <random>
 
-#include "runtime/comm.hpp"
-#include "runtime/zero.hpp"
+#include "runtime/dist/comm.hpp"
+#include "runtime/train/zero.hpp"
 #include "storage/checkpoint.hpp"
 #include "storage/zero_checkpoint.hpp"
 #include "test_util.hpp"

@@ -1,0 +1,155 @@
+#pragma once
+// The run configuration: small typed structs, one per component (model, train, optimizer,
+// schedule, zero, checkpoint, eval, data, engine, server), one TOML table each, read from TOML,
+// `--set key=value` overrides and the subcommands' flags, validated once before any work starts.
+// Every key is declared once in config.cpp (path, type: integer, number, string, bool, enum or list
+// of strings; range or choices; help) and that one schema drives parsing, validation, the generated
+// command-line flags and `zeroflow config`, so they can never disagree. Errors name the key path,
+// what was expected and what was given. Keys that moved (train.lr -> optimizer.lr, train.zero.stage
+// -> zero.stage, ...: renamed_keys()) are still read under their old paths, since earlier config
+// files and checkpoints name them so.
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace zf {
+
+struct model_config {
+  std::string arch = "gpt2";  // gpt2 | llama (runtime/core/model_spec.hpp)
+  int n_layer = 4;
+  int n_head = 4;
+  int n_embd = 256;
+  int n_positions = 256;  // max context (GPT-2: the learned position table)
+  int vocab_size = 50257;
+  int n_kv_head = 0;     // llama: grouped-query attention; 0 = n_head
+  int head_dim = 0;      // 0 = n_embd / n_head
+  int intermediate = 0;  // MLP width; 0 = 4 n_embd (gpt2), 8/3 n_embd rounded up to 32 (llama)
+  double norm_eps = 1e-5;
+  double rope_theta = 10000;
+  std::string rope_type = "none";  // none | linear | llama3
+  double rope_factor = 1, rope_low_freq_factor = 1, rope_high_freq_factor = 4;
+  int rope_original_max_positions = 0;
+  bool tied_head = true;
+  bool attn_bias = false;  // llama: biases on q/k/v/o
+  // A Hugging Face folder to fine-tune: its config.json replaces the keys above and its weights
+  // are the initial parameters ("" = random initialisation from train.seed).
+  std::string init_hf;
+};
+
+// The step loop: how long, how much data per step, which seed, how many ranks.
+struct train_config {
+  int steps = 600;
+  int batch_size = 8;
+  int seq_len = 128;
+  int grad_accum = 1;  // micro-batches per optimizer step
+  int64_t seed = 1337;
+  int prefetch = 2;        // batches the sampler may run ahead
+  int threads = 0;         // compute threads; 0: all cores
+  int ranks = 1;           // data-parallel ranks (threads of this process, local backend)
+  int sample_tokens = 64;  // tokens of text generated at the end of a run; 0: none
+};
+
+// AdamW (torch.optim.AdamW semantics) and global-norm clipping.
+struct optimizer_config {
+  double lr = 2e-3;  // peak learning rate
+  double weight_decay = 0.1;
+  double beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
+  double grad_clip = 1.0;  // max global grad norm; 0 disables clipping
+};
+
+// The learning-rate schedule over train.steps: linear warm-up, then cosine to min_lr_ratio * lr.
+struct schedule_config {
+  int warmup = 40;
+  double min_lr_ratio = 0.1;
+};
+
+struct zero_config {
+  int stage = 0;  // 0 DP, 1 +optimizer state, 2 +gradients, 3 +parameters sharded
+};
+
+struct checkpoint_config {
+  int every = 100;  // steps between checkpoints; 0: only at the end
+  int keep = 3;     // step folders kept on disk
+};
+
+struct eval_config {
+  int every = 50;  // steps between validation passes; 0: never
+  int batches = 8;
+};
+
+struct data_config {
+  std::string corpus = "moby-dick";  // "moby-dick" (embedded default), a .txt file or a .tok shard
+  std::string tokenizer = "gpt2";    // "gpt2", or a folder (or file) with a tokenizer.json
+  std::string data_dir;  // where scripts/setup put the corpus and tokenizer; "" = build default
+  double val_fraction = 0.05;
+};
+
+// The serving engine (actors/engine): scheduling policy, batch and KV pool sizes.
+struct engine_config {
+  std::string policy = "split_fuse";  // split_fuse | static_batch
+  int token_budget = 256;             // tokens per forward pass
+  int max_seqs = 64;                  // running sequences at most
+  int block_size = 16;                // tokens per KV block
+  int kv_blocks = 0;                  // KV blocks in the pool; 0: automatic
+  int max_queue = 256;                // waiting requests before 429
+  int threads = 0;                    // compute threads; 0: all cores
+  bool prefix_caching = true;         // share KV blocks of common prompt prefixes
+  bool batch_invariant = false;       // logits independent of batching (score-mode bits)
+};
+
+// The HTTP server (actors/gateway).
+struct server_config {
+  std::string host = "127.0.0.1";  // loopback unless told otherwise
+  int port = 8000;                 // 0: any free port
+  int io_threads = 2;
+  bool enable_weight_updates = false;  // POST /v1/update_weights_from_disk off loopback too
+  std::vector<std::string> api_keys;   // non-empty: requests need Authorization: Bearer <key>
+};
+
+struct run_config {
+  model_config model;
+  train_config train;
+  optimizer_config optimizer;
+  schedule_config schedule;
+  zero_config zero;
+  checkpoint_config checkpoint;
+  eval_config eval;
+  data_config data;
+  engine_config engine;
+  server_config server;
+};
+
+// The schema, as the command line and documentation see it.
+enum class key_kind { integer, number, string, boolean, choice, list };
+struct key_info {
+  std::string path;  // "engine.token_budget"
+  key_kind kind;
+  std::string help;                  // one line
+  std::vector<std::string> choices;  // choice keys
+  double lo = 0, hi = 0;             // integer / number ranges (inclusive)
+};
+const std::vector<key_info>& config_schema();
+// Old key path -> the path it moved to (accepted by apply_toml and apply_override).
+const std::vector<std::pair<std::string, std::string>>& renamed_keys();
+// The TOML text of one key's value in cfg (its default when cfg is default-constructed).
+std::string value_text(const run_config& cfg, const std::string& path);
+
+// Parses TOML text (source names the file in messages) over the defaults in cfg.
+void apply_toml(run_config& cfg, const std::string& toml_text, const std::string& source);
+// Applies one "key=value" override (from --set).
+void apply_override(run_config& cfg, const std::string& assignment);
+// Throws zf::error "<key>: expected <range>, got <value>" for the first bad value.
+void validate(const run_config& cfg);
+// The whole configuration as TOML (round-trips through apply_toml).
+std::string to_toml(const run_config& cfg);
+struct model_spec;
+// The model spec a run's `model.*` keys describe (defaults resolved, checked), and back: the
+// keys describing a spec (init_hf left empty).
+model_spec spec_of(const model_config& m);
+model_config config_of(const model_spec& s);
+
+// Loads file (if not empty), applies overrides, validates.
+run_config load_config(const std::string& file, const std::vector<std::string>& overrides);
+
+}  // namespace zf

@@ -1,0 +1,69 @@
+#pragma once
+// The one description of a decoder-only transformer that every mode runs from: training
+// (forward + backward), scoring (per-token log-probs) and serving (paged, ragged batches).
+// It says which architecture (norms, positions, activation, head tying, attention bias), its
+// sizes, and the RoPE settings. A spec comes from the run configuration (`model.*` keys,
+// spec_of) or from a Hugging Face config.json (storage/hf_loader); the weight layout
+// (runtime/model/layout) is derived from it and nothing else.
+#include <string>
+#include <vector>
+
+namespace zf {
+
+// gpt2: pre-LayerNorm blocks, learned positions, GELU-tanh MLP, biases everywhere.
+// llama: RMSNorm, rotary positions, SwiGLU MLP, no biases (optionally on q/k/v/o), grouped-query
+// attention allowed.
+enum class model_arch { gpt2, llama };
+
+// Hugging Face config.json "rope_scaling" (transformers' modeling_rope_utils): how Llama's RoPE
+// inverse frequencies theta^(-2i/d) are rescaled for a longer context. none: as they are;
+// linear: all divided by factor; llama3 (Llama 3.1 / 3.2): by wavelength 2 pi / inv_freq, those
+// shorter than original_max_positions / high_freq_factor unchanged, those longer than
+// original_max_positions / low_freq_factor divided by factor, a smooth blend in between.
+// The attention scale stays 1 / sqrt(head_dim) for all three.
+struct rope_scaling {
+  enum class kind { none, linear, llama3 };
+  kind type = kind::none;
+  double factor = 1.0;             // linear, llama3
+  double low_freq_factor = 1.0;    // llama3
+  double high_freq_factor = 4.0;   // llama3; > low_freq_factor
+  int original_max_positions = 0;  // llama3: the context length the model was pre-trained on
+};
+
+struct model_spec {
+  model_arch arch = model_arch::gpt2;
+  std::string name;  // model id shown by /v1/models
+  int vocab_size = 0;
+  int hidden = 0;  // d_model (GPT-2 n_embd)
+  int n_layer = 0;
+  int n_head = 0;
+  int n_kv_head = 0;             // == n_head for GPT-2; < n_head with grouped-query attention
+  int head_dim = 0;              // hidden / n_head unless the config says otherwise
+  int intermediate = 0;          // MLP width (GPT-2: 4 * hidden or n_inner)
+  int max_positions = 0;         // context length
+  float norm_eps = 1e-5f;        // LayerNorm (GPT-2) or RMSNorm (Llama) epsilon
+  float rope_theta = 10000.0f;   // Llama only
+  rope_scaling rope;             // Llama only
+  bool tied_head = true;         // lm head == token embedding
+  bool attn_bias = false;        // Llama: biases on q/k/v and o (GPT-2 always has them)
+  int bos_id = -1, eos_id = -1;  // -1: none
+  int q_dim() const { return n_head * head_dim; }
+  int kv_dim() const { return n_kv_head * head_dim; }
+  int qkv_dim() const { return q_dim() + 2 * kv_dim(); }
+  // Columns of the first MLP matrix: GPT-2's c_fc, or Llama's fused gate|up.
+  int up_dim() const { return arch == model_arch::llama ? 2 * intermediate : intermediate; }
+  bool has_biases() const { return arch == model_arch::gpt2; }
+};
+
+// Throws zf::error naming the field for an inconsistent spec (heads not dividing, odd head_dim
+// under RoPE, sizes < 1).
+void check_spec(const model_spec& s);
+
+// The RoPE inverse frequencies of a Llama spec: [head_dim/2], theta^(-2i/d) rescaled per
+// s.rope as transformers' modeling_rope_utils does (_compute_linear_scaling_rope_parameters,
+// _compute_llama3_parameters), in double.
+std::vector<double> rope_inv_freq(const model_spec& s);
+
+const char* arch_name(model_arch a);
+
+}  // namespace zf

@@ -1,0 +1,109 @@
+#pragma once
+// The one weight layout: every tensor of a model spec addressed by name in one flat fp32
+// buffer. Optimizer shards, checkpoints, safetensors export, the training model and the serving
+// forward all address the same bytes by name and offset; nothing computes `2 + 12*l`.
+// Canonical names and orientation (matrices are [in, out], y = x @ W, so one GEMM per fused
+// projection in every mode):
+//   gpt2:  wte.weight [V,C], wpe.weight [P,C], h.{l}.ln_1.{weight,bias},
+//          h.{l}.attn.c_attn.{weight [C,3C],bias}, h.{l}.attn.c_proj.{weight [C,C],bias},
+//          h.{l}.ln_2.{weight,bias}, h.{l}.mlp.c_fc.{weight [C,I],bias},
+//          h.{l}.mlp.c_proj.{weight [I,C],bias}, ln_f.{weight,bias}, lm_head.weight [V,C] if
+//          untied (Hugging Face GPT-2 names, Conv1D orientation).
+//   llama: embed_tokens.weight [V,C], layers.{l}.input_layernorm.weight,
+//          layers.{l}.self_attn.qkv_proj.weight [C, Q+2KV] (columns q | k | v),
+//          layers.{l}.self_attn.qkv_proj.bias and o_proj.bias if attn_bias,
+//          layers.{l}.self_attn.o_proj.weight [Q,C], layers.{l}.post_attention_layernorm.weight,
+//          layers.{l}.mlp.gate_up_proj.weight [C, 2I] (columns gate | up),
+//          layers.{l}.mlp.down_proj.weight [I,C], norm.weight, lm_head.weight [V,C] if untied.
+// Regions: contiguous ranges that forward and backward touch one at a time, in this order:
+// 0 = embeddings, 1..L = block l-1, L+1 = final norm (+ untied head). ZeRO partitions each
+// region across ranks, gathers a region just before use (stage 3) and reduce-scatters its
+// gradients as soon as backward is done with it (stages 2, 3).
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "runtime/core/model_spec.hpp"
+
+namespace zf {
+
+struct param_info {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::size_t offset = 0;  // in floats, into the flat parameter buffer
+  std::size_t numel = 0;
+  bool decay = false;  // AdamW weight decay applies (matrices and embeddings)
+};
+
+struct region {
+  std::size_t begin = 0, end = 0;  // in floats, into the flat layout
+  std::size_t size() const { return end - begin; }
+};
+
+// One block's tensors as pointers (F = const float for weights, float for gradients). Absent
+// tensors (GPT-2 has no gate, Llama has no biases) are nullptr. Shapes:
+//   norm1_w/b, norm2_w/b [C]; qkv_w [C, Q+2KV]; qkv_b [Q+2KV]; o_w [Q, C]; o_b [C];
+//   up_w [C, up_dim] (GPT-2 c_fc, or Llama gate|up); up_b [I]; down_w [I, C]; down_b [C].
+template <class F>
+struct block_tensors {
+  F *norm1_w = nullptr, *norm1_b = nullptr, *qkv_w = nullptr, *qkv_b = nullptr, *o_w = nullptr,
+    *o_b = nullptr, *norm2_w = nullptr, *norm2_b = nullptr, *up_w = nullptr, *up_b = nullptr,
+    *down_w = nullptr, *down_b = nullptr;
+};
+
+// The tensors outside the blocks.
+template <class F>
+struct global_tensors {
+  F *tok_emb = nullptr, *pos_emb = nullptr, *normf_w = nullptr, *normf_b = nullptr,
+    *head = nullptr;  // head: lm_head.weight when untied, else nullptr (the head is tok_emb)
+};
+
+class param_layout {
+ public:
+  std::vector<param_info> params;
+  std::vector<region> regions;
+  std::size_t total = 0;
+
+  const param_info* find(const std::string& name) const;
+  const param_info& at(const std::string& name) const;  // zf::error if unknown
+
+  // Views of block l / the globals with every tensor at base + (offset - base_offset): base is
+  // where the flat float `base_offset` lives (0 for a whole flat buffer, regions[r].begin for a
+  // region's buffer).
+  template <class F>
+  block_tensors<F> block(F* base, int l, std::size_t base_offset = 0) const;
+  template <class F>
+  global_tensors<F> globals(F* base, std::size_t base_offset = 0) const;
+
+  // Region of each global tensor (embeddings in 0, final norm and untied head in L+1).
+  int region_of(const std::string& name) const;
+
+ private:
+  friend param_layout make_layout(const model_spec& s);
+  static constexpr std::size_t none = static_cast<std::size_t>(-1);
+  struct offsets {  // absolute float offsets, `none` for an absent tensor
+    std::size_t t[12];
+  };
+  std::vector<offsets> blocks_;
+  std::size_t globals_[5] = {none, none, none, none, none};
+};
+
+param_layout make_layout(const model_spec& s);
+
+template <class F>
+block_tensors<F> param_layout::block(F* base, int l, std::size_t base_offset) const {
+  const offsets& o = blocks_[static_cast<std::size_t>(l)];
+  auto at = [&](int i) -> F* { return o.t[i] == none ? nullptr : base + (o.t[i] - base_offset); };
+  return {at(0), at(1), at(2), at(3), at(4), at(5), at(6), at(7), at(8), at(9), at(10), at(11)};
+}
+
+template <class F>
+global_tensors<F> param_layout::globals(F* base, std::size_t base_offset) const {
+  auto at = [&](int i) -> F* {
+    return globals_[i] == none ? nullptr : base + (globals_[i] - base_offset);
+  };
+  return {at(0), at(1), at(2), at(3), at(4)};
+}
+
+}  // namespace zf

@@ -1,0 +1,42 @@
+// Inference weights as views over the canonical flat layout (lm_weights.hpp).
+#include "runtime/model/lm_weights.hpp"
+
+#include <cstring>
+
+#include "runtime/core/config.hpp"
+#include "runtime/core/error.hpp"
+
+namespace zf {
+
+lm_weights make_lm_weights(const model_spec& spec, fbuffer flat) {
+  lm_weights w;
+  w.cfg = spec;
+  w.layout = make_layout(spec);
+  if (flat.size() != w.layout.total)
+    fail("lm_weights: {} floats given, the {} spec's layout has {}", flat.size(),
+         arch_name(spec.arch), w.layout.total);
+  w.store = std::move(flat);
+  const float* base = w.store.data();
+  auto g = w.layout.globals<const float>(base);
+  w.tok_emb = g.tok_emb;
+  w.pos_emb = g.pos_emb;
+  w.normf_w = g.normf_w;
+  w.normf_b = g.normf_b;
+  w.head = g.head ? g.head : g.tok_emb;
+  for (int l = 0; l < spec.n_layer; ++l) w.layers.push_back(w.layout.block<const float>(base, l));
+  return w;
+}
+
+lm_weights copy_lm_weights(const model_spec& spec, const float* flat) {
+  fbuffer store(make_layout(spec).total);
+  std::memcpy(store.data(), flat, store.size() * sizeof(float));
+  return make_lm_weights(spec, std::move(store));
+}
+
+lm_weights lm_weights_of(const model_config& m, const float* flat, const std::string& name) {
+  model_spec spec = spec_of(m);
+  spec.name = name;
+  return copy_lm_weights(spec, flat);
+}
+
+}  // namespace zf

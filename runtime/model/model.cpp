@@ -1,0 +1,315 @@
+// Train and score modes of the one model (model.hpp). Rows are tokens: BT = b*t rows of width
+// C = hidden; Q = q_dim, D = qkv_dim, U = up_dim, I = intermediate, H = n_head, V = vocab.
+#include "runtime/model/model.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+#include "kernels/attention.hpp"
+#include "kernels/embedding.hpp"
+#include "kernels/matmul.hpp"
+#include "kernels/softmax.hpp"
+#include "runtime/core/error.hpp"
+
+namespace zf {
+namespace k = zf::kernels;
+
+namespace {
+
+// Causal self-attention of one sequence of t rows inside the fused qkv rows [t, D]: q heads at
+// column 0, k at Q, v at Q + KV; the output [t, Q].
+k::attention_shape attention_shape_of(const model_spec& s, int t) {
+  const int D = s.qkv_dim();
+  return {.tq = t,
+          .tk = t,
+          .offset = 0,
+          .n_head = s.n_head,
+          .head_dim = s.head_dim,
+          .ldq = D,
+          .ldk = D,
+          .ldv = D,
+          .ldo = s.q_dim(),
+          .n_kv_head = s.n_kv_head};
+}
+
+}  // namespace
+
+void init_params(const param_layout& layout, int n_layer, uint64_t seed, float* out) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const float proj_std = 0.02f / std::sqrt(2.0f * n_layer);
+  for (auto& p : layout.params) {
+    float* w = out + p.offset;
+    if (p.shape.size() == 2) {
+      const bool residual_out = p.name.ends_with("c_proj.weight") ||
+                                p.name.ends_with("o_proj.weight") ||
+                                p.name.ends_with("down_proj.weight");
+      const float std = residual_out ? proj_std : 0.02f;
+      for (std::size_t i = 0; i < p.numel; ++i) w[i] = std * normal(rng);
+    } else {
+      const bool norm_weight =
+          (p.name.find("ln_") != std::string::npos || p.name.find("norm") != std::string::npos) &&
+          p.name.ends_with(".weight");
+      std::fill(w, w + p.numel, norm_weight ? 1.0f : 0.0f);
+    }
+  }
+}
+
+param_layout layout_of(const model_config& m) {
+  return make_layout(spec_of(m));
+}
+
+transformer::transformer(const model_config& m, bool own_params, bool own_grads)
+    : transformer(spec_of(m), own_params, own_grads) {}
+
+transformer::transformer(const model_spec& spec, bool own_params, bool own_grads)
+    : spec_(spec), layout_(make_layout(spec)) {
+  L_ = spec.n_layer;
+  R_final_ = L_ + 1;
+  if (own_params) params_.resize(layout_.total);
+  if (own_grads) grads_.resize(layout_.total);
+  const std::size_t rt = block::rope_table_floats(spec);
+  if (rt) {
+    rope_.resize(2 * rt);
+    block::fill_rope_table(spec, rope_.data(), rope_.data() + rt);
+    rope_tab_ = {rope_.data(), rope_.data() + rt};
+  }
+}
+
+float* transformer::acquire_params(int r) {
+  return param_access_ ? param_access_->acquire(r) : params_.data() + layout_.regions[r].begin;
+}
+void transformer::release_params(int r) {
+  if (param_access_) param_access_->release(r);
+}
+float* transformer::acquire_grads(int r) {
+  return grad_access_ ? grad_access_->acquire(r) : grads_.data() + layout_.regions[r].begin;
+}
+void transformer::release_grads(int r) {
+  if (grad_access_) grad_access_->release(r);
+}
+
+block::weights transformer::block_w(float* base, int l) const {
+  return layout_.block<const float>(base, l, layout_.regions[l + 1].begin);
+}
+block::grads transformer::block_g(float* base, int l) const {
+  return layout_.block<float>(base, l, layout_.regions[l + 1].begin);
+}
+
+float* transformer::param(const std::string& name) {
+  return params_.data() + layout_.at(name).offset;
+}
+
+void transformer::init_weights(uint64_t seed) {
+  if (!params_.size()) fail("init_weights: this model does not own its parameters (ZeRO-3)");
+  init_params(layout_, spec_.n_layer, seed, params_.data());
+}
+
+// Lays out every training activation for (b, t). Called with the arena counting, then again
+// after reserve() to take the pointers, so both passes see the same sequence.
+void transformer::plan(int b, int t) {
+  if (b == b_ && t == t_ && acts_.ready()) return;
+  acts_ = arena{};
+  const std::size_t BT = std::size_t(b) * t, C = spec_.hidden, V = spec_.vocab_size,
+                    H = spec_.n_head, Q = spec_.q_dim(), D = spec_.qkv_dim(), U = spec_.up_dim(),
+                    I = spec_.intermediate;
+  for (int pass = 0; pass < 2; ++pass) {
+    encoded_ = acts_.take(BT * C);
+    la_.resize(std::size_t(L_));
+    for (auto& a : la_) {
+      a.ln1 = acts_.take(BT * C);
+      a.ln1_mean = acts_.take(BT);
+      a.ln1_rstd = acts_.take(BT);
+      a.qkv = acts_.take(BT * D);
+      a.att = acts_.take(std::size_t(b) * H * t * t);
+      a.atty = acts_.take(BT * Q);
+      a.res2 = acts_.take(BT * C);
+      a.ln2 = acts_.take(BT * C);
+      a.ln2_mean = acts_.take(BT);
+      a.ln2_rstd = acts_.take(BT);
+      a.h = acts_.take(BT * U);
+      a.res3 = acts_.take(BT * C);
+    }
+    act_ = acts_.take(BT * I);  // MLP activation, recomputed in backward (one per model)
+    lnf_ = acts_.take(BT * C);
+    lnf_mean_ = acts_.take(BT);
+    lnf_rstd_ = acts_.take(BT);
+    logits_ = acts_.take(BT * V);
+    losses_ = acts_.take(BT);
+    dres_ = acts_.take(BT * C);
+    dln_ = acts_.take(BT * C);
+    dbig_ = acts_.take(BT * U);
+    dqkv_ = acts_.take(BT * D);
+    datty_ = acts_.take(BT * Q);
+    datt_ = acts_.take(H * t * t);
+    if (pass == 0) acts_.reserve();
+  }
+  pos_.resize(BT);
+  for (std::size_t i = 0; i < BT; ++i) pos_[i] = static_cast<int>(i % std::size_t(t));
+  b_ = b;
+  t_ = t;
+}
+
+void transformer::block_forward(int l, int b, int t) {
+  const int BT = b * t, Q = spec_.q_dim(), D = spec_.qkv_dim();
+  const float* x = l == 0 ? encoded_ : la_[l - 1].res3;
+  const block::weights w = block_w(acquire_params(l + 1), l);
+  layer_acts& a = la_[l];
+  block::norm_forward(spec_, x, w.norm1_w, w.norm1_b, a.ln1, a.ln1_mean, a.ln1_rstd, BT);
+  block::qkv_forward(spec_, w, a.ln1, a.qkv, pos_.data(), rope_tab_, BT);
+  const k::attention_shape s = attention_shape_of(spec_, t);
+  const std::size_t att_stride = std::size_t(spec_.n_head) * t * t;
+  for (int bi = 0; bi < b; ++bi) {
+    const float* q = a.qkv + std::size_t(bi) * t * D;
+    k::attention_forward(s, q, q + Q, q + Q + spec_.kv_dim(), a.atty + std::size_t(bi) * t * Q,
+                         a.att + bi * att_stride);
+  }
+  block::attn_out_forward(spec_, w, a.atty, Q, x, a.res2, BT);
+  block::norm_forward(spec_, a.res2, w.norm2_w, w.norm2_b, a.ln2, a.ln2_mean, a.ln2_rstd, BT);
+  block::mlp_forward(spec_, w, a.ln2, a.h, act_, a.res2, a.res3, BT);
+  release_params(l + 1);
+}
+
+float transformer::run_forward(const int* ids, const int* targets, int b, int t, bool fuse_xent,
+                               float scale) {
+  if (t > spec_.max_positions)
+    fail("sequence length {} exceeds the model's context of {} positions", t, spec_.max_positions);
+  plan(b, t);
+  const int BT = b * t, C = spec_.hidden, V = spec_.vocab_size;
+  for (int i = 0; i < BT; ++i)
+    if (ids[i] < 0 || ids[i] >= V) fail("token id {} out of range 0..{}", ids[i], V - 1);
+
+  const std::size_t emb0 = layout_.regions[R_emb_].begin;
+  auto ge = layout_.globals<const float>(acquire_params(R_emb_), emb0);
+  k::embedding_forward(ids, ge.tok_emb, ge.pos_emb, encoded_, b, t, C);
+  release_params(R_emb_);
+  for (int l = 0; l < L_; ++l) block_forward(l, b, t);
+  const std::size_t fin0 = layout_.regions[R_final_].begin;
+  float* fb = acquire_params(R_final_);
+  auto gf = layout_.globals<float>(fb, fin0);
+  block::norm_forward(spec_, la_.back().res3, gf.normf_w, gf.normf_b, lnf_, lnf_mean_, lnf_rstd_,
+                      BT);
+  // logits [BT, V] = lnf [BT, C] @ head^T. The head's region stays held for the head's
+  // backward when fusing: the untied head lives in the final region, the tied one is wte.
+  int R_head = R_final_;
+  head_w_ = gf.head;
+  if (!spec_.tied_head) {
+    head_base_ = fb;
+  } else {
+    release_params(R_final_);
+    R_head = R_emb_;
+    head_base_ = acquire_params(R_emb_);
+    head_w_ = layout_.globals<float>(head_base_, emb0).tok_emb;
+  }
+  k::gemm(false, true, BT, V, C, 1.0f, lnf_, 0, head_w_, 0, 0.0f, logits_, 0);
+  if (!fuse_xent) {
+    release_params(R_head);
+    head_w_ = head_base_ = nullptr;
+  }
+  if (!targets) return 0.0f;
+  int valid = 0;
+  for (int i = 0; i < BT; ++i) {
+    if (targets[i] >= V) fail("target id {} out of range 0..{}", targets[i], V - 1);
+    valid += targets[i] >= 0;
+  }
+  if (valid == 0) {  // nothing to learn from: a zero gradient keeps backward (and ZeRO) uniform
+    if (fuse_xent) std::fill(logits_, logits_ + std::size_t(BT) * V, 0.0f);
+    return 0.0f;
+  }
+  if (fuse_xent)
+    k::softmax_xent_fused(logits_, targets, losses_, BT, V, scale / valid);
+  else
+    k::softmax_xent_forward(logits_, targets, losses_, BT, V);
+  double sum = 0;
+  for (int i = 0; i < BT; ++i) sum += losses_[i];
+  return static_cast<float>(sum / valid);
+}
+
+float transformer::forward(const int* ids, const int* targets, int b, int t) {
+  return run_forward(ids, targets, b, t, false, 1.0f);
+}
+
+void transformer::score(const int* ids, const int* targets, int b, int t, float* logprobs) {
+  if (!targets) fail("score needs targets");
+  const int BT = b * t, V = spec_.vocab_size;
+  for (int i = 0; i < BT; ++i)
+    if (targets[i] >= V) fail("target id {} out of range 0..{}", targets[i], V - 1);
+  run_forward(ids, nullptr, b, t, false, 1.0f);
+  // The serving engine's formula (engine_core::logprobs_of), so both give the same bits.
+  for (int i = 0; i < BT; ++i) {
+    const float* row = logits_ + std::size_t(i) * V;
+    logprobs[i] =
+        targets[i] >= 0 ? static_cast<float>(row[targets[i]] - k::log_sum_exp(row, V)) : 0.0f;
+  }
+}
+
+// The head's backward and the final norm's: logits_ holds dlogits [BT, V]; leaves d(final x)
+// accumulated into dres_ (zeroed here first).
+void transformer::head_backward(int R_head, float* gemb) {
+  const int BT = b_ * t_, C = spec_.hidden, V = spec_.vocab_size;
+  k::gemm(false, false, BT, C, V, 1.0f, logits_, 0, head_w_, 0, 0.0f, dln_, 0);
+  const std::size_t fin0 = layout_.regions[R_final_].begin;
+  float* gfb = acquire_grads(R_final_);
+  auto gg = layout_.globals<float>(gfb, fin0);
+  float* dhead = spec_.tied_head
+                     ? layout_.globals<float>(gemb, layout_.regions[R_emb_].begin).tok_emb
+                     : gg.head;
+  k::gemm(true, false, V, C, BT, 1.0f, logits_, 0, lnf_, 0, 1.0f, dhead, 0);
+  if (R_head != R_final_) {  // tied: done with wte's parameters; fetch the final norm's
+    release_params(R_head);
+    head_base_ = acquire_params(R_final_);
+  }
+  auto pf = layout_.globals<const float>(head_base_, fin0);
+  std::fill(dres_, dres_ + std::size_t(BT) * C, 0.0f);
+  block::norm_backward(spec_, la_.back().res3, pf.normf_w, lnf_mean_, lnf_rstd_, dln_, dres_,
+                       gg.normf_w, gg.normf_b, BT);
+  release_grads(R_final_);
+  release_params(R_final_);
+  head_w_ = head_base_ = nullptr;
+}
+
+// dres_ holds d(res3) of block l on entry and d(block input) on exit.
+void transformer::block_backward(int l, int b, int t) {
+  const int BT = b * t, Q = spec_.q_dim(), D = spec_.qkv_dim(), KV = spec_.kv_dim();
+  const block::weights w = block_w(acquire_params(l + 1), l);
+  const block::grads g = block_g(acquire_grads(l + 1), l);
+  layer_acts& a = la_[l];
+  const float* x_in = l == 0 ? encoded_ : la_[l - 1].res3;
+  // MLP: res3 = res2 + mlp(norm2(res2)); the residual passes dres_ through unchanged.
+  block::mlp_backward(spec_, w, g, a.ln2, a.h, act_, dres_, dbig_, dln_, BT);
+  block::norm_backward(spec_, a.res2, w.norm2_w, a.ln2_mean, a.ln2_rstd, dln_, dres_, g.norm2_w,
+                       g.norm2_b, BT);
+  // Attention: res2 = x_in + attn(norm1(x_in)) @ o_w; dres_ holds d res2.
+  block::attn_out_backward(spec_, w, g, a.atty, dres_, datty_, BT);
+  const k::attention_shape s = attention_shape_of(spec_, t);
+  const std::size_t att_stride = std::size_t(spec_.n_head) * t * t;
+  for (int bi = 0; bi < b; ++bi) {
+    const std::size_t qo = std::size_t(bi) * t * D;
+    const float* q = a.qkv + qo;
+    float* dq = dqkv_ + qo;
+    k::attention_backward(s, q, q + Q, q + Q + KV, a.att + bi * att_stride,
+                          datty_ + std::size_t(bi) * t * Q, datt_, dq, dq + Q, dq + Q + KV);
+  }
+  block::qkv_backward(spec_, w, g, a.ln1, dqkv_, dln_, pos_.data(), rope_tab_, BT);
+  block::norm_backward(spec_, x_in, w.norm1_w, a.ln1_mean, a.ln1_rstd, dln_, dres_, g.norm1_w,
+                       g.norm1_b, BT);
+  release_grads(l + 1);
+  release_params(l + 1);
+}
+
+float transformer::forward_backward(const int* ids, const int* targets, int b, int t,
+                                    float loss_scale) {
+  if (!targets) fail("forward_backward needs targets");
+  const int R_head = spec_.tied_head ? R_emb_ : R_final_;
+  float loss = run_forward(ids, targets, b, t, true, loss_scale);
+  float* gemb = acquire_grads(R_emb_);  // held through the whole backward (tied head, wte)
+  head_backward(R_head, gemb);
+  for (int l = L_ - 1; l >= 0; --l) block_backward(l, b, t);
+  auto ge = layout_.globals<float>(gemb, layout_.regions[R_emb_].begin);
+  k::embedding_backward(ids, dres_, ge.tok_emb, ge.pos_emb, b, t, spec_.hidden);
+  release_grads(R_emb_);
+  return loss;
+}
+
+}  // namespace zf

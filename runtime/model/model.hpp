@@ -1,0 +1,117 @@
+#pragma once
+// The model in train and score modes (its paged mode, for serving, is runtime/model/model_paged.hpp):
+// one decoder-only transformer (GPT-2 or Llama, from a
+// model_spec), fp32, forward and backward on the kernels, running the block code it shares with
+// the paged serving forward (runtime/model/block). Parameters and gradients each live in one flat
+// buffer in the canonical layout (runtime/model/layout: addressed by name, split into regions), so
+// optimizer shards, checkpoints, safetensors and the serving weights all address the same bytes.
+// Invariants: activations are sized for one (B, T) on first use and reused; a different (B, T)
+// re-plans them once. Gradients ACCUMULATE across forward_backward calls until zero_grad.
+// At most one parameter region is acquired at a time (ZeRO stage 3 gathers into one bucket);
+// the gradient region of the embeddings is held through the whole backward.
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "runtime/model/block.hpp"
+#include "runtime/core/config.hpp"
+#include "runtime/model/layout.hpp"
+#include "runtime/core/model_spec.hpp"
+#include "runtime/core/tensor.hpp"
+
+namespace zf {
+
+// Where the model reads a region's parameters and accumulates its gradients. acquire returns a
+// pointer to the region's first float (the region's tensors follow at their layout offsets
+// minus region.begin); release says the model is done with it for now. The default (null
+// access) reads the model's own flat buffers.
+struct region_access {
+  virtual ~region_access() = default;
+  virtual float* acquire(int region) = 0;
+  virtual void release(int region) = 0;
+};
+
+// Initialisation into a flat buffer in layout order: matrices N(0, 0.02), residual output
+// projections (c_proj / o_proj, down_proj) N(0, 0.02/sqrt(2 n_layer)), norm weights 1, biases
+// 0. Deterministic for a seed.
+void init_params(const param_layout& layout, int n_layer, uint64_t seed, float* out);
+
+// The layout of a run configuration's model (`model.*` keys).
+param_layout layout_of(const model_config& m);
+
+class transformer {
+ public:
+  // own_params / own_grads false: the flat buffers are not allocated and a region_access must
+  // provide them (ZeRO stage 3 / stages 2-3).
+  explicit transformer(const model_spec& spec, bool own_params = true, bool own_grads = true);
+  explicit transformer(const model_config& m, bool own_params = true, bool own_grads = true);
+  void set_param_access(region_access* a) { param_access_ = a; }
+  void set_grad_access(region_access* a) { grad_access_ = a; }
+  const std::vector<region>& regions() const { return layout_.regions; }
+
+  const model_spec& spec() const { return spec_; }
+  const param_layout& layout() const { return layout_; }
+  fbuffer& params() { return params_; }
+  const fbuffer& params() const { return params_; }
+  fbuffer& grads() { return grads_; }
+  float* param(const std::string& name);  // zf::error if unknown
+
+  void init_weights(uint64_t seed);
+  void zero_grad() { grads_.zero(); }
+
+  // ids, targets: [b, t]. Logits [b*t, V] stay readable through logits(). Returns the mean loss
+  // over the targets (>= 0 ids), or 0 when targets is null.
+  float forward(const int* ids, const int* targets, int b, int t);
+  // Forward + backward; adds d(loss * loss_scale)/dparams into grads(). Returns the mean loss.
+  // Logits are consumed (the cross-entropy writes its gradient in place).
+  float forward_backward(const int* ids, const int* targets, int b, int t, float loss_scale = 1);
+  const float* logits() const { return logits_; }
+
+  // Score mode: logprobs [b*t] = log p(targets[i] | ids up to i) under the model (the
+  // log-softmax of the raw logits, as serving reports them); 0 where targets[i] < 0.
+  void score(const int* ids, const int* targets, int b, int t, float* logprobs);
+
+  std::size_t activation_bytes() const { return acts_.bytes(); }
+
+ private:
+  struct layer_acts {
+    float *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *atty, *res2, *ln2, *ln2_mean, *ln2_rstd, *h,
+        *res3;
+  };
+  float* acquire_params(int r);
+  void release_params(int r);
+  float* acquire_grads(int r);
+  void release_grads(int r);
+  block::weights block_w(float* base, int l) const;
+  block::grads block_g(float* base, int l) const;
+  void plan(int b, int t);
+  float run_forward(const int* ids, const int* targets, int b, int t, bool fuse_xent, float scale);
+  void block_forward(int l, int b, int t);
+  void block_backward(int l, int b, int t);
+  void head_backward(int R_head, float* gemb);
+
+  model_spec spec_;
+  param_layout layout_;
+  fbuffer params_, grads_;
+  region_access* param_access_ = nullptr;
+  region_access* grad_access_ = nullptr;
+  int L_ = 0, R_emb_ = 0, R_final_ = 0;
+  float* head_w_ = nullptr;  // [V, C] head held from the head's forward through its backward
+  float* head_base_ = nullptr;
+  fbuffer rope_;  // cos | sin tables (Llama)
+  block::rope_table rope_tab_;
+
+  // training activations (arena acts_), planned for (b_, t_)
+  arena acts_;
+  int b_ = 0, t_ = 0;
+  std::vector<int> pos_;  // [b*t] position of each row
+  float *encoded_ = nullptr, *lnf_ = nullptr, *lnf_mean_ = nullptr, *lnf_rstd_ = nullptr;
+  float *logits_ = nullptr, *losses_ = nullptr, *act_ = nullptr;
+  std::vector<layer_acts> la_;
+  // backward scratch shared by all layers
+  float *dres_ = nullptr, *dln_ = nullptr, *dbig_ = nullptr, *dqkv_ = nullptr, *datty_ = nullptr,
+        *datt_ = nullptr;
+};
+
+}  // namespace zf

@@ -1,0 +1,186 @@
+// Ragged serving forward (see lm.hpp). Rows of the batch are the chunks' tokens back to back:
+// chunk c owns rows [row0_c, row0_c + len_c). Shapes below: n = rows in this forward,
+// C = hidden, Q = q_dim, KV = kv_dim, D = qkv_dim = Q + 2 KV, I = intermediate.
+#include "runtime/model/model_paged.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numbers>
+#include <vector>
+
+#include "kernels/activation.hpp"
+#include "kernels/matmul.hpp"
+#include "kernels/paged_attention.hpp"
+#include "runtime/model/block.hpp"
+#include "runtime/core/config.hpp"
+#include "runtime/core/error.hpp"
+
+namespace zf {
+namespace k = kernels;
+
+paged_model::paged_model(const lm_weights& w, int max_rows, int max_logits, int threads)
+    : w_(w), max_rows_(max_rows), max_logits_(max_logits), pool_(std::max(1, threads)) {
+  const model_spec& c = w.cfg;
+  if (max_rows < 1 || max_logits < 1) fail("paged_model: max_rows and max_logits must be >= 1");
+  const bool llama = c.arch == model_arch::llama;
+  const int mlp_w = llama ? 2 * c.intermediate : c.intermediate;
+  // Worst attention scratch: a chunk of max_rows queries at the end of a full context.
+  k::paged_shape worst{.tq = std::min(max_rows, c.max_positions),
+                       .start = c.max_positions - std::min(max_rows, c.max_positions),
+                       .n_head = c.n_head,
+                       .n_kv_head = c.n_kv_head,
+                       .head_dim = c.head_dim};
+  const std::size_t R = static_cast<std::size_t>(max_rows),
+                    L = static_cast<std::size_t>(max_logits);
+  for (int pass = 0; pass < 2; ++pass) {
+    x_ = scratch_.take(R * c.hidden);
+    ln_ = scratch_.take(R * c.hidden);
+    qkv_ = scratch_.take(R * c.qkv_dim());
+    att_ = scratch_.take(R * c.q_dim());
+    mlp_ = scratch_.take(R * mlp_w);
+    act_ = llama ? scratch_.take(R * c.intermediate) : nullptr;
+    attn_scratch_ = scratch_.take(static_cast<std::size_t>(k::paged_attention_scratch(worst)));
+    decode_scratch_stride_ = static_cast<std::size_t>(c.n_head) * c.max_positions;
+    decode_scratch_ = scratch_.take(decode_scratch_stride_ * pool_.size());
+    lnf_ = scratch_.take(L * c.hidden);
+    logits_ = scratch_.take(L * c.vocab_size);
+    if (llama) {
+      rope_cos_ = scratch_.take(block::rope_table_floats(c));
+      rope_sin_ = scratch_.take(block::rope_table_floats(c));
+    }
+    if (pass == 0) scratch_.reserve();
+  }
+  block::fill_rope_table(c, rope_cos_, rope_sin_);
+  pos_.resize(R);
+  pieces_.reserve(R);
+  kpool_.threads = pool_.size();
+  kpool_.run = [this](int n, const std::function<void(int)>& fn) {
+    pool_.run(n, [&](int, int i) { fn(i); });
+  };
+}
+
+// qkv = norm1(x) @ qkv_w; rope; K/V into the pool; attention per chunk; x += att @ o_w.
+void paged_model::attention_layer(int l, std::span<const lm_chunk> chunks, kv_storage& kv, int n) {
+  const model_spec& c = w_.cfg;
+  const lm_layer& L = w_.layers[static_cast<std::size_t>(l)];
+  const int C = c.hidden, Q = c.q_dim(), KV = c.kv_dim(), D = c.qkv_dim(), bs = kv.block_size();
+  block::norm_forward(c, x_, L.norm1_w, L.norm1_b, ln_, nullptr, nullptr, n);
+  block::qkv_forward(c, L, ln_, qkv_, pos_.data(), {rope_cos_, rope_sin_}, n);
+  // K/V of every row into the pool first: chunks then only read.
+  int row = 0;
+  row0_.clear();
+  direct_.clear();
+  for (std::size_t ci = 0; ci < chunks.size(); ++ci) {
+    const lm_chunk& ch = chunks[ci];
+    row0_.push_back(row);
+    for (int i = 0; i < ch.len; ++i) {
+      const int p = ch.start + i, b = ch.blocks[p / bs];
+      const float* src = qkv_ + static_cast<std::size_t>(row + i) * D;
+      const std::size_t off = static_cast<std::size_t>(p % bs) * KV;
+      std::memcpy(kv.k(l, b) + off, src + Q, KV * sizeof(float));
+      std::memcpy(kv.v(l, b) + off, src + Q + KV, KV * sizeof(float));
+    }
+    if (ch.len <= k::paged_direct_rows) direct_.push_back(static_cast<int>(ci));
+    row += ch.len;
+  }
+  // rows [off, off + len) of chunk ci
+  auto attend_rows = [&](std::size_t ci, int off, int len, float* scratch) {
+    const lm_chunk& ch = chunks[ci];
+    const int r0 = row0_[ci] + off;
+    k::paged_shape s{.tq = len,
+                     .start = ch.start + off,
+                     .n_head = c.n_head,
+                     .n_kv_head = c.n_kv_head,
+                     .head_dim = c.head_dim,
+                     .ldq = D,
+                     .ldo = Q};
+    k::paged_kv pk{
+        .k = kv.k(l, 0), .v = kv.v(l, 0), .blocks = ch.blocks, .block_size = bs, .kv_dim = KV};
+    k::paged_attention(s, qkv_ + static_cast<std::size_t>(r0) * D, pk,
+                       att_ + static_cast<std::size_t>(r0) * Q, scratch);
+  };
+  auto attend = [&](std::size_t ci, float* scratch) {
+    attend_rows(ci, 0, chunks[ci].len, scratch);
+  };
+  if (k::batch_invariant()) {
+    // Every row is computed alone (the direct kernel), so pieces of a few rows of any chunk
+    // give the same bits as the whole chunk: all of them spread over the pool.
+    pieces_.clear();
+    for (std::size_t ci = 0; ci < chunks.size(); ++ci)
+      for (int off = 0; off < chunks[ci].len; off += k::paged_direct_rows)
+        pieces_.push_back(
+            {static_cast<int>(ci), off, std::min(k::paged_direct_rows, chunks[ci].len - off)});
+    pool_.run(static_cast<int>(pieces_.size()), [&](int worker, int j) {
+      const piece& p = pieces_[static_cast<std::size_t>(j)];
+      attend_rows(static_cast<std::size_t>(p.chunk), p.off, p.len,
+                  decode_scratch_ + decode_scratch_stride_ * static_cast<std::size_t>(worker));
+    });
+    block::attn_out_forward(c, L, att_, Q, x_, x_, n);
+    return;
+  }
+  // Prefill chunks one at a time (their GEMMs are threaded by OpenBLAS); decode-sized chunks
+  // spread over the worker pool, each thread with its own scratch.
+  for (std::size_t ci = 0; ci < chunks.size(); ++ci)
+    if (chunks[ci].len > k::paged_direct_rows) attend(ci, attn_scratch_);
+  pool_.run(static_cast<int>(direct_.size()), [&](int worker, int j) {
+    attend(static_cast<std::size_t>(direct_[static_cast<std::size_t>(j)]),
+           decode_scratch_ + decode_scratch_stride_ * static_cast<std::size_t>(worker));
+  });
+  block::attn_out_forward(c, L, att_, Q, x_, x_, n);
+}
+
+// x += act(norm2(x) @ up_w) @ down_w
+void paged_model::mlp_layer(const lm_layer& L, int n) {
+  const model_spec& c = w_.cfg;
+  block::norm_forward(c, x_, L.norm2_w, L.norm2_b, ln_, nullptr, nullptr, n);
+  block::mlp_forward(c, L, ln_, mlp_, act_, x_, x_, n);
+}
+
+void paged_model::forward(std::span<const lm_chunk> chunks, kv_storage& kv) {
+  const model_spec& c = w_.cfg;
+  const int C = c.hidden, V = c.vocab_size;
+  int n = 0, n_logits = 0;
+  for (const lm_chunk& ch : chunks) {
+    if (ch.len < 1 || ch.start < 0 || ch.start + ch.len > c.max_positions)
+      fail("lm: chunk at positions [{}, {}) is outside the context of {}", ch.start,
+           ch.start + ch.len, c.max_positions);
+    n += ch.len;
+    n_logits += ch.logits ? 1 : 0;
+  }
+  if (n > max_rows_ || n_logits > max_logits_)
+    fail("lm: batch of {} rows / {} logits exceeds the planned {} / {}", n, n_logits, max_rows_,
+         max_logits_);
+  if (n == 0) return;
+  const k::kernel_pool_scope lend(&kpool_);  // the invariant GEMM's threads (dispatch.hpp)
+  // Embeddings: x[r] = tok_emb[id] (+ pos_emb[pos] for GPT-2).
+  int row = 0;
+  for (const lm_chunk& ch : chunks) {
+    for (int i = 0; i < ch.len; ++i, ++row) {
+      const int id = ch.tokens[i], p = ch.start + i;
+      if (id < 0 || id >= V) fail("lm: token id {} outside the vocabulary of {}", id, V);
+      pos_[static_cast<std::size_t>(row)] = p;
+      float* xr = x_ + static_cast<std::size_t>(row) * C;
+      std::memcpy(xr, w_.tok_emb + static_cast<std::size_t>(id) * C, C * sizeof(float));
+      if (w_.pos_emb) k::accumulate(xr, w_.pos_emb + static_cast<std::size_t>(p) * C, C);
+    }
+  }
+  for (int l = 0; l < c.n_layer; ++l) {
+    attention_layer(l, chunks, kv, n);
+    mlp_layer(w_.layers[static_cast<std::size_t>(l)], n);
+  }
+  // Head on the sampled rows only: logits[j] = normf(x[last row of chunk j]) @ head^T.
+  row = 0;
+  int j = 0;
+  for (const lm_chunk& ch : chunks) {
+    row += ch.len;
+    if (!ch.logits) continue;
+    std::memcpy(ln_ + static_cast<std::size_t>(j++) * C, x_ + static_cast<std::size_t>(row - 1) * C,
+                C * sizeof(float));
+  }
+  if (n_logits == 0) return;
+  block::norm_forward(c, ln_, w_.normf_w, w_.normf_b, lnf_, nullptr, nullptr, n_logits);
+  k::gemm(false, true, n_logits, V, C, 1.0f, lnf_, C, w_.head, C, 0.0f, logits_, V);
+}
+
+}  // namespace zf

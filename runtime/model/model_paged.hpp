@@ -1,0 +1,73 @@
+#pragma once
+// The model's paged mode (its train and score modes are runtime/model/model.hpp): one ragged batch of
+// chunks (prefill pieces of any length and single-token decodes of different sequences) in one pass
+// over the weights, with K/V in the paged pool. Every matrix multiply runs over all the batch's
+// rows at once (that is what makes SplitFuse pay: a decode row rides along a prefill chunk's GEMM);
+// attention runs per chunk over the chunk's own sequence (paged_attention). The block math is
+// runtime/model/block's, shared with the train and score modes; only attention (paged_attention over the
+// KV pool) and the ragged row bookkeeping are this mode's own. Allocation: all scratch is sized at
+// construction for max_rows tokens and max_logits sampled rows; forward() allocates nothing.
+#include <span>
+#include <vector>
+
+#include "kernels/dispatch.hpp"
+#include "runtime/model/kv_storage.hpp"
+#include "runtime/model/lm_weights.hpp"
+#include "runtime/core/tensor.hpp"
+#include "runtime/core/worker_pool.hpp"
+
+namespace zf {
+
+struct lm_chunk {
+  const int* tokens = nullptr;  // [len] ids at positions start .. start+len-1
+  int start = 0, len = 0;
+  const int* blocks = nullptr;  // the sequence's block table, covering start + len slots
+  bool logits = false;          // produce the logits of the chunk's last row
+};
+
+class paged_model {
+ public:
+  // max_rows: tokens per forward at most (>= 1, <= ... any); max_logits: chunks with logits at
+  // most. Both are hard limits checked by forward().
+  // threads: for the per-chunk attention of decode rows (GEMMs use OpenBLAS's own threads) and,
+  // in batch-invariant mode, for every row's attention and the invariant GEMM's columns.
+  paged_model(const lm_weights& w, int max_rows, int max_logits, int threads = 1);
+  const model_spec& config() const { return w_.cfg; }
+
+  // Computes the chunks: their K/V are written into kv at their positions (slot p of a chunk's
+  // sequence in block blocks[p / block_size], row p % block_size), then attention reads
+  // positions 0 .. start+len-1. Logits of the chunks with logits = true, in chunk order, land
+  // in logits(0), logits(1), ... : [vocab] each. Throws zf::error for a token id outside the
+  // vocabulary, a position beyond max_positions, or more rows/logits than planned.
+  void forward(std::span<const lm_chunk> chunks, kv_storage& kv);
+  const float* logits(int i) const {
+    return logits_ + static_cast<std::size_t>(i) * w_.cfg.vocab_size;
+  }
+
+  int max_rows() const { return max_rows_; }
+  std::size_t scratch_bytes() const { return scratch_.bytes(); }
+
+ private:
+  void attention_layer(int l, std::span<const lm_chunk> chunks, kv_storage& kv, int rows);
+  void mlp_layer(const lm_layer& L, int rows);
+
+  const lm_weights& w_;
+  int max_rows_, max_logits_;
+  arena scratch_;
+  float *x_ = nullptr, *ln_ = nullptr, *qkv_ = nullptr, *att_ = nullptr, *mlp_ = nullptr,
+        *act_ = nullptr, *attn_scratch_ = nullptr, *lnf_ = nullptr, *logits_ = nullptr,
+        *rope_cos_ = nullptr, *rope_sin_ = nullptr;
+  std::vector<int> pos_;  // [max_rows] position of each row
+  worker_pool pool_;
+  float* decode_scratch_ = nullptr;  // [threads][n_head * max_positions]
+  std::size_t decode_scratch_stride_ = 0;
+  std::vector<int> row0_;    // first row of each chunk (reused)
+  std::vector<int> direct_;  // chunks on the direct path (reused)
+  struct piece {             // rows [off, off + len) of chunk `chunk` (batch-invariant mode)
+    int chunk, off, len;
+  };
+  std::vector<piece> pieces_;   // (reused)
+  kernels::kernel_pool kpool_;  // pool_ lent to the kernels
+};
+
+}  // namespace zf

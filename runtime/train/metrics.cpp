@@ -1,0 +1,79 @@
+#include "runtime/train/metrics.hpp"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+namespace zf {
+
+std::string to_json_line(const step_metrics& m) {
+  nlohmann::json j{{"step", m.step},
+                   {"loss", m.loss},
+                   {"lr", m.lr},
+                   {"grad_norm", m.grad_norm},
+                   {"tokens_per_s", m.tokens_per_s},
+                   {"step_ms", m.step_ms},
+                   {"tokens", m.tokens},
+                   {"elapsed_s", m.elapsed_s},
+                   {"param_bytes", m.param_bytes},
+                   {"grad_bytes", m.grad_bytes},
+                   {"optim_bytes", m.optim_bytes},
+                   {"comm_bytes", m.comm_bytes},
+                   {"ranks", m.ranks}};
+  if (m.val_loss >= 0) j["val_loss"] = m.val_loss;
+  return j.dump();
+}
+
+std::string format_duration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  long t = std::lround(s);
+  if (t >= 3600) return fmt::format("{}h{:02d}m", t / 3600, (t % 3600) / 60);
+  if (t >= 60) return fmt::format("{}m{:02d}s", t / 60, t % 60);
+  return fmt::format("{}s", t);
+}
+
+std::string progress_line(const step_metrics& m) {
+  double rate = m.step_ms > 0 ? 1000.0 / m.step_ms : 0;
+  double eta = rate > 0 ? (m.total_steps - m.step) / rate : -1;
+  std::string s =
+      fmt::format("step {}/{} | loss {:.4f} | lr {:.2e} | {:.0f} tok/s | ETA {}", m.step,
+                  m.total_steps, m.loss, m.lr, m.tokens_per_s, format_duration(eta));
+  if (m.ranks > 1)
+    s += fmt::format(" | rank mem p/g/o {:.0f}/{:.0f}/{:.0f} MiB | comm {:.1f} MiB/step",
+                     m.param_bytes / 1048576, m.grad_bytes / 1048576, m.optim_bytes / 1048576,
+                     m.comm_bytes / 1048576);
+  if (m.val_loss >= 0) s += fmt::format(" | val {:.4f}", m.val_loss);
+  return s;
+}
+
+void progress_printer::metrics(const step_metrics& m) {
+  const std::string line = progress_line(m);
+  if (tty_) {
+    std::fprintf(stderr, "\r\033[K%s", line.c_str());
+    line_open_ = true;
+    if (m.val_loss >= 0) {
+      std::fputc('\n', stderr);
+      line_open_ = false;
+    }
+  } else if (m.step % every_ == 0 || m.val_loss >= 0 || m.step == m.total_steps) {
+    std::fprintf(stderr, "%s\n", line.c_str());
+  }
+  std::fflush(stderr);
+}
+
+void progress_printer::note(const std::string& text) {
+  if (line_open_) std::fputc('\n', stderr);
+  line_open_ = false;
+  std::fprintf(stderr, "%s\n", text.c_str());
+  std::fflush(stderr);
+}
+
+void progress_printer::flush() {
+  if (line_open_) std::fputc('\n', stderr);
+  line_open_ = false;
+  std::fflush(stderr);
+}
+
+}  // namespace zf

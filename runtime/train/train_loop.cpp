@@ -1,0 +1,176 @@
+#include "runtime/train/train_loop.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <stdexcept>
+
+#include "runtime/core/error.hpp"
+#include "runtime/train/optim.hpp"
+
+namespace zf {
+
+using clock_type = std::chrono::steady_clock;
+
+train_loop::train_loop(train_loop_options o, rank_group& ranks, batch_source& data,
+                       train_sink& sink)
+    : o_(std::move(o)), ranks_(ranks), data_(data), sink_(sink), local_(ranks.size()) {
+  if (local_ < 1) fail("train loop: no ranks");
+}
+
+train_loop_options loop_options_of(const run_config& c) {
+  train_loop_options o;
+  o.train = c.train;
+  o.optimizer = c.optimizer;
+  o.schedule = c.schedule;
+  o.checkpoint = c.checkpoint;
+  o.eval = c.eval;
+  o.zero_stage = c.zero.stage;
+  return o;
+}
+
+train_result train_loop::run() {
+  const auto& t = o_.train;
+  const int ranks = local_ * o_.process_world;  // global ranks
+  r_ = {};
+  r_.first_step = r_.final_step = o_.start_step;
+  requested_ = taken_ = int64_t(o_.start_step) * t.grad_accum * local_;
+  uint64_t last_comm = o_.comm_bytes ? o_.comm_bytes() : 0;
+  const auto t0 = clock_type::now();
+  int64_t tokens = 0;
+  try {
+    for (int step = o_.start_step; step < t.steps; ++step) {
+      const auto ts = clock_type::now();
+      const double loss = train_step(step);
+      const double step_ms =
+          std::chrono::duration<double, std::milli>(clock_type::now() - ts).count();
+      const int64_t step_tokens = int64_t(t.batch_size) * t.seq_len * t.grad_accum * ranks;
+      tokens += step_tokens;
+      r_.losses.push_back(static_cast<float>(loss));
+      r_.final_step = step + 1;
+      step_metrics m;
+      m.step = step + 1;
+      m.total_steps = t.steps;
+      m.loss = loss;
+      m.lr = lr_;
+      m.grad_norm = grad_norm_;
+      m.step_ms = step_ms;
+      m.tokens_per_s = step_tokens / (step_ms / 1000.0);
+      m.tokens = tokens;
+      m.elapsed_s = std::chrono::duration<double>(clock_type::now() - t0).count();
+      m.param_bytes = o_.memory.param_bytes;
+      m.grad_bytes = o_.memory.grad_bytes;
+      m.optim_bytes = o_.memory.optim_bytes;
+      if (o_.comm_bytes) {
+        const uint64_t now = o_.comm_bytes();
+        m.comm_bytes = double(now - last_comm);
+        last_comm = now;
+      }
+      m.ranks = ranks;
+      const bool last = step + 1 == t.steps;
+      const bool stopping =
+          (o_.stop && o_.stop->load()) || (o_.stop_at_step > 0 && step + 1 >= o_.stop_at_step);
+      if (o_.eval.every > 0 && ((step + 1) % o_.eval.every == 0 || last)) {
+        m.val_loss = evaluate();
+        r_.val_losses.emplace_back(step + 1, static_cast<float>(m.val_loss));
+      }
+      sink_.metrics(m);
+      if (o_.after_step) o_.after_step(step + 1);
+      if (checkpoint_due(step + 1, last, stopping)) checkpoint(step + 1);
+      if (stopping && !last) {
+        r_.interrupted = true;
+        sink_.note("interrupted: stopped after step " + std::to_string(step + 1));
+        break;
+      }
+    }
+    wait_for_writer();
+  } catch (const std::exception& e) {
+    r_.error = e.what();
+  }
+  sink_.flush();
+  return std::move(r_);
+}
+
+bool train_loop::checkpoint_due(int done, bool last, bool stopping) const {
+  const int every = o_.checkpoint.every;
+  return o_.checkpoints && (last || stopping || (every > 0 && done % every == 0));
+}
+
+// Batch q = micro * local + r goes to local rank r; the source holds at most train.prefetch
+// requests per local rank beyond the one being taken (the credit).
+batch_ptr train_loop::next_batch() {
+  const int64_t credit = int64_t(o_.train.prefetch) * local_;
+  auto request = [&] {
+    const int64_t q = requested_++;
+    data_.request_train(q / local_, static_cast<int>(o_.process_rank * local_ + q % local_));
+  };
+  while (requested_ - taken_ < credit) request();
+  ++taken_;
+  auto b = data_.take_train();
+  request();  // keep the window full while the ranks compute
+  return b;
+}
+
+double train_loop::train_step(int step) {
+  const auto& t = o_.train;
+  ranks_.zero_grad();
+  // every rank of the group (all processes) contributes 1/(accum * ranks) of the mean
+  const float scale = 1.0f / (t.grad_accum * static_cast<float>(local_ * o_.process_world));
+  double loss = 0;
+  std::vector<batch_ptr> batches(local_);
+  for (int micro = 0; micro < t.grad_accum; ++micro) {
+    for (auto& b : batches) b = next_batch();
+    for (float l : ranks_.forward_backward(batches, scale)) loss += l;
+  }
+  loss /= t.grad_accum * static_cast<double>(local_);
+  ranks_.reduce_gradients();
+  double sq = 0;
+  for (double x : ranks_.grad_sq_norms()) sq += x;
+  if (o_.process_world > 1) {  // every process holds a share: sum over the group
+    loss = ranks_.all_sum(loss) / o_.process_world;
+    sq = ranks_.all_sum(sq);
+  }
+  grad_norm_ = std::sqrt(sq);
+  if (!std::isfinite(loss) || !std::isfinite(grad_norm_))
+    fail("step {}: loss or gradient is not finite (loss {}); lower optimizer.lr?", step + 1, loss);
+  const float coef = clip_coefficient(grad_norm_, o_.optimizer.grad_clip);
+  lr_ = lr_at(o_.optimizer, o_.schedule, t.steps, step);
+  ranks_.step(lr_, step + 1, coef);
+  return loss;
+}
+
+// Data-parallel evaluation: global rank g takes validation batch i * ranks + g, so N ranks with
+// batch b see the windows one rank with batch N*b sees.
+double train_loop::evaluate() {
+  const int n = local_, pw = o_.process_world;
+  double sum = 0;
+  std::vector<batch_ptr> bs(n);
+  for (int i = 0; i < o_.eval.batches; ++i) {
+    for (int r = 0; r < n; ++r) bs[r] = data_.valid(int64_t(i) * n * pw + o_.process_rank * n + r);
+    for (float l : ranks_.evaluate(bs)) sum += l;
+  }
+  if (pw > 1) sum = ranks_.all_sum(sum) / pw;
+  return sum / (double(o_.eval.batches) * n);
+}
+
+void train_loop::wait_for_writer() {
+  if (!writing_) return;
+  writing_ = false;
+  r_.last_checkpoint = sink_.wait_checkpoint();
+}
+
+void train_loop::checkpoint(int step) {
+  wait_for_writer();  // one write in flight: the credit that bounds snapshot memory
+  auto req = std::make_shared<checkpoint_request>();
+  req->step = step;
+  req->world = local_ * o_.process_world;
+  req->zero_stage = o_.zero_stage;
+  req->state = {{"step", step},
+                {"seed", o_.train.seed},
+                {"world", req->world},
+                {"zero_stage", o_.zero_stage}};
+  req->snapshots = ranks_.snapshot();
+  sink_.checkpoint(std::move(req));
+  writing_ = true;
+}
+
+}  // namespace zf
