@@ -16,9 +16,9 @@
 #include "actors/rank_worker.hpp"
 #include "actors/rendezvous.hpp"
 #include "kernels/threads.hpp"
-#include "runtime/dist/comm.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/core/launch.hpp"
+#include "runtime/dist/comm.hpp"
 #include "runtime/model/lm_weights.hpp"
 #include "runtime/serve/serve_client.hpp"
 #include "runtime/text/tokenizer.hpp"
@@ -149,7 +149,7 @@ train_result pipeline::run(const run_options& o) {
     auto head = storage::read_manifest(from);
     check_same_model(cfg_, head.config_toml, head.dir);
     resumed = head;  // the manifest only: each rank reads its own slices below
-    if (fs::exists(ckpt_root / "latest")) {
+    if (storage::has_checkpoint(ckpt_root)) {
       auto newest = storage::read_manifest(ckpt_root);
       if (newest.step > resumed->step)
         fail(
@@ -160,7 +160,7 @@ train_result pipeline::run(const run_options& o) {
     if (resumed->step >= cfg_.train.steps)
       fail("--resume {}: the checkpoint is at step {}, train.steps is {}: nothing to do",
            resumed->dir.string(), resumed->step, cfg_.train.steps);
-  } else if (fs::exists(ckpt_root / "latest")) {
+  } else if (storage::has_checkpoint(ckpt_root)) {
     fail("{} already holds a run; pass --resume latest to continue it or --out NEW_DIR",
          o.out.string());
   }

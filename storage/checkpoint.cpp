@@ -288,12 +288,49 @@ bool checkpoint_manifest::has_kind(int kind) const {
 
 // ---- reading --------------------------------------------------------------------------------
 
+namespace {
+
+long long step_number(const fs::path& step_dir) {
+  const std::string n = step_dir.filename().string();
+  return is_step_dir_name(n) ? std::stoll(n.substr(5)) : -1;
+}
+
+// The newest step folder of root whose manifest reads (it is written and fsynced before the
+// folder is renamed into place, so such a folder is complete); empty if none.
+fs::path newest_complete(const fs::path& root) {
+  const auto dirs = step_dirs(root);
+  for (auto it = dirs.rbegin(); it != dirs.rend(); ++it) {
+    try {
+      read_checkpoint_manifest(*it);
+      return *it;
+    } catch (const error&) {
+      // an unreadable folder is not a checkpoint; an older one may be
+    }
+  }
+  return {};
+}
+
+// root's checkpoint (see resolve_checkpoint); empty if it holds none.
+fs::path resolve_root(const fs::path& root) {
+  const fs::path newest = newest_complete(root);
+  if (!fs::exists(root / "latest")) return newest;
+  const fs::path named = from_latest(root / "latest");
+  return !newest.empty() && step_number(newest) > step_number(named) ? newest : named;
+}
+
+}  // namespace
+
+bool has_checkpoint(const fs::path& root) {
+  return fs::exists(root / "latest") || !newest_complete(root).empty();
+}
+
 fs::path resolve_checkpoint(const fs::path& dir) {
   if (fs::exists(manifest_path(dir))) return dir;
   if (fs::exists(dir / "manifest.json")) format1(dir);
-  if (dir.filename() == "latest" && fs::is_regular_file(dir)) return from_latest(dir);
+  if (dir.filename() == "latest" && fs::is_regular_file(dir))
+    return resolve_root(dir.parent_path());
   for (const fs::path& root : {dir, dir / "checkpoints"})
-    if (fs::exists(root / "latest")) return from_latest(root / "latest");
+    if (fs::path p = resolve_root(root); !p.empty()) return p;
   fail("no checkpoint at {} (expected a step folder with a manifest, or a 'latest' file)",
        dir.string());
 }

@@ -86,8 +86,7 @@ struct write_options {
 };
 
 // Creates ROOT/step-NNNNNN.tmp (clearing a leftover one of a crashed write) and returns it.
-// Refuses if ROOT/step-NNNNNN exists and was committed (`latest` names it or a later step); a
-// step folder newer than `latest` is a crashed write's, never committed, and is cleared.
+// Refuses if ROOT/step-NNNNNN exists (resume_point never leads to a step that exists).
 std::filesystem::path begin_checkpoint(const std::filesystem::path& root, int step);
 // ROOT/step-NNNNNN.tmp, the folder begin_checkpoint creates (for writers that did not create it).
 std::filesystem::path checkpoint_tmp_dir(const std::filesystem::path& root, int step);
@@ -159,8 +158,13 @@ struct checkpoint_manifest {
 };
 
 // dir: a step folder, a root holding `latest`, the `latest` file itself, or a run folder holding
-// checkpoints/latest.
+// checkpoints/latest. For a root the step folders are the truth and `latest` a hint: a write
+// killed after it renamed step-N.tmp to step-N but before it moved `latest` (or before the first
+// `latest` existed) left a complete step-N, and that newest folder whose manifest reads is the
+// answer. A `latest` naming a missing or corrupt folder is still an error (said, not skipped).
 std::filesystem::path resolve_checkpoint(const std::filesystem::path& dir);
+// True if root holds a checkpoint resolve_checkpoint would find (`latest`, or a step folder).
+bool has_checkpoint(const std::filesystem::path& root);
 // The whole manifest (resolves dir). zf::error naming the manifest when it is missing, not a
 // zeroflow manifest, another format version, or corrupt (bad CRC, malformed message).
 checkpoint_manifest read_checkpoint_manifest(const std::filesystem::path& dir);

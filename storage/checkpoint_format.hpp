@@ -26,6 +26,11 @@ inline std::string rank_file(int rank) {
 inline uint64_t round_up(uint64_t x, uint64_t a) {
   return (x + a - 1) / a * a;
 }
+// "step-" followed by digits only (not .tmp / .del leftovers).
+bool is_step_dir_name(const std::string& n);
+// ROOT's step folders by step number (step-1000000 after step-999999); none if ROOT is missing.
+std::vector<std::filesystem::path> step_dirs(const std::filesystem::path& root);
+
 inline std::filesystem::path manifest_path(const std::filesystem::path& dir) {
   return dir / k_manifest;
 }

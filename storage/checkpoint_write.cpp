@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <unordered_map>
 
@@ -20,12 +19,10 @@ namespace fs = std::filesystem;
 
 namespace zf::storage {
 using namespace detail;
-namespace {
-
-constexpr std::size_t k_piece = 256u << 10;  // copy + CRC granularity (stays in L2)
+namespace detail {
 
 bool is_step_dir_name(const std::string& n) {
-  return n.size() > 5 && n.starts_with("step-") &&
+  return n.size() > 5 && n.size() < 24 && n.starts_with("step-") &&
          n.find_first_not_of("0123456789", 5) == std::string::npos;
 }
 
@@ -40,19 +37,11 @@ std::vector<fs::path> step_dirs(const fs::path& root) {
   return out;
 }
 
-// True when ROOT/step-N exists but `latest` names an older step (or is absent): the folder was
-// renamed into place by a write that crashed before it moved `latest`, so it was never committed.
-// An unreadable `latest` proves nothing: false.
-bool is_orphan_step(const fs::path& root, int step) {
-  const fs::path latest = root / "latest";
-  if (!fs::exists(latest)) return true;
-  std::ifstream in(latest);
-  std::string name;
-  std::getline(in, name);
-  if (!in && !in.eof()) return false;
-  if (!is_step_dir_name(name)) return false;
-  return std::stoll(name.substr(5)) < step;
-}
+}  // namespace detail
+
+namespace {
+
+constexpr std::size_t k_piece = 256u << 10;  // copy + CRC granularity (stays in L2)
 
 // Removes the oldest step folders beyond keep (never `newest`). Each is renamed to step-X.del
 // first, so a crash mid-removal leaves no half-deleted step-X; .del leftovers go here too.
@@ -188,19 +177,8 @@ fs::path begin_checkpoint(const fs::path& root, int step) {
   fs::create_directories(root);
   const std::string name = step_name(step);
   const fs::path final_dir = root / name, tmp = root / (name + ".tmp");
-  if (fs::exists(final_dir)) {
-    if (!is_orphan_step(root, step))
-      fail("checkpoint {} already exists; refusing to overwrite it", final_dir.string());
-    // A crash between the rename and the move of `latest` left this folder: `latest` still names
-    // an older step, so no reader opens it, and the run resumed from `latest` rewrites it.
-    fs::path del = final_dir;
-    del += ".del";
-    std::error_code ec;
-    fs::remove_all(del, ec);
-    fs::rename(final_dir, del, ec);
-    if (ec) fail("cannot clear uncommitted checkpoint {}: {}", final_dir.string(), ec.message());
-    fs::remove_all(del, ec);
-  }
+  if (fs::exists(final_dir))
+    fail("checkpoint {} already exists; refusing to overwrite it", final_dir.string());
   fs::remove_all(tmp);  // leftovers of a crashed write are never committed data
   fs::create_directory(tmp);
   return tmp;

@@ -286,29 +286,36 @@ TEST_CASE("checkpoint v2: commit refuses fragments that do not cover every tenso
   CHECK(contains(msg, "outside"));
 }
 
-TEST_CASE("checkpoint v2: a step renamed into place but never named by latest is rewritten") {
-  // A SIGKILL between the rename of step-N.tmp and the move of `latest` leaves step-N on disk
-  // while `latest` names N-1. The run resumed from `latest` writes step N again: that must work,
-  // while a committed step (named by latest, or older) is still never overwritten.
-  temp_dir dir("orphan");
+TEST_CASE("checkpoint v2: resume finds a complete step that latest does not name yet") {
+  // A SIGKILL (or a full disk) between the rename of step-N.tmp and the move of `latest` leaves
+  // a complete step-N while `latest` names N-1, or no `latest` at all for the first checkpoint.
+  // The step folders are the truth and `latest` a hint: resolving the root finds step-N, so the
+  // resumed run continues from N and never has to write (over) step-N again.
+  temp_dir dir("window");
   const state s(small_model(), 5), s2(small_model(), 6);
   const fs::path root = dir.path;
   write_world(root, 1, s, 1);
-  write_world(root, 2, s, 1);
-  {  // the crash: latest moved back to step 1, as if it was never moved to step 2
-    std::ofstream(root / "latest") << "step-000001\n";
-  }
-  write_world(root, 2, s2, 2);  // the resumed run's step 2 replaces the orphan
+  fs::remove(root / "latest");  // the first commit, killed before `latest` existed
+  CHECK(st::has_checkpoint(root));
+  CHECK(st::read_manifest(root).step == 1);
+  write_world(root, 2, s2, 2);
+  std::ofstream(root / "latest") << "step-000001\n";  // killed before `latest` moved to step 2
   CHECK(st::read_manifest(root).step == 2);
-  auto l = st::load_checkpoint(root / "step-000002", s2.layout);
+  CHECK(st::read_manifest(root / "latest").step == 2);
+  auto l = st::load_checkpoint(root, s2.layout);
   CHECK(same_bits(l.params.data(), s2.p.data(), s2.layout.total));
-  CHECK_FALSE(fs::exists(root / "step-000002.del"));
-  // committed steps stay protected
+  // a step folder is never overwritten
   CHECK(contains(error_of([&] { st::begin_checkpoint(root, 2); }), "already exists"));
-  CHECK(contains(error_of([&] { st::begin_checkpoint(root, 1); }), "already exists"));
-  // an unreadable latest proves nothing: the folder is kept
-  { std::ofstream(root / "latest") << "garbage\n"; }
-  CHECK(contains(error_of([&] { st::begin_checkpoint(root, 2); }), "already exists"));
+  // a newer folder without a readable manifest (a leftover, a damaged disk) is not a checkpoint
+  fs::create_directory(root / "step-000003");
+  std::ofstream(root / "step-000003" / "manifest") << "garbage";
+  CHECK(st::read_manifest(root).step == 2);
+  // and `latest` naming a missing folder is still said, not skipped
+  std::ofstream(root / "latest") << "step-000009\n";
+  CHECK(contains(error_of([&] { st::read_manifest(root); }), "step-000009"));
+  // an empty root holds none
+  temp_dir empty("window_empty");
+  CHECK_FALSE(st::has_checkpoint(empty.path));
 }
 
 namespace {
