@@ -71,9 +71,22 @@ std::size_t pread_all(int fd, void* dst, std::size_t n, uint64_t off, const fs::
       dir.string(), k_checkpoint_version);
 }
 
+// At most 64 bytes of s, printable ASCII as is, anything else as \xNN (for messages).
+std::string shown(const std::string& s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size() && i < 64; ++i) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    out += c >= 0x20 && c < 0x7f ? std::string(1, char(c)) : fmt::format("\\x{:02x}", c);
+  }
+  return s.size() > 64 ? out + "..." : out;
+}
+
 fs::path from_latest(const fs::path& latest) {
   std::string name = read_text_file(latest);
   while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
+  if (!is_step_dir_name(name))
+    fail("{} should name a step folder (step-NNNNNN) but holds '{}' ({} bytes)", latest.string(),
+         shown(name), name.size());
   fs::path d = latest.parent_path() / name;
   if (!fs::exists(manifest_path(d))) {
     if (fs::exists(d / "manifest.json")) format1(d);
@@ -174,13 +187,14 @@ void read_fragments(const checkpoint_manifest& m, std::vector<need> needs, bool 
            manifest_path(m.dir).string(), f.tensor, f.file);
     if (f.file != cur) {
       cur.clear();
-      fd.reset(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+      fd.reset(::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
       if (fd.fd < 0) {
         if (errno == ENOENT)
           fail("checkpoint file {} is missing (it holds tensor '{}')", p.string(), f.tensor);
         fail("cannot open checkpoint file {} (tensor '{}'): {}", p.string(), f.tensor,
              std::strerror(errno));
       }
+      require_regular(fd.fd, p);
       struct stat st {};
       if (::fstat(fd.fd, &st) != 0) fail("cannot stat {}: {}", p.string(), std::strerror(errno));
       size = static_cast<uint64_t>(st.st_size);
@@ -460,9 +474,12 @@ verify_report verify_checkpoint(const fs::path& dir) {
   for (auto& [name, bytes] : m.files) {
     const fs::path p = m.dir / name;
     std::error_code ec;
-    const auto size = fs::file_size(p, ec);
+    const bool regular = fs::is_regular_file(p, ec);
+    const auto size = regular ? fs::file_size(p, ec) : 0;
     bool ok = false;
-    if (ec)
+    if (!regular && fs::exists(p))  // a FIFO, a folder, a device: never opened (it could block)
+      probs.push_back(fmt::format("checkpoint file {} is not a regular file", p.string()));
+    else if (ec || !regular)
       probs.push_back(fmt::format("checkpoint file {} is missing", p.string()));
     else if (size < bytes)
       probs.push_back(fmt::format("checkpoint file {} is truncated: {} bytes, the manifest says {}",
@@ -516,9 +533,15 @@ verify_report verify_checkpoint(const fs::path& dir) {
   std::vector<std::byte> buf;
   for (auto& [name, frags] : by_file) {
     const fs::path p = m.dir / name;
-    fd_guard fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+    fd_guard fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
     if (fd.fd < 0) {
       probs.push_back(fmt::format("cannot open {}: {}", p.string(), std::strerror(errno)));
+      continue;
+    }
+    try {
+      require_regular(fd.fd, p);
+    } catch (const error& e) {
+      probs.push_back(e.what());
       continue;
     }
     std::sort(frags.begin(), frags.end(), [](auto* a, auto* b) { return a->offset < b->offset; });

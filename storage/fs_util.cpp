@@ -1,6 +1,7 @@
 #include "storage/fs_util.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -58,13 +59,49 @@ void write_file_atomic(const std::filesystem::path& p, const std::string& text) 
   write_file_atomic(p, text.data(), text.size());
 }
 
+void require_regular(int fd, const std::filesystem::path& p) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    const mode_t m = st.st_mode;
+    const char* what = S_ISDIR(m)                 ? "a folder"
+                       : S_ISFIFO(m)              ? "a FIFO"
+                       : S_ISSOCK(m)              ? "a socket"
+                       : S_ISCHR(m) || S_ISBLK(m) ? "a device"
+                                                  : "not a regular file";
+    fail("{} is {}; expected a regular file", p.string(), what);
+  }
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+}
+
+int open_regular(const std::filesystem::path& p) {
+  const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) fail("cannot open {}: {}", p.string(), std::strerror(errno));
+  try {
+    require_regular(fd, p);
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  return fd;
+}
+
 std::string read_text_file(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) fail("cannot read {}: {}", p.string(), std::strerror(errno));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) fail("error reading {}", p.string());
-  return ss.str();
+  const int fd = open_regular(p);
+  std::string out;
+  char buf[1 << 16];
+  for (;;) {
+    const ssize_t r = ::read(fd, buf, sizeof buf);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      const int e = errno;
+      ::close(fd);
+      fail("read {} failed: {}", p.string(), std::strerror(e));
+    }
+    if (r == 0) break;
+    out.append(buf, static_cast<std::size_t>(r));
+  }
+  ::close(fd);
+  return out;
 }
 
 uint32_t crc32_of(const void* data, std::size_t n, uint32_t seed) {
@@ -80,8 +117,7 @@ uint32_t crc32_of(const void* data, std::size_t n, uint32_t seed) {
 }
 
 uint32_t crc32_file(const std::filesystem::path& p, std::size_t* size) {
-  int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail("cannot open {}: {}", p.string(), std::strerror(errno));
+  int fd = open_regular(p);
   std::vector<char> buf(1 << 20);
   uint32_t c = 0;
   std::size_t total = 0;

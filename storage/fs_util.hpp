@@ -10,7 +10,15 @@ namespace zf::storage {
 
 void write_file_atomic(const std::filesystem::path& p, const void* data, std::size_t n);
 void write_file_atomic(const std::filesystem::path& p, const std::string& text);
-void fsync_path(const std::filesystem::path& p);             // a file or a folder
+void fsync_path(const std::filesystem::path& p);  // a file or a folder
+// Opens p for reading (O_RDONLY | O_CLOEXEC) and returns the descriptor; zf::error naming the
+// file when it cannot be opened or is not a regular file: a FIFO, a socket or a device in
+// place of a checkpoint or model file would block a reader forever. Opened non-blocking, checked
+// with fstat, then switched to blocking reads (no window for a swap between check and open).
+int open_regular(const std::filesystem::path& p);
+// For a descriptor opened with O_NONBLOCK: zf::error naming p unless it is a regular file, else
+// switches it to blocking reads. The caller keeps (and closes) fd either way.
+void require_regular(int fd, const std::filesystem::path& p);
 std::string read_text_file(const std::filesystem::path& p);  // zf::error naming the file
 uint32_t crc32_of(const void* data, std::size_t n, uint32_t seed = 0);
 uint32_t crc32_file(const std::filesystem::path& p, std::size_t* size = nullptr);

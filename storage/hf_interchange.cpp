@@ -1,6 +1,7 @@
 // Checkpoints <-> Hugging Face folders (declared in checkpoint.hpp): the canonical layout
-// (runtime/model/layout.hpp) to transformers' names and orientation, and back through the loader that
-// serving uses (storage/hf_loader.cpp), so export and `serve --hf` / fine-tuning read the same.
+// (runtime/model/layout.hpp) to transformers' names and orientation, and back through the loader
+// that serving uses (storage/hf_loader.cpp), so export and `serve --hf` / fine-tuning read the
+// same.
 //   gpt2:  the canonical names are Hugging Face GPT-2's (Conv1D [in, out]); written as they are.
 //   llama: LlamaForCausalLM's "model." names; the fused [in, out] qkv_proj and gate_up_proj are
 //          split into q/k/v and gate/up and transposed to nn.Linear's [out, in].
