@@ -44,6 +44,7 @@ void connection::on_body(error_code ec, std::size_t) {
   stream_.expires_never();  // no timeout while the answer is generated
   const request req = parser_->release();
   keep_alive_ = req.keep_alive();
+  head_only_ = req.method() == http::verb::head;
   handle(req);
 }
 
@@ -59,7 +60,7 @@ void connection::read_failed(error_code ec) {
 
 void connection::send(const openai::http_reply& r) {
   st_->metrics.count(label_, r.status);
-  out_ += r.wire(keep_alive_);
+  out_ += r.wire(keep_alive_, head_only_);
   if (!r.chunked) {
     finishing_ = true;
     stream_.expires_after(std::chrono::seconds(st_->opts.read_timeout_s));  // a client not reading

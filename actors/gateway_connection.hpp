@@ -50,6 +50,7 @@ class connection : public std::enable_shared_from_this<connection> {
   std::shared_ptr<gateway_state> st_;
   std::string label_ = "other";  // metrics label of the current request
   bool keep_alive_ = true;
+  bool head_only_ = false;  // a HEAD request: replies carry no body
   bool closed_ = false;
 
  private:

@@ -98,7 +98,7 @@ std::string_view reason_phrase(int status) {
   return "<unknown-status>";
 }
 
-std::string http_reply::wire(bool keep_alive) const {
+std::string http_reply::wire(bool keep_alive, bool head_only) const {
   std::string out =
       fmt::format("HTTP/1.1 {} {}\r\nServer: zeroflow\r\n", status, reason_phrase(status));
   for (const auto& [name, value] : headers) out += fmt::format("{}: {}\r\n", name, value);
@@ -106,7 +106,8 @@ std::string http_reply::wire(bool keep_alive) const {
   if (chunked)
     out += "Transfer-Encoding: chunked\r\n\r\n";
   else
-    out += fmt::format("Content-Length: {}\r\n\r\n{}", body.size(), body);
+    out += fmt::format("Content-Length: {}\r\n\r\n{}", body.size(),
+                       head_only ? std::string_view() : std::string_view(body));
   return out;
 }
 
@@ -154,10 +155,12 @@ routing route_request(const http_request& req, const std::vector<std::string>& a
                    "invalid_request_error", "invalid_api_key"));
     return out;
   }
-  if (req.method != r->method) {
+  const bool get = r->method == std::string_view("GET");
+  if (req.method != r->method && !(get && req.method == "HEAD")) {
+    const std::string allow = get ? "GET, HEAD" : std::string(r->method);
     out.refusal = error_reply(make_error(
-        405, fmt::format("Method {} not allowed on {} (use {})", req.method, path, r->method)));
-    out.refusal.headers.emplace_back("Allow", std::string(r->method));
+        405, fmt::format("Method {} not allowed on {} (use {})", req.method, path, allow)));
+    out.refusal.headers.emplace_back("Allow", allow);
     return out;
   }
   out.route = r->route;

@@ -9,7 +9,8 @@
 //   GET  /v1/models        GET  /health                GET  /metrics
 // route_request decides in this order: an unknown path is 404 not_found (before the key check:
 // it reveals no more than the route list above), a missing or wrong key is 401 invalid_api_key,
-// a wrong method is 405 with an Allow header. Error bodies are OpenAI error objects
+// a wrong method is 405 with an Allow header. HEAD is served wherever GET is (the reply's head
+// only: http_reply::wire's head_only). Error bodies are OpenAI error objects
 // (runtime/api/openai.hpp).
 #include <cstddef>
 #include <optional>
@@ -34,7 +35,9 @@ struct http_reply {
   std::string body;
   bool chunked = false;
 
-  std::string wire(bool keep_alive) const;
+  // head_only: the answer to a HEAD request: the same head (Content-Length of the body a GET
+  // gets), no body, so a keep-alive client reads exactly what was sent.
+  std::string wire(bool keep_alive, bool head_only = false) const;
 };
 
 // The end of a chunked body: the zero-length chunk.

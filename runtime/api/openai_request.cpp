@@ -345,6 +345,8 @@ json parse_body(std::string_view body) {
   } catch (const json::parse_error& e) {
     throw bad_request(
         fmt::format("Invalid JSON in the request body at byte {}: {}", e.byte, e.what()));
+  } catch (const json::exception& e) {  // a number too large for a double (1e999), ...
+    throw bad_request(fmt::format("Invalid JSON in the request body: {}", e.what()));
   }
 }
 

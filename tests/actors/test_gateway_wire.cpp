@@ -62,6 +62,18 @@ TEST_CASE("gateway wire: a keep-alive JSON answer") {
             body);
 }
 
+TEST_CASE("gateway wire: HEAD /health is the GET head without a body, and keep-alive goes on") {
+  // Before: 405 with a JSON body, which a HEAD client does not read: the next response on the
+  // connection then started inside that body.
+  wire w;
+  const std::string head =
+      "HTTP/1.1 200 OK\r\nServer: zeroflow\r\nContent-Type: application/json\r\n"
+      "Content-Length: 15\r\n\r\n";
+  CHECK(w.exchange("HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n", "\r\n\r\n") == head);
+  CHECK(w.exchange("GET /health HTTP/1.1\r\nHost: x\r\n\r\n", R"({"status":"ok"})") ==
+        head + R"({"status":"ok"})");
+}
+
 TEST_CASE("gateway wire: 405 carries Allow, Connection: close when the client asked") {
   wire w;
   const std::string got =

@@ -1,5 +1,5 @@
-// runtime/api/http_routes and runtime/api/http_metrics: the gateway's route table, bearer-key checks,
-// error replies and response bytes, without sockets.
+// runtime/api/http_routes and runtime/api/http_metrics: the gateway's route table, bearer-key
+// checks, error replies and response bytes, without sockets.
 #include <doctest/doctest.h>
 
 #include <nlohmann/json.hpp>
@@ -68,7 +68,15 @@ TEST_CASE("http_routes: wrong method is 405 with Allow") {
   CHECK(header(r.refusal, "Allow") == "POST");
   CHECK(error_of(r.refusal)["message"] ==
         "Method GET not allowed on /v1/chat/completions (use POST)");
-  CHECK(header(route_request({"DELETE", "/health", {}}, no_keys).refusal, "Allow") == "GET");
+  CHECK(header(route_request({"DELETE", "/health", {}}, no_keys).refusal, "Allow") == "GET, HEAD");
+  // HEAD is served wherever GET is, and its reply has the head only
+  for (const char* path : {"/health", "/metrics", "/v1/models"})
+    CHECK(route_request({"HEAD", path, {}}, no_keys).route);
+  CHECK(route_request({"HEAD", "/v1/completions", {}}, no_keys).refusal.status == 405);
+  const http_reply ok = zf::openai::json_reply(200, R"({"status":"ok"})");
+  CHECK(ok.wire(true, true) ==
+        "HTTP/1.1 200 OK\r\nServer: zeroflow\r\nContent-Type: application/json\r\n"
+        "Content-Length: 15\r\n\r\n");
 }
 
 TEST_CASE("http_routes: api keys refuse with 401 and accept a listed bearer token") {

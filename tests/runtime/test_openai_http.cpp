@@ -64,6 +64,23 @@ TEST_CASE("openai_http: bad JSON is refused with 400 and the parser's message") 
   CHECK(b.submitted().empty());  // nothing ran
 }
 
+TEST_CASE("openai_http: a number too large for a double is 400, in any field, not 500") {
+  fake_backend b;
+  for (const char* body :
+       {R"({"prompt": "a", "max_tokens": 1e999})", R"({"prompt": "a", "unknown_field": -1e999})"}) {
+    CAPTURE(body);
+    http_completion c(endpoint::completions, body, b, ignore);
+    REQUIRE(c.refused());
+    CHECK(c.refused()->status == 400);
+    CHECK(json::parse(c.refused()->body)["error"]["message"].get<std::string>().find(
+              "Invalid JSON") == 0);
+  }
+  auto w = zf::openai::weights_update_request(R"({"path": "/m", "version": 1e999})", true);
+  REQUIRE(std::holds_alternative<http_reply>(w));
+  CHECK(std::get<http_reply>(w).status == 400);
+  CHECK(b.submitted().empty());
+}
+
 TEST_CASE("openai_http: a full queue is 429 with the backend's Retry-After, at least 1") {
   fake_backend b;
   b.max_active = 0;
