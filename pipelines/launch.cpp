@@ -2,6 +2,7 @@
 
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -52,10 +53,16 @@ int launch_local(int nproc, int master_port, const std::vector<std::string>& arg
   if (n <= 0) fail("launch: cannot find this executable: {}", std::strerror(errno));
   std::vector<std::string> argv_s{self};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
+  const pid_t launcher = ::getpid();
   for (int r = 0; r < nproc; ++r) {
     pid_t pid = ::fork();
     if (pid < 0) fail("launch: fork failed: {}", std::strerror(errno));
     if (pid == 0) {
+      // A rank dies with its launcher (a SIGKILL of `zeroflow launch` must not leave ranks
+      // training, holding ports and GPUs); the signal survives exec. Had the launcher died
+      // before this line, the rank's parent is already another process: leave now.
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != launcher) std::_Exit(1);
       ::setenv("RANK", std::to_string(r).c_str(), 1);
       ::setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
       ::setenv("WORLD_SIZE", std::to_string(nproc).c_str(), 1);
