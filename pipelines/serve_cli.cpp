@@ -116,6 +116,28 @@ std::pair<lm_weights, tokenizer> load_serving_model(const std::string& checkpoin
   return {std::move(w), open_tokenizer(cfg).first};  // the run's own: GPT-2 or tokenizer.json
 }
 
+namespace {
+// A number in [lo, hi]; unlike CLI::Range it refuses NaN (every comparison with NaN is false).
+CLI::Validator finite_in(double lo, double hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& text) -> std::string {
+        double v = 0;
+        try {
+          std::size_t used = 0;
+          v = std::stod(text, &used);
+          if (used != text.size()) return "expected a number, got " + text;
+        } catch (const std::exception&) {
+          return "expected a number, got " + text;
+        }
+        if (!(v >= lo && v <= hi))
+          return "expected a number in [" + CLI::detail::to_string(lo) + ", " +
+                 CLI::detail::to_string(hi) + "], got " + text;
+        return {};
+      },
+      "FLOAT in [" + CLI::detail::to_string(lo) + " - " + CLI::detail::to_string(hi) + "]");
+}
+}  // namespace
+
 void add_serve_subcommands(CLI::App& app) {
   g_serve_cmd = app.add_subcommand(
       "serve", "OpenAI-compatible HTTP server (continuous batching, Dynamic SplitFuse, paged KV)");
@@ -132,10 +154,9 @@ void add_serve_subcommands(CLI::App& app) {
   g_gen_cmd->add_option("--prompt", g_gen.prompt, "prompt text")->required();
   g_gen_cmd->add_option("--max-tokens", g_gen.max_tokens, "tokens to generate")
       ->check(CLI::Range(1, 1 << 20));
-  g_gen_cmd->add_option("--temperature", g_gen.temperature, "0 = greedy")
-      ->check(CLI::Range(0.0f, 100.0f));
+  g_gen_cmd->add_option("--temperature", g_gen.temperature, "0 = greedy")->check(finite_in(0, 100));
   g_gen_cmd->add_option("--top-k", g_gen.top_k, "0 = off")->check(CLI::Range(0, 1 << 24));
-  g_gen_cmd->add_option("--top-p", g_gen.top_p, "1 = off")->check(CLI::Range(0.0f, 1.0f));
+  g_gen_cmd->add_option("--top-p", g_gen.top_p, "1 = off")->check(finite_in(0, 1));
   g_gen_cmd->add_option("--seed", g_gen.seed, "sampling seed");
 }
 

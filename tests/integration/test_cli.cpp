@@ -132,6 +132,25 @@ TEST_CASE("cli: bad input gives one clear message and a non-zero exit") {
   CHECK_FALSE(fs::exists(d.path / "never"));  // no run folder was created for bad input
 }
 
+TEST_CASE("cli: NaN sampling flags and a folder as input are refused (issue 9)") {
+  temp_dir d("bad_flags");
+  for (const auto& [args, expect] : std::vector<std::pair<std::string, std::string>>{
+           {"generate --hf /nowhere --prompt x --temperature nan",
+            "--temperature: expected a number in [0, 100], got nan"},
+           {"generate --hf /nowhere --prompt x --top-p nan",
+            "--top-p: expected a number in [0, 1], got nan"},
+           {"serve --hf /nowhere --threads -5", "engine.threads: expected 0..1024, got -5"},
+           {"tokenize --input " + d.path.string() + " --output " + (d.path / "x.tok").string(),
+            "is a folder; expected a regular file"},
+       }) {
+    auto r = zeroflow(args, d.path);
+    INFO(args << "\n" << r.out);
+    CHECK(r.code != 0);
+    CHECK(r.out.find(expect) != std::string::npos);
+  }
+  CHECK_FALSE(fs::exists(d.path / "x.tok"));  // no empty shard written
+}
+
 TEST_CASE("cli: a truncated token shard is refused by name") {
   temp_dir d("trunc");
   std::ofstream(d.path / "in.txt") << slurp(ZF_DATA_DIR "/moby-dick.txt").substr(0, 20000);
