@@ -200,6 +200,19 @@ double metric(const std::string& text, const std::string& name) {
   return std::atof(text.c_str() + p + 1);
 }
 
+// /metrics once done(text) holds, polled every 20 ms for up to 10 s (the last text otherwise):
+// checks wait for the event they mean instead of sleeping a guess.
+template <class Done>
+std::string metrics_when(int port, Done done) {
+  std::string text;
+  for (int i = 0; i < 500; ++i) {
+    text = http(port, "GET", "/metrics", "");
+    if (done(text)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return text;
+}
+
 }  // namespace
 
 // A bounded soak: clients stream, wait for whole answers, send garbage and hang up mid-stream,
@@ -249,9 +262,10 @@ TEST_CASE("serve: soak under mixed load keeps memory flat and frees the KV pool"
   phase(std::max(5, seconds / 4));  // warm-up: arenas, caches, pool pages touched
   const long rss0 = rss_kib(s.pid);
   phase(seconds);
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // cancels land
+  // the cut requests' cancels land: wait until the pool is empty (with a deadline)
+  auto m = metrics_when(
+      s.port, [](const std::string& t) { return metric(t, "zeroflow_kv_blocks_used{") == 0; });
   const long rss1 = rss_kib(s.pid);
-  auto m = http(s.port, "GET", "/metrics", "");
   MESSAGE("soak: ok " << ok.load() << ", cut " << cut.load() << ", malformed " << bad.load()
                       << "; RSS " << rss0 << " -> " << rss1 << " KiB");
   CHECK(ok > 20);
@@ -352,12 +366,16 @@ TEST_CASE("serve: the real server speaks the protocol and keeps serving after ba
     CHECK(contains(r, "\"error\""));
     CHECK(contains(r, b.message));
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  auto m = http(s.port, "GET", "/metrics", "");
+  // finished choices by reason: the hung-up request's unfinished choices are cancelled. The
+  // cancel lands when the engine notices the hang-up: wait for it (with a deadline), not a
+  // fixed time (a fixed 300 ms was too short once under the sanitizers).
+  const std::string cancelled =
+      "zeroflow_request_finished_total{model=\"tiny-gpt2\",reason=\"cancelled\"}";
+  const std::string m = metrics_when(s.port, [&](const std::string& t) {
+    return metric(t, cancelled) >= 1 && metric(t, "zeroflow_kv_blocks_used{") == 0;
+  });
   CHECK(metric(m, "zeroflow_kv_blocks_used{") == 0);
-  // finished choices by reason: the hung-up request's unfinished choices are cancelled
-  CHECK(metric(m, "zeroflow_request_finished_total{model=\"tiny-gpt2\",reason=\"cancelled\"}") >=
-        1);
+  CHECK(metric(m, cancelled) >= 1);
   // still serving, same answer
   auto again = nlohmann::json::parse(body_of(http(s.port, "POST", url, base.dump())));
   CHECK(again["choices"][0]["text"] == full);
