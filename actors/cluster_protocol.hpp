@@ -12,9 +12,11 @@ namespace zf::actors {
 using kv_set_atom = caf::atom_constant<caf::atom("zf_kvset")>;  // store a value, reply when kept
 using kv_get_atom = caf::atom_constant<caf::atom("zf_kvget")>;  // reply once the key is set
 
-// The rendezvous store: get waits (a response promise) until some rank sets the key.
-using kv_actor =
-    caf::typed_actor<caf::replies_to<kv_set_atom, std::string, std::vector<char>>::with<bool>,
-                     caf::replies_to<kv_get_atom, std::string>::with<std::vector<char>>>;
+// The rendezvous store: get waits (a response promise) until some rank sets the key. Every
+// request carries the job's secret first (process_env::job_secret); a wrong one is refused
+// with sec::invalid_argument, and nothing is stored or revealed.
+using kv_actor = caf::typed_actor<
+    caf::replies_to<kv_set_atom, std::string, std::string, std::vector<char>>::with<bool>,
+    caf::replies_to<kv_get_atom, std::string, std::string>::with<std::vector<char>>>;
 
 }  // namespace zf::actors

@@ -15,22 +15,31 @@ struct kv_state {
   std::multimap<std::string, caf::typed_response_promise<std::vector<char>>> waiting;
 };
 
-kv_actor::behavior_type kv_server(kv_actor::stateful_pointer<kv_state> self, std::string name) {
-  (void)name;
+bool same_secret(const std::string& a, const std::string& b) {  // time independent of where
+  unsigned diff = a.size() != b.size();                         // they differ
+  for (std::size_t i = 0; i < a.size() && i < b.size(); ++i) diff |= unsigned(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+kv_actor::behavior_type kv_server(kv_actor::stateful_pointer<kv_state> self, std::string secret) {
   return {
-      [self](kv_set_atom, const std::string& k, const std::vector<char>& v) -> bool {
-        auto& s = self->state;
-        s.values[k] = v;
-        auto [b, e] = s.waiting.equal_range(k);
+      [self, secret](kv_set_atom, const std::string& s, const std::string& k,
+                     const std::vector<char>& v) -> caf::result<bool> {
+        if (!same_secret(s, secret)) return caf::make_error(caf::sec::invalid_argument);
+        auto& st = self->state;
+        st.values[k] = v;
+        auto [b, e] = st.waiting.equal_range(k);
         for (auto it = b; it != e; ++it) it->second.deliver(v);
-        s.waiting.erase(b, e);
+        st.waiting.erase(b, e);
         return true;
       },
-      [self](kv_get_atom, const std::string& k) -> caf::result<std::vector<char>> {
-        auto& s = self->state;
-        if (auto it = s.values.find(k); it != s.values.end()) return it->second;
+      [self, secret](kv_get_atom, const std::string& s,
+                     const std::string& k) -> caf::result<std::vector<char>> {
+        if (!same_secret(s, secret)) return caf::make_error(caf::sec::invalid_argument);
+        auto& st = self->state;
+        if (auto it = st.values.find(k); it != st.values.end()) return it->second;
         auto p = self->make_response_promise<std::vector<char>>();
-        s.waiting.emplace(k, p);
+        st.waiting.emplace(k, p);
         return p;
       },
   };
@@ -38,26 +47,33 @@ kv_actor::behavior_type kv_server(kv_actor::stateful_pointer<kv_state> self, std
 
 class caf_store : public comm::kv_store {
  public:
-  caf_store(caf::actor_system& sys, kv_actor server, std::string where, bool owner)
-      : sys_(sys), server_(std::move(server)), where_(std::move(where)), owner_(owner) {}
+  caf_store(caf::actor_system& sys, kv_actor server, std::string where, bool owner,
+            std::string secret)
+      : sys_(sys),
+        server_(std::move(server)),
+        where_(std::move(where)),
+        owner_(owner),
+        secret_(std::move(secret)) {}
   ~caf_store() override {
     // the actor system waits for every actor at shutdown: the owner ends the server
     if (owner_) caf::anon_send_exit(server_, caf::exit_reason::user_shutdown);
   }
   void set(const std::string& key, const std::vector<char>& value) override {
     caf::scoped_actor self{sys_};
-    self->request(server_, std::chrono::seconds(60), kv_set_atom::value, key, value)
+    self->request(server_, std::chrono::seconds(60), kv_set_atom::value, secret_, key, value)
         .receive([](bool) {},
                  [&](caf::error& e) {
+                   refused(e);
                    fail("rendezvous {}: set '{}' failed: {}", where_, key, sys_.render(e));
                  });
   }
   std::vector<char> get(const std::string& key, std::chrono::milliseconds timeout) override {
     caf::scoped_actor self{sys_};
     std::vector<char> out;
-    self->request(server_, timeout, kv_get_atom::value, key)
+    self->request(server_, timeout, kv_get_atom::value, secret_, key)
         .receive([&](std::vector<char>& v) { out = std::move(v); },
                  [&](caf::error& e) {
+                   refused(e);
                    fail("rendezvous {}: no value for '{}' within {} ms ({}); did every rank start?",
                         where_, key, timeout.count(), sys_.render(e));
                  });
@@ -65,10 +81,16 @@ class caf_store : public comm::kv_store {
   }
 
  private:
+  void refused(const caf::error& e) const {
+    if (e == caf::sec::invalid_argument)
+      fail("rendezvous {}: refused by rank 0: this process's ZF_JOB_SECRET is not the job's",
+           where_);
+  }
   caf::actor_system& sys_;
   kv_actor server_;
   std::string where_;
   bool owner_;
+  std::string secret_;
 };
 
 }  // namespace
@@ -77,19 +99,20 @@ std::shared_ptr<comm::kv_store> open_rendezvous(caf::actor_system& sys, const pr
                                                 std::chrono::seconds timeout) {
   const std::string where = env.master_addr + ":" + std::to_string(env.master_port);
   if (env.rank == 0) {
-    auto server = sys.spawn(kv_server, std::string("rendezvous"));
-    auto port =
-        sys.middleman().publish(server, static_cast<uint16_t>(env.master_port), nullptr, true);
+    auto server = sys.spawn(kv_server, env.job_secret);
+    // MASTER_ADDR's interface only (loopback for one host), not every interface
+    auto port = sys.middleman().publish(server, static_cast<uint16_t>(env.master_port),
+                                        env.master_addr.c_str(), true);
     if (!port)
       fail("rendezvous: rank 0 cannot listen on port {}: {}", env.master_port,
            sys.render(port.error()));
-    return std::make_shared<caf_store>(sys, server, where, true);
+    return std::make_shared<caf_store>(sys, server, where, true, env.job_secret);
   }
   auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
     auto h = sys.middleman().remote_actor<kv_actor>(env.master_addr,
                                                     static_cast<uint16_t>(env.master_port));
-    if (h) return std::make_shared<caf_store>(sys, *h, where, false);
+    if (h) return std::make_shared<caf_store>(sys, *h, where, false, env.job_secret);
     if (std::chrono::steady_clock::now() > deadline)
       fail("rendezvous: rank {} cannot reach rank 0 at {} within {} s: {}", env.rank, where,
            timeout.count(), sys.render(h.error()));

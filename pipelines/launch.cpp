@@ -1,5 +1,6 @@
 #include "pipelines/launch.hpp"
 
+#include <fmt/format.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -10,6 +11,7 @@
 #include <chrono>
 #include <cstring>
 #include <iostream>
+#include <random>
 #include <thread>
 
 #include "runtime/core/error.hpp"
@@ -54,6 +56,14 @@ int launch_local(int nproc, int master_port, const std::vector<std::string>& arg
   std::vector<std::string> argv_s{self};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
   const pid_t launcher = ::getpid();
+  // One secret per job for the rendezvous (a caller's own ZF_JOB_SECRET is kept).
+  std::string secret;
+  if (const char* s = std::getenv("ZF_JOB_SECRET"); s && *s) {
+    secret = s;
+  } else {
+    std::random_device rd;
+    for (int i = 0; i < 4; ++i) secret += fmt::format("{:08x}", rd());
+  }
   for (int r = 0; r < nproc; ++r) {
     pid_t pid = ::fork();
     if (pid < 0) fail("launch: fork failed: {}", std::strerror(errno));
@@ -68,6 +78,7 @@ int launch_local(int nproc, int master_port, const std::vector<std::string>& arg
       ::setenv("WORLD_SIZE", std::to_string(nproc).c_str(), 1);
       ::setenv("MASTER_ADDR", "127.0.0.1", 1);
       ::setenv("MASTER_PORT", std::to_string(master_port).c_str(), 1);
+      ::setenv("ZF_JOB_SECRET", secret.c_str(), 1);
       std::vector<char*> av;
       for (auto& a : argv_s) av.push_back(a.data());
       av.push_back(nullptr);

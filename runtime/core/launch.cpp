@@ -32,6 +32,7 @@ process_env read_process_env() {
   if (e.rank >= e.world) fail("environment RANK={} must be below WORLD_SIZE={}", e.rank, e.world);
   e.local_rank = env_int("LOCAL_RANK", e.rank, 0, 65535);
   if (const char* a = std::getenv("MASTER_ADDR"); a && *a) e.master_addr = a;
+  if (const char* s = std::getenv("ZF_JOB_SECRET"); s) e.job_secret = s;
   e.master_port = env_int("MASTER_PORT", 0, 1, 65535);
   if (e.world > 1 && e.master_port == 0)
     fail("environment MASTER_PORT must be set when WORLD_SIZE > 1");

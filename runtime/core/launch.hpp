@@ -13,6 +13,10 @@ struct process_env {
   // Address this process's data plane binds to: 127.0.0.1 when the master is on loopback,
   // else $ZF_IFACE_ADDR or this host's name.
   std::string iface_addr;
+  // ZF_JOB_SECRET: what every rank presents to the rendezvous, so that a stranger who reaches
+  // the port can neither join the job nor read its rank table ("" = none; `zeroflow launch`
+  // always sets a random one).
+  std::string job_secret;
 };
 
 // zf::error naming the variable on a malformed or inconsistent value.
