@@ -16,8 +16,8 @@
 #include <vector>
 
 #include "actors/gateway_session.hpp"
-#include "runtime/core/error.hpp"
 #include "runtime/api/http_routes.hpp"
+#include "runtime/core/error.hpp"
 
 namespace zf::actors {
 

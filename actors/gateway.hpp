@@ -30,8 +30,9 @@ struct gateway_options {
   std::size_t max_body_bytes = 1 << 20;  // larger request bodies get 413
   int read_timeout_s = 60;               // request headers and body; not while generating
   bool enable_weight_updates = false;    // POST /v1/update_weights_from_disk on any address
-  std::vector<std::string> api_keys;     // non-empty: every route but /health needs
+  std::vector<std::string> api_keys;     // non-empty: every /v1/ route needs
                                          // `Authorization: Bearer <one of them>`, else 401
+  bool protect_metrics = false;          // /metrics needs a key too
 };
 
 class gateway {

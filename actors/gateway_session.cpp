@@ -1,7 +1,7 @@
 // The OpenAI-compatible server on one gateway connection (gateway_connection.hpp does the socket
 // work): routes each request (runtime/api/http_routes.hpp), runs completions and weight updates in
-// the backend and writes their answers (runtime/api/openai_http.hpp). A client that leaves while its
-// request runs gets the request cancelled in the backend at once.
+// the backend and writes their answers (runtime/api/openai_http.hpp). A client that leaves while
+// its request runs gets the request cancelled in the backend at once.
 //
 // Backend callbacks run on the backend's threads and never block or touch the session: events
 // queue in inbox_, and the hop to the session's strand goes through the io_context (not the
@@ -49,7 +49,7 @@ class session final : public connection {
     const openai::routing r = openai::route_request(
         {view(req.method_string()), view(req.target()),
          auth == req.end() ? std::nullopt : std::optional(view(auth->value()))},
-        st_->opts.api_keys);
+        st_->opts.api_keys, st_->opts.protect_metrics);
     label_ = r.label;
     if (!r.route) return send(r.refusal);
     switch (*r.route) {

@@ -10,6 +10,16 @@ namespace zf {
 std::vector<std::string> config_args::overrides() const {
   std::vector<std::string> all = sets;
   all.insert(all.end(), flags.begin(), flags.end());
+  for (const auto& [path, values] : items) {
+    if (values.empty()) continue;
+    std::string list;  // a TOML array of basic strings: any key text survives
+    for (const auto& v : values) {
+      std::string q;
+      for (char c : v) q += c == '"' || c == '\\' ? std::string("\\") + c : std::string(1, c);
+      list += (list.empty() ? "" : ", ") + ("\"" + q + "\"");
+    }
+    all.push_back(path + "=[" + list + "]");
+  }
   return all;
 }
 
@@ -37,6 +47,9 @@ void add_config_flags(CLI::App* app, const std::vector<std::string>& sections, c
         "--" + flag, [&sets, path](const std::string& v) { sets.push_back(path + "=" + v); }, help);
     opt->default_str(value_text(run_config{}, path));
     if (k.kind == key_kind::choice) opt->check(CLI::IsMember(k.choices));
+    if (k.kind == key_kind::list && flag.size() > 1 && flag.back() == 's')
+      app->add_option("--" + flag.substr(0, flag.size() - 1), a.items[path],
+                      "one item of " + path + " (repeat the flag for more)");
   }
 }
 

@@ -3,8 +3,11 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <cctype>
+#include <cstdlib>
 #include <ctime>
 #include <iostream>
+#include <sstream>
 
 #include "pipelines/graph_run.hpp"
 #include "pipelines/graph_toml.hpp"
@@ -14,6 +17,7 @@
 #include "runtime/core/error.hpp"
 #include "runtime/core/launch.hpp"
 #include "runtime/model/model.hpp"
+#include "storage/fs_util.hpp"
 
 namespace zf {
 namespace {
@@ -88,13 +92,37 @@ stages::model_loader loader_of(const stage_args& a, const stage_defaults& d) {
   };
 }
 
+// server.api_keys, then the lines of server.api_key_file, then $ZEROFLOW_API_KEY.
+std::vector<std::string> api_keys_of(const server_config& s) {
+  std::vector<std::string> keys = s.api_keys;
+  if (!s.api_key_file.empty()) {
+    std::istringstream in(storage::read_text_file(s.api_key_file));
+    std::size_t n = 0;
+    for (std::string line; std::getline(in, line);) {
+      while (!line.empty() && std::isspace(static_cast<unsigned char>(line.back())))
+        line.pop_back();
+      if (!line.empty()) keys.push_back(line), ++n;
+    }
+    if (n == 0) fail("server.api_key_file: {} holds no key", s.api_key_file);
+  }
+  if (const char* e = std::getenv("ZEROFLOW_API_KEY"); e && *e) keys.emplace_back(e);
+  return keys;
+}
+
 actors::gateway_options gateway_options_of(const server_config& s) {
   actors::gateway_options o;
   o.host = s.host;
   o.port = s.port;
   o.io_threads = s.io_threads;
   o.enable_weight_updates = s.enable_weight_updates;
-  o.api_keys = s.api_keys;
+  o.api_keys = api_keys_of(s);
+  o.protect_metrics = s.protect_metrics;
+  const bool loopback = s.host.starts_with("127.") || s.host == "localhost" || s.host == "::1";
+  if (o.api_keys.empty() && !loopback)
+    std::cerr << fmt::format(
+        "zeroflow: WARNING: serving on {} without an API key: anyone who reaches it may use it "
+        "(--api-key KEY, --api-key-file FILE or $ZEROFLOW_API_KEY)\n",
+        s.host);
   return o;
 }
 

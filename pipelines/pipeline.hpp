@@ -22,8 +22,8 @@
 #include "actors/trainer.hpp"
 #include "runtime/core/config.hpp"
 #include "runtime/model/lm_weights.hpp"
-#include "runtime/train/metrics.hpp"
 #include "runtime/text/tokenizer.hpp"
+#include "runtime/train/metrics.hpp"
 
 namespace zf {
 

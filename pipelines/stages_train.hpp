@@ -60,8 +60,8 @@ class monitor_stage : public stage {
   in_port<step_metrics> metrics = input<step_metrics>("metrics", true, true);
   in_port<train_note> notes = input<train_note>("notes", false, true);
 
-  // tty: rewrite the line in place; else a line every print_every steps (runtime/train/metrics.hpp).
-  // quiet: notes only.
+  // tty: rewrite the line in place; else a line every print_every steps
+  // (runtime/train/metrics.hpp). quiet: notes only.
   monitor_stage(bool tty, int print_every, bool quiet = false)
       : printer_(tty, print_every), quiet_(quiet) {}
   void start(stage_context& ctx) override;

@@ -137,7 +137,8 @@ bool bearer_authorized(std::optional<std::string_view> authorization,
   return ok;
 }
 
-routing route_request(const http_request& req, const std::vector<std::string>& api_keys) {
+routing route_request(const http_request& req, const std::vector<std::string>& api_keys,
+                      bool protect_metrics) {
   const std::string_view path = req.target.substr(0, req.target.find('?'));
   routing out;
   const route_entry* r = nullptr;
@@ -149,7 +150,8 @@ routing route_request(const http_request& req, const std::vector<std::string>& a
     return out;
   }
   out.label = std::string(r->path);
-  if (path != "/health" && !bearer_authorized(req.authorization, api_keys)) {
+  const bool needs_key = path.starts_with("/v1/") || (path == "/metrics" && protect_metrics);
+  if (needs_key && !bearer_authorized(req.authorization, api_keys)) {
     out.refusal = error_reply(
         make_error(401, "Incorrect API key provided: send `Authorization: Bearer <key>`",
                    "invalid_request_error", "invalid_api_key"));

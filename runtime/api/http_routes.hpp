@@ -67,9 +67,10 @@ struct routing {
   http_reply refusal;               // unset route: the answer (404, 401 or 405)
 };
 
-// api_keys empty: no key needed. Otherwise every route but /health needs
-// `Authorization: Bearer <one of api_keys>`.
-routing route_request(const http_request& req, const std::vector<std::string>& api_keys);
+// api_keys empty: no key needed. Otherwise every /v1/ route needs `Authorization: Bearer <one of
+// api_keys>` (as vLLM's --api-key); /health never does, /metrics only with protect_metrics.
+routing route_request(const http_request& req, const std::vector<std::string>& api_keys,
+                      bool protect_metrics = false);
 
 // Whether `authorization` is "Bearer <k>" for a k in keys (true when keys is empty). The
 // comparison does not stop at the first differing byte, so its time does not tell how much of a

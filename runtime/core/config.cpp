@@ -154,7 +154,12 @@ std::vector<key> serve_keys() {
       ZF_BOOL("server.enable_weight_updates", server.enable_weight_updates,
               "allow POST /v1/update_weights_from_disk when not on loopback"),
       ZF_LIST("server.api_keys", server.api_keys,
-              "if not empty, requests need `Authorization: Bearer <one of these>`"),
+              "if not empty, /v1/ requests need `Authorization: Bearer <one of these>` (also "
+              "$ZEROFLOW_API_KEY)"),
+      ZF_STR("server.api_key_file", server.api_key_file,
+             "a file of API keys, one per line, added to api_keys"),
+      ZF_BOOL("server.protect_metrics", server.protect_metrics,
+              "/metrics needs an API key too (/health never does)"),
   };
 }
 

@@ -105,6 +105,8 @@ struct server_config {
   int io_threads = 2;
   bool enable_weight_updates = false;  // POST /v1/update_weights_from_disk off loopback too
   std::vector<std::string> api_keys;   // non-empty: requests need Authorization: Bearer <key>
+  std::string api_key_file;            // more keys, one per line ("" = none)
+  bool protect_metrics = false;        // /metrics needs a key too
 };
 
 struct run_config {

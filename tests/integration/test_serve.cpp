@@ -69,8 +69,9 @@ struct server {
     for (int i = 0; i < 300 && port == 0; ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
       auto s = slurp(log);
-      auto at = s.find("http://127.0.0.1:");
-      if (at != std::string::npos) port = std::atoi(s.c_str() + at + 17);
+      auto at = s.find(" on http://");  // any host: "on http://HOST:PORT/v1"
+      if (at != std::string::npos) at = s.find(':', at + 11);
+      if (at != std::string::npos) port = std::atoi(s.c_str() + at + 1);
     }
     REQUIRE_MESSAGE(port > 0, slurp(log));
   }
@@ -128,6 +129,50 @@ TEST_CASE("serve: --graph runs a user's graph file (its own model and engine con
   REQUIRE_MESSAGE(r.contains("choices"), r.dump());
   CHECK(r["choices"][0]["text"] == want);
   CHECK(s.stop() == 0);
+}
+
+TEST_CASE("serve: --api-key, --api-key-file and $ZEROFLOW_API_KEY guard /v1/, not /health") {
+  temp_dir d("apikey");
+  auto code = [](const server& s, const std::string& path, const std::string& key) {
+    return sh("curl -s -o /dev/null -w '%{http_code}' " +
+              (key.empty() ? std::string() : "-H 'Authorization: Bearer " + key + "' ") +
+              (path.starts_with("/v1/completions")
+                   ? "-X POST -H 'Content-Type: application/json' --data-binary "
+                     "'{\"prompt\": \"a\", \"max_tokens\": 1}' "
+                   : "") +
+              "http://127.0.0.1:" + std::to_string(s.port) + path);
+  };
+  {
+    server s("--hf " + k_hf + "tiny-gpt2 --api-key sk-a --api-key sk-b", d);
+    CHECK(code(s, "/v1/completions", "") == "401");
+    CHECK(code(s, "/v1/completions", "sk-c") == "401");
+    CHECK(code(s, "/v1/completions", "sk-b") == "200");
+    CHECK(code(s, "/v1/models", "sk-a") == "200");
+    CHECK(code(s, "/health", "") == "200");
+    CHECK(code(s, "/metrics", "") == "200");  // open unless --protect-metrics
+  }
+  {
+    std::ofstream(d / "keys.txt") << "sk-file-1\n\nsk-file-2  \n";
+    ::setenv("ZEROFLOW_API_KEY", "sk-env", 1);
+    server s("--hf " + k_hf + "tiny-gpt2 --api-key-file " + (d / "keys.txt").string() +
+                 " --protect-metrics",
+             d);
+    ::unsetenv("ZEROFLOW_API_KEY");
+    CHECK(code(s, "/v1/models", "sk-file-2") == "200");
+    CHECK(code(s, "/v1/models", "sk-env") == "200");
+    CHECK(code(s, "/v1/models", "sk-a") == "401");
+    CHECK(code(s, "/metrics", "") == "401");
+    CHECK(code(s, "/metrics", "sk-file-1") == "200");
+    CHECK(code(s, "/health", "") == "200");
+  }
+  {  // every interface and no key: served, with a warning
+    server s("--hf " + k_hf + "tiny-gpt2 --host 0.0.0.0", d);
+    CHECK(contains(slurp(s.log), "WARNING: serving on 0.0.0.0 without an API key"));
+  }
+  {  // loopback and no key: no warning
+    server s("--hf " + k_hf + "tiny-gpt2", d);
+    CHECK_FALSE(contains(slurp(s.log), "WARNING"));
+  }
 }
 
 TEST_CASE("serve: generate streams the twin's greedy continuation") {

@@ -97,6 +97,11 @@ TEST_CASE("http_routes: api keys refuse with 401 and accept a listed bearer toke
     CHECK(error_of(r.refusal) == unauthorized);
   }
   CHECK(route_request({"POST", "/v1/completions", "Bearer sk-one"}, keys).route);
+  // /health never needs a key, /metrics only when protected (vLLM's defaults)
+  CHECK(route_request({"GET", "/health", {}}, keys).route);
+  CHECK(route_request({"GET", "/metrics", {}}, keys).route);
+  CHECK(route_request({"GET", "/metrics", {}}, keys, true).refusal.status == 401);
+  CHECK(route_request({"GET", "/metrics", "Bearer sk-two"}, keys, true).route);
   CHECK(route_request({"GET", "/v1/models", "Bearer sk-two"}, keys).route);
   CHECK(route_request({"GET", "/health", {}}, keys).route);  // /health needs no key
   // The key is checked before the method: a stranger learns nothing about the methods.
