@@ -211,26 +211,16 @@ void tokenizer::encode_word(std::string_view word, std::vector<int>& out) const 
     return;
   }
   auto& parts = st.parts;
-  auto& ranks = st.ranks;  // ranks[i]: rank of merging parts[i] and parts[i + 1]
   parts.clear();
   for (char c : word) parts.push_back(m.byte_id[static_cast<unsigned char>(c)]);
-  auto rank_of = [&](int a, int b) {
-    auto it = m.merges.find(pair_key(a, b));
-    return it == m.merges.end() ? INT_MAX : it->second.rank;
-  };
-  ranks.resize(parts.size() - 1);
-  for (std::size_t i = 0; i + 1 < parts.size(); ++i) ranks[i] = rank_of(parts[i], parts[i + 1]);
-  while (parts.size() > 1) {
-    std::size_t best = 0;
-    for (std::size_t i = 1; i < ranks.size(); ++i)
-      if (ranks[i] < ranks[best]) best = i;
-    if (ranks[best] == INT_MAX) break;
-    parts[best] = m.merges.find(pair_key(parts[best], parts[best + 1]))->second.id;
-    parts.erase(parts.begin() + std::ptrdiff_t(best) + 1);
-    ranks.erase(ranks.begin() + std::ptrdiff_t(best));
-    if (best > 0) ranks[best - 1] = rank_of(parts[best - 1], parts[best]);
-    if (best + 1 < parts.size()) ranks[best] = rank_of(parts[best], parts[best + 1]);
-  }
+  bpe::bpe_merge(
+      parts,
+      [&m](int a, int b) {
+        auto it = m.merges.find(pair_key(a, b));
+        return it == m.merges.end() ? bpe::merge_result{}
+                                    : bpe::merge_result{it->second.rank, it->second.id};
+      },
+      st.bpe);
   out.insert(out.end(), parts.begin(), parts.end());
   if (st.cache.size() >= kMaxCacheEntries) st.cache.clear();
   st.cache.emplace(std::string(word), parts);

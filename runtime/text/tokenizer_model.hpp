@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "runtime/core/error.hpp"
+#include "runtime/text/bpe_merge.hpp"
 #include "runtime/text/tokenizer.hpp"
 
 namespace zf {
@@ -140,7 +141,7 @@ struct tokenizer::state {
   std::unordered_map<std::string, std::vector<int>, string_hash, std::equal_to<>> cache;
   pcre2_match_data* md = nullptr;
   std::vector<int> parts;  // scratch for bpe
-  std::vector<int> ranks;  // scratch for bpe
+  bpe::scratch bpe;        // scratch for bpe_merge
 
   explicit state(const model& m) : md(pcre2_match_data_create_from_pattern(m.re, nullptr)) {
     if (!md) fail("tokenizer: out of memory creating PCRE2 match data");
