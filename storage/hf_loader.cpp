@@ -5,6 +5,7 @@
 // found and its shape checked (a plan of blocks, each one canonical tensor made of one or more
 // source tensors), then the buffer is sized from the layout and each block converted into it.
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -188,6 +189,10 @@ model_spec parse_config(const fs::path& dir, bool& attention_bias) {
   }
   cfg.bos_id = c.token_id("bos_token_id");
   cfg.eos_id = c.token_id("eos_token_id");
+  for (auto [key, id] : {std::pair{"bos_token_id", cfg.bos_id}, {"eos_token_id", cfg.eos_id}})
+    if (id >= cfg.vocab_size)
+      fail("hf: {}: \"{}\" is {}, outside the vocabulary of {} tokens", c.file, key, id,
+           cfg.vocab_size);
   return cfg;
 }
 
@@ -232,6 +237,29 @@ class planner {
     // Checkpoints saved from the bare model lack the "transformer." / "model." prefix.
     prefix_ = llama ? "model." : "transformer.";
     if (!index_.contains(prefix_ + (llama ? "embed_tokens.weight" : "wte.weight"))) prefix_ = "";
+  }
+
+  // zf::error naming a tensor of a layer at or beyond n_layer ("...layers.N." / "...h.N."):
+  // config.json describes fewer layers than the weights hold, and loading would silently drop
+  // the rest.
+  void check_layers(int n_layer) const {
+    for (const auto& [name, p] : index_) {
+      for (const char* tag : {"layers.", "h."}) {
+        const std::string t = std::string(".") + tag;
+        std::size_t at = ("." + name).find(t);
+        if (at == std::string::npos) continue;
+        at += t.size() - 1;  // index into name of the digits
+        std::size_t end = at;
+        while (end < name.size() && std::isdigit(static_cast<unsigned char>(name[end]))) ++end;
+        if (end == at || end >= name.size() || name[end] != '.') continue;
+        const long layer = std::stol(name.substr(at, end - at));
+        if (layer >= n_layer)
+          fail(
+              "hf: {}: tensor '{}' belongs to layer {}, but config.json says the model has {} "
+              "layers",
+              p.file->path().string(), name, layer, n_layer);
+      }
+    }
   }
 
   // The tensor `prefix + key` (lm_head.weight is never prefixed), its shape checked.
@@ -372,6 +400,7 @@ hf_model load_hf_model(const std::filesystem::path& dir) {
   m.spec.attn_bias = attention_bias;
   const bool llama = m.spec.arch == model_arch::llama;
   planner pl(dir, llama);
+  pl.check_layers(m.spec.n_layer);
   std::vector<block> plan;
   if (llama) {
     plan_llama(pl, m.spec, plan);

@@ -262,7 +262,22 @@ TEST_CASE("hf loader: errors name the file and the key or tensor") {
   m = error_of([&] { zf::load_hf_weights(dir.path); });
   CHECK_MESSAGE(contains(m, "transformer.wte.weight in " + st), m);
 
+  // config.json with fewer layers than the weights (issue 9: loaded silently, dropping one).
+  broken_copy("tiny-llama", dir.path, {}, [](auto& c) { c["num_hidden_layers"] = 1; });
+  m = error_of([&] { zf::load_hf_weights(dir.path); });
+  CHECK_MESSAGE(contains(m, "tensor 'model.layers.1."), m);
+  CHECK_MESSAGE(contains(m, "belongs to layer 1, but config.json says the model has 1 layers"), m);
+  broken_copy("tiny-gpt2", dir.path, {}, [](auto& c) { c["n_layer"] = 1; });
+  m = error_of([&] { zf::load_hf_weights(dir.path); });
+  CHECK_MESSAGE(contains(m, "'transformer.h.1."), m);
+
+  // An eos (or bos) token outside the vocabulary (issue 9: loaded silently).
+  broken_copy("tiny-llama", dir.path, {}, [](auto& c) { c["eos_token_id"] = 100000; });
+  CHECK(error_of([&] { zf::load_hf_weights(dir.path); }) ==
+        "hf: " + cfg_file + ": \"eos_token_id\" is 100000, outside the vocabulary of 458 tokens");
+
   // No safetensors at all.
+  broken_copy("tiny-llama", dir.path, {}, [](auto&) {});
   fs::remove(dir / "model.safetensors");
   m = error_of([&] { zf::load_hf_weights(dir.path); });
   CHECK_MESSAGE(contains(m, "no *.safetensors"), m);
