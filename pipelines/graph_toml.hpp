@@ -82,8 +82,8 @@ class stage_registry {
 // a train stage's run folder and resume point (--out, --resume), its early stop (--stop-after)
 // and a stop flag (Ctrl-C: training stops after the step, checkpoints and reports).
 struct stage_defaults {
-  std::string checkpoint, hf, data_dir;
-  std::string train_out, train_resume;
+  std::string checkpoint{}, hf{}, data_dir{};
+  std::string train_out{}, train_resume{};
   int stop_at_step = 0;
   std::atomic<bool>* stop = nullptr;
   bool quiet = false;  // train --quiet: no banner, no progress line (notes still print)

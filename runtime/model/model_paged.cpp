@@ -64,7 +64,7 @@ paged_model::paged_model(const lm_weights& w, int max_rows, int max_logits, int 
 void paged_model::attention_layer(int l, std::span<const lm_chunk> chunks, kv_storage& kv, int n) {
   const model_spec& c = w_.cfg;
   const lm_layer& L = w_.layers[static_cast<std::size_t>(l)];
-  const int C = c.hidden, Q = c.q_dim(), KV = c.kv_dim(), D = c.qkv_dim(), bs = kv.block_size();
+  const int Q = c.q_dim(), KV = c.kv_dim(), D = c.qkv_dim(), bs = kv.block_size();
   block::norm_forward(c, x_, L.norm1_w, L.norm1_b, ln_, nullptr, nullptr, n);
   block::qkv_forward(c, L, ln_, qkv_, pos_.data(), {rope_cos_, rope_sin_}, n);
   // K/V of every row into the pool first: chunks then only read.
