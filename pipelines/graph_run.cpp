@@ -93,9 +93,13 @@ graph_runtime::graph_runtime(graph& g, const graph_run_options& o)
     stage_state& st = state(*s);
     if (st.open_inputs == 0) continue;
     stage* sp = s.get();
-    st.inbox = sys_.spawn([this, sp](caf::event_based_actor*) -> caf::behavior {
-      return {[this, sp](const graph_msg& m) { deliver(*sp, m); }};
-    });
+    // sp travels as a spawn argument, not a capture: CAF 0.17 dereferences a null argument
+    // tuple for a function actor spawned without arguments (UBSan reports it).
+    st.inbox = sys_.spawn(
+        [this](caf::event_based_actor*, stage* s) -> caf::behavior {
+          return {[this, s](const graph_msg& m) { deliver(*s, m); }};
+        },
+        sp);
   }
 }
 
