@@ -68,7 +68,7 @@ void require_regular(int fd, const std::filesystem::path& p) {
                        : S_ISSOCK(m)              ? "a socket"
                        : S_ISCHR(m) || S_ISBLK(m) ? "a device"
                                                   : "not a regular file";
-    fail("{} is {}; expected a regular file", p.string(), what);
+    fail("{} is {}, not a regular file", p.string(), what);
   }
   ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
 }

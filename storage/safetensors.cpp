@@ -16,6 +16,7 @@
 
 #include "runtime/core/dtype.hpp"
 #include "runtime/core/error.hpp"
+#include "storage/fs_util.hpp"
 
 namespace zf::storage {
 
@@ -86,11 +87,10 @@ safetensors_file safetensors_file::open(const fs::path& p) {
   {
     fd_guard fd{::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK)};  // a FIFO must not block
     if (fd.fd < 0) fail("safetensors file '{}': cannot open: {}", file, errno_text(errno));
+    require_regular(fd.fd, p);  // storage/fs_util: a FIFO, folder or device named, then blocking
     struct stat st {};
     if (::fstat(fd.fd, &st) != 0)
       fail("safetensors file '{}': cannot stat: {}", file, errno_text(errno));
-    if (!S_ISREG(st.st_mode)) fail("safetensors file '{}': not a regular file", file);
-    ::fcntl(fd.fd, F_SETFL, ::fcntl(fd.fd, F_GETFL) & ~O_NONBLOCK);
     size = static_cast<std::size_t>(st.st_size);
     if (size < 8)
       fail(

@@ -24,14 +24,7 @@ static_assert(sizeof(header) == 32);
 }  // namespace
 
 token_shard token_shard::open(const std::filesystem::path& p) {
-  int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);  // a FIFO must not block
-  if (fd < 0) fail("cannot open token shard {}: {}", p.string(), std::strerror(errno));
-  try {
-    require_regular(fd, p);
-  } catch (...) {
-    ::close(fd);
-    throw;
-  }
+  const int fd = open_regular(p);  // a FIFO, folder or device refused by name, never waited on
   struct stat st {};
   ::fstat(fd, &st);
   std::size_t len = static_cast<std::size_t>(st.st_size);

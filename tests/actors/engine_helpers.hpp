@@ -97,6 +97,24 @@ struct collector {
   }
 };
 
+// Submits every request to eng (one_at_a_time: each waits for the previous to finish) and
+// waits until all have finished; returns their ids in order.
+inline std::vector<uint64_t> run_all(serve::completion_backend& eng,
+                                     const std::vector<serve::completion_request>& reqs,
+                                     collector& c, bool one_at_a_time) {
+  std::vector<uint64_t> ids;
+  for (auto& r : reqs) {
+    auto s = eng.submit(r, c.sink());
+    REQUIRE(s.status == 200);
+    ids.push_back(s.id);
+    if (one_at_a_time) REQUIRE(c.wait({{s.id, 1}}));
+  }
+  std::vector<std::pair<uint64_t, int>> all;
+  for (auto id : ids) all.push_back({id, 1});
+  REQUIRE(c.wait(all));
+  return ids;
+}
+
 inline serve::completion_request greedy(std::vector<int> prompt, int max_tokens) {
   serve::completion_request r;
   r.prompt = std::move(prompt);

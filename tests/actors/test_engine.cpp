@@ -48,18 +48,7 @@ TEST_CASE("engine: greedy tokens of 32 concurrent requests equal each request de
     collector c;  // before the engine: its destructor still calls sinks (cancelled)
     auto eng = actors::make_engine(test_weights(), gpt2_tok(), o);
     std::vector<std::vector<int>> out;
-    std::vector<uint64_t> ids;
-    for (auto& r : reqs) {
-      auto s = eng->submit(r, c.sink());
-      REQUIRE(s.status == 200);
-      ids.push_back(s.id);
-      if (one_at_a_time) REQUIRE(c.wait({{s.id, 1}}));
-    }
-    REQUIRE(c.wait([&] {
-      std::vector<std::pair<uint64_t, int>> v;
-      for (auto id : ids) v.push_back({id, 1});
-      return v;
-    }()));
+    const auto ids = run_all(*eng, reqs, c, one_at_a_time);
     for (auto id : ids) out.push_back(c.by_id[id].tokens[0]);
     const auto m = eng->metrics_text();
     CHECK(metric(m, "zeroflow_kv_blocks_used") == 0);

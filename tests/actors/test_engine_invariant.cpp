@@ -1,7 +1,7 @@
 // One forward, bit for bit: under engine.batch_invariant, the engine's log-probs of 32
 // concurrent requests (mixed prompt lengths, shared prefixes, a small token budget and a pool
-// that forces preemption) equal `zeroflow score`'s (runtime/model/score in the same mode) bit for bit,
-// and its greedy tokens equal each request decoded alone.
+// that forces preemption) equal `zeroflow score`'s (runtime/model/score in the same mode) bit for
+// bit, and its greedy tokens equal each request decoded alone.
 #include <doctest/doctest.h>
 
 #include <cstring>
@@ -33,16 +33,7 @@ TEST_CASE("engine: batch-invariant log-probs equal score mode's bits; greedy equ
     o.batch_invariant = true;
     collector c;
     auto eng = actors::make_engine(test_weights(), gpt2_tok(), o);
-    std::vector<uint64_t> ids;
-    for (auto& r : reqs) {
-      auto s = eng->submit(r, c.sink());
-      REQUIRE(s.status == 200);
-      ids.push_back(s.id);
-      if (one_at_a_time) REQUIRE(c.wait({{s.id, 1}}));
-    }
-    std::vector<std::pair<uint64_t, int>> all;
-    for (auto id : ids) all.push_back({id, 1});
-    REQUIRE(c.wait(all));
+    const auto ids = run_all(*eng, reqs, c, one_at_a_time);
     std::vector<std::pair<std::vector<int>, std::vector<float>>> out;
     for (auto id : ids) {
       std::vector<float> lp;

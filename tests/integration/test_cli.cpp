@@ -141,7 +141,7 @@ TEST_CASE("cli: NaN sampling flags and a folder as input are refused (issue 9)")
             "--top-p: expected a number in [0, 1], got nan"},
            {"serve --hf /nowhere --threads -5", "engine.threads: expected 0..1024, got -5"},
            {"tokenize --input " + d.path.string() + " --output " + (d.path / "x.tok").string(),
-            "is a folder; expected a regular file"},
+            "is a folder, not a regular file"},
        }) {
     auto r = zeroflow(args, d.path);
     INFO(args << "\n" << r.out);

@@ -53,7 +53,7 @@ TEST_CASE("special files: a FIFO in place of a checkpoint file is refused by nam
     make_fifo(d.path / "latest");
     const auto msg = error_of([&] { st::read_manifest(d.path); });
     CHECK(contains(msg, (d.path / "latest").string()));
-    CHECK(contains(msg, "is a FIFO; expected a regular file"));
+    CHECK(contains(msg, "is a FIFO, not a regular file"));
   }
   {
     temp_dir d("fifo_manifest");
