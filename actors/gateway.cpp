@@ -49,17 +49,22 @@ struct gateway::impl {
             });
             return;
           }
-          if (state->metrics.open_connections() >= state->opts.max_connections)
-            refuse(std::move(socket));
-          else
+          const auto& o = state->opts;
+          if (state->metrics.open_connections() < o.max_connections)
             detail::start_session(std::move(socket), state);
+          else if (state->metrics.overflow_connections() < o.overflow_connections)
+            detail::start_session(std::move(socket), state, true);  // /health, /metrics only
+          else
+            refuse(std::move(socket));
           accept();
         });
   }
 
-  // Over max_connections: a short 503 written at once (it fits the socket buffer), then close.
+  // Over max_connections and the overflow slots: a short 503 written at once (it fits the socket
+  // buffer), then close.
   void refuse(tcp::socket socket) {
     state->metrics.count("other", 503);
+    state->metrics.dropped("over_capacity");
     static const std::string msg = openai::too_many_connections_wire();
     boost::system::error_code ignored;
     net::write(socket, net::buffer(msg), ignored);
@@ -73,6 +78,7 @@ gateway::gateway(serve::completion_backend& backend, const gateway_options& o)
   impl& m = *impl_;
   m.state = std::make_shared<detail::gateway_state>(backend, o);
   m.state->created = static_cast<int64_t>(std::time(nullptr));
+  m.state->prepare = std::make_unique<net::thread_pool>(std::max(1, o.prepare_threads));
   const int threads = std::max(1, o.io_threads);
   m.ioc = std::make_unique<net::io_context>(threads);
   m.work.emplace(m.ioc->get_executor());
@@ -116,6 +122,10 @@ gateway::gateway(serve::completion_backend& backend, const gateway_options& o)
 gateway::~gateway() {
   stop();
   for (std::thread& t : impl_->threads) t.join();
+  // Requests still on the prepare pool finish (their continuations queue on the stopped
+  // io_context, destroyed below, which cancels what they submitted); queued ones are dropped.
+  impl_->state->prepare->stop();
+  impl_->state->prepare->join();
   {
     std::lock_guard lock(impl_->state->sink_mu);
     impl_->state->ioc = nullptr;

@@ -9,8 +9,10 @@
 //        server, so it answers 403 unless the gateway listens on a loopback address or
 //        enable_weight_updates is set.
 //
-// Threads: io_threads run every connection, each on its own strand; the backend's events arrive
-// on its thread through the sink and are posted onto the connection's strand. A client that
+// Threads: io_threads run every connection, each on its own strand; completion requests are
+// parsed, tokenized and submitted on prepare_threads (a long prompt never delays /health); the
+// backend's events arrive on its thread through the sink and are posted onto the connection's
+// strand. A client that
 // disconnects while its request runs is noticed by a read kept pending on the socket, and the
 // request is cancelled in the backend at once.
 #include <cstddef>
@@ -24,15 +26,27 @@ namespace zf::actors {
 
 struct gateway_options {
   std::string host = "127.0.0.1";
-  int port = 8000;  // 0: an ephemeral port (see gateway::port())
-  int io_threads = 2;
-  int max_connections = 512;             // more are answered 503 and closed
-  std::size_t max_body_bytes = 1 << 20;  // larger request bodies get 413
-  int read_timeout_s = 60;               // request headers and body; not while generating
-  bool enable_weight_updates = false;    // POST /v1/update_weights_from_disk on any address
-  std::vector<std::string> api_keys;     // non-empty: every /v1/ route needs
-                                         // `Authorization: Bearer <one of them>`, else 401
-  bool protect_metrics = false;          // /metrics needs a key too
+  int port = 8000;          // 0: an ephemeral port (see gateway::port())
+  int io_threads = 2;       // accept and run connections; never tokenize
+  int prepare_threads = 2;  // parse, tokenize and submit completion requests
+  // Request slots. Over them, up to overflow_connections more are read for one request with
+  // overflow_timeout_s: GET /health and /metrics are answered, anything else gets 503; beyond
+  // those, 503 at once. So a flood of idle sockets cannot make /health fail.
+  int max_connections = 512;
+  int overflow_connections = 64;
+  int overflow_timeout_s = 2;
+  std::size_t max_body_bytes = 1 << 20;                   // larger request bodies get 413
+  std::size_t max_prompt_bytes = std::size_t{256} << 10;  // longer prompts: 400, not tokenized
+  int header_timeout_s = 10;  // a request's headers, and an idle keep-alive connection
+  int read_timeout_s = 60;    // a request's body; not while generating
+  int write_timeout_s = 30;   // a write that makes no progress: the client is dropped and its
+                              // request cancelled (its KV blocks freed)
+  std::size_t max_output_bytes = std::size_t{4} << 20;  // response bytes queued for one
+                                                        // connection; over: dropped, cancelled
+  bool enable_weight_updates = false;   // POST /v1/update_weights_from_disk on any address
+  std::vector<std::string> api_keys{};  // non-empty: every /v1/ route needs
+                                        // `Authorization: Bearer <one of them>`, else 401
+  bool protect_metrics = false;         // /metrics needs a key too
 };
 
 class gateway {

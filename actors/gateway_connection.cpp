@@ -19,7 +19,9 @@ void connection::read_header() {
   label_ = "other";
   parser_.emplace();
   parser_->body_limit(st_->opts.max_body_bytes);
-  stream_.expires_after(std::chrono::seconds(st_->opts.read_timeout_s));
+  reading_body_ = false;
+  const int timeout = overflow_ ? st_->opts.overflow_timeout_s : st_->opts.header_timeout_s;
+  stream_.expires_after(std::chrono::seconds(timeout));
   http::async_read_header(stream_, buffer_, *parser_, on(&connection::on_header));
 }
 
@@ -27,6 +29,8 @@ void connection::on_header(error_code ec, std::size_t) {
   if (closed_) return;
   if (ec) return read_failed(ec);
   if (parser_->is_done()) return on_body({}, 0);
+  reading_body_ = true;
+  stream_.expires_after(std::chrono::seconds(st_->opts.read_timeout_s));
   if (!beast::iequals(parser_->get()[http::field::expect], "100-continue")) return read_body({}, 0);
   static const std::string cont = "HTTP/1.1 100 Continue\r\n\r\n";
   net::async_write(stream_, net::buffer(cont), on(&connection::read_body));
@@ -43,7 +47,7 @@ void connection::on_body(error_code ec, std::size_t) {
   if (ec) return read_failed(ec);
   stream_.expires_never();  // no timeout while the answer is generated
   const request req = parser_->release();
-  keep_alive_ = req.keep_alive();
+  keep_alive_ = keep_alive_ && req.keep_alive();
   head_only_ = req.method() == http::verb::head;
   handle(req);
 }
@@ -55,39 +59,69 @@ void connection::read_failed(error_code ec) {
   if (ec.category() == http::make_error_code(http::error::bad_method).category() &&
       ec != http::error::end_of_stream && ec != http::error::partial_message)
     return send(openai::malformed_request(ec.message()));
+  if (ec == beast::error::timeout)  // idle: not a byte since the last response
+    st_->metrics.dropped(reading_body_         ? "read_timeout"
+                         : buffer_.size() == 0 ? "idle_timeout"
+                                               : "header_timeout");
   close();  // EOF, timeout, reset
 }
 
 void connection::send(const openai::http_reply& r) {
   st_->metrics.count(label_, r.status);
+  if (r.close_delimited) keep_alive_ = false;
   out_ += r.wire(keep_alive_, head_only_);
-  if (!r.chunked) {
-    finishing_ = true;
-    stream_.expires_after(std::chrono::seconds(st_->opts.read_timeout_s));  // a client not reading
+  if (!r.body_follows()) finishing_ = true;
+  account();
+  flush();
+}
+
+void connection::write(std::string_view bytes, bool last) {
+  if (closed_) return;
+  out_ += bytes;
+  finishing_ = finishing_ || last;
+  account();
+  if (static_cast<std::size_t>(accounted_) > st_->opts.max_output_bytes) {
+    st_->metrics.dropped("output_limit");  // the client reads slower than we generate
+    return close();
   }
   flush();
 }
 
-void connection::write(std::string bytes, bool last) {
-  out_ += bytes;
-  finishing_ = finishing_ || last;
-  flush();
+void connection::account() {
+  const auto now = static_cast<int64_t>(out_.size() + wbuf_.size() - woff_);
+  st_->metrics.buffered(now - accounted_);
+  accounted_ = now;
 }
 
+// One write_some at a time, each given write_timeout_s to make progress (the timer applies to
+// the write alone while the disconnect watch's read is pending). Buffers keep their capacity.
 void connection::flush() {
-  if (closed_ || writing_ || out_.empty()) return;
-  wbuf_.swap(out_);
-  out_.clear();
+  if (closed_ || writing_) return;
+  if (woff_ == wbuf_.size()) {
+    if (out_.empty()) return;
+    wbuf_.swap(out_);
+    out_.clear();
+    woff_ = 0;
+  }
   writing_ = true;
-  net::async_write(stream_, net::buffer(wbuf_), on(&connection::on_written));
+  stream_.expires_after(std::chrono::seconds(st_->opts.write_timeout_s));
+  stream_.async_write_some(net::buffer(wbuf_.data() + woff_, wbuf_.size() - woff_),
+                           on(&connection::on_written));
 }
 
-void connection::on_written(error_code ec, std::size_t) {
+void connection::on_written(error_code ec, std::size_t n) {
   writing_ = false;
-  wbuf_.clear();
+  // Only the write timer gives `timeout` (the watch's read may have closed the connection first).
+  if (ec == beast::error::timeout) st_->metrics.dropped("write_timeout");
   if (closed_) return;
-  if (ec) return close();  // client gone: cancels the request
-  if (!out_.empty()) return flush();
+  if (ec) return close();  // client gone or not reading: cancels the request
+  woff_ += n;
+  if (woff_ == wbuf_.size()) {
+    wbuf_.clear();
+    woff_ = 0;
+  }
+  account();
+  if (woff_ < wbuf_.size() || !out_.empty()) return flush();
   if (std::exchange(finishing_, false)) response_done();
 }
 
@@ -140,6 +174,9 @@ void connection::close() {
   if (closed_) return;
   closed_ = true;
   on_close();
+  out_.clear();  // not wbuf_: a pending write may still point into it
+  st_->metrics.buffered(-accounted_);
+  accounted_ = 0;
   beast::error_code ignored;
   stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
   stream_.close();

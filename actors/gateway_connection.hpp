@@ -4,8 +4,15 @@
 //
 //   read_header -> (100 Continue) -> read_body -> handle(request)        [the derived class]
 //   send(reply): the reply's bytes (runtime/api/http_routes.hpp), then, once written, the next
-//     read_header (keep-alive) or close. A chunked reply's head is followed by write(chunks),
-//     coalesced into one write while the previous is in flight, until write(..., last).
+//     read_header (keep-alive) or close. A chunked (or close-delimited) reply's head is followed
+//     by write(bytes), coalesced into one write while the previous is in flight, until
+//     write(..., last).
+//   Slow clients: headers must arrive within header_timeout_s (an idle keep-alive connection
+//     too), a body within read_timeout_s; each write must make progress within write_timeout_s;
+//     a stream's queued bytes may not exceed max_output_bytes. Any of these closes the
+//     connection (which cancels its request) and is counted as dropped in /metrics.
+//   An overflow connection (over max_connections) reads one request with overflow_timeout_s and
+//     closes after the answer.
 //   watch(): while a request runs, a read stays pending on the socket: EOF or an error means the
 //     client left and close() runs (on_close cancels the request). Bytes a pipelining client
 //     sends meanwhile are kept for the next read_header.
@@ -24,11 +31,14 @@ namespace zf::actors::detail {
 
 class connection : public std::enable_shared_from_this<connection> {
  public:
-  connection(boost::asio::ip::tcp::socket s, std::shared_ptr<gateway_state> st)
-      : st_(std::move(st)), stream_(std::move(s)) {
-    st_->metrics.connection_opened();
+  connection(boost::asio::ip::tcp::socket s, std::shared_ptr<gateway_state> st, bool overflow)
+      : st_(std::move(st)), keep_alive_(!overflow), overflow_(overflow), stream_(std::move(s)) {
+    st_->metrics.connection_opened(overflow_);
   }
-  virtual ~connection() { st_->metrics.connection_closed(); }
+  virtual ~connection() {
+    st_->metrics.buffered(-accounted_);
+    st_->metrics.connection_closed(overflow_);
+  }
   void start();
 
  protected:
@@ -38,11 +48,12 @@ class connection : public std::enable_shared_from_this<connection> {
   // close() began: stop what runs for this connection.
   virtual void on_close() {}
 
-  // Counts the reply under label_ and queues its bytes; a complete reply (not chunked) ends the
-  // response, and a client that does not read it within read_timeout_s is dropped.
+  // Counts the reply under label_ and queues its bytes; a complete reply (one whose body does not
+  // follow) ends the response.
   void send(const openai::http_reply& r);
-  // Bytes of a chunked body; `last`: they end the response.
-  void write(std::string bytes, bool last);
+  // Bytes of a chunked or close-delimited body; `last`: they end the response. Over
+  // max_output_bytes queued: the client is too slow, the connection closes.
+  void write(std::string_view bytes, bool last);
   void watch();
   void close();
   boost::asio::any_io_executor executor() { return stream_.get_executor(); }
@@ -52,6 +63,7 @@ class connection : public std::enable_shared_from_this<connection> {
   bool keep_alive_ = true;
   bool head_only_ = false;  // a HEAD request: replies carry no body
   bool closed_ = false;
+  const bool overflow_;  // over max_connections: /health and /metrics only, one request
 
  private:
   using error_code = boost::beast::error_code;
@@ -67,6 +79,7 @@ class connection : public std::enable_shared_from_this<connection> {
   void read_body(error_code ec, std::size_t);
   void on_body(error_code ec, std::size_t);
   void read_failed(error_code ec);
+  void account();  // publishes the queued byte count to the buffered-output gauge
   void response_done();
   void flush();
   void on_written(error_code ec, std::size_t);
@@ -78,7 +91,10 @@ class connection : public std::enable_shared_from_this<connection> {
   std::optional<boost::beast::http::request_parser<boost::beast::http::string_body>> parser_;
   bool drain_on_close_ = false;
   std::size_t drained_ = 0;
-  std::string out_, wbuf_;  // queued bytes; bytes being written
+  std::string out_, wbuf_;  // queued bytes; bytes being written (from woff_ on)
+  std::size_t woff_ = 0;
+  int64_t accounted_ = 0;  // out_ and wbuf_'s unwritten bytes, as last published
+  bool reading_body_ = false;
   bool writing_ = false;
   bool finishing_ = false;  // the response's last bytes are queued: response_done once written
   bool watching_ = false;

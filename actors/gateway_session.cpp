@@ -52,11 +52,14 @@ class session final : public connection {
         st_->opts.api_keys, st_->opts.protect_metrics);
     label_ = r.label;
     if (!r.route) return send(r.refusal);
+    if (overflow_ && *r.route != http_route::health && *r.route != http_route::metrics)
+      return send(openai::too_many_connections());
+    const bool http10 = req.version() < 11;
     switch (*r.route) {
       case http_route::completions:
-        return generate(openai::endpoint::completions, req.body());
+        return generate(openai::endpoint::completions, req.body(), http10);
       case http_route::chat:
-        return generate(openai::endpoint::chat, req.body());
+        return generate(openai::endpoint::chat, req.body(), http10);
       case http_route::update_weights:
         return update_weights(req.body());
       case http_route::models:
@@ -68,13 +71,43 @@ class session final : public connection {
     }
   }
 
-  void generate(openai::endpoint kind, std::string_view body) {
+  // Parsing and tokenizing run on the prepare pool (a long prompt must not hold an io thread);
+  // prepared() continues on this strand. The disconnect watch runs meanwhile.
+  void generate(openai::endpoint kind, std::string_view body, bool http10) {
     call_.reset();
-    // Events are posted to this strand, so none is handled before this function returns.
-    call_.emplace(kind, body, st_->backend, make_sink(++gen_));
+    preparing_ = true;
+    openai::completion_options o{st_->opts.max_prompt_bytes, !http10};
+    net::post(*st_->prepare, [self = weak_self().lock(), kind, body = std::string(body), o,
+                              sink = make_sink(++gen_)]() mutable {
+      prepared_call p;
+      try {
+        p.call = std::make_unique<openai::http_completion>(kind, body, self->st_->backend,
+                                                           std::move(sink), o);
+      } catch (const std::exception& e) {  // e.g. the backend's encode threw
+        p.error = e.what();
+      }
+      net::dispatch(self->executor(),
+                    [self, p = std::move(p)]() mutable { self->prepared(std::move(p)); });
+    });
+    watch();
+  }
+
+  struct prepared_call {
+    std::unique_ptr<openai::http_completion> call;
+    std::string error;  // set: constructing the call threw
+  };
+
+  void prepared(prepared_call p) {
+    preparing_ = false;
+    call_ = std::move(p.call);
+    if (closed_) {  // the client left while the request was prepared
+      if (running()) st_->backend.cancel(call_->id());
+      return;
+    }
+    if (!call_) return send(openai::internal_error(p.error));
     if (const auto& refused = call_->refused()) return send(*refused);
     if (call_->streaming()) send(call_->head());
-    watch();
+    drain_inbox();  // events that arrived while preparing
   }
 
   void on_event(uint64_t gen, const serve::completion_event& e) {
@@ -129,19 +162,22 @@ class session final : public connection {
   }
 
   void drain_inbox() {
+    if (preparing_) return;  // prepared() drains; the inbox stays scheduled until then
     for (const auto& [gen, e] : inbox_->take()) on_event(gen, e);
   }
 
   std::shared_ptr<event_inbox> inbox_ = std::make_shared<event_inbox>();
   uint64_t gen_ = 0;  // bumped per request; stale events are dropped
-  std::optional<openai::http_completion> call_;
-  bool updating_ = false;  // a weight update's answer is awaited
+  std::unique_ptr<openai::http_completion> call_;
+  bool preparing_ = false;  // the current request is on the prepare pool
+  bool updating_ = false;   // a weight update's answer is awaited
 };
 
 }  // namespace
 
-void start_session(boost::asio::ip::tcp::socket socket, std::shared_ptr<gateway_state> state) {
-  std::make_shared<session>(std::move(socket), std::move(state))->start();
+void start_session(boost::asio::ip::tcp::socket socket, std::shared_ptr<gateway_state> state,
+                   bool overflow) {
+  std::make_shared<session>(std::move(socket), std::move(state), overflow)->start();
 }
 
 }  // namespace zf::actors::detail

@@ -31,6 +31,10 @@ struct gateway_state {
   std::mutex sink_mu;
   boost::asio::io_context* ioc = nullptr;
 
+  // Completion requests are parsed, tokenized and submitted here, off the io threads. Stopped
+  // and joined by ~gateway before the io_context goes.
+  std::unique_ptr<boost::asio::thread_pool> prepare;
+
   openai::http_metrics metrics;
 };
 
@@ -58,6 +62,8 @@ class event_inbox {
 };
 
 // Takes over an accepted socket (whose executor is a strand) and serves it until it closes.
-void start_session(boost::asio::ip::tcp::socket socket, std::shared_ptr<gateway_state> state);
+// overflow: the socket is over max_connections; it gets /health and /metrics only.
+void start_session(boost::asio::ip::tcp::socket socket, std::shared_ptr<gateway_state> state,
+                   bool overflow = false);
 
 }  // namespace zf::actors::detail

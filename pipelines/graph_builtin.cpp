@@ -117,6 +117,15 @@ actors::gateway_options gateway_options_of(const server_config& s) {
   o.enable_weight_updates = s.enable_weight_updates;
   o.api_keys = api_keys_of(s);
   o.protect_metrics = s.protect_metrics;
+  o.prepare_threads = s.prepare_threads;
+  o.max_connections = s.max_connections;
+  o.overflow_connections = s.overflow_connections;
+  o.max_body_bytes = static_cast<std::size_t>(s.max_body_bytes);
+  o.max_prompt_bytes = static_cast<std::size_t>(s.max_prompt_bytes);
+  o.header_timeout_s = s.header_timeout_s;
+  o.read_timeout_s = s.read_timeout_s;
+  o.write_timeout_s = s.write_timeout_s;
+  o.max_output_bytes = static_cast<std::size_t>(s.max_output_bytes);
   const bool loopback = s.host.starts_with("127.") || s.host == "localhost" || s.host == "::1";
   if (o.api_keys.empty() && !loopback)
     std::cerr << fmt::format(

@@ -102,8 +102,10 @@ std::string http_reply::wire(bool keep_alive, bool head_only) const {
   std::string out =
       fmt::format("HTTP/1.1 {} {}\r\nServer: zeroflow\r\n", status, reason_phrase(status));
   for (const auto& [name, value] : headers) out += fmt::format("{}: {}\r\n", name, value);
-  if (!keep_alive) out += "Connection: close\r\n";
-  if (chunked)
+  if (!keep_alive || close_delimited) out += "Connection: close\r\n";
+  if (close_delimited)
+    out += "\r\n";
+  else if (chunked)
     out += "Transfer-Encoding: chunked\r\n\r\n";
   else
     out += fmt::format("Content-Length: {}\r\n\r\n{}", body.size(),
@@ -182,8 +184,12 @@ http_reply internal_error(std::string_view what) {
   return error_reply(make_error(500, fmt::format("internal error: {}", what), "server_error"));
 }
 
+http_reply too_many_connections() {
+  return error_reply(make_error(503, "too many connections", "server_error"), 1);
+}
+
 std::string too_many_connections_wire() {
-  return error_reply(make_error(503, "too many connections", "server_error"), 1).wire(false);
+  return too_many_connections().wire(false);
 }
 
 }  // namespace zf::openai

@@ -28,12 +28,16 @@ namespace zf::openai {
 //   "HTTP/1.1 <status> <reason>\r\n" "Server: zeroflow\r\n" <headers in order>
 //   ["Connection: close\r\n" unless keep_alive]
 //   ("Content-Length: <body size>" | "Transfer-Encoding: chunked") "\r\n\r\n" <body>
-// A chunked reply is only the head: its body follows as http_chunk()s and last_chunk.
+// A chunked reply is only the head: its body follows as http_chunk()s and last_chunk. So is a
+// close-delimited one (for HTTP/1.0 clients, which know no chunking): "Connection: close" and
+// neither length nor chunking; its body follows as raw bytes and closing the connection ends it.
 struct http_reply {
   int status = 200;
   std::vector<std::pair<std::string, std::string>> headers;  // {"Content-Type", "text/plain"}
   std::string body;
   bool chunked = false;
+  bool close_delimited = false;
+  bool body_follows() const { return chunked || close_delimited; }  // in write()s after the head
 
   // head_only: the answer to a HEAD request: the same head (Content-Length of the body a GET
   // gets), no body, so a keep-alive client reads exactly what was sent.
@@ -82,8 +86,10 @@ bool bearer_authorized(std::optional<std::string_view> authorization,
 http_reply body_too_large(std::size_t limit);           // 413: the body is over max_body_bytes
 http_reply malformed_request(std::string_view reason);  // 400: Beast could not parse it
 http_reply internal_error(std::string_view what);       // 500 server_error: a handler threw
-// 503 server_error "too many connections" with Retry-After: 1 and Connection: close: the bytes
-// the listener writes to a connection over max_connections before closing it.
+// 503 server_error "too many connections" with Retry-After: 1: the answer to a request other
+// than /health or /metrics on a connection over max_connections; _wire: its bytes (with
+// Connection: close), which the listener writes to a connection over even those before closing.
+http_reply too_many_connections();
 std::string too_many_connections_wire();
 
 }  // namespace zf::openai

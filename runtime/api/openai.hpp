@@ -58,8 +58,13 @@ struct request {
 // {"<token id>": bias in [-100, 100]} with at most 300 ids in the vocabulary (OpenAI); see
 // sampling_params. Unsupported features (echo, best_of != n, suffix) give 400; a model other
 // than backend.model_name() gives 404 model_not_found.
-std::variant<request, api_error> parse_request(endpoint kind, std::string_view body,
-                                               const serve::completion_backend& backend);
+// A prompt text (completions) or rendered chat prompt longer than max_prompt_bytes is refused
+// with 400 before it is tokenized: tokenizing costs time on the server that the client does not
+// pay for, and no prompt that long fits a context anyway.
+inline constexpr std::size_t default_max_prompt_bytes = 256 * 1024;
+std::variant<request, api_error> parse_request(
+    endpoint kind, std::string_view body, const serve::completion_backend& backend,
+    std::size_t max_prompt_bytes = default_max_prompt_bytes);
 
 // POST /v1/update_weights_from_disk (SGLang's endpoint): {"path": "<model folder on the
 // server>"} ("model_path", SGLang's spelling, is accepted too) and an optional "version" (a

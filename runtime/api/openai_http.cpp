@@ -8,8 +8,10 @@
 namespace zf::openai {
 
 http_completion::http_completion(endpoint kind, std::string_view body,
-                                 serve::completion_backend& backend, serve::event_sink sink) {
-  auto parsed = parse_request(kind, body, backend);
+                                 serve::completion_backend& backend, serve::event_sink sink,
+                                 const completion_options& options)
+    : chunked_(options.chunked) {
+  auto parsed = parse_request(kind, body, backend, options.max_prompt_bytes);
   if (auto* e = std::get_if<api_error>(&parsed)) {
     refused_ = error_reply(*e);
     return;
@@ -28,17 +30,21 @@ http_completion::http_completion(endpoint kind, std::string_view body,
 }
 
 http_reply http_completion::head() const {
-  return {200, {{"Content-Type", "text/event-stream"}, {"Cache-Control", "no-cache"}}, {}, true};
+  http_reply r{200, {{"Content-Type", "text/event-stream"}, {"Cache-Control", "no-cache"}}, {}};
+  r.chunked = chunked_;
+  r.close_delimited = !chunked_;
+  return r;
 }
 
 http_completion::output http_completion::on_event(const serve::completion_event& e) {
   output out;
   std::string text = writer_->on_event(e);
-  if (stream_) out.chunks = http_chunk(text);
+  auto frame = [&](std::string t) { return chunked_ ? http_chunk(t) : t; };
+  if (stream_) out.chunks = frame(std::move(text));
   if (!writer_->done()) return out;
   if (stream_) {
-    out.chunks += http_chunk(writer_->stream_tail());
-    out.chunks += last_chunk;
+    out.chunks += frame(writer_->stream_tail());
+    if (chunked_) out.chunks += last_chunk;
     out.last = true;
   } else if (writer_->cancelled()) {
     out.reply =

@@ -8,7 +8,9 @@
 //   streaming:     head() at once (200, Content-Type: text/event-stream, Cache-Control: no-cache,
 //                  chunked); per event its SSE text ("data: {...}\n\n") as one HTTP chunk; once
 //                  every choice finished, the usage chunk (stream_options.include_usage),
-//                  "data: [DONE]\n\n" and the zero-length last chunk.
+//                  "data: [DONE]\n\n" and the zero-length last chunk. An HTTP/1.0 client knows
+//                  no chunked encoding (options.chunked false): the head has neither length nor
+//                  chunking, the SSE text goes out as it is, and closing the connection ends it.
 //   not streaming: nothing until every choice finished, then one 200 JSON reply; 503
 //                  server_error when the server cancelled the request (shutdown).
 // A body that fails validation, or a submit the backend refuses, is refused() and nothing runs:
@@ -29,12 +31,17 @@
 
 namespace zf::openai {
 
+struct completion_options {
+  std::size_t max_prompt_bytes = default_max_prompt_bytes;  // see parse_request
+  bool chunked = true;  // false: an HTTP/1.0 client; a stream ends when the connection closes
+};
+
 class http_completion {
  public:
   // Parses `body`, then submits it with `sink` (which must not call back into this object
   // synchronously: the gateway's sink only queues). Throws what the backend's encode throws.
   http_completion(endpoint kind, std::string_view body, serve::completion_backend& backend,
-                  serve::event_sink sink);
+                  serve::event_sink sink, const completion_options& options = {});
 
   const std::optional<http_reply>& refused() const { return refused_; }
   uint64_t id() const { return id_; }  // the backend's request id (for cancel) unless refused
@@ -55,6 +62,7 @@ class http_completion {
   std::optional<http_reply> refused_;
   std::optional<response_writer> writer_;
   bool stream_ = false;
+  bool chunked_ = true;
   uint64_t id_ = 0;
 };
 

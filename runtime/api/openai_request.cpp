@@ -121,17 +121,30 @@ std::vector<std::pair<int, float>> logit_bias(const json& body, int vocab) {
          "unsupported");
 }
 
-std::vector<int> prompt_tokens(const json& body, const serve::completion_backend& backend) {
+// backend.encode(text), unless text is over the byte limit: then 400 naming the limit.
+std::vector<int> encode_within(const serve::completion_backend& backend, std::string_view text,
+                               std::size_t limit, const char* param) {
+  if (text.size() > limit)
+    reject(fmt::format("the {} is {} bytes, more than this server's limit of {} bytes "
+                       "(server.max_prompt_bytes)",
+                       param, text.size(), limit),
+           param);
+  return backend.encode(text);
+}
+
+std::vector<int> prompt_tokens(const json& body, const serve::completion_backend& backend,
+                               std::size_t limit) {
   const json* p = field(body, "prompt");
   if (!p) reject("'prompt' is a required property", "prompt");
-  if (p->is_string()) return backend.encode(p->get<std::string>());
+  if (p->is_string())
+    return encode_within(backend, p->get_ref<const std::string&>(), limit, "prompt");
   if (!p->is_array()) wrong_type("prompt", "a string or an array", *p);
   if (p->empty()) reject("'prompt' must not be empty", "prompt");
   if ((*p)[0].is_string()) {
     if (p->size() != 1)
       unsupported(fmt::format("a batch of {} prompts (send one request per prompt)", p->size()),
                   "prompt");
-    return backend.encode((*p)[0].get<std::string>());
+    return encode_within(backend, (*p)[0].get_ref<const std::string&>(), limit, "prompt");
   }
   std::vector<int> ids;
   ids.reserve(p->size());
@@ -226,7 +239,8 @@ int logprobs_count(bool chat, const json& body) {
   return on ? std::max(top, 0) : -1;
 }
 
-request parse_object(endpoint kind, const json& body, const serve::completion_backend& backend) {
+request parse_object(endpoint kind, const json& body, const serve::completion_backend& backend,
+                     std::size_t max_prompt_bytes) {
   if (!body.is_object())
     reject(fmt::format("the request body must be a JSON object, got {}", body.type_name()));
   // No model: the one served (as vLLM does); a named model must be it.
@@ -280,8 +294,9 @@ request parse_object(endpoint kind, const json& body, const serve::completion_ba
     r.include_usage = boolean(*so, "include_usage", false);
   }
 
-  c.prompt =
-      chat ? backend.encode(backend.chat_prompt(messages(body))) : prompt_tokens(body, backend);
+  c.prompt = chat ? encode_within(backend, backend.chat_prompt(messages(body)), max_prompt_bytes,
+                                  "messages")
+                  : prompt_tokens(body, backend, max_prompt_bytes);
   const char* prompt_word = chat ? "messages" : "prompt";
   if (c.prompt.empty()) reject(fmt::format("the {} must not be empty", prompt_word), prompt_word);
   const int ctx = backend.context_length();
@@ -377,9 +392,10 @@ std::variant<weights_update, api_error> parse_weights_update(std::string_view bo
 }
 
 std::variant<request, api_error> parse_request(endpoint kind, std::string_view body,
-                                               const serve::completion_backend& backend) {
+                                               const serve::completion_backend& backend,
+                                               std::size_t max_prompt_bytes) {
   try {
-    return parse_object(kind, parse_body(body), backend);
+    return parse_object(kind, parse_body(body), backend, max_prompt_bytes);
   } catch (const api_error& e) {
     return e;
   } catch (const json::exception& e) {  // e.g. a content part's "type" that is not a string

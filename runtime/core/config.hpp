@@ -107,6 +107,16 @@ struct server_config {
   std::vector<std::string> api_keys;   // non-empty: requests need Authorization: Bearer <key>
   std::string api_key_file;            // more keys, one per line ("" = none)
   bool protect_metrics = false;        // /metrics needs a key too
+  // Limits against slow, idle and greedy clients (see actors/gateway.hpp and README "Security").
+  int prepare_threads = 2;           // threads that parse and tokenize requests
+  int max_connections = 512;         // request slots
+  int overflow_connections = 64;     // over them: /health and /metrics only
+  int max_body_bytes = 1 << 20;      // larger bodies: 413
+  int max_prompt_bytes = 256 << 10;  // longer prompts: 400 before tokenizing
+  int header_timeout_s = 10;         // request headers; idle keep-alive connections
+  int read_timeout_s = 60;           // a request body
+  int write_timeout_s = 30;          // a write making no progress drops the client
+  int max_output_bytes = 4 << 20;    // queued stream bytes per connection
 };
 
 struct run_config {

@@ -7,7 +7,8 @@
 // stop string that later matches), and answers cancel() with "cancelled" final events.
 // Token id k's bytes are "<k>". With sampling.logprobs = N >= 0 each event carries logprobs: the
 // token at -0.5, and its top N are ids token, token+1, ... at -0.5, -1.5, ...
-// Knobs: token_delay_ms, max_active (more running requests get 429 with retry_after_s).
+// Knobs: token_delay_ms, max_active (more running requests get 429 with retry_after_s),
+// hold_encode() (encode blocks until release_encode(): a slow tokenizer).
 // Records: every submitted request and every cancel() id.
 #include <algorithm>
 #include <atomic>
@@ -47,7 +48,33 @@ class fake_backend : public serve::completion_backend {
   int context_length() const override { return ctx_; }
   int vocab_size() const override { return 1000; }
 
+  void hold_encode() {
+    std::lock_guard lock(gate_mu_);
+    held_ = true;
+  }
+  void release_encode() {
+    {
+      std::lock_guard lock(gate_mu_);
+      held_ = false;
+    }
+    gate_cv_.notify_all();
+  }
+  // Waits until `n` calls of encode are blocked in hold_encode's gate.
+  bool wait_encoders(int n, std::chrono::milliseconds timeout) const {
+    std::unique_lock lock(gate_mu_);
+    return gate_cv_.wait_for(lock, timeout, [&] { return blocked_ >= n; });
+  }
+  int encodes() const { return encodes_.load(); }
+
   std::vector<int> encode(std::string_view text) const override {
+    ++encodes_;
+    {
+      std::unique_lock lock(gate_mu_);
+      ++blocked_;
+      gate_cv_.notify_all();
+      gate_cv_.wait(lock, [&] { return !held_; });
+      --blocked_;
+    }
     std::lock_guard lock(words_mu_);
     std::vector<int> ids;
     std::istringstream in{std::string(text)};
@@ -219,6 +246,11 @@ class fake_backend : public serve::completion_backend {
 
   std::string name_ = "fake-model";
   int ctx_;
+  mutable std::mutex gate_mu_;
+  mutable std::condition_variable gate_cv_;
+  bool held_ = false;
+  mutable int blocked_ = 0;
+  mutable std::atomic<int> encodes_{0};
   mutable std::mutex words_mu_;
   mutable std::vector<std::string> words_;
   mutable std::unordered_map<std::string, int> ids_;

@@ -382,7 +382,7 @@ TEST_CASE("gateway 100 concurrent streams complete and nothing leaks") {
 }
 
 TEST_CASE("gateway refuses connections over max_connections with 503") {
-  fixture f(zf::actors::gateway_options{.max_connections = 1});
+  fixture f(zf::actors::gateway_options{.max_connections = 1, .overflow_connections = 0});
   client first(f.port());
   CHECK(first.get("/health").result_int() == 200);  // its session is open now
   client second(f.port());

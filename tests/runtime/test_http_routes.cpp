@@ -190,7 +190,15 @@ TEST_CASE("http_metrics: counters by route and code, open connections, after the
   m.connection_opened();
   m.connection_opened();
   m.connection_closed();
+  m.connection_opened(true);
+  m.buffered(300);
+  m.buffered(-100);
+  m.dropped("write_timeout");
+  m.dropped("write_timeout");
+  m.dropped("idle_timeout");
   CHECK(m.open_connections() == 1);
+  CHECK(m.overflow_connections() == 1);
+  CHECK(m.dropped_count("write_timeout") == 2);
   CHECK(m.text("zeroflow_up 1") ==
         "zeroflow_up 1\n"
         "# HELP zeroflow_http_requests_total HTTP responses sent, by route and status code.\n"
@@ -200,6 +208,22 @@ TEST_CASE("http_metrics: counters by route and code, open connections, after the
         "zeroflow_http_requests_total{route=\"other\",code=\"404\"} 1\n"
         "# HELP zeroflow_http_open_connections HTTP connections currently open.\n"
         "# TYPE zeroflow_http_open_connections gauge\n"
-        "zeroflow_http_open_connections 1\n");
+        "zeroflow_http_open_connections 1\n"
+        "# HELP zeroflow_http_overflow_connections Connections over the limit (health and "
+        "metrics only).\n"
+        "# TYPE zeroflow_http_overflow_connections gauge\n"
+        "zeroflow_http_overflow_connections 1\n"
+        "# HELP zeroflow_http_buffered_output_bytes Response bytes queued for clients.\n"
+        "# TYPE zeroflow_http_buffered_output_bytes gauge\n"
+        "zeroflow_http_buffered_output_bytes 200\n"
+        "# HELP zeroflow_http_dropped_connections_total Connections closed on a client, by "
+        "reason.\n"
+        "# TYPE zeroflow_http_dropped_connections_total counter\n"
+        "zeroflow_http_dropped_connections_total{reason=\"idle_timeout\"} 1\n"
+        "zeroflow_http_dropped_connections_total{reason=\"header_timeout\"} 0\n"
+        "zeroflow_http_dropped_connections_total{reason=\"read_timeout\"} 0\n"
+        "zeroflow_http_dropped_connections_total{reason=\"write_timeout\"} 2\n"
+        "zeroflow_http_dropped_connections_total{reason=\"output_limit\"} 0\n"
+        "zeroflow_http_dropped_connections_total{reason=\"over_capacity\"} 0\n");
   CHECK(zf::openai::http_metrics().text("").starts_with("# HELP zeroflow_http_requests_total"));
 }
