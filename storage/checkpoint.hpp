@@ -55,7 +55,9 @@ struct checkpoint_view {  // what a save needs: pointers into live or snapshot b
 
 // Writes ROOT/step-NNNNNN with one writer (rank-00000.bin, world 1, ZeRO stage 0) and moves
 // ROOT/latest to it; removes the oldest step folders beyond `keep`. Returns the committed
-// folder. Refuses to overwrite an existing step folder. Moments are saved when both are given.
+// folder. Never overwrites an existing step folder: one equal to what it wrote (a retry) is kept,
+// another is refused. Moments are saved when both are given. On a zf::error (a full disk) the
+// partial step-NNNNNN.tmp is removed and the previous checkpoint is untouched.
 std::filesystem::path save_checkpoint(const std::filesystem::path& root, const checkpoint_view& c,
                                       int keep = 3);
 
@@ -86,8 +88,12 @@ struct write_options {
 };
 
 // Creates ROOT/step-NNNNNN.tmp (clearing a leftover one of a crashed write) and returns it.
-// Refuses if ROOT/step-NNNNNN exists (resume_point never leads to a step that exists).
+// An existing ROOT/step-NNNNNN is decided at publish_checkpoint, once what this write holds is
+// known: kept if equal (a retry), else refused.
 std::filesystem::path begin_checkpoint(const std::filesystem::path& root, int step);
+// Removes tmp_dir (best effort) after a write that failed: on a full disk the partial data of a
+// failed checkpoint would otherwise keep it full until that step is written again.
+void abandon_checkpoint(const std::filesystem::path& tmp_dir) noexcept;
 // ROOT/step-NNNNNN.tmp, the folder begin_checkpoint creates (for writers that did not create it).
 std::filesystem::path checkpoint_tmp_dir(const std::filesystem::path& root, int step);
 
@@ -129,7 +135,10 @@ void write_manifest(const std::filesystem::path& root, const std::filesystem::pa
                     const param_layout& layout, const std::vector<fragment>& all,
                     const manifest_info& info);
 // The commit point: tmp_dir renamed to ROOT/step-NNNNNN, ROOT fsynced, `latest` moved to it,
-// older folders pruned beyond keep. Returns the step folder.
+// older folders pruned beyond keep. Returns the step folder. If ROOT/step-NNNNNN exists already
+// (a commit that failed after its rename, retried), it is kept when its manifest equals
+// tmp_dir's and it verifies (tmp_dir is dropped and the rest of the commit done), else refused
+// naming it; it is never overwritten.
 std::filesystem::path publish_checkpoint(const std::filesystem::path& root,
                                          const std::filesystem::path& tmp_dir, int step, int keep);
 

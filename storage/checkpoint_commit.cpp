@@ -64,21 +64,29 @@ fs::path checkpoint_committer::write(const manifest_info& info,
     tmp = checkpoint_tmp_dir(root_, info.step);
   }
   phase("open");
-  auto all = write_parts(tmp, layout_, parts);
-  phase("written");
-  if (!lead) {
-    group_.store->set(key + "/frag/" + std::to_string(group_.rank), encode_fragments(all));
-    return {};
+  try {
+    auto all = write_parts(tmp, layout_, parts);
+    phase("written");
+    if (!lead) {
+      group_.store->set(key + "/frag/" + std::to_string(group_.rank), encode_fragments(all));
+      return {};
+    }
+    for (int r = 1; r < group_.world; ++r) {
+      auto theirs =
+          decode_fragments(group_.store->get(key + "/frag/" + std::to_string(r), group_.timeout));
+      all.insert(all.end(), theirs.begin(), theirs.end());
+    }
+    phase("collected");
+    write_manifest(root_, tmp, layout_, all, info);
+    phase("manifest");
+    return publish_checkpoint(root_, tmp, info.step, keep_);
+  } catch (const error&) {
+    // A failure we report (a full disk, a peer that never answered): the leader removes the
+    // partial folder, whose data would otherwise keep a full disk full. Anything else (a test's
+    // simulated crash) leaves it, as a crash would.
+    if (lead) abandon_checkpoint(tmp);
+    throw;
   }
-  for (int r = 1; r < group_.world; ++r) {
-    auto theirs =
-        decode_fragments(group_.store->get(key + "/frag/" + std::to_string(r), group_.timeout));
-    all.insert(all.end(), theirs.begin(), theirs.end());
-  }
-  phase("collected");
-  write_manifest(root_, tmp, layout_, all, info);
-  phase("manifest");
-  return publish_checkpoint(root_, tmp, info.step, keep_);
 }
 
 std::vector<char> encode_fragments(const std::vector<fragment>& fs) {

@@ -8,10 +8,13 @@
 //   3. the leader collects every other process's fragments, writes and fsyncs the manifest,
 //      renames step-N.tmp to step-N, fsyncs ROOT, then moves `latest` (publish_checkpoint).
 // A crash anywhere before the rename leaves only a .tmp folder, which no reader opens: the
-// previous checkpoint and `latest` stay intact. Non-leaders return once their fragments are
-// published; only the leader knows (and returns) the committed folder.
-// Keys are scoped by root and step; a store lives for one launch (the rendezvous), so a step is
-// written at most once per store.
+// previous checkpoint and `latest` stay intact. A reported failure (zf::error: a full disk, a
+// peer that never answered) also removes the .tmp folder on the leader. A failure after the
+// rename (the fsync of ROOT, `latest`) leaves a complete step-N, which resume takes, and which a
+// retry of the same step finishes instead of being refused by it. Non-leaders return once their
+// fragments are published; only the leader knows (and returns) the committed folder. Keys are
+// scoped by root and step; a store lives for one launch (the rendezvous), so a step is written at
+// most once per store.
 #include <chrono>
 #include <filesystem>
 #include <functional>
@@ -46,8 +49,9 @@ class checkpoint_committer {
   std::filesystem::path write(const manifest_info& info, const std::vector<checkpoint_part>& parts);
 
   // Test hook: called at "open", "written", "collected" (leader: every fragment in),
-  // "manifest" (leader: the manifest is durable, the rename is next). Throwing from it stops
-  // the protocol there, as a crash at that moment would.
+  // "manifest" (leader: the manifest is durable, the rename is next). Throwing from it (anything
+  // but a zf::error, which is a reported failure and cleaned up) stops the protocol there, as a
+  // crash at that moment would.
   std::function<void(std::string_view phase)> on_phase;
 
   const std::filesystem::path& root() const { return root_; }

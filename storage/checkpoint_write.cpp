@@ -12,6 +12,7 @@
 #include "runtime/core/error.hpp"
 #include "storage/checkpoint.hpp"
 #include "storage/checkpoint_format.hpp"
+#include "storage/fault_inject.hpp"
 #include "storage/fs_util.hpp"
 #include "storage/uring_file.hpp"
 
@@ -54,7 +55,8 @@ void prune(const fs::path& root, const fs::path& newest, int keep) {
     fs::path del = dirs[i];
     del += ".del";
     fs::remove_all(del, ec);
-    fs::rename(dirs[i], del, ec);
+    ec = io_fault_ec();
+    if (!ec) fs::rename(dirs[i], del, ec);
     if (ec) fail("cannot prune checkpoint {}: {}", dirs[i].string(), ec.message());
   }
   for (auto& e : fs::directory_iterator(root, ec)) {
@@ -174,14 +176,21 @@ fs::path checkpoint_tmp_dir(const fs::path& root, int step) {
 
 fs::path begin_checkpoint(const fs::path& root, int step) {
   if (step < 0) fail("begin_checkpoint: step {} is negative", step);
-  fs::create_directories(root);
-  const std::string name = step_name(step);
-  const fs::path final_dir = root / name, tmp = root / (name + ".tmp");
-  if (fs::exists(final_dir))
-    fail("checkpoint {} already exists; refusing to overwrite it", final_dir.string());
-  fs::remove_all(tmp);  // leftovers of a crashed write are never committed data
-  fs::create_directory(tmp);
+  std::error_code ec;
+  fs::create_directories(root, ec);
+  if (ec) fail("cannot create checkpoint folder {}: {}", root.string(), ec.message());
+  const fs::path tmp = checkpoint_tmp_dir(root, step);
+  fs::remove_all(tmp, ec);  // leftovers of a crashed write are never committed data
+  if (ec) fail("cannot remove the leftover {}: {}", tmp.string(), ec.message());
+  ec = io_fault_ec();
+  if (!ec) fs::create_directory(tmp, ec);
+  if (ec) fail("cannot create {}: {}", tmp.string(), ec.message());
   return tmp;
+}
+
+void abandon_checkpoint(const fs::path& tmp_dir) noexcept {
+  std::error_code ec;
+  fs::remove_all(tmp_dir, ec);
 }
 
 std::vector<fragment> write_shard(const fs::path& tmp_dir, int rank, const param_layout& L,
@@ -324,17 +333,40 @@ void write_manifest(const fs::path& root, const fs::path& tmp_dir, const param_l
   write_file_atomic(tmp_dir / k_manifest, bytes.data(), bytes.size());  // fsyncs tmp_dir too
 }
 
+namespace {
+// True when final_dir already holds the checkpoint tmp_dir holds (a retry of a commit that
+// failed after its rename: a full disk at the fsync of ROOT or at `latest`): tmp_dir is then
+// dropped and the commit finishes on the existing folder, so a retry is never blocked by its own
+// earlier attempt. The manifest lists every file's size and every fragment's CRC, so equal
+// manifests mean equal checkpoints; the existing folder is verified too. Another checkpoint in
+// the way is refused (never overwritten). False when final_dir does not exist.
+bool already_committed(const fs::path& final_dir, const fs::path& tmp_dir) {
+  std::error_code ec;
+  if (!fs::exists(final_dir, ec)) return false;
+  const fs::path theirs = manifest_path(final_dir);
+  const bool same = fs::is_regular_file(theirs, ec) &&
+                    read_text_file(theirs) == read_text_file(manifest_path(tmp_dir));
+  abandon_checkpoint(tmp_dir);
+  if (!same)
+    fail("checkpoint {} already exists with other contents; refusing to overwrite it",
+         final_dir.string());
+  if (auto r = verify_checkpoint(final_dir); !r.ok)
+    fail("checkpoint {} already exists but does not verify ({}); move it away to write it again",
+         final_dir.string(), r.problems.front());
+  return true;
+}
+}  // namespace
+
 fs::path publish_checkpoint(const fs::path& root, const fs::path& tmp_dir, int step, int keep) {
   check_tmp_dir(root, tmp_dir, step);
-  const std::string name = step_name(step);
-  const fs::path final_dir = root / name;
-  if (fs::exists(final_dir))
-    fail("checkpoint {} already exists; refusing to overwrite it", final_dir.string());
-  std::error_code ec;
-  fs::rename(tmp_dir, final_dir, ec);
-  if (ec) fail("rename {} -> {} failed: {}", tmp_dir.string(), final_dir.string(), ec.message());
+  const fs::path final_dir = root / step_name(step);
+  if (!already_committed(final_dir, tmp_dir)) {
+    std::error_code ec = io_fault_ec();
+    if (!ec) fs::rename(tmp_dir, final_dir, ec);
+    if (ec) fail("rename {} -> {} failed: {}", tmp_dir.string(), final_dir.string(), ec.message());
+  }
   fsync_path(root);
-  write_file_atomic(root / "latest", name + "\n");
+  write_file_atomic(root / "latest", step_name(step) + "\n");
   prune(root, final_dir, keep);
   return final_dir;
 }
@@ -351,9 +383,14 @@ fs::path save_checkpoint(const fs::path& root, const checkpoint_view& c, int kee
   const bool moments = c.exp_avg && c.exp_avg_sq;
   shard_data s{0, c.layout->total, c.params, moments ? c.exp_avg : nullptr,
                moments ? c.exp_avg_sq : nullptr};
-  auto frags = write_shard(tmp, 0, *c.layout, s);
-  return commit_checkpoint(root, tmp, *c.layout, frags, {c.step, 1, 0, c.config_toml, c.state},
-                           keep);
+  try {
+    auto frags = write_shard(tmp, 0, *c.layout, s);
+    return commit_checkpoint(root, tmp, *c.layout, frags, {c.step, 1, 0, c.config_toml, c.state},
+                             keep);
+  } catch (const error&) {
+    abandon_checkpoint(tmp);  // a failed write's data would keep a full disk full
+    throw;
+  }
 }
 
 }  // namespace zf::storage

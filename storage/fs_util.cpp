@@ -12,45 +12,51 @@
 #include <vector>
 
 #include "runtime/core/error.hpp"
+#include "storage/fault_inject.hpp"
 
 namespace zf::storage {
 
 void fsync_path(const std::filesystem::path& p) {
   int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail("cannot open {} to fsync: {}", p.string(), std::strerror(errno));
-  int rc = ::fsync(fd);
+  int rc = detail::io_fails() ? -1 : ::fsync(fd);
+  const int e = errno;
   ::close(fd);
+  errno = e;
   if (rc != 0) fail("fsync {} failed: {}", p.string(), std::strerror(errno));
 }
 
 void write_file_atomic(const std::filesystem::path& p, const void* data, std::size_t n) {
+  using detail::io_fails;
   auto tmp = p;
   // unique per process: ranks of one job may write the same file (a corpus cache) at once
   tmp += ".tmp" + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  int fd = io_fails() ? -1 : ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) fail("cannot create {}: {}", tmp.string(), std::strerror(errno));
+  // Every failure removes the temp file: on a full disk a leftover would keep it full (and
+  // `latest.tmpNNN` files would pile up in a checkpoint root with each failed commit).
+  auto give_up = [&](const char* what, int e) {
+    if (fd >= 0) ::close(fd);
+    ::unlink(tmp.c_str());
+    fail("{} {} failed: {}", what, tmp.string(), std::strerror(e));
+  };
   const char* c = static_cast<const char*>(data);
   std::size_t done = 0;
   while (done < n) {
-    ssize_t w = ::write(fd, c + done, n - done);
+    ssize_t w = io_fails() ? -1 : ::write(fd, c + done, n - done);
     if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      int e = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      fail("write {} failed: {}", tmp.string(), std::strerror(e));
-    }
+    if (w <= 0) give_up("write", w < 0 ? errno : EIO);
     done += static_cast<std::size_t>(w);
   }
-  if (::fsync(fd) != 0) {
-    int e = errno;
-    ::close(fd);
-    fail("fsync {} failed: {}", tmp.string(), std::strerror(e));
-  }
+  if ((io_fails() ? -1 : ::fsync(fd)) != 0) give_up("fsync", errno);
   ::close(fd);
-  std::error_code ec;
-  std::filesystem::rename(tmp, p, ec);
-  if (ec) fail("rename {} -> {} failed: {}", tmp.string(), p.string(), ec.message());
+  fd = -1;
+  std::error_code ec = detail::io_fault_ec();
+  if (!ec) std::filesystem::rename(tmp, p, ec);
+  if (ec) {
+    ::unlink(tmp.c_str());
+    fail("rename {} -> {} failed: {}", tmp.string(), p.string(), ec.message());
+  }
   auto parent = p.parent_path();
   fsync_path(parent.empty() ? "." : parent);
 }

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "runtime/core/error.hpp"
+#include "storage/fault_inject.hpp"
 
 namespace zf::storage {
 
@@ -19,7 +20,7 @@ namespace {
 void pwrite_all(int fd, const std::byte* data, std::size_t n, uint64_t off,
                 const std::filesystem::path& p) {
   while (n) {
-    ssize_t w = ::pwrite(fd, data, n, static_cast<off_t>(off));
+    ssize_t w = detail::io_fails() ? -1 : ::pwrite(fd, data, n, static_cast<off_t>(off));
     if (w < 0 && errno == EINTR) continue;
     if (w <= 0) fail("write {} failed at byte {}: {}", p.string(), off, std::strerror(errno));
     data += w;
@@ -67,7 +68,8 @@ struct uring_writer::impl {
   // O_DIRECT off and redoes the write buffered.
   void complete(io_uring_cqe* cqe) {
     slot& s = slots[static_cast<std::size_t>(io_uring_cqe_get_data64(cqe))];
-    const int res = cqe->res;
+    const int injected = detail::io_fault();  // the seam fails a queued write as it completes
+    const int res = injected ? -injected : cqe->res;
     io_uring_cqe_seen(&ring, cqe);
     --in_flight;
     s.busy = false;
@@ -100,7 +102,8 @@ uring_writer::uring_writer(const std::filesystem::path& p, const uring_options& 
   impl& m = *p_;
   m.path = p;
   m.chunk = (std::max<std::size_t>(o.chunk_bytes, k_align) + k_align - 1) / k_align * k_align;
-  m.fd_buf = ::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  m.fd_buf =
+      detail::io_fails() ? -1 : ::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (m.fd_buf < 0) fail("cannot create {}: {}", p.string(), std::strerror(errno));
   if (o.direct) m.fd_direct = ::open(p.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC);  // -1: buffered
   const unsigned depth = std::max(1u, o.depth);
@@ -160,7 +163,9 @@ void uring_writer::submit(std::byte* buf, std::size_t n, uint64_t off) {
   } else if (head) {
     if (m.fd_direct >= 0) {
       ssize_t w;
-      while ((w = ::pwrite(m.fd_direct, buf, head, static_cast<off_t>(off))) < 0 &&
+      while ((w = detail::io_fails()
+                      ? -1
+                      : ::pwrite(m.fd_direct, buf, head, static_cast<off_t>(off))) < 0 &&
              errno == EINTR) {
       }
       if (w < 0 && errno == EINVAL) {  // O_DIRECT refused: buffered from now on
@@ -184,6 +189,8 @@ uint64_t uring_writer::finish() {
   if (m.finished) return m.end;
   if (m.ring_ok) {
     while (m.in_flight) m.wait_one();
+    if (const int e = detail::io_fault())
+      fail("fsync {} failed: {}", m.path.string(), std::strerror(e));
     io_uring_sqe* sqe = io_uring_get_sqe(&m.ring);
     io_uring_prep_fsync(sqe, m.fd_buf, 0);
     io_uring_sqe_set_data64(sqe, ~uint64_t{0});
@@ -196,7 +203,7 @@ uint64_t uring_writer::finish() {
     const int res = cqe->res;
     io_uring_cqe_seen(&m.ring, cqe);
     if (res < 0) fail("fsync {} failed: {}", m.path.string(), std::strerror(-res));
-  } else if (::fsync(m.fd_buf) != 0) {
+  } else if (detail::io_fails() || ::fsync(m.fd_buf) != 0) {
     fail("fsync {} failed: {}", m.path.string(), std::strerror(errno));
   }
   if (m.fd_direct >= 0) ::close(m.fd_direct);

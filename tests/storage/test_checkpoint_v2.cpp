@@ -276,9 +276,11 @@ TEST_CASE("checkpoint v2: commit refuses fragments that do not cover every tenso
   CHECK_FALSE(fs::exists(root / "step-000002"));
   CHECK(st::read_manifest(root).step == 1);  // latest untouched
 
-  // an existing step is never overwritten
-  msg = error_of([&] { st::begin_checkpoint(root, 1); });
+  // an existing step is never overwritten by another checkpoint
+  msg = error_of([&] { write_world(root, 1, state(small_model(), 5), 1); });
   CHECK(contains(msg, "already exists"));
+  CHECK(same_bits(st::load_checkpoint(root / "step-000001", s.layout).params.data(), s.p.data(),
+                  s.layout.total));
   // a slice outside the layout
   msg = error_of([&] {
     st::write_shard(tmp, 0, s.layout, {0, s.layout.total + 1, s.p.data(), nullptr, nullptr});
@@ -304,8 +306,11 @@ TEST_CASE("checkpoint v2: resume finds a complete step that latest does not name
   CHECK(st::read_manifest(root / "latest").step == 2);
   auto l = st::load_checkpoint(root, s2.layout);
   CHECK(same_bits(l.params.data(), s2.p.data(), s2.layout.total));
-  // a step folder is never overwritten
-  CHECK(contains(error_of([&] { st::begin_checkpoint(root, 2); }), "already exists"));
+  // a step folder is never overwritten by another checkpoint, and a re-run that writes the same
+  // one again is not blocked by it (it finishes the commit: `latest` moves to step 2)
+  CHECK(contains(error_of([&] { write_world(root, 2, s, 2); }), "already exists"));
+  CHECK(write_world(root, 2, s2, 2) == root / "step-000002");
+  CHECK(st::read_text_file(root / "latest") == "step-000002\n");
   // a newer folder without a readable manifest (a leftover, a damaged disk) is not a checkpoint
   fs::create_directory(root / "step-000003");
   std::ofstream(root / "step-000003" / "manifest") << "garbage";
