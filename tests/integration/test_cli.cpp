@@ -151,6 +151,27 @@ TEST_CASE("cli: NaN sampling flags and a folder as input are refused (issue 9)")
   CHECK_FALSE(fs::exists(d.path / "x.tok"));  // no empty shard written
 }
 
+// Issue 9: sizes the machine cannot hold ended in std::bad_alloc (or an out-of-memory kill)
+// after the run folder was started.
+TEST_CASE("cli: a model too large for memory is refused before --out, naming its keys") {
+  temp_dir d("too_big");
+  const fs::path out = d.path / "never";
+  for (const auto& [args, expect] : std::vector<std::pair<std::string, std::string>>{
+           {"train --set model.n_embd=65536", "model.n_layer = 4, model.n_embd = 65536:"},
+           {"train --set model.vocab_size=4194304 --set model.n_embd=8192",
+            "model.vocab_size = 4194304, model.n_embd = 8192:"},
+       }) {
+    auto r = zeroflow(args + " --out " + out.string(), d.path);
+    INFO(args << "\n" << r.out);
+    CHECK(r.code != 0);
+    CHECK(r.out.find(expect) != std::string::npos);
+    CHECK(r.out.find("iB of memory (parameters") != std::string::npos);
+    CHECK(r.out.find("but this machine has") != std::string::npos);
+    CHECK(r.out.find("bad_alloc") == std::string::npos);
+  }
+  CHECK_FALSE(fs::exists(out));  // nothing written to --out
+}
+
 TEST_CASE("cli: a truncated token shard is refused by name") {
   temp_dir d("trunc");
   std::ofstream(d.path / "in.txt") << slurp(ZF_DATA_DIR "/moby-dick.txt").substr(0, 20000);
