@@ -177,7 +177,11 @@ train_result pipeline::run(const run_options& o) {
     fail("{} already holds a run; pass --resume latest to continue it or --out NEW_DIR",
          o.out.string());
   }
-  fs::path shard_path = storage::prepare_corpus(cfg_.data.corpus, ddir, tok, tok_id);
+  storage::corpus_checks checks;
+  checks.max_invalid_utf8 = cfg_.data.max_invalid_utf8;
+  if (lead)
+    checks.warn = [](const std::string& w) { std::cerr << "zeroflow: warning: " << w << "\n"; };
+  fs::path shard_path = storage::prepare_corpus(cfg_.data.corpus, ddir, tok, tok_id, checks);
   auto data = std::make_shared<const storage::dataset>(storage::token_shard::open(shard_path),
                                                        cfg_.data.val_fraction, cfg_.train.seq_len);
 
