@@ -20,6 +20,7 @@
 #include "pipelines/score_cli.hpp"
 #include "pipelines/serve_cli.hpp"
 #include "runtime/core/error.hpp"
+#include "runtime/text/text_stream.hpp"
 #include "runtime/text/tokenizer.hpp"
 #include "storage/checkpoint.hpp"
 #include "storage/fs_util.hpp"
@@ -93,7 +94,7 @@ int cmd_train(const std::string& config_file, std::vector<std::string> sets, std
 }
 
 int cmd_tokenize(const std::string& name, const std::string& input, const std::string& output,
-                 bool ids, const std::string& ddir) {
+                 bool ids, const std::string& ddir, bool force) {
   if (name != "gpt2") fail("--tokenizer: expected gpt2, got {}", name);
   run_config cfg;
   cfg.data.data_dir = ddir;
@@ -109,6 +110,10 @@ int cmd_tokenize(const std::string& name, const std::string& input, const std::s
     fail("tokenize: give --input FILE and --output FILE, or --ids");
   if (fs::exists(output)) fail("tokenize: {} exists; refusing to overwrite it", output);
   std::string text = storage::read_text_file(input);
+  const std::string warning =
+      check_training_text(text, input, force ? 1.0 : run_config{}.data.max_invalid_utf8,
+                          "Pass --force to tokenize it anyway.");
+  if (!warning.empty()) std::cerr << "zeroflow: warning: " << warning << "\n";
   auto v = tok.encode(text);
   storage::write_token_shard(output, v, static_cast<uint32_t>(tok.vocab_size()));
   std::cerr << fmt::format("{}: {} bytes -> {} tokens -> {}\n", input, text.size(), v.size(),
@@ -153,13 +158,17 @@ int run_cli(int argc, char** argv) {
   add_score_subcommand(app);
 
   std::string tname = "gpt2", input, output;
-  bool ids = false;
+  bool ids = false, force = false;
   auto* tokc = app.add_subcommand("tokenize", "text -> token shard, or ids on stdout");
   tokc->add_option("--tokenizer", tname, "tokenizer name")->capture_default_str();
   tokc->add_option("--input", input, "UTF-8 text file");
   tokc->add_option("--output", output, "token shard to write");
   tokc->add_flag("--ids", ids, "read text on stdin, print ids separated by spaces");
   tokc->add_option("--data-dir", ddir, "folder with gpt2/ tokenizer files");
+  tokc->add_flag("--force", force,
+                 fmt::format("tokenize even a file of which more than {}% is not UTF-8 text "
+                             "(binary, another encoding)",
+                             100 * run_config{}.data.max_invalid_utf8));
 
   int nproc = 2, master_port = 0;
   auto* launch = app.add_subcommand(
@@ -187,7 +196,7 @@ int run_cli(int argc, char** argv) {
     if (run_serve_subcommands()) return 0;
     if (run_graph_subcommand()) return 0;
     if (run_score_subcommand()) return 0;
-    if (*tokc) return cmd_tokenize(tname, input, output, ids, ddir);
+    if (*tokc) return cmd_tokenize(tname, input, output, ids, ddir, force);
     if (run_ckpt_subcommand()) return 0;
     if (*launch) return launch_local(nproc, master_port, launch_args);
     if (*conf) {

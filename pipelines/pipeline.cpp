@@ -18,10 +18,12 @@
 #include "kernels/threads.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/core/launch.hpp"
+#include "runtime/core/memory.hpp"
 #include "runtime/dist/comm.hpp"
 #include "runtime/model/lm_weights.hpp"
 #include "runtime/serve/serve_client.hpp"
 #include "runtime/text/tokenizer.hpp"
+#include "runtime/train/footprint.hpp"
 #include "runtime/train/zero.hpp"
 #include "storage/checkpoint.hpp"
 #include "storage/dataset.hpp"
@@ -132,6 +134,17 @@ train_result pipeline::run(const run_options& o) {
   }
   validate(cfg_);
   kernels::set_num_threads(cfg_.train.threads);
+  // SPMD: launched as one rank of a process group (RANK/WORLD_SIZE/...); one rank per process,
+  // Gloo data plane, rank table through CAF. Otherwise: train.ranks threads, local backend.
+  const process_env penv = read_process_env();
+  const bool spmd = penv.present && penv.world > 1;
+  if (spmd && cfg_.train.ranks != 1)
+    fail("train.ranks: expected 1 when launched as a process group (WORLD_SIZE={}), got {}",
+         penv.world, cfg_.train.ranks);
+  const bool lead = !spmd || penv.rank == 0;  // reports, writes config/metrics/checkpoints
+  const int world = spmd ? penv.world : cfg_.train.ranks;
+  // A run the machine cannot hold is refused by its keys now, not by std::bad_alloc later.
+  check_train_footprint(cfg_, world, spmd ? 1 : world, machine_memory_bytes());
 
   // Everything that can fail on bad input runs before the first byte is written.
   const fs::path ddir = data_dir(cfg_);
@@ -164,19 +177,15 @@ train_result pipeline::run(const run_options& o) {
     fail("{} already holds a run; pass --resume latest to continue it or --out NEW_DIR",
          o.out.string());
   }
-  fs::path shard_path = storage::prepare_corpus(cfg_.data.corpus, ddir, tok, tok_id);
+  storage::corpus_checks checks;
+  checks.max_invalid_utf8 = cfg_.data.max_invalid_utf8;
+  if (lead)
+    checks.warn = [](const std::string& w) { std::cerr << "zeroflow: warning: " << w << "\n"; };
+  fs::path shard_path = storage::prepare_corpus(cfg_.data.corpus, ddir, tok, tok_id, checks);
   auto data = std::make_shared<const storage::dataset>(storage::token_shard::open(shard_path),
                                                        cfg_.data.val_fraction, cfg_.train.seq_len);
 
   if (data->val_tokens() == 0) cfg_.eval.every = 0;  // nothing held out: no val_loss
-  // SPMD: launched as one rank of a process group (RANK/WORLD_SIZE/...); one rank per process,
-  // Gloo data plane, rank table through CAF. Otherwise: train.ranks threads, local backend.
-  const process_env penv = read_process_env();
-  const bool spmd = penv.present && penv.world > 1;
-  if (spmd && cfg_.train.ranks != 1)
-    fail("train.ranks: expected 1 when launched as a process group (WORLD_SIZE={}), got {}",
-         penv.world, cfg_.train.ranks);
-  const bool lead = !spmd || penv.rank == 0;  // reports, writes config/metrics/checkpoints
   const std::string toml = to_toml(cfg_);
 
   caf::actor_system_config sc;
@@ -196,7 +205,6 @@ train_result pipeline::run(const run_options& o) {
   } else {
     comms = comm::make_local_group(cfg_.train.ranks);
   }
-  const int world = spmd ? penv.world : cfg_.train.ranks;
   std::vector<std::shared_ptr<zero_rank>> ranks;
   for (auto& c : comms)
     ranks.push_back(

@@ -5,6 +5,7 @@
 #include <random>
 
 #include "runtime/core/error.hpp"
+#include "runtime/text/text_stream.hpp"
 #include "runtime/text/tokenizer.hpp"
 #include "storage/fs_util.hpp"
 
@@ -13,7 +14,7 @@ namespace fs = std::filesystem;
 namespace zf::storage {
 
 fs::path prepare_corpus(const std::string& corpus, const fs::path& data_dir, const tokenizer& tok,
-                        const std::string& tokenizer_id) {
+                        const std::string& tokenizer_id, const corpus_checks& checks) {
   fs::path text = corpus == "moby-dick" ? data_dir / "moby-dick.txt" : fs::path(corpus);
   if (text.extension() == ".tok") {
     token_shard::open(text);  // validates now, with the file's name in any message
@@ -24,6 +25,11 @@ fs::path prepare_corpus(const std::string& corpus, const fs::path& data_dir, con
          corpus == "moby-dick" ? " (run scripts/setup to fetch the embedded corpus)" : "");
   std::string content = read_text_file(text);
   if (content.empty()) fail("data.corpus: {} is empty", text.string());
+  // Checked on every run, cached or not: the warning belongs with each run that trains on it.
+  const std::string warning =
+      check_training_text(content, text.string(), checks.max_invalid_utf8,
+                          "Set data.max_invalid_utf8 = 1 to train on it anyway.");
+  if (!warning.empty() && checks.warn) checks.warn(warning);
   uint32_t crc = crc32_of(content.data(), content.size());
   // The cache is keyed by the text and the tokenizer: another tokenizer must not reuse ids.
   const std::string tag = tokenizer_id.empty() ? "" : "-" + tokenizer_id;

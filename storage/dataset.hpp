@@ -4,6 +4,7 @@
 // (seed, index), so resuming at step s needs nothing but s.
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -19,12 +20,21 @@ namespace zf::storage {
 
 using batch = zf::token_batch;  // runtime/core/batch.hpp: what the train loop hands the ranks
 
+// What prepare_corpus checks a text corpus against (check_training_text, runtime/text), and
+// where its warning goes.
+struct corpus_checks {
+  double max_invalid_utf8 = 0.01;                // data.max_invalid_utf8
+  std::function<void(const std::string&)> warn;  // a corpus partly not UTF-8; unset: dropped
+};
+
 // Resolves data.corpus: "moby-dick" (data_dir/moby-dick.txt), a UTF-8 .txt file (tokenized once
 // and cached as data_dir/cache/<name>-<bytes>-<crc>[-<tokenizer_id>].tok; tokenizer_id "" is
-// GPT-2) or a .tok shard. zf::error names the file.
+// GPT-2) or a .tok shard. zf::error names the file; a text whose share of invalid UTF-8 and NUL
+// bytes is above checks.max_invalid_utf8 is refused, naming the share.
 std::filesystem::path prepare_corpus(const std::string& corpus,
                                      const std::filesystem::path& data_dir, const tokenizer& tok,
-                                     const std::string& tokenizer_id = "");
+                                     const std::string& tokenizer_id = "",
+                                     const corpus_checks& checks = {});
 
 class dataset {
  public:

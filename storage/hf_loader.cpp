@@ -6,6 +6,7 @@
 // source tensors), then the buffer is sized from the layout and each block converted into it.
 #include <algorithm>
 #include <cctype>
+#include <climits>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "runtime/core/error.hpp"
+#include "runtime/core/memory.hpp"
 #include "runtime/model/lm_weights.hpp"
 #include "storage/safetensors.hpp"
 
@@ -123,6 +125,21 @@ rope_scaling parse_rope_scaling(const config_reader& c) {
   return s;
 }
 
+// The model is loaded as one fp32 buffer: one that cannot fit is refused by config.json's sizes
+// before the weights are opened, not by a std::bad_alloc (or an out-of-memory kill) after.
+void check_fits_in_memory(const model_spec& s, const std::string& file) {
+  const double n = count_params(s).total(), need = n * sizeof(float);
+  const std::uint64_t have = machine_memory_bytes();
+  if (need <= double(have)) return;
+  const bool gpt2 = s.arch == model_arch::gpt2;
+  fail(
+      "hf: {}: {} = {}, {} = {}, {} = {}: the model has {:.3g} parameters, {} as fp32, but this "
+      "machine has {}",
+      file, "vocab_size", s.vocab_size, gpt2 ? "n_embd" : "hidden_size", s.hidden,
+      gpt2 ? "n_layer" : "num_hidden_layers", s.n_layer, n, bytes_text(need),
+      bytes_text(double(have)));
+}
+
 // attention_bias: Llama q/k/v/o biases (the spec's attn_bias).
 model_spec parse_config(const fs::path& dir, bool& attention_bias) {
   const fs::path path = dir / "config.json";
@@ -147,6 +164,9 @@ model_spec parse_config(const fs::path& dir, bool& attention_bias) {
     cfg.n_layer = c.pos_int("n_layer");
     cfg.n_head = c.pos_int("n_head");
     cfg.max_positions = c.pos_int("n_positions");
+    if (!c.has("n_inner") && cfg.hidden > INT_MAX / 4)  // the default 4 n_embd must be an int
+      fail("hf: {}: \"n_embd\" is {}, expected at most {} (4 n_embd is the MLP width)", c.file,
+           cfg.hidden, INT_MAX / 4);
     cfg.intermediate = c.pos_int_or("n_inner", 4 * cfg.hidden);
     cfg.norm_eps = float(c.number_or("layer_norm_epsilon", 1e-5));
     cfg.tied_head = c.bool_or("tie_word_embeddings", true);
@@ -193,6 +213,12 @@ model_spec parse_config(const fs::path& dir, bool& attention_bias) {
     if (id >= cfg.vocab_size)
       fail("hf: {}: \"{}\" is {}, outside the vocabulary of {} tokens", c.file, key, id,
            cfg.vocab_size);
+  try {  // before the planner multiplies the sizes (q_dim(), ...) as ints
+    check_spec(cfg);
+  } catch (const error& e) {
+    fail("hf: {}: {}", c.file, e.what());
+  }
+  check_fits_in_memory(cfg, c.file);
   return cfg;
 }
 

@@ -129,6 +129,8 @@ std::vector<key> data_keys() {
              "folder with the fetched corpus and tokenizer; empty = the build's"),
       ZF_NUM("data.val_fraction", data.val_fraction, 0, 0.5,
              "tail fraction of the corpus held out"),
+      ZF_NUM("data.max_invalid_utf8", data.max_invalid_utf8, 0, 1,
+             "largest share of a text corpus's bytes that may be invalid UTF-8 or NUL (1 = any)"),
   };
 }
 

@@ -83,6 +83,9 @@ struct data_config {
   std::string tokenizer = "gpt2";    // "gpt2", or a folder (or file) with a tokenizer.json
   std::string data_dir;  // where scripts/setup put the corpus and tokenizer; "" = build default
   double val_fraction = 0.05;
+  // Largest share of a text corpus's bytes that may be invalid UTF-8 or NUL before it is refused
+  // as not text (a binary file trains on noise); 1 accepts anything.
+  double max_invalid_utf8 = 0.01;
 };
 
 // The serving engine (actors/engine): scheduling policy, batch and KV pool sizes.

@@ -1,6 +1,8 @@
 #include "runtime/core/model_spec.hpp"
 
+#include <climits>
 #include <cmath>
+#include <cstdint>
 #include <numbers>
 
 #include "runtime/core/error.hpp"
@@ -23,6 +25,18 @@ void check_spec(const model_spec& s) {
   positive(s.head_dim, "head_dim");
   positive(s.intermediate, "intermediate size");
   positive(s.max_positions, "max_positions");
+  // Widths are ints in the model and the kernels: a product past INT_MAX would wrap.
+  const int64_t q = int64_t(s.n_head) * s.head_dim, kv = int64_t(s.n_kv_head) * s.head_dim;
+  if (q + 2 * kv > INT_MAX)
+    fail("model: n_head {} and n_kv_head {} of head_dim {} give {} attention columns, more than {}",
+         s.n_head, s.n_kv_head, s.head_dim, q + 2 * kv, INT_MAX);
+  if (2 * int64_t(s.intermediate) > INT_MAX)
+    fail("model: intermediate size {} is more than {}", s.intermediate, INT_MAX / 2);
+  if (const double n = count_params(s).total(); n > 0x1p48)
+    fail(
+        "model: {:.3g} parameters (vocab_size {}, hidden size {}, n_layer {}) are beyond any "
+        "machine's memory",
+        n, s.vocab_size, s.hidden, s.n_layer);
   if (s.n_head % s.n_kv_head)
     fail("model: n_head {} is not a multiple of n_kv_head {}", s.n_head, s.n_kv_head);
   if (s.arch == model_arch::gpt2) {
@@ -33,6 +47,24 @@ void check_spec(const model_spec& s) {
   } else if (s.head_dim % 2) {
     fail("model: rotary embeddings need an even head_dim, got {}", s.head_dim);
   }
+}
+
+// As make_layout adds the tensors (runtime/model/layout.cpp); a test holds the two equal.
+param_counts count_params(const model_spec& s) {
+  // in double throughout: the int products of q_dim() and the rest may not fit yet
+  const double C = s.hidden, V = s.vocab_size, I = s.intermediate;
+  const double Q = double(s.n_head) * s.head_dim, D = Q + 2.0 * s.n_kv_head * s.head_dim;
+  const bool gpt2 = s.arch == model_arch::gpt2, bias = gpt2 || s.attn_bias;
+  param_counts p;
+  p.vocab = V * C * (s.tied_head ? 1 : 2);
+  p.positions = gpt2 ? double(s.max_positions) * C : 0;
+  const double up = gpt2 ? I : 2 * I;
+  double block = (gpt2 ? 4 : 2) * C + C * D + Q * C + C * up + I * C;  // norms, matrices
+  if (bias) block += D + C;                                            // qkv, o
+  if (gpt2) block += I + C;                                            // mlp
+  p.blocks = block * s.n_layer;
+  p.final_norm = (gpt2 ? 2 : 1) * C;
+  return p;
 }
 
 std::vector<double> rope_inv_freq(const model_spec& c) {

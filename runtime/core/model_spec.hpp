@@ -56,8 +56,18 @@ struct model_spec {
 };
 
 // Throws zf::error naming the field for an inconsistent spec (heads not dividing, odd head_dim
-// under RoPE, sizes < 1).
+// under RoPE, sizes < 1), for derived widths (q_dim, qkv_dim, up_dim) beyond an int and for a
+// parameter count beyond any machine (2^48 floats, 1 PiB).
 void check_spec(const model_spec& s);
+
+// The parameters of a spec (make_layout's total, in parts), counted in double so that any sizes
+// can be counted before a layout is made: the vocabulary-sized tables (token embedding, untied
+// head), the position table (GPT-2), the n_layer blocks and the final norm.
+struct param_counts {
+  double vocab = 0, positions = 0, blocks = 0, final_norm = 0;
+  double total() const { return vocab + positions + blocks + final_norm; }
+};
+param_counts count_params(const model_spec& s);
 
 // The RoPE inverse frequencies of a Llama spec: [head_dim/2], theta^(-2i/d) rescaled per
 // s.rope as transformers' modeling_rope_utils does (_compute_linear_scaling_rope_parameters,

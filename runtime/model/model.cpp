@@ -151,6 +151,19 @@ void transformer::plan(int b, int t) {
   t_ = t;
 }
 
+// plan()'s takes, counted (each padded to 16 floats as arena::take pads them), in double so that
+// any sizes can be counted.
+double activation_floats(const model_spec& s, int b, int t) {
+  const double BT = double(b) * t, C = s.hidden, V = s.vocab_size, H = s.n_head,
+               Q = double(s.n_head) * s.head_dim, D = Q + 2.0 * s.n_kv_head * s.head_dim,
+               I = s.intermediate, U = s.arch == model_arch::llama ? 2 * I : I;
+  auto pad = [](double n) { return std::ceil(n / 16) * 16; };
+  const double layer = 4 * pad(BT * C) + 4 * pad(BT) + pad(BT * D) + pad(double(b) * H * t * t) +
+                       pad(BT * Q) + pad(BT * U);
+  return pad(BT * C) + s.n_layer * layer + pad(BT * I) + pad(BT * C) + 3 * pad(BT) + pad(BT * V) +
+         2 * pad(BT * C) + pad(BT * U) + pad(BT * D) + pad(BT * Q) + pad(H * t * t);
+}
+
 void transformer::block_forward(int l, int b, int t) {
   const int BT = b * t, Q = spec_.q_dim(), D = spec_.qkv_dim();
   const float* x = l == 0 ? encoded_ : la_[l - 1].res3;

@@ -1,24 +1,24 @@
 #pragma once
-// The model in train and score modes (its paged mode, for serving, is runtime/model/model_paged.hpp):
-// one decoder-only transformer (GPT-2 or Llama, from a
-// model_spec), fp32, forward and backward on the kernels, running the block code it shares with
-// the paged serving forward (runtime/model/block). Parameters and gradients each live in one flat
-// buffer in the canonical layout (runtime/model/layout: addressed by name, split into regions), so
-// optimizer shards, checkpoints, safetensors and the serving weights all address the same bytes.
-// Invariants: activations are sized for one (B, T) on first use and reused; a different (B, T)
-// re-plans them once. Gradients ACCUMULATE across forward_backward calls until zero_grad.
-// At most one parameter region is acquired at a time (ZeRO stage 3 gathers into one bucket);
-// the gradient region of the embeddings is held through the whole backward.
+// The model in train and score modes (its paged mode, for serving, is
+// runtime/model/model_paged.hpp): one decoder-only transformer (GPT-2 or Llama, from a model_spec),
+// fp32, forward and backward on the kernels, running the block code it shares with the paged
+// serving forward (runtime/model/block). Parameters and gradients each live in one flat buffer in
+// the canonical layout (runtime/model/layout: addressed by name, split into regions), so optimizer
+// shards, checkpoints, safetensors and the serving weights all address the same bytes. Invariants:
+// activations are sized for one (B, T) on first use and reused; a different (B, T) re-plans them
+// once. Gradients ACCUMULATE across forward_backward calls until zero_grad. At most one parameter
+// region is acquired at a time (ZeRO stage 3 gathers into one bucket); the gradient region of the
+// embeddings is held through the whole backward.
 #include <cstdint>
 #include <span>
 #include <string>
 #include <vector>
 
-#include "runtime/model/block.hpp"
 #include "runtime/core/config.hpp"
-#include "runtime/model/layout.hpp"
 #include "runtime/core/model_spec.hpp"
 #include "runtime/core/tensor.hpp"
+#include "runtime/model/block.hpp"
+#include "runtime/model/layout.hpp"
 
 namespace zf {
 
@@ -39,6 +39,11 @@ void init_params(const param_layout& layout, int n_layer, uint64_t seed, float* 
 
 // The layout of a run configuration's model (`model.*` keys).
 param_layout layout_of(const model_config& m);
+
+// The floats of training activations a transformer of spec s plans for a [b, t] batch (its
+// activation_bytes() / 4 after a forward), counted without building one, for the check that a
+// run fits in memory; a test holds the two equal.
+double activation_floats(const model_spec& s, int b, int t);
 
 class transformer {
  public:

@@ -1,6 +1,10 @@
 #include "runtime/text/text_stream.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
+
+#include "runtime/core/error.hpp"
 
 namespace zf {
 namespace {
@@ -16,6 +20,21 @@ int utf8_len(unsigned char c) {
 
 bool is_cont(unsigned char c) {
   return (c & 0xC0) == 0x80;
+}
+
+// Length of the valid UTF-8 character at s[i], 0 if none starts there.
+int utf8_char_at(std::string_view s, std::size_t i) {
+  const auto c = static_cast<unsigned char>(s[i]);
+  const int n = utf8_len(c);
+  bool ok = n > 0 && i + n <= s.size();
+  for (int j = 1; ok && j < n; ++j) ok = is_cont(static_cast<unsigned char>(s[i + j]));
+  if (ok && n >= 3) {  // overlong, surrogate and beyond-U+10FFFF forms
+    const auto c1 = static_cast<unsigned char>(s[i + 1]);
+    if ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 > 0x9F) || (c == 0xF0 && c1 < 0x90) ||
+        (c == 0xF4 && c1 > 0x8F))
+      ok = false;
+  }
+  return ok ? n : 0;
 }
 
 }  // namespace
@@ -34,17 +53,7 @@ std::string utf8_sanitize(std::string_view s) {
   std::string out;
   out.reserve(s.size());
   for (std::size_t i = 0; i < s.size();) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    const int n = utf8_len(c);
-    bool ok = n > 0 && i + n <= s.size();
-    for (int j = 1; ok && j < n; ++j) ok = is_cont(static_cast<unsigned char>(s[i + j]));
-    if (ok && n >= 3) {  // overlong, surrogate and beyond-U+10FFFF forms
-      const auto c1 = static_cast<unsigned char>(s[i + 1]);
-      if ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 > 0x9F) || (c == 0xF0 && c1 < 0x90) ||
-          (c == 0xF4 && c1 > 0x8F))
-        ok = false;
-    }
-    if (ok) {
+    if (const int n = utf8_char_at(s, i)) {
       out.append(s.substr(i, n));
       i += n;
     } else {
@@ -53,6 +62,31 @@ std::string utf8_sanitize(std::string_view s) {
     }
   }
   return out;
+}
+
+utf8_report utf8_scan(std::string_view s) {
+  utf8_report r;
+  r.bytes = s.size();
+  for (std::size_t i = 0; i < s.size();) {
+    const int n = utf8_char_at(s, i);
+    r.invalid += n == 0;
+    r.nul += s[i] == '\0';
+    i += n ? n : 1;
+  }
+  return r;
+}
+
+std::string check_training_text(std::string_view text, const std::string& name, double max_share,
+                                std::string_view force) {
+  const utf8_report r = utf8_scan(text);
+  if (r.invalid + r.nul == 0) return {};
+  const std::string what = fmt::format(
+      "corpus {}: {:.3g}% of its bytes are not valid UTF-8 text ({} invalid, {} NUL, of {})", name,
+      100 * r.bad_share(), r.invalid, r.nul, r.bytes);
+  if (r.bad_share() > max_share)
+    fail("{}, more than the {:.3g}% allowed: is it a binary file or another encoding? {}", what,
+         100 * max_share, force);
+  return what + "; they are tokenized as raw bytes";
 }
 
 text_stream::text_stream(std::vector<std::string> stops) : stops_(std::move(stops)) {

@@ -32,4 +32,20 @@ std::size_t utf8_incomplete_tail(std::string_view s);
 // s with every invalid UTF-8 sequence replaced by U+FFFD (JSON needs valid UTF-8).
 std::string utf8_sanitize(std::string_view s);
 
+// How much of a text is not text: bytes that start no valid UTF-8 character (each one that
+// utf8_sanitize replaces) and NUL bytes (valid UTF-8, but no text file holds them).
+struct utf8_report {
+  std::size_t bytes = 0, invalid = 0, nul = 0;
+  double bad_share() const { return bytes ? double(invalid + nul) / double(bytes) : 0.0; }
+};
+utf8_report utf8_scan(std::string_view s);
+
+// The check on a text about to be tokenized for training, `name` its file. Byte-level BPE
+// tokenizes anything, so a binary file or a text in another encoding would train on noise
+// without a word. Returns a warning naming the file and the share of bad bytes when there are
+// any ("" when none); throws zf::error when that share is above max_share, `force` saying how to
+// tokenize it anyway.
+std::string check_training_text(std::string_view text, const std::string& name, double max_share,
+                                std::string_view force);
+
 }  // namespace zf

@@ -112,17 +112,31 @@ tokenizer tokenizer::load_hf_json(const std::filesystem::path& tokenizer_json) {
   if (!vocab.is_object() || vocab.empty())
     fail("tokenizer: '{}': model.vocab must be a non-empty object of token -> id", file);
   if (!added.is_array()) fail("tokenizer: '{}': added_tokens must be an array", file);
+  // The token tables are sized by the largest id, and every id below it must name a token, so
+  // no valid file has an id at or past its number of entries (vocab and added tokens together,
+  // an added token may repeat a vocab entry). Refusing those first bounds what a file can make
+  // us allocate by its own size: an id of 10^9 would otherwise ask for 32 GB.
+  const std::size_t entries = vocab.size() + added.size();
   auto id_of = [&](const nlohmann::json& v, const std::string& what) {
-    if (!v.is_number_integer() || v.get<long long>() < 0 || v.get<long long>() >= INT_MAX)
-      fail("tokenizer: '{}': id of {} is {}, expected a non-negative integer", file, what,
-           v.dump());
+    if (!v.is_number_integer())
+      fail("tokenizer: '{}': id of {} is {}, expected an integer", file, what, v.dump());
+    if (!v.is_number_unsigned() && v.get<std::int64_t>() < 0)
+      fail("tokenizer: '{}': {} has id {}, expected a non-negative integer", file, what, v.dump());
+    if (v.get<std::uint64_t>() >= entries)
+      fail(
+          "tokenizer: '{}': {} has id {}, beyond the {} tokens of model.vocab and added_tokens "
+          "(ids must be 0..{}, each naming a token)",
+          file, what, v.dump(), entries, entries - 1);
     return v.get<int>();
   };
   int n = 0;
-  for (const auto& [key, v] : vocab.items()) n = std::max(n, id_of(v, "'" + key + "'") + 1);
+  for (const auto& [key, v] : vocab.items())
+    n = std::max(n, id_of(v, "token " + nlohmann::json(key).dump()) + 1);
   for (const auto& a : added) {
     if (!a.is_object()) fail("tokenizer: '{}': added token {} is not an object", file, a.dump());
-    n = std::max(n, id_of(a.value("id", nlohmann::json()), a.dump()) + 1);
+    const auto& c = a.value("content", nlohmann::json());
+    const std::string what = "added token " + (c.is_string() ? c.dump() : a.dump());
+    n = std::max(n, id_of(a.value("id", nlohmann::json()), what) + 1);
   }
 
   auto m = std::make_shared<model>();

@@ -151,6 +151,81 @@ TEST_CASE("cli: NaN sampling flags and a folder as input are refused (issue 9)")
   CHECK_FALSE(fs::exists(d.path / "x.tok"));  // no empty shard written
 }
 
+// Issue 9: sizes the machine cannot hold ended in std::bad_alloc (or an out-of-memory kill)
+// after the run folder was started.
+TEST_CASE("cli: a model too large for memory is refused before --out, naming its keys") {
+  temp_dir d("too_big");
+  const fs::path out = d.path / "never";
+  for (const auto& [args, expect] : std::vector<std::pair<std::string, std::string>>{
+           {"train --set model.n_embd=65536", "model.n_layer = 4, model.n_embd = 65536:"},
+           {"train --set model.vocab_size=4194304 --set model.n_embd=8192",
+            "model.vocab_size = 4194304, model.n_embd = 8192:"},
+       }) {
+    auto r = zeroflow(args + " --out " + out.string(), d.path);
+    INFO(args << "\n" << r.out);
+    CHECK(r.code != 0);
+    CHECK(r.out.find(expect) != std::string::npos);
+    CHECK(r.out.find("iB of memory (parameters") != std::string::npos);
+    CHECK(r.out.find("but this machine has") != std::string::npos);
+    CHECK(r.out.find("bad_alloc") == std::string::npos);
+  }
+  CHECK_FALSE(fs::exists(out));  // nothing written to --out
+}
+
+// Issue 9: a binary file as a training corpus trained without a word.
+TEST_CASE("cli: a binary corpus is refused by name and share; a few bad bytes warn") {
+  temp_dir d("binary_corpus");
+  const fs::path out = d.path / "never";
+  std::string binary(16384, '\0');
+  for (std::size_t i = 0; i < binary.size(); ++i) binary[i] = char((i * 2654435761u) >> 11);
+  std::ofstream(d.path / "blob.txt", std::ios::binary) << binary;
+  const std::string blob = (d.path / "blob.txt").string();
+  auto r =
+      zeroflow("train" + k_small + " --set data.corpus=" + blob + " --out " + out.string(), d.path);
+  INFO(r.out);
+  CHECK(r.code != 0);
+  CHECK(r.out.find("corpus " + blob + ": ") != std::string::npos);
+  CHECK(r.out.find("% of its bytes are not valid UTF-8") != std::string::npos);
+  CHECK(r.out.find("data.max_invalid_utf8 = 1") != std::string::npos);
+  CHECK_FALSE(fs::exists(out));  // nothing written to --out
+
+  // tokenize: refused by name and share, nothing written; --force tokenizes with the warning
+  const std::string tok = (d.path / "blob.tok").string();
+  r = zeroflow("tokenize --data-dir " ZF_DATA_DIR " --input " + blob + " --output " + tok, d.path);
+  INFO(r.out);
+  CHECK(r.code != 0);
+  CHECK(r.out.find("corpus " + blob + ": ") != std::string::npos);
+  CHECK(r.out.find("--force") != std::string::npos);
+  CHECK_FALSE(fs::exists(tok));
+  r = zeroflow("tokenize --force --data-dir " ZF_DATA_DIR " --input " + blob + " --output " + tok,
+               d.path);
+  CHECK(r.code == 0);
+  CHECK(r.out.find("warning: corpus " + blob) != std::string::npos);
+  CHECK(fs::exists(tok));
+
+  // A few bad bytes: a warning, and the run trains.
+  std::string text = slurp(ZF_DATA_DIR "/moby-dick.txt").substr(0, 20000);
+  text[500] = '\xFF';
+  text[900] = '\0';
+  std::ofstream(d.path / "few.txt", std::ios::binary) << text;
+  const std::string few = (d.path / "few.txt").string();
+  fs::create_directories(d.path / "data");  // the corpus cache goes here, not in the shared one
+  fs::create_directory_symlink(fs::absolute(ZF_DATA_DIR "/gpt2"), d.path / "data" / "gpt2");
+  r = zeroflow("train --set train.steps=2" + k_small +
+                   " --set data.data_dir=" + (d.path / "data").string() +
+                   " --set data.corpus=" + few + " --out " + (d.path / "run").string(),
+               d.path);
+  INFO(r.out);
+  CHECK(r.code == 0);
+  CHECK(r.out.find("warning: corpus " + few + ": 0.01% of its bytes are not valid UTF-8") !=
+        std::string::npos);
+  r = zeroflow("tokenize --data-dir " ZF_DATA_DIR " --input " + few + " --output " +
+                   (d.path / "few.tok").string(),
+               d.path);
+  CHECK(r.code == 0);
+  CHECK(r.out.find("warning: corpus " + few) != std::string::npos);
+}
+
 TEST_CASE("cli: a truncated token shard is refused by name") {
   temp_dir d("trunc");
   std::ofstream(d.path / "in.txt") << slurp(ZF_DATA_DIR "/moby-dick.txt").substr(0, 20000);

@@ -283,6 +283,54 @@ TEST_CASE("hf loader: errors name the file and the key or tensor") {
   CHECK_MESSAGE(contains(m, "no *.safetensors"), m);
 }
 
+// Issue 9: sizes the machine cannot hold were found by a std::bad_alloc (or an out-of-memory
+// kill) when the fp32 buffer was sized; sizes whose products overflow an int wrapped silently.
+// Both are refused from config.json alone, naming it and its keys, before a weight is read.
+TEST_CASE("hf loader: a config.json too large for memory, or overflowing, is refused by name") {
+  temp_dir dir("hf_huge");
+  const std::string cfg_file = (dir / "config.json").string();
+  broken_copy("tiny-llama", dir.path, {}, [](auto& c) {
+    c["hidden_size"] = 65536;
+    c["num_attention_heads"] = 64;
+    c["num_key_value_heads"] = 8;
+    c["num_hidden_layers"] = 400;
+    c["intermediate_size"] = 262144;
+  });
+  std::string m = error_of([&] { zf::load_hf_weights(dir.path); });
+  CHECK_MESSAGE(contains(m, "hf: " + cfg_file +
+                                ": vocab_size = 458, hidden_size = 65536, "
+                                "num_hidden_layers = 400: the model has 2.45e+13 parameters"),
+                m);
+  CHECK_MESSAGE(contains(m, "89.1 TiB as fp32, but this machine has"), m);
+
+  broken_copy("tiny-gpt2", dir.path, {}, [](auto& c) {
+    c["vocab_size"] = 1 << 30;
+    c["n_embd"] = 4096;
+  });
+  m = error_of([&] { zf::load_hf_weights(dir.path); });
+  CHECK_MESSAGE(contains(m, "hf: " + cfg_file +
+                                ": vocab_size = 1073741824, n_embd = 4096, "
+                                "n_layer = 2: the model has 4.4e+12 parameters, 16 TiB as fp32"),
+                m);
+
+  // q | k | v columns past INT_MAX
+  broken_copy("tiny-llama", dir.path, {}, [](auto& c) {
+    c["hidden_size"] = 1 << 30;
+    c["num_attention_heads"] = 1;
+    c["num_key_value_heads"] = 1;
+  });
+  m = error_of([&] { zf::load_hf_weights(dir.path); });
+  CHECK_MESSAGE(contains(m, "hf: " + cfg_file + ": model: n_head 1 and n_kv_head 1"), m);
+  CHECK_MESSAGE(contains(m, "attention columns"), m);
+  // GPT-2's default MLP width, 4 n_embd, past INT_MAX
+  broken_copy("tiny-gpt2", dir.path, {}, [](auto& c) {
+    c["n_embd"] = 1 << 30;
+    c["n_head"] = 1;
+  });
+  m = error_of([&] { zf::load_hf_weights(dir.path); });
+  CHECK_MESSAGE(contains(m, "hf: " + cfg_file + ": \"n_embd\" is 1073741824"), m);
+}
+
 TEST_CASE("hf loader: tiny-llama31 rope_scaling llama3 and tied head") {
   const auto w = zf::load_hf_weights(kHf / "tiny-llama31");
   const auto& c = w.cfg;

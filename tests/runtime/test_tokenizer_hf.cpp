@@ -165,12 +165,12 @@ TEST_CASE("hf tokenizer: malformed tokenizer.json names the file and the field")
   j = good;
   j["model"].erase("vocab");
   expect(j, "model.vocab");
-  j = good;
+  j = fixture_json("tiny-gpt2");  // <|endoftext|> is in model.vocab and added_tokens
   j["model"]["vocab"].erase("!");
   expect(j, "no token has id 0");
   j = good;
   j["model"]["vocab"]["extra"] = 1000;
-  expect(j, "no token has id 458");
+  expect(j, "token \"extra\" has id 1000, beyond the 459 tokens");
   j = good;
   j["model"]["vocab"]["<s>\u2581"] = 458;  // a SentencePiece-style spelling
   expect(j, "is not byte-level");
@@ -180,6 +180,56 @@ TEST_CASE("hf tokenizer: malformed tokenizer.json names the file and the field")
   j = good;
   j["pre_tokenizer"]["pretokenizers"] = 7;
   expect(j, "unexpected structure");
+}
+
+// The tables are sized by the largest id: a huge one must be refused by name before it is used
+// as a size (it was a std::bad_alloc naming nothing, or an out-of-memory kill).
+TEST_CASE("hf tokenizer: an id far beyond the vocabulary is refused, naming file, token and id") {
+  temp_dir dir("tok_hf_huge_id");
+  const std::string file = (dir / "tokenizer.json").string();
+  auto expect = [&](const json& j, std::initializer_list<std::string_view> parts) {
+    const auto m = error_of([&] { load_json(dir, j); });
+    CHECK_MESSAGE(contains(m, file), m);
+    for (auto part : parts) CHECK_MESSAGE(contains(m, part), m);
+  };
+  const json good = fixture_json("tiny-llama");
+  json j = good;
+  j["model"]["vocab"]["\u0120zz"] = 1000000000;  // "Ġzz", a byte-level spelling
+  expect(j, {"token \"\u0120zz\"", "id 1000000000", "beyond the 459 tokens"});
+  j = good;
+  j["model"]["vocab"]["huge"] = 2147483646;  // just below INT_MAX: an 80 GB table
+  expect(j, {"token \"huge\"", "id 2147483646"});
+  j = good;
+  j["model"]["vocab"]["big"] = 18446744073709551615ull;
+  expect(j, {"token \"big\"", "id 18446744073709551615"});
+  j = good;
+  j["model"]["vocab"]["neg"] = -3;
+  expect(j, {"token \"neg\"", "id -3", "non-negative"});
+  j = good;
+  j["added_tokens"][1]["id"] = 1000000000;
+  expect(j, {"added token \"<|end_of_text|>\"", "id 1000000000"});
+  j = good;
+  j["added_tokens"][0]["id"] = -1;
+  expect(j, {"added token \"<|begin_of_text|>\"", "id -1"});
+
+  // The bound is exact: the largest id a complete file can have still loads.
+  j = good;
+  j["model"]["vocab"]["zzz"] = 458;
+  CHECK(load_json(dir, j).vocab_size() == 459);
+}
+
+// encoder.json (GPT-2's own files) is bounded by its number of entries too.
+TEST_CASE("gpt2 tokenizer: an encoder.json id beyond its entries is refused by name") {
+  temp_dir dir("tok_gpt2_huge_id");
+  json enc = json::object();
+  for (int b = 0; b < 256; ++b) enc[fmt::format("t{}", b)] = b;
+  enc["<|endoftext|>"] = 1000000000;
+  std::ofstream(dir / "encoder.json") << enc.dump();
+  std::ofstream(dir / "vocab.bpe") << "#version: 0.2\n";
+  const auto m = error_of([&] { zf::tokenizer::load_gpt2(dir.path); });
+  CHECK_MESSAGE(contains(m, (dir / "encoder.json").string()), m);
+  CHECK_MESSAGE(contains(m, "<|endoftext|>"), m);
+  CHECK_MESSAGE(contains(m, "id 1000000000"), m);
 }
 
 TEST_CASE("hf tokenizer: chat formats by special tokens") {

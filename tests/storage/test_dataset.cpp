@@ -251,3 +251,45 @@ TEST_CASE("dataset: prepare_corpus names a missing or empty corpus") {
   CHECK(contains(msg, empty.string()));
   CHECK(contains(msg, "empty"));
 }
+
+// Issue 9: a binary file as a training corpus trained without a word.
+TEST_CASE("dataset: prepare_corpus refuses a binary corpus and warns about a few bad bytes") {
+  temp_dir dir("binary");
+  const fs::path data_dir = dir / "data";
+  std::string binary(8192, '\0');
+  for (std::size_t i = 0; i < binary.size(); ++i) binary[i] = char((i * 2654435761u) >> 13);
+  const fs::path bin = dir / "image.txt";
+  write_text(bin, binary);
+  std::vector<std::string> warnings;
+  zf::storage::corpus_checks checks;
+  checks.warn = [&](const std::string& w) { warnings.push_back(w); };
+  auto msg =
+      error_of([&] { zf::storage::prepare_corpus(bin.string(), data_dir, gpt2(), "", checks); });
+  CHECK_MESSAGE(contains(msg, "corpus " + bin.string() + ": "), msg);
+  CHECK_MESSAGE(contains(msg, "% of its bytes are not valid UTF-8"), msg);
+  CHECK_MESSAGE(contains(msg, "data.max_invalid_utf8 = 1"), msg);
+  CHECK_FALSE(fs::exists(data_dir / "cache"));  // nothing tokenized, nothing cached
+
+  // Forced through the key: tokenized, with the warning.
+  checks.max_invalid_utf8 = 1;
+  CHECK(fs::exists(zf::storage::prepare_corpus(bin.string(), data_dir, gpt2(), "", checks)));
+  REQUIRE(warnings.size() == 1);
+  CHECK(contains(warnings[0], bin.string()));
+
+  // A text with a few bad bytes (0.1%): tokenized, with a warning naming it and the share.
+  std::string text;
+  while (text.size() < 3000) text += "Call me Ishmael. ";
+  text[100] = '\xFF';
+  text[200] = '\0';
+  text[300] = '\xC3';
+  const fs::path few = dir / "few.txt";
+  write_text(few, text);
+  warnings.clear();
+  checks.max_invalid_utf8 = 0.01;
+  const fs::path shard = zf::storage::prepare_corpus(few.string(), data_dir, gpt2(), "", checks);
+  CHECK(token_shard::open(shard).size() == gpt2().encode(text).size());
+  REQUIRE(warnings.size() == 1);
+  CHECK_MESSAGE(contains(warnings[0], "corpus " + few.string() + ": 0.0997% of its bytes"),
+                warnings[0]);
+  CHECK_MESSAGE(contains(warnings[0], "2 invalid, 1 NUL, of 3009"), warnings[0]);
+}

@@ -1,0 +1,87 @@
+#include "runtime/train/footprint.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "runtime/core/error.hpp"
+#include "runtime/core/memory.hpp"
+#include "runtime/core/model_spec.hpp"
+#include "runtime/model/model.hpp"
+#include "runtime/train/zero.hpp"
+
+namespace zf {
+
+// Mirrors what zero_rank allocates per stage (runtime/train/zero.cpp) and what the pipeline
+// holds besides: the initial parameters as one flat copy while the ranks import them, and later
+// the snapshot a checkpoint is written from.
+train_footprint estimate_train_footprint(const run_config& cfg, int world, int local_ranks) {
+  const model_spec spec = spec_of(cfg.model);
+  const param_layout layout = make_layout(spec);
+  const zero_partition part(layout.regions, world);
+  const double P = double(layout.total), O = double(part.owned_size);
+  std::size_t max_chunk = 0, other = 0;
+  for (std::size_t i = 0; i < part.chunk.size(); ++i) {
+    max_chunk = std::max(max_chunk, part.chunk[i]);
+    if (i > 0) other = std::max(other, part.chunk[i] * std::size_t(world));
+  }
+  const int stage = cfg.zero.stage;
+  double params = stage == 3 ? O : P, grads = stage == 0 ? P : stage == 1 ? P + O : O;
+  double moments = 2 * (stage == 0 ? P : O), buffers = 0;
+  if (stage >= 1) buffers += double(max_chunk);
+  if (stage == 1 || stage == 3) buffers += double(part.max_bucket());
+  if (stage >= 2) buffers += double(part.chunk[0] * std::size_t(world) + other);
+  const double acts = activation_floats(spec, cfg.train.batch_size, cfg.train.seq_len);
+  const double n = local_ranks, f = sizeof(float);
+  train_footprint fp;
+  fp.params = n * params * f;
+  fp.grads = n * grads * f;
+  fp.moments = n * moments * f;
+  fp.buffers = n * buffers * f;
+  fp.copies = std::max(P, n * 3 * O) * f;  // a snapshot holds owned parameters, m and v
+  fp.activations = n * acts * f;
+  return fp;
+}
+
+namespace {
+
+// The keys behind the largest part of the footprint, with their values, for the message.
+std::string keys_to_blame(const run_config& cfg, const train_footprint& fp, int local_ranks) {
+  const model_config& m = cfg.model;
+  const param_counts pc = count_params(spec_of(m));
+  const double state = fp.total() - fp.activations;  // in proportion to the parameters
+  auto kv = [](const char* key, int v) { return fmt::format("{} = {}", key, v); };
+  std::vector<std::pair<double, std::string>> parts = {
+      {state * pc.vocab / pc.total(),
+       kv("model.vocab_size", m.vocab_size) + ", " + kv("model.n_embd", m.n_embd)},
+      {state * pc.positions / pc.total(),
+       kv("model.n_positions", m.n_positions) + ", " + kv("model.n_embd", m.n_embd)},
+      {state * pc.blocks / pc.total(),
+       kv("model.n_layer", m.n_layer) + ", " + kv("model.n_embd", m.n_embd) +
+           (m.intermediate ? ", " + kv("model.intermediate", m.intermediate) : "")},
+      {fp.activations, kv("train.batch_size", cfg.train.batch_size) + ", " +
+                           kv("train.seq_len", cfg.train.seq_len)},
+  };
+  std::string keys = std::max_element(parts.begin(), parts.end())->second;
+  if (local_ranks > 1) keys += ", " + kv("train.ranks", local_ranks);
+  return keys;
+}
+
+}  // namespace
+
+void check_train_footprint(const run_config& cfg, int world, int local_ranks,
+                           std::uint64_t available) {
+  const train_footprint fp = estimate_train_footprint(cfg, world, local_ranks);
+  if (fp.total() <= double(available)) return;
+  fail(
+      "{}: training needs about {} of memory (parameters {}, gradients {}, AdamW moments {}, ZeRO "
+      "buffers {}, initial or checkpoint copy {}, activations {}; {} rank(s) in this process, "
+      "zero.stage {}) but this machine has {}; make these smaller",
+      keys_to_blame(cfg, fp, local_ranks), bytes_text(fp.total()), bytes_text(fp.params),
+      bytes_text(fp.grads), bytes_text(fp.moments), bytes_text(fp.buffers), bytes_text(fp.copies),
+      bytes_text(fp.activations), local_ranks, cfg.zero.stage, bytes_text(double(available)));
+}
+
+}  // namespace zf
