@@ -87,7 +87,10 @@ int run_generate() {
   serve::completion_request r;
   r.prompt = engine->encode(g_gen.prompt);
   r.max_tokens = g_gen.max_tokens;
-  r.sampling = {g_gen.temperature, g_gen.top_k, g_gen.top_p, g_gen.seed};
+  r.sampling.temperature = g_gen.temperature;
+  r.sampling.top_k = g_gen.top_k;
+  r.sampling.top_p = g_gen.top_p;
+  r.sampling.seed = g_gen.seed;
   std::cout << g_gen.prompt << std::flush;
   serve::complete(*engine, std::move(r),
                   [](const std::string& t) { std::cout << t << std::flush; });
