@@ -72,19 +72,26 @@ fs::path checkpoint_committer::write(const manifest_info& info,
       return {};
     }
     for (int r = 1; r < group_.world; ++r) {
-      auto theirs =
-          decode_fragments(group_.store->get(key + "/frag/" + std::to_string(r), group_.timeout));
+      auto bytes = group_.store->get(key + "/frag/" + std::to_string(r), group_.timeout);
+      if (const auto failed = peer_failure(bytes))
+        fail("checkpoint commit: writer {} could not write its part: {}", r, *failed);
+      auto theirs = decode_fragments(bytes);
       all.insert(all.end(), theirs.begin(), theirs.end());
     }
     phase("collected");
     write_manifest(root_, tmp, layout_, all, info);
     phase("manifest");
     return publish_checkpoint(root_, tmp, info.step, keep_);
-  } catch (const error&) {
+  } catch (const error& e) {
     // A failure we report (a full disk, a peer that never answered): the leader removes the
-    // partial folder, whose data would otherwise keep a full disk full. Anything else (a test's
-    // simulated crash) leaves it, as a crash would.
+    // partial folder, whose data would otherwise keep a full disk full; a follower tells the
+    // leader at once instead of leaving it to wait out the group timeout. Anything else (a
+    // test's simulated crash) leaves it, as a crash would.
     if (lead) abandon_checkpoint(tmp);
+    if (!lead && many) {
+      std::string msg = nlohmann::json{{"error", e.what()}}.dump();
+      group_.store->set(key + "/frag/" + std::to_string(group_.rank), {msg.begin(), msg.end()});
+    }
     throw;
   }
 }
@@ -96,6 +103,16 @@ std::vector<char> encode_fragments(const std::vector<fragment>& fs) {
                  std::string(dtype_name(f.dtype))});
   std::string s = j.dump();
   return {s.begin(), s.end()};
+}
+
+std::optional<std::string> peer_failure(const std::vector<char>& bytes) {
+  // A fragment list is a JSON array; a follower's failure report is {"error": "<message>"}.
+  if (bytes.empty() || bytes.front() != '{') return std::nullopt;
+  try {
+    return nlohmann::json::parse(bytes.begin(), bytes.end()).at("error").get<std::string>();
+  } catch (const nlohmann::json::exception&) {
+    return "(an unreadable failure report)";
+  }
 }
 
 std::vector<fragment> decode_fragments(const std::vector<char>& bytes) {

@@ -19,6 +19,8 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -69,5 +71,8 @@ class checkpoint_committer {
 // A fragment list as bytes for the store, and back (JSON; dtype included).
 std::vector<char> encode_fragments(const std::vector<fragment>& fs);
 std::vector<fragment> decode_fragments(const std::vector<char>& bytes);
+// What a follower published instead of its fragments when it failed ({"error": message}), or
+// nullopt for a fragment list.
+std::optional<std::string> peer_failure(const std::vector<char>& bytes);
 
 }  // namespace zf::storage

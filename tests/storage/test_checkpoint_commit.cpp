@@ -211,6 +211,21 @@ TEST_CASE("checkpoint commit: a crash before the rename leaves the previous chec
   CHECK(r2.errors[1] == "simulated crash");
   CHECK(st::read_text_file(root / "latest") == "step-000001\n");
   check_loads(root, L, 1);
+  // a follower that fails with an error (a full disk) tells the leader at once: the leader fails
+  // naming it and its reason instead of waiting out the group timeout
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r4 = commit_in_two(
+      root, L, state(L.total, 2), 2, zf::comm::make_file_store(d.path / "kv5"),
+      [](int rank, std::string_view p) {
+        if (rank == 1 && p == "written") zf::fail("rank-00001.bin: No space left on device");
+      },
+      std::chrono::seconds(60));
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(30));
+  CHECK(contains(r4.errors[0], "writer 1 could not write its part"));
+  CHECK(contains(r4.errors[0], "No space left on device"));
+  CHECK_FALSE(fs::exists(root / "step-000002.tmp"));
+  CHECK(st::read_text_file(root / "latest") == "step-000001\n");
+  check_loads(root, L, 1);
   // the next launch writes step 2 over the leftovers
   auto r3 = commit_in_two(root, L, state(L.total, 2), 2, zf::comm::make_file_store(d.path / "kv4"));
   CHECK(r3.errors[0].empty());
