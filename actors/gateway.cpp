@@ -15,7 +15,7 @@
 #include <thread>
 #include <vector>
 
-#include "actors/gateway_session.hpp"
+#include "actors/gateway_connection.hpp"
 #include "runtime/api/http_routes.hpp"
 #include "runtime/core/error.hpp"
 
@@ -50,7 +50,8 @@ struct gateway::impl {
             return;
           }
           const auto& o = state->opts;
-          if (state->metrics.open_connections() < o.max_connections)
+          if (state->metrics.open_connections() < o.max_connections ||
+              detail::connection::evict_oldest_idle(*state))
             detail::start_session(std::move(socket), state);
           else if (state->metrics.overflow_connections() < o.overflow_connections)
             detail::start_session(std::move(socket), state, true);  // /health, /metrics only
@@ -138,6 +139,10 @@ gateway::~gateway() {
 
 int gateway::port() const {
   return impl_->port;
+}
+
+std::string gateway::metrics_text() const {
+  return impl_->state->metrics.text(impl_->state->backend.metrics_text());
 }
 
 void gateway::stop() {

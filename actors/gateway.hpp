@@ -29,9 +29,11 @@ struct gateway_options {
   int port = 8000;          // 0: an ephemeral port (see gateway::port())
   int io_threads = 2;       // accept and run connections; never tokenize
   int prepare_threads = 2;  // parse, tokenize and submit completion requests
-  // Request slots. Over them, up to overflow_connections more are read for one request with
-  // overflow_timeout_s: GET /health and /metrics are answered, anything else gets 503; beyond
-  // those, 503 at once. So a flood of idle sockets cannot make /health fail.
+  // Request slots. When all are taken, a new connection closes the one idle longest (waiting
+  // for a request, none of it received); if none is idle, up to overflow_connections more are
+  // read for one request with overflow_timeout_s: GET /health and /metrics are answered,
+  // anything else gets 503; beyond those, 503 at once. So neither idle sockets nor busy ones
+  // make /health fail.
   int max_connections = 512;
   int overflow_connections = 64;
   int overflow_timeout_s = 2;
@@ -60,8 +62,10 @@ class gateway {
   gateway& operator=(const gateway&) = delete;
 
   int port() const;  // the bound port
-  void stop();       // thread-safe, idempotent; connections are closed by the destructor
-  void wait();       // blocks until stop()
+  // What GET /metrics answers (the backend's metrics and the HTTP ones), without a connection.
+  std::string metrics_text() const;
+  void stop();  // thread-safe, idempotent; connections are closed by the destructor
+  void wait();  // blocks until stop()
 
   struct impl;
 

@@ -20,12 +20,14 @@ void connection::read_header() {
   parser_.emplace();
   parser_->body_limit(st_->opts.max_body_bytes);
   reading_body_ = false;
+  if (!overflow_ && buffer_.size() == 0) set_idle(true);
   const int timeout = overflow_ ? st_->opts.overflow_timeout_s : st_->opts.header_timeout_s;
   stream_.expires_after(std::chrono::seconds(timeout));
   http::async_read_header(stream_, buffer_, *parser_, on(&connection::on_header));
 }
 
 void connection::on_header(error_code ec, std::size_t) {
+  set_idle(false);
   if (closed_) return;
   if (ec) return read_failed(ec);
   if (parser_->is_done()) return on_body({}, 0);
@@ -170,9 +172,34 @@ void connection::drain(error_code ec, std::size_t n) {
   stream_.async_read_some(buffer_.prepare(4096), on(&connection::drain));
 }
 
+void connection::set_idle(bool idle) {
+  if (idle)
+    st_->idle.add(shared_from_this(), idle_at_);
+  else
+    st_->idle.remove(idle_at_);
+}
+
+bool connection::evict_oldest_idle(gateway_state& st) {
+  auto c = st.idle.take_oldest([](connection & c) -> auto& { return c.idle_at_; });
+  if (!c) return false;
+  net::dispatch(c->executor(), [c] { c->evict(); });
+  return true;
+}
+
+// Still waiting for a request, and not a byte of one received or pending: closed. Otherwise a
+// request is arriving after all and the connection stays (the new one is let in all the same).
+void connection::evict() {
+  if (closed_ || reading_body_ || writing_ || buffer_.size() > 0) return;
+  beast::error_code ec;
+  if (stream_.socket().available(ec) > 0 || ec) return;
+  st_->metrics.dropped("evicted");
+  close();
+}
+
 void connection::close() {
   if (closed_) return;
   closed_ = true;
+  set_idle(false);
   on_close();
   out_.clear();  // not wbuf_: a pending write may still point into it
   st_->metrics.buffered(-accounted_);

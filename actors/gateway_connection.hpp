@@ -40,6 +40,9 @@ class connection : public std::enable_shared_from_this<connection> {
     st_->metrics.connection_closed(overflow_);
   }
   void start();
+  // The listener, with every slot taken: closes the connection idle the longest (waiting for a
+  // request with none of it received), making room. False: there was none.
+  static bool evict_oldest_idle(gateway_state& st);
 
  protected:
   using request = boost::beast::http::request<boost::beast::http::string_body>;
@@ -79,7 +82,9 @@ class connection : public std::enable_shared_from_this<connection> {
   void read_body(error_code ec, std::size_t);
   void on_body(error_code ec, std::size_t);
   void read_failed(error_code ec);
-  void account();  // publishes the queued byte count to the buffered-output gauge
+  void account();            // publishes the queued byte count to the buffered-output gauge
+  void set_idle(bool idle);  // lists or unlists this connection in st_->idle
+  void evict();              // on the strand: closes it if it is still idle
   void response_done();
   void flush();
   void on_written(error_code ec, std::size_t);
@@ -95,6 +100,7 @@ class connection : public std::enable_shared_from_this<connection> {
   std::size_t woff_ = 0;
   int64_t accounted_ = 0;  // out_ and wbuf_'s unwritten bytes, as last published
   bool reading_body_ = false;
+  std::optional<idle_connections::list::iterator> idle_at_;  // listed as idle (under its lock)
   bool writing_ = false;
   bool finishing_ = false;  // the response's last bytes are queued: response_done once written
   bool watching_ = false;

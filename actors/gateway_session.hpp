@@ -7,8 +7,10 @@
 #include <boost/asio.hpp>
 // clang-format on
 
+#include <list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -16,6 +18,45 @@
 #include "runtime/api/http_metrics.hpp"
 
 namespace zf::actors::detail {
+
+class connection;
+
+// Connections waiting for a request with no byte of it received, oldest first: when every slot
+// is taken, the listener closes the oldest of these to make room (idle keep-alive sockets must
+// not lock out new clients). Each connection adds and removes itself; the listener takes.
+class idle_connections {
+ public:
+  using list = std::list<std::weak_ptr<connection>>;
+  // Adds c unless *at is set (already listed); removes it when *at is set. Under the lock: the
+  // listener may take the entry concurrently and clear *at.
+  void add(const std::shared_ptr<connection>& c, std::optional<list::iterator>& at) {
+    std::lock_guard lock(mu_);
+    if (!at) at = conns_.insert(conns_.end(), c);
+  }
+  void remove(std::optional<list::iterator>& at) {
+    std::lock_guard lock(mu_);
+    if (at) conns_.erase(*at);
+    at.reset();
+  }
+  // The oldest idle connection still alive, unlisted (its `at` cleared through at_of), or null.
+  template <class AtOf>
+  std::shared_ptr<connection> take_oldest(AtOf at_of) {
+    std::lock_guard lock(mu_);
+    while (!conns_.empty()) {
+      std::shared_ptr<connection> c = conns_.front().lock();
+      conns_.pop_front();
+      if (c) {
+        at_of(*c).reset();
+        return c;
+      }
+    }
+    return nullptr;
+  }
+
+ private:
+  std::mutex mu_;
+  list conns_;
+};
 
 // Shared by the listener, every session and every event sink. Sinks may outlive the gateway
 // (the backend drops them when it likes), so they hold this by shared_ptr and post into ioc only
@@ -34,6 +75,8 @@ struct gateway_state {
   // Completion requests are parsed, tokenized and submitted here, off the io threads. Stopped
   // and joined by ~gateway before the io_context goes.
   std::unique_ptr<boost::asio::thread_pool> prepare;
+
+  idle_connections idle;
 
   openai::http_metrics metrics;
 };

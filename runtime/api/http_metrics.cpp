@@ -52,7 +52,7 @@ std::string http_metrics::text(std::string backend_text) const {
       open_.load(), overflow_.load(), buffered_.load());
   std::lock_guard lock(mu_);
   for (const char* reason : {"idle_timeout", "header_timeout", "read_timeout", "write_timeout",
-                             "output_limit", "over_capacity"}) {
+                             "output_limit", "evicted", "over_capacity"}) {
     auto it = dropped_.find(std::string_view(reason));
     out += fmt::format("zeroflow_http_dropped_connections_total{{reason=\"{}\"}} {}\n", reason,
                        it == dropped_.end() ? 0 : it->second);

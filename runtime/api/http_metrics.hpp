@@ -13,7 +13,8 @@
 //     the server closed on a client: idle_timeout (no request within header_timeout_s of the
 //     connection opening or the last response), header_timeout (slow headers), read_timeout (slow
 //     body), write_timeout (a client not reading), output_limit (a stream's queued bytes over
-//     the per-connection bound), over_capacity (refused: every slot full)
+//     the per-connection bound), evicted (idle, closed to make room for a new connection when
+//     every slot was taken), over_capacity (refused: every slot full of busy connections)
 // Thread-safe: every io thread of the gateway counts into one of these.
 #include <atomic>
 #include <cstdint>

@@ -380,15 +380,3 @@ TEST_CASE("gateway 100 concurrent streams complete and nothing leaks") {
   CHECK(contains(metrics,
                  "zeroflow_http_requests_total{route=\"/v1/completions\",code=\"200\"} 100\n"));
 }
-
-TEST_CASE("gateway refuses connections over max_connections with 503") {
-  fixture f(zf::actors::gateway_options{.max_connections = 1, .overflow_connections = 0});
-  client first(f.port());
-  CHECK(first.get("/health").result_int() == 200);  // its session is open now
-  client second(f.port());
-  auto res = second.get("/health");
-  CHECK(res.result_int() == 503);
-  CHECK(res[http::field::retry_after] == "1");
-  CHECK(contains(res.body(), "too many connections"));
-  CHECK(first.get("/health").result_int() == 200);
-}

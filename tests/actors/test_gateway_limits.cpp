@@ -38,6 +38,15 @@ struct fixture {
     gw.emplace(backend, o);
   }
   int port() const { return gw->port(); }
+  // A /metrics sample's value read without a connection (which would take a slot), -1 if absent.
+  double metric(const std::string& name) const {
+    const std::string body = "\n" + gw->metrics_text();
+    size_t at = body.find("\n" + name + " ");
+    return at == std::string::npos ? -1 : std::stod(body.substr(at + name.size() + 2));
+  }
+  double dropped(const std::string& reason) const {
+    return metric("zeroflow_http_dropped_connections_total{reason=\"" + reason + "\"}");
+  }
 };
 
 std::string raw_post(const std::string& target, const json& body, const char* version = "1.1") {
@@ -78,24 +87,6 @@ struct raw_socket {
   }
 };
 
-// The value of one /metrics sample line `name` (with its labels), -1 if absent, asked on c.
-double metric(client& c, const std::string& name) {
-  auto res = c.get("/metrics");
-  const std::string& body = res.body();
-  size_t at = body.find("\n" + name + " ");
-  if (at == std::string::npos) return -1;
-  return std::stod(body.substr(at + name.size() + 2));
-}
-
-double metric(int port, const std::string& name) {
-  client c(port);
-  return metric(c, name);
-}
-
-double dropped(int port, const std::string& reason) {
-  return metric(port, "zeroflow_http_dropped_connections_total{reason=\"" + reason + "\"}");
-}
-
 // Polls `pred` every 20 ms until it holds or `timeout` passes.
 template <class F>
 bool eventually(F pred, std::chrono::milliseconds timeout) {
@@ -133,34 +124,61 @@ TEST_CASE("gateway: /health answers while a prompt is being tokenized") {
   CHECK(f.backend.wait_idle(5s));
 }
 
-TEST_CASE("gateway: over max_connections, /health and /metrics answer and the rest gets 503") {
+TEST_CASE("gateway: with every slot taken, the connection idle longest makes room") {
+  fixture f({.max_connections = 2, .overflow_connections = 0});
+  raw_socket oldest(f.port());
+  REQUIRE(eventually([&] { return f.metric("zeroflow_http_open_connections") == 1; }, 5s));
+  raw_socket newer(f.port());
+  REQUIRE(eventually([&] { return f.metric("zeroflow_http_open_connections") == 2; }, 5s));
+  client c(f.port());  // every slot idle: `oldest` is closed to make room
+  CHECK(c.get("/health").result_int() == 200);
+  CHECK(oldest.read_to_eof(5s) == std::string());  // closed with no answer: it asked nothing
+  CHECK(f.dropped("evicted") == 1);
+  newer.send("GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  auto got = newer.read_to_eof(5s);
+  REQUIRE(got);
+  CHECK(contains(*got, "HTTP/1.1 200 OK"));
+}
+
+TEST_CASE("gateway: with every slot busy, /health and /metrics answer and the rest gets 503") {
   fixture f({.max_connections = 1, .overflow_connections = 1});
-  client first(f.port());
-  CHECK(first.get("/health").result_int() == 200);  // the one slot is taken now
+  f.backend.token_delay_ms = 20;  // 200 tokens: 4 s, the one slot stays busy
+  raw_socket busy(f.port());
+  busy.send(raw_post("/v1/completions", {{"prompt", "a"}, {"max_tokens", 200}, {"stream", true}}));
+  REQUIRE(eventually([&] { return f.backend.running() == 1; }, 5s));
+  auto overflow_is = [&](int n) {
+    return eventually([&] { return f.metric("zeroflow_http_overflow_connections") == n; }, 5s);
+  };
 
   client second(f.port());  // an overflow connection: health is answered, then it closes
   auto res = second.get("/health");
   CHECK(res.result_int() == 200);
   CHECK(!res.keep_alive());
+  REQUIRE(overflow_is(0));
+  client metrics(f.port());
+  CHECK(contains(metrics.get("/metrics").body(), "zeroflow_http_overflow_connections 1"));
+  metrics.socket.close();
+  REQUIRE(overflow_is(0));
 
-  REQUIRE(eventually([&] { return metric(first, "zeroflow_http_overflow_connections") == 0; }, 5s));
   raw_socket third(f.port());  // overflow too: a completion is refused
   third.send(raw_post("/v1/completions", {{"prompt", "a"}, {"max_tokens", 1}}));
   auto got = third.read_to_eof(5s);
   REQUIRE(got);
   CHECK(contains(*got, "HTTP/1.1 503"));
+  CHECK(contains(*got, "Retry-After: 1"));
   CHECK(contains(*got, "too many connections"));
-  CHECK(f.backend.submitted().empty());
+  CHECK(f.backend.submitted().size() == 1);
+  REQUIRE(overflow_is(0));
 
-  raw_socket idle(f.port());  // holds the overflow slot
-  // (asked on `first`: a new connection would take the overflow slot itself)
-  REQUIRE(eventually([&] { return metric(first, "zeroflow_http_overflow_connections") == 1; }, 5s));
+  raw_socket idle(f.port());  // holds the overflow slot (busy slots are never evicted)
+  REQUIRE(overflow_is(1));
   raw_socket fourth(f.port());  // no slot at all: refused at once
   auto refused = fourth.read_to_eof(5s);
   REQUIRE(refused);
   CHECK(contains(*refused, "HTTP/1.1 503"));
-  CHECK(metric(first, "zeroflow_http_dropped_connections_total{reason=\"over_capacity\"}") == 1);
-  CHECK(first.get("/health").result_int() == 200);
+  CHECK(f.dropped("over_capacity") == 1);
+  CHECK(f.dropped("evicted") == 0);
+  f.backend.cancel(1);
 }
 
 TEST_CASE("gateway: idle and slow-header sockets are closed after header_timeout_s") {
@@ -172,8 +190,8 @@ TEST_CASE("gateway: idle and slow-header sockets are closed after header_timeout
   CHECK(idle.read_to_eof(5s) == std::string());
   CHECK(partial.read_to_eof(5s) == std::string());
   CHECK(std::chrono::steady_clock::now() - t0 < 3s);
-  CHECK(dropped(f.port(), "idle_timeout") == 1);
-  CHECK(dropped(f.port(), "header_timeout") == 1);
+  CHECK(f.dropped("idle_timeout") == 1);
+  CHECK(f.dropped("header_timeout") == 1);
 }
 
 TEST_CASE("gateway: a stream whose client does not read is dropped at max_output_bytes") {
@@ -183,8 +201,8 @@ TEST_CASE("gateway: a stream whose client does not read is dropped at max_output
   REQUIRE(eventually([&] { return f.backend.last_id() == 1; }, 5s));
   CHECK(f.backend.wait_cancel(1, 30s));
   CHECK(f.backend.wait_idle(5s));
-  CHECK(dropped(f.port(), "output_limit") == 1);
-  CHECK(metric(f.port(), "zeroflow_http_buffered_output_bytes") == 0);
+  CHECK(f.dropped("output_limit") == 1);
+  CHECK(f.metric("zeroflow_http_buffered_output_bytes") == 0);
 }
 
 TEST_CASE("gateway: a write that makes no progress for write_timeout_s drops the client") {
@@ -195,8 +213,8 @@ TEST_CASE("gateway: a write that makes no progress for write_timeout_s drops the
   REQUIRE(eventually([&] { return f.backend.last_id() == 1; }, 5s));
   CHECK(f.backend.wait_cancel(1, 30s));
   CHECK(f.backend.wait_idle(5s));
-  CHECK(dropped(f.port(), "write_timeout") == 1);
-  CHECK(metric(f.port(), "zeroflow_http_buffered_output_bytes") == 0);
+  CHECK(f.dropped("write_timeout") == 1);
+  CHECK(f.metric("zeroflow_http_buffered_output_bytes") == 0);
 }
 
 TEST_CASE("gateway: an HTTP/1.0 stream is sent as it is and ends with the connection") {

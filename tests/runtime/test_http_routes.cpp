@@ -224,6 +224,7 @@ TEST_CASE("http_metrics: counters by route and code, open connections, after the
         "zeroflow_http_dropped_connections_total{reason=\"read_timeout\"} 0\n"
         "zeroflow_http_dropped_connections_total{reason=\"write_timeout\"} 2\n"
         "zeroflow_http_dropped_connections_total{reason=\"output_limit\"} 0\n"
+        "zeroflow_http_dropped_connections_total{reason=\"evicted\"} 0\n"
         "zeroflow_http_dropped_connections_total{reason=\"over_capacity\"} 0\n");
   CHECK(zf::openai::http_metrics().text("").starts_with("# HELP zeroflow_http_requests_total"));
 }
