@@ -363,7 +363,11 @@ checkpoint_manifest read_checkpoint_manifest(const fs::path& dir_in) {
   std::memcpy(words.begin(), text.data(), text.size());
   try {
     capnp::ReaderOptions opts;
-    opts.traversalLimitInWords = std::max<uint64_t>(words.size() * 4, 8u << 20);
+    // Reading a manifest visits each of its words about once, so a few times its size is room
+    // enough. No floor: a list of zero-size structs costs no bytes but one word of this budget
+    // per element, so a fixed 8 Mi words let a few hundred bytes claim millions of fragments
+    // (gigabytes of fragment records and minutes of sorting; found by fuzz/fuzz_checkpoint).
+    opts.traversalLimitInWords = words.size() * 4;
     capnp::FlatArrayMessageReader outer(words, opts);
     if (outer.getEnd() != words.end()) corrupt("bytes after the end of the message");
     auto r = outer.getRoot<::ManifestFile>();
