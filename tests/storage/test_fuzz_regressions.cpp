@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/model/model.hpp"
 #include "storage/checkpoint.hpp"
 #include "storage/fs_util.hpp"
 #include "test_util.hpp"
@@ -99,4 +100,32 @@ TEST_CASE("fuzz regression: a manifest cannot claim millions of zero-size fragme
       [&] { st::read_checkpoint_manifest(write_step(d, manifest_with_empty_fragments(1 << 20))); });
   CHECK(contains(msg, "corrupt checkpoint manifest"));
   CHECK(contains(msg, "step-000001/manifest"));
+}
+
+TEST_CASE("fuzz regression: a fragment whose end wraps past 2^64 is refused, not allocated") {
+  temp_dir d("fuzz_wrap");
+  zf::model_config mc;
+  mc.n_layer = 1;
+  mc.n_embd = 8;
+  mc.n_head = 1;
+  mc.vocab_size = 8;
+  mc.n_positions = 4;
+  const zf::param_layout L = zf::layout_of(mc);
+  std::vector<float> p(L.total, 0.5f);
+  st::checkpoint_view cv;
+  cv.step = 1;
+  cv.layout = &L;
+  cv.params = p.data();
+  const fs::path step = st::save_checkpoint(d.path, cv);
+  st::checkpoint_manifest m = st::read_checkpoint_manifest(step);
+  // offset + length = 2^64 + 8: "ends at byte 8", inside the file; the part of it wanted was then
+  // staged in a buffer of length / 4 floats (std::length_error, not a message).
+  st::fragment& f = m.tensors[0].fragments[0];
+  f.offset = 16;
+  f.length = uint64_t(0) - 8;
+  std::vector<float> out(L.total);
+  const std::string msg =
+      error_of([&] { st::load_range(m, L, 1, L.total, out.data(), nullptr, nullptr); });
+  CHECK_MESSAGE(contains(msg, "corrupt checkpoint manifest"), msg);
+  CHECK_MESSAGE(contains(msg, "runs past the end of"), msg);
 }
