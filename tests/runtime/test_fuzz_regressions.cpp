@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <climits>
 
+#include "runtime/core/config.hpp"
 #include "runtime/text/tokenizer.hpp"
 #include "test_util.hpp"
 #include "tokenizer_fixtures.hpp"
@@ -28,4 +29,21 @@ TEST_CASE("fuzz regression: a tokenizer.json id far past its tokens is refused b
   CHECK_MESSAGE(contains(m, (dir / "tokenizer.json").string()), m);
   CHECK_MESSAGE(contains(m, "no token has id " + std::to_string(next)), m);
   CHECK_MESSAGE(contains(m, "ids must cover [0, 2147483647)"), m);
+}
+
+TEST_CASE("fuzz regression: strings with line breaks survive to_toml and back") {
+  // to_toml (what config.toml and a checkpoint's manifest hold) wrote these as multi-line literal
+  // strings: ''' inside one ended it early (the file no longer parsed) and a leading line break
+  // was dropped on reading.
+  zf::run_config cfg;
+  cfg.server.api_keys = {"e8\nmode '''x''' y", "\nleading", "tab\tand 'quote'"};
+  cfg.data.corpus = "two\nlines";
+  const std::string text = zf::to_toml(cfg);
+  zf::run_config back;
+  zf::apply_toml(back, text, "saved.toml");
+  CHECK(back.server.api_keys == cfg.server.api_keys);
+  CHECK(back.data.corpus == cfg.data.corpus);
+  CHECK(zf::to_toml(back) == text);
+  CHECK(zf::value_text(cfg, "data.corpus") == "\"two\\nlines\"");
+  CHECK(zf::value_text(zf::run_config{}, "data.corpus") == "'moby-dick'");  // as before
 }
