@@ -440,8 +440,9 @@ void validate(const run_config& c) {
          c.train.seq_len);
   if (c.data.tokenizer != "gpt2") {  // else a tokenizer.json, or a folder holding one
     const std::filesystem::path t = c.data.tokenizer;
-    const bool ok = std::filesystem::is_regular_file(t) ||
-                    std::filesystem::is_regular_file(t / "tokenizer.json");
+    std::error_code ec;  // a name the OS refuses (too long, ...) is no tokenizer, not a throw
+    const bool ok = std::filesystem::is_regular_file(t, ec) ||
+                    std::filesystem::is_regular_file(t / "tokenizer.json", ec);
     if (!ok)
       fail("data.tokenizer: expected \"gpt2\" or a folder with a tokenizer.json, got \"{}\"",
            c.data.tokenizer);

@@ -47,3 +47,12 @@ TEST_CASE("fuzz regression: strings with line breaks survive to_toml and back") 
   CHECK(zf::value_text(cfg, "data.corpus") == "\"two\\nlines\"");
   CHECK(zf::value_text(zf::run_config{}, "data.corpus") == "'moby-dick'");  // as before
 }
+
+TEST_CASE("fuzz regression: a data.tokenizer path the OS refuses is a config error") {
+  // A name longer than PATH_MAX made validate's file check throw std::filesystem_error ("File
+  // name too long"), not the zf::error naming the key.
+  zf::run_config cfg;
+  cfg.data.tokenizer = std::string(5000, 'a');
+  const std::string m = error_of([&] { zf::validate(cfg); });
+  CHECK_MESSAGE(contains(m, "data.tokenizer"), m);
+}
