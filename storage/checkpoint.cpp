@@ -97,6 +97,13 @@ fs::path from_latest(const fs::path& latest) {
 
 // ---- reading fragments ----------------------------------------------------------------------
 
+// Whether [offset, offset + length) reaches past `size` bytes. Not offset + length > size: both
+// come from the manifest, and a sum that wraps past 2^64 would pass as a small end (a fragment of
+// 2^64 - 8 bytes at byte 16 "ended" at byte 8 and was then staged in a buffer of that length).
+bool past_end(const fragment& f, uint64_t size) {
+  return f.length > size || f.offset > size - f.length;
+}
+
 struct need {  // one fragment to read, and where the wanted part of it goes
   const fragment* f;
   uint64_t skip;   // fragment elements before the first wanted one
@@ -206,9 +213,11 @@ void read_fragments(const checkpoint_manifest& m, std::vector<need> needs, bool 
              p.string(), size, it->second, f.tensor);
       cur = f.file;
     }
-    if (f.offset + f.length > size)
-      fail("corrupt checkpoint manifest {}: a fragment of '{}' ends at byte {} of {} ({} bytes)",
-           manifest_path(m.dir).string(), f.tensor, f.offset + f.length, p.string(), size);
+    if (past_end(f, size))
+      fail(
+          "corrupt checkpoint manifest {}: a fragment of '{}' ({} bytes at byte {}) runs past the "
+          "end of {} ({} bytes)",
+          manifest_path(m.dir).string(), f.tensor, f.length, f.offset, p.string(), size);
     const bool whole = !stage && n.skip == 0 && n.count * sizeof(float) == f.length;
     float* target = n.dst;
     auto& buf = staged[stage ? i : 0];
@@ -363,7 +372,11 @@ checkpoint_manifest read_checkpoint_manifest(const fs::path& dir_in) {
   std::memcpy(words.begin(), text.data(), text.size());
   try {
     capnp::ReaderOptions opts;
-    opts.traversalLimitInWords = std::max<uint64_t>(words.size() * 4, 8u << 20);
+    // Reading a manifest visits each of its words about once, so a few times its size is room
+    // enough. No floor: a list of zero-size structs costs no bytes but one word of this budget
+    // per element, so a fixed 8 Mi words let a few hundred bytes claim millions of fragments
+    // (gigabytes of fragment records and minutes of sorting; found by fuzz/fuzz_checkpoint).
+    opts.traversalLimitInWords = words.size() * 4;
     capnp::FlatArrayMessageReader outer(words, opts);
     if (outer.getEnd() != words.end()) corrupt("bytes after the end of the message");
     auto r = outer.getRoot<::ManifestFile>();
@@ -519,9 +532,11 @@ verify_report verify_checkpoint(const fs::path& dir) {
         if (it == files.end())
           probs.push_back(fmt::format(
               "a fragment of '{}' names {}, which the manifest does not list", t.name, f.file));
-        else if (f.offset + f.length > it->second.first)
-          probs.push_back(fmt::format("a fragment of '{}' ends at byte {} of {} ({} bytes)", t.name,
-                                      f.offset + f.length, f.file, it->second.first));
+        else if (past_end(f, it->second.first))
+          probs.push_back(
+              fmt::format("a fragment of '{}' ({} bytes at byte {}) runs past the end of {} ({} "
+                          "bytes)",
+                          t.name, f.length, f.offset, f.file, it->second.first));
         else if (it->second.second)
           by_file[f.file].push_back(&f);
       }

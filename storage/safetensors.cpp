@@ -101,8 +101,24 @@ safetensors_file safetensors_file::open(const fs::path& p) {
     if (m == MAP_FAILED) fail("safetensors file '{}': mmap failed: {}", file, errno_text(errno));
     f.map_ = std::unique_ptr<std::byte, unmapper>(static_cast<std::byte*>(m), unmapper{size});
   }
-  const std::byte* base = f.map_.get();
+  parse(f, file, f.map_.get(), size);
+  return f;
+}
 
+safetensors_file safetensors_file::from_bytes(std::vector<std::byte> bytes,
+                                              const std::string& name) {
+  safetensors_file f;
+  f.path_ = name;
+  f.owned_ = std::move(bytes);
+  if (f.owned_.size() < 8)
+    fail("safetensors file '{}': truncated: {} bytes, shorter than the 8-byte header length field",
+         name, f.owned_.size());
+  parse(f, name, f.owned_.data(), f.owned_.size());
+  return f;
+}
+
+void safetensors_file::parse(safetensors_file& f, const std::string& file, const std::byte* base,
+                             std::size_t size) {
   const auto n = load<std::uint64_t>(base);
   if (n == 0) fail("safetensors file '{}': header length is 0", file);
   if (n > size - 8)
@@ -235,7 +251,6 @@ safetensors_file safetensors_file::open(const fs::path& p) {
   }
   f.tensors_ = std::move(sorted);
   for (std::size_t i = 0; i < f.tensors_.size(); ++i) f.index_.emplace(f.tensors_[i].name, i);
-  return f;
 }
 
 const st_tensor* safetensors_file::find(std::string_view name) const {

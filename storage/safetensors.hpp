@@ -45,6 +45,9 @@ struct st_tensor {
 class safetensors_file {  // read-only, mmap-backed, movable
  public:
   static safetensors_file open(const std::filesystem::path& p);
+  // The same checks on a whole file already in memory (the fuzzer's entry point, fuzz/): the
+  // tensors point into `bytes`, which the object keeps; name stands for the file in messages.
+  static safetensors_file from_bytes(std::vector<std::byte> bytes, const std::string& name);
 
   safetensors_file(safetensors_file&&) = default;
   safetensors_file& operator=(safetensors_file&&) = default;
@@ -65,12 +68,16 @@ class safetensors_file {  // read-only, mmap-backed, movable
 
  private:
   safetensors_file() = default;
+  // Validates the header of the file at [base, base + size) (size >= 8) and fills f's tables.
+  static void parse(safetensors_file& f, const std::string& file, const std::byte* base,
+                    std::size_t size);
   struct unmapper {
     std::size_t size;
     void operator()(std::byte* p) const;
   };
   std::filesystem::path path_;
   std::unique_ptr<std::byte, unmapper> map_;
+  std::vector<std::byte> owned_;  // from_bytes: the file's bytes (tensors point into them)
   std::vector<st_tensor> tensors_;
   std::map<std::string, std::size_t, std::less<>> index_;  // name -> position in tensors_
   std::map<std::string, std::string> metadata_;
