@@ -407,7 +407,15 @@ checkpoint_manifest read_checkpoint_manifest(const fs::path& dir_in) {
     } catch (const nlohmann::json::exception& e) {
       corrupt(fmt::format("trainer state: {}", e.what()));
     }
-    for (auto f : m.getFiles()) out.files.emplace_back(f.getName().cStr(), f.getBytes());
+    for (auto f : m.getFiles()) {
+      // Data files live in the step folder: a name that leaves it ("../x", "/etc/x") would make
+      // load and verify read any file the process can.
+      const std::string name = f.getName().cStr();
+      if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos)
+        corrupt(fmt::format("data file name {} is not a plain file name in the step folder",
+                            nlohmann::json(name).dump()));
+      out.files.emplace_back(name, f.getBytes());
+    }
     for (auto t : m.getTensors()) {
       tensor_entry e;
       e.name = t.getName().cStr();

@@ -129,3 +129,37 @@ TEST_CASE("fuzz regression: a fragment whose end wraps past 2^64 is refused, not
   CHECK_MESSAGE(contains(msg, "corrupt checkpoint manifest"), msg);
   CHECK_MESSAGE(contains(msg, "runs past the end of"), msg);
 }
+
+TEST_CASE("manifest: a data file named outside the step folder is refused, not read") {
+  // Found reading the code the checkpoint fuzzer drives: fragment files were joined to the step
+  // folder as given, so a manifest naming "../x" made load and verify read a file outside it.
+  temp_dir d("fuzz_escape");
+  zf::model_config mc;
+  mc.n_layer = 1;
+  mc.n_embd = 8;
+  mc.n_head = 1;
+  mc.vocab_size = 8;
+  mc.n_positions = 4;
+  const zf::param_layout L = zf::layout_of(mc);
+  std::vector<float> p(L.total, 0.5f);
+  st::checkpoint_view cv;
+  cv.step = 1;
+  cv.layout = &L;
+  cv.params = p.data();
+  const fs::path step1 = st::save_checkpoint(d.path, cv);
+  // Step 2's manifest, written through the API, points at a file beside the step folders.
+  std::vector<st::fragment> all;
+  for (const auto& t : st::read_checkpoint_manifest(step1).tensors)
+    for (st::fragment f : t.fragments) {
+      f.file = "../outside.bin";
+      all.push_back(f);
+    }
+  fs::copy_file(step1 / "rank-00000.bin", d.path / "outside.bin");
+  const fs::path tmp = st::begin_checkpoint(d.path, 2);
+  st::write_manifest(d.path, tmp, L, all, {2, 1, 0, "", nlohmann::json::object()});
+  const fs::path step2 = st::publish_checkpoint(d.path, tmp, 2, 3);
+  const std::string msg = error_of([&] { st::load_checkpoint(step2, L); });
+  CHECK_MESSAGE(contains(msg, "corrupt checkpoint manifest"), msg);
+  CHECK_MESSAGE(contains(msg, "\"../outside.bin\" is not a plain file name"), msg);
+  CHECK_FALSE(st::verify_checkpoint(step2).ok);
+}
