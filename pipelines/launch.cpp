@@ -8,9 +8,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <iostream>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -32,9 +34,12 @@ int free_port() {
   return ntohs(a.sin_port);
 }
 
-std::vector<pid_t> g_children;
+// The ranks' pids, -1 once reaped. Atomic: the wait loop writes them while forward_signal reads
+// them, and a signal may be handled on any thread of the launcher (OpenBLAS starts its own).
+std::vector<std::atomic<pid_t>> g_children;
 extern "C" void forward_signal(int sig) {
-  for (pid_t p : g_children) ::kill(p, sig);
+  for (const auto& c : g_children)
+    if (const pid_t p = c.load(); p > 0) ::kill(p, sig);  // never kill(-1): every process
 }
 
 std::string describe(int status) {
@@ -64,6 +69,8 @@ int launch_local(int nproc, int master_port, const std::vector<std::string>& arg
     std::random_device rd;
     for (int i = 0; i < 4; ++i) secret += fmt::format("{:08x}", rd());
   }
+  g_children = std::vector<std::atomic<pid_t>>(static_cast<std::size_t>(nproc));
+  for (auto& c : g_children) c = -1;
   for (int r = 0; r < nproc; ++r) {
     pid_t pid = ::fork();
     if (pid < 0) fail("launch: fork failed: {}", std::strerror(errno));
@@ -85,15 +92,31 @@ int launch_local(int nproc, int master_port, const std::vector<std::string>& arg
       ::execv(self, av.data());
       std::_Exit(127);
     }
-    g_children.push_back(pid);
+    g_children[static_cast<std::size_t>(r)] = pid;
   }
   auto prev_int = ::signal(SIGINT, forward_signal);
   auto prev_term = ::signal(SIGTERM, forward_signal);
   int code = 0;
   std::size_t alive = g_children.size();
+  // Once a rank has failed, the others get SIGTERM, and SIGKILL 10 s later if still there (stuck
+  // in a collective with the dead peer). That deadline is kept by this loop, which then polls,
+  // not by a second thread: one reading g_children while this loop reaps would race with it,
+  // and could signal a pid reaped (and reused by another process) in between.
+  using clock = std::chrono::steady_clock;
+  std::optional<clock::time_point> kill_at;
   while (alive > 0) {
     int status = 0;
-    pid_t pid = ::waitpid(-1, &status, 0);
+    const pid_t pid = ::waitpid(-1, &status, kill_at ? WNOHANG : 0);
+    if (pid == 0) {  // polling, and no rank has ended yet
+      if (clock::now() < *kill_at) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        continue;
+      }
+      for (const auto& c : g_children)  // unreaped children: these pids are still ours
+        if (const pid_t p = c.load(); p > 0) ::kill(p, SIGKILL);
+      kill_at.reset();  // a blocking wait again: SIGKILL cannot be ignored
+      continue;
+    }
     if (pid < 0) {
       if (errno == EINTR) continue;
       break;
@@ -109,14 +132,9 @@ int launch_local(int nproc, int master_port, const std::vector<std::string>& arg
       std::string msg = "zeroflow launch: rank " + std::to_string(rank) + " " + describe(status) +
                         "; stopping the other ranks\n";
       [[maybe_unused]] auto w = ::write(2, msg.data(), msg.size());
-      for (pid_t p : g_children)
-        if (p > 0) ::kill(p, SIGTERM);
-      std::thread([] {  // a rank stuck in a collective with a dead peer gets SIGKILL
-        std::this_thread::sleep_for(std::chrono::seconds(10));
-        for (pid_t p : g_children)
-          if (p > 0) ::kill(p, SIGKILL);
-      })
-          .detach();
+      for (const auto& c : g_children)
+        if (const pid_t p = c.load(); p > 0) ::kill(p, SIGTERM);
+      kill_at = clock::now() + std::chrono::seconds(10);
     }
   }
   ::signal(SIGINT, prev_int);

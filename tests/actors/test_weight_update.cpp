@@ -230,14 +230,16 @@ TEST_CASE("weights: versions pushed under concurrent streams never mix within a 
   int token_events = 0;
   auto logged = [&](serve::event_sink inner) {
     return [&, inner](const serve::completion_event& e) {
-      inner(e);
-      if (e.tokens.empty()) return;
+      // Logged before the collector sees the event: the last choice's final event is what lets
+      // c.wait() return, and the main thread then reads the log without the engine thread
+      // still appending to it.
       int n = 0;
-      {
+      if (!e.tokens.empty()) {
         std::lock_guard lk(log_mu);
         log.push_back({false, e.weights_version});
         n = ++token_events;
       }
+      inner(e);
       if (n == 60 || n == 240 || n == 420) g.stop();
     };
   };

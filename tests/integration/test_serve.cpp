@@ -322,6 +322,10 @@ TEST_CASE("serve: soak under mixed load keeps memory flat and frees the KV pool"
 #if defined(__SANITIZE_ADDRESS__)
   // AddressSanitizer's quarantine holds freed memory by design: RSS says nothing here.
   MESSAGE("RSS check skipped under AddressSanitizer");
+#elif defined(__SANITIZE_THREAD__)
+  // Nor under ThreadSanitizer: its shadow memory grows with every new address the server touches
+  // and its allocator keeps freed blocks in per-thread caches (86 -> 97 MiB here, nothing leaked).
+  MESSAGE("RSS check skipped under ThreadSanitizer");
 #else
   CHECK(rss1 - rss0 < std::max(8192L, rss0 / 20));  // < 5% (at least 8 MiB) growth
 #endif
