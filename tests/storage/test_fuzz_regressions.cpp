@@ -77,6 +77,26 @@ std::string manifest_with_empty_fragments(uint32_t n) {
   return flat(f);
 }
 
+zf::param_layout tiny_layout() {
+  zf::model_config mc;
+  mc.n_layer = 1;
+  mc.n_embd = 8;
+  mc.n_head = 1;
+  mc.vocab_size = 8;
+  mc.n_positions = 4;
+  return zf::layout_of(mc);
+}
+
+// Step 1 of layout L, every parameter 0.5, no moments, saved under root.
+fs::path save_tiny(const fs::path& root, const zf::param_layout& L) {
+  std::vector<float> p(L.total, 0.5f);
+  st::checkpoint_view cv;
+  cv.step = 1;
+  cv.layout = &L;
+  cv.params = p.data();
+  return st::save_checkpoint(root, cv);
+}
+
 fs::path write_step(const temp_dir& d, const std::string& manifest) {
   const fs::path step = d / "step-000001";
   fs::create_directories(step);
@@ -104,19 +124,8 @@ TEST_CASE("fuzz regression: a manifest cannot claim millions of zero-size fragme
 
 TEST_CASE("fuzz regression: a fragment whose end wraps past 2^64 is refused, not allocated") {
   temp_dir d("fuzz_wrap");
-  zf::model_config mc;
-  mc.n_layer = 1;
-  mc.n_embd = 8;
-  mc.n_head = 1;
-  mc.vocab_size = 8;
-  mc.n_positions = 4;
-  const zf::param_layout L = zf::layout_of(mc);
-  std::vector<float> p(L.total, 0.5f);
-  st::checkpoint_view cv;
-  cv.step = 1;
-  cv.layout = &L;
-  cv.params = p.data();
-  const fs::path step = st::save_checkpoint(d.path, cv);
+  const zf::param_layout L = tiny_layout();
+  const fs::path step = save_tiny(d.path, L);
   st::checkpoint_manifest m = st::read_checkpoint_manifest(step);
   // offset + length = 2^64 + 8: "ends at byte 8", inside the file; the part of it wanted was then
   // staged in a buffer of length / 4 floats (std::length_error, not a message).
@@ -134,19 +143,8 @@ TEST_CASE("manifest: a data file named outside the step folder is refused, not r
   // Found reading the code the checkpoint fuzzer drives: fragment files were joined to the step
   // folder as given, so a manifest naming "../x" made load and verify read a file outside it.
   temp_dir d("fuzz_escape");
-  zf::model_config mc;
-  mc.n_layer = 1;
-  mc.n_embd = 8;
-  mc.n_head = 1;
-  mc.vocab_size = 8;
-  mc.n_positions = 4;
-  const zf::param_layout L = zf::layout_of(mc);
-  std::vector<float> p(L.total, 0.5f);
-  st::checkpoint_view cv;
-  cv.step = 1;
-  cv.layout = &L;
-  cv.params = p.data();
-  const fs::path step1 = st::save_checkpoint(d.path, cv);
+  const zf::param_layout L = tiny_layout();
+  const fs::path step1 = save_tiny(d.path, L);
   // Step 2's manifest, written through the API, points at a file beside the step folders.
   std::vector<st::fragment> all;
   for (const auto& t : st::read_checkpoint_manifest(step1).tensors)
