@@ -13,6 +13,7 @@
 #include "storage/checkpoint.hpp"
 #include "storage/checkpoint_commit.hpp"
 #include "storage/fs_util.hpp"
+#include "storage/layout_fixture.hpp"
 #include "test_util.hpp"
 
 namespace fs = std::filesystem;
@@ -24,13 +25,7 @@ using zf::testing::temp_dir;
 namespace {
 
 zf::param_layout small_layout() {
-  zf::model_config m;
-  m.n_layer = 2;
-  m.n_embd = 24;
-  m.n_head = 2;
-  m.vocab_size = 50;
-  m.n_positions = 12;
-  return zf::layout_of(m);
+  return zf::testing::shape_layout(2, 24, 2, 50, 12);
 }
 
 struct state {  // values that identify the step

@@ -7,6 +7,7 @@
 
 #include "runtime/model/model.hpp"
 #include "storage/checkpoint.hpp"
+#include "storage/layout_fixture.hpp"
 #include "test_util.hpp"
 
 namespace fs = std::filesystem;
@@ -18,13 +19,7 @@ using zf::testing::temp_dir;
 namespace {
 
 zf::param_layout small_layout() {
-  zf::model_config m;
-  m.n_layer = 1;
-  m.n_embd = 16;
-  m.n_head = 2;
-  m.vocab_size = 40;
-  m.n_positions = 8;
-  return zf::layout_of(m);
+  return zf::testing::shape_layout(1, 16, 2, 40, 8);
 }
 
 // The layout a manifest describes: its tensors in order, packed (how every zeroflow layout so

@@ -11,6 +11,7 @@
 #include "runtime/model/model.hpp"
 #include "storage/checkpoint.hpp"
 #include "storage/fs_util.hpp"
+#include "storage/layout_fixture.hpp"
 #include "test_util.hpp"
 
 namespace fs = std::filesystem;
@@ -78,13 +79,7 @@ std::string manifest_with_empty_fragments(uint32_t n) {
 }
 
 zf::param_layout tiny_layout() {
-  zf::model_config mc;
-  mc.n_layer = 1;
-  mc.n_embd = 8;
-  mc.n_head = 1;
-  mc.vocab_size = 8;
-  mc.n_positions = 4;
-  return zf::layout_of(mc);
+  return zf::testing::shape_layout(1, 8, 1, 8, 4);
 }
 
 // Step 1 of layout L, every parameter 0.5, no moments, saved under root.
