@@ -1,0 +1,1 @@
+#include "runtime/text/byte_vocab.hpp"
