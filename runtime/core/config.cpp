@@ -79,6 +79,8 @@ std::vector<key> model_keys() {
       ZF_BOOL("model.tied_head", model.tied_head, "the LM head shares the token embedding"),
       ZF_BOOL("model.attn_bias", model.attn_bias,
               "llama: biases on the q/k/v and output projections"),
+      ZF_BOOL("model.value_head", model.value_head,
+              "a scalar head on the final norm (reward models and PPO critics)"),
       ZF_STR("model.init_hf", model.init_hf,
              "Hugging Face folder to fine-tune (its config.json sets the model keys); \"\" = "
              "random init"),
@@ -545,6 +547,7 @@ model_spec spec_of(const model_config& m) {
   s.rope.original_max_positions = m.rope_original_max_positions;
   s.tied_head = m.tied_head;
   s.attn_bias = m.attn_bias;
+  s.value_head = m.value_head;
   s.eos_id = m.vocab_size > 50256 ? 50256 : -1;  // GPT-2's <|endoftext|> (the gpt2 tokenizer)
   return s;
 }
@@ -571,6 +574,7 @@ model_config config_of(const model_spec& s) {
   m.rope_original_max_positions = s.rope.original_max_positions;
   m.tied_head = s.tied_head;
   m.attn_bias = s.attn_bias;
+  m.value_head = s.value_head;
   return m;
 }
 

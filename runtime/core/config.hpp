@@ -32,6 +32,7 @@ struct model_config {
   int rope_original_max_positions = 0;
   bool tied_head = true;
   bool attn_bias = false;  // llama: biases on q/k/v/o
+  bool value_head = false;  // a scalar head (reward models, PPO critics)
   // A Hugging Face folder to fine-tune: its config.json replaces the keys above and its weights
   // are the initial parameters ("" = random initialisation from train.seed).
   std::string init_hf;

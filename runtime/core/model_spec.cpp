@@ -63,7 +63,7 @@ param_counts count_params(const model_spec& s) {
   if (bias) block += D + C;                                            // qkv, o
   if (gpt2) block += I + C;                                            // mlp
   p.blocks = block * s.n_layer;
-  p.final_norm = (gpt2 ? 2 : 1) * C;
+  p.final_norm = (gpt2 ? 2 : 1) * C + (s.value_head ? C : 0);
   return p;
 }
 

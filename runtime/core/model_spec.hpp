@@ -46,6 +46,9 @@ struct model_spec {
   rope_scaling rope;             // Llama only
   bool tied_head = true;         // lm head == token embedding
   bool attn_bias = false;        // Llama: biases on q/k/v and o (GPT-2 always has them)
+  // A scalar head v_head.weight [hidden] on the final norm's output (value = x . v_head, no
+  // bias, as DeepSpeed-Chat's reward and critic models): reward models and PPO critics.
+  bool value_head = false;
   int bos_id = -1, eos_id = -1;  // -1: none
   int q_dim() const { return n_head * head_dim; }
   int kv_dim() const { return n_kv_head * head_dim; }

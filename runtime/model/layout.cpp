@@ -79,6 +79,7 @@ param_layout make_layout(const model_spec& s) {
   L.globals_[2] = add(llama ? "norm.weight" : "ln_f.weight", {C});
   if (!llama) L.globals_[3] = add("ln_f.bias", {C});
   if (!s.tied_head) L.globals_[4] = add("lm_head.weight", {V, C});
+  if (s.value_head) L.globals_[5] = add("v_head.weight", {C});
   L.regions.push_back({final_begin, L.total});
   return L;
 }

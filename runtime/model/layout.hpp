@@ -15,6 +15,7 @@
 //          layers.{l}.self_attn.o_proj.weight [Q,C], layers.{l}.post_attention_layernorm.weight,
 //          layers.{l}.mlp.gate_up_proj.weight [C, 2I] (columns gate | up),
 //          layers.{l}.mlp.down_proj.weight [I,C], norm.weight, lm_head.weight [V,C] if untied.
+//   both:  v_head.weight [C] last, with a value head (reward models, critics).
 // Regions: contiguous ranges that forward and backward touch one at a time, in this order:
 // 0 = embeddings, 1..L = block l-1, L+1 = final norm (+ untied head). ZeRO partitions each
 // region across ranks, gathers a region just before use (stage 3) and reduce-scatters its
@@ -56,7 +57,8 @@ struct block_tensors {
 template <class F>
 struct global_tensors {
   F *tok_emb = nullptr, *pos_emb = nullptr, *normf_w = nullptr, *normf_b = nullptr,
-    *head = nullptr;  // head: lm_head.weight when untied, else nullptr (the head is tok_emb)
+    *head = nullptr,  // head: lm_head.weight when untied, else nullptr (the head is tok_emb)
+    *v_head = nullptr;  // v_head.weight [C] with a value head, else nullptr
 };
 
 class param_layout {
@@ -86,7 +88,7 @@ class param_layout {
     std::size_t t[12];
   };
   std::vector<offsets> blocks_;
-  std::size_t globals_[5] = {none, none, none, none, none};
+  std::size_t globals_[6] = {none, none, none, none, none, none};
 };
 
 param_layout make_layout(const model_spec& s);
@@ -103,7 +105,7 @@ global_tensors<F> param_layout::globals(F* base, std::size_t base_offset) const 
   auto at = [&](int i) -> F* {
     return globals_[i] == none ? nullptr : base + (globals_[i] - base_offset);
   };
-  return {at(0), at(1), at(2), at(3), at(4)};
+  return {at(0), at(1), at(2), at(3), at(4), at(5)};
 }
 
 }  // namespace zf

@@ -185,7 +185,7 @@ void transformer::block_forward(int l, int b, int t) {
 }
 
 float transformer::run_forward(const int* ids, const int* targets, int b, int t, bool fuse_xent,
-                               float scale) {
+                               float scale, bool lm_head) {
   if (t > spec_.max_positions)
     fail("sequence length {} exceeds the model's context of {} positions", t, spec_.max_positions);
   plan(b, t);
@@ -203,6 +203,14 @@ float transformer::run_forward(const int* ids, const int* targets, int b, int t,
   auto gf = layout_.globals<float>(fb, fin0);
   block::norm_forward(spec_, la_.back().res3, gf.normf_w, gf.normf_b, lnf_, lnf_mean_, lnf_rstd_,
                       BT);
+  if (values_out_) {  // the value head: one dot product per row, while its region is held
+    if (!gf.v_head) fail("this model has no value head (model.value_head)");
+    k::gemm(false, true, BT, 1, C, 1.0f, lnf_, 0, gf.v_head, 0, 0.0f, values_out_, 0);
+  }
+  if (!lm_head) {  // reward models and critics: no logits; the final region is released
+    release_params(R_final_);
+    return 0.0f;
+  }
   // logits [BT, V] = lnf [BT, C] @ head^T. The head's region stays held for the head's
   // backward when fusing: the untied head lives in the final region, the tied one is wte.
   int R_head = R_final_;
@@ -259,21 +267,30 @@ void transformer::score(const int* ids, const int* targets, int b, int t, float*
 
 // The head's backward and the final norm's: logits_ holds dlogits [BT, V]; leaves d(final x)
 // accumulated into dres_ (zeroed here first).
-void transformer::head_backward(int R_head, float* gemb) {
+void transformer::head_backward(int R_head, float* gemb, const float* dvalue, bool lm) {
   const int BT = b_ * t_, C = spec_.hidden, V = spec_.vocab_size;
-  k::gemm(false, false, BT, C, V, 1.0f, logits_, 0, head_w_, 0, 0.0f, dln_, 0);
   const std::size_t fin0 = layout_.regions[R_final_].begin;
   float* gfb = acquire_grads(R_final_);
   auto gg = layout_.globals<float>(gfb, fin0);
-  float* dhead = spec_.tied_head
-                     ? layout_.globals<float>(gemb, layout_.regions[R_emb_].begin).tok_emb
-                     : gg.head;
-  k::gemm(true, false, V, C, BT, 1.0f, logits_, 0, lnf_, 0, 1.0f, dhead, 0);
-  if (R_head != R_final_) {  // tied: done with wte's parameters; fetch the final norm's
-    release_params(R_head);
+  if (lm) {
+    k::gemm(false, false, BT, C, V, 1.0f, logits_, 0, head_w_, 0, 0.0f, dln_, 0);
+    float* dhead = spec_.tied_head
+                       ? layout_.globals<float>(gemb, layout_.regions[R_emb_].begin).tok_emb
+                       : gg.head;
+    k::gemm(true, false, V, C, BT, 1.0f, logits_, 0, lnf_, 0, 1.0f, dhead, 0);
+    if (R_head != R_final_) {  // tied: done with wte's parameters; fetch the final norm's
+      release_params(R_head);
+      head_base_ = acquire_params(R_final_);
+    }
+  } else {  // no LM head in this forward: only the value head feeds the final norm
+    std::fill(dln_, dln_ + std::size_t(BT) * C, 0.0f);
     head_base_ = acquire_params(R_final_);
   }
   auto pf = layout_.globals<const float>(head_base_, fin0);
+  if (dvalue) {  // values [BT] = lnf [BT, C] . v_head [C]
+    k::gemm(false, false, BT, C, 1, 1.0f, dvalue, 0, pf.v_head, 0, 1.0f, dln_, 0);
+    k::gemm(true, false, 1, C, BT, 1.0f, dvalue, 0, lnf_, 0, 1.0f, gg.v_head, 0);
+  }
   std::fill(dres_, dres_ + std::size_t(BT) * C, 0.0f);
   block::norm_backward(spec_, la_.back().res3, pf.normf_w, lnf_mean_, lnf_rstd_, dln_, dres_,
                        gg.normf_w, gg.normf_b, BT);
@@ -314,15 +331,77 @@ void transformer::block_backward(int l, int b, int t) {
 float transformer::forward_backward(const int* ids, const int* targets, int b, int t,
                                     float loss_scale) {
   if (!targets) fail("forward_backward needs targets");
-  const int R_head = spec_.tied_head ? R_emb_ : R_final_;
   float loss = run_forward(ids, targets, b, t, true, loss_scale);
-  float* gemb = acquire_grads(R_emb_);  // held through the whole backward (tied head, wte)
-  head_backward(R_head, gemb);
-  for (int l = L_ - 1; l >= 0; --l) block_backward(l, b, t);
-  auto ge = layout_.globals<float>(gemb, layout_.regions[R_emb_].begin);
-  k::embedding_backward(ids, dres_, ge.tok_emb, ge.pos_emb, b, t, spec_.hidden);
-  release_grads(R_emb_);
+  backward_from_head(ids, nullptr, true);
   return loss;
+}
+
+void transformer::backward_from_head(const int* ids, const float* dvalue, bool lm) {
+  const int R_head = spec_.tied_head ? R_emb_ : R_final_;
+  float* gemb = acquire_grads(R_emb_);  // held through the whole backward (tied head, wte)
+  head_backward(R_head, gemb, dvalue, lm);
+  for (int l = L_ - 1; l >= 0; --l) block_backward(l, b_, t_);
+  auto ge = layout_.globals<float>(gemb, layout_.regions[R_emb_].begin);
+  k::embedding_backward(ids, dres_, ge.tok_emb, ge.pos_emb, b_, t_, spec_.hidden);
+  release_grads(R_emb_);
+}
+
+void transformer::forward_rl(const int* ids, const int* targets, int b, int t, float* logprobs,
+                             float* entropy, float* values) {
+  const int BT = b * t, V = spec_.vocab_size;
+  const bool lm = logprobs || entropy;
+  if (lm && !targets) fail("forward_rl: log-probs and entropies need targets");
+  if (targets)
+    for (int i = 0; i < BT; ++i)
+      if (targets[i] >= V) fail("target id {} out of range 0..{}", targets[i], V - 1);
+  values_out_ = values;
+  try {
+    run_forward(ids, nullptr, b, t, true, 1.0f, lm);  // keeps the head held for backward_rl
+  } catch (...) {
+    values_out_ = nullptr;
+    throw;
+  }
+  values_out_ = nullptr;
+  rl_lm_ = lm;
+  if (!lm) return;
+  for (int i = 0; i < BT; ++i) {
+    const float* row = logits_ + std::size_t(i) * V;
+    if (targets[i] < 0) {
+      if (logprobs) logprobs[i] = 0.0f;
+      if (entropy) entropy[i] = 0.0f;
+      continue;
+    }
+    const double lse = k::log_sum_exp(row, V);
+    // The serving engine's formula (engine_core::logprobs_of), so both give the same bits.
+    if (logprobs) logprobs[i] = static_cast<float>(row[targets[i]] - lse);
+    if (entropy) {  // H = lse - sum_v p_v x_v
+      double px = 0;
+      for (int v = 0; v < V; ++v) px += std::exp(row[v] - lse) * row[v];
+      entropy[i] = static_cast<float>(lse - px);
+    }
+  }
+}
+
+void transformer::backward_rl(const int* ids, const int* targets, const float* dlogp,
+                              const float* dvalue) {
+  const int BT = b_ * t_, V = spec_.vocab_size;
+  if (dlogp && !rl_lm_) fail("backward_rl: the last forward_rl computed no log-probs");
+  if (rl_lm_) {
+    // d logp_i / d x_iv = [v == target_i] - p_iv; rows without a target get no gradient. Over
+    // the logits in place (the fused cross-entropy's layout), which head_backward reads.
+    for (int i = 0; i < BT; ++i) {
+      float* row = logits_ + std::size_t(i) * V;
+      const float g = dlogp && targets[i] >= 0 ? dlogp[i] : 0.0f;
+      if (g == 0.0f) {
+        std::fill(row, row + V, 0.0f);
+        continue;
+      }
+      const double lse = k::log_sum_exp(row, V);
+      for (int v = 0; v < V; ++v) row[v] = static_cast<float>(-g * std::exp(row[v] - lse));
+      row[targets[i]] += g;
+    }
+  }
+  backward_from_head(ids, dvalue, rl_lm_);
 }
 
 }  // namespace zf

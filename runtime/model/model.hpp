@@ -77,6 +77,19 @@ class transformer {
   // log-softmax of the raw logits, as serving reports them); 0 where targets[i] < 0.
   void score(const int* ids, const int* targets, int b, int t, float* logprobs);
 
+  // RL mode (policy gradients, values): a forward that keeps its activations for backward_rl
+  // and gives, for ids/targets [b, t], any of: logprobs [b*t] of the targets (score mode's
+  // formula, so the same bits as score() and the serving engine in batch-invariant mode; 0 where
+  // targets[i] < 0), entropy [b*t] of each row's distribution (nats; 0 where targets[i] < 0) and,
+  // with a value head, values [b*t] = x_final . v_head. Null outputs are skipped; with
+  // logprobs and entropy both null the LM head is not computed at all (reward models, critics).
+  void forward_rl(const int* ids, const int* targets, int b, int t, float* logprobs,
+                  float* entropy, float* values);
+  // Backward of L = sum_i dlogp[i] * logprobs[i] + sum_i dvalue[i] * values[i] through the
+  // last forward_rl (same ids and targets); either gradient may be null. Adds into grads().
+  // The entropy is reported, not differentiated.
+  void backward_rl(const int* ids, const int* targets, const float* dlogp, const float* dvalue);
+
   std::size_t activation_bytes() const { return acts_.bytes(); }
 
  private:
@@ -91,10 +104,13 @@ class transformer {
   block::weights block_w(float* base, int l) const;
   block::grads block_g(float* base, int l) const;
   void plan(int b, int t);
-  float run_forward(const int* ids, const int* targets, int b, int t, bool fuse_xent, float scale);
+  float run_forward(const int* ids, const int* targets, int b, int t, bool fuse_xent, float scale,
+                    bool lm_head = true);
   void block_forward(int l, int b, int t);
   void block_backward(int l, int b, int t);
-  void head_backward(int R_head, float* gemb);
+  // dvalue: [b*t] gradient of the value head's outputs, or null; lm: dlogits are in logits_.
+  void head_backward(int R_head, float* gemb, const float* dvalue = nullptr, bool lm = true);
+  void backward_from_head(const int* ids, const float* dvalue, bool lm);
 
   model_spec spec_;
   param_layout layout_;
@@ -104,6 +120,8 @@ class transformer {
   int L_ = 0, R_emb_ = 0, R_final_ = 0;
   float* head_w_ = nullptr;  // [V, C] head held from the head's forward through its backward
   float* head_base_ = nullptr;
+  float* values_out_ = nullptr;  // forward_rl's values, written while the final region is held
+  bool rl_lm_ = false;           // the last forward_rl computed logits
   fbuffer rope_;  // cos | sin tables (Llama)
   block::rope_table rope_tab_;
 
