@@ -31,7 +31,7 @@ struct model_config {
   double rope_factor = 1, rope_low_freq_factor = 1, rope_high_freq_factor = 4;
   int rope_original_max_positions = 0;
   bool tied_head = true;
-  bool attn_bias = false;  // llama: biases on q/k/v/o
+  bool attn_bias = false;   // llama: biases on q/k/v/o
   bool value_head = false;  // a scalar head (reward models, PPO critics)
   // A Hugging Face folder to fine-tune: its config.json replaces the keys above and its weights
   // are the initial parameters ("" = random initialisation from train.seed).
@@ -123,6 +123,43 @@ struct server_config {
   int max_output_bytes = 4 << 20;    // queued stream bytes per connection
 };
 
+// RLHF (`zeroflow sft | reward | ppo | grpo | rloo`, runtime/rl): where prompts come from, how
+// rollouts are generated, the objective's coefficients and how far rollouts may run ahead.
+struct rlhf_config {
+  std::string algorithm = "grpo";  // grpo | rloo | ppo (the subcommand sets it)
+  std::string task = "reverse";    // built-in task (runtime/rl/tasks) when no prompts file
+  int task_min_len = 3, task_max_len = 5;
+  std::string prompts;       // JSON-lines prompts file ("" = the task's generator)
+  std::string sft_data;      // JSON-lines SFT pairs for the warm-up ("" = the task's)
+  std::string reward_model;  // a reward model checkpoint folder ("" = none)
+  double rule_reward = 1;    // weight of the task's rule reward (0: reward model only)
+  int steps = 40;            // policy updates
+  int prompts_per_step = 16;
+  int group_size = 8;  // completions per prompt (GRPO, RLOO; PPO may use 1)
+  int max_new_tokens = 8;
+  double temperature = 1.0;
+  int overlap = 0;                  // rollouts for step n+k run while step n trains (0: sync)
+  double lr = 1e-3;                 // policy learning rate (constant, AdamW of optimizer.*)
+  double critic_lr = 2e-3;          // PPO's critic
+  double kl_coef = -1;              // <0: the algorithm's default (grpo 0.04, rloo 0.05, ppo 0.1)
+  std::string kl_estimator = "k3";  // GRPO's in-loss estimator: k1 | k2 | k3
+  double clip_low = 0.2, clip_high = 0.2;        // PPO/GRPO ratio clip; DAPO raises clip_high
+  std::string loss_agg = "seq_mean_token_mean";  // | token_mean | seq_mean_token_sum_norm
+  bool scale_by_std = true;                      // GRPO advantages divided by the group's std
+  double is_cap = 2;                // truncated importance-sampling cap for stale rollouts
+  double gamma = 1, lambda = 0.95;  // PPO's GAE
+  double value_clip = 0.2, reward_clip = 5;
+  double ema = 0;       // PPO: EMA of the policy's weights (0.992), 0 = off
+  double ptx_coef = 0;  // PPO: weight of an SFT (pretraining) loss mixed in
+  int ppo_epochs = 1;   // passes over each rollout batch
+  int micro_batch = 0;  // sequences per forward/backward; 0 = all at once
+  int sft_steps = 200;  // warm-up SFT steps of a policy trained from scratch
+  int sft_batch = 32;
+  double sft_lr = 3e-3;
+  int engine_threads = 1;  // rollout engine compute threads
+  int eval_prompts = 64;   // held-out prompts scored greedily at the start and end
+};
+
 struct run_config {
   model_config model;
   train_config train;
@@ -134,6 +171,7 @@ struct run_config {
   data_config data;
   engine_config engine;
   server_config server;
+  rlhf_config rlhf;
 };
 
 // The schema, as the command line and documentation see it.
