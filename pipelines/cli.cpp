@@ -17,6 +17,7 @@
 #include "pipelines/graph_toml.hpp"
 #include "pipelines/launch.hpp"
 #include "pipelines/pipeline.hpp"
+#include "pipelines/rl_cli.hpp"
 #include "pipelines/score_cli.hpp"
 #include "pipelines/serve_cli.hpp"
 #include "runtime/core/error.hpp"
@@ -156,6 +157,7 @@ int run_cli(int argc, char** argv) {
   add_serve_subcommands(app);
   add_graph_subcommand(app);
   add_score_subcommand(app);
+  add_rl_subcommands(app);
 
   std::string tname = "gpt2", input, output;
   bool ids = false, force = false;
@@ -196,6 +198,7 @@ int run_cli(int argc, char** argv) {
     if (run_serve_subcommands()) return 0;
     if (run_graph_subcommand()) return 0;
     if (run_score_subcommand()) return 0;
+    if (run_rl_subcommands()) return 0;
     if (*tokc) return cmd_tokenize(tname, input, output, ids, ddir, force);
     if (run_ckpt_subcommand()) return 0;
     if (*launch) return launch_local(nproc, master_port, launch_args);

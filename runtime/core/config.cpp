@@ -1,7 +1,5 @@
 #include "runtime/core/config.hpp"
 
-#include "runtime/core/config_keys.hpp"
-
 #include <fmt/format.h>
 #include <toml++/toml.h>
 
@@ -13,6 +11,7 @@
 #include <optional>
 #include <sstream>
 
+#include "runtime/core/config_keys.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/core/model_spec.hpp"
 

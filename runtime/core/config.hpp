@@ -133,13 +133,14 @@ struct rlhf_config {
   std::string sft_data;      // JSON-lines SFT pairs for the warm-up ("" = the task's)
   std::string reward_model;  // a reward model checkpoint folder ("" = none)
   double rule_reward = 1;    // weight of the task's rule reward (0: reward model only)
-  int steps = 40;            // policy updates
+  int steps = 80;            // policy updates
   int prompts_per_step = 16;
   int group_size = 8;  // completions per prompt (GRPO, RLOO; PPO may use 1)
   int max_new_tokens = 8;
   double temperature = 1.0;
   int overlap = 0;                  // rollouts for step n+k run while step n trains (0: sync)
   double lr = 1e-3;                 // policy learning rate (constant, AdamW of optimizer.*)
+  int warmup = 10;                  // updates of linear lr warm-up (Adam\'s first steps are large)
   double critic_lr = 2e-3;          // PPO's critic
   double kl_coef = -1;              // <0: the algorithm's default (grpo 0.04, rloo 0.05, ppo 0.1)
   std::string kl_estimator = "k3";  // GRPO's in-loss estimator: k1 | k2 | k3
@@ -149,13 +150,17 @@ struct rlhf_config {
   double is_cap = 2;                // truncated importance-sampling cap for stale rollouts
   double gamma = 1, lambda = 0.95;  // PPO's GAE
   double value_clip = 0.2, reward_clip = 5;
-  double ema = 0;       // PPO: EMA of the policy's weights (0.992), 0 = off
-  double ptx_coef = 0;  // PPO: weight of an SFT (pretraining) loss mixed in
-  int ppo_epochs = 1;   // passes over each rollout batch
-  int micro_batch = 0;  // sequences per forward/backward; 0 = all at once
-  int sft_steps = 200;  // warm-up SFT steps of a policy trained from scratch
+  double ema = 0;        // PPO: EMA of the policy's weights (0.992), 0 = off
+  double ptx_coef = 0;   // PPO: weight of an SFT (pretraining) loss mixed in
+  int ppo_epochs = 1;    // passes over each rollout batch
+  int micro_batch = 0;   // sequences per forward/backward; 0 = all at once
+  int sft_steps = 1000;  // warm-up SFT steps of a policy trained from scratch
   int sft_batch = 32;
   double sft_lr = 3e-3;
+  // Share of a task's warm-up demonstrations that are wrong (a plausible wrong answer of the
+  // right length): demonstrations are imperfect, and the rule reward is what tells the policy
+  // which of its learned answers is right. Only for task-generated SFT data.
+  double sft_noise = 0.5;
   int engine_threads = 1;  // rollout engine compute threads
   int eval_prompts = 64;   // held-out prompts scored greedily at the start and end
 };

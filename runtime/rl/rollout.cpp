@@ -1,0 +1,170 @@
+#include "runtime/rl/rollout.hpp"
+
+#include <chrono>
+
+#include "runtime/core/error.hpp"
+
+namespace zf::rl {
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+double since(clock_type::time_point t0) {
+  return std::chrono::duration<double>(clock_type::now() - t0).count();
+}
+
+uint64_t splitmix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+}  // namespace
+
+uint64_t seed_of(uint64_t seed, int step, int prompt) {
+  return splitmix(splitmix(seed ^ (uint64_t(uint32_t(step)) << 32)) + uint64_t(uint32_t(prompt)));
+}
+
+std::vector<rollout_seq> generate(serve::completion_backend& engine,
+                                  const std::vector<std::vector<int>>& prompts,
+                                  const rollout_options& o, int step) {
+  const int G = o.group_size, P = static_cast<int>(prompts.size());
+  std::vector<rollout_seq> out(std::size_t(P) * G);
+  std::mutex mu;
+  std::condition_variable cv;
+  int open = P * G;
+  std::string error;
+  for (int i = 0; i < P; ++i) {
+    serve::completion_request req;
+    req.prompt = prompts[i];
+    req.max_tokens = o.max_new_tokens;
+    req.n = G;
+    req.sampling.temperature = static_cast<float>(o.temperature);
+    req.sampling.seed = seed_of(o.seed, step, i);
+    req.sampling.logprobs = 0;
+    for (int c = 0; c < G; ++c) {
+      out[std::size_t(i) * G + c].prompt_index = i;
+      out[std::size_t(i) * G + c].prompt = prompts[i];
+    }
+    // Called on the engine's thread: appends and returns.
+    auto sink = [&, i](const serve::completion_event& e) {
+      std::lock_guard lk(mu);
+      rollout_seq& s = out[std::size_t(i) * G + e.index];
+      s.response.insert(s.response.end(), e.tokens.begin(), e.tokens.end());
+      for (auto& lp : e.logprobs) s.logp.push_back(lp.chosen.logprob);
+      s.text += e.text;
+      if (!e.tokens.empty()) s.version = e.weights_version;
+      if (e.finish == serve::finish_reason::none) return;
+      s.finished = e.finish == serve::finish_reason::stop;
+      if (e.finish == serve::finish_reason::error || e.finish == serve::finish_reason::cancelled)
+        error = e.error.empty() ? "the engine cancelled a rollout" : e.error;
+      if (--open == 0) cv.notify_all();
+    };
+    const serve::submit_result r = engine.submit(std::move(req), sink);
+    if (r.status != 200) {
+      // Requests already accepted still call the sink: wait for them before failing.
+      std::unique_lock lk(mu);
+      open -= (P - i) * G;
+      cv.wait(lk, [&] { return open == 0; });
+      fail("rollout: the engine refused prompt {} of step {} ({}: {})", i, step, r.status,
+           r.message);
+    }
+  }
+  std::unique_lock lk(mu);
+  cv.wait(lk, [&] { return open == 0; });
+  if (!error.empty()) fail("rollout: step {}: {}", step, error);
+  for (auto& s : out)
+    if (s.logp.size() != s.response.size())
+      fail("rollout: the engine gave {} log-probs for {} tokens", s.logp.size(), s.response.size());
+  return out;
+}
+
+rollout_worker::rollout_worker(serve::completion_backend& engine, prompts_fn prompts,
+                               rollout_options o, int steps, int overlap)
+    : engine_(engine), prompts_(std::move(prompts)), o_(o), steps_(steps), overlap_(overlap) {}
+
+rollout_worker::~rollout_worker() {
+  stop();
+}
+
+void rollout_worker::start() {
+  th_ = std::thread([this] { run(); });
+}
+
+void rollout_worker::stop() {
+  {
+    std::lock_guard lk(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (th_.joinable()) th_.join();
+}
+
+void rollout_worker::publish(uint64_t version, std::shared_ptr<const lm_weights> w) {
+  {
+    std::lock_guard lk(mu_);
+    published_[version] = std::move(w);
+  }
+  cv_.notify_all();
+}
+
+std::shared_ptr<const lm_weights> rollout_worker::wait_version(uint64_t v, double& waited) {
+  const auto t0 = clock_type::now();
+  std::unique_lock lk(mu_);
+  cv_.wait(lk, [&] { return stopping_ || published_.count(v); });
+  waited = since(t0);
+  if (stopping_) return nullptr;
+  auto w = published_[v];
+  published_.erase(published_.begin(), published_.upper_bound(v));  // older ones are done with
+  return w;
+}
+
+void rollout_worker::run() {
+  try {
+    for (int s = 0; s < steps_; ++s) {
+      rollout_batch b;
+      b.step = s;
+      b.version = static_cast<uint64_t>(std::max(0, s - overlap_));
+      if (b.version > engine_.weights_version()) {
+        auto w = wait_version(b.version, b.wait_s);
+        if (!w) return;
+        const auto t0 = clock_type::now();
+        engine_.update_weights(b.version, std::move(w));
+        b.sync_s = since(t0);
+      }
+      {
+        std::lock_guard lk(mu_);
+        if (stopping_) return;
+      }
+      const auto t0 = clock_type::now();
+      b.seqs = generate(engine_, prompts_(s), o_, s);
+      b.gen_s = since(t0);
+      for (auto& q : b.seqs)
+        if (q.version != b.version)
+          fail("rollout: step {} expected weights version {}, a sequence came from {}", s,
+               b.version, q.version);
+      std::lock_guard lk(mu_);
+      ready_.push_back(std::move(b));
+      cv_.notify_all();
+    }
+  } catch (...) {
+    std::lock_guard lk(mu_);
+    error_ = std::current_exception();
+    cv_.notify_all();
+  }
+}
+
+rollout_batch rollout_worker::take(int step) {
+  std::unique_lock lk(mu_);
+  cv_.wait(lk, [&] { return !ready_.empty() || error_ || stopping_; });
+  if (ready_.empty()) {
+    if (error_) std::rethrow_exception(error_);
+    fail("rollout: the worker stopped before step {}", step);
+  }
+  rollout_batch b = std::move(ready_.front());
+  ready_.pop_front();
+  if (b.step != step) fail("rollout: expected batch {}, got {}", step, b.step);
+  return b;
+}
+
+}  // namespace zf::rl

@@ -1,0 +1,76 @@
+#pragma once
+// Rollout generation on the serving engine (serve::completion_backend: the engine actor in this
+// process, or a client of one elsewhere), and the worker thread that runs it ahead of training
+// with bounded staleness:
+//   batch s is generated with exactly weights version max(0, s - overlap) and no other, so a run
+//   is the same bit for bit whatever the timing; overlap 0 alternates with training, overlap k
+//   lets batch n + k generate while the policy trains on batch n.
+// Weights are swapped into the engine only between batches (the engine is idle then), so a
+// rollout always finishes on the version it started with. Every queue is bounded: the worker
+// cannot run past version s - overlap, so at most overlap + 1 batches wait for the trainer.
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "runtime/model/lm_weights.hpp"
+#include "runtime/rl/experience.hpp"
+#include "runtime/serve/serving.hpp"
+
+namespace zf::rl {
+
+struct rollout_options {
+  int group_size = 8;  // completions per prompt (the request's n)
+  int max_new_tokens = 8;
+  double temperature = 1.0;  // 0: greedy (evaluation)
+  uint64_t seed = 0;         // choice c of prompt i of step s samples with seed_of(seed, s, i) + c
+};
+
+uint64_t seed_of(uint64_t seed, int step, int prompt);
+
+// Generates group_size completions of every prompt (prompt-major order) and waits for them.
+// Log-probs are the engine's (before temperature: log_softmax of the raw logits). Throws
+// zf::error when the engine refuses a request or ends one with an error.
+std::vector<rollout_seq> generate(serve::completion_backend& engine,
+                                  const std::vector<std::vector<int>>& prompts,
+                                  const rollout_options& o, int step);
+
+class rollout_worker {
+ public:
+  using prompts_fn = std::function<std::vector<std::vector<int>>(int step)>;
+  // engine serves weights version 0 already; prompts(s) gives batch s's prompts (called on the
+  // worker's thread).
+  rollout_worker(serve::completion_backend& engine, prompts_fn prompts, rollout_options o,
+                 int steps, int overlap);
+  ~rollout_worker();
+  void start();
+  // The trainer, after update v: the weights of version v (kept until the worker used them).
+  void publish(uint64_t version, std::shared_ptr<const lm_weights> w);
+  // Blocks until batch `step` is ready (steps are taken in order); rethrows the worker's error.
+  rollout_batch take(int step);
+  void stop();  // the worker ends after the batch in flight; take() then throws
+
+ private:
+  void run();
+  std::shared_ptr<const lm_weights> wait_version(uint64_t v, double& waited);
+
+  serve::completion_backend& engine_;
+  prompts_fn prompts_;
+  rollout_options o_;
+  int steps_, overlap_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<uint64_t, std::shared_ptr<const lm_weights>> published_;
+  std::deque<rollout_batch> ready_;
+  std::exception_ptr error_;
+  bool stopping_ = false;
+  std::thread th_;
+};
+
+}  // namespace zf::rl

@@ -1,0 +1,285 @@
+#include "runtime/rl/update.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <span>
+
+#include "kernels/dispatch.hpp"
+#include "runtime/core/error.hpp"
+#include "runtime/rl/advantage.hpp"
+
+namespace zf::rl {
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+double since(clock_type::time_point t0) {
+  return std::chrono::duration<double>(clock_type::now() - t0).count();
+}
+
+double default_kl(const std::string& algorithm) {
+  return algorithm == "grpo" ? 0.04 : algorithm == "rloo" ? 0.05 : 0.1;
+}
+
+template <class T>
+std::span<T> seg(std::vector<T>& v, std::size_t off, std::size_t n) {
+  return std::span<T>(v).subspan(off, n);
+}
+
+}  // namespace
+
+rl_updater::rl_updater(const rlhf_config& c, const optimizer_config& opt, rl_models m,
+                       reward_fn reward, ptx_fn ptx)
+    : c_(c), opt_(opt), m_(m), reward_(std::move(reward)), ptx_(std::move(ptx)) {
+  if (!m_.policy || !m_.policy_opt) fail("rl: no policy to train");
+  if (c_.algorithm != "grpo" && c_.algorithm != "rloo" && c_.algorithm != "ppo")
+    fail("rlhf.algorithm: expected grpo, rloo or ppo, got '{}'", c_.algorithm);
+  kl_coef_ = c_.kl_coef >= 0 ? c_.kl_coef : default_kl(c_.algorithm);
+  if (kl_coef_ > 0 && !m_.reference) fail("rlhf.kl_coef: {} needs a reference model", kl_coef_);
+  if (c_.algorithm == "ppo" && (!m_.critic || !m_.critic_opt)) fail("rl: PPO needs a critic");
+  if (c_.algorithm == "rloo" && c_.group_size < 2)
+    fail("rlhf.group_size: RLOO needs >= 2 completions per prompt, got {}", c_.group_size);
+  if (c_.algorithm == "grpo" && c_.group_size < 2)
+    fail("rlhf.group_size: GRPO needs >= 2 completions per prompt, got {}", c_.group_size);
+  lo_.clip_low = c_.clip_low;
+  lo_.clip_high = c_.clip_high;
+  lo_.kl_coef = c_.algorithm == "grpo" ? kl_coef_ : 0.0;  // RLOO, PPO fold it into the reward
+  lo_.kl = parse_kl_kind(c_.kl_estimator);
+  lo_.agg = parse_loss_agg(c_.loss_agg);
+  lo_.norm_len = c_.max_new_tokens;
+  lo_.is_cap = c_.is_cap;
+}
+
+// Reference log-probs, the critic's values before the update, and the rewards.
+void rl_updater::score(const rollout_batch& batch, update_stats& st) {
+  const int S = static_cast<int>(batch.seqs.size()), T = packed_length(batch.seqs);
+  const int mb = c_.micro_batch > 0 ? c_.micro_batch : S;
+  const std::size_t N = behav_.size();
+  ref_.assign(m_.reference ? N : 0, 0.0f);
+  old_values_.assign(m_.critic ? N : 0, 0.0f);
+  std::size_t off = 0;
+  for (int b0 = 0; b0 < S; b0 += mb) {
+    const int b = std::min(mb, S - b0);
+    pack(std::span(batch.seqs).subspan(b0, b), T, packed_);
+    rows_.resize(std::size_t(b) * T);
+    const std::size_t n = packed_.tokens();
+    if (m_.reference) {
+      m_.reference->score(packed_.ids.data(), packed_.targets.data(), b, T, rows_.data());
+      gather_response(packed_, rows_.data(), ref_.data() + off);
+    }
+    if (m_.critic) {
+      m_.critic->forward_rl(packed_.ids.data(), nullptr, b, T, nullptr, nullptr, rows_.data());
+      gather_response(packed_, rows_.data(), old_values_.data() + off);
+    }
+    off += n;
+  }
+  rewards_.assign(S, 0.0f);
+  reward_(batch, rewards_);
+  double sum = 0, sq = 0;
+  for (float r : rewards_) sum += r;
+  st.reward_mean = sum / S;
+  for (float r : rewards_) sq += (r - st.reward_mean) * (r - st.reward_mean);
+  st.reward_std = std::sqrt(sq / S);
+  const int G = c_.group_size;
+  if (G > 1) {
+    int flat = 0;
+    for (int g = 0; g < S / G; ++g) {
+      const auto* r = rewards_.data() + std::size_t(g) * G;
+      flat += std::all_of(r, r + G, [&](float x) { return x == r[0]; });
+    }
+    st.zero_spread_frac = double(flat) / (S / G);
+  }
+  if (m_.reference) {
+    double kl = 0;
+    for (std::size_t i = 0; i < N; ++i) kl += behav_[i] - ref_[i];
+    st.kl = N ? kl / N : 0;
+  }
+}
+
+void rl_updater::advantages(const rollout_batch& batch, update_stats&) {
+  const int S = static_cast<int>(batch.seqs.size());
+  const std::size_t N = behav_.size();
+  adv_.assign(N, 0.0f);
+  seq_adv_.assign(S, 0.0f);
+  if (c_.algorithm == "grpo") {
+    group_advantages(rewards_, c_.group_size, c_.scale_by_std, 1e-6, seq_adv_);
+    broadcast_to_tokens(seq_adv_, seq_len_, adv_);
+  } else if (c_.algorithm == "rloo") {
+    std::vector<float> r = rewards_;
+    std::size_t off = 0;
+    for (int i = 0; i < S; ++i) {
+      const std::size_t n = seq_len_[i];
+      if (m_.reference) r[i] -= kl_coef_ * sequence_kl(seg(behav_, off, n), seg(ref_, off, n));
+      off += n;
+    }
+    rloo_advantages(r, c_.group_size, seq_adv_);
+    broadcast_to_tokens(seq_adv_, seq_len_, adv_);
+  } else {  // ppo: KL-shaped per-token rewards, GAE over the critic's values
+    returns_.assign(N, 0.0f);
+    std::vector<float> tok_rewards;
+    std::vector<float> no_ref;
+    std::size_t off = 0;
+    for (int i = 0; i < S; ++i) {
+      const std::size_t n = seq_len_[i];
+      tok_rewards.assign(n, 0.0f);
+      auto ref = m_.reference ? seg(ref_, off, n) : seg(behav_, off, n);  // no reference: no KL
+      shaped_rewards(seg(behav_, off, n), ref, rewards_[i], kl_coef_, c_.reward_clip, tok_rewards);
+      gae(tok_rewards, seg(old_values_, off, n), c_.gamma, c_.lambda, seg(adv_, off, n),
+          seg(returns_, off, n));
+      off += n;
+    }
+  }
+}
+
+// One pass over the batch: forward in batch-invariant mode, the clipped objective, backward.
+void rl_updater::policy_pass(const rollout_batch& batch, int epoch, uint64_t version,
+                             update_stats& st) {
+  const int S = static_cast<int>(batch.seqs.size()), T = packed_length(batch.seqs);
+  const int mb = c_.micro_batch > 0 ? c_.micro_batch : S;
+  const std::size_t N = behav_.size();
+  transformer& pol = *m_.policy;
+  logp_.resize(N);
+  if (epoch == 0) old_.resize(N);
+  std::size_t off = 0;
+  double gap_sum = 0, ent_sum = 0;
+  for (int b0 = 0; b0 < S; b0 += mb) {
+    const int b = std::min(mb, S - b0);
+    pack(std::span(batch.seqs).subspan(b0, b), T, packed_);
+    const std::size_t n = packed_.tokens(), rows = std::size_t(b) * T;
+    rows_.resize(rows);
+    ent_rows_.resize(rows);
+    {
+      const kernels::batch_invariant_scope inv(true);  // the rollout engine's bits
+      pol.forward_rl(packed_.ids.data(), packed_.targets.data(), b, T, rows_.data(),
+                     ent_rows_.data(), nullptr);
+    }
+    gather_response(packed_, rows_.data(), logp_.data() + off);
+    if (epoch == 0) {
+      std::copy_n(logp_.data() + off, n, old_.data() + off);
+      std::size_t k = off;
+      for (int i = 0; i < b; ++i) {
+        const rollout_seq& s = batch.seqs[b0 + i];
+        for (int j = 0; j < packed_.len[i]; ++j, ++k) {
+          if (s.version != version) continue;
+          const double gap = std::fabs(double(logp_[k]) - behav_[k]);
+          st.logprob_gap_max = std::max(st.logprob_gap_max, gap);
+          gap_sum += gap;
+          ++st.gap_tokens;
+        }
+      }
+      for (std::size_t r = 0; r < rows; ++r) ent_sum += ent_rows_[r];
+    }
+    policy_loss_input in;
+    in.logp = seg(logp_, off, n);
+    in.old_logp = seg(old_, off, n);
+    in.behav_logp = seg(behav_, off, n);
+    if (lo_.kl_coef > 0) in.ref_logp = seg(ref_, off, n);
+    in.advantages = seg(adv_, off, n);
+    in.seq_len = std::span<const int>(seq_len_).subspan(b0, b);
+    policy_loss(in, lo_, pl_);
+    // The whole batch's aggregation: this micro-batch's share of sequences (or tokens).
+    const double f = lo_.agg == loss_agg::token_mean ? double(n) / N : double(b) / S;
+    for (float& d : pl_.dlogp) d = static_cast<float>(d * f);
+    rows2_.resize(rows);
+    scatter_response(packed_, pl_.dlogp.data(), rows2_.data());
+    pol.backward_rl(packed_.ids.data(), packed_.targets.data(), rows2_.data(), nullptr);
+    if (epoch == 0) {
+      st.pg_loss += pl_.pg_loss * f;
+      st.kl_loss += pl_.kl_loss * f;
+      st.clip_frac += pl_.clip_frac * n / N;
+      st.is_weight_mean += pl_.is_weight_mean * n / N;
+      st.ratio_max = std::max(st.ratio_max, pl_.ratio_max);
+    }
+    off += n;
+  }
+  if (epoch == 0) {
+    st.logprob_gap_mean = st.gap_tokens ? gap_sum / st.gap_tokens : 0;
+    st.entropy = N ? ent_sum / N : 0;
+  }
+}
+
+// The critic's clipped value loss over the batch and its AdamW step (PPO).
+void rl_updater::critic_pass(const rollout_batch& batch, int epoch, update_stats& st) {
+  const int S = static_cast<int>(batch.seqs.size()), T = packed_length(batch.seqs);
+  const int mb = c_.micro_batch > 0 ? c_.micro_batch : S;
+  const std::size_t N = behav_.size();
+  transformer& critic = *m_.critic;
+  critic.zero_grad();
+  values_.resize(N);
+  std::size_t off = 0;
+  for (int b0 = 0; b0 < S; b0 += mb) {
+    const int b = std::min(mb, S - b0);
+    pack(std::span(batch.seqs).subspan(b0, b), T, packed_);
+    const std::size_t n = packed_.tokens(), rows = std::size_t(b) * T;
+    rows_.resize(rows);
+    critic.forward_rl(packed_.ids.data(), nullptr, b, T, nullptr, nullptr, rows_.data());
+    gather_response(packed_, rows_.data(), values_.data() + off);
+    value_loss(seg(values_, off, n), seg(old_values_, off, n), seg(returns_, off, n), c_.value_clip,
+               vl_);
+    const double f = double(n) / N;  // the loss is a token mean over the whole batch
+    for (float& d : vl_.dvalue) d = static_cast<float>(d * f);
+    rows2_.resize(rows);
+    scatter_response(packed_, vl_.dvalue.data(), rows2_.data());
+    critic.backward_rl(packed_.ids.data(), nullptr, nullptr, rows2_.data());
+    if (epoch == 0) {
+      st.value_loss += vl_.loss * f;
+      st.value_clip_frac += vl_.clip_frac * f;
+    }
+    off += n;
+  }
+  optimizer_step(critic, *m_.critic_opt, c_.critic_lr, ++critic_steps_, nullptr);
+  (void)epoch;
+}
+
+void rl_updater::optimizer_step(transformer& m, adamw& opt, double lr, int step, double* norm) {
+  double sq = 0;
+  const float* g = m.grads().data();
+  for (std::size_t i = 0; i < m.grads().size(); ++i) sq += double(g[i]) * g[i];
+  const double nrm = std::sqrt(sq);
+  if (norm) *norm = nrm;
+  opt.step(m.params().data(), m.grads().data(), lr, step, clip_coefficient(nrm, opt_.grad_clip));
+}
+
+update_stats rl_updater::update(const rollout_batch& batch, int step, uint64_t version) {
+  update_stats st;
+  const int S = static_cast<int>(batch.seqs.size());
+  if (S == 0 || S % c_.group_size != 0)
+    fail("rl: batch {} has {} sequences, not groups of {}", step, S, c_.group_size);
+  seq_len_.resize(S);
+  behav_.clear();
+  int finished = 0;
+  for (int i = 0; i < S; ++i) {
+    const rollout_seq& s = batch.seqs[i];
+    seq_len_[i] = static_cast<int>(s.response.size());
+    behav_.insert(behav_.end(), s.logp.begin(), s.logp.end());
+    finished += s.finished;
+  }
+  st.sequences = S;
+  st.tokens = static_cast<int64_t>(behav_.size());
+  st.response_len = double(st.tokens) / S;
+  st.finished_frac = double(finished) / S;
+  const auto t0 = clock_type::now();
+  score(batch, st);
+  advantages(batch, st);
+  st.time_score_s = since(t0);
+  const auto t1 = clock_type::now();
+  for (int e = 0; e < c_.ppo_epochs; ++e) {
+    m_.policy->zero_grad();
+    policy_pass(batch, e, version, st);
+    if (ptx_ && c_.ptx_coef > 0) {
+      std::vector<int> ids, targets;
+      int b = 0, t = 0;
+      ptx_(step, ids, targets, b, t);
+      m_.policy->forward_backward(ids.data(), targets.data(), b, t,
+                                  static_cast<float>(c_.ptx_coef));
+    }
+    const double warm = c_.warmup > 0 ? std::min(1.0, double(step + 1) / c_.warmup) : 1.0;
+    optimizer_step(*m_.policy, *m_.policy_opt, c_.lr * warm, ++opt_steps_,
+                   e == 0 ? &st.grad_norm : nullptr);
+    if (m_.critic) critic_pass(batch, e, st);
+  }
+  st.time_train_s = since(t1);
+  return st;
+}
+
+}  // namespace zf::rl
