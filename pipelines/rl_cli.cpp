@@ -10,51 +10,95 @@
 
 #include "pipelines/rl_run.hpp"
 #include "runtime/core/error.hpp"
+#include "storage/fs_util.hpp"
 
 namespace zf {
 namespace {
 
 struct rl_args {
+  std::string name;
   CLI::App* cmd = nullptr;
-  std::string algorithm, config_file, out, task, data;
+  std::string config_file, out, task, data, checkpoint, reward_model;
   std::vector<std::string> sets;
   bool quiet = false;
 };
 std::vector<rl_args>& commands() {
-  static std::vector<rl_args> c(3);
+  static std::vector<rl_args> c;
   return c;
 }
 
 std::atomic<bool> g_stop{false};
-void on_sigint(int) {
+extern "C" void on_rl_sigint(int) {
   g_stop = true;
 }
 
-std::string default_out(const std::string& algorithm) {
+std::string default_out(const std::string& name) {
   const auto t = std::chrono::system_clock::now().time_since_epoch();
-  return fmt::format("runs/{}-{}", algorithm,
+  return fmt::format("runs/{}-{}", name,
                      std::chrono::duration_cast<std::chrono::seconds>(t).count());
+}
+
+struct spec {
+  const char* name;
+  const char* help;
+  const char* data_help;
+};
+constexpr spec k_specs[] = {
+    {"sft", "supervised fine-tuning on prompt/response pairs (loss on the response only)",
+     "JSON-lines SFT pairs ({\"prompt\", \"response\"})"},
+    {"reward", "train a reward model on preference pairs (pairwise loss, held-out accuracy)",
+     "JSON-lines preference pairs ({\"prompt\", \"chosen\", \"rejected\"})"},
+    {"grpo", "GRPO: group-relative advantages, clipped objective, k3 KL in the loss",
+     "JSON-lines prompts ({\"prompt\", \"answer\"?})"},
+    {"rloo", "RLOO: leave-one-out baseline, sequence KL folded into the reward",
+     "JSON-lines prompts ({\"prompt\", \"answer\"?})"},
+    {"ppo", "PPO (DeepSpeed-Chat): KL-shaped reward, GAE over a critic, clipped losses",
+     "JSON-lines prompts ({\"prompt\", \"answer\"?})"},
+};
+
+run_config config_of_args(const rl_args& a) {
+  run_config cfg;
+  apply_rl_task_defaults(cfg);
+  if (!a.config_file.empty())
+    apply_toml(cfg, storage::read_text_file(a.config_file), a.config_file);
+  for (auto& s : a.sets) apply_override(cfg, s);
+  if (!a.task.empty()) apply_override(cfg, "rlhf.task=" + a.task);
+  if (!a.reward_model.empty()) cfg.rlhf.reward_model = a.reward_model;
+  if (!a.data.empty()) {
+    if (a.name == "sft")
+      cfg.rlhf.sft_data = a.data;
+    else if (a.name == "reward")
+      cfg.rlhf.preference_data = a.data;
+    else
+      cfg.rlhf.prompts = a.data;
+  }
+  if (a.name != "sft" && a.name != "reward") cfg.rlhf.algorithm = a.name;
+  validate(cfg);
+  return cfg;
 }
 
 }  // namespace
 
 void add_rl_subcommands(CLI::App& app) {
-  const char* names[3] = {"grpo", "rloo", "ppo"};
-  const char* help[3] = {
-      "GRPO: group-relative advantages, clipped objective, k3 KL in the loss",
-      "RLOO: leave-one-out baseline, sequence KL folded into the reward",
-      "PPO (DeepSpeed-Chat): KL-shaped reward, GAE over a critic, clipped policy and value losses"};
-  for (int i = 0; i < 3; ++i) {
+  commands().resize(std::size(k_specs));
+  for (std::size_t i = 0; i < std::size(k_specs); ++i) {
     rl_args& a = commands()[i];
-    a.algorithm = names[i];
-    a.cmd = app.add_subcommand(names[i], help[i]);
+    a.name = k_specs[i].name;
+    a.cmd = app.add_subcommand(a.name, k_specs[i].help);
     a.cmd->add_option("--config", a.config_file, "TOML config file")->check(CLI::ExistingFile);
     a.cmd->add_option("--set", a.sets, "override one key, e.g. --set rlhf.overlap=1")
         ->allow_extra_args(false);
     a.cmd->add_option("--task", a.task, "built-in task: reverse, add, copy or sort");
-    a.cmd->add_option("--data", a.data, "JSON-lines prompts file ({\"prompt\", \"answer\"?})")
-        ->check(CLI::ExistingFile);
-    a.cmd->add_option("--out", a.out, "run folder (default runs/<algorithm>-<time>)");
+    a.cmd->add_option("--data", a.data, k_specs[i].data_help)->check(CLI::ExistingFile);
+    a.cmd->add_option("--checkpoint", a.checkpoint, "start from this zeroflow checkpoint")
+        ->check(CLI::ExistingDirectory);
+    if (i >= 2)
+      a.cmd
+          ->add_option("--reward-model", a.reward_model,
+                       "a reward model checkpoint (`zeroflow reward`), summed with the rule "
+                       "reward (--set rlhf.rule_reward=0 for the model alone)")
+          ->check(CLI::ExistingDirectory);
+    a.cmd->add_option("--out", a.out, "run folder (default runs/<command>-<time>)");
     a.cmd->add_flag("--quiet", a.quiet, "no progress lines (metrics.jsonl only)");
   }
 }
@@ -62,26 +106,19 @@ void add_rl_subcommands(CLI::App& app) {
 bool run_rl_subcommands() {
   for (rl_args& a : commands()) {
     if (!a.cmd || !*a.cmd) continue;
-    run_config cfg;
-    apply_rl_task_defaults(cfg);
-    cfg.rlhf.algorithm = a.algorithm;
-    if (!a.config_file.empty()) {
-      std::ifstream in(a.config_file);
-      std::stringstream ss;
-      ss << in.rdbuf();
-      apply_toml(cfg, ss.str(), a.config_file);
-    }
-    for (auto& s : a.sets) apply_override(cfg, s);
-    if (!a.task.empty()) apply_override(cfg, "rlhf.task=" + a.task);
-    if (!a.data.empty()) cfg.rlhf.prompts = a.data;
-    cfg.rlhf.algorithm = a.algorithm;
-    validate(cfg);
-    std::signal(SIGINT, on_sigint);
+    const run_config cfg = config_of_args(a);
+    std::signal(SIGINT, on_rl_sigint);
     rl_run_options o;
-    o.out = a.out.empty() ? default_out(a.algorithm) : a.out;
+    o.out = a.out.empty() ? default_out(a.name) : a.out;
+    o.checkpoint = a.checkpoint;
     o.quiet = a.quiet;
     o.stop = &g_stop;
-    run_rl(cfg, o);
+    if (a.name == "sft")
+      run_sft(cfg, o);
+    else if (a.name == "reward")
+      run_reward(cfg, o);
+    else
+      run_rl(cfg, o);
     return true;
   }
   return false;

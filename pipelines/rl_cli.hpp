@@ -1,6 +1,10 @@
 #pragma once
-// `zeroflow grpo | rloo | ppo`: RL on a built-in task or the user's prompts (pipelines/rl_run).
-//   zeroflow grpo --task reverse [--config F] [--set rlhf.overlap=1] [--out DIR] [--quiet]
+// The RLHF commands (pipelines/rl_run):
+//   zeroflow sft    [--task T | --data pairs.jsonl]       [--checkpoint DIR] [--out DIR]
+//   zeroflow reward [--task T | --data preferences.jsonl] [--checkpoint DIR] [--out DIR]
+//   zeroflow grpo | rloo | ppo [--task T | --data prompts.jsonl] [--checkpoint DIR]
+//                              [--reward-model DIR] [--out DIR]
+// each also with --config FILE, --set key=value and --quiet.
 namespace CLI {
 class App;
 }

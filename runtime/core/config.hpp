@@ -129,11 +129,14 @@ struct rlhf_config {
   std::string algorithm = "grpo";  // grpo | rloo | ppo (the subcommand sets it)
   std::string task = "reverse";    // built-in task (runtime/rl/tasks) when no prompts file
   int task_min_len = 3, task_max_len = 5;
-  std::string prompts;       // JSON-lines prompts file ("" = the task's generator)
-  std::string sft_data;      // JSON-lines SFT pairs for the warm-up ("" = the task's)
-  std::string reward_model;  // a reward model checkpoint folder ("" = none)
-  double rule_reward = 1;    // weight of the task's rule reward (0: reward model only)
-  int steps = 80;            // policy updates
+  std::string prompts;          // JSON-lines prompts file ("" = the task's generator)
+  std::string sft_data;         // JSON-lines SFT pairs for the warm-up ("" = the task's)
+  std::string reward_model;     // a reward model checkpoint folder ("" = none)
+  std::string preference_data;  // JSON-lines preference pairs for `reward` ("" = the task's)
+  int rm_steps = 300;           // reward model training steps
+  double rm_lr = 1e-3;
+  double rule_reward = 1;  // weight of the task's rule reward (0: reward model only)
+  int steps = 80;          // policy updates
   int prompts_per_step = 16;
   int group_size = 8;  // completions per prompt (GRPO, RLOO; PPO may use 1)
   int max_new_tokens = 8;

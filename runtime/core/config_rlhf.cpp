@@ -20,6 +20,11 @@ std::vector<key> rlhf_keys() {
           "JSON-lines SFT pairs ({\"prompt\", \"response\"}) for the warm-up; \"\" = the task's"),
       ZF_STR("rlhf.reward_model", rlhf.reward_model,
              "reward model checkpoint folder (`zeroflow reward`); \"\" = rule reward only"),
+      ZF_STR("rlhf.preference_data", rlhf.preference_data,
+             "JSON-lines preference pairs ({\"prompt\", \"chosen\", \"rejected\"}) for `zeroflow "
+             "reward`; \"\" = the task's"),
+      ZF_INT("rlhf.rm_steps", rlhf.rm_steps, 1, 1 << 24, "reward model training steps"),
+      ZF_NUM("rlhf.rm_lr", rlhf.rm_lr, 0, 10, "reward model learning rate"),
       ZF_NUM("rlhf.rule_reward", rlhf.rule_reward, 0, 1e6,
              "weight of the task's rule reward, summed with the reward model's"),
       ZF_INT("rlhf.steps", rlhf.steps, 1, 1 << 24, "policy updates"),
