@@ -98,12 +98,17 @@ std::vector<rl::sft_pair> sft_pairs(const rl_setup& s) {
   std::vector<rl::sft_record> records;
   if (!c.rlhf.sft_data.empty()) {
     records = rl::read_sft(c.rlhf.sft_data);
-  } else {  // the task's, a share sft_noise of them answered wrong (seeded)
+  } else {  // the task's, a share sft_noise of them answered wrong (seeded): the two commonest
+            // mistakes (copying instead of reversing, one character wrong), alternately
     const uint64_t seed = static_cast<uint64_t>(c.train.seed) ^ 0x5f7ull;
     std::mt19937_64 rng(seed);
-    for (auto& p : rl::preferences_from_task(*s.task, seed, 4096)) {
-      const bool wrong = double(rng() >> 11) * 0x1.0p-53 < c.rlhf.sft_noise;
-      records.push_back({p.prompt, wrong ? p.rejected : p.chosen, 0});
+    int wrong = 0;
+    for (auto& smp : rl::make_samples(*s.task, seed, 4096)) {
+      const bool bad = double(rng() >> 11) * 0x1.0p-53 < c.rlhf.sft_noise;
+      records.push_back(
+          {smp.prompt,
+           bad ? rl::mistake(smp.answer, wrong++ % 2, rng, s.task->options().letters) : smp.answer,
+           0});
     }
   }
   std::vector<rl::sft_pair> pairs;

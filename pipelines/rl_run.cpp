@@ -9,6 +9,8 @@
 #include "actors/engine.hpp"
 #include "pipelines/rl_models.hpp"
 #include "runtime/core/error.hpp"
+#include "runtime/core/memory.hpp"
+#include "runtime/rl/rl_footprint.hpp"
 #include "runtime/rl/rl_data.hpp"
 #include "runtime/text/byte_vocab.hpp"
 
@@ -27,11 +29,6 @@ void apply_rl_task_defaults(run_config& c) {
 }
 
 namespace {
-
-double effective_kl(const rlhf_config& r) {
-  if (r.kl_coef >= 0) return r.kl_coef;
-  return r.algorithm == "grpo" ? 0.04 : r.algorithm == "rloo" ? 0.05 : 0.1;
-}
 
 engine_config rollout_engine_config(const run_config& c) {
   engine_config e = c.engine;
@@ -90,11 +87,28 @@ rl_run_result run_rl(run_config cfg, const rl_run_options& o) {
   const rlhf_config& r = s.cfg.rlhf;
   const uint64_t seed = static_cast<uint64_t>(s.cfg.train.seed);
 
+  const rl::prompt_source prompts =
+      r.prompts.empty()
+          ? rl::prompt_source::from_task(s.task, *s.tok, seed, r.prompts_per_step, r.eval_prompts)
+          : rl::prompt_source::from_records(rl::read_prompts(r.prompts), *s.tok, seed,
+                                            r.prompts_per_step, r.eval_prompts);
+  if (prompts.longest_prompt() + r.max_new_tokens > s.spec.max_positions)
+    fail("rl: prompts of up to {} tokens + rlhf.max_new_tokens {} exceed the policy's context of "
+         "{} (model.n_positions)",
+         prompts.longest_prompt(), r.max_new_tokens, s.spec.max_positions);
+  {  // every role's memory, before any is allocated: never an out-of-memory half-way through
+    run_config as_built = s.cfg;
+    as_built.engine = rollout_engine_config(s.cfg);
+    rl::check_rl_footprint(rl::estimate_rl_footprint(as_built, prompts.longest_prompt(),
+                                                     !r.reward_model.empty()),
+                           machine_memory_bytes());
+  }
+
   rl_run_result res;
   auto policy = make_model(s, false, seed);
   warm_up(s, *policy, o, res);
   std::unique_ptr<transformer> reference, critic, rm;
-  if (effective_kl(r) > 0) {
+  if (rl::kl_coef_in_effect(r) > 0) {
     reference = std::make_unique<transformer>(s.spec, true, false);
     std::copy_n(policy->params().data(), policy->params().size(), reference->params().data());
   }
@@ -117,17 +131,6 @@ rl_run_result run_rl(run_config cfg, const rl_run_options& o) {
     copt.lr = r.critic_lr;
     critic_opt = std::make_unique<adamw>(critic->layout(), 0, critic->layout().total, copt);
   }
-
-  const rl::prompt_source prompts =
-      r.prompts.empty()
-          ? rl::prompt_source::from_task(s.task, *s.tok, seed, r.prompts_per_step, r.eval_prompts)
-          : rl::prompt_source::from_records(rl::read_prompts(r.prompts), *s.tok, seed,
-                                            r.prompts_per_step, r.eval_prompts);
-  if (prompts.longest_prompt() + r.max_new_tokens > s.spec.max_positions)
-    fail(
-        "rl: prompts of up to {} tokens + rlhf.max_new_tokens {} exceed the policy's context of "
-        "{} (model.n_positions)",
-        prompts.longest_prompt(), r.max_new_tokens, s.spec.max_positions);
 
   auto engine = actors::make_engine(
       std::make_shared<const lm_weights>(copy_lm_weights(s.spec, policy->params().data())), *s.tok,
@@ -215,7 +218,7 @@ reward_run_result run_reward(run_config cfg, const rl_run_options& o) {
   std::vector<rl::preference_ids> heldout(pairs.end() - held, pairs.end());
   pairs.resize(pairs.size() - held);
   auto m = make_model(s, true, seed);
-  rl::rm_options ro{r.rm_steps, r.sft_batch, r.rm_lr, seed, s.cfg.optimizer};
+  rl::rm_options ro{r.rm_steps, r.rm_batch, r.rm_lr, r.rm_center, seed, s.cfg.optimizer};
   const auto losses = rl::train_reward_model(*m, pairs, ro);
   {
     std::ofstream metrics(fs::path(o.out) / "metrics.jsonl");

@@ -91,8 +91,11 @@ std::vector<float> train_reward_model(transformer& rm, const std::vector<prefere
       const double d = double(values[ic]) - values[ir];
       loss += d > 0 ? std::log1p(std::exp(-d)) : -d + std::log1p(std::exp(d));
       const double g = 1.0 / (1.0 + std::exp(d)) / B;  // sigmoid(-d) / B
-      dvalue[ic] = static_cast<float>(-g);
-      dvalue[ir] = static_cast<float>(g);
+      const double sum = double(values[ic]) + values[ir];
+      loss += o.center * sum * sum;
+      const double gc = 2 * o.center * sum / B;  // d/dr of center (r_c + r_r)^2 / B
+      dvalue[ic] = static_cast<float>(-g + gc);
+      dvalue[ir] = static_cast<float>(g + gc);
     }
     rm.backward_rl(rows.ids.data(), nullptr, nullptr, dvalue.data());
     double sq = 0;

@@ -171,6 +171,43 @@ std::string change_one(std::string s, std::size_t pos, int letters) {
 
 }  // namespace
 
+std::string mistake(const std::string& a, std::size_t kind, std::mt19937_64& rng, int letters) {
+  const std::size_t n = a.size();
+  if (n == 0) fail("mistake: an empty answer");
+  const std::size_t p = rng() % n, q = rng() % n;  // drawn every time: two draws per sample
+  std::string r;
+  switch (kind % k_mistake_kinds) {
+    case 0:
+      r.assign(a.rbegin(), a.rend());
+      break;
+    case 1:
+      r = change_one(a, p, letters);
+      break;
+    case 2:
+      r = change_one(change_one(a, p, letters), p == q ? (p + 1) % n : q, letters);
+      break;
+    case 3:
+      r = a;
+      if (n >= 2) std::swap(r[p % (n - 1)], r[p % (n - 1) + 1]);
+      break;
+    case 4:
+      r = a;
+      if (n >= 2) r.erase(p, 1);
+      break;
+    case 5:
+      r = a;
+      r.insert(r.begin() + static_cast<std::ptrdiff_t>(p), change_one(a, q, letters)[q]);
+      break;
+    case 6:
+      r = a.substr(0, std::max<std::size_t>(1, p));
+      break;
+    default:  // characters of the answer's class in a random order, of a random length 1..n+1
+      for (std::size_t k = 0; k <= q % (n + 1); ++k) r += change_one(a, rng() % n, letters)[0];
+      break;
+  }
+  return r == a ? change_one(a, p, letters) : r;
+}
+
 std::vector<prompt_record> read_prompts(const fs::path& file) {
   constexpr std::string_view shape = R"({"prompt": "...", "answer": "..."} (answer optional))";
   return read_records<prompt_record>(file, shape, [&](const line_ctx& at, const json& j) {
@@ -225,11 +262,7 @@ std::vector<preference_record> preferences_from_task(const task& t, std::uint64_
   for (std::size_t i = 0; i < samples.size(); ++i) {
     const auto& s = samples[i];
     if (s.answer.empty()) fail("task '{}' made an empty answer for '{}'", t.name(), s.prompt);
-    std::string rejected(s.answer.rbegin(), s.answer.rend());
-    const std::size_t pos = rng() % s.answer.size();  // drawn every time: one draw per sample
-    if (i % 2 == 1 || rejected == s.answer)
-      rejected = change_one(s.answer, pos, t.options().letters);
-    out.push_back({s.prompt, s.answer, std::move(rejected), 0});
+    out.push_back({s.prompt, s.answer, mistake(s.answer, i, rng, t.options().letters), 0});
   }
   return out;
 }

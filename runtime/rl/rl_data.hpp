@@ -22,6 +22,7 @@
 // tasks and files alike; their records have line 0 (not from a file).
 #include <cstdint>
 #include <filesystem>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -55,11 +56,18 @@ std::vector<preference_record> read_preferences(const std::filesystem::path& fil
 std::vector<prompt_record> prompts_from_task(const task& t, std::uint64_t seed, int count);
 // response = the task's answer.
 std::vector<sft_record> sft_from_task(const task& t, std::uint64_t seed, int count);
-// chosen = the answer; rejected = a wrong answer of the same length, a plausible mistake: on even
-// samples the answer reversed ("abc" for reverse's "cba": copying instead of reversing; "91"
-// for "19"), on odd samples, or where reversing changes nothing, the answer with one character
-// (at a position drawn from the seed) replaced by the next of its class (letter within the
-// task's alphabet, digit, other). Never identical to chosen.
+// A wrong answer, never equal to `answer` (non-empty), of one of k_mistake_kinds kinds (kind %
+// k_mistake_kinds), positions drawn from rng: 0 the answer reversed ("abc" for reverse's "cba":
+// copying instead of reversing; "91" for "19"), 1 one character replaced by the next of its class
+// (letter within the task's `letters`, digit, other), 2 two replaced, 3 two neighbours swapped,
+// 4 one dropped, 5 one inserted, 6 cut short, 7 random characters of the answer's class of a
+// random length. A kind that changes nothing (a palindrome, one character) falls back to kind 1.
+inline constexpr std::size_t k_mistake_kinds = 8;
+std::string mistake(const std::string& answer, std::size_t kind, std::mt19937_64& rng, int letters);
+
+// chosen = the answer; rejected = mistake(answer, i, ...) for sample i: every kind in turn, the
+// wide spread of errors a reward model needs to judge a sampling policy's outputs (trained on one
+// kind only, it rates what it never saw, e.g. a cut-short answer, at random, and PPO exploits it).
 std::vector<preference_record> preferences_from_task(const task& t, std::uint64_t seed, int count);
 
 }  // namespace zf::rl

@@ -54,13 +54,17 @@ void rl_loop::rewards(const rollout_batch& b, std::vector<float>& out) {
     std::lock_guard lk(mu_);
     items = step_prompts_.at(b.step);
   }
+  // The rule reward is computed whenever there is one: weighted into the reward, and reported
+  // as the true reward (a learned reward model alone is judged by it).
+  double rule_sum = 0;
   for (std::size_t i = 0; i < b.seqs.size(); ++i) {
     const rollout_seq& s = b.seqs[i];
-    out[i] = prompts_.has_rule() && o_.rl.rule_reward > 0
-                 ? static_cast<float>(o_.rl.rule_reward *
-                                      prompts_.rule_reward(items.at(s.prompt_index), s.text))
-                 : 0.0f;
+    const double rule =
+        prompts_.has_rule() ? prompts_.rule_reward(items.at(s.prompt_index), s.text) : 0.0;
+    rule_sum += rule;
+    out[i] = static_cast<float>(o_.rl.rule_reward * rule);
   }
+  rule_mean_ = prompts_.has_rule() ? rule_sum / b.seqs.size() : -1;
   if (extra_) {
     std::vector<float> more(out.size(), 0.0f);
     extra_(b, more);
@@ -94,6 +98,7 @@ nlohmann::json rl_loop::step_json(int s, const rollout_batch& b, const update_st
   j["version_lag"] = static_cast<int64_t>(s) - static_cast<int64_t>(b.version);
   j["reward_mean"] = st.reward_mean;
   j["reward_std"] = st.reward_std;
+  if (rule_mean_ >= 0) j["true_reward_mean"] = rule_mean_;
   j["zero_spread_frac"] = st.zero_spread_frac;
   j["kl"] = st.kl;
   j["entropy"] = st.entropy;

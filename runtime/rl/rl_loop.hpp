@@ -66,6 +66,7 @@ class rl_loop {
   std::vector<std::vector<prompt_item>> step_prompts_;  // by step, for the rewards (worker fills)
   std::mutex mu_;
   std::vector<float> ema_;
+  double rule_mean_ = -1;  // the last batch's mean rule reward (-1: no rule)
 };
 
 }  // namespace zf::rl

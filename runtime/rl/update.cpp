@@ -8,6 +8,7 @@
 #include "kernels/dispatch.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/rl/advantage.hpp"
+#include "runtime/rl/rl_footprint.hpp"
 
 namespace zf::rl {
 namespace {
@@ -15,10 +16,6 @@ namespace {
 using clock_type = std::chrono::steady_clock;
 double since(clock_type::time_point t0) {
   return std::chrono::duration<double>(clock_type::now() - t0).count();
-}
-
-double default_kl(const std::string& algorithm) {
-  return algorithm == "grpo" ? 0.04 : algorithm == "rloo" ? 0.05 : 0.1;
 }
 
 template <class T>
@@ -34,7 +31,7 @@ rl_updater::rl_updater(const rlhf_config& c, const optimizer_config& opt, rl_mod
   if (!m_.policy || !m_.policy_opt) fail("rl: no policy to train");
   if (c_.algorithm != "grpo" && c_.algorithm != "rloo" && c_.algorithm != "ppo")
     fail("rlhf.algorithm: expected grpo, rloo or ppo, got '{}'", c_.algorithm);
-  kl_coef_ = c_.kl_coef >= 0 ? c_.kl_coef : default_kl(c_.algorithm);
+  kl_coef_ = kl_coef_in_effect(c_);
   if (kl_coef_ > 0 && !m_.reference) fail("rlhf.kl_coef: {} needs a reference model", kl_coef_);
   if (c_.algorithm == "ppo" && (!m_.critic || !m_.critic_opt)) fail("rl: PPO needs a critic");
   if (c_.algorithm == "rloo" && c_.group_size < 2)

@@ -163,17 +163,25 @@ TEST_CASE("rl data: task adapters give the task's samples as records") {
     CHECK(prefs[i].prompt == samples[i].prompt);
     CHECK(prefs[i].chosen == samples[i].answer);
     CHECK(prefs[i].rejected != prefs[i].chosen);
-    CHECK(prefs[i].rejected.size() == prefs[i].chosen.size());
     CHECK(t->reward(samples[i], prefs[i].rejected) < 0.5);
+    // Kinds in turn: reversed, one changed, two changed, swapped (same length); dropped (one
+    // shorter); inserted (one longer); cut short; random (1..n+1 characters).
+    const std::size_t n = prefs[i].chosen.size(), k = i % zf::rl::k_mistake_kinds;
+    const std::size_t got = prefs[i].rejected.size();
+    if (k <= 3) CHECK(got == n);
+    if (k == 4) CHECK(got == n - 1);
+    if (k == 5) CHECK(got == n + 1);
+    if (k == 6) CHECK(got < n);
+    if (k == 7) CHECK((got >= 1 && got <= n + 1));
+    if (k == 1) {
+      int changed = 0;
+      for (std::size_t k = 0; k < n; ++k) changed += prefs[i].chosen[k] != prefs[i].rejected[k];
+      CHECK(changed == 1);
+    }
   }
-  // Even samples: the answer reversed (for reverse, the prompt's letters as they stand).
+  // Kind 0: the answer reversed (for reverse, the prompt's letters as they stand).
   const std::string letters = samples[0].prompt.substr(8, samples[0].prompt.size() - 9);
   if (letters != samples[0].answer) CHECK(prefs[0].rejected == letters);
-  // Odd samples: one character changed.
-  int changed = 0;
-  for (std::size_t k = 0; k < prefs[1].chosen.size(); ++k)
-    changed += prefs[1].chosen[k] != prefs[1].rejected[k];
-  CHECK(changed == 1);
   // Deterministic, and even palindromes and one-letter alphabets get a different rejected.
   const auto again = zf::rl::preferences_from_task(*t, 5, 40);
   for (std::size_t i = 0; i < prefs.size(); ++i) CHECK(again[i].rejected == prefs[i].rejected);
@@ -184,7 +192,6 @@ TEST_CASE("rl data: task adapters give the task's samples as records") {
     for (const auto& r : zf::rl::preferences_from_task(*u, 9, 20)) {
       CAPTURE(r.prompt);
       CHECK(r.rejected != r.chosen);
-      CHECK(r.rejected.size() == r.chosen.size());
     }
   }
 }
