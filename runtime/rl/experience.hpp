@@ -28,6 +28,13 @@ struct rollout_batch {
   double gen_s = 0;               // wall seconds the engine took for it
   double wait_s = 0;              // seconds the rollout worker waited for that version first
   double sync_s = 0;              // seconds to swap those weights into the engine
+  // Filled by the frozen roles right after generation (off the trainer's thread, see
+  // runtime/rl/rollout's scorer) when `scored`; else the trainer scores the batch itself.
+  bool scored = false;
+  std::vector<float> ref_logp;   // [tokens] reference log-probs, sequence by sequence; empty: none
+  std::vector<float> rewards;    // [seqs.size()]
+  double true_reward_mean = -1;  // the rule reward's mean (-1: no rule)
+  double score_s = 0;            // seconds the scoring took
 };
 
 // Sequences [begin, end) of seqs packed into [b = end - begin, t] rows (t >= the longest

@@ -2,8 +2,9 @@
 // A reward model as DeepSpeed-Chat's step 2 trains it: the language model's body with a scalar
 // value head (model_spec.value_head), the reward of prompt + response being the value at the
 // response's last token, trained on preference pairs with the pairwise loss
-// -log sigmoid(r_chosen - r_rejected), plus a small centering term (rm_options::center). Also the scoring the RL loop uses, and pairwise accuracy
-// (the fraction of pairs with r_chosen > r_rejected) for held-out evaluation.
+// -log sigmoid(r_chosen - r_rejected), plus a small centering term (rm_options::center). Also the
+// scoring the RL loop uses, and pairwise accuracy (the fraction of pairs with r_chosen >
+// r_rejected) for held-out evaluation.
 #include <cstdint>
 #include <span>
 #include <vector>

@@ -48,7 +48,7 @@ rl_loop::rl_loop(rl_loop_options o, rl_models m, serve::completion_backend& engi
   }
 }
 
-void rl_loop::rewards(const rollout_batch& b, std::vector<float>& out) {
+double rl_loop::rewards(const rollout_batch& b, std::vector<float>& out) {
   std::vector<prompt_item> items;
   {
     std::lock_guard lk(mu_);
@@ -64,12 +64,24 @@ void rl_loop::rewards(const rollout_batch& b, std::vector<float>& out) {
     rule_sum += rule;
     out[i] = static_cast<float>(o_.rl.rule_reward * rule);
   }
-  rule_mean_ = prompts_.has_rule() ? rule_sum / b.seqs.size() : -1;
+  const double rule_mean = prompts_.has_rule() ? rule_sum / b.seqs.size() : -1;
   if (extra_) {
     std::vector<float> more(out.size(), 0.0f);
     extra_(b, more);
     for (std::size_t i = 0; i < out.size(); ++i) out[i] += more[i];
   }
+  return rule_mean;
+}
+
+// Reference log-probs and rewards need only frozen models, so they are done as soon as a batch
+// is generated, beside the trainer (with overlap) instead of on its critical path.
+void rl_loop::score_frozen(rollout_batch& b) {
+  const int S = static_cast<int>(b.seqs.size());
+  if (m_.reference)
+    reference_logprobs(*m_.reference, b.seqs, o_.rl.micro_batch > 0 ? o_.rl.micro_batch : S,
+                       b.ref_logp);
+  b.rewards.assign(S, 0.0f);
+  b.true_reward_mean = rewards(b, b.rewards);
 }
 
 std::pair<double, double> rl_loop::evaluate() {
@@ -98,7 +110,7 @@ nlohmann::json rl_loop::step_json(int s, const rollout_batch& b, const update_st
   j["version_lag"] = static_cast<int64_t>(s) - static_cast<int64_t>(b.version);
   j["reward_mean"] = st.reward_mean;
   j["reward_std"] = st.reward_std;
-  if (rule_mean_ >= 0) j["true_reward_mean"] = rule_mean_;
+  if (b.true_reward_mean >= 0) j["true_reward_mean"] = b.true_reward_mean;
   j["zero_spread_frac"] = st.zero_spread_frac;
   j["kl"] = st.kl;
   j["entropy"] = st.entropy;
@@ -126,7 +138,7 @@ nlohmann::json rl_loop::step_json(int s, const rollout_batch& b, const update_st
   // Wall clock: not reproducible, reported for the time split.
   j["time_step_s"] = wall;
   j["time_gen_s"] = b.gen_s;
-  j["time_score_s"] = st.time_score_s;
+  j["time_score_s"] = b.score_s + st.time_score_s;  // frozen roles (worker) + critic (trainer)
   j["time_train_s"] = st.time_train_s;
   j["time_sync_s"] = publish_s + b.sync_s;
   j["time_wait_s"] = wait;
@@ -151,7 +163,8 @@ rl_result rl_loop::run() {
         step_prompts_.at(s) = std::move(items);
         return ids;
       },
-      rollout_options_of(c, o_.seed), c.steps, c.overlap);
+      rollout_options_of(c, o_.seed), c.steps, c.overlap,
+      [this](rollout_batch& b) { score_frozen(b); });
   worker.start();
   const model_spec& spec = m_.policy->spec();
   auto last = clock_type::now();

@@ -52,7 +52,10 @@ class rl_loop {
   const std::vector<float>& ema() const { return ema_; }
 
  private:
-  void rewards(const rollout_batch& b, std::vector<float>& out);
+  // The rule reward (weighted) plus the extra reward of each sequence into out; returns the rule
+  // reward's mean (-1: no rule).
+  double rewards(const rollout_batch& b, std::vector<float>& out);
+  void score_frozen(rollout_batch& b);  // on the rollout worker's thread
   nlohmann::json step_json(int s, const rollout_batch& b, const update_stats& st, double wall,
                            double wait, double publish_s);
 
@@ -66,7 +69,6 @@ class rl_loop {
   std::vector<std::vector<prompt_item>> step_prompts_;  // by step, for the rewards (worker fills)
   std::mutex mu_;
   std::vector<float> ema_;
-  double rule_mean_ = -1;  // the last batch's mean rule reward (-1: no rule)
 };
 
 }  // namespace zf::rl

@@ -80,8 +80,13 @@ std::vector<rollout_seq> generate(serve::completion_backend& engine,
 }
 
 rollout_worker::rollout_worker(serve::completion_backend& engine, prompts_fn prompts,
-                               rollout_options o, int steps, int overlap)
-    : engine_(engine), prompts_(std::move(prompts)), o_(o), steps_(steps), overlap_(overlap) {}
+                               rollout_options o, int steps, int overlap, scorer_fn scorer)
+    : engine_(engine),
+      prompts_(std::move(prompts)),
+      scorer_(std::move(scorer)),
+      o_(o),
+      steps_(steps),
+      overlap_(overlap) {}
 
 rollout_worker::~rollout_worker() {
   stop();
@@ -143,6 +148,12 @@ void rollout_worker::run() {
         if (q.version != b.version)
           fail("rollout: step {} expected weights version {}, a sequence came from {}", s,
                b.version, q.version);
+      if (scorer_) {
+        const auto t1 = clock_type::now();
+        scorer_(b);
+        b.score_s = since(t1);
+        b.scored = true;
+      }
       std::lock_guard lk(mu_);
       ready_.push_back(std::move(b));
       cv_.notify_all();

@@ -44,10 +44,12 @@ std::vector<rollout_seq> generate(serve::completion_backend& engine,
 class rollout_worker {
  public:
   using prompts_fn = std::function<std::vector<std::vector<int>>(int step)>;
-  // engine serves weights version 0 already; prompts(s) gives batch s's prompts (called on the
-  // worker's thread).
+  using scorer_fn = std::function<void(rollout_batch&)>;
+  // engine serves weights version 0 already; prompts(s) gives batch s's prompts; scorer (may be
+  // null) scores each batch after generation with the frozen roles (reference, reward): both
+  // called on the worker's thread, so with overlap that work runs beside the trainer's.
   rollout_worker(serve::completion_backend& engine, prompts_fn prompts, rollout_options o,
-                 int steps, int overlap);
+                 int steps, int overlap, scorer_fn scorer = nullptr);
   ~rollout_worker();
   void start();
   // The trainer, after update v: the weights of version v (kept until the worker used them).
@@ -62,6 +64,7 @@ class rollout_worker {
 
   serve::completion_backend& engine_;
   prompts_fn prompts_;
+  scorer_fn scorer_;
   rollout_options o_;
   int steps_, overlap_;
   std::mutex mu_;

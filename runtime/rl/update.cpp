@@ -47,31 +47,52 @@ rl_updater::rl_updater(const rlhf_config& c, const optimizer_config& opt, rl_mod
   lo_.is_cap = c_.is_cap;
 }
 
-// Reference log-probs, the critic's values before the update, and the rewards.
+void reference_logprobs(transformer& ref, std::span<const rollout_seq> seqs, int batch,
+                        std::vector<float>& out) {
+  const int S = static_cast<int>(seqs.size()), T = packed_length(seqs);
+  packed_batch p;
+  std::vector<float> rows;
+  out.clear();
+  for (int b0 = 0; b0 < S; b0 += batch) {
+    const int b = std::min(batch, S - b0);
+    pack(seqs.subspan(b0, b), T, p);
+    rows.resize(std::size_t(b) * T);
+    ref.score(p.ids.data(), p.targets.data(), b, T, rows.data());
+    const std::size_t off = out.size();
+    out.resize(off + p.tokens());
+    gather_response(p, rows.data(), out.data() + off);
+  }
+}
+
+// Reference log-probs and rewards (unless the rollout worker's scorer did them already) and the
+// critic's values before the update.
 void rl_updater::score(const rollout_batch& batch, update_stats& st) {
   const int S = static_cast<int>(batch.seqs.size()), T = packed_length(batch.seqs);
   const int mb = c_.micro_batch > 0 ? c_.micro_batch : S;
   const std::size_t N = behav_.size();
-  ref_.assign(m_.reference ? N : 0, 0.0f);
+  if (batch.scored) {
+    ref_ = batch.ref_logp;
+    rewards_ = batch.rewards;
+    if (rewards_.size() != std::size_t(S) || (m_.reference && ref_.size() != N))
+      fail(
+          "rl: batch {} came scored with {} rewards and {} reference log-probs for {} sequences "
+          "of {} tokens",
+          batch.step, rewards_.size(), ref_.size(), S, N);
+  } else {
+    if (m_.reference) reference_logprobs(*m_.reference, batch.seqs, mb, ref_);
+    rewards_.assign(S, 0.0f);
+    reward_(batch, rewards_);
+  }
   old_values_.assign(m_.critic ? N : 0, 0.0f);
   std::size_t off = 0;
-  for (int b0 = 0; b0 < S; b0 += mb) {
+  for (int b0 = 0; m_.critic && b0 < S; b0 += mb) {
     const int b = std::min(mb, S - b0);
     pack(std::span(batch.seqs).subspan(b0, b), T, packed_);
     rows_.resize(std::size_t(b) * T);
-    const std::size_t n = packed_.tokens();
-    if (m_.reference) {
-      m_.reference->score(packed_.ids.data(), packed_.targets.data(), b, T, rows_.data());
-      gather_response(packed_, rows_.data(), ref_.data() + off);
-    }
-    if (m_.critic) {
-      m_.critic->forward_rl(packed_.ids.data(), nullptr, b, T, nullptr, nullptr, rows_.data());
-      gather_response(packed_, rows_.data(), old_values_.data() + off);
-    }
-    off += n;
+    m_.critic->forward_rl(packed_.ids.data(), nullptr, b, T, nullptr, nullptr, rows_.data());
+    gather_response(packed_, rows_.data(), old_values_.data() + off);
+    off += packed_.tokens();
   }
-  rewards_.assign(S, 0.0f);
-  reward_(batch, rewards_);
   double sum = 0, sq = 0;
   for (float r : rewards_) sum += r;
   st.reward_mean = sum / S;

@@ -51,6 +51,11 @@ struct update_stats {
   double time_score_s = 0, time_train_s = 0;
 };
 
+// Reference log-probs of the response tokens of seqs, flat [tokens] in sequence order, in
+// forward batches of `batch` sequences (the frozen reference's score mode).
+void reference_logprobs(transformer& ref, std::span<const rollout_seq> seqs, int batch,
+                        std::vector<float>& out);
+
 class rl_updater {
  public:
   rl_updater(const rlhf_config& c, const optimizer_config& opt, rl_models m, reward_fn reward,
