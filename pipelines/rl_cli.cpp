@@ -18,7 +18,7 @@ namespace {
 struct rl_args {
   std::string name;
   CLI::App* cmd = nullptr;
-  std::string config_file, out, task, data, checkpoint, reward_model;
+  std::string config_file, out, task, data, checkpoint, reward_model, hf;
   std::vector<std::string> sets;
   bool quiet = false;
 };
@@ -64,6 +64,7 @@ run_config config_of_args(const rl_args& a) {
   for (auto& s : a.sets) apply_override(cfg, s);
   if (!a.task.empty()) apply_override(cfg, "rlhf.task=" + a.task);
   if (!a.reward_model.empty()) cfg.rlhf.reward_model = a.reward_model;
+  if (!a.hf.empty()) cfg.model.init_hf = a.hf;
   if (!a.data.empty()) {
     if (a.name == "sft")
       cfg.rlhf.sft_data = a.data;
@@ -91,6 +92,11 @@ void add_rl_subcommands(CLI::App& app) {
     a.cmd->add_option("--task", a.task, "built-in task: reverse, add, copy or sort");
     a.cmd->add_option("--data", a.data, k_specs[i].data_help)->check(CLI::ExistingFile);
     a.cmd->add_option("--checkpoint", a.checkpoint, "start from this zeroflow checkpoint")
+        ->check(CLI::ExistingDirectory);
+    a.cmd
+        ->add_option("--hf", a.hf,
+                     "start from this Hugging Face GPT-2 or Llama folder (config.json, "
+                     "safetensors, tokenizer.json)")
         ->check(CLI::ExistingDirectory);
     if (i >= 2)
       a.cmd

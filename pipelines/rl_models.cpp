@@ -7,6 +7,7 @@
 
 #include "pipelines/pipeline.hpp"
 #include "runtime/core/error.hpp"
+#include "runtime/model/lm_weights.hpp"
 #include "runtime/rl/rl_data.hpp"
 #include "runtime/text/byte_vocab.hpp"
 #include "storage/checkpoint.hpp"
@@ -47,6 +48,21 @@ rl_setup setup_rl(run_config cfg, const fs::path& out, const std::string& checkp
   fs::create_directories(out);
   const fs::path tok_file = fs::absolute(out / "tokenizer.json");
   std::string tok_text = byte_level_tokenizer_json();
+  std::string tok_config;  // tokenizer_config.json beside a Hugging Face tokenizer.json
+  int eos = -1;
+  if (!checkpoint.empty() && !cfg.model.init_hf.empty())
+    fail("rl: give a zeroflow checkpoint or a Hugging Face folder (model.init_hf), not both");
+  if (!cfg.model.init_hf.empty()) {  // a Hugging Face folder: its config, weights and tokenizer
+    const fs::path dir = cfg.model.init_hf;
+    hf_model h = load_hf_model(dir);
+    cfg.model = config_of(h.spec);
+    cfg.model.init_hf = dir.string();
+    tok_text = storage::read_text_file(dir / "tokenizer.json");
+    if (fs::exists(dir / "tokenizer_config.json"))
+      tok_config = storage::read_text_file(dir / "tokenizer_config.json");
+    eos = h.spec.eos_id;
+    s.init.assign(h.flat.data(), h.flat.data() + h.flat.size());
+  }
   if (!checkpoint.empty()) {
     loaded l = load_params(checkpoint);
     cfg.model = l.cfg.model;
@@ -64,15 +80,22 @@ rl_setup setup_rl(run_config cfg, const fs::path& out, const std::string& checkp
     f << tok_text;
     if (!f) fail("rl: cannot write {}", tok_file.string());
   }
+  if (!tok_config.empty()) {
+    std::ofstream f(out / "tokenizer_config.json");
+    f << tok_config;
+    if (!f) fail("rl: cannot write {}", (out / "tokenizer_config.json").string());
+  }
   s.tok = std::make_unique<tokenizer>(tokenizer::load_hf(tok_file));
   cfg.data.tokenizer = tok_file.parent_path().string();
-  if (checkpoint.empty()) cfg.model.vocab_size = s.tok->vocab_size();
+  if (checkpoint.empty() && cfg.model.init_hf.empty()) cfg.model.vocab_size = s.tok->vocab_size();
   if (cfg.model.vocab_size < s.tok->vocab_size())
     fail("model.vocab_size: {} is smaller than the tokenizer's {}", cfg.model.vocab_size,
          s.tok->vocab_size());
   validate(cfg);
   s.spec = spec_of(cfg.model);
-  s.spec.eos_id = s.tok->eot();
+  s.spec.eos_id = eos >= 0 ? eos : s.tok->eot();
+  if (s.spec.eos_id < 0)
+    fail("rl: the tokenizer has no end-of-text token, so completions could never end");
   rl::task_options topt;
   topt.min_len = cfg.rlhf.task_min_len;
   topt.max_len = cfg.rlhf.task_max_len;

@@ -10,8 +10,8 @@
 #include "pipelines/rl_models.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/core/memory.hpp"
-#include "runtime/rl/rl_footprint.hpp"
 #include "runtime/rl/rl_data.hpp"
+#include "runtime/rl/rl_footprint.hpp"
 #include "runtime/text/byte_vocab.hpp"
 
 namespace zf {
@@ -64,7 +64,7 @@ void write_json(const fs::path& p, const nlohmann::json& j) {
 // The warm-up of a policy that starts from scratch.
 void warm_up(const rl_setup& s, transformer& policy, const rl_run_options& o, rl_run_result& res) {
   const rlhf_config& r = s.cfg.rlhf;
-  if (r.sft_steps <= 0 || !o.checkpoint.empty()) return;
+  if (r.sft_steps <= 0 || !o.checkpoint.empty() || !s.cfg.model.init_hf.empty()) return;
   rl::sft_options so{r.sft_steps, r.sft_batch, r.sft_lr, static_cast<uint64_t>(s.cfg.train.seed),
                      s.cfg.optimizer};
   const auto losses = rl::sft_train(policy, sft_pairs(s), so);
@@ -79,10 +79,6 @@ void warm_up(const rl_setup& s, transformer& policy, const rl_run_options& o, rl
 
 rl_run_result run_rl(run_config cfg, const rl_run_options& o) {
   if (o.out.empty()) fail("rl: no run folder");
-  if (!cfg.model.init_hf.empty())
-    fail(
-        "model.init_hf: RLHF from a Hugging Face folder is not supported yet; give a zeroflow "
-        "checkpoint (--checkpoint)");
   const rl_setup s = setup_rl(std::move(cfg), o.out, o.checkpoint);
   const rlhf_config& r = s.cfg.rlhf;
   const uint64_t seed = static_cast<uint64_t>(s.cfg.train.seed);
@@ -93,15 +89,16 @@ rl_run_result run_rl(run_config cfg, const rl_run_options& o) {
           : rl::prompt_source::from_records(rl::read_prompts(r.prompts), *s.tok, seed,
                                             r.prompts_per_step, r.eval_prompts);
   if (prompts.longest_prompt() + r.max_new_tokens > s.spec.max_positions)
-    fail("rl: prompts of up to {} tokens + rlhf.max_new_tokens {} exceed the policy's context of "
-         "{} (model.n_positions)",
-         prompts.longest_prompt(), r.max_new_tokens, s.spec.max_positions);
+    fail(
+        "rl: prompts of up to {} tokens + rlhf.max_new_tokens {} exceed the policy's context of "
+        "{} (model.n_positions)",
+        prompts.longest_prompt(), r.max_new_tokens, s.spec.max_positions);
   {  // every role's memory, before any is allocated: never an out-of-memory half-way through
     run_config as_built = s.cfg;
     as_built.engine = rollout_engine_config(s.cfg);
-    rl::check_rl_footprint(rl::estimate_rl_footprint(as_built, prompts.longest_prompt(),
-                                                     !r.reward_model.empty()),
-                           machine_memory_bytes());
+    rl::check_rl_footprint(
+        rl::estimate_rl_footprint(as_built, prompts.longest_prompt(), !r.reward_model.empty()),
+        machine_memory_bytes());
   }
 
   rl_run_result res;

@@ -84,3 +84,27 @@ TEST_CASE("rlhf inputs: prompts longer than the policy's context are refused") {
   CHECK(msg.find("model.n_positions") != std::string::npos);
   CHECK(msg.find("rlhf.max_new_tokens 30") != std::string::npos);
 }
+
+TEST_CASE("rlhf: SFT starts from a Hugging Face folder and GRPO continues from its checkpoint") {
+  temp_dir d("rlhf_hf");
+  rl_run_options o;
+  o.out = (d / "sft").string();
+  o.quiet = true;
+  const auto hf = std::string(ZF_SOURCE_DIR) + "/tests/golden/hf/tiny-gpt2";
+  const sft_run_result s =
+      run_sft(rlhf_config_with({"model.init_hf=" + hf, "rlhf.sft_steps=40"}), o);
+  MESSAGE("sft from tiny-gpt2: loss " << s.loss_first << " -> " << s.loss_last);
+  CHECK(s.loss_last < 0.8 * s.loss_first);
+  // The run folder carries the Hugging Face tokenizer, so the checkpoint is a starting point.
+  CHECK(std::filesystem::exists(d / "sft" / "tokenizer.json"));
+  rl_run_options g;
+  g.out = (d / "grpo").string();
+  g.checkpoint = s.checkpoint;
+  g.quiet = true;
+  const rl_run_result r = run_rl(rlhf_config_with({"rlhf.steps=3", "rlhf.prompts_per_step=4"}), g);
+  const auto m = read_jsonl(d / "grpo" / "metrics.jsonl");
+  REQUIRE(m.size() == 3);
+  for (auto& j : m) CHECK(j["logprob_gap_max"].get<double>() == 0.0);
+  CHECK(read_json(d / "grpo" / "summary.json")["steps"] == 3);
+  CHECK(std::filesystem::exists(std::filesystem::path(r.checkpoint) / "manifest"));
+}
