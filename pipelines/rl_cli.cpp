@@ -20,7 +20,8 @@ struct rl_args {
   CLI::App* cmd = nullptr;
   std::string config_file, out, task, data, checkpoint, reward_model, hf;
   std::vector<std::string> sets;
-  bool quiet = false;
+  bool quiet = false, resume = false;
+  int stop_after = 0;
 };
 std::vector<rl_args>& commands() {
   static std::vector<rl_args> c;
@@ -98,6 +99,15 @@ void add_rl_subcommands(CLI::App& app) {
                      "start from this Hugging Face GPT-2 or Llama folder (config.json, "
                      "safetensors, tokenizer.json)")
         ->check(CLI::ExistingDirectory);
+    if (i >= 2) {
+      a.cmd->add_flag("--resume", a.resume,
+                      "continue the run in --out from its newest checkpoint, exactly (its own "
+                      "configuration)");
+      a.cmd
+          ->add_option("--stop-after", a.stop_after,
+                       "stop after this update, with a checkpoint (resume later)")
+          ->check(CLI::NonNegativeNumber);
+    }
     if (i >= 2)
       a.cmd
           ->add_option("--reward-model", a.reward_model,
@@ -117,6 +127,9 @@ bool run_rl_subcommands() {
     rl_run_options o;
     o.out = a.out.empty() ? default_out(a.name) : a.out;
     o.checkpoint = a.checkpoint;
+    o.resume = a.resume;
+    o.stop_after = a.stop_after;
+    if (a.resume && a.out.empty()) fail("--resume needs --out DIR (the run to continue)");
     o.quiet = a.quiet;
     o.stop = &g_stop;
     if (a.name == "sft")

@@ -8,11 +8,13 @@
 
 #include "actors/engine.hpp"
 #include "pipelines/rl_models.hpp"
+#include "pipelines/rl_state.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/core/memory.hpp"
 #include "runtime/rl/rl_data.hpp"
 #include "runtime/rl/rl_footprint.hpp"
 #include "runtime/text/byte_vocab.hpp"
+#include "storage/checkpoint.hpp"
 
 namespace zf {
 namespace fs = std::filesystem;
@@ -77,9 +79,94 @@ void warm_up(const rl_setup& s, transformer& policy, const rl_run_options& o, rl
 
 }  // namespace
 
+namespace {
+
+// The roles' models of a run: the policy (warmed up when it starts from scratch), the frozen
+// reference, a reward model, and PPO's critic.
+struct rl_roles {
+  std::unique_ptr<transformer> policy, reference, critic, rm;
+  std::unique_ptr<adamw> policy_opt, critic_opt;
+};
+
+rl_roles make_roles(const rl_setup& s, const rl_run_options& o, const std::string& start,
+                    rl_run_result& res) {
+  const rlhf_config& r = s.cfg.rlhf;
+  const uint64_t seed = static_cast<uint64_t>(s.cfg.train.seed);
+  rl_roles m;
+  m.policy = make_model(s, false, seed);
+  rl_run_options w = o;
+  w.checkpoint = start;
+  warm_up(s, *m.policy, w, res);
+  if (rl::kl_coef_in_effect(r) > 0) {
+    m.reference = std::make_unique<transformer>(s.spec, true, false);
+    std::copy_n(m.policy->params().data(), m.policy->params().size(), m.reference->params().data());
+  }
+  if (!r.reward_model.empty()) m.rm = load_reward_model(s, r.reward_model);
+  optimizer_config popt = s.cfg.optimizer;
+  popt.lr = r.lr;
+  m.policy_opt = std::make_unique<adamw>(m.policy->layout(), 0, m.policy->layout().total, popt);
+  if (r.algorithm == "ppo") {
+    // DeepSpeed-Chat starts the critic from the reward model; without one, from the policy.
+    m.critic = make_model(s, true, seed);
+    if (m.rm) {
+      std::copy_n(m.rm->params().data(), m.rm->params().size(), m.critic->params().data());
+    } else {
+      std::fill_n(m.critic->param("v_head.weight"), s.spec.hidden, 0.0f);
+      for (auto& p : m.policy->layout().params)
+        std::copy_n(m.policy->params().data() + p.offset, p.numel, m.critic->param(p.name));
+    }
+    optimizer_config copt = s.cfg.optimizer;
+    copt.lr = r.critic_lr;
+    m.critic_opt = std::make_unique<adamw>(m.critic->layout(), 0, m.critic->layout().total, copt);
+  }
+  return m;
+}
+
+nlohmann::json summary_of(const rl_setup& s, const rl_roles& m, const rl_run_result& res) {
+  const rlhf_config& r = s.cfg.rlhf;
+  nlohmann::json j;
+  j["algorithm"] = r.algorithm;
+  j["prompts"] = r.prompts.empty() ? "task:" + r.task : r.prompts;
+  j["reward"] = m.rm ? (r.rule_reward > 0 ? "rule+model" : "model") : "rule";
+  j["steps"] = res.rl.steps;
+  j["overlap"] = r.overlap;
+  j["eval_reward_before"] = res.rl.eval_before;
+  j["eval_reward_after"] = res.rl.eval_after;
+  j["eval_solved_before"] = res.rl.solved_before;
+  j["eval_solved_after"] = res.rl.solved_after;
+  j["sft_loss_first"] = res.sft_loss_first;
+  j["sft_loss_last"] = res.sft_loss_last;
+  j["interrupted"] = res.rl.interrupted;
+  for (auto& [lag, n] : res.rl.lag_histogram) j["lag_histogram"][std::to_string(lag)] = n;
+  return j;
+}
+
+// metrics.jsonl of a resumed run: its first `keep` lines (the updates the checkpoint holds).
+void keep_metrics(const fs::path& file, int keep) {
+  std::ifstream in(file);
+  std::string text, line;
+  for (int i = 0; i < keep && std::getline(in, line); ++i) text += line + "\n";
+  in.close();
+  std::ofstream(file, std::ios::trunc) << text;
+}
+
+}  // namespace
+
 rl_run_result run_rl(run_config cfg, const rl_run_options& o) {
   if (o.out.empty()) fail("rl: no run folder");
-  const rl_setup s = setup_rl(std::move(cfg), o.out, o.checkpoint);
+  std::string start = o.checkpoint;
+  fs::path resume_dir;
+  if (o.resume) {  // the run's own configuration and its newest checkpoint
+    resume_dir = latest_rl_step(o.out);
+    if (resume_dir.empty()) fail("--resume: {} has no checkpoint", o.out);
+    run_config saved;
+    apply_toml(saved, storage::read_manifest(resume_dir).config_toml,
+               (resume_dir / "manifest").string());
+    cfg = saved;
+    cfg.model.init_hf.clear();
+    start = resume_dir.string();
+  }
+  const rl_setup s = setup_rl(std::move(cfg), o.out, start);
   const rlhf_config& r = s.cfg.rlhf;
   const uint64_t seed = static_cast<uint64_t>(s.cfg.train.seed);
 
@@ -102,69 +189,58 @@ rl_run_result run_rl(run_config cfg, const rl_run_options& o) {
   }
 
   rl_run_result res;
-  auto policy = make_model(s, false, seed);
-  warm_up(s, *policy, o, res);
-  std::unique_ptr<transformer> reference, critic, rm;
-  if (rl::kl_coef_in_effect(r) > 0) {
-    reference = std::make_unique<transformer>(s.spec, true, false);
-    std::copy_n(policy->params().data(), policy->params().size(), reference->params().data());
-  }
-  if (!r.reward_model.empty()) rm = load_reward_model(s, r.reward_model);
+  rl_roles m = make_roles(s, o, start, res);
+  std::vector<float> ema;
   optimizer_config popt = s.cfg.optimizer;
   popt.lr = r.lr;
-  adamw policy_opt(policy->layout(), 0, policy->layout().total, popt);
-  std::unique_ptr<adamw> critic_opt;
-  if (r.algorithm == "ppo") {
-    // DeepSpeed-Chat starts the critic from the reward model; without one, from the policy.
-    critic = make_model(s, true, seed);
-    if (rm) {
-      std::copy_n(rm->params().data(), rm->params().size(), critic->params().data());
-    } else {
-      std::fill_n(critic->param("v_head.weight"), s.spec.hidden, 0.0f);
-      for (auto& p : policy->layout().params)
-        std::copy_n(policy->params().data() + p.offset, p.numel, critic->param(p.name));
-    }
-    optimizer_config copt = s.cfg.optimizer;
-    copt.lr = r.critic_lr;
-    critic_opt = std::make_unique<adamw>(critic->layout(), 0, critic->layout().total, copt);
+  rl::rl_loop_options lo{r, popt, seed, o.stop};
+  lo.stop_after = o.stop_after;
+  lo.checkpoint_every = s.cfg.checkpoint.every;
+  std::shared_ptr<const lm_weights> first;
+  if (o.resume) {
+    if (r.ema > 0) ema.resize(m.policy->params().size());
+    rl::rl_checkpoint ck = load_rl_state(s, o.out, resume_dir,
+                                         {m.policy.get(), m.policy_opt.get(), m.reference.get(),
+                                          m.critic.get(), m.critic_opt.get(), &ema});
+    lo.start_step = ck.step;
+    lo.start_optimizer_steps = ck.optimizer_steps;
+    lo.start_versions = ck.versions;
+    // The engine starts on version 0 only when the next rollouts use it.
+    if (ck.step - r.overlap <= 0) first = ck.versions.at(0);
+    keep_metrics(fs::path(o.out) / "metrics.jsonl", ck.step);
+    if (!o.quiet) std::cerr << fmt::format("resuming {} at update {}\n", o.out, ck.step);
   }
-
-  auto engine = actors::make_engine(
-      std::make_shared<const lm_weights>(copy_lm_weights(s.spec, policy->params().data())), *s.tok,
-      rollout_engine_config(s.cfg));
+  if (!first)
+    first = std::make_shared<const lm_weights>(copy_lm_weights(s.spec, m.policy->params().data()));
+  auto engine = actors::make_engine(first, *s.tok, rollout_engine_config(s.cfg));
 
   rl::reward_fn rm_reward;
-  if (rm)
+  if (m.rm)
     rm_reward = [&](const rl::rollout_batch& b, std::vector<float>& out) {
       const int mb = r.micro_batch > 0 ? r.micro_batch : static_cast<int>(b.seqs.size());
-      rl::reward_scores(*rm, b.seqs, mb, out);
+      rl::reward_scores(*m.rm, b.seqs, mb, out);
     };
-  std::ofstream metrics(fs::path(o.out) / "metrics.jsonl");
-  rl::rl_loop_options lo{r, popt, seed, o.stop};
-  rl::rl_models models{policy.get(), &policy_opt, reference.get(), critic.get(), critic_opt.get()};
+  std::ofstream metrics(fs::path(o.out) / "metrics.jsonl", std::ios::app);
+  rl::rl_loop* loop_ptr = nullptr;
+  lo.checkpoint = [&](const rl::rl_checkpoint& ck) {
+    res.checkpoint = save_rl_state(s, o.out, ck,
+                                   {m.policy.get(), m.policy_opt.get(), m.reference.get(),
+                                    m.critic.get(), m.critic_opt.get(), &loop_ptr->ema()},
+                                   {{"algorithm", r.algorithm}});
+  };
+  rl::rl_models models{m.policy.get(), m.policy_opt.get(), m.reference.get(), m.critic.get(),
+                       m.critic_opt.get()};
   rl::rl_loop loop(lo, models, *engine, prompts, rm_reward, [&](const nlohmann::json& j) {
     metrics << j.dump() << "\n" << std::flush;
     if (!o.quiet) print_step(j, r.steps);
     if (o.on_metrics) o.on_metrics(j);
   });
+  loop_ptr = &loop;
+  if (!ema.empty()) loop.ema() = ema;
   res.rl = loop.run();
 
-  nlohmann::json summary;
-  summary["algorithm"] = r.algorithm;
-  summary["prompts"] = r.prompts.empty() ? "task:" + r.task : r.prompts;
-  summary["reward"] = rm ? (r.rule_reward > 0 ? "rule+model" : "model") : "rule";
-  summary["steps"] = res.rl.steps;
-  summary["overlap"] = r.overlap;
-  summary["eval_reward_before"] = res.rl.eval_before;
-  summary["eval_reward_after"] = res.rl.eval_after;
-  summary["eval_solved_before"] = res.rl.solved_before;
-  summary["eval_solved_after"] = res.rl.solved_after;
-  summary["sft_loss_first"] = res.sft_loss_first;
-  summary["sft_loss_last"] = res.sft_loss_last;
-  summary["interrupted"] = res.rl.interrupted;
-  for (auto& [lag, n] : res.rl.lag_histogram) summary["lag_histogram"][std::to_string(lag)] = n;
+  const nlohmann::json summary = summary_of(s, m, res);
   write_json(fs::path(o.out) / "summary.json", summary);
-  res.checkpoint = save_model(s, o.out, *policy, &policy_opt, res.rl.steps, summary);
   if (!o.quiet)
     std::cerr << fmt::format(
         "{} on {}: greedy eval reward {:.3f} -> {:.3f} (solved {:.0f}% -> {:.0f}%), checkpoint "

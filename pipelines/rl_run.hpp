@@ -22,6 +22,8 @@ namespace zf {
 struct rl_run_options {
   std::string out;         // run folder (created)
   std::string checkpoint;  // start from this zeroflow checkpoint ("" = from scratch)
+  bool resume = false;     // continue the RL run in `out` from its newest checkpoint, exactly
+  int stop_after = 0;      // > 0: stop after this update, with a checkpoint (resume later)
   bool quiet = false;
   const std::atomic<bool>* stop = nullptr;
   std::function<void(const nlohmann::json&)> on_metrics;  // besides metrics.jsonl

@@ -164,11 +164,23 @@ rl_result rl_loop::run() {
         return ids;
       },
       rollout_options_of(c, o_.seed), c.steps, c.overlap,
-      [this](rollout_batch& b) { score_frozen(b); });
-  worker.start();
+      [this](rollout_batch& b) { score_frozen(b); }, o_.start_step);
   const model_spec& spec = m_.policy->spec();
+  // Versions the rollouts still to come use: restored ones, then each new one as it is made.
+  std::map<uint64_t, std::shared_ptr<const lm_weights>> recent = o_.start_versions;
+  if (o_.start_step == 0)
+    recent[0] =
+        std::make_shared<const lm_weights>(copy_lm_weights(spec, m_.policy->params().data()));
+  if (o_.start_step > 0) {
+    updater_.set_optimizer_steps(o_.start_optimizer_steps.first, o_.start_optimizer_steps.second);
+    recent[o_.start_step] =
+        std::make_shared<const lm_weights>(copy_lm_weights(spec, m_.policy->params().data()));
+    for (auto& [v, w] : recent)
+      if (v > 0) worker.publish(v, w);
+  }
+  worker.start();
   auto last = clock_type::now();
-  for (int s = 0; s < c.steps; ++s) {
+  for (int s = o_.start_step; s < c.steps; ++s) {
     const auto t0 = clock_type::now();
     const rollout_batch b = worker.take(s);
     const double wait = since(t0);
@@ -179,6 +191,9 @@ rl_result rl_loop::run() {
     auto w = std::make_shared<const lm_weights>(copy_lm_weights(spec, m_.policy->params().data()));
     if (s + 1 + c.overlap < c.steps) worker.publish(static_cast<uint64_t>(s + 1), w);
     const double publish_s = since(t1);
+    recent[s + 1] = w;
+    while (!recent.empty() && int64_t(recent.begin()->first) < int64_t(s + 1) - c.overlap)
+      recent.erase(recent.begin());
     if (!ema_.empty()) {
       const fbuffer& p = m_.policy->params();
       ema_update(ema_, std::span<const float>(p.data(), p.size()), c.ema);
@@ -190,9 +205,20 @@ rl_result rl_loop::run() {
     res.metrics.push_back(j);
     if (on_metrics_) on_metrics_(j);
     res.steps = s + 1;
-    if (s + 1 == c.steps || (o_.stop && o_.stop->load())) {
+    const bool stopping = s + 1 == c.steps || (o_.stop && o_.stop->load()) ||
+                          (o_.stop_after > 0 && s + 1 >= o_.stop_after);
+    if (o_.checkpoint &&
+        (stopping || (o_.checkpoint_every > 0 && (s + 1) % o_.checkpoint_every == 0))) {
+      rl_checkpoint ck{s + 1, updater_.optimizer_steps(), {}};
+      for (auto& [v, vw] : recent)
+        if (int64_t(v) >= int64_t(s + 1) - c.overlap && int(v) <= s) ck.versions[v] = vw;
+      o_.checkpoint(ck);
+    }
+    if (stopping) {
       worker.stop();
-      engine_.update_weights(static_cast<uint64_t>(s + 1), w);
+      // The worker may have swapped this version in already, for a batch run ahead.
+      if (engine_.weights_version() < static_cast<uint64_t>(s + 1))
+        engine_.update_weights(static_cast<uint64_t>(s + 1), w);
       res.interrupted = s + 1 < c.steps;
       break;
     }

@@ -10,21 +10,41 @@
 #include <atomic>
 #include <functional>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "runtime/model/lm_weights.hpp"
 #include "runtime/rl/prompts.hpp"
 #include "runtime/rl/update.hpp"
 #include "runtime/serve/serving.hpp"
 
 namespace zf::rl {
 
+// What a checkpoint of an RL run holds beyond the models the caller owns: the updates done and
+// the weights of the versions that rollouts still to come were (or will be) generated with
+// (max(0, step - overlap) .. step - 1), so that a resumed run regenerates them bit for bit.
+struct rl_checkpoint {
+  int step = 0;  // updates done; the policy is version `step`
+  std::pair<int, int> optimizer_steps;
+  std::map<uint64_t, std::shared_ptr<const lm_weights>> versions;
+};
+
 struct rl_loop_options {
   rlhf_config rl;
   optimizer_config opt;
   uint64_t seed = 0;
   const std::atomic<bool>* stop = nullptr;  // true: stop after the current update
+  int stop_after = 0;                       // > 0: stop (as if interrupted) after this update
+  int checkpoint_every = 0;  // > 0: checkpoint every so many updates (and at the end)
+  std::function<void(const rl_checkpoint&)> checkpoint;  // writes one (models: the caller's)
+  // Resuming: updates done, AdamW step counts, and the weights of versions
+  // max(0, start_step - overlap) .. start_step - 1 (a checkpoint's `versions`); the engine must
+  // serve version max(0, start_step - overlap) labelled 0 when that is 0.
+  int start_step = 0;
+  std::pair<int, int> start_optimizer_steps;
+  std::map<uint64_t, std::shared_ptr<const lm_weights>> start_versions;
 };
 
 struct rl_result {
@@ -49,7 +69,7 @@ class rl_loop {
   // Greedy mean rule reward and solved fraction of the held-out prompts on the engine now.
   std::pair<double, double> evaluate();
   // The policy's EMA weights (rl.ema > 0), else empty.
-  const std::vector<float>& ema() const { return ema_; }
+  std::vector<float>& ema() { return ema_; }
 
  private:
   // The rule reward (weighted) plus the extra reward of each sequence into out; returns the rule

@@ -80,13 +80,15 @@ std::vector<rollout_seq> generate(serve::completion_backend& engine,
 }
 
 rollout_worker::rollout_worker(serve::completion_backend& engine, prompts_fn prompts,
-                               rollout_options o, int steps, int overlap, scorer_fn scorer)
+                               rollout_options o, int steps, int overlap, scorer_fn scorer,
+                               int first_step)
     : engine_(engine),
       prompts_(std::move(prompts)),
       scorer_(std::move(scorer)),
       o_(o),
       steps_(steps),
-      overlap_(overlap) {}
+      overlap_(overlap),
+      first_(first_step) {}
 
 rollout_worker::~rollout_worker() {
   stop();
@@ -126,7 +128,7 @@ std::shared_ptr<const lm_weights> rollout_worker::wait_version(uint64_t v, doubl
 
 void rollout_worker::run() {
   try {
-    for (int s = 0; s < steps_; ++s) {
+    for (int s = first_; s < steps_; ++s) {
       rollout_batch b;
       b.step = s;
       b.version = static_cast<uint64_t>(std::max(0, s - overlap_));

@@ -49,7 +49,7 @@ class rollout_worker {
   // null) scores each batch after generation with the frozen roles (reference, reward): both
   // called on the worker's thread, so with overlap that work runs beside the trainer's.
   rollout_worker(serve::completion_backend& engine, prompts_fn prompts, rollout_options o,
-                 int steps, int overlap, scorer_fn scorer = nullptr);
+                 int steps, int overlap, scorer_fn scorer = nullptr, int first_step = 0);
   ~rollout_worker();
   void start();
   // The trainer, after update v: the weights of version v (kept until the worker used them).
@@ -66,7 +66,7 @@ class rollout_worker {
   prompts_fn prompts_;
   scorer_fn scorer_;
   rollout_options o_;
-  int steps_, overlap_;
+  int steps_, overlap_, first_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::map<uint64_t, std::shared_ptr<const lm_weights>> published_;

@@ -63,6 +63,12 @@ class rl_updater {
   // batch was generated for update `step` (0-based); the policy holds version `version`.
   update_stats update(const rollout_batch& batch, int step, uint64_t version);
   double kl_coef() const { return kl_coef_; }
+  // AdamW steps taken by the policy and the critic (saved with a checkpoint, set on resume).
+  std::pair<int, int> optimizer_steps() const { return {opt_steps_, critic_steps_}; }
+  void set_optimizer_steps(int policy, int critic) {
+    opt_steps_ = policy;
+    critic_steps_ = critic;
+  }
 
  private:
   void score(const rollout_batch& batch, update_stats& st);
