@@ -5,7 +5,7 @@
 #include <random>
 
 #include "runtime/core/error.hpp"
-#include "runtime/train/optim.hpp"
+#include "runtime/rl/model_step.hpp"
 
 namespace zf::rl {
 namespace {
@@ -65,11 +65,7 @@ std::vector<float> train_reward_model(transformer& rm, const std::vector<prefere
   if (T > rm.spec().max_positions)
     fail("reward model: a pair of {} tokens exceeds the model's context of {}", T,
          rm.spec().max_positions);
-  optimizer_config oc = o.opt;
-  oc.lr = o.lr;
-  schedule_config sc;
-  sc.warmup = std::max(1, o.steps / 10);
-  adamw opt(rm.layout(), 0, rm.layout().total, oc);
+  scheduled_adamw opt(rm, o.opt, o.lr, o.steps);
   std::mt19937_64 rng(o.seed);
   std::vector<const preference_ids*> chosen(o.batch);
   value_rows rows;
@@ -98,11 +94,7 @@ std::vector<float> train_reward_model(transformer& rm, const std::vector<prefere
       dvalue[ir] = static_cast<float>(g + gc);
     }
     rm.backward_rl(rows.ids.data(), nullptr, nullptr, dvalue.data());
-    double sq = 0;
-    const float* g = rm.grads().data();
-    for (std::size_t i = 0; i < rm.grads().size(); ++i) sq += double(g[i]) * g[i];
-    opt.step(rm.params().data(), rm.grads().data(), lr_at(oc, sc, o.steps, s), s + 1,
-             clip_coefficient(std::sqrt(sq), oc.grad_clip));
+    opt.step(s);
     losses.push_back(static_cast<float>(loss / B));
   }
   return losses;

@@ -6,7 +6,7 @@
 
 #include "runtime/core/error.hpp"
 #include "runtime/rl/experience.hpp"
-#include "runtime/train/optim.hpp"
+#include "runtime/rl/model_step.hpp"
 
 namespace zf::rl {
 namespace {
@@ -40,11 +40,7 @@ std::vector<float> sft_train(transformer& m, const std::vector<sft_pair>& pairs,
   if (T > m.spec().max_positions)
     fail("sft: a pair of {} tokens exceeds the model's context of {}", T + 1,
          m.spec().max_positions);
-  optimizer_config oc = o.opt;
-  oc.lr = o.lr;
-  schedule_config sc;
-  sc.warmup = std::max(1, o.steps / 10);
-  adamw opt(m.layout(), 0, m.layout().total, oc);
+  scheduled_adamw opt(m, o.opt, o.lr, o.steps);
   std::mt19937_64 rng(o.seed);
   std::vector<const sft_pair*> chosen(o.batch);
   packed_batch pb;
@@ -54,11 +50,7 @@ std::vector<float> sft_train(transformer& m, const std::vector<sft_pair>& pairs,
     pack_pairs(chosen, T, pb);
     m.zero_grad();
     const float loss = m.forward_backward(pb.ids.data(), pb.targets.data(), pb.b, pb.t);
-    double sq = 0;
-    const float* g = m.grads().data();
-    for (std::size_t i = 0; i < m.grads().size(); ++i) sq += double(g[i]) * g[i];
-    opt.step(m.params().data(), m.grads().data(), lr_at(oc, sc, o.steps, s), s + 1,
-             clip_coefficient(std::sqrt(sq), oc.grad_clip));
+    opt.step(s);
     losses.push_back(loss);
     if (progress) progress(s, loss);
   }

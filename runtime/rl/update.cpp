@@ -8,6 +8,7 @@
 #include "kernels/dispatch.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/rl/advantage.hpp"
+#include "runtime/rl/model_step.hpp"
 #include "runtime/rl/rl_footprint.hpp"
 
 namespace zf::rl {
@@ -250,12 +251,8 @@ void rl_updater::critic_pass(const rollout_batch& batch, int epoch, update_stats
 }
 
 void rl_updater::optimizer_step(transformer& m, adamw& opt, double lr, int step, double* norm) {
-  double sq = 0;
-  const float* g = m.grads().data();
-  for (std::size_t i = 0; i < m.grads().size(); ++i) sq += double(g[i]) * g[i];
-  const double nrm = std::sqrt(sq);
-  if (norm) *norm = nrm;
-  opt.step(m.params().data(), m.grads().data(), lr, step, clip_coefficient(nrm, opt_.grad_clip));
+  const double n = clipped_step(m, opt, opt_.grad_clip, lr, step);
+  if (norm) *norm = n;
 }
 
 update_stats rl_updater::update(const rollout_batch& batch, int step, uint64_t version) {
