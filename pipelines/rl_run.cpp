@@ -6,9 +6,10 @@
 #include <fstream>
 #include <iostream>
 
-#include "actors/engine.hpp"
+#include "pipelines/graph_run.hpp"
 #include "pipelines/rl_models.hpp"
 #include "pipelines/rl_state.hpp"
+#include "pipelines/stages_rl.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/core/memory.hpp"
 #include "runtime/rl/rl_data.hpp"
@@ -39,22 +40,6 @@ engine_config rollout_engine_config(const run_config& c) {
   e.max_seqs = std::max(e.max_seqs, c.rlhf.prompts_per_step * c.rlhf.group_size);
   e.max_queue = std::max(e.max_queue, c.rlhf.prompts_per_step + c.rlhf.eval_prompts);
   return e;
-}
-
-std::string gap_text(const nlohmann::json& j) {
-  return j["logprob_gap_max"].is_null() ? "n/a"
-                                        : fmt::format("{:.2g}", j["logprob_gap_max"].get<double>());
-}
-
-void print_step(const nlohmann::json& j, int steps) {
-  auto num = [&](const char* k) { return j[k].get<double>(); };
-  std::cerr << fmt::format(
-      "step {:>4}/{} reward {:.3f}±{:.3f} kl {:.4f} ent {:.3f} clip {:.3f} len {:.1f} gap {} "
-      "lag {} | gen {:.2f}s train {:.2f}s sync {:.3f}s idle trainer {:.0f}% engine {:.0f}%\n",
-      j["step"].get<int>(), steps, num("reward_mean"), num("reward_std"), num("kl"), num("entropy"),
-      num("clip_frac"), num("response_len"), gap_text(j), j["version_lag"].get<int>(),
-      num("time_gen_s"), num("time_train_s"), num("time_sync_s"), 100 * num("idle_frac_trainer"),
-      100 * num("idle_frac_engine"));
 }
 
 void write_json(const fs::path& p, const nlohmann::json& j) {
@@ -193,7 +178,7 @@ rl_run_result run_rl(run_config cfg, const rl_run_options& o) {
   std::vector<float> ema;
   optimizer_config popt = s.cfg.optimizer;
   popt.lr = r.lr;
-  rl::rl_loop_options lo{r, popt, seed, o.stop};
+  rl::rl_core_options lo{r, popt, seed, o.stop};
   lo.stop_after = o.stop_after;
   lo.checkpoint_every = s.cfg.checkpoint.every;
   std::shared_ptr<const lm_weights> first;
@@ -209,10 +194,11 @@ rl_run_result run_rl(run_config cfg, const rl_run_options& o) {
     if (ck.step - r.overlap <= 0) first = ck.versions.at(0);
     keep_metrics(fs::path(o.out) / "metrics.jsonl", ck.step);
     if (!o.quiet) std::cerr << fmt::format("resuming {} at update {}\n", o.out, ck.step);
+  } else {
+    std::ofstream(fs::path(o.out) / "metrics.jsonl", std::ios::trunc);
   }
   if (!first)
     first = std::make_shared<const lm_weights>(copy_lm_weights(s.spec, m.policy->params().data()));
-  auto engine = actors::make_engine(first, *s.tok, rollout_engine_config(s.cfg));
 
   rl::reward_fn rm_reward;
   if (m.rm)
@@ -220,24 +206,28 @@ rl_run_result run_rl(run_config cfg, const rl_run_options& o) {
       const int mb = r.micro_batch > 0 ? r.micro_batch : static_cast<int>(b.seqs.size());
       rl::reward_scores(*m.rm, b.seqs, mb, out);
     };
-  std::ofstream metrics(fs::path(o.out) / "metrics.jsonl", std::ios::app);
-  rl::rl_loop* loop_ptr = nullptr;
+  rl::rl_core* core_ptr = nullptr;
   lo.checkpoint = [&](const rl::rl_checkpoint& ck) {
     res.checkpoint = save_rl_state(s, o.out, ck,
                                    {m.policy.get(), m.policy_opt.get(), m.reference.get(),
-                                    m.critic.get(), m.critic_opt.get(), &loop_ptr->ema()},
+                                    m.critic.get(), m.critic_opt.get(), &core_ptr->ema()},
                                    {{"algorithm", r.algorithm}});
   };
   rl::rl_models models{m.policy.get(), m.policy_opt.get(), m.reference.get(), m.critic.get(),
                        m.critic_opt.get()};
-  rl::rl_loop loop(lo, models, *engine, prompts, rm_reward, [&](const nlohmann::json& j) {
-    metrics << j.dump() << "\n" << std::flush;
-    if (!o.quiet) print_step(j, r.steps);
-    if (o.on_metrics) o.on_metrics(j);
-  });
-  loop_ptr = &loop;
-  if (!ema.empty()) loop.ema() = ema;
-  res.rl = loop.run();
+  rl::rl_core core(lo, models, prompts, rm_reward);
+  core_ptr = &core;
+  if (!ema.empty()) core.ema() = ema;
+  // The roles as a graph: engine -> rollout -> score -> policy, weights back to the rollout.
+  graph g;
+  auto st = stages::add_rlhf_stages(g, core, first, *s.tok, rollout_engine_config(s.cfg));
+  auto& mon =
+      g.add<stages::rl_monitor_stage>("monitor", (fs::path(o.out) / "metrics.jsonl").string(),
+                                      r.steps, o.quiet, res.rl, o.on_metrics);
+  g.connect(st.policy->metrics, mon.metrics);
+  g.connect(st.rollout->evals, mon.evals);
+  run_graph(g);
+  res.rl.interrupted = res.rl.steps < r.steps;
 
   const nlohmann::json summary = summary_of(s, m, res);
   write_json(fs::path(o.out) / "summary.json", summary);

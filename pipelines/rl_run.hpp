@@ -15,7 +15,7 @@
 #include <string>
 
 #include "runtime/core/config.hpp"
-#include "runtime/rl/rl_loop.hpp"
+#include "runtime/rl/rl_core.hpp"
 
 namespace zf {
 

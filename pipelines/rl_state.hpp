@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "pipelines/rl_models.hpp"
-#include "runtime/rl/rl_loop.hpp"
+#include "runtime/rl/rl_core.hpp"
 
 namespace zf {
 

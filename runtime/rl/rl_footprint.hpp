@@ -21,7 +21,7 @@
 //     the updater's per-token arrays (runtime/rl/update): 6 of [b*t] (the log-prob, entropy and
 //     gradient rows, the packed ids and targets, the loss's dlogp) and 5 of [N] over the whole
 //     batch (rollout, reference, old and new log-probs, advantages), and with rlhf.ema > 0 the
-//     EMA of the weights, P (rl_loop keeps it beside the policy).
+//     EMA of the weights, P (rl_core keeps it beside the policy).
 //   "reference" (when the KL coefficient in effect, kl_coef_in_effect, is > 0): weights P (a
 //     frozen copy without gradients) and its own scoring activations activation_floats(spec, b,
 //     t): score() runs the same forward on a transformer instance of its own, which plans its own

@@ -98,12 +98,16 @@ void rollout_worker::start() {
   th_ = std::thread([this] { run(); });
 }
 
-void rollout_worker::stop() {
+void rollout_worker::request_stop() {
   {
     std::lock_guard lk(mu_);
     stopping_ = true;
   }
   cv_.notify_all();
+}
+
+void rollout_worker::stop() {
+  request_stop();
   if (th_.joinable()) th_.join();
 }
 

@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "runtime/core/config.hpp"
 #include "runtime/model/lm_weights.hpp"
 #include "runtime/rl/experience.hpp"
 #include "runtime/serve/serving.hpp"
@@ -33,6 +34,8 @@ struct rollout_options {
 };
 
 uint64_t seed_of(uint64_t seed, int step, int prompt);
+// A run's rollout settings (rlhf.group_size, max_new_tokens, temperature) with its seed.
+rollout_options rollout_options_of(const rlhf_config& c, uint64_t seed);
 
 // Generates group_size completions of every prompt (prompt-major order) and waits for them.
 // Log-probs are the engine's (before temperature: log_softmax of the raw logits). Throws
@@ -57,6 +60,8 @@ class rollout_worker {
   // Blocks until batch `step` is ready (steps are taken in order); rethrows the worker's error.
   rollout_batch take(int step);
   void stop();  // the worker ends after the batch in flight; take() then throws
+  // stop() without waiting for the worker: wakes take() and returns (any thread).
+  void request_stop();
 
  private:
   void run();

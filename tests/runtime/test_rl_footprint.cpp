@@ -247,7 +247,7 @@ TEST_CASE("rl footprint: micro_batch shrinks activations, overlap grows the engi
         role(full, "policy").activations);
 
   c.rlhf.micro_batch = 0;
-  c.rlhf.ema = 0.992;  // rl_loop keeps an EMA copy of the policy's weights
+  c.rlhf.ema = 0.992;  // rl_core keeps an EMA copy of the policy's weights
   CHECK(role(estimate_rl_footprint(c, kPrompt, false), "policy").other ==
         role(full, "policy").other + 4 * kP);
   c.rlhf.ema = 0;
