@@ -7,15 +7,11 @@
 
 #include "actors/engine.hpp"
 #include "pipelines/graph_run.hpp"
+#include "runtime/core/clock.hpp"
 #include "runtime/core/error.hpp"
 
 namespace zf::stages {
 namespace {
-
-using clock_type = std::chrono::steady_clock;
-double since(clock_type::time_point t0) {
-  return std::chrono::duration<double>(clock_type::now() - t0).count();
-}
 
 // Runs f on the stage's thread, turning an exception into the run's failure named `role`.
 template <class F>
@@ -111,44 +107,39 @@ void rollout_stage::stop() {
   engine_.reset();
 }
 
-void score_stage::start(stage_context& ctx) {
-  ctx.on(in, [this](const std::shared_ptr<const rl::rollout_batch>& b) { queue_.push(b); });
-  th_ = role_thread(ctx, "reference and reward", [this, &ctx] {
-    while (auto b = queue_.pop()) {
-      auto scored = std::make_shared<rl::rollout_batch>(*b);
-      core_.score(*scored);
-      ctx.emit(out, std::shared_ptr<const rl::rollout_batch>(std::move(scored)));
-    }
+void batch_role_stage::start_role(stage_context& ctx, in_port<rl::rollout_batch> port) {
+  ctx.on(port, [this](const std::shared_ptr<const rl::rollout_batch>& b) { queue_.push(b); });
+  th_ = role_thread(ctx, role_, [this, &ctx] {
+    work(ctx);
     ctx.done();
   });
 }
 
-void score_stage::stop() {
+void batch_role_stage::stop() {
   queue_.close();
   if (th_.joinable()) th_.join();
 }
 
-void policy_stage::start(stage_context& ctx) {
-  ctx.on(rollouts, [this](const std::shared_ptr<const rl::rollout_batch>& b) { queue_.push(b); });
-  th_ = role_thread(ctx, "policy", [this, &ctx] {
-    for (;;) {
-      const auto t0 = clock_type::now();
-      const auto b = queue_.pop();
-      if (!b) break;  // no more rollouts (the run is stopping)
-      rl::rl_step st = core_.update(*b, since(t0));
-      ctx.emit(metrics, std::make_shared<const rl_metrics>(rl_metrics{std::move(st.metrics)}));
-      if (st.publish || st.last)
-        ctx.emit(weights, std::make_shared<const policy_weights>(
-                              policy_weights{st.version, st.weights, st.last}));
-      if (st.last) break;
-    }
-    ctx.done();
-  });
+void score_stage::work(stage_context& ctx) {
+  while (auto b = queue_.pop()) {
+    auto scored = std::make_shared<rl::rollout_batch>(*b);
+    core_.score(*scored);
+    ctx.emit(out, std::shared_ptr<const rl::rollout_batch>(std::move(scored)));
+  }
 }
 
-void policy_stage::stop() {
-  queue_.close();
-  if (th_.joinable()) th_.join();
+void policy_stage::work(stage_context& ctx) {
+  for (;;) {
+    const auto t0 = clock_type::now();
+    const auto b = queue_.pop();
+    if (!b) return;  // no more rollouts (the run is stopping)
+    rl::rl_step st = core_.update(*b, seconds_since(t0));
+    ctx.emit(metrics, std::make_shared<const rl_metrics>(rl_metrics{std::move(st.metrics)}));
+    if (st.publish || st.last)
+      ctx.emit(weights, std::make_shared<const policy_weights>(
+                            policy_weights{st.version, st.weights, st.last}));
+    if (st.last) return;
+  }
 }
 
 void rl_monitor_stage::start(stage_context& ctx) {

@@ -116,39 +116,50 @@ class rollout_stage : public stage {
   std::shared_ptr<const policy_weights> final_;
 };
 
-class score_stage : public stage {
+// A role that takes rollout batches in order on a thread of its own: the inbox hands each batch
+// to the thread (compute never runs on CAF's threads), which runs work() until the inputs close.
+class batch_role_stage : public stage {
+ public:
+  ~batch_role_stage() override { stop(); }
+  void inputs_closed(stage_context&) override { queue_.close(); }
+  void stop() override;
+
+ protected:
+  batch_role_stage(rl::rl_core& core, const char* role) : core_(core), role_(role) {}
+  // Registers `port`'s handler and starts the thread running work(ctx).
+  void start_role(stage_context& ctx, in_port<rl::rollout_batch> port);
+  virtual void work(stage_context& ctx) = 0;
+  rl::rl_core& core_;
+  handoff<rl::rollout_batch> queue_;
+
+ private:
+  const char* role_;
+  std::thread th_;
+};
+
+class score_stage : public batch_role_stage {
  public:
   in_port<rl::rollout_batch> in = input<rl::rollout_batch>("in");
   out_port<rl::rollout_batch> out = output<rl::rollout_batch>("out");
 
-  explicit score_stage(rl::rl_core& core) : core_(core) {}
-  ~score_stage() override { stop(); }
-  void start(stage_context& ctx) override;
-  void inputs_closed(stage_context&) override { queue_.close(); }
-  void stop() override;
+  explicit score_stage(rl::rl_core& core) : batch_role_stage(core, "reference and reward") {}
+  void start(stage_context& ctx) override { start_role(ctx, in); }
 
  private:
-  rl::rl_core& core_;
-  handoff<rl::rollout_batch> queue_;
-  std::thread th_;
+  void work(stage_context& ctx) override;
 };
 
-class policy_stage : public stage {
+class policy_stage : public batch_role_stage {
  public:
   in_port<rl::rollout_batch> rollouts = input<rl::rollout_batch>("rollouts");
   out_port<policy_weights> weights = output<policy_weights>("weights");
   out_port<rl_metrics> metrics = output<rl_metrics>("metrics");
 
-  explicit policy_stage(rl::rl_core& core) : core_(core) {}
-  ~policy_stage() override { stop(); }
-  void start(stage_context& ctx) override;
-  void inputs_closed(stage_context&) override { queue_.close(); }
-  void stop() override;
+  explicit policy_stage(rl::rl_core& core) : batch_role_stage(core, "policy") {}
+  void start(stage_context& ctx) override { start_role(ctx, rollouts); }
 
  private:
-  rl::rl_core& core_;
-  handoff<rl::rollout_batch> queue_;
-  std::thread th_;
+  void work(stage_context& ctx) override;
 };
 
 // Writes metrics.jsonl (appending), prints the progress line unless quiet, and fills `result`

@@ -3,17 +3,13 @@
 #include <chrono>
 #include <cmath>
 
+#include "runtime/core/clock.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/model/lm_weights.hpp"
 #include "runtime/rl/rollout.hpp"
 
 namespace zf::rl {
 namespace {
-
-using clock_type = std::chrono::steady_clock;
-double since(clock_type::time_point t0) {
-  return std::chrono::duration<double>(clock_type::now() - t0).count();
-}
 
 std::shared_ptr<const lm_weights> weights_of(transformer& m) {
   return std::make_shared<const lm_weights>(copy_lm_weights(m.spec(), m.params().data()));
@@ -116,7 +112,7 @@ void rl_core::score(rollout_batch& b) const {
                        b.ref_logp);
   b.rewards.assign(S, 0.0f);
   b.true_reward_mean = rewards(b, b.rewards);
-  b.score_s = since(t0);
+  b.score_s = seconds_since(t0);
   b.scored = true;
 }
 
@@ -176,7 +172,7 @@ rl_step rl_core::update(const rollout_batch& b, double wait) {
   out.version = static_cast<uint64_t>(s + 1);
   const auto t1 = clock_type::now();
   out.weights = weights_of(*m_.policy);
-  const double publish_s = since(t1);
+  const double publish_s = seconds_since(t1);
   out.publish = s + 1 + c.overlap < c.steps;  // a later batch is generated with it
   recent_[s + 1] = out.weights;
   while (!recent_.empty() && int64_t(recent_.begin()->first) < int64_t(s + 1) - c.overlap)
@@ -185,7 +181,7 @@ rl_step rl_core::update(const rollout_batch& b, double wait) {
     const fbuffer& p = m_.policy->params();
     ema_update(ema_, std::span<const float>(p.data(), p.size()), c.ema);
   }
-  const double wall = since(last_);
+  const double wall = seconds_since(last_);
   last_ = clock_type::now();
   out.metrics = step_json(s, b, st, wall, wait, publish_s);
   out.last = s + 1 >= c.steps || (o_.stop && o_.stop->load()) ||

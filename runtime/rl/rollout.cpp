@@ -2,15 +2,11 @@
 
 #include <chrono>
 
+#include "runtime/core/clock.hpp"
 #include "runtime/core/error.hpp"
 
 namespace zf::rl {
 namespace {
-
-using clock_type = std::chrono::steady_clock;
-double since(clock_type::time_point t0) {
-  return std::chrono::duration<double>(clock_type::now() - t0).count();
-}
 
 uint64_t splitmix(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
@@ -123,7 +119,7 @@ std::shared_ptr<const lm_weights> rollout_worker::wait_version(uint64_t v, doubl
   const auto t0 = clock_type::now();
   std::unique_lock lk(mu_);
   cv_.wait(lk, [&] { return stopping_ || published_.count(v); });
-  waited = since(t0);
+  waited = seconds_since(t0);
   if (stopping_) return nullptr;
   auto w = published_[v];
   published_.erase(published_.begin(), published_.upper_bound(v));  // older ones are done with
@@ -141,7 +137,7 @@ void rollout_worker::run() {
         if (!w) return;
         const auto t0 = clock_type::now();
         engine_.update_weights(b.version, std::move(w));
-        b.sync_s = since(t0);
+        b.sync_s = seconds_since(t0);
       }
       {
         std::lock_guard lk(mu_);
@@ -149,7 +145,7 @@ void rollout_worker::run() {
       }
       const auto t0 = clock_type::now();
       b.seqs = generate(engine_, prompts_(s), o_, s);
-      b.gen_s = since(t0);
+      b.gen_s = seconds_since(t0);
       for (auto& q : b.seqs)
         if (q.version != b.version)
           fail("rollout: step {} expected weights version {}, a sequence came from {}", s,
@@ -157,7 +153,7 @@ void rollout_worker::run() {
       if (scorer_) {
         const auto t1 = clock_type::now();
         scorer_(b);
-        b.score_s = since(t1);
+        b.score_s = seconds_since(t1);
         b.scored = true;
       }
       std::lock_guard lk(mu_);

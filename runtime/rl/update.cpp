@@ -6,6 +6,7 @@
 #include <span>
 
 #include "kernels/dispatch.hpp"
+#include "runtime/core/clock.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/rl/advantage.hpp"
 #include "runtime/rl/model_step.hpp"
@@ -13,11 +14,6 @@
 
 namespace zf::rl {
 namespace {
-
-using clock_type = std::chrono::steady_clock;
-double since(clock_type::time_point t0) {
-  return std::chrono::duration<double>(clock_type::now() - t0).count();
-}
 
 template <class T>
 std::span<T> seg(std::vector<T>& v, std::size_t off, std::size_t n) {
@@ -276,7 +272,7 @@ update_stats rl_updater::update(const rollout_batch& batch, int step, uint64_t v
   const auto t0 = clock_type::now();
   score(batch, st);
   advantages(batch, st);
-  st.time_score_s = since(t0);
+  st.time_score_s = seconds_since(t0);
   const auto t1 = clock_type::now();
   for (int e = 0; e < c_.ppo_epochs; ++e) {
     m_.policy->zero_grad();
@@ -293,7 +289,7 @@ update_stats rl_updater::update(const rollout_batch& batch, int step, uint64_t v
                    e == 0 ? &st.grad_norm : nullptr);
     if (m_.critic) critic_pass(batch, e, st);
   }
-  st.time_train_s = since(t1);
+  st.time_train_s = seconds_since(t1);
   return st;
 }
 

@@ -1,0 +1,13 @@
+#pragma once
+// Wall-clock figures for reports (time splits, idle fractions): never for logic.
+#include <chrono>
+
+namespace zf {
+
+using clock_type = std::chrono::steady_clock;
+
+inline double seconds_since(clock_type::time_point t0) {
+  return std::chrono::duration<double>(clock_type::now() - t0).count();
+}
+
+}  // namespace zf
