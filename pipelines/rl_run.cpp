@@ -135,6 +135,32 @@ void keep_metrics(const fs::path& file, int keep) {
   std::ofstream(file, std::ios::trunc) << text;
 }
 
+// The run's prompts, checked against the policy's context, and every role's memory checked
+// before any is allocated: never an out-of-memory half-way through.
+rl::prompt_source checked_prompts(const rl_setup& s) {
+  const rlhf_config& r = s.cfg.rlhf;
+  const uint64_t seed = static_cast<uint64_t>(s.cfg.train.seed);
+  const rl::prompt_source prompts =
+      r.prompts.empty()
+          ? rl::prompt_source::from_task(s.task, *s.tok, seed, r.prompts_per_step, r.eval_prompts)
+          : rl::prompt_source::from_records(rl::read_prompts(r.prompts), *s.tok, seed,
+                                            r.prompts_per_step, r.eval_prompts);
+  if (prompts.longest_prompt() + r.max_new_tokens > s.spec.max_positions)
+    fail(
+        "rl: prompts of up to {} tokens + rlhf.max_new_tokens {} exceed the policy's context of "
+        "{} (model.n_positions)",
+        prompts.longest_prompt(), r.max_new_tokens, s.spec.max_positions);
+  {
+    run_config as_built = s.cfg;
+    as_built.engine = rollout_engine_config(s.cfg);
+    rl::check_rl_footprint(
+        rl::estimate_rl_footprint(as_built, prompts.longest_prompt(), !r.reward_model.empty()),
+        machine_memory_bytes());
+  }
+
+  return prompts;
+}
+
 }  // namespace
 
 rl_run_result run_rl(run_config cfg, const rl_run_options& o) {
@@ -155,23 +181,7 @@ rl_run_result run_rl(run_config cfg, const rl_run_options& o) {
   const rlhf_config& r = s.cfg.rlhf;
   const uint64_t seed = static_cast<uint64_t>(s.cfg.train.seed);
 
-  const rl::prompt_source prompts =
-      r.prompts.empty()
-          ? rl::prompt_source::from_task(s.task, *s.tok, seed, r.prompts_per_step, r.eval_prompts)
-          : rl::prompt_source::from_records(rl::read_prompts(r.prompts), *s.tok, seed,
-                                            r.prompts_per_step, r.eval_prompts);
-  if (prompts.longest_prompt() + r.max_new_tokens > s.spec.max_positions)
-    fail(
-        "rl: prompts of up to {} tokens + rlhf.max_new_tokens {} exceed the policy's context of "
-        "{} (model.n_positions)",
-        prompts.longest_prompt(), r.max_new_tokens, s.spec.max_positions);
-  {  // every role's memory, before any is allocated: never an out-of-memory half-way through
-    run_config as_built = s.cfg;
-    as_built.engine = rollout_engine_config(s.cfg);
-    rl::check_rl_footprint(
-        rl::estimate_rl_footprint(as_built, prompts.longest_prompt(), !r.reward_model.empty()),
-        machine_memory_bytes());
-  }
+  const rl::prompt_source prompts = checked_prompts(s);
 
   rl_run_result res;
   rl_roles m = make_roles(s, o, start, res);
