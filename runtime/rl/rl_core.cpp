@@ -155,6 +155,8 @@ nlohmann::json rl_core::step_json(int s, const rollout_batch& b, const update_st
   j["time_score_s"] = b.score_s + st.time_score_s;  // frozen roles (worker) + critic (trainer)
   j["time_train_s"] = st.time_train_s;
   j["time_sync_s"] = publish_s + b.sync_s;
+  // The new version's weights, copied once for the engine (in this process: no transfer).
+  j["sync_bytes"] = static_cast<double>(m_.policy->params().size() * sizeof(float));
   j["time_wait_s"] = wait;
   j["idle_frac_trainer"] = wall > 0 ? wait / wall : 0;
   j["idle_frac_engine"] = wall > 0 ? std::max(0.0, 1 - b.gen_s / wall) : 0;

@@ -62,6 +62,7 @@ void check_learns(const std::string& algorithm) {
       for (const char* k : {"kl", "entropy", "time_gen_s", "time_train_s", "time_sync_s",
                             "idle_frac_trainer", "idle_frac_engine", "samples_per_s"})
         CHECK(m[i].contains(k));
+      CHECK(m[i]["sync_bytes"].get<double>() == 4.0 * 118592);  // the policy's fp32 weights
     }
     CHECK(on_policy == (overlap == 0 ? 100 : 1));
     CHECK(r.summary["lag_histogram"][overlap == 0 ? "0" : "1"] == (overlap == 0 ? 100 : 99));
