@@ -15,8 +15,6 @@
 // and (b / 3) % 2 picks step-000001 or step-000002. ZF_FUZZ_SEED_OUT=DIR makes start-up also
 // write the seed inputs (both manifests in the first two forms) into DIR (fuzz/corpus/checkpoint
 // was made so).
-#include <capnp/message.h>
-#include <capnp/serialize.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -27,7 +25,6 @@
 #include <vector>
 
 #include "fuzz/fuzz_util.hpp"
-#include "manifest.capnp.h"
 #include "runtime/core/config.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/model/layout.hpp"
@@ -53,24 +50,13 @@ std::string read_all(const fs::path& p) {
 
 // The Manifest message inside a manifest file (for the wrapped seed form).
 std::string inner_body(const std::string& file) {
-  auto words = kj::heapArray<capnp::word>(file.size() / sizeof(capnp::word));
-  std::memcpy(words.begin(), file.data(), words.size() * sizeof(capnp::word));
-  capnp::FlatArrayMessageReader r(words);
-  auto body = r.getRoot<::ManifestFile>().getBody();
-  return std::string(reinterpret_cast<const char*>(body.begin()), body.size());
+  return manifest_body(file);
 }
 
+// A body padded with zeros to whole words in the real envelope, so mutations reach the fields.
 std::string wrap(std::string body) {
   body.resize((body.size() + 7) / 8 * 8, '\0');
-  capnp::MallocMessageBuilder mb;
-  auto r = mb.initRoot<::ManifestFile>();
-  r.setMagic("zeroflow-checkpoint");
-  r.setVersion(k_checkpoint_version);
-  r.setCrc32(crc32_of(body.data(), body.size()));
-  r.setBody(kj::arrayPtr(reinterpret_cast<const kj::byte*>(body.data()), body.size()));
-  auto flat = capnp::messageToFlatArray(mb);
-  auto bytes = flat.asBytes();
-  return std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
+  return wrap_manifest_body(body);
 }
 
 fixture make_fixture() {

@@ -1,25 +1,23 @@
-// libFuzzer target: bytes off a socket -> Boost.Beast request parser (1 MiB body limit, as the
-// gateway sets it) -> route_request -> the route's handler as actors/gateway_session runs it:
-// POST completions / chat through http_completion (parse_request, submit to a fake backend,
-// then a fake engine's events rendered as JSON or SSE chunks), update_weights_from_disk through
-// weights_update_request, the GET routes' replies. Several requests in one input are handled in
-// turn, as on a keep-alive connection; a parse error gets the gateway's 400 / 413 and ends it.
+// libFuzzer target: bytes off a socket -> the gateway's request parser (actors/http_parse:
+// Boost.Beast, 1 MiB body limit) -> route_request -> the route's handler as actors/gateway_session
+// runs it: POST completions / chat through http_completion (parse_request, submit to a fake
+// backend, then a fake engine's events rendered as JSON or SSE chunks), update_weights_from_disk
+// through weights_update_request, the GET routes' replies. Several requests in one input are
+// handled in turn, as on a keep-alive connection; a parse error gets the gateway's 400 / 413 and
+// ends it.
 //
 // The fake backend has no model: encode maps each byte to its value as a token id (vocabulary
 // 300, context 2048); ids >= 256 decode to lone UTF-8 continuation bytes, so the writer's
 // handling of partial characters runs. Its "engine" generates min(max_tokens, 3) tokens per
 // choice (the prompt's first ones), through text_stream with the request's stop strings, as the
 // real engine does, with log-probabilities when asked.
-#include <utility>  // before Asio (TOOLCHAIN.md section 5)
-//
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "actors/http_parse.hpp"
 #include "fuzz/fuzz_util.hpp"
 #include "runtime/api/http_routes.hpp"
 #include "runtime/api/openai.hpp"
@@ -29,7 +27,6 @@
 
 namespace {
 
-namespace http = boost::beast::http;
 using namespace zf;
 
 constexpr std::size_t k_body_limit = 1 << 20;  // actors/gateway.hpp max_body_bytes
@@ -68,10 +65,6 @@ class fake_backend final : public serve::completion_backend {
   std::string name_ = "zeroflow-fuzz";
   uint64_t ids_ = 0;
 };
-
-std::string_view view(boost::beast::string_view s) {
-  return {s.data(), s.size()};
-}
 
 // Checks the shape of a submitted request (what parse_request promises the engine).
 void check_submitted(const serve::completion_request& c) {
@@ -126,13 +119,10 @@ void run_engine(openai::http_completion& call, const serve::completion_request& 
 }
 
 // One parsed request, as gateway_session::route handles it. Returns the bytes "written".
-std::size_t handle(const http::request<http::string_body>& req, fake_backend& backend) {
-  const auto auth = req.find(http::field::authorization);
-  const openai::http_request hr{
-      view(req.method_string()), view(req.target()),
-      auth == req.end() ? std::nullopt : std::optional(view(auth->value()))};
-  const bool head_only = req.method() == http::verb::head;
-  const bool keep_alive = req.keep_alive();
+std::size_t handle(const actors::parsed_request& req, fake_backend& backend) {
+  const openai::http_request& hr = req.head;
+  const bool head_only = req.head_only;
+  const bool keep_alive = req.keep_alive;
   // With keys (the refusals of --api-key), then without (to reach every handler).
   static const std::vector<std::string> keys = {"sk-fuzz", "sk-other-key"};
   std::size_t out =
@@ -144,8 +134,7 @@ std::size_t handle(const http::request<http::string_body>& req, fake_backend& ba
     case openai::http_route::chat: {
       const auto kind = *r.route == openai::http_route::chat ? openai::endpoint::chat
                                                              : openai::endpoint::completions;
-      openai::http_completion call(kind, req.body(), backend,
-                                   [](const serve::completion_event&) {});
+      openai::http_completion call(kind, req.body, backend, [](const serve::completion_event&) {});
       if (const auto& refused = call.refused()) return out + refused->wire(keep_alive).size();
       check_submitted(backend.last);
       if (call.streaming()) out += call.head().wire(keep_alive).size();
@@ -153,7 +142,7 @@ std::size_t handle(const http::request<http::string_body>& req, fake_backend& ba
       return out;
     }
     case openai::http_route::update_weights: {
-      auto parsed = openai::weights_update_request(req.body(), true);
+      auto parsed = openai::weights_update_request(req.body, true);
       if (auto* refused = std::get_if<openai::http_reply>(&parsed))
         return out + refused->wire(keep_alive).size();
       const auto& u = std::get<openai::weights_update>(parsed);
@@ -180,44 +169,8 @@ int done(std::size_t written) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
   static fake_backend backend;
-  boost::asio::const_buffer in(data, size);
-  std::size_t written = 0;
-  for (int n = 0; n < 8; ++n) {  // requests on one connection
-    http::request_parser<http::string_body> parser;
-    parser.body_limit(k_body_limit);
-    parser.eager(true);
-    boost::beast::error_code ec;
-    while (!parser.is_done()) {
-      if (in.size() == 0) {
-        if (!parser.got_some()) return done(written);  // closed between requests
-        parser.put_eof(ec);                            // the client closed its side
-        if (!ec && !parser.is_done()) ec = http::error::partial_message;
-        break;
-      }
-      const std::size_t used = parser.put(in, ec);
-      in += used;
-      if (ec == http::error::need_more) {
-        if (used == 0 && in.size() > 0) {
-          // Beast wants more than what is left in one piece: nothing more is coming.
-          ec = http::error::partial_message;
-          break;
-        }
-        ec = {};
-        continue;
-      }
-      if (ec) break;
-    }
-    if (ec == http::error::body_limit) {
-      written += openai::body_too_large(k_body_limit).wire(false).size();
-      break;
-    }
-    if (ec) {
-      if (ec != http::error::partial_message && ec != http::error::end_of_stream)
-        written += openai::malformed_request(ec.message()).wire(false).size();
-      break;
-    }
-    written += handle(parser.get(), backend);
-    if (!parser.get().keep_alive()) break;
-  }
+  const std::size_t written = actors::parse_connection_bytes(
+      std::string_view(reinterpret_cast<const char*>(data), size), k_body_limit, 8,
+      [&](const actors::parsed_request& r) { return handle(r, backend); });
   return done(written);
 }

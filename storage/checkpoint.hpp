@@ -28,6 +28,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "runtime/core/dtype.hpp"
@@ -177,6 +178,13 @@ bool has_checkpoint(const std::filesystem::path& root);
 // The whole manifest (resolves dir). zf::error naming the manifest when it is missing, not a
 // zeroflow manifest, another format version, or corrupt (bad CRC, malformed message).
 checkpoint_manifest read_checkpoint_manifest(const std::filesystem::path& dir);
+
+// The manifest file's envelope (ManifestFile: magic, format version, CRC-32 of the body): the
+// bytes of a manifest file around an encoded Manifest message, as the writer makes them, and
+// back (no checks beyond the message's framing). For tools and the fuzz target, which forge
+// manifests without Cap'n Proto headers (that library stays in storage/).
+std::string wrap_manifest_body(std::string_view body);
+std::string manifest_body(std::string_view manifest_file);
 
 struct loaded_checkpoint {
   std::filesystem::path dir;

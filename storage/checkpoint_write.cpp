@@ -157,18 +157,32 @@ std::string encode_manifest(const param_layout& L, const manifest_info& info,
   }
   auto bw = capnp::messageToFlatArray(body);
   auto bb = bw.asBytes();
+  return wrap_manifest_body(std::string_view(reinterpret_cast<const char*>(bb.begin()), bb.size()));
+}
+
+}  // namespace
+
+std::string wrap_manifest_body(std::string_view body) {
   capnp::MallocMessageBuilder outer;
   auto r = outer.initRoot<::ManifestFile>();
   r.setMagic(k_magic);
   r.setVersion(k_checkpoint_version);
-  r.setCrc32(crc32_of(bb.begin(), bb.size()));
-  r.setBody(capnp::Data::Reader(bb.begin(), bb.size()));
+  r.setCrc32(crc32_of(body.data(), body.size()));
+  r.setBody(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(body.data()), body.size()));
   auto ow = capnp::messageToFlatArray(outer);
   auto ob = ow.asBytes();
   return std::string(reinterpret_cast<const char*>(ob.begin()), ob.size());
 }
 
-}  // namespace
+std::string manifest_body(std::string_view file) {
+  if (file.size() % sizeof(capnp::word))
+    fail("manifest_body: {} bytes is not whole words", file.size());
+  auto words = kj::heapArray<capnp::word>(file.size() / sizeof(capnp::word));
+  std::memcpy(words.begin(), file.data(), file.size());
+  capnp::FlatArrayMessageReader r(words);
+  auto body = r.getRoot<::ManifestFile>().getBody();
+  return std::string(reinterpret_cast<const char*>(body.begin()), body.size());
+}
 
 fs::path checkpoint_tmp_dir(const fs::path& root, int step) {
   return root / (step_name(step) + ".tmp");
