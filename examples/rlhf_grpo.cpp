@@ -14,11 +14,12 @@
 #include "pipelines/rl_run.hpp"
 #include "pipelines/stages_rl.hpp"
 #include "runtime/rl/rl_core.hpp"
+#include "runtime/rl/tasks.hpp"
 
 int main(int argc, char** argv) try {
   namespace rl = zf::rl;
   zf::run_config cfg;
-  zf::apply_rl_task_defaults(cfg);  // 2 layers, n_embd 64, byte vocabulary
+  rl::apply_task_defaults(cfg);  // 2 layers, n_embd 64, byte vocabulary
   cfg.rlhf.algorithm = "grpo";
   cfg.rlhf.overlap = 1;
   const std::string out = argc > 1 ? argv[1] : "runs/rlhf_grpo";

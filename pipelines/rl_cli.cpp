@@ -10,6 +10,7 @@
 
 #include "pipelines/rl_run.hpp"
 #include "runtime/core/error.hpp"
+#include "runtime/rl/tasks.hpp"
 #include "storage/fs_util.hpp"
 
 namespace zf {
@@ -59,7 +60,7 @@ constexpr spec k_specs[] = {
 
 run_config config_of_args(const rl_args& a) {
   run_config cfg;
-  apply_rl_task_defaults(cfg);
+  rl::apply_task_defaults(cfg);
   if (!a.config_file.empty())
     apply_toml(cfg, storage::read_text_file(a.config_file), a.config_file);
   for (auto& s : a.sets) apply_override(cfg, s);

@@ -14,22 +14,10 @@
 #include "runtime/core/memory.hpp"
 #include "runtime/rl/rl_data.hpp"
 #include "runtime/rl/rl_footprint.hpp"
-#include "runtime/text/byte_vocab.hpp"
 #include "storage/checkpoint.hpp"
 
 namespace zf {
 namespace fs = std::filesystem;
-
-void apply_rl_task_defaults(run_config& c) {
-  c.model.arch = "gpt2";
-  c.model.n_layer = 2;
-  c.model.n_head = 4;
-  c.model.n_embd = 64;
-  c.model.n_positions = 32;
-  c.model.vocab_size = kByteVocabSize;
-  c.train.seq_len = c.model.n_positions;  // unused by RL, but checked against the context
-  c.optimizer.weight_decay = 0.0;
-}
 
 namespace {
 

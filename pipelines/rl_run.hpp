@@ -35,10 +35,6 @@ struct rl_run_result {
   std::string checkpoint;                       // the final model's step folder
 };
 
-// The model keys a policy trained from scratch on a task gets unless the user sets them: a small
-// GPT-2 on the byte vocabulary.
-void apply_rl_task_defaults(run_config& c);
-
 rl_run_result run_rl(run_config cfg, const rl_run_options& o);
 
 struct sft_run_result {

@@ -364,6 +364,7 @@ void transformer::forward_rl(const int* ids, const int* targets, int b, int t, f
   values_out_ = nullptr;
   rl_lm_ = lm;
   if (!lm) return;
+  lse_.resize(BT);  // kept for backward_rl (sized once per shape)
   for (int i = 0; i < BT; ++i) {
     const float* row = logits_ + std::size_t(i) * V;
     if (targets[i] < 0) {
@@ -372,6 +373,7 @@ void transformer::forward_rl(const int* ids, const int* targets, int b, int t, f
       continue;
     }
     const double lse = k::log_sum_exp(row, V);
+    lse_[i] = lse;
     // The serving engine's formula (engine_core::logprobs_of), so both give the same bits.
     if (logprobs) logprobs[i] = static_cast<float>(row[targets[i]] - lse);
     if (entropy) {  // H = lse - sum_v p_v x_v
@@ -396,7 +398,7 @@ void transformer::backward_rl(const int* ids, const int* targets, const float* d
         std::fill(row, row + V, 0.0f);
         continue;
       }
-      const double lse = k::log_sum_exp(row, V);
+      const double lse = lse_[i];  // forward_rl's, of these same logits
       for (int v = 0; v < V; ++v) row[v] = static_cast<float>(-g * std::exp(row[v] - lse));
       row[targets[i]] += g;
     }

@@ -122,6 +122,7 @@ class transformer {
   float* head_base_ = nullptr;
   float* values_out_ = nullptr;  // forward_rl's values, written while the final region is held
   bool rl_lm_ = false;           // the last forward_rl computed logits
+  std::vector<double> lse_;      // [b*t] its rows' log-sum-exp (rows with a target)
   fbuffer rope_;  // cos | sin tables (Llama)
   block::rope_table rope_tab_;
 

@@ -7,7 +7,9 @@
 
 #include <algorithm>
 
+#include "runtime/core/config.hpp"
 #include "runtime/core/error.hpp"
+#include "runtime/text/byte_vocab.hpp"
 
 namespace zf::rl {
 
@@ -111,6 +113,17 @@ std::vector<task_sample> make_samples(const task& t, std::uint64_t seed, int cou
   out.reserve(std::size_t(count));
   for (int i = 0; i < count; ++i) out.push_back(t.make(rng));
   return out;
+}
+
+void apply_task_defaults(run_config& c) {
+  c.model.arch = "gpt2";
+  c.model.n_layer = 2;
+  c.model.n_head = 4;
+  c.model.n_embd = 64;
+  c.model.n_positions = 32;
+  c.model.vocab_size = kByteVocabSize;
+  c.train.seq_len = c.model.n_positions;  // unused by RL, but checked against the context
+  c.optimizer.weight_decay = 0.0;
 }
 
 }  // namespace zf::rl

@@ -24,7 +24,16 @@
 #include <string_view>
 #include <vector>
 
+namespace zf {
+struct run_config;
+}
+
 namespace zf::rl {
+
+// The model keys a policy trained from scratch on a task gets unless the user sets them: a small
+// GPT-2 (2 layers, n_embd 64, context 32) on the byte vocabulary (runtime/text/byte_vocab), no
+// weight decay.
+void apply_task_defaults(run_config& c);
 
 struct task_sample {
   std::string prompt;  // "reverse abc=": what the policy is given

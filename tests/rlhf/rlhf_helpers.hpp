@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "pipelines/rl_run.hpp"
+#include "runtime/rl/tasks.hpp"
 #include "test_util.hpp"
 
 namespace zf::testing {
@@ -35,7 +36,7 @@ inline std::vector<nlohmann::json> read_jsonl(const std::filesystem::path& p) {
 
 inline run_config rlhf_config_with(const std::vector<std::string>& sets) {
   run_config c;
-  apply_rl_task_defaults(c);
+  rl::apply_task_defaults(c);
   for (auto& s : sets) apply_override(c, s);
   validate(c);
   return c;

@@ -17,6 +17,7 @@
 #include "runtime/model/model.hpp"
 #include "runtime/model/model_paged.hpp"
 #include "runtime/rl/rl_footprint.hpp"
+#include "runtime/rl/tasks.hpp"
 #include "runtime/serve/engine_core.hpp"
 #include "runtime/text/byte_vocab.hpp"
 #include "runtime/text/tokenizer.hpp"
@@ -30,17 +31,11 @@ using zf::testing::error_of;
 
 namespace {
 
-// pipelines/rl_run's apply_rl_task_defaults, rlhf.* left at their defaults: S = 16 x 8 = 128
-// sequences of up to 8 new tokens, grpo (KL 0.04: a reference), overlap 0, micro_batch 0.
+// rl::apply_task_defaults, rlhf.* left at their defaults: S = 16 x 8 = 128 sequences of up to 8
+// new tokens, grpo (KL 0.04: a reference), overlap 0, micro_batch 0.
 run_config tiny() {
   run_config c;
-  c.model.arch = "gpt2";
-  c.model.n_layer = 2;
-  c.model.n_head = 4;
-  c.model.n_embd = 64;
-  c.model.n_positions = 32;
-  c.model.vocab_size = kByteVocabSize;
-  c.train.seq_len = c.model.n_positions;
+  rl::apply_task_defaults(c);
   validate(c);
   return c;
 }
