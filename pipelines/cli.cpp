@@ -10,6 +10,7 @@
 #include <iostream>
 #include <iterator>
 
+#include "actors/engine_remote.hpp"
 #include "kernels/threads.hpp"
 #include "pipelines/ckpt_cli.hpp"
 #include "pipelines/graph_cli.hpp"
@@ -183,6 +184,12 @@ int run_cli(int argc, char** argv) {
 
   add_ckpt_subcommand(app);
 
+  // Started by an RLHF run with rlhf.rollout_placement = "process" (actors/engine_remote.hpp).
+  std::string engine_dir;
+  auto* engine_host = app.add_subcommand("engine-host", "")->group("");  // hidden
+  engine_host->add_option("--rendezvous", engine_dir, "the run's private rendezvous folder")
+      ->required();
+
   auto* conf = app.add_subcommand("config", "print the full configuration as TOML");
   conf->add_option("--config", config_file, "TOML config file")->check(CLI::ExistingFile);
   conf->add_option("--set", sets, "override one key");
@@ -202,6 +209,7 @@ int run_cli(int argc, char** argv) {
     if (*tokc) return cmd_tokenize(tname, input, output, ids, ddir, force);
     if (run_ckpt_subcommand()) return 0;
     if (*launch) return launch_local(nproc, master_port, launch_args);
+    if (*engine_host) return actors::run_engine_host(engine_dir);
     if (*conf) {
       std::cout << to_toml(load_config(config_file, sets));
       return 0;

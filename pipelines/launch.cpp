@@ -1,10 +1,8 @@
 #include "pipelines/launch.hpp"
 
 #include <fmt/format.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,22 +15,10 @@
 #include <thread>
 
 #include "runtime/core/error.hpp"
+#include "runtime/core/process.hpp"
 
 namespace zf {
 namespace {
-
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0)
-    fail("launch: cannot find a free port: {}", std::strerror(errno));
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
 
 // The ranks' pids, -1 once reaped. Atomic: the wait loop writes them while forward_signal reads
 // them, and a signal may be handled on any thread of the launcher (OpenBLAS starts its own).
@@ -42,22 +28,13 @@ extern "C" void forward_signal(int sig) {
     if (const pid_t p = c.load(); p > 0) ::kill(p, sig);  // never kill(-1): every process
 }
 
-std::string describe(int status) {
-  if (WIFEXITED(status)) return "exited with code " + std::to_string(WEXITSTATUS(status));
-  if (WIFSIGNALED(status))
-    return std::string("was killed by signal ") + ::strsignal(WTERMSIG(status));
-  return "stopped";
-}
-
 }  // namespace
 
 int launch_local(int nproc, int master_port, const std::vector<std::string>& args) {
   if (nproc < 1) fail("launch --nproc: expected at least 1, got {}", nproc);
   if (args.empty()) fail("launch: give the subcommand to run, e.g. launch --nproc 2 -- train");
-  if (master_port == 0) master_port = free_port();
-  char self[4096] = {};
-  ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
-  if (n <= 0) fail("launch: cannot find this executable: {}", std::strerror(errno));
+  if (master_port == 0) master_port = free_loopback_port();
+  const std::string self = self_executable();
   std::vector<std::string> argv_s{self};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
   const pid_t launcher = ::getpid();
@@ -89,7 +66,7 @@ int launch_local(int nproc, int master_port, const std::vector<std::string>& arg
       std::vector<char*> av;
       for (auto& a : argv_s) av.push_back(a.data());
       av.push_back(nullptr);
-      ::execv(self, av.data());
+      ::execv(self.c_str(), av.data());
       std::_Exit(127);
     }
     g_children[static_cast<std::size_t>(r)] = pid;
@@ -129,8 +106,8 @@ int launch_local(int nproc, int master_port, const std::vector<std::string>& arg
     if (!ok && code == 0) {
       code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
       // one write, so the line is not interleaved with the other ranks' output
-      std::string msg = "zeroflow launch: rank " + std::to_string(rank) + " " + describe(status) +
-                        "; stopping the other ranks\n";
+      std::string msg = "zeroflow launch: rank " + std::to_string(rank) + " " +
+                        describe_exit(status) + "; stopping the other ranks\n";
       [[maybe_unused]] auto w = ::write(2, msg.data(), msg.size());
       for (const auto& c : g_children)
         if (const pid_t p = c.load(); p > 0) ::kill(p, SIGTERM);

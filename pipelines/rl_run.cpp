@@ -6,6 +6,8 @@
 #include <fstream>
 #include <iostream>
 
+#include "actors/engine.hpp"
+#include "actors/engine_remote.hpp"
 #include "pipelines/graph_run.hpp"
 #include "pipelines/rl_models.hpp"
 #include "pipelines/rl_state.hpp"
@@ -28,6 +30,24 @@ engine_config rollout_engine_config(const run_config& c) {
   e.max_seqs = std::max(e.max_seqs, c.rlhf.prompts_per_step * c.rlhf.group_size);
   e.max_queue = std::max(e.max_queue, c.rlhf.prompts_per_step + c.rlhf.eval_prompts);
   return e;
+}
+
+// The rollout engine where rlhf.rollout_placement puts it: an actor of this process, or a
+// process of its own (weights over Gloo in rlhf.sync_bucket_mb buckets).
+stages::rollout_stage::engine_factory rollout_engine_factory(const rl_setup& s,
+                                                             const fs::path& out) {
+  const engine_config ec = rollout_engine_config(s.cfg);
+  if (s.cfg.rlhf.rollout_placement != "process")
+    return [ec, tok = *s.tok](std::shared_ptr<const lm_weights> w) {
+      return actors::make_engine(std::move(w), tok, ec);
+    };
+  actors::engine_process_options po;
+  po.tokenizer_file = out / "tokenizer.json";
+  po.work_dir = out;
+  po.bucket_bytes = std::size_t(s.cfg.rlhf.sync_bucket_mb) << 20;
+  return [ec, po, tok = *s.tok](std::shared_ptr<const lm_weights> w) {
+    return actors::spawn_engine_process(std::move(w), tok, ec, po);
+  };
 }
 
 void write_json(const fs::path& p, const nlohmann::json& j) {
@@ -218,7 +238,7 @@ rl_run_result run_rl(run_config cfg, const rl_run_options& o) {
   if (!ema.empty()) core.ema() = ema;
   // The roles as a graph: engine -> rollout -> score -> policy, weights back to the rollout.
   graph g;
-  auto st = stages::add_rlhf_stages(g, core, first, *s.tok, rollout_engine_config(s.cfg));
+  auto st = stages::add_rlhf_stages(g, core, first, rollout_engine_factory(s, o.out));
   auto& mon =
       g.add<stages::rl_monitor_stage>("monitor", (fs::path(o.out) / "metrics.jsonl").string(),
                                       r.steps, o.quiet, res.rl, o.on_metrics);

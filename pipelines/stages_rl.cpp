@@ -43,8 +43,16 @@ void print_rl_step(const nlohmann::json& j, int steps) {
       100 * num("idle_frac_engine"));
 }
 
+rollout_stage::rollout_stage(rl::rl_core& core, std::shared_ptr<const lm_weights> first,
+                             tokenizer tok, engine_config engine)
+    : rollout_stage(
+          core, std::move(first),
+          [tok = std::move(tok), engine = std::move(engine)](std::shared_ptr<const lm_weights> w) {
+            return actors::make_engine(std::move(w), tok, engine);
+          }) {}
+
 void rollout_stage::start(stage_context& ctx) {
-  engine_ = actors::make_engine(std::move(first_), tok_, ec_);
+  engine_ = make_(std::move(first_));
   const rl::rl_core_options& o = core_.options();
   worker_ = std::make_unique<rl::rollout_worker>(
       *engine_, [this](int s) { return core_.prompt_ids(s); }, rl::rollout_options_of(o.rl, o.seed),
@@ -165,10 +173,9 @@ void rl_monitor_stage::inputs_closed(stage_context& ctx) {
 }
 
 rlhf_stages add_rlhf_stages(graph& g, rl::rl_core& core, std::shared_ptr<const lm_weights> first,
-                            tokenizer tok, engine_config engine) {
+                            rollout_stage::engine_factory engine) {
   rlhf_stages s;
-  s.rollout =
-      &g.add<rollout_stage>("rollout", core, std::move(first), std::move(tok), std::move(engine));
+  s.rollout = &g.add<rollout_stage>("rollout", core, std::move(first), std::move(engine));
   s.score = &g.add<score_stage>("score", core);
   s.policy = &g.add<policy_stage>("policy", core);
   g.connect(s.rollout->rollouts, s.score->in);

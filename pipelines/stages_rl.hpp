@@ -92,11 +92,18 @@ class rollout_stage : public stage {
   out_port<rl::rollout_batch> rollouts = output<rl::rollout_batch>("rollouts");
   out_port<rl_eval> evals = output<rl_eval>("evals");
 
+  // Makes the engine serving `first` as version 0 (in this process, or another: pipelines/
+  // rl_run's rollout_engine_factory), on the stage's start.
+  using engine_factory =
+      std::function<std::unique_ptr<serve::completion_backend>(std::shared_ptr<const lm_weights>)>;
   // first: the weights the engine serves as version 0 (what version max(0, start - overlap)
-  // needs); engine: its configuration (batch_invariant for exact log-probs).
+  // needs).
+  rollout_stage(rl::rl_core& core, std::shared_ptr<const lm_weights> first, engine_factory make)
+      : core_(core), first_(std::move(first)), make_(std::move(make)) {}
+  // An engine in this process (actors/make_engine) with this configuration (batch_invariant for
+  // exact log-probs).
   rollout_stage(rl::rl_core& core, std::shared_ptr<const lm_weights> first, tokenizer tok,
-                engine_config engine)
-      : core_(core), first_(std::move(first)), tok_(std::move(tok)), ec_(std::move(engine)) {}
+                engine_config engine);
   ~rollout_stage() override { stop(); }
   void start(stage_context& ctx) override;
   void stop() override;
@@ -106,8 +113,7 @@ class rollout_stage : public stage {
   void run(stage_context& ctx);
   rl::rl_core& core_;
   std::shared_ptr<const lm_weights> first_;
-  tokenizer tok_;
-  engine_config ec_;
+  engine_factory make_;
   std::unique_ptr<serve::completion_backend> engine_;
   std::unique_ptr<rl::rollout_worker> worker_;
   std::thread th_;
@@ -192,14 +198,14 @@ class rl_monitor_stage : public stage {
 void print_rl_step(const nlohmann::json& j, int steps);
 
 // The roles' stages of a run over core (its models and prompts), added to g and connected:
-// rollout (its engine serving `first` as version 0), score and policy. The caller adds a monitor
-// and connects policy.metrics and rollout.evals to it.
+// rollout (its engine, made by `engine`, serving `first` as version 0), score and policy. The
+// caller adds a monitor and connects policy.metrics and rollout.evals to it.
 struct rlhf_stages {
   rollout_stage* rollout = nullptr;
   score_stage* score = nullptr;
   policy_stage* policy = nullptr;
 };
 rlhf_stages add_rlhf_stages(graph& g, rl::rl_core& core, std::shared_ptr<const lm_weights> first,
-                            tokenizer tok, engine_config engine);
+                            rollout_stage::engine_factory engine);
 
 }  // namespace zf::stages

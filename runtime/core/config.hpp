@@ -167,7 +167,11 @@ struct rlhf_config {
   // which of its learned answers is right. Only for task-generated SFT data.
   double sft_noise = 0.5;
   int engine_threads = 1;  // rollout engine compute threads
-  int eval_prompts = 64;   // held-out prompts scored greedily at the start and end
+  // local: the engine is an actor of the trainer's process; process: a process of its own
+  // (actors/engine_remote), weights pushed over Gloo in buckets of sync_bucket_mb MiB.
+  std::string rollout_placement = "local";
+  int sync_bucket_mb = 32;
+  int eval_prompts = 64;  // held-out prompts scored greedily at the start and end
 };
 
 struct run_config {

@@ -69,6 +69,12 @@ std::vector<key> rlhf_keys() {
       ZF_NUM("rlhf.sft_noise", rlhf.sft_noise, 0, 1,
              "share of a task's generated warm-up demonstrations that are wrong answers"),
       ZF_INT("rlhf.engine_threads", rlhf.engine_threads, 1, 1024, "rollout engine threads"),
+      ZF_ENUM("rlhf.rollout_placement", rlhf.rollout_placement,
+              "where the rollout engine runs: in the trainer's process (sharing nothing but a "
+              "copy of each version) or in a process of its own (weights over Gloo)",
+              "local", "process"),
+      ZF_INT("rlhf.sync_bucket_mb", rlhf.sync_bucket_mb, 1, 1 << 16,
+             "weights per broadcast to an engine in another process (MiB)"),
       ZF_INT("rlhf.eval_prompts", rlhf.eval_prompts, 0, 1 << 20,
              "held-out prompts decoded greedily at the start and the end"),
   };

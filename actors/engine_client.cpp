@@ -1,0 +1,312 @@
+// The trainer's side of actors/engine_remote.hpp: starts the engine process, joins it (CAF for
+// control, a two-rank Gloo group for weights) and is its serve::completion_backend.
+#include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <caf/io/all.hpp>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "actors/engine_remote.hpp"
+#include "actors/engine_remote_protocol.hpp"
+#include "runtime/core/error.hpp"
+#include "runtime/core/process.hpp"
+#include "runtime/dist/comm.hpp"
+#include "runtime/text/chat_template.hpp"
+
+namespace zf::actors {
+namespace fs = std::filesystem;
+namespace {
+
+// The requests in flight (client id -> sink) and whether the engine is gone, shared by the
+// backend (submit), the events actor (delivery) and the down handler (failing them all).
+struct client_book {
+  struct open_request {
+    serve::event_sink sink;
+    std::vector<bool> ended;  // per choice
+  };
+  std::mutex mu;
+  std::map<uint64_t, open_request> open;
+  std::string gone;  // non-empty: why the engine is gone
+
+  void deliver(uint64_t cid, serve::completion_event e) {
+    serve::event_sink sink;
+    {
+      std::lock_guard lk(mu);
+      auto it = open.find(cid);
+      if (it == open.end() || e.index < 0 || e.index >= int(it->second.ended.size())) return;
+      sink = it->second.sink;
+      if (e.finish != serve::finish_reason::none) {
+        it->second.ended[std::size_t(e.index)] = true;
+        if (std::find(it->second.ended.begin(), it->second.ended.end(), false) ==
+            it->second.ended.end())
+          open.erase(it);
+      }
+    }
+    e.request_id = cid;
+    sink(e);
+  }
+  // The engine is gone: every unfinished choice ends with an error saying why.
+  void fail_all(const std::string& why) {
+    std::map<uint64_t, open_request> failed;
+    {
+      std::lock_guard lk(mu);
+      if (gone.empty()) gone = why;
+      failed.swap(open);
+    }
+    for (auto& [cid, r] : failed)
+      for (std::size_t i = 0; i < r.ended.size(); ++i) {
+        if (r.ended[i]) continue;
+        serve::completion_event e;
+        e.request_id = cid;
+        e.index = static_cast<int>(i);
+        e.finish = serve::finish_reason::error;
+        e.error = why;
+        r.sink(e);
+      }
+  }
+  std::string why_gone() {
+    std::lock_guard lk(mu);
+    return gone;
+  }
+};
+
+std::string random_secret() {
+  std::random_device rd;
+  std::string s;
+  for (int i = 0; i < 4; ++i) s += fmt::format("{:08x}", rd());
+  return s;
+}
+
+class remote_engine final : public serve::completion_backend {
+ public:
+  remote_engine(std::shared_ptr<const lm_weights> first, tokenizer tok, const engine_config& c,
+                const engine_process_options& o)
+      : spec_(first->cfg), total_(first->layout.total), tok_(std::move(tok)), o_(o) {
+    cfg_.load<caf::io::middleman>();
+    add_engine_remote_types(cfg_);
+    sys_ = std::make_unique<caf::actor_system>(cfg_);
+    const fs::path dir = o.work_dir / fmt::format(".engine-{}-{}", ::getpid(), random_secret());
+    fs::create_directories(dir);
+    fs::permissions(dir, fs::perms::owner_all, fs::perm_options::replace);  // 0700
+    secret_ = random_secret();
+    child_ = std::make_unique<child_process>(
+        std::vector<std::string>{"engine-host", "--rendezvous", dir.string()},
+        std::vector<std::pair<std::string, std::string>>{{"ZF_ENGINE_SECRET", secret_}});
+    try {
+      join(dir);
+      hello(first, c);
+    } catch (...) {
+      std::error_code ec;
+      fs::remove_all(dir, ec);
+      shutdown();
+      throw;
+    }
+    fs::remove_all(dir);
+  }
+
+  ~remote_engine() override { shutdown(); }
+
+  const std::string& model_name() const override { return spec_.name; }
+  int context_length() const override { return spec_.max_positions; }
+  int vocab_size() const override { return spec_.vocab_size; }
+  std::vector<int> encode(std::string_view text) const override {
+    std::lock_guard lk(tok_mu_);
+    return tok_.encode_prompt(text);
+  }
+  std::string chat_prompt(const std::vector<serve::chat_message>& m) const override {
+    std::lock_guard lk(tok_mu_);
+    return format_chat(tok_, m);
+  }
+  std::string token_bytes(int id) const override { return tok_.token_bytes(id); }
+
+  serve::submit_result submit(serve::completion_request req, serve::event_sink sink) override {
+    const uint64_t cid = next_id_.fetch_add(1) + 1;
+    {
+      std::lock_guard lk(book_->mu);
+      if (!book_->gone.empty()) return {0, 503, 0, book_->gone};
+      book_->open[cid] = {std::move(sink), std::vector<bool>(std::size_t(std::max(1, req.n)))};
+    }
+    serve::submit_result r{0, 503, 0, ""};
+    caf::scoped_actor self{*sys_};
+    self->monitor(host_);
+    self->send(host_, rsubmit_atom::value, secret_, cid, std::move(req));
+    if (auto x = answer<serve::submit_result>(self, std::chrono::seconds(60), r.message)) r = *x;
+    if (r.status == 200) {
+      r.id = cid;
+      return r;
+    }
+    // Refused: forget it, unless the engine died meanwhile and already ended it with an error
+    // (then it counts as accepted: its sink has been called).
+    std::lock_guard lk(book_->mu);
+    if (book_->open.erase(cid) == 0) return {cid, 200, 0, ""};
+    return r;
+  }
+
+  void cancel(uint64_t id) override { caf::anon_send(host_, rcancel_atom::value, secret_, id); }
+
+  std::string metrics_text() const override {
+    std::string text, why;
+    caf::scoped_actor self{*sys_};
+    self->monitor(host_);
+    self->send(host_, rmetrics_atom::value, secret_);
+    if (auto x = answer<std::string>(self, std::chrono::seconds(5), why)) text = std::move(*x);
+    return text;
+  }
+
+  uint64_t weights_version() const override { return version_.load(); }
+
+  void update_weights_async(std::shared_ptr<const lm_weights> w, std::optional<uint64_t> version,
+                            serve::weights_done done) override {
+    if (!w || w->layout.total != total_)
+      return done({400, version_.load(), "weights of another shape than the engine's"});
+    if (auto g = book_->why_gone(); !g.empty()) return done({503, version_.load(), g});
+    const uint64_t v = version.value_or(version_.load() + 1);
+    std::lock_guard lk(weights_mu_);  // one version on the data plane at a time
+    caf::scoped_actor self{*sys_};
+    self->monitor(host_);
+    serve::weights_result r{503, version_.load(), ""};
+    self->send(host_, rweights_atom::value, secret_, v);
+    try {
+      push(*w);
+    } catch (const std::exception& e) {
+      return done({503, version_.load(), gone_or(e.what())});
+    }
+    if (auto x = answer<serve::weights_result>(self, std::chrono::minutes(10), r.message)) r = *x;
+    if (r.status == 200) version_ = r.version;
+    done(r);
+  }
+
+ private:
+  // The child's port from the rendezvous folder, then the actor and the Gloo group.
+  void join(const fs::path& dir) {
+    auto store = comm::make_file_store(dir);
+    const auto deadline = std::chrono::steady_clock::now() + o_.start_timeout;
+    std::vector<char> port;
+    while (port.empty()) {
+      if (auto e = child_->exited())
+        fail("{} (process {}) {} before it started", o_.name, child_->pid(), *e);
+      if (std::chrono::steady_clock::now() > deadline)
+        fail("{} (process {}) did not start within {} s", o_.name, child_->pid(),
+             o_.start_timeout.count());
+      try {
+        port = store->get("engine_port", std::chrono::milliseconds(200));
+      } catch (const std::exception&) {
+      }
+    }
+    auto h = sys_->middleman().remote_actor<engine_host_actor>(
+        "127.0.0.1", static_cast<uint16_t>(std::stoi(std::string(port.begin(), port.end()))));
+    if (!h)
+      fail("{}: cannot reach process {}: {}", o_.name, child_->pid(), sys_->render(h.error()));
+    host_ = *h;
+    comm_ = comm::make_gloo(0, 2, store, "127.0.0.1", "weights");
+    book_ = std::make_shared<client_book>();
+    events_ = sys_->spawn([book = book_](caf::event_based_actor*) -> caf::behavior {
+      return {[book](revent_atom, uint64_t cid, serve::completion_event& e) {
+        book->deliver(cid, std::move(e));
+      }};
+    });
+    // The engine's end: every request in flight fails, naming the engine and how it ended.
+    watcher_ = sys_->spawn([this](caf::event_based_actor* self) -> caf::behavior {
+      self->monitor(host_);
+      self->set_down_handler([this, self](const caf::down_msg&) {
+        book_->fail_all(gone_or("the connection closed"));
+        self->quit();
+      });
+      return {[](int) {}};
+    });
+  }
+
+  void hello(const std::shared_ptr<const lm_weights>& first, const engine_config& c) {
+    engine_hello h{spec_, c, fs::absolute(o_.tokenizer_file).string(),
+                   std::max<uint64_t>(1, o_.bucket_bytes / sizeof(float))};
+    caf::scoped_actor self{*sys_};
+    self->monitor(host_);
+    self->send(host_, rhello_atom::value, secret_, events_, h);
+    push(*first);
+    serve::weights_result r{500, 0, ""};
+    if (auto x = answer<serve::weights_result>(self, o_.start_timeout, r.message)) r = *x;
+    if (r.status != 200) fail("{} (process {}): {}", o_.name, child_->pid(), r.message);
+  }
+
+  // The host's answer to what `self` (monitoring the host) sent it; nullopt with `why` set when
+  // the host ended first (its process and how it ended) or took longer than `timeout`.
+  template <class R>
+  std::optional<R> answer(caf::scoped_actor& self, std::chrono::milliseconds timeout,
+                          std::string& why) const {
+    std::optional<R> out;
+    self->receive(
+        [&](R& x) { out = std::move(x); },
+        [&](const caf::down_msg&) { why = gone_or("the connection closed"); },
+        [&](caf::error& e) { why = gone_or(sys_->render(e)); },
+        caf::after(timeout) >>
+            [&] { why = gone_or(fmt::format("no answer within {} s", timeout.count() / 1000)); });
+    return out;
+  }
+
+  // w's floats to the engine, rank 0 -> 1, bucket by bucket.
+  void push(const lm_weights& w) {
+    const std::size_t bucket = std::max<std::size_t>(1, o_.bucket_bytes / sizeof(float));
+    float* p = const_cast<float*>(w.store.data());  // rank 0 of a broadcast only reads
+    for (std::size_t off = 0; off < total_; off += bucket)
+      comm_->broadcast(p + off, std::min(bucket, total_ - off), 0);
+  }
+
+  // Why the engine is gone when it is: its process and how it ended (waiting a moment for the
+  // exit status, which trails the closed connection), else `other`.
+  std::string gone_or(const std::string& other) const {
+    if (auto g = book_ ? book_->why_gone() : ""; !g.empty()) return g;
+    for (int i = 0; i < 50; ++i) {
+      if (auto e = child_->exited())
+        return fmt::format("{} (process {}) {}", o_.name, child_->pid(), *e);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return fmt::format("{} (process {}): {}", o_.name, child_->pid(), other);
+  }
+
+  void shutdown() {
+    // The host ends when its client's events actor goes away; the child then exits.
+    if (sys_) {
+      if (watcher_) caf::anon_send_exit(watcher_, caf::exit_reason::user_shutdown);
+      if (events_) caf::anon_send_exit(events_, caf::exit_reason::user_shutdown);
+      watcher_ = nullptr;
+      events_ = nullptr;
+    }
+    if (child_) child_->wait_or_kill(std::chrono::seconds(10));
+    comm_.reset();
+    host_ = nullptr;
+    sys_.reset();
+  }
+
+  model_spec spec_;
+  std::size_t total_;
+  tokenizer tok_;
+  mutable std::mutex tok_mu_;
+  engine_process_options o_;
+  std::string secret_;
+  std::unique_ptr<child_process> child_;
+  caf::actor_system_config cfg_;
+  std::unique_ptr<caf::actor_system> sys_;
+  engine_host_actor host_;
+  caf::actor events_, watcher_;
+  std::unique_ptr<comm::communicator> comm_;
+  std::shared_ptr<client_book> book_;
+  std::atomic<uint64_t> next_id_{0}, version_{0};
+  std::mutex weights_mu_;
+};
+
+}  // namespace
+
+std::unique_ptr<serve::completion_backend> spawn_engine_process(
+    std::shared_ptr<const lm_weights> first, tokenizer tok, const engine_config& c,
+    const engine_process_options& o) {
+  if (!first) fail("{}: no weights to serve", o.name);
+  return std::make_unique<remote_engine>(std::move(first), std::move(tok), c, o);
+}
+
+}  // namespace zf::actors
