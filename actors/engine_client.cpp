@@ -96,7 +96,7 @@ class remote_engine final : public serve::completion_backend {
     fs::permissions(dir, fs::perms::owner_all, fs::perm_options::replace);  // 0700
     secret_ = random_secret();
     child_ = std::make_unique<child_process>(
-        std::vector<std::string>{"engine-host", "--rendezvous", dir.string()},
+        o.executable, std::vector<std::string>{"engine-host", "--rendezvous", dir.string()},
         std::vector<std::pair<std::string, std::string>>{{"ZF_ENGINE_SECRET", secret_}});
     try {
       join(dir);

@@ -29,6 +29,7 @@ namespace zf::actors {
 
 struct engine_process_options {
   std::string name = "rollout engine";   // how errors name it
+  std::string executable;                // the zeroflow binary ("" = this one)
   std::filesystem::path tokenizer_file;  // tokenizer.json (tokenizer_config.json beside it)
   std::filesystem::path work_dir;        // the rendezvous folder goes here, removed once joined
   std::size_t bucket_bytes = 32u << 20;  // weights per broadcast

@@ -35,15 +35,16 @@ engine_config rollout_engine_config(const run_config& c) {
 // The rollout engine where rlhf.rollout_placement puts it: an actor of this process, or a
 // process of its own (weights over Gloo in rlhf.sync_bucket_mb buckets).
 stages::rollout_stage::engine_factory rollout_engine_factory(const rl_setup& s,
-                                                             const fs::path& out) {
+                                                             const rl_run_options& o) {
   const engine_config ec = rollout_engine_config(s.cfg);
   if (s.cfg.rlhf.rollout_placement != "process")
     return [ec, tok = *s.tok](std::shared_ptr<const lm_weights> w) {
       return actors::make_engine(std::move(w), tok, ec);
     };
   actors::engine_process_options po;
-  po.tokenizer_file = out / "tokenizer.json";
-  po.work_dir = out;
+  po.tokenizer_file = fs::path(o.out) / "tokenizer.json";
+  po.work_dir = o.out;
+  po.executable = o.engine_executable;
   po.bucket_bytes = std::size_t(s.cfg.rlhf.sync_bucket_mb) << 20;
   return [ec, po, tok = *s.tok](std::shared_ptr<const lm_weights> w) {
     return actors::spawn_engine_process(std::move(w), tok, ec, po);
@@ -238,7 +239,7 @@ rl_run_result run_rl(run_config cfg, const rl_run_options& o) {
   if (!ema.empty()) core.ema() = ema;
   // The roles as a graph: engine -> rollout -> score -> policy, weights back to the rollout.
   graph g;
-  auto st = stages::add_rlhf_stages(g, core, first, rollout_engine_factory(s, o.out));
+  auto st = stages::add_rlhf_stages(g, core, first, rollout_engine_factory(s, o));
   auto& mon =
       g.add<stages::rl_monitor_stage>("monitor", (fs::path(o.out) / "metrics.jsonl").string(),
                                       r.steps, o.quiet, res.rl, o.on_metrics);

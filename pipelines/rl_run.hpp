@@ -27,6 +27,9 @@ struct rl_run_options {
   bool quiet = false;
   const std::atomic<bool>* stop = nullptr;
   std::function<void(const nlohmann::json&)> on_metrics;  // besides metrics.jsonl
+  // rlhf.rollout_placement = process: the zeroflow binary the engine process runs ("" = this
+  // one; a program embedding run_rl, such as a test, names the CLI's).
+  std::string engine_executable;
 };
 
 struct rl_run_result {

@@ -44,9 +44,9 @@ int free_loopback_port() {
   return ntohs(a.sin_port);
 }
 
-child_process::child_process(const std::vector<std::string>& args,
+child_process::child_process(const std::string& executable, const std::vector<std::string>& args,
                              const std::vector<std::pair<std::string, std::string>>& env) {
-  std::vector<std::string> argv_s{self_executable()};
+  std::vector<std::string> argv_s{executable.empty() ? self_executable() : executable};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
   const pid_t parent = ::getpid();
   const pid_t pid = ::fork();

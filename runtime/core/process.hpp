@@ -22,10 +22,11 @@ std::string describe_exit(int status);
 // A loopback TCP port nobody listens on right now.
 int free_loopback_port();
 
-// One child running this executable with `args` (argv[1..]) and `env` set on top of ours.
+// One child running `executable` ("" = this one) with `args` (argv[1..]) and `env` set on top of
+// ours.
 class child_process {
  public:
-  child_process(const std::vector<std::string>& args,
+  child_process(const std::string& executable, const std::vector<std::string>& args,
                 const std::vector<std::pair<std::string, std::string>>& env);
   ~child_process();  // kill_and_wait(): a child is never left behind
   child_process(const child_process&) = delete;

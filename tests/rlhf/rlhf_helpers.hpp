@@ -62,4 +62,21 @@ inline rl_outcome run_rl_stage(const std::filesystem::path& out,
   return r;
 }
 
+// The same numbers in two runs' metrics.jsonl, key by key, except the wall-clock ones; returns
+// how many values were compared.
+inline int check_same_metrics(const std::vector<nlohmann::json>& a,
+                              const std::vector<nlohmann::json>& b) {
+  REQUIRE(a.size() == b.size());
+  int compared = 0;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    for (auto& [k, v] : a[i].items()) {
+      if (k.starts_with("time_") || k.starts_with("idle_") || k.ends_with("_per_s")) continue;
+      CAPTURE(i);
+      CAPTURE(k);
+      CHECK(b[i][k].dump() == v.dump());
+      ++compared;
+    }
+  return compared;
+}
+
 }  // namespace zf::testing
