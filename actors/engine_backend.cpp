@@ -10,8 +10,8 @@
 #include "actors/engine.hpp"
 #include "actors/serve_protocol.hpp"
 #include "kernels/threads.hpp"
-#include "runtime/text/chat_template.hpp"
 #include "runtime/core/error.hpp"
+#include "runtime/text/chat_template.hpp"
 
 namespace zf::actors {
 namespace {

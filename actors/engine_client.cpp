@@ -88,8 +88,7 @@ class remote_engine final : public serve::completion_backend {
   remote_engine(std::shared_ptr<const lm_weights> first, tokenizer tok, const engine_config& c,
                 const engine_process_options& o)
       : spec_(first->cfg), total_(first->layout.total), tok_(std::move(tok)), o_(o) {
-    cfg_.load<caf::io::middleman>();
-    add_engine_remote_types(cfg_);
+    configure_engine_remote(cfg_);
     sys_ = std::make_unique<caf::actor_system>(cfg_);
     const fs::path dir = o.work_dir / fmt::format(".engine-{}-{}", ::getpid(), random_secret());
     fs::create_directories(dir);
@@ -207,8 +206,9 @@ class remote_engine final : public serve::completion_backend {
     comm_ = comm::make_gloo(0, 2, store, "127.0.0.1", "weights");
     book_ = std::make_shared<client_book>();
     events_ = sys_->spawn([book = book_](caf::event_based_actor*) -> caf::behavior {
-      return {[book](revent_atom, uint64_t cid, serve::completion_event& e) {
-        book->deliver(cid, std::move(e));
+      return {[book](revent_atom, event_batch& b) {
+        for (std::size_t i = 0; i < b.ids.size() && i < b.events.size(); ++i)
+          book->deliver(b.ids[i], std::move(b.events[i]));
       }};
     });
     // The engine's end: every request in flight fails, naming the engine and how it ended.

@@ -28,6 +28,7 @@ struct host_state {
   engine_hello hello;
   std::unique_ptr<serve::completion_backend> engine;
   caf::actor client;
+  caf::actor forwarder;  // batches events for the client (event_forwarder)
   // The version served and the one it replaced (its buffer is reused once the engine let go).
   std::shared_ptr<lm_weights> current, spare;
   // Client id -> engine id of the requests still running (for cancel); the engine's thread
@@ -51,13 +52,30 @@ std::shared_ptr<lm_weights> receive_weights(host_state& st) {
   return std::make_shared<lm_weights>(make_lm_weights(st.hello.spec, std::move(flat)));
 }
 
-// The sink of one client request: its events go to the client in order; the last one forgets
-// the request's id.
+// Passes the engine's events on to the client, what arrived meanwhile in one message: a flush
+// queued behind the first event of a batch goes out once the events before it are in.
+caf::behavior event_forwarder(caf::event_based_actor* self, caf::actor client) {
+  auto buf = std::make_shared<event_batch>();
+  return {
+      [self, buf](revent_atom, uint64_t cid, serve::completion_event& e) {
+        if (buf->ids.empty()) self->send(self, rflush_atom::value);
+        buf->ids.push_back(cid);
+        buf->events.push_back(std::move(e));
+      },
+      [self, buf, client](rflush_atom) {
+        self->send(client, revent_atom::value, std::move(*buf));
+        *buf = event_batch{};
+      },
+  };
+}
+
+// The sink of one client request: its events go to the forwarder (in this process: no copy
+// through a serializer), the last one forgets the request's id.
 serve::event_sink forward_events(host_state& st, uint64_t cid, int choices) {
   auto left = std::make_shared<int>(choices);
-  return [client = st.client, cid, left, mu = st.ids_mu,
+  return [fwd = st.forwarder, cid, left, mu = st.ids_mu,
           ids = st.ids](const serve::completion_event& e) {
-    caf::anon_send(client, revent_atom::value, cid, e);
+    caf::anon_send(fwd, revent_atom::value, cid, e);
     if (e.finish != serve::finish_reason::none && --*left == 0) {
       std::lock_guard lk(*mu);
       ids->erase(cid);
@@ -88,6 +106,8 @@ engine_host_actor::behavior_type engine_host(engine_host_actor::stateful_pointer
           st.comm = st.comm_ready.get();
           st.client = std::move(client);
           self->monitor(st.client);
+          st.forwarder = self->home_system().spawn(event_forwarder, st.client);
+          self->link_to(st.forwarder);
           st.hello = std::move(h);
           st.current = receive_weights(st);
           st.engine = make_engine(std::shared_ptr<const lm_weights>(st.current),
@@ -153,8 +173,7 @@ int run_engine_host(const std::filesystem::path& rendezvous_dir) {
   if (!secret || !*secret)
     fail("engine-host: ZF_ENGINE_SECRET is not set (an RLHF run starts this process itself)");
   caf::actor_system_config cfg;
-  cfg.load<caf::io::middleman>();
-  add_engine_remote_types(cfg);
+  configure_engine_remote(cfg);
   caf::actor_system sys{cfg};
   auto store = comm::make_file_store(rendezvous_dir);
   std::promise<std::shared_ptr<comm::communicator>> ready;

@@ -9,10 +9,11 @@
 //                   weights  a version and its size; the weights follow on the data plane ->
 //                            the swap's weights_result (between two engine steps)
 //                   metrics  -> the engine's Prometheus text
-//   host -> client  event    (client id, completion_event), in order per request
+//   host -> client  event    batches of (client id, completion_event), in order
 // Every request to the host carries the session's secret (the host refuses it otherwise); the
 // host listens on loopback only and ends when its client goes away.
 #include <caf/all.hpp>
+#include <caf/io/all.hpp>
 #include <cstdint>
 #include <string>
 
@@ -93,15 +94,27 @@ typename Inspector::result_type inspect(Inspector& f, engine_hello& x) {
            x.bucket_floats);
 }
 
+// Events of many requests (ids[i] is events[i]'s client id), in the order the engine made them:
+// the host coalesces what its engine produced meanwhile into one message.
+struct event_batch {
+  std::vector<uint64_t> ids;
+  std::vector<serve::completion_event> events;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, event_batch& x) {
+  return f(caf::meta::type_name("zf_event_batch"), x.ids, x.events);
+}
+
 using rhello_atom = caf::atom_constant<caf::atom("zf_rhello")>;
 using rsubmit_atom = caf::atom_constant<caf::atom("zf_rsubmit")>;
 using rcancel_atom = caf::atom_constant<caf::atom("zf_rcancel")>;
 using rweights_atom = caf::atom_constant<caf::atom("zf_rweight")>;
 using rmetrics_atom = caf::atom_constant<caf::atom("zf_rmetric")>;
 using revent_atom = caf::atom_constant<caf::atom("zf_revent")>;
+using rflush_atom = caf::atom_constant<caf::atom("zf_rflush")>;
 
 // The host. The first string of every message is the session's secret; the caf::actor of hello
-// receives (revent_atom, uint64_t client id, serve::completion_event).
+// receives (revent_atom, event_batch).
 using engine_host_actor = caf::typed_actor<
     caf::replies_to<rhello_atom, std::string, caf::actor,
                     engine_hello>::with<serve::weights_result>,
@@ -111,11 +124,16 @@ using engine_host_actor = caf::typed_actor<
     caf::replies_to<rweights_atom, std::string, uint64_t>::with<serve::weights_result>,
     caf::replies_to<rmetrics_atom, std::string>::with<std::string>>;
 
-// Announces the types above (both ends, before the actor system starts).
-inline void add_engine_remote_types(caf::actor_system_config& c) {
+// Both ends' actor system: the middleman, the types above announced, and one scheduler thread
+// (the engine and the trainer compute on threads of their own; more CAF workers would only poll
+// for messages on the cores they use).
+inline void configure_engine_remote(caf::actor_system_config& c) {
+  c.load<caf::io::middleman>();
+  c.set("scheduler.max-threads", 1);
+  c.set("logger.verbosity", caf::atom("quiet"));
   c.add_message_type<engine_hello>("zf_engine_hello");
   c.add_message_type<serve::completion_request>("zf_completion_request");
-  c.add_message_type<serve::completion_event>("zf_completion_event");
+  c.add_message_type<event_batch>("zf_event_batch");
   c.add_message_type<serve::submit_result>("zf_submit_result");
   c.add_message_type<serve::weights_result>("zf_weights_result");
 }

@@ -6,8 +6,8 @@
 #include <chrono>
 #include <memory>
 
-#include "runtime/dist/comm.hpp"
 #include "runtime/core/launch.hpp"
+#include "runtime/dist/comm.hpp"
 
 namespace zf::actors {
 

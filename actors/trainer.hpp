@@ -1,6 +1,6 @@
 #pragma once
-// trainer: the shell around the step loop (runtime/train/train_loop.hpp). A typed, detached actor: on
-// run_atom it runs the loop to the end on its own thread, driving the rank_workers,
+// trainer: the shell around the step loop (runtime/train/train_loop.hpp). A typed, detached actor:
+// on run_atom it runs the loop to the end on its own thread, driving the rank_workers,
 // optimizer_shards, data_sampler, checkpoint_writer and monitor through their typed interfaces
 // (actors/train_adapters.hpp), and replies with the train_result. It stops early, with a
 // checkpoint, when *loop.stop becomes true (Ctrl-C).
