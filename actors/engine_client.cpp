@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <atomic>
 #include <caf/io/all.hpp>
+#include <condition_variable>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <random>
@@ -100,6 +102,7 @@ class remote_engine final : public serve::completion_backend {
     try {
       join(dir);
       hello(first, c);
+      sync_ = std::thread([this] { sync_loop(); });
     } catch (...) {
       std::error_code ec;
       fs::remove_all(dir, ec);
@@ -160,28 +163,58 @@ class remote_engine final : public serve::completion_backend {
 
   uint64_t weights_version() const override { return version_.load(); }
 
+  // Queued to the sync thread (one version on the data plane at a time, in order), so that a
+  // pool of engines pushes to all of them at once.
   void update_weights_async(std::shared_ptr<const lm_weights> w, std::optional<uint64_t> version,
                             serve::weights_done done) override {
     if (!w || w->layout.total != total_)
       return done({400, version_.load(), "weights of another shape than the engine's"});
-    if (auto g = book_->why_gone(); !g.empty()) return done({503, version_.load(), g});
+    {
+      std::lock_guard lk(sync_mu_);
+      sync_jobs_.push_back({std::move(w), version, std::move(done)});
+    }
+    sync_cv_.notify_all();
+  }
+
+ private:
+  struct sync_job {
+    std::shared_ptr<const lm_weights> w;
+    std::optional<uint64_t> version;
+    serve::weights_done done;
+  };
+
+  void sync_loop() {
+    for (;;) {
+      sync_job j;
+      {
+        std::unique_lock lk(sync_mu_);
+        sync_cv_.wait(lk, [&] { return sync_stop_ || !sync_jobs_.empty(); });
+        if (sync_jobs_.empty()) return;
+        j = std::move(sync_jobs_.front());
+        sync_jobs_.pop_front();
+      }
+      j.done(sync_one(*j.w, j.version));
+    }
+  }
+
+  // One version to the engine: the request over CAF, the floats over Gloo, the swap's answer.
+  serve::weights_result sync_one(const lm_weights& w, std::optional<uint64_t> version) {
+    if (auto g = book_->why_gone(); !g.empty()) return {503, version_.load(), g};
     const uint64_t v = version.value_or(version_.load() + 1);
-    std::lock_guard lk(weights_mu_);  // one version on the data plane at a time
     caf::scoped_actor self{*sys_};
     self->monitor(host_);
     serve::weights_result r{503, version_.load(), ""};
     self->send(host_, rweights_atom::value, secret_, v);
     try {
-      push(*w);
+      push(w);
     } catch (const std::exception& e) {
-      return done({503, version_.load(), gone_or(e.what())});
+      return {503, version_.load(), gone_or(e.what())};
     }
     if (auto x = answer<serve::weights_result>(self, std::chrono::minutes(10), r.message)) r = *x;
     if (r.status == 200) version_ = r.version;
-    done(r);
+    return r;
   }
 
- private:
   // The child's port from the rendezvous folder, then the actor and the Gloo group.
   void join(const fs::path& dir) {
     auto store = comm::make_file_store(dir);
@@ -270,6 +303,12 @@ class remote_engine final : public serve::completion_backend {
   }
 
   void shutdown() {
+    {
+      std::lock_guard lk(sync_mu_);
+      sync_stop_ = true;
+    }
+    sync_cv_.notify_all();
+    if (sync_.joinable()) sync_.join();  // the queued versions are pushed first
     // The host ends when its client's events actor goes away; the child then exits.
     if (sys_) {
       if (watcher_) caf::anon_send_exit(watcher_, caf::exit_reason::user_shutdown);
@@ -297,7 +336,11 @@ class remote_engine final : public serve::completion_backend {
   std::unique_ptr<comm::communicator> comm_;
   std::shared_ptr<client_book> book_;
   std::atomic<uint64_t> next_id_{0}, version_{0};
-  std::mutex weights_mu_;
+  std::mutex sync_mu_;
+  std::condition_variable sync_cv_;
+  std::deque<sync_job> sync_jobs_;
+  bool sync_stop_ = false;
+  std::thread sync_;
 };
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include "runtime/core/memory.hpp"
 #include "runtime/rl/rl_data.hpp"
 #include "runtime/rl/rl_footprint.hpp"
+#include "runtime/serve/backend_pool.hpp"
 #include "storage/checkpoint.hpp"
 
 namespace zf {
@@ -37,17 +38,24 @@ engine_config rollout_engine_config(const run_config& c) {
 stages::rollout_stage::engine_factory rollout_engine_factory(const rl_setup& s,
                                                              const rl_run_options& o) {
   const engine_config ec = rollout_engine_config(s.cfg);
-  if (s.cfg.rlhf.rollout_placement != "process")
-    return [ec, tok = *s.tok](std::shared_ptr<const lm_weights> w) {
-      return actors::make_engine(std::move(w), tok, ec);
-    };
   actors::engine_process_options po;
   po.tokenizer_file = fs::path(o.out) / "tokenizer.json";
   po.work_dir = o.out;
   po.executable = o.engine_executable;
   po.bucket_bytes = std::size_t(s.cfg.rlhf.sync_bucket_mb) << 20;
-  return [ec, po, tok = *s.tok](std::shared_ptr<const lm_weights> w) {
-    return actors::spawn_engine_process(std::move(w), tok, ec, po);
+  const bool own_process = s.cfg.rlhf.rollout_placement == "process";
+  const int n = s.cfg.rlhf.engines;
+  return [ec, po, own_process, n, tok = *s.tok](
+             std::shared_ptr<const lm_weights> w) -> std::unique_ptr<serve::completion_backend> {
+    std::vector<std::unique_ptr<serve::completion_backend>> engines;
+    for (int i = 0; i < n; ++i) {
+      auto pi = po;
+      if (n > 1) pi.name = fmt::format("rollout engine {}", i);
+      engines.push_back(own_process ? actors::spawn_engine_process(w, tok, ec, pi)
+                                    : actors::make_engine(w, tok, ec));
+    }
+    if (n == 1) return std::move(engines[0]);
+    return std::make_unique<serve::backend_pool>(std::move(engines));
   };
 }
 

@@ -171,6 +171,8 @@ struct rlhf_config {
   // (actors/engine_remote), weights pushed over Gloo in buckets of sync_bucket_mb MiB.
   std::string rollout_placement = "local";
   int sync_bucket_mb = 32;
+  int engines = 1;  // rollout engines; requests go round-robin, weights to all
+
   int eval_prompts = 64;  // held-out prompts scored greedily at the start and end
 };
 

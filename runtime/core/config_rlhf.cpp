@@ -73,6 +73,9 @@ std::vector<key> rlhf_keys() {
               "where the rollout engine runs: in the trainer's process (sharing nothing but a "
               "copy of each version) or in a process of its own (weights over Gloo)",
               "local", "process"),
+      ZF_INT("rlhf.engines", rlhf.engines, 1, 256,
+             "rollout engines (each rlhf.engine_threads threads; requests round-robin, weights "
+             "to all)"),
       ZF_INT("rlhf.sync_bucket_mb", rlhf.sync_bucket_mb, 1, 1 << 16,
              "weights per broadcast to an engine in another process (MiB)"),
       ZF_INT("rlhf.eval_prompts", rlhf.eval_prompts, 0, 1 << 20,

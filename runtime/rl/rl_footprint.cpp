@@ -189,10 +189,15 @@ rl_footprint estimate_rl_footprint(const run_config& cfg, int prompt_tokens,
         e.policy == "static_batch" ? std::max(e.token_budget, spec.max_positions) : e.token_budget;
     role_footprint p;
     p.role = "rollout engine";
-    p.weights = (r.overlap + 2) * P * kF;
-    p.kv = 2.0 * spec.n_layer * blocks * e.block_size * spec.kv_dim() * kF;
+    // Engines of this process share each version's weights; one in a process of its own holds
+    // two more (the version it serves and the buffer the next one arrives in). Each engine has
+    // its own KV pool and scratch.
+    const double n = r.engines;
+    const bool own_process = r.rollout_placement == "process";
+    p.weights = ((r.overlap + 2) + (own_process ? 2 * n : 0)) * P * kF;
+    p.kv = n * 2.0 * spec.n_layer * blocks * e.block_size * spec.kv_dim() * kF;
     p.other =
-        2 * paged_scratch_floats(spec, max_rows, std::max(1, max_seqs), r.engine_threads) * kF;
+        n * 2 * paged_scratch_floats(spec, max_rows, std::max(1, max_seqs), r.engine_threads) * kF;
     std::string kv_keys;
     if (e.kv_blocks > 0) {
       kv_keys =
@@ -204,8 +209,13 @@ rl_footprint estimate_rl_footprint(const run_config& cfg, int prompt_tokens,
           "{}, rlhf.prompts_per_step x rlhf.group_size = {}) contexts of model.n_positions = {}{}",
           blocks, e.block_size, e.max_seqs, S, m.n_positions, capped ? ", capped at 1 GiB" : "");
     }
+    if (r.engines > 1) kv_keys = fmt::format("rlhf.engines = {} x ", r.engines) + kv_keys;
     p.keys = join_parts(
-        {{p.weights, fmt::format("rlhf.overlap = {}: {} weight copies", r.overlap, r.overlap + 2)},
+        {{p.weights, fmt::format("rlhf.overlap = {}: {} weight copies{}", r.overlap, r.overlap + 2,
+                                 own_process ? fmt::format(", + 2 in each of rlhf.engines = {} "
+                                                           "engine processes",
+                                                           r.engines)
+                                             : "")},
          {p.kv, kv_keys},
          {p.other, fmt::format("engine.token_budget = {} rows, {} x model.vocab_size logits",
                                max_rows, max_seqs)}});

@@ -12,6 +12,7 @@
 #include "actors/engine_remote.hpp"
 #include "engine_helpers.hpp"
 #include "runtime/core/error.hpp"
+#include "runtime/serve/backend_pool.hpp"
 #include "runtime/text/byte_vocab.hpp"
 #include "test_util.hpp"
 
@@ -138,6 +139,30 @@ TEST_CASE("an engine in another process serves the same bits and swaps pushed ve
   collector c;
   CHECK(remote->submit(bad, c.sink()).status == 400);
   CHECK(remote->metrics_text().find("zeroflow_") != std::string::npos);
+}
+
+TEST_CASE("a pool of engines, here and in another process, serves one engine's bits") {
+  remote_fixture f;
+  auto one = actors::make_engine(byte_weights(5), f.tok(), f.ec);
+  std::vector<std::unique_ptr<serve::completion_backend>> engines;
+  engines.push_back(actors::make_engine(byte_weights(5), f.tok(), f.ec));
+  engines.push_back(actors::spawn_engine_process(byte_weights(5), f.tok(), f.ec, f.options()));
+  serve::backend_pool pool(std::move(engines));
+  const auto prompt = pool.encode("pool");
+  // Requests alternate between the engines: each lands on one, with the same bits.
+  for (int i = 0; i < 3; ++i)
+    check_same(generate(pool, sampled(prompt)), generate(*one, sampled(prompt)));
+  CHECK(pool.update_weights(1, byte_weights(6)) == 1);  // to both, at once
+  CHECK(one->update_weights(1, byte_weights(6)) == 1);
+  CHECK(pool.weights_version() == 1);
+  for (int i = 0; i < 2; ++i) {
+    const auto a = generate(pool, sampled(prompt));
+    check_same(a, generate(*one, sampled(prompt)));
+    CHECK(a.versions.at(0).front() == 1);
+  }
+  // A refusal by the engines is the pool's, and the version stays.
+  CHECK_THROWS_AS(pool.update_weights(1, byte_weights(7)), error);
+  CHECK(pool.weights_version() == 1);
 }
 
 TEST_CASE("a killed engine process is named, with how it ended, within seconds") {

@@ -40,7 +40,9 @@ std::string read_text(const std::filesystem::path& p) {
 
 }  // namespace
 
-TEST_CASE("rlhf process: an engine in another process gives the in-process run bit for bit") {
+TEST_CASE(
+    "rlhf process: an engine in another process, or two engines, give the in-process run bit for "
+    "bit") {
   temp_dir d("rlhf_process");
   const std::vector<std::string> sets = {"rlhf.steps=6", "rlhf.overlap=1", "rlhf.sync_bucket_mb=1"};
   const rl_outcome local = run_rl_stage(d / "local", sets);
@@ -56,6 +58,11 @@ TEST_CASE("rlhf process: an engine in another process gives the in-process run b
   CHECK(check_same_metrics(local.metrics, m) > 100);
   CHECK(r.rl.eval_before == local.result.rl.eval_before);
   CHECK(r.rl.eval_after == local.result.rl.eval_after);
+  // Two engines in this process, requests alternating: the same run again.
+  auto two = sets;
+  two.push_back("rlhf.engines=2");
+  const rl_outcome pool = run_rl_stage(d / "two", two);
+  CHECK(check_same_metrics(local.metrics, pool.metrics) > 100);
   // weights moved (every version after the first, the whole model) and the folder is clean
   CHECK(m[2]["sync_bytes"].get<double>() > 400000);
   for (const auto& e : std::filesystem::directory_iterator(d / "process"))
