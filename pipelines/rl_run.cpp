@@ -14,6 +14,7 @@
 #include "pipelines/stages_rl.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/core/memory.hpp"
+#include "runtime/rl/policy_group.hpp"
 #include "runtime/rl/rl_data.hpp"
 #include "runtime/rl/rl_footprint.hpp"
 #include "runtime/serve/backend_pool.hpp"
@@ -88,7 +89,25 @@ namespace {
 struct rl_roles {
   std::unique_ptr<transformer> policy, reference, critic, rm;
   std::unique_ptr<adamw> policy_opt, critic_opt;
+  // train.ranks > 1: the policy's ZeRO ranks (the policy is their rank 0's model; policy_opt is
+  // then only the full-size view checkpoints read and write, filled from the ranks on demand).
+  std::unique_ptr<rl::policy_group> group;
+  transformer* trained() { return group ? &group->model(0) : policy.get(); }
 };
+
+// Runs f on the policy's checkpoint form, a whole model and its AdamW moments: the policy's own,
+// or (ZeRO ranks) a transient full copy gathered from the ranks before and scattered back after
+// (load: true) f.
+template <class F>
+void with_policy_state(rl_roles& m, const rl_setup& s, const optimizer_config& popt, bool load,
+                       F f) {
+  if (!m.group) return f(m.policy.get(), m.policy_opt.get());
+  transformer view(s.spec, true, false);
+  adamw opt(view.layout(), 0, view.layout().total, popt);
+  if (!load) m.group->export_state(view.params().data(), opt.m().data(), opt.v().data());
+  f(&view, &opt);
+  if (load) m.group->import_state(view.params().data(), opt.m().data(), opt.v().data());
+}
 
 rl_roles make_roles(const rl_setup& s, const rl_run_options& o, const std::string& start,
                     rl_run_result& res) {
@@ -120,6 +139,12 @@ rl_roles make_roles(const rl_setup& s, const rl_run_options& o, const std::strin
     optimizer_config copt = s.cfg.optimizer;
     copt.lr = r.critic_lr;
     m.critic_opt = std::make_unique<adamw>(m.critic->layout(), 0, m.critic->layout().total, copt);
+  }
+  if (s.cfg.train.ranks > 1) {  // the ranks hold the policy from here on
+    m.group = std::make_unique<rl::policy_group>(s.spec, popt, s.cfg.train.ranks, s.cfg.zero.stage,
+                                                 m.policy->params().data());
+    m.policy.reset();
+    m.policy_opt.reset();
   }
   return m;
 }
@@ -210,10 +235,13 @@ rl_run_result run_rl(run_config cfg, const rl_run_options& o) {
   lo.checkpoint_every = s.cfg.checkpoint.every;
   std::shared_ptr<const lm_weights> first;
   if (o.resume) {
-    if (r.ema > 0) ema.resize(m.policy->params().size());
-    rl::rl_checkpoint ck = load_rl_state(s, o.out, resume_dir,
-                                         {m.policy.get(), m.policy_opt.get(), m.reference.get(),
-                                          m.critic.get(), m.critic_opt.get(), &ema});
+    if (r.ema > 0) ema.resize(m.trained()->params().size());
+    rl::rl_checkpoint ck;
+    with_policy_state(m, s, popt, true, [&](transformer* policy, adamw* opt) {
+      ck =
+          load_rl_state(s, o.out, resume_dir,
+                        {policy, opt, m.reference.get(), m.critic.get(), m.critic_opt.get(), &ema});
+    });
     lo.start_step = ck.step;
     lo.start_optimizer_steps = ck.optimizer_steps;
     lo.start_versions = ck.versions;
@@ -225,7 +253,8 @@ rl_run_result run_rl(run_config cfg, const rl_run_options& o) {
     std::ofstream(fs::path(o.out) / "metrics.jsonl", std::ios::trunc);
   }
   if (!first)
-    first = std::make_shared<const lm_weights>(copy_lm_weights(s.spec, m.policy->params().data()));
+    first =
+        std::make_shared<const lm_weights>(copy_lm_weights(s.spec, m.trained()->params().data()));
 
   rl::reward_fn rm_reward;
   if (m.rm)
@@ -235,13 +264,15 @@ rl_run_result run_rl(run_config cfg, const rl_run_options& o) {
     };
   rl::rl_core* core_ptr = nullptr;
   lo.checkpoint = [&](const rl::rl_checkpoint& ck) {
-    res.checkpoint = save_rl_state(s, o.out, ck,
-                                   {m.policy.get(), m.policy_opt.get(), m.reference.get(),
-                                    m.critic.get(), m.critic_opt.get(), &core_ptr->ema()},
-                                   {{"algorithm", r.algorithm}});
+    with_policy_state(m, s, popt, false, [&](transformer* policy, adamw* opt) {
+      res.checkpoint = save_rl_state(
+          s, o.out, ck,
+          {policy, opt, m.reference.get(), m.critic.get(), m.critic_opt.get(), &core_ptr->ema()},
+          {{"algorithm", r.algorithm}});
+    });
   };
-  rl::rl_models models{m.policy.get(), m.policy_opt.get(), m.reference.get(), m.critic.get(),
-                       m.critic_opt.get()};
+  rl::rl_models models{m.trained(),    m.policy_opt.get(), m.reference.get(),
+                       m.critic.get(), m.critic_opt.get(), m.group.get()};
   rl::rl_core core(lo, models, prompts, rm_reward);
   core_ptr = &core;
   if (!ema.empty()) core.ema() = ema;

@@ -140,15 +140,24 @@ rl_footprint estimate_rl_footprint(const run_config& cfg, int prompt_tokens,
 
   rl_footprint fp;
   {
+    // train.ranks R thread ranks (runtime/rl/policy_group): a replica, full gradients and a
+    // micro-batch's activations each; AdamW moments on every rank (zero.stage 0) or split
+    // among them, with the reduce-scattered gradient slices (stage 1); a checkpoint gathers the
+    // whole state into a transient copy.
+    const double R = std::max(1, cfg.train.ranks);
+    const bool sharded = R > 1 && cfg.zero.stage >= 1;
     role_footprint p;
     p.role = "policy";
-    p.weights = P * kF;
-    p.grads = P * kF;
-    p.optimizer = 2 * P * kF;
-    p.activations = acts;
-    p.other = (6 * bt + 5 * N + (r.ema > 0 ? P : 0)) * kF;
-    p.keys = join_parts(
-        {{p.weights + p.grads + p.optimizer, model_full}, {p.activations + p.other, batch_full}});
+    p.weights = R * P * kF;
+    p.grads = (R + (sharded ? 1 : 0)) * P * kF;
+    p.optimizer = (sharded ? 2 : 2 * R) * P * kF;
+    p.activations = R * acts;
+    p.other = (R * 6 * bt + 5 * N + (r.ema > 0 ? P : 0) + (R > 1 ? 3 * P : 0)) * kF;
+    const std::string ranks =
+        R > 1 ? fmt::format("; train.ranks = {}, zero.stage = {}", cfg.train.ranks, cfg.zero.stage)
+              : "";
+    p.keys = join_parts({{p.weights + p.grads + p.optimizer, model_full + ranks},
+                         {p.activations + p.other, batch_full}});
     fp.roles.push_back(std::move(p));
   }
   if (const double kl = kl_coef_in_effect(r); kl > 0) {

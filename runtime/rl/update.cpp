@@ -10,6 +10,7 @@
 #include "runtime/core/error.hpp"
 #include "runtime/rl/advantage.hpp"
 #include "runtime/rl/model_step.hpp"
+#include "runtime/rl/policy_group.hpp"
 #include "runtime/rl/rl_footprint.hpp"
 
 namespace zf::rl {
@@ -25,7 +26,8 @@ std::span<T> seg(std::vector<T>& v, std::size_t off, std::size_t n) {
 rl_updater::rl_updater(const rlhf_config& c, const optimizer_config& opt, rl_models m,
                        reward_fn reward, ptx_fn ptx)
     : c_(c), opt_(opt), m_(m), reward_(std::move(reward)), ptx_(std::move(ptx)) {
-  if (!m_.policy || !m_.policy_opt) fail("rl: no policy to train");
+  if (m_.group) m_.policy = &m_.group->model(0);  // the policy the run reads
+  if (!m_.policy || (!m_.policy_opt && !m_.group)) fail("rl: no policy to train");
   if (c_.algorithm != "grpo" && c_.algorithm != "rloo" && c_.algorithm != "ppo")
     fail("rlhf.algorithm: expected grpo, rloo or ppo, got '{}'", c_.algorithm);
   kl_coef_ = kl_coef_in_effect(c_);
@@ -147,65 +149,102 @@ void rl_updater::advantages(const rollout_batch& batch, update_stats&) {
 }
 
 // One pass over the batch: forward in batch-invariant mode, the clipped objective, backward.
+// One micro-batch of the policy pass (sequences [b0, b0 + b), their response tokens at off in the
+// flat arrays) on `pol` with rank scratch `w`: forward in batch-invariant mode, the loss with the
+// whole batch's aggregation weights, backward; its figures into mb.
+void rl_updater::policy_micro(const rollout_batch& batch, int b0, int b, int T, std::size_t off,
+                              int epoch, uint64_t version, transformer& pol, rank_scratch& w,
+                              micro_stats& mb) {
+  const int S = static_cast<int>(batch.seqs.size());
+  const std::size_t N = behav_.size();
+  pack(std::span(batch.seqs).subspan(b0, b), T, w.packed);
+  const std::size_t n = w.packed.tokens(), rows = std::size_t(b) * T;
+  w.rows.resize(rows);
+  w.ent.resize(rows);
+  {
+    const kernels::batch_invariant_scope inv(true);  // the rollout engine's bits
+    pol.forward_rl(w.packed.ids.data(), w.packed.targets.data(), b, T, w.rows.data(), w.ent.data(),
+                   nullptr);
+  }
+  gather_response(w.packed, w.rows.data(), logp_.data() + off);
+  if (epoch == 0) {
+    std::copy_n(logp_.data() + off, n, old_.data() + off);
+    std::size_t k = off;
+    for (int i = 0; i < b; ++i) {
+      const rollout_seq& q = batch.seqs[b0 + i];
+      for (int j = 0; j < w.packed.len[i]; ++j, ++k) {
+        if (q.version != version) continue;
+        const double gap = std::fabs(double(logp_[k]) - behav_[k]);
+        mb.gap_max = std::max(mb.gap_max, gap);
+        mb.gap_sum += gap;
+        ++mb.gap_tokens;
+      }
+    }
+    for (std::size_t r = 0; r < rows; ++r) mb.ent_sum += w.ent[r];
+  }
+  policy_loss_input in;
+  in.logp = seg(logp_, off, n);
+  in.old_logp = seg(old_, off, n);
+  in.behav_logp = seg(behav_, off, n);
+  if (lo_.kl_coef > 0) in.ref_logp = seg(ref_, off, n);
+  in.advantages = seg(adv_, off, n);
+  in.seq_len = std::span<const int>(seq_len_).subspan(b0, b);
+  policy_loss(in, lo_, w.pl);
+  // The whole batch's aggregation: this micro-batch's share of sequences (or tokens).
+  const double f = lo_.agg == loss_agg::token_mean ? double(n) / N : double(b) / S;
+  for (float& d : w.pl.dlogp) d = static_cast<float>(d * f);
+  w.rows2.resize(rows);
+  scatter_response(w.packed, w.pl.dlogp.data(), w.rows2.data());
+  pol.backward_rl(w.packed.ids.data(), w.packed.targets.data(), w.rows2.data(), nullptr);
+  mb.pg_loss = w.pl.pg_loss * f;
+  mb.kl_loss = w.pl.kl_loss * f;
+  mb.clip_frac = w.pl.clip_frac * n / N;
+  mb.is_weight = w.pl.is_weight_mean * n / N;
+  mb.ratio_max = w.pl.ratio_max;
+}
+
+// The policy's loss over the batch, its gradients in the policy's (or every rank's) grads:
+// micro-batches of rlhf.micro_batch sequences, micro-batch i on rank i mod world; figures summed
+// in micro-batch order, so they do not depend on the ranks.
 void rl_updater::policy_pass(const rollout_batch& batch, int epoch, uint64_t version,
                              update_stats& st) {
   const int S = static_cast<int>(batch.seqs.size()), T = packed_length(batch.seqs);
   const int mb = c_.micro_batch > 0 ? c_.micro_batch : S;
   const std::size_t N = behav_.size();
-  transformer& pol = *m_.policy;
   logp_.resize(N);
   if (epoch == 0) old_.resize(N);
-  std::size_t off = 0;
+  const int M = (S + mb - 1) / mb;
+  mb_offsets_.assign(std::size_t(M) + 1, 0);
+  for (int i = 0; i < M; ++i) {
+    std::size_t n = 0;
+    for (int q = i * mb; q < std::min(S, (i + 1) * mb); ++q) n += std::size_t(seq_len_[q]);
+    mb_offsets_[std::size_t(i) + 1] = mb_offsets_[std::size_t(i)] + n;
+  }
+  mb_stats_.assign(std::size_t(M), micro_stats{});
+  const int world = m_.group ? m_.group->world() : 1;
+  scratch_.resize(std::size_t(world));
+  auto run_rank = [&](int r) {
+    transformer& pol = m_.group ? m_.group->model(r) : *m_.policy;
+    for (int i = r; i < M; i += world)
+      policy_micro(batch, i * mb, std::min(mb, S - i * mb), T, mb_offsets_[std::size_t(i)], epoch,
+                   version, pol, scratch_[std::size_t(r)], mb_stats_[std::size_t(i)]);
+  };
+  if (m_.group)
+    m_.group->on_all(run_rank);
+  else
+    run_rank(0);
   double gap_sum = 0, ent_sum = 0;
-  for (int b0 = 0; b0 < S; b0 += mb) {
-    const int b = std::min(mb, S - b0);
-    pack(std::span(batch.seqs).subspan(b0, b), T, packed_);
-    const std::size_t n = packed_.tokens(), rows = std::size_t(b) * T;
-    rows_.resize(rows);
-    ent_rows_.resize(rows);
-    {
-      const kernels::batch_invariant_scope inv(true);  // the rollout engine's bits
-      pol.forward_rl(packed_.ids.data(), packed_.targets.data(), b, T, rows_.data(),
-                     ent_rows_.data(), nullptr);
-    }
-    gather_response(packed_, rows_.data(), logp_.data() + off);
-    if (epoch == 0) {
-      std::copy_n(logp_.data() + off, n, old_.data() + off);
-      std::size_t k = off;
-      for (int i = 0; i < b; ++i) {
-        const rollout_seq& s = batch.seqs[b0 + i];
-        for (int j = 0; j < packed_.len[i]; ++j, ++k) {
-          if (s.version != version) continue;
-          const double gap = std::fabs(double(logp_[k]) - behav_[k]);
-          st.logprob_gap_max = std::max(st.logprob_gap_max, gap);
-          gap_sum += gap;
-          ++st.gap_tokens;
-        }
-      }
-      for (std::size_t r = 0; r < rows; ++r) ent_sum += ent_rows_[r];
-    }
-    policy_loss_input in;
-    in.logp = seg(logp_, off, n);
-    in.old_logp = seg(old_, off, n);
-    in.behav_logp = seg(behav_, off, n);
-    if (lo_.kl_coef > 0) in.ref_logp = seg(ref_, off, n);
-    in.advantages = seg(adv_, off, n);
-    in.seq_len = std::span<const int>(seq_len_).subspan(b0, b);
-    policy_loss(in, lo_, pl_);
-    // The whole batch's aggregation: this micro-batch's share of sequences (or tokens).
-    const double f = lo_.agg == loss_agg::token_mean ? double(n) / N : double(b) / S;
-    for (float& d : pl_.dlogp) d = static_cast<float>(d * f);
-    rows2_.resize(rows);
-    scatter_response(packed_, pl_.dlogp.data(), rows2_.data());
-    pol.backward_rl(packed_.ids.data(), packed_.targets.data(), rows2_.data(), nullptr);
-    if (epoch == 0) {
-      st.pg_loss += pl_.pg_loss * f;
-      st.kl_loss += pl_.kl_loss * f;
-      st.clip_frac += pl_.clip_frac * n / N;
-      st.is_weight_mean += pl_.is_weight_mean * n / N;
-      st.ratio_max = std::max(st.ratio_max, pl_.ratio_max);
-    }
-    off += n;
+  for (const micro_stats& m : mb_stats_) {
+    if (epoch != 0) break;
+    st.pg_loss += m.pg_loss;
+    st.kl_loss += m.kl_loss;
+    st.clip_frac += m.clip_frac;
+    st.is_weight_mean += m.is_weight;
+    st.ratio_max = std::max(st.ratio_max, m.ratio_max);
+    st.logprob_gap_max = std::max(st.logprob_gap_max, m.gap_max);
+    st.gap_tokens += m.gap_tokens;
+    gap_sum += m.gap_sum;
+    ent_sum += m.ent_sum;
   }
   if (epoch == 0) {
     st.logprob_gap_mean = st.gap_tokens ? gap_sum / st.gap_tokens : 0;
@@ -275,7 +314,10 @@ update_stats rl_updater::update(const rollout_batch& batch, int step, uint64_t v
   st.time_score_s = seconds_since(t0);
   const auto t1 = clock_type::now();
   for (int e = 0; e < c_.ppo_epochs; ++e) {
-    m_.policy->zero_grad();
+    if (m_.group)
+      m_.group->zero_grad();
+    else
+      m_.policy->zero_grad();
     policy_pass(batch, e, version, st);
     if (ptx_ && c_.ptx_coef > 0) {
       std::vector<int> ids, targets;
@@ -285,8 +327,13 @@ update_stats rl_updater::update(const rollout_batch& batch, int step, uint64_t v
                                   static_cast<float>(c_.ptx_coef));
     }
     const double warm = c_.warmup > 0 ? std::min(1.0, double(step + 1) / c_.warmup) : 1.0;
-    optimizer_step(*m_.policy, *m_.policy_opt, c_.lr * warm, ++opt_steps_,
-                   e == 0 ? &st.grad_norm : nullptr);
+    if (m_.group) {
+      const double norm = m_.group->step(opt_.grad_clip, c_.lr * warm, ++opt_steps_);
+      if (e == 0) st.grad_norm = norm;
+    } else {
+      optimizer_step(*m_.policy, *m_.policy_opt, c_.lr * warm, ++opt_steps_,
+                     e == 0 ? &st.grad_norm : nullptr);
+    }
     if (m_.critic) critic_pass(batch, e, st);
   }
   st.time_train_s = seconds_since(t1);

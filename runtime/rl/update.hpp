@@ -27,12 +27,15 @@ using reward_fn = std::function<void(const rollout_batch& batch, std::vector<flo
 using ptx_fn =
     std::function<void(int step, std::vector<int>& ids, std::vector<int>& targets, int& b, int& t)>;
 
+class policy_group;
+
 struct rl_models {
-  transformer* policy = nullptr;  // trains
-  adamw* policy_opt = nullptr;
+  transformer* policy = nullptr;     // trains (with group: rank 0's model, set by rl_updater)
+  adamw* policy_opt = nullptr;       // null with group
   transformer* reference = nullptr;  // frozen; null: no KL anywhere
   transformer* critic = nullptr;     // PPO: value head
   adamw* critic_opt = nullptr;
+  policy_group* group = nullptr;  // the policy's ZeRO ranks when it has several
 };
 
 struct update_stats {
@@ -73,7 +76,21 @@ class rl_updater {
  private:
   void score(const rollout_batch& batch, update_stats& st);
   void advantages(const rollout_batch& batch, update_stats& st);
+  // One rank's buffers for a micro-batch of the policy pass (reused), and one micro-batch's
+  // figures (summed in micro-batch order whatever rank computed them).
+  struct rank_scratch {
+    packed_batch packed;
+    std::vector<float> rows, rows2, ent;
+    policy_loss_result pl;
+  };
+  struct micro_stats {
+    double pg_loss = 0, kl_loss = 0, clip_frac = 0, is_weight = 0, ratio_max = 0;
+    double gap_max = 0, gap_sum = 0, ent_sum = 0;
+    int64_t gap_tokens = 0;
+  };
   void policy_pass(const rollout_batch& batch, int epoch, uint64_t version, update_stats& st);
+  void policy_micro(const rollout_batch& batch, int b0, int b, int T, std::size_t off, int epoch,
+                    uint64_t version, transformer& pol, rank_scratch& w, micro_stats& mb);
   void critic_pass(const rollout_batch& batch, int epoch, update_stats& st);
   void optimizer_step(transformer& m, adamw& opt, double lr, int step, double* norm);
 
@@ -87,12 +104,14 @@ class rl_updater {
   policy_loss_options lo_;
   // per batch, reused: packed rows and flat [N] per-token arrays
   packed_batch packed_;
-  std::vector<float> rows_, rows2_, ent_rows_;
+  std::vector<float> rows_, rows2_;
   std::vector<float> rewards_, seq_adv_, behav_, ref_, old_, logp_, adv_, old_values_, returns_,
       values_, dflat_;
   std::vector<int> seq_len_;
-  policy_loss_result pl_;
   value_loss_result vl_;
+  std::vector<rank_scratch> scratch_;  // per rank
+  std::vector<micro_stats> mb_stats_;
+  std::vector<std::size_t> mb_offsets_;  // [micro-batches + 1]: first response token of each
 };
 
 }  // namespace zf::rl
