@@ -46,13 +46,15 @@ int main(int argc, char** argv) try {
   engine.threads = 1;
   rl::rl_result result;
 
-  zf::graph g;
-  auto& rollout = g.add<zf::stages::rollout_stage>(
-      "rollout", core,
+  // The role stages over the core, the engine serving the warmed-up policy as version 0.
+  const auto roles = zf::stages::fixed_roles(
+      core,
       std::make_shared<const zf::lm_weights>(zf::copy_lm_weights(s.spec, policy->params().data())),
-      *s.tok, engine);
-  auto& score = g.add<zf::stages::score_stage>("score", core);
-  auto& train = g.add<zf::stages::policy_stage>("policy", core);
+      zf::stages::local_engine(*s.tok, engine));
+  zf::graph g;
+  auto& rollout = g.add<zf::stages::rollout_stage>("rollout", roles);
+  auto& score = g.add<zf::stages::score_stage>("score", roles);
+  auto& train = g.add<zf::stages::policy_stage>("policy", roles);
   auto& monitor = g.add<zf::stages::rl_monitor_stage>("monitor", out + "/metrics.jsonl", r.steps,
                                                       /*quiet=*/true, result);
   g.connect(rollout.rollouts, score.in);

@@ -7,10 +7,12 @@
 #include <cstdlib>
 #include <ctime>
 #include <iostream>
+#include <mutex>
 #include <sstream>
 
 #include "pipelines/graph_run.hpp"
 #include "pipelines/graph_toml.hpp"
+#include "pipelines/rl_session.hpp"
 #include "pipelines/serve_cli.hpp"
 #include "pipelines/stages_serve.hpp"
 #include "pipelines/stages_train.hpp"
@@ -196,6 +198,28 @@ stage_registry builtin_stages(const stage_defaults& d) {
                       return std::make_unique<stages::monitor_stage>(
                           ::isatty(STDERR_FILENO), static_cast<int>(every), d.quiet);
                     }});
+  auto session = d.rl_run;
+  if (!session) {  // one run for the graph's RL stages, made by the first from its configuration
+    auto made = std::make_shared<std::shared_ptr<rl_session>>();
+    auto mu = std::make_shared<std::mutex>();
+    session = [d, made, mu](const run_config& cfg) {
+      std::lock_guard lk(*mu);
+      if (!*made) {
+        rl_run_options o;
+        o.out = d.train_out.empty() ? "runs/rl-graph" : d.train_out;
+        o.checkpoint = d.checkpoint;
+        o.resume = !d.train_resume.empty();
+        o.stop_after = d.stop_at_step;
+        o.stop = d.stop;
+        o.quiet = d.quiet;
+        run_config c = cfg;
+        if (!d.hf.empty()) c.model.init_hf = d.hf;
+        *made = std::make_shared<rl_session>(c, o);
+      }
+      return *made;
+    };
+  }
+  add_rl_stage_types(r, session);
   r.add("report", {"prints how training ended; in result (train_result, merge)",
                    {},
                    [](const stage_args&) -> std::unique_ptr<stage> {

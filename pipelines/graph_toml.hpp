@@ -81,12 +81,16 @@ class stage_registry {
 // an engine serves (--checkpoint DIR | --hf DIR, and --data-dir for a checkpoint's tokenizer),
 // a train stage's run folder and resume point (--out, --resume), its early stop (--stop-after)
 // and a stop flag (Ctrl-C: training stops after the step, checkpoints and reports).
+class rl_session;
 struct stage_defaults {
   std::string checkpoint{}, hf{}, data_dir{};
   std::string train_out{}, train_resume{};
   int stop_at_step = 0;
   std::atomic<bool>* stop = nullptr;
   bool quiet = false;  // train --quiet: no banner, no progress line (notes still print)
+  // The RL stages' run (pipelines/rl_session.hpp), by a stage's configuration; unset: one made
+  // by the first RL stage from its configuration and the fields above (train_out its folder).
+  std::function<std::shared_ptr<zf::rl_session>(const run_config&)> rl_run{};
 };
 
 // The built-in types (pipelines/graph_builtin.cpp):
@@ -97,6 +101,7 @@ struct stage_defaults {
 //            print_sample, stop_at_step
 //   monitor  (stages::monitor_stage) the progress line; option print_every
 //   report   prints how a training stage ended (rank 0 of a process group)
+//   rollout, score, policy, rl_monitor: an RL run's roles (pipelines/rl_session.hpp)
 stage_registry builtin_stages(const stage_defaults& d = {});
 
 // The graph described by toml_text (source names it in messages), each stage made by its type's

@@ -19,7 +19,7 @@ namespace {
 struct rl_args {
   std::string name;
   CLI::App* cmd = nullptr;
-  std::string config_file, out, task, data, checkpoint, reward_model, hf;
+  std::string config_file, out, task, data, checkpoint, reward_model, hf, graph;
   std::vector<std::string> sets;
   bool quiet = false, resume = false;
   int stop_after = 0;
@@ -111,6 +111,12 @@ void add_rl_subcommands(CLI::App& app) {
     }
     if (i >= 2)
       a.cmd
+          ->add_option("--graph", a.graph,
+                       "run this graph file instead of the built-in examples/graphs/rlhf.toml "
+                       "(stage types: zeroflow graph types)")
+          ->check(CLI::ExistingFile);
+    if (i >= 2)
+      a.cmd
           ->add_option("--reward-model", a.reward_model,
                        "a reward model checkpoint (`zeroflow reward`), summed with the rule "
                        "reward (--set rlhf.rule_reward=0 for the model alone)")
@@ -133,6 +139,7 @@ bool run_rl_subcommands() {
     if (a.resume && a.out.empty()) fail("--resume needs --out DIR (the run to continue)");
     o.quiet = a.quiet;
     o.stop = &g_stop;
+    o.graph = a.graph;
     if (a.name == "sft")
       run_sft(cfg, o);
     else if (a.name == "reward")

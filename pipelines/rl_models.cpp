@@ -192,4 +192,10 @@ std::unique_ptr<transformer> load_reward_model(const rl_setup& s, const std::str
   return m;
 }
 
+void write_json_file(const fs::path& p, const nlohmann::json& j) {
+  std::ofstream f(p);
+  f << j.dump(2) << "\n";
+  if (!f) fail("cannot write {}", p.string());
+}
+
 }  // namespace zf

@@ -49,6 +49,9 @@ std::vector<rl::preference_ids> preference_pairs(const rl_setup& s, int count);
 std::string save_model(const rl_setup& s, const std::filesystem::path& out, transformer& m,
                        const adamw* opt, int step, const nlohmann::json& state);
 
+// j pretty-printed to p (a run's summary.json); zf::error when it cannot be written.
+void write_json_file(const std::filesystem::path& p, const nlohmann::json& j);
+
 // A value-head model from a checkpoint saved by `zeroflow reward` (rlhf.reward_model).
 std::unique_ptr<transformer> load_reward_model(const rl_setup& s, const std::string& dir);
 

@@ -30,6 +30,7 @@ struct rl_run_options {
   // rlhf.rollout_placement = process: the zeroflow binary the engine process runs ("" = this
   // one; a program embedding run_rl, such as a test, names the CLI's).
   std::string engine_executable;
+  std::string graph;  // run this graph file instead of the built-in examples/graphs/rlhf.toml
 };
 
 struct rl_run_result {

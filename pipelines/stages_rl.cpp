@@ -43,21 +43,40 @@ void print_rl_step(const nlohmann::json& j, int steps) {
       100 * num("idle_frac_engine"));
 }
 
-rollout_stage::rollout_stage(rl::rl_core& core, std::shared_ptr<const lm_weights> first,
-                             tokenizer tok, engine_config engine)
-    : rollout_stage(
-          core, std::move(first),
-          [tok = std::move(tok), engine = std::move(engine)](std::shared_ptr<const lm_weights> w) {
-            return actors::make_engine(std::move(w), tok, engine);
-          }) {}
+engine_factory local_engine(tokenizer tok, engine_config engine) {
+  return [tok = std::move(tok), engine = std::move(engine)](std::shared_ptr<const lm_weights> w) {
+    return actors::make_engine(std::move(w), tok, engine);
+  };
+}
+
+namespace {
+struct fixed_roles_source final : rl_roles_source {
+  rl::rl_core& c;
+  std::shared_ptr<const lm_weights> w;
+  engine_factory e;
+  fixed_roles_source(rl::rl_core& core, std::shared_ptr<const lm_weights> first,
+                     engine_factory make)
+      : c(core), w(std::move(first)), e(std::move(make)) {}
+  rl::rl_core& core() override { return c; }
+  std::shared_ptr<const lm_weights> first() override { return w; }
+  engine_factory engine() override { return e; }
+};
+}  // namespace
+
+std::shared_ptr<rl_roles_source> fixed_roles(rl::rl_core& core,
+                                             std::shared_ptr<const lm_weights> first,
+                                             engine_factory engine) {
+  return std::make_shared<fixed_roles_source>(core, std::move(first), std::move(engine));
+}
 
 void rollout_stage::start(stage_context& ctx) {
-  engine_ = make_(std::move(first_));
-  const rl::rl_core_options& o = core_.options();
+  core_ = &roles_->core();
+  engine_ = roles_->engine()(roles_->first());
+  const rl::rl_core_options& o = core_->options();
   worker_ = std::make_unique<rl::rollout_worker>(
-      *engine_, [this](int s) { return core_.prompt_ids(s); }, rl::rollout_options_of(o.rl, o.seed),
-      o.rl.steps, o.rl.overlap, nullptr, o.start_step);
-  for (auto& [v, w] : core_.initial_versions()) worker_->publish(v, w);
+      *engine_, [this](int s) { return core_->prompt_ids(s); },
+      rl::rollout_options_of(o.rl, o.seed), o.rl.steps, o.rl.overlap, nullptr, o.start_step);
+  for (auto& [v, w] : core_->initial_versions()) worker_->publish(v, w);
   ctx.on(weights, [this](const std::shared_ptr<const policy_weights>& w) {
     if (!w->final) {
       worker_->publish(w->version, w->weights);
@@ -75,10 +94,10 @@ void rollout_stage::start(stage_context& ctx) {
 
 void rollout_stage::run(stage_context& ctx) {
   serve::completion_backend* engine = engine_.get();
-  const auto [r0, s0] = core_.evaluate(*engine);
+  const auto [r0, s0] = core_->evaluate(*engine);
   ctx.emit(evals, std::make_shared<const rl_eval>(rl_eval{false, r0, s0}));
   worker_->start();
-  const rl::rl_core_options& o = core_.options();
+  const rl::rl_core_options& o = core_->options();
   for (int s = o.start_step; s < o.rl.steps; ++s) {
     rl::rollout_batch b;
     try {
@@ -101,7 +120,7 @@ void rollout_stage::run(stage_context& ctx) {
   // The worker may have swapped this version in already, for a batch run ahead.
   if (engine->weights_version() < last->version)
     engine->update_weights(last->version, last->weights);
-  const auto [r1, s1] = core_.evaluate(*engine);
+  const auto [r1, s1] = core_->evaluate(*engine);
   ctx.emit(evals, std::make_shared<const rl_eval>(rl_eval{true, r1, s1}));
   ctx.done();
 }
@@ -116,6 +135,7 @@ void rollout_stage::stop() {
 }
 
 void batch_role_stage::start_role(stage_context& ctx, in_port<rl::rollout_batch> port) {
+  core_ = &roles_->core();
   ctx.on(port, [this](const std::shared_ptr<const rl::rollout_batch>& b) { queue_.push(b); });
   th_ = role_thread(ctx, role_, [this, &ctx] {
     work(ctx);
@@ -131,7 +151,7 @@ void batch_role_stage::stop() {
 void score_stage::work(stage_context& ctx) {
   while (auto b = queue_.pop()) {
     auto scored = std::make_shared<rl::rollout_batch>(*b);
-    core_.score(*scored);
+    core_->score(*scored);
     ctx.emit(out, std::shared_ptr<const rl::rollout_batch>(std::move(scored)));
   }
 }
@@ -141,7 +161,7 @@ void policy_stage::work(stage_context& ctx) {
     const auto t0 = clock_type::now();
     const auto b = queue_.pop();
     if (!b) return;  // no more rollouts (the run is stopping)
-    rl::rl_step st = core_.update(*b, seconds_since(t0));
+    rl::rl_step st = core_->update(*b, seconds_since(t0));
     ctx.emit(metrics, std::make_shared<const rl_metrics>(rl_metrics{std::move(st.metrics)}));
     if (st.publish || st.last)
       ctx.emit(weights, std::make_shared<const policy_weights>(
@@ -169,20 +189,8 @@ void rl_monitor_stage::start(stage_context& ctx) {
 
 void rl_monitor_stage::inputs_closed(stage_context& ctx) {
   out_.close();
+  if (on_closed_) on_closed_();
   ctx.done();
-}
-
-rlhf_stages add_rlhf_stages(graph& g, rl::rl_core& core, std::shared_ptr<const lm_weights> first,
-                            rollout_stage::engine_factory engine) {
-  rlhf_stages s;
-  s.rollout = &g.add<rollout_stage>("rollout", core, std::move(first), std::move(engine));
-  s.score = &g.add<score_stage>("score", core);
-  s.policy = &g.add<policy_stage>("policy", core);
-  g.connect(s.rollout->rollouts, s.score->in);
-  g.connect(s.score->out, s.policy->rollouts);
-  // The cycle's bound: versions in flight are at most overlap + 1 (then the final one).
-  g.connect(s.policy->weights, s.rollout->weights, core.options().rl.overlap + 2);
-  return s;
 }
 
 }  // namespace zf::stages

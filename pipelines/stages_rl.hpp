@@ -1,7 +1,8 @@
 #pragma once
 // RLHF as graph stages (pipelines/graph.hpp), one per role, each a thin shell over runtime/rl's
-// rl_core on a thread of its own; `zeroflow grpo | rloo | ppo` runs this graph (add_rlhf_stages)
-// and examples/rlhf_grpo.cpp composes it by hand:
+// rl_core on a thread of its own; `zeroflow grpo | rloo | ppo` runs this graph (examples/graphs/
+// rlhf.toml, types registered by pipelines/rl_session) and examples/rlhf_grpo.cpp composes it in
+// C++:
 //
 //   rollout --rollouts--> score --rollouts--> policy --metrics--> monitor
 //      ^                                         |
@@ -86,24 +87,36 @@ class handoff {
   bool closed_ = false;
 };
 
+// Makes the engine serving `first` as version 0 (in this process, or others: pipelines/
+// rl_session), on the rollout stage's start.
+using engine_factory =
+    std::function<std::unique_ptr<serve::completion_backend>(std::shared_ptr<const lm_weights>)>;
+// An engine in this process (actors/make_engine) with this configuration (batch_invariant for
+// exact log-probs).
+engine_factory local_engine(tokenizer tok, engine_config engine);
+
+// Where the role stages find the run: its roles' logic (rl_core), the weights the engine serves
+// first (what version max(0, start - overlap) needs) and how to make the engine. Asked when a
+// stage starts, not when it is built, so a graph file's RL stages can be built and checked
+// (`zeroflow graph check`) without a model; each is asked from one thread at a time.
+struct rl_roles_source {
+  virtual ~rl_roles_source() = default;
+  virtual rl::rl_core& core() = 0;
+  virtual std::shared_ptr<const lm_weights> first() = 0;
+  virtual engine_factory engine() = 0;
+};
+// A source over roles that exist already (the C++ DSL: examples/rlhf_grpo.cpp).
+std::shared_ptr<rl_roles_source> fixed_roles(rl::rl_core& core,
+                                             std::shared_ptr<const lm_weights> first,
+                                             engine_factory engine);
+
 class rollout_stage : public stage {
  public:
   in_port<policy_weights> weights = input<policy_weights>("weights");
   out_port<rl::rollout_batch> rollouts = output<rl::rollout_batch>("rollouts");
   out_port<rl_eval> evals = output<rl_eval>("evals");
 
-  // Makes the engine serving `first` as version 0 (in this process, or another: pipelines/
-  // rl_run's rollout_engine_factory), on the stage's start.
-  using engine_factory =
-      std::function<std::unique_ptr<serve::completion_backend>(std::shared_ptr<const lm_weights>)>;
-  // first: the weights the engine serves as version 0 (what version max(0, start - overlap)
-  // needs).
-  rollout_stage(rl::rl_core& core, std::shared_ptr<const lm_weights> first, engine_factory make)
-      : core_(core), first_(std::move(first)), make_(std::move(make)) {}
-  // An engine in this process (actors/make_engine) with this configuration (batch_invariant for
-  // exact log-probs).
-  rollout_stage(rl::rl_core& core, std::shared_ptr<const lm_weights> first, tokenizer tok,
-                engine_config engine);
+  explicit rollout_stage(std::shared_ptr<rl_roles_source> roles) : roles_(std::move(roles)) {}
   ~rollout_stage() override { stop(); }
   void start(stage_context& ctx) override;
   void stop() override;
@@ -111,9 +124,8 @@ class rollout_stage : public stage {
 
  private:
   void run(stage_context& ctx);
-  rl::rl_core& core_;
-  std::shared_ptr<const lm_weights> first_;
-  engine_factory make_;
+  std::shared_ptr<rl_roles_source> roles_;
+  rl::rl_core* core_ = nullptr;  // roles_'s, from start()
   std::unique_ptr<serve::completion_backend> engine_;
   std::unique_ptr<rl::rollout_worker> worker_;
   std::thread th_;
@@ -131,11 +143,13 @@ class batch_role_stage : public stage {
   void stop() override;
 
  protected:
-  batch_role_stage(rl::rl_core& core, const char* role) : core_(core), role_(role) {}
+  batch_role_stage(std::shared_ptr<rl_roles_source> roles, const char* role)
+      : roles_(std::move(roles)), role_(role) {}
   // Registers `port`'s handler and starts the thread running work(ctx).
   void start_role(stage_context& ctx, in_port<rl::rollout_batch> port);
   virtual void work(stage_context& ctx) = 0;
-  rl::rl_core& core_;
+  std::shared_ptr<rl_roles_source> roles_;
+  rl::rl_core* core_ = nullptr;  // roles_'s, from start_role()
   handoff<rl::rollout_batch> queue_;
 
  private:
@@ -148,7 +162,8 @@ class score_stage : public batch_role_stage {
   in_port<rl::rollout_batch> in = input<rl::rollout_batch>("in");
   out_port<rl::rollout_batch> out = output<rl::rollout_batch>("out");
 
-  explicit score_stage(rl::rl_core& core) : batch_role_stage(core, "reference and reward") {}
+  explicit score_stage(std::shared_ptr<rl_roles_source> roles)
+      : batch_role_stage(std::move(roles), "reference and reward") {}
   void start(stage_context& ctx) override { start_role(ctx, in); }
 
  private:
@@ -161,7 +176,8 @@ class policy_stage : public batch_role_stage {
   out_port<policy_weights> weights = output<policy_weights>("weights");
   out_port<rl_metrics> metrics = output<rl_metrics>("metrics");
 
-  explicit policy_stage(rl::rl_core& core) : batch_role_stage(core, "policy") {}
+  explicit policy_stage(std::shared_ptr<rl_roles_source> roles)
+      : batch_role_stage(std::move(roles), "policy") {}
   void start(stage_context& ctx) override { start_role(ctx, rollouts); }
 
  private:
@@ -175,13 +191,16 @@ class rl_monitor_stage : public stage {
   in_port<rl_metrics> metrics = input<rl_metrics>("metrics");
   in_port<rl_eval> evals = input<rl_eval>("evals", false);
 
+  // on_closed: after the last metrics line (a run's summary).
   rl_monitor_stage(std::string metrics_file, int steps, bool quiet, rl::rl_result& result,
-                   std::function<void(const nlohmann::json&)> on_metrics = nullptr)
+                   std::function<void(const nlohmann::json&)> on_metrics = nullptr,
+                   std::function<void()> on_closed = nullptr)
       : file_(std::move(metrics_file)),
         steps_(steps),
         quiet_(quiet),
         result_(result),
-        on_metrics_(std::move(on_metrics)) {}
+        on_metrics_(std::move(on_metrics)),
+        on_closed_(std::move(on_closed)) {}
   void start(stage_context& ctx) override;
   void inputs_closed(stage_context& ctx) override;
 
@@ -192,20 +211,10 @@ class rl_monitor_stage : public stage {
   bool quiet_;
   rl::rl_result& result_;
   std::function<void(const nlohmann::json&)> on_metrics_;
+  std::function<void()> on_closed_;
 };
 
 // The progress line of one update (metrics.jsonl's keys) to stderr.
 void print_rl_step(const nlohmann::json& j, int steps);
-
-// The roles' stages of a run over core (its models and prompts), added to g and connected:
-// rollout (its engine, made by `engine`, serving `first` as version 0), score and policy. The
-// caller adds a monitor and connects policy.metrics and rollout.evals to it.
-struct rlhf_stages {
-  rollout_stage* rollout = nullptr;
-  score_stage* score = nullptr;
-  policy_stage* policy = nullptr;
-};
-rlhf_stages add_rlhf_stages(graph& g, rl::rl_core& core, std::shared_ptr<const lm_weights> first,
-                            rollout_stage::engine_factory engine);
 
 }  // namespace zf::stages

@@ -9,6 +9,7 @@
 
 #include "pipelines/graph_run.hpp"
 #include "pipelines/graph_toml.hpp"
+#include "pipelines/rl_session.hpp"
 #include "runtime/core/error.hpp"
 #include "test_util.hpp"
 
@@ -280,4 +281,28 @@ TEST_CASE("graph toml: the built-in serve graph and the example graphs build and
   zf::graph ts = zf::build_graph(read_file(ZF_SOURCE_DIR "/examples/graphs/train_and_serve.toml"),
                                  "train_and_serve.toml", zf::run_config{}, zf::builtin_stages());
   CHECK(contains(zf::describe(ts), "train.weights -> engine.weights  (credits 1)"));
+}
+
+TEST_CASE("graph toml: the built-in RLHF graph builds and checks without a model or run folder") {
+  CHECK(zf::default_rl_graph() == read_file(ZF_SOURCE_DIR "/examples/graphs/rlhf.toml"));
+  const zf::testing::temp_dir d("graph_rl_check");
+  const auto out = d.path / "never-made";
+  zf::graph g = zf::build_graph(zf::default_rl_graph(), "rlhf.toml", zf::run_config{},
+                                zf::builtin_stages({.train_out = out.string()}));
+  REQUIRE(g.stages().size() == 4);
+  const std::string text = zf::describe(g);
+  CHECK(contains(text, "rollout.rollouts -> score.in"));
+  CHECK(contains(text, "score.out -> policy.rollouts"));
+  CHECK(contains(text, "policy.weights -> rollout.weights  (credits 4)"));
+  CHECK(contains(text, "rollout.evals -> monitor.evals"));
+  CHECK(!std::filesystem::exists(out));  // building made nothing: the run starts with the graph
+  // a connection left out is named
+  std::string no_score = zf::default_rl_graph();
+  const std::string line = "[[connect]]\nfrom = \"score.out\"\nto = \"policy.rollouts\"\n";
+  REQUIRE(no_score.find(line) != std::string::npos);
+  no_score.erase(no_score.find(line), line.size());
+  CHECK(contains(error_of([&] {
+                   zf::build_graph(no_score, "rl.toml", zf::run_config{}, zf::builtin_stages());
+                 }),
+                 "rl.toml: graph: required input policy.rollouts (rollouts) is not connected"));
 }
