@@ -59,7 +59,7 @@ type = "gateway"
   CHECK(r.code != 0);
   CHECK(contains(r.out,
                  "stage #1 'e': unknown type 'engin' (known: announce, engine, gateway, "
-                 "monitor, report, train)"));
+                 "monitor, policy, report, rl_monitor, rollout, score, train)"));
 }
 
 TEST_CASE("graph: types lists the built-in stage types and their options") {
