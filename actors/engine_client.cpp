@@ -162,6 +162,17 @@ class remote_engine final : public serve::completion_backend {
   }
 
   uint64_t weights_version() const override { return version_.load(); }
+  // Gone: the connection closed (the watcher saw it) or the process ended (a data-plane error
+  // may come first); then every request in flight ends with the reason.
+  std::string failure() const override {
+    if (!book_) return "";
+    if (auto g = book_->why_gone(); !g.empty()) return g;
+    if (auto e = child_->exited()) {
+      book_->fail_all(fmt::format("{} (process {}) {}", o_.name, child_->pid(), *e));
+      return book_->why_gone();
+    }
+    return "";
+  }
 
   // Queued to the sync thread (one version on the data plane at a time, in order), so that a
   // pool of engines pushes to all of them at once.

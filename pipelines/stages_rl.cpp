@@ -71,11 +71,17 @@ std::shared_ptr<rl_roles_source> fixed_roles(rl::rl_core& core,
 
 void rollout_stage::start(stage_context& ctx) {
   core_ = &roles_->core();
-  engine_ = roles_->engine()(roles_->first());
+  first_ = roles_->first();
+  make_ = roles_->engine();
+  engine_ = make_(first_);
   const rl::rl_core_options& o = core_->options();
+  restarts_left_ = o.rl.engine_restarts;
   worker_ = std::make_unique<rl::rollout_worker>(
       *engine_, [this](int s) { return core_->prompt_ids(s); },
-      rl::rollout_options_of(o.rl, o.seed), o.rl.steps, o.rl.overlap, nullptr, o.start_step);
+      rl::rollout_options_of(o.rl, o.seed), o.rl.steps, o.rl.overlap, nullptr, o.start_step,
+      [this](uint64_t v, std::shared_ptr<const lm_weights> w, const std::string& why) {
+        return restart(v, std::move(w), why);
+      });
   for (auto& [v, w] : core_->initial_versions()) worker_->publish(v, w);
   ctx.on(weights, [this](const std::shared_ptr<const policy_weights>& w) {
     if (!w->final) {
@@ -92,9 +98,25 @@ void rollout_stage::start(stage_context& ctx) {
   th_ = role_thread(ctx, "rollout engine", [this, &ctx] { run(ctx); });
 }
 
+// On the worker's thread: the engine is gone; a new one on the same weights, labelled with the
+// version the batch needs (rlhf.engine_restarts of them in a run).
+serve::completion_backend* rollout_stage::restart(uint64_t version,
+                                                  std::shared_ptr<const lm_weights> w,
+                                                  const std::string& why) {
+  if (restarts_left_ <= 0) return nullptr;
+  const int n = core_->options().rl.engine_restarts - --restarts_left_;
+  std::cerr << fmt::format("{}; restarting the rollout engine on version {} (restart {} of {})\n",
+                           why, version, n, core_->options().rl.engine_restarts);
+  // The dead one is closed when the stage stops: closing it at once (its actor system) can wait
+  // on CAF's middleman, still busy with the lost connection.
+  dead_.push_back(std::move(engine_));
+  engine_ = make_(w ? w : first_);
+  if (version > 0) engine_->update_weights(version, w);  // w is that version's
+  return engine_.get();
+}
+
 void rollout_stage::run(stage_context& ctx) {
-  serve::completion_backend* engine = engine_.get();
-  const auto [r0, s0] = core_->evaluate(*engine);
+  const auto [r0, s0] = core_->evaluate(*engine_);
   ctx.emit(evals, std::make_shared<const rl_eval>(rl_eval{false, r0, s0}));
   worker_->start();
   const rl::rl_core_options& o = core_->options();
@@ -117,7 +139,9 @@ void rollout_stage::run(stage_context& ctx) {
   }
   worker_->stop();
   if (!last) return;  // the run is stopping without us
-  // The worker may have swapped this version in already, for a batch run ahead.
+  // The worker may have swapped this version in already, for a batch run ahead (and may have
+  // replaced the engine).
+  serve::completion_backend* engine = engine_.get();
   if (engine->weights_version() < last->version)
     engine->update_weights(last->version, last->weights);
   const auto [r1, s1] = core_->evaluate(*engine);
@@ -132,6 +156,7 @@ void rollout_stage::stop() {
   if (worker_) worker_->stop();
   worker_.reset();
   engine_.reset();
+  dead_.clear();
 }
 
 void batch_role_stage::start_role(stage_context& ctx, in_port<rl::rollout_batch> port) {

@@ -124,8 +124,14 @@ class rollout_stage : public stage {
 
  private:
   void run(stage_context& ctx);
+  serve::completion_backend* restart(uint64_t version, std::shared_ptr<const lm_weights> w,
+                                     const std::string& why);
   std::shared_ptr<rl_roles_source> roles_;
   rl::rl_core* core_ = nullptr;  // roles_'s, from start()
+  std::shared_ptr<const lm_weights> first_;
+  engine_factory make_;
+  int restarts_left_ = 0;
+  std::vector<std::unique_ptr<serve::completion_backend>> dead_;  // engines replaced
   std::unique_ptr<serve::completion_backend> engine_;
   std::unique_ptr<rl::rollout_worker> worker_;
   std::thread th_;

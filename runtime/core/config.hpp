@@ -171,7 +171,8 @@ struct rlhf_config {
   // (actors/engine_remote), weights pushed over Gloo in buckets of sync_bucket_mb MiB.
   std::string rollout_placement = "local";
   int sync_bucket_mb = 32;
-  int engines = 1;  // rollout engines; requests go round-robin, weights to all
+  int engines = 1;          // rollout engines; requests go round-robin, weights to all
+  int engine_restarts = 0;  // engines that die replaced so often in a run (0: the run stops)
 
   int eval_prompts = 64;  // held-out prompts scored greedily at the start and end
 };

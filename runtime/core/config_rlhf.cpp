@@ -76,6 +76,9 @@ std::vector<key> rlhf_keys() {
       ZF_INT("rlhf.engines", rlhf.engines, 1, 256,
              "rollout engines (each rlhf.engine_threads threads; requests round-robin, weights "
              "to all)"),
+      ZF_INT("rlhf.engine_restarts", rlhf.engine_restarts, 0, 1000,
+             "times a run replaces a rollout engine that died (its batch is generated again, "
+             "the same bits); 0: the run stops with its last checkpoint"),
       ZF_INT("rlhf.sync_bucket_mb", rlhf.sync_bucket_mb, 1, 1 << 16,
              "weights per broadcast to an engine in another process (MiB)"),
       ZF_INT("rlhf.eval_prompts", rlhf.eval_prompts, 0, 1 << 20,

@@ -8,8 +8,11 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <functional>
 #include <thread>
 
 #include "runtime/core/error.hpp"
@@ -44,14 +47,78 @@ int free_loopback_port() {
   return ntohs(a.sin_port);
 }
 
+namespace {
+
+// fork() on one thread that lives as long as the process: PR_SET_PDEATHSIG fires when the
+// *thread* that forked the child ends, so a child forked from a short-lived thread (a rollout
+// worker restarting its engine) would be killed with it.
+pid_t fork_on_spawner(const std::function<void()>& child_main) {
+  struct job {
+    const std::function<void()>* child_main;
+    pid_t pid = 0;
+    int err = 0;
+    bool done = false;
+  };
+  // Never destroyed: the spawner waits on them until the process exits (a static condition
+  // variable's destructor would wait for it at exit).
+  struct spawner {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::deque<job*> jobs;
+  };
+  static spawner* const sp = new spawner;
+  auto& mu = sp->mu;
+  auto& cv = sp->cv;
+  auto& jobs = sp->jobs;
+  static std::once_flag started;
+  std::call_once(started, [] {
+    std::thread([] {
+      auto& mu = sp->mu;
+      auto& cv = sp->cv;
+      auto& jobs = sp->jobs;
+      for (;;) {
+        job* j;
+        {
+          std::unique_lock lk(mu);
+          cv.wait(lk, [&] { return !jobs.empty(); });
+          j = jobs.front();
+          jobs.pop_front();
+        }
+        const pid_t pid = ::fork();
+        if (pid == 0) {
+          (*j->child_main)();  // does not return
+          std::_Exit(127);
+        }
+        {
+          std::lock_guard lk(mu);
+          j->pid = pid;
+          j->err = errno;
+          j->done = true;
+        }
+        cv.notify_all();
+      }
+    }).detach();
+  });
+  job j{&child_main};
+  {
+    std::lock_guard lk(mu);
+    jobs.push_back(&j);
+  }
+  cv.notify_all();
+  std::unique_lock lk(mu);
+  cv.wait(lk, [&] { return j.done; });
+  errno = j.err;
+  return j.pid;
+}
+
+}  // namespace
+
 child_process::child_process(const std::string& executable, const std::vector<std::string>& args,
                              const std::vector<std::pair<std::string, std::string>>& env) {
   std::vector<std::string> argv_s{executable.empty() ? self_executable() : executable};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
   const pid_t parent = ::getpid();
-  const pid_t pid = ::fork();
-  if (pid < 0) fail("cannot start a process: fork: {}", std::strerror(errno));
-  if (pid == 0) {
+  const pid_t pid = fork_on_spawner([&] {
     // Dies with its parent; had the parent died before this line, leave now.
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::getppid() != parent) std::_Exit(1);
@@ -61,7 +128,8 @@ child_process::child_process(const std::string& executable, const std::vector<st
     av.push_back(nullptr);
     ::execv(argv_s[0].c_str(), av.data());
     std::_Exit(127);
-  }
+  });
+  if (pid < 0) fail("cannot start a process: fork: {}", std::strerror(errno));
   pid_ = pid;
 }
 

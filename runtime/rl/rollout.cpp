@@ -1,6 +1,7 @@
 #include "runtime/rl/rollout.hpp"
 
 #include <chrono>
+#include <string>
 
 #include "runtime/core/clock.hpp"
 #include "runtime/core/error.hpp"
@@ -77,10 +78,11 @@ std::vector<rollout_seq> generate(serve::completion_backend& engine,
 
 rollout_worker::rollout_worker(serve::completion_backend& engine, prompts_fn prompts,
                                rollout_options o, int steps, int overlap, scorer_fn scorer,
-                               int first_step)
-    : engine_(engine),
+                               int first_step, restart_fn restart)
+    : engine_(&engine),
       prompts_(std::move(prompts)),
       scorer_(std::move(scorer)),
+      restart_(std::move(restart)),
       o_(o),
       steps_(steps),
       overlap_(overlap),
@@ -132,11 +134,14 @@ void rollout_worker::run() {
       rollout_batch b;
       b.step = s;
       b.version = static_cast<uint64_t>(std::max(0, s - overlap_));
-      if (b.version > engine_.weights_version()) {
+      if (b.version > engine_->weights_version()) {
         auto w = wait_version(b.version, b.wait_s);
         if (!w) return;
+        served_ = std::move(w);  // what a restarted engine serves, should this swap fail
         const auto t0 = clock_type::now();
-        engine_.update_weights(b.version, std::move(w));
+        with_restarts(b.version, [&] {  // a restarted engine serves b.version already
+          if (b.version > engine_->weights_version()) engine_->update_weights(b.version, served_);
+        });
         b.sync_s = seconds_since(t0);
       }
       {
@@ -144,7 +149,7 @@ void rollout_worker::run() {
         if (stopping_) return;
       }
       const auto t0 = clock_type::now();
-      b.seqs = generate(engine_, prompts_(s), o_, s);
+      with_restarts(b.version, [&] { b.seqs = generate(*engine_, prompts_(s), o_, s); });
       b.gen_s = seconds_since(t0);
       for (auto& q : b.seqs)
         if (q.version != b.version)
@@ -164,6 +169,26 @@ void rollout_worker::run() {
     std::lock_guard lk(mu_);
     error_ = std::current_exception();
     cv_.notify_all();
+  }
+}
+
+void rollout_worker::with_restarts(uint64_t version, const std::function<void()>& f) {
+  for (;;) {
+    try {
+      return f();
+    } catch (const std::exception&) {
+      if (!restart_) throw;
+      // A broken connection may be seen before the engine knows it is gone: ask for a moment.
+      std::string why = engine_->failure();
+      for (int i = 0; why.empty() && i < 50; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        why = engine_->failure();
+      }
+      if (why.empty()) throw;
+      serve::completion_backend* fresh = restart_(version, served_, why);
+      if (!fresh) throw;
+      engine_ = fresh;  // it serves `version` already; f again: the same seeds, the same bits
+    }
   }
 }
 

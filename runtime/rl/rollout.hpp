@@ -48,11 +48,18 @@ class rollout_worker {
  public:
   using prompts_fn = std::function<std::vector<std::vector<int>>(int step)>;
   using scorer_fn = std::function<void(rollout_batch&)>;
+  // A new engine in place of one that is gone (engine.failure(), `why`), serving the weights of
+  // `version` (null: the first engine's version-0 weights) labelled `version`; null to give up.
+  using restart_fn = std::function<serve::completion_backend*(
+      uint64_t version, std::shared_ptr<const lm_weights> weights, const std::string& why)>;
   // engine serves weights version 0 already; prompts(s) gives batch s's prompts; scorer (may be
   // null) scores each batch after generation with the frozen roles (reference, reward): both
   // called on the worker's thread, so with overlap that work runs beside the trainer's.
+  // restart (may be null): called when a batch fails because the engine is gone; the batch is
+  // then generated again on the new engine, the same bits (its seeds and version are the same).
   rollout_worker(serve::completion_backend& engine, prompts_fn prompts, rollout_options o,
-                 int steps, int overlap, scorer_fn scorer = nullptr, int first_step = 0);
+                 int steps, int overlap, scorer_fn scorer = nullptr, int first_step = 0,
+                 restart_fn restart = nullptr);
   ~rollout_worker();
   void start();
   // The trainer, after update v: the weights of version v (kept until the worker used them).
@@ -67,9 +74,15 @@ class rollout_worker {
   void run();
   std::shared_ptr<const lm_weights> wait_version(uint64_t v, double& waited);
 
-  serve::completion_backend& engine_;
+  // f (a swap, a generation) again on a new engine while the engine is gone and restart_ gives
+  // one; rethrows otherwise.
+  void with_restarts(uint64_t version, const std::function<void()>& f);
+
+  serve::completion_backend* engine_;
   prompts_fn prompts_;
   scorer_fn scorer_;
+  restart_fn restart_;
+  std::shared_ptr<const lm_weights> served_;  // the weights swapped in last (null: the first)
   rollout_options o_;
   int steps_, overlap_, first_;
   std::mutex mu_;

@@ -56,6 +56,12 @@ std::string backend_pool::metrics_text() const {
   return text;
 }
 
+std::string backend_pool::failure() const {
+  for (const auto& e : e_)
+    if (auto f = e->failure(); !f.empty()) return f;
+  return "";
+}
+
 uint64_t backend_pool::weights_version() const {
   uint64_t v = e_[0]->weights_version();
   for (const auto& e : e_) v = std::min(v, e->weights_version());

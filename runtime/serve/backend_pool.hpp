@@ -38,6 +38,8 @@ class backend_pool final : public completion_backend {
   // To every engine; `done` once all answered: 200 when all swapped, else the first refusal.
   void update_weights_async(std::shared_ptr<const lm_weights> weights,
                             std::optional<uint64_t> version, weights_done done) override;
+  // The first engine's failure, if any is gone.
+  std::string failure() const override;
   std::size_t size() const { return e_.size(); }
 
  private:

@@ -25,8 +25,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "runtime/serve/kv_cache.hpp"
 #include "runtime/model/model_paged.hpp"
+#include "runtime/serve/kv_cache.hpp"
 #include "runtime/serve/scheduler.hpp"
 #include "runtime/serve/serving.hpp"
 #include "runtime/text/text_stream.hpp"
@@ -127,7 +127,7 @@ class engine_core {
   void publish_stats(int step_tokens);
 
   std::shared_ptr<const lm_weights> w_;  // the served weights; replaced by update_weights
-  const model_spec cfg_;                  // the first weights' configuration (shape, eos)
+  const model_spec cfg_;                 // the first weights' configuration (shape, eos)
   std::atomic<uint64_t> version_{0};     // of w_
   tokenizer tok_;
   engine_core_options o_;

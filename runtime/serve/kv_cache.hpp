@@ -9,8 +9,8 @@
 #include <span>
 #include <vector>
 
-#include "runtime/model/kv_storage.hpp"
 #include "runtime/core/tensor.hpp"
+#include "runtime/model/kv_storage.hpp"
 
 namespace zf {
 

@@ -11,8 +11,8 @@
 #include <string_view>
 #include <vector>
 
-#include "runtime/text/chat_template.hpp"
 #include "runtime/serve/sampling.hpp"
+#include "runtime/text/chat_template.hpp"
 
 namespace zf {
 struct lm_weights;
@@ -135,6 +135,9 @@ class completion_backend {
   virtual void cancel(uint64_t id) = 0;
   // Prometheus text exposition: zeroflow_* gauges, counters and histograms.
   virtual std::string metrics_text() const = 0;
+  // Thread-safe. Non-empty once the backend is gone for good (an engine process that died), with
+  // why: every later request is refused with it. "" while it serves.
+  virtual std::string failure() const { return ""; }
 
   // ---- weights that change while serving (RLHF weight sync). Every default answers 501.
   // Thread-safe. The version served now: 0 for the weights the backend started with.

@@ -209,3 +209,21 @@ TEST_CASE("an engine process that cannot start is named with how it ended") {
   for (const auto& e : std::filesystem::directory_iterator(f.dir.path))
     CHECK(e.path().filename().string().rfind(".engine-", 0) != 0);
 }
+
+TEST_CASE("an engine process killed under a weight update is named, and its backend closes") {
+  remote_fixture f;
+  for (int round = 0; round < 3; ++round) {
+    auto remote = actors::spawn_engine_process(byte_weights(5), f.tok(), f.ec, f.options());
+    const pid_t pid = engine_child();
+    REQUIRE(pid > 0);
+    ::kill(pid, SIGKILL);
+    CHECK_THROWS_AS(remote->update_weights(1, byte_weights(6)), error);
+    const auto t0 = std::chrono::steady_clock::now();
+    std::string why;
+    while ((why = remote->failure()).empty() &&
+           std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5))
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    CHECK(why.find("was killed") != std::string::npos);
+    remote.reset();  // returns: nothing waits on the dead process
+  }
+}

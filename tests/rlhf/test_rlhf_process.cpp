@@ -118,3 +118,34 @@ TEST_CASE("rlhf process: a killed engine process stops the run by name; the chec
   CHECK(check_same_metrics(read_jsonl(d / "straight" / "metrics.jsonl"),
                            read_jsonl(out / "metrics.jsonl")) > 100);
 }
+
+TEST_CASE("rlhf process: with rlhf.engine_restarts a killed engine is replaced, the same bits") {
+  temp_dir d("rlhf_process_restart");
+  const auto out = d / "run";
+  const std::string cmd = "exec " + zeroflow_bin + " grpo --task reverse --quiet --checkpoint " +
+                          rlhf_fixture("sft").string() + " --out " + out.string() +
+                          " --set rlhf.steps=40 --set rlhf.overlap=1 --set rlhf.engine_restarts=1" +
+                          " --set rlhf.rollout_placement=process 2> " + (d / "err").string();
+  child_process run("/bin/sh", {"-c", cmd}, {});
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (read_jsonl(out / "metrics.jsonl").size() < 5) {
+    REQUIRE_MESSAGE(!run.exited(), read_text(d / "err"));
+    REQUIRE(std::chrono::steady_clock::now() < deadline);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  const pid_t engine = child_running(run.pid(), "engine-host");
+  REQUIRE(engine > 0);
+  ::kill(engine, SIGKILL);
+  CHECK(run.wait_or_kill(std::chrono::seconds(120)) == "exited with code 0");
+  const std::string err = read_text(d / "err");
+  CHECK_MESSAGE(err.find("rollout engine (process " + std::to_string(engine) +
+                         ") was killed by signal") != std::string::npos,
+                err);
+  CHECK_MESSAGE(err.find("restarting the rollout engine on version") != std::string::npos, err);
+  // The replaced engine generated the batch again on the same version: the in-process run's
+  // numbers, bit for bit.
+  const rl_outcome straight = run_rl_stage(d / "straight", {"rlhf.steps=40", "rlhf.overlap=1"});
+  CHECK(check_same_metrics(straight.metrics, read_jsonl(out / "metrics.jsonl")) > 500);
+  CHECK(read_json(out / "summary.json")["eval_reward_after"] ==
+        straight.summary["eval_reward_after"]);
+}
