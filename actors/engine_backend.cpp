@@ -7,6 +7,7 @@
 #include <atomic>
 #include <mutex>
 
+#include "actors/backend_text.hpp"
 #include "actors/engine.hpp"
 #include "actors/serve_protocol.hpp"
 #include "kernels/threads.hpp"
@@ -16,11 +17,11 @@
 namespace zf::actors {
 namespace {
 
-class engine_backend final : public serve::completion_backend {
+class engine_backend final : public text_backend {
  public:
   engine_backend(std::shared_ptr<const lm_weights> w, tokenizer tok, const engine_config& c)
-      : weights_{w ? w->cfg : model_spec{}},
-        tok_(std::move(tok)),
+      : text_backend(std::move(tok)),
+        weights_{w ? w->cfg : model_spec{}},
         inflight_(c.max_queue + c.max_seqs) {
     kernels::set_num_threads(c.threads);
     core_ = std::make_unique<engine_core>(std::move(w), tok_, core_options_of(c));
@@ -49,18 +50,6 @@ class engine_backend final : public serve::completion_backend {
   const std::string& model_name() const override { return weights_.cfg.name; }
   int context_length() const override { return weights_.cfg.max_positions; }
   int vocab_size() const override { return weights_.cfg.vocab_size; }
-
-  // Special tokens as the model's own tokenizer files say (tokenizer::encode_prompt).
-  std::vector<int> encode(std::string_view text) const override {
-    std::lock_guard lk(tok_mu_);
-    return tok_.encode_prompt(text);
-  }
-  std::string chat_prompt(const std::vector<serve::chat_message>& m) const override {
-    std::lock_guard lk(tok_mu_);
-    return format_chat(tok_, m);
-  }
-  // The vocabulary tables are immutable: no lock (see tokenizer.hpp, "Threading").
-  std::string token_bytes(int id) const override { return tok_.token_bytes(id); }
 
   serve::submit_result submit(serve::completion_request req, serve::event_sink sink) override {
     if (auto v = core_->validate(req); v.status != 200) return v;
@@ -117,8 +106,6 @@ class engine_backend final : public serve::completion_backend {
   struct served_model {
     model_spec cfg;
   } weights_;
-  tokenizer tok_;
-  mutable std::mutex tok_mu_;
   serve::inflight_limit inflight_;
   std::atomic<uint64_t> next_id_{1};
   std::unique_ptr<engine_core> core_;

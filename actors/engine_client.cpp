@@ -14,6 +14,7 @@
 #include <random>
 #include <thread>
 
+#include "actors/backend_text.hpp"
 #include "actors/engine_remote.hpp"
 #include "actors/engine_remote_protocol.hpp"
 #include "runtime/core/error.hpp"
@@ -85,11 +86,11 @@ std::string random_secret() {
   return s;
 }
 
-class remote_engine final : public serve::completion_backend {
+class remote_engine final : public text_backend {
  public:
   remote_engine(std::shared_ptr<const lm_weights> first, tokenizer tok, const engine_config& c,
                 const engine_process_options& o)
-      : spec_(first->cfg), total_(first->layout.total), tok_(std::move(tok)), o_(o) {
+      : text_backend(std::move(tok)), spec_(first->cfg), total_(first->layout.total), o_(o) {
     configure_engine_remote(cfg_);
     sys_ = std::make_unique<caf::actor_system>(cfg_);
     const fs::path dir = o.work_dir / fmt::format(".engine-{}-{}", ::getpid(), random_secret());
@@ -117,15 +118,6 @@ class remote_engine final : public serve::completion_backend {
   const std::string& model_name() const override { return spec_.name; }
   int context_length() const override { return spec_.max_positions; }
   int vocab_size() const override { return spec_.vocab_size; }
-  std::vector<int> encode(std::string_view text) const override {
-    std::lock_guard lk(tok_mu_);
-    return tok_.encode_prompt(text);
-  }
-  std::string chat_prompt(const std::vector<serve::chat_message>& m) const override {
-    std::lock_guard lk(tok_mu_);
-    return format_chat(tok_, m);
-  }
-  std::string token_bytes(int id) const override { return tok_.token_bytes(id); }
 
   serve::submit_result submit(serve::completion_request req, serve::event_sink sink) override {
     const uint64_t cid = next_id_.fetch_add(1) + 1;
@@ -335,8 +327,6 @@ class remote_engine final : public serve::completion_backend {
 
   model_spec spec_;
   std::size_t total_;
-  tokenizer tok_;
-  mutable std::mutex tok_mu_;
   engine_process_options o_;
   std::string secret_;
   std::unique_ptr<child_process> child_;

@@ -1,10 +1,9 @@
 #include "runtime/rl/policy_group.hpp"
 
 #include <cmath>
-#include <exception>
-#include <thread>
 
 #include "runtime/core/error.hpp"
+#include "runtime/train/local_ranks.hpp"
 #include "runtime/train/optim.hpp"
 
 namespace zf::rl {
@@ -27,25 +26,7 @@ policy_group::policy_group(const model_spec& spec, const optimizer_config& opt, 
 policy_group::~policy_group() = default;
 
 void policy_group::on_all(const std::function<void(int)>& f) {
-  if (ranks_.size() == 1) return f(0);
-  std::vector<std::exception_ptr> errors(ranks_.size());
-  std::vector<std::thread> th;
-  for (std::size_t r = 1; r < ranks_.size(); ++r)
-    th.emplace_back([&, r] {
-      try {
-        f(static_cast<int>(r));
-      } catch (...) {
-        errors[r] = std::current_exception();
-      }
-    });
-  try {
-    f(0);
-  } catch (...) {
-    errors[0] = std::current_exception();
-  }
-  for (auto& t : th) t.join();
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
+  on_thread_ranks(world(), f);
 }
 
 void policy_group::zero_grad() {

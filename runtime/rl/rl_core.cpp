@@ -109,7 +109,7 @@ void rl_core::score(rollout_batch& b) const {
   const int S = static_cast<int>(b.seqs.size());
   if (m_.reference)
     reference_logprobs(*m_.reference, b.seqs, o_.rl.micro_batch > 0 ? o_.rl.micro_batch : S,
-                       b.ref_logp);
+                       b.ref_logp, score_scratch_);
   b.rewards.assign(S, 0.0f);
   b.true_reward_mean = rewards(b, b.rewards);
   b.score_s = seconds_since(t0);

@@ -103,6 +103,7 @@ class rl_core {
   reward_fn extra_;
   rl_updater updater_;
   std::vector<float> ema_;
+  mutable score_scratch score_scratch_;  // the frozen roles' (score() is one thread at a time)
   // policy role's state
   int next_ = 0;  // the update to do next
   std::chrono::steady_clock::time_point last_;

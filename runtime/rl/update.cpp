@@ -47,10 +47,10 @@ rl_updater::rl_updater(const rlhf_config& c, const optimizer_config& opt, rl_mod
 }
 
 void reference_logprobs(transformer& ref, std::span<const rollout_seq> seqs, int batch,
-                        std::vector<float>& out) {
+                        std::vector<float>& out, score_scratch& scratch) {
   const int S = static_cast<int>(seqs.size()), T = packed_length(seqs);
-  packed_batch p;
-  std::vector<float> rows;
+  packed_batch& p = scratch.packed;
+  std::vector<float>& rows = scratch.rows;
   out.clear();
   for (int b0 = 0; b0 < S; b0 += batch) {
     const int b = std::min(batch, S - b0);
@@ -78,7 +78,7 @@ void rl_updater::score(const rollout_batch& batch, update_stats& st) {
           "of {} tokens",
           batch.step, rewards_.size(), ref_.size(), S, N);
   } else {
-    if (m_.reference) reference_logprobs(*m_.reference, batch.seqs, mb, ref_);
+    if (m_.reference) reference_logprobs(*m_.reference, batch.seqs, mb, ref_, ref_scratch_);
     rewards_.assign(S, 0.0f);
     reward_(batch, rewards_);
   }

@@ -56,8 +56,13 @@ struct update_stats {
 
 // Reference log-probs of the response tokens of seqs, flat [tokens] in sequence order, in
 // forward batches of `batch` sequences (the frozen reference's score mode).
+// scratch: the packed rows and their log-probs, reused from call to call (allocate once).
+struct score_scratch {
+  packed_batch packed;
+  std::vector<float> rows;
+};
 void reference_logprobs(transformer& ref, std::span<const rollout_seq> seqs, int batch,
-                        std::vector<float>& out);
+                        std::vector<float>& out, score_scratch& scratch);
 
 class rl_updater {
  public:
@@ -105,6 +110,7 @@ class rl_updater {
   // per batch, reused: packed rows and flat [N] per-token arrays
   packed_batch packed_;
   std::vector<float> rows_, rows2_;
+  score_scratch ref_scratch_;
   std::vector<float> rewards_, seq_adv_, behav_, ref_, old_, logp_, adv_, old_values_, returns_,
       values_, dflat_;
   std::vector<int> seq_len_;

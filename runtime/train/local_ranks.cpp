@@ -11,19 +11,23 @@ local_rank_group::local_rank_group(std::vector<zero_rank*> ranks) : ranks_(std::
   if (ranks_.empty()) fail("local_rank_group: no ranks");
 }
 
-template <class F>
-void local_rank_group::on_all(F f) {
-  if (ranks_.size() == 1) return f(0);
-  std::vector<std::exception_ptr> errors(ranks_.size());
+void on_thread_ranks(int n, const std::function<void(int)>& f) {
+  if (n == 1) return f(0);
+  std::vector<std::exception_ptr> errors(static_cast<std::size_t>(n));
   std::vector<std::thread> th;
-  for (std::size_t r = 0; r < ranks_.size(); ++r)
+  for (int r = 1; r < n; ++r)
     th.emplace_back([&, r] {
       try {
-        f(static_cast<int>(r));
+        f(r);
       } catch (...) {
-        errors[r] = std::current_exception();
+        errors[std::size_t(r)] = std::current_exception();
       }
     });
+  try {
+    f(0);
+  } catch (...) {
+    errors[0] = std::current_exception();
+  }
   for (auto& t : th) t.join();
   for (auto& e : errors)
     if (e) std::rethrow_exception(e);

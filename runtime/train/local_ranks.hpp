@@ -2,11 +2,16 @@
 // rank_group over zero_ranks of this process, each call run on one thread per rank (their
 // collectives must meet; one rank runs inline). The train loop's plain driver: tests, benches
 // and any embedding without actors. The ranks are not owned.
+#include <functional>
 #include <vector>
 
 #include "runtime/train/train_loop.hpp"
 
 namespace zf {
+
+// f(r) for r in [0, n) at once, one thread each (rank 0 on the caller's thread); the first
+// error is rethrown once all have returned. Ranks of one process meet in their collectives.
+void on_thread_ranks(int n, const std::function<void(int)>& f);
 
 class local_rank_group final : public rank_group {
  public:
@@ -27,7 +32,9 @@ class local_rank_group final : public rank_group {
 
  private:
   template <class F>
-  void on_all(F f);  // f(local rank) on every rank at once; the first error is rethrown
+  void on_all(F f) {  // f(local rank) on every rank at once; the first error is rethrown
+    on_thread_ranks(size(), f);
+  }
   std::vector<zero_rank*> ranks_;
 };
 

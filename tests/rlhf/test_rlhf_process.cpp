@@ -38,6 +38,28 @@ std::string read_text(const std::filesystem::path& p) {
   return std::string((std::istreambuf_iterator<char>(f)), {});
 }
 
+// `zeroflow grpo` from the SFT fixture into d/run with `sets` and the engine in a process of its
+// own, stderr to d/err, run until it has written `updates` metrics lines; returns it and the
+// engine process's pid.
+std::pair<std::unique_ptr<child_process>, pid_t> grpo_until(const std::filesystem::path& d,
+                                                            const std::string& sets,
+                                                            std::size_t updates) {
+  const std::string cmd = "exec " + zeroflow_bin + " grpo --task reverse --quiet --checkpoint " +
+                          rlhf_fixture("sft").string() + " --out " + (d / "run").string() + " " +
+                          sets + " --set rlhf.rollout_placement=process 2> " + (d / "err").string();
+  auto run = std::make_unique<child_process>("/bin/sh", std::vector<std::string>{"-c", cmd},
+                                             std::vector<std::pair<std::string, std::string>>{});
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (read_jsonl(d / "run" / "metrics.jsonl").size() < updates) {
+    REQUIRE_MESSAGE(!run->exited(), read_text(d / "err"));
+    REQUIRE(std::chrono::steady_clock::now() < deadline);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  const pid_t engine = child_running(run->pid(), "engine-host");
+  REQUIRE(engine > 0);
+  return {std::move(run), engine};
+}
+
 }  // namespace
 
 TEST_CASE(
@@ -72,23 +94,11 @@ TEST_CASE(
 TEST_CASE("rlhf process: a killed engine process stops the run by name; the checkpoint resumes") {
   temp_dir d("rlhf_process_kill");
   const auto out = d / "run";
-  const std::string cmd = "exec " + zeroflow_bin + " grpo --task reverse --quiet --checkpoint " +
-                          rlhf_fixture("sft").string() + " --out " + out.string() +
-                          " --set rlhf.steps=400 --set checkpoint.every=2" +
-                          " --set rlhf.rollout_placement=process 2> " + (d / "err").string();
-  child_process run("/bin/sh", {"-c", cmd}, {});
-  // Wait for a few updates (and checkpoints), then kill the engine process.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (read_jsonl(out / "metrics.jsonl").size() < 5) {
-    REQUIRE_MESSAGE(!run.exited(), read_text(d / "err"));
-    REQUIRE(std::chrono::steady_clock::now() < deadline);
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  const pid_t engine = child_running(run.pid(), "engine-host");
-  REQUIRE(engine > 0);
+  // A few updates (and checkpoints) in, the engine process is killed.
+  auto [run, engine] = grpo_until(d.path, "--set rlhf.steps=400 --set checkpoint.every=2", 5);
   const auto t0 = std::chrono::steady_clock::now();
   ::kill(engine, SIGKILL);
-  const std::string ended = run.wait_or_kill(std::chrono::seconds(30));
+  const std::string ended = run->wait_or_kill(std::chrono::seconds(30));
   const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   CHECK(ended == "exited with code 1");
   CHECK(took < 10);
@@ -122,21 +132,10 @@ TEST_CASE("rlhf process: a killed engine process stops the run by name; the chec
 TEST_CASE("rlhf process: with rlhf.engine_restarts a killed engine is replaced, the same bits") {
   temp_dir d("rlhf_process_restart");
   const auto out = d / "run";
-  const std::string cmd = "exec " + zeroflow_bin + " grpo --task reverse --quiet --checkpoint " +
-                          rlhf_fixture("sft").string() + " --out " + out.string() +
-                          " --set rlhf.steps=40 --set rlhf.overlap=1 --set rlhf.engine_restarts=1" +
-                          " --set rlhf.rollout_placement=process 2> " + (d / "err").string();
-  child_process run("/bin/sh", {"-c", cmd}, {});
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (read_jsonl(out / "metrics.jsonl").size() < 5) {
-    REQUIRE_MESSAGE(!run.exited(), read_text(d / "err"));
-    REQUIRE(std::chrono::steady_clock::now() < deadline);
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  const pid_t engine = child_running(run.pid(), "engine-host");
-  REQUIRE(engine > 0);
+  auto [run, engine] = grpo_until(
+      d.path, "--set rlhf.steps=40 --set rlhf.overlap=1 --set rlhf.engine_restarts=1", 5);
   ::kill(engine, SIGKILL);
-  CHECK(run.wait_or_kill(std::chrono::seconds(120)) == "exited with code 0");
+  CHECK(run->wait_or_kill(std::chrono::seconds(120)) == "exited with code 0");
   const std::string err = read_text(d / "err");
   CHECK_MESSAGE(err.find("rollout engine (process " + std::to_string(engine) +
                          ") was killed by signal") != std::string::npos,
