@@ -37,41 +37,37 @@ struct client_book {
   std::map<uint64_t, open_request> open;
   std::string gone;  // non-empty: why the engine is gone
 
+  // Sinks are called under the lock, so that no event can reach a request after the final one
+  // fail_all gave it (its receiver may be gone by then); a sink must not block (serving.hpp).
   void deliver(uint64_t cid, serve::completion_event e) {
-    serve::event_sink sink;
-    {
-      std::lock_guard lk(mu);
-      auto it = open.find(cid);
-      if (it == open.end() || e.index < 0 || e.index >= int(it->second.ended.size())) return;
-      sink = it->second.sink;
-      if (e.finish != serve::finish_reason::none) {
-        it->second.ended[std::size_t(e.index)] = true;
-        if (std::find(it->second.ended.begin(), it->second.ended.end(), false) ==
-            it->second.ended.end())
-          open.erase(it);
-      }
+    std::lock_guard lk(mu);
+    auto it = open.find(cid);
+    if (it == open.end() || e.index < 0 || e.index >= int(it->second.ended.size())) return;
+    const serve::event_sink sink = it->second.sink;
+    if (e.finish != serve::finish_reason::none) {
+      it->second.ended[std::size_t(e.index)] = true;
+      if (std::find(it->second.ended.begin(), it->second.ended.end(), false) ==
+          it->second.ended.end())
+        open.erase(it);
     }
     e.request_id = cid;
     sink(e);
   }
   // The engine is gone: every unfinished choice ends with an error saying why.
   void fail_all(const std::string& why) {
-    std::map<uint64_t, open_request> failed;
-    {
-      std::lock_guard lk(mu);
-      if (gone.empty()) gone = why;
-      failed.swap(open);
-    }
-    for (auto& [cid, r] : failed)
+    std::lock_guard lk(mu);
+    if (gone.empty()) gone = why;
+    for (auto& [cid, r] : open)
       for (std::size_t i = 0; i < r.ended.size(); ++i) {
         if (r.ended[i]) continue;
         serve::completion_event e;
         e.request_id = cid;
         e.index = static_cast<int>(i);
         e.finish = serve::finish_reason::error;
-        e.error = why;
+        e.error = gone;
         r.sink(e);
       }
+    open.clear();
   }
   std::string why_gone() {
     std::lock_guard lk(mu);
