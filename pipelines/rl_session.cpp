@@ -202,6 +202,7 @@ struct rl_session::state {
   std::vector<float> ema;
   std::shared_ptr<const lm_weights> first;
   std::unique_ptr<rl::rl_core> core;
+  std::unique_ptr<monitor::span_log> spans;
   bool finished = false;  // summary.json written
 };
 
@@ -275,6 +276,7 @@ void rl_session::prepare() {
                          t.m.critic.get(), t.m.critic_opt.get(), t.m.group.get()};
     t.core = std::make_unique<rl::rl_core>(lo, models, *t.prompts, rm_reward);
     if (!t.ema.empty()) t.core->ema() = t.ema;
+    t.spans = std::make_unique<monitor::span_log>(fs::path(o_.out) / "spans.jsonl");
   });
   if (!st_->core) fail("rl: the run could not be set up (see the first error)");
 }
@@ -294,6 +296,11 @@ stages::engine_factory rl_session::engine() {
   return rollout_engine_factory(*st_->s, o_);
 }
 
+monitor::span_log* rl_session::spans() {
+  prepare();
+  return st_->spans.get();
+}
+
 rl::rl_result& rl_session::result() {
   return st_->res.rl;
 }
@@ -311,6 +318,7 @@ rl_run_result rl_session::finish() {
   state& t = *st_;
   if (t.finished) return t.res;
   t.finished = true;
+  t.spans->flush();
   const rl_setup& s = *t.s;
   const rlhf_config& r = s.cfg.rlhf;
   t.res.rl.interrupted = t.res.rl.steps < r.steps;

@@ -28,6 +28,7 @@ class rl_session final : public stages::rl_roles_source {
   rl::rl_core& core() override;
   std::shared_ptr<const lm_weights> first() override;
   stages::engine_factory engine() override;
+  monitor::span_log* spans() override;  // the run folder's spans.jsonl
 
   // For the monitor stage: the run's figures land here, metrics.jsonl is its file.
   rl::rl_result& result();

@@ -82,6 +82,9 @@ void rollout_stage::start(stage_context& ctx) {
       [this](uint64_t v, std::shared_ptr<const lm_weights> w, const std::string& why) {
         return restart(v, std::move(w), why);
       });
+  if (monitor::span_log* log = roles_->spans())
+    worker_->on_span(
+        [log](const char* what, auto t0, auto t1) { log->add("rollout", what, t0, t1); });
   for (auto& [v, w] : core_->initial_versions()) worker_->publish(v, w);
   ctx.on(weights, [this](const std::shared_ptr<const policy_weights>& w) {
     if (!w->final) {
@@ -175,8 +178,10 @@ void batch_role_stage::stop() {
 
 void score_stage::work(stage_context& ctx) {
   while (auto b = queue_.pop()) {
+    const auto t0 = clock_type::now();
     auto scored = std::make_shared<rl::rollout_batch>(*b);
     core_->score(*scored);
+    if (monitor::span_log* log = roles_->spans()) log->add("score", "score", t0, clock_type::now());
     ctx.emit(out, std::shared_ptr<const rl::rollout_batch>(std::move(scored)));
   }
 }
@@ -186,7 +191,10 @@ void policy_stage::work(stage_context& ctx) {
     const auto t0 = clock_type::now();
     const auto b = queue_.pop();
     if (!b) return;  // no more rollouts (the run is stopping)
+    const auto t1 = clock_type::now();
     rl::rl_step st = core_->update(*b, seconds_since(t0));
+    if (monitor::span_log* log = roles_->spans())
+      log->add("policy", "update", t1, clock_type::now());
     ctx.emit(metrics, std::make_shared<const rl_metrics>(rl_metrics{std::move(st.metrics)}));
     if (st.publish || st.last)
       ctx.emit(weights, std::make_shared<const policy_weights>(

@@ -27,6 +27,7 @@
 
 #include "pipelines/graph.hpp"
 #include "pipelines/stages_serve.hpp"
+#include "runtime/monitor/span_log.hpp"
 #include "runtime/rl/rl_core.hpp"
 #include "runtime/rl/rollout.hpp"
 
@@ -104,6 +105,8 @@ struct rl_roles_source {
   virtual rl::rl_core& core() = 0;
   virtual std::shared_ptr<const lm_weights> first() = 0;
   virtual engine_factory engine() = 0;
+  // Where the roles' busy spans go (the run's spans.jsonl); null: nowhere.
+  virtual monitor::span_log* spans() { return nullptr; }
 };
 // A source over roles that exist already (the C++ DSL: examples/rlhf_grpo.cpp).
 std::shared_ptr<rl_roles_source> fixed_roles(rl::rl_core& core,

@@ -143,6 +143,7 @@ void rollout_worker::run() {
           if (b.version > engine_->weights_version()) engine_->update_weights(b.version, served_);
         });
         b.sync_s = seconds_since(t0);
+        if (span_) span_("sync", t0, clock_type::now());
       }
       {
         std::lock_guard lk(mu_);
@@ -151,6 +152,7 @@ void rollout_worker::run() {
       const auto t0 = clock_type::now();
       with_restarts(b.version, [&] { b.seqs = generate(*engine_, prompts_(s), o_, s); });
       b.gen_s = seconds_since(t0);
+      if (span_) span_("generate", t0, clock_type::now());
       for (auto& q : b.seqs)
         if (q.version != b.version)
           fail("rollout: step {} expected weights version {}, a sequence came from {}", s,

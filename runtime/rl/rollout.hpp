@@ -8,6 +8,7 @@
 // Weights are swapped into the engine only between batches (the engine is idle then), so a
 // rollout always finishes on the version it started with. Every queue is bounded: the worker
 // cannot run past version s - overlap, so at most overlap + 1 batches wait for the trainer.
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -50,6 +51,10 @@ class rollout_worker {
   using scorer_fn = std::function<void(rollout_batch&)>;
   // A new engine in place of one that is gone (engine.failure(), `why`), serving the weights of
   // `version` (null: the first engine's version-0 weights) labelled `version`; null to give up.
+  // Told of each weights swap ("sync") and generation ("generate"), on the worker's thread (a
+  // run's timeline: monitor/span_log).
+  using span_fn = std::function<void(const char* what, std::chrono::steady_clock::time_point t0,
+                                     std::chrono::steady_clock::time_point t1)>;
   using restart_fn = std::function<serve::completion_backend*(
       uint64_t version, std::shared_ptr<const lm_weights> weights, const std::string& why)>;
   // engine serves weights version 0 already; prompts(s) gives batch s's prompts; scorer (may be
@@ -69,6 +74,7 @@ class rollout_worker {
   void stop();  // the worker ends after the batch in flight; take() then throws
   // stop() without waiting for the worker: wakes take() and returns (any thread).
   void request_stop();
+  void on_span(span_fn f) { span_ = std::move(f); }  // before start()
 
  private:
   void run();
@@ -82,6 +88,7 @@ class rollout_worker {
   prompts_fn prompts_;
   scorer_fn scorer_;
   restart_fn restart_;
+  span_fn span_;
   std::shared_ptr<const lm_weights> served_;  // the weights swapped in last (null: the first)
   rollout_options o_;
   int steps_, overlap_, first_;

@@ -5,9 +5,12 @@
 
 #include <cmath>
 #include <fstream>
+#include <map>
+#include <thread>
 
 #include "runtime/monitor/downsample.hpp"
 #include "runtime/monitor/jsonl_tail.hpp"
+#include "runtime/monitor/span_log.hpp"
 #include "test_util.hpp"
 
 using namespace zf::monitor;
@@ -102,4 +105,37 @@ TEST_CASE("downsample: min and max per column keep spikes and the ends, in x ord
   CHECK(one.size() == 4);  // first, dip, spike, last
   CHECK(one[1].y == -40);
   CHECK(one[2].y == 50);
+}
+
+TEST_CASE("span log: lines from many threads are whole, counted, and after the start line") {
+  zf::testing::temp_dir d("span_log");
+  const auto file = d.path / "spans.jsonl";
+  {
+    span_log log(file, /*flush_bytes=*/256);  // small: many writes while the threads add
+    std::vector<std::thread> th;
+    for (int t = 0; t < 4; ++t)
+      th.emplace_back([&, t] {
+        for (int i = 0; i < 500; ++i) {
+          const auto now = span_log::clock::now();
+          log.add("actor \"" + std::to_string(t) + "\"", "work", now, now);
+        }
+      });
+    for (auto& x : th) x.join();
+    CHECK(log.spans() == 2000);
+    CHECK(log.failures() == 0);
+  }
+  jsonl_tail tail(file);
+  const auto b = tail.poll();
+  CHECK(b.skipped == 0);
+  REQUIRE(b.rows.size() == 2001);
+  CHECK(b.rows[0].contains("start_unix"));
+  std::map<std::string, int> per_actor;
+  for (std::size_t i = 1; i < b.rows.size(); ++i) ++per_actor[b.rows[i]["actor"]];
+  CHECK(per_actor.size() == 4);
+  CHECK(per_actor["actor \"2\""] == 500);  // quotes in a name stay valid JSON
+  // a log in a folder that does not exist counts its failed writes and throws nothing
+  span_log lost(d.path / "no" / "such" / "dir" / "spans.jsonl");
+  lost.add("a", "b", span_log::clock::now(), span_log::clock::now());
+  lost.flush();
+  CHECK(lost.failures() >= 1);
 }

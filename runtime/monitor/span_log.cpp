@@ -1,0 +1,61 @@
+#include "runtime/monitor/span_log.hpp"
+
+#include <fmt/format.h>
+
+#include <nlohmann/json.hpp>
+
+namespace zf::monitor {
+
+span_log::span_log(const std::filesystem::path& file, std::size_t flush_bytes)
+    : start_(clock::now()), flush_bytes_(flush_bytes) {
+  f_ = std::fopen(file.c_str(), "ab");
+  buf_.reserve(flush_bytes_ + 256);
+  const double unix_now =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  buf_ += fmt::format("{{\"start_unix\": {:.3f}}}\n", unix_now);
+  if (!f_) ++failures_;
+}
+
+span_log::~span_log() {
+  flush();
+  if (f_) std::fclose(f_);
+}
+
+void span_log::add(std::string_view actor, std::string_view what, clock::time_point t0,
+                   clock::time_point t1) {
+  const double a = std::chrono::duration<double>(t0 - start_).count();
+  const double b = std::chrono::duration<double>(t1 - start_).count();
+  std::lock_guard lk(mu_);
+  // Names are ours (role and phase names), but escape them anyway: a line is always valid JSON.
+  buf_ += "{\"actor\": ";
+  buf_ += nlohmann::json(actor).dump();
+  buf_ += ", \"what\": ";
+  buf_ += nlohmann::json(what).dump();
+  fmt::format_to(std::back_inserter(buf_), ", \"t0\": {:.6f}, \"t1\": {:.6f}}}\n", a, b);
+  ++spans_;
+  if (buf_.size() >= flush_bytes_) write_locked();
+}
+
+void span_log::write_locked() {
+  if (buf_.empty()) return;
+  if (!f_ || std::fwrite(buf_.data(), 1, buf_.size(), f_) != buf_.size() || std::fflush(f_) != 0)
+    ++failures_;
+  buf_.clear();  // keeps its capacity
+}
+
+void span_log::flush() {
+  std::lock_guard lk(mu_);
+  write_locked();
+}
+
+std::size_t span_log::spans() const {
+  std::lock_guard lk(mu_);
+  return spans_;
+}
+
+std::size_t span_log::failures() const {
+  std::lock_guard lk(mu_);
+  return failures_;
+}
+
+}  // namespace zf::monitor

@@ -1,0 +1,46 @@
+#pragma once
+// The busy spans of a run's actors, for the console's timeline (issue 11): spans.jsonl in the run
+// folder, append-only JSON lines, so the console reads it like metrics.jsonl (jsonl_tail) whether
+// the run is alive or not. The first line a log writes says when it started:
+//   {"start_unix": 1796520000.123}
+// then one line per span, seconds since that start (a steady clock):
+//   {"actor": "policy", "what": "update", "t0": 12.5031, "t1": 12.5612}
+// Idle is the gaps. Any thread may add; lines are buffered (one buffer, reused) and written whole
+// when the buffer fills, on flush() and at destruction, so a killed run loses at most its last
+// buffer and never leaves half a line mid-file. Writing never throws into the actor that spans:
+// a failed write is counted (failures()).
+#include <chrono>
+#include <cstddef>
+#include <cstdio>
+#include <filesystem>
+#include <mutex>
+#include <string>
+#include <string_view>
+
+namespace zf::monitor {
+
+class span_log {
+ public:
+  using clock = std::chrono::steady_clock;
+  // Appends to `file` (created); flush_bytes: buffered before a write.
+  explicit span_log(const std::filesystem::path& file, std::size_t flush_bytes = 64 << 10);
+  ~span_log();
+  span_log(const span_log&) = delete;
+  span_log& operator=(const span_log&) = delete;
+
+  void add(std::string_view actor, std::string_view what, clock::time_point t0,
+           clock::time_point t1);
+  void flush();
+  std::size_t spans() const;
+  std::size_t failures() const;
+
+ private:
+  void write_locked();
+  mutable std::mutex mu_;
+  std::FILE* f_ = nullptr;
+  clock::time_point start_;
+  std::string buf_;
+  std::size_t flush_bytes_, spans_ = 0, failures_ = 0;
+};
+
+}  // namespace zf::monitor
