@@ -20,60 +20,12 @@
 #include "runtime/core/error.hpp"
 #include "runtime/core/process.hpp"
 #include "runtime/dist/comm.hpp"
+#include "runtime/serve/request_book.hpp"
 #include "runtime/text/chat_template.hpp"
 
 namespace zf::actors {
 namespace fs = std::filesystem;
 namespace {
-
-// The requests in flight (client id -> sink) and whether the engine is gone, shared by the
-// backend (submit), the events actor (delivery) and the down handler (failing them all).
-struct client_book {
-  struct open_request {
-    serve::event_sink sink;
-    std::vector<bool> ended;  // per choice
-  };
-  std::mutex mu;
-  std::map<uint64_t, open_request> open;
-  std::string gone;  // non-empty: why the engine is gone
-
-  // Sinks are called under the lock, so that no event can reach a request after the final one
-  // fail_all gave it (its receiver may be gone by then); a sink must not block (serving.hpp).
-  void deliver(uint64_t cid, serve::completion_event e) {
-    std::lock_guard lk(mu);
-    auto it = open.find(cid);
-    if (it == open.end() || e.index < 0 || e.index >= int(it->second.ended.size())) return;
-    const serve::event_sink sink = it->second.sink;
-    if (e.finish != serve::finish_reason::none) {
-      it->second.ended[std::size_t(e.index)] = true;
-      if (std::find(it->second.ended.begin(), it->second.ended.end(), false) ==
-          it->second.ended.end())
-        open.erase(it);
-    }
-    e.request_id = cid;
-    sink(e);
-  }
-  // The engine is gone: every unfinished choice ends with an error saying why.
-  void fail_all(const std::string& why) {
-    std::lock_guard lk(mu);
-    if (gone.empty()) gone = why;
-    for (auto& [cid, r] : open)
-      for (std::size_t i = 0; i < r.ended.size(); ++i) {
-        if (r.ended[i]) continue;
-        serve::completion_event e;
-        e.request_id = cid;
-        e.index = static_cast<int>(i);
-        e.finish = serve::finish_reason::error;
-        e.error = gone;
-        r.sink(e);
-      }
-    open.clear();
-  }
-  std::string why_gone() {
-    std::lock_guard lk(mu);
-    return gone;
-  }
-};
 
 std::string random_secret() {
   std::random_device rd;
@@ -117,11 +69,7 @@ class remote_engine final : public text_backend {
 
   serve::submit_result submit(serve::completion_request req, serve::event_sink sink) override {
     const uint64_t cid = next_id_.fetch_add(1) + 1;
-    {
-      std::lock_guard lk(book_->mu);
-      if (!book_->gone.empty()) return {0, 503, 0, book_->gone};
-      book_->open[cid] = {std::move(sink), std::vector<bool>(std::size_t(std::max(1, req.n)))};
-    }
+    if (std::string gone; !book_->open(cid, req.n, std::move(sink), gone)) return {0, 503, 0, gone};
     serve::submit_result r{0, 503, 0, ""};
     caf::scoped_actor self{*sys_};
     self->monitor(host_);
@@ -133,8 +81,7 @@ class remote_engine final : public text_backend {
     }
     // Refused: forget it, unless the engine died meanwhile and already ended it with an error
     // (then it counts as accepted: its sink has been called).
-    std::lock_guard lk(book_->mu);
-    if (book_->open.erase(cid) == 0) return {cid, 200, 0, ""};
+    if (!book_->forget(cid)) return {cid, 200, 0, ""};
     return r;
   }
 
@@ -154,10 +101,10 @@ class remote_engine final : public text_backend {
   // may come first); then every request in flight ends with the reason.
   std::string failure() const override {
     if (!book_) return "";
-    if (auto g = book_->why_gone(); !g.empty()) return g;
+    if (auto g = book_->gone(); !g.empty()) return g;
     if (auto e = child_->exited()) {
       book_->fail_all(fmt::format("{} (process {}) {}", o_.name, child_->pid(), *e));
-      return book_->why_gone();
+      return book_->gone();
     }
     return "";
   }
@@ -198,7 +145,7 @@ class remote_engine final : public text_backend {
 
   // One version to the engine: the request over CAF, the floats over Gloo, the swap's answer.
   serve::weights_result sync_one(const lm_weights& w, std::optional<uint64_t> version) {
-    if (auto g = book_->why_gone(); !g.empty()) return {503, version_.load(), g};
+    if (auto g = book_->gone(); !g.empty()) return {503, version_.load(), g};
     const uint64_t v = version.value_or(version_.load() + 1);
     caf::scoped_actor self{*sys_};
     self->monitor(host_);
@@ -236,7 +183,7 @@ class remote_engine final : public text_backend {
       fail("{}: cannot reach process {}: {}", o_.name, child_->pid(), sys_->render(h.error()));
     host_ = *h;
     comm_ = comm::make_gloo(0, 2, store, "127.0.0.1", "weights");
-    book_ = std::make_shared<client_book>();
+    book_ = std::make_shared<serve::request_book>();
     events_ = sys_->spawn([book = book_](caf::event_based_actor*) -> caf::behavior {
       return {[book](revent_atom, event_batch& b) {
         for (std::size_t i = 0; i < b.ids.size() && i < b.events.size(); ++i)
@@ -281,18 +228,16 @@ class remote_engine final : public text_backend {
     return out;
   }
 
-  // w's floats to the engine, rank 0 -> 1, bucket by bucket.
+  // w's floats to the engine, rank 0 -> 1, bucket by bucket (rank 0 of a broadcast only reads).
   void push(const lm_weights& w) {
-    const std::size_t bucket = std::max<std::size_t>(1, o_.bucket_bytes / sizeof(float));
-    float* p = const_cast<float*>(w.store.data());  // rank 0 of a broadcast only reads
-    for (std::size_t off = 0; off < total_; off += bucket)
-      comm_->broadcast(p + off, std::min(bucket, total_ - off), 0);
+    comm::broadcast_buckets(*comm_, const_cast<float*>(w.store.data()), total_,
+                            o_.bucket_bytes / sizeof(float), 0);
   }
 
   // Why the engine is gone when it is: its process and how it ended (waiting a moment for the
   // exit status, which trails the closed connection), else `other`.
   std::string gone_or(const std::string& other) const {
-    if (auto g = book_ ? book_->why_gone() : ""; !g.empty()) return g;
+    if (auto g = book_ ? book_->gone() : ""; !g.empty()) return g;
     for (int i = 0; i < 50; ++i) {
       if (auto e = child_->exited())
         return fmt::format("{} (process {}) {}", o_.name, child_->pid(), *e);
@@ -331,7 +276,7 @@ class remote_engine final : public text_backend {
   engine_host_actor host_;
   caf::actor events_, watcher_;
   std::unique_ptr<comm::communicator> comm_;
-  std::shared_ptr<client_book> book_;
+  std::shared_ptr<serve::request_book> book_;
   std::atomic<uint64_t> next_id_{0}, version_{0};
   std::mutex sync_mu_;
   std::condition_variable sync_cv_;

@@ -42,13 +42,11 @@ struct host_state {
 // buckets of hello.bucket_floats, into the spare version's buffer when nothing else holds it.
 std::shared_ptr<lm_weights> receive_weights(host_state& st) {
   const std::size_t total = make_layout(st.hello.spec).total;
-  const std::size_t bucket = std::max<uint64_t>(1, st.hello.bucket_floats);
   fbuffer flat;
   if (st.spare && st.spare.use_count() == 1) flat = std::move(st.spare->store);
   st.spare.reset();
   if (flat.size() != total) flat = fbuffer(total);
-  for (std::size_t off = 0; off < total; off += bucket)
-    st.comm->broadcast(flat.data() + off, std::min(bucket, total - off), 0);
+  comm::broadcast_buckets(*st.comm, flat.data(), total, st.hello.bucket_floats, 0);
   return std::make_shared<lm_weights>(make_lm_weights(st.hello.spec, std::move(flat)));
 }
 

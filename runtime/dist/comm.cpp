@@ -188,4 +188,10 @@ std::unique_ptr<communicator> make_router(std::vector<std::unique_ptr<communicat
   return std::make_unique<router>(std::move(backends), std::move(table));
 }
 
+void broadcast_buckets(communicator& c, float* data, std::size_t n, std::size_t bucket, int root) {
+  bucket = std::max<std::size_t>(bucket, 1);
+  for (std::size_t off = 0; off < n; off += bucket)
+    c.broadcast(data + off, std::min(bucket, n - off), root);
+}
+
 }  // namespace zf::comm

@@ -79,6 +79,10 @@ class communicator {
   std::atomic<std::uint64_t> bytes_sent_{0};
 };
 
+// data: [n] broadcast from root in broadcasts of at most `bucket` floats (weights pushed to an
+// engine in another process: bounded transient buffers on the wire, the same calls on every rank).
+void broadcast_buckets(communicator& c, float* data, std::size_t n, std::size_t bucket, int root);
+
 // Bytes that `rank` sends for one collective in a ring of `world` ranks, where `bytes` is the
 // size of the whole message (see `message_bytes`). N = world, B = bytes:
 //   all_reduce      floor(2*(N-1)*B / N)      (ring reduce-scatter + ring all-gather)
