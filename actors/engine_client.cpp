@@ -7,8 +7,6 @@
 #include <algorithm>
 #include <atomic>
 #include <caf/io/all.hpp>
-#include <condition_variable>
-#include <deque>
 #include <map>
 #include <mutex>
 #include <random>
@@ -19,6 +17,7 @@
 #include "actors/engine_remote_protocol.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/core/process.hpp"
+#include "runtime/core/serial_queue.hpp"
 #include "runtime/dist/comm.hpp"
 #include "runtime/serve/request_book.hpp"
 #include "runtime/text/chat_template.hpp"
@@ -51,7 +50,7 @@ class remote_engine final : public text_backend {
     try {
       join(dir);
       hello(first, c);
-      sync_ = std::thread([this] { sync_loop(); });
+      sync_ = std::make_unique<serial_queue>();
     } catch (...) {
       std::error_code ec;
       fs::remove_all(dir, ec);
@@ -115,34 +114,11 @@ class remote_engine final : public text_backend {
                             serve::weights_done done) override {
     if (!w || w->layout.total != total_)
       return done({400, version_.load(), "weights of another shape than the engine's"});
-    {
-      std::lock_guard lk(sync_mu_);
-      sync_jobs_.push_back({std::move(w), version, std::move(done)});
-    }
-    sync_cv_.notify_all();
+    sync_->post(
+        [this, w = std::move(w), version, done = std::move(done)] { done(sync_one(*w, version)); });
   }
 
  private:
-  struct sync_job {
-    std::shared_ptr<const lm_weights> w;
-    std::optional<uint64_t> version;
-    serve::weights_done done;
-  };
-
-  void sync_loop() {
-    for (;;) {
-      sync_job j;
-      {
-        std::unique_lock lk(sync_mu_);
-        sync_cv_.wait(lk, [&] { return sync_stop_ || !sync_jobs_.empty(); });
-        if (sync_jobs_.empty()) return;
-        j = std::move(sync_jobs_.front());
-        sync_jobs_.pop_front();
-      }
-      j.done(sync_one(*j.w, j.version));
-    }
-  }
-
   // One version to the engine: the request over CAF, the floats over Gloo, the swap's answer.
   serve::weights_result sync_one(const lm_weights& w, std::optional<uint64_t> version) {
     if (auto g = book_->gone(); !g.empty()) return {503, version_.load(), g};
@@ -247,12 +223,7 @@ class remote_engine final : public text_backend {
   }
 
   void shutdown() {
-    {
-      std::lock_guard lk(sync_mu_);
-      sync_stop_ = true;
-    }
-    sync_cv_.notify_all();
-    if (sync_.joinable()) sync_.join();  // the queued versions are pushed first
+    sync_.reset();  // the queued versions are pushed first
     // The host ends when its client's events actor goes away; the child then exits.
     if (sys_) {
       if (watcher_) caf::anon_send_exit(watcher_, caf::exit_reason::user_shutdown);
@@ -278,11 +249,7 @@ class remote_engine final : public text_backend {
   std::unique_ptr<comm::communicator> comm_;
   std::shared_ptr<serve::request_book> book_;
   std::atomic<uint64_t> next_id_{0}, version_{0};
-  std::mutex sync_mu_;
-  std::condition_variable sync_cv_;
-  std::deque<sync_job> sync_jobs_;
-  bool sync_stop_ = false;
-  std::thread sync_;
+  std::unique_ptr<serial_queue> sync_;  // weight pushes, in order, off the caller's thread
 };
 
 }  // namespace
