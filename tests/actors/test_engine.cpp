@@ -82,7 +82,7 @@ TEST_CASE("engine: greedy tokens of 32 concurrent requests equal each request de
   for (std::size_t i = 0; i < reqs.size(); ++i) CHECK_MESSAGE(got2[i] == ref[i], "request " << i);
 }
 
-TEST_CASE("engine: configured by engine_config; an unknown policy is refused by name") {
+TEST_CASE("engine: configured by engine_config, an unknown policy is refused by name") {
   engine_config o;
   o.policy = "round_robin";
   auto msg = error_of([&] { actors::make_engine(test_weights(), gpt2_tok(), o); });

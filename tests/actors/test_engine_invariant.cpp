@@ -15,7 +15,7 @@
 using namespace zf;
 using namespace zf::testing;
 
-TEST_CASE("engine: batch-invariant log-probs equal score mode's bits; greedy equals alone") {
+TEST_CASE("engine: batch-invariant log-probs equal score mode's bits, greedy equals alone") {
   std::mt19937 g(7);
   std::vector<serve::completion_request> reqs;
   std::vector<int> system(40);

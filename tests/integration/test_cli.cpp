@@ -173,7 +173,7 @@ TEST_CASE("cli: a model too large for memory is refused before --out, naming its
 }
 
 // Issue 9: a binary file as a training corpus trained without a word.
-TEST_CASE("cli: a binary corpus is refused by name and share; a few bad bytes warn") {
+TEST_CASE("cli: a binary corpus is refused by name and share, a few bad bytes warn") {
   temp_dir d("binary_corpus");
   const fs::path out = d.path / "never";
   std::string binary(16384, '\0');

@@ -106,7 +106,7 @@ TEST_CASE("cli: score --ppl is exp of the mean negative log-prob the scorer give
   CHECK(contains(b.out, "bad.jsonl:2"));
 }
 
-TEST_CASE("cli: train --init-hf fine-tunes a Llama folder; its export serves and scores alike") {
+TEST_CASE("cli: train --init-hf fine-tunes a Llama folder, its export serves and scores alike") {
   temp_dir d("initfh");
   std::string corpus;
   {

@@ -81,7 +81,7 @@ TEST_CASE("dispatch: cuda without a CUDA build or without a GPU is refused clear
   CHECK(current_device() == device::cpu);
 }
 
-TEST_CASE("dispatch: on cuda, families without a twin refuse; the device is per thread") {
+TEST_CASE("dispatch: on cuda, families without a twin refuse, the device is per thread") {
   if (!gpu_or_skip("the cuda dispatch check")) return;
   device_scope s(device::cuda);
   CHECK(current_device() == device::cuda);

@@ -185,7 +185,7 @@ TEST_CASE("graph run: a custom fan-in graph delivers everything in order, then e
   CHECK(total == 1000L * (50 * 51 / 2) + 30 * 31 / 2);
 }
 
-TEST_CASE("graph run: a failing handler fails the run naming stage and port; stop ends it") {
+TEST_CASE("graph run: a failing handler fails the run naming stage and port, stop ends it") {
   zf::graph g;
   auto& a = g.add<counter>("a", 10);
   auto& t = g.add<thrower>("picky");

@@ -91,7 +91,7 @@ TEST_CASE(
     CHECK(e.path().filename().string().rfind(".engine-", 0) != 0);
 }
 
-TEST_CASE("rlhf process: a killed engine process stops the run by name; the checkpoint resumes") {
+TEST_CASE("rlhf process: a killed engine process stops the run by name, the checkpoint resumes") {
   temp_dir d("rlhf_process_kill");
   const auto out = d / "run";
   // A few updates (and checkpoints) in, the engine process is killed.

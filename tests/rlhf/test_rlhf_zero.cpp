@@ -32,7 +32,7 @@ TEST_CASE("rlhf zero: GRPO with the policy on 2 ranks (ZeRO stage 1, overlap 1) 
   CHECK(m[0]["logprob_gap_max"].get<double>() == 0.0);  // on-policy: the engine's bits
 }
 
-TEST_CASE("rlhf zero: stage 0 and 1 make the same updates; a stopped run resumes exactly") {
+TEST_CASE("rlhf zero: stage 0 and 1 make the same updates, a stopped run resumes exactly") {
   temp_dir d("rlhf_zero");
   const std::vector<std::string> base = {"train.ranks=2", "rlhf.steps=6", "rlhf.micro_batch=32",
                                          "rlhf.overlap=1", "checkpoint.every=2"};

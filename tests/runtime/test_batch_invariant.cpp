@@ -10,8 +10,8 @@
 
 #include "kernels/dispatch.hpp"
 #include "kernels/softmax.hpp"
-#include "runtime/model/model_paged.hpp"
 #include "runtime/model/model.hpp"
+#include "runtime/model/model_paged.hpp"
 #include "runtime/model/score.hpp"
 
 using namespace zf;
@@ -124,7 +124,7 @@ TEST_CASE("batch-invariant: paged log-probs equal score mode's bits under any ch
 }
 
 TEST_CASE(
-    "batch-invariant: off, paged and score agree to rounding only; on, score is unchanged "
+    "batch-invariant: off, paged and score agree to rounding only, on, score is unchanged "
     "by the batch it is in") {
   fixture f(true);
   const auto plain = f.scored();

@@ -47,7 +47,7 @@ void randomize_value_head(transformer& m, uint64_t seed) {
 
 }  // namespace
 
-TEST_CASE("model rl: forward_rl log-probs are score mode's bits; entropies from the logits") {
+TEST_CASE("model rl: forward_rl log-probs are score mode's bits, entropies from the logits") {
   for (const char* arch : {"gpt2", "llama"}) {
     transformer m(tiny(arch, false));
     m.init_weights(3);
@@ -155,8 +155,8 @@ TEST_CASE("model rl: policy and value gradients match finite differences") {
         const double down = objective();
         std::copy(keep.begin(), keep.end(), w);
         const double fd = (up - down) / (2 * h);
-        INFO(arch << (lm ? " lm+value " : " value only ") << p.name << ": fd " << fd
-                  << " analytic " << an);
+        INFO(arch << (lm ? " lm+value " : " value only ") << p.name << ": fd " << fd << " analytic "
+                  << an);
         CHECK(an == doctest::Approx(fd).epsilon(2e-2).scale(1e-2));
         ++checked;
       }
@@ -166,7 +166,7 @@ TEST_CASE("model rl: policy and value gradients match finite differences") {
   }
 }
 
-TEST_CASE("model rl: values need a value head; the head is a named parameter") {
+TEST_CASE("model rl: values need a value head, the head is a named parameter") {
   transformer m(tiny("gpt2", false));
   m.init_weights(1);
   batch x;

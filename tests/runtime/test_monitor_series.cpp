@@ -52,7 +52,7 @@ TEST_CASE("jsonl tail: new lines as they come, a partial line waits, garbage is 
   CHECK(t.offset() == std::filesystem::file_size(file));
 }
 
-TEST_CASE("jsonl tail: a rewritten file is read again from its start; long lines are dropped") {
+TEST_CASE("jsonl tail: a rewritten file is read again from its start, long lines are dropped") {
   zf::testing::temp_dir d("jsonl_tail_reset");
   const auto file = d.path / "metrics.jsonl";
   append(file, "{\"step\": 1}\n{\"step\": 2}\n{\"step\": 3}\n");

@@ -132,7 +132,7 @@ TEST_CASE("openai_http: a stream is a chunked SSE head, one chunk per event, [DO
   CHECK(last.chunks == "0\r\n\r\n");
 }
 
-TEST_CASE("openai_http: without stream, one 200 JSON reply once done; 503 when cancelled") {
+TEST_CASE("openai_http: without stream, one 200 JSON reply once done, 503 when cancelled") {
   fake_backend b;
   const std::string body = R"({"prompt": "a b", "max_tokens": 2})";
   http_completion c(endpoint::completions, body, b, ignore);

@@ -53,7 +53,7 @@ TEST_CASE("request book: delivery by id, errors for the unfinished when the back
   CHECK(!book.forget(7));
 }
 
-TEST_CASE("request book: a refused request is forgotten; a finished one leaves the book") {
+TEST_CASE("request book: a refused request is forgotten, a finished one leaves the book") {
   request_book book;
   seen s;
   std::string gone;

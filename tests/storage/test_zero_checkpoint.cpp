@@ -86,7 +86,7 @@ fs::path write_snapshots(const fs::path& root, const world& w, int step) {
 
 }  // namespace
 
-TEST_CASE("zero checkpoint: each rank writes its slices; any world and stage loads them") {
+TEST_CASE("zero checkpoint: each rank writes its slices, any world and stage loads them") {
   const auto L = zf::layout_of(small_model());
   const flat_state want = random_state(L.total, 5);
   int i = 0;
