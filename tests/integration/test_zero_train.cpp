@@ -10,6 +10,7 @@
 
 #include "integration/helpers.hpp"
 #include "pipelines/pipeline.hpp"
+#include "runtime/core/process.hpp"
 #include "storage/checkpoint.hpp"
 
 using namespace zf;
@@ -174,7 +175,9 @@ int find_process(const std::vector<std::string>& needles) {
 
 TEST_CASE("zero train: a rank killed mid-run stops the launch with a message naming it") {
   temp_dir d("gloo-dead");
-  const int port = 20000 + int(std::random_device{}() % 20000);
+  // A port free now (a random one could be taken by another test's listener: the run then never
+  // starts and the kill finds nothing to kill).
+  const int port = zf::free_loopback_port();
   auto log = d.path / "log";
   struct reaper {  // whatever happens, leave no rank of this group running
     int port;
