@@ -7,7 +7,7 @@
 namespace zf::monitor {
 
 span_log::span_log(const std::filesystem::path& file, std::size_t flush_bytes)
-    : start_(clock::now()), flush_bytes_(flush_bytes) {
+    : start_(clock::now()), last_write_(start_), flush_bytes_(flush_bytes) {
   f_ = std::fopen(file.c_str(), "ab");
   buf_.reserve(flush_bytes_ + 256);
   const double unix_now =
@@ -33,7 +33,8 @@ void span_log::add(std::string_view actor, std::string_view what, clock::time_po
   buf_ += nlohmann::json(what).dump();
   fmt::format_to(std::back_inserter(buf_), ", \"t0\": {:.6f}, \"t1\": {:.6f}}}\n", a, b);
   ++spans_;
-  if (buf_.size() >= flush_bytes_) write_locked();
+  // Whole buffers, or at least every flush_interval so a live console sees a slow run's spans.
+  if (buf_.size() >= flush_bytes_ || t1 - last_write_ >= flush_interval) write_locked();
 }
 
 void span_log::write_locked() {
@@ -41,6 +42,7 @@ void span_log::write_locked() {
   if (!f_ || std::fwrite(buf_.data(), 1, buf_.size(), f_) != buf_.size() || std::fflush(f_) != 0)
     ++failures_;
   buf_.clear();  // keeps its capacity
+  last_write_ = clock::now();
 }
 
 void span_log::flush() {

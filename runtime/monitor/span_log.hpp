@@ -6,7 +6,8 @@
 // then one line per span, seconds since that start (a steady clock):
 //   {"actor": "policy", "what": "update", "t0": 12.5031, "t1": 12.5612}
 // Idle is the gaps. Any thread may add; lines are buffered (one buffer, reused) and written whole
-// when the buffer fills, on flush() and at destruction, so a killed run loses at most its last
+// when the buffer fills, when a span ends flush_interval after the last write (a live console
+// sees a slow run), on flush() and at destruction, so a killed run loses at most its last
 // buffer and never leaves half a line mid-file. Writing never throws into the actor that spans:
 // a failed write is counted (failures()).
 #include <chrono>
@@ -35,10 +36,11 @@ class span_log {
   std::size_t failures() const;
 
  private:
+  static constexpr std::chrono::seconds flush_interval{1};
   void write_locked();
   mutable std::mutex mu_;
   std::FILE* f_ = nullptr;
-  clock::time_point start_;
+  clock::time_point start_, last_write_;
   std::string buf_;
   std::size_t flush_bytes_, spans_ = 0, failures_ = 0;
 };
