@@ -38,6 +38,7 @@ tail_batch jsonl_tail::poll() {
   }
   const uint64_t from = offset_ + pending_.size() + discarded_;
   if (size <= from) return out;
+  out.more = size - from > max_read_;
   std::ifstream f(file_, std::ios::binary);
   if (!f) return out;
   f.seekg(static_cast<std::streamoff>(from));

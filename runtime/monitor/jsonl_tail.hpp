@@ -24,6 +24,7 @@ struct tail_batch {
   std::vector<nlohmann::json> rows;  // new objects, in file order
   std::size_t skipped = 0;           // new lines that were not JSON objects
   bool reset = false;                // the file was rewritten: rows start from its first line
+  bool more = false;                 // the file holds more than this poll read (max_read)
 };
 
 class jsonl_tail {

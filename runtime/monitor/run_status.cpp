@@ -17,11 +17,6 @@ using nlohmann::json;
 
 namespace {
 
-double unix_now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 std::string host_name() {
   char buf[256] = {};
   if (::gethostname(buf, sizeof buf - 1) != 0) return "";
@@ -43,13 +38,22 @@ bool process_gone(long pid) {
 
 }  // namespace
 
+double unix_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
 const char* to_string(run_state s) {
   switch (s) {
-    case run_state::running: return "running";
-    case run_state::finished: return "finished";
-    case run_state::failed: return "failed";
-    case run_state::interrupted: return "interrupted";
-    case run_state::lost: return "lost";
+    case run_state::running:
+      return "running";
+    case run_state::finished:
+      return "finished";
+    case run_state::failed:
+      return "failed";
+    case run_state::interrupted:
+      return "interrupted";
+    case run_state::lost:
+      return "lost";
   }
   return "unknown";
 }

@@ -15,6 +15,8 @@
 
 namespace zf::monitor {
 
+double unix_now();  // wall-clock seconds since 1970
+
 enum class run_state { running, finished, failed, interrupted, lost };
 const char* to_string(run_state s);
 
