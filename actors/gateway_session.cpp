@@ -1,4 +1,4 @@
-// The OpenAI-compatible server on one gateway connection (gateway_connection.hpp does the socket
+// The OpenAI-compatible server on one gateway connection (http_connection.hpp does the socket
 // work): routes each request (runtime/api/http_routes.hpp), runs completions and weight updates in
 // the backend and writes their answers (runtime/api/openai_http.hpp). A client that leaves while
 // its request runs gets the request cancelled in the backend at once.
@@ -7,7 +7,9 @@
 // queue in inbox_, and the hop to the session's strand goes through the io_context (not the
 // strand: a sink may outlive the io_context and the strand's executor must not), on an io thread,
 // through a weak_ptr; the gateway nulls st->ioc under sink_mu before destroying the io_context.
-#include "actors/gateway_connection.hpp"  // first: it orders <utility> before Asio
+#include "actors/gateway_session.hpp"
+
+#include "actors/http_connection.hpp"  // first: it orders <utility> before Asio
 #include "runtime/api/openai_http.hpp"
 
 namespace zf::actors::detail {
@@ -24,9 +26,10 @@ std::string_view view(boost::beast::string_view s) {
 
 class session final : public connection {
  public:
-  using connection::connection;
+  session(boost::asio::ip::tcp::socket s, std::shared_ptr<gateway_state> st, bool overflow)
+      : connection(std::move(s), st, overflow), gw_(std::move(st)) {}
   ~session() override {
-    if (running()) st_->backend.cancel(call_->id());  // gateway shutdown with a request running
+    if (running()) gw_->backend.cancel(call_->id());  // gateway shutdown with a request running
   }
 
  private:
@@ -49,7 +52,7 @@ class session final : public connection {
     const openai::routing r = openai::route_request(
         {view(req.method_string()), view(req.target()),
          auth == req.end() ? std::nullopt : std::optional(view(auth->value()))},
-        st_->opts.api_keys, st_->opts.protect_metrics);
+        gw_->opts.api_keys, gw_->opts.protect_metrics);
     label_ = r.label;
     if (!r.route) return send(r.refusal);
     if (overflow_ && *r.route != http_route::health && *r.route != http_route::metrics)
@@ -63,11 +66,11 @@ class session final : public connection {
       case http_route::update_weights:
         return update_weights(req.body());
       case http_route::models:
-        return send(openai::models_reply(st_->backend, st_->created));
+        return send(openai::models_reply(gw_->backend, gw_->created));
       case http_route::health:
         return send(openai::health_reply());
       case http_route::metrics:
-        return send(openai::metrics_reply(st_->metrics.text(st_->backend.metrics_text())));
+        return send(openai::metrics_reply(st_->metrics.text(gw_->backend.metrics_text())));
     }
   }
 
@@ -76,12 +79,12 @@ class session final : public connection {
   void generate(openai::endpoint kind, std::string_view body, bool http10) {
     call_.reset();
     preparing_ = true;
-    openai::completion_options o{st_->opts.max_prompt_bytes, !http10};
-    net::post(*st_->prepare, [self = weak_self().lock(), kind, body = std::string(body), o,
+    openai::completion_options o{gw_->opts.max_prompt_bytes, !http10};
+    net::post(*gw_->prepare, [self = weak_self().lock(), kind, body = std::string(body), o,
                               sink = make_sink(++gen_)]() mutable {
       prepared_call p;
       try {
-        p.call = std::make_unique<openai::http_completion>(kind, body, self->st_->backend,
+        p.call = std::make_unique<openai::http_completion>(kind, body, self->gw_->backend,
                                                            std::move(sink), o);
       } catch (const std::exception& e) {  // e.g. the backend's encode threw
         p.error = e.what();
@@ -101,7 +104,7 @@ class session final : public connection {
     preparing_ = false;
     call_ = std::move(p.call);
     if (closed_) {  // the client left while the request was prepared
-      if (running()) st_->backend.cancel(call_->id());
+      if (running()) gw_->backend.cancel(call_->id());
       return;
     }
     if (!call_) return send(openai::internal_error(p.error));
@@ -118,20 +121,20 @@ class session final : public connection {
   }
 
   void on_close() override {
-    if (running()) st_->backend.cancel(call_->id());
+    if (running()) gw_->backend.cancel(call_->id());
     call_.reset();
   }
 
   // The backend loads the folder off its engine thread and swaps it in; watch() keeps the
   // session alive meanwhile (the callback holds a weak_ptr).
   void update_weights(std::string_view body) {
-    auto parsed = openai::weights_update_request(body, st_->weight_updates);
+    auto parsed = openai::weights_update_request(body, gw_->weight_updates);
     if (auto* refused = std::get_if<openai::http_reply>(&parsed)) return send(*refused);
     auto& u = std::get<openai::weights_update>(parsed);
     updating_ = true;
-    st_->backend.update_weights_from_disk(
+    gw_->backend.update_weights_from_disk(
         std::move(u.path), u.version,
-        [weak = weak_self(), st = st_](const serve::weights_result& r) {
+        [weak = weak_self(), st = gw_](const serve::weights_result& r) {
           post_from_backend(st, weak, [r](session& s) { s.on_weights_done(r); });
         });
     watch();
@@ -143,7 +146,7 @@ class session final : public connection {
   }
 
   serve::event_sink make_sink(uint64_t gen) {
-    return [weak = weak_self(), st = st_, box = inbox_, gen](const serve::completion_event& e) {
+    return [weak = weak_self(), st = gw_, box = inbox_, gen](const serve::completion_event& e) {
       if (box->push(gen, e)) post_from_backend(st, weak, [](session& s) { s.drain_inbox(); });
     };
   }
@@ -166,6 +169,7 @@ class session final : public connection {
     for (const auto& [gen, e] : inbox_->take()) on_event(gen, e);
   }
 
+  std::shared_ptr<gateway_state> gw_;  // st_, as the gateway's
   std::shared_ptr<event_inbox> inbox_ = std::make_shared<event_inbox>();
   uint64_t gen_ = 0;  // bumped per request; stale events are dropped
   std::unique_ptr<openai::http_completion> call_;

@@ -3,7 +3,7 @@
 // in actors/: this header has none of its types), without a socket: what the gateway's sessions
 // read asynchronously, here in one call. The fuzz target fuzz/fuzz_http drives the parser and
 // the routes through it, so it fuzzes exactly the parser configuration and the refusals the
-// gateway uses (actors/gateway_connection).
+// gateway uses (actors/http_connection).
 #include <cstddef>
 #include <functional>
 #include <string_view>

@@ -13,6 +13,7 @@
 #include "actors/engine_remote.hpp"
 #include "kernels/threads.hpp"
 #include "pipelines/ckpt_cli.hpp"
+#include "pipelines/console_cli.hpp"
 #include "pipelines/graph_cli.hpp"
 #include "pipelines/graph_run.hpp"
 #include "pipelines/graph_toml.hpp"
@@ -159,6 +160,7 @@ int run_cli(int argc, char** argv) {
   add_graph_subcommand(app);
   add_score_subcommand(app);
   add_rl_subcommands(app);
+  add_console_subcommand(app);
 
   std::string tname = "gpt2", input, output;
   bool ids = false, force = false;
@@ -206,6 +208,7 @@ int run_cli(int argc, char** argv) {
     if (run_graph_subcommand()) return 0;
     if (run_score_subcommand()) return 0;
     if (run_rl_subcommands()) return 0;
+    if (run_console_subcommand()) return 0;
     if (*tokc) return cmd_tokenize(tname, input, output, ids, ddir, force);
     if (run_ckpt_subcommand()) return 0;
     if (*launch) return launch_local(nproc, master_port, launch_args);

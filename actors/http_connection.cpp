@@ -1,7 +1,9 @@
-// One gateway connection's socket work; see gateway_connection.hpp.
-#include "actors/gateway_connection.hpp"
+// One connection's socket work; see http_connection.hpp.
+#include "actors/http_connection.hpp"
 
 #include <chrono>
+
+#include "runtime/api/openai.hpp"  // http_chunk
 
 namespace zf::actors::detail {
 
@@ -18,10 +20,10 @@ void connection::read_header() {
   if (closed_) return;
   label_ = "other";
   parser_.emplace();
-  parser_->body_limit(st_->opts.max_body_bytes);
+  parser_->body_limit(st_->limits.max_body_bytes);
   reading_body_ = false;
   if (!overflow_ && buffer_.size() == 0) set_idle(true);
-  const int timeout = overflow_ ? st_->opts.overflow_timeout_s : st_->opts.header_timeout_s;
+  const int timeout = overflow_ ? st_->limits.overflow_timeout_s : st_->limits.header_timeout_s;
   stream_.expires_after(std::chrono::seconds(timeout));
   http::async_read_header(stream_, buffer_, *parser_, on(&connection::on_header));
 }
@@ -32,7 +34,7 @@ void connection::on_header(error_code ec, std::size_t) {
   if (ec) return read_failed(ec);
   if (parser_->is_done()) return on_body({}, 0);
   reading_body_ = true;
-  stream_.expires_after(std::chrono::seconds(st_->opts.read_timeout_s));
+  stream_.expires_after(std::chrono::seconds(st_->limits.read_timeout_s));
   if (!beast::iequals(parser_->get()[http::field::expect], "100-continue")) return read_body({}, 0);
   static const std::string cont = "HTTP/1.1 100 Continue\r\n\r\n";
   net::async_write(stream_, net::buffer(cont), on(&connection::read_body));
@@ -57,7 +59,8 @@ void connection::on_body(error_code ec, std::size_t) {
 void connection::read_failed(error_code ec) {
   keep_alive_ = false;  // the rest of the stream cannot be trusted
   drain_on_close_ = true;
-  if (ec == http::error::body_limit) return send(openai::body_too_large(st_->opts.max_body_bytes));
+  if (ec == http::error::body_limit)
+    return send(openai::body_too_large(st_->limits.max_body_bytes));
   if (ec.category() == http::make_error_code(http::error::bad_method).category() &&
       ec != http::error::end_of_stream && ec != http::error::partial_message)
     return send(openai::malformed_request(ec.message()));
@@ -82,11 +85,40 @@ void connection::write(std::string_view bytes, bool last) {
   out_ += bytes;
   finishing_ = finishing_ || last;
   account();
-  if (static_cast<std::size_t>(accounted_) > st_->opts.max_output_bytes) {
+  if (static_cast<std::size_t>(accounted_) > st_->limits.max_output_bytes) {
     st_->metrics.dropped("output_limit");  // the client reads slower than we generate
     return close();
   }
   flush();
+}
+
+void connection::stream(const openai::http_reply& head, stream_source next,
+                        std::chrono::milliseconds every) {
+  next_ = std::move(next);
+  every_ = every;
+  chunked_stream_ = head.chunked;
+  send(head);
+  watch();
+  tick_ = std::make_unique<net::steady_timer>(stream_.get_executor());
+  tick();
+}
+
+void connection::tick() {
+  if (closed_ || !next_) return;
+  std::optional<std::string> bytes = next_();
+  if (!bytes) {  // the end: the last chunk, or (close-delimited) the close after the write
+    next_ = nullptr;
+    if (chunked_stream_) return write(openai::last_chunk, true);
+    keep_alive_ = false;
+    if (!writing_ && out_.empty()) return close();  // nothing left to send
+    return write({}, true);                         // closes once the queued bytes are out
+  }
+  if (!bytes->empty()) write(chunked_stream_ ? openai::http_chunk(*bytes) : *bytes, false);
+  if (closed_) return;
+  tick_->expires_after(every_);
+  tick_->async_wait([self = shared_from_this()](error_code ec) {
+    if (!ec) self->tick();
+  });
 }
 
 void connection::account() {
@@ -106,7 +138,7 @@ void connection::flush() {
     woff_ = 0;
   }
   writing_ = true;
-  stream_.expires_after(std::chrono::seconds(st_->opts.write_timeout_s));
+  stream_.expires_after(std::chrono::seconds(st_->limits.write_timeout_s));
   stream_.async_write_some(net::buffer(wbuf_.data() + woff_, wbuf_.size() - woff_),
                            on(&connection::on_written));
 }
@@ -179,7 +211,7 @@ void connection::set_idle(bool idle) {
     st_->idle.remove(idle_at_);
 }
 
-bool connection::evict_oldest_idle(gateway_state& st) {
+bool connection::evict_oldest_idle(http_state& st) {
   auto c = st.idle.take_oldest([](connection & c) -> auto& { return c.idle_at_; });
   if (!c) return false;
   net::dispatch(c->executor(), [c] { c->evict(); });
@@ -200,6 +232,8 @@ void connection::close() {
   if (closed_) return;
   closed_ = true;
   set_idle(false);
+  if (tick_) tick_->cancel();
+  next_ = nullptr;
   on_close();
   out_.clear();  // not wbuf_: a pending write may still point into it
   st_->metrics.buffered(-accounted_);

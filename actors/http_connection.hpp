@@ -1,6 +1,6 @@
 #pragma once
-// One HTTP/1.1 connection's socket work for the gateway; gateway_session.cpp derives the OpenAI
-// server from it. Everything runs on the connection's strand.
+// One HTTP/1.1 connection's socket work for an http_server; gateway_session.cpp derives the
+// OpenAI server from it, console_http.cpp the console. Everything runs on the connection's strand.
 //
 //   read_header -> (100 Continue) -> read_body -> handle(request)        [the derived class]
 //   send(reply): the reply's bytes (runtime/api/http_routes.hpp), then, once written, the next
@@ -21,17 +21,19 @@
 // The connection is kept alive only by its pending operations.
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <chrono>
+#include <functional>
 #include <optional>
 #include <string>
 
-#include "actors/gateway_session.hpp"  // first: it orders <utility> before Asio
+#include "actors/http_server.hpp"  // first: it orders <utility> before Asio
 #include "runtime/api/http_routes.hpp"
 
 namespace zf::actors::detail {
 
 class connection : public std::enable_shared_from_this<connection> {
  public:
-  connection(boost::asio::ip::tcp::socket s, std::shared_ptr<gateway_state> st, bool overflow)
+  connection(boost::asio::ip::tcp::socket s, std::shared_ptr<http_state> st, bool overflow)
       : st_(std::move(st)), keep_alive_(!overflow), overflow_(overflow), stream_(std::move(s)) {
     st_->metrics.connection_opened(overflow_);
   }
@@ -42,7 +44,7 @@ class connection : public std::enable_shared_from_this<connection> {
   void start();
   // The listener, with every slot taken: closes the connection idle the longest (waiting for a
   // request with none of it received), making room. False: there was none.
-  static bool evict_oldest_idle(gateway_state& st);
+  static bool evict_oldest_idle(http_state& st);
 
  protected:
   using request = boost::beast::http::request<boost::beast::http::string_body>;
@@ -57,11 +59,17 @@ class connection : public std::enable_shared_from_this<connection> {
   // Bytes of a chunked or close-delimited body; `last`: they end the response. Over
   // max_output_bytes queued: the client is too slow, the connection closes.
   void write(std::string_view bytes, bool last);
+  // A response fed from this strand over time (server-sent events): `head` (a chunked or
+  // close-delimited reply) goes out now, then every `every` next() gives more body bytes (empty:
+  // nothing yet; nullopt: the end). The client leaving closes it (watch()), as do the write
+  // limits; so does a closed connection's timer, cancelled by close().
+  using stream_source = std::function<std::optional<std::string>()>;
+  void stream(const openai::http_reply& head, stream_source next, std::chrono::milliseconds every);
   void watch();
   void close();
   boost::asio::any_io_executor executor() { return stream_.get_executor(); }
 
-  std::shared_ptr<gateway_state> st_;
+  std::shared_ptr<http_state> st_;
   std::string label_ = "other";  // metrics label of the current request
   bool keep_alive_ = true;
   bool head_only_ = false;  // a HEAD request: replies carry no body
@@ -90,6 +98,12 @@ class connection : public std::enable_shared_from_this<connection> {
   void on_written(error_code ec, std::size_t);
   void on_watch(error_code ec, std::size_t n);
   void drain(error_code ec, std::size_t n);
+  void tick();
+
+  std::unique_ptr<boost::asio::steady_timer> tick_;  // a stream's, while one runs
+  stream_source next_;
+  std::chrono::milliseconds every_{250};
+  bool chunked_stream_ = false;
 
   boost::beast::tcp_stream stream_;
   boost::beast::flat_buffer buffer_;
