@@ -9,8 +9,10 @@
 
 #include <ctime>
 
+#include "actors/console_http.hpp"
 #include "actors/gateway_session.hpp"
 #include "actors/http_server.hpp"
+#include "runtime/core/error.hpp"
 
 namespace zf::actors {
 
@@ -45,7 +47,14 @@ gateway::gateway(serve::completion_backend& backend, const gateway_options& o)
   st->prepare = std::make_unique<net::thread_pool>(std::max(1, o.prepare_threads));
   impl_->state = st;
   http_server::hooks h;
-  h.on_bound = [st, o](bool loopback) { st->weight_updates = o.enable_weight_updates || loopback; };
+  h.on_bound = [st, o](bool loopback) {
+    st->weight_updates = o.enable_weight_updates || loopback;
+    if (o.console && !o.console->has_token() && !loopback)
+      fail(
+          "gateway: the console on {} (not loopback) needs a token: --console-token FILE or "
+          "ZEROFLOW_CONSOLE_TOKEN",
+          o.host);
+  };
   // Requests still on the prepare pool finish (their continuations queue on the stopped
   // io_context, destroyed after this, which cancels what they submitted); queued ones are dropped.
   h.before_teardown = [st] {

@@ -4,6 +4,7 @@
 //
 //   POST /v1/completions, POST /v1/chat/completions   JSON, or SSE when "stream": true
 //   GET  /v1/models   GET /health   GET /metrics (Prometheus text: backend + HTTP counters)
+//   GET  /console/...  the live console, when gateway_options::console is set
 //   POST /v1/update_weights_from_disk   {"path": "<model folder>", "version": N}: the backend
 //        loads the folder and swaps the weights in (SGLang's endpoint). It reads files on the
 //        server, so it answers 403 unless the gateway listens on a loopback address or
@@ -23,6 +24,8 @@
 #include "runtime/serve/serving.hpp"
 
 namespace zf::actors {
+
+class console_site;
 
 struct gateway_options {
   std::string host = "127.0.0.1";
@@ -49,6 +52,9 @@ struct gateway_options {
   std::vector<std::string> api_keys{};  // non-empty: every /v1/ route needs
                                         // `Authorization: Bearer <one of them>`, else 401
   bool protect_metrics = false;         // /metrics needs a key too
+  // Set: the console (console_server.hpp) under /console on this port, with its own token
+  // rule (the API keys do not open it). make_console_site(o, "/console") makes one.
+  std::shared_ptr<console_site> console;
 };
 
 class gateway {

@@ -9,6 +9,7 @@
 // through a weak_ptr; the gateway nulls st->ioc under sink_mu before destroying the io_context.
 #include "actors/gateway_session.hpp"
 
+#include "actors/console_http.hpp"
 #include "actors/http_connection.hpp"  // first: it orders <utility> before Asio
 #include "runtime/api/openai_http.hpp"
 
@@ -48,6 +49,8 @@ class session final : public connection {
   }
 
   void route(const request& req) {
+    if (gw_->opts.console && gw_->opts.console->owns(view(req.target())) && !overflow_)
+      return console(req);
     const auto auth = req.find(http::field::authorization);
     const openai::routing r = openai::route_request(
         {view(req.method_string()), view(req.target()),
@@ -72,6 +75,21 @@ class session final : public connection {
       case http_route::metrics:
         return send(openai::metrics_reply(st_->metrics.text(gw_->backend.metrics_text())));
     }
+  }
+
+  // The console's routes (console_http.hpp): a reply, or an event stream on this connection.
+  void console(const request& req) {
+    auto field = [&](auto f) -> std::optional<std::string_view> {
+      auto it = req.find(f);
+      if (it == req.end()) return std::nullopt;
+      return view(it->value());
+    };
+    console_site::answer a = gw_->opts.console->handle(
+        {view(req.method_string()), view(req.target()), field(http::field::authorization),
+         field(http::field::cookie), field("Last-Event-ID")});
+    label_ = a.label;
+    if (a.stream) return stream(a.reply, std::move(a.stream), console_site::stream_every);
+    send(a.reply);
   }
 
   // Parsing and tokenizing run on the prepare pool (a long prompt must not hold an io thread);

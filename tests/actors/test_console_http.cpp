@@ -8,6 +8,8 @@
 #include <thread>
 
 #include "actors/console_server.hpp"
+#include "actors/gateway.hpp"
+#include "fake_backend.hpp"
 #include "http_client.hpp"
 #include "test_util.hpp"
 
@@ -192,4 +194,34 @@ TEST_CASE("console: another address needs a token, and a token must be a real on
           zf::actors::console_token((d / "missing").string());
         }).find("cannot read") != std::string::npos);
   CHECK(zf::actors::console_token((d / "good").string()) == "0123456789abcdef-good");
+}
+
+TEST_CASE("console under /console on the gateway's port, beside the OpenAI routes") {
+  runs_fixture f;
+  zf::testing::fake_backend backend{256};
+  zf::actors::gateway_options o;
+  o.port = 0;
+  o.api_keys = {"sk-test"};  // the OpenAI routes' keys do not open or close the console
+  o.console = zf::actors::make_console_site(f.opts(), "/console");
+  zf::actors::gateway gw(backend, o);
+  client c(gw.port());
+  auto red = c.get("/console");
+  CHECK(red.result_int() == 308);
+  CHECK(red[http::field::location] == "/console/");
+  CHECK(c.get("/console/").body().find("<html") != std::string::npos);
+  CHECK(c.get("/console/uPlot.min.css").result_int() == 200);
+  CHECK(json::parse(c.get("/console/api/runs").body())["runs"][0]["name"] == "r");
+  CHECK(c.get("/console/api/run/..%2Fr").result_int() == 404);
+  CHECK(c.get("/v1/models").result_int() == 401);  // still the gateway's, key needed
+  CHECK(c.get("/consolex").result_int() == 404);   // not under the prefix
+  raw_stream st(gw.port());
+  st.send("/console/api/events/r?width=50");
+  REQUIRE(st.read_until("\"cursor\":\"0.20\"", 5));
+  append(f.d / "r" / "metrics.jsonl", steps(21, 22));
+  REQUIRE(st.read_until("\"cursor\":\"0.22\"", 5));
+  // Another address with a console and no console token: refused at start.
+  auto o2 = o;
+  o2.host = "0.0.0.0";
+  CHECK(error_of([&] { zf::actors::gateway g(backend, o2); }).find("needs a token") !=
+        std::string::npos);
 }
