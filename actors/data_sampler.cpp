@@ -5,18 +5,22 @@ namespace {
 
 sampler_actor::behavior_type data_sampler(sampler_actor::pointer self,
                                           std::shared_ptr<const storage::dataset> data,
-                                          uint64_t seed, int batch_size) {
+                                          uint64_t seed, int batch_size, actor_spans sp) {
   (void)self;
   return {
       [=](train_atom, int64_t index, int32_t rank) -> batch_ptr {
-        auto b = std::make_shared<storage::batch>();
-        data->fill_train_rows(seed, index, rank * batch_size, batch_size, *b);
-        return b;
+        return sp.timed("batch", [&] {
+          auto b = std::make_shared<storage::batch>();
+          data->fill_train_rows(seed, index, rank * batch_size, batch_size, *b);
+          return b;
+        });
       },
       [=](valid_atom, int64_t index) -> batch_ptr {  // the caller folds the rank into index
-        auto b = std::make_shared<storage::batch>();
-        data->fill_val(index, batch_size, *b);
-        return b;
+        return sp.timed("val_batch", [&] {
+          auto b = std::make_shared<storage::batch>();
+          data->fill_val(index, batch_size, *b);
+          return b;
+        });
       },
   };
 }
@@ -25,8 +29,8 @@ sampler_actor::behavior_type data_sampler(sampler_actor::pointer self,
 
 sampler_actor spawn_data_sampler(caf::actor_system& sys,
                                  std::shared_ptr<const storage::dataset> data, uint64_t seed,
-                                 int batch_size) {
-  return sys.spawn(data_sampler, std::move(data), seed, batch_size);
+                                 int batch_size, actor_spans spans) {
+  return sys.spawn(data_sampler, std::move(data), seed, batch_size, std::move(spans));
 }
 
 }  // namespace zf::actors

@@ -92,6 +92,10 @@ class engine_backend final : public text_backend {
     return core_->stats().text(weights_.cfg.name) + inflight_.metrics_text();
   }
 
+  std::optional<serve::engine_snapshot> snapshot() const override {
+    return core_->stats().snapshot();
+  }
+
  private:
   weights_job_ptr new_job(std::optional<uint64_t> version, serve::weights_done done) const {
     auto j = std::make_shared<weights_job>();

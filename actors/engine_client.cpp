@@ -95,6 +95,8 @@ class remote_engine final : public text_backend {
     return text;
   }
 
+  // snapshot() stays the default, none: the figures live in the engine's process (its /metrics
+  // text comes through metrics_text above), so a serve recorder has nothing to sample here.
   uint64_t weights_version() const override { return version_.load(); }
   // Gone: the connection closed (the watcher saw it) or the process ended (a data-plane error
   // may come first); then every request in flight ends with the reason.

@@ -3,22 +3,30 @@
 namespace zf::actors {
 namespace {
 
-worker_actor::behavior_type rank_worker(worker_actor::pointer self, std::shared_ptr<zero_rank> z) {
+// Spans: one per micro-batch (forward_backward), validation batch (evaluate) and step (reduce).
+worker_actor::behavior_type rank_worker(worker_actor::pointer self, std::shared_ptr<zero_rank> z,
+                                        actor_spans sp) {
   (void)self;
   return {
-      [z](fwdbwd_atom, const batch_ptr& b, float loss_scale) -> float {
-        return z->forward_backward(b->inputs.data(), b->targets.data(), b->b, b->t, loss_scale);
+      [z, sp](fwdbwd_atom, const batch_ptr& b, float loss_scale) -> float {
+        return sp.timed("forward_backward", [&] {
+          return z->forward_backward(b->inputs.data(), b->targets.data(), b->b, b->t, loss_scale);
+        });
       },
-      [z](evaluate_atom, const batch_ptr& b) -> float {
-        return z->forward(b->inputs.data(), b->targets.data(), b->b, b->t);
+      [z, sp](evaluate_atom, const batch_ptr& b) -> float {
+        return sp.timed("evaluate", [&] {
+          return z->forward(b->inputs.data(), b->targets.data(), b->b, b->t);
+        });
       },
       [z](zero_atom) -> bool {
         z->zero_grad();
         return true;
       },
-      [z](reduce_atom) -> bool {
-        z->reduce_gradients();
-        return true;
+      [z, sp](reduce_atom) -> bool {
+        return sp.timed("reduce", [&] {
+          z->reduce_gradients();
+          return true;
+        });
       },
       [z](allsum_atom, double x) -> double { return z->all_sum(x); },
   };
@@ -26,8 +34,9 @@ worker_actor::behavior_type rank_worker(worker_actor::pointer self, std::shared_
 
 }  // namespace
 
-worker_actor spawn_rank_worker(caf::actor_system& sys, std::shared_ptr<zero_rank> rank) {
-  return sys.spawn<caf::detached>(rank_worker, std::move(rank));
+worker_actor spawn_rank_worker(caf::actor_system& sys, std::shared_ptr<zero_rank> rank,
+                               actor_spans spans) {
+  return sys.spawn<caf::detached>(rank_worker, std::move(rank), std::move(spans));
 }
 
 }  // namespace zf::actors

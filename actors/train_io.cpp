@@ -52,8 +52,11 @@ class actor_sink final : public train_sink {
   }
   void checkpoint(checkpoint_request_ptr req) override {
     if (!writer_) fail("checkpoint requested without a checkpoint stage");
-    write_.emplace(self_->request(writer_, caf::infinite, save_atom::value, std::move(req)));
+    timing_ = std::make_shared<write_timing>();
+    write_.emplace(
+        self_->request(writer_, caf::infinite, save_atom::value, std::move(req), timing_));
   }
+  double checkpoint_write_ms() override { return timing_ ? timing_->ms.load() : -1; }
   std::string wait_checkpoint() override {
     auto h = std::move(*write_);
     write_.reset();
@@ -67,11 +70,13 @@ class actor_sink final : public train_sink {
 
  private:
   using handle = decltype(std::declval<caf::blocking_actor*>()->request(
-      std::declval<writer_actor&>(), caf::infinite, save_atom::value, checkpoint_request_ptr{}));
+      std::declval<writer_actor&>(), caf::infinite, save_atom::value, checkpoint_request_ptr{},
+      write_timing_ptr{}));
   caf::scoped_actor& self_;
   monitor_actor monitor_;
   writer_actor writer_;
   std::optional<handle> write_;
+  write_timing_ptr timing_;  // the latest write's, filled by the writer when it is over
 };
 
 }  // namespace

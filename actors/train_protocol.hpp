@@ -8,10 +8,14 @@
 // The protocol is N-rank shaped: a trainer drives N rank_workers and N optimizer_shards (one
 // each per rank of this process); what they compute is runtime/train/zero.hpp, the step loop that
 // drives them is runtime/train/train_loop.hpp.
+#include <atomic>
 #include <caf/all.hpp>
+#include <memory>
 #include <string>
+#include <string_view>
 
 #include "runtime/core/batch.hpp"
+#include "runtime/monitor/span_log.hpp"
 #include "runtime/train/metrics.hpp"
 #include "runtime/train/train_loop.hpp"
 #include "runtime/train/zero.hpp"
@@ -40,6 +44,32 @@ using note_atom = caf::atom_constant<caf::atom("zf_note")>;       // monitor: a 
 using flush_atom = caf::atom_constant<caf::atom("zf_flush")>;     // monitor: flush and ack
 using run_atom = caf::atom_constant<caf::atom("zf_run")>;         // trainer: train to the end
 
+// Where a training actor records its busy spans: the run's spans.jsonl (the console's timeline),
+// on the row `actor` ("rank0", "optimizer0", "sampler", "checkpoint_writer"). A null log records
+// nothing (tests, runs without a monitor). One span per message handled, never per layer: an add
+// is a buffered append under a mutex.
+struct actor_spans {
+  std::shared_ptr<monitor::span_log> log;
+  std::string actor;
+  // f(), recorded as span `what` when it returns (a throw records nothing and passes through).
+  template <class F>
+  auto timed(std::string_view what, F&& f) const {
+    if (!log) return f();
+    const auto t0 = monitor::span_log::clock::now();
+    auto out = f();
+    log->add(actor, what, t0, monitor::span_log::clock::now());
+    return out;
+  }
+};
+
+// How long a checkpoint write took (ms), stored by the checkpoint_writer when it is over; -1
+// until then. The trainer reads it between steps without waiting for the reply (the step's
+// metrics say when a write finished: ckpt_write_ms).
+struct write_timing {
+  std::atomic<double> ms{-1};
+};
+using write_timing_ptr = std::shared_ptr<write_timing>;
+
 }  // namespace zf::actors
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(zf::batch_ptr)
@@ -47,6 +77,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(zf::checkpoint_request_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(zf::zero_snapshot_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(zf::step_metrics)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(zf::train_result)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(zf::actors::write_timing_ptr)
 
 namespace zf::actors {
 
@@ -73,10 +104,11 @@ using shard_actor = caf::typed_actor<caf::replies_to<gnorm_atom>::with<double>,
                                      caf::replies_to<apply_atom, double, int, float>::with<bool>,
                                      caf::replies_to<snapshot_atom>::with<zero_snapshot_ptr>>;
 
-// checkpoint_writer: persists a checkpoint request (its snapshots) and replies with the
-// committed folder ("" in a process that is not the group's leader).
-using writer_actor =
-    caf::typed_actor<caf::replies_to<save_atom, checkpoint_request_ptr>::with<std::string>>;
+// checkpoint_writer: persists a checkpoint request (its snapshots), stores the write's duration
+// in the write_timing (may be null) and replies with the committed folder ("" in a process that
+// is not the group's leader).
+using writer_actor = caf::typed_actor<
+    caf::replies_to<save_atom, checkpoint_request_ptr, write_timing_ptr>::with<std::string>>;
 
 // monitor: progress line on the terminal, metrics.jsonl on disk.
 using monitor_actor = caf::typed_actor<caf::reacts_to<metrics_atom, step_metrics>,

@@ -144,6 +144,24 @@ std::string run_folder(const std::string& stage_name) {
   return "runs/" + stage_name + "-" + buf;
 }
 
+// Where and how often a gateway records its server: option run_dir, else --run-dir, else
+// runs/serve-<time> (a fresh folder); server.record_every_s.
+stages::record_options record_options_of(const stage_args& a, const stage_defaults& d) {
+  stages::record_options r;
+  if (a.options.has("run_dir")) {
+    r.run_dir = a.options.text("run_dir");
+  } else if (d.serve_run_dir) {
+    r.run_dir = *d.serve_run_dir;
+  } else {
+    r.run_dir = run_folder("serve");
+    r.fresh = true;
+  }
+  r.every_s = a.cfg.server.record_every_s;
+  if (!r.run_dir.empty() && r.every_s > 0) r.config_toml = to_toml(a.cfg);
+  r.stop = d.stop;
+  return r;
+}
+
 run_options train_options_of(const stage_args& a, const stage_defaults& d) {
   run_options o;
   o.out = a.options.text("out", d.train_out.empty() ? run_folder(a.name) : d.train_out);
@@ -171,11 +189,12 @@ stage_registry builtin_stages(const stage_defaults& d) {
                      return std::make_unique<stages::engine_stage>(loader_of(a, d), a.cfg.engine);
                    }});
   r.add("gateway",
-        {"OpenAI-compatible HTTP server (server.* keys); in backend (backend_ref); out "
-         "listening (endpoint)",
-         {},
-         [](const stage_args& a) -> std::unique_ptr<stage> {
-           return std::make_unique<stages::gateway_stage>(gateway_options_of(a.cfg.server));
+        {"OpenAI-compatible HTTP server (server.* keys), recording it in run_dir (default "
+         "runs/serve-<time>; \"\" = off); in backend (backend_ref); out listening (endpoint)",
+         {"run_dir"},
+         [d](const stage_args& a) -> std::unique_ptr<stage> {
+           return std::make_unique<stages::gateway_stage>(gateway_options_of(a.cfg.server),
+                                                          record_options_of(a, d));
          }});
   r.add("announce", {"prints where a server listens; in at (endpoint, merge)",
                      {},

@@ -29,6 +29,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -88,6 +89,8 @@ struct stage_defaults {
   int stop_at_step = 0;
   std::atomic<bool>* stop = nullptr;
   bool quiet = false;  // train --quiet: no banner, no progress line (notes still print)
+  // serve --run-dir: the gateways' run folder ("" = no recording); unset: runs/serve-<time>.
+  std::optional<std::string> serve_run_dir{};
   // The RL stages' run (pipelines/rl_session.hpp), by a stage's configuration; unset: one made
   // by the first RL stage from its configuration and the fields above (train_out its folder).
   std::function<std::shared_ptr<zf::rl_session>(const run_config&)> rl_run{};
@@ -95,7 +98,7 @@ struct stage_defaults {
 
 // The built-in types (pipelines/graph_builtin.cpp):
 //   engine   (stages::engine_stage) engine.* keys; options checkpoint | hf | random (+ seed)
-//   gateway  (stages::gateway_stage) server.* keys
+//   gateway  (stages::gateway_stage) server.* keys; option run_dir (where it records the server)
 //   announce prints "zeroflow: serving MODEL (context N) on http://HOST:PORT/v1" per endpoint
 //   train    (stages::train_stage) the run's config; options out, resume, publish_every,
 //            print_sample, stop_at_step

@@ -21,6 +21,8 @@
 #include "runtime/core/memory.hpp"
 #include "runtime/dist/comm.hpp"
 #include "runtime/model/lm_weights.hpp"
+#include "runtime/monitor/run_status.hpp"
+#include "runtime/monitor/span_log.hpp"
 #include "runtime/serve/serve_client.hpp"
 #include "runtime/text/tokenizer.hpp"
 #include "runtime/train/footprint.hpp"
@@ -117,6 +119,32 @@ void print_sample(const run_config& cfg, fbuffer params, const tokenizer& tok, i
   serve::complete(*engine, std::move(r),
                   [](const std::string& s) { std::cout << s << std::flush; });
   std::cout << "\n---" << std::endl;
+}
+
+// The run's busy spans (the console's timeline): spans.jsonl of the lead process, or
+// spans.p<rank>.jsonl of another process of an SPMD group, in the same run folder (created if
+// this host does not see the lead's). Opening never throws: a log that cannot write counts it.
+std::shared_ptr<monitor::span_log> open_span_log(const fs::path& out, bool lead, int rank) {
+  std::error_code ec;
+  fs::create_directories(out, ec);
+  const std::string name = lead ? "spans.jsonl" : fmt::format("spans.p{}.jsonl", rank);
+  return std::make_shared<monitor::span_log>(out / name);
+}
+
+// An actor's row on the timeline (none without a log).
+actors::actor_spans spans_for(const std::shared_ptr<monitor::span_log>& log, std::string actor) {
+  if (!log) return {};
+  return {log, std::move(actor)};
+}
+
+// How the run ended, for run.json: failed with the error, interrupted (a stop), or finished.
+void finish_status(monitor::run_status_writer& w, const train_result& r) {
+  if (!r.error.empty())
+    w.finish(monitor::run_state::failed, "training failed: " + r.error);
+  else if (r.interrupted)
+    w.finish(monitor::run_state::interrupted, fmt::format("stopped after step {}", r.final_step));
+  else
+    w.finish(monitor::run_state::finished);
 }
 
 }  // namespace
@@ -228,10 +256,18 @@ train_result pipeline::run(const run_options& o) {
     resumed.reset();                                   // the ranks hold their copies now
     hf.reset();
   }
+  // run.json says "running" from here to the end (the lead's; a throw below writes failed)
+  std::unique_ptr<monitor::run_status_writer> status;
   if (lead) {  // only now: a checkpoint that fails to load leaves the run folder as it was
     fs::create_directories(o.out);
     storage::write_file_atomic(o.out / "config.toml", to_toml(cfg_));
+    status = std::make_unique<monitor::run_status_writer>(o.out, "train", toml, cfg_.train.steps);
   }
+  // Timeline rows: ranks by global rank; a process's single actors (sampler, checkpoint_writer)
+  // suffixed with its process rank outside the lead, so the group's files merge without clashes.
+  std::shared_ptr<monitor::span_log> spans;
+  if (monitor_) spans = open_span_log(o.out, lead, penv.rank);
+  const std::string single = lead ? "" : fmt::format(".p{}", penv.rank);
 
   auto result = std::make_shared<train_result>();
   {
@@ -253,21 +289,26 @@ train_result pipeline::run(const run_options& o) {
         o.on_weights(step, std::make_shared<const lm_weights>(make_lm_weights(spec, std::move(p))));
       };
     }
-    ts.sampler = actors::spawn_data_sampler(sys, data, static_cast<uint64_t>(cfg_.train.seed),
-                                            cfg_.train.batch_size);
-    for (auto& z : ranks) {
-      ts.workers.push_back(actors::spawn_rank_worker(sys, z));
-      ts.shards.push_back(actors::spawn_optimizer_shard(sys, z));
+    ts.sampler =
+        actors::spawn_data_sampler(sys, data, static_cast<uint64_t>(cfg_.train.seed),
+                                   cfg_.train.batch_size, spans_for(spans, "sampler" + single));
+    for (std::size_t i = 0; i < ranks.size(); ++i) {
+      const std::string g = std::to_string(spmd ? penv.rank : static_cast<int>(i));
+      ts.workers.push_back(actors::spawn_rank_worker(sys, ranks[i], spans_for(spans, "rank" + g)));
+      ts.shards.push_back(
+          actors::spawn_optimizer_shard(sys, ranks[i], spans_for(spans, "optimizer" + g)));
     }
     if (checkpoint_) {  // one data file per rank, written in parallel; rank 0's process commits
       storage::commit_group g;
       if (spmd) g.store = store, g.rank = penv.rank, g.world = penv.world;
       ts.writer = actors::spawn_checkpoint_writer(
-          sys, storage::checkpoint_committer(ckpt_root, layout, cfg_.checkpoint.keep, g), toml);
+          sys, storage::checkpoint_committer(ckpt_root, layout, cfg_.checkpoint.keep, g), toml,
+          spans_for(spans, "checkpoint_writer" + single));
     }
     if (monitor_ && lead) {
       actors::monitor_options mo;
       mo.metrics_file = o.out / "metrics.jsonl";
+      if (cfg_.monitor.tensorboard) mo.tensorboard_dir = o.out;
       if (o.observer)
         mo.observer = o.observer;
       else if (!monitor_->quiet && !o.quiet)
@@ -300,6 +341,8 @@ train_result pipeline::run(const run_options& o) {
     }
     for (std::size_t i = 0; i < others.size(); ++i) self->receive([](const caf::down_msg&) {});
   }
+  if (spans) spans->flush();  // every spanning actor is gone: the file is whole
+  if (status) finish_status(*status, *result);
   const bool sample = lead && o.print_sample && cfg_.train.sample_tokens > 0 &&
                       !result->interrupted && result->error.empty();
   fbuffer final_params(sample ? layout.total : 0);

@@ -27,7 +27,12 @@ rl_run_result run_rl(run_config cfg, const rl_run_options& o) {
   const stage_registry reg = builtin_stages(d);
   const std::string text = o.graph.empty() ? default_rl_graph() : storage::read_text_file(o.graph);
   graph g = build_graph(text, o.graph.empty() ? "rlhf graph" : o.graph, run_config{}, reg);
-  run_graph(g);
+  try {
+    run_graph(g);
+  } catch (const std::exception& e) {
+    session->record_failure(e.what());  // run.json: failed, with the graph's error
+    throw;
+  }
   return session->finish();
 }
 

@@ -12,6 +12,7 @@
 #include "pipelines/rl_state.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/core/memory.hpp"
+#include "runtime/monitor/run_status.hpp"
 #include "runtime/rl/policy_group.hpp"
 #include "runtime/rl/rl_data.hpp"
 #include "runtime/rl/rl_footprint.hpp"
@@ -203,7 +204,8 @@ struct rl_session::state {
   std::shared_ptr<const lm_weights> first;
   std::unique_ptr<rl::rl_core> core;
   std::unique_ptr<monitor::span_log> spans;
-  bool finished = false;  // summary.json written
+  std::unique_ptr<monitor::run_status_writer> status;  // run.json; failed if never finished
+  bool finished = false;                               // summary.json written
 };
 
 rl_session::rl_session(run_config cfg, rl_run_options o)
@@ -277,6 +279,7 @@ void rl_session::prepare() {
     t.core = std::make_unique<rl::rl_core>(lo, models, *t.prompts, rm_reward);
     if (!t.ema.empty()) t.core->ema() = t.ema;
     t.spans = std::make_unique<monitor::span_log>(fs::path(o_.out) / "spans.jsonl");
+    t.status = std::make_unique<monitor::run_status_writer>(o_.out, "rl", to_toml(s.cfg), r.steps);
   });
   if (!st_->core) fail("rl: the run could not be set up (see the first error)");
 }
@@ -322,6 +325,11 @@ rl_run_result rl_session::finish() {
   const rl_setup& s = *t.s;
   const rlhf_config& r = s.cfg.rlhf;
   t.res.rl.interrupted = t.res.rl.steps < r.steps;
+  if (t.res.rl.interrupted)
+    t.status->finish(monitor::run_state::interrupted,
+                     fmt::format("stopped after update {} of {}", t.res.rl.steps, r.steps));
+  else
+    t.status->finish(monitor::run_state::finished);
   const nlohmann::json summary = summary_of(s, t.m, t.res);
   write_json_file(fs::path(o_.out) / "summary.json", summary);
   if (!o_.quiet)
@@ -332,6 +340,10 @@ rl_run_result rl_session::finish() {
         t.res.rl.eval_after, 100 * t.res.rl.solved_before, 100 * t.res.rl.solved_after,
         t.res.checkpoint);
   return t.res;
+}
+
+void rl_session::record_failure(const std::string& why) {
+  if (st_->status) st_->status->finish(monitor::run_state::failed, why);
 }
 
 void add_rl_stage_types(stage_registry& reg,

@@ -38,6 +38,9 @@ class rl_session final : public stages::rl_roles_source {
   // Once the graph ran (the monitor stage calls it when its inputs close; again returns the
   // same): summary.json and the closing line; the run's outcome.
   rl_run_result finish();
+  // The run failed (the graph's error): run.json says so, with `why`, even after finish(). A
+  // session that is never finished says failed, "ended without a result".
+  void record_failure(const std::string& why);
 
  private:
   struct state;

@@ -39,6 +39,8 @@ struct gen_args {
 model_args g_model;
 gen_args g_gen;
 std::string g_graph_file;
+std::string g_run_dir;
+CLI::Option* g_run_dir_opt = nullptr;
 CLI::App* g_serve_cmd = nullptr;
 CLI::App* g_gen_cmd = nullptr;
 std::atomic<bool> g_stop{false};
@@ -63,7 +65,7 @@ std::unique_ptr<serve::completion_backend> open_engine(const model_args& m, cons
 
 // The serving graph: the built-in one (examples/graphs/serve.toml: engine -> gateway ->
 // announce) or --graph FILE, run until Ctrl-C / SIGTERM. --checkpoint / --hf give the engines
-// whose options name no model their model.
+// whose options name no model their model, --run-dir the gateways' run folder.
 int run_serve() {
   const auto overrides = g_model.config.overrides();
   const run_config cfg = load_config(g_model.config.file, overrides);
@@ -71,7 +73,10 @@ int run_serve() {
       g_graph_file.empty() ? default_serve_graph() : storage::read_text_file(g_graph_file);
   const std::string source =
       g_graph_file.empty() ? "examples/graphs/serve.toml (built in)" : g_graph_file;
-  const stage_registry reg = builtin_stages({g_model.checkpoint, g_model.hf, g_model.data_dir});
+  stage_defaults d{g_model.checkpoint, g_model.hf, g_model.data_dir};
+  d.stop = &g_stop;  // the gateway's run.json: a stop asked for is a clean end
+  if (g_run_dir_opt->count() > 0) d.serve_run_dir = g_run_dir;  // else runs/serve-<time>
+  const stage_registry reg = builtin_stages(d);
   graph g = build_graph(text, source, cfg, reg, overrides);
   auto prev = std::signal(SIGINT, on_serve_sigint);
   std::signal(SIGTERM, on_serve_sigint);
@@ -150,6 +155,10 @@ void add_serve_subcommands(CLI::App& app) {
                    "run this graph file instead of the built-in engine -> gateway "
                    "(examples/graphs/serve.toml; see `zeroflow graph`)")
       ->check(CLI::ExistingFile);
+  g_run_dir_opt = g_serve_cmd->add_option(
+      "--run-dir", g_run_dir,
+      "run folder the server records in: metrics.jsonl every server.record_every_s seconds and "
+      "run.json (default runs/serve-<time>; \"\" = no recording)");
 
   g_gen_cmd =
       app.add_subcommand("generate", "generate text from a model (streamed, on the engine)");

@@ -3,7 +3,8 @@
 // to the terminal), both on the serving engine (actors/engine), from a zeroflow checkpoint or a
 // Hugging Face model folder.
 //   serve    --checkpoint DIR | --hf DIR  [--host 127.0.0.1] [--port 8000]
-//            [--enable-weight-updates] [engine options] [--graph FILE]
+//            [--enable-weight-updates] [engine options] [--graph FILE] [--run-dir DIR]
+//            (records the server in DIR, default runs/serve-<time>: metrics.jsonl, run.json)
 //            (the graph of examples/graphs/serve.toml, built in, or FILE: pipelines/graph_toml)
 //   generate --checkpoint DIR | --hf DIR  --prompt TEXT [--max-tokens N] [sampling options]
 #include <filesystem>

@@ -1,8 +1,36 @@
 #include "pipelines/stages_serve.hpp"
 
+#include <fmt/format.h>
+
+#include <iostream>
+#include <system_error>
+
 #include "pipelines/graph_run.hpp"
+#include "runtime/core/error.hpp"
 
 namespace zf::stages {
+namespace fs = std::filesystem;
+namespace {
+
+// The run folder, made: `want` itself, or with fresh the first of want, want-2, want-3, ... that
+// did not exist (create_directory claims it, so two processes never get the same one).
+fs::path make_run_dir(const fs::path& want, bool fresh) {
+  std::error_code ec;
+  if (!fresh) {
+    fs::create_directories(want, ec);
+    if (ec) fail("cannot create the run folder {}: {}", want.string(), ec.message());
+    return want;
+  }
+  if (want.has_parent_path()) fs::create_directories(want.parent_path(), ec);
+  for (int k = 1; k <= 1000 && !ec; ++k) {
+    const fs::path p = k == 1 ? want : fs::path(fmt::format("{}-{}", want.string(), k));
+    if (fs::create_directory(p, ec)) return p;
+  }
+  fail("cannot create the run folder {}: {}", want.string(),
+       ec ? ec.message() : "it and 999 numbered variants exist");
+}
+
+}  // namespace
 
 engine_stage::engine_stage(std::shared_ptr<const lm_weights> w, tokenizer tok, engine_config c)
     : engine_stage(
@@ -27,10 +55,16 @@ void engine_stage::stop() {
   engine_.reset();
 }
 
+gateway_stage::gateway_stage(actors::gateway_options o, record_options r)
+    : o_(std::move(o)), r_(std::move(r)) {}
+
+gateway_stage::~gateway_stage() = default;
+
 void gateway_stage::start(stage_context& ctx) {
   ctx.on(backend, [this, &ctx](const std::shared_ptr<const backend_ref>& b) {
     backend_ = b->backend;
     gw_ = std::make_unique<actors::gateway>(*backend_, o_);
+    start_recording();  // once listening: a server that never served leaves no run folder
     ctx.emit(listening,
              std::make_shared<const endpoint>(endpoint{o_.host, gw_->port(), backend_->model_name(),
                                                        backend_->context_length()}));
@@ -39,8 +73,37 @@ void gateway_stage::start(stage_context& ctx) {
 
 void gateway_stage::stop() {
   if (gw_) gw_->stop();
-  gw_.reset();  // closes its connections before the backend goes
+  stop_recording();  // after the gateway: no request arrives after the last line
+  gw_.reset();       // closes its connections before the backend goes
   backend_.reset();
+}
+
+void gateway_stage::start_recording() {
+  if (r_.run_dir.empty() || !(r_.every_s > 0)) return;
+  const fs::path dir = make_run_dir(r_.run_dir, r_.fresh);
+  const bool figures = backend_->snapshot().has_value();
+  if (figures)
+    recorder_ = std::make_unique<serve::serve_recorder>(dir / "metrics.jsonl", r_.every_s,
+                                                        [b = backend_] { return b->snapshot(); });
+  status_ = std::make_unique<zf::monitor::run_status_writer>(dir, "serve", r_.config_toml, 0);
+  const std::string what = figures ? fmt::format("metrics.jsonl every {} s", r_.every_s)
+                                   : "run.json only: this backend gives no figures";
+  std::cerr << fmt::format("zeroflow: recording the server in {} ({})\n", dir.string(), what);
+}
+
+void gateway_stage::stop_recording() {
+  if (recorder_) recorder_->stop();
+  recorder_.reset();
+  if (!status_) return;
+  if (std::string why = backend_ ? backend_->failure() : ""; !why.empty())
+    status_->finish(zf::monitor::run_state::failed, why);
+  else if (r_.stop && !r_.stop->load())
+    status_->finish(zf::monitor::run_state::failed,
+                    "the serving graph stopped without a stop request: a stage failed (see the "
+                    "server's log)");
+  else
+    status_->finish(zf::monitor::run_state::finished);
+  status_.reset();
 }
 
 }  // namespace zf::stages

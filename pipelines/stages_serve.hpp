@@ -8,6 +8,13 @@
 //   gateway: in  backend (backend_ref, required)      -> starts listening
 //            out listening (endpoint)                 -> the bound address and what it serves,
 //                                                        once
+// A gateway given a run folder also records the server there while it listens (the console's
+// server charts, issue 11): metrics.jsonl, a line of the engine's figures every
+// server.record_every_s seconds (runtime/serve/serve_recorder.hpp), and run.json (kind serve,
+// runtime/monitor/run_status.hpp): running once it listens; finished when the run was asked to
+// stop (Ctrl-C, SIGTERM: a server's clean end), failed when the backend failed or the graph
+// stopped without being asked (another stage failed).
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -18,6 +25,8 @@
 #include "actors/gateway.hpp"
 #include "pipelines/graph.hpp"
 #include "runtime/model/lm_weights.hpp"
+#include "runtime/monitor/run_status.hpp"
+#include "runtime/serve/serve_recorder.hpp"
 #include "runtime/text/tokenizer.hpp"
 
 namespace zf {
@@ -75,21 +84,40 @@ class engine_stage : public stage {
   std::shared_ptr<serve::completion_backend> engine_;
 };
 
+// What a gateway records of its server (see the top of this file). Off unless both run_dir and
+// every_s are set.
+struct record_options {
+  std::string run_dir;      // the run folder ("" = no recording)
+  bool fresh = false;       // run_dir is a made-up name (runs/serve-<time>): if it exists, take
+                            // run_dir-2, -3, ... so two servers started in one second never share
+  double every_s = 0;       // server.record_every_s (0 = no recording)
+  std::string config_toml;  // the run's configuration, for run.json
+  // The run's stop flag: set when the graph ends means a clean stop; nullptr: every end is
+  // taken as clean unless the backend failed.
+  const std::atomic<bool>* stop = nullptr;
+};
+
 class gateway_stage : public stage {
  public:
   in_port<backend_ref> backend = input<backend_ref>("backend");
   out_port<endpoint> listening = output<endpoint>("listening");
 
-  explicit gateway_stage(actors::gateway_options o) : o_(std::move(o)) {}
+  explicit gateway_stage(actors::gateway_options o, record_options r = {});
+  ~gateway_stage() override;
   void start(stage_context& ctx) override;
   void stop() override;
   // Runs until the graph stops (a server has no end of its own).
   void inputs_closed(stage_context&) override {}
 
  private:
+  void start_recording();
+  void stop_recording();
   actors::gateway_options o_;
+  record_options r_;
   std::shared_ptr<serve::completion_backend> backend_;  // kept alive while the gateway runs
   std::unique_ptr<actors::gateway> gw_;
+  std::unique_ptr<serve::serve_recorder> recorder_;         // metrics.jsonl
+  std::unique_ptr<zf::monitor::run_status_writer> status_;  // run.json
 };
 
 }  // namespace zf::stages

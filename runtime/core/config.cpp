@@ -91,6 +91,9 @@ std::vector<key> train_keys() {
       ZF_INT("checkpoint.keep", checkpoint.keep, 1, 1e6, "checkpoints kept on disk"),
       ZF_INT("eval.every", eval.every, 0, 1e9, "steps between validation passes; 0 = never"),
       ZF_INT("eval.batches", eval.batches, 1, 1e6, "batches per validation"),
+      ZF_BOOL("monitor.tensorboard", monitor.tensorboard,
+              "also write the metrics as a TensorBoard event file (events.out.tfevents.*) in the "
+              "run folder"),
   };
 }
 
@@ -154,6 +157,9 @@ std::vector<key> serve_keys() {
              "seconds a write may make no progress before the client is dropped"),
       ZF_INT("server.max_output_bytes", server.max_output_bytes, 4096, 1 << 30,
              "response bytes queued for one streaming client before it is dropped"),
+      ZF_NUM("server.record_every_s", server.record_every_s, 0, 86400,
+             "seconds between the lines of figures `serve` appends to its run folder's "
+             "metrics.jsonl; 0 = no recording"),
   };
 }
 

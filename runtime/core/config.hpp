@@ -1,13 +1,13 @@
 #pragma once
 // The run configuration: small typed structs, one per component (model, train, optimizer,
-// schedule, zero, checkpoint, eval, data, engine, server), one TOML table each, read from TOML,
-// `--set key=value` overrides and the subcommands' flags, validated once before any work starts.
-// Every key is declared once in config.cpp (path, type: integer, number, string, bool, enum or list
-// of strings; range or choices; help) and that one schema drives parsing, validation, the generated
-// command-line flags and `zeroflow config`, so they can never disagree. Errors name the key path,
-// what was expected and what was given. Keys that moved (train.lr -> optimizer.lr, train.zero.stage
-// -> zero.stage, ...: renamed_keys()) are still read under their old paths, since earlier config
-// files and checkpoints name them so.
+// schedule, zero, checkpoint, eval, monitor, data, engine, server), one TOML table each, read from
+// TOML, `--set key=value` overrides and the subcommands' flags, validated once before any work
+// starts. Every key is declared once in config.cpp (path, type: integer, number, string, bool, enum
+// or list of strings; range or choices; help) and that one schema drives parsing, validation, the
+// generated command-line flags and `zeroflow config`, so they can never disagree. Errors name the
+// key path, what was expected and what was given. Keys that moved (train.lr -> optimizer.lr,
+// train.zero.stage -> zero.stage, ...: renamed_keys()) are still read under their old paths, since
+// earlier config files and checkpoints name them so.
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -79,6 +79,11 @@ struct eval_config {
   int batches = 8;
 };
 
+// What a training run writes for watching it besides metrics.jsonl (actors/monitor).
+struct monitor_config {
+  bool tensorboard = false;  // also a TensorBoard event file in the run folder
+};
+
 struct data_config {
   std::string corpus = "moby-dick";  // "moby-dick" (embedded default), a .txt file or a .tok shard
   std::string tokenizer = "gpt2";    // "gpt2", or a folder (or file) with a tokenizer.json
@@ -121,6 +126,9 @@ struct server_config {
   int read_timeout_s = 60;           // a request body
   int write_timeout_s = 30;          // a write making no progress drops the client
   int max_output_bytes = 4 << 20;    // queued stream bytes per connection
+  // The serve recorder (runtime/serve/serve_recorder.hpp): a line of figures in the run folder's
+  // metrics.jsonl every this many seconds; 0: no recording (no run folder).
+  double record_every_s = 1.0;
 };
 
 // RLHF (`zeroflow sft | reward | ppo | grpo | rloo`, runtime/rl): where prompts come from, how
@@ -185,6 +193,7 @@ struct run_config {
   zero_config zero;
   checkpoint_config checkpoint;
   eval_config eval;
+  monitor_config monitor;
   data_config data;
   engine_config engine;
   server_config server;

@@ -72,6 +72,9 @@ tail_batch jsonl_tail::poll() {
   } else {
     pending_.append(rest);
   }
+  // A backlog's big reads are over: give the buffer back (a console follows many files, each
+  // of which would otherwise keep its largest read, up to max_read, for good).
+  if (!out.more && buf_.capacity() > (std::size_t(1) << 20)) std::vector<char>().swap(buf_);
   return out;
 }
 

@@ -56,6 +56,14 @@ std::string backend_pool::metrics_text() const {
   return text;
 }
 
+std::optional<engine_snapshot> backend_pool::snapshot() const {
+  std::vector<engine_snapshot> parts;
+  for (const auto& e : e_)
+    if (auto s = e->snapshot()) parts.push_back(std::move(*s));
+  if (parts.empty()) return std::nullopt;
+  return merge(parts);
+}
+
 std::string backend_pool::failure() const {
   for (const auto& e : e_)
     if (auto f = e->failure(); !f.empty()) return f;

@@ -33,6 +33,9 @@ class backend_pool final : public completion_backend {
   void cancel(uint64_t id) override;
   // Every engine's text, one after the other.
   std::string metrics_text() const override;
+  // The engines' snapshots merged (serve_sample.hpp: merge); those that give none are left out,
+  // nullopt when none gives one.
+  std::optional<engine_snapshot> snapshot() const override;
   // The oldest version any engine serves.
   uint64_t weights_version() const override;
   // To every engine; `done` once all answered: 200 when all swapped, else the first refusal.

@@ -70,8 +70,8 @@ int max_rows_for(const model_spec& c, const sched_options& s) {
 }
 
 std::unique_ptr<paged_model> make_runner(const lm_weights& w, const engine_core_options& o) {
-  return std::make_unique<paged_model>(w, max_rows_for(w.cfg, o.sched), std::max(1, o.sched.max_seqs),
-                                     o.threads);
+  return std::make_unique<paged_model>(w, max_rows_for(w.cfg, o.sched),
+                                       std::max(1, o.sched.max_seqs), o.threads);
 }
 
 const lm_weights& non_null(const std::shared_ptr<const lm_weights>& w) {
@@ -130,6 +130,26 @@ std::string engine_stats::text(const std::string& model) const {
   histogram_text(o, "zeroflow_time_per_output_token_seconds", "Time between output tokens.", tpot);
   histogram_text(o, "zeroflow_step_tokens", "Tokens per forward pass.", step_tokens);
   return o;
+}
+
+serve::engine_snapshot engine_stats::snapshot() const {
+  static_assert(sizeof finished / sizeof finished[0] == serve::num_finish_reasons);
+  auto copy = [](const histogram& h) {
+    return serve::histogram_snapshot{h.bounds, h.counts, h.sum, h.total};
+  };
+  std::lock_guard lk(mu);
+  serve::engine_snapshot s;
+  s.waiting = waiting, s.running = running;
+  s.blocks_used = blocks_used, s.blocks_total = blocks_total;
+  s.weights_version = weights_version;
+  s.prompt_tokens = prompt_tokens, s.generated_tokens = generated_tokens;
+  s.steps = steps, s.preemptions = preemptions;
+  s.cache_queries = cache_queries, s.cache_hits = cache_hits;
+  for (int r = 0; r < serve::num_finish_reasons; ++r) s.finished[r] = finished[r];
+  s.weight_updates = weight_updates;
+  s.ttft = copy(ttft);
+  s.tpot = copy(tpot);
+  return s;
 }
 
 engine_core::engine_core(std::shared_ptr<const lm_weights> w, const tokenizer& tok,
@@ -402,7 +422,8 @@ void engine_core::check_weights(const lm_weights& w) const {
   const model_spec& b = w.cfg;
   if (a.arch != b.arch)
     fail("weights of another architecture: arch is {} but the served model's is {}",
-         b.arch == model_arch::llama ? "llama" : "gpt2", a.arch == model_arch::llama ? "llama" : "gpt2");
+         b.arch == model_arch::llama ? "llama" : "gpt2",
+         a.arch == model_arch::llama ? "llama" : "gpt2");
   const std::pair<const char*, std::pair<int, int>> fields[] = {
       {"vocab_size", {b.vocab_size, a.vocab_size}},
       {"hidden", {b.hidden, a.hidden}},

@@ -66,6 +66,8 @@ struct engine_stats {
   histogram tpot{{0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2.5}};
   histogram step_tokens{{1, 8, 32, 64, 128, 256, 512, 1024, 2048}};
   std::string text(const std::string& model) const;  // Prometheus exposition
+  // A copy of the figures now (one lock), for sampling over time (serve_sample.hpp).
+  serve::engine_snapshot snapshot() const;
 };
 
 class engine_core {

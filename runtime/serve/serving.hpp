@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "runtime/serve/sampling.hpp"
+#include "runtime/serve/serve_sample.hpp"
 #include "runtime/text/chat_template.hpp"
 
 namespace zf {
@@ -135,6 +136,10 @@ class completion_backend {
   virtual void cancel(uint64_t id) = 0;
   // Prometheus text exposition: zeroflow_* gauges, counters and histograms.
   virtual std::string metrics_text() const = 0;
+  // Thread-safe. The engine's figures now (counters, gauges, histograms) for a recorder
+  // (serve_recorder.hpp); nullopt (the default) when the backend cannot give them (an engine in
+  // another process).
+  virtual std::optional<engine_snapshot> snapshot() const { return std::nullopt; }
   // Thread-safe. Non-empty once the backend is gone for good (an engine process that died), with
   // why: every later request is refused with it. "" while it serves.
   virtual std::string failure() const { return ""; }

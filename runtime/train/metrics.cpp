@@ -21,8 +21,10 @@ std::string to_json_line(const step_metrics& m) {
                    {"grad_bytes", m.grad_bytes},
                    {"optim_bytes", m.optim_bytes},
                    {"comm_bytes", m.comm_bytes},
-                   {"ranks", m.ranks}};
+                   {"ranks", m.ranks},
+                   {"data_wait_ms", m.data_wait_ms}};
   if (m.val_loss >= 0) j["val_loss"] = m.val_loss;
+  if (m.ckpt_write_ms >= 0) j["ckpt_write_ms"] = m.ckpt_write_ms;
   return j.dump();
 }
 

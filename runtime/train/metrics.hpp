@@ -17,6 +17,11 @@ struct step_metrics {
   double param_bytes = 0, grad_bytes = 0, optim_bytes = 0;  // per rank
   double comm_bytes = 0;  // data-plane bytes rank 0 sent during this step
   int ranks = 1;
+  // The console's stall figures: how long this step waited for its batches from the sampler
+  // (summed over micro-batches; ~0 when prefetch kept up), and the duration of a checkpoint
+  // write that finished during this step (< 0: none, and the JSON line has no such key).
+  double data_wait_ms = 0;
+  double ckpt_write_ms = -1;
 };
 
 std::string to_json_line(const step_metrics& m);

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <stdexcept>
+#include <utility>
 
 #include "runtime/core/error.hpp"
 #include "runtime/train/optim.hpp"
@@ -43,6 +44,7 @@ train_result train_loop::run() {
       const double loss = train_step(step);
       const double step_ms =
           std::chrono::duration<double, std::milli>(clock_type::now() - ts).count();
+      poll_writer();
       const int64_t step_tokens = int64_t(t.batch_size) * t.seq_len * t.grad_accum * ranks;
       tokens += step_tokens;
       r_.losses.push_back(static_cast<float>(loss));
@@ -66,6 +68,8 @@ train_result train_loop::run() {
         last_comm = now;
       }
       m.ranks = ranks;
+      m.data_wait_ms = data_wait_ms_;
+      m.ckpt_write_ms = std::exchange(ckpt_write_ms_, -1.0);
       const bool last = step + 1 == t.steps;
       const bool stopping =
           (o_.stop && o_.stop->load()) || (o_.stop_at_step > 0 && step + 1 >= o_.stop_at_step);
@@ -105,13 +109,16 @@ batch_ptr train_loop::next_batch() {
   };
   while (requested_ - taken_ < credit) request();
   ++taken_;
+  const auto t0 = clock_type::now();
   auto b = data_.take_train();
+  data_wait_ms_ += std::chrono::duration<double, std::milli>(clock_type::now() - t0).count();
   request();  // keep the window full while the ranks compute
   return b;
 }
 
 double train_loop::train_step(int step) {
   const auto& t = o_.train;
+  data_wait_ms_ = 0;
   ranks_.zero_grad();
   // every rank of the group (all processes) contributes 1/(accum * ranks) of the mean
   const float scale = 1.0f / (t.grad_accum * static_cast<float>(local_ * o_.process_world));
@@ -156,6 +163,14 @@ void train_loop::wait_for_writer() {
   if (!writing_) return;
   writing_ = false;
   r_.last_checkpoint = sink_.wait_checkpoint();
+  // reported with the next step's metrics (none after the last step: its span still shows it)
+  if (const double ms = sink_.checkpoint_write_ms(); ms >= 0) ckpt_write_ms_ = ms;
+}
+
+// A write that finished while the ranks computed: waiting for it now costs nothing, and its
+// duration goes into this step's metrics.
+void train_loop::poll_writer() {
+  if (writing_ && sink_.checkpoint_write_ms() >= 0) wait_for_writer();
 }
 
 void train_loop::checkpoint(int step) {

@@ -83,6 +83,10 @@ class train_sink {
   // Waits for the write in flight; returns the committed folder ("" where another process
   // commits).
   virtual std::string wait_checkpoint() = 0;
+  // How long the latest write took (ms) once it has finished, or -1 while it runs (and where the
+  // sink cannot tell). Never blocks: the loop polls it between steps, so a finished write is
+  // waited for (at no cost) and reported in that step's metrics (ckpt_write_ms).
+  virtual double checkpoint_write_ms() { return -1; }
   virtual void flush() {}  // the run is over
 };
 
@@ -130,6 +134,7 @@ class train_loop {
   batch_ptr next_batch();
   void checkpoint(int step);
   void wait_for_writer();
+  void poll_writer();
   bool checkpoint_due(int done, bool last, bool stopping) const;
 
   train_loop_options o_;
@@ -142,6 +147,8 @@ class train_loop {
   int64_t taken_ = 0;      // of those, taken
   bool writing_ = false;
   double lr_ = 0, grad_norm_ = 0;
+  double data_wait_ms_ = 0;    // this step's wait for batches
+  double ckpt_write_ms_ = -1;  // a write finished since the last step's metrics (-1: none)
 };
 
 }  // namespace zf

@@ -61,8 +61,10 @@ struct server {
   server(const std::string& args, const temp_dir& d) : log(d / "serve.log") {
     pid = fork();
     if (pid == 0) {
+      // The run folder in the test's own folder, not runs/ under the build's.
       std::string cmd = std::string(ZF_BINARY_DIR) + "/zeroflow serve --port 0 --threads 1 " +
-                        args + " > " + log.string() + " 2>&1";
+                        "--run-dir " + (d / "serve-run").string() + " " + args + " > " +
+                        log.string() + " 2>&1";
       execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), nullptr);
       _exit(127);
     }

@@ -7,6 +7,7 @@
 
 #include "rlhf_helpers.hpp"
 #include "runtime/monitor/jsonl_tail.hpp"
+#include "runtime/monitor/run_status.hpp"
 
 using namespace zf;
 using namespace zf::testing;
@@ -36,4 +37,11 @@ TEST_CASE("rlhf spans: every role's busy spans land in spans.jsonl, in order") {
   CHECK(count["score/score"] == 6);
   CHECK(count["policy/update"] == 6);
   CHECK(count["rollout/sync"] == 4);  // overlap 1: batches 2..5 need versions 1..4
+  // run.json of the same run: an RL run that did all its updates
+  const auto st = monitor::read_run_status(d.path);
+  REQUIRE(st.has_value());
+  CHECK(st->state == monitor::run_state::finished);
+  CHECK(st->kind == "rl");
+  CHECK(st->total_steps == 6);
+  CHECK(contains(st->config, "steps = 6 "));  // rlhf.steps, the resolved config
 }

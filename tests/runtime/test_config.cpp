@@ -75,12 +75,12 @@ TEST_CASE("config: to_toml round-trips through apply_toml") {
 }
 
 TEST_CASE("config: a seed above 2^53 survives --set and the TOML round trip") {
-  // Regression test (bug fixed): (runtime/core/config.cpp, set_number/set_from_toml/apply_override):
-  // every numeric value, integers included, passes through a double, so train.seed values above
-  // 2^53 (declared valid up to 9.2e18) are silently rounded: 1234567890123456789 becomes
-  // 1234567890123456768, and to_toml -> apply_toml no longer round-trips. Fix: parse 'i' keys as
-  // int64_t (from_chars into int64_t; n.value<int64_t>() from TOML) and range-check in the integer
-  // domain.
+  // Regression test (bug fixed): (runtime/core/config.cpp,
+  // set_number/set_from_toml/apply_override): every numeric value, integers included, passes
+  // through a double, so train.seed values above 2^53 (declared valid up to 9.2e18) are silently
+  // rounded: 1234567890123456789 becomes 1234567890123456768, and to_toml -> apply_toml no longer
+  // round-trips. Fix: parse 'i' keys as int64_t (from_chars into int64_t; n.value<int64_t>() from
+  // TOML) and range-check in the integer domain.
   const int64_t big = 1234567890123456789;
   zf::run_config a;
   a.train.seed = big;
@@ -121,8 +121,8 @@ TEST_CASE("config: out-of-range value names key, range and the given value") {
 }
 
 TEST_CASE("config: NaN is refused for a float key") {
-  // Regression test (bug fixed): (runtime/core/config.cpp, check_range): `v < k.lo || v > k.hi` is false
-  // for NaN, so
+  // Regression test (bug fixed): (runtime/core/config.cpp, check_range): `v < k.lo || v > k.hi` is
+  // false for NaN, so
   // `--set optimizer.lr=nan` (from_chars accepts "nan") and TOML `lr = nan` are accepted, and
   // validate() passes a NaN lr. Fix: `if (!(v >= k.lo && v <= k.hi)) fail(...)`.
   zf::run_config cfg;
@@ -351,4 +351,26 @@ TEST_CASE("config: keys that moved are read under their old paths, written under
   }
   CHECK(text.find("[optimizer]") != std::string::npos);
   CHECK(text.find("checkpoint_every") == std::string::npos);
+}
+
+TEST_CASE("config: monitor.tensorboard is a bool, false by default, in its own [monitor] table") {
+  zf::run_config cfg;
+  CHECK_FALSE(cfg.monitor.tensorboard);
+  CHECK(zf::value_text(cfg, "monitor.tensorboard") == "false");
+  CHECK(contains(zf::to_toml(cfg), "\n[monitor]\ntensorboard = false  # "));
+  zf::apply_override(cfg, "monitor.tensorboard=true");
+  CHECK(cfg.monitor.tensorboard);
+  zf::run_config from_toml;
+  zf::apply_toml(from_toml, "[monitor]\ntensorboard = true\n", "m.toml");
+  CHECK(from_toml.monitor.tensorboard);
+  zf::run_config back;  // and through `zeroflow config`'s text
+  zf::apply_toml(back, zf::to_toml(cfg), "all.toml");
+  CHECK(back.monitor.tensorboard);
+  auto msg = error_of([&] { zf::apply_override(cfg, "monitor.tensorboard=1"); });
+  CHECK(contains(msg, "monitor.tensorboard: expected true or false, got '1'"));
+  msg = error_of([&] { zf::apply_toml(cfg, "[monitor]\ntensorboard = 'yes'\n", "tb.toml"); });
+  CHECK(contains(msg, "monitor.tensorboard: expected true or false, got 'yes' (tb.toml)"));
+  msg = error_of([&] { zf::apply_toml(cfg, "[monitor]\ntensorbored = true\n", "typo.toml"); });
+  CHECK(contains(msg, "unknown config key 'monitor.tensorbored' in typo.toml"));
+  CHECK(cfg.monitor.tensorboard);  // the refusals left the value as it was
 }

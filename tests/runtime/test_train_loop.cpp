@@ -1,10 +1,11 @@
-// The step loop (runtime/train/train_loop.hpp) without actors: zero_ranks on threads (local backend),
-// an in-memory batch source and a recording sink. Losses equal a direct zero_rank loop, 1 and 2
-// ranks (and 2 "processes") follow the same curve, evaluation / checkpoint cadences, stop
+// The step loop (runtime/train/train_loop.hpp) without actors: zero_ranks on threads (local
+// backend), an in-memory batch source and a recording sink. Losses equal a direct zero_rank loop, 1
+// and 2 ranks (and 2 "processes") follow the same curve, evaluation / checkpoint cadences, stop
 // conditions, resume, the prefetch credit and errors.
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <deque>
 #include <random>
@@ -430,4 +431,93 @@ TEST_CASE("train loop: a non-finite loss ends the run with an error, not an exce
   CHECK(r.error.find("step 1: loss or gradient is not finite") != std::string::npos);
   CHECK(r.losses.empty());
   CHECK(sink.flushes == 1);  // the monitor is still flushed
+}
+
+namespace {
+
+// A sink whose writes report finished after `polls` polls of checkpoint_write_ms (or when waited
+// for), write w having taken 10 * w ms.
+struct timed_sink final : train_sink {
+  int polls = 0, polls_left = 0, writes = 0;
+  bool done = true;
+  std::vector<step_metrics> ms;
+  void metrics(const step_metrics& m) override { ms.push_back(m); }
+  void note(const std::string&) override {}
+  void checkpoint(checkpoint_request_ptr) override {
+    ++writes;
+    done = false;
+    polls_left = polls;
+  }
+  std::string wait_checkpoint() override {
+    done = true;
+    return "";
+  }
+  double checkpoint_write_ms() override {
+    if (!done && polls_left-- > 0) return -1;
+    done = true;
+    return 10.0 * writes;
+  }
+};
+
+// memory_source, `delay` slower for each train batch taken.
+struct slow_source final : batch_source {
+  memory_source inner{4};
+  std::chrono::milliseconds delay;
+  explicit slow_source(std::chrono::milliseconds d) : delay(d) {}
+  void request_train(int64_t micro, int rank) override { inner.request_train(micro, rank); }
+  batch_ptr take_train() override {
+    std::this_thread::sleep_for(delay);
+    return inner.take_train();
+  }
+  batch_ptr valid(int64_t index) override { return inner.valid(index); }
+};
+
+}  // namespace
+
+TEST_CASE("train loop: a finished write's duration is reported once, in the step that found it") {
+  run_config t = small_train();
+  t.train.steps = 6;
+  t.checkpoint.every = 2;  // writes after steps 2, 4 and 6
+  // polls 1: found finished at the second poll (steps 4 and 6); polls 5: never found finished,
+  // waited for by the next checkpoint (after step 4) and reported with step 5; the last write
+  // ends after the last metrics either way
+  for (auto [polls, expected] : {std::pair{1, std::vector<double>{-1, -1, -1, 10, -1, 20}},
+                                 {5, std::vector<double>{-1, -1, -1, -1, 10, -1}}}) {
+    CAPTURE(polls);
+    timed_sink sink;
+    sink.polls = polls;
+    ranks_fixture f(1, 0, t);
+    local_rank_group g(f.ptrs());
+    memory_source src(4);
+    auto r = train_loop(options(t), g, src, sink).run();
+    REQUIRE(r.error.empty());
+    CHECK(sink.writes == 3);
+    REQUIRE(sink.ms.size() == 6);
+    for (int s = 0; s < 6; ++s) {
+      CAPTURE(s);
+      CHECK(sink.ms[s].ckpt_write_ms == expected[s]);
+    }
+  }
+}
+
+TEST_CASE("train loop: data_wait_ms is the time a step waited for its batches") {
+  run_config t = small_train();
+  t.train.steps = 3;
+  t.train.grad_accum = 2;  // two batches per step: two waits
+  slow_source src(std::chrono::milliseconds(20));
+  recording_sink sink;
+  ranks_fixture f(1, 0, t);
+  local_rank_group g(f.ptrs());
+  auto r = train_loop(options(t), g, src, sink).run();
+  REQUIRE(r.error.empty());
+  REQUIRE(sink.ms.size() == 3);
+  for (const auto& m : sink.ms) {
+    CAPTURE(m.step);
+    CHECK(m.data_wait_ms >= 40);
+    CHECK(m.data_wait_ms <= m.step_ms);
+  }
+  // a source that is always ready: no wait worth the name
+  recording_sink fast;
+  run(1, 0, t, fast);
+  for (const auto& m : fast.ms) CHECK(m.data_wait_ms < 20);
 }

@@ -1,0 +1,147 @@
+// `zeroflow serve` records itself in a run folder for the console (issue 11): --run-dir DIR (or
+// runs/serve-<time> under the working folder) gets metrics.jsonl, a line every
+// server.record_every_s seconds whose windows count the requests served, and run.json, which
+// says finished after Ctrl-C (a server's clean end); --run-dir "" records nothing.
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <thread>
+
+#include "helpers.hpp"
+#include "runtime/monitor/run_status.hpp"
+
+using namespace zf;
+using namespace zf::testing;
+using nlohmann::json;
+
+namespace {
+
+const std::string k_model = ZF_SOURCE_DIR "/tests/golden/hf/tiny-gpt2";
+
+// `zeroflow serve ARGS` started in folder `cwd` on an ephemeral port; SIGINT at stop().
+struct server {
+  pid_t pid = -1;
+  int port = 0;
+  std::filesystem::path log;
+  server(const std::string& args, const std::filesystem::path& cwd) : log(cwd / "serve.log") {
+    pid = fork();
+    if (pid == 0) {
+      const std::string cmd = "cd " + cwd.string() + " && exec " + ZF_BINARY_DIR +
+                              "/zeroflow serve --port 0 --threads 1 --hf " + k_model + " " + args +
+                              " > " + log.string() + " 2>&1";
+      execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
+      _exit(127);
+    }
+    for (int i = 0; i < 300 && port == 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      const std::string s = slurp(log);
+      auto at = s.find(" on http://");
+      if (at != std::string::npos) at = s.find(':', at + 11);
+      if (at != std::string::npos) port = std::atoi(s.c_str() + at + 1);
+    }
+    REQUIRE_MESSAGE(port > 0, slurp(log));
+  }
+  int stop() {
+    if (pid <= 0) return -1;
+    kill(pid, SIGINT);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    pid = -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  }
+  ~server() { stop(); }
+  // A greedy completion of max_tokens tokens; its finish_reason.
+  std::string complete(int max_tokens) const {
+    const json body = {{"prompt", "The whale"}, {"max_tokens", max_tokens}, {"temperature", 0}};
+    const std::string cmd = "curl -s -X POST -H 'Content-Type: application/json' --data-binary '" +
+                            body.dump() + "' http://127.0.0.1:" + std::to_string(port) +
+                            "/v1/completions";
+    std::string out;
+    FILE* p = popen(cmd.c_str(), "r");
+    REQUIRE(p != nullptr);
+    char buf[4096];
+    for (std::size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+    pclose(p);
+    const json r = json::parse(out);
+    REQUIRE_MESSAGE(r.contains("choices"), out);
+    return r["choices"][0]["finish_reason"];
+  }
+};
+
+std::vector<json> read_lines(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  std::vector<json> rows;
+  for (std::string line; std::getline(in, line);) {
+    CAPTURE(line);
+    rows.push_back(json::parse(line));
+    REQUIRE(rows.back().is_object());
+  }
+  return rows;
+}
+
+}  // namespace
+
+TEST_CASE("serve record: --run-dir gets metrics.jsonl and run.json, finished after Ctrl-C") {
+  temp_dir d("serve_record_cli");
+  const auto dir = d / "run";
+  server s("--run-dir " + dir.string() + " --record-every-s 0.1", d.path);
+  std::map<std::string, uint64_t> reasons;
+  for (int i = 0; i < 3; ++i) ++reasons[s.complete(4 + i)];
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const auto live = monitor::read_run_status(dir);
+  REQUIRE(live.has_value());
+  CHECK(monitor::to_string(live->state) == std::string("running"));
+  CHECK(live->pid == s.pid);
+  CHECK(s.stop() == 0);
+
+  const auto st = monitor::read_run_status(dir);
+  REQUIRE(st.has_value());
+  CHECK(st->kind == "serve");
+  CHECK(monitor::to_string(st->state) == std::string("finished"));
+  CHECK(contains(st->config, "record_every_s = 0.1"));
+  const std::vector<json> rows = read_lines(dir / "metrics.jsonl");
+  REQUIRE(rows.size() >= 3);
+  double t = 0;
+  bool tokens = false;
+  std::map<std::string, uint64_t> counted;
+  for (const json& r : rows) {
+    CAPTURE(r.dump());
+    CHECK(r["t"].get<double>() > t);
+    t = r["t"].get<double>();
+    tokens = tokens || r.value("tokens_per_s", 0.0) > 0;
+    for (const char* why : {"stop", "length", "cancelled", "error"})
+      counted[why] += r[std::string("requests_") + why].get<uint64_t>();
+  }
+  CHECK(tokens);
+  for (const char* why : {"stop", "length", "cancelled", "error"}) {
+    CAPTURE(why);
+    CHECK(counted[why] == reasons[why]);  // each finished request counted once, by its reason
+  }
+}
+
+TEST_CASE("serve record: runs/serve-<time> by default, nothing with an empty --run-dir") {
+  temp_dir d("serve_record_default");
+  {
+    server s("", d.path);
+    CHECK(s.stop() == 0);
+    CHECK(contains(slurp(s.log), "recording the server in runs/serve-"));
+  }
+  std::vector<std::filesystem::path> runs;
+  for (const auto& e : std::filesystem::directory_iterator(d / "runs")) runs.push_back(e.path());
+  REQUIRE(runs.size() == 1);
+  CHECK(runs[0].filename().string().starts_with("serve-"));
+  const auto st = monitor::read_run_status(runs[0]);
+  REQUIRE(st.has_value());
+  CHECK(monitor::to_string(st->state) == std::string("finished"));
+
+  temp_dir off("serve_record_off");
+  server s("--run-dir ''", off.path);
+  CHECK(s.stop() == 0);
+  CHECK(!contains(slurp(s.log), "recording the server"));
+  CHECK(!std::filesystem::exists(off / "runs"));
+}
