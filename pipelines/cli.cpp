@@ -10,6 +10,7 @@
 #include <iostream>
 #include <iterator>
 
+#include "actors/console_server.hpp"
 #include "actors/engine_remote.hpp"
 #include "kernels/threads.hpp"
 #include "pipelines/ckpt_cli.hpp"
@@ -66,11 +67,29 @@ fs::path latest_run(const fs::path& runs) {
   return best;
 }
 
+// train --console: the console over the run folder's parent (runs/ by default) on loopback,
+// for the run's life. A console that cannot start (its port taken) is said, and training goes on.
+std::unique_ptr<actors::console_server> console_server_for(const std::string& run_dir, int port) {
+  if (port < 0) return nullptr;
+  actors::console_options o;
+  o.runs = fs::absolute(run_dir).parent_path().string();
+  o.port = port;
+  try {
+    auto s = std::make_unique<actors::console_server>(o);
+    std::cerr << fmt::format("zeroflow: console on http://127.0.0.1:{}/#run={}\n", s->port(),
+                             fs::path(run_dir).filename().string());
+    return s;
+  } catch (const std::exception& e) {
+    std::cerr << fmt::format("zeroflow: {} (training goes on without the console)\n", e.what());
+    return nullptr;
+  }
+}
+
 // `zeroflow train`: the training graph (examples/graphs/train.toml built in, or --graph FILE)
 // with the command line's run folder, resume point, early stop and Ctrl-C flag.
 int cmd_train(const std::string& config_file, std::vector<std::string> sets, std::string out,
               const std::string& resume, bool quiet, int stop_after, const std::string& init_hf,
-              const std::string& graph_file) {
+              const std::string& graph_file, int console_port) {
   // first, so a Ctrl-C during set-up also stops cleanly (after the first step)
   auto prev = std::signal(SIGINT, on_sigint);
   if (!init_hf.empty()) {  // before --set, so an explicit data.tokenizer still wins
@@ -91,6 +110,7 @@ int cmd_train(const std::string& config_file, std::vector<std::string> sets, std
       graph_file.empty() ? default_train_graph() : storage::read_text_file(graph_file);
   graph g = build_graph(text, graph_file.empty() ? "train graph" : graph_file, cfg,
                         builtin_stages(d), sets);
+  const auto console = console_server_for(d.train_out, console_port);
   run_graph(g);
   std::signal(SIGINT, prev);
   return 0;
@@ -148,6 +168,12 @@ int run_cli(int argc, char** argv) {
                    "tokenizer.json)")
       ->check(CLI::ExistingDirectory);
   train->add_flag("--quiet", quiet, "no progress line (metrics.jsonl only)");
+  bool console = false;
+  int console_port = 8265;
+  train->add_flag("--console", console, "also serve the live console on loopback while training");
+  train->add_option("--console-port", console_port, "the console's port (0: a free one)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65535));
   std::string train_graph;
   train->add_option("--graph", train_graph, "run this graph file instead of the built-in one")
       ->check(CLI::ExistingFile);
@@ -203,7 +229,8 @@ int run_cli(int argc, char** argv) {
   }
   try {
     if (*train)
-      return cmd_train(config_file, sets, out, resume, quiet, stop_after, init_hf, train_graph);
+      return cmd_train(config_file, sets, out, resume, quiet, stop_after, init_hf, train_graph,
+                       console ? console_port : -1);
     if (run_serve_subcommands()) return 0;
     if (run_graph_subcommand()) return 0;
     if (run_score_subcommand()) return 0;

@@ -193,8 +193,9 @@ stage_registry builtin_stages(const stage_defaults& d) {
          "runs/serve-<time>; \"\" = off); in backend (backend_ref); out listening (endpoint)",
          {"run_dir"},
          [d](const stage_args& a) -> std::unique_ptr<stage> {
-           return std::make_unique<stages::gateway_stage>(gateway_options_of(a.cfg.server),
-                                                          record_options_of(a, d));
+           actors::gateway_options o = gateway_options_of(a.cfg.server);
+           o.console = d.console;
+           return std::make_unique<stages::gateway_stage>(std::move(o), record_options_of(a, d));
          }});
   r.add("announce", {"prints where a server listens; in at (endpoint, merge)",
                      {},

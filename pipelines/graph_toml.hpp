@@ -83,6 +83,9 @@ class stage_registry {
 // a train stage's run folder and resume point (--out, --resume), its early stop (--stop-after)
 // and a stop flag (Ctrl-C: training stops after the step, checkpoints and reports).
 class rl_session;
+namespace actors {
+class console_site;
+}
 struct stage_defaults {
   std::string checkpoint{}, hf{}, data_dir{};
   std::string train_out{}, train_resume{};
@@ -91,6 +94,8 @@ struct stage_defaults {
   bool quiet = false;  // train --quiet: no banner, no progress line (notes still print)
   // serve --run-dir: the gateways' run folder ("" = no recording); unset: runs/serve-<time>.
   std::optional<std::string> serve_run_dir{};
+  // serve --console: the gateways serve the console under /console (actors/console_server.hpp).
+  std::shared_ptr<actors::console_site> console{};
   // The RL stages' run (pipelines/rl_session.hpp), by a stage's configuration; unset: one made
   // by the first RL stage from its configuration and the fields above (train_out its folder).
   std::function<std::shared_ptr<zf::rl_session>(const run_config&)> rl_run{};

@@ -7,6 +7,7 @@
 #include <csignal>
 #include <iostream>
 
+#include "actors/console_server.hpp"
 #include "actors/engine.hpp"
 #include "pipelines/config_flags.hpp"
 #include "pipelines/graph_run.hpp"
@@ -41,6 +42,8 @@ gen_args g_gen;
 std::string g_graph_file;
 std::string g_run_dir;
 CLI::Option* g_run_dir_opt = nullptr;
+bool g_console = false;
+std::string g_console_token;
 CLI::App* g_serve_cmd = nullptr;
 CLI::App* g_gen_cmd = nullptr;
 std::atomic<bool> g_stop{false};
@@ -76,6 +79,13 @@ int run_serve() {
   stage_defaults d{g_model.checkpoint, g_model.hf, g_model.data_dir};
   d.stop = &g_stop;  // the gateway's run.json: a stop asked for is a clean end
   if (g_run_dir_opt->count() > 0) d.serve_run_dir = g_run_dir;  // else runs/serve-<time>
+  if (g_console) {  // the folder the run folder is in (runs/ by default)
+    actors::console_options co;
+    const std::string own = d.serve_run_dir.value_or("");
+    co.runs = own.empty() ? "runs" : fs::absolute(own).parent_path().string();
+    co.token = actors::console_token(g_console_token);
+    d.console = actors::make_console_site(co, "/console");
+  }
   const stage_registry reg = builtin_stages(d);
   graph g = build_graph(text, source, cfg, reg, overrides);
   auto prev = std::signal(SIGINT, on_serve_sigint);
@@ -159,6 +169,14 @@ void add_serve_subcommands(CLI::App& app) {
       "--run-dir", g_run_dir,
       "run folder the server records in: metrics.jsonl every server.record_every_s seconds and "
       "run.json (default runs/serve-<time>; \"\" = no recording)");
+  g_serve_cmd->add_flag("--console", g_console,
+                        "also serve the live console (every run beside this server's run folder) "
+                        "under /console");
+  g_serve_cmd
+      ->add_option("--console-token", g_console_token,
+                   "file with the console's token (else ZEROFLOW_CONSOLE_TOKEN); needed when "
+                   "--host is not loopback")
+      ->check(CLI::ExistingFile);
 
   g_gen_cmd =
       app.add_subcommand("generate", "generate text from a model (streamed, on the engine)");

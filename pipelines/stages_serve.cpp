@@ -64,6 +64,9 @@ void gateway_stage::start(stage_context& ctx) {
   ctx.on(backend, [this, &ctx](const std::shared_ptr<const backend_ref>& b) {
     backend_ = b->backend;
     gw_ = std::make_unique<actors::gateway>(*backend_, o_);
+    if (o_.console)
+      std::cerr << fmt::format("zeroflow: console on http://{}:{}/console/\n", o_.host,
+                               gw_->port());
     start_recording();  // once listening: a server that never served leaves no run folder
     ctx.emit(listening,
              std::make_shared<const endpoint>(endpoint{o_.host, gw_->port(), backend_->model_name(),

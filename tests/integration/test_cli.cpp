@@ -1,6 +1,9 @@
 // The zeroflow command line as a user meets it: help, config, tokenize, train, generate, and
 // bad input that must give one clear message, a non-zero exit and leave the disk as it was.
 #include <doctest/doctest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <csignal>
 #include <fstream>
@@ -311,4 +314,34 @@ TEST_CASE("cli: Ctrl-C stops cleanly with a checkpoint that resumes") {
   INFO(r.out);
   CHECK(r.code == 0);
   CHECK(zf::storage::read_manifest(out).step == head.step + 3);
+}
+
+TEST_CASE(
+    "cli: train --console serves the run's console, and a taken port does not stop training") {
+  temp_dir d("train_console");
+  auto r = zeroflow("train --set train.steps=5" + k_small + " --console --console-port 0 --out " +
+                        (d.path / "runs" / "a").string(),
+                    d.path);
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  CHECK(r.out.find("console on http://127.0.0.1:") != std::string::npos);
+  CHECK(r.out.find("/#run=a") != std::string::npos);
+  // A port already taken: said, and the run goes on.
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  REQUIRE(::listen(fd, 1) == 0);
+  socklen_t n = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &n);
+  const int taken = ntohs(a.sin_port);
+  auto r2 = zeroflow("train --set train.steps=5" + k_small + " --console --console-port " +
+                         std::to_string(taken) + " --out " + (d.path / "runs" / "b").string(),
+                     d.path);
+  INFO(r2.out);
+  CHECK(r2.code == 0);
+  CHECK(r2.out.find("training goes on without the console") != std::string::npos);
+  CHECK(r2.out.find("step 5/5") != std::string::npos);
+  ::close(fd);
 }

@@ -145,3 +145,38 @@ TEST_CASE("serve record: runs/serve-<time> by default, nothing with an empty --r
   CHECK(!contains(slurp(s.log), "recording the server"));
   CHECK(!std::filesystem::exists(off / "runs"));
 }
+
+TEST_CASE("serve --console: the console under /console lists the server's run and the others") {
+  temp_dir d("serve_console");
+  std::filesystem::create_directories(d / "runs" / "old");
+  std::ofstream(d / "runs" / "old" / "metrics.jsonl")
+      << "{\"step\": 1, \"loss\": 3}\n{\"step\": 2, \"loss\": 2.5}\n";
+  server s("--console", d.path);
+  CHECK(contains(slurp(s.log),
+                 "console on http://127.0.0.1:" + std::to_string(s.port) + "/console/"));
+  auto get = [&](const std::string& path) {
+    std::string out;
+    FILE* p = popen(("curl -s http://127.0.0.1:" + std::to_string(s.port) + path).c_str(), "r");
+    REQUIRE(p != nullptr);
+    char buf[4096];
+    for (std::size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+    pclose(p);
+    return out;
+  };
+  CHECK(contains(get("/console/"), "<html"));
+  json runs;
+  for (int i = 0; i < 50; ++i) {  // the server's own folder appears with its first line
+    runs = json::parse(get("/console/api/runs"))["runs"];
+    if (runs.size() == 2) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  REQUIRE(runs.size() == 2);
+  std::map<std::string, json> by_name;
+  for (const auto& r : runs) by_name[r["name"]] = r;
+  CHECK(by_name["old"]["rows"] == 2);
+  CHECK(by_name["old"]["state"] == "unknown");  // no run.json: a folder of metrics only
+  bool serving = false;
+  for (const auto& [name, r] : by_name) serving |= r["kind"] == "serve" && r["state"] == "running";
+  CHECK(serving);
+  CHECK(s.stop() == 0);
+}
