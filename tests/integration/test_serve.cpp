@@ -53,39 +53,11 @@ std::string sh(const std::string& cmd) {
   return out;
 }
 
-// A server process on an ephemeral port; SIGINT and reaped at scope exit.
-struct server {
-  pid_t pid = -1;
-  int port = 0;
-  std::filesystem::path log;
-  server(const std::string& args, const temp_dir& d) : log(d / "serve.log") {
-    pid = fork();
-    if (pid == 0) {
-      // The run folder in the test's own folder, not runs/ under the build's.
-      std::string cmd = std::string(ZF_BINARY_DIR) + "/zeroflow serve --port 0 --threads 1 " +
-                        "--run-dir " + (d / "serve-run").string() + " " + args + " > " +
-                        log.string() + " 2>&1";
-      execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), nullptr);
-      _exit(127);
-    }
-    for (int i = 0; i < 300 && port == 0; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      auto s = slurp(log);
-      auto at = s.find(" on http://");  // any host: "on http://HOST:PORT/v1"
-      if (at != std::string::npos) at = s.find(':', at + 11);
-      if (at != std::string::npos) port = std::atoi(s.c_str() + at + 1);
-    }
-    REQUIRE_MESSAGE(port > 0, slurp(log));
-  }
-  int stop() {
-    if (pid <= 0) return -1;
-    kill(pid, SIGINT);
-    int st = 0;
-    waitpid(pid, &st, 0);
-    pid = -1;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  }
-  ~server() { stop(); }
+// A server process on an ephemeral port, recording in the test's own folder (not runs/ under
+// the build's); SIGINT and reaped at scope exit.
+struct server : serve_process {
+  server(const std::string& args, const temp_dir& d)
+      : serve_process("--run-dir " + (d / "serve-run").string() + " " + args, d / "serve.log") {}
   std::string post(const std::string& path, const nlohmann::json& body) const {
     return sh("curl -s -X POST -H 'Content-Type: application/json' --data-binary '" + body.dump() +
               "' http://127.0.0.1:" + std::to_string(port) + path);

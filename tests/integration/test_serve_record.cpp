@@ -23,38 +23,10 @@ namespace {
 
 const std::string k_model = ZF_SOURCE_DIR "/tests/golden/hf/tiny-gpt2";
 
-// `zeroflow serve ARGS` started in folder `cwd` on an ephemeral port; SIGINT at stop().
-struct server {
-  pid_t pid = -1;
-  int port = 0;
-  std::filesystem::path log;
-  server(const std::string& args, const std::filesystem::path& cwd) : log(cwd / "serve.log") {
-    pid = fork();
-    if (pid == 0) {
-      const std::string cmd = "cd " + cwd.string() + " && exec " + ZF_BINARY_DIR +
-                              "/zeroflow serve --port 0 --threads 1 --hf " + k_model + " " + args +
-                              " > " + log.string() + " 2>&1";
-      execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
-      _exit(127);
-    }
-    for (int i = 0; i < 300 && port == 0; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      const std::string s = slurp(log);
-      auto at = s.find(" on http://");
-      if (at != std::string::npos) at = s.find(':', at + 11);
-      if (at != std::string::npos) port = std::atoi(s.c_str() + at + 1);
-    }
-    REQUIRE_MESSAGE(port > 0, slurp(log));
-  }
-  int stop() {
-    if (pid <= 0) return -1;
-    kill(pid, SIGINT);
-    int st = 0;
-    waitpid(pid, &st, 0);
-    pid = -1;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  }
-  ~server() { stop(); }
+// `zeroflow serve --hf tiny-gpt2 ARGS` started in folder `cwd` on an ephemeral port.
+struct server : serve_process {
+  server(const std::string& args, const std::filesystem::path& cwd)
+      : serve_process("--hf " + k_model + " " + args, cwd / "serve.log", cwd) {}
   // A greedy completion of max_tokens tokens; its finish_reason.
   std::string complete(int max_tokens) const {
     const json body = {{"prompt", "The whale"}, {"max_tokens", max_tokens}, {"temperature", 0}};
