@@ -95,6 +95,10 @@ class engine_backend final : public text_backend {
   std::optional<serve::engine_snapshot> snapshot() const override {
     return core_->stats().snapshot();
   }
+  bool observe_steps(step_observer f) override {
+    core_->observe_steps(std::move(f));
+    return true;
+  }
 
  private:
   weights_job_ptr new_job(std::optional<uint64_t> version, serve::weights_done done) const {

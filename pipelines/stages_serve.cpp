@@ -85,9 +85,19 @@ void gateway_stage::start_recording() {
   if (r_.run_dir.empty() || !(r_.every_s > 0)) return;
   const fs::path dir = make_run_dir(r_.run_dir, r_.fresh);
   const bool figures = backend_->snapshot().has_value();
-  if (figures)
-    recorder_ = std::make_unique<serve::serve_recorder>(dir / "metrics.jsonl", r_.every_s,
-                                                        [b = backend_] { return b->snapshot(); });
+  // The engine's steps, coalesced into busy periods, for the console's timeline.
+  spans_ = std::make_unique<zf::monitor::span_log>(dir / "spans.jsonl");
+  steps_ = std::make_shared<zf::monitor::span_coalescer>(*spans_, "engine", "step");
+  if (!backend_->observe_steps([c = steps_](auto t0, auto t1) { c->add(t0, t1); })) {
+    steps_.reset();
+    spans_.reset();
+  }
+  if (figures)  // each tick also writes the engine's last busy period once it went idle
+    recorder_ = std::make_unique<serve::serve_recorder>(
+        dir / "metrics.jsonl", r_.every_s, [b = backend_, c = steps_] {
+          if (c) c->flush_idle(std::chrono::steady_clock::now());
+          return b->snapshot();
+        });
   status_ = std::make_unique<zf::monitor::run_status_writer>(dir, "serve", r_.config_toml, 0);
   const std::string what = figures ? fmt::format("metrics.jsonl every {} s", r_.every_s)
                                    : "run.json only: this backend gives no figures";
@@ -97,6 +107,12 @@ void gateway_stage::start_recording() {
 void gateway_stage::stop_recording() {
   if (recorder_) recorder_->stop();
   recorder_.reset();
+  if (steps_) {
+    backend_->observe_steps(nullptr);  // no step after this reaches the coalescer
+    steps_->flush();
+    steps_.reset();
+    spans_.reset();  // writes what is buffered
+  }
   if (!status_) return;
   if (std::string why = backend_ ? backend_->failure() : ""; !why.empty())
     status_->finish(zf::monitor::run_state::failed, why);

@@ -26,6 +26,7 @@
 #include "pipelines/graph.hpp"
 #include "runtime/model/lm_weights.hpp"
 #include "runtime/monitor/run_status.hpp"
+#include "runtime/monitor/span_log.hpp"
 #include "runtime/serve/serve_recorder.hpp"
 #include "runtime/text/tokenizer.hpp"
 
@@ -118,6 +119,8 @@ class gateway_stage : public stage {
   std::unique_ptr<actors::gateway> gw_;
   std::unique_ptr<serve::serve_recorder> recorder_;         // metrics.jsonl
   std::unique_ptr<zf::monitor::run_status_writer> status_;  // run.json
+  std::unique_ptr<zf::monitor::span_log> spans_;            // spans.jsonl: the engine's steps
+  std::shared_ptr<zf::monitor::span_coalescer> steps_;
 };
 
 }  // namespace zf::stages

@@ -60,4 +60,29 @@ std::size_t span_log::failures() const {
   return failures_;
 }
 
+void span_coalescer::add(span_log::clock::time_point t0, span_log::clock::time_point t1) {
+  std::lock_guard lk(mu_);
+  if (open_ && t0 <= t1_ + gap_ && t1_ - t0_ < max_len_) {
+    t1_ = std::max(t1_, t1);
+    return;
+  }
+  if (open_) log_.add(actor_, what_, t0_, t1_);
+  open_ = true;
+  t0_ = t0;
+  t1_ = t1;
+}
+
+void span_coalescer::flush_idle(span_log::clock::time_point now) {
+  std::lock_guard lk(mu_);
+  if (!open_ || now <= t1_ + gap_) return;
+  log_.add(actor_, what_, t0_, t1_);
+  open_ = false;
+}
+
+void span_coalescer::flush() {
+  std::lock_guard lk(mu_);
+  if (open_) log_.add(actor_, what_, t0_, t1_);
+  open_ = false;
+}
+
 }  // namespace zf::monitor

@@ -45,4 +45,30 @@ class span_log {
   std::size_t flush_bytes_, spans_ = 0, failures_ = 0;
 };
 
+// Many short busy spans of one actor (a serving engine's steps, a few ms each, back to back under
+// load) as fewer lines: a span that starts within `gap` of the current one's end extends it;
+// the current one is written when a later span does not, when it has grown to `max_len` (so a
+// busy actor still shows up live), and at flush() or destruction. Any thread.
+class span_coalescer {
+ public:
+  span_coalescer(span_log& log, std::string actor, std::string what,
+                 std::chrono::microseconds gap = std::chrono::milliseconds(2),
+                 std::chrono::microseconds max_len = std::chrono::milliseconds(500))
+      : log_(log), actor_(std::move(actor)), what_(std::move(what)), gap_(gap), max_len_(max_len) {}
+  ~span_coalescer() { flush(); }
+  void add(span_log::clock::time_point t0, span_log::clock::time_point t1);
+  void flush();
+  // Writes the current span if it ended more than `gap` before now (the actor went idle), so an
+  // idle actor's last busy period shows without waiting for its next one. Call it periodically.
+  void flush_idle(span_log::clock::time_point now);
+
+ private:
+  span_log& log_;
+  std::string actor_, what_;
+  std::chrono::microseconds gap_, max_len_;
+  std::mutex mu_;
+  bool open_ = false;
+  span_log::clock::time_point t0_, t1_;
+};
+
 }  // namespace zf::monitor

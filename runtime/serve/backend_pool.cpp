@@ -56,6 +56,12 @@ std::string backend_pool::metrics_text() const {
   return text;
 }
 
+bool backend_pool::observe_steps(step_observer f) {
+  bool any = false;
+  for (const auto& e : e_) any |= e->observe_steps(f);
+  return any;
+}
+
 std::optional<engine_snapshot> backend_pool::snapshot() const {
   std::vector<engine_snapshot> parts;
   for (const auto& e : e_)

@@ -36,6 +36,8 @@ class backend_pool final : public completion_backend {
   // The engines' snapshots merged (serve_sample.hpp: merge); those that give none are left out,
   // nullopt when none gives one.
   std::optional<engine_snapshot> snapshot() const override;
+  // Every engine's steps to f (one row on the timeline); true when any engine can.
+  bool observe_steps(step_observer f) override;
   // The oldest version any engine serves.
   uint64_t weights_version() const override;
   // To every engine; `done` once all answered: 200 when all swapped, else the first refusal.

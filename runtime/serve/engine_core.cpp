@@ -361,12 +361,37 @@ void engine_core::take_token(choice& c, int token, const float* logits, clock::t
   emit(c, std::move(piece), {token}, finish_reason::none, std::move(lp));
 }
 
+void engine_core::observe_steps(serve::completion_backend::step_observer f) {
+  auto p =
+      f ? std::make_shared<const serve::completion_backend::step_observer>(std::move(f)) : nullptr;
+  std::lock_guard lock(observer_mu_);
+  observer_ = std::move(p);
+}
+
 bool engine_core::step() {
-  step_plan plan = sched_.schedule();
-  if (plan.empty()) {
-    publish_stats(0);
-    return false;
+  const auto t0 = clock::now();
+  bool worked = false;
+  const bool more = [&] {
+    step_plan plan = sched_.schedule();
+    if (plan.empty()) {
+      publish_stats(0);
+      return false;
+    }
+    worked = true;
+    return run_plan(std::move(plan));
+  }();
+  if (worked) {
+    std::shared_ptr<const serve::completion_backend::step_observer> obs;
+    {
+      std::lock_guard lock(observer_mu_);
+      obs = observer_;
+    }
+    if (obs) (*obs)(t0, clock::now());
   }
+  return more;
+}
+
+bool engine_core::run_plan(step_plan plan) {
   for (const block_copy& cp : plan.copies) kv_.copy_block(cp.src, cp.dst, cp.rows);
   chunks_.clear();
   int prompt_rows = 0;

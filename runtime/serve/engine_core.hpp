@@ -92,8 +92,11 @@ class engine_core {
   // Ends every unfinished choice of every request (shutdown: cancelled; an engine failure:
   // error with the message).
   void end_all(serve::finish_reason f, const std::string& message = {});
-  // One engine step; false when there was nothing to do.
+  // One engine step; false when there was nothing to do. A step that did work is reported to the
+  // step observer, if any.
   bool step();
+  // Any thread: from the next step on (null: none).
+  void observe_steps(serve::completion_backend::step_observer f);
 
   // Throws zf::error naming the first field (arch, vocab_size, hidden, n_layer, n_head,
   // n_kv_head, head_dim, intermediate, max_positions) where w's shape differs from the served
@@ -114,6 +117,9 @@ class engine_core {
   const model_spec& config() const { return cfg_; }  // the served shape, fixed
 
  private:
+  bool run_plan(step_plan plan);  // step() with work scheduled
+  std::mutex observer_mu_;
+  std::shared_ptr<const serve::completion_backend::step_observer> observer_;
   struct choice;
   struct request;
   // logprobs: parallel to tokens, or empty when the request did not ask for them.

@@ -3,6 +3,7 @@
 // CLI (`zeroflow generate`) and the serving engine (actors/engine): requests in token ids,
 // events out as text pieces. Nothing here knows about HTTP or CAF.
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -140,6 +141,12 @@ class completion_backend {
   // (serve_recorder.hpp); nullopt (the default) when the backend cannot give them (an engine in
   // another process).
   virtual std::optional<engine_snapshot> snapshot() const { return std::nullopt; }
+  // Thread-safe. Called after each engine step that did work, on the engine's thread, with the
+  // step's start and end (the console's timeline: serve records them as spans). Null: none. False
+  // (the default): this backend cannot (an engine in another process).
+  using step_observer = std::function<void(std::chrono::steady_clock::time_point t0,
+                                           std::chrono::steady_clock::time_point t1)>;
+  virtual bool observe_steps(step_observer) { return false; }
   // Thread-safe. Non-empty once the backend is gone for good (an engine process that died), with
   // why: every later request is refused with it. "" while it serves.
   virtual std::string failure() const { return ""; }

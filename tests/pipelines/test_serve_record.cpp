@@ -164,6 +164,24 @@ TEST_CASE("serve record: metrics.jsonl windows add up to what was served, run.js
   CHECK(st->total_steps == 0);
   CHECK(st->end_unix >= st->start_unix);
   CHECK(testing::contains(st->config, "record_every_s = 0.1"));
+
+  // The engine's steps, coalesced into busy periods: spans.jsonl, for the console's timeline.
+  const std::vector<json> spans = read_lines(dir / "spans.jsonl");
+  REQUIRE(spans.size() >= 2);
+  CHECK(spans[0].contains("start_unix"));
+  double busy = 0, last_end = 0;
+  for (std::size_t i = 1; i < spans.size(); ++i) {
+    CAPTURE(spans[i].dump());
+    CHECK(spans[i]["actor"] == "engine");
+    CHECK(spans[i]["what"] == "step");
+    const double t0 = spans[i]["t0"], t1 = spans[i]["t1"];
+    CHECK(t1 >= t0);
+    CHECK(t0 >= last_end);  // in order, never overlapping
+    busy += t1 - t0;
+    last_end = t1;
+  }
+  CHECK(busy > 0);
+  CHECK(busy <= t + 0.5);  // no more busy time than the server ran
 }
 
 TEST_CASE("serve record: a graph that fails leaves run.json failed, and off means no folder") {

@@ -139,3 +139,32 @@ TEST_CASE("span log: lines from many threads are whole, counted, and after the s
   lost.flush();
   CHECK(lost.failures() >= 1);
 }
+
+TEST_CASE("span coalescer: steps close together become one span, a gap or max length splits") {
+  zf::testing::temp_dir d("span_coalescer");
+  using ms = std::chrono::milliseconds;
+  const auto file = d.path / "spans.jsonl";
+  {
+    span_log log(file);
+    span_coalescer c(log, "engine", "step", ms(2), ms(50));
+    const auto t = span_log::clock::now();
+    c.add(t, t + ms(3));          // one busy period: steps back to back,
+    c.add(t + ms(4), t + ms(7));  // 1 ms apart
+    c.add(t + ms(8), t + ms(10));
+    c.add(t + ms(20), t + ms(21));  // 10 ms later: a new span
+    c.flush_idle(t + ms(22));       // not idle long enough yet
+    c.flush_idle(t + ms(30));       // idle: written now
+    for (int i = 0; i < 30; ++i) c.add(t + ms(100 + 3 * i), t + ms(102 + 3 * i));  // 90 ms busy
+  }  // the last span at destruction
+  jsonl_tail tail(file);
+  const auto rows = tail.poll().rows;
+  REQUIRE(rows.size() == 1 + 4);
+  auto len = [&](std::size_t i) {
+    return rows[i]["t1"].get<double>() - rows[i]["t0"].get<double>();
+  };
+  CHECK(len(1) == doctest::Approx(0.010).epsilon(0.01));
+  CHECK(len(2) == doctest::Approx(0.001).epsilon(0.01));
+  CHECK(len(3) == doctest::Approx(0.050).epsilon(0.05));  // cut at max_len: a busy actor shows live
+  CHECK(len(4) == doctest::Approx(0.039).epsilon(0.05));
+  CHECK(rows[3]["t1"].get<double>() <= rows[4]["t0"].get<double>());
+}
