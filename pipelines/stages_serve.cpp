@@ -86,8 +86,8 @@ void gateway_stage::start_recording() {
   const fs::path dir = make_run_dir(r_.run_dir, r_.fresh);
   const bool figures = backend_->snapshot().has_value();
   // The engine's steps, coalesced into busy periods, for the console's timeline.
-  spans_ = std::make_unique<zf::monitor::span_log>(dir / "spans.jsonl");
-  steps_ = std::make_shared<zf::monitor::span_coalescer>(*spans_, "engine", "step");
+  spans_ = std::make_shared<zf::monitor::span_log>(dir / "spans.jsonl");
+  steps_ = std::make_shared<zf::monitor::span_coalescer>(spans_, "engine", "step");
   if (!backend_->observe_steps([c = steps_](auto t0, auto t1) { c->add(t0, t1); })) {
     steps_.reset();
     spans_.reset();
@@ -111,7 +111,8 @@ void gateway_stage::stop_recording() {
     backend_->observe_steps(nullptr);  // no step after this reaches the coalescer
     steps_->flush();
     steps_.reset();
-    spans_.reset();  // writes what is buffered
+    spans_->flush();  // a step still in flight keeps the log alive through its observer
+    spans_.reset();
   }
   if (!status_) return;
   if (std::string why = backend_ ? backend_->failure() : ""; !why.empty())

@@ -119,7 +119,7 @@ class gateway_stage : public stage {
   std::unique_ptr<actors::gateway> gw_;
   std::unique_ptr<serve::serve_recorder> recorder_;         // metrics.jsonl
   std::unique_ptr<zf::monitor::run_status_writer> status_;  // run.json
-  std::unique_ptr<zf::monitor::span_log> spans_;            // spans.jsonl: the engine's steps
+  std::shared_ptr<zf::monitor::span_log> spans_;            // spans.jsonl: the engine's steps
   std::shared_ptr<zf::monitor::span_coalescer> steps_;
 };
 

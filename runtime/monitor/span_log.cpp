@@ -66,7 +66,7 @@ void span_coalescer::add(span_log::clock::time_point t0, span_log::clock::time_p
     t1_ = std::max(t1_, t1);
     return;
   }
-  if (open_) log_.add(actor_, what_, t0_, t1_);
+  if (open_) log_->add(actor_, what_, t0_, t1_);
   open_ = true;
   t0_ = t0;
   t1_ = t1;
@@ -75,13 +75,13 @@ void span_coalescer::add(span_log::clock::time_point t0, span_log::clock::time_p
 void span_coalescer::flush_idle(span_log::clock::time_point now) {
   std::lock_guard lk(mu_);
   if (!open_ || now <= t1_ + gap_) return;
-  log_.add(actor_, what_, t0_, t1_);
+  log_->add(actor_, what_, t0_, t1_);
   open_ = false;
 }
 
 void span_coalescer::flush() {
   std::lock_guard lk(mu_);
-  if (open_) log_.add(actor_, what_, t0_, t1_);
+  if (open_) log_->add(actor_, what_, t0_, t1_);
   open_ = false;
 }
 

@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -51,10 +52,16 @@ class span_log {
 // busy actor still shows up live), and at flush() or destruction. Any thread.
 class span_coalescer {
  public:
-  span_coalescer(span_log& log, std::string actor, std::string what,
+  // Shares the log: a call still in flight on another thread when its owner lets go (an engine
+  // step finishing during shutdown) writes to a log that is still there.
+  span_coalescer(std::shared_ptr<span_log> log, std::string actor, std::string what,
                  std::chrono::microseconds gap = std::chrono::milliseconds(2),
                  std::chrono::microseconds max_len = std::chrono::milliseconds(500))
-      : log_(log), actor_(std::move(actor)), what_(std::move(what)), gap_(gap), max_len_(max_len) {}
+      : log_(std::move(log)),
+        actor_(std::move(actor)),
+        what_(std::move(what)),
+        gap_(gap),
+        max_len_(max_len) {}
   ~span_coalescer() { flush(); }
   void add(span_log::clock::time_point t0, span_log::clock::time_point t1);
   void flush();
@@ -63,7 +70,7 @@ class span_coalescer {
   void flush_idle(span_log::clock::time_point now);
 
  private:
-  span_log& log_;
+  std::shared_ptr<span_log> log_;
   std::string actor_, what_;
   std::chrono::microseconds gap_, max_len_;
   std::mutex mu_;

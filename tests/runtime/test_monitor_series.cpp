@@ -145,8 +145,7 @@ TEST_CASE("span coalescer: steps close together become one span, a gap or max le
   using ms = std::chrono::milliseconds;
   const auto file = d.path / "spans.jsonl";
   {
-    span_log log(file);
-    span_coalescer c(log, "engine", "step", ms(2), ms(50));
+    span_coalescer c(std::make_shared<span_log>(file), "engine", "step", ms(2), ms(50));
     const auto t = span_log::clock::now();
     c.add(t, t + ms(3));          // one busy period: steps back to back,
     c.add(t + ms(4), t + ms(7));  // 1 ms apart
