@@ -272,3 +272,23 @@ put("config", "bad_type", '[train]\nsteps = "ten"\n')
 put("config", "bad_range", '[optimizer]\nlr = inf\n[model]\nn_head = 0\n')
 put("config", "unknown_key", '[train]\nsteps = 1\nspeed = 9\n')
 put("config", "bad_syntax", '[model\nn_layer = = 2\n')
+
+
+# ---- console: run.json NUL metrics.jsonl NUL spans.jsonl NUL Last-Event-ID -----------------
+def console(run, metrics, spans, last_id=""):
+    return "\0".join([run, metrics, spans, last_id])
+
+
+run = json.dumps({"kind": "train", "state": "running", "pid": 1, "host": "h", "start_unix": 1e9,
+                  "end_unix": None, "total_steps": 10, "message": "", "config": "[train]\n"})
+metrics = "".join(json.dumps({"step": i, "loss": 5 - i * 0.1, "lr": 1e-3, "elapsed_s": i * 0.5,
+                              "reward": {"mean": 0.5}, "ok": True}) + "\n" for i in range(1, 6))
+spans = '{"start_unix": 1000000000}\n' + "".join(
+    json.dumps({"actor": a, "what": "step", "t0": i, "t1": i + 0.5}) + "\n"
+    for i in range(4) for a in ("rank0", "sampler"))
+put("console", "train", console(run, metrics, spans))
+put("console", "resume", console(run, metrics, spans, "0.3"))
+put("console", "serve", console(json.dumps({"kind": "serve", "state": "finished"}),
+                                 '{"t": 0.5, "queue_depth": 3, "ttft_p50_ms": 12.5}\n'
+                                 '{"t": 1.5, "queue_depth": 1e999}\ngarbage\n{"t": 2',
+                                 '{"actor": "engine"}\n', "x.y"))
