@@ -157,7 +157,7 @@ TEST_CASE(
     REQUIRE(st.read_until("\"cursor\":\"0.25\"", 5));
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    CHECK(secs < 1.0);  // refresh 50 ms + stream poll 250 ms, with room for a busy machine
+    CHECK(secs < 2.0);  // the bound; typically 0.3 s (refresh 50 ms + stream poll 250 ms)
     cursor = "0.25";
   }
   append(f.d / "r" / "metrics.jsonl", steps(26, 28));

@@ -381,7 +381,7 @@ async function main() {
   let browser = null;
   try {
     browser = await pw.chromium.launch(
-        {executablePath: CHROMIUM, args: ['--no-sandbox', '--headless=new']});
+        {executablePath: CHROMIUM, args: ['--no-sandbox', '--headless=new', '--disable-dev-shm-usage', '--disable-gpu']});
     await run_steps(zeroflow, build_dir, tmp, browser);
   } finally {
     if (browser) await browser.close().catch(() => {});
