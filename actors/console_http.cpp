@@ -151,6 +151,10 @@ console_site::answer console_site::handle(const console_request& r) const {
     return a;
   }
   answer a = route(r, path, query);
+  if (a.stream && r.method == "HEAD") {  // the stream's head alone, as a complete reply
+    a.stream = nullptr;
+    a.reply.chunked = false;
+  }
   if (set_cookie) a.reply.headers.emplace_back("Set-Cookie", *set_cookie);
   return a;
 }

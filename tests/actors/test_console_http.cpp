@@ -115,6 +115,15 @@ TEST_CASE("console http: page, run list, run detail, metrics, names outside the 
         "/api/events/..%2F..%2Fetc", "/../etc/passwd", "/api/run/", "/nope", "/api/run/%zz"})
     CHECK_MESSAGE(c.get(bad).result_int() == 404, bad);
   CHECK(c.request(http::verb::post, "/api/runs", "{}").result_int() == 405);
+  {  // HEAD of a stream: its head, and the connection goes on to the next request
+    http::write(c.socket, client::make(http::verb::head, "/api/events/r"));
+    http::response_parser<http::empty_body> p;
+    p.skip(true);
+    http::read_header(c.socket, c.buffer, p);
+    CHECK(p.get().result_int() == 200);
+    CHECK(p.get()[http::field::content_type] == "text/event-stream");
+    CHECK(c.get("/api/runs").result_int() == 200);
+  }
 }
 
 TEST_CASE("console http: with a token, every request without it is 401") {
