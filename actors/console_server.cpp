@@ -47,7 +47,12 @@ class console_session final : public detail::connection {
                       header(req, http::field::authorization),
                       header(req, http::field::cookie),
                       header(req, "Last-Event-ID")};
-    console_site::answer a = site_->handle(r);
+    console_site::answer a;
+    try {
+      a = site_->handle(r);
+    } catch (const std::exception& e) {  // a bug, not bad input: answered, never left hanging
+      return send(openai::internal_error(e.what()));
+    }
     label_ = a.label;
     if (a.stream)
       stream(a.reply, std::move(a.stream), console_site::stream_every);

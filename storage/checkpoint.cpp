@@ -412,8 +412,9 @@ checkpoint_manifest read_checkpoint_manifest(const fs::path& dir_in) {
       // load and verify read any file the process can.
       const std::string name = f.getName().cStr();
       if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos)
-        corrupt(fmt::format("data file name {} is not a plain file name in the step folder",
-                            nlohmann::json(name).dump()));
+        corrupt(fmt::format(
+            "data file name {} is not a plain file name in the step folder",
+            nlohmann::json(name).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)));
       out.files.emplace_back(name, f.getBytes());
     }
     for (auto t : m.getTensors()) {

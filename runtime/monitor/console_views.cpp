@@ -13,6 +13,12 @@ namespace {
 
 using nlohmann::json;
 
+// As JSON text; bytes that are not UTF-8 (a run folder's name is any bytes the file system
+// allows) become U+FFFD instead of an exception.
+std::string dump(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 json or_null(double v) {
   return v > 0 ? json(v) : json(nullptr);
 }
@@ -73,7 +79,7 @@ std::string runs_json(const run_index& idx, double now_unix) {
     std::shared_lock lock(r->mu);
     runs.push_back(summary_json(r->summary(now_unix)));
   }
-  return json{{"now_unix", now_unix}, {"runs", std::move(runs)}}.dump();
+  return dump(json{{"now_unix", now_unix}, {"runs", std::move(runs)}});
 }
 
 std::optional<std::string> run_json(const run_index& idx, const std::string& name,
@@ -86,7 +92,7 @@ std::optional<std::string> run_json(const run_index& idx, const std::string& nam
   j["x"] = r->series().x_key().empty() ? "step" : r->series().x_key();
   j["keys"] = r->series().keys();
   j["actors"] = r->actors();
-  return j.dump();
+  return dump(j);
 }
 
 std::string prometheus_text(const run_index& idx) {
@@ -140,8 +146,8 @@ void event_stream::snapshot(const run_data& r, double now, std::string& out) {
   const run_summary s = r.summary(now);
   status_key_ = s.state + '\n' + s.message + '\n' + std::to_string(s.end_unix);
   out += "event: snapshot\nid: " + cur + "\ndata: {\"cursor\":\"" + cur + "\",\"x\":";
-  out += json(r.series().x_key().empty() ? "step" : r.series().x_key()).dump();
-  out += ",\"run\":" + summary_json(s).dump() + ",\"series\":";
+  out += dump(json(r.series().x_key().empty() ? "step" : r.series().x_key()));
+  out += ",\"run\":" + dump(summary_json(s)) + ",\"series\":";
   r.series().window(0, rows_, width_, out);
   out += "}\n\n";
 }
@@ -153,7 +159,7 @@ void event_stream::append(const run_data& r, double now, std::string& out) {
   if (rows == rows_ && key == status_key_) return;
   const std::string cur = cursor_text(gen_, rows);
   out += "event: append\nid: " + cur + "\ndata: {\"cursor\":\"" + cur + "\",\"run\":";
-  out += summary_json(s).dump() + ",\"series\":";
+  out += dump(summary_json(s)) + ",\"series\":";
   r.series().window(rows_, rows, width_, out);
   out += "}\n\n";
   rows_ = rows;
@@ -176,8 +182,8 @@ void event_stream::spans(const run_data& r, std::string& out) {
   for (uint64_t s = from; s < end; ++s) {
     const span_rec& x = sp[s - first_kept];
     if (s > from) out += ',';
-    out += "{\"actor\":" + json(r.actors()[x.actor]).dump() +
-           ",\"what\":" + json(r.whats()[x.what]).dump();
+    out += "{\"actor\":" + dump(json(r.actors()[x.actor])) +
+           ",\"what\":" + dump(json(r.whats()[x.what]));
     fmt::format_to(std::back_inserter(out), ",\"t0\":{:.6f},\"t1\":{:.6f}}}", x.t0, x.t1);
   }
   out += "]}\n\n";
@@ -189,7 +195,7 @@ std::string event_stream::poll(double now) {
   auto r = idx_->find(name_);
   if (!r) {
     done_ = true;
-    return "event: gone\ndata: " + json{{"name", name_}}.dump() + "\n\n";
+    return "event: gone\ndata: " + dump(json{{"name", name_}}) + "\n\n";
   }
   {
     std::shared_lock lock(r->mu);

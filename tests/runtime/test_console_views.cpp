@@ -282,4 +282,11 @@ TEST_CASE("console views: run list, run detail, Prometheus text") {
         std::string::npos);
   CHECK(prom.find("zeroflow_run_step{run=\"r\"} 3\n") != std::string::npos);
   CHECK(prom.find("zeroflow_run_value{run=\"r\",key=\"loss\"} 4.91\n") != std::string::npos);
+  // A folder whose name is not UTF-8: still a run, shown with U+FFFD, never an exception.
+  fs::create_directories(d / "bad\xff");
+  append(d / "bad\xff" / "metrics.jsonl", steps(1, 2));
+  idx.refresh();
+  const json both = json::parse(runs_json(idx, 1000));
+  REQUIRE(both["runs"].size() == 2);
+  CHECK(json::parse(*run_json(idx, "bad\xff", 1000))["name"] == "bad\xef\xbf\xbd");
 }

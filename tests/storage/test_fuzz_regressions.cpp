@@ -156,3 +156,25 @@ TEST_CASE("manifest: a data file named outside the step folder is refused, not r
   CHECK_MESSAGE(contains(msg, "\"../outside.bin\" is not a plain file name"), msg);
   CHECK_FALSE(st::verify_checkpoint(step2).ok);
 }
+
+TEST_CASE("fuzz regression: a data file name that is not UTF-8 is refused by name, not thrown") {
+  // fuzz_checkpoint: quoting the bad name for the message threw nlohmann's type_error (invalid
+  // UTF-8), which is not a zf::error, so the refusal became a crash.
+  temp_dir d("fuzz_utf8_name");
+  const zf::param_layout L = tiny_layout();
+  const fs::path step1 = save_tiny(d.path, L);
+  std::vector<st::fragment> all;
+  for (const auto& t : st::read_checkpoint_manifest(step1).tensors)
+    for (st::fragment f : t.fragments) {
+      f.file = "src/\x91.bin";
+      all.push_back(f);
+    }
+  const fs::path tmp = st::begin_checkpoint(d.path, 2);
+  fs::create_directories(tmp / "src");  // the file is there: only its name is wrong
+  fs::copy_file(step1 / "rank-00000.bin", tmp / "src" / "\x91.bin");
+  st::write_manifest(d.path, tmp, L, all, {2, 1, 0, "", nlohmann::json::object()});
+  const fs::path step2 = st::publish_checkpoint(d.path, tmp, 2, 3);
+  const std::string msg = error_of([&] { st::read_checkpoint_manifest(step2); });
+  CHECK_MESSAGE(contains(msg, "is not a plain file name"), msg);
+  CHECK_MESSAGE(contains(msg, "src/\xef\xbf\xbd.bin"), msg);  // the bad byte shown as U+FFFD
+}
