@@ -7,6 +7,7 @@
 #include <charconv>
 
 #include "actors/console_assets.hpp"
+#include "runtime/api/url_parts.hpp"
 #include "runtime/monitor/console_views.hpp"
 
 namespace zf::actors {
@@ -27,59 +28,6 @@ http_reply json_answer(std::string body) {
   http_reply r = openai::json_reply(200, std::move(body));
   r.headers.emplace_back("Cache-Control", "no-store");
   return r;
-}
-
-// %XX decoded; nullopt for a bad escape. '+' stays '+' (a path, not a form).
-std::optional<std::string> percent_decode(std::string_view s) {
-  std::string out;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] != '%') {
-      out += s[i];
-      continue;
-    }
-    unsigned v = 0;
-    if (i + 2 >= s.size()) return std::nullopt;
-    auto [p, ec] = std::from_chars(s.data() + i + 1, s.data() + i + 3, v, 16);
-    if (ec != std::errc() || p != s.data() + i + 3) return std::nullopt;
-    out += static_cast<char>(v);
-    i += 2;
-  }
-  return out;
-}
-
-// The value of `key` in a query string ("a=1&token=x"), undecoded; nullopt when absent.
-std::optional<std::string_view> query_value(std::string_view q, std::string_view key) {
-  while (!q.empty()) {
-    const auto amp = q.find('&');
-    std::string_view kv = q.substr(0, amp);
-    const auto eq = kv.find('=');
-    if (kv.substr(0, eq) == key) return eq == std::string_view::npos ? "" : kv.substr(eq + 1);
-    if (amp == std::string_view::npos) break;
-    q.remove_prefix(amp + 1);
-  }
-  return std::nullopt;
-}
-
-// The value of cookie `name` in a Cookie header ("a=1; zf_console_token=x").
-std::optional<std::string_view> cookie_value(std::string_view h, std::string_view name) {
-  while (!h.empty()) {
-    const auto semi = h.find(';');
-    std::string_view kv = h.substr(0, semi);
-    while (!kv.empty() && kv.front() == ' ') kv.remove_prefix(1);
-    const auto eq = kv.find('=');
-    if (eq != std::string_view::npos && kv.substr(0, eq) == name) return kv.substr(eq + 1);
-    if (semi == std::string_view::npos) break;
-    h.remove_prefix(semi + 1);
-  }
-  return std::nullopt;
-}
-
-// Equal, in a time that does not depend on where they differ.
-bool same_secret(std::string_view a, std::string_view b) {
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  for (std::size_t i = 0; i < a.size(); ++i)
-    diff |= a[i] ^ b[i % std::max<std::size_t>(b.size(), 1)];
-  return diff == 0 && !b.empty();
 }
 
 const console_asset* asset(std::string_view name) {
@@ -127,11 +75,12 @@ console_site::answer console_site::handle(const console_request& r) const {
   // The token first, for every path: a 401 says nothing about what exists.
   std::optional<std::string> set_cookie;
   if (has_token()) {
-    const auto cookie = r.cookie ? cookie_value(*r.cookie, "zf_console_token") : std::nullopt;
-    const auto in_query = query_value(query, "token");
+    const auto cookie =
+        r.cookie ? openai::cookie_value(*r.cookie, "zf_console_token") : std::nullopt;
+    const auto in_query = openai::query_value(query, "token");
     bool ok = r.authorization && openai::bearer_authorized(*r.authorization, {token_});
-    ok = ok || (cookie && same_secret(*cookie, token_));
-    if (!ok && in_query && same_secret(*in_query, token_)) {
+    ok = ok || (cookie && openai::secret_equal(*cookie, token_));
+    if (!ok && in_query && openai::secret_equal(*in_query, token_)) {
       ok = true;
       set_cookie = fmt::format("zf_console_token={}; Path=/; HttpOnly; SameSite=Strict", token_);
     }
@@ -193,14 +142,14 @@ console_site::answer console_site::route(const console_request& r, std::string_v
   if (path == "/api/runs") return {"console_api", json_answer(monitor::runs_json(*idx_, now)), {}};
   auto run_name = [&](std::string_view route) -> std::optional<std::string> {
     if (!path.starts_with(route)) return std::nullopt;
-    return percent_decode(path.substr(route.size()));
+    return openai::percent_decode(path.substr(route.size()));
   };
   if (auto name = run_name("/api/run/")) {
     if (auto body = monitor::run_json(*idx_, *name, now))
       return {"console_api", json_answer(std::move(*body)), {}};
   } else if (auto ev = run_name("/api/events/")) {
     int width = 800;
-    if (auto w = query_value(query, "width"))
+    if (auto w = openai::query_value(query, "width"))
       std::from_chars(w->data(), w->data() + w->size(), width);
     std::optional<std::string> last_id;
     if (r.last_event_id) last_id = std::string(*r.last_event_id);

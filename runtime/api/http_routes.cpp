@@ -4,6 +4,8 @@
 
 #include <fmt/format.h>
 
+#include "runtime/api/url_parts.hpp"
+
 namespace zf::openai {
 
 namespace {
@@ -129,13 +131,7 @@ bool bearer_authorized(std::optional<std::string_view> authorization,
   if (!authorization || !authorization->starts_with("Bearer ")) return false;
   const std::string_view given = authorization->substr(7);
   bool ok = false;
-  for (const std::string& k : keys) {
-    unsigned diff = static_cast<unsigned>(k.size() ^ given.size());
-    for (std::size_t i = 0; i < k.size(); ++i)
-      diff |= static_cast<unsigned char>(k[i]) ^
-              static_cast<unsigned char>(i < given.size() ? given[i] : 0);
-    ok |= diff == 0;
-  }
+  for (const std::string& k : keys) ok |= secret_equal(k, given);  // every key, no early exit
   return ok;
 }
 

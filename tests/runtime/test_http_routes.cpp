@@ -6,6 +6,7 @@
 
 #include "runtime/api/http_metrics.hpp"
 #include "runtime/api/http_routes.hpp"
+#include "runtime/api/url_parts.hpp"
 
 using nlohmann::json;
 using zf::openai::http_reply;
@@ -227,4 +228,20 @@ TEST_CASE("http_metrics: counters by route and code, open connections, after the
         "zeroflow_http_dropped_connections_total{reason=\"evicted\"} 0\n"
         "zeroflow_http_dropped_connections_total{reason=\"over_capacity\"} 0\n");
   CHECK(zf::openai::http_metrics().text("").starts_with("# HELP zeroflow_http_requests_total"));
+}
+
+TEST_CASE("url parts: escapes, one query parameter, one cookie, secrets compared whole") {
+  using namespace zf::openai;
+  CHECK(percent_decode("a%2Fb%2e%2E+c") == std::optional<std::string>("a/b..+c"));
+  for (const char* bad : {"%", "%2", "%zz", "a%g1"}) CHECK_MESSAGE(!percent_decode(bad), bad);
+  CHECK(query_value("width=800&token=abc", "token") == std::optional<std::string_view>("abc"));
+  CHECK(query_value("flag&x=1", "flag") == std::optional<std::string_view>(""));
+  CHECK(!query_value("tokens=1", "token"));
+  CHECK(cookie_value("a=1;  zf=x; b=2", "zf") == std::optional<std::string_view>("x"));
+  CHECK(!cookie_value("zfx=1", "zf"));
+  CHECK(secret_equal("secret-token", "secret-token"));
+  CHECK(!secret_equal("secret-token", "secret-tokeN"));
+  CHECK(!secret_equal("secret-token", "secret-token-longer"));
+  CHECK(!secret_equal("secret", ""));
+  CHECK(secret_equal("", ""));
 }
