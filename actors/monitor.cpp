@@ -7,6 +7,7 @@
 #include <fstream>
 #include <optional>
 
+#include "runtime/core/clock.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/monitor/tensorboard.hpp"
 
@@ -37,8 +38,7 @@ void say(monitor_state& s, const std::string& text) {
 // One step's figures as TensorBoard scalars: every number metrics.jsonl has (to_json_line), under
 // "train/<its key>", the optional ones only when present.
 void write_scalars(zf::monitor::tensorboard_writer& w, const step_metrics& m) {
-  const double now =
-      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const double now = unix_now();
   const auto add = [&](const char* tag, double v) { w.add_scalar(tag, m.step, v, now); };
   add("train/loss", m.loss);
   add("train/lr", m.lr);

@@ -10,4 +10,10 @@ inline double seconds_since(clock_type::time_point t0) {
   return std::chrono::duration<double>(clock_type::now() - t0).count();
 }
 
+// Seconds since 1970 (run.json, event files, metrics lines): what a reader on another machine
+// or later can place in time.
+inline double unix_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
 }  // namespace zf

@@ -40,14 +40,12 @@ int run_series::column(std::string_view key) {
   return static_cast<int>(keys_.size() - 1);
 }
 
-void run_series::put(std::string_view key, double v, std::vector<bool>& seen) {
+void run_series::put(std::string_view key, double v) {
   const int c = column(key);
   if (c < 0) {
     ++ignored_;
     return;
   }
-  if (seen.size() <= static_cast<std::size_t>(c)) seen.resize(c + 1, false);
-  seen[c] = true;
   cols_[c].back() = static_cast<float>(v);
 }
 
@@ -62,14 +60,13 @@ void run_series::add(const nlohmann::json& row) {
   }
   x_.push_back(x);
   for (auto& c : cols_) c.push_back(nan_f);
-  std::vector<bool> seen;  // small; rows are parsed objects already, this is not the hot cost
   for (auto it = row.begin(); it != row.end(); ++it) {
     if (it.key() == x_key_) continue;
     if (auto v = number_of(it.value())) {
-      put(it.key(), *v, seen);
+      put(it.key(), *v);
     } else if (it.value().is_object()) {
       for (auto in = it.value().begin(); in != it.value().end(); ++in)
-        if (auto w = number_of(in.value())) put(it.key() + "." + in.key(), *w, seen);
+        if (auto w = number_of(in.value())) put(it.key() + "." + in.key(), *w);
     }
   }
 }

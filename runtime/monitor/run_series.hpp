@@ -41,7 +41,7 @@ class run_series {
 
  private:
   int column(std::string_view key);  // index, created on first sight; -1 over max_keys
-  void put(std::string_view key, double v, std::vector<bool>& seen);
+  void put(std::string_view key, double v);
   std::string x_key_;
   std::vector<double> x_;
   std::vector<std::string> keys_;

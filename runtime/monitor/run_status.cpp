@@ -38,10 +38,6 @@ bool process_gone(long pid) {
 
 }  // namespace
 
-double unix_now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
 const char* to_string(run_state s) {
   switch (s) {
     case run_state::running:

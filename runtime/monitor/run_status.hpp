@@ -13,9 +13,11 @@
 #include <optional>
 #include <string>
 
+#include "runtime/core/clock.hpp"
+
 namespace zf::monitor {
 
-double unix_now();  // wall-clock seconds since 1970
+using zf::unix_now;  // runtime/core/clock.hpp
 
 enum class run_state { running, finished, failed, interrupted, lost };
 const char* to_string(run_state s);

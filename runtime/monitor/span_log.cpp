@@ -4,15 +4,15 @@
 
 #include <nlohmann/json.hpp>
 
+#include "runtime/core/clock.hpp"
+
 namespace zf::monitor {
 
 span_log::span_log(const std::filesystem::path& file, std::size_t flush_bytes)
     : start_(clock::now()), last_write_(start_), flush_bytes_(flush_bytes) {
   f_ = std::fopen(file.c_str(), "ab");
   buf_.reserve(flush_bytes_ + 256);
-  const double unix_now =
-      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-  buf_ += fmt::format("{{\"start_unix\": {:.3f}}}\n", unix_now);
+  buf_ += fmt::format("{{\"start_unix\": {:.3f}}}\n", unix_now());
   if (!f_) ++failures_;
 }
 

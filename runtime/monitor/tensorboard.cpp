@@ -8,6 +8,8 @@
 #include <chrono>
 #include <system_error>
 
+#include "runtime/core/clock.hpp"
+
 namespace zf::monitor {
 namespace {
 
@@ -62,10 +64,6 @@ std::string host_name() {
   for (char& c : h)
     if (c == '/') c = '_';
   return h;
-}
-
-double unix_now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 }  // namespace

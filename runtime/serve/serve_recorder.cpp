@@ -7,16 +7,11 @@
 #include <cstring>
 #include <exception>
 
+#include "runtime/core/clock.hpp"
 #include "runtime/core/error.hpp"
 
 namespace zf::serve {
-namespace {
-
-double unix_now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
-}  // namespace
+namespace {}  // namespace
 
 serve_recorder::serve_recorder(std::filesystem::path file, double every_s, source src)
     : file_(std::move(file)), every_s_(every_s), src_(std::move(src)) {
