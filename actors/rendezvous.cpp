@@ -1,7 +1,9 @@
 #include "actors/rendezvous.hpp"
 
+#include <algorithm>
 #include <caf/io/all.hpp>
 #include <map>
+#include <optional>
 #include <thread>
 
 #include "actors/cluster_protocol.hpp"
@@ -46,6 +48,8 @@ kv_actor::behavior_type kv_server(kv_actor::stateful_pointer<kv_state> self, std
 }
 
 class caf_store : public comm::kv_store {
+  static constexpr std::chrono::milliseconds kAsk{1000};
+
  public:
   caf_store(caf::actor_system& sys, kv_actor server, std::string where, bool owner,
             std::string secret)
@@ -67,17 +71,31 @@ class caf_store : public comm::kv_store {
                    fail("rendezvous {}: set '{}' failed: {}", where_, key, sys_.render(e));
                  });
   }
+  // Asked again every second: a request already sent to rank 0 is never answered when rank 0
+  // dies (CAF drops it with the connection), while a new one to the dead proxy fails at once. So
+  // a rank waiting here (a checkpoint commit: up to 10 minutes) learns within a second that rank
+  // 0 is gone instead of at the end of its wait. A key set meanwhile is answered by the next ask.
   std::vector<char> get(const std::string& key, std::chrono::milliseconds timeout) override {
     caf::scoped_actor self{sys_};
-    std::vector<char> out;
-    self->request(server_, timeout, kv_get_atom::value, secret_, key)
-        .receive([&](std::vector<char>& v) { out = std::move(v); },
-                 [&](caf::error& e) {
-                   refused(e);
-                   fail("rendezvous {}: no value for '{}' within {} ms ({}); did every rank start?",
-                        where_, key, timeout.count(), sys_.render(e));
-                 });
-    return out;
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      std::optional<std::vector<char>> out;
+      caf::error err;
+      self->request(server_, std::clamp(left, std::chrono::milliseconds(1), kAsk),
+                    kv_get_atom::value, secret_, key)
+          .receive([&](std::vector<char>& v) { out = std::move(v); },
+                   [&](caf::error& e) { err = std::move(e); });
+      if (out) return std::move(*out);
+      refused(err);
+      if (err != caf::sec::request_timeout)
+        fail("rendezvous {}: rank 0 is gone while waiting for '{}' ({})", where_, key,
+             sys_.render(err));
+      if (left <= kAsk)
+        fail("rendezvous {}: no value for '{}' within {} ms; did every rank start?", where_, key,
+             timeout.count());
+    }
   }
 
  private:

@@ -14,11 +14,11 @@
 #include "actors/engine_remote.hpp"
 #include "kernels/threads.hpp"
 #include "pipelines/ckpt_cli.hpp"
+#include "pipelines/cluster_cli.hpp"
 #include "pipelines/console_cli.hpp"
 #include "pipelines/graph_cli.hpp"
 #include "pipelines/graph_run.hpp"
 #include "pipelines/graph_toml.hpp"
-#include "pipelines/launch.hpp"
 #include "pipelines/pipeline.hpp"
 #include "pipelines/rl_cli.hpp"
 #include "pipelines/score_cli.hpp"
@@ -97,6 +97,10 @@ int cmd_train(const std::string& config_file, std::vector<std::string> sets, std
     const std::string dir = fs::absolute(init_hf).lexically_normal().string();
     sets.insert(sets.begin(), {"model.init_hf=" + dir, "data.tokenizer=" + dir});
   }
+  if (resume == "auto" && out.empty())
+    fail(
+        "--resume auto: give the run folder with --out DIR (auto continues DIR's last "
+        "checkpoint, or starts a fresh run there when it has none)");
   const run_config cfg = load_config(config_file, sets);
   stage_defaults d;
   d.train_resume = resume;
@@ -161,7 +165,9 @@ int run_cli(int argc, char** argv) {
   train->add_option("--set", sets, "override one key, e.g. --set train.steps=100")
       ->allow_extra_args(false);
   train->add_option("--out", out, "run folder (default runs/train-<time>)");
-  train->add_option("--resume", resume, "continue from `latest` or a checkpoint folder");
+  train->add_option("--resume", resume,
+                    "continue from `latest` or a checkpoint folder; `auto` (with --out): from "
+                    "--out's last checkpoint if it has one, else start there fresh");
   train
       ->add_option("--init-hf", init_hf,
                    "fine-tune a Hugging Face GPT-2 or Llama folder (its weights, config and "
@@ -201,14 +207,7 @@ int run_cli(int argc, char** argv) {
                              "(binary, another encoding)",
                              100 * run_config{}.data.max_invalid_utf8));
 
-  int nproc = 2, master_port = 0;
-  auto* launch = app.add_subcommand(
-      "launch", "run a subcommand as N processes of one group (RANK/WORLD_SIZE/MASTER_* set)");
-  launch->add_option("--nproc", nproc, "processes on this host")->check(CLI::Range(1, 256));
-  launch->add_option("--master-port", master_port, "rendezvous port (default: a free one)");
-  std::vector<std::string> launch_args;
-  launch->add_option("command", launch_args, "after --: the subcommand and its options")
-      ->expected(-1);
+  add_cluster_subcommands(app);
 
   add_ckpt_subcommand(app);
 
@@ -238,7 +237,7 @@ int run_cli(int argc, char** argv) {
     if (run_console_subcommand()) return 0;
     if (*tokc) return cmd_tokenize(tname, input, output, ids, ddir, force);
     if (run_ckpt_subcommand()) return 0;
-    if (*launch) return launch_local(nproc, master_port, launch_args);
+    if (const int code = run_cluster_subcommands(); code >= 0) return code;
     if (*engine_host) return actors::run_engine_host(engine_dir);
     if (*conf) {
       std::cout << to_toml(load_config(config_file, sets));

@@ -5,6 +5,7 @@
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
+#include <csignal>
 #include <cstdlib>
 #include <iostream>
 
@@ -17,6 +18,7 @@
 #include "actors/rendezvous.hpp"
 #include "kernels/threads.hpp"
 #include "runtime/core/error.hpp"
+#include "runtime/cluster/job_spec.hpp"
 #include "runtime/core/launch.hpp"
 #include "runtime/core/memory.hpp"
 #include "runtime/dist/comm.hpp"
@@ -137,6 +139,22 @@ actors::actor_spans spans_for(const std::shared_ptr<monitor::span_log>& log, std
   return {log, std::move(actor)};
 }
 
+// SPMD: every process resolved the resume point on its own; all must start from the same step
+// (a checkpoints folder written by something else while the group started would otherwise mix
+// two states silently). One all_reduce at set-up, left out of the data-plane byte counts.
+void check_same_start(comm::communicator& c, int step) {
+  std::vector<double> steps(static_cast<std::size_t>(c.world()), 0.0);
+  steps[static_cast<std::size_t>(c.rank())] = step;
+  c.all_reduce(steps.data(), steps.size());
+  c.reset_bytes();
+  for (int r = 0; r < c.world(); ++r)
+    if (steps[static_cast<std::size_t>(r)] != step)
+      fail(
+          "--resume: process {} starts from step {} but process {} from step {}: the "
+          "checkpoints folder changed while the group started (is another run writing it?)",
+          c.rank(), step, r, steps[static_cast<std::size_t>(r)]);
+}
+
 // How the run ended, for run.json: failed with the error, interrupted (a stop), or finished.
 void finish_status(monitor::run_status_writer& w, const train_result& r) {
   if (!r.error.empty())
@@ -185,8 +203,15 @@ train_result pipeline::run(const run_options& o) {
   const fs::path ckpt_root = o.out / "checkpoints";
   std::optional<storage::loaded_checkpoint> resumed;
   const param_layout layout = layout_of(cfg_.model);
-  if (!o.resume.empty()) {
-    fs::path from = o.resume == "latest" ? ckpt_root : fs::path(o.resume);
+  // "auto" (what a launcher restarting a failed job passes): this run folder's checkpoint if it
+  // has one, else a fresh start in it. Every process of a group decides alike: a step folder
+  // appears whole (renamed into place after its manifest is fsynced) and none is committed
+  // before every process has joined the group below (check_same_start says if one was).
+  const std::string resume = o.resume != "auto"                   ? o.resume
+                             : storage::has_checkpoint(ckpt_root) ? "latest"
+                                                                  : "";
+  if (!resume.empty()) {
+    fs::path from = resume == "latest" ? ckpt_root : fs::path(resume);
     auto head = storage::read_manifest(from);
     check_same_model(cfg_, head.config_toml, head.dir);
     resumed = head;  // the manifest only: each rank reads its own slices below
@@ -202,7 +227,7 @@ train_result pipeline::run(const run_options& o) {
       fail("--resume {}: the checkpoint is at step {}, train.steps is {}: nothing to do",
            resumed->dir.string(), resumed->step, cfg_.train.steps);
   } else if (storage::has_checkpoint(ckpt_root)) {
-    fail("{} already holds a run; pass --resume latest to continue it or --out NEW_DIR",
+    fail("{} already holds a run; pass --resume latest (or auto) to continue it or --out NEW_DIR",
          o.out.string());
   }
   storage::corpus_checks checks;
@@ -228,8 +253,12 @@ train_result pipeline::run(const run_options& o) {
   std::shared_ptr<comm::kv_store> store;
   if (spmd) {
     store = actors::open_rendezvous(sys, penv, std::chrono::seconds(120));
+    comm::gloo_options go;  // a dead or frozen peer fails each survivor's collective in time
+    go.op_timeout = std::chrono::seconds(cfg_.train.comm_timeout_s);
+    go.timeout_key = "train.comm_timeout_s";
     comms.push_back(comm::make_gloo(penv.rank, penv.world, store, penv.iface_addr,
-                                    "zf" + std::to_string(penv.master_port)));
+                                    "zf" + std::to_string(penv.master_port), go));
+    check_same_start(*comms.back(), resumed ? resumed->step : 0);
   } else {
     comms = comm::make_local_group(cfg_.train.ranks);
   }
@@ -287,6 +316,16 @@ train_result pipeline::run(const run_options& o) {
         fbuffer p(layout.total);  // the ranks' owned slices cover every parameter
         for (auto& z : ranks) z->export_state(p.data(), nullptr, nullptr);
         o.on_weights(step, std::make_shared<const lm_weights>(make_lm_weights(spec, std::move(p))));
+      };
+    }
+    // The cluster tests' failures on cue (runtime/cluster/job_spec.hpp, ZF_FAULT_EXIT).
+    if (auto fault = cluster::injected_fault_for(penv.rank, std::getenv("ZF_FAULT_EXIT"),
+                                                 std::getenv("ZF_ATTEMPT"))) {
+      ts.loop.after_step = [f = *fault, next = ts.loop.after_step](int step) {
+        if (next) next(step);
+        if (step != f.step) return;
+        if (f.code < 0) ::raise(SIGKILL);
+        std::_Exit(f.code);
       };
     }
     ts.sampler =

@@ -43,7 +43,7 @@ struct monitor {
 
 struct run_options {
   std::filesystem::path out = "runs/default";
-  std::string resume;                 // "", "latest" (this run's latest) or a checkpoint folder
+  std::string resume;  // "", "latest", "auto" (latest if there is one) or a checkpoint folder
   std::atomic<bool>* stop = nullptr;  // set to true to stop after the current step
   int stop_at_step = 0;               // > 0: stop after this step, as an interrupt would
   bool print_sample = true;           // print a sample of the trained model at the end

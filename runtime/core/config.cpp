@@ -74,6 +74,9 @@ std::vector<key> train_keys() {
              "data-parallel ranks (threads of one process); batch_size is per rank"),
       ZF_INT("train.sample_tokens", train.sample_tokens, 0, 1 << 20,
              "tokens sampled at the end of a run"),
+      ZF_INT("train.comm_timeout_s", train.comm_timeout_s, 1, 7 * 86400,
+             "seconds a collective between processes may wait for a peer before a dead or "
+             "frozen rank fails the run"),
       ZF_NUM("optimizer.lr", optimizer.lr, 1e-12, 10, "peak learning rate"),
       ZF_NUM("optimizer.weight_decay", optimizer.weight_decay, 0, 10,
              "AdamW decay on matrices and embeddings"),

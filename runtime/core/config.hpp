@@ -49,6 +49,9 @@ struct train_config {
   int threads = 0;         // compute threads; 0: all cores
   int ranks = 1;           // data-parallel ranks (threads of this process, local backend)
   int sample_tokens = 64;  // tokens of text generated at the end of a run; 0: none
+  // Seconds one collective between processes (Gloo) may wait for its peers: a rank that died or
+  // froze becomes an error naming this key in the survivors instead of a hang.
+  int comm_timeout_s = 60;
 };
 
 // AdamW (torch.optim.AdamW semantics) and global-norm clipping.

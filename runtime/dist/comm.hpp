@@ -112,8 +112,14 @@ struct gloo_options {
   // How long rendezvous (store waits, TCP connect) may take before the peer is declared missing.
   std::chrono::milliseconds rendezvous_timeout = std::chrono::seconds(30);
   // End-to-end limit of one collective (a peer may be busy computing for a while before it
-  // enters; keep this generous).
+  // enters; keep this generous). Past it the collective throws zf::error "comm gloo: rank R of
+  // W: <op> did not complete within <limit> (a peer died or stopped...)" instead of waiting on a
+  // dead or frozen peer; a peer whose connection closes fails it at once. Training sets it from
+  // train.comm_timeout_s; the default suits weight pushes to an engine process (large, rare).
   std::chrono::milliseconds op_timeout = std::chrono::minutes(10);
+  // The setting a user changes op_timeout with ("train.comm_timeout_s"), named in timeout
+  // errors; empty: none named.
+  std::string timeout_key;
 };
 
 // One rank of a process group over Gloo TCP; `prefix` namespaces the store keys so a store can be

@@ -22,7 +22,9 @@
 // Gloo and cannot be hoisted. Our reduce_scatter keeps its scratch ([chunk] receive buffer, and
 // a second [chunk] accumulator when world > 2) and their handles across calls, growing only when
 // a larger chunk arrives; it allocates one handle for `in` per call.
-// A collective that fails (peer died, timeout) throws zf::error; the group is then unusable.
+// A collective that fails throws zf::error and the group is then unusable. A peer that died
+// (connection closed) or stopped (nothing arrives within gloo_options::op_timeout) is said as
+// such, with the limit and the key that sets it; any other Gloo failure keeps Gloo's text.
 #include <gloo/allgather.h>
 #include <gloo/allreduce.h>
 #include <gloo/barrier.h>
@@ -36,9 +38,10 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string_view>
 
-#include "runtime/dist/comm.hpp"
 #include "runtime/core/error.hpp"
+#include "runtime/dist/comm.hpp"
 
 namespace zf::comm {
 namespace {
@@ -89,6 +92,28 @@ void add(void* c_, const void* a_, const void* b_, std::size_t n) {
   for (std::size_t i = 0; i < n; ++i) c[i] = a[i] + b[i];
 }
 
+// What a Gloo exception's text says happened (Gloo has one exception type for all I/O
+// failures). git20220518's messages: "Timed out waiting <n>ms for recv|send operation to
+// complete", "Read timeout", "Write timeout", "Application timeout caused pair closure" (a
+// timeout); "Connection closed by peer", "Socket closed", "Socket unexpectedly closed",
+// "Read error", "Write error" (the peer's process went away, or the network).
+enum class failure { timeout, peer_lost, other };
+
+failure classify(std::string_view text) {
+  auto has = [&](std::string_view s) { return text.find(s) != std::string_view::npos; };
+  if (has("Timed out") || has("timeout") || has("Timeout")) return failure::timeout;
+  if (has("closed") || has("Read error") || has("Write error") || has("reset by peer") ||
+      has("Broken pipe"))
+    return failure::peer_lost;
+  return failure::other;
+}
+
+// "60 s" for whole seconds, else "1500 ms".
+std::string duration_text(milliseconds d) {
+  return d.count() % 1000 == 0 ? fmt::format("{} s", d.count() / 1000)
+                               : fmt::format("{} ms", d.count());
+}
+
 // Slot prefix for our reduce_scatter ring; Gloo's own collectives use prefixes 0x01..0x08.
 constexpr std::uint8_t reduce_scatter_slot_prefix = 0x7a;
 // Reduce-scatter pipelines the ring in segments of this many bytes, two in flight each way.
@@ -98,7 +123,7 @@ class gloo_comm final : public communicator {
  public:
   gloo_comm(int rank, int world, std::shared_ptr<kv_store> store, const std::string& iface_addr,
             const std::string& prefix, const gloo_options& opt)
-      : rank_(rank), world_(world) {
+      : rank_(rank), world_(world), op_timeout_(opt.op_timeout), timeout_key_(opt.timeout_key) {
     if (world < 1) fail("comm gloo: world must be >= 1, got {}", world);
     if (rank < 0 || rank >= world)
       fail("comm gloo: rank {} out of range for world {} (expected 0..{})", rank, world, world - 1);
@@ -281,6 +306,9 @@ class gloo_comm final : public communicator {
            count);
   }
 
+  // Runs one collective; Gloo's exceptions become zf::error. A timeout (a peer that froze, or
+  // died without its socket closing) and a closed connection (a peer that died) say so and name
+  // the limit, so a survivor's log tells what happened instead of Gloo's file:line text alone.
   template <class F>
   void guarded(const char* what, F&& f) {
     try {
@@ -288,12 +316,32 @@ class gloo_comm final : public communicator {
     } catch (const zf::error&) {
       throw;
     } catch (const std::exception& e) {
+      switch (classify(e.what())) {
+        case failure::timeout:
+          fail(
+              "comm gloo: rank {} of {}: {} did not complete within {} (a peer died or stopped{}) "
+              "[gloo: {}]",
+              rank_, world_, what, duration_text(op_timeout_), key_note(), e.what());
+        case failure::peer_lost:
+          fail(
+              "comm gloo: rank {} of {}: {} failed: a peer closed its connection (it died or "
+              "exited) [gloo: {}]",
+              rank_, world_, what, e.what());
+        case failure::other:
+          break;
+      }
       fail("comm gloo (rank {} of {}): {} failed: {}", rank_, world_, what, e.what());
     }
   }
 
+  std::string key_note() const {
+    return timeout_key_.empty() ? std::string() : "; limit set by " + timeout_key_;
+  }
+
   const int rank_;
   const int world_;
+  const milliseconds op_timeout_;
+  const std::string timeout_key_;  // gloo_options::timeout_key
   std::shared_ptr<gloo::transport::Device> device_;
   std::shared_ptr<gloo::rendezvous::Context> ctx_;
   std::vector<float> rcv_, acc_;  // reduce_scatter scratch, [scratch_elems_] each

@@ -316,6 +316,52 @@ TEST_CASE("cli: Ctrl-C stops cleanly with a checkpoint that resumes") {
   CHECK(zf::storage::read_manifest(out).step == head.step + 3);
 }
 
+// What a launcher that restarts a failed job runs: the job's own command plus --resume auto.
+TEST_CASE("cli: --resume auto starts fresh, then continues the last checkpoint exactly") {
+  temp_dir d("resume_auto");
+  const std::string train = "train --set train.steps=20" + k_small;
+  const fs::path out = d.path / "job";
+  auto losses = [](const fs::path& metrics) {
+    std::vector<std::string> v;  // as printed: equal text is equal bits
+    std::istringstream in(slurp(metrics));
+    for (std::string line; std::getline(in, line);) {
+      const auto at = line.find("\"loss\":");
+      if (at != std::string::npos) v.push_back(line.substr(at, line.find(',', at) - at));
+    }
+    return v;
+  };
+  auto full = zeroflow(train + " --out " + (d.path / "full").string(), d.path);
+  INFO(full.out);
+  REQUIRE(full.code == 0);
+  // No checkpoint in --out yet: a fresh start there.
+  auto first =
+      zeroflow(train + " --out " + out.string() + " --resume auto --stop-after 10", d.path);
+  INFO(first.out);
+  REQUIRE(first.code == 0);
+  CHECK(first.out.find("20 steps from step 0") != std::string::npos);
+  CHECK(zf::storage::read_manifest(out).step == 10);
+  // A checkpoint: continued from it, not refused as "already holds a run".
+  auto second = zeroflow(train + " --out " + out.string() + " --resume auto", d.path);
+  INFO(second.out);
+  REQUIRE(second.code == 0);
+  CHECK(second.out.find("20 steps from step 10") != std::string::npos);
+  CHECK(zf::storage::read_manifest(out).step == 20);
+  const auto want = losses(d.path / "full" / "metrics.jsonl");
+  CHECK(want.size() == 20);
+  CHECK(losses(out / "metrics.jsonl") == want);  // steps 1-10, then 11-20, bit for bit
+  // A finished job has nothing left to resume: said, like --resume latest.
+  auto done = zeroflow(train + " --out " + out.string() + " --resume auto", d.path);
+  CHECK(done.code != 0);
+  CHECK(done.out.find("the checkpoint is at step 20, train.steps is 20: nothing to do") !=
+        std::string::npos);
+  // auto needs the job's folder.
+  auto bare = zeroflow(train + " --resume auto", d.path);
+  INFO(bare.out);
+  CHECK(bare.code != 0);
+  CHECK(bare.out.find("error: --resume auto: give the run folder with --out DIR") !=
+        std::string::npos);
+}
+
 TEST_CASE(
     "cli: train --console serves the run's console, and a taken port does not stop training") {
   temp_dir d("train_console");

@@ -374,3 +374,23 @@ TEST_CASE("config: monitor.tensorboard is a bool, false by default, in its own [
   CHECK(contains(msg, "unknown config key 'monitor.tensorbored' in typo.toml"));
   CHECK(cfg.monitor.tensorboard);  // the refusals left the value as it was
 }
+
+TEST_CASE("config: train.comm_timeout_s is whole seconds, 60 by default, at least 1") {
+  zf::run_config cfg;
+  CHECK(cfg.train.comm_timeout_s == 60);
+  CHECK(contains(zf::to_toml(cfg), "\ncomm_timeout_s = 60  # "));
+  zf::apply_override(cfg, "train.comm_timeout_s=5");
+  CHECK(cfg.train.comm_timeout_s == 5);
+  zf::run_config back;
+  zf::apply_toml(back, zf::to_toml(cfg), "all.toml");
+  CHECK(back.train.comm_timeout_s == 5);
+  auto msg = error_of([&] { zf::apply_override(cfg, "train.comm_timeout_s=0"); });
+  CHECK(contains(msg, "train.comm_timeout_s: expected 1..604800, got 0"));
+  msg = error_of([&] { zf::apply_override(cfg, "train.comm_timeout_s=1.5"); });
+  CHECK(contains(msg, "train.comm_timeout_s: expected an integer, got 1.5"));
+  zf::run_config direct;
+  direct.train.comm_timeout_s = -3;
+  msg = error_of([&] { zf::validate(direct); });
+  CHECK(contains(msg, "train.comm_timeout_s: expected 1..604800, got -3"));
+  CHECK(cfg.train.comm_timeout_s == 5);  // the refusals left the value as it was
+}
