@@ -62,43 +62,47 @@ class caf_store : public comm::kv_store {
     // the actor system waits for every actor at shutdown: the owner ends the server
     if (owner_) caf::anon_send_exit(server_, caf::exit_reason::user_shutdown);
   }
+  // Every request is asked again each second (kAsk), and between asks the store checks that
+  // rank 0 is still there (a monitor on its proxy: the down message comes when the connection
+  // drops). A request already sent to rank 0 is never answered when rank 0 dies, and CAF
+  // quietly drops new ones to the dead proxy, so without this a rank waiting here (a checkpoint
+  // commit: up to 10 minutes) would wait out its whole timeout. Both requests are idempotent: a
+  // set repeated stores the same value, a key set meanwhile answers the next get.
   void set(const std::string& key, const std::vector<char>& value) override {
-    caf::scoped_actor self{sys_};
-    self->request(server_, std::chrono::seconds(60), kv_set_atom::value, secret_, key, value)
-        .receive([](bool) {},
-                 [&](caf::error& e) {
-                   refused(e);
-                   fail("rendezvous {}: set '{}' failed: {}", where_, key, sys_.render(e));
-                 });
+    ask<bool>(key, std::chrono::seconds(60), "set", kv_set_atom::value, secret_, key, value);
   }
-  // Asked again every second: a request already sent to rank 0 is never answered when rank 0
-  // dies (CAF drops it with the connection), while a new one to the dead proxy fails at once. So
-  // a rank waiting here (a checkpoint commit: up to 10 minutes) learns within a second that rank
-  // 0 is gone instead of at the end of its wait. A key set meanwhile is answered by the next ask.
   std::vector<char> get(const std::string& key, std::chrono::milliseconds timeout) override {
+    return ask<std::vector<char>>(key, timeout, "get", kv_get_atom::value, secret_, key);
+  }
+
+ private:
+  template <class Reply, class... Ts>
+  Reply ask(const std::string& key, std::chrono::milliseconds timeout, const char* what,
+            const Ts&... xs) {
     caf::scoped_actor self{sys_};
+    self->monitor(server_);
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     for (;;) {
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
           deadline - std::chrono::steady_clock::now());
-      std::optional<std::vector<char>> out;
+      std::optional<Reply> out;
       caf::error err;
-      self->request(server_, std::clamp(left, std::chrono::milliseconds(1), kAsk),
-                    kv_get_atom::value, secret_, key)
-          .receive([&](std::vector<char>& v) { out = std::move(v); },
+      self->request(server_, std::clamp(left, std::chrono::milliseconds(1), kAsk), xs...)
+          .receive([&](Reply& v) { out = std::move(v); },
                    [&](caf::error& e) { err = std::move(e); });
       if (out) return std::move(*out);
       refused(err);
+      bool down = false;
+      self->receive([&](const caf::down_msg&) { down = true; },
+                    caf::after(std::chrono::milliseconds(0)) >> [] {});
+      if (down) fail("rendezvous {}: rank 0 is gone ({} '{}')", where_, what, key);
       if (err != caf::sec::request_timeout)
-        fail("rendezvous {}: rank 0 is gone while waiting for '{}' ({})", where_, key,
-             sys_.render(err));
+        fail("rendezvous {}: rank 0 is gone ({} '{}': {})", where_, what, key, sys_.render(err));
       if (left <= kAsk)
         fail("rendezvous {}: no value for '{}' within {} ms; did every rank start?", where_, key,
              timeout.count());
     }
   }
-
- private:
   void refused(const caf::error& e) const {
     if (e == caf::sec::invalid_argument)
       fail("rendezvous {}: refused by rank 0: this process's ZF_JOB_SECRET is not the job's",

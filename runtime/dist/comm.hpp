@@ -126,6 +126,8 @@ struct gloo_options {
 // reused (use a fresh prefix per group: stale keys from an earlier group under the same prefix
 // would be read as this group's addresses); `iface_addr` is the address to bind ("127.0.0.1" for
 // one host). zf::error naming the missing rank and key when a peer does not show up in time.
+// With world > 1 the process ignores SIGPIPE from then on (unless it has a handler for it): a
+// write to a dead peer must fail the collective with a message, not kill the process.
 std::unique_ptr<communicator> make_gloo(int rank, int world, std::shared_ptr<kv_store> store,
                                         const std::string& iface_addr, const std::string& prefix,
                                         const gloo_options& options = {});

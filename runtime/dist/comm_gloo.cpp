@@ -35,8 +35,10 @@
 #include <gloo/transport/tcp/device.h>
 #include <gloo/transport/unbound_buffer.h>
 #include <gloo/types.h>
+#include <signal.h>
 
 #include <algorithm>
+#include <csignal>
 #include <cstring>
 #include <string_view>
 
@@ -108,6 +110,17 @@ failure classify(std::string_view text) {
   return failure::other;
 }
 
+// Gloo writes to its sockets with writev, which raises SIGPIPE once the peer has died; its
+// default action would kill a survivor silently before Gloo could report the closed connection.
+// Like Python (under which PyTorch runs Gloo), a process with a Gloo group ignores SIGPIPE, so
+// the write fails with EPIPE and the collective throws. A handler someone installed is kept.
+void ignore_sigpipe() {
+  struct sigaction old {};
+  if (::sigaction(SIGPIPE, nullptr, &old) == 0 && !(old.sa_flags & SA_SIGINFO) &&
+      old.sa_handler == SIG_DFL)
+    std::signal(SIGPIPE, SIG_IGN);
+}
+
 // "60 s" for whole seconds, else "1500 ms".
 std::string duration_text(milliseconds d) {
   return d.count() % 1000 == 0 ? fmt::format("{} s", d.count() / 1000)
@@ -132,6 +145,7 @@ class gloo_comm final : public communicator {
       fail("comm gloo: timeouts must be positive, got rendezvous {} ms, op {} ms",
            opt.rendezvous_timeout.count(), opt.op_timeout.count());
 
+    if (world > 1) ignore_sigpipe();
     store_adapter adapter(std::move(store), opt.rendezvous_timeout);
     gloo::rendezvous::PrefixStore prefixed(prefix, adapter);
     try {
