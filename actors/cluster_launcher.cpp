@@ -311,12 +311,19 @@ std::vector<node_agent_actor> connect_agents(caf::actor_system& sys,
   for (const auto& n : o.nodes) {
     const auto deadline = clock::now() + o.connect_timeout;
     caf::expected<node_agent_actor> h = caf::sec::cannot_connect_to_node;
-    for (;;) {
-      h = sys.middleman().remote_actor<node_agent_actor>(n.host, static_cast<uint16_t>(n.port));
+    for (;;) {  // an agent may still be starting: try again until the deadline
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
+      h = connect_agent(sys, o.tls, n.host, static_cast<uint16_t>(n.port), std::max(left, 500ms));
       if (h || clock::now() > deadline) break;
       std::this_thread::sleep_for(200ms);
     }
-    if (!h) fail("launch: cannot reach the agent at {}: {}", n.text(), sys.render(h.error()));
+    if (!h)
+      fail("launch: cannot reach the agent at {}: {}{}", n.text(), sys.render(h.error()),
+           o.tls.enabled()
+               ? " (with TLS: the agent must run with --tls-cert, --tls-key and --tls-ca, its "
+                 "certificate signed by this --tls-ca and ours by its)"
+               : " (an agent started with --tls-* flags needs them here too)");
     self->request(*h, 10s, agent_hello_atom::value, o.token)
         .receive(
             [&](node_info& info) {

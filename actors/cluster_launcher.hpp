@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/cluster_tls.hpp"
 #include "runtime/cluster/job_spec.hpp"
 
 namespace zf::actors {
@@ -21,6 +22,7 @@ namespace zf::actors {
 struct cluster_launch_options {
   std::vector<cluster::node_addr> nodes;
   std::string token;
+  cluster_tls tls;  // TLS to every agent (sys set up by use_cluster_tls); none = plain TCP
   int nproc_per_node = 1;
   int max_restarts = 0;
   int min_nodes = 0;              // 0 = every node

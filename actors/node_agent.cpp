@@ -74,6 +74,11 @@ bool admitted(agent_self self, const std::string& token, const char* what) {
   return false;
 }
 
+// 127.0.0.0/8, ::1 and localhost: reachable from this host only.
+bool is_loopback(const std::string& host) {
+  return host.starts_with("127.") || host == "::1" || host == "localhost";
+}
+
 caf::error refusal(std::string why) {
   return caf::make_error(caf::sec::invalid_argument, std::move(why));
 }
@@ -202,15 +207,23 @@ node_agent::node_agent(caf::actor_system& sys, node_agent_options o) : sys_(sys)
     o.log = [](const std::string& line) { std::cerr << "zeroflow node: " << line << "\n"; };
   const std::string host = o.host;
   const int want = o.port;
+  const cluster_tls tls = o.tls;
+  const auto log = o.log;
   auto typed = sys.spawn(agent_behavior, std::move(o));
   actor_ = caf::actor_cast<caf::actor>(typed);
   const char* bind_to = host == "0.0.0.0" ? nullptr : host.c_str();
-  auto port = sys.middleman().publish(typed, static_cast<uint16_t>(want), bind_to, true);
+  auto port = publish_agent(sys, tls, typed, static_cast<uint16_t>(want), bind_to);
   if (!port) {
     caf::anon_send_exit(actor_, caf::exit_reason::user_shutdown);
-    fail("node agent: cannot listen on {}:{}: {}", host, want, sys.render(port.error()));
+    fail("node agent: cannot listen on {}:{}{}: {}", host, want, tls.enabled() ? " with TLS" : "",
+         sys.render(port.error()));
   }
   port_ = *port;
+  if (!tls.enabled() && !is_loopback(host))
+    log(fmt::format(
+        "warning: listening on {} without TLS: the token and every job's arguments travel in "
+        "clear text (give --tls-cert, --tls-key and --tls-ca)",
+        host));
 }
 
 node_agent::~node_agent() {

@@ -4,11 +4,15 @@
 // a job (runtime/cluster/rank_processes), streams their output and exits back, sends a heartbeat
 // every second while they run, and stops them (whole process groups) when asked or when the
 // launcher goes away. It refuses a wrong token, a subcommand other than train or rl, and
-// arguments with shell metacharacters, and says so on its log.
+// arguments with shell metacharacters, and says so on its log. With TLS (actors/cluster_tls) it
+// accepts only launchers whose certificate its CA signed; without, on an address other than
+// loopback, it warns that the token travels in clear text.
 #include <caf/all.hpp>
 #include <functional>
 #include <memory>
 #include <string>
+
+#include "actors/cluster_tls.hpp"
 
 namespace zf::actors {
 
@@ -17,6 +21,7 @@ struct node_agent_options {
   int port = 0;                    // 0 = any free one (port() says which)
   std::string token;               // what every request must present
   std::string executable;          // what ranks run; "" = this binary
+  cluster_tls tls;                 // TLS (sys set up by use_cluster_tls); none = plain TCP
   // Where the agent says what it does and refuses (default: stderr, one line each).
   std::function<void(const std::string&)> log;
 };

@@ -1,21 +1,13 @@
 #include "actors/optimizer_shard.hpp"
 
+#include "actors/error_text.hpp"
+
 namespace zf::actors {
 namespace {
 
 shard_actor::behavior_type optimizer_shard(shard_actor::pointer self, std::shared_ptr<zero_rank> z,
                                            actor_spans sp) {
-  // A collective that throws (a peer died or stopped: comm's zf::error naming the limit and
-  // its key) reaches the trainer with its text, not as CAF's bare runtime_error.
-  self->set_exception_handler([](caf::scheduled_actor*, std::exception_ptr& x) -> caf::error {
-    try {
-      std::rethrow_exception(x);
-    } catch (const std::exception& e) {
-      return caf::make_error(caf::sec::runtime_error, std::string(e.what()));
-    } catch (...) {
-      return caf::make_error(caf::sec::runtime_error);
-    }
-  });
+  answer_exceptions_with_text(self);
   return {
       [z, sp](gnorm_atom) -> double {
         return sp.timed("grad_norm", [&] { return z->grad_sq_norm(); });

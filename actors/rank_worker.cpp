@@ -1,22 +1,14 @@
 #include "actors/rank_worker.hpp"
 
+#include "actors/error_text.hpp"
+
 namespace zf::actors {
 namespace {
 
 // Spans: one per micro-batch (forward_backward), validation batch (evaluate) and step (reduce).
 worker_actor::behavior_type rank_worker(worker_actor::pointer self, std::shared_ptr<zero_rank> z,
                                         actor_spans sp) {
-  // A collective that throws (a peer died or stopped: comm's zf::error naming the limit and
-  // its key) reaches the trainer with its text, not as CAF's bare runtime_error.
-  self->set_exception_handler([](caf::scheduled_actor*, std::exception_ptr& x) -> caf::error {
-    try {
-      std::rethrow_exception(x);
-    } catch (const std::exception& e) {
-      return caf::make_error(caf::sec::runtime_error, std::string(e.what()));
-    } catch (...) {
-      return caf::make_error(caf::sec::runtime_error);
-    }
-  });
+  answer_exceptions_with_text(self);
   return {
       [z, sp](fwdbwd_atom, const batch_ptr& b, float loss_scale) -> float {
         return sp.timed("forward_backward", [&] {

@@ -228,23 +228,47 @@ TEST_CASE("cluster agents: a rank killed is named and the restart resumes to the
   CHECK(out.find("restart 1 of 1") != std::string::npos);
   CHECK(out.find("--resume auto") != std::string::npos);
   CHECK(out.find("every rank finished (attempt 2)") != std::string::npos);
-  CHECK(out.find("20 steps from step 10") != std::string::npos);  // from the last checkpoint
+  // from the last committed checkpoint: step 10's, or step 5's when step 10's commit (written
+  // while training goes on) had not finished when rank 1 died
+  CHECK(std::regex_search(out, std::regex("20 steps from step (10|5),")));
   auto ref = threads_run(d.path, 20), got = losses(d.path / "run");
   REQUIRE(got.count(20));
   CHECK(std::abs(got[20] - ref[20]) <= 1e-5 * ref[20]);
   CHECK(all_gone(rank_pids(out), 10s));
 }
 
-TEST_CASE("cluster agents: a rank that exits with code 3 is named and the launch exits 3") {
+TEST_CASE(
+    "cluster agents: a rank that exits with code 3 is named and the restart finishes the run") {
   temp_dir d("agents-exit3");
   const auto token = write_token(d.path);
-  agent a("127.0.0.1", d.path, token), b("127.0.0.2", d.path, token, "ZF_FAULT_EXIT=3:8:3");
+  agent a("127.0.0.1", d.path, token), b("127.0.0.2", d.path, token, "ZF_FAULT_EXIT=3:9:3");
+  process l(launch_args(a, b, token, "--max-restarts 1 -- " + train_args(20) + " --out run"),
+            d.path / "launch.log", d.path);
+  REQUIRE_MESSAGE(
+      wait_for(l.log, "rank 3 on " + b.addr + " exited with code 3; stopping every rank", 60s),
+      slurp(l.log));
+  const auto first = rank_pids(slurp(l.log));
+  CHECK(first.size() == 4);
+  CHECK(all_gone(first, 15s));
+  REQUIRE_MESSAGE(l.wait(120s) == 0, slurp(l.log));
+  const std::string out = slurp(l.log);
+  CHECK(std::regex_search(out, std::regex("20 steps from step 5,")));  // step 5's checkpoint
+  auto ref = threads_run(d.path, 20), got = losses(d.path / "run");
+  REQUIRE(got.count(20));
+  CHECK(std::abs(got[20] - ref[20]) <= 1e-5 * ref[20]);
+}
+
+TEST_CASE("cluster agents: without restarts the launch exits with the failing rank's code") {
+  temp_dir d("agents-exit3-final");
+  const auto token = write_token(d.path);
+  agent a("127.0.0.1", d.path, token, "ZF_FAULT_EXIT=0:3:3"), b("127.0.0.2", d.path, token);
   process l(launch_args(a, b, token, "-- " + train_args(200) + " --out run"), d.path / "launch.log",
             d.path);
   CHECK(l.wait(120s) == 3);
   const std::string out = slurp(l.log);
-  CHECK(out.find("rank 3 on " + b.addr + " exited with code 3; stopping every rank") !=
+  CHECK(out.find("rank 0 on " + a.addr + " exited with code 3; stopping every rank") !=
         std::string::npos);
+  CHECK(out.find("the job failed") != std::string::npos);
   CHECK(all_gone(rank_pids(out), 10s));
 }
 
