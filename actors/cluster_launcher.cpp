@@ -318,12 +318,16 @@ std::vector<node_agent_actor> connect_agents(caf::actor_system& sys,
       if (h || clock::now() > deadline) break;
       std::this_thread::sleep_for(200ms);
     }
-    if (!h)
-      fail("launch: cannot reach the agent at {}: {}{}", n.text(), sys.render(h.error()),
-           o.tls.enabled()
-               ? " (with TLS: the agent must run with --tls-cert, --tls-key and --tls-ca, its "
-                 "certificate signed by this --tls-ca and ours by its)"
-               : " (an agent started with --tls-* flags needs them here too)");
+    if (!h) {
+      const auto& e = h.error();
+      const bool garbled = e == caf::sec::disconnect_during_handshake ||
+                           e == caf::sec::request_timeout;  // e.g. plain TCP to a TLS agent
+      fail("launch: cannot reach the agent at {}: {}{}", n.text(), sys.render(e),
+           o.tls.enabled() ? " (with TLS the agent must run with --tls-cert, --tls-key and "
+                             "--tls-ca too, its certificate signed by our --tls-ca and ours by its)"
+           : garbled       ? " (an agent started with --tls-* flags needs them here too)"
+                           : "");
+    }
     self->request(*h, 10s, agent_hello_atom::value, o.token)
         .receive(
             [&](node_info& info) {

@@ -5,6 +5,7 @@
 
 #include <caf/io/all.hpp>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <vector>
@@ -12,6 +13,7 @@
 #include "runtime/core/error.hpp"
 
 #ifdef ZF_HAVE_CAF_OPENSSL
+#include <dlfcn.h>
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -22,6 +24,37 @@
 #include <openssl/x509v3.h>
 
 #include <caf/openssl/all.hpp>
+
+// CAF 0.17's OpenSSL module (libcaf_openssl, session.cpp) reads and writes with SSL_read and
+// SSL_write and asks SSL_get_error what a -1 meant, but never empties the thread's OpenSSL error
+// queue, which SSL_get_error consults first. One failed connection (a stranger's rejected
+// handshake, a killed peer's "unexpected eof") leaves its error there, and the next ordinary
+// "would block" on ANY other connection of that network thread reads as fatal: the agent drops
+// its launcher (and stops the job), the launcher drops every surviving agent. OpenSSL documents
+// that the queue must be empty before each TLS I/O call; these definitions, which the dynamic
+// linker binds libcaf_openssl's (and every other caller's) SSL_read and SSL_write to, empty it
+// and call OpenSSL's own. Handshakes need nothing: OpenSSL empties the queue itself there.
+// Tested: tests/actors/test_node_agent_tls.cpp, "leaves other connections alone".
+namespace {
+template <class F>
+F next_symbol(const char* name) {
+  void* f = ::dlsym(RTLD_NEXT, name);
+  if (!f) std::abort();  // libssl is linked in: its symbols exist
+  return reinterpret_cast<F>(f);
+}
+}  // namespace
+
+extern "C" int SSL_read(SSL* ssl, void* buf, int num) {
+  static const auto real = next_symbol<int (*)(SSL*, void*, int)>("SSL_read");
+  ERR_clear_error();
+  return real(ssl, buf, num);
+}
+
+extern "C" int SSL_write(SSL* ssl, const void* buf, int num) {
+  static const auto real = next_symbol<int (*)(SSL*, const void*, int)>("SSL_write");
+  ERR_clear_error();
+  return real(ssl, buf, num);
+}
 #endif
 
 namespace zf::actors {

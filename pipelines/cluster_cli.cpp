@@ -13,6 +13,7 @@
 
 #include "actors/cluster_launcher.hpp"
 #include "actors/cluster_protocol.hpp"
+#include "actors/cluster_tls.hpp"
 #include "actors/node_agent.hpp"
 #include "pipelines/launch.hpp"
 #include "runtime/cluster/job_spec.hpp"
@@ -21,14 +22,23 @@
 namespace zf {
 namespace {
 
+// --tls-cert, --tls-key, --tls-ca of `launch --nodes` and `node` (actors/cluster_tls).
+struct tls_flags {
+  std::string cert, key, ca;
+  bool any() const { return !cert.empty() || !key.empty() || !ca.empty(); }
+  actors::cluster_tls load() const { return actors::load_cluster_tls(cert, key, ca); }
+};
+
 struct launch_flags {
   int nproc = 2, master_port = 0;
   std::string nodes, token_file;
+  tls_flags tls;
   int nproc_per_node = 1, max_restarts = 0, min_nodes = 0;
   std::vector<std::string> args;
 };
 launch_flags g_launch;
 std::string g_listen = "127.0.0.1:7411", g_node_token;
+tls_flags g_node_tls;
 CLI::App* g_launch_cmd = nullptr;
 CLI::App* g_node_cmd = nullptr;
 std::atomic<bool> g_stop{false};
@@ -61,6 +71,7 @@ int launch_on_nodes(launch_flags f) {
   o.nodes = cluster::parse_nodes(f.nodes);
   if (f.token_file.empty()) fail("launch --nodes: give the agents' token with --token FILE");
   o.token = cluster::read_token_file(f.token_file);
+  o.tls = f.tls.load();
   o.nproc_per_node = f.nproc_per_node;
   o.max_restarts = f.max_restarts;
   o.min_nodes = f.min_nodes;
@@ -70,6 +81,7 @@ int launch_on_nodes(launch_flags f) {
   o.interrupt = &g_stop;
   caf::actor_system_config cfg;
   actors::configure_cluster(cfg);
+  actors::use_cluster_tls(cfg, o.tls);
   caf::actor_system sys{cfg};
   auto prev_int = std::signal(SIGINT, on_cluster_signal);
   auto prev_term = std::signal(SIGTERM, on_cluster_signal);
@@ -85,15 +97,18 @@ int run_node() {
   o.host = at.host;
   o.port = at.port;
   o.token = cluster::read_token_file(g_node_token);
+  o.tls = g_node_tls.load();
   caf::actor_system_config cfg;
   actors::configure_cluster(cfg);
+  actors::use_cluster_tls(cfg, o.tls);
   caf::actor_system sys{cfg};
   auto prev_int = std::signal(SIGINT, on_cluster_signal);
   auto prev_term = std::signal(SIGTERM, on_cluster_signal);
   {
     actors::node_agent agent(sys, o);
-    std::cout << fmt::format("zeroflow node: listening on {}",
-                             cluster::node_addr{at.host, agent.port()}.text())
+    std::cout << fmt::format("zeroflow node: listening on {}{}",
+                             cluster::node_addr{at.host, agent.port()}.text(),
+                             o.tls.enabled() ? " (TLS)" : "")
               << std::endl;
     while (!g_stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
     std::cerr << "zeroflow node: stopping\n";
@@ -101,6 +116,13 @@ int run_node() {
   std::signal(SIGINT, prev_int);
   std::signal(SIGTERM, prev_term);
   return 0;
+}
+
+void add_tls_options(CLI::App& cmd, tls_flags& t, const char* peers) {
+  cmd.add_option("--tls-cert", t.cert,
+                 fmt::format("TLS {}: this end's PEM certificate, signed by --tls-ca", peers));
+  cmd.add_option("--tls-key", t.key, "TLS: the certificate's unencrypted PEM key (mode 600)");
+  cmd.add_option("--tls-ca", t.ca, "TLS: the CA whose signature every peer's certificate needs");
 }
 
 }  // namespace
@@ -126,6 +148,7 @@ void add_cluster_subcommands(CLI::App& app) {
   l->add_option("--min-nodes", f.min_nodes,
                 "restart on the nodes still alive if at least this many (default: all)")
       ->check(CLI::Range(0, 65536));
+  add_tls_options(*l, f.tls, "to the agents");
   l->add_option("command", f.args, "after --: the subcommand and its options")->expected(-1);
 
   g_node_cmd = app.add_subcommand(
@@ -135,14 +158,18 @@ void add_cluster_subcommands(CLI::App& app) {
                    "HOST:PORT to listen on (not loopback: reachable by others)")
       ->capture_default_str();
   g_node_cmd->add_option("--token", g_node_token, "file holding the token (mode 600)")->required();
+  add_tls_options(*g_node_cmd, g_node_tls, "with launchers");
 }
 
 int run_cluster_subcommands() {
   if (g_launch_cmd && *g_launch_cmd) {
     const auto& f = g_launch;
     if (f.nodes.empty()) {
-      if (!f.token_file.empty() || f.max_restarts || f.min_nodes || f.nproc_per_node != 1)
-        fail("launch: --token, --nproc-per-node, --max-restarts and --min-nodes need --nodes");
+      if (!f.token_file.empty() || f.max_restarts || f.min_nodes || f.nproc_per_node != 1 ||
+          f.tls.any())
+        fail(
+            "launch: --token, --tls-*, --nproc-per-node, --max-restarts and --min-nodes need "
+            "--nodes");
       return launch_local(f.nproc, f.master_port, f.args);
     }
     return launch_on_nodes(f);
