@@ -4,16 +4,15 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <future>
 #include <iostream>
-#include <map>
 #include <memory>
 #include <random>
 #include <thread>
 
 #include "actors/cluster_protocol.hpp"
 #include "runtime/cluster/job_control.hpp"
+#include "runtime/cluster/rank_logs.hpp"
 #include "runtime/core/error.hpp"
 
 namespace zf::actors {
@@ -30,23 +29,6 @@ std::string random_secret() {
   return s;
 }
 
-// A restart continues from the run folder's last checkpoint: any --resume the user gave is
-// replaced by `--resume auto` (it is the run folder's own checkpoint from now on).
-std::vector<std::string> attempt_args(const std::vector<std::string>& args, int attempt) {
-  if (attempt == 1) return args;
-  std::vector<std::string> out;
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == "--resume") {
-      ++i;
-      continue;
-    }
-    if (args[i].starts_with("--resume=")) continue;
-    out.push_back(args[i]);
-  }
-  out.insert(out.end(), {"--resume", "auto"});
-  return out;
-}
-
 struct launcher_state {
   cluster_launch_options opt;
   std::vector<node_agent_actor> agents;
@@ -57,7 +39,7 @@ struct launcher_state {
   int pending = 0;       // start or stop replies the phase still waits for
   bool refused = false;  // an agent refused the request: no restart helps
   bool interrupted = false;
-  std::map<int, std::ofstream> logs;
+  std::unique_ptr<cluster::rank_logs> logs;
   std::shared_ptr<std::promise<int>> result;
 };
 using launcher_self = caf::stateful_actor<launcher_state>*;
@@ -71,7 +53,6 @@ void finish(launcher_self self, int code) {
 }
 
 void start_attempt(launcher_self self);
-void append_log(launcher_state& st, int rank, std::string_view text);
 
 void after_stop(launcher_self self) {
   auto& st = self->state;
@@ -152,7 +133,7 @@ void start_nodes(launcher_self self, int master_port) {
     job_start js;
     js.job = job;
     js.attempt = att.number;
-    js.args = attempt_args(st.opt.args, att.number);
+    js.args = cluster::attempt_args(st.opt.args, att.number);
     js.node = static_cast<int>(i);
     js.world = att.world;
     js.nproc_per_node = st.opt.nproc_per_node;
@@ -173,11 +154,11 @@ void start_nodes(launcher_self self, int master_port) {
                   static_cast<int>(std::find(nodes.begin(), nodes.end(), n) - nodes.begin()) *
                   s.opt.nproc_per_node;
               for (std::size_t i = 0; i < pids.size(); ++i)
-                append_log(s, first + static_cast<int>(i),
-                           fmt::format("--- zeroflow launch: attempt {}, rank {} (pid {}) on {} "
-                                       "---\n",
-                                       s.ctrl->current().number, first + static_cast<int>(i),
-                                       pids[i], s.ctrl->node(n).text()));
+                s.logs->note(first + static_cast<int>(i),
+                             fmt::format("--- zeroflow launch: attempt {}, rank {} (pid {}) on {} "
+                                         "---",
+                                         s.ctrl->current().number, first + static_cast<int>(i),
+                                         pids[i], s.ctrl->node(n).text()));
               if (--s.pending == 0) s.ph = launcher_state::phase::running;
             },
             [self, job, n](caf::error& e) {
@@ -202,7 +183,7 @@ void start_attempt(launcher_self self) {
   st.last_beat.assign(st.agents.size(), clock::now());
   st.opt.say(fmt::format("zeroflow launch: attempt {}: {} rank(s) on {} node(s): zeroflow {}",
                          att.number, att.world, att.nodes.size(),
-                         fmt::join(attempt_args(st.opt.args, att.number), " ")));
+                         fmt::join(cluster::attempt_args(st.opt.args, att.number), " ")));
   const int master = att.nodes.front();
   const std::string job = st.job;
   self->request(st.agents[static_cast<std::size_t>(master)], 10s, agent_port_atom::value,
@@ -217,34 +198,12 @@ void start_attempt(launcher_self self) {
           });
 }
 
-// log_dir/rank-N.log, opened once and appended to across attempts ("" = no logs).
-void append_log(launcher_state& st, int rank, std::string_view text) {
-  if (st.opt.log_dir.empty()) return;
-  auto it = st.logs.find(rank);
-  if (it == st.logs.end()) {
-    const auto path = std::filesystem::path(st.opt.log_dir) / fmt::format("rank-{}.log", rank);
-    it = st.logs.emplace(rank, std::ofstream(path, std::ios::app)).first;
-  }
-  it->second << text;
-  it->second.flush();  // a log is read while the job runs (tail -f)
-}
-
-void write_output(launcher_state& st, int rank, const std::string& text) {
-  std::size_t at = 0;
-  while (at < text.size()) {
-    std::size_t nl = text.find('\n', at);
-    if (nl == std::string::npos) nl = text.size();
-    st.opt.print(fmt::format("[rank {}] {}", rank, std::string_view(text).substr(at, nl - at)));
-    at = nl + 1;
-  }
-  append_log(st, rank, text);
-}
-
 caf::behavior launcher_behavior(launcher_self self, cluster_launch_options opt,
                                 std::vector<node_agent_actor> agents,
                                 std::shared_ptr<std::promise<int>> result) {
   auto& st = self->state;
   st.opt = std::move(opt);
+  st.logs = std::make_unique<cluster::rank_logs>(st.opt.log_dir, st.opt.print);
   st.agents = std::move(agents);
   st.result = std::move(result);
   st.ctrl = std::make_unique<cluster::job_control>(
@@ -263,7 +222,7 @@ caf::behavior launcher_behavior(launcher_self self, cluster_launch_options opt,
   self->send(self, tick_atom::value);
   return {
       [self](rank_output_atom, const std::string&, int rank, const std::string& text) {
-        write_output(self->state, rank, text);
+        self->state.logs->output(rank, text);
       },
       [self](rank_exited_atom, const std::string& job, int rank, int code, const std::string& how) {
         auto& s = self->state;

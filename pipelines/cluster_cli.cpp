@@ -66,6 +66,22 @@ std::string run_folder(std::vector<std::string>& args) {
   return out;
 }
 
+// Runs `body` in an actor system set up for the cluster (TLS when given) with Ctrl-C and SIGTERM
+// setting g_stop; restores the previous handlers after.
+template <class F>
+int in_cluster_system(const actors::cluster_tls& tls, F&& body) {
+  caf::actor_system_config cfg;
+  actors::configure_cluster(cfg);
+  actors::use_cluster_tls(cfg, tls);
+  caf::actor_system sys{cfg};
+  auto prev_int = std::signal(SIGINT, on_cluster_signal);
+  auto prev_term = std::signal(SIGTERM, on_cluster_signal);
+  const int code = body(sys);
+  std::signal(SIGINT, prev_int);
+  std::signal(SIGTERM, prev_term);
+  return code;
+}
+
 int launch_on_nodes(launch_flags f) {
   actors::cluster_launch_options o;
   o.nodes = cluster::parse_nodes(f.nodes);
@@ -79,16 +95,9 @@ int launch_on_nodes(launch_flags f) {
   o.log_dir = (std::filesystem::path(run_folder(f.args)) / "logs").string();
   o.args = std::move(f.args);
   o.interrupt = &g_stop;
-  caf::actor_system_config cfg;
-  actors::configure_cluster(cfg);
-  actors::use_cluster_tls(cfg, o.tls);
-  caf::actor_system sys{cfg};
-  auto prev_int = std::signal(SIGINT, on_cluster_signal);
-  auto prev_term = std::signal(SIGTERM, on_cluster_signal);
-  const int code = actors::run_cluster_launch(sys, std::move(o));
-  std::signal(SIGINT, prev_int);
-  std::signal(SIGTERM, prev_term);
-  return code;
+  const auto tls = o.tls;
+  return in_cluster_system(
+      tls, [&](caf::actor_system& sys) { return actors::run_cluster_launch(sys, std::move(o)); });
 }
 
 int run_node() {
@@ -98,13 +107,7 @@ int run_node() {
   o.port = at.port;
   o.token = cluster::read_token_file(g_node_token);
   o.tls = g_node_tls.load();
-  caf::actor_system_config cfg;
-  actors::configure_cluster(cfg);
-  actors::use_cluster_tls(cfg, o.tls);
-  caf::actor_system sys{cfg};
-  auto prev_int = std::signal(SIGINT, on_cluster_signal);
-  auto prev_term = std::signal(SIGTERM, on_cluster_signal);
-  {
+  return in_cluster_system(o.tls, [&](caf::actor_system& sys) {
     actors::node_agent agent(sys, o);
     std::cout << fmt::format("zeroflow node: listening on {}{}",
                              cluster::node_addr{at.host, agent.port()}.text(),
@@ -112,10 +115,8 @@ int run_node() {
               << std::endl;
     while (!g_stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
     std::cerr << "zeroflow node: stopping\n";
-  }  // the agent stops its ranks
-  std::signal(SIGINT, prev_int);
-  std::signal(SIGTERM, prev_term);
-  return 0;
+    return 0;  // the agent stops its ranks as it goes
+  });
 }
 
 void add_tls_options(CLI::App& cmd, tls_flags& t, const char* peers) {

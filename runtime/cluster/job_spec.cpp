@@ -264,3 +264,22 @@ std::optional<injected_fault> injected_fault_for(int rank, const char* spec, con
 }
 
 }  // namespace zf::cluster
+
+namespace zf::cluster {
+
+std::vector<std::string> attempt_args(const std::vector<std::string>& args, int attempt) {
+  if (attempt == 1) return args;
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--resume") {
+      ++i;  // and its value
+      continue;
+    }
+    if (args[i].starts_with("--resume=")) continue;
+    out.push_back(args[i]);
+  }
+  out.insert(out.end(), {"--resume", "auto"});
+  return out;
+}
+
+}  // namespace zf::cluster

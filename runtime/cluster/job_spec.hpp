@@ -76,3 +76,12 @@ struct injected_fault {
 std::optional<injected_fault> injected_fault_for(int rank, const char* spec, const char* attempt);
 
 }  // namespace zf::cluster
+
+namespace zf::cluster {
+
+// An attempt's arguments: the command as given for attempt 1; for a restart, any `--resume X`
+// replaced by `--resume auto` (the run folder's last committed checkpoint is where it goes on
+// from, a fresh start when it has none).
+std::vector<std::string> attempt_args(const std::vector<std::string>& args, int attempt);
+
+}  // namespace zf::cluster

@@ -3,7 +3,10 @@
 // the fault hook the cluster tests use (ZF_FAULT_EXIT).
 #include <doctest/doctest.h>
 
+#include <fstream>
+
 #include "runtime/cluster/job_control.hpp"
+#include "runtime/cluster/rank_logs.hpp"
 #include "test_util.hpp"
 
 using namespace zf::cluster;
@@ -12,6 +15,10 @@ using zf::testing::contains;
 using zf::testing::error_of;
 
 namespace {
+std::string file_text(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
 std::vector<node_addr> three_nodes() {
   return {{"127.0.0.1", 7001}, {"127.0.0.2", 7002}, {"127.0.0.3", 7003}};
 }
@@ -105,4 +112,29 @@ TEST_CASE("job control: the fault hook aims at one rank on the first attempt") {
   CHECK(!injected_fault_for(3, nullptr, nullptr));
   for (const char* bad : {"3:8", "x:8:3", "3:0:3", "3:8:300", "3:8:boom", "3:8:3:4"})
     CHECK(contains(error_of([&] { injected_fault_for(3, bad, nullptr); }), "ZF_FAULT_EXIT"));
+}
+
+TEST_CASE("job control: a restart resumes the run folder automatically") {
+  const std::vector<std::string> args{"train", "--resume", "runs/old", "--out", "runs/a"};
+  CHECK(attempt_args(args, 1) == args);
+  CHECK(attempt_args(args, 2) ==
+        std::vector<std::string>{"train", "--out", "runs/a", "--resume", "auto"});
+  CHECK(attempt_args({"train", "--resume=latest"}, 3) ==
+        std::vector<std::string>{"train", "--resume", "auto"});
+}
+
+TEST_CASE("job control: rank output is printed prefixed and kept per rank") {
+  zf::testing::temp_dir d("rank-logs");
+  std::vector<std::string> printed;
+  {
+    rank_logs logs((d.path / "logs").string(), [&](const std::string& l) { printed.push_back(l); });
+    logs.note(1, "--- attempt 1 ---");
+    logs.output(1, "a\nb\n");
+    logs.output(0, "x\n");
+    logs.output(1, "c");
+  }
+  CHECK(printed ==
+        std::vector<std::string>{"[rank 1] a", "[rank 1] b", "[rank 0] x", "[rank 1] c"});
+  CHECK(file_text(d.path / "logs" / "rank-1.log") == "--- attempt 1 ---\na\nb\nc");
+  CHECK(file_text(d.path / "logs" / "rank-0.log") == "x\n");
 }
