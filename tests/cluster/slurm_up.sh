@@ -2,6 +2,8 @@
 # Starts a one-node Slurm on this machine for the cluster tests (CTest fixture `slurm`):
 # munged, slurmctld and slurmd, detached, with /etc/slurm/slurm.conf written from the recipe in
 # shared/TOOLCHAIN.md section 9 (host from `hostname -s`, CPUs and memory from `slurmd -C`).
+# Both daemons are addressed as 127.0.0.1, so a machine whose name does not resolve (a bare
+# container) runs it too.
 # Idempotent: when the daemons already answer with this configuration and the node is idle it
 # only says so. Fails (non-zero, with a message) when Slurm cannot start; it never skips.
 # Needs root and scripts/setup's packages (slurmctld slurmd slurm-client munge).
@@ -56,7 +58,7 @@ conf=$(
   cat <<EOF
 # Written by tests/cluster/slurm_up.sh: one node, for zeroflow's cluster tests.
 ClusterName=ci
-SlurmctldHost=$host
+SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -80,7 +82,7 @@ MpiDefault=none
 ReturnToService=2
 InactiveLimit=0
 KillWait=5
-$node State=UNKNOWN
+$node NodeAddr=127.0.0.1 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
 )
