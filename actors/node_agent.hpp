@@ -3,7 +3,7 @@
 // on its listen address, and for a launcher that presents the token it starts the local ranks of
 // a job (runtime/cluster/rank_processes), streams their output and exits back, sends a heartbeat
 // every second while they run, and stops them (whole process groups) when asked or when the
-// launcher goes away. It refuses a wrong token, a subcommand other than train or rl, and
+// launcher goes away. It refuses a wrong token, a subcommand other than train, and
 // arguments with shell metacharacters, and says so on its log. With TLS (actors/cluster_tls) it
 // accepts only launchers whose certificate its CA signed; without, on an address other than
 // loopback, it warns that the token travels in clear text.

@@ -177,7 +177,7 @@ bool secret_equal(const std::string& a, const std::string& b) {
 }
 
 const std::vector<std::string>& allowed_subcommands() {
-  static const std::vector<std::string> subs{"train", "rl"};
+  static const std::vector<std::string> subs{"train"};
   return subs;
 }
 

@@ -32,7 +32,8 @@ std::string read_token_file(const std::string& path);
 bool secret_equal(const std::string& a, const std::string& b);
 
 // The subcommands an agent may start (the zeroflow binary itself, never another program).
-const std::vector<std::string>& allowed_subcommands();  // {"train", "rl"}
+// Only `train` today: the RL commands run their ranks as threads of one process.
+const std::vector<std::string>& allowed_subcommands();  // {"train"}
 
 // A launch request's argv[1..] for the zeroflow binary: zf::error naming the offending argument
 // (by index and value, quoted) when args is empty, args[0] is not an allowed subcommand, any

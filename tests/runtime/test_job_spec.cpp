@@ -195,7 +195,7 @@ TEST_CASE("job spec: launch requests with a control character are refused, shown
                                                                {std::string("a\0b", 3), "0x00"}};
   for (const auto& [arg, hex] : cases) {
     CAPTURE(hex);
-    const auto msg = args_error({"rl", "--task", arg});
+    const auto msg = args_error({"train", "--set", arg});
     CHECK(msg.starts_with("launch request: argument 2 \""));
     CHECK(msg.ends_with("\" holds the control character " + hex + ": refused"));
     CHECK(msg.find('\n') == std::string::npos);  // a refusal cannot forge a log line
@@ -204,17 +204,18 @@ TEST_CASE("job spec: launch requests with a control character are refused, shown
 }
 
 TEST_CASE("job spec: only the allowed subcommands, counts and lengths within limits") {
-  REQUIRE(zf::cluster::allowed_subcommands() == std::vector<std::string>{"train", "rl"});
+  REQUIRE(zf::cluster::allowed_subcommands() == std::vector<std::string>{"train"});
   CHECK(args_error({"train"}) == "");
-  CHECK(args_error({"rl", "--task", "reverse", "--set", "rlhf.steps=3"}) == "");
-  for (const std::string sub : {"serve", "node", "launch", "Train", "/bin/sh", "", " train"}) {
+  CHECK(args_error({"train", "--set", "train.steps=3", "--out", "runs/a b"}) == "");
+  for (const std::string sub :
+       {"serve", "node", "launch", "grpo", "Train", "/bin/sh", "", " train"}) {
     CAPTURE(sub);
     CHECK(args_error({sub, "--x"}) ==
           "launch request: argument 0 \"" + sub +
-              "\" is not a subcommand an agent may start (train, rl): refused");
+              "\" is not a subcommand an agent may start (train): refused");
   }
   CHECK(args_error({}) ==
-        "launch request: no arguments (expected a subcommand: train, rl): refused");
+        "launch request: no arguments (expected a subcommand: train): refused");
   std::vector<std::string> many(256, "x");
   many[0] = "train";
   CHECK(args_error(many) == "");
