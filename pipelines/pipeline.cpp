@@ -17,8 +17,8 @@
 #include "actors/rank_worker.hpp"
 #include "actors/rendezvous.hpp"
 #include "kernels/threads.hpp"
-#include "runtime/core/error.hpp"
 #include "runtime/cluster/job_spec.hpp"
+#include "runtime/core/error.hpp"
 #include "runtime/core/launch.hpp"
 #include "runtime/core/memory.hpp"
 #include "runtime/dist/comm.hpp"
@@ -222,6 +222,17 @@ train_result pipeline::run(const run_options& o) {
             "--resume {}: {} already has a newer checkpoint (step {}) that continuing here would "
             "overwrite; resume into a new --out DIR instead",
             resumed->dir.string(), o.out.string(), newest.step);
+    }
+    if (resumed->step >= cfg_.train.steps && o.resume == "auto") {
+      // a restarted job whose ranks failed after the final checkpoint: it is done, not failed
+      if (lead)
+        std::cerr << fmt::format(
+            "zeroflow: {} already finished at step {} (--resume auto): nothing left to train\n",
+            o.out.string(), resumed->step);
+      train_result done;
+      done.first_step = done.final_step = resumed->step;
+      done.last_checkpoint = resumed->dir.string();
+      return done;
     }
     if (resumed->step >= cfg_.train.steps)
       fail("--resume {}: the checkpoint is at step {}, train.steps is {}: nothing to do",

@@ -349,11 +349,18 @@ TEST_CASE("cli: --resume auto starts fresh, then continues the last checkpoint e
   const auto want = losses(d.path / "full" / "metrics.jsonl");
   CHECK(want.size() == 20);
   CHECK(losses(out / "metrics.jsonl") == want);  // steps 1-10, then 11-20, bit for bit
-  // A finished job has nothing left to resume: said, like --resume latest.
+  // A finished job restarted (its ranks failed after the final checkpoint) is done, not failed;
+  // --resume latest still calls it an error, and nothing on disk changes either way.
+  const std::string metrics_before = slurp(out / "metrics.jsonl");
   auto done = zeroflow(train + " --out " + out.string() + " --resume auto", d.path);
-  CHECK(done.code != 0);
-  CHECK(done.out.find("the checkpoint is at step 20, train.steps is 20: nothing to do") !=
+  CHECK(done.code == 0);
+  CHECK(done.out.find("already finished at step 20 (--resume auto): nothing left to train") !=
         std::string::npos);
+  auto latest = zeroflow(train + " --out " + out.string() + " --resume latest", d.path);
+  CHECK(latest.code != 0);
+  CHECK(latest.out.find("the checkpoint is at step 20, train.steps is 20: nothing to do") !=
+        std::string::npos);
+  CHECK(slurp(out / "metrics.jsonl") == metrics_before);
   // auto needs the job's folder.
   auto bare = zeroflow(train + " --resume auto", d.path);
   INFO(bare.out);
