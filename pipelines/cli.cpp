@@ -16,6 +16,7 @@
 #include "pipelines/ckpt_cli.hpp"
 #include "pipelines/cluster_cli.hpp"
 #include "pipelines/console_cli.hpp"
+#include "pipelines/data_cli.hpp"
 #include "pipelines/graph_cli.hpp"
 #include "pipelines/graph_run.hpp"
 #include "pipelines/graph_toml.hpp"
@@ -208,6 +209,7 @@ int run_cli(int argc, char** argv) {
                              100 * run_config{}.data.max_invalid_utf8));
 
   add_cluster_subcommands(app);
+  add_data_subcommand(app);
 
   add_ckpt_subcommand(app);
 
@@ -235,6 +237,7 @@ int run_cli(int argc, char** argv) {
     if (run_score_subcommand()) return 0;
     if (run_rl_subcommands()) return 0;
     if (run_console_subcommand()) return 0;
+    if (run_data_subcommand()) return 0;
     if (*tokc) return cmd_tokenize(tname, input, output, ids, ddir, force);
     if (run_ckpt_subcommand()) return 0;
     if (const int code = run_cluster_subcommands(); code >= 0) return code;
