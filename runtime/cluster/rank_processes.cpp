@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <optional>
 #include <string_view>
@@ -163,6 +164,9 @@ void rank_processes::impl::spawn(rank_state& r, const std::string& exe, const ra
   // process's handlers may run in the child.
   sigset_t all, old;
   ::sigfillset(&all);
+  // What this process's stdio still buffers would be copied into the child, and a runtime that
+  // flushes at _exit (ThreadSanitizer's does) would write it into the rank's output.
+  std::fflush(nullptr);
   ::pthread_sigmask(SIG_SETMASK, &all, &old);
   const pid_t pid = ::fork();
   const int err = errno;
