@@ -143,8 +143,9 @@ void reap_done(agent_self self) {
       continue;
     }
     if (r.thread.joinable()) r.thread.join();
-    for (auto& p : r.stop_waiters) p.deliver(true);
+    // said before the stop is confirmed: whoever asked reads the log in that order
     self->state.opt.log(fmt::format("job {}: every rank has ended", it->first));
+    for (auto& p : r.stop_waiters) p.deliver(true);
     it = jobs.erase(it);
   }
 }
