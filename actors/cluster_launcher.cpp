@@ -7,13 +7,13 @@
 #include <future>
 #include <iostream>
 #include <memory>
-#include <random>
 #include <thread>
 
 #include "actors/cluster_protocol.hpp"
 #include "runtime/cluster/job_control.hpp"
 #include "runtime/cluster/rank_logs.hpp"
 #include "runtime/core/error.hpp"
+#include "runtime/core/process.hpp"
 
 namespace zf::actors {
 namespace {
@@ -21,13 +21,6 @@ namespace {
 using namespace std::chrono_literals;
 using clock = std::chrono::steady_clock;
 using tick_atom = caf::atom_constant<caf::atom("zf_ltick")>;
-
-std::string random_secret() {
-  std::random_device rd;
-  std::string s;
-  for (int i = 0; i < 4; ++i) s += fmt::format("{:08x}", rd());
-  return s;
-}
 
 struct launcher_state {
   cluster_launch_options opt;
@@ -125,22 +118,11 @@ void start_nodes(launcher_self self, int master_port) {
   auto& st = self->state;
   const auto& att = st.ctrl->current();
   const std::string secret = random_secret();
-  const std::string master = st.ctrl->node(att.nodes.front()).host;
   st.pending = static_cast<int>(att.nodes.size());
   const std::string job = st.job;
   for (std::size_t i = 0; i < att.nodes.size(); ++i) {
     const int n = att.nodes[i];
-    job_start js;
-    js.job = job;
-    js.attempt = att.number;
-    js.args = cluster::attempt_args(st.opt.args, att.number);
-    js.node = static_cast<int>(i);
-    js.world = att.world;
-    js.nproc_per_node = st.opt.nproc_per_node;
-    js.master_host = master;
-    js.master_port = master_port;
-    js.job_secret = secret;
-    js.node_host = st.ctrl->node(n).host;
+    const job_start js = st.ctrl->share(i, job, st.opt.args, master_port, secret);
     self->request(st.agents[static_cast<std::size_t>(n)], 30s, agent_start_atom::value,
                   st.opt.token, js)
         .then(

@@ -22,6 +22,8 @@
 #include <string>
 #include <vector>
 
+#include "runtime/cluster/job_spec.hpp"
+
 namespace zf::actors {
 
 using kv_set_atom = caf::atom_constant<caf::atom("zf_kvset")>;  // store a value, reply when kept
@@ -57,24 +59,20 @@ typename Inspector::result_type inspect(Inspector& f, node_info& x) {
   return f(caf::meta::type_name("zf_node_info"), x.hostname, x.pid, x.cpus, x.busy_with);
 }
 
-// One node's share of a job: its ranks first_rank .. first_rank + nproc_per_node - 1.
-struct job_start {
-  std::string job;                // unique per attempt ("<run>-a<attempt>")
-  int attempt = 1;                // 1, 2, ... (ranks see it as ZF_ATTEMPT)
-  std::vector<std::string> args;  // argv[1..] of zeroflow, checked by the agent
-  int node = 0;                   // this node's index among the attempt's nodes
-  int world = 1;
-  int nproc_per_node = 1;
-  std::string master_host;  // rank 0's node
-  int master_port = 0;
-  std::string job_secret;  // the rendezvous secret of this attempt
-  std::string node_host;   // this node's address (its ranks' data plane binds there)
-};
+// One node's share of an attempt (runtime/cluster/job_spec.hpp).
+using job_start = cluster::node_share;
+
+}  // namespace zf::actors
+
+namespace zf::cluster {
 template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, job_start& x) {
+typename Inspector::result_type inspect(Inspector& f, node_share& x) {
   return f(caf::meta::type_name("zf_job_start"), x.job, x.attempt, x.args, x.node, x.world,
            x.nproc_per_node, x.master_host, x.master_port, x.job_secret, x.node_host);
 }
+}  // namespace zf::cluster
+
+namespace zf::actors {
 
 using node_agent_actor = caf::typed_actor<
     caf::replies_to<agent_hello_atom, std::string>::with<node_info>,

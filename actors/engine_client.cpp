@@ -26,13 +26,6 @@ namespace zf::actors {
 namespace fs = std::filesystem;
 namespace {
 
-std::string random_secret() {
-  std::random_device rd;
-  std::string s;
-  for (int i = 0; i < 4; ++i) s += fmt::format("{:08x}", rd());
-  return s;
-}
-
 class remote_engine final : public text_backend {
  public:
   remote_engine(std::shared_ptr<const lm_weights> first, tokenizer tok, const engine_config& c,

@@ -94,24 +94,12 @@ caf::result<std::vector<int>> start_job(agent_self self, const job_start& js) {
   auto& st = self->state;
   for (auto& [id, r] : st.jobs)
     if (!r->done) return refusal(fmt::format("this agent is busy with job {}", id));
+  std::vector<cluster::rank_launch> launches;
   try {
-    cluster::check_launch_args(js.args);
+    launches = cluster::launches_for(js);
   } catch (const std::exception& e) {
     st.opt.log(fmt::format("refused job {} from {}: {}", js.job, peer_of(self), e.what()));
     return refusal(e.what());
-  }
-  if (js.world < 1 || js.nproc_per_node < 1 || js.node < 0 ||
-      (js.node + 1) * js.nproc_per_node > js.world)
-    return refusal(fmt::format("job {}: node {} with {} ranks each does not fit world {}", js.job,
-                               js.node, js.nproc_per_node, js.world));
-  std::vector<cluster::rank_launch> launches;
-  for (int i = 0; i < js.nproc_per_node; ++i) {
-    cluster::rank_slot slot{js.node * js.nproc_per_node + i, i, js.node};
-    cluster::rank_launch l{slot.rank, js.args,
-                           cluster::rank_env(slot, js.world, js.nproc_per_node, js.master_host,
-                                             js.master_port, js.job_secret, js.node_host)};
-    l.env.emplace_back("ZF_ATTEMPT", std::to_string(js.attempt));
-    launches.push_back(std::move(l));
   }
   auto r = std::make_shared<job_runner>();
   r->job = js.job;

@@ -39,13 +39,8 @@ int launch_local(int nproc, int master_port, const std::vector<std::string>& arg
   argv_s.insert(argv_s.end(), args.begin(), args.end());
   const pid_t launcher = ::getpid();
   // One secret per job for the rendezvous (a caller's own ZF_JOB_SECRET is kept).
-  std::string secret;
-  if (const char* s = std::getenv("ZF_JOB_SECRET"); s && *s) {
-    secret = s;
-  } else {
-    std::random_device rd;
-    for (int i = 0; i < 4; ++i) secret += fmt::format("{:08x}", rd());
-  }
+  const char* given = std::getenv("ZF_JOB_SECRET");
+  const std::string secret = given && *given ? given : random_secret();
   g_children = std::vector<std::atomic<pid_t>>(static_cast<std::size_t>(nproc));
   for (auto& c : g_children) c = -1;
   for (int r = 0; r < nproc; ++r) {

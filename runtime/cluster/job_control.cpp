@@ -104,4 +104,21 @@ job_control::verdict job_control::node_lost(int node, const std::string& cause) 
       1);
 }
 
+node_share job_control::share(std::size_t i, const std::string& job,
+                              const std::vector<std::string>& args, int master_port,
+                              const std::string& job_secret) const {
+  node_share s;
+  s.job = job;
+  s.attempt = attempt_.number;
+  s.args = attempt_args(args, attempt_.number);
+  s.node = static_cast<int>(i);
+  s.world = attempt_.world;
+  s.nproc_per_node = nproc_;
+  s.master_host = node(attempt_.nodes.front()).host;
+  s.master_port = master_port;
+  s.job_secret = job_secret;
+  s.node_host = node(attempt_.nodes.at(i)).host;
+  return s;
+}
+
 }  // namespace zf::cluster

@@ -37,6 +37,11 @@ class job_control {
   // A node stopped answering or its connection was lost.
   verdict node_lost(int node, const std::string& cause);
 
+  // The i-th node's share of the current attempt (job id, the attempt's arguments via
+  // attempt_args, rank 0 on its first node).
+  node_share share(std::size_t i, const std::string& job, const std::vector<std::string>& args,
+                   int master_port, const std::string& job_secret) const;
+
   // After every rank of a failed attempt is stopped: whether to start another.
   bool should_restart() const;
 

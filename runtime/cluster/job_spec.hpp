@@ -43,6 +43,21 @@ const std::vector<std::string>& allowed_subcommands();  // {"train"}
 // not quietly neutralised.
 void check_launch_args(const std::vector<std::string>& args);
 
+// One node's share of an attempt, as the launcher sends it to that node's agent: its ranks are
+// node * nproc_per_node .. + nproc_per_node - 1 of world.
+struct node_share {
+  std::string job;                // unique per attempt ("<run>-a<attempt>")
+  int attempt = 1;                // 1, 2, ... (ranks see it as ZF_ATTEMPT)
+  std::vector<std::string> args;  // argv[1..] of zeroflow, checked by the agent
+  int node = 0;                   // this node's index among the attempt's nodes
+  int world = 1;
+  int nproc_per_node = 1;
+  std::string master_host;  // rank 0's node
+  int master_port = 0;
+  std::string job_secret;  // the rendezvous secret of this attempt
+  std::string node_host;   // this node's address (its ranks' data plane binds there)
+};
+
 // One rank of a planned job.
 struct rank_slot {
   int rank = 0;        // global rank

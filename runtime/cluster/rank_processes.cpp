@@ -361,4 +361,22 @@ std::vector<pid_t> rank_processes::pids() const {
   return out;
 }
 
+std::vector<rank_launch> launches_for(const node_share& s) {
+  check_launch_args(s.args);
+  if (s.world < 1 || s.nproc_per_node < 1 || s.node < 0 ||
+      (s.node + 1) * s.nproc_per_node > s.world)
+    fail("job {}: node {} with {} ranks each does not fit world {}", s.job, s.node,
+         s.nproc_per_node, s.world);
+  std::vector<rank_launch> out;
+  for (int i = 0; i < s.nproc_per_node; ++i) {
+    const rank_slot slot{s.node * s.nproc_per_node + i, i, s.node};
+    rank_launch l{slot.rank, s.args,
+                  rank_env(slot, s.world, s.nproc_per_node, s.master_host, s.master_port,
+                           s.job_secret, s.node_host)};
+    l.env.emplace_back("ZF_ATTEMPT", std::to_string(s.attempt));
+    out.push_back(std::move(l));
+  }
+  return out;
+}
+
 }  // namespace zf::cluster

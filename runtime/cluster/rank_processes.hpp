@@ -13,6 +13,8 @@
 #include <utility>
 #include <vector>
 
+#include "runtime/cluster/job_spec.hpp"
+
 namespace zf::cluster {
 
 struct rank_launch {
@@ -31,6 +33,10 @@ struct rank_event {
   std::string text;
   int exit_code = 0;  // exited: the exit code, or 128 + signal number (-1: reaped elsewhere)
 };
+
+// The ranks an agent starts for its share: check_launch_args on the arguments, the share's
+// ranks fitting its world (zf::error otherwise), each with rank_env's variables and ZF_ATTEMPT.
+std::vector<rank_launch> launches_for(const node_share& share);
 
 class rank_processes {
  public:

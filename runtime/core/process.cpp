@@ -1,5 +1,6 @@
 #include "runtime/core/process.hpp"
 
+#include <fmt/format.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -13,6 +14,7 @@
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <random>
 #include <thread>
 
 #include "runtime/core/error.hpp"
@@ -31,6 +33,13 @@ std::string describe_exit(int status) {
   if (WIFSIGNALED(status))
     return std::string("was killed by signal ") + ::strsignal(WTERMSIG(status));
   return "stopped";
+}
+
+std::string random_secret() {
+  std::random_device rd;
+  std::string s;
+  for (int i = 0; i < 4; ++i) s += fmt::format("{:08x}", rd());
+  return s;
 }
 
 int free_loopback_port() {

@@ -19,6 +19,9 @@ std::string self_executable();
 // "exited with code 3", "was killed by signal Killed" (a waitpid status).
 std::string describe_exit(int status);
 
+// 32 hex digits from std::random_device: a job's or a session's secret, a unique folder name.
+std::string random_secret();
+
 // A loopback TCP port nobody listens on right now.
 int free_loopback_port();
 
