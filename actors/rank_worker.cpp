@@ -12,7 +12,7 @@ worker_actor::behavior_type rank_worker(worker_actor::pointer self, std::shared_
   return {
       [z, sp](fwdbwd_atom, const batch_ptr& b, float loss_scale) -> float {
         return sp.timed("forward_backward", [&] {
-          return z->forward_backward(b->inputs.data(), b->targets.data(), b->b, b->t, loss_scale);
+          return z->forward_backward(*b, loss_scale);
         });
       },
       [z, sp](evaluate_atom, const batch_ptr& b) -> float {

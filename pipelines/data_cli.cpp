@@ -11,6 +11,7 @@
 #include "runtime/core/config.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/text/tokenizer.hpp"
+#include "storage/blend.hpp"
 #include "storage/dataset.hpp"
 #include "storage/sample_metrics.hpp"
 
@@ -18,7 +19,7 @@ namespace zf {
 namespace {
 
 struct analyze_flags {
-  std::string config_file, metric, values, out;
+  std::string config_file, corpus, metric, values, out;
   std::vector<std::string> sets;
   unsigned threads = 0;
 };
@@ -27,7 +28,9 @@ CLI::App* g_analyze = nullptr;
 
 void analyze(const analyze_flags& f) {
   const auto t0 = std::chrono::steady_clock::now();
-  run_config cfg = load_config(f.config_file, f.sets);
+  std::vector<std::string> sets = f.sets;
+  if (!f.corpus.empty()) sets.insert(sets.begin(), "data.corpus=" + f.corpus);
+  run_config cfg = load_config(f.config_file, sets);
   if (f.metric != "vocab_rarity" && f.metric != "custom")
     fail(
         "data analyze --metric: expected vocab_rarity or custom, got '{}' (seqlen needs no "
@@ -38,8 +41,7 @@ void analyze(const analyze_flags& f) {
   auto [tok, tok_id] = open_tokenizer(cfg);
   storage::corpus_checks checks;
   checks.max_invalid_utf8 = cfg.data.max_invalid_utf8;
-  const auto shard_path =
-      storage::prepare_corpus(cfg.data.corpus, data_dir(cfg), tok, tok_id, checks);
+  const auto shard_path = storage::prepare_data(cfg.data, data_dir(cfg), tok, tok_id, checks);
   const auto shard = storage::token_shard::open(shard_path);
   // the train head exactly as training splits it (the validation tail is never a sample)
   const std::size_t train_tokens = storage::dataset(storage::token_shard::open(shard_path),
@@ -73,6 +75,9 @@ void add_data_subcommand(CLI::App& app) {
       "analyze", "write the metric of every training sample and the samples sorted by it");
   auto& f = g_flags;
   g_analyze->add_option("--metric", f.metric, "vocab_rarity or custom")->required();
+  g_analyze->add_option("--corpus", f.corpus,
+                        "the corpus (as data.corpus: moby-dick, a .txt or a .tok); default: the "
+                        "config's data.corpus or data.sources blend");
   g_analyze->add_option("--values", f.values, "custom: one number per sample, one per line")
       ->check(CLI::ExistingFile);
   g_analyze->add_option("--out", f.out, "folder for <metric>.values and <metric>.order")

@@ -29,6 +29,7 @@
 #include "runtime/text/tokenizer.hpp"
 #include "runtime/train/footprint.hpp"
 #include "runtime/train/zero.hpp"
+#include "storage/blend.hpp"
 #include "storage/checkpoint.hpp"
 #include "storage/dataset.hpp"
 #include "storage/fs_util.hpp"
@@ -85,6 +86,23 @@ std::pair<tokenizer, std::string> open_tokenizer(const run_config& cfg) {
 }
 
 namespace {
+
+// A checkpoint records the data schedule at its step; a resumed run recomputes it from its own
+// config. When they differ (the curriculum was edited between the runs) the run goes on with
+// the configured one, and says so.
+void warn_schedule_change(const data_schedule& plan, const nlohmann::json& state, int step) {
+  const auto it = state.find("data");
+  if (it == state.end() || !it->is_object()) return;
+  const step_plan p = plan.at(step);
+  const int t = it->value("seq_len", p.t), pool = it->value("pool_difficulty", p.pool_difficulty),
+            keep = it->value("ltd_keep", p.ltd_keep);
+  if (t == p.t && pool == p.pool_difficulty && keep == p.ltd_keep) return;
+  std::cerr << fmt::format(
+      "zeroflow: warning: the data schedule at step {} differs from the checkpoint's (seq_len "
+      "{} -> {}, pool difficulty {} -> {}, random-LTD keep {} -> {}): continuing with the "
+      "configured one\n",
+      step, t, p.t, pool, p.pool_difficulty, keep, p.ltd_keep);
+}
 
 // Model config must match the checkpoint's: resuming a different shape is refused by name.
 // The checkpoint's model must be this run's: every model key (but init_hf, where the weights
@@ -245,11 +263,18 @@ train_result pipeline::run(const run_options& o) {
   checks.max_invalid_utf8 = cfg_.data.max_invalid_utf8;
   if (lead)
     checks.warn = [](const std::string& w) { std::cerr << "zeroflow: warning: " << w << "\n"; };
-  fs::path shard_path = storage::prepare_corpus(cfg_.data.corpus, ddir, tok, tok_id, checks);
+  fs::path shard_path = storage::prepare_data(cfg_.data, ddir, tok, tok_id, checks);
   auto data = std::make_shared<const storage::dataset>(storage::token_shard::open(shard_path),
                                                        cfg_.data.val_fraction, cfg_.train.seq_len);
 
   if (data->val_tokens() == 0) cfg_.eval.every = 0;  // nothing held out: no val_loss
+  // The data-efficiency schedule (issue 13) and the batches it shapes: checked here, before any
+  // rank starts, so a bad curriculum is refused naming its key.
+  auto plan = std::make_shared<const data_schedule>(cfg_, world);
+  auto batches = std::make_shared<const storage::train_batches>(
+      data, plan, storage::open_pool_index(*plan, cfg_.data.curriculum, shard_path, *data, ddir),
+      static_cast<uint64_t>(cfg_.train.seed), cfg_.train.batch_size, cfg_.train.grad_accum);
+  if (resumed && lead) warn_schedule_change(*plan, resumed->state, resumed->step);
   const std::string toml = to_toml(cfg_);
 
   caf::actor_system_config sc;
@@ -278,11 +303,15 @@ train_result pipeline::run(const run_options& o) {
     ranks.push_back(
         std::make_shared<zero_rank>(spec_of(cfg_.model), cfg_.optimizer, cfg_.zero.stage, *c));
   int start = 0;
+  int64_t start_tokens = -1, start_layer_tokens = -1;
+  for (auto& z : ranks) z->set_ltd_layers(plan->ltd_layers());
   {
     std::vector<float> init;
     const float *p = nullptr, *m = nullptr, *v = nullptr;
     if (resumed) {
       start = resumed->step;
+      start_tokens = resumed->state.value("tokens", int64_t(-1));
+      start_layer_tokens = resumed->state.value("layer_tokens", int64_t(-1));
       storage::load_ranks(ranks, resumed->dir, layout);  // each reads only what it holds
     } else if (hf) {
       p = hf->flat.data();
@@ -314,6 +343,9 @@ train_result pipeline::run(const run_options& o) {
     actors::trainer_setup ts;
     ts.loop = loop_options_of(cfg_);
     ts.loop.start_step = start;
+    ts.loop.data_plan = plan;
+    ts.loop.start_tokens = start_tokens;
+    ts.loop.start_layer_tokens = start_layer_tokens;
     ts.loop.process_rank = spmd ? penv.rank : 0;
     ts.loop.process_world = spmd ? penv.world : 1;
     ts.loop.stop = o.stop;
@@ -339,9 +371,7 @@ train_result pipeline::run(const run_options& o) {
         std::_Exit(f.code);
       };
     }
-    ts.sampler =
-        actors::spawn_data_sampler(sys, data, static_cast<uint64_t>(cfg_.train.seed),
-                                   cfg_.train.batch_size, spans_for(spans, "sampler" + single));
+    ts.sampler = actors::spawn_data_sampler(sys, batches, spans_for(spans, "sampler" + single));
     for (std::size_t i = 0; i < ranks.size(); ++i) {
       const std::string g = std::to_string(spmd ? penv.rank : static_cast<int>(i));
       ts.workers.push_back(actors::spawn_rank_worker(sys, ranks[i], spans_for(spans, "rank" + g)));

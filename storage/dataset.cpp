@@ -15,14 +15,16 @@ namespace zf::storage {
 
 fs::path prepare_corpus(const std::string& corpus, const fs::path& data_dir, const tokenizer& tok,
                         const std::string& tokenizer_id, const corpus_checks& checks) {
-  fs::path text = corpus == "moby-dick" ? data_dir / "moby-dick.txt" : fs::path(corpus);
+  // The corpora scripts/setup fetches, by name: data_dir/<name>.txt.
+  const bool fetched = corpus == "moby-dick" || corpus == "kjv-bible" || corpus == "sotu";
+  fs::path text = fetched ? data_dir / (corpus + ".txt") : fs::path(corpus);
   if (text.extension() == ".tok") {
     token_shard::open(text);  // validates now, with the file's name in any message
     return text;
   }
   if (!fs::exists(text))
     fail("data.corpus: cannot read {}{}", text.string(),
-         corpus == "moby-dick" ? " (run scripts/setup to fetch the embedded corpus)" : "");
+         fetched ? " (run scripts/setup to fetch the embedded corpora)" : "");
   std::string content = read_text_file(text);
   if (content.empty()) fail("data.corpus: {} is empty", text.string());
   // Checked on every run, cached or not: the warning belongs with each run that trains on it.
@@ -62,10 +64,10 @@ dataset::dataset(token_shard shard, double val_fraction, int seq_len)
   train_end_ = n - val;
 }
 
-void dataset::fill_window(std::size_t start, int row, batch& out) const {
-  int* in = out.inputs.data() + std::size_t(row) * t_;
-  int* tg = out.targets.data() + std::size_t(row) * t_;
-  for (int i = 0; i < t_; ++i) {
+void dataset::fill_window(std::size_t start, int t, int row, batch& out) const {
+  int* in = out.inputs.data() + std::size_t(row) * t;
+  int* tg = out.targets.data() + std::size_t(row) * t;
+  for (int i = 0; i < t; ++i) {
     in[i] = shard_[start + i];
     tg[i] = shard_[start + i + 1];
   }
@@ -78,14 +80,16 @@ void dataset::fill_train_rows(uint64_t seed, int64_t index, int row_begin, int r
   out.t = t_;
   out.inputs.resize(std::size_t(rows) * t_);
   out.targets.resize(std::size_t(rows) * t_);
-  std::uniform_int_distribution<std::size_t> pick(0, train_end_ - t_ - 1);
-  for (int r = 0; r < rows; ++r) {
-    const int64_t row = row_begin + r;
-    std::seed_seq seq{uint32_t(seed), uint32_t(seed >> 32), uint32_t(index), uint32_t(index >> 32),
-                      uint32_t(row)};
-    std::mt19937_64 rng(seq);
-    fill_window(pick(rng), r, out);
-  }
+  for (int r = 0; r < rows; ++r)
+    fill_window(random_start(seed, index, row_begin + r, t_), t_, r, out);
+}
+
+std::size_t dataset::random_start(uint64_t seed, int64_t index, int64_t row, int t) const {
+  std::uniform_int_distribution<std::size_t> pick(0, train_end_ - t - 1);
+  std::seed_seq seq{uint32_t(seed), uint32_t(seed >> 32), uint32_t(index), uint32_t(index >> 32),
+                    uint32_t(row)};
+  std::mt19937_64 rng(seq);
+  return pick(rng);
 }
 
 void dataset::fill_val(int64_t index, int b, batch& out) const {
@@ -101,7 +105,7 @@ void dataset::fill_val(int64_t index, int b, batch& out) const {
     std::size_t w = (std::size_t(index) * b + r) % std::max<std::size_t>(windows, 1);
     std::size_t start = train_end_ + w * t_;
     if (start + t_ + 1 > shard_.size()) start = shard_.size() - t_ - 1;
-    fill_window(start, r, out);
+    fill_window(start, t_, r, out);
   }
 }
 

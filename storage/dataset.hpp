@@ -51,8 +51,15 @@ class dataset {
   // Consecutive windows of the validation tail (wrapping).
   void fill_val(int64_t index, int b, batch& out) const;
 
+  int seq_len() const { return t_; }
+  // Where row `row` of train batch (seed, index) starts when its window is t <= seq_len tokens:
+  // a uniform draw over the train head seeded by (seed, index, row) alone.
+  std::size_t random_start(uint64_t seed, int64_t index, int64_t row, int t) const;
+  // Row `row` of out (shaped [b, t] by the caller) = tokens [start, start + t) as inputs and the
+  // next ones as targets; start + t < train_tokens().
+  void fill_window(std::size_t start, int t, int row, batch& out) const;
+
  private:
-  void fill_window(std::size_t start, int row, batch& out) const;
   token_shard shard_;
   std::size_t train_end_;
   int t_;

@@ -11,6 +11,10 @@ struct token_batch {
   int64_t index = 0;  // which batch of its split
   int b = 0, t = 0;
   std::vector<int> inputs, targets;  // [b, t] each
+  // random-LTD (issue 13): tokens each sequence keeps in the dropping layers (0: none drop) and
+  // the seed of the kept positions' draw (runtime/model/token_drop).
+  int ltd_keep = 0;
+  uint64_t ltd_seed = 0;
 };
 using batch_ptr = std::shared_ptr<const token_batch>;
 

@@ -62,7 +62,7 @@ std::vector<key> model_keys() {
 std::vector<key> train_keys() {
   auto seed = ZF_INT("train.seed", train.seed, 0, 9.2e18, "seed for weights and data order");
   seed.wide = true;
-  return {
+  std::vector<key> train = {
       ZF_INT("train.steps", train.steps, 1, 1e9, "optimizer steps"),
       ZF_INT("train.batch_size", train.batch_size, 1, 1 << 16, "sequences per micro-batch"),
       ZF_INT("train.seq_len", train.seq_len, 2, 1 << 20, "tokens per sequence"),
@@ -77,6 +77,9 @@ std::vector<key> train_keys() {
       ZF_INT("train.comm_timeout_s", train.comm_timeout_s, 1, 7 * 86400,
              "seconds a collective between processes may wait for a peer before a dead or "
              "frozen rank fails the run"),
+  };
+  for (auto& k : train_efficiency_keys()) train.push_back(std::move(k));
+  std::vector<key> rest = {
       ZF_NUM("optimizer.lr", optimizer.lr, 1e-12, 10, "peak learning rate"),
       ZF_NUM("optimizer.weight_decay", optimizer.weight_decay, 0, 10,
              "AdamW decay on matrices and embeddings"),
@@ -87,6 +90,11 @@ std::vector<key> train_keys() {
       ZF_INT("schedule.warmup", schedule.warmup, 0, 1e9, "linear warm-up steps"),
       ZF_NUM("schedule.min_lr_ratio", schedule.min_lr_ratio, 0, 1,
              "final lr / peak lr (cosine over train.steps)"),
+      ZF_ENUM("schedule.decay_by", schedule.decay_by,
+              "what the cosine decay counts: optimizer steps, tokens (of train.tokens, else "
+              "train.steps full steps) or layer_tokens (tokens times the layers that saw them, "
+              "which random-LTD lowers); warm-up is in steps",
+              "steps", "tokens", "layer_tokens"),
       ZF_INT("zero.stage", zero.stage, 0, 3,
              "ZeRO stage: 0 DP, 1 +optimizer state, 2 +gradients, 3 +parameters sharded"),
       ZF_INT("checkpoint.every", checkpoint.every, 0, 1e9,
@@ -98,20 +106,8 @@ std::vector<key> train_keys() {
               "also write the metrics as a TensorBoard event file (events.out.tfevents.*) in the "
               "run folder"),
   };
-}
-
-std::vector<key> data_keys() {
-  return {
-      ZF_STR("data.corpus", data.corpus, "\"moby-dick\", a UTF-8 .txt file or a .tok token shard"),
-      ZF_STR("data.tokenizer", data.tokenizer,
-             "\"gpt2\" or a folder with a Hugging Face tokenizer.json"),
-      ZF_STR("data.data_dir", data.data_dir,
-             "folder with the fetched corpus and tokenizer; empty = the build's"),
-      ZF_NUM("data.val_fraction", data.val_fraction, 0, 0.5,
-             "tail fraction of the corpus held out"),
-      ZF_NUM("data.max_invalid_utf8", data.max_invalid_utf8, 0, 1,
-             "largest share of a text corpus's bytes that may be invalid UTF-8 or NUL (1 = any)"),
-  };
+  train.insert(train.end(), rest.begin(), rest.end());
+  return train;
 }
 
 std::vector<key> serve_keys() {
@@ -174,12 +170,6 @@ const std::vector<key>& keys() {
     return all;
   }();
   return k;
-}
-
-std::string node_text(const toml::node& n) {
-  std::ostringstream os;
-  n.visit([&](auto&& v) { os << v; });
-  return os.str();
 }
 
 const key* find_key(const std::string& name) {
@@ -258,6 +248,10 @@ void set_from_toml(run_config& c, const key& k, const toml::node& n, const std::
       as<std::vector<std::string>>(c, k) = std::move(v);
       return;
     }
+    case key_kind::integer_list:
+    case key_kind::source_list:
+      set_items_from_toml(c, k, n, where);
+      return;
     case key_kind::integer:
     case key_kind::number:
       break;
@@ -282,14 +276,24 @@ void walk(run_config& c, const toml::table& t, const std::string& prefix,
   for (auto&& [name, node] : t) {
     std::string path =
         prefix.empty() ? std::string(name.str()) : prefix + "." + std::string(name.str());
-    if (auto* sub = node.as_table()) {
+    const key* k = find_key(path);
+    if (auto* sub = node.as_table(); sub && !k) {  // a table of keys (a key's table: refused)
       walk(c, *sub, path, source);
       continue;
     }
-    const key* k = find_key(path);
     if (!k) fail("unknown config key '{}' in {}", path, source);
     set_from_toml(c, *k, node, source);
   }
+}
+
+}  // namespace
+
+namespace config_detail {
+
+std::string node_text(const toml::node& n) {
+  std::ostringstream os;
+  n.visit([&](auto&& v) { os << v; });
+  return os.str();
 }
 
 std::string toml_quoted(const std::string& s) {
@@ -308,6 +312,16 @@ std::string toml_quoted(const std::string& s) {
   return os.str();
 }
 
+std::string toml_number(double v) {
+  std::string t = fmt::format("{}", v);
+  if (t.find_first_of(".en") == std::string::npos) t += ".0";  // 10.0 stays a float
+  return t;
+}
+
+}  // namespace config_detail
+
+namespace {
+
 std::string text_of(run_config& c, const key& k) {
   switch (k.info.kind) {
     case key_kind::boolean:
@@ -323,11 +337,11 @@ std::string text_of(run_config& c, const key& k) {
     }
     case key_kind::integer:
       return k.wide ? fmt::format("{}", as<int64_t>(c, k)) : fmt::format("{}", as<int>(c, k));
-    case key_kind::number: {
-      std::string v = fmt::format("{}", as<double>(c, k));
-      if (v.find_first_of(".en") == std::string::npos) v += ".0";
-      return v;
-    }
+    case key_kind::number:
+      return toml_number(as<double>(c, k));
+    case key_kind::integer_list:
+    case key_kind::source_list:
+      return items_text(c, k);
   }
   return {};
 }
@@ -387,6 +401,10 @@ void apply_override(run_config& cfg, const std::string& assignment) {
       as<std::vector<std::string>>(cfg, *k) = std::move(v);
       return;
     }
+    case key_kind::integer_list:
+    case key_kind::source_list:
+      set_items_from_text(cfg, *k, value);
+      return;
     case key_kind::integer: {
       int64_t iv = 0;
       auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), iv);
@@ -417,6 +435,8 @@ void validate(const run_config& c) {
       check_range(k, as<double>(tmp, k), fmt_num(as<double>(tmp, k)));
     } else if (k.info.kind == key_kind::choice) {
       set_string(tmp, k, as<std::string>(tmp, k));
+    } else if (k.info.kind == key_kind::integer_list || k.info.kind == key_kind::source_list) {
+      check_items(tmp, k);
     }
   }
   const model_config& m = c.model;
@@ -451,6 +471,7 @@ void validate(const run_config& c) {
            c.data.tokenizer);
   }
   if (c.data.corpus.empty()) fail("data.corpus: expected a corpus name or path, got \"\"");
+  validate_data(c);
 }
 
 std::string to_toml(const run_config& c) {

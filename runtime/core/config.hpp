@@ -2,12 +2,12 @@
 // The run configuration: small typed structs, one per component (model, train, optimizer,
 // schedule, zero, checkpoint, eval, monitor, data, engine, server), one TOML table each, read from
 // TOML, `--set key=value` overrides and the subcommands' flags, validated once before any work
-// starts. Every key is declared once in config.cpp (path, type: integer, number, string, bool, enum
-// or list of strings; range or choices; help) and that one schema drives parsing, validation, the
-// generated command-line flags and `zeroflow config`, so they can never disagree. Errors name the
-// key path, what was expected and what was given. Keys that moved (train.lr -> optimizer.lr,
-// train.zero.stage -> zero.stage, ...: renamed_keys()) are still read under their old paths, since
-// earlier config files and checkpoints name them so.
+// starts. Every key is declared once in config.cpp (path, type: integer, number, string, bool,
+// enum, list of strings or of integers, data.sources; range or choices; help) and that one schema
+// drives parsing, validation, the generated command-line flags and `zeroflow config`, so they can
+// never disagree. Errors name the key path, what was expected and what was given. Keys that moved
+// (train.lr -> optimizer.lr, train.zero.stage -> zero.stage, ...: renamed_keys()) are still read
+// under their old paths, since earlier config files and checkpoints name them so.
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -38,6 +38,18 @@ struct model_config {
   std::string init_hf;
 };
 
+// random-LTD (arXiv 2211.11586), `train.random_ltd.*`: the listed layers (default all but the
+// first and last) see a random subset of each sequence's tokens, from min_tokens up to the full
+// train.seq_len linearly over total_steps in multiples of step_size; dropped tokens bypass the
+// layer unchanged (runtime/train/curriculum: ltd_schedule, ltd_layers).
+struct random_ltd_config {
+  bool enabled = false;
+  std::vector<int64_t> layers;  // layer ids; [] = all but the first and the last
+  int min_tokens = 0;           // kept tokens at step 0; 0 = train.seq_len / 2
+  int64_t total_steps = 0;      // steps to reach the full sequence; 0 = train.steps / 2
+  int step_size = 16;           // kept tokens move in multiples of this
+};
+
 // The step loop: how long, how much data per step, which seed, how many ranks.
 struct train_config {
   int steps = 600;
@@ -52,6 +64,10 @@ struct train_config {
   // Seconds one collective between processes (Gloo) may wait for its peers: a rank that died or
   // froze becomes an error naming this key in the survivors instead of a hang.
   int comm_timeout_s = 60;
+  // > 0: the run's length in tokens (seqlen warm-up, arXiv 2108.06084): it ends after the step
+  // that reaches this many; train.steps stays an upper bound (validate checks it can be reached).
+  int64_t tokens = 0;
+  random_ltd_config random_ltd;
 };
 
 // AdamW (torch.optim.AdamW semantics) and global-norm clipping.
@@ -63,9 +79,13 @@ struct optimizer_config {
 };
 
 // The learning-rate schedule over train.steps: linear warm-up, then cosine to min_lr_ratio * lr.
+// decay_by: what the cosine decay counts: optimizer steps (of train.steps), tokens (of
+// train.tokens, or train.steps full steps' worth) or layer-tokens (LayerToken, arXiv 2211.11586:
+// tokens times the layers that saw them, which random-LTD lowers). Warm-up is in steps always.
 struct schedule_config {
   int warmup = 40;
   double min_lr_ratio = 0.1;
+  std::string decay_by = "steps";  // steps | tokens | layer_tokens
 };
 
 struct zero_config {
@@ -87,6 +107,39 @@ struct monitor_config {
   bool tensorboard = false;  // also a TensorBoard event file in the run folder
 };
 
+// One difficulty metric's curriculum, `data.curriculum.<metric>.*` (runtime/train/curriculum:
+// pacing_config, difficulty_at). seqlen: the difficulty is the sequence length (value type
+// only); vocab_rarity and custom: difficulty_type value keeps samples whose metric value is at
+// most the difficulty, percentile the easiest difficulty% of them, by the index `zeroflow data
+// analyze` wrote (index: its --out folder; "" = <data_dir>/index).
+struct metric_curriculum {
+  bool enabled = false;
+  std::string difficulty_type = "value";  // value | percentile
+  std::string pacing = "fixed_linear";    // fixed_linear | fixed_root | fixed_discrete
+  int min_difficulty = 0, max_difficulty = 0;
+  int64_t total_steps = 0;  // steps from min to max difficulty
+  int difficulty_step = 1;  // difficulties move in multiples of this (seqlen: 8 keeps GEMMs even)
+  int root_degree = 2;      // fixed_root
+  std::vector<int64_t> difficulties;  // fixed_discrete: difficulty i up to max_steps[i]
+  std::vector<int64_t> max_steps;     // fixed_discrete: one fewer than difficulties
+  std::string index;                  // vocab_rarity / custom: the analyzer's folder
+};
+
+// Several metrics combine as in DeepSpeed: seqlen shortens the windows, a rarity (or custom)
+// pool restricts which windows are drawn.
+struct curriculum_config {
+  metric_curriculum seqlen, vocab_rarity, custom;
+  // truncate: b rows of `difficulty` tokens (fewer tokens per step); reshape: the step's
+  // b * seq_len tokens packed into rows of `difficulty` (DeepSpeed's seqlen_reshape).
+  std::string seqlen_mode = "truncate";
+};
+
+// One corpus of a blend (data.sources): a name or path as data.corpus takes it, and its weight.
+struct data_source {
+  std::string path;
+  double weight = 1;
+};
+
 struct data_config {
   std::string corpus = "moby-dick";  // "moby-dick" (embedded default), a .txt file or a .tok shard
   std::string tokenizer = "gpt2";    // "gpt2", or a folder (or file) with a tokenizer.json
@@ -95,6 +148,11 @@ struct data_config {
   // Largest share of a text corpus's bytes that may be invalid UTF-8 or NUL before it is refused
   // as not text (a binary file trains on noise); 1 accepts anything.
   double max_invalid_utf8 = 0.01;
+  // Non-empty: these corpora blended by weight into one token shard (storage/blend) instead of
+  // data.corpus; deterministic by blend_seed, so every training seed sees the same blend.
+  std::vector<data_source> sources;
+  int64_t blend_seed = 1234;
+  curriculum_config curriculum;
 };
 
 // The serving engine (actors/engine): scheduling policy, batch and KV pool sizes.
@@ -203,8 +261,10 @@ struct run_config {
   rlhf_config rlhf;
 };
 
-// The schema, as the command line and documentation see it.
-enum class key_kind { integer, number, string, boolean, choice, list };
+// The schema, as the command line and documentation see it. list: strings; integer_list:
+// integers, each in lo..hi (TOML [1, 2], --set 1,2 or [1,2]); source_list: data.sources (TOML
+// [{path = "a", weight = 2}], --set a:2,b: split at the last ':', weight 1 when left out).
+enum class key_kind { integer, number, string, boolean, choice, list, integer_list, source_list };
 struct key_info {
   std::string path;  // "engine.token_budget"
   key_kind kind;

@@ -164,13 +164,12 @@ double activation_floats(const model_spec& s, int b, int t) {
          2 * pad(BT * C) + pad(BT * U) + pad(BT * D) + pad(BT * Q) + pad(H * t * t);
 }
 
-void transformer::block_forward(int l, int b, int t) {
-  const int BT = b * t, Q = spec_.q_dim(), D = spec_.qkv_dim();
-  const float* x = l == 0 ? encoded_ : la_[l - 1].res3;
+void transformer::block_forward(int l, const float* x, int b, int t, const int* pos, float* out) {
+  const int n = b * t, Q = spec_.q_dim(), D = spec_.qkv_dim();
   const block::weights w = block_w(acquire_params(l + 1), l);
   layer_acts& a = la_[l];
-  block::norm_forward(spec_, x, w.norm1_w, w.norm1_b, a.ln1, a.ln1_mean, a.ln1_rstd, BT);
-  block::qkv_forward(spec_, w, a.ln1, a.qkv, pos_.data(), rope_tab_, BT);
+  block::norm_forward(spec_, x, w.norm1_w, w.norm1_b, a.ln1, a.ln1_mean, a.ln1_rstd, n);
+  block::qkv_forward(spec_, w, a.ln1, a.qkv, pos, rope_tab_, n);
   const k::attention_shape s = attention_shape_of(spec_, t);
   const std::size_t att_stride = std::size_t(spec_.n_head) * t * t;
   for (int bi = 0; bi < b; ++bi) {
@@ -178,17 +177,34 @@ void transformer::block_forward(int l, int b, int t) {
     k::attention_forward(s, q, q + Q, q + Q + spec_.kv_dim(), a.atty + std::size_t(bi) * t * Q,
                          a.att + bi * att_stride);
   }
-  block::attn_out_forward(spec_, w, a.atty, Q, x, a.res2, BT);
-  block::norm_forward(spec_, a.res2, w.norm2_w, w.norm2_b, a.ln2, a.ln2_mean, a.ln2_rstd, BT);
-  block::mlp_forward(spec_, w, a.ln2, a.h, act_, a.res2, a.res3, BT);
+  block::attn_out_forward(spec_, w, a.atty, Q, x, a.res2, n);  // the last read of x
+  block::norm_forward(spec_, a.res2, w.norm2_w, w.norm2_b, a.ln2, a.ln2_mean, a.ln2_rstd, n);
+  block::mlp_forward(spec_, w, a.ln2, a.h, act_, a.res2, out, n);
   release_params(l + 1);
 }
 
+void transformer::layer_forward(int l, int b, int t) {
+  const float* x = l == 0 ? encoded_ : la_[l - 1].res3;
+  float* out = la_[l].res3;
+  const int slot = ltd_slot_[std::size_t(l)];
+  if (slot < 0) return block_forward(l, x, b, t, pos_.data(), out);
+  // Dropping: the block runs on the b*k kept rows, which sit compact at the front of the
+  // layer's output buffer (gathered there, overwritten by the block's output once read), at
+  // their original positions; then the output is spread over [b*t] rows around x's dropped rows.
+  // Its saved activations are compact (b*k rows of the b*t planned).
+  const int k = ltd_keep_;
+  const int* kept = ltd_pos_.data() + std::size_t(slot) * b * k;
+  gather_rows(x, kept, b, t, k, spec_.hidden, out);
+  block_forward(l, out, b, k, kept, out);
+  expand_rows(out, x, kept, b, t, k, spec_.hidden);
+}
+
 float transformer::run_forward(const int* ids, const int* targets, int b, int t, bool fuse_xent,
-                               float scale, bool lm_head) {
+                               float scale, bool lm_head, const token_drop* drop) {
   if (t > spec_.max_positions)
     fail("sequence length {} exceeds the model's context of {} positions", t, spec_.max_positions);
   plan(b, t);
+  set_drop(drop, b, t);
   const int BT = b * t, C = spec_.hidden, V = spec_.vocab_size;
   for (int i = 0; i < BT; ++i)
     if (ids[i] < 0 || ids[i] >= V) fail("token id {} out of range 0..{}", ids[i], V - 1);
@@ -197,7 +213,7 @@ float transformer::run_forward(const int* ids, const int* targets, int b, int t,
   auto ge = layout_.globals<const float>(acquire_params(R_emb_), emb0);
   k::embedding_forward(ids, ge.tok_emb, ge.pos_emb, encoded_, b, t, C);
   release_params(R_emb_);
-  for (int l = 0; l < L_; ++l) block_forward(l, b, t);
+  for (int l = 0; l < L_; ++l) layer_forward(l, b, t);
   const std::size_t fin0 = layout_.regions[R_final_].begin;
   float* fb = acquire_params(R_final_);
   auto gf = layout_.globals<float>(fb, fin0);
@@ -299,19 +315,17 @@ void transformer::head_backward(int R_head, float* gemb, const float* dvalue, bo
   head_w_ = head_base_ = nullptr;
 }
 
-// dres_ holds d(res3) of block l on entry and d(block input) on exit.
-void transformer::block_backward(int l, int b, int t) {
-  const int BT = b * t, Q = spec_.q_dim(), D = spec_.qkv_dim(), KV = spec_.kv_dim();
+void transformer::block_backward(int l, const float* x, int b, int t, const int* pos, float* d) {
+  const int n = b * t, Q = spec_.q_dim(), D = spec_.qkv_dim(), KV = spec_.kv_dim();
   const block::weights w = block_w(acquire_params(l + 1), l);
   const block::grads g = block_g(acquire_grads(l + 1), l);
   layer_acts& a = la_[l];
-  const float* x_in = l == 0 ? encoded_ : la_[l - 1].res3;
-  // MLP: res3 = res2 + mlp(norm2(res2)); the residual passes dres_ through unchanged.
-  block::mlp_backward(spec_, w, g, a.ln2, a.h, act_, dres_, dbig_, dln_, BT);
-  block::norm_backward(spec_, a.res2, w.norm2_w, a.ln2_mean, a.ln2_rstd, dln_, dres_, g.norm2_w,
-                       g.norm2_b, BT);
-  // Attention: res2 = x_in + attn(norm1(x_in)) @ o_w; dres_ holds d res2.
-  block::attn_out_backward(spec_, w, g, a.atty, dres_, datty_, BT);
+  // MLP: out = res2 + mlp(norm2(res2)); the residual passes d through unchanged.
+  block::mlp_backward(spec_, w, g, a.ln2, a.h, act_, d, dbig_, dln_, n);
+  block::norm_backward(spec_, a.res2, w.norm2_w, a.ln2_mean, a.ln2_rstd, dln_, d, g.norm2_w,
+                       g.norm2_b, n);
+  // Attention: res2 = x + attn(norm1(x)) @ o_w; d holds d res2.
+  block::attn_out_backward(spec_, w, g, a.atty, d, datty_, n);
   const k::attention_shape s = attention_shape_of(spec_, t);
   const std::size_t att_stride = std::size_t(spec_.n_head) * t * t;
   for (int bi = 0; bi < b; ++bi) {
@@ -321,17 +335,48 @@ void transformer::block_backward(int l, int b, int t) {
     k::attention_backward(s, q, q + Q, q + Q + KV, a.att + bi * att_stride,
                           datty_ + std::size_t(bi) * t * Q, datt_, dq, dq + Q, dq + Q + KV);
   }
-  block::qkv_backward(spec_, w, g, a.ln1, dqkv_, dln_, pos_.data(), rope_tab_, BT);
-  block::norm_backward(spec_, x_in, w.norm1_w, a.ln1_mean, a.ln1_rstd, dln_, dres_, g.norm1_w,
-                       g.norm1_b, BT);
+  block::qkv_backward(spec_, w, g, a.ln1, dqkv_, dln_, pos, rope_tab_, n);
+  block::norm_backward(spec_, x, w.norm1_w, a.ln1_mean, a.ln1_rstd, dln_, d, g.norm1_w, g.norm1_b,
+                       n);
   release_grads(l + 1);
   release_params(l + 1);
 }
 
+// dres_ holds d(res3) of layer l on entry and d(layer input) on exit.
+void transformer::layer_backward(int l, int b, int t) {
+  const float* x = l == 0 ? encoded_ : la_[l - 1].res3;
+  const int slot = ltd_slot_[std::size_t(l)];
+  if (slot < 0) return block_backward(l, x, b, t, pos_.data(), dres_);
+  // Dropping: the dropped rows' gradient passes through (identity); the kept rows' goes through
+  // the block on compact rows, in two buffers no longer read at this point of the backward:
+  // this layer's own output res3 (read by layer l+1's or the final norm's backward, done) holds
+  // d, and the final norm's output lnf_ (read by the head's backward, done) the re-gathered
+  // input that norm1's backward needs.
+  const int k = ltd_keep_;
+  const int* kept = ltd_pos_.data() + std::size_t(slot) * b * k;
+  float* d = la_[l].res3;
+  gather_rows(dres_, kept, b, t, k, spec_.hidden, d);
+  gather_rows(x, kept, b, t, k, spec_.hidden, lnf_);
+  block_backward(l, lnf_, b, k, kept, d);
+  scatter_rows(d, kept, b, t, k, spec_.hidden, dres_);
+}
+
+// random-LTD state for the forward_backward under way (nothing drops when drop is null).
+void transformer::set_drop(const token_drop* drop, int b, int t) {
+  ltd_slot_.assign(std::size_t(L_), -1);
+  ltd_keep_ = 0;
+  if (!drop || drop->layers.empty()) return;
+  kept_positions(*drop, b, t, ltd_pos_);
+  ltd_keep_ = drop->keep;
+  for (std::size_t i = 0; i < drop->layers.size(); ++i)
+    ltd_slot_[std::size_t(drop->layers[i])] = static_cast<int>(i);
+}
+
 float transformer::forward_backward(const int* ids, const int* targets, int b, int t,
-                                    float loss_scale) {
+                                    float loss_scale, const token_drop* drop) {
   if (!targets) fail("forward_backward needs targets");
-  float loss = run_forward(ids, targets, b, t, true, loss_scale);
+  if (drop) validate_token_drop(*drop, L_, b, t);
+  float loss = run_forward(ids, targets, b, t, true, loss_scale, true, drop);
   backward_from_head(ids, nullptr, true);
   return loss;
 }
@@ -340,7 +385,7 @@ void transformer::backward_from_head(const int* ids, const float* dvalue, bool l
   const int R_head = spec_.tied_head ? R_emb_ : R_final_;
   float* gemb = acquire_grads(R_emb_);  // held through the whole backward (tied head, wte)
   head_backward(R_head, gemb, dvalue, lm);
-  for (int l = L_ - 1; l >= 0; --l) block_backward(l, b_, t_);
+  for (int l = L_ - 1; l >= 0; --l) layer_backward(l, b_, t_);
   auto ge = layout_.globals<float>(gemb, layout_.regions[R_emb_].begin);
   k::embedding_backward(ids, dres_, ge.tok_emb, ge.pos_emb, b_, t_, spec_.hidden);
   release_grads(R_emb_);

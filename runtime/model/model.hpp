@@ -19,6 +19,7 @@
 #include "runtime/core/tensor.hpp"
 #include "runtime/model/block.hpp"
 #include "runtime/model/layout.hpp"
+#include "runtime/model/token_drop.hpp"
 
 namespace zf {
 
@@ -70,7 +71,13 @@ class transformer {
   float forward(const int* ids, const int* targets, int b, int t);
   // Forward + backward; adds d(loss * loss_scale)/dparams into grads(). Returns the mean loss.
   // Logits are consumed (the cross-entropy writes its gradient in place).
-  float forward_backward(const int* ids, const int* targets, int b, int t, float loss_scale = 1);
+  // drop (random-LTD, token_drop.hpp; null = none, and only this mode drops): each listed layer
+  // runs on drop->keep kept rows per sequence (causal among them, RoPE at their original
+  // positions) and passes the other rows through unchanged, forward and backward. It is checked
+  // up front (zf::error naming train.random_ltd.*) and costs no extra activation memory: the
+  // layer's saved activations are compact and its row moves use buffers dead at that time.
+  float forward_backward(const int* ids, const int* targets, int b, int t, float loss_scale = 1,
+                         const token_drop* drop = nullptr);
   const float* logits() const { return logits_; }
 
   // Score mode: logprobs [b*t] = log p(targets[i] | ids up to i) under the model (the
@@ -83,8 +90,8 @@ class transformer {
   // targets[i] < 0), entropy [b*t] of each row's distribution (nats; 0 where targets[i] < 0) and,
   // with a value head, values [b*t] = x_final . v_head. Null outputs are skipped; with
   // logprobs and entropy both null the LM head is not computed at all (reward models, critics).
-  void forward_rl(const int* ids, const int* targets, int b, int t, float* logprobs,
-                  float* entropy, float* values);
+  void forward_rl(const int* ids, const int* targets, int b, int t, float* logprobs, float* entropy,
+                  float* values);
   // Backward of L = sum_i dlogp[i] * logprobs[i] + sum_i dvalue[i] * values[i] through the
   // last forward_rl (same ids and targets); either gradient may be null. Adds into grads().
   // The entropy is reported, not differentiated.
@@ -105,9 +112,18 @@ class transformer {
   block::grads block_g(float* base, int l) const;
   void plan(int b, int t);
   float run_forward(const int* ids, const int* targets, int b, int t, bool fuse_xent, float scale,
-                    bool lm_head = true);
-  void block_forward(int l, int b, int t);
-  void block_backward(int l, int b, int t);
+                    bool lm_head = true, const token_drop* drop = nullptr);
+  void set_drop(const token_drop* drop, int b, int t);
+  // Layer l of a [b, t] batch, plain or dropping (ltd_slot_): reads its input (encoded_ or the
+  // previous layer's res3), writes its res3 [b*t, C]; backward turns dres_ from d(res3) into
+  // d(input).
+  void layer_forward(int l, int b, int t);
+  void layer_backward(int l, int b, int t);
+  // The block on n = b*t rows (b sequences of t tokens, causal within each): x [n, C] at
+  // positions pos [n] -> out [n, C], saving la_[l]; out may be x. Backward: d [n, C] holds
+  // d(out) on entry and d(x) on exit.
+  void block_forward(int l, const float* x, int b, int t, const int* pos, float* out);
+  void block_backward(int l, const float* x, int b, int t, const int* pos, float* d);
   // dvalue: [b*t] gradient of the value head's outputs, or null; lm: dlogits are in logits_.
   void head_backward(int R_head, float* gemb, const float* dvalue = nullptr, bool lm = true);
   void backward_from_head(const int* ids, const float* dvalue, bool lm);
@@ -123,13 +139,17 @@ class transformer {
   float* values_out_ = nullptr;  // forward_rl's values, written while the final region is held
   bool rl_lm_ = false;           // the last forward_rl computed logits
   std::vector<double> lse_;      // [b*t] its rows' log-sum-exp (rows with a target)
-  fbuffer rope_;  // cos | sin tables (Llama)
+  fbuffer rope_;                 // cos | sin tables (Llama)
   block::rope_table rope_tab_;
 
   // training activations (arena acts_), planned for (b_, t_)
   arena acts_;
   int b_ = 0, t_ = 0;
   std::vector<int> pos_;  // [b*t] position of each row
+  // random-LTD of the current forward_backward (set_drop): ltd_slot_ [L] = the layer's index in
+  // the drop's layer list or -1; ltd_pos_ [dropping layers][b][ltd_keep_] kept positions.
+  std::vector<int> ltd_slot_, ltd_pos_;
+  int ltd_keep_ = 0;
   float *encoded_ = nullptr, *lnf_ = nullptr, *lnf_mean_ = nullptr, *lnf_rstd_ = nullptr;
   float *logits_ = nullptr, *losses_ = nullptr, *act_ = nullptr;
   std::vector<layer_acts> la_;

@@ -42,29 +42,28 @@ int root_value(int lo, int hi, std::int64_t total, int mult, int r, std::int64_t
 
 void validate_discrete(const pacing_config& c) {
   if (c.difficulties.empty())
-    fail("data.curriculum.difficulties: fixed_discrete needs at least one difficulty");
+    fail("{}.difficulties: fixed_discrete needs at least one difficulty", c.key);
   if (c.max_steps.size() + 1 != c.difficulties.size())
     fail(
-        "data.curriculum.max_steps: must have one element fewer than difficulties (the last "
+        "{}.max_steps: must have one element fewer than difficulties (the last "
         "difficulty holds after the last max step); got {} max steps for {} difficulties",
-        c.max_steps.size(), c.difficulties.size());
+        c.key, c.max_steps.size(), c.difficulties.size());
   for (std::size_t i = 0; i < c.difficulties.size(); ++i) {
     const int d = c.difficulties[i];
     if (d < c.min_difficulty || d > c.max_difficulty)
       fail(
-          "data.curriculum.difficulties: {} (element {}) is outside min_difficulty.."
+          "{}.difficulties: {} (element {}) is outside min_difficulty.."
           "max_difficulty ({}..{})",
-          d, i, c.min_difficulty, c.max_difficulty);
+          c.key, d, i, c.min_difficulty, c.max_difficulty);
     if (i > 0 && d <= c.difficulties[i - 1])
-      fail("data.curriculum.difficulties: must increase, got {} after {} (element {})", d,
+      fail("{}.difficulties: must increase, got {} after {} (element {})", c.key, d,
            c.difficulties[i - 1], i);
   }
   for (std::size_t i = 0; i < c.max_steps.size(); ++i) {
     if (c.max_steps[i] < 0)
-      fail("data.curriculum.max_steps: must not be negative, got {} (element {})", c.max_steps[i],
-           i);
+      fail("{}.max_steps: must not be negative, got {} (element {})", c.key, c.max_steps[i], i);
     if (i > 0 && c.max_steps[i] <= c.max_steps[i - 1])
-      fail("data.curriculum.max_steps: must increase, got {} after {} (element {})", c.max_steps[i],
+      fail("{}.max_steps: must increase, got {} after {} (element {})", c.key, c.max_steps[i],
            c.max_steps[i - 1], i);
   }
 }
@@ -96,21 +95,21 @@ std::string_view pacing_kind_name(pacing_kind kind) {
 void pacing_config::validate() const {
   if (kind != pacing_kind::fixed_linear && kind != pacing_kind::fixed_root &&
       kind != pacing_kind::fixed_discrete)
-    fail("data.curriculum.pacing: unknown pacing (value {})", int(kind));
+    fail("{}.pacing: unknown pacing (value {})", key, int(kind));
   if (min_difficulty > max_difficulty)
-    fail("data.curriculum.min_difficulty: must not exceed max_difficulty (got {} > {})",
-         min_difficulty, max_difficulty);
+    fail("{}.min_difficulty: must not exceed max_difficulty (got {} > {})", key, min_difficulty,
+         max_difficulty);
   if (kind == pacing_kind::fixed_discrete) return validate_discrete(*this);
-  if (total_steps < 1) fail("data.curriculum.total_steps: must be at least 1, got {}", total_steps);
+  if (total_steps < 1) fail("{}.total_steps: must be at least 1, got {}", key, total_steps);
   if (difficulty_step < 1)
-    fail("data.curriculum.difficulty_step: must be at least 1, got {}", difficulty_step);
+    fail("{}.difficulty_step: must be at least 1, got {}", key, difficulty_step);
   // A min that is not a multiple would round below itself at the first steps (DeepSpeed gives
   // 96 for min 100, step 16): refused rather than served below the minimum.
   if (min_difficulty % difficulty_step != 0)
-    fail("data.curriculum.min_difficulty: must be a multiple of difficulty_step (got {}, step {})",
+    fail("{}.min_difficulty: must be a multiple of difficulty_step (got {}, step {})", key,
          min_difficulty, difficulty_step);
   if (kind == pacing_kind::fixed_root && root_degree < 1)
-    fail("data.curriculum.root_degree: must be at least 1, got {}", root_degree);
+    fail("{}.root_degree: must be at least 1, got {}", key, root_degree);
 }
 
 int difficulty_at(const pacing_config& cfg, std::int64_t step) {
@@ -150,16 +149,16 @@ double percentile_threshold(const std::vector<double>& sorted_values, int percen
 }
 
 void ltd_schedule::validate() const {
-  if (min_value < 1) fail("train.random_ltd.min_value: must be at least 1, got {}", min_value);
+  if (min_value < 1) fail("train.random_ltd.min_tokens: must be at least 1, got {}", min_value);
   if (min_value > max_value)
-    fail("train.random_ltd.min_value: must not exceed max_value (got {} > {})", min_value,
-         max_value);
+    fail("train.random_ltd.min_tokens: must not exceed the sequence length (got {} > {})",
+         min_value, max_value);
   if (require_steps < 1)
-    fail("train.random_ltd.require_steps: must be at least 1, got {}", require_steps);
+    fail("train.random_ltd.total_steps: must be at least 1, got {}", require_steps);
   if (seq_per_step < 1)
-    fail("train.random_ltd.seq_per_step: must be at least 1, got {}", seq_per_step);
+    fail("train.random_ltd.step_size: must be at least 1, got {}", seq_per_step);
   if (min_value % seq_per_step != 0)
-    fail("train.random_ltd.min_value: must be a multiple of seq_per_step (got {}, step {})",
+    fail("train.random_ltd.min_tokens: must be a multiple of step_size (got {}, step {})",
          min_value, seq_per_step);
 }
 

@@ -5,6 +5,7 @@
 // and trainer ask for the value at a step, so a resumed run gets the same values as an
 // uninterrupted one without saving any schedule state.
 #include <cstdint>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -30,8 +31,9 @@ struct pacing_config {
   int root_degree = 1;
   std::vector<int> difficulties;
   std::vector<std::int64_t> max_steps;
+  std::string key = "data.curriculum";  // the config table errors name (data.curriculum.seqlen)
 
-  // zf::error naming `data.curriculum.<key>`, what is expected and the value found.
+  // zf::error naming `<key>.<field>`, what is expected and the value found.
   void validate() const;
 };
 

@@ -41,8 +41,7 @@ std::vector<float> local_rank_group::forward_backward(const std::vector<batch_pt
                                                       float loss_scale) {
   std::vector<float> out(ranks_.size());
   on_all([&](int r) {
-    const token_batch& b = *batches[r];
-    out[r] = ranks_[r]->forward_backward(b.inputs.data(), b.targets.data(), b.b, b.t, loss_scale);
+    out[r] = ranks_[r]->forward_backward(*batches[r], loss_scale);
   });
   return out;
 }

@@ -25,6 +25,18 @@ std::string to_json_line(const step_metrics& m) {
                    {"data_wait_ms", m.data_wait_ms}};
   if (m.val_loss >= 0) j["val_loss"] = m.val_loss;
   if (m.ckpt_write_ms >= 0) j["ckpt_write_ms"] = m.ckpt_write_ms;
+  if (m.layer_tokens > 0) j["layer_tokens"] = m.layer_tokens;
+  if (m.seqlen > 0) j["seqlen"] = m.seqlen;
+  if (m.pool_difficulty >= 0) {
+    j["difficulty"] = m.pool_difficulty;
+    j["difficulty_metric"] = m.pool_metric;
+    j["difficulty_type"] = m.pool_percentile ? "percentile" : "value";
+  }
+  if (m.ltd_layers > 0) {  // kept fraction of every dropping layer (1 once the schedule is done)
+    j["ltd_keep"] = m.ltd_keep > 0 ? m.ltd_keep : m.ltd_t;
+    j["ltd_kept_fraction"] = m.ltd_keep > 0 && m.ltd_t > 0 ? double(m.ltd_keep) / m.ltd_t : 1.0;
+    j["ltd_layers"] = m.ltd_layers;
+  }
   return j.dump();
 }
 
@@ -46,6 +58,11 @@ std::string progress_line(const step_metrics& m) {
     s += fmt::format(" | rank mem p/g/o {:.0f}/{:.0f}/{:.0f} MiB | comm {:.1f} MiB/step",
                      m.param_bytes / 1048576, m.grad_bytes / 1048576, m.optim_bytes / 1048576,
                      m.comm_bytes / 1048576);
+  if (m.seqlen > 0) s += fmt::format(" | seqlen {}", m.seqlen);
+  if (m.pool_difficulty >= 0)
+    s +=
+        fmt::format(" | {} {}{}", m.pool_metric, m.pool_percentile ? "p" : "<=", m.pool_difficulty);
+  if (m.ltd_layers > 0 && m.ltd_keep > 0) s += fmt::format(" | ltd {}/{}", m.ltd_keep, m.ltd_t);
   if (m.val_loss >= 0) s += fmt::format(" | val {:.4f}", m.val_loss);
   return s;
 }

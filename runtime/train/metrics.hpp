@@ -22,10 +22,21 @@ struct step_metrics {
   // write that finished during this step (< 0: none, and the JSON line has no such key).
   double data_wait_ms = 0;
   double ckpt_write_ms = -1;
+  // Data efficiency (issue 13), in the JSON line only when in use: layer-tokens so far (tokens
+  // times the layers that processed them), the seqlen curriculum's sequence length (0: none),
+  // the pool curriculum's difficulty and metric (-1: none), and random-LTD's kept tokens of t
+  // in each dropping layer (0: none dropped this step).
+  int64_t layer_tokens = 0;
+  int seqlen = 0;
+  int pool_difficulty = -1;
+  std::string pool_metric;
+  bool pool_percentile = false;
+  int ltd_keep = 0, ltd_t = 0, ltd_layers = 0;
 };
 
 std::string to_json_line(const step_metrics& m);
-// "step 120/600 | loss 5.8123 | lr 1.98e-03 | 2345 tok/s | ETA 3m12s"
+// "step 120/600 | loss 5.8123 | lr 1.98e-03 | 2345 tok/s | ETA 3m12s", then the data
+// efficiency figures in use ("| seqlen 64 | vocab_rarity p40 | ltd 96/128")
 std::string progress_line(const step_metrics& m);
 std::string format_duration(double seconds);
 

@@ -29,48 +29,55 @@ train_loop_options loop_options_of(const run_config& c) {
   return o;
 }
 
+// Where the run ends: train.steps, or the step whose end first reaches train.tokens.
+int train_loop::end_step(int ranks) const {
+  const auto& t = o_.train;
+  if (t.tokens <= 0) return t.steps;
+  int64_t sum = 0;
+  for (int s = 0; s < t.steps; ++s) {
+    sum += o_.data_plan ? o_.data_plan->step_tokens(s)
+                        : int64_t(t.batch_size) * t.seq_len * t.grad_accum * ranks;
+    if (sum >= t.tokens) return s + 1;
+  }
+  return t.steps;
+}
+
 train_result train_loop::run() {
   const auto& t = o_.train;
   const int ranks = local_ * o_.process_world;  // global ranks
   r_ = {};
   r_.first_step = r_.final_step = o_.start_step;
   requested_ = taken_ = int64_t(o_.start_step) * t.grad_accum * local_;
+  end_step_ = end_step(ranks);
+  const int64_t full_step = int64_t(t.batch_size) * t.seq_len * t.grad_accum * ranks;
+  tokens_ = o_.start_tokens >= 0 ? o_.start_tokens
+            : o_.data_plan       ? o_.data_plan->tokens_before(o_.start_step)
+                                 : int64_t(o_.start_step) * full_step;
+  layer_tokens_ = o_.start_layer_tokens >= 0 ? o_.start_layer_tokens
+                  : o_.data_plan             ? o_.data_plan->layer_tokens_before(o_.start_step)
+                                             : 0;
   uint64_t last_comm = o_.comm_bytes ? o_.comm_bytes() : 0;
   const auto t0 = clock_type::now();
-  int64_t tokens = 0;
   try {
-    for (int step = o_.start_step; step < t.steps; ++step) {
+    for (int step = o_.start_step; step < end_step_; ++step) {
       const auto ts = clock_type::now();
       const double loss = train_step(step);
       const double step_ms =
           std::chrono::duration<double, std::milli>(clock_type::now() - ts).count();
       poll_writer();
-      const int64_t step_tokens = int64_t(t.batch_size) * t.seq_len * t.grad_accum * ranks;
-      tokens += step_tokens;
+      const int64_t step_tokens = o_.data_plan ? o_.data_plan->step_tokens(step) : full_step;
+      tokens_ += step_tokens;
+      if (o_.data_plan) layer_tokens_ += o_.data_plan->step_layer_tokens(step);
       r_.losses.push_back(static_cast<float>(loss));
       r_.final_step = step + 1;
-      step_metrics m;
-      m.step = step + 1;
-      m.total_steps = t.steps;
-      m.loss = loss;
-      m.lr = lr_;
-      m.grad_norm = grad_norm_;
-      m.step_ms = step_ms;
-      m.tokens_per_s = step_tokens / (step_ms / 1000.0);
-      m.tokens = tokens;
+      step_metrics m = step_figures(step, loss, step_ms, step_tokens, ranks);
       m.elapsed_s = std::chrono::duration<double>(clock_type::now() - t0).count();
-      m.param_bytes = o_.memory.param_bytes;
-      m.grad_bytes = o_.memory.grad_bytes;
-      m.optim_bytes = o_.memory.optim_bytes;
       if (o_.comm_bytes) {
         const uint64_t now = o_.comm_bytes();
         m.comm_bytes = double(now - last_comm);
         last_comm = now;
       }
-      m.ranks = ranks;
-      m.data_wait_ms = data_wait_ms_;
-      m.ckpt_write_ms = std::exchange(ckpt_write_ms_, -1.0);
-      const bool last = step + 1 == t.steps;
+      const bool last = step + 1 == end_step_;
       const bool stopping =
           (o_.stop && o_.stop->load()) || (o_.stop_at_step > 0 && step + 1 >= o_.stop_at_step);
       if (o_.eval.every > 0 && ((step + 1) % o_.eval.every == 0 || last)) {
@@ -92,6 +99,39 @@ train_result train_loop::run() {
   }
   sink_.flush();
   return std::move(r_);
+}
+
+// One step's figures but the elapsed time, the communication and the validation loss.
+step_metrics train_loop::step_figures(int step, double loss, double step_ms, int64_t step_tokens,
+                                      int ranks) {
+  step_metrics m;
+  m.step = step + 1;
+  m.total_steps = end_step_;
+  m.loss = loss;
+  m.lr = lr_;
+  m.grad_norm = grad_norm_;
+  m.step_ms = step_ms;
+  m.tokens_per_s = step_tokens / (step_ms / 1000.0);
+  m.tokens = tokens_;
+  m.param_bytes = o_.memory.param_bytes;
+  m.grad_bytes = o_.memory.grad_bytes;
+  m.optim_bytes = o_.memory.optim_bytes;
+  m.ranks = ranks;
+  m.data_wait_ms = data_wait_ms_;
+  m.ckpt_write_ms = std::exchange(ckpt_write_ms_, -1.0);
+  if (o_.data_plan) {
+    const data_schedule& d = *o_.data_plan;
+    const step_plan p = d.at(step);
+    m.layer_tokens = layer_tokens_;
+    m.seqlen = p.seqlen;
+    m.pool_difficulty = p.pool_difficulty;
+    m.pool_metric = d.pool_metric();
+    m.pool_percentile = d.pool_percentile();
+    m.ltd_keep = p.ltd_keep;
+    m.ltd_t = p.t;
+    m.ltd_layers = static_cast<int>(d.ltd_layers().size());
+  }
+  return m;
 }
 
 bool train_loop::checkpoint_due(int done, bool last, bool stopping) const {
@@ -140,7 +180,8 @@ double train_loop::train_step(int step) {
   if (!std::isfinite(loss) || !std::isfinite(grad_norm_))
     fail("step {}: loss or gradient is not finite (loss {}); lower optimizer.lr?", step + 1, loss);
   const float coef = clip_coefficient(grad_norm_, o_.optimizer.grad_clip);
-  lr_ = lr_at(o_.optimizer, o_.schedule, t.steps, step);
+  lr_ = o_.data_plan ? o_.data_plan->lr_at(step, tokens_, layer_tokens_)
+                     : lr_at(o_.optimizer, o_.schedule, t.steps, step);
   ranks_.step(lr_, step + 1, coef);
   return loss;
 }
@@ -179,10 +220,20 @@ void train_loop::checkpoint(int step) {
   req->step = step;
   req->world = local_ * o_.process_world;
   req->zero_stage = o_.zero_stage;
-  req->state = {{"step", step},
-                {"seed", o_.train.seed},
-                {"world", req->world},
-                {"zero_stage", o_.zero_stage}};
+  req->state = {{"step", step},        {"seed", o_.train.seed},
+                {"world", req->world}, {"zero_stage", o_.zero_stage},
+                {"tokens", tokens_},   {"layer_tokens", layer_tokens_}};
+  if (o_.data_plan) {  // the sampler and curriculum at the next step (informative: a pure function
+                       // of the step, so a resume recomputes them and checks they agree)
+    const step_plan p = o_.data_plan->at(step);
+    req->state["data"] = {{"micro_batch", int64_t(step) * o_.train.grad_accum},
+                          {"rows", p.rows},
+                          {"seq_len", p.t},
+                          {"seqlen_difficulty", p.seqlen},
+                          {"pool_difficulty", p.pool_difficulty},
+                          {"pool_metric", o_.data_plan->pool_metric()},
+                          {"ltd_keep", p.ltd_keep}};
+  }
   req->snapshots = ranks_.snapshot();
   sink_.checkpoint(std::move(req));
   writing_ = true;

@@ -27,6 +27,7 @@
 
 #include "runtime/core/batch.hpp"
 #include "runtime/core/config.hpp"
+#include "runtime/train/data_schedule.hpp"
 #include "runtime/train/metrics.hpp"
 #include "runtime/train/zero.hpp"
 
@@ -96,8 +97,15 @@ struct train_loop_options {
   schedule_config schedule;
   checkpoint_config checkpoint;  // every (keep is the writer's)
   eval_config eval;
-  int zero_stage = 0;                       // recorded in checkpoints
-  int start_step = 0;                       // optimizer steps already done (resume)
+  int zero_stage = 0;  // recorded in checkpoints
+  int start_step = 0;  // optimizer steps already done (resume)
+  // The data-efficiency schedule (issue 13): tokens per step, the learning rate by tokens or
+  // layer-tokens, the run's end by train.tokens, the metrics. Null: b x seq_len every step and
+  // the step-based schedule (runtime/train/optim lr_at), as before.
+  std::shared_ptr<const data_schedule> data_plan;
+  // Tokens and layer-tokens consumed before start_step, as the resumed checkpoint recorded them
+  // (< 0: counted from the schedule).
+  int64_t start_tokens = -1, start_layer_tokens = -1;
   bool checkpoints = true;                  // false: never ask for one
   int process_rank = 0, process_world = 1;  // SPMD: this process among the group
   const std::atomic<bool>* stop = nullptr;  // true: stop after the current step
@@ -131,6 +139,8 @@ class train_loop {
  private:
   double train_step(int step);
   double evaluate();
+  int end_step(int ranks) const;
+  step_metrics step_figures(int step, double loss, double step_ms, int64_t step_tokens, int ranks);
   batch_ptr next_batch();
   void checkpoint(int step);
   void wait_for_writer();
@@ -147,7 +157,9 @@ class train_loop {
   int64_t taken_ = 0;      // of those, taken
   bool writing_ = false;
   double lr_ = 0, grad_norm_ = 0;
-  double data_wait_ms_ = 0;    // this step's wait for batches
+  int end_step_ = 0;                       // train.steps, or where train.tokens is reached
+  int64_t tokens_ = 0, layer_tokens_ = 0;  // consumed before the current step (global)
+  double data_wait_ms_ = 0;                // this step's wait for batches
   double ckpt_write_ms_ = -1;  // a write finished since the last step's metrics (-1: none)
 };
 

@@ -116,6 +116,16 @@ float zero_rank::forward_backward(const int* ids, const int* targets, int b, int
   return model_->forward_backward(ids, targets, b, t, loss_scale);
 }
 
+float zero_rank::forward_backward(const token_batch& b, float loss_scale) {
+  if (b.ltd_keep <= 0 || b.ltd_keep >= b.t || ltd_layers_.empty())
+    return model_->forward_backward(b.inputs.data(), b.targets.data(), b.b, b.t, loss_scale);
+  token_drop drop;
+  drop.layers = ltd_layers_;
+  drop.keep = b.ltd_keep;
+  drop.seed = b.ltd_seed;
+  return model_->forward_backward(b.inputs.data(), b.targets.data(), b.b, b.t, loss_scale, &drop);
+}
+
 float zero_rank::forward(const int* ids, const int* targets, int b, int t) {
   return model_->forward(ids, targets, b, t);
 }

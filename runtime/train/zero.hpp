@@ -1,9 +1,9 @@
 #pragma once
 // ZeRO data parallelism for one rank: partition math and the per-stage step.
 //
-// Every parameter region (runtime/model/model.hpp: embeddings, each block, ln_f) is split evenly across
-// the `world` ranks, padded to world * chunk floats; rank r owns chunk r of every region, packed
-// one after another into its "owned" buffers. Stages:
+// Every parameter region (runtime/model/model.hpp: embeddings, each block, ln_f) is split evenly
+// across the `world` ranks, padded to world * chunk floats; rank r owns chunk r of every region,
+// packed one after another into its "owned" buffers. Stages:
 //   0  plain data parallel: full params, grads and AdamW state on every rank; grads all-reduced.
 //   1  + AdamW state sharded: grads reduce-scattered per region after backward, each rank steps
 //      its chunks of the full params, the updated chunks are all-gathered.
@@ -19,6 +19,7 @@
 #include <memory>
 #include <vector>
 
+#include "runtime/core/batch.hpp"
 #include "runtime/dist/comm.hpp"
 #include "runtime/model/model.hpp"
 #include "runtime/train/optim.hpp"
@@ -77,6 +78,11 @@ class zero_rank {
   void zero_grad();
   // ids, targets: [b, t] of this rank; loss_scale folds in 1 / (grad_accum * world).
   float forward_backward(const int* ids, const int* targets, int b, int t, float loss_scale);
+  // One micro-batch as the data source shaped it: random-LTD over the ltd layers when the batch
+  // says to keep fewer than its t tokens (batch.ltd_keep, drawn from batch.ltd_seed).
+  float forward_backward(const token_batch& batch, float loss_scale);
+  // The layers random-LTD drops tokens in (train.random_ltd, resolved by data_schedule).
+  void set_ltd_layers(std::vector<int> layers) { ltd_layers_ = std::move(layers); }
   float forward(const int* ids, const int* targets, int b, int t);
   // After the last micro-batch: stage 0 all-reduces, stage 1 reduce-scatters; 2, 3 nothing.
   void reduce_gradients();
@@ -134,6 +140,7 @@ class zero_rank {
   fbuffer bucket_, bucket2_, tmp_chunk_;
   std::unique_ptr<param_gather> pg_;
   std::unique_ptr<grad_scatter> gs_;
+  std::vector<int> ltd_layers_;
 };
 
 }  // namespace zf

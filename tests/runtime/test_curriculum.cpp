@@ -245,13 +245,13 @@ TEST_CASE("curriculum: random-LTD kept tokens grow linearly in multiples of seq_
 
 TEST_CASE("curriculum: random-LTD schedule refusals name train.random_ltd keys") {
   auto msg = [](ltd_schedule s) { return error_of([&] { s.validate(); }); };
-  CHECK(msg(ltd(0, 128, 100, 16)) == "train.random_ltd.min_value: must be at least 1, got 0");
+  CHECK(msg(ltd(0, 128, 100, 16)) == "train.random_ltd.min_tokens: must be at least 1, got 0");
   CHECK(msg(ltd(256, 128, 100, 16)) ==
-        "train.random_ltd.min_value: must not exceed max_value (got 256 > 128)");
-  CHECK(msg(ltd(16, 128, 0, 16)) == "train.random_ltd.require_steps: must be at least 1, got 0");
-  CHECK(msg(ltd(16, 128, 100, 0)) == "train.random_ltd.seq_per_step: must be at least 1, got 0");
+        "train.random_ltd.min_tokens: must not exceed the sequence length (got 256 > 128)");
+  CHECK(msg(ltd(16, 128, 0, 16)) == "train.random_ltd.total_steps: must be at least 1, got 0");
+  CHECK(msg(ltd(16, 128, 100, 0)) == "train.random_ltd.step_size: must be at least 1, got 0");
   CHECK(msg(ltd(20, 128, 100, 16)) ==
-        "train.random_ltd.min_value: must be a multiple of seq_per_step (got 20, step 16)");
+        "train.random_ltd.min_tokens: must be a multiple of step_size (got 20, step 16)");
 }
 
 TEST_CASE("curriculum: random-LTD layers default to all but the first and last") {
