@@ -54,6 +54,16 @@ void write_scalars(zf::monitor::tensorboard_writer& w, const step_metrics& m) {
   add("train/data_wait_ms", m.data_wait_ms);
   if (m.val_loss >= 0) add("train/val_loss", m.val_loss);
   if (m.ckpt_write_ms >= 0) add("train/ckpt_write_ms", m.ckpt_write_ms);
+  // data efficiency (issue 13): the numbers of to_json_line's optional keys
+  if (m.layer_tokens > 0) add("train/layer_tokens", static_cast<double>(m.layer_tokens));
+  if (m.seqlen > 0) add("train/seqlen", m.seqlen);
+  if (m.pool_difficulty >= 0) add("train/difficulty", m.pool_difficulty);
+  if (m.ltd_layers > 0) {
+    add("train/ltd_keep", m.ltd_keep > 0 ? m.ltd_keep : m.ltd_t);
+    add("train/ltd_kept_fraction",
+        m.ltd_keep > 0 && m.ltd_t > 0 ? double(m.ltd_keep) / m.ltd_t : 1.0);
+    add("train/ltd_layers", m.ltd_layers);
+  }
 }
 
 // Writes what is buffered; says a failure once (never throws).

@@ -6,19 +6,9 @@
 #include <random>
 
 #include "runtime/core/error.hpp"
+#include "runtime/core/seed.hpp"
 
 namespace zf::storage {
-namespace {
-
-uint64_t splitmix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-}  // namespace
-
 train_batches::train_batches(std::shared_ptr<const dataset> data,
                              std::shared_ptr<const data_schedule> schedule,
                              std::shared_ptr<const metric_index> pool, uint64_t seed,
@@ -89,7 +79,7 @@ void train_batches::fill_train(int64_t micro, int rank, batch& out) const {
     data_->fill_window(start, p.t, r, out);
   }
   out.ltd_keep = p.ltd_keep;
-  out.ltd_seed = p.ltd_keep ? splitmix(splitmix(seed_ ^ uint64_t(micro)) + uint64_t(rank)) : 0;
+  out.ltd_seed = p.ltd_keep ? splitmix64(splitmix64(seed_ ^ uint64_t(micro)) + uint64_t(rank)) : 0;
 }
 
 std::shared_ptr<const metric_index> open_pool_index(const data_schedule& schedule,

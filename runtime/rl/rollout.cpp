@@ -5,21 +5,12 @@
 
 #include "runtime/core/clock.hpp"
 #include "runtime/core/error.hpp"
+#include "runtime/core/seed.hpp"
 
 namespace zf::rl {
-namespace {
-
-uint64_t splitmix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-}  // namespace
-
 uint64_t seed_of(uint64_t seed, int step, int prompt) {
-  return splitmix(splitmix(seed ^ (uint64_t(uint32_t(step)) << 32)) + uint64_t(uint32_t(prompt)));
+  return splitmix64(splitmix64(seed ^ (uint64_t(uint32_t(step)) << 32)) +
+                    uint64_t(uint32_t(prompt)));
 }
 
 std::vector<rollout_seq> generate(serve::completion_backend& engine,

@@ -51,6 +51,15 @@ TEST_CASE("train tensorboard: the event file has metrics.jsonl's scalars, step b
   testing::temp_dir d("train_tensorboard");
   run_config cfg = tiny_config(6);
   cfg.monitor.tensorboard = true;
+  // the data-efficiency figures too: a seqlen curriculum and random-LTD in the one layer
+  cfg.data.curriculum.seqlen.enabled = true;
+  cfg.data.curriculum.seqlen.min_difficulty = 16;
+  cfg.data.curriculum.seqlen.total_steps = 4;
+  cfg.data.curriculum.seqlen.difficulty_step = 8;
+  cfg.train.random_ltd.enabled = true;
+  cfg.train.random_ltd.layers = {0};
+  cfg.train.random_ltd.min_tokens = 8;
+  cfg.train.random_ltd.step_size = 8;
   const double t0 = unix_now();
   REQUIRE(train(cfg, d.path / "run").final_step == 6);
   const double t1 = unix_now();
@@ -75,7 +84,7 @@ TEST_CASE("train tensorboard: the event file has metrics.jsonl's scalars, step b
   // Every number of every metrics.jsonl line but step and ranks, as "train/<key>", at its step.
   std::ifstream in(d.path / "run" / "metrics.jsonl");
   std::string line;
-  int lines = 0, with_val = 0, with_ckpt = 0;
+  int lines = 0, with_val = 0, with_ckpt = 0, with_seqlen = 0, with_ltd = 0;
   while (std::getline(in, line)) {
     CAPTURE(line);
     const auto j = nlohmann::json::parse(line);
@@ -85,7 +94,7 @@ TEST_CASE("train tensorboard: the event file has metrics.jsonl's scalars, step b
     const auto& at = scalars[step];
     std::set<std::string> want;
     for (auto& [k, v] : j.items()) {
-      if (k == "step" || k == "ranks") continue;
+      if (k == "step" || k == "ranks" || v.is_string()) continue;  // names are not scalars
       CAPTURE(k);
       want.insert("train/" + k);
       REQUIRE(at.count("train/" + k));
@@ -96,11 +105,15 @@ TEST_CASE("train tensorboard: the event file has metrics.jsonl's scalars, step b
     CHECK(have == want);  // nothing more, nothing less
     CHECK(at.count("train/loss"));
     with_val += at.count("train/val_loss");
+    with_seqlen += at.count("train/seqlen");
+    with_ltd += at.count("train/ltd_keep");
     with_ckpt += at.count("train/ckpt_write_ms");
   }
   CHECK(lines == 6);
   CHECK(scalars.size() == 6);
   CHECK(with_val == 2);  // steps 3 and 6
+  CHECK(with_seqlen == 6);
+  CHECK(with_ltd == 6);
   CHECK(with_ckpt >= 1);
 }
 
