@@ -9,8 +9,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <memory>
 #include <initializer_list>
+#include <memory>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -76,6 +76,11 @@ class arena {
   }
   bool ready() const { return buf_.size() > 0; }
   std::size_t bytes() const { return buf_.size() * sizeof(float); }
+  // Floats taken so far (the count of a counting pass), the buffer's floats, and a rewind that
+  // lays a new sequence of takes out in the same buffer (each take checked against it).
+  std::size_t counted() const { return used_; }
+  std::size_t capacity() const { return buf_.size(); }
+  void rewind() { used_ = 0; }
 
  private:
   fbuffer buf_;
@@ -145,7 +150,8 @@ struct tensor_view {
     if constexpr (std::is_same_v<U, std::uint8_t>) return type == dtype::u8;
     if constexpr (std::is_same_v<U, std::int32_t>) return type == dtype::i32;
     if constexpr (std::is_same_v<U, std::int64_t>) return type == dtype::i64;
-    if constexpr (std::is_same_v<U, std::uint16_t>) return type == dtype::bf16 || type == dtype::f16;
+    if constexpr (std::is_same_v<U, std::uint16_t>)
+      return type == dtype::bf16 || type == dtype::f16;
     return false;
   }
 };

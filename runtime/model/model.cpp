@@ -106,49 +106,61 @@ void transformer::init_weights(uint64_t seed) {
   init_params(layout_, spec_.n_layer, seed, params_.data());
 }
 
-// Lays out every training activation for (b, t). Called with the arena counting, then again
-// after reserve() to take the pointers, so both passes see the same sequence.
+// Lays out every training activation for (b, t). A shape whose activations fit the buffer
+// already held (a curriculum's shorter windows, an evaluation batch after training ones) is laid
+// out in it: no reallocation and no first touch of fresh pages; a larger one grows the buffer.
 void transformer::plan(int b, int t) {
   if (b == b_ && t == t_ && acts_.ready()) return;
-  acts_ = arena{};
-  const std::size_t BT = std::size_t(b) * t, C = spec_.hidden, V = spec_.vocab_size,
-                    H = spec_.n_head, Q = spec_.q_dim(), D = spec_.qkv_dim(), U = spec_.up_dim(),
-                    I = spec_.intermediate;
-  for (int pass = 0; pass < 2; ++pass) {
-    encoded_ = acts_.take(BT * C);
-    la_.resize(std::size_t(L_));
-    for (auto& a : la_) {
-      a.ln1 = acts_.take(BT * C);
-      a.ln1_mean = acts_.take(BT);
-      a.ln1_rstd = acts_.take(BT);
-      a.qkv = acts_.take(BT * D);
-      a.att = acts_.take(std::size_t(b) * H * t * t);
-      a.atty = acts_.take(BT * Q);
-      a.res2 = acts_.take(BT * C);
-      a.ln2 = acts_.take(BT * C);
-      a.ln2_mean = acts_.take(BT);
-      a.ln2_rstd = acts_.take(BT);
-      a.h = acts_.take(BT * U);
-      a.res3 = acts_.take(BT * C);
-    }
-    act_ = acts_.take(BT * I);  // MLP activation, recomputed in backward (one per model)
-    lnf_ = acts_.take(BT * C);
-    lnf_mean_ = acts_.take(BT);
-    lnf_rstd_ = acts_.take(BT);
-    logits_ = acts_.take(BT * V);
-    losses_ = acts_.take(BT);
-    dres_ = acts_.take(BT * C);
-    dln_ = acts_.take(BT * C);
-    dbig_ = acts_.take(BT * U);
-    dqkv_ = acts_.take(BT * D);
-    datty_ = acts_.take(BT * Q);
-    datt_ = acts_.take(H * t * t);
-    if (pass == 0) acts_.reserve();
+  arena count;  // the counting pass: no buffer, only the sizes
+  lay_out(count, b, t);
+  if (acts_.ready() && count.counted() <= acts_.capacity()) {
+    acts_.rewind();
+  } else {
+    acts_ = arena{};
+    lay_out(acts_, b, t);
+    acts_.reserve();
   }
+  lay_out(acts_, b, t);
+  const std::size_t BT = std::size_t(b) * t;
   pos_.resize(BT);
   for (std::size_t i = 0; i < BT; ++i) pos_[i] = static_cast<int>(i % std::size_t(t));
   b_ = b;
   t_ = t;
+}
+
+// plan()'s sequence of takes (the same in the counting and the real pass).
+void transformer::lay_out(arena& acts, int b, int t) {
+  const std::size_t BT = std::size_t(b) * t, C = spec_.hidden, V = spec_.vocab_size,
+                    H = spec_.n_head, Q = spec_.q_dim(), D = spec_.qkv_dim(), U = spec_.up_dim(),
+                    I = spec_.intermediate;
+  encoded_ = acts.take(BT * C);
+  la_.resize(std::size_t(L_));
+  for (auto& a : la_) {
+    a.ln1 = acts.take(BT * C);
+    a.ln1_mean = acts.take(BT);
+    a.ln1_rstd = acts.take(BT);
+    a.qkv = acts.take(BT * D);
+    a.att = acts.take(std::size_t(b) * H * t * t);
+    a.atty = acts.take(BT * Q);
+    a.res2 = acts.take(BT * C);
+    a.ln2 = acts.take(BT * C);
+    a.ln2_mean = acts.take(BT);
+    a.ln2_rstd = acts.take(BT);
+    a.h = acts.take(BT * U);
+    a.res3 = acts.take(BT * C);
+  }
+  act_ = acts.take(BT * I);  // MLP activation, recomputed in backward (one per model)
+  lnf_ = acts.take(BT * C);
+  lnf_mean_ = acts.take(BT);
+  lnf_rstd_ = acts.take(BT);
+  logits_ = acts.take(BT * V);
+  losses_ = acts.take(BT);
+  dres_ = acts.take(BT * C);
+  dln_ = acts.take(BT * C);
+  dbig_ = acts.take(BT * U);
+  dqkv_ = acts.take(BT * D);
+  datty_ = acts.take(BT * Q);
+  datt_ = acts.take(H * t * t);
 }
 
 // plan()'s takes, counted (each padded to 16 floats as arena::take pads them), in double so that

@@ -5,9 +5,10 @@
 // serving forward (runtime/model/block). Parameters and gradients each live in one flat buffer in
 // the canonical layout (runtime/model/layout: addressed by name, split into regions), so optimizer
 // shards, checkpoints, safetensors and the serving weights all address the same bytes. Invariants:
-// activations are sized for one (B, T) on first use and reused; a different (B, T) re-plans them
-// once. Gradients ACCUMULATE across forward_backward calls until zero_grad. At most one parameter
-// region is acquired at a time (ZeRO stage 3 gathers into one bucket); the gradient region of the
+// activations are sized for one (B, T) on first use and reused; a different (B, T) is laid out in
+// the same buffer when it fits (a curriculum's shorter windows) and grows it once when not.
+// Gradients ACCUMULATE across forward_backward calls until zero_grad. At most one parameter region
+// is acquired at a time (ZeRO stage 3 gathers into one bucket); the gradient region of the
 // embeddings is held through the whole backward.
 #include <cstdint>
 #include <span>
@@ -111,6 +112,7 @@ class transformer {
   block::weights block_w(float* base, int l) const;
   block::grads block_g(float* base, int l) const;
   void plan(int b, int t);
+  void lay_out(arena& acts, int b, int t);
   float run_forward(const int* ids, const int* targets, int b, int t, bool fuse_xent, float scale,
                     bool lm_head = true, const token_drop* drop = nullptr);
   void set_drop(const token_drop* drop, int b, int t);

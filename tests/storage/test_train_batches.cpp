@@ -73,6 +73,25 @@ TEST_CASE("train batches: with no setting they are the dataset's batches bit for
     }
 }
 
+TEST_CASE("train batches: a seqlen curriculum held at train.seq_len gives the plain batches") {
+  temp_dir d("tb-seqlen-full");
+  auto data = std::make_shared<const dataset>(token_shard::open(iota_path(d)), 0.1, kT);
+  run_config c = base();
+  c.data.curriculum.seqlen.enabled = true;  // min = max = seq_len: the curriculum path, no change
+  c.data.curriculum.seqlen.min_difficulty = kT;
+  c.data.curriculum.seqlen.total_steps = 10;
+  const train_batches tb(data, std::make_shared<const data_schedule>(c), nullptr, 7, 4, 2);
+  for (int64_t micro : {0, 5, 19})
+    for (int rank : {0, 1}) {
+      batch a, b;
+      tb.fill_train(micro, rank, a);
+      data->fill_train_rows(7, micro, rank * 4, 4, b);
+      CHECK(a.t == kT);
+      CHECK(a.inputs == b.inputs);
+      CHECK(a.targets == b.targets);
+    }
+}
+
 TEST_CASE("train batches: the seqlen curriculum truncates or reshapes to the scheduled length") {
   temp_dir d("tb-seqlen");
   auto data = std::make_shared<const dataset>(token_shard::open(iota_path(d)), 0.1, kT);
