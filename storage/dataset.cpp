@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <random>
 
 #include "runtime/core/error.hpp"
@@ -13,8 +14,60 @@ namespace fs = std::filesystem;
 
 namespace zf::storage {
 
+namespace {
+
+// A folder of corpus files (a sharded corpus): every .txt and .tok directly in it, in name order,
+// each prepared as a corpus of its own (text tokenized once and cached), then concatenated into
+// one cached shard named by the folder and by each part's name, size and modification time.
+fs::path prepare_corpus_dir(const fs::path& dir, const fs::path& data_dir, const tokenizer& tok,
+                            const std::string& tokenizer_id, const corpus_checks& checks) {
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const auto ext = e.path().extension();
+    if (e.is_regular_file() && (ext == ".txt" || ext == ".tok")) files.push_back(e.path());
+  }
+  std::sort(files.begin(), files.end());
+  if (files.empty()) fail("data.corpus: {} holds no .txt or .tok file", dir.string());
+  std::string key = tokenizer_id;
+  for (const auto& f : files)
+    key += fmt::format("|{}:{}:{}", f.filename().string(), fs::file_size(f),
+                       fs::last_write_time(f).time_since_epoch().count());
+  const fs::path cache =
+      data_dir / "cache" /
+      fmt::format("{}-dir-{:08x}.tok", dir.filename().string(), crc32_of(key.data(), key.size()));
+  if (fs::exists(cache)) {
+    try {
+      token_shard::open(cache);
+      return cache;
+    } catch (const error&) {  // a damaged cache is rebuilt
+    }
+  }
+  std::vector<int> ids;
+  uint32_t vocab = 0;
+  for (const auto& f : files) {
+    const auto shard =
+        token_shard::open(prepare_corpus(f.string(), data_dir, tok, tokenizer_id, checks));
+    if (vocab && shard.vocab_size() != vocab)
+      fail("data.corpus: {} has ids for a vocabulary of {}, the folder's first part {}", f.string(),
+           shard.vocab_size(), vocab);
+    vocab = shard.vocab_size();
+    const std::size_t at = ids.size();
+    ids.resize(at + shard.size());
+    shard.read(0, shard.size(), ids.data() + at);
+  }
+  std::error_code ec;
+  fs::create_directories(cache.parent_path(), ec);
+  if (ec) fail("cannot create {}: {}", cache.parent_path().string(), ec.message());
+  write_token_shard(cache, ids, vocab);
+  return cache;
+}
+
+}  // namespace
+
 fs::path prepare_corpus(const std::string& corpus, const fs::path& data_dir, const tokenizer& tok,
                         const std::string& tokenizer_id, const corpus_checks& checks) {
+  if (!corpus.empty() && fs::is_directory(corpus))
+    return prepare_corpus_dir(corpus, data_dir, tok, tokenizer_id, checks);
   // The corpora scripts/setup fetches, by name: data_dir/<name>.txt.
   const bool fetched = corpus == "moby-dick" || corpus == "kjv-bible" || corpus == "sotu";
   fs::path text = fetched ? data_dir / (corpus + ".txt") : fs::path(corpus);

@@ -27,7 +27,9 @@ struct corpus_checks {
   std::function<void(const std::string&)> warn;  // a corpus partly not UTF-8; unset: dropped
 };
 
-// Resolves data.corpus: "moby-dick" (data_dir/moby-dick.txt), a UTF-8 .txt file (tokenized once
+// Resolves data.corpus: "moby-dick", "kjv-bible" or "sotu" (data_dir/<name>.txt), a folder (a
+// sharded corpus: its .txt and .tok files in name order, concatenated into one cached shard),
+// a UTF-8 .txt file (tokenized once
 // and cached as data_dir/cache/<name>-<bytes>-<crc>[-<tokenizer_id>].tok; tokenizer_id "" is
 // GPT-2) or a .tok shard. zf::error names the file; a text whose share of invalid UTF-8 and NUL
 // bytes is above checks.max_invalid_utf8 is refused, naming the share.
