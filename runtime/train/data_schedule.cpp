@@ -2,9 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numbers>
 
 #include "runtime/core/error.hpp"
+#include "runtime/train/optim.hpp"
 
 namespace zf {
 namespace {
@@ -149,22 +149,17 @@ int64_t data_schedule::total_layer_tokens() const {
 }
 
 double data_schedule::lr_at(int64_t step, int64_t tokens, int64_t layer_tokens) const {
-  const auto& o = c_.optimizer;
   const auto& sc = c_.schedule;
-  if (step < sc.warmup) return o.lr * double(step + 1) / sc.warmup;
-  double progress = 0;
-  if (sc.decay_by == "tokens") {
-    progress = double(tokens - warmup_tokens_) /
-               double(std::max<int64_t>(1, total_tokens() - warmup_tokens_));
-  } else if (sc.decay_by == "layer_tokens") {
-    progress = double(layer_tokens - warmup_layer_tokens_) /
-               double(std::max<int64_t>(1, total_layer_tokens() - warmup_layer_tokens_));
-  } else {  // steps: the formula of runtime/train/optim lr_at, bit for bit
-    progress = double(step - sc.warmup) / std::max(1, c_.train.steps - sc.warmup);
-  }
-  const double lr_min = o.lr * sc.min_lr_ratio;
-  const double p = std::clamp(progress, 0.0, 1.0);
-  return lr_min + 0.5 * (o.lr - lr_min) * (1.0 + std::cos(std::numbers::pi * p));
+  if (step < sc.warmup) return warmup_lr(c_.optimizer, sc, int(step));
+  if (sc.decay_by == "tokens")
+    return cosine_lr(c_.optimizer, sc,
+                     double(tokens - warmup_tokens_) /
+                         double(std::max<int64_t>(1, total_tokens() - warmup_tokens_)));
+  if (sc.decay_by == "layer_tokens")
+    return cosine_lr(c_.optimizer, sc,
+                     double(layer_tokens - warmup_layer_tokens_) /
+                         double(std::max<int64_t>(1, total_layer_tokens() - warmup_layer_tokens_)));
+  return zf::lr_at(c_.optimizer, sc, c_.train.steps, int(step));  // steps: the plain schedule
 }
 
 }  // namespace zf

@@ -8,12 +8,19 @@
 
 namespace zf {
 
-double lr_at(const optimizer_config& o, const schedule_config& sc, int steps, int s) {
-  if (s < sc.warmup) return o.lr * (s + 1) / sc.warmup;
+double warmup_lr(const optimizer_config& o, const schedule_config& sc, int s) {
+  return o.lr * (s + 1) / sc.warmup;
+}
+
+double cosine_lr(const optimizer_config& o, const schedule_config& sc, double progress) {
   const double lr_min = o.lr * sc.min_lr_ratio;
-  const double progress = double(s - sc.warmup) / std::max(1, steps - sc.warmup);
-  const double p = std::min(1.0, progress);
+  const double p = std::clamp(progress, 0.0, 1.0);
   return lr_min + 0.5 * (o.lr - lr_min) * (1.0 + std::cos(std::numbers::pi * p));
+}
+
+double lr_at(const optimizer_config& o, const schedule_config& sc, int steps, int s) {
+  if (s < sc.warmup) return warmup_lr(o, sc, s);
+  return cosine_lr(o, sc, double(s - sc.warmup) / std::max(1, steps - sc.warmup));
 }
 
 float clip_coefficient(double norm, double max_norm) {

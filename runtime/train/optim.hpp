@@ -6,14 +6,19 @@
 #include <cstddef>
 
 #include "runtime/core/config.hpp"
-#include "runtime/model/model.hpp"
 #include "runtime/core/tensor.hpp"
+#include "runtime/model/model.hpp"
 
 namespace zf {
 
 // lr at 0-based step s of `steps`: linear warm-up to o.lr over s.warmup steps, then cosine to
 // o.lr * s.min_lr_ratio at the last step.
 double lr_at(const optimizer_config& o, const schedule_config& s, int steps, int step);
+// The schedule's two parts, for schedules that measure progress otherwise (data_schedule: by
+// tokens or layer-tokens): the warm-up lr at step < s.warmup, and the cosine from o.lr to
+// o.lr * s.min_lr_ratio at progress 0..1 (clamped).
+double warmup_lr(const optimizer_config& o, const schedule_config& s, int step);
+double cosine_lr(const optimizer_config& o, const schedule_config& s, double progress);
 // The same for a run: its optimizer, schedule and train.steps.
 inline double lr_at(const run_config& c, int step) {
   return lr_at(c.optimizer, c.schedule, c.train.steps, step);
