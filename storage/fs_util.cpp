@@ -1,6 +1,7 @@
 #include "storage/fs_util.hpp"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -142,6 +143,30 @@ uint32_t crc32_file(const std::filesystem::path& p, std::size_t* size) {
   ::close(fd);
   if (size) *size = total;
   return c;
+}
+
+mapped_file mapped_file::open(const std::filesystem::path& p, std::string_view what,
+                              std::size_t min_len) {
+  const int fd = open_regular(p);  // a FIFO, folder or device refused by name, never waited on
+  struct stat st {};
+  ::fstat(fd, &st);
+  const std::size_t len = static_cast<std::size_t>(st.st_size);
+  if (len < min_len) {
+    ::close(fd);
+    fail("{} {} is truncated: {} bytes, smaller than its {}-byte header", what, p.string(), len,
+         min_len);
+  }
+  void* m = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0);
+  ::close(fd);
+  if (m == MAP_FAILED) fail("cannot mmap {} {}: {}", what, p.string(), std::strerror(errno));
+  mapped_file f;
+  f.addr_ = m;
+  f.len_ = len;
+  return f;
+}
+
+mapped_file::~mapped_file() {
+  if (addr_) ::munmap(addr_, len_);
 }
 
 }  // namespace zf::storage

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <string_view>
+#include <utility>
 
 namespace zf::storage {
 
@@ -16,6 +18,31 @@ void fsync_path(const std::filesystem::path& p);  // a file or a folder
 // place of a checkpoint or model file would block a reader forever. Opened non-blocking, checked
 // with fstat, then switched to blocking reads (no window for a swap between check and open).
 int open_regular(const std::filesystem::path& p);
+
+// A whole regular file mapped read-only (MAP_SHARED), unmapped when dropped; movable. The
+// readers of mmap'ed formats (token shards, metric indexes) share it. zf::error
+// "<what> <file> is truncated: N bytes, smaller than its <min_len>-byte header" for a shorter
+// file, "cannot mmap <what> <file>: ..." when mapping fails; open_regular's refusals otherwise.
+class mapped_file {
+ public:
+  mapped_file() = default;
+  static mapped_file open(const std::filesystem::path& p, std::string_view what,
+                          std::size_t min_len);
+  mapped_file(mapped_file&& o) noexcept { *this = std::move(o); }
+  mapped_file& operator=(mapped_file&& o) noexcept {
+    std::swap(addr_, o.addr_);
+    std::swap(len_, o.len_);
+    return *this;
+  }
+  mapped_file(const mapped_file&) = delete;
+  ~mapped_file();
+  const char* data() const { return static_cast<const char*>(addr_); }
+  std::size_t size() const { return len_; }
+
+ private:
+  void* addr_ = nullptr;
+  std::size_t len_ = 0;
+};
 // For a descriptor opened with O_NONBLOCK: zf::error naming p unless it is a regular file, else
 // switches it to blocking reads. The caller keeps (and closes) fd either way.
 void require_regular(int fd, const std::filesystem::path& p);

@@ -122,21 +122,12 @@ void put_file(const std::filesystem::path& p, const header& h, const void* data,
 
 // Maps `p` read-only and checks its header against the expected corpus, metric and kind; the
 // data (count * 8 bytes) follows the header.
-void* map_checked(const std::filesystem::path& p, std::string_view metric, uint32_t kind,
-                  const corpus_id& want, std::size_t& len) {
-  const int fd = open_regular(p);
-  struct stat st {};
-  ::fstat(fd, &st);
-  len = static_cast<std::size_t>(st.st_size);
-  if (len < sizeof(header)) {
-    ::close(fd);
-    fail("metric index {} is truncated: {} bytes, smaller than its {}-byte header", p.string(), len,
-         sizeof(header));
-  }
-  void* m = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0);
-  ::close(fd);
-  if (m == MAP_FAILED) fail("cannot mmap metric index {}: {}", p.string(), std::strerror(errno));
-  try {
+mapped_file map_checked(const std::filesystem::path& p, std::string_view metric, uint32_t kind,
+                        const corpus_id& want) {
+  mapped_file f = mapped_file::open(p, "metric index", sizeof(header));
+  const char* m = f.data();
+  const std::size_t len = f.size();
+  {
     header h;
     std::memcpy(&h, m, sizeof h);
     if (std::memcmp(h.magic, k_magic, 8) != 0)
@@ -167,11 +158,8 @@ void* map_checked(const std::filesystem::path& p, std::string_view metric, uint3
     if ((len - sizeof(header)) % 8 != 0 || (len - sizeof(header)) / 8 != h.count)
       fail("metric index {} is truncated or padded: header says {} samples ({} bytes), file has {}",
            p.string(), h.count, sizeof(header) + h.count * 8, len);
-  } catch (...) {
-    ::munmap(m, len);
-    throw;
   }
-  return m;
+  return f;
 }
 
 }  // namespace
@@ -277,14 +265,11 @@ metric_index metric_index::open(const std::filesystem::path& dir, std::string_vi
   metric_index x;
   x.metric_ = m;
   x.count_ = c.count;
-  x.values_map_.addr =
-      map_checked(dir / (m + ".values"), metric, k_kind_values, c, x.values_map_.len);
+  x.values_map_ = map_checked(dir / (m + ".values"), metric, k_kind_values, c);
   const auto order_path = dir / (m + ".order");
-  x.order_map_.addr = map_checked(order_path, metric, k_kind_order, c, x.order_map_.len);
-  x.values_ = reinterpret_cast<const double*>(static_cast<const char*>(x.values_map_.addr) +
-                                              sizeof(header));
-  x.order_ = reinterpret_cast<const uint64_t*>(static_cast<const char*>(x.order_map_.addr) +
-                                               sizeof(header));
+  x.order_map_ = map_checked(order_path, metric, k_kind_order, c);
+  x.values_ = reinterpret_cast<const double*>(x.values_map_.data() + sizeof(header));
+  x.order_ = reinterpret_cast<const uint64_t*>(x.order_map_.data() + sizeof(header));
   // The order must be the argsort of these values: ids in range, strictly increasing by
   // (value, id), which also makes it a permutation. O(count), no allocation.
   for (std::size_t k = 0; k < x.count_; ++k) {
@@ -300,23 +285,6 @@ metric_index metric_index::open(const std::filesystem::path& dir, std::string_vi
            order_path.string(), k, id, m);
   }
   return x;
-}
-
-metric_index::metric_index(metric_index&& o) noexcept {
-  *this = std::move(o);
-}
-metric_index& metric_index::operator=(metric_index&& o) noexcept {
-  std::swap(metric_, o.metric_);
-  std::swap(values_map_, o.values_map_);
-  std::swap(order_map_, o.order_map_);
-  std::swap(values_, o.values_);
-  std::swap(order_, o.order_);
-  std::swap(count_, o.count_);
-  return *this;
-}
-metric_index::~metric_index() {
-  if (values_map_.addr) ::munmap(values_map_.addr, values_map_.len);
-  if (order_map_.addr) ::munmap(order_map_.addr, order_map_.len);
 }
 
 }  // namespace zf::storage

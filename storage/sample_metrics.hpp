@@ -29,6 +29,7 @@
 #include <string_view>
 #include <vector>
 
+#include "storage/fs_util.hpp"
 #include "storage/token_shard.hpp"
 
 namespace zf::storage {
@@ -66,10 +67,8 @@ class metric_index {
   // train_tokens or seq_len), or an order file that is not the argsort of the values.
   static metric_index open(const std::filesystem::path& dir, std::string_view metric,
                            const token_shard& shard, std::size_t train_tokens, int seq_len);
-  metric_index(metric_index&&) noexcept;
-  metric_index& operator=(metric_index&&) noexcept;
-  metric_index(const metric_index&) = delete;
-  ~metric_index();
+  metric_index(metric_index&&) noexcept = default;
+  metric_index& operator=(metric_index&&) noexcept = default;
 
   std::size_t size() const { return count_; }
   double value(std::size_t i) const { return values_[i]; }   // metric value of sample i
@@ -78,12 +77,8 @@ class metric_index {
 
  private:
   metric_index() = default;
-  struct mapping {
-    void* addr = nullptr;
-    std::size_t len = 0;
-  };
   std::string metric_;
-  mapping values_map_, order_map_;
+  mapped_file values_map_, order_map_;
   const double* values_ = nullptr;
   const uint64_t* order_ = nullptr;
   std::size_t count_ = 0;

@@ -24,21 +24,11 @@ static_assert(sizeof(header) == 32);
 }  // namespace
 
 token_shard token_shard::open(const std::filesystem::path& p) {
-  const int fd = open_regular(p);  // a FIFO, folder or device refused by name, never waited on
-  struct stat st {};
-  ::fstat(fd, &st);
-  std::size_t len = static_cast<std::size_t>(st.st_size);
-  if (len < sizeof(header)) {
-    ::close(fd);
-    fail("token shard {} is truncated: {} bytes, smaller than its 32-byte header", p.string(), len);
-  }
-  void* m = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0);
-  ::close(fd);
-  if (m == MAP_FAILED) fail("cannot mmap token shard {}: {}", p.string(), std::strerror(errno));
   token_shard s;
+  s.map_ = mapped_file::open(p, "token shard", sizeof(header));
   s.path_ = p;
-  s.map_ = m;
-  s.map_len_ = len;
+  const char* m = s.map_.data();
+  const std::size_t len = s.map_.size();
   header h;
   std::memcpy(&h, m, sizeof h);
   if (std::memcmp(h.magic, k_magic, 8) != 0)
@@ -54,25 +44,8 @@ token_shard token_shard::open(const std::filesystem::path& p) {
   s.count_ = h.count;
   s.dtype_ = h.dtype;
   s.vocab_ = h.vocab;
-  ::madvise(m, len, MADV_WILLNEED);
+  ::madvise(const_cast<char*>(m), len, MADV_WILLNEED);
   return s;
-}
-
-token_shard::token_shard(token_shard&& o) noexcept {
-  *this = std::move(o);
-}
-token_shard& token_shard::operator=(token_shard&& o) noexcept {
-  std::swap(path_, o.path_);
-  std::swap(map_, o.map_);
-  std::swap(map_len_, o.map_len_);
-  std::swap(ids_, o.ids_);
-  std::swap(count_, o.count_);
-  std::swap(dtype_, o.dtype_);
-  std::swap(vocab_, o.vocab_);
-  return *this;
-}
-token_shard::~token_shard() {
-  if (map_) ::munmap(map_, map_len_);
 }
 
 void token_shard::read(std::size_t begin, std::size_t n, int* out) const {

@@ -13,15 +13,15 @@
 #include <span>
 #include <vector>
 
+#include "storage/fs_util.hpp"
+
 namespace zf::storage {
 
 class token_shard {
  public:
   static token_shard open(const std::filesystem::path& p);  // zf::error naming the file
-  token_shard(token_shard&&) noexcept;
-  token_shard& operator=(token_shard&&) noexcept;
-  token_shard(const token_shard&) = delete;
-  ~token_shard();
+  token_shard(token_shard&&) noexcept = default;
+  token_shard& operator=(token_shard&&) noexcept = default;
 
   std::size_t size() const { return count_; }
   uint32_t vocab_size() const { return vocab_; }
@@ -36,8 +36,7 @@ class token_shard {
  private:
   token_shard() = default;
   std::filesystem::path path_;
-  void* map_ = nullptr;
-  std::size_t map_len_ = 0;
+  mapped_file map_;
   const void* ids_ = nullptr;
   std::size_t count_ = 0;
   uint32_t dtype_ = 1, vocab_ = 0;
