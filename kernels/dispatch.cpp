@@ -19,6 +19,7 @@
 #include "kernels/matmul_invariant.hpp"
 #include "kernels/norm.hpp"
 #include "kernels/paged_attention.hpp"
+#include "kernels/quant.hpp"
 #include "kernels/rope.hpp"
 #include "kernels/softmax.hpp"
 #include "kernels/threads.hpp"
@@ -168,6 +169,15 @@ void linear_forward(const float* x, const float* w, const float* b, float* y, in
 void linear_backward(const float* x, const float* w, const float* dy, float* dx, float* dw,
                      float* db, int n, int ic, int oc) {
   ZF_CPU_ONLY(linear_backward, x, w, dy, dx, dw, db, n, ic, oc);
+}
+
+// quant
+void qgemm(const qmatrix& q, const float* x, int m, const float* bias, float* y) {
+  ZF_CPU_ONLY(qgemm, q, x, m, bias, y);
+}
+void qgemm_w8a8(const qmatrix& q, const std::int8_t* xq, const float* xs, int m, const float* bias,
+                float* y) {
+  ZF_CPU_ONLY(qgemm_w8a8, q, xq, xs, m, bias, y);
 }
 
 // norm

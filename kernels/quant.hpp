@@ -1,0 +1,130 @@
+#pragma once
+// Quant family (issue 14): the quantized weight formats, their element codecs, the packed row
+// layouts the kernels read in place, round-to-nearest quantization, and quantized GEMMs.
+//
+// A quantized matrix holds a linear layer's weight as n output rows of k inputs (row-major in k,
+// the transpose of the model's [in, out] Conv1D layout, so that every output of a GEMV is one dot
+// product over a contiguous row). Each row is split into groups of `group` inputs (group == k:
+// one scale per output channel); each group has one float scale and, for asymmetric int4, one
+// integer zero point: value = (code - zero) * scale for integers, decode(code) * scale for the
+// float formats.
+//
+// Formats (element codes are the low `bits` bits of a byte):
+//   int8      symmetric, codes -127..127 (two's complement); ZeroQuant's weights
+//   int4      symmetric -8..7 (two's complement nibble; scale = absmax / 7) or asymmetric 0..15
+//             with a zero point per group (GPTQ's default)
+//   fp8_e4m3  OCP FP8 E4M3 ("fn"): bias 7, no infinities, NaN = S.1111.111, max 448
+//   fp8_e5m2  OCP FP8 E5M2: bias 15, IEEE infinities and NaNs, max 57344
+//   fp6_e3m2  OCP MX FP6 E3M2 (FP6-LLM): bias 3, no infinities or NaN, max 28
+//   fp4_e2m1  OCP MX FP4 E2M1: bias 1, no infinities or NaN, max 6 (0, 0.5, 1, 1.5, 2, 3, 4, 6)
+//
+// Packed rows (k a multiple of 32; every layout is a whole number of bytes per 32 elements, so a
+// kernel walks blocks of 32 without carrying bits across them):
+//   8-bit formats  one byte per element, in order
+//   4-bit formats  16 bytes per block of 32: byte j = code[j] | code[j + 16] << 4, so one 16-byte
+//                  load, a mask and a shift give elements 0..15 and 16..31 as two vectors
+//   fp6_e3m2       24 bytes per block of 32: the low 4 bits of each code as the 4-bit layout
+//                  (16 bytes), then the high 2 bits as one little-endian u64 with element j at
+//                  bits 2j..2j+1 (8 bytes): a broadcast and a per-lane shift recover them
+//
+// Invariants:
+// - Encoding rounds to nearest, ties to even code. Finite-only formats (e4m3 with saturate, e3m2,
+//   e2m1) clamp overflow to +-max; e4m3 without saturate gives NaN and e5m2 without saturate
+//   gives inf, as the OCP spec's non-saturating conversion. NaN encodes to the format's NaN, or
+//   to +0 in a format without one (the quantizers refuse non-finite weights before encoding).
+// - Every code decodes to its value exactly in fp32, and every finite code's value encodes back
+//   to the same code (-0 to -0).
+// - The float formats' magnitude bits, shifted to sit just below fp32's sign bit (shift
+//   23 - mbits), read as an fp32 whose value is the code's times 2^(bias - 127), subnormals
+//   included: the fast kernels decode with a shift and fold 2^(127 - bias) into the scale
+//   (fp_rebias). Only e4m3's NaN and e5m2's inf/NaN codes break this, and quantizers never
+//   produce them.
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+namespace zf::kernels {
+
+enum class qformat : std::uint8_t { int8, int4, fp8_e4m3, fp8_e5m2, fp6_e3m2, fp4_e2m1 };
+
+struct qformat_info {
+  const char* name;  // as in configs and manifests: "int8", "fp6_e3m2", ...
+  int bits;          // per element
+  bool is_float;
+  int ebits, mbits, bias;  // float formats only
+  float max;               // largest finite magnitude of a code (int: 127 or 7)
+};
+const qformat_info& qinfo(qformat f);
+// The format named `name`; false when there is none.
+bool parse_qformat(std::string_view name, qformat& out);
+
+// ---- element codecs (host helpers, not dispatched) ----
+// Value of a float format's code (any bits-wide pattern), as the format specifies.
+float fp_decode(qformat f, unsigned code);
+// Code of x, rounded to nearest even; overflow as in the invariants.
+unsigned fp_encode(qformat f, float x, bool saturate = true);
+// 2^(127 - bias): what a shift-decoded code is multiplied by (see the invariants).
+float fp_rebias(qformat f);
+
+// Code of x / scale (+ zero) on the format's grid, nearest (ties to even), clamped to the grid.
+// scale > 0; zero is used by asymmetric int4 only.
+unsigned quantize_value(qformat f, float x, float scale, int zero, bool asym);
+// Value of a code: (code - zero) * scale, or decode(code) * scale.
+float dequantize_value(qformat f, unsigned code, float scale, int zero, bool asym);
+
+// The scale (and zero) that maps a group of `count` values onto the format by its absolute
+// maximum (asymmetric int4: by its min and max, zero in 0..15). pow2: the scale rounded up to a
+// power of two (ZeroQuant-FP's constraint for W4A8). An all-zero group gets scale 1.
+void group_scale(qformat f, const float* w, int count, bool asym, bool pow2, float& scale,
+                 int& zero);
+
+// ---- packed rows ----
+// Bytes of one packed row of k elements (k % 32 == 0).
+std::size_t packed_row_bytes(qformat f, int k);
+// codes [k] (one code per byte) -> packed [packed_row_bytes], and back.
+void pack_row(qformat f, const std::uint8_t* codes, int k, std::uint8_t* packed);
+void unpack_row(qformat f, const std::uint8_t* packed, int k, std::uint8_t* codes);
+
+// A quantized matrix [n, k] (see the top of the file). zeros: [n, k / group] or nullptr
+// (symmetric).
+struct qmatrix {
+  qformat fmt = qformat::int8;
+  int n = 0, k = 0, group = 0;
+  const std::uint8_t* data = nullptr;  // [n, packed_row_bytes(fmt, k)]
+  const float* scales = nullptr;       // [n, k / group]
+  const std::uint8_t* zeros = nullptr;
+  int groups() const { return k / group; }
+};
+
+// Round-to-nearest quantization of the model's weight w [k, n] (Conv1D layout, [in, out]) into
+// data [n, packed_row_bytes], scales [n, k / group] and, with asym, zeros [n, k / group].
+// Throws std::invalid_argument when k % 32, k % group or group % 32 is not 0, or asym is asked of
+// a format other than int4.
+void quantize_rtn(qformat f, const float* w, int k, int n, int group, bool asym, bool pow2,
+                  std::uint8_t* data, float* scales, std::uint8_t* zeros);
+// The float matrix q stands for, in the model's layout: w [k, n] (overwritten).
+void dequantize(const qmatrix& q, float* w);
+
+// Per-token (per row) symmetric int8 activations (ZeroQuant): x [m, k] -> codes [m, k],
+// scales [m] (absmax / 127; an all-zero row gets 1). per_tensor: one scale for all rows (every
+// scales[i] the same), the baseline that outlier channels ruin.
+void quantize_activations(const float* x, int m, int k, bool per_tensor, std::int8_t* codes,
+                          float* scales);
+
+// ---- quantized GEMMs (dispatched) ----
+// y [m, n] = x [m, k] @ dequantize(q) (+ bias [n] when not null): weight-only quantization,
+// float activations. Any m: decode (m small) and prefill alike.
+void qgemm(const qmatrix& q, const float* x, int m, const float* bias, float* y);
+// W8A8: x quantized per token (xq [m, k], xs [m], quantize_activations) against an int8 q:
+// y[i, o] = xs[i] * sum_g scales[o, g] * sum_{k in g} xq[i, k] * code[o, k] (+ bias), the inner
+// sums exact in int32.
+void qgemm_w8a8(const qmatrix& q, const std::int8_t* xq, const float* xs, int m, const float* bias,
+                float* y);
+
+namespace cpu {
+void qgemm(const qmatrix& q, const float* x, int m, const float* bias, float* y);
+void qgemm_w8a8(const qmatrix& q, const std::int8_t* xq, const float* xs, int m, const float* bias,
+                float* y);
+}  // namespace cpu
+
+}  // namespace zf::kernels

@@ -1,0 +1,346 @@
+// Quant family (kernels/quant.hpp): every float format's bit patterns against the format's
+// definition (specials, subnormals, the largest values, the shift-decode identity), encoding to
+// nearest-even at every midpoint and overflow as specified, the integer grids, the packed
+// layouts' round trips and bit positions, round-to-nearest quantization's error bounds and
+// refusals, qgemm and w8a8 against double GEMMs, and per-token against per-tensor int8
+// activations when a few tokens carry outlier channels.
+#include <doctest/doctest.h>
+
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels/quant.hpp"
+
+using namespace zf::kernels;
+
+namespace {
+
+const qformat k_float_formats[] = {qformat::fp8_e4m3, qformat::fp8_e5m2, qformat::fp6_e3m2,
+                                   qformat::fp4_e2m1};
+const qformat k_all_formats[] = {qformat::int8,     qformat::int4,     qformat::fp8_e4m3,
+                                 qformat::fp8_e5m2, qformat::fp6_e3m2, qformat::fp4_e2m1};
+
+unsigned n_codes(qformat f) {
+  return 1u << qinfo(f).bits;
+}
+unsigned sign_of(qformat f) {
+  return 1u << (qinfo(f).bits - 1);
+}
+
+bool is_special(qformat f, unsigned code) {
+  const unsigned mag = code & (sign_of(f) - 1);
+  if (f == qformat::fp8_e4m3) return mag == 0x7f;
+  if (f == qformat::fp8_e5m2) return mag >= 0x7c;
+  return false;
+}
+
+std::vector<float> normal(std::size_t n, unsigned seed, float sd = 1.0f) {
+  std::mt19937 g(seed);
+  std::normal_distribution<float> d(0.0f, sd);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(g);
+  return v;
+}
+
+// y [m, n] = x [m, k] @ w [k, n] in double.
+std::vector<double> gemm_ref(const float* x, const float* w, int m, int k, int n) {
+  std::vector<double> y(std::size_t(m) * n, 0.0);
+  for (int i = 0; i < m; ++i)
+    for (int j = 0; j < k; ++j)
+      for (int o = 0; o < n; ++o)
+        y[std::size_t(i) * n + o] += double(x[std::size_t(i) * k + j]) * w[std::size_t(j) * n + o];
+  return y;
+}
+
+double rel_err(const float* got, const std::vector<double>& want) {
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    num += (got[i] - want[i]) * (got[i] - want[i]);
+    den += want[i] * want[i];
+  }
+  return std::sqrt(num / den);
+}
+
+// A quantized matrix with its buffers.
+struct qbuf {
+  std::vector<std::uint8_t> data, zeros;
+  std::vector<float> scales;
+  qmatrix q;
+  qbuf(qformat f, const std::vector<float>& w, int k, int n, int group, bool asym = false,
+       bool pow2 = false)
+      : data(packed_row_bytes(f, k) * n),
+        zeros(asym ? std::size_t(n) * (k / group) : 0),
+        scales(std::size_t(n) * (k / group)) {
+    quantize_rtn(f, w.data(), k, n, group, asym, pow2, data.data(), scales.data(),
+                 asym ? zeros.data() : nullptr);
+    q = {f, n, k, group, data.data(), scales.data(), asym ? zeros.data() : nullptr};
+  }
+};
+
+}  // namespace
+
+TEST_CASE("quant: every float-format bit pattern decodes as the format specifies") {
+  struct expect {
+    qformat f;
+    float max, min_subnormal, min_normal;
+    unsigned finite_positive;  // codes 0 .. with finite non-negative values
+  };
+  const expect cases[] = {{qformat::fp8_e4m3, 448.0f, 0x1p-9f, 0x1p-6f, 127},
+                          {qformat::fp8_e5m2, 57344.0f, 0x1p-16f, 0x1p-14f, 124},
+                          {qformat::fp6_e3m2, 28.0f, 0x1p-4f, 0x1p-2f, 32},
+                          {qformat::fp4_e2m1, 6.0f, 0.5f, 1.0f, 8}};
+  for (const expect& e : cases) {
+    CAPTURE(qinfo(e.f).name);
+    const unsigned S = sign_of(e.f);
+    CHECK(qinfo(e.f).max == e.max);
+    CHECK(fp_decode(e.f, 1) == e.min_subnormal);
+    CHECK(fp_decode(e.f, 1u << qinfo(e.f).mbits) == e.min_normal);
+    float prev = -1;
+    unsigned finite = 0;
+    for (unsigned c = 0; c < S; ++c) {
+      const float v = fp_decode(e.f, c), nv = fp_decode(e.f, c | S);
+      if (is_special(e.f, c)) {
+        CHECK((std::isnan(v) || std::isinf(v)));
+        continue;
+      }
+      ++finite;
+      CHECK(v > prev);  // increasing with the code: the format is sign-magnitude
+      prev = v;
+      CHECK(std::bit_cast<std::uint32_t>(nv) == (std::bit_cast<std::uint32_t>(v) | 0x80000000u));
+      // the shift decode the fast kernels use: magnitude bits under fp32's, times fp_rebias
+      const float shifted = std::bit_cast<float>(c << (23 - qinfo(e.f).mbits));
+      CHECK(shifted * fp_rebias(e.f) == v);
+    }
+    CHECK(finite == e.finite_positive);
+    CHECK(prev == e.max);
+  }
+  // the specials: e4m3 has only S.1111.111 NaN; e5m2 IEEE inf and NaN
+  CHECK(std::isnan(fp_decode(qformat::fp8_e4m3, 0x7f)));
+  CHECK(std::isnan(fp_decode(qformat::fp8_e4m3, 0xff)));
+  CHECK(fp_decode(qformat::fp8_e4m3, 0x7e) == 448.0f);
+  CHECK(fp_decode(qformat::fp8_e5m2, 0x7c) == INFINITY);
+  CHECK(fp_decode(qformat::fp8_e5m2, 0xfc) == -INFINITY);
+  CHECK(std::isnan(fp_decode(qformat::fp8_e5m2, 0x7d)));
+  // e2m1's whole positive grid
+  const float e2m1[] = {0, 0.5f, 1, 1.5f, 2, 3, 4, 6};
+  for (unsigned c = 0; c < 8; ++c) CHECK(fp_decode(qformat::fp4_e2m1, c) == e2m1[c]);
+  CHECK(fp_decode(qformat::fp6_e3m2, 0x1f) == 28.0f);
+  CHECK(fp_decode(qformat::fp6_e3m2, 0x3f) == -28.0f);
+}
+
+TEST_CASE("quant: float formats encode to nearest even, and overflow as specified") {
+  for (qformat f : k_float_formats) {
+    CAPTURE(qinfo(f).name);
+    const unsigned S = sign_of(f);
+    for (unsigned c = 0; c < n_codes(f); ++c) {  // finite codes round-trip, -0 included
+      if (is_special(f, c)) continue;
+      CHECK(fp_encode(f, fp_decode(f, c), false) == c);
+    }
+    for (unsigned c = 0; c + 1 < S; ++c) {  // midpoints between neighbouring positive codes
+      if (is_special(f, c) || is_special(f, c + 1)) continue;
+      const double lo = fp_decode(f, c), hi = fp_decode(f, c + 1), mid = (lo + hi) / 2;
+      CAPTURE(lo);
+      CHECK(fp_encode(f, float(mid)) == ((c % 2 == 0) ? c : c + 1));  // ties to the even code
+      CHECK(fp_encode(f, std::nextafter(float(mid), 0.0f)) == c);
+      CHECK(fp_encode(f, std::nextafter(float(mid), INFINITY)) == c + 1);
+      CHECK(fp_encode(f, -float(mid)) == (((c % 2 == 0) ? c : c + 1) | S));
+    }
+    const unsigned maxc = fp_encode(f, qinfo(f).max);
+    CHECK(fp_encode(f, 1e30f) == maxc);  // saturating (the quantizers' mode)
+    CHECK(fp_encode(f, -INFINITY) == (maxc | S));
+    CHECK(fp_encode(f, 1e-30f) == 0);
+    CHECK(fp_encode(f, -1e-30f) == S);
+  }
+  // non-saturating: e4m3 past max + half an ulp is NaN; e5m2 overflows to inf
+  CHECK(fp_encode(qformat::fp8_e4m3, 464.0f, false) == 0x7e);  // the tie goes to 448 (even)
+  CHECK(fp_encode(qformat::fp8_e4m3, 465.0f, false) == 0x7f);
+  CHECK(fp_encode(qformat::fp8_e4m3, NAN, false) == 0x7f);
+  CHECK(fp_encode(qformat::fp8_e5m2, 61440.0f, false) == 0x7c);  // tie above max: inf
+  CHECK(fp_encode(qformat::fp8_e5m2, 61439.0f, false) == 0x7b);
+  CHECK(fp_encode(qformat::fp8_e5m2, -INFINITY, false) == 0xfc);
+  CHECK(std::isnan(fp_decode(qformat::fp8_e5m2, fp_encode(qformat::fp8_e5m2, NAN, false))));
+  CHECK(fp_encode(qformat::fp6_e3m2, NAN) == 0);  // no NaN in the format
+  // hand-worked: 0.3 = 1.2 * 2^-2 -> mantissa 1.2 * 8 = 9.6 -> 10/8 = 1.25: S.0101.010
+  CHECK(fp_encode(qformat::fp8_e4m3, 0.3f) == 0x2a);
+  CHECK(fp_decode(qformat::fp8_e4m3, 0x2a) == 0.3125f);
+}
+
+TEST_CASE("quant: integer grids round to nearest even and clamp") {
+  CHECK(quantize_value(qformat::int8, 2.5f, 1.0f, 0, false) == 2);  // tie to even
+  CHECK(quantize_value(qformat::int8, 3.5f, 1.0f, 0, false) == 4);
+  CHECK(quantize_value(qformat::int8, -300.0f, 1.0f, 0, false) == std::uint8_t(-127));
+  CHECK(dequantize_value(qformat::int8, 0x81, 0.5f, 0, false) == -63.5f);  // -127 * 0.5
+  CHECK(quantize_value(qformat::int4, -9.0f, 1.0f, 0, false) == 0x8);      // -8
+  CHECK(dequantize_value(qformat::int4, 0x8, 2.0f, 0, false) == -16.0f);
+  CHECK(dequantize_value(qformat::int4, 0x7, 2.0f, 0, false) == 14.0f);
+  CHECK(quantize_value(qformat::int4, -3.0f, 1.0f, 5, true) == 2);  // asym: -3 + 5
+  CHECK(quantize_value(qformat::int4, 40.0f, 1.0f, 5, true) == 15);
+  CHECK(dequantize_value(qformat::int4, 2, 1.0f, 5, true) == -3.0f);
+  for (int v = -127; v <= 127; ++v)
+    CHECK(dequantize_value(qformat::int8,
+                           quantize_value(qformat::int8, float(v) * 0.25f, 0.25f, 0, false), 0.25f,
+                           0, false) == float(v) * 0.25f);
+  float s = 0;
+  int z = 0;
+  const float g[] = {-1.5f, 0.25f, 3.0f};
+  group_scale(qformat::int4, g, 3, true, false, s, z);
+  CHECK(s == doctest::Approx(4.5 / 15));
+  CHECK(z == 5);  // round(1.5 / 0.3)
+  group_scale(qformat::fp4_e2m1, g, 3, false, true, s, z);
+  CHECK(s == 0.5f);  // 3 / 6 = 0.5, already a power of two
+  const float h[] = {3.5f};
+  group_scale(qformat::fp4_e2m1, h, 1, false, true, s, z);
+  CHECK(s == 1.0f);  // 3.5 / 6 rounded up to 2^0
+  const float zero[] = {0, 0};
+  group_scale(qformat::int8, zero, 2, false, false, s, z);
+  CHECK(s == 1.0f);
+}
+
+TEST_CASE("quant: packed rows round-trip every code and put the bits where documented") {
+  std::mt19937 g(5);
+  for (qformat f : k_all_formats) {
+    CAPTURE(qinfo(f).name);
+    const int k = 96;
+    std::vector<std::uint8_t> codes(k), back(k), packed(packed_row_bytes(f, k));
+    for (auto& c : codes) c = static_cast<std::uint8_t>(g() % n_codes(f));
+    pack_row(f, codes.data(), k, packed.data());
+    unpack_row(f, packed.data(), k, back.data());
+    CHECK(back == codes);
+    CHECK(packed.size() == std::size_t(k) * qinfo(f).bits / 8);
+  }
+  std::vector<std::uint8_t> codes(32), packed(24);
+  for (int j = 0; j < 32; ++j) codes[j] = static_cast<std::uint8_t>(j % 16);
+  pack_row(qformat::int4, codes.data(), 32, packed.data());
+  CHECK(packed[3] == (3 | 3 << 4));  // byte j: element j low, element j + 16 high
+  for (int j = 0; j < 32; ++j) codes[j] = static_cast<std::uint8_t>(j == 5 ? 0x35 : 0);
+  pack_row(qformat::fp6_e3m2, codes.data(), 32, packed.data());
+  CHECK(packed[5] == 0x05);       // low 4 bits of element 5
+  CHECK(packed[16 + 1] == 0x0c);  // high bits 0b11 of element 5 at bits 10..11 of the u64
+}
+
+TEST_CASE("quant: round-to-nearest quantization stays within half a step, exact on the grid") {
+  const int k = 128, n = 24;
+  const auto w = normal(std::size_t(k) * n, 11, 0.05f);
+  for (qformat f : k_all_formats)
+    for (int group : {32, 128}) {
+      for (bool asym : {false, true}) {
+        if (asym && f != qformat::int4) continue;
+        CAPTURE(qinfo(f).name);
+        CAPTURE(group);
+        CAPTURE(asym);
+        qbuf b(f, w, k, n, group, asym);
+        std::vector<float> dq(w.size());
+        dequantize(b.q, dq.data());
+        const qformat_info& I = qinfo(f);
+        for (int j = 0; j < k; ++j)
+          for (int o = 0; o < n; ++o) {
+            const std::size_t i = std::size_t(j) * n + o;
+            const float s = b.scales[std::size_t(o) * (k / group) + j / group];
+            // integers: half a step; floats: half an ulp of the value (or of the smallest
+            // normal), relative to the scale
+            const double bound = I.is_float ? std::max(std::abs(double(w[i])),
+                                                       double(s) * std::ldexp(1.0, 1 - I.bias)) *
+                                                  std::ldexp(1.0, -I.mbits - 1)
+                                            : 0.5 * s;
+            CHECK(std::abs(double(dq[i]) - w[i]) <= bound * (1 + 1e-5));
+          }
+        // quantizing the dequantized matrix again changes nothing: it is on the grid
+        qbuf again(f, dq, k, n, group, asym);
+        CHECK(again.data == b.data);
+      }
+    }
+}
+
+TEST_CASE("quant: bad shapes and options are refused with the reason") {
+  const auto w = normal(64 * 8, 1);
+  std::vector<std::uint8_t> data(64 * 8), zeros(64);
+  std::vector<float> scales(64);
+  auto msg = [&](qformat f, int k, int group, bool asym) {
+    try {
+      quantize_rtn(f, w.data(), k, 8, group, asym, false, data.data(), scales.data(), zeros.data());
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  CHECK(msg(qformat::int8, 48, 48, false).find("not a multiple of 32") != std::string::npos);
+  CHECK(msg(qformat::int4, 64, 48, false).find("group size 48") != std::string::npos);
+  CHECK(msg(qformat::int4, 64, 128, false).find("divides the input dimension 64") !=
+        std::string::npos);
+  CHECK(msg(qformat::int8, 64, 32, true).find("int4 only") != std::string::npos);
+  CHECK(msg(qformat::int4, 64, 32, true) == "accepted");
+  qformat f{};
+  CHECK(parse_qformat("fp6_e3m2", f));
+  CHECK(f == qformat::fp6_e3m2);
+  CHECK_FALSE(parse_qformat("int3", f));
+}
+
+TEST_CASE("quant: qgemm equals the float GEMM of the dequantized weights, bias included") {
+  const int k = 96, n = 40;
+  const auto w = normal(std::size_t(k) * n, 2, 0.1f);
+  const auto bias = normal(n, 3);
+  for (qformat f : k_all_formats)
+    for (int m : {1, 5}) {
+      CAPTURE(qinfo(f).name);
+      CAPTURE(m);
+      qbuf b(f, w, k, n, 32, f == qformat::int4);
+      std::vector<float> dq(w.size());
+      dequantize(b.q, dq.data());
+      const auto x = normal(std::size_t(m) * k, 4);
+      auto want = gemm_ref(x.data(), dq.data(), m, k, n);
+      for (int i = 0; i < m; ++i)
+        for (int o = 0; o < n; ++o) want[std::size_t(i) * n + o] += bias[o];
+      std::vector<float> y(std::size_t(m) * n);
+      qgemm(b.q, x.data(), m, bias.data(), y.data());
+      CHECK(rel_err(y.data(), want) < 1e-6);
+    }
+}
+
+TEST_CASE("quant: w8a8 sums in int32 and scales per token and group") {
+  const int k = 128, n = 16, m = 6;
+  const auto w = normal(std::size_t(k) * n, 7, 0.1f);
+  const auto x = normal(std::size_t(m) * k, 8);
+  qbuf b(qformat::int8, w, k, n, 64);
+  std::vector<std::int8_t> xq(x.size());
+  std::vector<float> xs(m), y(std::size_t(m) * n), dq(w.size()), dx(x.size());
+  quantize_activations(x.data(), m, k, false, xq.data(), xs.data());
+  for (std::size_t i = 0; i < x.size(); ++i) dx[i] = float(xq[i]) * xs[i / k];
+  dequantize(b.q, dq.data());
+  qgemm_w8a8(b.q, xq.data(), xs.data(), m, nullptr, y.data());
+  CHECK(rel_err(y.data(), gemm_ref(dx.data(), dq.data(), m, k, n)) < 1e-6);
+  CHECK(rel_err(y.data(), gemm_ref(x.data(), w.data(), m, k, n)) < 0.02);  // vs float: small
+  std::vector<float> tiny(k, 0.0f);
+  quantize_activations(tiny.data(), 1, k, false, xq.data(), xs.data());
+  CHECK(xs[0] == 1.0f);
+  qbuf f8(qformat::fp8_e4m3, w, k, n, 64);
+  CHECK_THROWS_AS(qgemm_w8a8(f8.q, xq.data(), xs.data(), 1, nullptr, y.data()),
+                  std::invalid_argument);
+}
+
+// Large models carry a few huge activation channels on a few tokens ("massive activations",
+// e.g. on the first token). One scale for the whole tensor then spends int8's range on them and
+// rounds every other token coarsely; a scale per token confines the loss to those tokens.
+TEST_CASE("quant: per-token int8 activations keep outlier channels' damage small") {
+  const int k = 256, n = 64, m = 64;
+  const auto w = normal(std::size_t(k) * n, 9, 0.05f);
+  auto x = normal(std::size_t(m) * k, 10);
+  for (int c : {3, 77, 200}) x[std::size_t(c)] = 60.0f;  // on the first token
+  qbuf b(qformat::int8, w, k, n, k);
+  const auto want = gemm_ref(x.data(), w.data(), m, k, n);
+  auto err = [&](bool per_tensor) {
+    std::vector<std::int8_t> xq(x.size());
+    std::vector<float> xs(m), y(std::size_t(m) * n);
+    quantize_activations(x.data(), m, k, per_tensor, xq.data(), xs.data());
+    qgemm_w8a8(b.q, xq.data(), xs.data(), m, nullptr, y.data());
+    return rel_err(y.data(), want);
+  };
+  const double tok = err(false), ten = err(true);
+  MESSAGE("output rel err, per-token " << tok << ", per-tensor " << ten);
+  CHECK(tok < 0.025);
+  CHECK(ten > 4 * tok);
+}
