@@ -173,7 +173,19 @@ void linear_backward(const float* x, const float* w, const float* dy, float* dx,
 
 // quant
 void qgemm(const qmatrix& q, const float* x, int m, const float* bias, float* y) {
-  ZF_CPU_ONLY(qgemm, q, x, m, bias, y);
+  if (on_cuda()) [[unlikely]]
+    no_twin("qgemm");
+  // Decode rows, and every batch-invariant call: the direct kernel (each output computed alike
+  // whatever the batch), its outputs split over the lent threads; prefill: dequantized tiles
+  // through sgemm.
+  if (!tl_invariant && m > k_few_rows) return cpu::qgemm(q, x, m, bias, y);
+  const kernel_pool* p = tl_pool;
+  if (!p || p->threads < 2 || double(m) * q.n * q.k < double(1 << 20) || q.n < 32)
+    return cpu::qgemm_direct(q, x, m, bias, y, 0, q.n);
+  const int piece = std::max(16, (q.n / (4 * p->threads) + 15) / 16 * 16);
+  p->run((q.n + piece - 1) / piece, [&](int i) {
+    cpu::qgemm_direct(q, x, m, bias, y, i * piece, std::min(q.n, (i + 1) * piece));
+  });
 }
 void qgemm_w8a8(const qmatrix& q, const std::int8_t* xq, const float* xs, int m, const float* bias,
                 float* y) {

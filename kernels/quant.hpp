@@ -34,11 +34,9 @@
 //   to +0 in a format without one (the quantizers refuse non-finite weights before encoding).
 // - Every code decodes to its value exactly in fp32, and every finite code's value encodes back
 //   to the same code (-0 to -0).
-// - The float formats' magnitude bits, shifted to sit just below fp32's sign bit (shift
-//   23 - mbits), read as an fp32 whose value is the code's times 2^(bias - 127), subnormals
-//   included: the fast kernels decode with a shift and fold 2^(127 - bias) into the scale
-//   (fp_rebias). Only e4m3's NaN and e5m2's inf/NaN codes break this, and quantizers never
-//   produce them.
+// - Fast kernels decode without denormals: FP8 through fp16 (e4m3's bits placed as an fp16
+//   whose value is 2^8 times the code's, e5m2's as fp16's top byte) and vcvtph2ps; FP6, FP4 and
+//   int4 through a small table of their values (vpermps); int8 by sign extension.
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
@@ -63,8 +61,6 @@ bool parse_qformat(std::string_view name, qformat& out);
 float fp_decode(qformat f, unsigned code);
 // Code of x, rounded to nearest even; overflow as in the invariants.
 unsigned fp_encode(qformat f, float x, bool saturate = true);
-// 2^(127 - bias): what a shift-decoded code is multiplied by (see the invariants).
-float fp_rebias(qformat f);
 
 // Code of x / scale (+ zero) on the format's grid, nearest (ties to even), clamped to the grid.
 // scale > 0; zero is used by asymmetric int4 only.
@@ -121,8 +117,24 @@ void qgemm(const qmatrix& q, const float* x, int m, const float* bias, float* y)
 void qgemm_w8a8(const qmatrix& q, const std::int8_t* xq, const float* xs, int m, const float* bias,
                 float* y);
 
+// Whether the quant kernels use their AVX-512 paths (the CPU has AVX-512 F/BW/VL and they are
+// not switched off); set_quant_simd(false) forces the portable paths, e.g. to test them.
+bool quant_simd() noexcept;
+void set_quant_simd(bool on) noexcept;
+
 namespace cpu {
+// The spec: dequantize (quant_cpu.cpp's scalar codecs), then one sgemm.
+void qgemm_reference(const qmatrix& q, const float* x, int m, const float* bias, float* y);
+// Prefill: rows of q dequantized a tile at a time (dequantize_rows) into a per-thread buffer
+// reused across calls, each tile one sgemm.
 void qgemm(const qmatrix& q, const float* x, int m, const float* bias, float* y);
+// Decode: outputs [o0, o1) of y [m, q.n] for every row of x [m, q.k], straight from the packed
+// rows (no dequantized copy). Each output of each row is computed by the same operations whatever
+// m and the range are (batch-invariant), so callers may split outputs over threads.
+void qgemm_direct(const qmatrix& q, const float* x, int m, const float* bias, float* y, int o0,
+                  int o1);
+// Rows [o0, o1) of q as floats, out [o1 - o0, q.k] (q's row layout: one output per row).
+void dequantize_rows(const qmatrix& q, int o0, int o1, float* out);
 void qgemm_w8a8(const qmatrix& q, const std::int8_t* xq, const float* xs, int m, const float* bias,
                 float* y);
 }  // namespace cpu

@@ -271,7 +271,7 @@ void quantize_activations(const float* x, int m, int k, bool per_tensor, std::in
 
 namespace cpu {
 
-void qgemm(const qmatrix& q, const float* x, int m, const float* bias, float* y) {
+void qgemm_reference(const qmatrix& q, const float* x, int m, const float* bias, float* y) {
   std::vector<float> w(std::size_t(q.k) * q.n);
   dequantize(q, w.data());
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, q.n, q.k, 1.0f, x, q.k, w.data(), q.n,
