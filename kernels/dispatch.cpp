@@ -9,7 +9,9 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "kernels/activation.hpp"
 #include "kernels/adamw.hpp"
@@ -172,24 +174,51 @@ void linear_backward(const float* x, const float* w, const float* dy, float* dx,
 }
 
 // quant
-void qgemm(const qmatrix& q, const float* x, int m, const float* bias, float* y) {
+namespace {
+// Outputs of a few-row (or batch-invariant) quantized GEMM over the lent threads: pieces of
+// 16-multiple outputs, each output computed alike whatever piece it is in.
+template <class Fn>
+void split_outputs(int m, int n, int k, Fn&& fn) {
+  const kernel_pool* p = tl_pool;
+  if (!p || p->threads < 2 || double(m) * n * k < double(1 << 20) || n < 32) return fn(0, n);
+  const int piece = std::max(16, (n / (4 * p->threads) + 15) / 16 * 16);
+  p->run((n + piece - 1) / piece, [&](int i) { fn(i * piece, std::min(n, (i + 1) * piece)); });
+}
+}  // namespace
+
+void qgemm(const qmatrix& q, const qgemm_io& io) {
   if (on_cuda()) [[unlikely]]
     no_twin("qgemm");
-  // Decode rows, and every batch-invariant call: the direct kernel (each output computed alike
-  // whatever the batch), its outputs split over the lent threads; prefill: dequantized tiles
+  // Decode rows, and every batch-invariant call: the direct kernel; prefill: dequantized tiles
   // through sgemm.
-  if (!tl_invariant && m > k_few_rows) return cpu::qgemm(q, x, m, bias, y);
-  const kernel_pool* p = tl_pool;
-  if (!p || p->threads < 2 || double(m) * q.n * q.k < double(1 << 20) || q.n < 32)
-    return cpu::qgemm_direct(q, x, m, bias, y, 0, q.n);
-  const int piece = std::max(16, (q.n / (4 * p->threads) + 15) / 16 * 16);
-  p->run((q.n + piece - 1) / piece, [&](int i) {
-    cpu::qgemm_direct(q, x, m, bias, y, i * piece, std::min(q.n, (i + 1) * piece));
-  });
+  if (!tl_invariant && io.m > k_few_rows) return cpu::qgemm(q, io);
+  split_outputs(io.m, q.n, q.k, [&](int o0, int o1) { cpu::qgemm_direct(q, io, o0, o1); });
 }
-void qgemm_w8a8(const qmatrix& q, const std::int8_t* xq, const float* xs, int m, const float* bias,
-                float* y) {
-  ZF_CPU_ONLY(qgemm_w8a8, q, xq, xs, m, bias, y);
+void qgemm_w8a8(const qmatrix& q, const qgemm_io& io) {
+  if (on_cuda()) [[unlikely]]
+    no_twin("qgemm_w8a8");
+  if (q.fmt != qformat::int8) throw std::invalid_argument("qgemm_w8a8: the weights are not int8");
+  thread_local std::vector<std::int8_t> xq;
+  thread_local std::vector<float> xs;
+  xq.resize(std::max(xq.size(), std::size_t(io.m) * q.k));
+  xs.resize(std::max(xs.size(), std::size_t(io.m)));
+  quantize_activations(io.x, io.ldx, io.m, q.k, false, xq.data(), xs.data());
+  if (!tl_invariant && io.m > k_few_rows) {
+    // Prefill: the same products in float (int8 codes times their scales are exact in fp32),
+    // so sgemm's speed with W8A8's numbers up to summation order.
+    thread_local std::vector<float> xf;
+    xf.resize(std::max(xf.size(), std::size_t(io.m) * q.k));
+    for (std::size_t i = 0; i < std::size_t(io.m) * q.k; ++i) xf[i] = float(xq[i]) * xs[i / q.k];
+    qgemm_io f = io;
+    f.x = xf.data();
+    f.ldx = 0;
+    return cpu::qgemm(q, f);
+  }
+  // pointers, not the thread_local names: the pool's threads would see their own (empty) ones
+  const std::int8_t* codes = xq.data();
+  const float* scales = xs.data();
+  split_outputs(io.m, q.n, q.k,
+                [&](int o0, int o1) { cpu::qgemm_w8a8_direct(q, codes, scales, io, o0, o1); });
 }
 
 // norm

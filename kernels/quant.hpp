@@ -92,51 +92,68 @@ struct qmatrix {
   int groups() const { return k / group; }
 };
 
-// Round-to-nearest quantization of the model's weight w [k, n] (Conv1D layout, [in, out]) into
+// Round-to-nearest quantization of a weight: element (j, o) (input j < k, output o < n) at
+// w[j * stride_k + o * stride_n] (the model's Conv1D [in, out] matrices: stride_k = n,
+// stride_n = 1; an [out, in] one such as the LM head: stride_k = 1, stride_n = k) into
 // data [n, packed_row_bytes], scales [n, k / group] and, with asym, zeros [n, k / group].
 // Throws std::invalid_argument when k % 32, k % group or group % 32 is not 0, or asym is asked of
 // a format other than int4.
-void quantize_rtn(qformat f, const float* w, int k, int n, int group, bool asym, bool pow2,
-                  std::uint8_t* data, float* scales, std::uint8_t* zeros);
+void quantize_rtn(qformat f, const float* w, std::size_t stride_k, std::size_t stride_n, int k,
+                  int n, int group, bool asym, bool pow2, std::uint8_t* data, float* scales,
+                  std::uint8_t* zeros);
 // The float matrix q stands for, in the model's layout: w [k, n] (overwritten).
 void dequantize(const qmatrix& q, float* w);
 
-// Per-token (per row) symmetric int8 activations (ZeroQuant): x [m, k] -> codes [m, k],
-// scales [m] (absmax / 127; an all-zero row gets 1). per_tensor: one scale for all rows (every
-// scales[i] the same), the baseline that outlier channels ruin.
-void quantize_activations(const float* x, int m, int k, bool per_tensor, std::int8_t* codes,
-                          float* scales);
+// Per-token (per row) symmetric int8 activations (ZeroQuant): x [m, k] (row stride ldx, 0: k)
+// -> codes [m, k], scales [m] (absmax / 127; an all-zero row gets 1). per_tensor: one scale for
+// all rows (every scales[i] the same), the baseline that outlier channels ruin.
+void quantize_activations(const float* x, int ldx, int m, int k, bool per_tensor,
+                          std::int8_t* codes, float* scales);
 
 // ---- quantized GEMMs (dispatched) ----
-// y [m, n] = x [m, k] @ dequantize(q) (+ bias [n] when not null): weight-only quantization,
-// float activations. Any m: decode (m small) and prefill alike.
-void qgemm(const qmatrix& q, const float* x, int m, const float* bias, float* y);
-// W8A8: x quantized per token (xq [m, k], xs [m], quantize_activations) against an int8 q:
-// y[i, o] = xs[i] * sum_g scales[o, g] * sum_{k in g} xq[i, k] * code[o, k] (+ bias), the inner
-// sums exact in int32.
-void qgemm_w8a8(const qmatrix& q, const std::int8_t* xq, const float* xs, int m, const float* bias,
-                float* y);
+// One GEMM's activations and output: y [m, n] (row stride ldy, 0: n) = x [m, k] (row stride
+// ldx, 0: k) @ dequantize(q) (+ bias [n] when not null) (+ y's previous values when accumulate:
+// a residual connection).
+struct qgemm_io {
+  const float* x = nullptr;
+  int ldx = 0;
+  int m = 0;
+  const float* bias = nullptr;
+  float* y = nullptr;
+  int ldy = 0;
+  bool accumulate = false;
+};
+// Weight-only quantization, float activations; decode (few rows) and prefill alike.
+void qgemm(const qmatrix& q, const qgemm_io& io);
+// W8A8 (q int8): each row of x quantized to int8 with its own scale (quantize_activations, into
+// per-thread buffers reused across calls), then y[i, o] = xs[i] * sum_g scales[o, g] *
+// sum_{j in g} xq[i, j] * code[o, j] (+ bias, + y), the inner sums exact in int32.
+void qgemm_w8a8(const qmatrix& q, const qgemm_io& io);
 
-// Whether the quant kernels use their AVX-512 paths (the CPU has AVX-512 F/BW/VL and they are
-// not switched off); set_quant_simd(false) forces the portable paths, e.g. to test them.
+// Whether the quant kernels use their AVX-512 paths (the CPU has AVX-512 F/BW/VL/DQ and they
+// are not switched off); set_quant_simd(false) forces the portable paths, e.g. to test them.
 bool quant_simd() noexcept;
 void set_quant_simd(bool on) noexcept;
 
 namespace cpu {
 // The spec: dequantize (quant_cpu.cpp's scalar codecs), then one sgemm.
-void qgemm_reference(const qmatrix& q, const float* x, int m, const float* bias, float* y);
+void qgemm_reference(const qmatrix& q, const qgemm_io& io);
 // Prefill: rows of q dequantized a tile at a time (dequantize_rows) into a per-thread buffer
 // reused across calls, each tile one sgemm.
-void qgemm(const qmatrix& q, const float* x, int m, const float* bias, float* y);
-// Decode: outputs [o0, o1) of y [m, q.n] for every row of x [m, q.k], straight from the packed
-// rows (no dequantized copy). Each output of each row is computed by the same operations whatever
-// m and the range are (batch-invariant), so callers may split outputs over threads.
-void qgemm_direct(const qmatrix& q, const float* x, int m, const float* bias, float* y, int o0,
-                  int o1);
+void qgemm(const qmatrix& q, const qgemm_io& io);
+// Decode: outputs [o0, o1) of every row, straight from the packed rows (no dequantized copy).
+// Each output of each row is computed by the same operations whatever m and the range are
+// (batch-invariant), so callers may split outputs over threads.
+void qgemm_direct(const qmatrix& q, const qgemm_io& io, int o0, int o1);
 // Rows [o0, o1) of q as floats, out [o1 - o0, q.k] (q's row layout: one output per row).
 void dequantize_rows(const qmatrix& q, int o0, int o1, float* out);
-void qgemm_w8a8(const qmatrix& q, const std::int8_t* xq, const float* xs, int m, const float* bias,
-                float* y);
+// W8A8 on activations already quantized: xq [m, k] dense, xs [m]; io.x is not read. The
+// reference: exact int32 group sums.
+void qgemm_w8a8(const qmatrix& q, const std::int8_t* xq, const float* xs, const qgemm_io& io);
+// Its decode kernel over outputs [o0, o1) (AVX-512 VNNI where present), batch-invariant as
+// qgemm_direct.
+void qgemm_w8a8_direct(const qmatrix& q, const std::int8_t* xq, const float* xs, const qgemm_io& io,
+                       int o0, int o1);
 }  // namespace cpu
 
 }  // namespace zf::kernels

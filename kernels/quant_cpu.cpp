@@ -207,8 +207,9 @@ void unpack_row(qformat f, const std::uint8_t* packed, int k, std::uint8_t* code
   }
 }
 
-void quantize_rtn(qformat f, const float* w, int k, int n, int group, bool asym, bool pow2,
-                  std::uint8_t* data, float* scales, std::uint8_t* zeros) {
+void quantize_rtn(qformat f, const float* w, std::size_t stride_k, std::size_t stride_n, int k,
+                  int n, int group, bool asym, bool pow2, std::uint8_t* data, float* scales,
+                  std::uint8_t* zeros) {
   require(k > 0 && n > 0, "quantize: empty matrix");
   require(k % 32 == 0, "quantize: the input dimension " + std::to_string(k) +
                            " is not a multiple of 32 (the packed block)");
@@ -222,7 +223,7 @@ void quantize_rtn(qformat f, const float* w, int k, int n, int group, bool asym,
   const int G = k / group;
   const std::size_t rb = packed_row_bytes(f, k);
   for (int o = 0; o < n; ++o) {
-    for (int j = 0; j < k; ++j) row[std::size_t(j)] = w[std::size_t(j) * n + o];
+    for (int j = 0; j < k; ++j) row[std::size_t(j)] = w[std::size_t(j) * stride_k + o * stride_n];
     for (int g = 0; g < G; ++g) {
       const float* v = row.data() + std::size_t(g) * group;
       float s = 1;
@@ -252,40 +253,50 @@ void dequantize(const qmatrix& q, float* w) {
   }
 }
 
-void quantize_activations(const float* x, int m, int k, bool per_tensor, std::int8_t* codes,
-                          float* scales) {
+void quantize_activations(const float* x, int ldx, int m, int k, bool per_tensor,
+                          std::int8_t* codes, float* scales) {
+  const std::size_t lx = ldx ? std::size_t(ldx) : std::size_t(k);
   auto absmax = [&](int i0, int i1) {
     float a = 0;
-    for (std::size_t j = std::size_t(i0) * k; j < std::size_t(i1) * k; ++j)
-      a = std::max(a, std::abs(x[j]));
+    for (int i = i0; i < i1; ++i)
+      for (int j = 0; j < k; ++j) a = std::max(a, std::abs(x[i * lx + j]));
     return a > 0 ? a / 127.0f : 1.0f;
   };
   const float all = per_tensor ? absmax(0, m) : 0;
   for (int i = 0; i < m; ++i) {
     const float s = per_tensor ? all : absmax(i, i + 1);
     scales[i] = s;
-    for (std::size_t j = std::size_t(i) * k; j < std::size_t(i + 1) * k; ++j)
-      codes[j] = static_cast<std::int8_t>(std::clamp(std::nearbyint(x[j] / s), -127.0f, 127.0f));
+    for (int j = 0; j < k; ++j)
+      codes[std::size_t(i) * k + j] =
+          static_cast<std::int8_t>(std::clamp(std::nearbyint(x[i * lx + j] / s), -127.0f, 127.0f));
   }
 }
 
+namespace {
+// y = acc (+ bias) (+ y): the epilogue every quantized GEMM shares.
+inline void store(const qgemm_io& io, std::size_t at, int o, float acc) {
+  const float v = acc + (io.bias ? io.bias[o] : 0.0f);
+  io.y[at] = io.accumulate ? io.y[at] + v : v;
+}
+}  // namespace
+
 namespace cpu {
 
-void qgemm_reference(const qmatrix& q, const float* x, int m, const float* bias, float* y) {
-  std::vector<float> w(std::size_t(q.k) * q.n);
+void qgemm_reference(const qmatrix& q, const qgemm_io& io) {
+  std::vector<float> w(std::size_t(q.k) * q.n), y(std::size_t(io.m) * q.n);
   dequantize(q, w.data());
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, q.n, q.k, 1.0f, x, q.k, w.data(), q.n,
-              0.0f, y, q.n);
-  if (bias)
-    for (int i = 0; i < m; ++i)
-      for (int o = 0; o < q.n; ++o) y[std::size_t(i) * q.n + o] += bias[o];
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, io.m, q.n, q.k, 1.0f, io.x,
+              io.ldx ? io.ldx : q.k, w.data(), q.n, 0.0f, y.data(), q.n);
+  const std::size_t ly = io.ldy ? io.ldy : q.n;
+  for (int i = 0; i < io.m; ++i)
+    for (int o = 0; o < q.n; ++o) store(io, i * ly + o, o, y[std::size_t(i) * q.n + o]);
 }
 
-void qgemm_w8a8(const qmatrix& q, const std::int8_t* xq, const float* xs, int m, const float* bias,
-                float* y) {
+void qgemm_w8a8(const qmatrix& q, const std::int8_t* xq, const float* xs, const qgemm_io& io) {
   if (q.fmt != qformat::int8) throw std::invalid_argument("qgemm_w8a8: the weights are not int8");
   const int G = q.groups();
-  for (int i = 0; i < m; ++i) {
+  const std::size_t ly = io.ldy ? io.ldy : q.n;
+  for (int i = 0; i < io.m; ++i) {
     const std::int8_t* xi = xq + std::size_t(i) * q.k;
     for (int o = 0; o < q.n; ++o) {
       const auto* wo = reinterpret_cast<const std::int8_t*>(q.data) + std::size_t(o) * q.k;
@@ -295,7 +306,7 @@ void qgemm_w8a8(const qmatrix& q, const std::int8_t* xq, const float* xs, int m,
         for (int j = g * q.group; j < (g + 1) * q.group; ++j) dot += int(xi[j]) * int(wo[j]);
         acc += q.scales[std::size_t(o) * G + g] * float(dot);
       }
-      y[std::size_t(i) * q.n + o] = xs[i] * acc + (bias ? bias[o] : 0.0f);
+      store(io, i * ly + o, o, xs[i] * acc);
     }
   }
 }

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <stdexcept>
 #include <vector>
 
 #include "kernels/quant.hpp"
@@ -130,11 +131,20 @@ ZF_AVX512 inline __m512 group_table(__m512 t0, const std::uint8_t* zeros, int g)
                : t0;
 }
 
+// The epilogue: y = v (+ bias) (+ y).
+inline void put(const qgemm_io& io, sz at, int o, float v) {
+  v += io.bias ? io.bias[o] : 0.0f;
+  io.y[at] = io.accumulate ? io.y[at] + v : v;
+}
+
+// Rows [i0, i0 + R) of io.
 template <class D, int R>
-ZF_AVX512 void direct_rows(const qmatrix& q, const float* x, const float* bias, float* y, int o0,
-                           int o1, const tables& tb) {
-  const int G = q.groups(), nb = q.group / 32, k = q.k;
-  const sz rb = packed_row_bytes(q.fmt, k);
+ZF_AVX512 void direct_rows(const qmatrix& q, const qgemm_io& io, int i0, int o0, int o1,
+                           const tables& tb) {
+  const int G = q.groups(), nb = q.group / 32;
+  const sz rb = packed_row_bytes(q.fmt, q.k), lx = io.ldx ? io.ldx : q.k,
+           ly = io.ldy ? io.ldy : q.n;
+  const float* x = io.x + sz(i0) * lx;
   const __m512 t0 = _mm512_loadu_ps(tb.t0), t1 = _mm512_loadu_ps(tb.t1);
   for (int o = o0; o < o1; ++o) {
     const std::uint8_t* row = q.data + sz(o) * rb;
@@ -151,35 +161,32 @@ ZF_AVX512 void direct_rows(const qmatrix& q, const float* x, const float* bias, 
         __m512 wa, wb;
         D::run(row + sz(kk / 32) * D::bytes, tg, t1, wa, wb);
         for (int r = 0; r < R; ++r) {
-          ga[r][0] = _mm512_fmadd_ps(wa, _mm512_loadu_ps(x + sz(r) * k + kk), ga[r][0]);
-          ga[r][1] = _mm512_fmadd_ps(wb, _mm512_loadu_ps(x + sz(r) * k + kk + 16), ga[r][1]);
+          ga[r][0] = _mm512_fmadd_ps(wa, _mm512_loadu_ps(x + r * lx + kk), ga[r][0]);
+          ga[r][1] = _mm512_fmadd_ps(wb, _mm512_loadu_ps(x + r * lx + kk + 16), ga[r][1]);
         }
       }
       const __m512 s = _mm512_set1_ps(sc[g] * tb.fold);
       for (int r = 0; r < R; ++r)
         acc[r] = _mm512_fmadd_ps(_mm512_add_ps(ga[r][0], ga[r][1]), s, acc[r]);
     }
-    for (int r = 0; r < R; ++r)
-      y[sz(r) * q.n + o] = _mm512_reduce_add_ps(acc[r]) + (bias ? bias[o] : 0.0f);
+    for (int r = 0; r < R; ++r) put(io, (i0 + r) * ly + o, o, _mm512_reduce_add_ps(acc[r]));
   }
 }
 
 template <class D>
-ZF_AVX512 void direct_simd(const qmatrix& q, const float* x, int m, const float* bias, float* y,
-                           int o0, int o1) {
+ZF_AVX512 void direct_simd(const qmatrix& q, const qgemm_io& io, int o0, int o1) {
   const tables tb = tables_for(q.fmt);
   int i = 0;
-  for (; i + 4 <= m; i += 4)
-    direct_rows<D, 4>(q, x + sz(i) * q.k, bias, y + sz(i) * q.n, o0, o1, tb);
-  switch (m - i) {
+  for (; i + 4 <= io.m; i += 4) direct_rows<D, 4>(q, io, i, o0, o1, tb);
+  switch (io.m - i) {
     case 3:
-      direct_rows<D, 3>(q, x + sz(i) * q.k, bias, y + sz(i) * q.n, o0, o1, tb);
+      direct_rows<D, 3>(q, io, i, o0, o1, tb);
       break;
     case 2:
-      direct_rows<D, 2>(q, x + sz(i) * q.k, bias, y + sz(i) * q.n, o0, o1, tb);
+      direct_rows<D, 2>(q, io, i, o0, o1, tb);
       break;
     case 1:
-      direct_rows<D, 1>(q, x + sz(i) * q.k, bias, y + sz(i) * q.n, o0, o1, tb);
+      direct_rows<D, 1>(q, io, i, o0, o1, tb);
       break;
     default:
       break;
@@ -228,15 +235,67 @@ void with_decoder(qformat f, A&&... a) {
 }
 template <class D>
 struct direct_fn {
-  static void run(const qmatrix& q, const float* x, int m, const float* bias, float* y, int o0,
-                  int o1) {
-    direct_simd<D>(q, x, m, bias, y, o0, o1);
+  static void run(const qmatrix& q, const qgemm_io& io, int o0, int o1) {
+    direct_simd<D>(q, io, o0, o1);
   }
 };
 template <class D>
 struct dequant_fn {
   static void run(const qmatrix& q, int o0, int o1, float* out) { dequant_simd<D>(q, o0, o1, out); }
 };
+
+// ---- W8A8: int8 x int8 -> int32 with AVX-512 VNNI (vpdpbusd multiplies u8 by s8: |x| against
+// w with x's sign, the classic way round) ----
+#define ZF_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma")))
+
+bool cpu_has_vnni() {
+  static const bool ok = cpu_has_avx512() && __builtin_cpu_supports("avx512vnni");
+  return ok;
+}
+
+ZF_VNNI inline float sum8(__m256 v) {  // a fixed order: the same bits for any batch
+  __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+  return _mm_cvtss_f32(_mm_add_ss(a, _mm_movehdup_ps(a)));
+}
+
+template <int R>
+ZF_VNNI void w8a8_rows(const qmatrix& q, const std::int8_t* xq, const float* xs, const qgemm_io& io,
+                       int i0, int o0, int o1) {
+  const int G = q.groups(), nb = q.group / 32, k = q.k;
+  const sz ly = io.ldy ? io.ldy : q.n;
+  const std::int8_t* x = xq + sz(i0) * k;
+  for (int o = o0; o < o1; ++o) {
+    const auto* w = reinterpret_cast<const std::int8_t*>(q.data) + sz(o) * k;
+    __m256 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+    for (int g = 0; g < G; ++g) {
+      __m256i d[R];
+      for (int r = 0; r < R; ++r) d[r] = _mm256_setzero_si256();
+      for (int b = 0; b < nb; ++b) {
+        const int kk = g * q.group + 32 * b;
+        const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + kk));
+        for (int r = 0; r < R; ++r) {
+          const __m256i xv =
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + sz(r) * k + kk));
+          const __m256i ws =
+              _mm256_mask_sub_epi8(wv, _mm256_movepi8_mask(xv), _mm256_setzero_si256(), wv);
+          d[r] = _mm256_dpbusd_epi32(d[r], _mm256_abs_epi8(xv), ws);
+        }
+      }
+      const __m256 s = _mm256_set1_ps(q.scales[sz(o) * G + g]);
+      for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d[r]), s, acc[r]);
+    }
+    for (int r = 0; r < R; ++r) put(io, (i0 + r) * ly + o, o, xs[i0 + r] * sum8(acc[r]));
+  }
+}
+
+ZF_VNNI void w8a8_simd(const qmatrix& q, const std::int8_t* xq, const float* xs, const qgemm_io& io,
+                       int o0, int o1) {
+  int i = 0;
+  for (; i + 4 <= io.m; i += 4) w8a8_rows<4>(q, xq, xs, io, i, o0, o1);
+  for (; i < io.m; ++i) w8a8_rows<1>(q, xq, xs, io, i, o0, o1);
+}
 
 // Portable: one row's floats (quant_cpu.cpp's codecs), then a dot per x row in index order.
 void dequant_portable(const qmatrix& q, int o0, int o1, float* out) {
@@ -271,36 +330,57 @@ void dequantize_rows(const qmatrix& q, int o0, int o1, float* out) {
   dequant_portable(q, o0, o1, out);
 }
 
-void qgemm_direct(const qmatrix& q, const float* x, int m, const float* bias, float* y, int o0,
-                  int o1) {
-  if (quant_simd()) return with_decoder<direct_fn>(q.fmt, q, x, m, bias, y, o0, o1);
+void qgemm_direct(const qmatrix& q, const qgemm_io& io, int o0, int o1) {
+  if (quant_simd()) return with_decoder<direct_fn>(q.fmt, q, io, o0, o1);
   thread_local std::vector<float> w;
   w.resize(std::max(w.size(), sz(q.k)));
+  const sz lx = io.ldx ? io.ldx : q.k, ly = io.ldy ? io.ldy : q.n;
   for (int o = o0; o < o1; ++o) {
     dequant_portable(q, o, o + 1, w.data());
-    for (int i = 0; i < m; ++i) {
-      const float* xi = x + sz(i) * q.k;
+    for (int i = 0; i < io.m; ++i) {
+      const float* xi = io.x + i * lx;
       float acc = 0;
       for (int j = 0; j < q.k; ++j) acc = std::fma(xi[j], w[sz(j)], acc);
-      y[sz(i) * q.n + o] = acc + (bias ? bias[o] : 0.0f);
+      put(io, i * ly + o, o, acc);
     }
   }
 }
 
-void qgemm(const qmatrix& q, const float* x, int m, const float* bias, float* y) {
+void qgemm_w8a8_direct(const qmatrix& q, const std::int8_t* xq, const float* xs, const qgemm_io& io,
+                       int o0, int o1) {
+  if (q.fmt != qformat::int8) throw std::invalid_argument("qgemm_w8a8: the weights are not int8");
+  if (quant_simd() && cpu_has_vnni()) return w8a8_simd(q, xq, xs, io, o0, o1);
+  const int G = q.groups();
+  const sz ly = io.ldy ? io.ldy : q.n;
+  for (int i = 0; i < io.m; ++i)
+    for (int o = o0; o < o1; ++o) {
+      const auto* w = reinterpret_cast<const std::int8_t*>(q.data) + sz(o) * q.k;
+      const std::int8_t* xi = xq + sz(i) * q.k;
+      float acc = 0;
+      for (int g = 0; g < G; ++g) {
+        std::int32_t d = 0;
+        for (int j = g * q.group; j < (g + 1) * q.group; ++j) d += int(xi[j]) * int(w[j]);
+        acc = std::fma(float(d), q.scales[sz(o) * G + g], acc);
+      }
+      put(io, i * ly + o, o, xs[i] * acc);
+    }
+}
+
+void qgemm(const qmatrix& q, const qgemm_io& io) {
   // a tile of about 1 MiB of floats: stays in L2 while sgemm reads it
   const int tile = std::clamp((1 << 18) / q.k / 16 * 16, 16, 512);
+  const int lx = io.ldx ? io.ldx : q.k, ly = io.ldy ? io.ldy : q.n;
   thread_local std::vector<float> buf;
   buf.resize(std::max(buf.size(), sz(tile) * q.k));
   for (int o0 = 0; o0 < q.n; o0 += tile) {
     const int o1 = std::min(q.n, o0 + tile);
     dequantize_rows(q, o0, o1, buf.data());
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, o1 - o0, q.k, 1.0f, x, q.k, buf.data(),
-                q.k, 0.0f, y + o0, q.n);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, io.m, o1 - o0, q.k, 1.0f, io.x, lx,
+                buf.data(), q.k, io.accumulate ? 1.0f : 0.0f, io.y + o0, ly);
   }
-  if (bias)
-    for (int i = 0; i < m; ++i)
-      for (int o = 0; o < q.n; ++o) y[sz(i) * q.n + o] += bias[o];
+  if (io.bias)
+    for (int i = 0; i < io.m; ++i)
+      for (int o = 0; o < q.n; ++o) io.y[sz(i) * ly + o] += io.bias[o];
 }
 
 }  // namespace cpu

@@ -10,11 +10,14 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "kernels/dispatch.hpp"
 #include "kernels/quant.hpp"
 
 using namespace zf::kernels;
@@ -77,8 +80,8 @@ struct qbuf {
       : data(packed_row_bytes(f, k) * n),
         zeros(asym ? std::size_t(n) * (k / group) : 0),
         scales(std::size_t(n) * (k / group)) {
-    quantize_rtn(f, w.data(), k, n, group, asym, pow2, data.data(), scales.data(),
-                 asym ? zeros.data() : nullptr);
+    quantize_rtn(f, w.data(), std::size_t(n), 1, k, n, group, asym, pow2, data.data(),
+                 scales.data(), asym ? zeros.data() : nullptr);
     q = {f, n, k, group, data.data(), scales.data(), asym ? zeros.data() : nullptr};
   }
 };
@@ -260,7 +263,8 @@ TEST_CASE("quant: bad shapes and options are refused with the reason") {
   std::vector<float> scales(64);
   auto msg = [&](qformat f, int k, int group, bool asym) {
     try {
-      quantize_rtn(f, w.data(), k, 8, group, asym, false, data.data(), scales.data(), zeros.data());
+      quantize_rtn(f, w.data(), 8, 1, k, 8, group, asym, false, data.data(), scales.data(),
+                   zeros.data());
     } catch (const std::invalid_argument& e) {
       return std::string(e.what());
     }
@@ -276,6 +280,22 @@ TEST_CASE("quant: bad shapes and options are refused with the reason") {
   CHECK(parse_qformat("fp6_e3m2", f));
   CHECK(f == qformat::fp6_e3m2);
   CHECK_FALSE(parse_qformat("int3", f));
+}
+
+TEST_CASE("quant: an [out, in] weight (the LM head) quantizes as its transpose does") {
+  const int k = 64, n = 24;
+  const auto w = normal(std::size_t(k) * n, 31, 0.1f);  // [k, n]
+  std::vector<float> wt(w.size());                      // [n, k]
+  for (int j = 0; j < k; ++j)
+    for (int o = 0; o < n; ++o) wt[std::size_t(o) * k + j] = w[std::size_t(j) * n + o];
+  const qbuf a(qformat::int4, w, k, n, 32, true);
+  std::vector<std::uint8_t> data(a.data.size()), zeros(a.zeros.size());
+  std::vector<float> scales(a.scales.size());
+  quantize_rtn(qformat::int4, wt.data(), 1, std::size_t(k), k, n, 32, true, false, data.data(),
+               scales.data(), zeros.data());
+  CHECK(data == a.data);
+  CHECK(scales == a.scales);
+  CHECK(zeros == a.zeros);
 }
 
 TEST_CASE("quant: qgemm equals the float GEMM of the dequantized weights, bias included") {
@@ -294,20 +314,37 @@ TEST_CASE("quant: qgemm equals the float GEMM of the dequantized weights, bias i
       for (int i = 0; i < m; ++i)
         for (int o = 0; o < n; ++o) want[std::size_t(i) * n + o] += bias[o];
       std::vector<float> y(std::size_t(m) * n);
-      cpu::qgemm_reference(b.q, x.data(), m, bias.data(), y.data());
+      cpu::qgemm_reference(b.q, {x.data(), 0, m, bias.data(), y.data(), 0, false});
       CHECK(rel_err(y.data(), want) < 1e-6);
     }
 }
 
-// The decode kernel (direct), the prefill path (tiles through sgemm) and the dispatch, with the
-// AVX-512 bodies and the portable ones, against the reference; row dequantization bit for bit.
+namespace {
+// A kernel pool of plain threads, one per piece: the dispatch splits outputs over it.
+kernel_pool thread_pool() {
+  kernel_pool p;
+  p.threads = 3;
+  p.run = [](int n, const std::function<void(int)>& fn) {
+    std::vector<std::thread> ts;
+    for (int i = 0; i < n; ++i) ts.emplace_back(fn, i);
+    for (auto& t : ts) t.join();
+  };
+  return p;
+}
+}  // namespace
+
+// The decode kernel (direct), the prefill path (tiles through sgemm) and the dispatch (also
+// split over threads), with the AVX-512 bodies and the portable ones, against the reference;
+// strided operands and the residual (accumulate) epilogue; row dequantization bit for bit.
 TEST_CASE("quant: the fast paths equal the reference for every format and shape") {
   const bool simd = quant_simd();
   if (!simd) MESSAGE("SKIP the AVX-512 bodies: this CPU lacks AVX-512 F/BW/VL/DQ");
-  const int k = 256, n = 48;
+  const int k = 256, n = 48, ldx = k + 8, ldy = n + 3;
   const auto w = normal(std::size_t(k) * n, 21, 0.1f);
   const auto bias = normal(n, 22);
-  const auto x = normal(std::size_t(20) * k, 23);
+  const auto x = normal(std::size_t(20) * ldx, 23);
+  const auto y0 = normal(std::size_t(20) * ldy, 24);
+  const kernel_pool pool = thread_pool();
   for (bool use_simd : {true, false}) {
     if (use_simd && !simd) continue;
     set_quant_simd(use_simd);
@@ -328,50 +365,105 @@ TEST_CASE("quant: the fast paths equal the reference for every format and shape"
             for (int j = 0; j < k; ++j)
               same = same && rows[std::size_t(o) * k + j] == dq[std::size_t(j) * n + o];
           CHECK(same);
-          for (int m : {1, 3, 4, 7, 20}) {
-            CAPTURE(m);
-            std::vector<float> want(std::size_t(m) * n), direct(want.size()), tiled(want.size()),
-                disp(want.size());
-            cpu::qgemm_reference(b.q, x.data(), m, bias.data(), want.data());
-            std::vector<double> wd(want.begin(), want.end());
-            cpu::qgemm_direct(b.q, x.data(), m, bias.data(), direct.data(), 0, n);
-            cpu::qgemm(b.q, x.data(), m, bias.data(), tiled.data());
-            qgemm(b.q, x.data(), m, bias.data(), disp.data());
-            CHECK(rel_err(direct.data(), wd) < 1e-6);
-            CHECK(rel_err(tiled.data(), wd) < 1e-6);
-            CHECK(rel_err(disp.data(), wd) < 1e-6);
-            // batch-invariant: row i alone, and outputs in two ranges, give the same bits
-            std::vector<float> one(n), split(want.size());
-            const int i = m - 1;
-            cpu::qgemm_direct(b.q, x.data() + std::size_t(i) * k, 1, bias.data(), one.data(), 0, n);
-            CHECK(std::memcmp(one.data(), direct.data() + std::size_t(i) * n, n * 4) == 0);
-            cpu::qgemm_direct(b.q, x.data(), m, bias.data(), split.data(), 0, 17);
-            cpu::qgemm_direct(b.q, x.data(), m, bias.data(), split.data(), 17, n);
-            CHECK(split == direct);
-          }
+          for (int m : {1, 3, 4, 7, 20})
+            for (bool acc : {false, true}) {
+              CAPTURE(m);
+              CAPTURE(acc);
+              auto run = [&](auto&& fn) {
+                std::vector<float> y(y0.begin(), y0.begin() + std::size_t(m) * ldy);
+                fn(qgemm_io{x.data(), ldx, m, bias.data(), y.data(), ldy, acc});
+                return y;
+              };
+              const auto want = run([&](const qgemm_io& io) { cpu::qgemm_reference(b.q, io); });
+              const std::vector<double> wd(want.begin(), want.end());
+              const auto direct =
+                  run([&](const qgemm_io& io) { cpu::qgemm_direct(b.q, io, 0, n); });
+              CHECK(rel_err(direct.data(), wd) < 1e-6);
+              CHECK(rel_err(run([&](const qgemm_io& io) { cpu::qgemm(b.q, io); }).data(), wd) <
+                    1e-6);
+              CHECK(rel_err(run([&](const qgemm_io& io) { qgemm(b.q, io); }).data(), wd) < 1e-6);
+              // batch-invariant: row i alone, outputs in two ranges, and the dispatch split over
+              // threads give the same bits
+              const int i = m - 1;
+              const auto one = run([&](qgemm_io io) {
+                io.x += std::size_t(i) * ldx;
+                io.y += std::size_t(i) * ldy;
+                io.m = 1;
+                cpu::qgemm_direct(b.q, io, 0, n);
+              });
+              CHECK(std::memcmp(one.data() + std::size_t(i) * ldy,
+                                direct.data() + std::size_t(i) * ldy, n * 4) == 0);
+              CHECK(direct == run([&](const qgemm_io& io) {
+                      cpu::qgemm_direct(b.q, io, 0, 17);
+                      cpu::qgemm_direct(b.q, io, 17, n);
+                    }));
+              if (m <= 8) {
+                const kernel_pool_scope lend(&pool);
+                CHECK(direct == run([&](const qgemm_io& io) { qgemm(b.q, io); }));
+              }
+            }
         }
   }
   set_quant_simd(true);
 }
 
 TEST_CASE("quant: w8a8 sums in int32 and scales per token and group") {
-  const int k = 128, n = 16, m = 6;
+  const int k = 128, n = 40, ldx = k + 4;
   const auto w = normal(std::size_t(k) * n, 7, 0.1f);
-  const auto x = normal(std::size_t(m) * k, 8);
+  const auto x = normal(std::size_t(20) * ldx, 8);
+  const auto bias = normal(n, 9);
   qbuf b(qformat::int8, w, k, n, 64);
-  std::vector<std::int8_t> xq(x.size());
-  std::vector<float> xs(m), y(std::size_t(m) * n), dq(w.size()), dx(x.size());
-  quantize_activations(x.data(), m, k, false, xq.data(), xs.data());
-  for (std::size_t i = 0; i < x.size(); ++i) dx[i] = float(xq[i]) * xs[i / k];
+  std::vector<float> dq(w.size());
   dequantize(b.q, dq.data());
-  qgemm_w8a8(b.q, xq.data(), xs.data(), m, nullptr, y.data());
-  CHECK(rel_err(y.data(), gemm_ref(dx.data(), dq.data(), m, k, n)) < 1e-6);
-  CHECK(rel_err(y.data(), gemm_ref(x.data(), w.data(), m, k, n)) < 0.02);  // vs float: small
-  std::vector<float> tiny(k, 0.0f);
-  quantize_activations(tiny.data(), 1, k, false, xq.data(), xs.data());
+  const kernel_pool pool = thread_pool();
+  for (bool use_simd : {true, false}) {
+    if (use_simd && !quant_simd()) continue;
+    set_quant_simd(use_simd);
+    for (int m : {1, 6, 20}) {
+      CAPTURE(use_simd);
+      CAPTURE(m);
+      std::vector<std::int8_t> xq(std::size_t(m) * k);
+      std::vector<float> xs(m), dx(std::size_t(m) * k), xd(std::size_t(m) * k);
+      quantize_activations(x.data(), ldx, m, k, false, xq.data(), xs.data());
+      for (std::size_t i = 0; i < xq.size(); ++i) {
+        dx[i] = float(xq[i]) * xs[i / k];
+        xd[i] = x[i / k * ldx + i % k];
+      }
+      auto want = gemm_ref(dx.data(), dq.data(), m, k, n);
+      for (int i = 0; i < m; ++i)
+        for (int o = 0; o < n; ++o) want[std::size_t(i) * n + o] += bias[o];
+      auto run = [&](auto&& fn) {
+        std::vector<float> y(std::size_t(m) * n);
+        fn(qgemm_io{x.data(), ldx, m, bias.data(), y.data(), 0, false});
+        return y;
+      };
+      const auto ref =
+          run([&](const qgemm_io& io) { cpu::qgemm_w8a8(b.q, xq.data(), xs.data(), io); });
+      CHECK(rel_err(ref.data(), want) < 1e-6);
+      const auto direct = run(
+          [&](const qgemm_io& io) { cpu::qgemm_w8a8_direct(b.q, xq.data(), xs.data(), io, 0, n); });
+      CHECK(rel_err(direct.data(), want) < 1e-6);
+      CHECK(rel_err(run([&](const qgemm_io& io) { qgemm_w8a8(b.q, io); }).data(), want) < 1e-6);
+      if (m <= 8) {  // the dispatch's decode path over threads: the direct kernel's bits
+        const kernel_pool_scope lend(&pool);
+        CHECK(direct == run([&](const qgemm_io& io) { qgemm_w8a8(b.q, io); }));
+      }
+      // against float weights and activations: int8's error, small
+      CHECK(rel_err(ref.data(), [&] {
+              auto f = gemm_ref(xd.data(), w.data(), m, k, n);
+              for (int i = 0; i < m; ++i)
+                for (int o = 0; o < n; ++o) f[std::size_t(i) * n + o] += bias[o];
+              return f;
+            }()) < 0.02);
+    }
+  }
+  set_quant_simd(true);
+  std::vector<float> tiny(k, 0.0f), xs(1), y(n);
+  std::vector<std::int8_t> xq(k);
+  quantize_activations(tiny.data(), 0, 1, k, false, xq.data(), xs.data());
   CHECK(xs[0] == 1.0f);
   qbuf f8(qformat::fp8_e4m3, w, k, n, 64);
-  CHECK_THROWS_AS(qgemm_w8a8(f8.q, xq.data(), xs.data(), 1, nullptr, y.data()),
+  CHECK_THROWS_AS(qgemm_w8a8(f8.q, {tiny.data(), 0, 1, nullptr, y.data(), 0, false}),
                   std::invalid_argument);
 }
 
@@ -388,8 +480,8 @@ TEST_CASE("quant: per-token int8 activations keep outlier channels' damage small
   auto err = [&](bool per_tensor) {
     std::vector<std::int8_t> xq(x.size());
     std::vector<float> xs(m), y(std::size_t(m) * n);
-    quantize_activations(x.data(), m, k, per_tensor, xq.data(), xs.data());
-    qgemm_w8a8(b.q, xq.data(), xs.data(), m, nullptr, y.data());
+    quantize_activations(x.data(), 0, m, k, per_tensor, xq.data(), xs.data());
+    cpu::qgemm_w8a8(b.q, xq.data(), xs.data(), {x.data(), 0, m, nullptr, y.data(), 0, false});
     return rel_err(y.data(), want);
   };
   const double tok = err(false), ten = err(true);
