@@ -92,6 +92,10 @@ struct qmatrix {
   int groups() const { return k / group; }
 };
 
+// Throws std::invalid_argument naming the problem when k % 32, k % group or group % 32 is not 0,
+// or asym is asked of a format other than int4 (what every quantizer checks first).
+void check_quant_shape(qformat f, int k, int n, int group, bool asym);
+
 // Round-to-nearest quantization of a weight: element (j, o) (input j < k, output o < n) at
 // w[j * stride_k + o * stride_n] (the model's Conv1D [in, out] matrices: stride_k = n,
 // stride_n = 1; an [out, in] one such as the LM head: stride_k = 1, stride_n = k) into

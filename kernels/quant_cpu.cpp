@@ -207,9 +207,7 @@ void unpack_row(qformat f, const std::uint8_t* packed, int k, std::uint8_t* code
   }
 }
 
-void quantize_rtn(qformat f, const float* w, std::size_t stride_k, std::size_t stride_n, int k,
-                  int n, int group, bool asym, bool pow2, std::uint8_t* data, float* scales,
-                  std::uint8_t* zeros) {
+void check_quant_shape(qformat f, int k, int n, int group, bool asym) {
   require(k > 0 && n > 0, "quantize: empty matrix");
   require(k % 32 == 0, "quantize: the input dimension " + std::to_string(k) +
                            " is not a multiple of 32 (the packed block)");
@@ -217,6 +215,12 @@ void quantize_rtn(qformat f, const float* w, std::size_t stride_k, std::size_t s
           "quantize: group size " + std::to_string(group) +
               " must be a multiple of 32 that divides the input dimension " + std::to_string(k));
   require(!asym || f == qformat::int4, "quantize: asymmetric (zero points) is int4 only");
+}
+
+void quantize_rtn(qformat f, const float* w, std::size_t stride_k, std::size_t stride_n, int k,
+                  int n, int group, bool asym, bool pow2, std::uint8_t* data, float* scales,
+                  std::uint8_t* zeros) {
+  check_quant_shape(f, k, n, group, asym);
   require(!asym || zeros, "quantize: asymmetric int4 needs a zeros buffer");
   std::vector<float> row(static_cast<std::size_t>(k));
   std::vector<std::uint8_t> codes(static_cast<std::size_t>(k));

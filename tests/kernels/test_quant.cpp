@@ -99,7 +99,8 @@ TEST_CASE("quant: every float-format bit pattern decodes as the format specifies
                           {qformat::fp6_e3m2, 28.0f, 0x1p-4f, 0x1p-2f, 32},
                           {qformat::fp4_e2m1, 6.0f, 0.5f, 1.0f, 8}};
   for (const expect& e : cases) {
-    CAPTURE(qinfo(e.f).name);
+    const std::string name = qinfo(e.f).name;
+    CAPTURE(name);
     const unsigned S = sign_of(e.f);
     CHECK(qinfo(e.f).max == e.max);
     CHECK(fp_decode(e.f, 1) == e.min_subnormal);
@@ -136,7 +137,8 @@ TEST_CASE("quant: every float-format bit pattern decodes as the format specifies
 
 TEST_CASE("quant: float formats encode to nearest even, and overflow as specified") {
   for (qformat f : k_float_formats) {
-    CAPTURE(qinfo(f).name);
+    const std::string name = qinfo(f).name;
+    CAPTURE(name);
     const unsigned S = sign_of(f);
     for (unsigned c = 0; c < n_codes(f); ++c) {  // finite codes round-trip, -0 included
       if (is_special(f, c)) continue;
@@ -205,7 +207,8 @@ TEST_CASE("quant: integer grids round to nearest even and clamp") {
 TEST_CASE("quant: packed rows round-trip every code and put the bits where documented") {
   std::mt19937 g(5);
   for (qformat f : k_all_formats) {
-    CAPTURE(qinfo(f).name);
+    const std::string name = qinfo(f).name;
+    CAPTURE(name);
     const int k = 96;
     std::vector<std::uint8_t> codes(k), back(k), packed(packed_row_bytes(f, k));
     for (auto& c : codes) c = static_cast<std::uint8_t>(g() % n_codes(f));
@@ -231,7 +234,8 @@ TEST_CASE("quant: round-to-nearest quantization stays within half a step, exact 
     for (int group : {32, 128}) {
       for (bool asym : {false, true}) {
         if (asym && f != qformat::int4) continue;
-        CAPTURE(qinfo(f).name);
+        const std::string name = qinfo(f).name;
+        CAPTURE(name);
         CAPTURE(group);
         CAPTURE(asym);
         qbuf b(f, w, k, n, group, asym);
@@ -304,7 +308,8 @@ TEST_CASE("quant: qgemm equals the float GEMM of the dequantized weights, bias i
   const auto bias = normal(n, 3);
   for (qformat f : k_all_formats)
     for (int m : {1, 5}) {
-      CAPTURE(qinfo(f).name);
+      const std::string name = qinfo(f).name;
+      CAPTURE(name);
       CAPTURE(m);
       qbuf b(f, w, k, n, 32, f == qformat::int4);
       std::vector<float> dq(w.size());
@@ -353,7 +358,8 @@ TEST_CASE("quant: the fast paths equal the reference for every format and shape"
         for (bool asym : {false, true}) {
           if (asym && f != qformat::int4) continue;
           CAPTURE(use_simd);
-          CAPTURE(qinfo(f).name);
+          const std::string name = qinfo(f).name;
+          CAPTURE(name);
           CAPTURE(group);
           CAPTURE(asym);
           qbuf b(f, w, k, n, group, asym);
