@@ -7,6 +7,8 @@
 #include "kernels/matmul.hpp"
 #include "kernels/norm.hpp"
 #include "kernels/rope.hpp"
+#include "runtime/core/error.hpp"
+#include "runtime/model/quant_linear.hpp"
 
 namespace zf::block {
 namespace k = zf::kernels;
@@ -23,12 +25,32 @@ void add_bias(float* y, const float* b, int n, int c) {
   for (int r = 0; r < n; ++r) k::accumulate(y + static_cast<std::size_t>(r) * c, b, c);
 }
 
-// y [n, out] = x_in + a [n, in] @ w [in, out] (+ b); y may be x_in.
-void residual_linear(const float* a, int lda, const float* w, const float* b, const float* x_in,
-                     float* y, int n, int in, int out) {
+// y [n, out] = x_in + a [n, in] @ w [in, out] (+ b); y may be x_in. q: the quantized weight
+// that replaces w, or null.
+void residual_linear(const float* a, int lda, const float* w, const quant_linear* q, const float* b,
+                     const float* x_in, float* y, int n, int in, int out) {
   if (y != x_in) std::memcpy(y, x_in, static_cast<std::size_t>(n) * out * sizeof(float));
+  if (q) return q->forward(a, lda, n, b, y, out, true);
   k::gemm(false, false, n, out, in, 1.0f, a, lda, w, out, 1.0f, y, out);
   add_bias(y, b, n, out);
+}
+
+// y [n, out] = x [n, in] @ w (+ b), w fp32 [in, out] or the quantized q.
+void linear(const float* x, const float* w, const quant_linear* q, const float* b, float* y, int n,
+            int in, int out) {
+  if (q) return q->forward(x, in, n, b, y, out, false);
+  k::gemm(false, false, n, out, in, 1.0f, x, in, w, out, 0.0f, y, out);
+  add_bias(y, b, n, out);
+}
+
+// The quantized projections of w (null members when fp32).
+const block_quant& quant_of(const weights& w) {
+  static const block_quant none;
+  return w.quant ? *w.quant : none;
+}
+
+void no_training(const weights& w) {
+  if (w.quant) fail("a quantized model runs forward only: its linears cannot be trained");
 }
 
 }  // namespace
@@ -62,8 +84,7 @@ void norm_backward(const model_spec& s, const float* x, const float* w, const fl
 void qkv_forward(const model_spec& s, const weights& w, const float* ln, float* qkv, const int* pos,
                  const rope_table& rope, int n) {
   const int C = s.hidden, D = s.qkv_dim();
-  k::gemm(false, false, n, D, C, 1.0f, ln, C, w.qkv_w, D, 0.0f, qkv, D);
-  add_bias(qkv, w.qkv_b, n, D);
+  linear(ln, w.qkv_w, quant_of(w).qkv, w.qkv_b, qkv, n, C, D);
   if (!is_llama(s)) return;
   k::rope_forward(qkv, D, n, pos, s.n_head, s.head_dim, rope.cos, rope.sin);
   k::rope_forward(qkv + s.q_dim(), D, n, pos, s.n_kv_head, s.head_dim, rope.cos, rope.sin);
@@ -72,6 +93,7 @@ void qkv_forward(const model_spec& s, const weights& w, const float* ln, float* 
 void qkv_backward(const model_spec& s, const weights& w, const grads& g, const float* ln,
                   float* dqkv, float* dln, const int* pos, const rope_table& rope, int n) {
   const int C = s.hidden, D = s.qkv_dim();
+  no_training(w);
   if (is_llama(s)) {
     k::rope_backward(dqkv, D, n, pos, s.n_head, s.head_dim, rope.cos, rope.sin);
     k::rope_backward(dqkv + s.q_dim(), D, n, pos, s.n_kv_head, s.head_dim, rope.cos, rope.sin);
@@ -81,25 +103,25 @@ void qkv_backward(const model_spec& s, const weights& w, const grads& g, const f
 
 void attn_out_forward(const model_spec& s, const weights& w, const float* att, int ld_att,
                       const float* x_in, float* x_out, int n) {
-  residual_linear(att, ld_att, w.o_w, w.o_b, x_in, x_out, n, s.q_dim(), s.hidden);
+  residual_linear(att, ld_att, w.o_w, quant_of(w).o, w.o_b, x_in, x_out, n, s.q_dim(), s.hidden);
 }
 
 void attn_out_backward(const model_spec& s, const weights& w, const grads& g, const float* att,
                        const float* dx, float* datt, int n) {
+  no_training(w);
   k::linear_backward(att, w.o_w, dx, datt, g.o_w, g.o_b, n, s.q_dim(), s.hidden);
 }
 
 void mlp_forward(const model_spec& s, const weights& w, const float* ln2, float* h, float* a,
                  const float* x_in, float* x_out, int n) {
   const int C = s.hidden, I = s.intermediate, U = s.up_dim();
-  k::gemm(false, false, n, U, C, 1.0f, ln2, C, w.up_w, U, 0.0f, h, U);
-  add_bias(h, w.up_b, n, U);
+  linear(ln2, w.up_w, quant_of(w).up, w.up_b, h, n, C, U);
   float* act = a ? a : h;
   if (is_llama(s))
     k::swiglu_forward(h, act, n, I);
   else
     k::gelu_forward(h, act, static_cast<std::size_t>(n) * I);
-  residual_linear(act, I, w.down_w, w.down_b, x_in, x_out, n, I, C);
+  residual_linear(act, I, w.down_w, quant_of(w).down, w.down_b, x_in, x_out, n, I, C);
 }
 
 void mlp_backward(const model_spec& s, const weights& w, const grads& g, const float* ln2,
@@ -107,6 +129,7 @@ void mlp_backward(const model_spec& s, const weights& w, const grads& g, const f
   const int C = s.hidden, I = s.intermediate, U = s.up_dim();
   const std::size_t nI = static_cast<std::size_t>(n) * I;
   const bool llama = is_llama(s);
+  no_training(w);
   // Recompute the activation (training keeps only the pre-activation h).
   if (llama)
     k::swiglu_forward(h, a, n, I);

@@ -12,8 +12,8 @@
 //   x3  = x2 + a @ down_w (+ down_b)
 // Rows are tokens: n rows, C = hidden, Q = q_dim, D = qkv_dim, U = up_dim, I = intermediate.
 // Nothing here allocates; backward functions ACCUMULATE weight gradients (+=).
-#include "runtime/model/layout.hpp"
 #include "runtime/core/model_spec.hpp"
+#include "runtime/model/layout.hpp"
 
 namespace zf::block {
 

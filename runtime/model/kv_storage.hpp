@@ -1,6 +1,7 @@
 #pragma once
 // The paged KV memory the model's paged mode (runtime/lm) reads and writes; which sequence owns
-// which block is the serving side's business (runtime/serve/kv_cache: the block pool and prefix cache).
+// which block is the serving side's business (runtime/serve/kv_cache: the block pool and prefix
+// cache).
 #include <cstddef>
 
 #include "runtime/core/tensor.hpp"

@@ -42,8 +42,12 @@ struct region {
   std::size_t size() const { return end - begin; }
 };
 
+struct block_quant;  // runtime/model/quant_linear.hpp
+
 // One block's tensors as pointers (F = const float for weights, float for gradients). Absent
-// tensors (GPT-2 has no gate, Llama has no biases) are nullptr. Shapes:
+// tensors (GPT-2 has no gate, Llama has no biases) are nullptr. quant: the block's quantized
+// projections when the weights are a quantized model's (they replace qkv_w, o_w, up_w, down_w
+// in forward), else nullptr. Shapes:
 //   norm1_w/b, norm2_w/b [C]; qkv_w [C, Q+2KV]; qkv_b [Q+2KV]; o_w [Q, C]; o_b [C];
 //   up_w [C, up_dim] (GPT-2 c_fc, or Llama gate|up); up_b [I]; down_w [I, C]; down_b [C].
 template <class F>
@@ -51,14 +55,15 @@ struct block_tensors {
   F *norm1_w = nullptr, *norm1_b = nullptr, *qkv_w = nullptr, *qkv_b = nullptr, *o_w = nullptr,
     *o_b = nullptr, *norm2_w = nullptr, *norm2_b = nullptr, *up_w = nullptr, *up_b = nullptr,
     *down_w = nullptr, *down_b = nullptr;
+  const block_quant* quant = nullptr;
 };
 
 // The tensors outside the blocks.
 template <class F>
 struct global_tensors {
   F *tok_emb = nullptr, *pos_emb = nullptr, *normf_w = nullptr, *normf_b = nullptr,
-    *head = nullptr,  // head: lm_head.weight when untied, else nullptr (the head is tok_emb)
-    *v_head = nullptr;  // v_head.weight [C] with a value head, else nullptr
+    *head = nullptr,        // head: lm_head.weight when untied, else nullptr (the head is tok_emb)
+        *v_head = nullptr;  // v_head.weight [C] with a value head, else nullptr
 };
 
 class param_layout {

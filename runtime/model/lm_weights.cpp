@@ -27,6 +27,30 @@ lm_weights make_lm_weights(const model_spec& spec, fbuffer flat) {
   return w;
 }
 
+void attach_quant(lm_weights& w, std::shared_ptr<const lm_quant> q) {
+  const model_spec& c = w.cfg;
+  if (q) {
+    if (q->blocks.size() != w.layers.size() || q->linears.size() != 4 * w.layers.size())
+      fail("quantized linears for {} layers given to the {}-layer model {}", q->blocks.size(),
+           w.layers.size(), c.name);
+    const int shapes[4][2] = {{c.hidden, c.qkv_dim()},
+                              {c.q_dim(), c.hidden},
+                              {c.hidden, c.up_dim()},
+                              {c.intermediate, c.hidden}};
+    for (std::size_t i = 0; i < q->linears.size(); ++i) {
+      const quant_linear& ql = q->linears[i];
+      if (ql.k != shapes[i % 4][0] || ql.n != shapes[i % 4][1])
+        fail("quantized linear {} of layer {} is [{} in, {} out]; the model's is [{}, {}]", i % 4,
+             i / 4, ql.k, ql.n, shapes[i % 4][0], shapes[i % 4][1]);
+    }
+    if (q->head && (q->head->k != c.hidden || q->head->n != c.vocab_size))
+      fail("the quantized head is [{} in, {} out]; the model's is [{}, {}]", q->head->k, q->head->n,
+           c.hidden, c.vocab_size);
+  }
+  for (std::size_t l = 0; l < w.layers.size(); ++l) w.layers[l].quant = q ? &q->blocks[l] : nullptr;
+  w.quant = std::move(q);
+}
+
 lm_weights copy_lm_weights(const model_spec& spec, const float* flat) {
   fbuffer store(make_layout(spec).total);
   std::memcpy(store.data(), flat, store.size() * sizeof(float));

@@ -7,12 +7,14 @@
 // projections fused, so each is one GEMM per layer).
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
-#include "runtime/model/layout.hpp"
 #include "runtime/core/model_spec.hpp"
 #include "runtime/core/tensor.hpp"
+#include "runtime/model/layout.hpp"
+#include "runtime/model/quant_linear.hpp"
 
 namespace zf {
 
@@ -29,7 +31,14 @@ struct lm_weights {
   const float* normf_w = nullptr;  // [hidden]
   const float* normf_b = nullptr;  // [hidden], GPT-2 only
   const float* head = nullptr;     // [vocab, hidden]; logits = x @ head^T (== tok_emb if tied)
+  // A quantized model's linears (runtime/model/quant_linear): layers[l].quant points into it and
+  // the paged forward uses its head when it has one. Null: fp32 throughout.
+  std::shared_ptr<const lm_quant> quant;
 };
+
+// Makes w a quantized model: its layers' projections (and head, when q has one) run q's
+// formats. zf::error when q's layer count or shapes do not match w's spec.
+void attach_quant(lm_weights& w, std::shared_ptr<const lm_quant> q);
 
 // Takes `flat` ([make_layout(spec).total] floats in the canonical layout) and points the views
 // into it. Throws zf::error when its size does not match the spec's layout.

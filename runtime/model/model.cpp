@@ -91,7 +91,15 @@ void transformer::release_grads(int r) {
 }
 
 block::weights transformer::block_w(float* base, int l) const {
-  return layout_.block<const float>(base, l, layout_.regions[l + 1].begin);
+  block::weights w = layout_.block<const float>(base, l, layout_.regions[l + 1].begin);
+  if (quant_) w.quant = &quant_->blocks[std::size_t(l)];
+  return w;
+}
+
+void transformer::set_quant(std::shared_ptr<const lm_quant> q) {
+  if (q && q->blocks.size() != std::size_t(L_))
+    fail("quantized linears for {} layers given to a {}-layer model", q->blocks.size(), L_);
+  quant_ = std::move(q);
 }
 block::grads transformer::block_g(float* base, int l) const {
   return layout_.block<float>(base, l, layout_.regions[l + 1].begin);
@@ -181,6 +189,7 @@ void transformer::block_forward(int l, const float* x, int b, int t, const int* 
   const block::weights w = block_w(acquire_params(l + 1), l);
   layer_acts& a = la_[l];
   block::norm_forward(spec_, x, w.norm1_w, w.norm1_b, a.ln1, a.ln1_mean, a.ln1_rstd, n);
+  if (observer_) observer_->input(l, 0, a.ln1, n);
   block::qkv_forward(spec_, w, a.ln1, a.qkv, pos, rope_tab_, n);
   const k::attention_shape s = attention_shape_of(spec_, t);
   const std::size_t att_stride = std::size_t(spec_.n_head) * t * t;
@@ -189,9 +198,12 @@ void transformer::block_forward(int l, const float* x, int b, int t, const int* 
     k::attention_forward(s, q, q + Q, q + Q + spec_.kv_dim(), a.atty + std::size_t(bi) * t * Q,
                          a.att + bi * att_stride);
   }
+  if (observer_) observer_->input(l, 1, a.atty, n);
   block::attn_out_forward(spec_, w, a.atty, Q, x, a.res2, n);  // the last read of x
   block::norm_forward(spec_, a.res2, w.norm2_w, w.norm2_b, a.ln2, a.ln2_mean, a.ln2_rstd, n);
+  if (observer_) observer_->input(l, 2, a.ln2, n);
   block::mlp_forward(spec_, w, a.ln2, a.h, act_, a.res2, out, n);
+  if (observer_) observer_->input(l, 3, act_, n);  // the activation the down projection read
   release_params(l + 1);
 }
 
@@ -231,6 +243,7 @@ float transformer::run_forward(const int* ids, const int* targets, int b, int t,
   auto gf = layout_.globals<float>(fb, fin0);
   block::norm_forward(spec_, la_.back().res3, gf.normf_w, gf.normf_b, lnf_, lnf_mean_, lnf_rstd_,
                       BT);
+  if (observer_) observer_->input(-1, 4, lnf_, BT);
   if (values_out_) {  // the value head: one dot product per row, while its region is held
     if (!gf.v_head) fail("this model has no value head (model.value_head)");
     k::gemm(false, true, BT, 1, C, 1.0f, lnf_, 0, gf.v_head, 0, 0.0f, values_out_, 0);
@@ -251,7 +264,12 @@ float transformer::run_forward(const int* ids, const int* targets, int b, int t,
     head_base_ = acquire_params(R_emb_);
     head_w_ = layout_.globals<float>(head_base_, emb0).tok_emb;
   }
-  k::gemm(false, true, BT, V, C, 1.0f, lnf_, 0, head_w_, 0, 0.0f, logits_, 0);
+  if (quant_ && quant_->head) {
+    if (fuse_xent) fail("a quantized model runs forward only: its head cannot be trained");
+    quant_->head->forward(lnf_, C, BT, nullptr, logits_, V, false);
+  } else {
+    k::gemm(false, true, BT, V, C, 1.0f, lnf_, 0, head_w_, 0, 0.0f, logits_, 0);
+  }
   if (!fuse_xent) {
     release_params(R_head);
     head_w_ = head_base_ = nullptr;
@@ -273,6 +291,10 @@ float transformer::run_forward(const int* ids, const int* targets, int b, int t,
   double sum = 0;
   for (int i = 0; i < BT; ++i) sum += losses_[i];
   return static_cast<float>(sum / valid);
+}
+
+void transformer::forward_hidden(const int* ids, int b, int t) {
+  run_forward(ids, nullptr, b, t, false, 1.0f, false);
 }
 
 float transformer::forward(const int* ids, const int* targets, int b, int t) {
@@ -387,6 +409,7 @@ void transformer::set_drop(const token_drop* drop, int b, int t) {
 float transformer::forward_backward(const int* ids, const int* targets, int b, int t,
                                     float loss_scale, const token_drop* drop) {
   if (!targets) fail("forward_backward needs targets");
+  if (quant_) fail("a quantized model runs forward only: its linears cannot be trained");
   if (drop) validate_token_drop(*drop, L_, b, t);
   float loss = run_forward(ids, targets, b, t, true, loss_scale, true, drop);
   backward_from_head(ids, nullptr, true);

@@ -11,6 +11,7 @@
 // is acquired at a time (ZeRO stage 3 gathers into one bucket); the gradient region of the
 // embeddings is held through the whole backward.
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -20,6 +21,7 @@
 #include "runtime/core/tensor.hpp"
 #include "runtime/model/block.hpp"
 #include "runtime/model/layout.hpp"
+#include "runtime/model/quant_linear.hpp"
 #include "runtime/model/token_drop.hpp"
 
 namespace zf {
@@ -100,6 +102,21 @@ class transformer {
 
   std::size_t activation_bytes() const { return acts_.bytes(); }
 
+  // Calibration (runtime/quant): sees each projection's input during every forward, x [rows, C
+  // or Q or I] dense: which 0 = qkv, 1 = o, 2 = up, 3 = down of layer l, 4 = the head (l = -1).
+  struct linear_observer {
+    virtual ~linear_observer() = default;
+    virtual void input(int layer, int which, const float* x, int rows) = 0;
+  };
+  void set_observer(linear_observer* o) { observer_ = o; }
+  // The forward up to the final norm (no head, no loss): what calibration runs.
+  void forward_hidden(const int* ids, int b, int t);
+
+  // Quantized linears (runtime/model/quant_linear) replacing the fp32 projections and head in
+  // forward, score and forward_rl without gradients; forward_backward then refuses. Null: fp32.
+  void set_quant(std::shared_ptr<const lm_quant> q);
+  const lm_quant* quant() const { return quant_.get(); }
+
  private:
   struct layer_acts {
     float *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *atty, *res2, *ln2, *ln2_mean, *ln2_rstd, *h,
@@ -135,6 +152,8 @@ class transformer {
   fbuffer params_, grads_;
   region_access* param_access_ = nullptr;
   region_access* grad_access_ = nullptr;
+  std::shared_ptr<const lm_quant> quant_;
+  linear_observer* observer_ = nullptr;
   int L_ = 0, R_emb_ = 0, R_final_ = 0;
   float* head_w_ = nullptr;  // [V, C] head held from the head's forward through its backward
   float* head_base_ = nullptr;

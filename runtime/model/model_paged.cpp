@@ -12,9 +12,9 @@
 #include "kernels/activation.hpp"
 #include "kernels/matmul.hpp"
 #include "kernels/paged_attention.hpp"
-#include "runtime/model/block.hpp"
 #include "runtime/core/config.hpp"
 #include "runtime/core/error.hpp"
+#include "runtime/model/block.hpp"
 
 namespace zf {
 namespace k = kernels;
@@ -180,7 +180,10 @@ void paged_model::forward(std::span<const lm_chunk> chunks, kv_storage& kv) {
   }
   if (n_logits == 0) return;
   block::norm_forward(c, ln_, w_.normf_w, w_.normf_b, lnf_, nullptr, nullptr, n_logits);
-  k::gemm(false, true, n_logits, V, C, 1.0f, lnf_, C, w_.head, C, 0.0f, logits_, V);
+  if (w_.quant && w_.quant->head)
+    w_.quant->head->forward(lnf_, C, n_logits, nullptr, logits_, V, false);
+  else
+    k::gemm(false, true, n_logits, V, C, 1.0f, lnf_, C, w_.head, C, 0.0f, logits_, V);
 }
 
 }  // namespace zf

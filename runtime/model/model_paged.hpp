@@ -1,20 +1,21 @@
 #pragma once
-// The model's paged mode (its train and score modes are runtime/model/model.hpp): one ragged batch of
-// chunks (prefill pieces of any length and single-token decodes of different sequences) in one pass
-// over the weights, with K/V in the paged pool. Every matrix multiply runs over all the batch's
-// rows at once (that is what makes SplitFuse pay: a decode row rides along a prefill chunk's GEMM);
-// attention runs per chunk over the chunk's own sequence (paged_attention). The block math is
-// runtime/model/block's, shared with the train and score modes; only attention (paged_attention over the
-// KV pool) and the ragged row bookkeeping are this mode's own. Allocation: all scratch is sized at
-// construction for max_rows tokens and max_logits sampled rows; forward() allocates nothing.
+// The model's paged mode (its train and score modes are runtime/model/model.hpp): one ragged batch
+// of chunks (prefill pieces of any length and single-token decodes of different sequences) in one
+// pass over the weights, with K/V in the paged pool. Every matrix multiply runs over all the
+// batch's rows at once (that is what makes SplitFuse pay: a decode row rides along a prefill
+// chunk's GEMM); attention runs per chunk over the chunk's own sequence (paged_attention). The
+// block math is runtime/model/block's, shared with the train and score modes; only attention
+// (paged_attention over the KV pool) and the ragged row bookkeeping are this mode's own.
+// Allocation: all scratch is sized at construction for max_rows tokens and max_logits sampled rows;
+// forward() allocates nothing.
 #include <span>
 #include <vector>
 
 #include "kernels/dispatch.hpp"
-#include "runtime/model/kv_storage.hpp"
-#include "runtime/model/lm_weights.hpp"
 #include "runtime/core/tensor.hpp"
 #include "runtime/core/worker_pool.hpp"
+#include "runtime/model/kv_storage.hpp"
+#include "runtime/model/lm_weights.hpp"
 
 namespace zf {
 

@@ -1,7 +1,7 @@
 #pragma once
 // Score mode in batches: per-token log-probabilities of token sequences under the model's
-// training forward (runtime/model/model, transformer::score), as reward models, reference policies and
-// evaluation need them. Sequences are packed `batch` at a time into one [batch, T] forward,
+// training forward (runtime/model/model, transformer::score), as reward models, reference policies
+// and evaluation need them. Sequences are packed `batch` at a time into one [batch, T] forward,
 // right-padded (causal attention: padding after a sequence never reaches its rows), T fixed per
 // scorer so the activations are planned once.
 #include <cstdint>

@@ -1,0 +1,48 @@
+// Quantized linear layers (quant_linear.hpp).
+#include "runtime/model/quant_linear.hpp"
+
+#include <algorithm>
+
+#include "kernels/matmul.hpp"
+
+namespace zf {
+
+kernels::qmatrix quant_linear::view() const {
+  return {fmt, n, k, group, data.data(), scales.data(), asym ? zeros.data() : nullptr};
+}
+
+std::size_t quant_linear::bytes() const {
+  return data.size() + scales.size() * sizeof(float) + zeros.size() +
+         (lorc_a.size() + lorc_b.size()) * sizeof(float);
+}
+
+void quant_linear::forward(const float* x, int ldx, int m, const float* bias, float* y, int ldy,
+                           bool accumulate) const {
+  const kernels::qmatrix q = view();
+  const kernels::qgemm_io io{x, ldx, m, bias, y, ldy, accumulate};
+  if (act_int8)
+    kernels::qgemm_w8a8(q, io);
+  else
+    kernels::qgemm(q, io);
+  if (rank == 0) return;
+  thread_local std::vector<float> t;
+  t.resize(std::max(t.size(), std::size_t(m) * rank));
+  kernels::gemm(false, false, m, rank, k, 1.0f, x, ldx ? ldx : k, lorc_a.data(), rank, 0.0f,
+                t.data(), rank);
+  kernels::gemm(false, false, m, n, rank, 1.0f, t.data(), rank, lorc_b.data(), n, 1.0f, y,
+                ldy ? ldy : n);
+}
+
+void lm_quant::link() {
+  blocks.assign(linears.size() / 4, {});
+  for (std::size_t l = 0; l < blocks.size(); ++l)
+    blocks[l] = {&linears[4 * l], &linears[4 * l + 1], &linears[4 * l + 2], &linears[4 * l + 3]};
+}
+
+std::size_t lm_quant::bytes() const {
+  std::size_t b = head ? head->bytes() : 0;
+  for (const auto& q : linears) b += q.bytes();
+  return b;
+}
+
+}  // namespace zf

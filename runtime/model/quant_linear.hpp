@@ -1,0 +1,60 @@
+#pragma once
+// Quantized linear layers of the one model (issue 14): a block's four projections (qkv, o, up,
+// down) and the LM head held in a kernels/quant.hpp format instead of fp32, optionally with
+// LoRC's low-rank correction and int8 activations (W8A8). The block code (runtime/model/block)
+// calls quant_linear::forward where a block's weights carry a block_quant; the paged mode
+// (serving) and the score mode (`zeroflow score`) run them; training refuses them.
+// Orientation: q has one row per output (n = out features, k = in features), the transpose of
+// the Conv1D float matrices, so a decode row's outputs are dot products over contiguous rows.
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/quant.hpp"
+
+namespace zf {
+
+struct quant_linear {
+  kernels::qformat fmt = kernels::qformat::int8;
+  int k = 0, n = 0, group = 0;
+  bool asym = false;
+  bool act_int8 = false;            // W8A8: activations quantized per token (int8 weights only)
+  std::vector<std::uint8_t> data;   // [n, packed_row_bytes(fmt, k)]
+  std::vector<float> scales;        // [n, k / group]
+  std::vector<std::uint8_t> zeros;  // [n, k / group] when asym
+  int rank = 0;                     // LoRC: y += (x @ lorc_a) @ lorc_b
+  std::vector<float> lorc_a;        // [k, rank]
+  std::vector<float> lorc_b;        // [rank, n]
+
+  kernels::qmatrix view() const;
+  // Bytes a forward reads: packed data, scales, zeros and the LoRC factors.
+  std::size_t bytes() const;
+  // y [m, n] (row stride ldy) = x [m, k] (row stride ldx) @ W (+ bias [n]) (+ y's previous values
+  // when accumulate). LoRC's [m, rank] intermediate lives in a per-thread buffer reused across
+  // calls.
+  void forward(const float* x, int ldx, int m, const float* bias, float* y, int ldy,
+               bool accumulate) const;
+};
+
+// A block's quantized projections; null ones stay fp32.
+struct block_quant {
+  const quant_linear *qkv = nullptr, *o = nullptr, *up = nullptr, *down = nullptr;
+};
+
+// A model's quantized linears: what lm_weights (serving) and the transformer (score mode) carry.
+struct lm_quant {
+  std::string scheme;                  // "w4a16", "fp6", ... (runtime/quant/quantize_model)
+  std::string method;                  // "rtn" or "gptq" (+ "+lorc", "+lkd")
+  std::vector<quant_linear> linears;   // 4 per layer: qkv, o, up, down
+  std::unique_ptr<quant_linear> head;  // null: the head stays fp32
+  std::vector<block_quant> blocks;     // [n_layer], views into linears (set by link())
+  // Points blocks at linears; call after linears is filled (and after any move of lm_quant's
+  // vector storage).
+  void link();
+  // Bytes of every quantized matrix (with scales, zeros, LoRC).
+  std::size_t bytes() const;
+};
+
+}  // namespace zf

@@ -1,0 +1,58 @@
+#pragma once
+// Quantizing a whole model (issue 14): every block's four projections and, unless kept, the LM
+// head, into one of the schemes below, by round-to-nearest or GPTQ, with optional LoRC.
+// Embeddings, norms and biases stay fp32.
+//   w8a8      int8 symmetric weights per group (default 128), int8 per-token activations
+//   w4a16     int4 asymmetric weights per group (default 128) with zero points, fp32 activations
+//   fp8       FP8 E4M3 weights, one scale per output channel      (fp8_e5m2: E5M2)
+//   fp6       FP6 E3M2 weights, one scale per output channel (FP6-LLM)
+//   fp4       FP4 E2M1 weights per group (default 128), power-of-two scales (ZeroQuant-FP)
+// GPTQ runs layer by layer as the paper does: layer l's Hessians come from calibration windows
+// run through the model with layers 0..l-1 already quantized (the transformer's observer), so
+// each layer corrects for the error of those before it; the head last, under the quantized
+// blocks.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/quant.hpp"
+#include "runtime/core/model_spec.hpp"
+#include "runtime/model/quant_linear.hpp"
+#include "runtime/quant/gptq.hpp"
+
+namespace zf::quant {
+
+struct scheme {
+  std::string name;
+  kernels::qformat fmt = kernels::qformat::int8;
+  int group = 0;  // inputs per scale; 0: one scale per output channel
+  bool asym = false, pow2 = false, act_int8 = false;
+};
+
+// The scheme `name` with its default group, or group_size (> 0) instead of it. zf::error naming
+// `option` (e.g. "--scheme") and the known schemes for an unknown name.
+scheme scheme_named(const std::string& name, int group_size = 0,
+                    const std::string& option = "--scheme");
+const std::vector<std::string>& scheme_names();
+
+struct quantize_options {
+  scheme s;
+  std::string method = "rtn";  // rtn | gptq
+  int lorc_rank = 0;           // > 0: LoRC of that rank on every quantized matrix
+  bool head = true;            // quantize the LM head too
+  gptq_options gptq;
+};
+
+// Calibration windows for GPTQ: ids [windows, t].
+struct calibration {
+  std::vector<int> ids;
+  int windows = 0, t = 0;
+};
+
+// The quantized linears of the model (spec, flat fp32 parameters in the canonical layout).
+// GPTQ needs cal (zf::error when it is null or empty). zf::error naming the group size when it
+// does not divide a layer's input width, or a method other than rtn / gptq.
+std::shared_ptr<lm_quant> quantize_model(const model_spec& spec, const float* flat,
+                                         const quantize_options& o, const calibration* cal);
+
+}  // namespace zf::quant
