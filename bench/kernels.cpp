@@ -9,7 +9,10 @@
 //                       dispatch costs nothing); gemm_small_vs_cblas the same at 16x16x16;
 //   gemm_vs_blocked     a cache-blocked, vectorisable triple loop at 512^3, over ours;
 //   adamw_vs_triad      AdamW's GB/s as a fraction of an in-place STREAM-style triad's
-//                       (a[i] = a[i] + 3 c[i] over the same element count, DRAM-sized).
+//                       (a[i] = a[i] + 3 c[i] over the same element count, DRAM-sized);
+//   q*_vs_read          a quantized decode GEMV's weight GB/s (one token row, one thread,
+//                       the LM head's shape) as a fraction of a vectorised read of as many bytes
+//                       (the memory's limit for streaming them); fp32 GEMV the same way.
 // Each ratio times the two sides alternately, so a busy machine slows both alike.
 // Last line: `kernels key=value ...`.
 //   bench_kernels [--threads N] [--min-ms MS] [--filter SUBSTR]
@@ -30,6 +33,7 @@
 #include "kernels/matmul.hpp"
 #include "kernels/norm.hpp"
 #include "kernels/paged_attention.hpp"
+#include "kernels/quant.hpp"
 #include "kernels/rope.hpp"
 #include "kernels/softmax.hpp"
 #include "kernels/threads.hpp"
@@ -458,6 +462,62 @@ void bench_adamw_and_triad() {
   }
 }
 
+// Decode GEMV (one token row) of the LM head's shape in every quant format and fp32, each timed
+// alternately with a plain read of as many bytes: GB/s of weights streamed, and its fraction of
+// the read's.
+void bench_quant() {
+  if (!wanted("qgemv")) return;
+  const int K = 768, N = 50257 / 32 * 32;  // the gpt2 head, N cut to whole 32-row pieces
+  const auto w = fill(std::size_t(K) * N, 5), x = fill(K, 6);
+  std::vector<float> y(N);
+  volatile float sink = 0;
+  auto read_peer = [&](const void* p, std::size_t bytes) {
+    // the peer: sum every 32-bit word of the buffer (vectorised; reads each byte once)
+    const auto* u = static_cast<const std::uint32_t*>(p);
+    std::uint32_t acc = 0;
+    for (std::size_t i = 0; i < bytes / 4; ++i) acc += u[i];
+    sink = sink + float(acc);
+  };
+  {  // fp32: the model's [in, out] matrix through the gemm dispatch
+    const auto [ms, peer] = time_pair(
+        [&] { k::gemm(false, false, 1, N, K, 1.0f, x.data(), K, w.data(), N, 0.0f, y.data(), N); },
+        [&] { read_peer(w.data(), w.size() * 4); });
+    const double bytes = 4.0 * K * N;
+    report("read (peer)", dims({K, N}) + " fp32", peer, 0, bytes);
+    const double gb = report("qgemv fp32", dims({1, K, N}), ms, 2.0 * K * N, bytes).second;
+    summary["qgemv_fp32_vs_read"] = gb / (bytes / peer * 1e-6);
+  }
+  const std::pair<const char*, k::qformat> formats[] = {{"int8", k::qformat::int8},
+                                                        {"int4", k::qformat::int4},
+                                                        {"fp8", k::qformat::fp8_e4m3},
+                                                        {"fp6", k::qformat::fp6_e3m2},
+                                                        {"fp4", k::qformat::fp4_e2m1}};
+  for (const auto& [name, f] : formats) {
+    const bool asym = f == k::qformat::int4;
+    const int group = f == k::qformat::fp8_e4m3 || f == k::qformat::fp6_e3m2 ? K : 128;
+    std::vector<std::uint8_t> data(k::packed_row_bytes(f, K) * N),
+        zeros(asym ? std::size_t(N) * (K / group) : 0);
+    std::vector<float> scales(std::size_t(N) * (K / group));
+    k::quantize_rtn(f, w.data(), std::size_t(N), 1, K, N, group, asym, f == k::qformat::fp4_e2m1,
+                    data.data(), scales.data(), asym ? zeros.data() : nullptr);
+    const k::qmatrix q{f, N, K, group, data.data(), scales.data(), asym ? zeros.data() : nullptr};
+    const double bytes = double(data.size() + zeros.size() + scales.size() * 4);
+    const auto [ms, peer] = time_pair(
+        [&] {
+          k::qgemm(q, {x.data(), 0, 1, nullptr, y.data(), 0, false});
+        },
+        [&] { read_peer(data.data(), data.size()); });
+    const double gb = report((std::string("qgemv ") + name).c_str(),
+                             dims({1, K, N}) + (asym         ? " g128 zp"
+                                                : group == K ? " per-ch"
+                                                             : " g128"),
+                             ms, 2.0 * K * N, bytes)
+                          .second;
+    summary[std::string("qgemv_") + name + "_vs_read"] = gb / (double(data.size()) / peer * 1e-6);
+    summary[std::string("qgemv_") + name + "_gbs"] = gb;
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -490,6 +550,7 @@ int main(int argc, char** argv) {
   bench_softmax();
   bench_embedding();
   bench_adamw_and_triad();
+  bench_quant();
   std::printf("kernels threads=%d", opt.threads);
   for (const auto& [key, value] : summary) std::printf(" %s=%.3g", key.c_str(), value);
   std::printf("\n");
