@@ -116,6 +116,20 @@ void run_calibration(transformer& m, const calibration& cal) {
 
 }  // namespace
 
+calibration calibration_windows(const std::vector<int>& ids, int windows, int t,
+                                const std::string& what) {
+  const long long n = static_cast<long long>(ids.size());
+  if (t <= 0 || n < t + 1)
+    fail("{}: {} tokens, calibration needs at least {} (one window)", what, n, t + 1);
+  calibration c;
+  c.t = t;
+  c.windows = static_cast<int>(std::min<long long>(windows, n / t));
+  const long long step = c.windows > 1 ? (n - t) / (c.windows - 1) : 0;
+  for (int w = 0; w < c.windows; ++w)
+    c.ids.insert(c.ids.end(), ids.begin() + w * step, ids.begin() + w * step + t);
+  return c;
+}
+
 std::shared_ptr<lm_quant> quantize_model(const model_spec& spec, const float* flat,
                                          const quantize_options& o, const calibration* cal) {
   const bool gptq = o.method == "gptq";

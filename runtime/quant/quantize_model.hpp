@@ -49,6 +49,12 @@ struct calibration {
   int windows = 0, t = 0;
 };
 
+// `windows` windows of t tokens spread evenly over ids (all of them when ids is shorter than
+// windows * t, fewer windows when shorter than that). zf::error naming `what` when ids has
+// fewer than t + 1 tokens.
+calibration calibration_windows(const std::vector<int>& ids, int windows, int t,
+                                const std::string& what);
+
 // The quantized linears of the model (spec, flat fp32 parameters in the canonical layout).
 // GPTQ needs cal (zf::error when it is null or empty). zf::error naming the group size when it
 // does not divide a layer's input width, or a method other than rtn / gptq.

@@ -106,6 +106,49 @@ TEST_CASE("cli: score --ppl is exp of the mean negative log-prob the scorer give
   CHECK(contains(b.out, "bad.jsonl:2"));
 }
 
+TEST_CASE("cli: score --quantize scores the model quantized in memory, refusing bad options") {
+  temp_dir d("pplq");
+  std::string text;
+  for (int i = 0; i < 6; ++i)
+    text +=
+        "Call me Ishmael. Some years ago, never mind how long precisely, having little or no "
+        "money in my purse, and nothing particular to interest me on shore. ";
+  std::ofstream(d.path / "t.txt") << text;
+  const std::string model =
+      " --hf " + k_hf + "tiny-gpt2 --ppl --input " + (d.path / "t.txt").string();
+  auto run = [&](const std::string& extra) {
+    auto r = zeroflow("score" + model + extra, d.path);
+    INFO(r.out);
+    REQUIRE(r.code == 0);
+    return json_lines(r.out).at(0);
+  };
+  const auto fp32 = run("");
+  const double base = fp32["ppl"].get<double>();
+  const auto f8 = run(" --quantize fp8");
+  CHECK(f8["scheme"] == "fp8");
+  CHECK(f8["method"] == "rtn");
+  CHECK(f8["tokens"] == fp32["tokens"]);
+  CHECK(f8["ppl"].get<double>() != base);  // quantized: another number, near fp32's
+  CHECK(std::abs(f8["ppl"].get<double>() / base - 1) < 0.05);
+  const auto g =
+      run(" --quantize w4a16 --group-size 32 --method gptq --lorc-rank 4 --calibration " +
+          (d.path / "t.txt").string() + " --calibration-windows 4");
+  CHECK(g["method"] == "gptq+lorc4");
+  CHECK(g["quant_bytes"].get<double>() < f8["quant_bytes"].get<double>());
+  auto bad = [&](const std::string& extra, const char* want) {
+    auto r = zeroflow("score" + model + extra, d.path);
+    CHECK(r.code != 0);
+    CHECK(contains(r.out, want));
+  };
+  bad(" --quantize int3", "--quantize: unknown scheme 'int3'");
+  bad(" --quantize w4a16 --group-size 48", "--group-size 48");
+  bad(" --quantize w4a16 --method gptq", "--method gptq needs --calibration");
+  bad(" --quantize w4a16 --method awq", "--method: unknown method 'awq'");
+  std::ofstream(d.path / "empty.txt") << "";
+  bad(" --quantize w4a16 --method gptq --calibration " + (d.path / "empty.txt").string(),
+      "calibration needs at least");
+}
+
 TEST_CASE("cli: train --init-hf fine-tunes a Llama folder, its export serves and scores alike") {
   temp_dir d("initfh");
   std::string corpus;
