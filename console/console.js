@@ -21,6 +21,10 @@
     ['lr', ['lr']],
     ['grad_norm', ['grad_norm']],
     ['tokens_per_s', ['tokens_per_s', 'prompt_tokens_per_s']],
+    // data efficiency (issue 13): what the curriculum and random-LTD train on at each step
+    ['tokens', ['tokens', 'layer_tokens']],
+    ['seqlen', ['seqlen', 'ltd_keep']],
+    ['difficulty', ['difficulty']],
     ['memory', ['param_bytes', 'grad_bytes', 'optim_bytes']],
     ['comm_bytes', ['comm_bytes']],
     ['waiting', ['data_wait_ms', 'ckpt_write_ms', 'step_ms']],

@@ -118,7 +118,8 @@ function http_get(port, raw_path, headers = {}) {
 // ---- the run folders ----
 const metric_line = (i) =>
     JSON.stringify(
-        {step: i, loss: 5 - i * 0.03, lr: 0.001, tokens_per_s: 1000 + i, elapsed_s: i * 0.5}) +
+        {step: i, loss: 5 - i * 0.03, lr: 0.001, tokens_per_s: 1000 + i, elapsed_s: i * 0.5,
+         seqlen: Math.min(128, 64 + 8 * i), ltd_keep: 64}) +
     '\n';
 function write_json_atomic(file, obj) {  // as run_status_writer does: never half a file
   fs.writeFileSync(file + '.tmp', JSON.stringify(obj));
@@ -245,6 +246,11 @@ async function page_steps(c) {
     const hash = await page.evaluate(() => location.hash);
     expect(hash === '#run=t1', `clicking t1 set the hash to ${hash}, expected #run=t1`);
     for (const g of ['lr', 'tokens_per_s']) expect(await chart_attrs(page, g), `no ${g} chart`);
+    // a curriculum's sequence length and random-LTD's kept tokens share one chart
+    const sl = await chart_attrs(page, 'seqlen');
+    expect(sl && sl.series === 2 && sl.last === 128,
+           `seqlen chart: ${JSON.stringify(sl)}, expected 2 series (seqlen, ltd_keep), last 128`);
+    expect(!(await chart_attrs(page, 'ltd_keep')), 'ltd_keep has a chart of its own');
     no_errors(c);
     return `${ms} ms after the click`;
   });
