@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_util.hpp"
 #include "kernels/threads.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/model/model.hpp"
@@ -28,14 +29,9 @@
 
 namespace {
 
-using clk = std::chrono::steady_clock;
-double ms_since(clk::time_point t) {
-  return std::chrono::duration<double, std::milli>(clk::now() - t).count();
-}
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-}
+using zf::bench::clk;
+using zf::bench::median;
+using zf::bench::ms_since;
 
 struct options {
   std::string checkpoint;

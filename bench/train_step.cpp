@@ -17,23 +17,19 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_util.hpp"
 #include "kernels/adamw.hpp"
 #include "kernels/threads.hpp"
 #include "runtime/model/model.hpp"
 #include "runtime/model/model_paged.hpp"
-#include "runtime/train/optim.hpp"
 #include "runtime/serve/sampling.hpp"
+#include "runtime/train/optim.hpp"
 
 namespace {
 
-using clk = std::chrono::steady_clock;
-double ms_since(clk::time_point t) {
-  return std::chrono::duration<double, std::milli>(clk::now() - t).count();
-}
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-}
+using zf::bench::clk;
+using zf::bench::median;
+using zf::bench::ms_since;
 double peak_rss_mib() {
   rusage r{};
   getrusage(RUSAGE_SELF, &r);

@@ -127,22 +127,25 @@ kernel_pool_scope::~kernel_pool_scope() {
 namespace {
 constexpr int k_few_rows = 8;  // rows at most of a "decode" GEMM (gemm below; measured 1.3-4x)
 
-// The invariant GEMM over the lent pool's threads: output columns in pieces (multiples of 16,
-// the kernel's widest tile), at least 1M multiply-adds in all before it is worth waking them.
+// Output columns [0, n) of an m x n x k product over the lent pool's threads, fn(j0, j1) per
+// piece: pieces are multiples of 16 (the kernels' widest tile), a few per thread to even out
+// uneven progress, and only with at least 1M multiply-adds in all (else one call, no wake-ups).
+// The kernels split this way compute every output alike whatever piece it is in.
+template <class Fn>
+void split_outputs(int m, int n, int k, Fn&& fn) {
+  const kernel_pool* p = tl_pool;
+  if (!p || p->threads < 2 || double(m) * n * k < double(1 << 20) || n < 32) return fn(0, n);
+  const int piece = std::max(16, (n / (4 * p->threads) + 15) / 16 * 16);
+  p->run((n + piece - 1) / piece, [&](int i) { fn(i * piece, std::min(n, (i + 1) * piece)); });
+}
+
+// The invariant GEMM split over the pool's threads by output columns.
 void gemm_invariant_split(bool trans_b, int m, int n, int k, const float* a, int lda,
                           const float* b, int ldb, float beta, float* c, int ldc) {
-  const kernel_pool* p = tl_pool;
-  const double work = double(m) * n * k;
-  if (!p || p->threads < 2 || work < double(1 << 20) || n < 32)
-    return cpu::gemm_invariant(trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc);
   const int la = lda ? lda : k, lc = ldc ? ldc : n, lb = ldb ? ldb : (trans_b ? k : n);
-  const int want = 4 * p->threads;  // a few pieces per thread even out uneven progress
-  const int piece = std::max(16, (n / want + 15) / 16 * 16);
-  const int pieces = (n + piece - 1) / piece;
-  p->run(pieces, [&](int i) {
-    const int j0 = i * piece, w = std::min(piece, n - j0);
+  split_outputs(m, n, k, [&](int j0, int j1) {
     const float* bj = trans_b ? b + static_cast<std::size_t>(j0) * lb : b + j0;
-    cpu::gemm_invariant(trans_b, m, w, k, a, la, bj, lb, beta, c + j0, lc);
+    cpu::gemm_invariant(trans_b, m, j1 - j0, k, a, la, bj, lb, beta, c + j0, lc);
   });
 }
 }  // namespace
@@ -174,17 +177,6 @@ void linear_backward(const float* x, const float* w, const float* dy, float* dx,
 }
 
 // quant
-namespace {
-// Outputs of a few-row (or batch-invariant) quantized GEMM over the lent threads: pieces of
-// 16-multiple outputs, each output computed alike whatever piece it is in.
-template <class Fn>
-void split_outputs(int m, int n, int k, Fn&& fn) {
-  const kernel_pool* p = tl_pool;
-  if (!p || p->threads < 2 || double(m) * n * k < double(1 << 20) || n < 32) return fn(0, n);
-  const int piece = std::max(16, (n / (4 * p->threads) + 15) / 16 * 16);
-  p->run((n + piece - 1) / piece, [&](int i) { fn(i * piece, std::min(n, (i + 1) * piece)); });
-}
-}  // namespace
 
 void qgemm(const qmatrix& q, const qgemm_io& io) {
   if (on_cuda()) [[unlikely]]
