@@ -7,7 +7,9 @@
 #include <map>
 #include <string>
 
+#include "runtime/core/config.hpp"
 #include "runtime/core/error.hpp"
+#include "runtime/model/layout.hpp"
 #include "storage/checkpoint.hpp"
 
 namespace fs = std::filesystem;
@@ -34,6 +36,13 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return out;
 }
 
+// " g128 asym lorc8 a8" for a quantized tensor, "" for a float one.
+std::string quant_str(const storage::quant_entry& q) {
+  if (q.empty()) return "";
+  return fmt::format(" g{}{}{}{}", q.group, q.asym ? " asym" : "",
+                     q.rank ? fmt::format(" lorc{}", q.rank) : "", q.act_int8 ? " a8" : "");
+}
+
 void cmd_info(const fs::path& dir) {
   auto m = storage::read_checkpoint_manifest(dir);
   std::size_t params = 0;
@@ -46,6 +55,30 @@ void cmd_info(const fs::path& dir) {
                            m.version, m.step, m.world, m.world == 1 ? "" : "s", m.zero_stage)
             << fmt::format("  {} parameters in {} tensors; optimizer state: {}\n", params,
                            m.tensors.size(), moments.empty() ? "none" : moments);
+  if (m.quantized()) {  // what each format holds, against the model in fp32
+    run_config cfg;
+    apply_toml(cfg, m.config_toml, (m.dir / "manifest").string());
+    const std::size_t float_params = make_layout(spec_of(cfg.model)).total;
+    std::map<std::string, std::pair<int, std::uint64_t>> formats;  // tensors, bytes
+    std::uint64_t stored = 0;
+    for (auto& t : m.tensors) {
+      std::uint64_t b = 0;
+      for (auto& f : t.fragments) b += f.length;
+      auto& e = formats[t.quant.empty() ? "f32" : t.quant.format];
+      ++e.first;
+      e.second += b;
+      stored += b;
+    }
+    std::string per;
+    for (auto& [f, e] : formats)
+      per += fmt::format("{}{} {} tensors {:.1f} MiB", per.empty() ? "" : ", ", f, e.first,
+                         e.second / 1048576.0);
+    std::cout << fmt::format(
+        "  quantized: {} by {}; {}\n  model size {:.1f} MiB, {:.1f} MiB in fp32 ({:.2f}x "
+        "smaller)\n",
+        m.quant_scheme, m.quant_method, per, stored / 1048576.0, float_params * 4 / 1048576.0,
+        double(float_params) * 4 / double(std::max<std::uint64_t>(stored, 1)));
+  }
   std::uint64_t total = 0;
   std::cout << fmt::format("  files ({}):\n", m.files.size());
   for (auto& [name, bytes] : m.files) {
@@ -57,7 +90,7 @@ void cmd_info(const fs::path& dir) {
   std::size_t w = 0, ws = 0;
   for (auto& t : m.tensors) {
     w = std::max(w, t.name.size());
-    ws = std::max(ws, t.dtype.size() + shape_str(t.shape).size() + 2);
+    ws = std::max(ws, t.dtype.size() + shape_str(t.shape).size() + 2 + quant_str(t.quant).size());
   }
   for (auto& t : m.tensors) {
     std::map<int, int> per_kind;
@@ -71,7 +104,7 @@ void cmd_info(const fs::path& dir) {
       frag += fmt::format("{}{} {}", frag.empty() ? "" : ", ", storage::kind_name(k), n);
     for (auto& [f, n] : files) in += fmt::format("{}{}", in.empty() ? "" : " ", f);
     std::cout << fmt::format("    {:<{}}  {:<{}}  fragments: {}  in {}\n", t.name, w,
-                             t.dtype + "[" + shape_str(t.shape) + "]", ws,
+                             t.dtype + "[" + shape_str(t.shape) + "]" + quant_str(t.quant), ws,
                              frag.empty() ? "none" : frag, in);
   }
 }

@@ -21,6 +21,7 @@
 #include "pipelines/graph_run.hpp"
 #include "pipelines/graph_toml.hpp"
 #include "pipelines/pipeline.hpp"
+#include "pipelines/quantize_cli.hpp"
 #include "pipelines/rl_cli.hpp"
 #include "pipelines/score_cli.hpp"
 #include "pipelines/serve_cli.hpp"
@@ -192,6 +193,7 @@ int run_cli(int argc, char** argv) {
   add_serve_subcommands(app);
   add_graph_subcommand(app);
   add_score_subcommand(app);
+  add_quantize_subcommand(app);
   add_rl_subcommands(app);
   add_console_subcommand(app);
 
@@ -235,6 +237,7 @@ int run_cli(int argc, char** argv) {
     if (run_serve_subcommands()) return 0;
     if (run_graph_subcommand()) return 0;
     if (run_score_subcommand()) return 0;
+    if (run_quantize_subcommand()) return 0;
     if (run_rl_subcommands()) return 0;
     if (run_console_subcommand()) return 0;
     if (run_data_subcommand()) return 0;

@@ -7,14 +7,17 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "kernels/dispatch.hpp"
 #include "kernels/threads.hpp"
+#include "pipelines/quantize_cli.hpp"
 #include "pipelines/serve_cli.hpp"
+#include "runtime/core/config.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/model/score.hpp"
-#include "runtime/quant/quantize_model.hpp"
 #include "storage/fs_util.hpp"
+#include "storage/lm_loader.hpp"
 
 namespace zf {
 namespace {
@@ -23,10 +26,7 @@ struct score_args {
   std::string checkpoint, hf, data_dir, input;
   bool ppl = false, batch_invariant = false;
   int batch = 8, max_len = 0, window = 0, stride = 0, threads = 0;
-  // in-memory quantization before scoring (runtime/quant)
-  std::string scheme, method = "rtn", calibration;
-  int group_size = 0, lorc_rank = 0, calibration_windows = 32;
-  bool keep_head = false;
+  quant_flags q;  // in-memory quantization before scoring (--quantize, pipelines/quantize_cli)
 };
 score_args g_args;
 CLI::App* g_cmd = nullptr;
@@ -66,31 +66,6 @@ score_item parse_line(const tokenizer& tok, const std::string& line, int lineno,
   return it;
 }
 
-// The model's linears quantized as --scheme etc. ask (GPTQ calibrated on --calibration's
-// text); json gets ", \"scheme\": ..., \"method\": ..., \"quant_bytes\": N" for the output.
-std::shared_ptr<const lm_quant> quantize_for_score(const model_spec& spec, const float* flat,
-                                                   const tokenizer& tok, int ctx,
-                                                   std::string& json) {
-  const auto& a = g_args;
-  quant::quantize_options o;
-  o.s = quant::scheme_named(a.scheme, a.group_size, "--quantize");
-  o.method = a.method;
-  o.lorc_rank = a.lorc_rank;
-  o.head = !a.keep_head;
-  quant::calibration cal;
-  if (o.method == "gptq") {
-    if (a.calibration.empty())
-      fail("--method gptq needs --calibration FILE (text the model has not been scored on)");
-    const std::string text = storage::read_text_file(a.calibration);
-    cal = quant::calibration_windows(tok.encode(text), a.calibration_windows, std::min(ctx, 256),
-                                     "--calibration " + a.calibration);
-  }
-  auto q = quant::quantize_model(spec, flat, o, o.method == "gptq" ? &cal : nullptr);
-  json = fmt::format(", \"scheme\": \"{}\", \"method\": \"{}\", \"quant_bytes\": {}", q->scheme,
-                     q->method, q->bytes());
-  return q;
-}
-
 int run_score() {
   auto& a = g_args;
   kernels::set_num_threads(a.threads);
@@ -100,8 +75,16 @@ int run_score() {
   std::memcpy(model.params().data(), w.store.data(), w.store.size() * sizeof(float));
   const int ctx = w.cfg.max_positions;
   std::string quant_json;
-  if (!a.scheme.empty())
-    model.set_quant(quantize_for_score(w.cfg, w.store.data(), tok, ctx, quant_json));
+  if (!a.q.scheme.empty()) {  // the checkpoint's corpus calibrates GPTQ when --calibration is not
+    std::optional<run_config> cfg;
+    if (!a.checkpoint.empty()) cfg = storage::load_checkpoint_config(a.checkpoint, a.data_dir);
+    attach_quant(w, quantize_weights(w, tok, a.q, "--quantize", cfg ? &*cfg : nullptr));
+  }
+  if (w.quant) {
+    model.set_quant(w.quant);
+    quant_json = fmt::format(", \"scheme\": \"{}\", \"method\": \"{}\", \"quant_bytes\": {}",
+                             w.quant->scheme, w.quant->method, w.quant->bytes());
+  }
   if (a.ppl) {
     const std::string text = storage::read_text_file(a.input);
     const std::vector<int> ids = tok.encode_prompt(text);
@@ -160,21 +143,9 @@ void add_score_subcommand(CLI::App& app) {
   g_cmd->add_option("--stride", a.stride, "--ppl: tokens a window moves; 0: the window")
       ->check(CLI::Range(0, 1 << 24));
   g_cmd->add_option("--threads", a.threads, "compute threads; 0: all cores");
-  g_cmd->add_option("--quantize", a.scheme,
+  g_cmd->add_option("--quantize", a.q.scheme,
                     "score the model quantized in memory: w8a8, w4a16, fp8, fp8_e5m2, fp6, fp4");
-  g_cmd->add_option("--method", a.method, "--quantize: rtn or gptq");
-  g_cmd
-      ->add_option("--group-size", a.group_size,
-                   "--quantize: inputs per scale (a multiple of 32); 0: the scheme's default")
-      ->check(CLI::Range(0, 1 << 20));
-  g_cmd->add_option("--lorc-rank", a.lorc_rank, "--quantize: LoRC correction rank; 0: none")
-      ->check(CLI::Range(0, 4096));
-  g_cmd->add_flag("--keep-head", a.keep_head, "--quantize: leave the LM head in fp32");
-  g_cmd->add_option("--calibration", a.calibration, "--method gptq: calibration text file");
-  g_cmd
-      ->add_option("--calibration-windows", a.calibration_windows,
-                   "--method gptq: windows of min(context, 256) tokens taken from it")
-      ->check(CLI::Range(1, 1 << 16));
+  add_quant_flags(g_cmd, a.q);
 }
 
 bool run_score_subcommand() {

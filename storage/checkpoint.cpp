@@ -26,29 +26,7 @@ namespace fs = std::filesystem;
 
 namespace zf::storage {
 using namespace detail;
-namespace {
-
-constexpr std::size_t k_io = 16u << 20;  // read granularity
-
-std::size_t numel_of(const std::vector<int64_t>& shape) {
-  std::size_t n = 1;
-  for (auto d : shape) n *= d < 0 ? 0 : static_cast<std::size_t>(d);
-  return n;
-}
-
-struct fd_guard {
-  int fd = -1;
-  explicit fd_guard(int f = -1) : fd(f) {}
-  fd_guard(const fd_guard&) = delete;
-  fd_guard& operator=(const fd_guard&) = delete;
-  ~fd_guard() {
-    if (fd >= 0) ::close(fd);
-  }
-  void reset(int f) {
-    if (fd >= 0) ::close(fd);
-    fd = f;
-  }
-};
+namespace detail {
 
 // Bytes read (fewer than n only at end of file).
 std::size_t pread_all(int fd, void* dst, std::size_t n, uint64_t off, const fs::path& p) {
@@ -62,6 +40,23 @@ std::size_t pread_all(int fd, void* dst, std::size_t n, uint64_t off, const fs::
     done += static_cast<std::size_t>(r);
   }
   return done;
+}
+
+// Whether [offset, offset + length) reaches past `size` bytes. Not offset + length > size: both
+// come from the manifest, and a sum that wraps past 2^64 would pass as a small end (a fragment of
+// 2^64 - 8 bytes at byte 16 "ended" at byte 8 and was then staged in a buffer of that length).
+bool past_end(const fragment& f, uint64_t size) {
+  return f.length > size || f.offset > size - f.length;
+}
+
+}  // namespace detail
+
+namespace {
+
+std::size_t numel_of(const std::vector<int64_t>& shape) {
+  std::size_t n = 1;
+  for (auto d : shape) n *= d < 0 ? 0 : static_cast<std::size_t>(d);
+  return n;
 }
 
 [[noreturn]] void format1(const fs::path& dir) {
@@ -97,13 +92,6 @@ fs::path from_latest(const fs::path& latest) {
 
 // ---- reading fragments ----------------------------------------------------------------------
 
-// Whether [offset, offset + length) reaches past `size` bytes. Not offset + length > size: both
-// come from the manifest, and a sum that wraps past 2^64 would pass as a small end (a fragment of
-// 2^64 - 8 bytes at byte 16 "ended" at byte 8 and was then staged in a buffer of that length).
-bool past_end(const fragment& f, uint64_t size) {
-  return f.length > size || f.offset > size - f.length;
-}
-
 struct need {  // one fragment to read, and where the wanted part of it goes
   const fragment* f;
   uint64_t skip;   // fragment elements before the first wanted one
@@ -114,6 +102,11 @@ struct need {  // one fragment to read, and where the wanted part of it goes
 // The fragments of the given kinds that [begin, end) of layout needs; outs[kind] may be null.
 std::vector<need> plan(const checkpoint_manifest& m, const param_layout& L, std::size_t begin,
                        std::size_t end, float* const outs[3]) {
+  if (m.quantized())
+    fail(
+        "checkpoint {} is quantized ({}, {}): it serves, generates and scores (--checkpoint), but "
+        "training and float loads need the float checkpoint it was quantized from",
+        m.dir.string(), m.quant_scheme, m.quant_method);
   std::vector<need> needs;
   const std::string mp = manifest_path(m.dir).string();
   for (auto& p : L.params) {
@@ -168,6 +161,53 @@ std::vector<need> plan(const checkpoint_manifest& m, const param_layout& L, std:
   return needs;
 }
 
+// Opens the data file holding f into fd after checking that the manifest lists it and that it
+// has exactly the listed size; returns that size.
+uint64_t open_listed(const checkpoint_manifest& m, const std::map<std::string, uint64_t>& listed,
+                     const fragment& f, fd_guard& fd) {
+  const fs::path p = m.dir / f.file;
+  auto it = listed.find(f.file);
+  if (it == listed.end())
+    fail("corrupt checkpoint manifest {}: tensor '{}' names file {}, which it does not list",
+         manifest_path(m.dir).string(), f.tensor, f.file);
+  fd.reset(::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+  if (fd.fd < 0) {
+    if (errno == ENOENT)
+      fail("checkpoint file {} is missing (it holds tensor '{}')", p.string(), f.tensor);
+    fail("cannot open checkpoint file {} (tensor '{}'): {}", p.string(), f.tensor,
+         std::strerror(errno));
+  }
+  require_regular(fd.fd, p);
+  struct stat st {};
+  if (::fstat(fd.fd, &st) != 0) fail("cannot stat {}: {}", p.string(), std::strerror(errno));
+  const auto size = static_cast<uint64_t>(st.st_size);
+  if (size < it->second)
+    fail("checkpoint file {} is truncated: {} bytes, the manifest says {} (tensor '{}')",
+         p.string(), size, it->second, f.tensor);
+  if (size > it->second)
+    fail("checkpoint file {} is corrupt: {} bytes, the manifest says {} (tensor '{}')", p.string(),
+         size, it->second, f.tensor);
+  return size;
+}
+
+void check_inside(const checkpoint_manifest& m, const fragment& f, uint64_t size) {
+  if (past_end(f, size))
+    fail(
+        "corrupt checkpoint manifest {}: a fragment of '{}' ({} bytes at byte {}) runs past the "
+        "end of {} ({} bytes)",
+        manifest_path(m.dir).string(), f.tensor, f.length, f.offset, (m.dir / f.file).string(),
+        size);
+}
+
+void check_crc(const fragment& f, const void* data, const fs::path& p) {
+  const uint32_t crc = crc32_of(data, f.length);
+  if (crc != f.crc32)
+    fail(
+        "checkpoint file {} is corrupt: tensor '{}' ({}, {} bytes at offset {}) has CRC-32 "
+        "{:08x}, the manifest says {:08x}",
+        p.string(), f.tensor, kind_name(f.kind), f.length, f.offset, crc, f.crc32);
+}
+
 // Reads and CRC-checks every needed fragment, then copies the wanted elements out. With
 // stage == false a fragment that is wanted whole is read straight into its destination and a
 // partial one is staged alone and copied out as soon as it verified (for callers that own the
@@ -188,36 +228,12 @@ void read_fragments(const checkpoint_manifest& m, std::vector<need> needs, bool 
     const need& n = needs[i];
     const fragment& f = *n.f;
     const fs::path p = m.dir / f.file;
-    auto it = listed.find(f.file);
-    if (it == listed.end())
-      fail("corrupt checkpoint manifest {}: tensor '{}' names file {}, which it does not list",
-           manifest_path(m.dir).string(), f.tensor, f.file);
     if (f.file != cur) {
       cur.clear();
-      fd.reset(::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
-      if (fd.fd < 0) {
-        if (errno == ENOENT)
-          fail("checkpoint file {} is missing (it holds tensor '{}')", p.string(), f.tensor);
-        fail("cannot open checkpoint file {} (tensor '{}'): {}", p.string(), f.tensor,
-             std::strerror(errno));
-      }
-      require_regular(fd.fd, p);
-      struct stat st {};
-      if (::fstat(fd.fd, &st) != 0) fail("cannot stat {}: {}", p.string(), std::strerror(errno));
-      size = static_cast<uint64_t>(st.st_size);
-      if (size < it->second)
-        fail("checkpoint file {} is truncated: {} bytes, the manifest says {} (tensor '{}')",
-             p.string(), size, it->second, f.tensor);
-      if (size > it->second)
-        fail("checkpoint file {} is corrupt: {} bytes, the manifest says {} (tensor '{}')",
-             p.string(), size, it->second, f.tensor);
+      size = open_listed(m, listed, f, fd);
       cur = f.file;
     }
-    if (past_end(f, size))
-      fail(
-          "corrupt checkpoint manifest {}: a fragment of '{}' ({} bytes at byte {}) runs past the "
-          "end of {} ({} bytes)",
-          manifest_path(m.dir).string(), f.tensor, f.length, f.offset, p.string(), size);
+    check_inside(m, f, size);
     const bool whole = !stage && n.skip == 0 && n.count * sizeof(float) == f.length;
     float* target = n.dst;
     auto& buf = staged[stage ? i : 0];
@@ -233,12 +249,7 @@ void read_fragments(const checkpoint_manifest& m, std::vector<need> needs, bool 
     }
     if (pread_all(fd.fd, target, f.length, f.offset, p) != f.length)
       fail("checkpoint file {} is truncated inside tensor '{}'", p.string(), f.tensor);
-    const uint32_t crc = crc32_of(target, f.length);
-    if (crc != f.crc32)
-      fail(
-          "checkpoint file {} is corrupt: tensor '{}' ({}, {} bytes at offset {}) has CRC-32 "
-          "{:08x}, the manifest says {:08x}",
-          p.string(), f.tensor, kind_name(f.kind), f.length, f.offset, crc, f.crc32);
+    check_crc(f, target, p);
     if (!stage && !whole) std::memcpy(n.dst, buf.data() + n.skip, n.count * sizeof(float));
   }
   if (stage)
@@ -257,25 +268,11 @@ dtype from_capnp(::Manifest::Dtype t, const fs::path& manifest) {
       return dtype::bf16;
     case ::Manifest::Dtype::F16:
       return dtype::f16;
+    case ::Manifest::Dtype::U8:
+      return dtype::u8;
   }
   fail("corrupt checkpoint manifest {}: fragment dtype {} is unknown", manifest.string(),
        static_cast<int>(t));
-}
-
-// CRC of [off, off+len) of an open file, read in pieces.
-uint32_t crc_of_range(int fd, uint64_t off, uint64_t len, std::vector<std::byte>& buf,
-                      const fs::path& p) {
-  uint32_t crc = 0;
-  buf.resize(std::min<uint64_t>(len, k_io));
-  while (len) {
-    const std::size_t n = static_cast<std::size_t>(std::min<uint64_t>(len, buf.size()));
-    if (pread_all(fd, buf.data(), n, off, p) != n)
-      fail("checkpoint file {} is truncated at byte {}", p.string(), off);
-    crc = crc32_of(buf.data(), n, crc);
-    off += n;
-    len -= n;
-  }
-  return crc;
 }
 
 }  // namespace
@@ -288,6 +285,16 @@ const char* kind_name(int kind) {
       return "exp_avg";
     case kind_exp_avg_sq:
       return "exp_avg_sq";
+    case kind_qdata:
+      return "qdata";
+    case kind_qscales:
+      return "qscales";
+    case kind_qzeros:
+      return "qzeros";
+    case kind_lorc_a:
+      return "lorc_a";
+    case kind_lorc_b:
+      return "lorc_b";
   }
   return "unknown";
 }
@@ -402,6 +409,8 @@ checkpoint_manifest read_checkpoint_manifest(const fs::path& dir_in) {
     out.world = m.getWorld();
     out.zero_stage = m.getZeroStage();
     out.config_toml = m.getConfigToml().cStr();
+    out.quant_scheme = m.getQuantScheme().cStr();
+    out.quant_method = m.getQuantMethod().cStr();
     try {
       out.state = nlohmann::json::parse(std::string(m.getStateJson().cStr()));
     } catch (const nlohmann::json::exception& e) {
@@ -422,10 +431,18 @@ checkpoint_manifest read_checkpoint_manifest(const fs::path& dir_in) {
       e.name = t.getName().cStr();
       e.dtype = t.getDtype().cStr();
       for (auto d : t.getShape()) e.shape.push_back(d);
-      for (auto f : t.getFragments())
-        e.fragments.push_back({e.name, static_cast<int>(f.getKind()), f.getFile().cStr(),
-                               f.getOffset(), f.getLength(), f.getElemBegin(), f.getCrc32(),
-                               from_capnp(f.getDtype(), mp)});
+      if (t.hasQuant()) {
+        auto q = t.getQuant();
+        e.quant = {q.getFormat().cStr(), q.getK(),    q.getN(),      q.getGroup(),
+                   q.getRank(),          q.getAsym(), q.getActInt8()};
+      }
+      for (auto f : t.getFragments()) {
+        const int kind = static_cast<int>(f.getKind());
+        if (kind < 0 || kind >= k_kinds)
+          corrupt(fmt::format("tensor '{}' has a fragment of unknown kind {}", e.name, kind));
+        e.fragments.push_back({e.name, kind, f.getFile().cStr(), f.getOffset(), f.getLength(),
+                               f.getElemBegin(), f.getCrc32(), from_capnp(f.getDtype(), mp)});
+      }
       std::sort(e.fragments.begin(), e.fragments.end(), [](auto& a, auto& b) {
         return a.kind != b.kind ? a.kind < b.kind : a.elem_begin < b.elem_begin;
       });
@@ -435,6 +452,16 @@ checkpoint_manifest read_checkpoint_manifest(const fs::path& dir_in) {
     corrupt(e.getDescription().cStr());
   }
   return out;
+}
+
+void read_fragment_bytes(const checkpoint_manifest& m, const fragment& f, void* dst) {
+  std::map<std::string, uint64_t> listed(m.files.begin(), m.files.end());
+  fd_guard fd;
+  check_inside(m, f, open_listed(m, listed, f, fd));
+  const fs::path p = m.dir / f.file;
+  if (pread_all(fd.fd, dst, f.length, f.offset, p) != f.length)
+    fail("checkpoint file {} is truncated inside tensor '{}'", p.string(), f.tensor);
+  check_crc(f, dst, p);
 }
 
 loaded_checkpoint read_manifest(const fs::path& dir) {
@@ -479,112 +506,6 @@ void load_range(const checkpoint_manifest& m, const param_layout& layout, std::s
   check_range(layout, begin, end, "load_range");
   float* outs[3] = {params, exp_avg, exp_avg_sq};
   read_fragments(m, plan(m, layout, begin, end, outs), o.all_or_nothing, o.stats);
-}
-
-verify_report verify_checkpoint(const fs::path& dir) {
-  verify_report r;
-  checkpoint_manifest m;
-  try {
-    m = read_checkpoint_manifest(dir);
-  } catch (const zf::error& e) {
-    r.problems.push_back(e.what());
-    return r;
-  }
-  r.step = m.step;
-  auto& probs = r.problems;
-  std::map<std::string, std::pair<uint64_t, bool>> files;  // listed size, usable
-  for (auto& [name, bytes] : m.files) {
-    const fs::path p = m.dir / name;
-    std::error_code ec;
-    const bool regular = fs::is_regular_file(p, ec);
-    const auto size = regular ? fs::file_size(p, ec) : 0;
-    bool ok = false;
-    if (!regular && fs::exists(p))  // a FIFO, a folder, a device: never opened (it could block)
-      probs.push_back(fmt::format("checkpoint file {} is not a regular file", p.string()));
-    else if (ec || !regular)
-      probs.push_back(fmt::format("checkpoint file {} is missing", p.string()));
-    else if (size < bytes)
-      probs.push_back(fmt::format("checkpoint file {} is truncated: {} bytes, the manifest says {}",
-                                  p.string(), size, bytes));
-    else if (size > bytes)
-      probs.push_back(fmt::format("checkpoint file {} is corrupt: {} bytes, the manifest says {}",
-                                  p.string(), size, bytes));
-    else
-      ok = true;
-    files[name] = {bytes, ok};
-  }
-  bool present[3] = {m.has_kind(0), m.has_kind(1), m.has_kind(2)};
-  std::map<std::string, std::vector<const fragment*>> by_file;
-  for (auto& t : m.tensors) {
-    if (t.dtype != "F32")
-      probs.push_back(fmt::format("tensor '{}' has dtype {}, expected F32", t.name, t.dtype));
-    const std::size_t numel = t.numel();
-    for (int k = 0; k < 3; ++k) {
-      if (!present[k] && k != kind_param) continue;
-      uint64_t covered = 0;
-      for (auto& f : t.fragments) {
-        if (f.kind != k) continue;
-        if (f.dtype != dtype::f32)
-          probs.push_back(fmt::format(
-              "a fragment of '{}' ({}) is stored as {}; this build reads f32 checkpoints only",
-              t.name, kind_name(k), dtype_name(f.dtype)));
-        if (f.length % size_of(f.dtype))
-          probs.push_back(
-              fmt::format("a fragment of '{}' ({}) has {} bytes", t.name, kind_name(k), f.length));
-        if (f.elem_begin != covered)
-          probs.push_back(fmt::format(
-              "tensor '{}' ({}): elements [{}, {}) {}", t.name, kind_name(k),
-              std::min<uint64_t>(covered, f.elem_begin), std::max<uint64_t>(covered, f.elem_begin),
-              f.elem_begin > covered ? "are in no fragment" : "are in two fragments"));
-        covered = std::max<uint64_t>(covered, f.elem_begin + f.length / size_of(f.dtype));
-        auto it = files.find(f.file);
-        if (it == files.end())
-          probs.push_back(fmt::format(
-              "a fragment of '{}' names {}, which the manifest does not list", t.name, f.file));
-        else if (past_end(f, it->second.first))
-          probs.push_back(
-              fmt::format("a fragment of '{}' ({} bytes at byte {}) runs past the end of {} ({} "
-                          "bytes)",
-                          t.name, f.length, f.offset, f.file, it->second.first));
-        else if (it->second.second)
-          by_file[f.file].push_back(&f);
-      }
-      if (covered != numel)
-        probs.push_back(fmt::format("tensor '{}' ({}): fragments cover {} of {} elements", t.name,
-                                    kind_name(k), covered, numel));
-    }
-  }
-  std::vector<std::byte> buf;
-  for (auto& [name, frags] : by_file) {
-    const fs::path p = m.dir / name;
-    fd_guard fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
-    if (fd.fd < 0) {
-      probs.push_back(fmt::format("cannot open {}: {}", p.string(), std::strerror(errno)));
-      continue;
-    }
-    try {
-      require_regular(fd.fd, p);
-    } catch (const error& e) {
-      probs.push_back(e.what());
-      continue;
-    }
-    std::sort(frags.begin(), frags.end(), [](auto* a, auto* b) { return a->offset < b->offset; });
-    for (auto* f : frags) {
-      try {
-        const uint32_t crc = crc_of_range(fd.fd, f->offset, f->length, buf, p);
-        r.bytes += f->length;
-        if (crc != f->crc32)
-          probs.push_back(fmt::format(
-              "checkpoint file {} is corrupt: tensor '{}' ({}, {} bytes at offset {}) has "
-              "CRC-32 {:08x}, the manifest says {:08x}",
-              p.string(), f->tensor, kind_name(f->kind), f->length, f->offset, crc, f->crc32));
-      } catch (const zf::error& e) {
-        probs.push_back(e.what());
-      }
-    }
-  }
-  r.ok = probs.empty();
-  return r;
 }
 
 }  // namespace zf::storage

@@ -38,9 +38,22 @@ namespace zf::storage {
 
 inline constexpr int k_checkpoint_version = 2;
 
-// Fragment kinds: which flat buffer the bytes belong to.
+// Fragment kinds: which flat buffer the bytes belong to, or which part of a quantized tensor
+// (storage/quant_checkpoint.hpp).
 inline constexpr int kind_param = 0, kind_exp_avg = 1, kind_exp_avg_sq = 2;
-const char* kind_name(int kind);  // "param", "exp_avg", "exp_avg_sq"
+inline constexpr int kind_qdata = 3, kind_qscales = 4, kind_qzeros = 5, kind_lorc_a = 6,
+                     kind_lorc_b = 7, k_kinds = 8;
+const char* kind_name(int kind);  // "param", "exp_avg", "exp_avg_sq", "qdata", ...
+
+// A quantized matrix's description in the manifest (manifest.capnp Quant); format "" for a
+// float tensor.
+struct quant_entry {
+  std::string format;  // kernels/quant.hpp qformat name: int8, int4, fp6_e3m2, ...
+  int k = 0, n = 0, group = 0, rank = 0;
+  bool asym = false, act_int8 = false;
+  bool empty() const { return format.empty(); }
+  bool operator==(const quant_entry&) const = default;
+};
 
 // ---- one writer: save_checkpoint ----------------------------------------------------------
 
@@ -113,12 +126,23 @@ std::vector<fragment> write_shard(const std::filesystem::path& tmp_dir, int rank
                                   const param_layout& layout, const std::vector<shard_data>& slices,
                                   const write_options& o = {});
 
+// A tensor the manifest lists beyond the layout's float ones: a quantized matrix (which may
+// stand for a layout tensor, whose fp32 values are then not stored, or be one of its own: the
+// quantized head of a model whose head is tied to the embeddings).
+struct quant_tensor {
+  std::string name;
+  std::vector<int64_t> shape;  // the float tensor's shape
+  quant_entry quant;
+};
+
 struct manifest_info {
   int step = 0;
   int world = 1;
   int zero_stage = 0;
   std::string config_toml;
   nlohmann::json state;
+  std::string quant_scheme = {}, quant_method = {};  // a quantized checkpoint's (else empty)
+  std::vector<quant_tensor> quant = {};              // its quantized tensors
 };
 
 // Checks that `all` (every writer's fragments) covers each tensor of layout exactly (parameters
@@ -147,9 +171,10 @@ std::filesystem::path publish_checkpoint(const std::filesystem::path& root,
 
 struct tensor_entry {
   std::string name;
-  std::string dtype;  // "F32"
+  std::string dtype;  // "F32", or a quantized tensor's format upper-cased ("INT4")
   std::vector<int64_t> shape;
   std::vector<fragment> fragments;  // by kind, then elem_begin
+  quant_entry quant;                // a quantized tensor's format; empty for a float one
   std::size_t numel() const;
 };
 
@@ -163,8 +188,10 @@ struct checkpoint_manifest {
   nlohmann::json state;
   std::vector<std::pair<std::string, uint64_t>> files;  // name, exact bytes
   std::vector<tensor_entry> tensors;                    // in the writer's layout order
+  std::string quant_scheme, quant_method;               // a quantized checkpoint's, else ""
   const tensor_entry* find(const std::string& name) const;
   bool has_kind(int kind) const;  // some tensor has fragments of this kind
+  bool quantized() const { return !quant_scheme.empty(); }
 };
 
 // dir: a step folder, a root holding `latest`, the `latest` file itself, or a run folder holding
@@ -195,11 +222,17 @@ struct loaded_checkpoint {
       exp_avg_sq;  // flat, in the layout order; moments empty if absent
 };
 
+// Reads one fragment whole into dst (f.length bytes) after checking that its file is listed
+// with its exact size and holds the fragment, and verifies its CRC; for readers of fragments
+// that are not f32 parameters (storage/quant_checkpoint). zf::error naming the file and tensor.
+void read_fragment_bytes(const checkpoint_manifest& m, const fragment& f, void* dst);
+
 // Reads the manifest only (cheap): step, config, state.
 loaded_checkpoint read_manifest(const std::filesystem::path& dir);
 // Reads every tensor of layout (and both moments when the checkpoint has them), verifying the
 // CRC of every fragment; zf::error names the file and parameter on a missing/truncated file,
-// bad checksum or shape mismatch.
+// bad checksum or shape mismatch. These float loads (and load_range) refuse a quantized
+// checkpoint by name: it serves and scores (storage/quant_checkpoint), it does not train.
 loaded_checkpoint load_checkpoint(const std::filesystem::path& dir, const param_layout& layout);
 
 // Reads [begin, end) of layout's flat range, whatever world wrote it, into the given buffers

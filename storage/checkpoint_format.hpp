@@ -2,6 +2,7 @@
 // Internal to storage/: the names and constants the checkpoint writer (checkpoint_write.cpp)
 // and reader (checkpoint.cpp) must agree on. Not part of the checkpoint API.
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <filesystem>
@@ -10,6 +11,7 @@
 
 #include "runtime/core/error.hpp"
 #include "runtime/model/model.hpp"
+#include "storage/checkpoint.hpp"
 
 namespace zf::storage::detail {
 
@@ -49,5 +51,27 @@ inline void check_range(const param_layout& L, std::size_t begin, std::size_t en
   if (begin > end || end > L.total)
     fail("{}: slice [{}, {}) is outside the layout's {} parameters", what, begin, end, L.total);
 }
+
+inline constexpr std::size_t k_io = 16u << 20;  // read granularity
+
+struct fd_guard {
+  int fd = -1;
+  explicit fd_guard(int f = -1) : fd(f) {}
+  fd_guard(const fd_guard&) = delete;
+  fd_guard& operator=(const fd_guard&) = delete;
+  ~fd_guard() {
+    if (fd >= 0) ::close(fd);
+  }
+  void reset(int f) {
+    if (fd >= 0) ::close(fd);
+    fd = f;
+  }
+};
+
+// Bytes read (fewer than n only at end of file); zf::error naming p on a failed read.
+std::size_t pread_all(int fd, void* dst, std::size_t n, uint64_t off,
+                      const std::filesystem::path& p);
+// Whether [offset, offset + length) reaches past `size` bytes.
+bool past_end(const fragment& f, uint64_t size);
 
 }  // namespace zf::storage::detail

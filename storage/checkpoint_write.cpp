@@ -4,6 +4,7 @@
 #include <capnp/serialize.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <map>
 #include <unordered_map>
@@ -14,6 +15,7 @@
 #include "storage/checkpoint_format.hpp"
 #include "storage/fault_inject.hpp"
 #include "storage/fs_util.hpp"
+#include "storage/quant_checkpoint.hpp"
 #include "storage/uring_file.hpp"
 
 namespace fs = std::filesystem;
@@ -92,15 +94,12 @@ void crc_pieces(std::vector<fragment>& out, std::size_t& fi, uint64_t a, const s
 }
 
 ::Manifest::Kind to_capnp(int kind) {
-  switch (kind) {
-    case kind_param:
-      return ::Manifest::Kind::PARAM;
-    case kind_exp_avg:
-      return ::Manifest::Kind::EXP_AVG;
-    case kind_exp_avg_sq:
-      return ::Manifest::Kind::EXP_AVG_SQ;
-  }
-  fail("fragment kind {} is not param, exp_avg or exp_avg_sq", kind);
+  static constexpr ::Manifest::Kind kinds[k_kinds] = {
+      ::Manifest::Kind::PARAM,  ::Manifest::Kind::EXP_AVG, ::Manifest::Kind::EXP_AVG_SQ,
+      ::Manifest::Kind::QDATA,  ::Manifest::Kind::QSCALES, ::Manifest::Kind::QZEROS,
+      ::Manifest::Kind::LORC_A, ::Manifest::Kind::LORC_B};
+  if (kind < 0 || kind >= k_kinds) fail("fragment kind {} is unknown", kind);
+  return kinds[kind];
 }
 
 // The fragment dtypes a manifest can name (storage/manifest.capnp Dtype).
@@ -112,13 +111,50 @@ void crc_pieces(std::vector<fragment>& out, std::size_t& fi, uint64_t a, const s
       return ::Manifest::Dtype::BF16;
     case dtype::f16:
       return ::Manifest::Dtype::F16;
+    case dtype::u8:
+      return ::Manifest::Dtype::U8;
     default:
       break;
   }
-  fail("a checkpoint fragment cannot be stored as {} (f32, bf16 or f16)", dtype_name(t));
+  fail("a checkpoint fragment cannot be stored as {} (f32, bf16, f16 or u8)", dtype_name(t));
 }
 
-std::string encode_manifest(const param_layout& L, const manifest_info& info,
+// One tensor as the manifest lists it: a float tensor of the layout, or a quantized one.
+struct listed {
+  const std::string* name;
+  const std::vector<int64_t>* shape;
+  const quant_entry* quant;  // null for a float tensor
+};
+
+// The layout's tensors in order, each quantized one in place of its float form, then the
+// quantized tensors the layout does not have (a tied model's quantized head).
+std::vector<listed> listed_tensors(const param_layout& L, const manifest_info& info) {
+  std::map<std::string, const quant_tensor*> q;
+  for (auto& t : info.quant) q[t.name] = &t;
+  std::vector<listed> out;
+  for (auto& p : L.params) {
+    auto it = q.find(p.name);
+    if (it == q.end()) {
+      out.push_back({&p.name, &p.shape, nullptr});
+    } else {
+      if (it->second->shape != p.shape)
+        fail("commit_checkpoint: quantized '{}' has shape [{}], the layout's is [{}]", p.name,
+             shape_str(it->second->shape), shape_str(p.shape));
+      out.push_back({&p.name, &p.shape, &it->second->quant});
+      q.erase(it);
+    }
+  }
+  for (auto& t : info.quant)
+    if (q.count(t.name)) out.push_back({&t.name, &t.shape, &t.quant});
+  return out;
+}
+
+std::string upper(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::string encode_manifest(const std::vector<listed>& tensors, const manifest_info& info,
                             const std::map<std::string, uint64_t>& files,
                             std::unordered_map<std::string, std::vector<const fragment*>>& by) {
   capnp::MallocMessageBuilder body;
@@ -128,6 +164,8 @@ std::string encode_manifest(const param_layout& L, const manifest_info& info,
   m.setZeroStage(info.zero_stage);
   m.setConfigToml(info.config_toml);
   m.setStateJson(info.state.dump());
+  m.setQuantScheme(info.quant_scheme);
+  m.setQuantMethod(info.quant_method);
   auto fl = m.initFiles(static_cast<unsigned>(files.size()));
   unsigned i = 0;
   for (auto& [name, bytes] : files) {
@@ -135,15 +173,25 @@ std::string encode_manifest(const param_layout& L, const manifest_info& info,
     fl[i].setBytes(bytes);
     ++i;
   }
-  auto tl = m.initTensors(static_cast<unsigned>(L.params.size()));
+  auto tl = m.initTensors(static_cast<unsigned>(tensors.size()));
   i = 0;
-  for (auto& p : L.params) {
+  for (auto& e : tensors) {
     auto t = tl[i++];
-    t.setName(p.name);
-    t.setDtype("F32");
-    auto sh = t.initShape(static_cast<unsigned>(p.shape.size()));
-    for (unsigned d = 0; d < p.shape.size(); ++d) sh.set(d, p.shape[d]);
-    auto& fr = by[p.name];
+    t.setName(*e.name);
+    t.setDtype(e.quant ? upper(e.quant->format) : "F32");
+    auto sh = t.initShape(static_cast<unsigned>(e.shape->size()));
+    for (unsigned d = 0; d < e.shape->size(); ++d) sh.set(d, (*e.shape)[d]);
+    if (e.quant) {
+      auto q = t.initQuant();
+      q.setFormat(e.quant->format);
+      q.setK(e.quant->k);
+      q.setN(e.quant->n);
+      q.setGroup(e.quant->group);
+      q.setAsym(e.quant->asym);
+      q.setActInt8(e.quant->act_int8);
+      q.setRank(e.quant->rank);
+    }
+    auto& fr = by[*e.name];
     auto fb = t.initFragments(static_cast<unsigned>(fr.size()));
     for (unsigned j = 0; j < fr.size(); ++j) {
       fb[j].setKind(to_capnp(fr[j]->kind));
@@ -299,18 +347,26 @@ void write_manifest(const fs::path& root, const fs::path& tmp_dir, const param_l
                     const std::vector<fragment>& all, const manifest_info& info) {
   check_tmp_dir(root, tmp_dir, info.step);
   std::error_code ec;
+  const std::vector<listed> tensors = listed_tensors(L, info);
+  std::unordered_map<std::string, const listed*> known;
+  for (auto& t : tensors) known[*t.name] = &t;
 
   std::unordered_map<std::string, std::vector<const fragment*>> by;
   std::map<std::string, uint64_t> files;
   bool present[3] = {false, false, false};
   for (auto& f : all) {
-    if (!L.find(f.tensor))
+    auto it = known.find(f.tensor);
+    if (it == known.end())
       fail("commit_checkpoint: {} has a fragment of '{}', which the layout does not have", f.file,
            f.tensor);
-    if (f.kind < 0 || f.kind > 2) fail("commit_checkpoint: fragment kind {} is unknown", f.kind);
+    if (f.kind < 0 || f.kind >= k_kinds)
+      fail("commit_checkpoint: fragment kind {} is unknown", f.kind);
+    if ((f.kind >= kind_qdata) != (it->second->quant != nullptr))
+      fail("commit_checkpoint: '{}' is {} but has a {} fragment", f.tensor,
+           it->second->quant ? "quantized" : "a float tensor", kind_name(f.kind));
     by[f.tensor].push_back(&f);
     files[f.file] = 0;
-    present[f.kind] = true;
+    if (f.kind < 3) present[f.kind] = true;
   }
   for (auto& [fname, size] : files) {
     size = fs::file_size(tmp_dir / fname, ec);
@@ -320,30 +376,33 @@ void write_manifest(const fs::path& root, const fs::path& tmp_dir, const param_l
     if (f.length % size_of(f.dtype) || f.offset + f.length > files[f.file])
       fail("commit_checkpoint: the fragment of '{}' at bytes [{}, {}) of {} is past its end ({})",
            f.tensor, f.offset, f.offset + f.length, f.file, files[f.file]);
-  // Exact coverage: parameters always, each moment for every tensor or for none.
-  for (auto& p : L.params) {
-    auto& v = by[p.name];
+  // Exact coverage: parameters always, each moment for every tensor or for none, every part of
+  // a quantized tensor.
+  for (auto& t : tensors) {
+    auto& v = by[*t.name];
     std::sort(v.begin(), v.end(), [](auto* a, auto* b) {
       return a->kind != b->kind ? a->kind < b->kind : a->elem_begin < b->elem_begin;
     });
-    for (int k = 0; k < 3; ++k) {
-      if (!present[k] && k != kind_param) continue;
+    for (auto& part : stored_parts(t.quant, *t.shape, present, "commit_checkpoint: " + *t.name)) {
       uint64_t covered = 0;
       for (auto* f : v) {
-        if (f->kind != k) continue;
+        if (f->kind != part.kind) continue;
+        if (part.kind >= kind_qdata && f->dtype != part.type)  // float kinds: read refuses by name
+          fail("commit_checkpoint: {} of '{}' is {}, expected {}", kind_name(part.kind), *t.name,
+               dtype_name(f->dtype), dtype_name(part.type));
         if (f->elem_begin != covered)
           fail("commit_checkpoint: {} of '{}': element {} follows {} ({} of rank file {})",
-               kind_name(k), p.name, f->elem_begin, covered,
+               kind_name(part.kind), *t.name, f->elem_begin, covered,
                f->elem_begin > covered ? "gap" : "overlap", f->file);
         covered += f->length / size_of(f->dtype);
       }
-      if (covered != p.numel)
-        fail("commit_checkpoint: {} of '{}' covers {} of its {} elements", kind_name(k), p.name,
-             covered, p.numel);
+      if (covered != part.elems)
+        fail("commit_checkpoint: {} of '{}' covers {} of its {} elements", kind_name(part.kind),
+             *t.name, covered, part.elems);
     }
   }
 
-  const std::string bytes = encode_manifest(L, info, files, by);
+  const std::string bytes = encode_manifest(tensors, info, files, by);
   write_file_atomic(tmp_dir / k_manifest, bytes.data(), bytes.size());  // fsyncs tmp_dir too
 }
 

@@ -2,20 +2,39 @@
 
 #include "runtime/core/error.hpp"
 #include "storage/checkpoint.hpp"
+#include "storage/quant_checkpoint.hpp"
 
 namespace fs = std::filesystem;
 
 namespace zf::storage {
 
 checkpoint_model load_checkpoint_model(const fs::path& dir) {
-  auto head = read_manifest(dir);
+  const auto m = read_checkpoint_manifest(dir);
   checkpoint_model out;
-  apply_toml(out.config, head.config_toml, (head.dir / "manifest").string());
-  auto ck = load_checkpoint(head.dir, layout_of(out.config.model));
-  std::string name = head.dir.parent_path().parent_path().filename().string();
+  apply_toml(out.config, m.config_toml, (m.dir / "manifest").string());
+  std::string name = m.dir.parent_path().parent_path().filename().string();
   if (name.empty()) name = "zeroflow-gpt2";
+  // A tokenizer named by a relative path is the checkpoint root's own (a quantized Hugging Face
+  // model carries its tokenizer.json there), when it is there.
+  auto& tok = out.config.data.tokenizer;
+  std::error_code ec;
+  if (tok != "gpt2" && fs::path(tok).is_relative() && fs::exists(m.dir.parent_path() / tok, ec))
+    tok = (m.dir.parent_path() / tok).string();
+  if (m.quantized()) {
+    out.weights = load_quantized_weights(m, spec_of(out.config.model), name);
+    return out;
+  }
+  auto ck = load_checkpoint(m.dir, layout_of(out.config.model));
   out.weights = lm_weights_of(out.config.model, ck.params.data(), name);
   return out;
+}
+
+run_config load_checkpoint_config(const fs::path& dir, const std::string& data_dir) {
+  const auto head = read_manifest(dir);
+  run_config cfg;
+  apply_toml(cfg, head.config_toml, (head.dir / "manifest").string());
+  if (!data_dir.empty()) cfg.data.data_dir = data_dir;
+  return cfg;
 }
 
 lm_weights load_lm_weights(const fs::path& dir) {

@@ -19,6 +19,10 @@ struct checkpoint_model {
 // the file for a missing, corrupt or truncated checkpoint.
 checkpoint_model load_checkpoint_model(const std::filesystem::path& dir);
 
+// The run configuration a checkpoint was written with (data.data_dir replaced by data_dir when
+// that is not empty), from its manifest alone.
+run_config load_checkpoint_config(const std::filesystem::path& dir, const std::string& data_dir);
+
 // A Hugging Face folder when dir holds config.json, else a zeroflow checkpoint. zf::error names
 // the folder or file that is missing or wrong.
 lm_weights load_lm_weights(const std::filesystem::path& dir);

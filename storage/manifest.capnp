@@ -29,14 +29,22 @@ struct Manifest {
     param @0;
     expAvg @1;
     expAvgSq @2;
+    # a quantized tensor's parts (storage/quant_checkpoint.hpp)
+    qdata @3;             # packed codes, u8: [n, packed_row_bytes(format, k)]
+    qscales @4;           # f32: [n, k / group]
+    qzeros @5;            # u8: [n, k / group], asymmetric formats only
+    lorcA @6;             # f32: [k, rank], LoRC's low-rank correction
+    lorcB @7;             # f32: [rank, n]
   }
 
-  # How a fragment's bytes encode its elements. Only f32 is written and read today; the others
-  # are named so that a manifest saying bf16 is refused by name instead of misread.
+  # How a fragment's bytes encode its elements. Parameters and moments are f32 (bf16 and f16
+  # are named so that a manifest saying them is refused by name instead of misread); u8 holds a
+  # quantized tensor's packed codes and zero points.
   enum Dtype {
     f32 @0;
     bf16 @1;
     f16 @2;
+    u8 @3;
   }
 
   struct Fragment {
@@ -54,5 +62,22 @@ struct Manifest {
     dtype @1 :Text;       # the layout's type of the tensor: "F32"
     shape @2 :List(Int64);
     fragments @3 :List(Fragment);
+    quant @4 :Quant;      # set for a quantized tensor (its dtype then names the format)
   }
+
+  # A quantized matrix (kernels/quant.hpp): n output rows of k inputs, one scale (and zero
+  # point) per group of inputs. Its parts are fragments of kinds qdata, qscales, qzeros, lorcA,
+  # lorcB; it has no param fragments (the fp32 values are not stored).
+  struct Quant {
+    format @0 :Text;      # int8 | int4 | fp8_e4m3 | fp8_e5m2 | fp6_e3m2 | fp4_e2m1; "" = float
+    k @1 :Int32;          # inputs
+    n @2 :Int32;          # outputs
+    group @3 :Int32;      # inputs per scale
+    asym @4 :Bool;        # zero points stored
+    actInt8 @5 :Bool;     # activations quantized per token at run time (W8A8)
+    rank @6 :Int32;       # LoRC rank, 0 = none
+  }
+
+  quantScheme @7 :Text;   # "" = a float checkpoint; else w8a8 | w4a16 | fp8 | fp6 | fp4 ...
+  quantMethod @8 :Text;   # rtn | gptq, with +lorcR and +lkd
 }
