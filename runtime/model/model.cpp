@@ -207,6 +207,20 @@ void transformer::block_forward(int l, const float* x, int b, int t, const int* 
   release_params(l + 1);
 }
 
+void transformer::block_forward_alone(int l, const float* x, int b, int t, float* out) {
+  if (l < 0 || l >= L_) fail("block_forward_alone: layer {} of a {}-layer model", l, L_);
+  if (t > spec_.max_positions)
+    fail("sequence length {} exceeds the model's context of {} positions", t, spec_.max_positions);
+  plan(b, t);
+  block_forward(l, x, b, t, pos_.data(), out);
+}
+
+void transformer::block_backward_alone(int l, const float* x, int b, int t, float* d) {
+  if (b != b_ || t != t_ || !acts_.ready())
+    fail("block_backward_alone: no forward of a [{}, {}] batch to go back through", b, t);
+  block_backward(l, x, b, t, pos_.data(), d);
+}
+
 void transformer::layer_forward(int l, int b, int t) {
   const float* x = l == 0 ? encoded_ : la_[l - 1].res3;
   float* out = la_[l].res3;

@@ -112,6 +112,14 @@ class transformer {
   // The forward up to the final norm (no head, no loss): what calibration runs.
   void forward_hidden(const int* ids, int b, int t);
 
+  // One block alone on hidden states (layer-wise distillation, runtime/quant/lkd): layer l on
+  // x [b*t, C], b sequences of t tokens at positions 0..t-1, causal within each -> out [b*t, C]
+  // (out may be x when no backward follows), saving its activations as forward does (planned for
+  // (b, t)). Backward, after the forward of the same l, x, b, t: d [b*t, C] holds d(out) on entry
+  // and d(x) on exit; the block's weight gradients ACCUMULATE into its grads region.
+  void block_forward_alone(int l, const float* x, int b, int t, float* out);
+  void block_backward_alone(int l, const float* x, int b, int t, float* d);
+
   // Quantized linears (runtime/model/quant_linear) replacing the fp32 projections and head in
   // forward, score and forward_rl without gradients; forward_backward then refuses. Null: fp32.
   void set_quant(std::shared_ptr<const lm_quant> q);
