@@ -109,7 +109,7 @@ std::shared_ptr<lm_quant> quantize_weights(const lm_weights& w, const tokenizer&
   o.method = f.method;
   o.lorc_rank = f.lorc_rank;
   o.head = !f.keep_head;
-  if (f.lkd_steps > 0) fail("--lkd-steps: LKD is not in this build yet");
+  o.lkd_steps = f.lkd_steps;
   quant::calibration cal;
   const bool calibrate = o.method == "gptq" || f.lkd_steps > 0;
   if (calibrate) {
