@@ -13,6 +13,7 @@
 
 #include "kernels/embedding.hpp"
 #include "kernels/matmul.hpp"
+#include "quant_fixtures.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/model/block.hpp"
 #include "runtime/model/model.hpp"
@@ -25,27 +26,11 @@ namespace k = zf::kernels;
 namespace {
 
 model_config lkd_cfg(const char* arch) {
-  model_config m;
-  m.arch = arch;
-  m.n_layer = 2;
-  m.n_head = 4;
-  m.n_embd = 64;
-  m.n_positions = 64;
-  m.vocab_size = 97;
-  m.tied_head = true;
-  if (m.arch == "llama") {
-    m.n_kv_head = 2;
-    m.intermediate = 96;
-  }
-  return m;
+  return zf::testing::quant_test_config(arch, true);
 }
 
 std::vector<float> lkd_params(const model_config& m, uint64_t seed) {
-  const auto L = layout_of(m);
-  std::vector<float> p(L.total);
-  init_params(L, m.n_layer, seed, p.data());
-  for (auto& x : p) x *= 4.0f;  // spread the logits, as test_quant_model's fixture
-  return p;
+  return zf::testing::quant_test_params(m, seed);
 }
 
 std::vector<int> random_ids(int n, int vocab, unsigned seed) {

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "quant_fixtures.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/model/model.hpp"
 #include "runtime/model/model_paged.hpp"
@@ -23,27 +24,11 @@ namespace k = zf::kernels;
 namespace {
 
 model_config cfg(const char* arch, bool tied) {
-  model_config m;
-  m.arch = arch;
-  m.n_layer = 2;
-  m.n_head = 4;
-  m.n_embd = 64;
-  m.n_positions = 64;
-  m.vocab_size = 97;
-  m.tied_head = tied;
-  if (m.arch == "llama") {
-    m.n_kv_head = 2;
-    m.intermediate = 96;
-  }
-  return m;
+  return zf::testing::quant_test_config(arch, tied);
 }
 
 std::vector<float> params_of(const model_config& m, uint64_t seed) {
-  const auto L = layout_of(m);
-  std::vector<float> p(L.total);
-  init_params(L, m.n_layer, seed, p.data());
-  for (auto& x : p) x *= 4.0f;  // spread the logits
-  return p;
+  return zf::testing::quant_test_params(m, seed);
 }
 
 std::vector<int> ids_of(int n, int vocab, unsigned seed) {

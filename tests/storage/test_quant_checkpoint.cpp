@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "quant_fixtures.hpp"
 #include "runtime/core/config.hpp"
 #include "runtime/model/model.hpp"
 #include "runtime/quant/quantize_model.hpp"
@@ -27,19 +28,7 @@ using zf::testing::temp_dir;
 namespace {
 
 model_config small(const char* arch, bool tied) {
-  model_config m;
-  m.arch = arch;
-  m.n_layer = 2;
-  m.n_head = 4;
-  m.n_embd = 64;
-  m.n_positions = 32;
-  m.vocab_size = 97;
-  m.tied_head = tied;
-  if (m.arch == "llama") {
-    m.n_kv_head = 2;
-    m.intermediate = 96;
-  }
-  return m;
+  return zf::testing::quant_test_config(arch, tied, 32);
 }
 
 // A random model quantized as `scheme` (RTN, LoRC of `rank`), as inference weights.
