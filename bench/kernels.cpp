@@ -13,6 +13,8 @@
 //   q*_vs_read          a quantized decode GEMV's weight GB/s (one token row, one thread,
 //                       the LM head's shape) as a fraction of a vectorised read of as many bytes
 //                       (the memory's limit for streaming them); fp32 GEMV the same way.
+//   w8a8_prefill_vs_fp32_k*  fp32 GEMM's time over the W8A8 prefill GEMM's (256 rows, one
+//                       thread, activation quantization included; above 1: W8A8 faster).
 // Each ratio times the two sides alternately, so a busy machine slows both alike.
 // Last line: `kernels key=value ...`.
 //   bench_kernels [--threads N] [--min-ms MS] [--filter SUBSTR]
@@ -518,6 +520,33 @@ void bench_quant() {
   }
 }
 
+// W8A8 prefill (256 token rows) on gpt2's fc and proj shapes through the dispatch (activation
+// quantization included, one thread: no pool lent), timed alternately with the fp32 GEMM of the
+// same shape: w8a8_prefill_vs_fp32 is fp32's time over W8A8's (above 1: W8A8 faster).
+void bench_w8a8_prefill() {
+  if (!wanted("w8a8")) return;
+  const int M = 256;
+  for (const auto& [K, N] : {std::pair{768, 3072}, std::pair{3072, 768}}) {
+    const auto w = fill(std::size_t(K) * N, 7), x = fill(std::size_t(M) * K, 8);
+    std::vector<float> y(std::size_t(M) * N);
+    std::vector<std::uint8_t> data(std::size_t(K) * N);
+    std::vector<float> scales(std::size_t(N) * (K / 128));
+    k::quantize_rtn(k::qformat::int8, w.data(), std::size_t(N), 1, K, N, 128, false, false,
+                    data.data(), scales.data(), nullptr);
+    const k::qmatrix q{k::qformat::int8, N, K, 128, data.data(), scales.data(), nullptr};
+    const auto [ms, fp] = time_pair(
+        [&] {
+          k::qgemm_w8a8(q, {x.data(), 0, M, nullptr, y.data(), 0, false});
+        },
+        [&] { k::gemm(false, false, M, N, K, 1.0f, x.data(), K, w.data(), N, 0.0f, y.data(), N); });
+    const std::string shape = dims({M, K, N});
+    report("gemm fp32 (peer)", shape, fp, 2.0 * M * N * K, 4.0 * (double(M) * K + double(K) * N));
+    report("qgemm w8a8 prefill", shape + " g128", ms, 2.0 * M * N * K,
+           double(M) * K * 4 + double(data.size()));
+    summary["w8a8_prefill_vs_fp32_k" + std::to_string(K)] = fp / ms;
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -551,6 +580,7 @@ int main(int argc, char** argv) {
   bench_embedding();
   bench_adamw_and_triad();
   bench_quant();
+  bench_w8a8_prefill();
   std::printf("kernels threads=%d", opt.threads);
   for (const auto& [key, value] : summary) std::printf(" %s=%.3g", key.c_str(), value);
   std::printf("\n");

@@ -138,6 +138,8 @@ void qgemm_w8a8(const qmatrix& q, const qgemm_io& io);
 // are not switched off); set_quant_simd(false) forces the portable paths, e.g. to test them.
 bool quant_simd() noexcept;
 void set_quant_simd(bool on) noexcept;
+// Whether the W8A8 GEMMs use AVX-512 VNNI (quant_simd() and the CPU has it).
+bool quant_vnni() noexcept;
 
 namespace cpu {
 // The spec: dequantize (quant_cpu.cpp's scalar codecs), then one sgemm.
@@ -158,6 +160,18 @@ void qgemm_w8a8(const qmatrix& q, const std::int8_t* xq, const float* xs, const 
 // qgemm_direct.
 void qgemm_w8a8_direct(const qmatrix& q, const std::int8_t* xq, const float* xs, const qgemm_io& io,
                        int o0, int o1);
+// W8A8 prefill (quant_gemm_cpu.cpp): outputs [o0, o1) of y [m, n] (io.y, io.ldy, io.bias,
+// io.accumulate; io.x is not read) from xu [m, k] dense = the activation codes + 128 as bytes
+// (quantize_activations_u8) and xs [m], q int8 [n, k] with group <= 65536: the same group sums
+// and scales as qgemm_w8a8, int8 x int8 -> int32 on VNNI (vpdpbusd) in tiles of 8 token rows x
+// 48 outputs, k in groups; a portable loop otherwise. Outputs may be split over threads.
+void qgemm_w8a8_gemm(const qmatrix& q, const std::uint8_t* xu, const float* xs, const qgemm_io& io,
+                     int o0, int o1);
+// quantize_activations (per token) stored as code + 128: x [m, k] (row stride ldx, 0: k) ->
+// xu [m, k] dense, scales [m]; codes and scales the same bits as quantize_activations' for
+// finite x.
+void quantize_activations_u8(const float* x, int ldx, int m, int k, std::uint8_t* xu,
+                             float* scales);
 }  // namespace cpu
 
 }  // namespace zf::kernels

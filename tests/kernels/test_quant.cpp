@@ -495,3 +495,158 @@ TEST_CASE("quant: per-token int8 activations keep outlier channels' damage small
   CHECK(tok < 0.025);
   CHECK(ten > 4 * tok);
 }
+
+// The W8A8 prefill GEMM (cpu::qgemm_w8a8_gemm, VNNI tiles of 8 token rows x 48 outputs) against
+// the reference cpu::qgemm_w8a8 on the same codes: m not a multiple of the tile, n not a multiple
+// of 16 or 48, k = 768 and 3072, group 128 and per channel, ragged ldx / ldy, bias, accumulate.
+// The int32 group sums are exact in both; only the float rounding of the scales may differ:
+// |gemm - reference| <= 1e-5 * (xs * sum_g |s_g * dot_g| + |bias| + |y0|) per element.
+TEST_CASE("quant: the w8a8 prefill GEMM equals the reference over tiles, groups and strides") {
+  const bool vnni = quant_vnni();
+  if (!vnni) MESSAGE("SKIP the VNNI body: this CPU lacks AVX-512 VNNI");
+  struct shape {
+    int k, n, group;
+  };
+  const shape shapes[] = {
+      {768, 100, 128}, {768, 70, 768}, {3072, 64, 128}, {3072, 52, 3072}, {96, 40, 32}};
+  const kernel_pool pool = thread_pool();
+  for (bool use_simd : {true, false}) {
+    if (use_simd && !vnni) continue;
+    set_quant_simd(use_simd);
+    std::size_t same = 0, total = 0;
+    for (const shape& sh : shapes)
+      for (int m : {1, 9, 21, 69}) {
+        if (!use_simd && m > 21) continue;  // the portable loop is slow
+        const int k = sh.k, n = sh.n, G = k / sh.group, ldx = k + 8, ldy = n + 5;
+        CAPTURE(use_simd);
+        CAPTURE(k);
+        CAPTURE(n);
+        CAPTURE(sh.group);
+        CAPTURE(m);
+        const auto w = normal(std::size_t(k) * n, 31, 0.05f);
+        const auto x = normal(std::size_t(m) * ldx, 32);
+        const auto bias = normal(n, 33);
+        const auto y0 = normal(std::size_t(m) * ldy, 34);
+        qbuf b(qformat::int8, w, k, n, sh.group);
+        // the offset codes are quantize_activations' codes + 128, the scales the same bits
+        std::vector<std::int8_t> xq(std::size_t(m) * k);
+        std::vector<std::uint8_t> xu(xq.size());
+        std::vector<float> xs(m), xs_u(m);
+        quantize_activations(x.data(), ldx, m, k, false, xq.data(), xs.data());
+        cpu::quantize_activations_u8(x.data(), ldx, m, k, xu.data(), xs_u.data());
+        bool codes_same = xs == xs_u;
+        for (std::size_t i = 0; i < xq.size(); ++i) codes_same = codes_same && xu[i] == xq[i] + 128;
+        CHECK(codes_same);
+        for (bool acc : {false, true}) {
+          CAPTURE(acc);
+          auto run = [&](auto&& fn) {
+            std::vector<float> y(y0);
+            fn(qgemm_io{x.data(), ldx, m, bias.data(), y.data(), ldy, acc});
+            return y;
+          };
+          const auto ref =
+              run([&](const qgemm_io& io) { cpu::qgemm_w8a8(b.q, xq.data(), xs.data(), io); });
+          const auto got = run([&](const qgemm_io& io) {
+            cpu::qgemm_w8a8_gemm(b.q, xu.data(), xs.data(), io, 0, n);
+          });
+          const auto* wc = reinterpret_cast<const std::int8_t*>(b.q.data);
+          double worst = 0;  // |got - ref| / the bound's magnitude
+          bool untouched = true;
+          for (int i = 0; i < m; ++i)
+            for (int o = 0; o < ldy; ++o) {
+              const std::size_t at = std::size_t(i) * ldy + o;
+              if (o >= n) {  // the padding past n stays as it was
+                untouched = untouched && got[at] == y0[at];
+                continue;
+              }
+              double mag = std::abs(bias[o]) + (acc ? std::abs(y0[at]) : 0.0);
+              for (int g = 0; g < G; ++g) {
+                long d = 0;
+                for (int j = g * sh.group; j < (g + 1) * sh.group; ++j)
+                  d += long(xq[std::size_t(i) * k + j]) * wc[std::size_t(o) * k + j];
+                mag += double(xs[i]) * std::abs(double(b.q.scales[std::size_t(o) * G + g]) * d);
+              }
+              worst = std::max(worst, std::abs(double(got[at]) - ref[at]) / mag);
+              same += got[at] == ref[at];
+              ++total;
+            }
+          CHECK(untouched);
+          CHECK(worst <= 1e-5);
+          // outputs split anywhere give the same bits (each output's lane is computed alone)
+          CHECK(got == run([&](const qgemm_io& io) {
+                  cpu::qgemm_w8a8_gemm(b.q, xu.data(), xs.data(), io, 0, 17);
+                  cpu::qgemm_w8a8_gemm(b.q, xu.data(), xs.data(), io, 17, std::min(n, 66));
+                  cpu::qgemm_w8a8_gemm(b.q, xu.data(), xs.data(), io, std::min(n, 66), n);
+                }));
+          if (m > 8) {
+            // the dispatch's prefill path, over threads: the same bits (on VNNI; without it the
+            // dispatch keeps the dequantized tiles through sgemm)
+            const kernel_pool_scope lend(&pool);
+            const auto disp = run([&](const qgemm_io& io) { qgemm_w8a8(b.q, io); });
+            if (use_simd) CHECK(disp == got);
+            // batch-invariant mode keeps the direct kernel
+            set_batch_invariant(true);
+            const auto inv = run([&](const qgemm_io& io) { qgemm_w8a8(b.q, io); });
+            set_batch_invariant(false);
+            CHECK(inv == run([&](const qgemm_io& io) {
+                    cpu::qgemm_w8a8_direct(b.q, xq.data(), xs.data(), io, 0, n);
+                  }));
+          }
+        }
+      }
+    MESSAGE("simd " << use_simd << ": " << same << " of " << total
+                    << " outputs bit-identical to the reference");
+  }
+  set_quant_simd(true);
+}
+
+// The prefill's activation codes (code + 128, its quotient without a division where the scale
+// allows) against quantize_activations bit for bit: ties at every half step (to even), scales
+// far from 1 both ways (the division's rows), zero and subnormal rows, a ragged tail of k.
+TEST_CASE("quant: offset int8 activations equal quantize_activations' codes and scales") {
+  for (bool use_simd : {true, false}) {
+    if (use_simd && !quant_vnni()) continue;
+    set_quant_simd(use_simd);
+    for (int k : {40, 768}) {
+      CAPTURE(use_simd);
+      CAPTURE(k);
+      const int ldx = k + 3;
+      const float mults[] = {1.0f, 1e-30f, 1e-20f, 1e27f, 1e33f, 0.0f, 1e-42f, 0.125f};
+      const float near[] = {0.3f, 1.7e-3f, 5.9e4f};  // scales that are not powers of two
+      const int nm = int(std::size(mults)), m = nm + 2 + int(std::size(near));
+      std::vector<float> x(std::size_t(m) * ldx, 0.0f);
+      const auto r = normal(std::size_t(m) * ldx, 41);
+      for (int i = 0; i < m; ++i)
+        for (int j = 0; j < k; ++j) {
+          const std::size_t at = std::size_t(i) * ldx + j;
+          const float tie = float(j % 253 - 126) + 0.5f;  // |tie| <= 126.5: every half step
+          if (i < nm) {
+            x[at] = r[at] * mults[i];
+          } else if (i < nm + 2) {  // absmax 127: scale 1 and 0.125, quotients on the half steps
+            x[at] = (j == 0 ? 127.0f : tie) * (i == nm + 1 ? 0.125f : 1.0f);
+          } else {  // within 2 ulps of (n + 0.5) * s: where x * (1 / s) alone rounds wrong
+            const float sc = 127.0f * near[i - nm - 2] / 127.0f;
+            float v = j == 0 ? 127.0f * near[i - nm - 2] : float(double(tie) * sc);
+            for (int u = 0; u < j % 5; ++u) v = std::nextafter(v, (j / 5) % 2 ? 1e30f : -1e30f);
+            x[at] = v;
+          }
+        }
+      std::vector<std::int8_t> xq(std::size_t(m) * k);
+      std::vector<std::uint8_t> xu(xq.size());
+      std::vector<float> xs(m), xs_u(m);
+      quantize_activations(x.data(), ldx, m, k, false, xq.data(), xs.data());
+      cpu::quantize_activations_u8(x.data(), ldx, m, k, xu.data(), xs_u.data());
+      for (int i = 0; i < m; ++i) {
+        CAPTURE(i);
+        CHECK(std::memcmp(&xs[i], &xs_u[i], 4) == 0);
+        bool same = true;
+        for (int j = 0; j < k; ++j) {
+          const std::size_t at = std::size_t(i) * k + j;
+          same = same && int(xu[at]) == xq[at] + 128;
+        }
+        CHECK(same);
+      }
+    }
+  }
+  set_quant_simd(true);
+}
