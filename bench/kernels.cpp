@@ -521,8 +521,9 @@ void bench_quant() {
 }
 
 // W8A8 prefill (256 token rows) on gpt2's fc and proj shapes through the dispatch (activation
-// quantization included, one thread: no pool lent), timed alternately with the fp32 GEMM of the
-// same shape: w8a8_prefill_vs_fp32 is fp32's time over W8A8's (above 1: W8A8 faster).
+// quantization included, one thread: no pool lent; AMX where granted, and then the VNNI tiles
+// alone too), timed alternately with the fp32 GEMM of the same shape: w8a8_prefill_vs_fp32 is
+// fp32's time over W8A8's (above 1: W8A8 faster).
 void bench_w8a8_prefill() {
   if (!wanted("w8a8")) return;
   const int M = 256;
@@ -541,9 +542,18 @@ void bench_w8a8_prefill() {
         [&] { k::gemm(false, false, M, N, K, 1.0f, x.data(), K, w.data(), N, 0.0f, y.data(), N); });
     const std::string shape = dims({M, K, N});
     report("gemm fp32 (peer)", shape, fp, 2.0 * M * N * K, 4.0 * (double(M) * K + double(K) * N));
-    report("qgemm w8a8 prefill", shape + " g128", ms, 2.0 * M * N * K,
-           double(M) * K * 4 + double(data.size()));
+    report(k::quant_amx() ? "qgemm w8a8 amx" : "qgemm w8a8 vnni", shape + " g128", ms,
+           2.0 * M * N * K, double(M) * K * 4 + double(data.size()));
     summary["w8a8_prefill_vs_fp32_k" + std::to_string(K)] = fp / ms;
+    if (k::quant_amx()) {  // the VNNI tiles alone, as on CPUs without AMX
+      k::set_quant_amx(false);
+      const double vnni = time_ms([&] {
+        k::qgemm_w8a8(q, {x.data(), 0, M, nullptr, y.data(), 0, false});
+      });
+      k::set_quant_amx(true);
+      report("qgemm w8a8 vnni", shape + " g128", vnni, 2.0 * M * N * K,
+             double(M) * K * 4 + double(data.size()));
+    }
   }
 }
 

@@ -194,9 +194,9 @@ void qgemm_w8a8(const qmatrix& q, const qgemm_io& io) {
   thread_local std::vector<float> xs;
   xs.resize(std::max(xs.size(), std::size_t(io.m)));
   if (!tl_invariant && io.m > k_few_rows && quant_vnni() && q.group <= 65536) {
-    // Prefill: int8 x int8 -> int32 on VNNI, the activations offset to unsigned bytes
+    // Prefill: int8 x int8 -> int32 on VNNI or AMX, the activations offset to unsigned bytes
     // (quant_gemm_cpu.cpp), split over the lent threads by outputs (with none lent, one
-    // thread: still ~3x sgemm's one-thread speed, bench_kernels --filter w8a8).
+    // thread: still 3-6x sgemm's one-thread speed, bench_kernels --filter w8a8).
     thread_local std::vector<std::uint8_t> xu;
     xu.resize(std::max(xu.size(), std::size_t(io.m) * q.k));
     cpu::quantize_activations_u8(io.x, io.ldx, io.m, q.k, xu.data(), xs.data());

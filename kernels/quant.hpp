@@ -140,6 +140,11 @@ bool quant_simd() noexcept;
 void set_quant_simd(bool on) noexcept;
 // Whether the W8A8 GEMMs use AVX-512 VNNI (quant_simd() and the CPU has it).
 bool quant_vnni() noexcept;
+// Whether the W8A8 prefill GEMM uses AMX-INT8 tiles (for 32 token rows or more, groups a
+// multiple of 64): quant_vnni(), the CPU has AMX-INT8, Linux granted the tile state, and
+// set_quant_amx(false) has not switched it off (the VNNI tiles then, e.g. to test them).
+bool quant_amx() noexcept;
+void set_quant_amx(bool on) noexcept;
 
 namespace cpu {
 // The spec: dequantize (quant_cpu.cpp's scalar codecs), then one sgemm.
@@ -163,8 +168,9 @@ void qgemm_w8a8_direct(const qmatrix& q, const std::int8_t* xq, const float* xs,
 // W8A8 prefill (quant_gemm_cpu.cpp): outputs [o0, o1) of y [m, n] (io.y, io.ldy, io.bias,
 // io.accumulate; io.x is not read) from xu [m, k] dense = the activation codes + 128 as bytes
 // (quantize_activations_u8) and xs [m], q int8 [n, k] with group <= 65536: the same group sums
-// and scales as qgemm_w8a8, int8 x int8 -> int32 on VNNI (vpdpbusd) in tiles of 8 token rows x
-// 48 outputs, k in groups; a portable loop otherwise. Outputs may be split over threads.
+// and scales as qgemm_w8a8, int8 x int8 -> int32 on AMX-INT8 (quant_amx(): 32 token rows x 32
+// outputs per tile block) or VNNI (vpdpbusd, 8 rows x 48 outputs), k in groups; a portable loop
+// otherwise. Outputs may be split over threads.
 void qgemm_w8a8_gemm(const qmatrix& q, const std::uint8_t* xu, const float* xs, const qgemm_io& io,
                      int o0, int o1);
 // quantize_activations (per token) stored as code + 128: x [m, k] (row stride ldx, 0: k) ->

@@ -1,5 +1,6 @@
 // Quant family, the W8A8 prefill GEMM: int8 activations x int8 weights -> int32 on AVX-512 VNNI
-// (vpdpbusd), the scales applied in float after each group (quant.hpp: cpu::qgemm_w8a8_gemm).
+// (vpdpbusd), or on AMX-INT8 tiles where the CPU has them and Linux grants them (below), the
+// scales applied in float after each group (quant.hpp: cpu::qgemm_w8a8_gemm).
 //
 // vpdpbusd multiplies unsigned by signed bytes, four pairs per 32-bit lane. The activations go
 // unsigned with a +128 offset (quantize_activations_u8: code + 128, 1..255), the weights stay
@@ -23,7 +24,10 @@
 // operations the reference cpu::qgemm_w8a8 compiles to here: bit-identical to it in the tests
 // (tests/kernels/test_quant.cpp; their bound, for a compiler that contracts it differently:
 // 1e-5 of xs * sum_g |s * sum_g| + |bias| + |y|).
+#include <cpuid.h>
 #include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -103,8 +107,13 @@ ZF_VNNI void pack_panel(const qmatrix& q, int ob, int nout, int nv, panel_buf& p
   p.tile.resize(std::max(p.tile.size(), sz(k_rows) * k_vecs));
   p.itile.resize(std::max(p.itile.size(), sz(k_rows) * k_vecs));
   auto* pw = reinterpret_cast<__m512i*>(p.w.data());
+  auto* nc = reinterpret_cast<__m512i*>(p.ncomp.data());
+  auto* sc = reinterpret_cast<float*>(p.sc.data());
+  const int qg = q.group / 4;
+  const __m512i ones = _mm512_set1_epi8(1);
   for (int v = 0; v < nv; ++v) {
     const int o0 = ob + 16 * v, rows = std::min(16, nout - 16 * v);
+    __m512i sum = _mm512_setzero_si512();  // the group's code sums so far, one output per lane
     for (int qb = 0; qb < nq; qb += 16) {
       const __mmask16 lm = nq - qb >= 16 ? __mmask16(0xffff) : __mmask16((1u << (nq - qb)) - 1);
       __m512i r[16];
@@ -112,30 +121,19 @@ ZF_VNNI void pack_panel(const qmatrix& q, int ob, int nout, int nv, panel_buf& p
         r[l] = l < rows ? _mm512_maskz_loadu_epi32(lm, w + sz(o0 + l) * k + 4 * sz(qb))
                         : _mm512_setzero_si512();
       transpose16(r);
-      for (int j = 0; j < 16 && qb + j < nq; ++j)
+      for (int j = 0; j < 16 && qb + j < nq; ++j) {
         _mm512_store_si512(pw + sz(qb + j) * nv + v, r[j]);
-    }
-    auto* nc = reinterpret_cast<std::int32_t*>(p.ncomp.data());
-    auto* sc = reinterpret_cast<float*>(p.sc.data());
-    const __m256i ones = _mm256_set1_epi8(1);
-    for (int l = 0; l < 16; ++l)
-      for (int g = 0; g < G; ++g) {
-        const sz at = (sz(g) * nv + v) * 16 + l;
-        if (l >= rows) {
-          nc[at] = 0;
-          sc[at] = 0;
-          continue;
+        sum = _mm512_dpbusd_epi32(sum, ones, r[j]);
+        if ((qb + j + 1) % qg == 0) {
+          _mm512_store_si512(nc + sz((qb + j) / qg) * nv + v,
+                             _mm512_mullo_epi32(sum, _mm512_set1_epi32(-128)));
+          sum = _mm512_setzero_si512();
         }
-        const std::int8_t* row = w + sz(o0 + l) * k + sz(g) * q.group;
-        __m256i s = _mm256_setzero_si256();
-        for (int j = 0; j < q.group; j += 32)
-          s = _mm256_dpbusd_epi32(s, ones,
-                                  _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + j)));
-        const __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-        const __m128i h2 = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
-        nc[at] = -128 * _mm_cvtsi128_si32(_mm_add_epi32(h2, _mm_shuffle_epi32(h2, 0xb1)));
-        sc[at] = q.scales[sz(o0 + l) * G + g];
       }
+    }
+    for (int g = 0; g < G; ++g)
+      for (int l = 0; l < 16; ++l)
+        sc[(sz(g) * nv + v) * 16 + l] = l < rows ? q.scales[sz(o0 + l) * G + g] : 0.0f;
   }
 }
 
@@ -213,10 +211,10 @@ ZF_VNNI void rows_once(const qmatrix& q, const std::uint8_t* xu, const float* xs
   store_rows<R, V>(io, ly, xs, i0, ob, nout, p);
 }
 
+// Token rows [i, m) against the packed panel, 8 at a time and the rest at once.
 template <int V>
 ZF_VNNI void panel_rows(const qmatrix& q, const std::uint8_t* xu, const float* xs,
-                        const qgemm_io& io, sz ly, int ob, int nout, panel_buf& p) {
-  int i = 0;
+                        const qgemm_io& io, sz ly, int ob, int nout, panel_buf& p, int i = 0) {
   for (; i + k_rows <= io.m; i += k_rows) rows_once<k_rows, V>(q, xu, xs, io, ly, i, ob, nout, p);
   switch (io.m - i) {
     case 7:
@@ -238,9 +236,116 @@ ZF_VNNI void panel_rows(const qmatrix& q, const std::uint8_t* xu, const float* x
   }
 }
 
+// ---- AMX-INT8 (optional: CPUs with it, where the kernel grants the tile state) ----
+// Panels of 32 outputs (the same packing, nv = 2) against 32 token rows at a time: tiles 0-3
+// hold C (int32, 16 rows x 16 outputs; tile 2 * row block + vector), 4-5 A (16 token rows x 64
+// bytes, copied per call into [32-row block][k / 64][32][64] so each is 1 KiB in a row: ~15%
+// faster than loading them from xu's rows), 6-7 B (16 quads x 16 outputs x 4 bytes: 16 rows of
+// the packed panel, stride 128). tdpbusd multiplies u8 A by s8 B as vpdpbusd does; C starts at the
+// group's -128 * code sums (one 64-byte row loaded with stride 0), a group takes group / 64
+// steps of 4 tdpbusd, then C goes through memory into the same float accumulators (p.tile
+// [32][2][16]) and epilogue as the VNNI tiles. Groups must be multiples of 64; the rows past
+// the last 32 and a last panel of 16 outputs or fewer run the VNNI tiles.
+#define ZF_AMX \
+  __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma")))
+
+bool g_amx_off = false;
+
+bool amx_granted() {
+  static const bool ok = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d >> 24 & 1) || !(d >> 25 & 1)) return false;
+    // ARCH_REQ_XCOMP_PERM (0x1023) for XFEATURE_XTILEDATA (18): Linux enables AMX per process
+    return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+  }();
+  return ok;
+}
+
+struct alignas(64) tile_config {
+  std::uint8_t palette = 1, start_row = 0, reserved[14] = {};
+  std::uint16_t colsb[16] = {64, 64, 64, 64, 64, 64, 64, 64};
+  std::uint8_t rows[16] = {16, 16, 16, 16, 16, 16, 16, 16};
+};
+
+// xa: the 32 token rows' bytes as A tiles, [k / 64][32 rows][64 bytes] (contiguous per step).
+ZF_AMX void amx_rows32(const qmatrix& q, const std::uint8_t* xa, panel_buf& p) {
+  const int G = q.groups(), steps = q.group / 64;
+  const auto* pw = reinterpret_cast<const std::uint8_t*>(p.w.data());
+  const auto* nc = reinterpret_cast<const std::int32_t*>(p.ncomp.data());
+  const auto* sc = reinterpret_cast<const float*>(p.sc.data());
+  auto* ft = reinterpret_cast<float*>(p.tile.data());
+  auto* it = reinterpret_cast<std::int32_t*>(p.itile.data());
+  for (int g = 0; g < G; ++g) {
+    _tile_loadd(0, nc + sz(g) * 32, 0);
+    _tile_loadd(1, nc + sz(g) * 32 + 16, 0);
+    _tile_loadd(2, nc + sz(g) * 32, 0);
+    _tile_loadd(3, nc + sz(g) * 32 + 16, 0);
+    for (int st = 0; st < steps; ++st) {
+      const sz kk = sz(g) * q.group + 64 * sz(st);
+      _tile_loadd(4, xa + kk * 32, 64);
+      _tile_loadd(5, xa + kk * 32 + 1024, 64);
+      _tile_loadd(6, pw + kk / 4 * 128, 128);
+      _tile_loadd(7, pw + kk / 4 * 128 + 64, 128);
+      _tile_dpbusd(0, 4, 6);
+      _tile_dpbusd(1, 4, 7);
+      _tile_dpbusd(2, 5, 6);
+      _tile_dpbusd(3, 5, 7);
+    }
+    _tile_stored(0, it, 64);
+    _tile_stored(1, it + 256, 64);
+    _tile_stored(2, it + 512, 64);
+    _tile_stored(3, it + 768, 64);
+    for (int t = 0; t < 4; ++t) {
+      const int v = t & 1;
+      const __m512 s = _mm512_load_ps(sc + (sz(g) * 2 + v) * 16);
+      for (int r = 0; r < 16; ++r) {
+        float* f = ft + ((sz(t >> 1) * 16 + r) * 2 + v) * 16;
+        const __m512 d = _mm512_cvtepi32_ps(_mm512_load_si512(it + t * 256 + r * 16));
+        _mm512_store_ps(f, g ? _mm512_fmadd_ps(d, s, _mm512_load_ps(f)) : _mm512_mul_ps(d, s));
+      }
+    }
+  }
+}
+
+ZF_AMX void gemm_amx(const qmatrix& q, const std::uint8_t* xu, const float* xs, const qgemm_io& io,
+                     int o0, int o1, panel_buf& p) {
+  const sz ly = io.ldy ? io.ldy : q.n;
+  p.tile.resize(std::max(p.tile.size(), sz(64)));
+  p.itile.resize(std::max(p.itile.size(), sz(64)));
+  // the activations of every whole 32-row block as A tiles, [block][k / 64][32][64]
+  thread_local std::vector<blk> xa;
+  const int nb = io.m / 32, ks = q.k / 64;
+  xa.resize(std::max(xa.size(), sz(nb) * ks * 32));
+  auto* xav = reinterpret_cast<__m512i*>(xa.data());
+  for (int b = 0; b < nb; ++b)
+    for (int st = 0; st < ks; ++st)
+      for (int r = 0; r < 32; ++r)
+        _mm512_store_si512(xav + (sz(b) * ks + st) * 32 + r,
+                           _mm512_loadu_si512(xu + (sz(b) * 32 + r) * q.k + 64 * sz(st)));
+  const tile_config cfg;
+  _tile_loadconfig(&cfg);
+  for (int ob = o0; ob < o1; ob += 32) {
+    const int nout = std::min(32, o1 - ob), nv = (nout + 15) / 16;
+    pack_panel(q, ob, nout, nv, p);
+    if (nv == 1) {
+      panel_rows<1>(q, xu, xs, io, ly, ob, nout, p);
+      continue;
+    }
+    int i = 0;
+    for (; i + 32 <= io.m; i += 32) {
+      amx_rows32(q, reinterpret_cast<const std::uint8_t*>(xav + sz(i / 32) * ks * 32), p);
+      store_rows<32, 2>(io, ly, xs, i, ob, nout, p);
+    }
+    panel_rows<2>(q, xu, xs, io, ly, ob, nout, p, i);
+  }
+  _tile_release();
+}
+
 ZF_VNNI void gemm_vnni(const qmatrix& q, const std::uint8_t* xu, const float* xs,
                        const qgemm_io& io, int o0, int o1) {
   thread_local panel_buf p;
+  if (!g_amx_off && io.m >= 32 && q.group % 64 == 0 && amx_granted())
+    return gemm_amx(q, xu, xs, io, o0, o1, p);
   const sz ly = io.ldy ? io.ldy : q.n;
   for (int ob = o0; ob < o1; ob += k_panel) {
     const int nout = std::min(k_panel, o1 - ob), nv = (nout + 15) / 16;
@@ -298,6 +403,12 @@ ZF_VNNI void quantize_u8_simd(const float* x, sz lx, int m, int k, std::uint8_t*
 
 bool quant_vnni() noexcept {
   return quant_simd() && cpu_has_vnni();
+}
+bool quant_amx() noexcept {
+  return quant_vnni() && !g_amx_off && amx_granted();
+}
+void set_quant_amx(bool on) noexcept {
+  g_amx_off = !on;
 }
 
 namespace cpu {

@@ -502,23 +502,26 @@ TEST_CASE("quant: per-token int8 activations keep outlier channels' damage small
 // The int32 group sums are exact in both; only the float rounding of the scales may differ:
 // |gemm - reference| <= 1e-5 * (xs * sum_g |s_g * dot_g| + |bias| + |y0|) per element.
 TEST_CASE("quant: the w8a8 prefill GEMM equals the reference over tiles, groups and strides") {
-  const bool vnni = quant_vnni();
+  const bool vnni = quant_vnni(), amx = quant_amx();
   if (!vnni) MESSAGE("SKIP the VNNI body: this CPU lacks AVX-512 VNNI");
+  if (!amx) MESSAGE("SKIP the AMX body: no AMX-INT8 here (or Linux refused its tile state)");
   struct shape {
     int k, n, group;
   };
   const shape shapes[] = {
       {768, 100, 128}, {768, 70, 768}, {3072, 64, 128}, {3072, 52, 3072}, {96, 40, 32}};
   const kernel_pool pool = thread_pool();
-  for (bool use_simd : {true, false}) {
-    if (use_simd && !vnni) continue;
+  for (const char* body : {"amx", "vnni", "portable"}) {
+    const bool use_simd = body != std::string("portable");
+    if ((body == std::string("amx") && !amx) || (use_simd && !vnni)) continue;
     set_quant_simd(use_simd);
+    set_quant_amx(body == std::string("amx"));
     std::size_t same = 0, total = 0;
     for (const shape& sh : shapes)
-      for (int m : {1, 9, 21, 69}) {
+      for (int m : {1, 9, 21, 40, 69}) {    // AMX: 32 rows at a time, the rest on VNNI
         if (!use_simd && m > 21) continue;  // the portable loop is slow
         const int k = sh.k, n = sh.n, G = k / sh.group, ldx = k + 8, ldy = n + 5;
-        CAPTURE(use_simd);
+        CAPTURE(std::string(body));
         CAPTURE(k);
         CAPTURE(n);
         CAPTURE(sh.group);
@@ -594,10 +597,11 @@ TEST_CASE("quant: the w8a8 prefill GEMM equals the reference over tiles, groups 
           }
         }
       }
-    MESSAGE("simd " << use_simd << ": " << same << " of " << total
-                    << " outputs bit-identical to the reference");
+    MESSAGE(std::string(body) << ": " << same << " of " << total
+                              << " outputs bit-identical to the reference");
   }
   set_quant_simd(true);
+  set_quant_amx(true);
 }
 
 // The prefill's activation codes (code + 128, its quotient without a division where the scale
