@@ -4,6 +4,8 @@
 // decoding step allocates: `arena` is sized by a counting pass, allocated once, then handed out.
 // `tensor_view` names memory owned elsewhere (an fbuffer, an arena slice, a mmapped file, GPU
 // memory) with its dtype, device and shape.
+#include <sys/mman.h>
+
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -26,8 +28,19 @@ using device = kernels::device;  // cpu, cuda: the kernels' dispatch device
 
 inline constexpr std::size_t k_align = 64;  // one cache line; AVX-512 friendly
 
+// Buffers this large are mapped straight from the kernel (zero pages, backed only once written)
+// instead of allocated and cleared: a quantized model's fp32 store, whose quantized matrices'
+// slots are never written, then costs memory only for the tensors it holds in fp32.
+inline constexpr std::size_t k_lazy_zero_bytes = 32u << 20;
+
 struct aligned_free {
-  void operator()(void* p) const { std::free(p); }
+  std::size_t mapped = 0;  // bytes of an mmap'ed buffer, 0 for aligned_alloc's
+  void operator()(void* p) const {
+    if (mapped)
+      ::munmap(p, mapped);
+    else
+      std::free(p);
+  }
 };
 
 // An owning, zero-initialised, 64-byte-aligned float array.
@@ -38,10 +51,18 @@ class fbuffer {
   void resize(std::size_t n) {
     if (n == n_) return;
     std::size_t bytes = (n * sizeof(float) + k_align - 1) / k_align * k_align;
-    void* p = bytes ? std::aligned_alloc(k_align, bytes) : nullptr;
-    if (bytes && !p) throw std::bad_alloc();
-    if (bytes) std::memset(p, 0, bytes);
-    data_.reset(static_cast<float*>(p));
+    void* p = nullptr;
+    std::size_t mapped = 0;
+    if (bytes >= k_lazy_zero_bytes) {
+      p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (p == MAP_FAILED) throw std::bad_alloc();
+      mapped = bytes;
+    } else if (bytes) {
+      p = std::aligned_alloc(k_align, bytes);
+      if (!p) throw std::bad_alloc();
+      std::memset(p, 0, bytes);
+    }
+    data_ = std::unique_ptr<float, aligned_free>(static_cast<float*>(p), aligned_free{mapped});
     n_ = n;
   }
   float* data() { return data_.get(); }
