@@ -24,8 +24,16 @@ checkpoint_model load_checkpoint_model(const fs::path& dir) {
     out.weights = load_quantized_weights(m, spec_of(out.config.model), name);
     return out;
   }
-  auto ck = load_checkpoint(m.dir, layout_of(out.config.model));
-  out.weights = lm_weights_of(out.config.model, ck.params.data(), name);
+  // straight into the weights' own buffer: no staging copy of the model (we own it and drop it
+  // on failure, so fragments need not be staged)
+  model_spec spec = spec_of(out.config.model);
+  spec.name = name;
+  const param_layout L = make_layout(spec);
+  fbuffer flat(L.total);
+  range_options o;
+  o.all_or_nothing = false;
+  load_range(m, L, 0, L.total, flat.data(), nullptr, nullptr, o);
+  out.weights = make_lm_weights(spec, std::move(flat));
   return out;
 }
 
