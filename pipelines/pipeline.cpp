@@ -71,18 +71,29 @@ fs::path data_dir(const run_config& cfg) {
   return ZF_DEFAULT_DATA_DIR;
 }
 
-// The run's tokenizer (data.tokenizer: GPT-2's files, or a Hugging Face tokenizer.json) and an
-// id naming it in the corpus cache ("" for GPT-2).
-std::pair<tokenizer, std::string> open_tokenizer(const run_config& cfg) {
-  const fs::path ddir = data_dir(cfg);
-  if (cfg.data.tokenizer == "gpt2") return {tokenizer::load_gpt2(ddir / "gpt2"), ""};
+namespace {
+// data.tokenizer's tokenizer.json (a folder's or the file itself); zf::error when there is none.
+fs::path tokenizer_json(const run_config& cfg) {
   const fs::path p = cfg.data.tokenizer;
   const fs::path file = fs::is_directory(p) ? p / "tokenizer.json" : p;
   if (!fs::is_regular_file(file))
     fail("data.tokenizer: expected \"gpt2\" or a folder with a tokenizer.json, got {}", p.string());
-  const std::string text = storage::read_text_file(file);
-  return {tokenizer::load_hf(p),
-          fmt::format("hf{:08x}", storage::crc32_of(text.data(), text.size()))};
+  return file;
+}
+}  // namespace
+
+std::string tokenizer_id(const run_config& cfg) {
+  if (cfg.data.tokenizer == "gpt2") return "";
+  const std::string text = storage::read_text_file(tokenizer_json(cfg));
+  return fmt::format("hf{:08x}", storage::crc32_of(text.data(), text.size()));
+}
+
+// The run's tokenizer (data.tokenizer: GPT-2's files, or a Hugging Face tokenizer.json) and an
+// id naming it in the corpus cache ("" for GPT-2).
+std::pair<tokenizer, std::string> open_tokenizer(const run_config& cfg) {
+  if (cfg.data.tokenizer == "gpt2") return {tokenizer::load_gpt2(data_dir(cfg) / "gpt2"), ""};
+  tokenizer_json(cfg);  // refused by name before load_hf
+  return {tokenizer::load_hf(cfg.data.tokenizer), tokenizer_id(cfg)};
 }
 
 namespace {

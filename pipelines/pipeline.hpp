@@ -89,5 +89,7 @@ std::filesystem::path data_dir(const run_config& cfg);
 // A run's tokenizer (data.tokenizer: GPT-2's files from data_dir, or a folder / file with a
 // Hugging Face tokenizer.json) and an id naming it in the corpus cache ("" for GPT-2).
 std::pair<tokenizer, std::string> open_tokenizer(const run_config& cfg);
+// That id alone (no tokenizer loaded): a CRC of the tokenizer.json text.
+std::string tokenizer_id(const run_config& cfg);
 
 }  // namespace zf

@@ -34,9 +34,8 @@ constexpr std::size_t k_corpus_tokens = 4u << 20;  // calibration draws from at 
 // Token ids of the training part of the run's corpus (its blend when it has sources): the
 // validation tail, which `score --ppl` measures, is never calibrated on.
 std::vector<int> corpus_ids(const run_config& cfg, const tokenizer& tok) {
-  const auto [tk, tok_id] = open_tokenizer(cfg);
-  (void)tk;
-  const fs::path shard_path = storage::prepare_data(cfg.data, data_dir(cfg), tok, tok_id);
+  const fs::path shard_path =
+      storage::prepare_data(cfg.data, data_dir(cfg), tok, tokenizer_id(cfg));
   const auto shard = storage::token_shard::open(shard_path);
   const auto train = static_cast<std::size_t>(double(shard.size()) * (1 - cfg.data.val_fraction));
   std::vector<int> ids(std::min(train, k_corpus_tokens));
@@ -50,24 +49,26 @@ std::vector<int> sampled_ids(const lm_weights& w, const tokenizer& tok, int wind
   if (w.quant) fail("sampled calibration: the model is already quantized");
   auto engine = actors::make_engine(copy_lm_weights(w.cfg, w.store.data()), tokenizer(tok),
                                     run_config{}.engine);
-  std::vector<std::string> texts(static_cast<std::size_t>(windows));
-  std::vector<std::thread> threads;
-  std::vector<std::string> errors(texts.size());
-  for (int i = 0; i < windows; ++i)
-    threads.emplace_back([&, i] {
-      try {
-        serve::completion_request r;
-        r.prompt = tok.encode_prompt("\n");
-        r.max_tokens = t;
-        r.ignore_eos = true;
-        r.sampling.temperature = 1;
-        r.sampling.seed = 1000 + static_cast<uint64_t>(i);
-        texts[std::size_t(i)] = serve::complete(*engine, std::move(r));
-      } catch (const std::exception& e) {
-        errors[std::size_t(i)] = e.what();
-      }
-    });
-  for (auto& th : threads) th.join();
+  std::vector<std::string> texts(static_cast<std::size_t>(windows)), errors(texts.size());
+  constexpr int k_wave = 32;  // requests in flight at once: the engine batches them
+  for (int w0 = 0; w0 < windows; w0 += k_wave) {
+    std::vector<std::thread> threads;
+    for (int i = w0; i < std::min(windows, w0 + k_wave); ++i)
+      threads.emplace_back([&, i] {
+        try {
+          serve::completion_request r;
+          r.prompt = tok.encode_prompt("\n");
+          r.max_tokens = t;
+          r.ignore_eos = true;
+          r.sampling.temperature = 1;
+          r.sampling.seed = 1000 + static_cast<uint64_t>(i);
+          texts[std::size_t(i)] = serve::complete(*engine, std::move(r));
+        } catch (const std::exception& e) {
+          errors[std::size_t(i)] = e.what();
+        }
+      });
+    for (auto& th : threads) th.join();
+  }
   std::vector<int> ids;
   for (std::size_t i = 0; i < texts.size(); ++i) {
     if (!errors[i].empty()) fail("sampling calibration text: {}", errors[i]);

@@ -84,29 +84,16 @@ quant_linear read_linear(const checkpoint_manifest& m, const tensor_entry& t) {
   q.asym = e.asym;
   q.act_int8 = e.act_int8;
   q.rank = e.rank;
+  auto sized = [](auto& v, uint64_t n) {
+    v.resize(n);
+    return static_cast<void*>(v.data());
+  };
   for (auto& p : parts) {
-    void* dst = nullptr;
-    switch (p.kind) {
-      case kind_qdata:
-        q.data.resize(p.elems);
-        dst = q.data.data();
-        break;
-      case kind_qscales:
-        q.scales.resize(p.elems);
-        dst = q.scales.data();
-        break;
-      case kind_qzeros:
-        q.zeros.resize(p.elems);
-        dst = q.zeros.data();
-        break;
-      case kind_lorc_a:
-        q.lorc_a.resize(p.elems);
-        dst = q.lorc_a.data();
-        break;
-      default:
-        q.lorc_b.resize(p.elems);
-        dst = q.lorc_b.data();
-    }
+    void* dst = p.kind == kind_qdata     ? sized(q.data, p.elems)
+                : p.kind == kind_qscales ? sized(q.scales, p.elems)
+                : p.kind == kind_qzeros  ? sized(q.zeros, p.elems)
+                : p.kind == kind_lorc_a  ? sized(q.lorc_a, p.elems)
+                                         : sized(q.lorc_b, p.elems);
     read_part(m, t, p, dst);
   }
   return q;
