@@ -19,6 +19,7 @@
 #include "kernels/embedding.hpp"
 #include "kernels/matmul.hpp"
 #include "kernels/matmul_invariant.hpp"
+#include "kernels/moe.hpp"
 #include "kernels/norm.hpp"
 #include "kernels/paged_attention.hpp"
 #include "kernels/quant.hpp"
@@ -315,6 +316,48 @@ void softmax_rows(float* x, int n, int v, float scale) {
 }
 double log_sum_exp(const float* x, int n) {
   ZF_CPU_ONLY(log_sum_exp, x, n);
+}
+
+// moe
+void router_scores(const float* z, float* s, int n, int E, bool sigmoid) {
+  ZF_CPU_ONLY(router_scores, z, s, n, E, sigmoid);
+}
+void router_scores_backward(const float* s, const float* ds, float* dz, int n, int E,
+                            bool sigmoid) {
+  ZF_CPU_ONLY(router_scores_backward, s, ds, dz, n, E, sigmoid);
+}
+void topk_gates(const float* s, const float* bias, int n, int E, int k, bool normalize, int* sel,
+                float* gate) {
+  ZF_CPU_ONLY(topk_gates, s, bias, n, E, k, normalize, sel, gate);
+}
+void topk_gates_backward(const float* s, const int* sel, const float* dgate, int n, int E, int k,
+                         bool normalize, float* ds) {
+  ZF_CPU_ONLY(topk_gates_backward, s, sel, dgate, n, E, k, normalize, ds);
+}
+int moe_assign_slots(const int* sel, int n, int E, int k, int capacity, int* slot, int* offsets,
+                     int* token, int* counts) {
+  ZF_CPU_ONLY(moe_assign_slots, sel, n, E, k, capacity, slot, offsets, token, counts);
+}
+void moe_gather(const float* x, const int* token, int m, int C, float* dst) {
+  ZF_CPU_ONLY(moe_gather, x, token, m, C, dst);
+}
+void moe_combine(const float* out, const int* slot, const float* gate, int n, int k, int C,
+                 float* y) {
+  ZF_CPU_ONLY(moe_combine, out, slot, gate, n, k, C, y);
+}
+void moe_combine_backward(const float* out, const int* slot, const float* gate, const float* d,
+                          int n, int k, int C, float* dout, float* dgate) {
+  ZF_CPU_ONLY(moe_combine_backward, out, slot, gate, d, n, k, C, dout, dgate);
+}
+void moe_scatter_add(const float* dxs, const int* slot, int n, int k, int C, float* dx) {
+  ZF_CPU_ONLY(moe_scatter_add, dxs, slot, n, k, C, dx);
+}
+double moe_balance_loss(const float* s, const int* counts, int n, int E, int k, float* ds,
+                        float coef) {
+  ZF_CPU_ONLY(moe_balance_loss, s, counts, n, E, k, ds, coef);
+}
+double moe_z_loss(const float* z, int n, int E, float* dz, float coef) {
+  ZF_CPU_ONLY(moe_z_loss, z, n, E, dz, coef);
 }
 
 // embedding

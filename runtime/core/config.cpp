@@ -165,7 +165,8 @@ std::vector<key> serve_keys() {
 const std::vector<key>& keys() {
   static const std::vector<key> k = [] {
     std::vector<key> all;
-    for (auto part : {model_keys(), train_keys(), data_keys(), serve_keys(), rlhf_keys()})
+    for (auto part :
+         {model_keys(), moe_keys(), train_keys(), data_keys(), serve_keys(), rlhf_keys()})
       all.insert(all.end(), part.begin(), part.end());
     return all;
   }();
@@ -453,6 +454,7 @@ void validate(const run_config& c) {
         "model.rope_scaling: llama3 needs original_max_positions >= 1 and high_freq_factor > "
         "low_freq_factor, got {} and {} <= {}",
         m.rope_original_max_positions, m.rope_high_freq_factor, m.rope_low_freq_factor);
+  validate_moe(m);
   try {
     check_spec(spec_of(m));
   } catch (const error& e) {
@@ -551,6 +553,7 @@ model_spec spec_of(const model_config& m) {
   s.attn_bias = m.attn_bias;
   s.value_head = m.value_head;
   s.eos_id = m.vocab_size > 50256 ? 50256 : -1;  // GPT-2's <|endoftext|> (the gpt2 tokenizer)
+  moe_spec_of(m, s.intermediate, s.moe);
   return s;
 }
 
@@ -577,6 +580,7 @@ model_config config_of(const model_spec& s) {
   m.tied_head = s.tied_head;
   m.attn_bias = s.attn_bias;
   m.value_head = s.value_head;
+  moe_config_of(s.moe, s.intermediate, m.moe);
   return m;
 }
 

@@ -15,6 +15,23 @@
 
 namespace zf {
 
+// Mixture-of-Experts blocks, `model.moe.*` (runtime/core/model_spec.hpp moe_spec, docs/moe.md).
+struct moe_config {
+  int num_experts = 0;  // 0: a dense model
+  int top_k = 2;
+  int interval = 1;                    // MoE layers: those with (l + 1) % interval == 0 ...
+  std::vector<int64_t> layers;         // ... or exactly these layer ids
+  std::vector<int64_t> layer_experts;  // experts of each MoE layer in order (PR-MoE); [] = all
+  int expert_intermediate = 0;         // 0 = model.intermediate
+  double capacity_factor = 1.25, eval_capacity_factor = 2.0;
+  int min_capacity = 4;
+  bool dropless = false;
+  std::string router = "softmax";  // softmax | sigmoid
+  bool norm_topk = true;
+  bool residual = false;  // PR-MoE: a dense MLP beside the experts
+  double aux_loss_coef = 0.01, z_loss_coef = 0.001;
+};
+
 struct model_config {
   std::string arch = "gpt2";  // gpt2 | llama (runtime/core/model_spec.hpp)
   int n_layer = 4;
@@ -36,6 +53,7 @@ struct model_config {
   // A Hugging Face folder to fine-tune: its config.json replaces the keys above and its weights
   // are the initial parameters ("" = random initialisation from train.seed).
   std::string init_hf;
+  moe_config moe;
 };
 
 // random-LTD (arXiv 2211.11586), `train.random_ltd.*`: the listed layers (default all but the

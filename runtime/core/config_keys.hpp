@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "runtime/core/config.hpp"
+#include "runtime/core/model_spec.hpp"
 
 namespace zf::config_detail {
 
@@ -54,6 +55,12 @@ inline key wide(key k) {  // an integer key held as int64_t
 }
 
 std::vector<key> rlhf_keys();  // config_rlhf.cpp
+// config_moe.cpp: the model.moe.* keys, their cross-key checks (validate()) and the moe_spec
+// they give (spec_of) and come from (config_of).
+std::vector<key> moe_keys();
+void validate_moe(const model_config& m);
+void moe_spec_of(const model_config& m, int intermediate, moe_spec& out);
+void moe_config_of(const moe_spec& s, int intermediate, moe_config& out);
 
 // config_data.cpp: the data.* keys, and the train.* keys of issue 13 (train.tokens,
 // train.random_ltd.*), which train_keys() places among the other train.* keys (one [train]).

@@ -13,6 +13,30 @@ const char* arch_name(model_arch a) {
   return a == model_arch::llama ? "llama" : "gpt2";
 }
 
+void check_moe(const model_spec& s) {
+  const moe_spec& m = s.moe;
+  if (m.experts.empty()) return;
+  if (int(m.experts.size()) != s.n_layer)
+    fail("model.moe: expert counts for {} layers given to a {}-layer model", m.experts.size(),
+         s.n_layer);
+  if (!m.any()) return;
+  for (int l = 0; l < s.n_layer; ++l) {
+    const int E = m.experts_of(l);
+    if (E < 0 || E > 65536) fail("model.moe.layer_experts: layer {} has {} experts", l, E);
+    if (E > 0 && (m.top_k < 1 || m.top_k > E))
+      fail(
+          "model.moe.top_k: expected 1 to the experts of every MoE layer (layer {} has {}), got {}",
+          l, E, m.top_k);
+  }
+  if (m.expert_intermediate < 1)
+    fail("model.moe.expert_intermediate: expected >= 1, got {}", m.expert_intermediate);
+  if (!(m.capacity_factor > 0))
+    fail("model.moe.capacity_factor: expected > 0, got {}", m.capacity_factor);
+  if (!(m.eval_capacity_factor > 0))
+    fail("model.moe.eval_capacity_factor: expected > 0, got {}", m.eval_capacity_factor);
+  if (m.min_capacity < 0) fail("model.moe.min_capacity: expected >= 0, got {}", m.min_capacity);
+}
+
 void check_spec(const model_spec& s) {
   auto positive = [](int v, const char* what) {
     if (v < 1) fail("model: {} must be >= 1, got {}", what, v);
@@ -25,6 +49,7 @@ void check_spec(const model_spec& s) {
   positive(s.head_dim, "head_dim");
   positive(s.intermediate, "intermediate size");
   positive(s.max_positions, "max_positions");
+  check_moe(s);
   // Widths are ints in the model and the kernels: a product past INT_MAX would wrap.
   const int64_t q = int64_t(s.n_head) * s.head_dim, kv = int64_t(s.n_kv_head) * s.head_dim;
   if (q + 2 * kv > INT_MAX)
@@ -59,10 +84,18 @@ param_counts count_params(const model_spec& s) {
   p.vocab = V * C * (s.tied_head ? 1 : 2);
   p.positions = gpt2 ? double(s.max_positions) * C : 0;
   const double up = gpt2 ? I : 2 * I;
-  double block = (gpt2 ? 4 : 2) * C + C * D + Q * C + C * up + I * C;  // norms, matrices
-  if (bias) block += D + C;                                            // qkv, o
-  if (gpt2) block += I + C;                                            // mlp
-  p.blocks = block * s.n_layer;
+  const double mlp = C * up + I * C + (gpt2 ? I + C : 0);  // matrices + biases
+  double block = (gpt2 ? 4 : 2) * C + C * D + Q * C;       // norms, matrices
+  if (bias) block += D + C;                                // qkv, o
+  for (int l = 0; l < s.n_layer; ++l) {
+    p.blocks += block + (s.dense_mlp(l) ? mlp : 0);
+    if (const int E = s.moe.experts_of(l)) {
+      const double Ie = s.moe.expert_intermediate, Ue = gpt2 ? Ie : 2 * Ie;
+      const double expert = C * Ue + Ie * C + (gpt2 ? Ie + C : 0);
+      p.blocks += C * E + E * expert;  // router + experts
+      p.experts += E * expert;
+    }
+  }
   p.final_norm = (gpt2 ? 2 : 1) * C + (s.value_head ? C : 0);
   return p;
 }

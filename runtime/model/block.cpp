@@ -29,6 +29,11 @@ void add_bias(float* y, const float* b, int n, int c) {
 // that replaces w, or null.
 void residual_linear(const float* a, int lda, const float* w, const quant_linear* q, const float* b,
                      const float* x_in, float* y, int n, int in, int out) {
+  if (!x_in) {  // no residual: y = a @ w (+ b) (an MoE expert's output)
+    if (q) return q->forward(a, lda, n, b, y, out, false);
+    k::gemm(false, false, n, out, in, 1.0f, a, lda, w, out, 0.0f, y, out);
+    return add_bias(y, b, n, out);
+  }
   if (y != x_in) std::memcpy(y, x_in, static_cast<std::size_t>(n) * out * sizeof(float));
   if (q) return q->forward(a, lda, n, b, y, out, true);
   k::gemm(false, false, n, out, in, 1.0f, a, lda, w, out, 1.0f, y, out);

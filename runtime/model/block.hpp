@@ -56,6 +56,7 @@ void attn_out_backward(const model_spec& s, const weights& w, const grads& g, co
                        const float* dx, float* datt, int n);
 
 // h [n, U] = ln2 @ up_w (+ up_b); a [n, I] = act(h); x_out [n, C] = x_in + a @ down_w (+ down_b).
+// x_in null: no residual, x_out = a @ down_w (+ down_b) (an MoE expert, runtime/model/moe).
 // a may be null for GPT-2 (GELU runs in place over h, which then no longer holds the
 // pre-activation); training passes a separate a so that h survives for backward.
 void mlp_forward(const model_spec& s, const weights& w, const float* ln2, float* h, float* a,

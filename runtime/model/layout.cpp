@@ -63,15 +63,39 @@ param_layout make_layout(const model_spec& s) {
   const std::vector<int64_t> shapes[12] = {{C}, {C}, {C, D},          {D}, {Q, C}, {C},
                                            {C}, {C}, {C, s.up_dim()}, {I}, {I, C}, {C}};
   const bool bias = s.has_biases() || s.attn_bias;
+  // An MoE block's router, then its experts, each the architecture's MLP slots (8..11) under
+  // mlp.experts.{e}., at offsets relative to expert e's first float (layout.hpp).
+  const std::vector<int64_t> expert_shapes[4] = {
+      {C, s.expert_up_dim()}, {s.moe.expert_intermediate}, {s.moe.expert_intermediate, C}, {C}};
+  auto add_experts = [&](param_layout::offsets& o, const std::string& prefix, int E) {
+    o.router = add(prefix + "mlp.router.weight", {C, E});
+    o.n_experts = E;
+    const std::size_t mlp = std::string("mlp.").size();
+    for (int e = 0; e < E; ++e) {
+      const std::string ep = prefix + "mlp.experts." + std::to_string(e) + ".";
+      const std::size_t first = L.total;
+      if (e == 0) o.experts = first;
+      for (int i = 0; i < 4; ++i) {
+        const char* slot = names.slot[8 + i];
+        if (!*slot) continue;
+        const std::size_t off = add(ep + (slot + mlp), expert_shapes[i]);
+        if (e == 0) o.e_off[i] = off - first;
+      }
+      if (e == 0) o.stride = L.total - first;
+    }
+  };
   for (int l = 0; l < s.n_layer; ++l) {
     const std::string prefix = (llama ? "layers." : "h.") + std::to_string(l) + ".";
     param_layout::offsets o;
     const std::size_t begin = L.total;
     for (int i = 0; i < 12; ++i) {
       const bool attn_bias_slot = i == 3 || i == 5;
-      const bool present = *names.slot[i] && (!llama || !attn_bias_slot || bias);
+      const bool mlp_slot = i >= 8;
+      const bool present =
+          *names.slot[i] && (!llama || !attn_bias_slot || bias) && (!mlp_slot || s.dense_mlp(l));
       o.t[i] = present ? add(prefix + names.slot[i], shapes[i]) : param_layout::none;
     }
+    if (const int E = s.moe.experts_of(l)) add_experts(o, prefix, E);
     L.blocks_.push_back(o);
     L.regions.push_back({begin, L.total});
   }

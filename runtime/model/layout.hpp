@@ -16,6 +16,11 @@
 //          layers.{l}.mlp.gate_up_proj.weight [C, 2I] (columns gate | up),
 //          layers.{l}.mlp.down_proj.weight [I,C], norm.weight, lm_head.weight [V,C] if untied.
 //   both:  v_head.weight [C] last, with a value head (reward models, critics).
+//   MoE blocks (docs/moe.md): the dense MLP slots only with model.moe.residual (PR-MoE), then
+//          {prefix}mlp.router.weight [C,E] and, per expert e, {prefix}mlp.experts.{e}. + the
+//          architecture's MLP names (c_fc.weight [C,Ie], c_fc.bias, c_proj.weight [Ie,C],
+//          c_proj.bias | gate_up_proj.weight [C,2Ie], down_proj.weight [Ie,C]): the experts last
+//          in the block, contiguous and equally strided, so a rank's share of them is one range.
 // Regions: contiguous ranges that forward and backward touch one at a time, in this order:
 // 0 = embeddings, 1..L = block l-1, L+1 = final norm (+ untied head). ZeRO partitions each
 // region across ranks, gathers a region just before use (stage 3) and reduce-scatters its
@@ -44,6 +49,26 @@ struct region {
 
 struct block_quant;  // runtime/model/quant_linear.hpp
 
+// The MoE part of a block (n_experts 0 in a dense block). Expert e's tensors sit at
+// experts + e * stride + the offsets below (absent biases: up_b / down_b == npos).
+template <class F>
+struct moe_tensors {
+  static constexpr std::size_t npos = static_cast<std::size_t>(-1);
+  F* router_w = nullptr;  // [C, E]
+  F* experts = nullptr;
+  int n_experts = 0;
+  std::size_t stride = 0, up_w = 0, up_b = npos, down_w = 0, down_b = npos;
+  F* expert_up_w(int e) const { return at(e, up_w); }      // [C, expert_up_dim]
+  F* expert_up_b(int e) const { return at(e, up_b); }      // [Ie]
+  F* expert_down_w(int e) const { return at(e, down_w); }  // [Ie, C]
+  F* expert_down_b(int e) const { return at(e, down_b); }  // [C]
+
+ private:
+  F* at(int e, std::size_t off) const {
+    return off == npos ? nullptr : experts + static_cast<std::size_t>(e) * stride + off;
+  }
+};
+
 // One block's tensors as pointers (F = const float for weights, float for gradients). Absent
 // tensors (GPT-2 has no gate, Llama has no biases) are nullptr. quant: the block's quantized
 // projections when the weights are a quantized model's (they replace qkv_w, o_w, up_w, down_w
@@ -56,6 +81,7 @@ struct block_tensors {
     *o_b = nullptr, *norm2_w = nullptr, *norm2_b = nullptr, *up_w = nullptr, *up_b = nullptr,
     *down_w = nullptr, *down_b = nullptr;
   const block_quant* quant = nullptr;
+  moe_tensors<F> moe;
 };
 
 // The tensors outside the blocks.
@@ -88,10 +114,17 @@ class param_layout {
 
  private:
   friend param_layout make_layout(const model_spec& s);
+
+ public:  // make_layout's bookkeeping (no other user)
   static constexpr std::size_t none = static_cast<std::size_t>(-1);
   struct offsets {  // absolute float offsets, `none` for an absent tensor
     std::size_t t[12];
+    std::size_t router = none, experts = none;  // MoE blocks
+    int n_experts = 0;
+    std::size_t stride = 0, e_off[4] = {none, none, none, none};  // up_w, up_b, down_w, down_b
   };
+
+ private:
   std::vector<offsets> blocks_;
   std::size_t globals_[6] = {none, none, none, none, none, none};
 };
@@ -101,8 +134,23 @@ param_layout make_layout(const model_spec& s);
 template <class F>
 block_tensors<F> param_layout::block(F* base, int l, std::size_t base_offset) const {
   const offsets& o = blocks_[static_cast<std::size_t>(l)];
-  auto at = [&](int i) -> F* { return o.t[i] == none ? nullptr : base + (o.t[i] - base_offset); };
-  return {at(0), at(1), at(2), at(3), at(4), at(5), at(6), at(7), at(8), at(9), at(10), at(11)};
+  auto ptr = [&](std::size_t off) -> F* {
+    return off == none ? nullptr : base + (off - base_offset);
+  };
+  auto at = [&](int i) { return ptr(o.t[i]); };
+  block_tensors<F> b{at(0), at(1), at(2), at(3), at(4),  at(5),
+                     at(6), at(7), at(8), at(9), at(10), at(11)};
+  if (o.n_experts) {
+    b.moe.router_w = ptr(o.router);
+    b.moe.experts = ptr(o.experts);
+    b.moe.n_experts = o.n_experts;
+    b.moe.stride = o.stride;
+    b.moe.up_w = o.e_off[0];
+    b.moe.up_b = o.e_off[1];
+    b.moe.down_w = o.e_off[2];
+    b.moe.down_b = o.e_off[3];
+  }
+  return b;
 }
 
 template <class F>

@@ -67,6 +67,7 @@ transformer::transformer(const model_spec& spec, bool own_params, bool own_grads
     : spec_(spec), layout_(make_layout(spec)) {
   L_ = spec.n_layer;
   R_final_ = L_ + 1;
+  if (spec.moe.any()) expert_spec_ = moe::expert_spec(spec);
   if (own_params) params_.resize(layout_.total);
   if (own_grads) grads_.resize(layout_.total);
   const std::size_t rt = block::rope_table_floats(spec);
@@ -154,9 +155,12 @@ void transformer::lay_out(arena& acts, int b, int t) {
     a.ln2 = acts.take(BT * C);
     a.ln2_mean = acts.take(BT);
     a.ln2_rstd = acts.take(BT);
-    a.h = acts.take(BT * U);
+    const int l = static_cast<int>(&a - la_.data());
+    a.h = spec_.dense_mlp(l) ? acts.take(BT * U) : nullptr;
     a.res3 = acts.take(BT * C);
+    if (const int E = spec_.moe.experts_of(l)) moe::lay_out(acts, spec_, E, int(BT), a.moe);
   }
+  if (spec_.moe.any()) moe::lay_out(acts, spec_, int(BT), true, moe_sc_);
   act_ = acts.take(BT * I);  // MLP activation, recomputed in backward (one per model)
   lnf_ = acts.take(BT * C);
   lnf_mean_ = acts.take(BT);
@@ -178,9 +182,15 @@ double activation_floats(const model_spec& s, int b, int t) {
                Q = double(s.n_head) * s.head_dim, D = Q + 2.0 * s.n_kv_head * s.head_dim,
                I = s.intermediate, U = s.arch == model_arch::llama ? 2 * I : I;
   auto pad = [](double n) { return std::ceil(n / 16) * 16; };
-  const double layer = 4 * pad(BT * C) + 4 * pad(BT) + pad(BT * D) + pad(double(b) * H * t * t) +
-                       pad(BT * Q) + pad(BT * U);
-  return pad(BT * C) + s.n_layer * layer + pad(BT * I) + pad(BT * C) + 3 * pad(BT) + pad(BT * V) +
+  const double layer =
+      4 * pad(BT * C) + 4 * pad(BT) + pad(BT * D) + pad(double(b) * H * t * t) + pad(BT * Q);
+  double layers = 0;
+  for (int l = 0; l < s.n_layer; ++l) {
+    layers += layer + (s.dense_mlp(l) ? pad(BT * U) : 0);
+    if (const int E = s.moe.experts_of(l)) layers += moe::state_floats(s, E, int(BT));
+  }
+  if (s.moe.any()) layers += moe::scratch_floats(s, int(BT), true);
+  return pad(BT * C) + layers + pad(BT * I) + pad(BT * C) + 3 * pad(BT) + pad(BT * V) +
          2 * pad(BT * C) + pad(BT * U) + pad(BT * D) + pad(BT * Q) + pad(H * t * t);
 }
 
@@ -201,10 +211,62 @@ void transformer::block_forward(int l, const float* x, int b, int t, const int* 
   if (observer_) observer_->input(l, 1, a.atty, n);
   block::attn_out_forward(spec_, w, a.atty, Q, x, a.res2, n);  // the last read of x
   block::norm_forward(spec_, a.res2, w.norm2_w, w.norm2_b, a.ln2, a.ln2_mean, a.ln2_rstd, n);
-  if (observer_) observer_->input(l, 2, a.ln2, n);
-  block::mlp_forward(spec_, w, a.ln2, a.h, act_, a.res2, out, n);
-  if (observer_) observer_->input(l, 3, act_, n);  // the activation the down projection read
+  mlp_part_forward(l, w, n, out);
   release_params(l + 1);
+}
+
+void transformer::mlp_part_forward(int l, const block::weights& w, int n, float* out) {
+  layer_acts& a = la_[l];
+  const int E = spec_.moe.experts_of(l);
+  if (E == 0) {
+    if (observer_) observer_->input(l, 2, a.ln2, n);
+    block::mlp_forward(spec_, w, a.ln2, a.h, act_, a.res2, out, n);
+    if (observer_) observer_->input(l, 3, act_, n);  // the activation the down projection read
+    return;
+  }
+  if (spec_.moe.residual)  // PR-MoE: the dense MLP beside the experts
+    block::mlp_forward(spec_, w, a.ln2, a.h, act_, a.res2, out, n);
+  else if (out != a.res2)
+    std::copy(a.res2, a.res2 + std::size_t(n) * spec_.hidden, out);
+  const double factor = training_ ? spec_.moe.capacity_factor : spec_.moe.eval_capacity_factor;
+  moe::forward(spec_, expert_spec_, w, a.ln2, n, moe::capacity(spec_.moe, n, E, factor), a.moe,
+               moe_sc_, out);
+}
+
+void transformer::mlp_part_backward(int l, const block::weights& w, const block::grads& g, int n,
+                                    const float* d) {
+  layer_acts& a = la_[l];
+  if (spec_.dense_mlp(l))
+    block::mlp_backward(spec_, w, g, a.ln2, a.h, act_, d, dbig_, dln_, n);
+  else
+    std::fill(dln_, dln_ + std::size_t(n) * spec_.hidden, 0.0f);
+  if (spec_.moe.experts_of(l))
+    moe::backward(spec_, expert_spec_, w, g, a.ln2, a.moe, moe_sc_, d, aux_scale_, dln_);
+}
+
+std::vector<transformer::moe_layer_stats> transformer::moe_stats() const {
+  std::vector<moe_layer_stats> out;
+  if (!acts_.ready()) return out;
+  for (int l = 0; l < L_; ++l) {
+    const int E = spec_.moe.experts_of(l);
+    if (!E) continue;
+    const moe::layer_state& st = la_[std::size_t(l)].moe;
+    out.push_back({l, st.n, st.dropped, std::vector<int>(st.counts, st.counts + E), st.balance,
+                   st.z_loss, st.entropy});
+  }
+  return out;
+}
+
+double transformer::moe_balance_loss() const {
+  double sum = 0;
+  for (auto& s : moe_stats()) sum += s.balance;
+  return sum;
+}
+
+double transformer::moe_z_loss() const {
+  double sum = 0;
+  for (auto& s : moe_stats()) sum += s.z_loss;
+  return sum;
 }
 
 void transformer::block_forward_alone(int l, const float* x, int b, int t, float* out) {
@@ -369,7 +431,7 @@ void transformer::block_backward(int l, const float* x, int b, int t, const int*
   const block::grads g = block_g(acquire_grads(l + 1), l);
   layer_acts& a = la_[l];
   // MLP: out = res2 + mlp(norm2(res2)); the residual passes d through unchanged.
-  block::mlp_backward(spec_, w, g, a.ln2, a.h, act_, d, dbig_, dln_, n);
+  mlp_part_backward(l, w, g, n, d);
   block::norm_backward(spec_, a.res2, w.norm2_w, a.ln2_mean, a.ln2_rstd, dln_, d, g.norm2_w,
                        g.norm2_b, n);
   // Attention: res2 = x + attn(norm1(x)) @ o_w; d holds d res2.
@@ -425,7 +487,16 @@ float transformer::forward_backward(const int* ids, const int* targets, int b, i
   if (!targets) fail("forward_backward needs targets");
   if (quant_) fail("a quantized model runs forward only: its linears cannot be trained");
   if (drop) validate_token_drop(*drop, L_, b, t);
-  float loss = run_forward(ids, targets, b, t, true, loss_scale, true, drop);
+  training_ = true;
+  aux_scale_ = loss_scale;
+  float loss = 0;
+  try {
+    loss = run_forward(ids, targets, b, t, true, loss_scale, true, drop);
+  } catch (...) {
+    training_ = false;
+    throw;
+  }
+  training_ = false;
   backward_from_head(ids, nullptr, true);
   return loss;
 }
@@ -449,6 +520,7 @@ void transformer::forward_rl(const int* ids, const int* targets, int b, int t, f
     for (int i = 0; i < BT; ++i)
       if (targets[i] >= V) fail("target id {} out of range 0..{}", targets[i], V - 1);
   values_out_ = values;
+  aux_scale_ = 0.0f;  // backward_rl differentiates no auxiliary loss
   try {
     run_forward(ids, nullptr, b, t, true, 1.0f, lm);  // keeps the head held for backward_rl
   } catch (...) {

@@ -21,6 +21,7 @@
 #include "runtime/core/tensor.hpp"
 #include "runtime/model/block.hpp"
 #include "runtime/model/layout.hpp"
+#include "runtime/model/moe.hpp"
 #include "runtime/model/quant_linear.hpp"
 #include "runtime/model/token_drop.hpp"
 
@@ -102,6 +103,21 @@ class transformer {
 
   std::size_t activation_bytes() const { return acts_.bytes(); }
 
+  // MoE models (spec().moe, docs/moe.md): the last forward's routing per MoE layer, in layer
+  // order. forward_backward routes with model.moe.capacity_factor and adds the auxiliary losses'
+  // gradients (aux_loss_coef * balance + z_loss_coef * z-loss per layer, times loss_scale); every
+  // other forward routes with eval_capacity_factor and differentiates no auxiliary loss
+  // (backward_rl included). The returned losses stay the cross-entropy alone.
+  struct moe_layer_stats {
+    int layer = 0, tokens = 0, dropped = 0;  // dropped: token choices past capacity
+    std::vector<int> counts;                 // [E] choices per expert, before any drop
+    double balance = 0, z_loss = 0, entropy = 0;
+  };
+  std::vector<moe_layer_stats> moe_stats() const;
+  // Sums over the MoE layers of the last forward's balance and z-losses (unscaled).
+  double moe_balance_loss() const;
+  double moe_z_loss() const;
+
   // Calibration (runtime/quant): sees each projection's input during every forward, x [rows, C
   // or Q or I] dense: which 0 = qkv, 1 = o, 2 = up, 3 = down of layer l, 4 = the head (l = -1).
   struct linear_observer {
@@ -129,7 +145,13 @@ class transformer {
   struct layer_acts {
     float *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *atty, *res2, *ln2, *ln2_mean, *ln2_rstd, *h,
         *res3;
+    moe::layer_state moe;  // MoE layers: routing and the experts' saved activations
   };
+  // The block's MLP part, dense and / or MoE: out = res2 + mlp(ln2); backward turns d(out) into
+  // d(ln2) in dln_ (the residual's share of d stays in d).
+  void mlp_part_forward(int l, const block::weights& w, int n, float* out);
+  void mlp_part_backward(int l, const block::weights& w, const block::grads& g, int n,
+                         const float* d);
   float* acquire_params(int r);
   void release_params(int r);
   float* acquire_grads(int r);
@@ -182,6 +204,10 @@ class transformer {
   float *encoded_ = nullptr, *lnf_ = nullptr, *lnf_mean_ = nullptr, *lnf_rstd_ = nullptr;
   float *logits_ = nullptr, *losses_ = nullptr, *act_ = nullptr;
   std::vector<layer_acts> la_;
+  moe::scratch moe_sc_;     // MoE layers' shared scratch
+  model_spec expert_spec_;  // the spec an expert's MLP runs with (moe::expert_spec)
+  bool training_ = false;   // forward_backward under way: training capacity, auxiliary gradients
+  float aux_scale_ = 0.0f;  // its loss scale (0: the backward adds no auxiliary gradient)
   // backward scratch shared by all layers
   float *dres_ = nullptr, *dln_ = nullptr, *dbig_ = nullptr, *dqkv_ = nullptr, *datty_ = nullptr,
         *datt_ = nullptr;

@@ -1,0 +1,156 @@
+// The MoE MLP (moe.hpp; the math in docs/moe.md).
+#include "runtime/model/moe.hpp"
+
+#include <cmath>
+#include <cstring>
+
+#include "kernels/matmul.hpp"
+#include "kernels/moe.hpp"
+
+namespace zf::moe {
+namespace k = zf::kernels;
+
+namespace {
+
+static_assert(sizeof(int) == sizeof(float), "int arrays are taken from float arenas");
+
+int* take_ints(arena& a, std::size_t n) {
+  return reinterpret_cast<int*>(a.take(n));
+}
+
+double pad(double n) {
+  return std::ceil(n / 16) * 16;
+}
+
+// Expert e's tensors as a block's MLP (the other slots null).
+template <class F>
+block_tensors<F> expert(const moe_tensors<F>& m, int e) {
+  block_tensors<F> b;
+  b.up_w = m.expert_up_w(e);
+  b.up_b = m.expert_up_b(e);
+  b.down_w = m.expert_down_w(e);
+  b.down_b = m.expert_down_b(e);
+  return b;
+}
+
+// Mean entropy (nats) of the rows of s [n, E], each normalised to sum 1 (softmax rows already do).
+double mean_entropy(const float* s, int n, int E) {
+  double total = 0;
+  for (int i = 0; i < n; ++i) {
+    const float* r = s + std::size_t(i) * E;
+    double sum = 0, h = 0;
+    for (int e = 0; e < E; ++e) sum += r[e];
+    for (int e = 0; e < E; ++e)
+      if (r[e] > 0) h -= r[e] / sum * std::log(r[e] / sum);
+    total += h;
+  }
+  return n ? total / n : 0;
+}
+
+}  // namespace
+
+void lay_out(arena& a, const model_spec& s, int E, int n, layer_state& st) {
+  const std::size_t N = std::size_t(n), K = std::size_t(s.moe.top_k);
+  st.z = a.take(N * E);
+  st.s = a.take(N * E);
+  st.gate = a.take(N * K);
+  st.sel = take_ints(a, N * K);
+  st.slot = take_ints(a, N * K);
+  st.token = take_ints(a, N * K);
+  st.offsets = take_ints(a, std::size_t(E) + 1);
+  st.counts = take_ints(a, std::size_t(E));
+  st.h = a.take(N * K * s.expert_up_dim());
+  st.out = a.take(N * K * s.hidden);
+}
+
+double state_floats(const model_spec& s, int E, int n) {
+  const double N = n, K = s.moe.top_k;
+  return 2 * pad(N * E) + 4 * pad(N * K) + pad(E + 1.0) + pad(E) + pad(N * K * s.expert_up_dim()) +
+         pad(N * K * s.hidden);
+}
+
+void lay_out(arena& a, const model_spec& s, int n, bool train, scratch& sc) {
+  const std::size_t N = std::size_t(n), K = std::size_t(s.moe.top_k);
+  sc.xs = a.take(N * K * s.hidden);
+  sc.a = a.take(N * K * s.moe.expert_intermediate);
+  if (!train) return;
+  sc.dh = a.take(N * K * s.expert_up_dim());
+  sc.dout = a.take(N * K * s.hidden);
+  sc.ds = a.take(N * s.moe.max_experts());
+  sc.dgate = a.take(N * K);
+}
+
+double scratch_floats(const model_spec& s, int n, bool train) {
+  const double N = n, K = s.moe.top_k;
+  double f = pad(N * K * s.hidden) + pad(N * K * s.moe.expert_intermediate);
+  if (train)
+    f += pad(N * K * s.expert_up_dim()) + pad(N * K * s.hidden) + pad(N * s.moe.max_experts()) +
+         pad(N * K);
+  return f;
+}
+
+int capacity(const moe_spec& m, int n, int E, double factor) {
+  if (m.dropless || factor <= 0) return -1;
+  const double c = std::ceil(((factor * n) * m.top_k) / E);
+  const double cap = std::min<double>(n, std::max<double>(m.min_capacity, c));
+  return static_cast<int>(cap);
+}
+
+model_spec expert_spec(const model_spec& s) {
+  model_spec e = s;
+  e.intermediate = s.moe.expert_intermediate;
+  e.moe = moe_spec{};
+  return e;
+}
+
+void forward(const model_spec& s, const model_spec& es, const block::weights& w, const float* ln2,
+             int n, int cap, layer_state& st, const scratch& sc, float* x) {
+  const int C = s.hidden, E = w.moe.n_experts, K = s.moe.top_k, Ue = s.expert_up_dim();
+  const bool sigmoid = s.moe.router == moe_router::sigmoid;
+  k::gemm(false, false, n, E, C, 1.0f, ln2, C, w.moe.router_w, E, 0.0f, st.z, E);
+  k::router_scores(st.z, st.s, n, E, sigmoid);
+  k::topk_gates(st.s, nullptr, n, E, K, K > 1 && s.moe.norm_topk, st.sel, st.gate);
+  st.n = n;
+  st.rows = k::moe_assign_slots(st.sel, n, E, K, cap, st.slot, st.offsets, st.token, st.counts);
+  st.dropped = n * K - st.rows;
+  st.balance = k::moe_balance_loss(st.s, st.counts, n, E, K, nullptr, 0.0f);
+  st.z_loss = k::moe_z_loss(st.z, n, E, nullptr, 0.0f);
+  st.entropy = mean_entropy(st.s, n, E);
+  k::moe_gather(ln2, st.token, st.rows, C, sc.xs);
+  for (int e = 0; e < E; ++e) {
+    const int r0 = st.offsets[e], m = st.offsets[e + 1] - r0;
+    if (m == 0) continue;
+    block::mlp_forward(es, expert(w.moe, e), sc.xs + std::size_t(r0) * C,
+                       st.h + std::size_t(r0) * Ue, sc.a, nullptr, st.out + std::size_t(r0) * C, m);
+  }
+  k::moe_combine(st.out, st.slot, st.gate, n, K, C, x);
+}
+
+void backward(const model_spec& s, const model_spec& es, const block::weights& w,
+              const block::grads& g, const float* ln2, const layer_state& st, const scratch& sc,
+              const float* d, float aux_scale, float* dln2) {
+  const int n = st.n, C = s.hidden, E = w.moe.n_experts, K = s.moe.top_k, Ue = s.expert_up_dim();
+  const bool sigmoid = s.moe.router == moe_router::sigmoid;
+  // Gates and experts: dout rows = gate * d, dgate = d . out.
+  k::moe_combine_backward(st.out, st.slot, st.gate, d, n, K, C, sc.dout, sc.dgate);
+  k::moe_gather(ln2, st.token, st.rows, C, sc.xs);  // the experts' inputs again
+  for (int e = 0; e < E; ++e) {
+    const int r0 = st.offsets[e], m = st.offsets[e + 1] - r0;
+    if (m == 0) continue;
+    float* dx = sc.dout + std::size_t(r0) * C;  // d(out) in, d(input) out (mlp_backward allows it)
+    block::mlp_backward(es, expert(w.moe, e), expert(g.moe, e), sc.xs + std::size_t(r0) * C,
+                        st.h + std::size_t(r0) * Ue, sc.a, dx, sc.dh, dx, m);
+  }
+  k::moe_scatter_add(sc.dout, st.slot, n, K, C, dln2);
+  // Router: gates -> scores (+ balance loss) -> logits (+ z-loss) -> ln2 and router_w.
+  float* ds = sc.ds;
+  std::memset(ds, 0, sizeof(float) * std::size_t(n) * E);
+  k::topk_gates_backward(st.s, st.sel, sc.dgate, n, E, K, K > 1 && s.moe.norm_topk, ds);
+  k::moe_balance_loss(st.s, st.counts, n, E, K, ds, float(s.moe.aux_loss_coef * aux_scale));
+  k::router_scores_backward(st.s, ds, ds, n, E, sigmoid);
+  k::moe_z_loss(st.z, n, E, ds, float(s.moe.z_loss_coef * aux_scale));
+  k::gemm(false, true, n, C, E, 1.0f, ds, E, w.moe.router_w, E, 1.0f, dln2, C);
+  k::gemm(true, false, C, E, n, 1.0f, ln2, C, ds, E, 1.0f, g.moe.router_w, E);
+}
+
+}  // namespace zf::moe

@@ -1,0 +1,65 @@
+#pragma once
+// The MoE MLP of a block (docs/moe.md has the math), shared by the train, score and paged modes as
+// the rest of runtime/model/block is: router -> top-k gates -> capacity slots -> each expert's MLP
+// (block::mlp_forward with the expert's tensors) over its tokens, gathered into one row block ->
+// gated combine back into the residual stream. Rows are tokens: n rows, C = hidden, E = experts of
+// the layer, k = top_k, Ie / Ue = an expert's intermediate / up width. Nothing here allocates:
+// buffers come from the caller's arena (lay_out), sized for n rows once per shape.
+#include <cstddef>
+#include <vector>
+
+#include "runtime/core/model_spec.hpp"
+#include "runtime/core/tensor.hpp"
+#include "runtime/model/block.hpp"
+
+namespace zf::moe {
+
+// One MoE layer's routing and saved activations for one forward of at most n rows.
+struct layer_state {
+  float *z = nullptr, *s = nullptr;                       // [n, E] router logits, scores
+  float* gate = nullptr;                                  // [n, k]
+  int *sel = nullptr, *slot = nullptr, *token = nullptr;  // [n, k], [n, k], [n k]
+  int *offsets = nullptr, *counts = nullptr;              // [E + 1], [E]
+  float* h = nullptr;    // [n k, Ue] experts' pre-activations, sorted rows (kept for backward)
+  float* out = nullptr;  // [n k, C] experts' outputs, sorted rows (the gates' gradients read them)
+  // The last forward's figures.
+  int n = 0, rows = 0, dropped = 0;
+  double balance = 0, z_loss = 0, entropy = 0;  // entropy: mean router entropy (nats)
+};
+
+// Scratch shared by the layers of one model (one layer runs at a time).
+struct scratch {
+  float* xs = nullptr;     // [n k, C] gathered inputs
+  float* a = nullptr;      // [n k, Ie] activations
+  float* dh = nullptr;     // [n k, Ue] (training)
+  float* dout = nullptr;   // [n k, C] (training)
+  float* ds = nullptr;     // [n, E max] (training)
+  float* dgate = nullptr;  // [n k] (training)
+};
+
+// Takes a layer's state for n rows from a (a counting arena counts), E its experts.
+void lay_out(arena& a, const model_spec& s, int E, int n, layer_state& st);
+void lay_out(arena& a, const model_spec& s, int n, bool train, scratch& sc);
+// The floats those takes count (each padded as arena::take pads), in double.
+double state_floats(const model_spec& s, int E, int n);
+double scratch_floats(const model_spec& s, int n, bool train);
+
+// An expert's capacity for n rows at a capacity factor: min(n, max(min_capacity, ceil(factor n k
+// / E))); -1 (unlimited) when the spec is dropless or factor is 0 (the serving engine).
+int capacity(const moe_spec& m, int n, int E, double factor);
+
+// The spec block::mlp_forward / mlp_backward run an expert with (intermediate = Ie).
+model_spec expert_spec(const model_spec& s);
+
+// x [n, C] += the MoE MLP of ln2 [n, C] (w: the block's weights, w.moe set); cap from capacity().
+// Fills st (routing, saved activations and the figures).
+void forward(const model_spec& s, const model_spec& es, const block::weights& w, const float* ln2,
+             int n, int cap, layer_state& st, const scratch& sc, float* x);
+// Backward of the last forward on the same ln2: d [n, C] = dL/dx -> dln2 [n, C] ACCUMULATED; the
+// router's and experts' gradients ACCUMULATE into g. aux_scale multiplies the balance and z-loss
+// gradients (their coefficients times the step's loss scale).
+void backward(const model_spec& s, const model_spec& es, const block::weights& w,
+              const block::grads& g, const float* ln2, const layer_state& st, const scratch& sc,
+              const float* d, float aux_scale, float* dln2);
+
+}  // namespace zf::moe
