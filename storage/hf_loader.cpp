@@ -141,6 +141,25 @@ void check_fits_in_memory(const model_spec& s, const std::string& file) {
 }
 
 // attention_bias: Llama q/k/v/o biases (the spec's attn_bias).
+// MixtralForCausalLM: every layer an MoE of num_local_experts SwiGLU experts of width
+// intermediate_size, softmax router, top num_experts_per_tok renormalised, no capacity.
+void parse_mixtral(const config_reader& c, model_spec& cfg) {
+  const int E = c.pos_int("num_local_experts");
+  cfg.moe.experts.assign(std::size_t(cfg.n_layer), E);
+  cfg.moe.top_k = c.pos_int("num_experts_per_tok");
+  cfg.moe.expert_intermediate = cfg.intermediate;
+  cfg.moe.dropless = true;
+  cfg.moe.router = moe_router::softmax;
+  cfg.moe.norm_topk = true;
+  cfg.moe.aux_loss_coef = c.number_or("router_aux_loss_coef", 0.001);
+  cfg.moe.z_loss_coef = 0;
+  if (c.has("sliding_window")) {
+    const int w = c.pos_int("sliding_window");
+    c.require(w >= cfg.max_positions, "sliding_window",
+              "null or at least max_position_embeddings (no sliding-window attention)");
+  }
+}
+
 model_spec parse_config(const fs::path& dir, bool& attention_bias) {
   const fs::path path = dir / "config.json";
   config_reader c{{}, path.string(), ""};
@@ -180,7 +199,7 @@ model_spec parse_config(const fs::path& dir, bool& attention_bias) {
       fail("hf: {}: n_embd {} is not a multiple of n_head {}", c.file, cfg.hidden, cfg.n_head);
     cfg.n_kv_head = cfg.n_head;
     cfg.head_dim = cfg.hidden / cfg.n_head;
-  } else if (type == "llama") {
+  } else if (type == "llama" || type == "mixtral") {
     cfg.arch = model_arch::llama;
     cfg.vocab_size = c.pos_int("vocab_size");
     cfg.hidden = c.pos_int("hidden_size");
@@ -203,9 +222,10 @@ model_spec parse_config(const fs::path& dir, bool& attention_bias) {
       fail("hf: {}: hidden_size {} is not a multiple of num_attention_heads {}", c.file, cfg.hidden,
            cfg.n_head);
     cfg.head_dim = c.pos_int_or("head_dim", cfg.hidden / cfg.n_head);
+    if (type == "mixtral") parse_mixtral(c, cfg);
   } else {
-    fail("hf: {}: model_type {} is unsupported, expected \"gpt2\" or \"llama\"", c.file,
-         c.j.contains("model_type") ? c.j["model_type"].dump() : "(absent)");
+    fail("hf: {}: model_type {} is unsupported, expected \"gpt2\", \"llama\" or \"mixtral\"",
+         c.file, c.j.contains("model_type") ? c.j["model_type"].dump() : "(absent)");
   }
   cfg.bos_id = c.token_id("bos_token_id");
   cfg.eos_id = c.token_id("eos_token_id");
@@ -362,6 +382,30 @@ void plan_gpt2(const planner& pl, const model_spec& c, std::vector<block>& plan)
   if (!c.tied_head) mat("lm_head.weight", c.vocab_size, H);
 }
 
+// Mixtral's block_sparse_moe of layer l: gate.weight [E, H] -> mlp.router.weight [H, E]; expert
+// e's w1 (gate) and w3 (up) [I, H] -> gate_up_proj [H, 2I], w2 [H, I] -> down_proj [I, H].
+void plan_mixtral_moe(const planner& pl, const model_spec& c, int l, std::vector<block>& plan) {
+  const int64_t H = c.hidden, I = c.moe.expert_intermediate, E = c.moe.experts_of(l);
+  const std::string p = "layers." + std::to_string(l) + ".", src = p + "block_sparse_moe.";
+  plan.push_back({p + "mlp.router.weight",
+                  std::size_t(H),
+                  std::size_t(E),
+                  {pl.need(src + "gate.weight", {E, H}, true)}});
+  for (int64_t e = 0; e < E; ++e) {
+    const std::string from = src + "experts." + std::to_string(e) + ".",
+                      to = p + "mlp.experts." + std::to_string(e) + ".";
+    plan.push_back(
+        {to + "gate_up_proj.weight",
+         std::size_t(H),
+         std::size_t(2 * I),
+         {pl.need(from + "w1.weight", {I, H}, true), pl.need(from + "w3.weight", {I, H}, true)}});
+    plan.push_back({to + "down_proj.weight",
+                    std::size_t(I),
+                    std::size_t(H),
+                    {pl.need(from + "w2.weight", {H, I}, true)}});
+  }
+}
+
 void plan_llama(const planner& pl, const model_spec& c, std::vector<block>& plan) {
   const int64_t H = c.hidden, I = c.intermediate, q = c.q_dim(), kv = c.kv_dim();
   auto vec = [&](const std::string& key, int64_t n) {
@@ -386,6 +430,10 @@ void plan_llama(const planner& pl, const model_spec& c, std::vector<block>& plan
                     std::size_t(H),
                     {pl.need(p + "self_attn.o_proj.weight", {H, q}, true)}});
     vec(p + "post_attention_layernorm.weight", H);
+    if (c.moe.experts_of(l)) {
+      plan_mixtral_moe(pl, c, l, plan);
+      continue;
+    }
     plan.push_back({p + "mlp.gate_up_proj.weight",
                     std::size_t(H),
                     std::size_t(2 * I),

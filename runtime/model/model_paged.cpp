@@ -49,9 +49,14 @@ paged_model::paged_model(const lm_weights& w, int max_rows, int max_logits, int 
       rope_cos_ = scratch_.take(block::rope_table_floats(c));
       rope_sin_ = scratch_.take(block::rope_table_floats(c));
     }
+    if (c.moe.any()) {
+      moe::lay_out(scratch_, c, c.moe.max_experts(), max_rows, moe_st_);
+      moe::lay_out(scratch_, c, max_rows, false, moe_sc_);
+    }
     if (pass == 0) scratch_.reserve();
   }
   block::fill_rope_table(c, rope_cos_, rope_sin_);
+  if (c.moe.any()) expert_spec_ = moe::expert_spec(c);
   pos_.resize(R);
   pieces_.reserve(R);
   kpool_.threads = pool_.size();
@@ -130,11 +135,13 @@ void paged_model::attention_layer(int l, std::span<const lm_chunk> chunks, kv_st
   block::attn_out_forward(c, L, att_, Q, x_, x_, n);
 }
 
-// x += act(norm2(x) @ up_w) @ down_w
-void paged_model::mlp_layer(const lm_layer& L, int n) {
+// x += act(norm2(x) @ up_w) @ down_w, or the MoE MLP (with PR-MoE's dense one beside it).
+void paged_model::mlp_layer(int l, int n) {
   const model_spec& c = w_.cfg;
+  const lm_layer& L = w_.layers[static_cast<std::size_t>(l)];
   block::norm_forward(c, x_, L.norm2_w, L.norm2_b, ln_, nullptr, nullptr, n);
-  block::mlp_forward(c, L, ln_, mlp_, act_, x_, x_, n);
+  if (c.dense_mlp(l)) block::mlp_forward(c, L, ln_, mlp_, act_, x_, x_, n);
+  if (c.moe.experts_of(l)) moe::forward(c, expert_spec_, L, ln_, n, -1, moe_st_, moe_sc_, x_);
 }
 
 void paged_model::forward(std::span<const lm_chunk> chunks, kv_storage& kv) {
@@ -167,7 +174,7 @@ void paged_model::forward(std::span<const lm_chunk> chunks, kv_storage& kv) {
   }
   for (int l = 0; l < c.n_layer; ++l) {
     attention_layer(l, chunks, kv, n);
-    mlp_layer(w_.layers[static_cast<std::size_t>(l)], n);
+    mlp_layer(l, n);
   }
   // Head on the sampled rows only: logits[j] = normf(x[last row of chunk j]) @ head^T.
   row = 0;

@@ -16,6 +16,7 @@
 #include "runtime/core/worker_pool.hpp"
 #include "runtime/model/kv_storage.hpp"
 #include "runtime/model/lm_weights.hpp"
+#include "runtime/model/moe.hpp"
 
 namespace zf {
 
@@ -50,11 +51,16 @@ class paged_model {
 
  private:
   void attention_layer(int l, std::span<const lm_chunk> chunks, kv_storage& kv, int rows);
-  void mlp_layer(const lm_layer& L, int rows);
+  void mlp_layer(int l, int rows);
 
   const lm_weights& w_;
   int max_rows_, max_logits_;
   arena scratch_;
+  // MoE layers (dropless: a token's experts never depend on the rest of the batch, which keeps
+  // batching invariance): one routing state for max_rows, reused by every layer.
+  moe::layer_state moe_st_;
+  moe::scratch moe_sc_;
+  model_spec expert_spec_;
   float *x_ = nullptr, *ln_ = nullptr, *qkv_ = nullptr, *att_ = nullptr, *mlp_ = nullptr,
         *act_ = nullptr, *attn_scratch_ = nullptr, *lnf_ = nullptr, *logits_ = nullptr,
         *rope_cos_ = nullptr, *rope_sin_ = nullptr;

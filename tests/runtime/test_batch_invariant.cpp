@@ -1,6 +1,7 @@
 // Batch-invariant mode (kernels::batch_invariant_scope): the paged forward's log-probs for a
 // position equal score mode's bit for bit, however the sequence was chunked and whatever other
-// sequences shared its forward passes, for GPT-2 and Llama (GQA). Without the mode they agree only
+// sequences shared its forward passes, for GPT-2 and Llama (GQA), dense and MoE (dropless: a
+// token's experts do not depend on its batch). Without the mode they agree only
 // to rounding, which is why the mode exists.
 #include <doctest/doctest.h>
 
@@ -18,7 +19,8 @@ using namespace zf;
 
 namespace {
 
-model_spec spec(bool llama) {
+// moe: every layer a dropless MoE of 4 experts, top-2 (the engine never drops tokens).
+model_spec spec(bool llama, bool moe = false) {
   model_config m;
   m.n_layer = 2;
   m.n_head = 4;
@@ -30,6 +32,12 @@ model_spec spec(bool llama) {
     m.n_kv_head = 2;
     m.tied_head = false;
   }
+  if (moe) {
+    m.moe.num_experts = 4;
+    m.moe.top_k = 2;
+    m.moe.dropless = true;
+    m.moe.expert_intermediate = 48;
+  }
   return spec_of(m);
 }
 
@@ -39,7 +47,7 @@ struct fixture {
   model_spec s;
   transformer model;
   std::vector<std::vector<int>> seqs;
-  explicit fixture(bool llama) : s(spec(llama)), model(s, true, false) {
+  explicit fixture(bool llama, bool moe = false) : s(spec(llama, moe)), model(s, true, false) {
     model.init_weights(11);
     for (std::size_t i = 0; i < model.layout().total; ++i) model.params()[i] *= 3.0f;
     std::mt19937 g(5);
@@ -102,9 +110,10 @@ struct fixture {
 }  // namespace
 
 TEST_CASE("batch-invariant: paged log-probs equal score mode's bits under any chunking") {
-  for (bool llama : {false, true}) {
+  for (auto [llama, moe] : {std::pair{false, false}, {true, false}, {false, true}, {true, true}}) {
     CAPTURE(llama);
-    fixture f(llama);
+    CAPTURE(moe);
+    fixture f(llama, moe);
     kernels::batch_invariant_scope on(true);
     const auto ref = f.scored();
     for (unsigned seed : {1u, 2u, 3u}) {

@@ -2,7 +2,7 @@
 // SwiGLU, untied head), the same as Llama 3.1/3.2 (llama3 rope_scaling, tied head) and GPT-2
 // written by the PyTorch twin (tests/golden/gen_hf.py, float64) give the twin's logits at every
 // position, by paged token-by-token decoding and by one whole-prompt prefill; greedy
-// continuation equals the twin's.
+// continuation equals the twin's. A seeded tiny Mixtral (tests/golden/gen_hf_mixtral.py) the same.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -44,8 +44,8 @@ double worst_decode_diff(const lm_weights& w, const std::string& name, int p) {
   return worst;
 }
 
-void check_model(const std::string& name) {
-  auto golden = storage::safetensors_file::open(k_dir + "golden.safetensors");
+void check_model(const std::string& name, const std::string& file = "golden.safetensors") {
+  auto golden = storage::safetensors_file::open(k_dir + file);
   auto w = load_hf_weights(k_dir + "tiny-" + name);
   const int V = w.cfg.vocab_size;
   paged_model run(w, 128, 2);
@@ -90,6 +90,15 @@ void check_model(const std::string& name) {
 
 TEST_CASE("lm hf: tiny Llama logits and greedy tokens equal the PyTorch twin") {
   check_model("llama");
+}
+
+TEST_CASE("lm hf: tiny Mixtral (MoE, 4 experts, top-2) logits and greedy tokens equal the twin") {
+  const auto w = load_hf_weights(k_dir + "tiny-mixtral");
+  CHECK(w.cfg.moe.experts == std::vector<int>{4, 4});
+  CHECK(w.cfg.moe.top_k == 2);
+  CHECK(w.cfg.moe.dropless);
+  CHECK(w.cfg.moe.expert_intermediate == 96);
+  check_model("mixtral", "mixtral_golden.safetensors");
 }
 
 TEST_CASE("lm hf: tiny GPT-2 logits and greedy tokens equal the PyTorch twin") {
