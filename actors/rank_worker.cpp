@@ -11,9 +11,7 @@ worker_actor::behavior_type rank_worker(worker_actor::pointer self, std::shared_
   answer_exceptions_with_text(self);
   return {
       [z, sp](fwdbwd_atom, const batch_ptr& b, float loss_scale) -> float {
-        return sp.timed("forward_backward", [&] {
-          return z->forward_backward(*b, loss_scale);
-        });
+        return sp.timed("forward_backward", [&] { return z->forward_backward(*b, loss_scale); });
       },
       [z, sp](evaluate_atom, const batch_ptr& b) -> float {
         return sp.timed("evaluate", [&] {
@@ -31,6 +29,7 @@ worker_actor::behavior_type rank_worker(worker_actor::pointer self, std::shared_
         });
       },
       [z](allsum_atom, double x) -> double { return z->all_sum(x); },
+      [z](moe_atom) -> std::vector<double> { return z->model().moe_step().pack(); },
   };
 }
 

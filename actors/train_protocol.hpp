@@ -38,6 +38,7 @@ using allsum_atom = caf::atom_constant<caf::atom("zf_allsum")>;   // worker: sum
 using gnorm_atom = caf::atom_constant<caf::atom("zf_gnorm")>;     // shard: sum of squared grads
 using apply_atom = caf::atom_constant<caf::atom("zf_apply")>;     // shard: optimizer step
 using snapshot_atom = caf::atom_constant<caf::atom("zf_snap")>;   // shard: copy of its slices
+using moe_atom = caf::atom_constant<caf::atom("zf_moe")>;         // worker: the step's MoE figures
 using save_atom = caf::atom_constant<caf::atom("zf_save")>;       // writer: persist a checkpoint
 using metrics_atom = caf::atom_constant<caf::atom("zf_metric")>;  // monitor: one step's figures
 using note_atom = caf::atom_constant<caf::atom("zf_note")>;       // monitor: a line of text
@@ -95,7 +96,8 @@ using sampler_actor =
 using worker_actor = caf::typed_actor<
     caf::replies_to<fwdbwd_atom, batch_ptr, float>::with<float>,
     caf::replies_to<evaluate_atom, batch_ptr>::with<float>, caf::replies_to<zero_atom>::with<bool>,
-    caf::replies_to<reduce_atom>::with<bool>, caf::replies_to<allsum_atom, double>::with<double>>;
+    caf::replies_to<reduce_atom>::with<bool>, caf::replies_to<allsum_atom, double>::with<double>,
+    caf::replies_to<moe_atom>::with<std::vector<double>>>;
 
 // optimizer_shard: owns its rank's AdamW state (1/N at stage >= 1); gnorm replies its share of
 // the squared gradient norm, apply(lr, step, grad_scale) steps and all-gathers (collective),

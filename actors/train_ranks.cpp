@@ -50,6 +50,13 @@ class actor_ranks final : public rank_group {
   double all_sum(double x) override {
     return await<double>(self_, ask(workers_[0], allsum_atom::value, x), "all-reduce");
   }
+  moe::step_stats moe_stats() override {
+    moe::step_stats all;
+    for (auto& v : each<std::vector<double>>(
+             "moe figures", [&](int r) { return ask(workers_[r], moe_atom::value); }))
+      all.add(moe::step_stats::unpack(v));
+    return all;
+  }
   std::vector<zero_snapshot_ptr> snapshot() override {
     return each<zero_snapshot_ptr>("snapshot",
                                    [&](int r) { return ask(shards_[r], snapshot_atom::value); });

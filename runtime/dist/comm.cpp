@@ -23,6 +23,8 @@ std::string_view to_string(op o) {
       return "all_gather";
     case op::broadcast:
       return "broadcast";
+    case op::all_to_all:
+      return "all_to_all";
   }
   return "?";
 }
@@ -36,11 +38,25 @@ std::uint64_t ring_bytes(op o, std::size_t bytes, int world, int rank, int root)
       return 2 * (n - 1) * b / n;
     case op::reduce_scatter:
     case op::all_gather:
+    case op::all_to_all:
       return (n - 1) * b / n;
     case op::broadcast:
       return rank == (root + world - 1) % world ? 0 : b;
   }
   return 0;
+}
+
+std::uint64_t all_to_all_bytes(std::span<const std::size_t> send, int rank) {
+  std::uint64_t b = 0;
+  for (std::size_t r = 0; r < send.size(); ++r)
+    if (static_cast<int>(r) != rank) b += static_cast<std::uint64_t>(send[r]) * sizeof(float);
+  return b;
+}
+
+void communicator::all_to_all(const float*, std::span<const std::size_t>, float*,
+                              std::span<const std::size_t>) {
+  fail("comm {} (rank {} of {}): all_to_all is not implemented by this backend", backend(), rank(),
+       world());
 }
 
 int pick_route(const std::vector<route>& table, op o, std::size_t bytes) {
@@ -66,10 +82,18 @@ class router final : public communicator {
         fail("comm router: backend {} ({}) is rank {} of {}, backend 0 ({}) is rank {} of {}", i,
              backends_[i]->backend(), backends_[i]->rank(), backends_[i]->world(),
              backends_[0]->backend(), backends_[0]->rank(), backends_[0]->world());
-    for (std::size_t i = 0; i < table_.size(); ++i)
+    for (std::size_t i = 0; i < table_.size(); ++i) {
       if (table_[i].backend < 0 || table_[i].backend >= static_cast<int>(backends_.size()))
         fail("comm router: table row {} ({} from {} bytes) names backend {}, expected 0..{}", i,
              to_string(table_[i].o), table_[i].min_bytes, table_[i].backend, backends_.size() - 1);
+      // Each rank routes by its own send size, which differs between ranks for all_to_all: a
+      // threshold could split one collective across two backends and leave both halves waiting.
+      if (table_[i].o == op::all_to_all && table_[i].min_bytes != 0)
+        fail(
+            "comm router: table row {} routes all_to_all from {} bytes; all_to_all sizes differ "
+            "between ranks (uneven splits), so its rows must use min_bytes 0 (route by op only)",
+            i, table_[i].min_bytes);
+    }
   }
 
   int rank() const override { return backends_[0]->rank(); }
@@ -100,6 +124,13 @@ class router final : public communicator {
   }
   void broadcast(float* data, std::size_t n, int root) override {
     run(op::broadcast, n, sizeof(float), [&](communicator& c) { c.broadcast(data, n, root); });
+  }
+  void all_to_all(const float* in, std::span<const std::size_t> send, float* out,
+                  std::span<const std::size_t> recv) override {
+    std::size_t total = 0;
+    for (std::size_t s : send) total += s;
+    run(op::all_to_all, total, sizeof(float),
+        [&](communicator& c) { c.all_to_all(in, send, out, recv); });
   }
   void barrier() override { backends_[0]->barrier(); }
 

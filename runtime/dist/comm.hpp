@@ -11,10 +11,15 @@
 //   of its all_reduce bit for bit. `gloo` adds along its ring (fixed, but not rank order).
 // - Aliasing: all_reduce and broadcast are in place; reduce_scatter's `out` may be exactly
 //   `in + rank*chunk` (in-place ZeRO gradient sharding); all_gather's `in` may be exactly
-//   `out + rank*chunk`. Any other overlap is undefined.
+//   `out + rank*chunk`; all_to_all's `in` and `out` must not overlap. Any other overlap is
+//   undefined.
+// - all_to_all is the one collective whose sizes differ between ranks (MoE expert parallelism:
+//   each rank sends each other rank the tokens routed to that rank's experts); the per-pair counts
+//   must still agree (rank q's send[r] == rank r's recv[q]).
 // - Byte accounting (`bytes_sent`) is the per-rank traffic a ring algorithm would send, the same
 //   formula for every backend so that routes can be compared (see `ring_bytes`); it is counted
-//   from the arguments, not measured on the wire. world 1 sends nothing.
+//   from the arguments, not measured on the wire. world 1 sends nothing. all_to_all is not a ring:
+//   it counts what this rank sends to the others (`all_to_all_bytes`).
 // Gloo is confined to comm_gloo.cpp: this header includes no third-party collective headers.
 #include <atomic>
 #include <chrono>
@@ -22,13 +27,14 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace zf::comm {
 
-enum class op { all_reduce, reduce_scatter, all_gather, broadcast };
+enum class op { all_reduce, reduce_scatter, all_gather, broadcast, all_to_all };
 
 std::string_view to_string(op o);
 
@@ -65,6 +71,16 @@ class communicator {
   virtual void all_gather(const float* in, float* out, std::size_t chunk) = 0;
   // data: [n]; afterwards every rank holds root's data.
   virtual void broadcast(float* data, std::size_t n, int root) = 0;
+  // Uneven all-to-all. in: this rank's send buffer, send[r] floats for rank r back to back in
+  // rank order (r = 0..world-1); out: recv[r] floats from rank r back to back in rank order. send
+  // and recv have world entries each; send[r] on rank q must equal recv[q] on rank r. in and out
+  // must not overlap. The part a rank sends to itself is copied locally. Zero counts (and all
+  // zero) are fine; a buffer may be null when its counts sum to 0.
+  // in: [sum(send)] -> out: [sum(recv)]
+  // Not pure so that communicators written outside runtime/dist (test doubles) keep compiling;
+  // this default throws zf::error naming the backend. Every backend here overrides it.
+  virtual void all_to_all(const float* in, std::span<const std::size_t> send, float* out,
+                          std::span<const std::size_t> recv);
   virtual void barrier() = 0;
 
   // Per-rank bytes this rank sent on the data plane since construction or reset_bytes(), by the
@@ -90,11 +106,20 @@ void broadcast_buckets(communicator& c, float* data, std::size_t n, std::size_t 
 //   all_gather      (N-1)*B/N = (N-1)*chunk*4  (B = out size = N*chunk*4)
 //   broadcast       B for every rank except the one just before root in the ring
 //                   ((root-1) mod N), which sends 0: a pipelined chain, (N-1)*B in total
+//   all_to_all      (N-1)*B/N  (B = send buffer = N equal parts of B/N: the even split; an
+//                   uneven call counts all_to_all_bytes instead, which equals this when even)
 // barrier counts 0; world 1 counts 0.
 std::uint64_t ring_bytes(op o, std::size_t bytes, int world, int rank, int root = 0);
 
+// Bytes that `rank` sends in one all_to_all with send counts `send` (floats per destination):
+//   sum over r != rank of send[r]*4
+// (the part for itself is a local copy). What every backend adds to bytes_sent for all_to_all.
+std::uint64_t all_to_all_bytes(std::span<const std::size_t> send, int rank);
+
 // The message size the router matches `min_bytes` against: all_reduce n*sizeof(T),
-// reduce_scatter and all_gather world*chunk*4 (the full buffer), broadcast n*4.
+// reduce_scatter and all_gather world*chunk*4 (the full buffer), broadcast n*4, all_to_all
+// sum(send)*4 (this rank's whole send buffer; count = sum(send)). all_to_all's size differs
+// between ranks, so a router table must not split all_to_all by size (make_router refuses it).
 inline std::size_t message_bytes(op o, std::size_t count, std::size_t elem_size, int world) {
   return (o == op::reduce_scatter || o == op::all_gather)
              ? count * elem_size * static_cast<std::size_t>(world)
@@ -105,7 +130,8 @@ inline std::size_t message_bytes(op o, std::size_t count, std::size_t elem_size,
 // each must be used by its own thread. Collectives are blocking for all ranks (like NCCL/Gloo).
 // Pointers are exchanged through shared state and each rank reduces or copies its own slice, so
 // the N threads share the work; nothing is heap-allocated per call. A size or root mismatch
-// between ranks throws zf::error on every rank (no rank is left waiting).
+// between ranks (for all_to_all: rank q's send[r] != rank r's recv[q]) throws zf::error on every
+// rank (no rank is left waiting).
 std::vector<std::unique_ptr<communicator>> make_local_group(int world);
 
 struct gloo_options {
@@ -128,6 +154,12 @@ struct gloo_options {
 // one host). zf::error naming the missing rank and key when a peer does not show up in time.
 // With world > 1 the process ignores SIGPIPE from then on (unless it has a handler for it): a
 // write to a dead peer must fail the collective with a message, not kill the process.
+// all_to_all checks what one rank can see (world entries, send[rank] == recv[rank], buffers) but
+// not that the ranks' counts agree: that would cost a second exchange per call. Counts that
+// disagree are a caller bug Gloo does not survive (a longer message than the receiver posted
+// fails an assertion on Gloo's I/O thread, which aborts the process; a shorter one leaves the
+// rest of that piece unwritten). MoE layers learn their recv counts from the other ranks' send
+// counts (one even all_to_all of [world] counts per rank) before moving tokens.
 std::unique_ptr<communicator> make_gloo(int rank, int world, std::shared_ptr<kv_store> store,
                                         const std::string& iface_addr, const std::string& prefix,
                                         const gloo_options& options = {});
@@ -136,7 +168,10 @@ std::unique_ptr<communicator> make_gloo(int rank, int world, std::shared_ptr<kv_
 // index}; the first matching row (same op, message_bytes >= min_bytes) wins; no match goes to
 // backend 0, so the default (empty) table sends everything to backend 0. barrier goes to
 // backend 0. The router owns its backends (all of the same rank/world); its bytes_sent is what
-// the chosen backends counted.
+// the chosen backends counted. All ranks must pick the same backend for a collective, so an
+// all_to_all row must have min_bytes 0: with uneven splits each rank sends a different amount,
+// and a size threshold could send two ranks to different backends, where each would wait for the
+// other forever (local) or until op_timeout (gloo). make_router throws zf::error on such a row.
 struct route {
   op o;
   std::size_t min_bytes;

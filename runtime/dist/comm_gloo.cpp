@@ -10,6 +10,10 @@
 //                   rank gets the same bits, and the schedule is fixed, so runs repeat)
 //   all_gather      gloo::allgather (ring; in place when `in` is out + rank*chunk)
 //   broadcast       gloo::broadcast (binomial tree from root)
+//   all_to_all      gloo::alltoallv (copies its own piece, then posts every send and receive at
+//                   once, pairs ordered by rank distance, and waits for all; zero-length pieces are
+//                   still exchanged, so every rank posts the same pairs even when its counts are
+//                   all zero and nothing stale is left on the slot for the next call)
 //   barrier         gloo::barrier
 //   reduce_scatter  a ring over Gloo's transport (UnboundBuffer send/recv), written here: this
 //                   Gloo has no options-style reduce-scatter, only the old-style
@@ -18,7 +22,8 @@
 //                   cached per size), allocates two scratch buffers the size of the whole input
 //                   per instance, and counts elements in an int.
 // Allocation per call: Gloo's options objects allocate small UnboundBuffer handles (and
-// allreduce a std::function and a 2-segment scratch, <= 2 MiB) on every call; that is inside
+// allreduce a std::function and a 2-segment scratch, <= 2 MiB; alltoallv four [world] offset
+// tables, from the two [world] int64 count vectors we hand it) on every call; that is inside
 // Gloo and cannot be hoisted. Our reduce_scatter keeps its scratch ([chunk] receive buffer, and
 // a second [chunk] accumulator when world > 2) and their handles across calls, growing only when
 // a larger chunk arrives; it allocates one handle for `in` per call.
@@ -27,6 +32,7 @@
 // such, with the limit and the key that sets it; any other Gloo failure keeps Gloo's text.
 #include <gloo/allgather.h>
 #include <gloo/allreduce.h>
+#include <gloo/alltoallv.h>
 #include <gloo/barrier.h>
 #include <gloo/broadcast.h>
 #include <gloo/rendezvous/context.h>
@@ -40,6 +46,8 @@
 #include <algorithm>
 #include <csignal>
 #include <cstring>
+#include <numeric>
+#include <span>
 #include <string_view>
 
 #include "runtime/core/error.hpp"
@@ -231,6 +239,31 @@ class gloo_comm final : public communicator {
     add_bytes(ring_bytes(op::broadcast, n * sizeof(float), world_, rank_, root));
   }
 
+  // in: [sum(send)] -> out: [sum(recv)]
+  void all_to_all(const float* in, std::span<const std::size_t> send, float* out,
+                  std::span<const std::size_t> recv) override {
+    const std::size_t n_in = std::accumulate(send.begin(), send.end(), std::size_t{0});
+    const std::size_t n_out = std::accumulate(recv.begin(), recv.end(), std::size_t{0});
+    check_all_to_all(send, recv, in, n_in, out, n_out);
+    if (world_ == 1) {
+      if (n_in) std::memcpy(out, in, n_in * sizeof(float));
+      return;
+    }
+    // No early return when this rank's counts are all zero: the peers still post zero-length
+    // pieces to and from it, which must be matched now (see the header comment).
+    guarded("all_to_all", [&] {
+      // Gloo memcpys its own piece through these pointers even when it is empty; an empty
+      // buffer gets a valid address rather than null.
+      float none = 0.0f;
+      gloo::AlltoallvOptions o(ctx_);
+      o.setInput(n_in ? const_cast<float*>(in) : &none,
+                 std::vector<std::int64_t>(send.begin(), send.end()));  // Gloo only reads `in`
+      o.setOutput(n_out ? out : &none, std::vector<std::int64_t>(recv.begin(), recv.end()));
+      gloo::alltoallv(o);
+    });
+    add_bytes(all_to_all_bytes(send, rank_));
+  }
+
   void barrier() override {
     if (world_ == 1) return;
     guarded("barrier", [&] {
@@ -318,6 +351,33 @@ class gloo_comm final : public communicator {
     if (count && (!in || !out))
       fail("comm gloo (rank {} of {}): {} of {} elements with a null buffer", rank_, world_, what,
            count);
+  }
+
+  // What one rank can check of an all_to_all on its own (the ranks' counts agreeing is left to
+  // the caller: make_gloo's comment). Gloo would assert on the first two with its own text.
+  void check_all_to_all(std::span<const std::size_t> send, std::span<const std::size_t> recv,
+                        const float* in, std::size_t n_in, const float* out,
+                        std::size_t n_out) const {
+    const auto w = static_cast<std::size_t>(world_);
+    const auto me = static_cast<std::size_t>(rank_);
+    if (send.size() != w || recv.size() != w)
+      fail(
+          "comm gloo (rank {} of {}): all_to_all with {} send and {} recv counts, expected {} "
+          "each (one per rank)",
+          rank_, world_, send.size(), recv.size(), w);
+    if (send[me] != recv[me])
+      fail(
+          "comm gloo (rank {} of {}): all_to_all sends {} floats to itself but expects {} from "
+          "itself",
+          rank_, world_, send[me], recv[me]);
+    check_ptrs("all_to_all (in)", n_in, in, in);
+    check_ptrs("all_to_all (out)", n_out, out, out);
+    const auto in_lo = reinterpret_cast<std::uintptr_t>(in);
+    const auto out_lo = reinterpret_cast<std::uintptr_t>(out);
+    if (n_in && n_out && in_lo < out_lo + n_out * sizeof(float) &&
+        out_lo < in_lo + n_in * sizeof(float))
+      fail("comm gloo (rank {} of {}): all_to_all with overlapping in and out buffers", rank_,
+           world_);
   }
 
   // Runs one collective; Gloo's exceptions become zf::error. A timeout (a peer that froze, or

@@ -8,15 +8,21 @@
 // Work split: all_reduce cuts the buffer into N cache-line-aligned slices and rank r sums slice r
 // over all ranks (rank order 0..N-1, through a stack block) and writes the sum into every rank's
 // buffer, so each element is added once and copied N times; reduce_scatter: rank r sums its own
-// chunk (same order, so it equals the matching all_reduce slice bit for bit); all_gather and
-// broadcast: every rank pulls into its own output. No heap allocation per call (error messages
-// aside): the group state is allocated once by make_local_group.
+// chunk (same order, so it equals the matching all_reduce slice bit for bit); all_gather,
+// broadcast and all_to_all: every rank pulls into its own output (all_to_all: rank r copies
+// piece r of every rank's send buffer, the slots carrying each rank's count arrays, which phase 1
+// checks pair by pair). No heap allocation per call (error messages aside): the group state is
+// allocated once by make_local_group.
 #include <algorithm>
 #include <barrier>
+#include <cstdint>
 #include <cstring>
+#include <numeric>
+#include <span>
+#include <string>
 
-#include "runtime/dist/comm.hpp"
 #include "runtime/core/error.hpp"
+#include "runtime/dist/comm.hpp"
 
 namespace zf::comm {
 namespace {
@@ -27,6 +33,7 @@ enum class kind : int {
   reduce_scatter,
   all_gather,
   broadcast,
+  all_to_all,
   barrier
 };
 
@@ -42,6 +49,8 @@ std::string_view kind_name(kind k) {
       return "all_gather";
     case kind::broadcast:
       return "broadcast";
+    case kind::all_to_all:
+      return "all_to_all";
     case kind::barrier:
       return "barrier";
   }
@@ -55,7 +64,56 @@ struct alignas(64) call_slot {
   int root = 0;
   const void* in = nullptr;
   void* out = nullptr;
+  // all_to_all only (count stays 0): the caller's count arrays, alive until it leaves the call.
+  const std::size_t* send = nullptr;
+  const std::size_t* recv = nullptr;
+  std::size_t send_n = 0, recv_n = 0;
 };
+
+std::size_t sum_of(const std::size_t* counts, std::size_t n) {
+  return std::accumulate(counts, counts + n, std::size_t{0});
+}
+
+// What is wrong with rank r's all_to_all arguments on their own; empty if nothing.
+std::string all_to_all_args_problem(const call_slot& s, std::size_t r, std::size_t world) {
+  if (s.send_n != world || s.recv_n != world)
+    return fmt::format(
+        "comm local: rank {} called all_to_all with {} send and {} recv counts, expected {} each "
+        "(one per rank)",
+        r, s.send_n, s.recv_n, world);
+  const std::size_t n_in = sum_of(s.send, world), n_out = sum_of(s.recv, world);
+  if ((n_in && !s.in) || (n_out && !s.out))
+    return fmt::format(
+        "comm local: rank {} called all_to_all of {} floats in, {} out with a null buffer", r, n_in,
+        n_out);
+  // Each rank reads the others' `in` while they write their `out`: an overlap would be a race.
+  const auto in_lo = reinterpret_cast<std::uintptr_t>(s.in);
+  const auto out_lo = reinterpret_cast<std::uintptr_t>(s.out);
+  if (n_in && n_out && in_lo < out_lo + n_out * sizeof(float) &&
+      out_lo < in_lo + n_in * sizeof(float))
+    return fmt::format("comm local: rank {} called all_to_all with overlapping in and out buffers",
+                       r);
+  return {};
+}
+
+// The first problem with one all_to_all whose calls are `slots` (slot r = rank r's), looked for
+// in a fixed order so that every rank reports the same one; empty if none. Allocates only when
+// something is wrong.
+std::string all_to_all_problem(std::span<const call_slot> slots) {
+  const std::size_t w = slots.size();
+  for (std::size_t r = 0; r < w; ++r) {
+    std::string p = all_to_all_args_problem(slots[r], r, w);
+    if (!p.empty()) return p;
+  }
+  for (std::size_t q = 0; q < w; ++q)
+    for (std::size_t r = 0; r < w; ++r)
+      if (slots[q].send[r] != slots[r].recv[q])
+        return fmt::format(
+            "comm local: all_to_all counts disagree: rank {} sends {} floats to rank {}, but rank "
+            "{} expects {} from rank {}",
+            q, slots[q].send[r], r, r, slots[r].recv[q], q);
+  return {};
+}
 
 struct group_state {
   explicit group_state(int world)
@@ -128,6 +186,36 @@ class local_comm final : public communicator {
     const auto* src = static_cast<const float*>(g_->slots[static_cast<std::size_t>(root)].out);
     if (rank_ != root && n && src != data) std::memcpy(data, src, n * sizeof(float));
     leave(op::broadcast, n * sizeof(float), root);
+  }
+
+  // in: [sum(send)] -> out: [sum(recv)]
+  void all_to_all(const float* in, std::span<const std::size_t> send, float* out,
+                  std::span<const std::size_t> recv) override {
+    const call_slot mine{.k = kind::all_to_all,
+                         .in = in,
+                         .out = out,
+                         .send = send.data(),
+                         .recv = recv.data(),
+                         .send_n = send.size(),
+                         .recv_n = recv.size()};
+    if (g_->world == 1) {
+      const std::string problem = all_to_all_problem({&mine, 1});
+      if (!problem.empty()) throw zf::error(problem);
+      if (send[0]) std::memcpy(out, in, send[0] * sizeof(float));
+      return;
+    }
+    enter(mine);
+    // Piece `me` of every rank's send buffer, in rank order, is this rank's output; phase 1
+    // checked that rank q's send[me] is our recv[q].
+    const std::size_t me = static_cast<std::size_t>(rank_);
+    float* dst = out;
+    for (const call_slot& s : g_->slots) {
+      const std::size_t m = s.send[me];
+      if (m)
+        std::memcpy(dst, static_cast<const float*>(s.in) + sum_of(s.send, me), m * sizeof(float));
+      dst += m;
+    }
+    leave_counted(all_to_all_bytes(send, rank_));
   }
 
   void barrier() override {
@@ -213,12 +301,24 @@ class local_comm final : public communicator {
             kind_name(s0.k), s0.count, s0.root, r, kind_name(s.k), s.count, s.root);
       }
     }
+    if (s0.k == kind::all_to_all) {
+      // The message is formatted before the second barrier: past it a rank may return and its
+      // count arrays (which the message quotes) go away.
+      const std::string problem = all_to_all_problem(slots);
+      if (!problem.empty()) {
+        g_->sync.arrive_and_wait();
+        throw zf::error(problem);
+      }
+    }
   }
 
   // Phase 2 done: wait until every rank finished reading our buffer, then account.
   void leave(op o, std::size_t bytes, int root = 0) {
+    leave_counted(ring_bytes(o, bytes, g_->world, rank_, root));
+  }
+  void leave_counted(std::uint64_t sent) {
     g_->sync.arrive_and_wait();
-    add_bytes(ring_bytes(o, bytes, g_->world, rank_, root));
+    add_bytes(sent);
   }
 
   std::shared_ptr<group_state> g_;

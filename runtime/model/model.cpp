@@ -497,6 +497,14 @@ float transformer::forward_backward(const int* ids, const int* targets, int b, i
     throw;
   }
   training_ = false;
+  if (spec_.moe.any()) {
+    moe::step_stats now;
+    for (auto& l : moe_stats()) {
+      now.layers.push_back({l.layer, 1.0, double(l.tokens), double(l.dropped), l.balance, l.z_loss,
+                            l.entropy, std::vector<double>(l.counts.begin(), l.counts.end())});
+    }
+    moe_step_.add(now);
+  }
   backward_from_head(ids, nullptr, true);
   return loss;
 }

@@ -117,6 +117,9 @@ class transformer {
   // Sums over the MoE layers of the last forward's balance and z-losses (unscaled).
   double moe_balance_loss() const;
   double moe_z_loss() const;
+  // The routing figures of every forward_backward since clear_moe_step() (a training step's).
+  const moe::step_stats& moe_step() const { return moe_step_; }
+  void clear_moe_step() { moe_step_.layers.clear(); }
 
   // Calibration (runtime/quant): sees each projection's input during every forward, x [rows, C
   // or Q or I] dense: which 0 = qkv, 1 = o, 2 = up, 3 = down of layer l, 4 = the head (l = -1).
@@ -204,10 +207,11 @@ class transformer {
   float *encoded_ = nullptr, *lnf_ = nullptr, *lnf_mean_ = nullptr, *lnf_rstd_ = nullptr;
   float *logits_ = nullptr, *losses_ = nullptr, *act_ = nullptr;
   std::vector<layer_acts> la_;
-  moe::scratch moe_sc_;     // MoE layers' shared scratch
-  model_spec expert_spec_;  // the spec an expert's MLP runs with (moe::expert_spec)
-  bool training_ = false;   // forward_backward under way: training capacity, auxiliary gradients
-  float aux_scale_ = 0.0f;  // its loss scale (0: the backward adds no auxiliary gradient)
+  moe::scratch moe_sc_;       // MoE layers' shared scratch
+  model_spec expert_spec_;    // the spec an expert's MLP runs with (moe::expert_spec)
+  moe::step_stats moe_step_;  // accumulated by forward_backward
+  bool training_ = false;     // forward_backward under way: training capacity, auxiliary gradients
+  float aux_scale_ = 0.0f;    // its loss scale (0: the backward adds no auxiliary gradient)
   // backward scratch shared by all layers
   float *dres_ = nullptr, *dln_ = nullptr, *dbig_ = nullptr, *dqkv_ = nullptr, *datty_ = nullptr,
         *datt_ = nullptr;

@@ -49,6 +49,59 @@ double mean_entropy(const float* s, int n, int E) {
 
 }  // namespace
 
+void step_stats::add(const step_stats& o) {
+  if (o.layers.empty()) return;
+  if (layers.empty()) {
+    *this = o;
+    return;
+  }
+  for (std::size_t i = 0; i < layers.size() && i < o.layers.size(); ++i) {
+    layer& a = layers[i];
+    const layer& b = o.layers[i];
+    a.forwards += b.forwards;
+    a.tokens += b.tokens;
+    a.dropped += b.dropped;
+    a.balance += b.balance;
+    a.z_loss += b.z_loss;
+    a.entropy += b.entropy;
+    for (std::size_t e = 0; e < a.counts.size() && e < b.counts.size(); ++e)
+      a.counts[e] += b.counts[e];
+  }
+}
+
+// [layers, then per layer: layer, forwards, tokens, dropped, balance, z_loss, entropy, E,
+// counts...]
+std::vector<double> step_stats::pack() const {
+  std::vector<double> v{double(layers.size())};
+  for (const layer& l : layers) {
+    v.insert(v.end(), {double(l.layer), l.forwards, l.tokens, l.dropped, l.balance, l.z_loss,
+                       l.entropy, double(l.counts.size())});
+    v.insert(v.end(), l.counts.begin(), l.counts.end());
+  }
+  return v;
+}
+
+step_stats step_stats::unpack(const std::vector<double>& v) {
+  step_stats s;
+  std::size_t i = 0;
+  auto next = [&] { return i < v.size() ? v[i++] : 0.0; };
+  const int n = int(next());
+  for (int k = 0; k < n; ++k) {
+    layer l;
+    l.layer = int(next());
+    l.forwards = next();
+    l.tokens = next();
+    l.dropped = next();
+    l.balance = next();
+    l.z_loss = next();
+    l.entropy = next();
+    l.counts.resize(std::size_t(next()));
+    for (double& c : l.counts) c = next();
+    s.layers.push_back(std::move(l));
+  }
+  return s;
+}
+
 void lay_out(arena& a, const model_spec& s, int E, int n, layer_state& st) {
   const std::size_t N = std::size_t(n), K = std::size_t(s.moe.top_k);
   st.z = a.take(N * E);

@@ -27,6 +27,23 @@ struct layer_state {
   double balance = 0, z_loss = 0, entropy = 0;  // entropy: mean router entropy (nats)
 };
 
+// A training step's routing figures per MoE layer, summed over its forward_backward calls (and,
+// merged, over ranks): what the metrics report. pack / unpack carry it as plain doubles between
+// actors.
+struct step_stats {
+  struct layer {
+    int layer = 0;
+    double forwards = 0, tokens = 0, dropped = 0;  // dropped: token choices past capacity
+    double balance = 0, z_loss = 0, entropy = 0;   // summed over forwards
+    std::vector<double> counts;                    // [E] choices per expert, before drops
+  };
+  std::vector<layer> layers;
+  bool empty() const { return layers.empty(); }
+  void add(const step_stats& o);  // layer by layer (the same model's); empty adds nothing
+  std::vector<double> pack() const;
+  static step_stats unpack(const std::vector<double>& v);
+};
+
 // Scratch shared by the layers of one model (one layer runs at a time).
 struct scratch {
   float* xs = nullptr;     // [n k, C] gathered inputs

@@ -33,6 +33,12 @@ void on_thread_ranks(int n, const std::function<void(int)>& f) {
     if (e) std::rethrow_exception(e);
 }
 
+moe::step_stats local_rank_group::moe_stats() {
+  moe::step_stats all;
+  for (zero_rank* r : ranks_) all.add(r->model().moe_step());
+  return all;
+}
+
 void local_rank_group::zero_grad() {
   on_all([&](int r) { ranks_[r]->zero_grad(); });
 }
@@ -40,9 +46,7 @@ void local_rank_group::zero_grad() {
 std::vector<float> local_rank_group::forward_backward(const std::vector<batch_ptr>& batches,
                                                       float loss_scale) {
   std::vector<float> out(ranks_.size());
-  on_all([&](int r) {
-    out[r] = ranks_[r]->forward_backward(*batches[r], loss_scale);
-  });
+  on_all([&](int r) { out[r] = ranks_[r]->forward_backward(*batches[r], loss_scale); });
   return out;
 }
 

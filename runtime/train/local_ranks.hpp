@@ -29,6 +29,7 @@ class local_rank_group final : public rank_group {
   void step(double lr, int step, float grad_scale) override;
   double all_sum(double x) override;
   std::vector<zero_snapshot_ptr> snapshot() override;
+  moe::step_stats moe_stats() override;
 
  private:
   template <class F>

@@ -2,11 +2,39 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "runtime/model/moe.hpp"
+
 namespace zf {
+
+void set_moe_figures(const moe::step_stats& s, step_metrics& m) {
+  double choices = 0, dropped = 0, entropy = 0;
+  for (const auto& l : s.layers) {
+    double total = 0, top = 0;
+    for (double c : l.counts) {
+      total += c;
+      top = std::max(top, c);
+    }
+    std::vector<double> frac;
+    for (double c : l.counts) frac.push_back(total > 0 ? c / total : 0.0);
+    m.moe_layers.push_back(l.layer);
+    m.moe_load.push_back(std::move(frac));
+    if (total > 0)
+      m.moe_imbalance = std::max(m.moe_imbalance, top / (total / double(l.counts.size())));
+    choices += total;
+    dropped += l.dropped;
+    const double f = l.forwards > 0 ? l.forwards : 1;
+    m.moe_balance += l.balance / f;
+    m.moe_z_loss += l.z_loss / f;
+    entropy += l.entropy / f;
+  }
+  m.moe_dropped = choices > 0 ? dropped / choices : 0;
+  m.moe_entropy = s.layers.empty() ? 0 : entropy / double(s.layers.size());
+}
 
 std::string to_json_line(const step_metrics& m) {
   nlohmann::json j{{"step", m.step},
@@ -31,6 +59,15 @@ std::string to_json_line(const step_metrics& m) {
     j["difficulty"] = m.pool_difficulty;
     j["difficulty_metric"] = m.pool_metric;
     j["difficulty_type"] = m.pool_percentile ? "percentile" : "value";
+  }
+  if (!m.moe_layers.empty()) {
+    j["moe_layers"] = m.moe_layers;
+    j["moe_load"] = m.moe_load;
+    j["moe_dropped"] = m.moe_dropped;
+    j["moe_balance_loss"] = m.moe_balance;
+    j["moe_z_loss"] = m.moe_z_loss;
+    j["moe_entropy"] = m.moe_entropy;
+    j["moe_imbalance"] = m.moe_imbalance;
   }
   if (m.ltd_layers > 0) {  // kept fraction of every dropping layer (1 once the schedule is done)
     j["ltd_keep"] = m.ltd_keep > 0 ? m.ltd_keep : m.ltd_t;
@@ -63,6 +100,9 @@ std::string progress_line(const step_metrics& m) {
     s +=
         fmt::format(" | {} {}{}", m.pool_metric, m.pool_percentile ? "p" : "<=", m.pool_difficulty);
   if (m.ltd_layers > 0 && m.ltd_keep > 0) s += fmt::format(" | ltd {}/{}", m.ltd_keep, m.ltd_t);
+  if (!m.moe_layers.empty())
+    s += fmt::format(" | moe load max/mean {:.2f} drop {:.1f}%", m.moe_imbalance,
+                     100 * m.moe_dropped);
   if (m.val_loss >= 0) s += fmt::format(" | val {:.4f}", m.val_loss);
   return s;
 }

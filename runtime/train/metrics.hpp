@@ -3,6 +3,7 @@
 // (one JSON object per line in metrics.jsonl).
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace zf {
 
@@ -32,7 +33,21 @@ struct step_metrics {
   std::string pool_metric;
   bool pool_percentile = false;
   int ltd_keep = 0, ltd_t = 0, ltd_layers = 0;
+  // MoE models (issue 15), in the JSON line only then: per MoE layer (moe_layers ids) the
+  // fraction of token choices each expert received this step (before capacity drops); the
+  // fraction of choices dropped, the balance and z-losses (mean over forwards, summed over
+  // layers), the mean router entropy and the load imbalance (max over mean expert load, the
+  // worst layer's), over this process's ranks.
+  std::vector<int> moe_layers;
+  std::vector<std::vector<double>> moe_load;
+  double moe_dropped = 0, moe_balance = 0, moe_z_loss = 0, moe_entropy = 0, moe_imbalance = 0;
 };
+
+// Fills m's MoE figures from a step's merged routing figures (runtime/model/moe step_stats).
+namespace moe {
+struct step_stats;
+}
+void set_moe_figures(const moe::step_stats& s, step_metrics& m);
 
 std::string to_json_line(const step_metrics& m);
 // "step 120/600 | loss 5.8123 | lr 1.98e-03 | 2345 tok/s | ETA 3m12s", then the data

@@ -26,6 +26,7 @@ train_loop_options loop_options_of(const run_config& c) {
   o.checkpoint = c.checkpoint;
   o.eval = c.eval;
   o.zero_stage = c.zero.stage;
+  o.moe = c.model.moe.num_experts > 0;
   return o;
 }
 
@@ -119,6 +120,7 @@ step_metrics train_loop::step_figures(int step, double loss, double step_ms, int
   m.ranks = ranks;
   m.data_wait_ms = data_wait_ms_;
   m.ckpt_write_ms = std::exchange(ckpt_write_ms_, -1.0);
+  if (o_.moe) set_moe_figures(ranks_.moe_stats(), m);
   if (o_.data_plan) {
     const data_schedule& d = *o_.data_plan;
     const step_plan p = d.at(step);

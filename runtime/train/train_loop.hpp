@@ -27,6 +27,7 @@
 
 #include "runtime/core/batch.hpp"
 #include "runtime/core/config.hpp"
+#include "runtime/model/moe.hpp"
 #include "runtime/train/data_schedule.hpp"
 #include "runtime/train/metrics.hpp"
 #include "runtime/train/zero.hpp"
@@ -50,6 +51,8 @@ class rank_group {
   // x summed over the processes of an SPMD group (one contribution per process).
   virtual double all_sum(double x) = 0;
   virtual std::vector<zero_snapshot_ptr> snapshot() = 0;
+  // The step's MoE routing figures merged over this process's ranks (empty for a dense model).
+  virtual moe::step_stats moe_stats() { return {}; }
 };
 
 // Batches are pure functions of their indices, so a source may prepare them ahead.
@@ -98,6 +101,7 @@ struct train_loop_options {
   checkpoint_config checkpoint;  // every (keep is the writer's)
   eval_config eval;
   int zero_stage = 0;  // recorded in checkpoints
+  bool moe = false;    // an MoE model: each step's routing figures go into its metrics
   int start_step = 0;  // optimizer steps already done (resume)
   // The data-efficiency schedule (issue 13): tokens per step, the learning rate by tokens or
   // layer-tokens, the run's end by train.tokens, the metrics. Null: b x seq_len every step and

@@ -107,6 +107,7 @@ zero_rank::zero_rank(const model_spec& m, const optimizer_config& t, int stage,
 zero_rank::~zero_rank() = default;
 
 void zero_rank::zero_grad() {
+  model_->clear_moe_step();  // a new step's routing figures
   if (stage_ < 2) model_->zero_grad();
   if (stage_ >= 1) owned_grads_.zero();
 }
