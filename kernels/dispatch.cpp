@@ -352,9 +352,9 @@ void moe_combine_backward(const float* out, const int* slot, const float* gate, 
 void moe_scatter_add(const float* dxs, const int* slot, int n, int k, int C, float* dx) {
   ZF_CPU_ONLY(moe_scatter_add, dxs, slot, n, k, C, dx);
 }
-double moe_balance_loss(const float* s, const int* counts, int n, int E, int k, float* ds,
-                        float coef) {
-  ZF_CPU_ONLY(moe_balance_loss, s, counts, n, E, k, ds, coef);
+double moe_balance_loss(const float* s, const int* counts, int n, int counted, int E, int k,
+                        float* ds, float coef) {
+  ZF_CPU_ONLY(moe_balance_loss, s, counts, n, counted, E, k, ds, coef);
 }
 double moe_z_loss(const float* z, int n, int E, float* dz, float coef) {
   ZF_CPU_ONLY(moe_z_loss, z, n, E, dz, coef);

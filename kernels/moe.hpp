@@ -44,10 +44,12 @@ void moe_combine_backward(const float* out, const int* slot, const float* gate, 
 // to their tokens).
 void moe_scatter_add(const float* dxs, const int* slot, int n, int k, int C, float* dx);
 
-// Switch balance loss E * sum_e f_e P_e with f_e = counts[e] / (n k) and P_e = mean_i s[i, e];
-// with ds non-null, ds [n, E] += coef * dL/ds = coef * E f_e / n.
-double moe_balance_loss(const float* s, const int* counts, int n, int E, int k, float* ds,
-                        float coef);
+// Switch balance loss E * sum_e f_e P_e with f_e = counts[e] / (counted k) and P_e = mean_i
+// s[i, e] over the n rows of s; with ds non-null, ds [n, E] += coef * dL/ds = coef * E f_e / n.
+// counted: the rows the counts are over (n, or a whole data-parallel step's rows when the
+// counts are the step's: then each rank's share of the gradient uses its own n).
+double moe_balance_loss(const float* s, const int* counts, int n, int counted, int E, int k,
+                        float* ds, float coef);
 // Router z-loss mean_i (logsumexp_e z[i, e])^2; with dz non-null, dz [n, E] += coef * dL/dz =
 // coef * 2 lse_i softmax(z_i)_e / n.
 double moe_z_loss(const float* z, int n, int E, float* dz, float coef);
@@ -67,8 +69,8 @@ void moe_combine(const float* out, const int* slot, const float* gate, int n, in
 void moe_combine_backward(const float* out, const int* slot, const float* gate, const float* d,
                           int n, int k, int C, float* dout, float* dgate);
 void moe_scatter_add(const float* dxs, const int* slot, int n, int k, int C, float* dx);
-double moe_balance_loss(const float* s, const int* counts, int n, int E, int k, float* ds,
-                        float coef);
+double moe_balance_loss(const float* s, const int* counts, int n, int counted, int E, int k,
+                        float* ds, float coef);
 double moe_z_loss(const float* z, int n, int E, float* dz, float coef);
 }  // namespace cpu
 

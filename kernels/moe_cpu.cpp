@@ -175,13 +175,13 @@ void moe_scatter_add(const float* dxs, const int* slot, int n, int k, int C, flo
   }
 }
 
-double moe_balance_loss(const float* s, const int* counts, int n, int E, int k, float* ds,
-                        float coef) {
+double moe_balance_loss(const float* s, const int* counts, int n, int counted, int E, int k,
+                        float* ds, float coef) {
   double loss = 0;
   for (int e = 0; e < E; ++e) {
     double P = 0;
     for (int i = 0; i < n; ++i) P += s[std::size_t(i) * E + e];
-    const double f = double(counts[e]) / (double(n) * k);
+    const double f = double(counts[e]) / (double(counted) * k);
     loss += f * (P / n);
     if (!ds) continue;
     const float g = float(coef * E * f / n);

@@ -310,9 +310,11 @@ train_result pipeline::run(const run_options& o) {
     comms = comm::make_local_group(cfg_.train.ranks);
   }
   std::vector<std::shared_ptr<zero_rank>> ranks;
-  for (auto& c : comms)
+  for (auto& c : comms) {
     ranks.push_back(
         std::make_shared<zero_rank>(spec_of(cfg_.model), cfg_.optimizer, cfg_.zero.stage, *c));
+    ranks.back()->set_expert_parallel(cfg_.train.expert_parallel);
+  }
   int start = 0;
   int64_t start_tokens = -1, start_layer_tokens = -1;
   for (auto& z : ranks) z->set_ltd_layers(plan->ltd_layers());

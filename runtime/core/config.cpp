@@ -454,7 +454,7 @@ void validate(const run_config& c) {
         "model.rope_scaling: llama3 needs original_max_positions >= 1 and high_freq_factor > "
         "low_freq_factor, got {} and {} <= {}",
         m.rope_original_max_positions, m.rope_high_freq_factor, m.rope_low_freq_factor);
-  validate_moe(m);
+  validate_moe(c);
   try {
     check_spec(spec_of(m));
   } catch (const error& e) {

@@ -86,6 +86,9 @@ struct train_config {
   // that reaches this many; train.steps stays an upper bound (validate checks it can be reached).
   int64_t tokens = 0;
   random_ltd_config random_ltd;
+  // MoE models: ranks per expert group; each computes num_experts / expert_parallel experts of
+  // every MoE layer for the group's tokens (runtime/model/moe_parallel). Divides the ranks.
+  int expert_parallel = 1;
 };
 
 // AdamW (torch.optim.AdamW semantics) and global-norm clipping.

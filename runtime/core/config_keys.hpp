@@ -58,7 +58,7 @@ std::vector<key> rlhf_keys();  // config_rlhf.cpp
 // config_moe.cpp: the model.moe.* keys, their cross-key checks (validate()) and the moe_spec
 // they give (spec_of) and come from (config_of).
 std::vector<key> moe_keys();
-void validate_moe(const model_config& m);
+void validate_moe(const run_config& c);
 void moe_spec_of(const model_config& m, int intermediate, moe_spec& out);
 void moe_config_of(const moe_spec& s, int intermediate, moe_config& out);
 

@@ -38,6 +38,8 @@ std::vector<key> moe_keys() {
              "Switch load-balancing loss coefficient (per MoE layer)"),
       ZF_NUM("model.moe.z_loss_coef", model.moe.z_loss_coef, 0, 1e6,
              "router z-loss coefficient (per MoE layer)"),
+      ZF_INT("train.expert_parallel", train.expert_parallel, 1, 4096,
+             "MoE: ranks per expert group (each computes experts / this of every MoE layer)"),
   };
 }
 
@@ -119,12 +121,27 @@ void moe_config_of(const moe_spec& s, int intermediate, moe_config& out) {
   if (uniform) out.layer_experts.clear();
 }
 
-void validate_moe(const model_config& m) {
-  if (m.moe.num_experts == 0) return;
+void validate_moe(const run_config& c) {
+  const model_config& m = c.model;
+  const int ep = c.train.expert_parallel;
+  if (m.moe.num_experts == 0) {
+    if (ep != 1)
+      fail(
+          "train.expert_parallel: expected 1 for a dense model (model.moe.num_experts = 0), got {}",
+          ep);
+    return;
+  }
   model_spec s;
   s.n_layer = m.n_layer;
   moe_spec_of(m, 1, s.moe);  // the layer checks (named keys); intermediate resolved by spec_of
   check_moe(s);
+  for (int l = 0; l < m.n_layer; ++l)
+    if (const int E = s.moe.experts_of(l); E % ep)
+      fail(
+          "train.expert_parallel: expected a divisor of every MoE layer's experts (layer {} has "
+          "{}), "
+          "got {}",
+          l, E, ep);
 }
 
 }  // namespace zf::config_detail

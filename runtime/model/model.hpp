@@ -22,6 +22,7 @@
 #include "runtime/model/block.hpp"
 #include "runtime/model/layout.hpp"
 #include "runtime/model/moe.hpp"
+#include "runtime/model/moe_parallel.hpp"
 #include "runtime/model/quant_linear.hpp"
 #include "runtime/model/token_drop.hpp"
 
@@ -48,7 +49,9 @@ param_layout layout_of(const model_config& m);
 // The floats of training activations a transformer of spec s plans for a [b, t] batch (its
 // activation_bytes() / 4 after a forward), counted without building one, for the check that a
 // run fits in memory; a test holds the two equal.
-double activation_floats(const model_spec& s, int b, int t);
+// MoE models training over a group of `world` ranks (set_moe_group) with expert parallelism ep
+// also plan the exchange buffers.
+double activation_floats(const model_spec& s, int b, int t, int world = 1, int ep = 1);
 
 class transformer {
  public:
@@ -120,6 +123,11 @@ class transformer {
   // The routing figures of every forward_backward since clear_moe_step() (a training step's).
   const moe::step_stats& moe_step() const { return moe_step_; }
   void clear_moe_step() { moe_step_.layers.clear(); }
+  // Data- and expert-parallel training (runtime/model/moe_parallel): forward_backward routes over
+  // g's ranks (all of them calling it together with equal shapes) and computes only this rank's
+  // experts; other forwards route alone. Null (the default) or a group of one: alone. Set before
+  // the first forward (it re-plans the activations).
+  void set_moe_group(moe::group* g);
 
   // Calibration (runtime/quant): sees each projection's input during every forward, x [rows, C
   // or Q or I] dense: which 0 = qkv, 1 = o, 2 = up, 3 = down of layer l, 4 = the head (l = -1).
@@ -148,7 +156,8 @@ class transformer {
   struct layer_acts {
     float *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *atty, *res2, *ln2, *ln2_mean, *ln2_rstd, *h,
         *res3;
-    moe::layer_state moe;  // MoE layers: routing and the experts' saved activations
+    moe::layer_state moe;         // MoE layers: routing and the experts' saved activations
+    moe::parallel_state moe_par;  // ... and their exchange plan when routed over a group
   };
   // The block's MLP part, dense and / or MoE: out = res2 + mlp(ln2); backward turns d(out) into
   // d(ln2) in dln_ (the residual's share of d stays in d).
@@ -210,8 +219,11 @@ class transformer {
   moe::scratch moe_sc_;       // MoE layers' shared scratch
   model_spec expert_spec_;    // the spec an expert's MLP runs with (moe::expert_spec)
   moe::step_stats moe_step_;  // accumulated by forward_backward
-  bool training_ = false;     // forward_backward under way: training capacity, auxiliary gradients
-  float aux_scale_ = 0.0f;    // its loss scale (0: the backward adds no auxiliary gradient)
+  moe::group* moe_group_ = nullptr;
+  moe::parallel_scratch moe_psc_;
+  bool grouped() const { return moe_group_ && moe_group_->world() > 1; }
+  bool training_ = false;   // forward_backward under way: training capacity, auxiliary gradients
+  float aux_scale_ = 0.0f;  // its loss scale (0: the backward adds no auxiliary gradient)
   // backward scratch shared by all layers
   float *dres_ = nullptr, *dln_ = nullptr, *dbig_ = nullptr, *dqkv_ = nullptr, *datty_ = nullptr,
         *datt_ = nullptr;

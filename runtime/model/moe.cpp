@@ -22,16 +22,7 @@ double pad(double n) {
   return std::ceil(n / 16) * 16;
 }
 
-// Expert e's tensors as a block's MLP (the other slots null).
-template <class F>
-block_tensors<F> expert(const moe_tensors<F>& m, int e) {
-  block_tensors<F> b;
-  b.up_w = m.expert_up_w(e);
-  b.up_b = m.expert_up_b(e);
-  b.down_w = m.expert_down_w(e);
-  b.down_b = m.expert_down_b(e);
-  return b;
-}
+}  // namespace
 
 // Mean entropy (nats) of the rows of s [n, E], each normalised to sum 1 (softmax rows already do).
 double mean_entropy(const float* s, int n, int E) {
@@ -47,7 +38,46 @@ double mean_entropy(const float* s, int n, int E) {
   return n ? total / n : 0;
 }
 
-}  // namespace
+block::weights expert(const moe_tensors<const float>& m, int e) {
+  block::weights b;
+  b.up_w = m.expert_up_w(e);
+  b.up_b = m.expert_up_b(e);
+  b.down_w = m.expert_down_w(e);
+  b.down_b = m.expert_down_b(e);
+  return b;
+}
+
+block::grads expert(const moe_tensors<float>& m, int e) {
+  block::grads b;
+  b.up_w = m.expert_up_w(e);
+  b.up_b = m.expert_up_b(e);
+  b.down_w = m.expert_down_w(e);
+  b.down_b = m.expert_down_b(e);
+  return b;
+}
+
+void route(const model_spec& s, const block::weights& w, const float* ln2, int n, layer_state& st) {
+  const int C = s.hidden, E = w.moe.n_experts, K = s.moe.top_k;
+  k::gemm(false, false, n, E, C, 1.0f, ln2, C, w.moe.router_w, E, 0.0f, st.z, E);
+  k::router_scores(st.z, st.s, n, E, s.moe.router == moe_router::sigmoid);
+  k::topk_gates(st.s, nullptr, n, E, K, K > 1 && s.moe.norm_topk, st.sel, st.gate);
+  st.n = n;
+}
+
+void router_backward(const model_spec& s, const block::weights& w, const block::grads& g,
+                     const float* ln2, const layer_state& st, const scratch& sc, float aux_scale,
+                     float* dln2) {
+  const int n = st.n, C = s.hidden, E = w.moe.n_experts, K = s.moe.top_k;
+  float* ds = sc.ds;
+  std::memset(ds, 0, sizeof(float) * std::size_t(n) * E);
+  k::topk_gates_backward(st.s, st.sel, sc.dgate, n, E, K, K > 1 && s.moe.norm_topk, ds);
+  k::moe_balance_loss(st.s, st.counts, n, st.counted, E, K, ds,
+                      float(s.moe.aux_loss_coef * aux_scale));
+  k::router_scores_backward(st.s, ds, ds, n, E, s.moe.router == moe_router::sigmoid);
+  k::moe_z_loss(st.z, n, E, ds, float(s.moe.z_loss_coef * aux_scale));
+  k::gemm(false, true, n, C, E, 1.0f, ds, E, w.moe.router_w, E, 1.0f, dln2, C);
+  k::gemm(true, false, C, E, n, 1.0f, ln2, C, ds, E, 1.0f, g.moe.router_w, E);
+}
 
 void step_stats::add(const step_stats& o) {
   if (o.layers.empty()) return;
@@ -122,23 +152,23 @@ double state_floats(const model_spec& s, int E, int n) {
          pad(N * K * s.hidden);
 }
 
-void lay_out(arena& a, const model_spec& s, int n, bool train, scratch& sc) {
+void lay_out(arena& a, const model_spec& s, int n, bool train, scratch& sc, int rows) {
   const std::size_t N = std::size_t(n), K = std::size_t(s.moe.top_k);
-  sc.xs = a.take(N * K * s.hidden);
-  sc.a = a.take(N * K * s.moe.expert_intermediate);
+  const std::size_t R = rows > 0 ? std::size_t(rows) : N * K;
+  sc.xs = a.take(R * s.hidden);
+  sc.a = a.take(R * s.moe.expert_intermediate);
   if (!train) return;
-  sc.dh = a.take(N * K * s.expert_up_dim());
-  sc.dout = a.take(N * K * s.hidden);
+  sc.dh = a.take(R * s.expert_up_dim());
+  sc.dout = a.take(R * s.hidden);
   sc.ds = a.take(N * s.moe.max_experts());
   sc.dgate = a.take(N * K);
 }
 
-double scratch_floats(const model_spec& s, int n, bool train) {
-  const double N = n, K = s.moe.top_k;
-  double f = pad(N * K * s.hidden) + pad(N * K * s.moe.expert_intermediate);
+double scratch_floats(const model_spec& s, int n, bool train, int rows) {
+  const double N = n, K = s.moe.top_k, R = rows > 0 ? rows : N * K;
+  double f = pad(R * s.hidden) + pad(R * s.moe.expert_intermediate);
   if (train)
-    f += pad(N * K * s.expert_up_dim()) + pad(N * K * s.hidden) + pad(N * s.moe.max_experts()) +
-         pad(N * K);
+    f += pad(R * s.expert_up_dim()) + pad(R * s.hidden) + pad(N * s.moe.max_experts()) + pad(N * K);
   return f;
 }
 
@@ -159,14 +189,12 @@ model_spec expert_spec(const model_spec& s) {
 void forward(const model_spec& s, const model_spec& es, const block::weights& w, const float* ln2,
              int n, int cap, layer_state& st, const scratch& sc, float* x) {
   const int C = s.hidden, E = w.moe.n_experts, K = s.moe.top_k, Ue = s.expert_up_dim();
-  const bool sigmoid = s.moe.router == moe_router::sigmoid;
-  k::gemm(false, false, n, E, C, 1.0f, ln2, C, w.moe.router_w, E, 0.0f, st.z, E);
-  k::router_scores(st.z, st.s, n, E, sigmoid);
-  k::topk_gates(st.s, nullptr, n, E, K, K > 1 && s.moe.norm_topk, st.sel, st.gate);
-  st.n = n;
+  route(s, w, ln2, n, st);
+  st.counted = n;
+  st.parallel = false;
   st.rows = k::moe_assign_slots(st.sel, n, E, K, cap, st.slot, st.offsets, st.token, st.counts);
   st.dropped = n * K - st.rows;
-  st.balance = k::moe_balance_loss(st.s, st.counts, n, E, K, nullptr, 0.0f);
+  st.balance = k::moe_balance_loss(st.s, st.counts, n, n, E, K, nullptr, 0.0f);
   st.z_loss = k::moe_z_loss(st.z, n, E, nullptr, 0.0f);
   st.entropy = mean_entropy(st.s, n, E);
   k::moe_gather(ln2, st.token, st.rows, C, sc.xs);
@@ -183,7 +211,6 @@ void backward(const model_spec& s, const model_spec& es, const block::weights& w
               const block::grads& g, const float* ln2, const layer_state& st, const scratch& sc,
               const float* d, float aux_scale, float* dln2) {
   const int n = st.n, C = s.hidden, E = w.moe.n_experts, K = s.moe.top_k, Ue = s.expert_up_dim();
-  const bool sigmoid = s.moe.router == moe_router::sigmoid;
   // Gates and experts: dout rows = gate * d, dgate = d . out.
   k::moe_combine_backward(st.out, st.slot, st.gate, d, n, K, C, sc.dout, sc.dgate);
   k::moe_gather(ln2, st.token, st.rows, C, sc.xs);  // the experts' inputs again
@@ -195,15 +222,7 @@ void backward(const model_spec& s, const model_spec& es, const block::weights& w
                         st.h + std::size_t(r0) * Ue, sc.a, dx, sc.dh, dx, m);
   }
   k::moe_scatter_add(sc.dout, st.slot, n, K, C, dln2);
-  // Router: gates -> scores (+ balance loss) -> logits (+ z-loss) -> ln2 and router_w.
-  float* ds = sc.ds;
-  std::memset(ds, 0, sizeof(float) * std::size_t(n) * E);
-  k::topk_gates_backward(st.s, st.sel, sc.dgate, n, E, K, K > 1 && s.moe.norm_topk, ds);
-  k::moe_balance_loss(st.s, st.counts, n, E, K, ds, float(s.moe.aux_loss_coef * aux_scale));
-  k::router_scores_backward(st.s, ds, ds, n, E, sigmoid);
-  k::moe_z_loss(st.z, n, E, ds, float(s.moe.z_loss_coef * aux_scale));
-  k::gemm(false, true, n, C, E, 1.0f, ds, E, w.moe.router_w, E, 1.0f, dln2, C);
-  k::gemm(true, false, C, E, n, 1.0f, ln2, C, ds, E, 1.0f, g.moe.router_w, E);
+  router_backward(s, w, g, ln2, st, sc, aux_scale, dln2);
 }
 
 }  // namespace zf::moe

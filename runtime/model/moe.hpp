@@ -24,6 +24,8 @@ struct layer_state {
   float* out = nullptr;  // [n k, C] experts' outputs, sorted rows (the gates' gradients read them)
   // The last forward's figures.
   int n = 0, rows = 0, dropped = 0;
+  int counted = 0;        // rows counts[] are over: n, or the whole step's (routed over a group)
+  bool parallel = false;  // routed over a group (moe_parallel): backward goes through it too
   double balance = 0, z_loss = 0, entropy = 0;  // entropy: mean router entropy (nats)
 };
 
@@ -46,20 +48,21 @@ struct step_stats {
 
 // Scratch shared by the layers of one model (one layer runs at a time).
 struct scratch {
-  float* xs = nullptr;     // [n k, C] gathered inputs
-  float* a = nullptr;      // [n k, Ie] activations
-  float* dh = nullptr;     // [n k, Ue] (training)
-  float* dout = nullptr;   // [n k, C] (training)
+  float* xs = nullptr;     // [rows, C] gathered inputs (rows: n k by default)
+  float* a = nullptr;      // [rows, Ie] activations
+  float* dh = nullptr;     // [rows, Ue] (training)
+  float* dout = nullptr;   // [rows, C] (training)
   float* ds = nullptr;     // [n, E max] (training)
   float* dgate = nullptr;  // [n k] (training)
 };
 
 // Takes a layer's state for n rows from a (a counting arena counts), E its experts.
 void lay_out(arena& a, const model_spec& s, int E, int n, layer_state& st);
-void lay_out(arena& a, const model_spec& s, int n, bool train, scratch& sc);
+// The scratch for n rows whose experts see at most `rows` token rows at once (0: n top_k).
+void lay_out(arena& a, const model_spec& s, int n, bool train, scratch& sc, int rows = 0);
 // The floats those takes count (each padded as arena::take pads), in double.
 double state_floats(const model_spec& s, int E, int n);
-double scratch_floats(const model_spec& s, int n, bool train);
+double scratch_floats(const model_spec& s, int n, bool train, int rows = 0);
 
 // An expert's capacity for n rows at a capacity factor: min(n, max(min_capacity, ceil(factor n k
 // / E))); -1 (unlimited) when the spec is dropless or factor is 0 (the serving engine).
@@ -78,5 +81,16 @@ void forward(const model_spec& s, const model_spec& es, const block::weights& w,
 void backward(const model_spec& s, const model_spec& es, const block::weights& w,
               const block::grads& g, const float* ln2, const layer_state& st, const scratch& sc,
               const float* d, float aux_scale, float* dln2);
+
+// Parts shared with runtime/model/moe_parallel: expert e's tensors as a block MLP's; the router
+// (z, s, sel, gate of st for n rows); its backward from sc.dgate (the gates' gradients) with the
+// auxiliary losses' into dln2 (ACCUMULATED) and g.moe.router_w.
+block::weights expert(const moe_tensors<const float>& m, int e);
+block::grads expert(const moe_tensors<float>& m, int e);
+void route(const model_spec& s, const block::weights& w, const float* ln2, int n, layer_state& st);
+void router_backward(const model_spec& s, const block::weights& w, const block::grads& g,
+                     const float* ln2, const layer_state& st, const scratch& sc, float aux_scale,
+                     float* dln2);
+double mean_entropy(const float* s, int n, int E);  // of rows normalised to sum 1 (nats)
 
 }  // namespace zf::moe

@@ -69,11 +69,48 @@ struct zero_rank::grad_scatter : region_access {
   }
 };
 
+namespace detail {
+
+class comm_moe_group final : public moe::group {
+ public:
+  comm_moe_group(comm::communicator& c, int ep) : c_(c), ep_(ep) {}
+  int rank() const override { return c_.rank(); }
+  int world() const override { return c_.world(); }
+  int expert_parallel() const override { return ep_; }
+  void all_gather(const float* in, float* out, std::size_t chunk) override {
+    c_.all_gather(in, out, chunk);
+  }
+  void all_reduce(double* data, std::size_t n) override { c_.all_reduce(data, n); }
+  void all_to_all(const float* in, std::span<const std::size_t> send, float* out,
+                  std::span<const std::size_t> recv) override {
+    c_.all_to_all(in, send, out, recv);
+  }
+
+ private:
+  comm::communicator& c_;
+  int ep_;
+};
+
+}  // namespace detail
+
+void zero_rank::set_expert_parallel(int ep) {
+  if (!spec_.moe.any() || comm_.world() == 1) {
+    if (ep != 1)
+      fail("train.expert_parallel: expected 1 for {}, got {}",
+           spec_.moe.any() ? "one rank" : "a dense model (model.moe.num_experts = 0)", ep);
+    return;
+  }
+  auto g = std::make_unique<detail::comm_moe_group>(comm_, ep);
+  model_->set_moe_group(g.get());  // checks ep against the ranks and the experts
+  moe_group_ = std::move(g);
+}
+
 zero_rank::zero_rank(const model_spec& m, const optimizer_config& t, int stage,
                      comm::communicator& comm)
     : spec_(m), stage_(stage), comm_(comm), part_(make_layout(m).regions, comm.world()) {
   if (stage < 0 || stage > 3) fail("zero.stage: expected 0..3, got {}", stage);
   model_ = std::make_unique<transformer>(m, stage < 3, stage < 2);
+  set_expert_parallel(1);  // MoE over several ranks: routed over all of them
   const auto& layout = model_->layout();
   const int r = comm.rank();
   std::size_t max_chunk = 0;

@@ -63,12 +63,23 @@ struct zero_memory {                                        // bytes held by one
   double bucket_bytes = 0;                                  // transient gather/reduce buckets
 };
 
+namespace detail {
+class comm_moe_group;  // zero.cpp: moe::group over the communicator
+}
+
 class zero_rank {
  public:
   // comm is not owned and must outlive this object; all ranks construct with the same config.
   // Parameters start from the seed's initialisation (identical on every rank).
   zero_rank(const model_spec& m, const optimizer_config& t, int stage, comm::communicator& comm);
   ~zero_rank();
+
+  // MoE models over several ranks route each training step over all of them (the one-rank
+  // model's numbers on the concatenated batch); expert parallelism ep (train.expert_parallel):
+  // rank r computes experts [(r % ep) E / ep, +E / ep) of every MoE layer for the tokens of
+  // ranks [r - r % ep, +ep), exchanged by all_to_all (runtime/model/moe_parallel). zf::error
+  // naming train.expert_parallel when ep does not divide the ranks or a layer's experts.
+  void set_expert_parallel(int ep);
 
   int stage() const { return stage_; }
   int rank() const { return comm_.rank(); }
@@ -133,6 +144,7 @@ class zero_rank {
   int stage_;
   comm::communicator& comm_;
   zero_partition part_;
+  std::unique_ptr<detail::comm_moe_group> moe_group_;  // MoE models over several ranks
   std::unique_ptr<transformer> model_;
   std::unique_ptr<adamw> opt_;
   fbuffer owned_params_;  // stage 3

@@ -23,7 +23,8 @@ using zf::testing::error_of;
 
 namespace {
 
-// Every layout variant: GPT-2 tied / untied, Llama with and without attention biases and GQA.
+// Every layout variant: GPT-2 tied / untied, Llama with and without attention biases and GQA,
+// MoE blocks (PR-MoE GPT-2, Llama with MoE on every other layer).
 std::vector<model_config> variants() {
   std::vector<model_config> out;
   model_config g;
@@ -47,6 +48,17 @@ std::vector<model_config> variants() {
   l.tied_head = true;
   l.head_dim = 16;  // q_dim 64 != n_embd
   out.push_back(l);
+  model_config pr = out[0];  // MoE: PR-MoE (residual MLP, 2 then 4 experts, top-2)
+  pr.moe.num_experts = 4;
+  pr.moe.layer_experts = {2, 4};
+  pr.moe.residual = true;
+  pr.moe.expert_intermediate = 24;
+  out.push_back(pr);
+  model_config lm = out[2];  // MoE on every other layer of a Llama, top-1
+  lm.moe.num_experts = 3;
+  lm.moe.top_k = 1;
+  lm.moe.interval = 2;
+  out.push_back(lm);
   return out;
 }
 
