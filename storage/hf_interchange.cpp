@@ -146,6 +146,11 @@ fs::path export_safetensors(const fs::path& dir, const fs::path& file) {
   run_config cfg;
   apply_toml(cfg, head.config_toml, (head.dir / "manifest").string());
   const model_spec spec = spec_of(cfg.model);
+  if (spec.moe.any())
+    fail(
+        "export: {} is a Mixture-of-Experts model (model.moe.num_experts = {}); export writes "
+        "GPT-2 and Llama safetensors only (MoE checkpoints serve, generate and score as they are)",
+        dir.string(), cfg.model.moe.num_experts);
   const param_layout L = make_layout(spec);
   const auto ck = load_checkpoint(head.dir, L);
 

@@ -170,6 +170,10 @@ calibration calibration_windows(const std::vector<int>& ids, int windows, int t,
 std::shared_ptr<lm_quant> quantize_model(const model_spec& spec, const float* flat,
                                          const quantize_options& o, const calibration* cal,
                                          quantize_report* report) {
+  if (spec.moe.any())
+    fail(
+        "quantize: Mixture-of-Experts models (model.moe) are not quantized yet: their experts "
+        "have no quantized kernels; use the float checkpoint");
   const bool gptq = o.method == "gptq", lkd = o.lkd_steps > 0;
   if (!gptq && o.method != "rtn")
     fail("--method: unknown method '{}' (expected rtn or gptq)", o.method);
