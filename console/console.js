@@ -4,7 +4,9 @@
 // server set when the page was opened with ?token=T, so no request here carries it by hand.
 //   api/runs            -> {now_unix, runs: [RUN, ...]} newest first, polled every 2 s
 //   api/run/NAME        -> RUN + {config, x, keys, actors}, fetched when a run is shown
-//   api/events/NAME?width=W  (SSE) snapshot | append | spans | gone, per shown run
+//   api/events/NAME?width=W  (SSE) snapshot | append | spans | gone, per shown run; a
+//     Mixture-of-Experts run's snapshot or append may carry moe: {x, layers, load}, the latest
+//     routing, drawn as the expert-load heatmap under the "MoE" heading
 // The server already downsamples to about W buckets; the client only joins, draws, and decimates
 // a live series that outgrew 4 W, so the page stays cheap however long the run is.
 'use strict';
@@ -34,7 +36,17 @@
     ['ttft', ['ttft_p50_ms', 'ttft_p90_ms', 'ttft_p99_ms']],
     ['tpot', ['tpot_p50_ms', 'tpot_p99_ms']],
     ['requests', /^requests_/],
+    // Mixture-of-Experts routing (shown under the "MoE" heading, after the expert-load heatmap)
+    ['moe_dropped', ['moe_dropped']],
+    ['moe_imbalance', ['moe_imbalance']],
+    ['moe_entropy', ['moe_entropy']],
+    ['moe_balance_loss', ['moe_balance_loss']],
+    ['moe_z_loss', ['moe_z_loss']],
+    ['moe', /^moe_/],
   ];
+  const is_moe_group = (g) => g === 'moe' || g.startsWith('moe_');
+  // The heatmap's colors, fraction 0 -> light, the largest fraction shown -> dark.
+  const HEAT_STOPS = [[239, 246, 255], [147, 197, 253], [59, 130, 246], [30, 58, 138]];
   const BYTE_GROUPS = new Set(['memory', 'comm_bytes']);
   const NOT_CHARTED = new Set(['unix', 'step', 't']);  // clocks and counters, the x of some run
   const COLORS = ['#2563eb', '#dc2626', '#059669', '#d97706', '#7c3aed', '#0891b2', '#db2777'];
@@ -147,6 +159,17 @@
       out[k] = s;
     }
     return out;
+  }
+  // An event's moe -> {x, layers, load} with numbers or null in every cell; null when unusable.
+  function clean_moe(raw) {
+    if (!raw || typeof raw !== 'object' || !Array.isArray(raw.load)) return null;
+    if (!raw.load.length) return null;
+    const load = raw.load.map(
+        (r) => (Array.isArray(r) ? r.map((v) => (typeof v === 'number' && isFinite(v) ? v : null)) :
+                                   []));
+    const ids = Array.isArray(raw.layers) ? raw.layers : [];
+    const layers = load.map((_, i) => (typeof ids[i] === 'number' ? ids[i] : i));
+    return {x: typeof raw.x === 'number' ? raw.x : null, layers, load};
   }
   // uPlot.join needs ascending x; a resumed run can repeat steps, so sort a copy when needed.
   function ascending(s) {
@@ -292,7 +315,9 @@
     return Math.max(100, Math.floor(w / cols) - 24);
   }
   function open_stream(name) {
-    const s = {name, x: null, series: {}, spans: [], width: chart_width(), es: null, retry: null};
+    const s = {
+      name, x: null, series: {}, moe: null, spans: [], width: chart_width(), es: null, retry: null
+    };
     state.streams.set(name, s);
     connect(s);
   }
@@ -337,6 +362,7 @@
   function on_snapshot(s, d) {  // at start, and whenever the server restarts the series
     if (typeof d.x === 'string') s.x = d.x;
     s.series = clean_series(d.series);
+    s.moe = clean_moe(d.moe);
     merge_run(s.name, d.run);
     schedule_render();
   }
@@ -346,6 +372,7 @@
       for (let i = 0; i < add.x.length; i++) cur.x.push(add.x[i]), cur.y.push(add.y[i]);
       if (cur.x.length > 4 * s.width) s.series[k] = decimate(cur.x, cur.y, s.width);
     }
+    if (d.moe) s.moe = clean_moe(d.moe);
     merge_run(s.name, d.run);
     schedule_render();
   }
@@ -408,10 +435,24 @@
                         .filter((s) => s && (!xkey || !s.x || s.x === xkey));
     const box = $('#charts');
     const seen = new Set();
-    for (const [g, keys] of groups_of(streams)) {
+    const groups = groups_of(streams);
+    // The other charts first, then the MoE section: its heading, the primary run's expert-load
+    // heatmap, its scalar charts.
+    const moe = groups.filter(([g]) => is_moe_group(g));
+    for (const [g, keys] of groups.filter(([g]) => !is_moe_group(g))) {
       seen.add(g);
       draw_group(g, keys, streams, prim, xkey);
       box.appendChild(state.charts.get(g).el);  // keeps group order
+    }
+    const heat = render_heatmap(prim, streams.length > 1);
+    const heading = moe_heading();
+    heading.hidden = !heat && !moe.length;
+    box.appendChild(heading);
+    if (heat) box.appendChild(heat);
+    for (const [g, keys] of moe) {
+      seen.add(g);
+      draw_group(g, keys, streams, prim, xkey);
+      box.appendChild(state.charts.get(g).el);
     }
     for (const [g, c] of state.charts) {
       if (seen.has(g)) continue;
@@ -458,6 +499,107 @@
     const first = prim && keys.map((k) => prim.series[k]).find((d) => d && d.x.length);
     c.el.dataset.points = first ? String(first.x.length) : '0';
     c.el.dataset.last = first ? String(first.y[first.y.length - 1]) : '';
+  }
+  function moe_heading() {
+    let h = $('#moe-heading');
+    if (!h) {
+      h = document.createElement('h2');
+      h.id = 'moe-heading';
+      h.className = 'section';
+      h.textContent = 'MoE';
+    }
+    return h;
+  }
+  function heat_color(t) {  // t in [0, 1] -> rgb() along HEAT_STOPS
+    const u = Math.min(1, Math.max(0, t)) * (HEAT_STOPS.length - 1);
+    const i = Math.min(HEAT_STOPS.length - 2, Math.floor(u)), f = u - i;
+    const c = HEAT_STOPS[i].map((v, k) => Math.round(v + (HEAT_STOPS[i + 1][k] - v) * f));
+    return `rgb(${c.join(',')})`;
+  }
+  const pct = (v, digits) => `${(v * 100).toFixed(digits)}%`;
+  // The primary run's latest moe_load as a table: a row per MoE layer (its id), a column per
+  // expert, each cell colored by its fraction of the layer's token choices (0 to the largest
+  // shown), its value in the cell when the columns are few and always in the cell's title.
+  // Returns the element, or null (and removes it) when the run has no moe_load.
+  function render_heatmap(prim, named) {
+    let el = $('#moe-heatmap');
+    const m = prim && prim.moe;
+    if (!m) {
+      if (el) el.remove();
+      return null;
+    }
+    if (!el) {
+      el = document.createElement('div');
+      el.id = 'moe-heatmap';
+      el.className = 'chart heatmap';
+      el.dataset.chart = 'moe_load';
+      el.innerHTML = '<h3></h3><div class="heat-scroll"><table></table></div>' +
+          '<div class="heat-legend"><span class="lo"></span><i></i><span class="hi"></span>' +
+          '<span class="note"></span></div>';
+    }
+    const title = `expert load${m.x == null ? '' : ` at ${prim.x || 'step'} ${m.x}`}` +
+        (named ? ` · ${prim.name}` : '');
+    el.querySelector('h3').textContent = title;
+    if (el._moe === m) return el;  // drawn already
+    el._moe = m;
+    const experts = Math.max(...m.load.map((r) => r.length));
+    let vmax = 0;
+    for (const r of m.load)
+      for (const v of r)
+        if (v != null) vmax = Math.max(vmax, v);
+    const hi = vmax > 0 ? vmax : 1;
+    const digits = experts <= 8 ? 1 : 0;
+    const table = el.querySelector('table');
+    const head = document.createElement('tr');
+    head.appendChild(document.createElement('th'));
+    for (let j = 0; j < experts; j++) {
+      const th = document.createElement('th');
+      th.textContent = String(j);
+      th.title = `expert ${j}`;
+      head.appendChild(th);
+    }
+    const rows = [head];
+    let cells = 0;
+    m.load.forEach((r, i) => {
+      const tr = document.createElement('tr');
+      const th = document.createElement('th');
+      th.textContent = `layer ${m.layers[i]}`;
+      tr.appendChild(th);
+      for (let j = 0; j < experts; j++) {
+        const td = document.createElement('td');
+        const v = r[j];
+        if (j >= r.length) {
+          td.className = 'none';
+        } else if (v == null) {
+          td.className = 'none';
+          td.title = `layer ${m.layers[i]}, expert ${j}: no value`;
+        } else {
+          const t = v / hi;
+          td.style.background = heat_color(t);
+          if (t > 0.6) td.style.color = '#fff';
+          if (experts <= 16) td.textContent = pct(v, digits);
+          td.title = `layer ${m.layers[i]}, expert ${j}: ${pct(v, 1)} of token choices ` +
+              `(even: ${pct(1 / r.length, 1)})`;
+          td.dataset.v = String(v);
+          cells++;
+        }
+        tr.appendChild(td);
+      }
+      rows.push(tr);
+    });
+    table.replaceChildren(...rows);
+    el.querySelector('.heat-legend i').style.background =
+        `linear-gradient(to right, ${[0, 1 / 3, 2 / 3, 1].map(heat_color).join(', ')})`;
+    el.querySelector('.heat-legend .lo').textContent = '0%';
+    el.querySelector('.heat-legend .hi').textContent = pct(hi, 1);
+    el.querySelector('.heat-legend .note').textContent =
+        `share of each layer's token choices; even = 1/${experts === 1 ? 1 : 'experts'}`;
+    // What the browser test reads.
+    el.dataset.step = m.x == null ? '' : String(m.x);
+    el.dataset.layers = m.layers.join(',');
+    el.dataset.experts = String(experts);
+    el.dataset.cells = String(cells);
+    return el;
   }
   function plot_options(g, series, el) {
     const yaxis = {

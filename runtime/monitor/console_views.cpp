@@ -149,6 +149,8 @@ void event_stream::snapshot(const run_data& r, double now, std::string& out) {
   out += dump(json(r.series().x_key().empty() ? "step" : r.series().x_key()));
   out += ",\"run\":" + dump(summary_json(s)) + ",\"series\":";
   r.series().window(0, rows_, width_, out);
+  moe_sent_.reset();
+  moe(r, out);
   out += "}\n\n";
 }
 
@@ -161,9 +163,18 @@ void event_stream::append(const run_data& r, double now, std::string& out) {
   out += "event: append\nid: " + cur + "\ndata: {\"cursor\":\"" + cur + "\",\"run\":";
   out += dump(summary_json(s)) + ",\"series\":";
   r.series().window(rows_, rows, width_, out);
+  moe(r, out);
   out += "}\n\n";
   rows_ = rows;
   status_key_ = std::move(key);
+}
+
+void event_stream::moe(const run_data& r, std::string& out) {
+  const auto& m = r.series().moe();
+  if (!m || moe_sent_ == m->row) return;
+  out += ",\"moe\":";
+  r.series().moe_json(out);
+  moe_sent_ = m->row;
 }
 
 void event_stream::spans(const run_data& r, std::string& out) {

@@ -14,6 +14,9 @@
 //     ": ping" every ping_s of silence
 //   SERIES = {"key": {"x": [...], "y": [...]}, ...}: every key, rows reduced to `width` min/max
 //   buckets (run_series::window), so a chart receives O(width) points whatever the run's length.
+//   A snapshot or append of a Mixture-of-Experts run also carries "moe": {"x", "layers", "load"}
+//   (run_series::moe_json: the latest moe_load, for the routing heatmap) when it has not been
+//   sent on this stream yet or changed since; a run without moe_load never carries the key.
 //   The cursor G.N is the run's generation (bumped when its file is rewritten) and rows sent. A
 //   reconnecting EventSource sends it back as Last-Event-ID: same generation and N <= rows gets
 //   only the rows after N; anything else (another generation, garbage) a fresh snapshot.
@@ -54,6 +57,7 @@ class event_stream {
   void snapshot(const run_data& r, double now, std::string& out);
   void append(const run_data& r, double now, std::string& out);
   void spans(const run_data& r, std::string& out);
+  void moe(const run_data& r, std::string& out);  // ,"moe":{...} when there is a new one
   std::shared_ptr<const run_index> idx_;
   std::string name_;
   int width_;
@@ -61,8 +65,9 @@ class event_stream {
   bool started_ = false, done_ = false;
   uint64_t gen_ = 0;
   std::size_t rows_ = 0;
-  uint64_t spans_sent_ = 0;  // run_data::spans_end() at the last spans event
-  std::string status_key_;   // what RUN said last time (state, message, end)
+  uint64_t spans_sent_ = 0;              // run_data::spans_end() at the last spans event
+  std::string status_key_;               // what RUN said last time (state, message, end)
+  std::optional<std::size_t> moe_sent_;  // the row of the moe_load sent last
   double last_sent_ = 0;
 };
 

@@ -69,6 +69,32 @@ void run_series::add(const nlohmann::json& row) {
         if (auto w = number_of(in.value())) put(it.key() + "." + in.key(), *w);
     }
   }
+  auto load = row.find("moe_load");
+  if (load != row.end() && load->is_array()) {
+    moe_load m;
+    m.row = x_.size() - 1;
+    m.x = x;
+    for (const auto& r : *load) {
+      if (m.load.size() >= max_moe_layers) break;
+      auto& cells = m.load.emplace_back();
+      if (!r.is_array()) continue;  // a layer without numbers: an empty row
+      for (const auto& v : r) {
+        if (cells.size() >= max_moe_experts) break;
+        auto n = number_of(v);
+        cells.push_back(n ? static_cast<float>(*n) : nan_f);
+      }
+    }
+    auto ids = row.find("moe_layers");
+    bool named = ids != row.end() && ids->is_array() && ids->size() >= m.load.size();
+    for (std::size_t i = 0; i < m.load.size(); ++i) {
+      std::optional<double> id = named ? number_of((*ids)[i]) : std::nullopt;
+      named = named && id.has_value();
+      m.layers.push_back(id.value_or(static_cast<double>(i)));
+    }
+    if (!named)  // all ids or none: half a list would label rows wrongly
+      for (std::size_t i = 0; i < m.layers.size(); ++i) m.layers[i] = static_cast<double>(i);
+    moe_ = std::move(m);
+  }
 }
 
 void run_series::clear() {
@@ -77,6 +103,7 @@ void run_series::clear() {
   keys_.clear();
   cols_.clear();
   ignored_ = 0;
+  moe_.reset();
 }
 
 double run_series::value_at(std::string_view key, std::size_t i) const {
@@ -150,6 +177,31 @@ void run_series::window(std::size_t begin, std::size_t end, int buckets, std::st
     out += "]}";
   }
   out += '}';
+}
+
+void run_series::moe_json(std::string& out) const {
+  if (!moe_) {
+    out += "null";
+    return;
+  }
+  out += "{\"x\":";
+  put_number(out, moe_->x);
+  out += ",\"layers\":[";
+  for (std::size_t i = 0; i < moe_->layers.size(); ++i) {
+    if (i) out += ',';
+    put_number(out, moe_->layers[i]);
+  }
+  out += "],\"load\":[";
+  for (std::size_t i = 0; i < moe_->load.size(); ++i) {
+    if (i) out += ',';
+    out += '[';
+    for (std::size_t j = 0; j < moe_->load[i].size(); ++j) {
+      if (j) out += ',';
+      put_number(out, moe_->load[i][j]);
+    }
+    out += ']';
+  }
+  out += "]}";
 }
 
 std::size_t run_series::bytes() const {

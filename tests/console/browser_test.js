@@ -1,6 +1,6 @@
 // The console page (console/) in a real browser against a real `zeroflow console` (issue 11):
-// run list, live charts, live appends, bad lines, timeline, state changes, a deleted run, the
-// token, path safety. Headless Chromium driven by playwright-core (scripts/setup installs both).
+// run list, live charts, live appends, bad lines, timeline, a Mixture-of-Experts run's expert-load
+// heatmap, state changes, a deleted run, the token, path safety. Headless Chromium driven by playwright-core (scripts/setup installs both).
 // Usage: node browser_test.js ZEROFLOW_BINARY BUILD_DIR   (CTest: console_browser)
 // Writes BUILD_DIR/console-screenshot.png. Exits nonzero with a message naming the failed step.
 'use strict';
@@ -121,6 +121,17 @@ const metric_line = (i) =>
         {step: i, loss: 5 - i * 0.03, lr: 0.001, tokens_per_s: 1000 + i, elapsed_s: i * 0.5,
          seqlen: Math.min(128, 64 + 8 * i), ltd_keep: 64}) +
     '\n';
+const moe_line = (i, first) => JSON.stringify({
+  step: i,
+  loss: 10.5 - i * 0.01,
+  moe_layers: [1, 3],
+  moe_load: [[first, 0.21, 0.27, 1 - 0.48 - first], [0.42, 0.06, 0.17, 0.35]],
+  moe_dropped: 0.07,
+  moe_imbalance: 1.69,
+  moe_entropy: 1.38,
+  moe_balance_loss: 2.02,
+  moe_z_loss: 3.6
+}) + '\n';
 function write_json_atomic(file, obj) {  // as run_status_writer does: never half a file
   fs.writeFileSync(file + '.tmp', JSON.stringify(obj));
   fs.renameSync(file + '.tmp', file);
@@ -164,7 +175,21 @@ function make_runs(runs) {
   m = '';
   for (let i = 1; i <= 20; i++) m += JSON.stringify({step: i, loss: 6 - i * 0.1, lr: 0.002}) + '\n';
   fs.writeFileSync(path.join(t0, 'metrics.jsonl'), m);
-  return {t0, t1, status};
+  // m1: a Mixture-of-Experts run (older than t1, so t1 stays the newest): its scalar moe_* keys
+  // and, per step, moe_load (2 MoE layers x 4 experts) with the layers' ids.
+  const m1 = path.join(runs, 'm1');
+  fs.mkdirSync(m1, {recursive: true});
+  write_json_atomic(path.join(m1, 'run.json'), {
+    ...status,
+    state: 'finished',
+    start_unix: now - 120,
+    end_unix: now - 100,
+    total_steps: 10
+  });
+  m = '';
+  for (let i = 1; i <= 10; i++) m += moe_line(i, 0.24);
+  fs.writeFileSync(path.join(m1, 'metrics.jsonl'), m);
+  return {t0, t1, m1, status};
 }
 
 // ---- what the page shows ----
@@ -215,7 +240,27 @@ function no_errors(c) {
   expect(c.errors.length === 0, `the page logged errors:\n  ${c.errors.join('\n  ')}`);
 }
 
-// Steps 1-7: one console without a token, one page.
+// The expert-load heatmap as the page shows it (null: none).
+const heatmap_info = (page) => page.evaluate(() => {
+  const el = document.querySelector('.chart[data-chart="moe_load"]');
+  if (!el) return null;
+  const tds = [...el.querySelectorAll('td[data-v]')];
+  const cell = (layer, expert) => el.querySelectorAll('tr')[1 + layer]?.children[1 + expert];
+  return {
+    step: el.dataset.step,
+    layers: el.dataset.layers,
+    experts: Number(el.dataset.experts),
+    cells: tds.length,
+    colors: new Set(tds.map((td) => getComputedStyle(td).backgroundColor)).size,
+    title: cell(1, 1)?.title || '',
+    legend: !!el.querySelector('.heat-legend i') &&
+        getComputedStyle(el.querySelector('.heat-legend i')).backgroundImage.includes('gradient'),
+    heading: !document.getElementById('moe-heading')?.hidden,
+    width: el.getBoundingClientRect().width,
+  };
+});
+
+// Steps 1-8: one console without a token, one page.
 async function page_steps(c) {
   const {t0, t1, status} = c;
   const con = await start_console(c.zeroflow, c.runs, []);
@@ -288,6 +333,50 @@ async function page_steps(c) {
         `the timeline canvas looks blank: ${JSON.stringify(px)} (actors ${value.v})`);
     return `${px.other} of ${px.total} pixels drawn`;
   });
+  await step('an MoE run: expert-load heatmap, moe charts, live update; none for t1', async () => {
+    await page.click('#runs tr[data-run="m1"] a');
+    const {value: h, ms} = await wait_for('m1 heatmap at step 10', 5000, async () => {
+      const v = await heatmap_info(page);
+      return v && v.step === '10' ? v : {ok: false, v};
+    });
+    expect(
+        h.layers === '1,3' && h.experts === 4 && h.cells === 8,
+        `heatmap ${JSON.stringify(h)}: expected layers 1,3, 4 experts, 8 cells`);
+    expect(h.colors >= 4, `the heatmap's cells share ${h.colors} colors: not colored by value`);
+    expect(
+        /layer 3, expert 1: 6\.0%/.test(h.title), `cell (layer 3, expert 1) title: ${h.title}`);
+    expect(h.legend && h.heading && h.width > 100, `heatmap ${JSON.stringify(h)}: no legend/heading`);
+    for (const g of ['moe_dropped', 'moe_imbalance', 'moe_entropy', 'moe_balance_loss',
+                     'moe_z_loss']) {
+      const a = await chart_attrs(page, g);
+      expect(a && a.points === 10, `${g} chart: ${JSON.stringify(a)}, expected 10 points`);
+    }
+    // The MoE section comes after the other charts: heading, heatmap, moe_* charts.
+    const order = await page.evaluate(
+        () => [...document.getElementById('charts').children].map(
+            (e) => e.id === 'moe-heading' ? 'heading' : e.dataset.chart));
+    const at = (k) => order.indexOf(k);
+    expect(
+        at('loss') < at('heading') && at('heading') < at('moe_load') &&
+            at('moe_load') < at('moe_dropped'),
+        `chart order ${order.join(',')}`);
+    fs.appendFileSync(path.join(c.m1, 'metrics.jsonl'), moe_line(11, 0.02));
+    const live = await wait_for('the heatmap at step 11 within 2 s', 2000, async () => {
+      const v = await heatmap_info(page);
+      return v && v.step === '11' ? v : {ok: false, v};
+    });
+    await page.screenshot({path: path.join(c.build_dir, 'console-moe-screenshot.png')});
+    await page.click('#runs tr[data-run="t1"] a');
+    await wait_for('t1 loss chart again', 5000, async () => {
+      const a = await chart_attrs(page, 'loss');
+      return chart_is(60, 5 - 60 * 0.03)(a) ? a : {ok: false, a};
+    });
+    expect(!(await heatmap_info(page)), 'the dense run t1 shows a heatmap');
+    const heading = await page.evaluate(() => !document.getElementById('moe-heading')?.hidden);
+    expect(!heading, 'the dense run t1 shows the MoE heading');
+    no_errors(c);
+    return `${ms} ms to the heatmap, ${live.ms} ms to its update`;
+  });
   await step('a finished run.json shows within 3 s', async () => {
     write_json_atomic(
         path.join(t1, 'run.json'), {...status, state: 'finished', end_unix: Date.now() / 1000});
@@ -322,7 +411,7 @@ async function page_steps(c) {
   await stop(con.proc);
 }
 
-// Steps 8-9: a console with a token.
+// Steps 9-10: a console with a token.
 async function token_steps(c) {
   const token_file = path.join(c.tmp, 'token');
   const token = 'tok-' + require('crypto').randomBytes(16).toString('hex');  // 36 characters

@@ -4,6 +4,7 @@
 // that never reach outside the folder.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -253,6 +254,116 @@ TEST_CASE("event stream: snapshot, then only new rows, resume by Last-Event-ID, 
   CHECK(ev[0].first == "gone");
   CHECK(st.done());
   CHECK(!event_stream(idx, "r", 800, std::nullopt).found());
+}
+
+TEST_CASE("run series: the latest moe_load is kept with its layer ids, a dense run has none") {
+  run_series s;
+  s.add(json::parse(R"({"step": 1, "loss": 4.5, "moe_dropped": 0.25, "moe_layers": [0, 1],
+      "moe_load": [[0.25, 0.25, 0.25, 0.25], [0.5, 0.5]]})"));
+  s.add(json::parse(R"({"step": 2, "loss": 4.0, "moe_dropped": 0.125, "moe_layers": [1, 3],
+      "moe_load": [[0.24, 0.21, 0.27, 0.28], [0.42, "x", 0.17]]})"));
+  s.add(json::parse(R"({"step": 3, "loss": 3.5, "val_loss": 3.75})"));  // an eval-only line
+  // Scalars are columns like any other key; the arrays are not.
+  CHECK(s.last("moe_dropped") == doctest::Approx(0.125));
+  CHECK(std::find(s.keys().begin(), s.keys().end(), "moe_load") == s.keys().end());
+  CHECK(std::find(s.keys().begin(), s.keys().end(), "moe_layers") == s.keys().end());
+  REQUIRE(s.moe());
+  CHECK(s.moe()->row == 1);
+  std::string out;
+  s.moe_json(out);
+  const json m = json::parse(out);
+  CHECK(m["x"] == 2);
+  CHECK(m["layers"] == json::array({1, 3}));
+  REQUIRE(m["load"].size() == 2);
+  CHECK(m["load"][0].size() == 4);
+  CHECK(m["load"][0][3].get<double>() == doctest::Approx(0.28));
+  CHECK(m["load"][1].size() == 3);   // rows keep their own lengths
+  CHECK(m["load"][1][1].is_null());  // not a number
+  // moe_layers missing or too short: rows are labelled by their index.
+  s.add(json::parse(R"({"step": 4, "moe_layers": [5], "moe_load": [[1.0], [0.5, 0.5]]})"));
+  out.clear();
+  s.moe_json(out);
+  CHECK(json::parse(out)["layers"] == json::array({0, 1}));
+  s.clear();
+  CHECK(!s.moe());
+  out.clear();
+  s.moe_json(out);
+  CHECK(out == "null");
+  s.add(json::parse(R"({"step": 1, "loss": 4.5, "moe_load": 3})"));  // not an array: ignored
+  CHECK(!s.moe());
+}
+
+TEST_CASE("event stream: an MoE run's moe_load reaches the page once per new value") {
+  zf::testing::temp_dir d("event_stream_moe");
+  fs::create_directories(d / "moe");
+  fs::create_directories(d / "dense");
+  auto moe_line = [](int step, double a) {
+    return fmt::format(
+        "{{\"step\": {}, \"loss\": 10.5, \"moe_dropped\": 0.07, \"moe_imbalance\": 1.69, "
+        "\"moe_layers\": [0, 1], \"moe_load\": [[{}, 0.21, 0.27, 0.28], [0.42, 0.06, 0.17, "
+        "0.35]]}}\n",
+        step, a);
+  };
+  append(d / "moe" / "metrics.jsonl", moe_line(1, 0.24) + moe_line(2, 0.25));
+  append(d / "dense" / "metrics.jsonl", steps(1, 5));
+  auto idx = std::make_shared<run_index>(d.path);
+  idx->refresh();
+
+  event_stream st(idx, "moe", 800, std::nullopt);
+  auto ev = events(st.poll(10));
+  REQUIRE(!ev.empty());
+  CHECK(ev[0].first == "snapshot");
+  const json& snap = ev[0].second;
+  CHECK(snap["series"]["moe_dropped"]["y"].back().get<double>() == doctest::Approx(0.07));
+  CHECK(snap["series"]["moe_imbalance"]["y"].size() == 2);
+  REQUIRE(snap.contains("moe"));
+  CHECK(snap["moe"]["x"] == 2);
+  CHECK(snap["moe"]["layers"] == json::array({0, 1}));
+  REQUIRE(snap["moe"]["load"].size() == 2);
+  CHECK(snap["moe"]["load"][0][0].get<double>() == doctest::Approx(0.25));
+  CHECK(snap["moe"]["load"][1][3].get<double>() == doctest::Approx(0.35));
+
+  // New rows with moe_load: the append carries the newest; an append of rows without it (an
+  // eval line) and a state-only append do not repeat it.
+  append(d / "moe" / "metrics.jsonl", moe_line(3, 0.5));
+  idx->refresh();
+  ev = events(st.poll(11));
+  REQUIRE(ev.size() == 1);
+  CHECK(ev[0].first == "append");
+  REQUIRE(ev[0].second.contains("moe"));
+  CHECK(ev[0].second["moe"]["x"] == 3);
+  CHECK(ev[0].second["moe"]["load"][0][0].get<double>() == doctest::Approx(0.5));
+  append(d / "moe" / "metrics.jsonl", "{\"step\": 3, \"val_loss\": 10.4}\n");
+  idx->refresh();
+  ev = events(st.poll(12));
+  REQUIRE(ev.size() == 1);
+  CHECK(ev[0].second["series"].contains("val_loss"));
+  CHECK(!ev[0].second.contains("moe"));
+  // A reconnect that resumes gets the latest moe_load with its first append.
+  event_stream again(idx, "moe", 800, "0.3");
+  ev = events(again.poll(13));
+  REQUIRE(!ev.empty());
+  CHECK(ev[0].first == "append");
+  CHECK(ev[0].second["moe"]["x"] == 3);
+
+  // A dense run never carries the key.
+  event_stream dense(idx, "dense", 800, std::nullopt);
+  ev = events(dense.poll(10));
+  REQUIRE(!ev.empty());
+  CHECK(ev[0].first == "snapshot");
+  CHECK(!ev[0].second.contains("moe"));
+  append(d / "dense" / "metrics.jsonl", steps(6, 7));
+  idx->refresh();
+  ev = events(dense.poll(11));
+  REQUIRE(ev.size() == 1);
+  CHECK(!ev[0].second.contains("moe"));
+  // The MoE file rewritten as a dense one: the new snapshot has no moe either.
+  { std::ofstream(d / "moe" / "metrics.jsonl", std::ios::trunc) << steps(1, 2); }
+  idx->refresh();
+  ev = events(st.poll(14));
+  REQUIRE(!ev.empty());
+  CHECK(ev[0].first == "snapshot");
+  CHECK(!ev[0].second.contains("moe"));
 }
 
 TEST_CASE("console views: run list, run detail, Prometheus text") {
