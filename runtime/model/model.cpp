@@ -33,17 +33,6 @@ k::attention_shape attention_shape_of(const model_spec& s, int t) {
           .n_kv_head = s.n_kv_head};
 }
 
-// The most token rows one expert computation sees at once: n top_k alone, or what an expert-
-// parallel rank may receive.
-int moe_rows(const model_spec& s, int n, int world, int ep) {
-  int rows = n * s.moe.top_k;
-  if (world > 1)
-    for (int l = 0; l < s.n_layer; ++l)
-      if (const int E = s.moe.experts_of(l))
-        rows = std::max(rows, moe::rows_max(s, E, n, world, ep));
-  return rows;
-}
-
 }  // namespace
 
 void init_params(const param_layout& layout, int n_layer, uint64_t seed, float* out) {
@@ -179,7 +168,7 @@ void transformer::lay_out(arena& acts, int b, int t) {
   if (spec_.moe.any()) {
     const int W = grouped() ? moe_group_->world() : 1,
               ep = grouped() ? moe_group_->expert_parallel() : 1;
-    moe::lay_out(acts, spec_, int(BT), true, moe_sc_, moe_rows(spec_, int(BT), W, ep));
+    moe::lay_out(acts, spec_, int(BT), true, moe_sc_, moe::expert_rows(spec_, int(BT), W, ep));
     if (grouped()) moe::lay_out(acts, spec_, int(BT), W, ep, moe_psc_);
   }
   act_ = acts.take(BT * I);  // MLP activation, recomputed in backward (one per model)
@@ -211,7 +200,7 @@ double activation_floats(const model_spec& s, int b, int t, int world, int ep) {
     if (const int E = s.moe.experts_of(l)) layers += moe::state_floats(s, E, int(BT));
   }
   if (s.moe.any()) {
-    layers += moe::scratch_floats(s, int(BT), true, moe_rows(s, int(BT), world, ep));
+    layers += moe::scratch_floats(s, int(BT), true, moe::expert_rows(s, int(BT), world, ep));
     if (world > 1) layers += moe::parallel_floats(s, int(BT), world, ep);
   }
   return pad(BT * C) + layers + pad(BT * I) + pad(BT * C) + 3 * pad(BT) + pad(BT * V) +
@@ -237,84 +226,6 @@ void transformer::block_forward(int l, const float* x, int b, int t, const int* 
   block::norm_forward(spec_, a.res2, w.norm2_w, w.norm2_b, a.ln2, a.ln2_mean, a.ln2_rstd, n);
   mlp_part_forward(l, w, n, out);
   release_params(l + 1);
-}
-
-void transformer::mlp_part_forward(int l, const block::weights& w, int n, float* out) {
-  layer_acts& a = la_[l];
-  const int E = spec_.moe.experts_of(l);
-  if (E == 0) {
-    if (observer_) observer_->input(l, 2, a.ln2, n);
-    block::mlp_forward(spec_, w, a.ln2, a.h, act_, a.res2, out, n);
-    if (observer_) observer_->input(l, 3, act_, n);  // the activation the down projection read
-    return;
-  }
-  if (spec_.moe.residual)  // PR-MoE: the dense MLP beside the experts
-    block::mlp_forward(spec_, w, a.ln2, a.h, act_, a.res2, out, n);
-  else if (out != a.res2)
-    std::copy(a.res2, a.res2 + std::size_t(n) * spec_.hidden, out);
-  if (training_ && grouped())
-    return moe::forward_parallel(spec_, expert_spec_, w, a.ln2, n, spec_.moe.capacity_factor,
-                                 *moe_group_, a.moe, a.moe_par, moe_sc_, moe_psc_, out);
-  const double factor = training_ ? spec_.moe.capacity_factor : spec_.moe.eval_capacity_factor;
-  moe::forward(spec_, expert_spec_, w, a.ln2, n, moe::capacity(spec_.moe, n, E, factor), a.moe,
-               moe_sc_, out);
-}
-
-void transformer::mlp_part_backward(int l, const block::weights& w, const block::grads& g, int n,
-                                    const float* d) {
-  layer_acts& a = la_[l];
-  if (spec_.dense_mlp(l))
-    block::mlp_backward(spec_, w, g, a.ln2, a.h, act_, d, dbig_, dln_, n);
-  else
-    std::fill(dln_, dln_ + std::size_t(n) * spec_.hidden, 0.0f);
-  if (!spec_.moe.experts_of(l)) return;
-  if (a.moe.parallel)
-    moe::backward_parallel(spec_, expert_spec_, w, g, a.ln2, a.moe, a.moe_par, moe_sc_, moe_psc_,
-                           *moe_group_, d, aux_scale_, dln_);
-  else
-    moe::backward(spec_, expert_spec_, w, g, a.ln2, a.moe, moe_sc_, d, aux_scale_, dln_);
-}
-
-void transformer::set_moe_group(moe::group* g) {
-  if (g && g->world() > 1) {
-    const int ep = g->expert_parallel();
-    if (ep < 1 || g->world() % ep)
-      fail("train.expert_parallel: expected a divisor of the {} ranks, got {}", g->world(), ep);
-    for (int l = 0; l < L_; ++l)
-      if (const int E = spec_.moe.experts_of(l); E % ep)
-        fail(
-            "train.expert_parallel: expected a divisor of every MoE layer's experts (layer {} "
-            "has {}), got {}",
-            l, E, ep);
-  }
-  moe_group_ = g;
-  acts_ = arena{};  // re-planned with (or without) the exchange buffers
-  b_ = t_ = 0;
-}
-
-std::vector<transformer::moe_layer_stats> transformer::moe_stats() const {
-  std::vector<moe_layer_stats> out;
-  if (!acts_.ready()) return out;
-  for (int l = 0; l < L_; ++l) {
-    const int E = spec_.moe.experts_of(l);
-    if (!E) continue;
-    const moe::layer_state& st = la_[std::size_t(l)].moe;
-    out.push_back({l, st.n, st.dropped, std::vector<int>(st.counts, st.counts + E), st.balance,
-                   st.z_loss, st.entropy});
-  }
-  return out;
-}
-
-double transformer::moe_balance_loss() const {
-  double sum = 0;
-  for (auto& s : moe_stats()) sum += s.balance;
-  return sum;
-}
-
-double transformer::moe_z_loss() const {
-  double sum = 0;
-  for (auto& s : moe_stats()) sum += s.z_loss;
-  return sum;
 }
 
 void transformer::block_forward_alone(int l, const float* x, int b, int t, float* out) {

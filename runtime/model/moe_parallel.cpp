@@ -49,6 +49,14 @@ int rows_max(const model_spec& s, int E, int n, int world, int ep) {
   return int(std::min(all, capped));
 }
 
+int expert_rows(const model_spec& s, int n, int world, int ep) {
+  int rows = n * s.moe.top_k;
+  if (world > 1)
+    for (int l = 0; l < s.n_layer; ++l)
+      if (const int E = s.moe.experts_of(l)) rows = std::max(rows, rows_max(s, E, n, world, ep));
+  return rows;
+}
+
 void lay_out(arena& a, const model_spec& s, int E, int n, int world, int ep, parallel_state& ps) {
   const std::size_t R = std::size_t(rows_max(s, E, n, world, ep));
   ps.send_rows = take_ints(a, std::size_t(world));

@@ -60,6 +60,9 @@ struct parallel_scratch {
 
 // Rows a rank's experts may receive for n local rows: EP n k, or fewer under capacity.
 int rows_max(const model_spec& s, int E, int n, int world, int ep);
+// The most token rows one expert computation sees at once over every MoE layer: n k alone
+// (world 1), or rows_max's largest.
+int expert_rows(const model_spec& s, int n, int world, int ep);
 void lay_out(arena& a, const model_spec& s, int E, int n, int world, int ep, parallel_state& ps);
 void lay_out(arena& a, const model_spec& s, int n, int world, int ep, parallel_scratch& sc);
 double parallel_floats(const model_spec& s, int n, int world, int ep);  // both, every MoE layer
