@@ -141,7 +141,8 @@ void paged_model::mlp_layer(int l, int n) {
   const lm_layer& L = w_.layers[static_cast<std::size_t>(l)];
   block::norm_forward(c, x_, L.norm2_w, L.norm2_b, ln_, nullptr, nullptr, n);
   if (c.dense_mlp(l)) block::mlp_forward(c, L, ln_, mlp_, act_, x_, x_, n);
-  if (c.moe.experts_of(l)) moe::forward(c, expert_spec_, L, ln_, n, -1, moe_st_, moe_sc_, x_);
+  if (c.moe.experts_of(l))
+    moe::forward(c, expert_spec_, L, ln_, n, -1, moe_st_, moe_sc_, x_, false);
 }
 
 void paged_model::forward(std::span<const lm_chunk> chunks, kv_storage& kv) {

@@ -187,16 +187,18 @@ model_spec expert_spec(const model_spec& s) {
 }
 
 void forward(const model_spec& s, const model_spec& es, const block::weights& w, const float* ln2,
-             int n, int cap, layer_state& st, const scratch& sc, float* x) {
+             int n, int cap, layer_state& st, const scratch& sc, float* x, bool figures) {
   const int C = s.hidden, E = w.moe.n_experts, K = s.moe.top_k, Ue = s.expert_up_dim();
   route(s, w, ln2, n, st);
   st.counted = n;
   st.parallel = false;
   st.rows = k::moe_assign_slots(st.sel, n, E, K, cap, st.slot, st.offsets, st.token, st.counts);
   st.dropped = n * K - st.rows;
-  st.balance = k::moe_balance_loss(st.s, st.counts, n, n, E, K, nullptr, 0.0f);
-  st.z_loss = k::moe_z_loss(st.z, n, E, nullptr, 0.0f);
-  st.entropy = mean_entropy(st.s, n, E);
+  if (figures) {
+    st.balance = k::moe_balance_loss(st.s, st.counts, n, n, E, K, nullptr, 0.0f);
+    st.z_loss = k::moe_z_loss(st.z, n, E, nullptr, 0.0f);
+    st.entropy = mean_entropy(st.s, n, E);
+  }
   k::moe_gather(ln2, st.token, st.rows, C, sc.xs);
   for (int e = 0; e < E; ++e) {
     const int r0 = st.offsets[e], m = st.offsets[e + 1] - r0;

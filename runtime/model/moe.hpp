@@ -73,8 +73,9 @@ model_spec expert_spec(const model_spec& s);
 
 // x [n, C] += the MoE MLP of ln2 [n, C] (w: the block's weights, w.moe set); cap from capacity().
 // Fills st (routing, saved activations and the figures).
+// figures false (serving): the balance, z-loss and entropy figures are not computed.
 void forward(const model_spec& s, const model_spec& es, const block::weights& w, const float* ln2,
-             int n, int cap, layer_state& st, const scratch& sc, float* x);
+             int n, int cap, layer_state& st, const scratch& sc, float* x, bool figures = true);
 // Backward of the last forward on the same ln2: d [n, C] = dL/dx -> dln2 [n, C] ACCUMULATED; the
 // router's and experts' gradients ACCUMULATE into g. aux_scale multiplies the balance and z-loss
 // gradients (their coefficients times the step's loss scale).
