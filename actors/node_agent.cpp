@@ -33,8 +33,12 @@ struct job_runner {
 
 void drive(job_runner& r, caf::actor agent) {
   auto last_beat = std::chrono::steady_clock::now() - 1s;
-  while (!r.ranks->all_exited()) {
-    for (auto& e : r.ranks->poll(200ms)) {
+  while (!r.done) {
+    auto events = r.ranks->poll(200ms);
+    // Free before the last exit is told: a launcher that starts its next job as soon as it
+    // hears of this one's end must not find the agent still busy with it.
+    if (r.ranks->all_exited()) r.done = true;
+    for (auto& e : events) {
       if (e.what == cluster::rank_event::kind::output)
         caf::anon_send(r.launcher, rank_output_atom::value, r.job, e.rank, std::move(e.text));
       else
@@ -46,7 +50,6 @@ void drive(job_runner& r, caf::actor agent) {
       last_beat = now;
     }
   }
-  r.done = true;
   caf::anon_send(agent, agent_done_atom::value);
 }
 
@@ -90,8 +93,25 @@ int free_port_on(const std::string& host) {
   return free_loopback_port();
 }
 
+void reap_done(agent_self self) {
+  auto& jobs = self->state.jobs;
+  for (auto it = jobs.begin(); it != jobs.end();) {
+    auto& r = *it->second;
+    if (!r.done) {
+      ++it;
+      continue;
+    }
+    if (r.thread.joinable()) r.thread.join();
+    // said before the stop is confirmed: whoever asked reads the log in that order
+    self->state.opt.log(fmt::format("job {}: every rank has ended", it->first));
+    for (auto& p : r.stop_waiters) p.deliver(true);
+    it = jobs.erase(it);
+  }
+}
+
 caf::result<std::vector<int>> start_job(agent_self self, const job_start& js) {
   auto& st = self->state;
+  reap_done(self);  // a job that has just ended (its done message not yet here) may share the id
   for (auto& [id, r] : st.jobs)
     if (!r->done) return refusal(fmt::format("this agent is busy with job {}", id));
   std::vector<cluster::rank_launch> launches;
@@ -120,22 +140,6 @@ caf::result<std::vector<int>> start_job(agent_self self, const job_start& js) {
                          js.world, fmt::join(pids, ","), fmt::join(js.args, " ")));
   st.jobs[js.job] = std::move(r);
   return pids;
-}
-
-void reap_done(agent_self self) {
-  auto& jobs = self->state.jobs;
-  for (auto it = jobs.begin(); it != jobs.end();) {
-    auto& r = *it->second;
-    if (!r.done) {
-      ++it;
-      continue;
-    }
-    if (r.thread.joinable()) r.thread.join();
-    // said before the stop is confirmed: whoever asked reads the log in that order
-    self->state.opt.log(fmt::format("job {}: every rank has ended", it->first));
-    for (auto& p : r.stop_waiters) p.deliver(true);
-    it = jobs.erase(it);
-  }
 }
 
 node_agent_actor::behavior_type agent_behavior(agent_self self, node_agent_options opt) {
