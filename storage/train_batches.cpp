@@ -52,6 +52,7 @@ int64_t train_batches::pool_size(int difficulty) const {
 }
 
 void train_batches::fill_train(int64_t micro, int rank, batch& out) const {
+  out.route_seed = splitmix64(splitmix64(seed_ ^ 0x726f757465ull) + uint64_t(micro));
   if (!schedule_ || !schedule_->active()) {  // the plain run's batches
     data_->fill_train_rows(seed_, micro, rank * batch_, batch_, out);
     return;

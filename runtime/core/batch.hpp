@@ -15,6 +15,9 @@ struct token_batch {
   // the seed of the kept positions' draw (runtime/model/token_drop).
   int ltd_keep = 0;
   uint64_t ltd_seed = 0;
+  // MoE router jitter's draw for this micro-batch: the same on every rank of a step (the rows are
+  // told apart by their place in the step's batch), so ranks and a resumed run draw alike.
+  uint64_t route_seed = 0;
 };
 using batch_ptr = std::shared_ptr<const token_batch>;
 

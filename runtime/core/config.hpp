@@ -30,6 +30,9 @@ struct moe_config {
   bool norm_topk = true;
   bool residual = false;  // PR-MoE: a dense MLP beside the experts
   double aux_loss_coef = 0.01, z_loss_coef = 0.001;
+  double bias_update_rate = 0.0;  // DeepSeek-V3's auxiliary-loss-free bias; 0 = none
+  double jitter = 0.0;            // Switch's router input jitter (training)
+  double gate_scale = 1.0;        // DeepSeek's routed_scaling_factor
 };
 
 struct model_config {

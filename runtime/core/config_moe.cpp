@@ -38,6 +38,13 @@ std::vector<key> moe_keys() {
              "Switch load-balancing loss coefficient (per MoE layer)"),
       ZF_NUM("model.moe.z_loss_coef", model.moe.z_loss_coef, 0, 1e6,
              "router z-loss coefficient (per MoE layer)"),
+      ZF_NUM("model.moe.bias_update_rate", model.moe.bias_update_rate, 0, 1e6,
+             "DeepSeek-V3 auxiliary-loss-free balancing: a per-expert routing bias moved by this "
+             "each step toward equal load (0 = none)"),
+      ZF_NUM("model.moe.jitter", model.moe.jitter, -1e9, 1e9,
+             "training: the router reads its input times U(1 - jitter, 1 + jitter) (Switch)"),
+      ZF_NUM("model.moe.gate_scale", model.moe.gate_scale, -1e9, 1e9,
+             "the experts' gates times this in the combine (DeepSeek's routed_scaling_factor)"),
       ZF_INT("train.expert_parallel", train.expert_parallel, 1, 4096,
              "MoE: ranks per expert group (each computes experts / this of every MoE layer)"),
   };
@@ -87,6 +94,9 @@ void moe_spec_of(const model_config& m, int intermediate, moe_spec& out) {
   out.residual = c.residual;
   out.aux_loss_coef = c.aux_loss_coef;
   out.z_loss_coef = c.z_loss_coef;
+  out.bias_update_rate = c.bias_update_rate;
+  out.jitter = c.jitter;
+  out.gate_scale = c.gate_scale;
   if (c.num_experts == 0) return;
   out.expert_intermediate = c.expert_intermediate ? c.expert_intermediate : intermediate;
   out.experts.assign(static_cast<std::size_t>(m.n_layer), 0);
@@ -108,6 +118,9 @@ void moe_config_of(const moe_spec& s, int intermediate, moe_config& out) {
   out.residual = s.residual;
   out.aux_loss_coef = s.aux_loss_coef;
   out.z_loss_coef = s.z_loss_coef;
+  out.bias_update_rate = s.bias_update_rate;
+  out.jitter = s.jitter;
+  out.gate_scale = s.gate_scale;
   if (!s.any()) return;
   out.num_experts = s.max_experts();
   out.expert_intermediate = s.expert_intermediate == intermediate ? 0 : s.expert_intermediate;

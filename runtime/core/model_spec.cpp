@@ -35,6 +35,11 @@ void check_moe(const model_spec& s) {
   if (!(m.eval_capacity_factor > 0))
     fail("model.moe.eval_capacity_factor: expected > 0, got {}", m.eval_capacity_factor);
   if (m.min_capacity < 0) fail("model.moe.min_capacity: expected >= 0, got {}", m.min_capacity);
+  if (!(m.bias_update_rate >= 0))
+    fail("model.moe.bias_update_rate: expected >= 0, got {}", m.bias_update_rate);
+  if (!(m.jitter >= 0 && m.jitter < 1))
+    fail("model.moe.jitter: expected 0 <= jitter < 1, got {}", m.jitter);
+  if (!(m.gate_scale > 0)) fail("model.moe.gate_scale: expected > 0, got {}", m.gate_scale);
 }
 
 void check_spec(const model_spec& s) {
@@ -92,7 +97,7 @@ param_counts count_params(const model_spec& s) {
     if (const int E = s.moe.experts_of(l)) {
       const double Ie = s.moe.expert_intermediate, Ue = gpt2 ? Ie : 2 * Ie;
       const double expert = C * Ue + Ie * C + (gpt2 ? Ie + C : 0);
-      p.blocks += C * E + E * expert;  // router + experts
+      p.blocks += C * E + E * expert + (s.moe.router_bias() ? E : 0);  // router + experts
       p.experts += E * expert;
     }
   }

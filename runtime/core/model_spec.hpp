@@ -51,6 +51,13 @@ struct moe_spec {
   bool norm_topk = true;
   bool residual = false;
   double aux_loss_coef = 0.01, z_loss_coef = 0.0;
+  // DeepSeek-V3's auxiliary-loss-free balancing: > 0 gives each MoE layer a bias [E] added to the
+  // scores for the top-k choice only (the gates stay the scores), moved after every optimizer
+  // step by rate * sign(mean load - expert e's load).
+  double bias_update_rate = 0.0;
+  double jitter = 0.0;      // training: the router reads ln2 * U(1 - jitter, 1 + jitter) (Switch)
+  double gate_scale = 1.0;  // the combine's gates times this (DeepSeek's routed_scaling_factor)
+  bool router_bias() const { return bias_update_rate > 0; }
   int experts_of(int l) const { return experts.empty() ? 0 : experts[static_cast<std::size_t>(l)]; }
   bool any() const {
     for (int e : experts)

@@ -69,6 +69,7 @@ param_layout make_layout(const model_spec& s) {
       {C, s.expert_up_dim()}, {s.moe.expert_intermediate}, {s.moe.expert_intermediate, C}, {C}};
   auto add_experts = [&](param_layout::offsets& o, const std::string& prefix, int E) {
     o.router = add(prefix + "mlp.router.weight", {C, E});
+    if (s.moe.router_bias()) o.router_b = add(prefix + "mlp.router.bias", {E});
     o.n_experts = E;
     const std::size_t mlp = std::string("mlp.").size();
     for (int e = 0; e < E; ++e) {

@@ -17,7 +17,9 @@
 //          layers.{l}.mlp.down_proj.weight [I,C], norm.weight, lm_head.weight [V,C] if untied.
 //   both:  v_head.weight [C] last, with a value head (reward models, critics).
 //   MoE blocks (docs/moe.md): the dense MLP slots only with model.moe.residual (PR-MoE), then
-//          {prefix}mlp.router.weight [C,E] and, per expert e, {prefix}mlp.experts.{e}. + the
+//          {prefix}mlp.router.weight [C,E] (then mlp.router.bias [E] with
+//          model.moe.bias_update_rate > 0: moved by the step's loads, never by AdamW) and, per
+//          expert e, {prefix}mlp.experts.{e}. + the
 //          architecture's MLP names (c_fc.weight [C,Ie], c_fc.bias, c_proj.weight [Ie,C],
 //          c_proj.bias | gate_up_proj.weight [C,2Ie], down_proj.weight [Ie,C]): the experts last
 //          in the block, contiguous and equally strided, so a rank's share of them is one range.
@@ -55,6 +57,7 @@ template <class F>
 struct moe_tensors {
   static constexpr std::size_t npos = static_cast<std::size_t>(-1);
   F* router_w = nullptr;  // [C, E]
+  F* router_b = nullptr;  // [E] the auxiliary-loss-free bias (moe_spec::router_bias), or null
   F* experts = nullptr;
   int n_experts = 0;
   std::size_t stride = 0, up_w = 0, up_b = npos, down_w = 0, down_b = npos;
@@ -109,6 +112,9 @@ class param_layout {
   template <class F>
   global_tensors<F> globals(F* base, std::size_t base_offset = 0) const;
 
+  // The flat offset of block l's mlp.router.bias, or none.
+  std::size_t router_bias(int l) const { return blocks_[static_cast<std::size_t>(l)].router_b; }
+
   // Region of each global tensor (embeddings in 0, final norm and untied head in L+1).
   int region_of(const std::string& name) const;
 
@@ -119,7 +125,7 @@ class param_layout {
   static constexpr std::size_t none = static_cast<std::size_t>(-1);
   struct offsets {  // absolute float offsets, `none` for an absent tensor
     std::size_t t[12];
-    std::size_t router = none, experts = none;  // MoE blocks
+    std::size_t router = none, router_b = none, experts = none;  // MoE blocks
     int n_experts = 0;
     std::size_t stride = 0, e_off[4] = {none, none, none, none};  // up_w, up_b, down_w, down_b
   };
@@ -142,6 +148,7 @@ block_tensors<F> param_layout::block(F* base, int l, std::size_t base_offset) co
                      at(6), at(7), at(8), at(9), at(10), at(11)};
   if (o.n_experts) {
     b.moe.router_w = ptr(o.router);
+    b.moe.router_b = ptr(o.router_b);
     b.moe.experts = ptr(o.experts);
     b.moe.n_experts = o.n_experts;
     b.moe.stride = o.stride;

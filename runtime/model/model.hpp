@@ -123,6 +123,9 @@ class transformer {
   // The routing figures of every forward_backward since clear_moe_step() (a training step's).
   const moe::step_stats& moe_step() const { return moe_step_; }
   void clear_moe_step() { moe_step_.layers.clear(); }
+  // The draw model.moe.jitter's factors come from for the next forward_backward calls (set per
+  // micro-batch from its global index, so that every rank and a resumed run draw alike).
+  void set_route_seed(uint64_t seed) { route_seed_ = seed; }
   // Data- and expert-parallel training (runtime/model/moe_parallel): forward_backward routes over
   // g's ranks (all of them calling it together with equal shapes) and computes only this rank's
   // experts; other forwards route alone. Null (the default) or a group of one: alone. Set before
@@ -222,6 +225,7 @@ class transformer {
   moe::group* moe_group_ = nullptr;
   moe::parallel_scratch moe_psc_;
   bool grouped() const { return moe_group_ && moe_group_->world() > 1; }
+  uint64_t route_seed_ = 0;
   bool training_ = false;   // forward_backward under way: training capacity, auxiliary gradients
   float aux_scale_ = 0.0f;  // its loss scale (0: the backward adds no auxiliary gradient)
   // backward scratch shared by all layers

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "runtime/core/error.hpp"
+#include "runtime/core/seed.hpp"
 #include "runtime/model/model.hpp"
 
 namespace zf {
@@ -21,6 +22,9 @@ void transformer::mlp_part_forward(int l, const block::weights& w, int n, float*
     block::mlp_forward(spec_, w, a.ln2, a.h, act_, a.res2, out, n);
   else if (out != a.res2)
     std::copy(a.res2, a.res2 + std::size_t(n) * spec_.hidden, out);
+  a.moe.jitter = training_ ? spec_.moe.jitter : 0.0;
+  a.moe.jitter_seed = splitmix64(route_seed_ + uint64_t(l));
+  a.moe.jitter_row0 = 0;
   if (training_ && grouped())
     return moe::forward_parallel(spec_, expert_spec_, w, a.ln2, n, spec_.moe.capacity_factor,
                                  *moe_group_, a.moe, a.moe_par, moe_sc_, moe_psc_, out);

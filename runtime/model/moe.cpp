@@ -1,11 +1,13 @@
 // The MoE MLP (moe.hpp; the math in docs/moe.md).
 #include "runtime/model/moe.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "kernels/matmul.hpp"
 #include "kernels/moe.hpp"
+#include "runtime/core/seed.hpp"
 
 namespace zf::moe {
 namespace k = zf::kernels;
@@ -56,11 +58,50 @@ block::grads expert(const moe_tensors<float>& m, int e) {
   return b;
 }
 
-void route(const model_spec& s, const block::weights& w, const float* ln2, int n, layer_state& st) {
+float jitter_factor(double eps, uint64_t seed, int row, int col) {
+  const uint64_t h = splitmix64(seed ^ splitmix64((uint64_t(uint32_t(row)) << 32) | uint32_t(col)));
+  const double u = double(h >> 11) * 0x1p-53;
+  return float(1.0 + eps * (2.0 * u - 1.0));
+}
+
+namespace {
+
+// out [n, C] = in scaled by the layer's jitter factors (out may be in).
+void jitter_rows(const layer_state& st, const float* in, int n, int C, float* out) {
+  for (int i = 0; i < n; ++i)
+    for (int c = 0; c < C; ++c) {
+      const std::size_t o = std::size_t(i) * C + c;
+      out[o] = in[o] * jitter_factor(st.jitter, st.jitter_seed, st.jitter_row0 + i, c);
+    }
+}
+
+}  // namespace
+
+void update_router_bias(double rate, const std::vector<double>& counts, int e0, int e1, float* b) {
+  double mean = 0;
+  for (double c : counts) mean += c;
+  mean /= double(std::max<std::size_t>(1, counts.size()));
+  for (int e = e0; e < e1; ++e) {
+    const double d = mean - counts[std::size_t(e)];
+    b[e - e0] += float(d > 0 ? rate : d < 0 ? -rate : 0.0);
+  }
+}
+
+void route(const model_spec& s, const block::weights& w, const float* ln2, int n, layer_state& st,
+           const scratch& sc) {
   const int C = s.hidden, E = w.moe.n_experts, K = s.moe.top_k;
-  k::gemm(false, false, n, E, C, 1.0f, ln2, C, w.moe.router_w, E, 0.0f, st.z, E);
+  const float* in = ln2;
+  if (st.jitter > 0) {
+    jitter_rows(st, ln2, n, C, sc.xj);
+    in = sc.xj;
+  }
+  k::gemm(false, false, n, E, C, 1.0f, in, C, w.moe.router_w, E, 0.0f, st.z, E);
   k::router_scores(st.z, st.s, n, E, s.moe.router == moe_router::sigmoid);
-  k::topk_gates(st.s, nullptr, n, E, K, K > 1 && s.moe.norm_topk, st.sel, st.gate);
+  k::topk_gates(st.s, w.moe.router_b, n, E, K, K > 1 && s.moe.norm_topk, st.sel, st.gate);
+  if (s.moe.gate_scale != 1.0) {
+    const float g = float(s.moe.gate_scale);
+    for (std::size_t i = 0; i < std::size_t(n) * K; ++i) st.gate[i] *= g;
+  }
   st.n = n;
 }
 
@@ -70,13 +111,26 @@ void router_backward(const model_spec& s, const block::weights& w, const block::
   const int n = st.n, C = s.hidden, E = w.moe.n_experts, K = s.moe.top_k;
   float* ds = sc.ds;
   std::memset(ds, 0, sizeof(float) * std::size_t(n) * E);
+  if (s.moe.gate_scale != 1.0) {  // the gates were the top-k gates times gate_scale
+    const float g = float(s.moe.gate_scale);
+    for (std::size_t i = 0; i < std::size_t(n) * K; ++i) sc.dgate[i] *= g;
+  }
   k::topk_gates_backward(st.s, st.sel, sc.dgate, n, E, K, K > 1 && s.moe.norm_topk, ds);
   k::moe_balance_loss(st.s, st.counts, n, st.counted, E, K, ds,
                       float(s.moe.aux_loss_coef * aux_scale));
   k::router_scores_backward(st.s, ds, ds, n, E, s.moe.router == moe_router::sigmoid);
   k::moe_z_loss(st.z, n, E, ds, float(s.moe.z_loss_coef * aux_scale));
-  k::gemm(false, true, n, C, E, 1.0f, ds, E, w.moe.router_w, E, 1.0f, dln2, C);
-  k::gemm(true, false, C, E, n, 1.0f, ln2, C, ds, E, 1.0f, g.moe.router_w, E);
+  if (st.jitter <= 0) {
+    k::gemm(false, true, n, C, E, 1.0f, ds, E, w.moe.router_w, E, 1.0f, dln2, C);
+    k::gemm(true, false, C, E, n, 1.0f, ln2, C, ds, E, 1.0f, g.moe.router_w, E);
+    return;
+  }
+  // The router read x' = ln2 * f: dW = x'^T ds, dln2 += (ds W^T) * f.
+  jitter_rows(st, ln2, n, C, sc.xj);
+  k::gemm(true, false, C, E, n, 1.0f, sc.xj, C, ds, E, 1.0f, g.moe.router_w, E);
+  k::gemm(false, true, n, C, E, 1.0f, ds, E, w.moe.router_w, E, 0.0f, sc.xj, C);
+  jitter_rows(st, sc.xj, n, C, sc.xj);
+  for (std::size_t i = 0; i < std::size_t(n) * C; ++i) dln2[i] += sc.xj[i];
 }
 
 void step_stats::add(const step_stats& o) {
@@ -162,13 +216,15 @@ void lay_out(arena& a, const model_spec& s, int n, bool train, scratch& sc, int 
   sc.dout = a.take(R * s.hidden);
   sc.ds = a.take(N * s.moe.max_experts());
   sc.dgate = a.take(N * K);
+  if (s.moe.jitter > 0) sc.xj = a.take(N * s.hidden);
 }
 
 double scratch_floats(const model_spec& s, int n, bool train, int rows) {
   const double N = n, K = s.moe.top_k, R = rows > 0 ? rows : N * K;
   double f = pad(R * s.hidden) + pad(R * s.moe.expert_intermediate);
   if (train)
-    f += pad(R * s.expert_up_dim()) + pad(R * s.hidden) + pad(N * s.moe.max_experts()) + pad(N * K);
+    f += pad(R * s.expert_up_dim()) + pad(R * s.hidden) + pad(N * s.moe.max_experts()) +
+         pad(N * K) + (s.moe.jitter > 0 ? pad(N * s.hidden) : 0);
   return f;
 }
 
@@ -189,7 +245,7 @@ model_spec expert_spec(const model_spec& s) {
 void forward(const model_spec& s, const model_spec& es, const block::weights& w, const float* ln2,
              int n, int cap, layer_state& st, const scratch& sc, float* x, bool figures) {
   const int C = s.hidden, E = w.moe.n_experts, K = s.moe.top_k, Ue = s.expert_up_dim();
-  route(s, w, ln2, n, st);
+  route(s, w, ln2, n, st, sc);
   st.counted = n;
   st.parallel = false;
   st.rows = k::moe_assign_slots(st.sel, n, E, K, cap, st.slot, st.offsets, st.token, st.counts);

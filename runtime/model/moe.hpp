@@ -26,6 +26,11 @@ struct layer_state {
   int n = 0, rows = 0, dropped = 0;
   int counted = 0;        // rows counts[] are over: n, or the whole step's (routed over a group)
   bool parallel = false;  // routed over a group (moe_parallel): backward goes through it too
+  // Router input jitter of this forward (set by the caller; 0 = none): row i's column c is
+  // scaled by jitter_factor(jitter, jitter_seed, jitter_row0 + i, c).
+  double jitter = 0;
+  uint64_t jitter_seed = 0;
+  int jitter_row0 = 0;
   double balance = 0, z_loss = 0, entropy = 0;  // entropy: mean router entropy (nats)
 };
 
@@ -54,6 +59,7 @@ struct scratch {
   float* dout = nullptr;   // [rows, C] (training)
   float* ds = nullptr;     // [n, E max] (training)
   float* dgate = nullptr;  // [n k] (training)
+  float* xj = nullptr;     // [n, C] the jittered router input (training with model.moe.jitter)
 };
 
 // Takes a layer's state for n rows from a (a counting arena counts), E its experts.
@@ -88,10 +94,20 @@ void backward(const model_spec& s, const model_spec& es, const block::weights& w
 // auxiliary losses' into dln2 (ACCUMULATED) and g.moe.router_w.
 block::weights expert(const moe_tensors<const float>& m, int e);
 block::grads expert(const moe_tensors<float>& m, int e);
-void route(const model_spec& s, const block::weights& w, const float* ln2, int n, layer_state& st);
+void route(const model_spec& s, const block::weights& w, const float* ln2, int n, layer_state& st,
+           const scratch& sc);
 void router_backward(const model_spec& s, const block::weights& w, const block::grads& g,
                      const float* ln2, const layer_state& st, const scratch& sc, float aux_scale,
                      float* dln2);
 double mean_entropy(const float* s, int n, int E);  // of rows normalised to sum 1 (nats)
+
+// Switch's router jitter: 1 + eps (2u - 1) with u uniform in [0, 1) drawn from (seed, row, col)
+// alone, so a token's factors do not depend on which rank or batch position routes it.
+float jitter_factor(double eps, uint64_t seed, int row, int col);
+
+// DeepSeek-V3's auxiliary-loss-free update of one layer's routing bias from a step's loads
+// (counts [E], the choices per expert): b[e] += rate * sign(mean load - counts[e]) for experts
+// e0 <= e < e1, b pointing at expert e0's entry.
+void update_router_bias(double rate, const std::vector<double>& counts, int e0, int e1, float* b);
 
 }  // namespace zf::moe

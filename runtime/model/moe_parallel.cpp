@@ -184,7 +184,8 @@ void forward_parallel(const model_spec& s, const model_spec& es, const block::we
   const int C = s.hidden, E = w.moe.n_experts, K = s.moe.top_k, Ue = s.expert_up_dim();
   const int W = g.world(), EP = g.expert_parallel(), El = E / EP, first = (g.rank() % EP) * El;
   if (E % EP) fail("train.expert_parallel {} does not divide a layer's {} experts", EP, E);
-  route(s, w, ln2, n, st);
+  st.jitter_row0 = g.rank() * n;  // the token's row in the step's concatenated batch
+  route(s, w, ln2, n, st, sc);
   st.parallel = true;
   plan_exchange(s, E, n, factor, g, st, ps, psc);
   // The step's figures: P_e, the z-loss and the entropy summed over the group.

@@ -155,6 +155,7 @@ float zero_rank::forward_backward(const int* ids, const int* targets, int b, int
 }
 
 float zero_rank::forward_backward(const token_batch& b, float loss_scale) {
+  model_->set_route_seed(b.route_seed);
   if (b.ltd_keep <= 0 || b.ltd_keep >= b.t || ltd_layers_.empty())
     return model_->forward_backward(b.inputs.data(), b.targets.data(), b.b, b.t, loss_scale);
   token_drop drop;
@@ -192,16 +193,42 @@ double zero_rank::grad_sq_norm() const {
   return s;
 }
 
+// The routing biases (moe_spec::router_bias) move by the step's loads, which every rank holds
+// alike (the step is routed over the group): each updates the copy it holds, at stage 3 its
+// owned share. AdamW leaves them alone (no gradient, no decay).
+void zero_rank::update_router_biases() {
+  const auto& layout = model_->layout();
+  for (const auto& l : model_->moe_step().layers) {
+    const std::size_t f = layout.router_bias(l.layer);
+    const int E = int(l.counts.size());
+    if (f == param_layout::none || E == 0) continue;
+    if (stage_ < 3) {
+      moe::update_router_bias(spec_.moe.bias_update_rate, l.counts, 0, E,
+                              model_->params().data() + f);
+      continue;
+    }
+    const std::size_t i = std::size_t(l.layer) + 1;  // the block's region
+    const region o = part_.owned(comm_.rank(), i);
+    const std::size_t b = std::max(f, o.begin), e = std::min(f + E, o.end);
+    if (b < e)
+      moe::update_router_bias(spec_.moe.bias_update_rate, l.counts, int(b - f), int(e - f),
+                              owned_params_.data() + part_.packed[i] + (b - o.begin));
+  }
+}
+
 void zero_rank::step(double lr, int step, float grad_scale) {
   if (stage_ == 0) {
     opt_->step(model_->params().data(), model_->grads().data(), lr, step, grad_scale);
+    if (spec_.moe.router_bias()) update_router_biases();
     return;
   }
   if (stage_ == 3) {
     opt_->step(owned_params_.data(), owned_grads_.data(), lr, step, grad_scale);
+    if (spec_.moe.router_bias()) update_router_biases();
     return;
   }
   opt_->step(model_->params().data(), owned_grads_.data(), lr, step, grad_scale);
+  if (spec_.moe.router_bias()) update_router_biases();
   // stages 1, 2: every rank needs the updated full parameters; gather each region's chunks
   float* bucket = bucket_.size() ? bucket_.data() : gs_->emb.data();
   for (std::size_t i = 0; i < part_.regions.size(); ++i) {

@@ -99,7 +99,8 @@ class zero_rank {
   void reduce_gradients();
   // This rank's share of the global squared gradient norm (sum over ranks = the global value).
   double grad_sq_norm() const;
-  // AdamW on the owned part, then (stages 1, 2) all-gather the updated parameters.
+  // AdamW on the owned part, the MoE routing biases' load-driven move (model.moe.
+  // bias_update_rate), then (stages 1, 2) all-gather the updated parameters.
   void step(double lr, int step, float grad_scale);
 
   // Sum of x over every rank of the communicator (collective; the control values of SPMD runs:
@@ -133,6 +134,7 @@ class zero_rank {
   void import_state(const float* params, const float* exp_avg, const float* exp_avg_sq);
 
  private:
+  void update_router_biases();
   struct param_gather;
   struct grad_scatter;
   struct chunk_state {  // where region i's owned chunk lives in this rank's buffers

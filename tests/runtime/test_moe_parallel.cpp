@@ -18,7 +18,8 @@ namespace {
 
 constexpr int k_rows = 8, k_t = 16, k_steps = 20, k_vocab = 89;
 
-model_config moe_model(bool llama) {
+// extras: DeepSeek-V3's routing bias, Switch's router jitter and a gate scale on top.
+model_config moe_model(bool llama, bool extras = false) {
   model_config m;
   m.n_layer = 2;
   m.n_head = 2;
@@ -37,6 +38,11 @@ model_config moe_model(bool llama) {
   m.moe.min_capacity = 1;
   m.moe.aux_loss_coef = 0.05;
   m.moe.z_loss_coef = 0.01;
+  if (extras) {
+    m.moe.bias_update_rate = 0.01;
+    m.moe.jitter = 0.2;
+    m.moe.gate_scale = 1.5;
+  }
   return m;
 }
 
@@ -76,8 +82,9 @@ struct state {
 // from `from` (or the seed's initialisation); returns each step's loss (mean over ranks) and the
 // final state in `out`.
 std::vector<double> run(bool llama, int world, int ep, int stage, int first, int last,
-                        const state* from, state* out, int* dropped = nullptr) {
-  const model_config m = moe_model(llama);
+                        const state* from, state* out, int* dropped = nullptr,
+                        bool extras = false) {
+  const model_config m = moe_model(llama, extras);
   auto comms = comm::make_local_group(world);
   std::vector<std::unique_ptr<zero_rank>> ranks;
   for (int r = 0; r < world; ++r) {
@@ -94,12 +101,15 @@ std::vector<double> run(bool llama, int world, int ep, int stage, int first, int
       z.import_state(from->params.data(), from->m.data(), from->v.data());
     else
       z.import_state(init.data(), nullptr, nullptr);
-    std::vector<int> in, tg;
+    token_batch tb;
     const int b = k_rows / world;
+    tb.b = b;
+    tb.t = k_t;
     for (int s = first; s < last; ++s) {
-      rows(s, r * b, b, in, tg);
+      rows(s, r * b, b, tb.inputs, tb.targets);
+      tb.route_seed = 1000 + uint64_t(s);  // the step's, on every rank
       z.zero_grad();
-      loss[r] = z.forward_backward(in.data(), tg.data(), b, k_t, 1.0f / world);
+      loss[r] = z.forward_backward(tb, 1.0f / world);
       z.reduce_gradients();
       sq[r] = z.grad_sq_norm();
       comms[r]->barrier();
@@ -161,6 +171,37 @@ TEST_CASE(
   run(false, 2, 2, 2, 0, k_steps / 2, nullptr, &half);
   check_same(run(false, 4, 4, 3, k_steps / 2, k_steps, &half, nullptr), ref, k_steps / 2);
   check_same(run(false, 1, 1, 1, k_steps / 2, k_steps, &half, nullptr), ref, k_steps / 2);
+}
+
+TEST_CASE(
+    "moe parallel: routing bias, router jitter and gate scale follow the one-rank curve, resumed "
+    "too") {
+  state one, rank1;
+  const auto plain = run(false, 1, 1, 0, 0, k_steps, nullptr, nullptr);
+  const auto ref = run(false, 1, 1, 0, 0, k_steps, nullptr, &one, nullptr, true);
+  CHECK(std::abs(ref.back() - plain.back()) > 1e-4);  // the options change the run
+  // The biases moved by whole multiples of the rate (the first layer's, here) and not all alike.
+  const auto layout = layout_of(moe_model(false, true));
+  const std::size_t b0 = layout.router_bias(0);
+  REQUIRE(b0 != param_layout::none);
+  for (int e = 0; e < 4; ++e) {
+    const double steps = one.params[b0 + std::size_t(e)] / 0.01;
+    CHECK(std::abs(steps - std::round(steps)) < 1e-3);
+    CHECK(std::abs(steps) <= k_steps);
+  }
+  CHECK(one.params[b0] != one.params[b0 + 1]);
+  for (auto [world, ep] : {std::pair{2, 1}, {4, 2}})
+    for (int stage : {0, 1, 2, 3}) {
+      CAPTURE(world);
+      CAPTURE(ep);
+      CAPTURE(stage);
+      check_same(run(false, world, ep, stage, 0, k_steps, nullptr, nullptr, nullptr, true), ref);
+    }
+  state half;
+  run(false, 2, 2, 3, 0, k_steps / 2, nullptr, &half, nullptr, true);
+  check_same(run(false, 4, 4, 2, k_steps / 2, k_steps, &half, &rank1, nullptr, true), ref,
+             k_steps / 2);
+  CHECK(std::abs(rank1.params[b0] - one.params[b0]) < 1e-6);  // the bias carried over
 }
 
 TEST_CASE(
