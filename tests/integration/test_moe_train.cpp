@@ -89,7 +89,11 @@ TEST_CASE("moe train: bad MoE settings are refused naming the key") {
                        bad{"model.moe.eval_capacity_factor=0", "model.moe.eval_capacity_factor"},
                        bad{"train.expert_parallel=3", "train.expert_parallel"},
                        bad{"model.moe.layers=7", "model.moe.layers"},
-                       bad{"model.moe.layer_experts=2", "model.moe.layer_experts"}}) {
+                       bad{"model.moe.layer_experts=2", "model.moe.layer_experts"},
+                       bad{"model.moe.jitter=1", "model.moe.jitter"},
+                       bad{"model.moe.jitter=-0.1", "model.moe.jitter"},
+                       bad{"model.moe.gate_scale=0", "model.moe.gate_scale"},
+                       bad{"model.moe.bias_update_rate=-1", "model.moe.bias_update_rate"}}) {
     CAPTURE(b.set);
     auto r = zf::testing::zeroflow(base + " --set " + b.set + " --out " + (d.path / "o").string(),
                                    d.path);
