@@ -4,7 +4,9 @@
 // same.
 //   gpt2:  the canonical names are Hugging Face GPT-2's (Conv1D [in, out]); written as they are.
 //   llama: LlamaForCausalLM's "model." names; the fused [in, out] qkv_proj and gate_up_proj are
-//          split into q/k/v and gate/up and transposed to nn.Linear's [out, in].
+//          split into q/k/v and gate/up and transposed to nn.Linear's [out, in]. A Llama MoE
+//          that Mixtral can hold is written as MixtralForCausalLM (others are refused, saying
+//          why).
 #include <fmt/format.h>
 
 #include <cmath>
@@ -93,7 +95,41 @@ nlohmann::ordered_json llama_config(const model_spec& s) {
   return c;
 }
 
-// The Llama tensors under transformers' names, from the canonical flat parameters.
+// Why s is no MixtralForCausalLM ("" when it is one): every layer an MoE of the same experts, a
+// softmax router whose top-k (k >= 2) gates are renormalised and nothing Mixtral lacks.
+std::string mixtral_gap(const model_spec& s) {
+  if (s.arch != model_arch::llama)
+    return "a GPT-2 MoE (Hugging Face has no GPT-2 Mixture-of-Experts architecture)";
+  for (int l = 0; l < s.n_layer; ++l)
+    if (s.moe.experts_of(l) != s.moe.experts_of(0))
+      return "not every layer is an MoE layer of the same experts (Mixtral's layers all are)";
+  if (s.moe.residual) return "PR-MoE's residual MLP (model.moe.residual)";
+  if (s.moe.router != moe_router::softmax) return "a sigmoid router (Mixtral's is softmax)";
+  if (s.moe.top_k < 2 || !s.moe.norm_topk)
+    return "gates that are not renormalised top-k (Mixtral renormalises its top_k >= 2 gates)";
+  if (s.moe.router_bias()) return "DeepSeek-V3's routing bias (model.moe.bias_update_rate)";
+  if (s.moe.gate_scale != 1.0) return "a gate scale (model.moe.gate_scale)";
+  if (s.attn_bias) return "attention biases";
+  return "";
+}
+
+nlohmann::ordered_json mixtral_config(const model_spec& s) {
+  nlohmann::ordered_json c = llama_config(s);
+  c["model_type"] = "mixtral";
+  c["architectures"] = {"MixtralForCausalLM"};
+  c["intermediate_size"] = s.moe.expert_intermediate;
+  c["num_local_experts"] = s.moe.experts_of(0);
+  c["num_experts_per_tok"] = s.moe.top_k;
+  c["router_aux_loss_coef"] = s.moe.aux_loss_coef;
+  c["output_router_logits"] = false;
+  c["sliding_window"] = nullptr;
+  c.erase("attention_bias");
+  c.erase("mlp_bias");
+  return c;
+}
+
+// The Llama tensors under transformers' names, from the canonical flat parameters (an MoE layer:
+// Mixtral's block_sparse_moe, gate [E, C] and per expert w1 (gate), w3 (up) [Ie, C], w2 [C, Ie]).
 std::vector<out_tensor> llama_tensors(const model_spec& s, const param_layout& L, const float* p) {
   const std::size_t C = s.hidden, Q = s.q_dim(), KV = s.kv_dim(), D = s.qkv_dim(),
                     I = s.intermediate;
@@ -121,6 +157,20 @@ std::vector<out_tensor> llama_tensors(const model_spec& s, const param_layout& L
     out.push_back({h + "self_attn.o_proj.weight", {c, q}, columns_t(b.o_w, Q, C, 0, C)});
     if (b.o_b) copy(h + "self_attn.o_proj.bias", b.o_b, {c});
     copy(h + "post_attention_layernorm.weight", b.norm2_w, {c});
+    if (const int E = s.moe.experts_of(l)) {
+      const std::size_t Ie = s.moe.expert_intermediate;
+      const int64_t e64 = E, ie = int64_t(Ie);
+      const std::string m = h + "block_sparse_moe.";
+      out.push_back({m + "gate.weight", {e64, c}, columns_t(b.moe.router_w, C, E, 0, E)});
+      for (int e = 0; e < E; ++e) {
+        const std::string x = m + "experts." + std::to_string(e) + ".";
+        const float *up = b.moe.expert_up_w(e), *down = b.moe.expert_down_w(e);
+        out.push_back({x + "w1.weight", {ie, c}, columns_t(up, C, 2 * Ie, 0, Ie)});
+        out.push_back({x + "w2.weight", {c, ie}, columns_t(down, Ie, C, 0, C)});
+        out.push_back({x + "w3.weight", {ie, c}, columns_t(up, C, 2 * Ie, Ie, Ie)});
+      }
+      continue;
+    }
     out.push_back({h + "mlp.gate_proj.weight", {i, c}, columns_t(b.up_w, C, 2 * I, 0, I)});
     out.push_back({h + "mlp.up_proj.weight", {i, c}, columns_t(b.up_w, C, 2 * I, I, I)});
     out.push_back({h + "mlp.down_proj.weight", {c, i}, columns_t(b.down_w, I, C, 0, C)});
@@ -146,16 +196,21 @@ fs::path export_safetensors(const fs::path& dir, const fs::path& file) {
   run_config cfg;
   apply_toml(cfg, head.config_toml, (head.dir / "manifest").string());
   const model_spec spec = spec_of(cfg.model);
-  if (spec.moe.any())
+  const bool moe = spec.moe.any();
+  if (const std::string gap = moe ? mixtral_gap(spec) : ""; !gap.empty())
     fail(
-        "export: {} is a Mixture-of-Experts model (model.moe.num_experts = {}); export writes "
-        "GPT-2 and Llama safetensors only (MoE checkpoints serve, generate and score as they are)",
-        dir.string(), cfg.model.moe.num_experts);
+        "export: {} is a Mixture-of-Experts model that Hugging Face's Mixtral cannot hold: {} "
+        "(such checkpoints serve, generate and score as they are)",
+        dir.string(), gap);
   const param_layout L = make_layout(spec);
   const auto ck = load_checkpoint(head.dir, L);
 
   const bool llama = spec.arch == model_arch::llama;
-  const std::string text = (llama ? llama_config(spec) : gpt2_config(spec)).dump(2) + "\n";
+  const std::string text = (moe     ? mixtral_config(spec)
+                            : llama ? llama_config(spec)
+                                    : gpt2_config(spec))
+                               .dump(2) +
+                           "\n";
   const fs::path parent = file.parent_path().empty() ? fs::path(".") : file.parent_path();
   const fs::path cj = parent / "config.json";
   const bool have_cj = fs::exists(cj);
@@ -193,8 +248,8 @@ fs::path import_safetensors(const fs::path& file, const fs::path& root) {
   }
   if (!c.is_object()) fail("import: {} is not a JSON object", cj.string());
   const std::string type = c.value("model_type", std::string("gpt2"));
-  if (type != "gpt2" && type != "llama")
-    fail("import: {}: model_type is {}, expected \"gpt2\" or \"llama\"", cj.string(),
+  if (type != "gpt2" && type != "llama" && type != "mixtral")
+    fail("import: {}: model_type is {}, expected \"gpt2\", \"llama\" or \"mixtral\"", cj.string(),
          c["model_type"].dump());
   if (holds_checkpoints(root))
     fail("import: {} already holds checkpoints; refusing to import into it", root.string());

@@ -147,6 +147,9 @@ void parse_mixtral(const config_reader& c, model_spec& cfg) {
   const int E = c.pos_int("num_local_experts");
   cfg.moe.experts.assign(std::size_t(cfg.n_layer), E);
   cfg.moe.top_k = c.pos_int("num_experts_per_tok");
+  // Mixtral renormalises even a single gate (to 1); norm_topk here applies from top_k 2.
+  c.require(cfg.moe.top_k >= 2 && cfg.moe.top_k <= E, "num_experts_per_tok",
+            "2 to num_local_experts");
   cfg.moe.expert_intermediate = cfg.intermediate;
   cfg.moe.dropless = true;
   cfg.moe.router = moe_router::softmax;
