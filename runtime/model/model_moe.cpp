@@ -80,13 +80,17 @@ std::vector<transformer::moe_layer_stats> transformer::moe_stats() const {
 
 double transformer::moe_balance_loss() const {
   double sum = 0;
-  for (auto& s : moe_stats()) sum += s.balance;
+  if (acts_.ready())
+    for (int l = 0; l < L_; ++l)
+      if (spec_.moe.experts_of(l)) sum += la_[std::size_t(l)].moe.balance;
   return sum;
 }
 
 double transformer::moe_z_loss() const {
   double sum = 0;
-  for (auto& s : moe_stats()) sum += s.z_loss;
+  if (acts_.ready())
+    for (int l = 0; l < L_; ++l)
+      if (spec_.moe.experts_of(l)) sum += la_[std::size_t(l)].moe.z_loss;
   return sum;
 }
 

@@ -87,6 +87,7 @@ void lay_out(arena& a, const model_spec& s, int n, int world, int ep, parallel_s
   sc.expert_out = a.take(R * s.hidden);
   sc.send.reserve(std::size_t(world));
   sc.recv.reserve(std::size_t(world));
+  sc.sums.reserve(std::size_t(E) + 2);
 }
 
 double parallel_floats(const model_spec& s, int n, int world, int ep) {
@@ -189,7 +190,8 @@ void forward_parallel(const model_spec& s, const model_spec& es, const block::we
   st.parallel = true;
   plan_exchange(s, E, n, factor, g, st, ps, psc);
   // The step's figures: P_e, the z-loss and the entropy summed over the group.
-  std::vector<double> sums(std::size_t(E) + 2, 0.0);
+  std::vector<double>& sums = psc.sums;  // reserved: no allocation per forward
+  sums.assign(std::size_t(E) + 2, 0.0);
   for (int i = 0; i < n; ++i)
     for (int e = 0; e < E; ++e) sums[std::size_t(e)] += st.s[std::size_t(i) * E + e];
   sums[std::size_t(E)] = k::moe_z_loss(st.z, n, E, nullptr, 0.0f) * n;

@@ -56,6 +56,7 @@ struct parallel_scratch {
   float* recvbuf = nullptr;                                    // [rows_max, C]
   float* expert_out = nullptr;                                 // [rows_max, C]
   std::vector<std::size_t> send, recv;                         // [W] floats, per call
+  std::vector<double> sums;  // [E + 2] the step's figures' sums (reserved by lay_out)
 };
 
 // Rows a rank's experts may receive for n local rows: EP n k, or fewer under capacity.
