@@ -284,7 +284,8 @@ train_result pipeline::run(const run_options& o) {
   auto plan = std::make_shared<const data_schedule>(cfg_, world);
   auto batches = std::make_shared<const storage::train_batches>(
       data, plan, storage::open_pool_index(*plan, cfg_.data.curriculum, shard_path, *data, ddir),
-      static_cast<uint64_t>(cfg_.train.seed), cfg_.train.batch_size, cfg_.train.grad_accum);
+      static_cast<uint64_t>(cfg_.train.data_seed >= 0 ? cfg_.train.data_seed : cfg_.train.seed),
+      cfg_.train.batch_size, cfg_.train.grad_accum);
   if (resumed && lead) warn_schedule_change(*plan, resumed->state, resumed->step);
   const std::string toml = to_toml(cfg_);
 

@@ -62,12 +62,17 @@ std::vector<key> model_keys() {
 std::vector<key> train_keys() {
   auto seed = ZF_INT("train.seed", train.seed, 0, 9.2e18, "seed for weights and data order");
   seed.wide = true;
+  auto data_seed = ZF_INT("train.data_seed", train.data_seed, -1, 9.2e18,
+                          "seed of the batches' order alone; -1 = train.seed (set it to vary "
+                          "train.seed over the initial weights only)");
+  data_seed.wide = true;
   std::vector<key> train = {
       ZF_INT("train.steps", train.steps, 1, 1e9, "optimizer steps"),
       ZF_INT("train.batch_size", train.batch_size, 1, 1 << 16, "sequences per micro-batch"),
       ZF_INT("train.seq_len", train.seq_len, 2, 1 << 20, "tokens per sequence"),
       ZF_INT("train.grad_accum", train.grad_accum, 1, 1 << 16, "micro-batches per optimizer step"),
       seed,
+      data_seed,
       ZF_INT("train.prefetch", train.prefetch, 1, 64, "batches the sampler runs ahead"),
       ZF_INT("train.threads", train.threads, 0, 1024, "compute threads; 0 = all cores"),
       ZF_INT("train.ranks", train.ranks, 1, 64,

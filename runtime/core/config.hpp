@@ -78,6 +78,7 @@ struct train_config {
   int seq_len = 128;
   int grad_accum = 1;  // micro-batches per optimizer step
   int64_t seed = 1337;
+  int64_t data_seed = -1;  // the batches' order (and MoE router jitter); -1 = seed
   int prefetch = 2;        // batches the sampler may run ahead
   int threads = 0;         // compute threads; 0: all cores
   int ranks = 1;           // data-parallel ranks (threads of this process, local backend)
