@@ -19,20 +19,12 @@
 namespace fs = std::filesystem;
 namespace st = zf::storage;
 using zf::testing::contains;
+using zf::testing::error_of;
 using zf::testing::temp_dir;
 
 namespace {
 
 const fs::path k_fixture = ZF_SOURCE_DIR "/tests/golden/hf/tiny-mixtral";
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
 
 // A checkpoint of model m (initialised from seed 5) under root.
 fs::path save_moe(const fs::path& root, const zf::model_config& m) {
@@ -108,7 +100,12 @@ TEST_CASE("mixtral export: MoE models Mixtral cannot hold are refused saying why
     const char* says;
   };
   const bad cases[] = {
-      {"gpt2", [](zf::model_config& m) { m.arch = "gpt2", m.tied_head = true; }, "GPT-2 MoE"},
+      {"gpt2",
+       [](zf::model_config& m) {
+         m.arch = "gpt2";
+         m.tied_head = true;
+       },
+       "GPT-2 MoE"},
       {"interval", [](zf::model_config& m) { m.moe.interval = 2; }, "not every layer"},
       {"residual", [](zf::model_config& m) { m.moe.residual = true; }, "residual"},
       {"sigmoid", [](zf::model_config& m) { m.moe.router = "sigmoid"; }, "sigmoid"},
@@ -129,9 +126,7 @@ TEST_CASE("mixtral export: MoE models Mixtral cannot hold are refused saying why
   }
   // The plain Llama MoE is a Mixtral.
   const fs::path ck = save_moe(d / "ok", llama_moe());
-  CHECK(error_of([&] {
-          st::export_safetensors(ck.parent_path(), d / "y" / "m.safetensors");
-        }).empty());
+  CHECK_NOTHROW(st::export_safetensors(ck.parent_path(), d / "y" / "m.safetensors"));
 }
 
 TEST_CASE("mixtral export: a Mixtral with one expert per token is refused by the loader") {
