@@ -23,7 +23,7 @@ std::vector<key> moe_keys() {
       ZF_NUM("model.moe.capacity_factor", model.moe.capacity_factor, -1e9, 1e6,
              "training: an expert takes at most factor * tokens * top_k / experts tokens"),
       ZF_NUM("model.moe.eval_capacity_factor", model.moe.eval_capacity_factor, -1e9, 1e6,
-             "the same for evaluation and scoring (serving is always dropless)"),
+             "the same for evaluation (score, RL and serving route dropless)"),
       ZF_INT("model.moe.min_capacity", model.moe.min_capacity, 0, 1 << 30,
              "the capacity is at least this many tokens"),
       ZF_BOOL("model.moe.dropless", model.moe.dropless,

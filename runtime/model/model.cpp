@@ -341,7 +341,14 @@ void transformer::score(const int* ids, const int* targets, int b, int t, float*
   const int BT = b * t, V = spec_.vocab_size;
   for (int i = 0; i < BT; ++i)
     if (targets[i] >= V) fail("target id {} out of range 0..{}", targets[i], V - 1);
-  run_forward(ids, nullptr, b, t, false, 1.0f);
+  dropless_ = true;  // the serving engine's routing (MoE: no capacity)
+  try {
+    run_forward(ids, nullptr, b, t, false, 1.0f);
+  } catch (...) {
+    dropless_ = false;
+    throw;
+  }
+  dropless_ = false;
   // The serving engine's formula (engine_core::logprobs_of), so both give the same bits.
   for (int i = 0; i < BT; ++i) {
     const float* row = logits_ + std::size_t(i) * V;
@@ -479,7 +486,7 @@ void transformer::backward_from_head(const int* ids, const float* dvalue, bool l
 }
 
 void transformer::forward_rl(const int* ids, const int* targets, int b, int t, float* logprobs,
-                             float* entropy, float* values) {
+                             float* entropy, float* values, float aux_scale) {
   const int BT = b * t, V = spec_.vocab_size;
   const bool lm = logprobs || entropy;
   if (lm && !targets) fail("forward_rl: log-probs and entropies need targets");
@@ -487,14 +494,17 @@ void transformer::forward_rl(const int* ids, const int* targets, int b, int t, f
     for (int i = 0; i < BT; ++i)
       if (targets[i] >= V) fail("target id {} out of range 0..{}", targets[i], V - 1);
   values_out_ = values;
-  aux_scale_ = 0.0f;  // backward_rl differentiates no auxiliary loss
+  aux_scale_ = aux_scale;  // 0: backward_rl differentiates no auxiliary loss
+  dropless_ = true;        // the rollout engine's routing: its log-probs, bit for bit
   try {
     run_forward(ids, nullptr, b, t, true, 1.0f, lm);  // keeps the head held for backward_rl
   } catch (...) {
     values_out_ = nullptr;
+    dropless_ = false;
     throw;
   }
   values_out_ = nullptr;
+  dropless_ = false;
   rl_lm_ = lm;
   if (!lm) return;
   lse_.resize(BT);  // kept for backward_rl (sized once per shape)

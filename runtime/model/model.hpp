@@ -97,8 +97,10 @@ class transformer {
   // targets[i] < 0), entropy [b*t] of each row's distribution (nats; 0 where targets[i] < 0) and,
   // with a value head, values [b*t] = x_final . v_head. Null outputs are skipped; with
   // logprobs and entropy both null the LM head is not computed at all (reward models, critics).
+  // MoE: routed dropless (as score() and the engine); aux_scale > 0 makes backward_rl add the
+  // balance and z-losses' gradients times it (the micro-batch's share of the update).
   void forward_rl(const int* ids, const int* targets, int b, int t, float* logprobs, float* entropy,
-                  float* values);
+                  float* values, float aux_scale = 0.0f);
   // Backward of L = sum_i dlogp[i] * logprobs[i] + sum_i dvalue[i] * values[i] through the
   // last forward_rl (same ids and targets); either gradient may be null. Adds into grads().
   // The entropy is reported, not differentiated.
@@ -108,9 +110,10 @@ class transformer {
 
   // MoE models (spec().moe, docs/moe.md): the last forward's routing per MoE layer, in layer
   // order. forward_backward routes with model.moe.capacity_factor and adds the auxiliary losses'
-  // gradients (aux_loss_coef * balance + z_loss_coef * z-loss per layer, times loss_scale); every
-  // other forward routes with eval_capacity_factor and differentiates no auxiliary loss
-  // (backward_rl included). The returned losses stay the cross-entropy alone.
+  // gradients (aux_loss_coef * balance + z_loss_coef * z-loss per layer, times loss_scale);
+  // score and forward_rl route dropless (the serving engine's routing) and backward_rl adds the
+  // auxiliary gradients only when forward_rl was given an aux_scale; forward routes with
+  // eval_capacity_factor. The returned losses stay the cross-entropy alone.
   struct moe_layer_stats {
     int layer = 0, tokens = 0, dropped = 0;  // dropped: token choices past capacity
     std::vector<int> counts;                 // [E] choices per expert, before any drop
@@ -226,6 +229,7 @@ class transformer {
   moe::parallel_scratch moe_psc_;
   bool grouped() const { return moe_group_ && moe_group_->world() > 1; }
   uint64_t route_seed_ = 0;
+  bool dropless_ = false;   // score / forward_rl under way: MoE layers route without capacity
   bool training_ = false;   // forward_backward under way: training capacity, auxiliary gradients
   float aux_scale_ = 0.0f;  // its loss scale (0: the backward adds no auxiliary gradient)
   // backward scratch shared by all layers

@@ -28,7 +28,9 @@ void transformer::mlp_part_forward(int l, const block::weights& w, int n, float*
   if (training_ && grouped())
     return moe::forward_parallel(spec_, expert_spec_, w, a.ln2, n, spec_.moe.capacity_factor,
                                  *moe_group_, a.moe, a.moe_par, moe_sc_, moe_psc_, out);
-  const double factor = training_ ? spec_.moe.capacity_factor : spec_.moe.eval_capacity_factor;
+  const double factor = training_   ? spec_.moe.capacity_factor
+                        : dropless_ ? 0.0  // no capacity (moe::capacity)
+                                    : spec_.moe.eval_capacity_factor;
   moe::forward(spec_, expert_spec_, w, a.ln2, n, moe::capacity(spec_.moe, n, E, factor), a.moe,
                moe_sc_, out);
 }

@@ -161,10 +161,13 @@ void rl_updater::policy_micro(const rollout_batch& batch, int b0, int b, int T, 
   const std::size_t n = w.packed.tokens(), rows = std::size_t(b) * T;
   w.rows.resize(rows);
   w.ent.resize(rows);
+  // The whole batch's aggregation: this micro-batch's share of sequences (or tokens); an MoE
+  // policy's balance and z-losses count with the same share.
+  const double f = lo_.agg == loss_agg::token_mean ? double(n) / N : double(b) / S;
   {
     const kernels::batch_invariant_scope inv(true);  // the rollout engine's bits
     pol.forward_rl(w.packed.ids.data(), w.packed.targets.data(), b, T, w.rows.data(), w.ent.data(),
-                   nullptr);
+                   nullptr, float(f));
   }
   gather_response(w.packed, w.rows.data(), logp_.data() + off);
   if (epoch == 0) {
@@ -190,8 +193,6 @@ void rl_updater::policy_micro(const rollout_batch& batch, int b0, int b, int T, 
   in.advantages = seg(adv_, off, n);
   in.seq_len = std::span<const int>(seq_len_).subspan(b0, b);
   policy_loss(in, lo_, w.pl);
-  // The whole batch's aggregation: this micro-batch's share of sequences (or tokens).
-  const double f = lo_.agg == loss_agg::token_mean ? double(n) / N : double(b) / S;
   for (float& d : w.pl.dlogp) d = static_cast<float>(d * f);
   w.rows2.resize(rows);
   scatter_response(w.packed, w.pl.dlogp.data(), w.rows2.data());

@@ -238,3 +238,75 @@ TEST_CASE(
       for (std::size_t i = 0; i < p.numel; i += 97)
         CHECK(after[p.offset + i] == init[p.offset + i]);
 }
+
+TEST_CASE(
+    "moe routing: score and forward_rl route dropless as serving does, forward with eval "
+    "capacity") {
+  auto m = tiny(false);
+  m.moe.dropless = false;
+  m.moe.eval_capacity_factor = 0.25;  // an expert takes a quarter of its fair share: drops
+  m.moe.min_capacity = 1;
+  model_run capped(m);
+  m.moe.dropless = true;
+  model_run free(m);
+  std::copy_n(capped.model.params().data(), capped.model.layout().total,
+              free.model.params().data());
+  std::vector<int> in, tg;
+  batch(4, in, tg);
+  const std::size_t n = in.size();
+  std::vector<float> a(n), b(n), c(n), ent(n);
+  capped.model.score(in.data(), tg.data(), k_b, k_t, a.data());
+  free.model.score(in.data(), tg.data(), k_b, k_t, b.data());
+  CHECK(a == b);
+  capped.model.forward_rl(in.data(), tg.data(), k_b, k_t, c.data(), ent.data(), nullptr);
+  CHECK(c == b);
+  const float lc = capped.model.forward(in.data(), tg.data(), k_b, k_t);
+  int dropped = 0;
+  for (auto& st : capped.model.moe_stats()) dropped += st.dropped;
+  CHECK(dropped > 0);  // evaluation keeps its capacity
+  CHECK(lc != free.model.forward(in.data(), tg.data(), k_b, k_t));
+}
+
+TEST_CASE(
+    "moe routing: forward_rl with an aux scale makes backward_rl add the auxiliary gradients") {
+  auto m = tiny(true);
+  m.moe.aux_loss_coef = 0.5;
+  m.moe.z_loss_coef = 0.1;
+  model_run r(m);
+  std::vector<int> in, tg;
+  batch(5, in, tg);
+  const std::size_t n = in.size();
+  std::vector<float> lp(n), zero(n, 0.0f);
+  const param_info& w = r.param("layers.1.mlp.router.weight");
+  auto router_grad = [&](float aux_scale) {
+    r.model.zero_grad();
+    r.model.forward_rl(in.data(), tg.data(), k_b, k_t, lp.data(), nullptr, nullptr, aux_scale);
+    r.model.backward_rl(in.data(), tg.data(), zero.data(), nullptr);  // no policy gradient
+    return std::vector<float>(r.model.grads().data() + w.offset,
+                              r.model.grads().data() + w.offset + w.numel);
+  };
+  for (float g : router_grad(0.0f)) CHECK(g == 0.0f);  // without a scale: nothing
+  const auto g = router_grad(0.5f);
+  float gmax = 0;
+  for (float x : g) gmax = std::max(gmax, std::abs(x));
+  CHECK(gmax > 1e-4f);
+  // 0.5 x d(0.5 balance + 0.1 z-loss) / dW by central differences (loads fixed: small steps).
+  auto aux = [&] {
+    r.model.forward_rl(in.data(), tg.data(), k_b, k_t, lp.data(), nullptr, nullptr);
+    return 0.5 * r.model.moe_balance_loss() + 0.1 * r.model.moe_z_loss();
+  };
+  int checked = 0;
+  for (std::size_t i = 0; i < w.numel; i += w.numel / 7 + 1, ++checked) {
+    CAPTURE(i);
+    float& x = r.model.params().data()[w.offset + i];
+    const float keep = x, h = 1e-3f;
+    x = keep + h;
+    const double up = aux();
+    x = keep - h;
+    const double down = aux();
+    x = keep;
+    const double fd = 0.5 * (up - down) / (2.0 * h);
+    CHECK(std::abs(fd - g[i]) <= 0.02 * std::abs(fd) + 1e-5);
+  }
+  CHECK(checked >= 7);
+}
