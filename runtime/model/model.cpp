@@ -17,6 +17,13 @@ namespace k = zf::kernels;
 
 namespace {
 
+// Sets a flag for the rest of a scope and clears it however the scope ends.
+struct flag_scope {
+  bool& flag;
+  explicit flag_scope(bool& f) : flag(f) { flag = true; }
+  ~flag_scope() { flag = false; }
+};
+
 // Causal self-attention of one sequence of t rows inside the fused qkv rows [t, D]: q heads at
 // column 0, k at Q, v at Q + KV; the output [t, Q].
 k::attention_shape attention_shape_of(const model_spec& s, int t) {
@@ -341,14 +348,10 @@ void transformer::score(const int* ids, const int* targets, int b, int t, float*
   const int BT = b * t, V = spec_.vocab_size;
   for (int i = 0; i < BT; ++i)
     if (targets[i] >= V) fail("target id {} out of range 0..{}", targets[i], V - 1);
-  dropless_ = true;  // the serving engine's routing (MoE: no capacity)
-  try {
+  {
+    const flag_scope dropless(dropless_);  // the serving engine's routing (MoE: no capacity)
     run_forward(ids, nullptr, b, t, false, 1.0f);
-  } catch (...) {
-    dropless_ = false;
-    throw;
   }
-  dropless_ = false;
   // The serving engine's formula (engine_core::logprobs_of), so both give the same bits.
   for (int i = 0; i < BT; ++i) {
     const float* row = logits_ + std::size_t(i) * V;
@@ -494,17 +497,15 @@ void transformer::forward_rl(const int* ids, const int* targets, int b, int t, f
     for (int i = 0; i < BT; ++i)
       if (targets[i] >= V) fail("target id {} out of range 0..{}", targets[i], V - 1);
   values_out_ = values;
-  aux_scale_ = aux_scale;  // 0: backward_rl differentiates no auxiliary loss
-  dropless_ = true;        // the rollout engine's routing: its log-probs, bit for bit
+  aux_scale_ = aux_scale;                // 0: backward_rl differentiates no auxiliary loss
+  const flag_scope dropless(dropless_);  // the rollout engine's routing: its log-probs
   try {
     run_forward(ids, nullptr, b, t, true, 1.0f, lm);  // keeps the head held for backward_rl
   } catch (...) {
     values_out_ = nullptr;
-    dropless_ = false;
     throw;
   }
   values_out_ = nullptr;
-  dropless_ = false;
   rl_lm_ = lm;
   if (!lm) return;
   lse_.resize(BT);  // kept for backward_rl (sized once per shape)

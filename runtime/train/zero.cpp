@@ -217,18 +217,11 @@ void zero_rank::update_router_biases() {
 }
 
 void zero_rank::step(double lr, int step, float grad_scale) {
-  if (stage_ == 0) {
-    opt_->step(model_->params().data(), model_->grads().data(), lr, step, grad_scale);
-    if (spec_.moe.router_bias()) update_router_biases();
-    return;
-  }
-  if (stage_ == 3) {
-    opt_->step(owned_params_.data(), owned_grads_.data(), lr, step, grad_scale);
-    if (spec_.moe.router_bias()) update_router_biases();
-    return;
-  }
-  opt_->step(model_->params().data(), owned_grads_.data(), lr, step, grad_scale);
+  float* params = stage_ == 3 ? owned_params_.data() : model_->params().data();
+  const float* grads = stage_ == 0 ? model_->grads().data() : owned_grads_.data();
+  opt_->step(params, grads, lr, step, grad_scale);
   if (spec_.moe.router_bias()) update_router_biases();
+  if (stage_ == 0 || stage_ == 3) return;
   // stages 1, 2: every rank needs the updated full parameters; gather each region's chunks
   float* bucket = bucket_.size() ? bucket_.data() : gs_->emb.data();
   for (std::size_t i = 0; i < part_.regions.size(); ++i) {
