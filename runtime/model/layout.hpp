@@ -114,6 +114,16 @@ class param_layout {
 
   // The flat offset of block l's mlp.router.bias, or none.
   std::size_t router_bias(int l) const { return blocks_[static_cast<std::size_t>(l)].router_b; }
+  // Block l's experts: expert e's tensors are [begin + e * stride, + stride); n 0 in a dense
+  // block. They end the block's region (ZeRO splits a rank's expert slot off by this).
+  struct expert_span {
+    std::size_t begin = 0, stride = 0;
+    int n = 0;
+  };
+  expert_span experts(int l) const {
+    const offsets& o = blocks_[static_cast<std::size_t>(l)];
+    return o.n_experts ? expert_span{o.experts, o.stride, o.n_experts} : expert_span{};
+  }
 
   // Region of each global tensor (embeddings in 0, final norm and untied head in L+1).
   int region_of(const std::string& name) const;

@@ -25,12 +25,20 @@ void transformer::mlp_part_forward(int l, const block::weights& w, int n, float*
   a.moe.jitter = training_ ? spec_.moe.jitter : 0.0;
   a.moe.jitter_seed = splitmix64(route_seed_ + uint64_t(l));
   a.moe.jitter_row0 = 0;
-  if (training_ && grouped())
-    return moe::forward_parallel(spec_, expert_spec_, w, a.ln2, n, spec_.moe.capacity_factor,
-                                 *moe_group_, a.moe, a.moe_par, moe_sc_, moe_psc_, out);
   const double factor = training_   ? spec_.moe.capacity_factor
                         : dropless_ ? 0.0  // no capacity (moe::capacity)
                                     : spec_.moe.eval_capacity_factor;
+  // Over a group, training and evaluation forwards route over every rank (the one-rank model's
+  // numbers on the concatenated batch; every rank runs them in lockstep). score / forward_rl
+  // route on their own rank's tokens, which needs every expert here (expert parallelism 1).
+  if (grouped() && (training_ || !dropless_))
+    return moe::forward_parallel(spec_, expert_spec_, w, a.ln2, n, factor, *moe_group_, a.moe,
+                                 a.moe_par, moe_sc_, moe_psc_, out);
+  if (grouped() && moe_group_->expert_parallel() > 1)
+    fail(
+        "score / log-probs of an MoE model over {} ranks with train.expert_parallel {}: each "
+        "rank holds only its experts (expected train.expert_parallel 1 here)",
+        moe_group_->world(), moe_group_->expert_parallel());
   moe::forward(spec_, expert_spec_, w, a.ln2, n, moe::capacity(spec_.moe, n, E, factor), a.moe,
                moe_sc_, out);
 }

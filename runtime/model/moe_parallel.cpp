@@ -44,7 +44,9 @@ void to_floats(const int* rows, int W, int C, std::vector<std::size_t>& out) {
 
 int rows_max(const model_spec& s, int E, int n, int world, int ep) {
   const int64_t all = int64_t(ep) * n * s.moe.top_k;
-  const int cap = capacity(s.moe, n * world, E, s.moe.capacity_factor);
+  // training and evaluation forwards both route over the group: room for the larger capacity
+  const int cap =
+      capacity(s.moe, n * world, E, std::max(s.moe.capacity_factor, s.moe.eval_capacity_factor));
   const int64_t capped = cap < 0 ? all : int64_t(E / ep) * cap;
   return int(std::min(all, capped));
 }

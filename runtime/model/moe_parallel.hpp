@@ -59,7 +59,8 @@ struct parallel_scratch {
   std::vector<double> sums;  // [E + 2] the step's figures' sums (reserved by lay_out)
 };
 
-// Rows a rank's experts may receive for n local rows: EP n k, or fewer under capacity.
+// Rows a rank's experts may receive for n local rows: EP n k, or fewer under the larger of
+// the training and evaluation capacities (both route over the group).
 int rows_max(const model_spec& s, int E, int n, int world, int ep);
 // The most token rows one expert computation sees at once over every MoE layer: n k alone
 // (world 1), or rows_max's largest.

@@ -20,19 +20,25 @@ namespace zf {
 train_footprint estimate_train_footprint(const run_config& cfg, int world, int local_ranks) {
   const model_spec spec = spec_of(cfg.model);
   const param_layout layout = make_layout(spec);
-  const zero_partition part(layout.regions, world);
-  const double P = double(layout.total), O = double(part.owned_size);
-  std::size_t max_chunk = 0, other = 0;
-  for (std::size_t i = 0; i < part.chunk.size(); ++i) {
-    max_chunk = std::max(max_chunk, part.chunk[i]);
-    if (i > 0) other = std::max(other, part.chunk[i] * std::size_t(world));
-  }
   const int stage = cfg.zero.stage;
-  double params = stage == 3 ? O : P, grads = stage == 0 ? P : stage == 1 ? P + O : O;
-  double moments = 2 * (stage == 0 ? P : O), buffers = 0;
-  if (stage >= 1) buffers += double(max_chunk);
+  // expert slots: under expert parallelism a rank holds its experts only (stages 0-2)
+  const int ep = spec.moe.any() && world > 1 ? cfg.train.expert_parallel : 1;
+  const int slots = stage < 3 && world % ep == 0 ? ep : 1;
+  const zero_partition part(layout, world, slots);
+  const double P = double(layout.total), O = double(part.owned_size);
+  const double H = double(part.held_size(0));  // every slot holds as much
+  std::size_t max_chunk = 0, other = 0, piece = 0;
+  for (const auto& p : part.pieces) {
+    max_chunk = std::max(max_chunk, p.chunk);
+    if (part.first[p.reg + 1] - part.first[p.reg] > 1) piece = std::max(piece, part.padded(p));
+  }
+  for (std::size_t i = 1; i < part.regions.size(); ++i)
+    other = std::max(other, part.region_bucket(i));
+  double params = stage == 3 ? O : H, grads = stage == 0 ? H : stage == 1 ? H + O : O;
+  double moments = 2 * (stage == 0 ? H : O), buffers = 0;
+  if (stage >= 1) buffers += double(max_chunk + piece);
   if (stage == 1 || stage == 3) buffers += double(part.max_bucket());
-  if (stage >= 2) buffers += double(part.chunk[0] * std::size_t(world) + other);
+  if (stage >= 2) buffers += double(part.region_bucket(0) + other);
   const double acts = activation_floats(spec, cfg.train.batch_size, cfg.train.seq_len);
   const double n = local_ranks, f = sizeof(float);
   train_footprint fp;

@@ -9,63 +9,53 @@
 
 namespace zf {
 
-zero_partition::zero_partition(const std::vector<region>& rs, int w) : world(w), regions(rs) {
-  if (w < 1) fail("ZeRO: world size must be at least 1, got {}", w);
-  for (auto& r : regions) {
-    std::size_t c = (r.size() + w - 1) / w;
-    c = (c + 15) / 16 * 16;  // keep every chunk 64-byte aligned inside the owned buffers
-    packed.push_back(owned_size);
-    chunk.push_back(c);
-    owned_size += c;
-  }
-}
-
-region zero_partition::owned(int r, std::size_t i) const {
-  const region& g = regions[i];
-  std::size_t b = std::min(g.size(), std::size_t(r) * chunk[i]);
-  std::size_t e = std::min(g.size(), std::size_t(r + 1) * chunk[i]);
-  return {g.begin + b, g.begin + e};
-}
-
-std::size_t zero_partition::max_bucket() const {
-  std::size_t m = 0;
-  for (auto c : chunk) m = std::max(m, c * world);
-  return m;
-}
-
 // Stage 3: a region's parameters are all-gathered from the owners just before use.
 struct zero_rank::param_gather : region_access {
   zero_rank& z;
   explicit param_gather(zero_rank& zr) : z(zr) {}
   float* acquire(int r) override {
-    auto& p = z.part_;
-    z.comm_.all_gather(z.owned_params_.data() + p.packed[r], z.bucket_.data(), p.chunk[r]);
+    const zero_piece& p = z.part_.pieces[z.part_.first[std::size_t(r)]];  // one per region
+    z.comm_.all_gather(z.owned_params_.data() + p.packed, z.bucket_.data(), p.chunk);
     return z.bucket_.data();
   }
   void release(int) override {}  // the bucket is simply reused by the next region
 };
 
 // Stages 2, 3: a region's gradients go to a zeroed bucket and are reduce-scattered into the
-// owners' accumulators as soon as backward is done with the region.
+// owners' accumulators as soon as backward is done with the region: piece by piece, a piece that
+// shares its region with others through a zero-padded copy (its padding would overlap the next
+// piece in the bucket).
 struct zero_rank::grad_scatter : region_access {
   zero_rank& z;
   fbuffer emb, other;  // region 0 (embeddings) is held through the whole backward
   explicit grad_scatter(zero_rank& zr) : z(zr) {
     auto& p = z.part_;
     std::size_t m = 0;
-    for (std::size_t i = 1; i < p.chunk.size(); ++i) m = std::max(m, p.chunk[i] * p.world);
-    emb.resize(p.chunk[0] * p.world);
+    for (std::size_t i = 1; i < p.regions.size(); ++i) m = std::max(m, p.region_bucket(i));
+    emb.resize(p.region_bucket(0));
     other.resize(m);
   }
   float* bucket(int r) { return r == 0 ? emb.data() : other.data(); }
   float* acquire(int r) override {
-    std::fill_n(bucket(r), z.part_.chunk[r] * z.part_.world, 0.0f);
+    std::fill_n(bucket(r), z.part_.region_bucket(std::size_t(r)), 0.0f);
     return bucket(r);
   }
   void release(int r) override {
     auto& p = z.part_;
-    z.comm_.reduce_scatter(bucket(r), z.tmp_chunk_.data(), p.chunk[r]);
-    kernels::accumulate(z.owned_grads_.data() + p.packed[r], z.tmp_chunk_.data(), p.chunk[r]);
+    const std::size_t i = std::size_t(r), b = p.first[i], e = p.first[i + 1];
+    for (std::size_t k = b; k < e; ++k) {
+      const zero_piece& piece = p.pieces[k];
+      if (!p.holds(z.rank(), piece)) continue;
+      const float* in = bucket(r);
+      if (e - b > 1) {  // pad a copy
+        float* buf = z.piece_buf_.data();
+        std::copy_n(bucket(r) + (piece.range.begin - p.regions[i].begin), piece.range.size(), buf);
+        std::fill(buf + piece.range.size(), buf + p.padded(piece), 0.0f);
+        in = buf;
+      }
+      z.reduce_scatter(piece, in, z.tmp_chunk_.data());
+      kernels::accumulate(z.owned_grads_.data() + piece.packed, z.tmp_chunk_.data(), piece.chunk);
+    }
   }
 };
 
@@ -103,41 +93,121 @@ void zero_rank::set_expert_parallel(int ep) {
   auto g = std::make_unique<detail::comm_moe_group>(comm_, ep);
   model_->set_moe_group(g.get());  // checks ep against the ranks and the experts
   moe_group_ = std::move(g);
+  configure(stage_ < 3 ? ep : 1);  // stage 3 shards every piece over all ranks anyway
 }
 
 zero_rank::zero_rank(const model_spec& m, const optimizer_config& t, int stage,
                      comm::communicator& comm)
-    : spec_(m), stage_(stage), comm_(comm), part_(make_layout(m).regions, comm.world()) {
+    : spec_(m),
+      opt_config_(t),
+      stage_(stage),
+      comm_(comm),
+      part_(make_layout(m).regions, comm.world()) {
   if (stage < 0 || stage > 3) fail("zero.stage: expected 0..3, got {}", stage);
   model_ = std::make_unique<transformer>(m, stage < 3, stage < 2);
+  configure(1);
   set_expert_parallel(1);  // MoE over several ranks: routed over all of them
+}
+
+void zero_rank::configure(int slots) {
+  if (opt_ && part_.slots == slots) return;  // already so
   const auto& layout = model_->layout();
-  const int r = comm.rank();
-  std::size_t max_chunk = 0;
-  for (auto c : part_.chunk) max_chunk = std::max(max_chunk, c);
-  if (stage == 0) {
-    opt_ = std::make_unique<adamw>(layout, 0, layout.total, t);
+  const int r = comm_.rank();
+  part_ = zero_partition(layout, comm_.world(), slots);
+  slot_comm_.reset();
+  if (slots > 1 && comm_.world() > slots) {
+    std::vector<int> replicas;
+    for (int q = r % slots; q < comm_.world(); q += slots) replicas.push_back(q);
+    slot_comm_ = std::make_unique<comm::subgroup>(comm_, std::move(replicas));
+  }
+  held_.clear();
+  for (const auto& p : part_.pieces) {
+    if (!part_.holds(r, p)) continue;
+    if (!held_.empty() && held_.back().end == p.range.begin)
+      held_.back().end = p.range.end;
+    else
+      held_.push_back(p.range);
+  }
+  model_->set_grad_access(nullptr);
+  model_->set_param_access(nullptr);
+  gs_.reset();
+  pg_.reset();
+  std::size_t max_chunk = 0, max_piece = 0;
+  for (const auto& p : part_.pieces) {
+    max_chunk = std::max(max_chunk, p.chunk);
+    if (part_.first[p.reg + 1] - part_.first[p.reg] > 1)
+      max_piece = std::max(max_piece, part_.padded(p));
+  }
+  if (stage_ == 0) {
+    std::vector<adamw::mapped> ranges;  // moments at flat offsets: other slots' pages untouched
+    for (const region& h : held_)
+      ranges.push_back({h.begin, {h.begin, h.begin, h.begin, h.size()}});
+    opt_ = slots == 1 ? std::make_unique<adamw>(layout, 0, layout.total, opt_config_)
+                      : std::make_unique<adamw>(layout, ranges, opt_config_);
     return;
   }
   std::vector<adamw::mapped> ranges;
-  for (std::size_t i = 0; i < part_.regions.size(); ++i) {
-    region o = part_.owned(r, i);
+  for (const auto& p : part_.pieces) {
+    const region o = part_.owned(r, p);
     if (o.size() == 0) continue;
-    const std::size_t pk = part_.packed[i];
-    ranges.push_back({o.begin, {stage == 3 ? pk : o.begin, pk, pk, o.size()}});
+    const std::size_t pk = p.packed;
+    ranges.push_back({o.begin, {stage_ == 3 ? pk : o.begin, pk, pk, o.size()}});
   }
-  opt_ = std::make_unique<adamw>(layout, ranges, t);
+  opt_ = std::make_unique<adamw>(layout, ranges, opt_config_);
   owned_grads_.resize(part_.owned_size);
   tmp_chunk_.resize(max_chunk);
-  if (stage == 1 || stage == 3) bucket_.resize(part_.max_bucket());
-  if (stage >= 2) {
+  piece_buf_.resize(max_piece);
+  bucket_.resize(stage_ == 1 || stage_ == 3 ? part_.max_bucket() : 0);
+  if (stage_ >= 2) {
     gs_ = std::make_unique<grad_scatter>(*this);
     model_->set_grad_access(gs_.get());
   }
-  if (stage == 3) {
+  if (stage_ == 3) {
     owned_params_.resize(part_.owned_size);
     pg_ = std::make_unique<param_gather>(*this);
     model_->set_param_access(pg_.get());
+  }
+}
+
+void zero_rank::reduce_scatter(const zero_piece& p, const float* in, float* out) {
+  if (p.slot < 0)
+    comm_.reduce_scatter(in, out, p.chunk);
+  else if (slot_comm_)
+    slot_comm_->reduce_scatter(in, out, p.chunk);
+  else if (in != out)  // the slot's one holder
+    std::copy_n(in, p.chunk, out);
+}
+
+void zero_rank::all_gather(const zero_piece& p, const float* in, float* out) {
+  if (p.slot < 0)
+    comm_.all_gather(in, out, p.chunk);
+  else if (slot_comm_)
+    slot_comm_->all_gather(in, out, p.chunk);
+  else if (in != out)
+    std::copy_n(in, p.chunk, out);
+}
+
+// Held runs of pieces in layout order, each over its holders; every rank makes the same sequence
+// of calls (a slot's piece where the others reduce theirs).
+void zero_rank::all_reduce_held(float* grads) {
+  if (part_.slots == 1) return comm_.all_reduce(grads, model_->layout().total);
+  const int r = comm_.rank();
+  const auto& ps = part_.pieces;
+  for (std::size_t k = 0; k < ps.size();) {
+    if (!part_.holds(r, ps[k])) {
+      ++k;
+      continue;
+    }
+    std::size_t e = k + 1;  // merge adjacent pieces of every rank (regions' dense parts)
+    while (ps[k].slot < 0 && e < ps.size() && ps[e].slot < 0 &&
+           ps[e].range.begin == ps[e - 1].range.end)
+      ++e;
+    const region run{ps[k].range.begin, ps[e - 1].range.end};
+    if (ps[k].slot < 0)
+      comm_.all_reduce(grads + run.begin, run.size());
+    else if (slot_comm_)
+      slot_comm_->all_reduce(grads + run.begin, run.size());
+    k = e;
   }
 }
 
@@ -145,7 +215,10 @@ zero_rank::~zero_rank() = default;
 
 void zero_rank::zero_grad() {
   model_->clear_moe_step();  // a new step's routing figures
-  if (stage_ < 2) model_->zero_grad();
+  if (stage_ < 2 && part_.slots == 1) model_->zero_grad();
+  if (stage_ < 2 && part_.slots > 1)  // the held ranges only: other slots' pages stay untouched
+    for (const region& h : held_)
+      std::fill(model_->grads().data() + h.begin, model_->grads().data() + h.end, 0.0f);
   if (stage_ >= 1) owned_grads_.zero();
 }
 
@@ -171,23 +244,22 @@ float zero_rank::forward(const int* ids, const int* targets, int b, int t) {
 
 void zero_rank::reduce_gradients() {
   if (stage_ == 0) {
-    comm_.all_reduce(model_->grads().data(), model_->layout().total);
+    all_reduce_held(model_->grads().data());
   } else if (stage_ == 1) {
-    for (std::size_t i = 0; i < part_.regions.size(); ++i) {
-      const region& g = part_.regions[i];
-      const std::size_t padded = part_.chunk[i] * part_.world;
-      std::copy_n(model_->grads().data() + g.begin, g.size(), bucket_.data());
-      std::fill(bucket_.data() + g.size(), bucket_.data() + padded, 0.0f);
-      comm_.reduce_scatter(bucket_.data(), owned_grads_.data() + part_.packed[i], part_.chunk[i]);
+    for (const auto& p : part_.pieces) {
+      if (!part_.holds(comm_.rank(), p)) continue;
+      std::copy_n(model_->grads().data() + p.range.begin, p.range.size(), bucket_.data());
+      std::fill(bucket_.data() + p.range.size(), bucket_.data() + part_.padded(p), 0.0f);
+      reduce_scatter(p, bucket_.data(), owned_grads_.data() + p.packed);
     }
   }
 }
 
 double zero_rank::grad_sq_norm() const {
   if (stage_ >= 1) return kernels::sum_squares(owned_grads_.data(), owned_grads_.size());
-  double s = 0;  // stage 0: every rank holds the full sum; count only the owned ranges
-  for (std::size_t i = 0; i < part_.regions.size(); ++i) {
-    region o = part_.owned(comm_.rank(), i);
+  double s = 0;  // stage 0: every holder holds the full sum; count only the owned ranges
+  for (const auto& p : part_.pieces) {
+    const region o = part_.owned(comm_.rank(), p);
     s += kernels::sum_squares(model_->grads().data() + o.begin, o.size());
   }
   return s;
@@ -207,12 +279,12 @@ void zero_rank::update_router_biases() {
                               model_->params().data() + f);
       continue;
     }
-    const std::size_t i = std::size_t(l.layer) + 1;  // the block's region
-    const region o = part_.owned(comm_.rank(), i);
+    const zero_piece& p = part_.pieces[part_.first[std::size_t(l.layer) + 1]];  // the block's
+    const region o = part_.owned(comm_.rank(), p);
     const std::size_t b = std::max(f, o.begin), e = std::min(f + E, o.end);
     if (b < e)
       moe::update_router_bias(spec_.moe.bias_update_rate, l.counts, int(b - f), int(e - f),
-                              owned_params_.data() + part_.packed[i] + (b - o.begin));
+                              owned_params_.data() + p.packed + (b - o.begin));
   }
 }
 
@@ -224,14 +296,14 @@ void zero_rank::step(double lr, int step, float grad_scale) {
   if (stage_ == 0 || stage_ == 3) return;
   // stages 1, 2: every rank needs the updated full parameters; gather each region's chunks
   float* bucket = bucket_.size() ? bucket_.data() : gs_->emb.data();
-  for (std::size_t i = 0; i < part_.regions.size(); ++i) {
-    const region& g = part_.regions[i];
-    region o = part_.owned(comm_.rank(), i);
-    float* out = stage_ == 1 || i == 0 ? bucket : gs_->other.data();
-    std::fill_n(tmp_chunk_.data(), part_.chunk[i], 0.0f);
+  for (const auto& p : part_.pieces) {
+    if (!part_.holds(comm_.rank(), p)) continue;
+    const region o = part_.owned(comm_.rank(), p);
+    float* out = stage_ == 1 || p.reg == 0 ? bucket : gs_->other.data();
+    std::fill_n(tmp_chunk_.data(), p.chunk, 0.0f);
     std::copy_n(model_->params().data() + o.begin, o.size(), tmp_chunk_.data());
-    comm_.all_gather(tmp_chunk_.data(), out, part_.chunk[i]);
-    std::copy_n(out, g.size(), model_->params().data() + g.begin);
+    all_gather(p, tmp_chunk_.data(), out);
+    std::copy_n(out, p.range.size(), model_->params().data() + p.range.begin);
   }
 }
 
@@ -245,23 +317,26 @@ void zero_rank::all_sum(float* data, std::size_t n) {
 }
 
 zero_memory zero_rank::memory() const {
-  const double total = double(model_->layout().total) * sizeof(float);
+  // held: the full parameters (stages 0-2) less the other expert slots', whose pages of the
+  // flat buffers are never touched
+  const double held = double(part_.held_size(comm_.rank())) * sizeof(float);
   const double owned = double(part_.owned_size) * sizeof(float);
   zero_memory m;
-  m.param_bytes = stage_ == 3 ? owned : total;
-  m.grad_bytes = stage_ == 0 ? total : stage_ == 1 ? total + owned : owned;
-  m.optim_bytes = double(opt_->moments_size()) * 2 * sizeof(float);
-  m.bucket_bytes = double(bucket_.size() + tmp_chunk_.size()) * sizeof(float);
+  m.param_bytes = stage_ == 3 ? owned : held;
+  m.grad_bytes = stage_ == 0 ? held : stage_ == 1 ? held + owned : owned;
+  m.optim_bytes = stage_ == 0 ? 2 * held : double(opt_->moments_size()) * 2 * sizeof(float);
+  m.bucket_bytes = double(bucket_.size() + tmp_chunk_.size() + piece_buf_.size()) * sizeof(float);
   if (gs_) m.bucket_bytes += double(gs_->emb.size() + gs_->other.size()) * sizeof(float);
+  if (slot_comm_) m.bucket_bytes += double(slot_comm_->scratch_floats()) * sizeof(float);
   return m;
 }
 
 // The rank's buffers are mutable state behind a const accessor for snapshot/export; the cast
 // is confined here.
-zero_rank::chunk_state zero_rank::owned_state(std::size_t i) const {
+zero_rank::chunk_state zero_rank::owned_state(const zero_piece& piece) const {
   auto& self = const_cast<zero_rank&>(*this);
-  const region o = part_.owned(comm_.rank(), i);
-  const std::size_t pk = part_.packed[i];
+  const region o = part_.owned(comm_.rank(), piece);
+  const std::size_t pk = piece.packed;
   // stage 0: full flat params and moments; 1-2: full params, packed moments; 3: all packed
   float* p = stage_ == 3 ? self.owned_params_.data() + pk : self.model_->params().data() + o.begin;
   const std::size_t mo = stage_ == 0 ? o.begin : pk;
@@ -270,8 +345,8 @@ zero_rank::chunk_state zero_rank::owned_state(std::size_t i) const {
 
 std::vector<zero_rank::slice> zero_rank::persisted() const {
   std::vector<slice> out;
-  for (std::size_t i = 0; i < part_.regions.size(); ++i) {
-    region o = part_.owned(comm_.rank(), i);
+  for (const auto& p : part_.pieces) {
+    const region o = part_.owned(comm_.rank(), p);
     if (o.size()) out.push_back({o.begin, o.size()});
   }
   return out;
@@ -287,10 +362,10 @@ zero_snapshot zero_rank::snapshot() const {
   s.exp_avg.resize(n);
   s.exp_avg_sq.resize(n);
   std::size_t at = 0;
-  for (std::size_t i = 0; i < part_.regions.size(); ++i) {
-    const std::size_t len = part_.owned(comm_.rank(), i).size();
+  for (const auto& p : part_.pieces) {
+    const std::size_t len = part_.owned(comm_.rank(), p).size();
     if (!len) continue;
-    const chunk_state c = owned_state(i);
+    const chunk_state c = owned_state(p);
     std::copy_n(c.params, len, s.params.data() + at);
     std::copy_n(c.exp_avg, len, s.exp_avg.data() + at);
     std::copy_n(c.exp_avg_sq, len, s.exp_avg_sq.data() + at);
@@ -300,27 +375,27 @@ zero_snapshot zero_rank::snapshot() const {
 }
 
 void zero_rank::load_state(const zero_state_reader& read, bool moments) {
-  const std::size_t n = model_->layout().total;
-  if (stage_ < 3) {  // every rank holds the full parameters (and at stage 0 the full moments)
-    const bool m0 = stage_ == 0 && moments;
-    read(0, n, model_->params().data(), m0 ? opt_->m().data() : nullptr,
-         m0 ? opt_->v().data() : nullptr);
+  if (stage_ < 3) {  // the held parameters in full (and at stage 0 their moments): one read
+    const bool m0 = stage_ == 0 && moments;  // per held range (one for a dense model)
+    for (const region& h : held_)
+      read(h.begin, h.end, model_->params().data() + h.begin,
+           m0 ? opt_->m().data() + h.begin : nullptr, m0 ? opt_->v().data() + h.begin : nullptr);
     if (stage_ == 0 || !moments) return;
   }
-  for (std::size_t i = 0; i < part_.regions.size(); ++i) {
-    const region o = part_.owned(comm_.rank(), i);
+  for (const auto& p : part_.pieces) {
+    const region o = part_.owned(comm_.rank(), p);
     if (!o.size()) continue;
-    const chunk_state c = owned_state(i);
+    const chunk_state c = owned_state(p);
     read(o.begin, o.end, stage_ == 3 ? c.params : nullptr, moments ? c.exp_avg : nullptr,
          moments ? c.exp_avg_sq : nullptr);
   }
 }
 
 void zero_rank::export_state(float* params, float* m, float* v) const {
-  for (std::size_t i = 0; i < part_.regions.size(); ++i) {
-    const region o = part_.owned(comm_.rank(), i);
+  for (const auto& p : part_.pieces) {
+    const region o = part_.owned(comm_.rank(), p);
     if (!o.size()) continue;
-    const chunk_state c = owned_state(i);
+    const chunk_state c = owned_state(p);
     std::copy_n(c.params, o.size(), params + o.begin);
     if (m) std::copy_n(c.exp_avg, o.size(), m + o.begin);
     if (v) std::copy_n(c.exp_avg_sq, o.size(), v + o.begin);

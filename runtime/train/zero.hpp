@@ -3,7 +3,9 @@
 //
 // Every parameter region (runtime/model/model.hpp: embeddings, each block, ln_f) is split evenly
 // across the `world` ranks, padded to world * chunk floats; rank r owns chunk r of every region,
-// packed one after another into its "owned" buffers. Stages:
+// packed one after another into its "owned" buffers. Under MoE expert parallelism at stages 0-2,
+// a rank holds only its expert slot's experts, split over the slot's replicas instead
+// (runtime/train/zero_partition.hpp: "pieces"); "every rank" below means every holder. Stages:
 //   0  plain data parallel: full params, grads and AdamW state on every rank; grads all-reduced.
 //   1  + AdamW state sharded: grads reduce-scattered per region after backward, each rank steps
 //      its chunks of the full params, the updated chunks are all-gathered.
@@ -21,23 +23,12 @@
 
 #include "runtime/core/batch.hpp"
 #include "runtime/dist/comm.hpp"
+#include "runtime/dist/subgroup.hpp"
 #include "runtime/model/model.hpp"
 #include "runtime/train/optim.hpp"
+#include "runtime/train/zero_partition.hpp"
 
 namespace zf {
-
-struct zero_partition {
-  int world = 1;
-  std::vector<region> regions;
-  std::vector<std::size_t> chunk;   // per region, floats (multiple of 16)
-  std::vector<std::size_t> packed;  // per region, offset of its chunk in an owned buffer
-  std::size_t owned_size = 0;       // floats in a rank's owned buffer (sum of chunks)
-
-  zero_partition(const std::vector<region>& regions, int world);
-  // Flat range [begin, end) of region i owned by rank r (may be empty at the tail).
-  region owned(int r, std::size_t i) const;
-  std::size_t max_bucket() const;  // max over regions of world * chunk
-};
 
 struct zero_slice {  // a flat range [flat_begin, flat_begin + len) of the layout
   std::size_t flat_begin, len;
@@ -78,7 +69,11 @@ class zero_rank {
   // model's numbers on the concatenated batch); expert parallelism ep (train.expert_parallel):
   // rank r computes experts [(r % ep) E / ep, +E / ep) of every MoE layer for the tokens of
   // ranks [r - r % ep, +ep), exchanged by all_to_all (runtime/model/moe_parallel). zf::error
-  // naming train.expert_parallel when ep does not divide the ranks or a layer's experts.
+  // naming train.expert_parallel when ep does not divide the ranks or a layer's experts. At
+  // stages 0-2 with ep > 1 the rank then holds only its experts (their parameters, gradients
+  // and AdamW state; the other experts' pages of the flat buffers are never touched), so call it
+  // before loading or importing state. Evaluation forwards route over the group too (every rank
+  // evaluates in lockstep, as it trains).
   void set_expert_parallel(int ep);
 
   int stage() const { return stage_; }
@@ -134,24 +129,32 @@ class zero_rank {
   void import_state(const float* params, const float* exp_avg, const float* exp_avg_sq);
 
  private:
+  void configure(int slots);  // the partition, optimizer ranges and buffers for `slots`
   void update_router_biases();
+  // A piece's reduce-scatter / all-gather over its holders (comm_, or the slot's replicas).
+  void reduce_scatter(const zero_piece& p, const float* in, float* out);
+  void all_gather(const zero_piece& p, const float* in, float* out);
+  void all_reduce_held(float* grads);  // stage 0
   struct param_gather;
   struct grad_scatter;
   struct chunk_state {  // where region i's owned chunk lives in this rank's buffers
     float *params, *exp_avg, *exp_avg_sq;
   };
-  chunk_state owned_state(std::size_t i) const;
+  chunk_state owned_state(const zero_piece& p) const;
 
   model_spec spec_;
+  optimizer_config opt_config_;
   int stage_;
   comm::communicator& comm_;
   zero_partition part_;
   std::unique_ptr<detail::comm_moe_group> moe_group_;  // MoE models over several ranks
+  std::unique_ptr<comm::subgroup> slot_comm_;          // this rank's expert slot's replicas
+  std::vector<region> held_;  // stages 0-2: the flat ranges held in full (merged pieces)
   std::unique_ptr<transformer> model_;
   std::unique_ptr<adamw> opt_;
-  fbuffer owned_params_;  // stage 3
-  fbuffer owned_grads_;   // stages 1-3
-  fbuffer bucket_, bucket2_, tmp_chunk_;
+  fbuffer owned_params_;                    // stage 3
+  fbuffer owned_grads_;                     // stages 1-3
+  fbuffer bucket_, tmp_chunk_, piece_buf_;  // piece_buf_: a piece of a multi-piece region
   std::unique_ptr<param_gather> pg_;
   std::unique_ptr<grad_scatter> gs_;
   std::vector<int> ltd_layers_;

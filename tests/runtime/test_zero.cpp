@@ -160,7 +160,7 @@ TEST_CASE("zero: partition covers every region exactly once") {
     for (int r = 0; r < world; ++r)
       for (std::size_t i = 0; i < regions.size(); ++i) {
         auto o = p.owned(r, i);
-        CHECK(o.size() <= p.chunk[i]);
+        CHECK(o.size() <= p.pieces[p.first[i]].chunk);
         for (auto k = o.begin; k < o.end; ++k) ++seen[k];
       }
     CHECK(std::all_of(seen.begin(), seen.end(), [](int c) { return c == 1; }));
