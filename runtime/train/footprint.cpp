@@ -36,7 +36,7 @@ train_footprint estimate_train_footprint(const run_config& cfg, int world, int l
     other = std::max(other, part.region_bucket(i));
   double params = stage == 3 ? O : H, grads = stage == 0 ? H : stage == 1 ? H + O : O;
   double moments = 2 * (stage == 0 ? H : O), buffers = 0;
-  if (stage >= 1) buffers += double(max_chunk + piece);
+  if (stage >= 1) buffers += double(max_chunk + (stage == 2 ? piece : 0));
   if (stage == 1 || stage == 3) buffers += double(part.max_bucket());
   if (stage >= 2) buffers += double(part.region_bucket(0) + other);
   const double acts = activation_floats(spec, cfg.train.batch_size, cfg.train.seq_len);

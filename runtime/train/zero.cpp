@@ -156,7 +156,7 @@ void zero_rank::configure(int slots) {
   opt_ = std::make_unique<adamw>(layout, ranges, opt_config_);
   owned_grads_.resize(part_.owned_size);
   tmp_chunk_.resize(max_chunk);
-  piece_buf_.resize(max_piece);
+  piece_buf_.resize(stage_ == 2 ? max_piece : 0);  // stage 2's grad_scatter pads through it
   bucket_.resize(stage_ == 1 || stage_ == 3 ? part_.max_bucket() : 0);
   if (stage_ >= 2) {
     gs_ = std::make_unique<grad_scatter>(*this);
