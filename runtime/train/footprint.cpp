@@ -27,18 +27,11 @@ train_footprint estimate_train_footprint(const run_config& cfg, int world, int l
   const zero_partition part(layout, world, slots);
   const double P = double(layout.total), O = double(part.owned_size);
   const double H = double(part.held_size(0));  // every slot holds as much
-  std::size_t max_chunk = 0, other = 0, piece = 0;
-  for (const auto& p : part.pieces) {
-    max_chunk = std::max(max_chunk, p.chunk);
-    if (part.first[p.reg + 1] - part.first[p.reg] > 1) piece = std::max(piece, part.padded(p));
-  }
-  for (std::size_t i = 1; i < part.regions.size(); ++i)
-    other = std::max(other, part.region_bucket(i));
   double params = stage == 3 ? O : H, grads = stage == 0 ? H : stage == 1 ? H + O : O;
   double moments = 2 * (stage == 0 ? H : O), buffers = 0;
-  if (stage >= 1) buffers += double(max_chunk + (stage == 2 ? piece : 0));
+  if (stage >= 1) buffers += double(part.max_chunk() + (stage == 2 ? part.max_split_piece() : 0));
   if (stage == 1 || stage == 3) buffers += double(part.max_bucket());
-  if (stage >= 2) buffers += double(part.region_bucket(0) + other);
+  if (stage >= 2) buffers += double(part.region_bucket(0) + part.max_block_bucket());
   const double acts = activation_floats(spec, cfg.train.batch_size, cfg.train.seq_len);
   const double n = local_ranks, f = sizeof(float);
   train_footprint fp;

@@ -29,11 +29,8 @@ struct zero_rank::grad_scatter : region_access {
   zero_rank& z;
   fbuffer emb, other;  // region 0 (embeddings) is held through the whole backward
   explicit grad_scatter(zero_rank& zr) : z(zr) {
-    auto& p = z.part_;
-    std::size_t m = 0;
-    for (std::size_t i = 1; i < p.regions.size(); ++i) m = std::max(m, p.region_bucket(i));
-    emb.resize(p.region_bucket(0));
-    other.resize(m);
+    emb.resize(z.part_.region_bucket(0));
+    other.resize(z.part_.max_block_bucket());
   }
   float* bucket(int r) { return r == 0 ? emb.data() : other.data(); }
   float* acquire(int r) override {
@@ -120,30 +117,16 @@ void zero_rank::configure(int slots) {
     for (int q = r % slots; q < comm_.world(); q += slots) replicas.push_back(q);
     slot_comm_ = std::make_unique<comm::subgroup>(comm_, std::move(replicas));
   }
-  held_.clear();
-  for (const auto& p : part_.pieces) {
-    if (!part_.holds(r, p)) continue;
-    if (!held_.empty() && held_.back().end == p.range.begin)
-      held_.back().end = p.range.end;
-    else
-      held_.push_back(p.range);
-  }
+  held_ = part_.held(r);
   model_->set_grad_access(nullptr);
   model_->set_param_access(nullptr);
   gs_.reset();
   pg_.reset();
-  std::size_t max_chunk = 0, max_piece = 0;
-  for (const auto& p : part_.pieces) {
-    max_chunk = std::max(max_chunk, p.chunk);
-    if (part_.first[p.reg + 1] - part_.first[p.reg] > 1)
-      max_piece = std::max(max_piece, part_.padded(p));
-  }
   if (stage_ == 0) {
     std::vector<adamw::mapped> ranges;  // moments at flat offsets: other slots' pages untouched
     for (const region& h : held_)
       ranges.push_back({h.begin, {h.begin, h.begin, h.begin, h.size()}});
-    opt_ = slots == 1 ? std::make_unique<adamw>(layout, 0, layout.total, opt_config_)
-                      : std::make_unique<adamw>(layout, ranges, opt_config_);
+    opt_ = std::make_unique<adamw>(layout, ranges, opt_config_);
     return;
   }
   std::vector<adamw::mapped> ranges;
@@ -155,8 +138,9 @@ void zero_rank::configure(int slots) {
   }
   opt_ = std::make_unique<adamw>(layout, ranges, opt_config_);
   owned_grads_.resize(part_.owned_size);
-  tmp_chunk_.resize(max_chunk);
-  piece_buf_.resize(stage_ == 2 ? max_piece : 0);  // stage 2's grad_scatter pads through it
+  tmp_chunk_.resize(part_.max_chunk());
+  piece_buf_.resize(stage_ == 2 ? part_.max_split_piece()
+                                : 0);  // stage 2's grad_scatter pads through it
   bucket_.resize(stage_ == 1 || stage_ == 3 ? part_.max_bucket() : 0);
   if (stage_ >= 2) {
     gs_ = std::make_unique<grad_scatter>(*this);
@@ -190,7 +174,6 @@ void zero_rank::all_gather(const zero_piece& p, const float* in, float* out) {
 // Held runs of pieces in layout order, each over its holders; every rank makes the same sequence
 // of calls (a slot's piece where the others reduce theirs).
 void zero_rank::all_reduce_held(float* grads) {
-  if (part_.slots == 1) return comm_.all_reduce(grads, model_->layout().total);
   const int r = comm_.rank();
   const auto& ps = part_.pieces;
   for (std::size_t k = 0; k < ps.size();) {
@@ -198,7 +181,7 @@ void zero_rank::all_reduce_held(float* grads) {
       ++k;
       continue;
     }
-    std::size_t e = k + 1;  // merge adjacent pieces of every rank (regions' dense parts)
+    std::size_t e = k + 1;  // adjacent pieces of every rank: one call (a dense model's whole)
     while (ps[k].slot < 0 && e < ps.size() && ps[e].slot < 0 &&
            ps[e].range.begin == ps[e - 1].range.end)
       ++e;
@@ -215,8 +198,7 @@ zero_rank::~zero_rank() = default;
 
 void zero_rank::zero_grad() {
   model_->clear_moe_step();  // a new step's routing figures
-  if (stage_ < 2 && part_.slots == 1) model_->zero_grad();
-  if (stage_ < 2 && part_.slots > 1)  // the held ranges only: other slots' pages stay untouched
+  if (stage_ < 2)            // the held ranges only: other slots' pages stay untouched
     for (const region& h : held_)
       std::fill(model_->grads().data() + h.begin, model_->grads().data() + h.end, 0.0f);
   if (stage_ >= 1) owned_grads_.zero();

@@ -76,16 +76,46 @@ std::size_t zero_partition::max_bucket() const {
   return m;
 }
 
+std::size_t zero_partition::max_chunk() const {
+  std::size_t m = 0;
+  for (const auto& p : pieces) m = std::max(m, p.chunk);
+  return m;
+}
+
+std::size_t zero_partition::max_split_piece() const {
+  std::size_t m = 0;
+  for (const auto& p : pieces)
+    if (first[p.reg + 1] - first[p.reg] > 1) m = std::max(m, padded(p));
+  return m;
+}
+
+std::size_t zero_partition::max_block_bucket() const {
+  std::size_t m = 0;
+  for (std::size_t i = 1; i < regions.size(); ++i) m = std::max(m, region_bucket(i));
+  return m;
+}
+
 std::size_t zero_partition::region_bucket(std::size_t i) const {
   std::size_t m = regions[i].size();
   for (std::size_t k = first[i]; k < first[i + 1]; ++k) m = std::max(m, padded(pieces[k]));
   return m;
 }
 
+std::vector<region> zero_partition::held(int r) const {
+  std::vector<region> out;
+  for (const auto& p : pieces) {
+    if (!holds(r, p)) continue;
+    if (!out.empty() && out.back().end == p.range.begin)
+      out.back().end = p.range.end;
+    else
+      out.push_back(p.range);
+  }
+  return out;
+}
+
 std::size_t zero_partition::held_size(int r) const {
   std::size_t n = 0;
-  for (const auto& p : pieces)
-    if (holds(r, p)) n += p.range.size();
+  for (const region& h : held(r)) n += h.size();
   return n;
 }
 

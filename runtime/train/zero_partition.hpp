@@ -52,11 +52,18 @@ struct zero_partition {
   // holders * chunk of a piece: the padded buffer its reduce-scatter / all-gather uses.
   std::size_t padded(const zero_piece& p) const { return std::size_t(holders(p)) * p.chunk; }
   std::size_t max_bucket() const;  // max over pieces of padded()
+  std::size_t max_chunk() const;   // max over pieces of chunk
+  // max padded() over pieces that share their region with others (0 without slots): stage 2
+  // reduce-scatters them through a padded copy
+  std::size_t max_split_piece() const;
   // Floats a buffer for region i's whole gradients or parameters needs (the region, or its
   // single piece's padding).
   std::size_t region_bucket(std::size_t i) const;
-  // Floats of the layout rank r holds in full at stages 0-2 (all but the other slots' experts).
-  std::size_t held_size(int r) const;
+  std::size_t max_block_bucket() const;  // max region_bucket over the regions after the first
+  // The flat ranges rank r holds in full at stages 0-2 (all but the other slots' experts),
+  // adjacent pieces merged: [0, total) without slots.
+  std::vector<region> held(int r) const;
+  std::size_t held_size(int r) const;  // floats of held(r)
 };
 
 }  // namespace zf
