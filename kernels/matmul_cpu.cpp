@@ -1,11 +1,12 @@
-// Matmul family, CPU reference: thin wrappers over OpenBLAS cblas_sgemm (row-major).
+// Matmul family, CPU: the GEMM through the library the tuning table picks (gemm_table.hpp;
+// OpenBLAS's cblas_sgemm unless tuned) at the thread's precision (gemm_lib.hpp), row-major.
 // Invariants: row-major everywhere; a leading dimension of 0 means the dense width of the stored
 // matrix (k or m for a, n or k for b, n for c). OpenBLAS threads the GEMMs itself; nothing here
 // allocates.
-#include <cblas.h>
-
 #include <algorithm>
 
+#include "kernels/gemm_backends.hpp"
+#include "kernels/gemm_table.hpp"
 #include "kernels/matmul.hpp"
 
 namespace zf::kernels::cpu {
@@ -29,8 +30,11 @@ void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const fl
   // a is stored [m, k] (or [k, m] transposed); b is stored [k, n] (or [n, k] transposed).
   if (lda == 0) lda = trans_a ? m : k;
   if (ldb == 0) ldb = trans_b ? k : n;
-  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-              trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  // The library from the tuning table (OpenBLAS / oneDNN by default), at this thread's
+  // precision (gemm_lib.hpp).
+  const precision p = compute_precision();
+  const gemm_lib l = choose_gemm_lib(p, trans_a, trans_b, m, n, k);
+  gemm_run(l, p, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 // x: [n, ic], w: [ic, oc], b: [oc] or nullptr -> y: [n, oc].
