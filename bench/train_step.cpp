@@ -19,6 +19,7 @@
 
 #include "bench/bench_util.hpp"
 #include "kernels/adamw.hpp"
+#include "kernels/gemm_lib.hpp"
 #include "kernels/threads.hpp"
 #include "runtime/model/model.hpp"
 #include "runtime/model/model_paged.hpp"
@@ -39,6 +40,7 @@ double peak_rss_mib() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  zf::kernels::ensure_openmp_spin();  // oneDNN's threads spin between calls (gemm_lib.hpp)
   std::string shape = "tiny", mode = "train";
   int iters = 10, warmup = 3, threads = 2, prompt_len = 256, decode_tokens = 64;
   for (int i = 1; i + 1 < argc; i += 2) {

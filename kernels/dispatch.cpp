@@ -16,6 +16,7 @@
 #include "kernels/activation.hpp"
 #include "kernels/adamw.hpp"
 #include "kernels/attention.hpp"
+#include "kernels/gemm_lib.hpp"
 #include "kernels/embedding.hpp"
 #include "kernels/matmul.hpp"
 #include "kernels/matmul_invariant.hpp"
@@ -156,8 +157,10 @@ void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const fl
           const float* b, int ldb, float beta, float* c, int ldc) {
   // Batch-invariant mode; and a few rows (decode steps) with threads lent: our GEMM split over
   // columns streams the weights faster there than OpenBLAS's sgemm (bench/serve, decode).
+  // Both are fp32 kernels: a 16-bit compute precision (gemm_lib.hpp) takes the library path.
   const bool few_rows = tl_pool && tl_pool->threads > 1 && m <= k_few_rows;
-  if ((tl_invariant || few_rows) && !trans_a && alpha == 1.0f && (beta == 0.0f || beta == 1.0f)) {
+  if ((tl_invariant || few_rows) && compute_precision() == precision::f32 && !trans_a &&
+      alpha == 1.0f && (beta == 0.0f || beta == 1.0f)) {
     if (on_cuda()) [[unlikely]]
       no_twin("gemm_invariant");
     return gemm_invariant_split(trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc);

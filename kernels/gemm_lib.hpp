@@ -46,6 +46,15 @@ bool parse_gemm_lib(const char* s, gemm_lib& out) noexcept;
 // time; f16 runs on any library that runs f32).
 bool gemm_lib_available(gemm_lib l, precision p) noexcept;
 
+// oneDNN runs on libgomp, whose threads here fall asleep between parallel regions unless told to
+// spin (OMP_DISPLAY_ENV shows PASSIVE on this 2-vCPU VM), and waking a sleeping vCPU costs ~6 ms:
+// every oneDNN call took 5-8 ms whatever its size (measured: 0.1 ms with GOMP_SPINCOUNT=300000,
+// libgomp's documented default). libgomp reads its environment when it loads, before main, so
+// a process that wants fast oneDNN calls sets GOMP_SPINCOUNT=300000 and re-executes itself once
+// (/proc/self/exe with the same arguments) when neither GOMP_SPINCOUNT nor OMP_WAIT_POLICY is
+// set; if the exec fails it goes on as it is. Call first thing in main (or a static initialiser).
+void ensure_openmp_spin() noexcept;
+
 namespace cpu {
 // c [m, n] (row stride ldc) = alpha * op(a) @ op(b) + beta * c with library l at precision p;
 // a, b, c fp32 as kernels::gemm (leading dimension 0 = dense). Throws kernel_error when l cannot

@@ -4,8 +4,12 @@
 #include <cblas.h>
 #include <dlfcn.h>
 #include <immintrin.h>
+#include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -69,6 +73,19 @@ bool parse_gemm_lib(const char* s, gemm_lib& out) noexcept {
 bool gemm_lib_available(gemm_lib l, precision p) noexcept {
   if (p == precision::bf16) return l == gemm_lib::onednn;
   return l != gemm_lib::blis || cpu::backend::blis_loaded();
+}
+
+void ensure_openmp_spin() noexcept {
+  if (std::getenv("GOMP_SPINCOUNT") || std::getenv("OMP_WAIT_POLICY")) return;
+  if (::setenv("GOMP_SPINCOUNT", "300000", 1) != 0) return;
+  std::ifstream f("/proc/self/cmdline", std::ios::binary);
+  std::string all((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::vector<char*> argv;
+  for (std::size_t i = 0; i < all.size(); i += std::strlen(all.data() + i) + 1)
+    argv.push_back(all.data() + i);
+  if (argv.empty()) return;
+  argv.push_back(nullptr);
+  ::execv("/proc/self/exe", argv.data());  // returns only on failure: go on unchanged
 }
 
 namespace cpu {

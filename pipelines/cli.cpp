@@ -25,6 +25,7 @@
 #include "pipelines/rl_cli.hpp"
 #include "pipelines/score_cli.hpp"
 #include "pipelines/serve_cli.hpp"
+#include "pipelines/tune_cli.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/text/text_stream.hpp"
 #include "runtime/text/tokenizer.hpp"
@@ -221,6 +222,7 @@ int run_cli(int argc, char** argv) {
   engine_host->add_option("--rendezvous", engine_dir, "the run's private rendezvous folder")
       ->required();
 
+  add_tune_subcommand(app);
   auto* conf = app.add_subcommand("config", "print the full configuration as TOML");
   conf->add_option("--config", config_file, "TOML config file")->check(CLI::ExistingFile);
   conf->add_option("--set", sets, "override one key");
@@ -231,6 +233,8 @@ int run_cli(int argc, char** argv) {
     return app.exit(e);
   }
   try {
+    configure_gemm_tuning_from_env();
+    if (run_tune_subcommand()) return 0;
     if (*train)
       return cmd_train(config_file, sets, out, resume, quiet, stop_after, init_hf, train_graph,
                        console ? console_port : -1);

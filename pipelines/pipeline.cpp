@@ -28,6 +28,7 @@
 #include "runtime/serve/serve_client.hpp"
 #include "runtime/text/tokenizer.hpp"
 #include "runtime/train/footprint.hpp"
+#include "runtime/train/loss_scaler.hpp"
 #include "runtime/train/zero.hpp"
 #include "storage/blend.hpp"
 #include "storage/checkpoint.hpp"
@@ -315,9 +316,11 @@ train_result pipeline::run(const run_options& o) {
     ranks.push_back(
         std::make_shared<zero_rank>(spec_of(cfg_.model), cfg_.optimizer, cfg_.zero.stage, *c));
     ranks.back()->set_expert_parallel(cfg_.train.expert_parallel);
+    ranks.back()->model().set_precision(precision_of(cfg_.train));
   }
   int start = 0;
   int64_t start_tokens = -1, start_layer_tokens = -1;
+  std::shared_ptr<const loss_scaler_state> start_scaler;
   for (auto& z : ranks) z->set_ltd_layers(plan->ltd_layers());
   {
     std::vector<float> init;
@@ -326,6 +329,7 @@ train_result pipeline::run(const run_options& o) {
       start = resumed->step;
       start_tokens = resumed->state.value("tokens", int64_t(-1));
       start_layer_tokens = resumed->state.value("layer_tokens", int64_t(-1));
+      start_scaler = scaler_state_of(resumed->state);
       storage::load_ranks(ranks, resumed->dir, layout);  // each reads only what it holds
     } else if (hf) {
       p = hf->flat.data();
@@ -360,6 +364,7 @@ train_result pipeline::run(const run_options& o) {
     ts.loop.data_plan = plan;
     ts.loop.start_tokens = start_tokens;
     ts.loop.start_layer_tokens = start_layer_tokens;
+    ts.loop.start_scaler = start_scaler;
     ts.loop.process_rank = spmd ? penv.rank : 0;
     ts.loop.process_world = spmd ? penv.world : 1;
     ts.loop.stop = o.stop;

@@ -84,6 +84,7 @@ std::vector<key> train_keys() {
              "frozen rank fails the run"),
   };
   for (auto& k : train_efficiency_keys()) train.push_back(std::move(k));
+  for (auto& k : precision_keys()) train.push_back(std::move(k));
   std::vector<key> rest = {
       ZF_NUM("optimizer.lr", optimizer.lr, 1e-12, 10, "peak learning rate"),
       ZF_NUM("optimizer.weight_decay", optimizer.weight_decay, 0, 10,

@@ -72,7 +72,20 @@ struct random_ltd_config {
 };
 
 // The step loop: how long, how much data per step, which seed, how many ranks.
+// fp16's dynamic loss scaling (DeepSpeed's fp16 section, DynamicLossScaler's semantics).
+struct fp16_config {
+  double loss_scale = 0;         // 0: dynamic; > 0: this fixed scale
+  int initial_scale_power = 16;  // dynamic: the first scale is 2^this
+  int loss_scale_window = 1000;  // steps without overflow before the scale doubles
+  int hysteresis = 2;            // overflows the scale survives before it halves
+  double min_loss_scale = 1;     // an overflow at this scale fails the run
+};
+
 struct train_config {
+  // Compute precision of the GEMMs (kernels/gemm_lib.hpp): fp32, or bf16 / fp16 mixed precision
+  // (fp32 master weights, gradients, Adam moments and reductions; fp16 with loss scaling).
+  std::string precision = "fp32";
+  fp16_config fp16;
   int steps = 600;
   int batch_size = 8;
   int seq_len = 128;

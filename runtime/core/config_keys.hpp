@@ -66,6 +66,7 @@ void moe_config_of(const moe_spec& s, int intermediate, moe_config& out);
 // train.random_ltd.*), which train_keys() places among the other train.* keys (one [train]).
 std::vector<key> data_keys();
 std::vector<key> train_efficiency_keys();
+std::vector<key> precision_keys();  // config_precision.cpp
 // The integer_list and source_list kinds: from a TOML node (where: the file, for messages), from
 // --set's text, as TOML text, and validate()'s check of values set on the struct directly. Each
 // zf::error names the key and the item; a refused value leaves the key as it was.

@@ -236,6 +236,7 @@ void transformer::block_forward(int l, const float* x, int b, int t, const int* 
 }
 
 void transformer::block_forward_alone(int l, const float* x, int b, int t, float* out) {
+  const kernels::precision_scope compute(precision_);
   if (l < 0 || l >= L_) fail("block_forward_alone: layer {} of a {}-layer model", l, L_);
   if (t > spec_.max_positions)
     fail("sequence length {} exceeds the model's context of {} positions", t, spec_.max_positions);
@@ -244,6 +245,7 @@ void transformer::block_forward_alone(int l, const float* x, int b, int t, float
 }
 
 void transformer::block_backward_alone(int l, const float* x, int b, int t, float* d) {
+  const kernels::precision_scope compute(precision_);
   if (b != b_ || t != t_ || !acts_.ready())
     fail("block_backward_alone: no forward of a [{}, {}] batch to go back through", b, t);
   block_backward(l, x, b, t, pos_.data(), d);
@@ -267,6 +269,7 @@ void transformer::layer_forward(int l, int b, int t) {
 
 float transformer::run_forward(const int* ids, const int* targets, int b, int t, bool fuse_xent,
                                float scale, bool lm_head, const token_drop* drop) {
+  const kernels::precision_scope compute(precision_);
   if (t > spec_.max_positions)
     fail("sequence length {} exceeds the model's context of {} positions", t, spec_.max_positions);
   plan(b, t);
@@ -453,6 +456,7 @@ void transformer::set_drop(const token_drop* drop, int b, int t) {
 
 float transformer::forward_backward(const int* ids, const int* targets, int b, int t,
                                     float loss_scale, const token_drop* drop) {
+  const kernels::precision_scope compute(precision_);
   if (!targets) fail("forward_backward needs targets");
   if (quant_) fail("a quantized model runs forward only: its linears cannot be trained");
   if (drop) validate_token_drop(*drop, L_, b, t);
@@ -530,6 +534,7 @@ void transformer::forward_rl(const int* ids, const int* targets, int b, int t, f
 
 void transformer::backward_rl(const int* ids, const int* targets, const float* dlogp,
                               const float* dvalue) {
+  const kernels::precision_scope compute(precision_);
   const int BT = b_ * t_, V = spec_.vocab_size;
   if (dlogp && !rl_lm_) fail("backward_rl: the last forward_rl computed no log-probs");
   if (rl_lm_) {

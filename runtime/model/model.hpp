@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/gemm_lib.hpp"
 #include "runtime/core/config.hpp"
 #include "runtime/core/model_spec.hpp"
 #include "runtime/core/tensor.hpp"
@@ -155,6 +156,11 @@ class transformer {
 
   // Quantized linears (runtime/model/quant_linear) replacing the fp32 projections and head in
   // forward, score and forward_rl without gradients; forward_backward then refuses. Null: fp32.
+  // The precision of its GEMMs (train.precision; kernels/gemm_lib.hpp): every forward,
+  // backward, score and RL pass runs them in it; parameters, gradients and activations stay
+  // fp32 (mixed precision's master weights).
+  void set_precision(kernels::precision p) { precision_ = p; }
+  kernels::precision precision() const { return precision_; }
   void set_quant(std::shared_ptr<const lm_quant> q);
   const lm_quant* quant() const { return quant_.get(); }
 
@@ -201,6 +207,7 @@ class transformer {
   region_access* param_access_ = nullptr;
   region_access* grad_access_ = nullptr;
   std::shared_ptr<const lm_quant> quant_;
+  kernels::precision precision_ = kernels::precision::f32;
   linear_observer* observer_ = nullptr;
   int L_ = 0, R_emb_ = 0, R_final_ = 0;
   float* head_w_ = nullptr;  // [V, C] head held from the head's forward through its backward

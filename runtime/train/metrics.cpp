@@ -52,6 +52,11 @@ std::string to_json_line(const step_metrics& m) {
                    {"ranks", m.ranks},
                    {"data_wait_ms", m.data_wait_ms}};
   if (m.val_loss >= 0) j["val_loss"] = m.val_loss;
+  if (m.loss_scale > 0) {
+    j["loss_scale"] = m.loss_scale;
+    j["skipped_steps"] = m.skipped_steps;
+    j["skipped"] = m.skipped;
+  }
   if (m.ckpt_write_ms >= 0) j["ckpt_write_ms"] = m.ckpt_write_ms;
   if (m.layer_tokens > 0) j["layer_tokens"] = m.layer_tokens;
   if (m.seqlen > 0) j["seqlen"] = m.seqlen;
@@ -95,6 +100,11 @@ std::string progress_line(const step_metrics& m) {
     s += fmt::format(" | rank mem p/g/o {:.0f}/{:.0f}/{:.0f} MiB | comm {:.1f} MiB/step",
                      m.param_bytes / 1048576, m.grad_bytes / 1048576, m.optim_bytes / 1048576,
                      m.comm_bytes / 1048576);
+  if (m.loss_scale > 0)
+    s +=
+        fmt::format(" | loss scale {:g}{}", m.loss_scale,
+                    m.skipped ? fmt::format(" (overflow: step skipped, {} so far)", m.skipped_steps)
+                              : std::string());
   if (m.seqlen > 0) s += fmt::format(" | seqlen {}", m.seqlen);
   if (m.pool_difficulty >= 0)
     s +=

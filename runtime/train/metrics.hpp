@@ -11,6 +11,11 @@ struct step_metrics {
   int step = 0;  // optimizer steps completed (1-based after the first step)
   int total_steps = 0;
   double loss = 0, lr = 0, grad_norm = 0;
+  // fp16 (train.precision), in the JSON line only then: the loss scale after this step, the
+  // steps skipped on overflow so far, and whether this one was.
+  double loss_scale = 0;
+  int64_t skipped_steps = 0;
+  bool skipped = false;
   double tokens_per_s = 0, step_ms = 0;
   double elapsed_s = 0;                                     // since the run (or resume) started
   int64_t tokens = 0;                                       // tokens trained on so far

@@ -14,8 +14,14 @@ using clock_type = std::chrono::steady_clock;
 
 train_loop::train_loop(train_loop_options o, rank_group& ranks, batch_source& data,
                        train_sink& sink)
-    : o_(std::move(o)), ranks_(ranks), data_(data), sink_(sink), local_(ranks.size()) {
+    : o_(std::move(o)),
+      ranks_(ranks),
+      data_(data),
+      sink_(sink),
+      local_(ranks.size()),
+      scaler_(o_.train.fp16, o_.train.precision == "fp16") {
   if (local_ < 1) fail("train loop: no ranks");
+  if (o_.start_scaler && scaler_.enabled()) scaler_.restore(*o_.start_scaler);
 }
 
 train_loop_options loop_options_of(const run_config& c) {
@@ -111,6 +117,11 @@ step_metrics train_loop::step_figures(int step, double loss, double step_ms, int
   m.loss = loss;
   m.lr = lr_;
   m.grad_norm = grad_norm_;
+  if (scaler_.enabled()) {
+    m.loss_scale = scaler_.scale();
+    m.skipped_steps = scaler_.skipped();
+    m.skipped = skipped_;
+  }
   m.step_ms = step_ms;
   m.tokens_per_s = step_tokens / (step_ms / 1000.0);
   m.tokens = tokens_;
@@ -162,8 +173,11 @@ double train_loop::train_step(int step) {
   const auto& t = o_.train;
   data_wait_ms_ = 0;
   ranks_.zero_grad();
-  // every rank of the group (all processes) contributes 1/(accum * ranks) of the mean
-  const float scale = 1.0f / (t.grad_accum * static_cast<float>(local_ * o_.process_world));
+  // every rank of the group (all processes) contributes 1/(accum * ranks) of the mean; fp16
+  // scales the loss so small gradients survive the f16 GEMM operands
+  const double loss_scale = scaler_.scale();
+  const float scale = static_cast<float>(
+      loss_scale / (t.grad_accum * static_cast<double>(local_ * o_.process_world)));
   double loss = 0;
   std::vector<batch_ptr> batches(local_);
   for (int micro = 0; micro < t.grad_accum; ++micro) {
@@ -178,12 +192,17 @@ double train_loop::train_step(int step) {
     loss = ranks_.all_sum(loss) / o_.process_world;
     sq = ranks_.all_sum(sq);
   }
-  grad_norm_ = std::sqrt(sq);
-  if (!std::isfinite(loss) || !std::isfinite(grad_norm_))
-    fail("step {}: loss or gradient is not finite (loss {}); lower optimizer.lr?", step + 1, loss);
-  const float coef = clip_coefficient(grad_norm_, o_.optimizer.grad_clip);
+  grad_norm_ = std::sqrt(sq) / loss_scale;
   lr_ = o_.data_plan ? o_.data_plan->lr_at(step, tokens_, layer_tokens_)
                      : lr_at(o_.optimizer, o_.schedule, t.steps, step);
+  // fp16: an overflow (every process sees the same summed norm) skips the step on all ranks
+  skipped_ = scaler_.update(!std::isfinite(grad_norm_) || !std::isfinite(loss));
+  if (skipped_) return loss;
+  if (!std::isfinite(loss) || !std::isfinite(grad_norm_))
+    fail("step {}: loss or gradient is not finite (loss {}); lower optimizer.lr?", step + 1, loss);
+  // clipping and unscaling in one factor on the gradients
+  const float coef =
+      static_cast<float>(clip_coefficient(grad_norm_, o_.optimizer.grad_clip) / loss_scale);
   ranks_.step(lr_, step + 1, coef);
   return loss;
 }
@@ -225,6 +244,14 @@ void train_loop::checkpoint(int step) {
   req->state = {{"step", step},        {"seed", o_.train.seed},
                 {"world", req->world}, {"zero_stage", o_.zero_stage},
                 {"tokens", tokens_},   {"layer_tokens", layer_tokens_}};
+  if (scaler_.enabled()) {
+    const loss_scaler_state& ls = scaler_.state();
+    req->state["loss_scaler"] = {{"scale", ls.scale},
+                                 {"hysteresis", ls.hysteresis},
+                                 {"iter", ls.iter},
+                                 {"last_overflow", ls.last_overflow},
+                                 {"skipped", ls.skipped}};
+  }
   if (o_.data_plan) {  // the sampler and curriculum at the next step (informative: a pure function
                        // of the step, so a resume recomputes them and checks they agree)
     const step_plan p = o_.data_plan->at(step);

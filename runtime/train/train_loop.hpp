@@ -2,7 +2,8 @@
 // The training step loop as a plain class: no actors, no threads of its own. Per step it zeroes
 // the gradients of every rank, runs grad_accum micro-batches (asking the data source
 // train.prefetch batches ahead per rank: credit-based prefetch), finishes the gradient
-// reduction, sums the ranks' squared-norm shares, clips, steps every rank with the scheduled lr,
+// reduction, sums the ranks' squared-norm shares, clips, steps every rank with the scheduled lr
+// (fp16: the loss scaled by the loss scaler, the step skipped when the gradients overflowed),
 // reports the step, evaluates every eval.every steps (and after the last), and asks for a
 // checkpoint every checkpoint.every steps, after the last step and when stopping early. At most
 // one checkpoint write is in flight: the next snapshot waits for it (the credit that bounds
@@ -29,6 +30,7 @@
 #include "runtime/core/config.hpp"
 #include "runtime/model/moe.hpp"
 #include "runtime/train/data_schedule.hpp"
+#include "runtime/train/loss_scaler.hpp"
 #include "runtime/train/metrics.hpp"
 #include "runtime/train/zero.hpp"
 
@@ -110,6 +112,8 @@ struct train_loop_options {
   // Tokens and layer-tokens consumed before start_step, as the resumed checkpoint recorded them
   // (< 0: counted from the schedule).
   int64_t start_tokens = -1, start_layer_tokens = -1;
+  // fp16's loss scaler as the resumed checkpoint left it (state "loss_scaler"); null: fresh.
+  std::shared_ptr<const loss_scaler_state> start_scaler;
   bool checkpoints = true;                  // false: never ask for one
   int process_rank = 0, process_world = 1;  // SPMD: this process among the group
   const std::atomic<bool>* stop = nullptr;  // true: stop after the current step
@@ -165,6 +169,8 @@ class train_loop {
   int64_t tokens_ = 0, layer_tokens_ = 0;  // consumed before the current step (global)
   double data_wait_ms_ = 0;                // this step's wait for batches
   double ckpt_write_ms_ = -1;  // a write finished since the last step's metrics (-1: none)
+  loss_scaler scaler_;         // fp16 (train.precision); off otherwise
+  bool skipped_ = false;       // this step overflowed (fp16) and was skipped
 };
 
 }  // namespace zf

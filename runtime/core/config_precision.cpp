@@ -1,0 +1,26 @@
+// Mixed precision's keys (issue 16): train.precision and fp16's loss scaling (train.fp16.*, the
+// names and defaults of DeepSpeed's fp16 section).
+#include "runtime/core/config_keys.hpp"
+
+namespace zf::config_detail {
+
+std::vector<key> precision_keys() {
+  return {
+      ZF_ENUM("train.precision", train.precision,
+              "GEMM compute precision: fp32, or bf16 / fp16 mixed precision (fp32 master "
+              "weights, gradients and Adam moments; fp16 with loss scaling)",
+              "fp32", "bf16", "fp16"),
+      ZF_NUM("train.fp16.loss_scale", train.fp16.loss_scale, 0, 1e30,
+             "fp16: a fixed loss scale; 0 = dynamic loss scaling"),
+      ZF_INT("train.fp16.initial_scale_power", train.fp16.initial_scale_power, 0, 64,
+             "fp16 dynamic scaling: the first scale is 2^this"),
+      ZF_INT("train.fp16.loss_scale_window", train.fp16.loss_scale_window, 1, 1e9,
+             "fp16 dynamic scaling: steps without overflow before the scale doubles"),
+      ZF_INT("train.fp16.hysteresis", train.fp16.hysteresis, 1, 1e6,
+             "fp16 dynamic scaling: overflows the scale survives before it halves"),
+      ZF_NUM("train.fp16.min_loss_scale", train.fp16.min_loss_scale, 1e-30, 1e30,
+             "fp16 dynamic scaling: an overflow at this scale fails the run"),
+  };
+}
+
+}  // namespace zf::config_detail
