@@ -6,8 +6,11 @@
 // head: fp32 4 bytes per weight, a scheme its packed data + scales + zero points). The fp32 model
 // runs in the same process, before and after the schemes, as the peer every ratio divides.
 //
-//   bench_quant [--checkpoint DIR] [--schemes w8a8,w4a16,fp8,fp6,fp4] [--tokens 64] [--reps 3]
-// Last line: quant decode_speedup_w4=X w8=Y fp6=Z ...
+//   bench_quant [--checkpoint DIR] [--schemes w8a8,w4a16,fp8,fp6,fp4,bf16] [--tokens 64]
+//               [--reps 3]
+// bf16 is `serve --dtype bf16`'s weights (runtime/model/lm_bf16: projections and head as bf16
+// rows, fp32 math; the KV cache stays fp32 here so the row measures the weights alone).
+// Last line: quant decode_speedup_w4=X w8=Y fp6=Z ... bf16=W
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -21,6 +24,7 @@
 #include "bench/bench_util.hpp"
 #include "kernels/threads.hpp"
 #include "runtime/core/error.hpp"
+#include "runtime/model/lm_bf16.hpp"
 #include "runtime/model/model.hpp"
 #include "runtime/model/model_paged.hpp"
 #include "runtime/quant/quantize_model.hpp"
@@ -35,7 +39,7 @@ using zf::bench::ms_since;
 
 struct options {
   std::string checkpoint;
-  std::vector<std::string> schemes = {"w8a8", "w4a16", "fp8", "fp6", "fp4"};
+  std::vector<std::string> schemes = {"w8a8", "w4a16", "fp8", "fp6", "fp4", "bf16"};
   int tokens = 64, reps = 3, threads = 2, prompt = 256;
 };
 
@@ -52,7 +56,7 @@ options parse(int argc, char** argv) {
       for (std::size_t p = 0; p <= v.size();) {
         const std::size_t q = std::min(v.find(',', p), v.size());
         o.schemes.push_back(v.substr(p, q - p));
-        zf::quant::scheme_named(o.schemes.back(), 0, "--schemes");
+        if (o.schemes.back() != "bf16") zf::quant::scheme_named(o.schemes.back(), 0, "--schemes");
         p = q + 1;
       }
     } else if (a == "--tokens") {
@@ -152,10 +156,15 @@ int main(int argc, char** argv) {
     std::vector<figures> rows;
     rows.push_back(measure("fp32", w, o, prompt, nullptr, &ref));
     for (const std::string& name : o.schemes) {
-      zf::quant::quantize_options q;
-      q.s = zf::quant::scheme_named(name);
       const auto t0 = clk::now();
-      auto lq = zf::quant::quantize_model(w.cfg, w.store.data(), q, nullptr);
+      std::shared_ptr<zf::lm_quant> lq;
+      if (name == "bf16") {  // serve --dtype bf16: every projection and the head as bf16 rows
+        lq = zf::bf16_quant_of(w);
+      } else {
+        zf::quant::quantize_options q;
+        q.s = zf::quant::scheme_named(name);
+        lq = zf::quant::quantize_model(w.cfg, w.store.data(), q, nullptr);
+      }
       const double qs = ms_since(t0) / 1000;
       zf::attach_quant(w, std::move(lq));
       rows.push_back(measure(name, w, o, prompt, &ref, nullptr));
@@ -183,10 +192,10 @@ int main(int argc, char** argv) {
     std::cout << "(greedy: decode tokens equal to fp32's; random weights make that a weak signal, "
                  "a trained --checkpoint a strong one)\n";
     std::cout << fmt::format(
-        "quant decode_speedup_w4={:.2f} w8={:.2f} fp6={:.2f} fp8={:.2f} fp4={:.2f} "
+        "quant decode_speedup_w4={:.2f} w8={:.2f} fp6={:.2f} fp8={:.2f} fp4={:.2f} bf16={:.2f} "
         "fp32_decode_ms={:.2f} fp32_prefill_ms={:.1f}\n",
-        speedup("w4a16"), speedup("w8a8"), speedup("fp6"), speedup("fp8"), speedup("fp4"), base,
-        base_pre);
+        speedup("w4a16"), speedup("w8a8"), speedup("fp6"), speedup("fp8"), speedup("fp4"),
+        speedup("bf16"), base, base_pre);
     return 0;
   } catch (const std::exception& e) {
     std::cerr << "bench_quant: " << e.what() << "\n";

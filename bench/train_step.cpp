@@ -4,12 +4,16 @@
 //   infer: batch 1, 256-token prefill (last-position logits), then per-token KV-cached decode
 //          with greedy argmax.
 // Prints one line "RESULT {json}" (peak RSS is this process's).
-//   bench_train_step --shape tiny|gpt2-124M --mode train|infer [--iters N] [--warmup N]
+//   bench_train_step --shape tiny|gpt2-124M --mode train|infer [--precision f32|bf16]
+//                    [--iters N] [--warmup N]
+// train bf16: the model's GEMMs in bf16 (train.precision); infer bf16: serve --dtype bf16.
+// GEMM libraries from the tuning table (ZF_GEMM_TUNING, default lazy); the result lists them.
 #include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -20,7 +24,9 @@
 #include "bench/bench_util.hpp"
 #include "kernels/adamw.hpp"
 #include "kernels/gemm_lib.hpp"
+#include "kernels/gemm_table.hpp"
 #include "kernels/threads.hpp"
+#include "runtime/model/lm_bf16.hpp"
 #include "runtime/model/model.hpp"
 #include "runtime/model/model_paged.hpp"
 #include "runtime/serve/sampling.hpp"
@@ -41,7 +47,7 @@ double peak_rss_mib() {
 
 int main(int argc, char** argv) {
   zf::kernels::ensure_openmp_spin();  // oneDNN's threads spin between calls (gemm_lib.hpp)
-  std::string shape = "tiny", mode = "train";
+  std::string shape = "tiny", mode = "train", precision = "f32";
   int iters = 10, warmup = 3, threads = 2, prompt_len = 256, decode_tokens = 64;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i], v = argv[i + 1];
@@ -55,6 +61,8 @@ int main(int argc, char** argv) {
       warmup = std::stoi(v);
     else if (a == "--threads")
       threads = std::stoi(v);
+    else if (a == "--precision")
+      precision = v;
     else {
       std::cerr << "unknown option " << a << "\n";
       return 2;
@@ -82,10 +90,25 @@ int main(int argc, char** argv) {
   }
   m.n_positions = 1024;
   zf::kernels::set_num_threads(threads);
+  zf::kernels::precision prec = zf::kernels::precision::f32;
+  if (!zf::kernels::parse_precision(precision.c_str(), prec) ||
+      prec == zf::kernels::precision::f16) {
+    std::cerr << "--precision: expected f32 or bf16, got " << precision << "\n";
+    return 2;
+  }
+  // GEMM libraries from the tuning table, measured lazily (in the warm-up) where it has no entry.
+  const char* tuning = std::getenv("ZF_GEMM_TUNING");
+  zf::kernels::gemm_tuning tmode = zf::kernels::gemm_tuning::lazy;
+  if (tuning && *tuning) zf::kernels::parse_gemm_tuning(tuning, tmode);
+  for (const auto& w :
+       zf::kernels::configure_gemm_tuning(tmode, zf::kernels::default_gemm_table_path()))
+    std::cerr << "warning: " << w << "\n";
   zf::transformer model(m);
   model.init_weights(0);
+  model.set_precision(prec);
   nlohmann::json res{{"shape", shape},
                      {"mode", mode},
+                     {"precision", precision},
                      {"threads", threads},
                      {"params_total", model.layout().total}};
   std::mt19937 rng(1);
@@ -136,10 +159,14 @@ int main(int argc, char** argv) {
     // runs, without its scheduling. One sequence, blocks of 16 slots in order.
     std::vector<int> prompt(prompt_len);
     for (auto& x : prompt) x = tok(rng);
-    const zf::lm_weights w = zf::copy_lm_weights(model.spec(), model.params().data());
+    // bf16: the serving engine's --dtype bf16 (bf16 projections and head, bf16 KV rows).
+    zf::lm_weights w = zf::copy_lm_weights(model.spec(), model.params().data());
+    if (prec == zf::kernels::precision::bf16) zf::to_bf16_weights(w);
     const int bs = 16, n_blocks = (m.n_positions + bs - 1) / bs;
     zf::paged_model run(w, prompt_len, 1, threads);
-    zf::kv_storage kv(m.n_layer, n_blocks, bs, w.cfg.kv_dim());
+    zf::kv_storage kv(
+        m.n_layer, n_blocks, bs, w.cfg.kv_dim(),
+        prec == zf::kernels::precision::bf16 ? zf::kv_dtype::bf16 : zf::kv_dtype::fp32);
     std::vector<int> blocks(n_blocks);
     for (int b = 0; b < n_blocks; ++b) blocks[b] = b;
     auto step = [&](const int* ids, int start, int len) {
@@ -167,6 +194,20 @@ int main(int argc, char** argv) {
     res["decode_ms_per_token_median"] = median(per_tok);
   }
   res["peak_rss_MiB"] = peak_rss_mib();
+  // Which library ran each GEMM shape, and what each measured there (GFLOP/s).
+  nlohmann::json gemms = nlohmann::json::array();
+  for (const auto& e : zf::kernels::gemm_table_entries()) {
+    nlohmann::json lib;
+    for (const auto& t : e.trials) lib[zf::kernels::gemm_lib_name(t.lib)] = t.ok ? t.gflops : -1.0;
+    gemms.push_back({{"precision", zf::kernels::precision_name(e.prec)},
+                     {"op", std::string(e.trans_a ? "T" : "N") + (e.trans_b ? "T" : "N")},
+                     {"m", e.m},
+                     {"n", e.n},
+                     {"k", e.k},
+                     {"chosen", zf::kernels::gemm_lib_name(e.best)},
+                     {"gflops", lib}});
+  }
+  res["gemm"] = gemms;
   std::cout << "RESULT " << res.dump() << std::endl;
   return 0;
 }

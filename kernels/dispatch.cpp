@@ -16,13 +16,15 @@
 #include "kernels/activation.hpp"
 #include "kernels/adamw.hpp"
 #include "kernels/attention.hpp"
-#include "kernels/gemm_lib.hpp"
+#include "kernels/bf16_linear.hpp"
 #include "kernels/embedding.hpp"
+#include "kernels/gemm_lib.hpp"
 #include "kernels/matmul.hpp"
 #include "kernels/matmul_invariant.hpp"
 #include "kernels/moe.hpp"
 #include "kernels/norm.hpp"
 #include "kernels/paged_attention.hpp"
+#include "kernels/parallel.hpp"
 #include "kernels/quant.hpp"
 #include "kernels/rope.hpp"
 #include "kernels/softmax.hpp"
@@ -252,11 +254,21 @@ void rmsnorm_backward(const float* x, const float* gamma, const float* rstd, con
 }
 
 // activation
+// Element-wise: over the cores in pieces of whole 8-lane vectors (parallel.hpp), same bits.
+constexpr std::size_t k_parallel_min = 1 << 16;
 void gelu_forward(const float* x, float* y, std::size_t n) {
-  ZF_CPU_ONLY(gelu_forward, x, y, n);
+  if (on_cuda()) [[unlikely]]
+    no_twin("gelu_forward");
+  cpu::parallel_ranges(n, 8, k_parallel_min, [&](std::size_t b, std::size_t e) {
+    cpu::gelu_forward(x + b, y + b, e - b);
+  });
 }
 void gelu_backward(const float* x, const float* dy, float* dx, std::size_t n) {
-  ZF_CPU_ONLY(gelu_backward, x, dy, dx, n);
+  if (on_cuda()) [[unlikely]]
+    no_twin("gelu_backward");
+  cpu::parallel_ranges(n, 8, k_parallel_min, [&](std::size_t b, std::size_t e) {
+    cpu::gelu_backward(x + b, dy + b, dx + b, e - b);
+  });
 }
 void add_forward(const float* a, const float* b, float* y, std::size_t n) {
   ZF_CPU_ONLY(add_forward, a, b, y, n);
@@ -376,7 +388,12 @@ void embedding_backward(const int* ids, const float* dout, float* dwte, float* d
 // adamw: the cuda twin exists (kernels/adamw_cuda.cu).
 void adamw_step(float* p, const float* g, float* m, float* v, std::size_t n,
                 const adamw_params& a) {
-  ZF_DISPATCH(adamw_step, p, g, m, v, n, a);
+#ifdef ZF_CUDA
+  if (on_cuda()) return cuda::adamw_step(p, g, m, v, n, a);
+#endif
+  cpu::parallel_ranges(n, 8, k_parallel_min, [&](std::size_t b, std::size_t e) {
+    cpu::adamw_step(p + b, g + b, m + b, v + b, e - b, a);
+  });
 }
 double sum_squares(const float* x, std::size_t n) {
   ZF_DISPATCH(sum_squares, x, n);
@@ -388,6 +405,28 @@ void set_num_threads(int n) {
 }
 int num_threads() {
   return cpu::num_threads();
+}
+
+// bf16 linear (issue 16): decode rows (and every batch-invariant call) by the direct kernel split
+// over the lent threads by outputs; prefill by oneDNN's bf16 matmul. The activations' bf16 parts
+// go to per-thread buffers reused across calls, read by the pool's threads through pointers.
+void bf16_gemm(const bf16_matrix& w, const qgemm_io& io) {
+  if (on_cuda()) [[unlikely]]
+    no_twin("bf16_gemm");
+  thread_local std::vector<std::uint16_t> xs;
+  if (!tl_invariant && io.m > bf16_direct_rows) {
+    xs.resize(std::max(xs.size(), cpu::bf16_split_elems(io.m, w.k, 1)));
+    cpu::bf16_split_rows(io.x, io.ldx, io.m, w.k, 1, xs.data());
+    return cpu::bf16_gemm_prefill(w, io, xs.data());
+  }
+  const std::uint16_t* parts = nullptr;
+  if (bf16_simd()) {
+    xs.resize(std::max(xs.size(), cpu::bf16_split_elems(io.m, w.k, 3)));
+    cpu::bf16_split_rows(io.x, io.ldx, io.m, w.k, 3, xs.data());
+    parts = xs.data();
+  }
+  split_outputs(io.m, w.n, w.k,
+                [&](int o0, int o1) { cpu::bf16_gemm_direct(w, io, parts, o0, o1); });
 }
 
 }  // namespace zf::kernels

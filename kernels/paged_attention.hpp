@@ -6,6 +6,8 @@
 // Two paths with one contract: few query rows (decodes) read K/V straight from the blocks
 // with vectorised dots; longer chunks gather the context once and run per-head GEMMs
 // (attention_forward). The K/V of the chunk's own rows must already be in the blocks.
+#include <cstdint>
+
 #include "kernels/attention.hpp"
 
 namespace zf::kernels {
@@ -14,10 +16,15 @@ namespace zf::kernels {
 // callers may run several such chunks in parallel).
 inline constexpr int paged_direct_rows = 4;
 
+// K/V pools hold fp32 rows (k, v) or bf16 rows (k16, v16 set instead: `engine.kv_dtype`). bf16
+// rows are widened exactly and then take the fp32 path's operations in the same order, so
+// attention over bf16 K/V gives the bits of fp32 attention over the bf16-rounded K/V.
 struct paged_kv {
-  const float* k = nullptr;     // layer's K pool: [num_blocks][block_size][kv_dim]
-  const float* v = nullptr;     // layer's V pool, same layout
-  const int* blocks = nullptr;  // the sequence's block table, covering start + tq slots
+  const float* k = nullptr;            // layer's K pool: [num_blocks][block_size][kv_dim]
+  const float* v = nullptr;            // layer's V pool, same layout
+  const std::uint16_t* k16 = nullptr;  // bf16 K pool (k, v unused when set), same layout
+  const std::uint16_t* v16 = nullptr;  // bf16 V pool
+  const int* blocks = nullptr;         // the sequence's block table, covering start + tq slots
   int block_size = 0;
   int kv_dim = 0;  // n_kv_head * head_dim
 };

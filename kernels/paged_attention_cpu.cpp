@@ -3,13 +3,17 @@
 // heads that share it), a softmax per head, then the value rows accumulated the same way.
 // Gather path: the visible K/V rows are copied into contiguous scratch once and each query
 // head runs attention_forward (two GEMMs) against its kv head's columns.
+// K/V rows are fp32 or bf16 (paged_kv::k16, v16): bf16 ones are widened as they are read (direct)
+// or gathered (gather path), the math fp32 throughout.
 // Nothing here allocates.
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 
 #include "kernels/attention.hpp"
+#include "kernels/convert.hpp"
 #include "kernels/paged_attention.hpp"
 #include "kernels/softmax.hpp"
 #include "kernels/vec8.hpp"
@@ -20,7 +24,27 @@ namespace {
 using namespace vec8;
 constexpr int kDirectRows = paged_direct_rows;
 
-float dot(const float* a, const float* b, int n) {
+using v8u = unsigned __attribute__((vector_size(32)));
+using v8h = unsigned short __attribute__((vector_size(16)));
+
+// K/V elements as fp32: a float as it is, bf16 bits widened (exact), 8 lanes or one at a time.
+using vec8::load8;
+inline v8f load8(const std::uint16_t* p) {
+  v8h h;
+  std::memcpy(&h, p, sizeof h);
+  return (v8f)(__builtin_convertvector(h, v8u) << 16);
+}
+inline float at(const float* p, int j) {
+  return p[j];
+}
+inline float at(const std::uint16_t* p, int j) {
+  return bf16_to_f32(p[j]);
+}
+
+// T: float or bf16 bits; the same operations in the same order either way (the tails fused
+// explicitly, as -mfma -ffp-contract=fast fuses the float ones anyway).
+template <class T>
+float dot(const float* a, const T* b, int n) {
   v8f acc0 = {}, acc1 = {};
   int j = 0;
   for (; j + 16 <= n; j += 16) {
@@ -29,22 +53,25 @@ float dot(const float* a, const float* b, int n) {
   }
   for (; j + 8 <= n; j += 8) acc0 += load8(a + j) * load8(b + j);
   float s = hsum(acc0 + acc1);
-  for (; j < n; ++j) s += a[j] * b[j];
+  for (; j < n; ++j) s = std::fma(a[j], at(b, j), s);
   return s;
 }
 
-void axpy(float a, const float* x, float* y, int n) {
+template <class T>
+void axpy(float a, const T* x, float* y, int n) {
   int j = 0;
   for (; j + 8 <= n; j += 8) store8(y + j, load8(y + j) + a * load8(x + j));
-  for (; j < n; ++j) y[j] += a * x[j];
+  for (; j < n; ++j) y[j] = std::fma(a, at(x, j), y[j]);
 }
 
-// Row pos of a pool with rows of `stride` floats (kv_dim in the paged pool).
-const float* row_of(const float* pool, const paged_kv& kv, int pos, int stride) {
+// Row pos of a pool with rows of `stride` elements (kv_dim in the paged pool).
+template <class T>
+const T* row_of(const T* pool, const paged_kv& kv, int pos, int stride) {
   const std::size_t b = static_cast<std::size_t>(kv.blocks[pos / kv.block_size]);
   return pool + (b * kv.block_size + pos % kv.block_size) * static_cast<std::size_t>(stride);
 }
-const float* row_of(const float* pool, const paged_kv& kv, int pos) {
+template <class T>
+const T* row_of(const T* pool, const paged_kv& kv, int pos) {
   return row_of(pool, kv, pos, kv.kv_dim);
 }
 
@@ -53,31 +80,48 @@ const float* row_of(const float* pool, const paged_kv& kv, int pos) {
 // rows accumulated in key order. scores: head h's pos + 1 scores at scores + h * head_stride
 // (left there as probabilities). v_stride: row stride of the V pool. The same operations in the
 // same order for a row whatever chunk or batch it came in: batch-invariant mode relies on it.
-void direct_row(const paged_shape& s, const float* q, const paged_kv& kv, int pos, float* out,
-                float* scores, std::size_t head_stride, int v_stride) {
+template <class T>
+void direct_row(const paged_shape& s, const float* q, const T* kpool, const T* vpool,
+                const paged_kv& kv, int pos, float* out, float* scores, std::size_t head_stride,
+                int v_stride) {
   const int hd = s.head_dim, group = s.n_head / s.n_kv_head, n = pos + 1;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   for (int j = 0; j < n; ++j) {
-    const float* kr = row_of(kv.k, kv, j);
+    const T* kr = row_of(kpool, kv, j);
     for (int h = 0; h < s.n_head; ++h)
       scores[h * head_stride + j] = scale * dot(q + h * hd, kr + (h / group) * hd, hd);
   }
   for (int h = 0; h < s.n_head; ++h) softmax_rows(scores + h * head_stride, 1, n, 1.0f);
   std::fill(out, out + s.n_head * hd, 0.0f);
   for (int j = 0; j < n; ++j) {
-    const float* vr = row_of(kv.v, kv, j, v_stride);
+    const T* vr = row_of(vpool, kv, j, v_stride);
     for (int h = 0; h < s.n_head; ++h)
       axpy(scores[h * head_stride + j], vr + (h / group) * hd, out + h * hd, hd);
   }
 }
 
+// The same row over fp32 or bf16 pools (kv.k16 set: bf16).
+void direct_row_of(const paged_shape& s, const float* q, const paged_kv& kv, int pos, float* out,
+                   float* scores, std::size_t head_stride, int v_stride) {
+  if (kv.k16) return direct_row(s, q, kv.k16, kv.v16, kv, pos, out, scores, head_stride, v_stride);
+  direct_row(s, q, kv.k, kv.v, kv, pos, out, scores, head_stride, v_stride);
+}
+
 void direct_rows(const paged_shape& s, const float* q, const paged_kv& kv, float* out,
                  float* scratch) {
   for (int i = 0; i < s.tq; ++i) {
-    direct_row(s, q + static_cast<std::size_t>(i) * s.ldq, kv, s.start + i,
-               out + static_cast<std::size_t>(i) * s.ldo, scratch,
-               static_cast<std::size_t>(s.start + i + 1), kv.kv_dim);
+    direct_row_of(s, q + static_cast<std::size_t>(i) * s.ldq, kv, s.start + i,
+                  out + static_cast<std::size_t>(i) * s.ldo, scratch,
+                  static_cast<std::size_t>(s.start + i + 1), kv.kv_dim);
   }
+}
+
+// Rows [p0, p0 + rows) of a pool into dense [rows, kv_dim] fp32 (bf16 widened exactly).
+void gather_rows(const paged_kv& kv, bool values, int p0, int rows, float* dst) {
+  const std::size_t n = static_cast<std::size_t>(rows) * kv.kv_dim;
+  if (!kv.k16)
+    return (void)std::memcpy(dst, row_of(values ? kv.v : kv.k, kv, p0), n * sizeof(float));
+  bf16_to_f32(row_of(values ? kv.v16 : kv.k16, kv, p0), dst, n);
 }
 
 }  // namespace
@@ -103,9 +147,8 @@ void paged_attention(const paged_shape& s, const float* q, const paged_kv& kv, f
   float* att = vb + static_cast<std::size_t>(ctx) * kvd;  // [tq, ctx]
   for (int p0 = 0; p0 < ctx; p0 += kv.block_size) {
     const int rows = std::min(kv.block_size, ctx - p0);
-    const std::size_t bytes = static_cast<std::size_t>(rows) * kvd * sizeof(float);
-    std::memcpy(kb + static_cast<std::size_t>(p0) * kvd, row_of(kv.k, kv, p0), bytes);
-    std::memcpy(vb + static_cast<std::size_t>(p0) * kvd, row_of(kv.v, kv, p0), bytes);
+    gather_rows(kv, false, p0, rows, kb + static_cast<std::size_t>(p0) * kvd);
+    gather_rows(kv, true, p0, rows, vb + static_cast<std::size_t>(p0) * kvd);
   }
   const int group = s.n_head / s.n_kv_head;
   attention_shape a{.tq = s.tq,
@@ -140,8 +183,8 @@ void attention_forward_rows(const attention_shape& a, const float* q, const floa
   for (int i = 0; i < a.tq; ++i) {
     const int pos = a.offset + i;
     float* scores = att + static_cast<std::size_t>(i) * a.tk;  // head h at + h * head_stride
-    direct_row(s, q + static_cast<std::size_t>(i) * a.ldq, kv, pos,
-               out + static_cast<std::size_t>(i) * a.ldo, scores, head_stride, a.ldv);
+    direct_row_of(s, q + static_cast<std::size_t>(i) * a.ldq, kv, pos,
+                  out + static_cast<std::size_t>(i) * a.ldo, scores, head_stride, a.ldv);
     for (int h = 0; h < a.n_head; ++h)
       std::fill(scores + h * head_stride + pos + 1, scores + h * head_stride + a.tk, 0.0f);
   }

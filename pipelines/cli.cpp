@@ -12,6 +12,7 @@
 
 #include "actors/console_server.hpp"
 #include "actors/engine_remote.hpp"
+#include "kernels/gemm_table.hpp"
 #include "kernels/threads.hpp"
 #include "pipelines/ckpt_cli.hpp"
 #include "pipelines/cluster_cli.hpp"
@@ -233,7 +234,10 @@ int run_cli(int argc, char** argv) {
     return app.exit(e);
   }
   try {
-    configure_gemm_tuning_from_env();
+    // training measures its few GEMM shapes at their first use; serving and the rest only read
+    // the table (a first request must not wait for a measurement)
+    configure_gemm_tuning_from_env(*train ? kernels::gemm_tuning::lazy
+                                          : kernels::gemm_tuning::cached);
     if (run_tune_subcommand()) return 0;
     if (*train)
       return cmd_train(config_file, sets, out, resume, quiet, stop_after, init_hf, train_graph,

@@ -15,6 +15,7 @@
 #include "pipelines/serve_cli.hpp"
 #include "runtime/core/config.hpp"
 #include "runtime/core/error.hpp"
+#include "runtime/model/lm_bf16.hpp"
 #include "runtime/model/score.hpp"
 #include "storage/fs_util.hpp"
 #include "storage/lm_loader.hpp"
@@ -27,6 +28,7 @@ struct score_args {
   bool ppl = false, batch_invariant = false;
   int batch = 8, max_len = 0, window = 0, stride = 0, threads = 0;
   quant_flags q;  // in-memory quantization before scoring (--quantize, pipelines/quantize_cli)
+  std::string dtype = "fp32";  // bf16: projections and head as bf16 (runtime/model/lm_bf16)
 };
 score_args g_args;
 CLI::App* g_cmd = nullptr;
@@ -70,7 +72,12 @@ int run_score() {
   auto& a = g_args;
   kernels::set_num_threads(a.threads);
   kernels::batch_invariant_scope invariant(a.batch_invariant);
+  const bool bf16 = parse_weight_dtype(a.dtype, "--dtype") == weight_dtype::bf16;
+  if (bf16 && !a.q.scheme.empty())
+    fail("--dtype bf16 cannot be combined with --quantize {}: choose one format for the linears",
+         a.q.scheme);
   auto [w, tok] = load_serving_model(a.checkpoint, a.hf, a.data_dir);
+  if (bf16) to_bf16_weights(w, "--dtype bf16");  // refuses a quantized checkpoint by name
   transformer model(w.cfg, true, false);
   std::memcpy(model.params().data(), w.store.data(), w.store.size() * sizeof(float));
   const int ctx = w.cfg.max_positions;
@@ -146,6 +153,10 @@ void add_score_subcommand(CLI::App& app) {
   g_cmd->add_option("--quantize", a.q.scheme,
                     "score the model quantized in memory: w8a8, w4a16, fp8, fp8_e5m2, fp6, fp4");
   add_quant_flags(g_cmd, a.q);
+  g_cmd
+      ->add_option("--dtype", a.dtype,
+                   "weights: fp32, or bf16 (projections and LM head as bf16, fp32 math)")
+      ->check(CLI::IsMember({"fp32", "bf16"}));
 }
 
 bool run_score_subcommand() {

@@ -14,6 +14,7 @@
 #include "pipelines/graph_toml.hpp"
 #include "pipelines/pipeline.hpp"
 #include "runtime/core/error.hpp"
+#include "runtime/model/lm_bf16.hpp"
 #include "runtime/serve/serve_client.hpp"
 #include "storage/fs_util.hpp"
 #include "storage/lm_loader.hpp"
@@ -63,6 +64,8 @@ void add_model_options(CLI::App* c, model_args& m, const std::vector<std::string
 
 std::unique_ptr<serve::completion_backend> open_engine(const model_args& m, const run_config& cfg) {
   auto [w, tok] = load_serving_model(m.checkpoint, m.hf, m.data_dir);
+  // bf16 in place here (no second copy); the engine would convert a copy otherwise
+  if (cfg.engine.dtype == "bf16") to_bf16_weights(w, "--dtype bf16");
   return actors::make_engine(std::move(w), std::move(tok), cfg.engine);
 }
 

@@ -130,8 +130,8 @@ bool run_tune_subcommand() {
   return true;
 }
 
-void configure_gemm_tuning_from_env() {
-  k::gemm_tuning mode = k::gemm_tuning::lazy;
+void configure_gemm_tuning_from_env(k::gemm_tuning fallback) {
+  k::gemm_tuning mode = fallback;
   if (const char* e = std::getenv("ZF_GEMM_TUNING"); e && *e && !k::parse_gemm_tuning(e, mode))
     fail("ZF_GEMM_TUNING: expected off, cached or lazy, got '{}'", e);
   for (const auto& w : k::configure_gemm_tuning(mode, k::default_gemm_table_path()))

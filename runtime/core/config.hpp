@@ -204,6 +204,8 @@ struct engine_config {
   int threads = 0;                    // compute threads; 0: all cores
   bool prefix_caching = true;         // share KV blocks of common prompt prefixes
   bool batch_invariant = false;       // logits independent of batching (score-mode bits)
+  std::string dtype = "fp32";         // fp32 | bf16: projections and head (runtime/model/lm_bf16)
+  std::string kv_dtype = "auto";      // auto (bf16 with dtype bf16) | fp32 | bf16: KV cache rows
 };
 
 // The HTTP server (actors/gateway).

@@ -82,9 +82,7 @@ void paged_model::attention_layer(int l, std::span<const lm_chunk> chunks, kv_st
     for (int i = 0; i < ch.len; ++i) {
       const int p = ch.start + i, b = ch.blocks[p / bs];
       const float* src = qkv_ + static_cast<std::size_t>(row + i) * D;
-      const std::size_t off = static_cast<std::size_t>(p % bs) * KV;
-      std::memcpy(kv.k(l, b) + off, src + Q, KV * sizeof(float));
-      std::memcpy(kv.v(l, b) + off, src + Q + KV, KV * sizeof(float));
+      kv.write(l, b, p % bs, src + Q, src + Q + KV);
     }
     if (ch.len <= k::paged_direct_rows) direct_.push_back(static_cast<int>(ci));
     row += ch.len;
@@ -100,8 +98,14 @@ void paged_model::attention_layer(int l, std::span<const lm_chunk> chunks, kv_st
                      .head_dim = c.head_dim,
                      .ldq = D,
                      .ldo = Q};
-    k::paged_kv pk{
-        .k = kv.k(l, 0), .v = kv.v(l, 0), .blocks = ch.blocks, .block_size = bs, .kv_dim = KV};
+    k::paged_kv pk{.blocks = ch.blocks, .block_size = bs, .kv_dim = KV};
+    if (kv.dtype() == kv_dtype::bf16) {
+      pk.k16 = kv.k16(l, 0);
+      pk.v16 = kv.v16(l, 0);
+    } else {
+      pk.k = kv.k(l, 0);
+      pk.v = kv.v(l, 0);
+    }
     k::paged_attention(s, qkv_ + static_cast<std::size_t>(r0) * D, pk,
                        att_ + static_cast<std::size_t>(r0) * Q, scratch);
   };

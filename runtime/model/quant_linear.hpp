@@ -4,6 +4,8 @@
 // LoRC's low-rank correction and int8 activations (W8A8). The block code (runtime/model/block)
 // calls quant_linear::forward where a block's weights carry a block_quant; the paged mode
 // (serving) and the score mode (`zeroflow score`) run them; training refuses them.
+// A "bf16" linear (`serve --dtype bf16`, issue 16) is the same carrier with its weight as bf16
+// rows in `bf16` instead of packed codes (kernels/bf16_linear.hpp; fmt, group and scales unused).
 // Orientation: q has one row per output (n = out features, k = in features), the transpose of
 // the Conv1D float matrices, so a decode row's outputs are dot products over contiguous rows.
 #include <cstddef>
@@ -12,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/bf16_linear.hpp"
 #include "kernels/quant.hpp"
 
 namespace zf {
@@ -27,9 +30,12 @@ struct quant_linear {
   int rank = 0;                     // LoRC: y += (x @ lorc_a) @ lorc_b
   std::vector<float> lorc_a;        // [k, rank]
   std::vector<float> lorc_b;        // [rank, n]
+  std::vector<std::uint16_t> bf16;  // [n, k] bf16 bits: a bf16 linear (the fields above unused)
+
+  bool is_bf16() const { return !bf16.empty(); }
 
   kernels::qmatrix view() const;
-  // Bytes a forward reads: packed data, scales, zeros and the LoRC factors.
+  // Bytes a forward reads: packed data (or bf16 rows), scales, zeros and the LoRC factors.
   std::size_t bytes() const;
   // y [m, n] (row stride ldy) = x [m, k] (row stride ldx) @ W (+ bias [n]) (+ y's previous values
   // when accumulate). LoRC's [m, rank] intermediate lives in a per-thread buffer reused across
@@ -45,7 +51,7 @@ struct block_quant {
 
 // A model's quantized linears: what lm_weights (serving) and the transformer (score mode) carry.
 struct lm_quant {
-  std::string scheme;                  // "w4a16", "fp6", ... (runtime/quant/quantize_model)
+  std::string scheme;                  // "w4a16", "fp6", ... (runtime/quant), "bf16" (lm_bf16)
   std::string method;                  // "rtn" or "gptq" (+ "+lorc", "+lkd")
   std::vector<quant_linear> linears;   // 4 per layer: qkv, o, up, down
   std::unique_ptr<quant_linear> head;  // null: the head stays fp32

@@ -58,7 +58,8 @@ int blocks_for(const model_spec& c, const engine_core_options& o) {
   if (o.num_blocks > 0) return o.num_blocks;
   const int bs = o.sched.block_size;
   const std::size_t per_ctx = static_cast<std::size_t>((c.max_positions + bs - 1) / bs);
-  const std::size_t block_bytes = 2ull * c.n_layer * bs * c.kv_dim() * sizeof(float);
+  const std::size_t elem = o.kv == kv_dtype::bf16 ? 2 : sizeof(float);
+  const std::size_t block_bytes = 2ull * c.n_layer * bs * c.kv_dim() * elem;
   const std::size_t want = per_ctx * static_cast<std::size_t>(o.sched.max_seqs);
   const std::size_t cap = std::max<std::size_t>(per_ctx, o.kv_budget_bytes / block_bytes);
   return static_cast<int>(std::min(want, cap));
@@ -77,6 +78,14 @@ std::unique_ptr<paged_model> make_runner(const lm_weights& w, const engine_core_
 const lm_weights& non_null(const std::shared_ptr<const lm_weights>& w) {
   if (!w) fail("engine: no weights given");
   return *w;
+}
+
+// The weights as the engine serves them: a bf16 copy under engine.dtype bf16 (the caller's fp32
+// ones are released when it lets them go), else as given.
+std::shared_ptr<const lm_weights> in_dtype(std::shared_ptr<const lm_weights> w,
+                                           const engine_core_options& o) {
+  if (o.dtype != weight_dtype::bf16 || is_bf16(non_null(w))) return w;
+  return bf16_weights_of(*w, "engine.dtype bf16 (--dtype bf16)");
 }
 
 void histogram_text(std::string& out, const std::string& name, const std::string& help,
@@ -154,12 +163,12 @@ serve::engine_snapshot engine_stats::snapshot() const {
 
 engine_core::engine_core(std::shared_ptr<const lm_weights> w, const tokenizer& tok,
                          const engine_core_options& o)
-    : w_(std::move(w)),
+    : w_(in_dtype(std::move(w), o)),
       cfg_(non_null(w_).cfg),
       tok_(tok),
       o_(o),
       pool_(blocks_for(cfg_, o), o.sched.prefix_caching ? o.sched.block_size : 0),
-      kv_(cfg_.n_layer, pool_.num_blocks(), o.sched.block_size, cfg_.kv_dim()),
+      kv_(cfg_.n_layer, pool_.num_blocks(), o.sched.block_size, cfg_.kv_dim(), o.kv),
       sched_(o.sched, pool_),
       runner_(make_runner(*w_, o)) {
   // Every running sequence decodes each step: more of them than the budget would starve some.
@@ -475,6 +484,7 @@ uint64_t engine_core::update_weights(std::shared_ptr<const lm_weights> w,
   if (!version && served == UINT64_MAX) fail("the weights version cannot go past {}", served);
   const uint64_t v = version.value_or(served + 1);
   if (v <= served) fail("weights version {} is not newer than the served version {}", v, served);
+  w = in_dtype(std::move(w), o_);     // bf16 serving: converted here, between two steps
   auto runner = make_runner(*w, o_);  // the last thing that can fail: nothing changed yet
   const int preempted = sched_.preempt_all();
   pool_.clear_cache();

@@ -25,6 +25,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "runtime/model/lm_bf16.hpp"
 #include "runtime/model/model_paged.hpp"
 #include "runtime/serve/kv_cache.hpp"
 #include "runtime/serve/scheduler.hpp"
@@ -39,6 +40,11 @@ struct engine_core_options {
   int num_blocks = 0;  // 0: max_seqs full contexts, capped at kv_budget_bytes
   std::size_t kv_budget_bytes = std::size_t{1} << 30;
   int threads = 1;  // for decode attention (paged_model)
+  // `engine.dtype`: bf16 serves every projection and the head as bf16 (runtime/model/lm_bf16:
+  // fp32 weights given are converted, the first ones and every update alike; weights quantized
+  // to another scheme are refused). fp32: the weights as given.
+  weight_dtype dtype = weight_dtype::fp32;
+  kv_dtype kv = kv_dtype::fp32;  // `engine.kv_dtype` (auto: bf16 with dtype bf16)
 };
 
 // Cumulative histogram with fixed upper bounds (Prometheus style).

@@ -1,0 +1,167 @@
+// Serving weights in bf16 (lm_bf16.hpp).
+#include "runtime/model/lm_bf16.hpp"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "kernels/convert.hpp"
+#include "runtime/core/error.hpp"
+
+namespace zf {
+namespace {
+
+using sz = std::size_t;
+
+// The matrices bf16 replaces, as ranges of w.store: [offset, offset + count) in floats, with
+// their shapes (k inputs, n outputs) and strides. Order: qkv, o, up, down per layer, then head.
+struct matrix_slot {
+  sz offset = 0, count = 0;
+  const float* w = nullptr;
+  sz stride_k = 0, stride_n = 0;
+  int k = 0, n = 0;
+};
+
+std::vector<matrix_slot> matrix_slots(const lm_weights& w) {
+  const model_spec& c = w.cfg;
+  const float* base = w.store.data();
+  std::vector<matrix_slot> out;
+  auto conv1d = [&](const float* p, int k, int n) {  // [in, out]
+    out.push_back({sz(p - base), sz(k) * n, p, sz(n), 1, k, n});
+  };
+  for (const lm_layer& L : w.layers) {
+    conv1d(L.qkv_w, c.hidden, c.qkv_dim());
+    conv1d(L.o_w, c.q_dim(), c.hidden);
+    conv1d(L.up_w, c.hidden, c.up_dim());
+    conv1d(L.down_w, c.intermediate, c.hidden);
+  }
+  // the head [V, C] (out, in): rows are already bf16_linear's
+  out.push_back({sz(w.head - base), sz(c.vocab_size) * c.hidden, w.head, 1, sz(c.hidden), c.hidden,
+                 c.vocab_size});
+  return out;
+}
+
+bool tied(const lm_weights& w) {
+  return w.head == w.tok_emb;
+}
+
+void check_convertible(const lm_weights& w, const std::string& option) {
+  if (w.quant && w.quant->scheme != "bf16")
+    fail(
+        "{}: the model's linears are already quantized ({}, {}); bf16 applies to fp32 weights "
+        "only: serve this model with --dtype fp32",
+        option, w.quant->scheme, w.quant->method);
+  if (w.cfg.moe.any())
+    fail(
+        "{}: Mixture-of-Experts models are served in fp32 only (their experts have no bf16 "
+        "kernel yet)",
+        option);
+  if (w.layers.size() != sz(w.cfg.n_layer) || !w.head || w.store.size() == 0)
+    fail("{}: incomplete weights ({} layers of {}, head or store missing)", option, w.layers.size(),
+         w.cfg.n_layer);
+}
+
+// Zeroes floats [off, off + count) of store, giving their whole pages back to the kernel where
+// the store is mapped (fbuffer maps buffers of k_lazy_zero_bytes and more: zero pages on read).
+void release(fbuffer& store, sz off, sz count) {
+  float* p = store.data() + off;
+  const sz bytes = (store.size() * sizeof(float) + k_align - 1) / k_align * k_align;
+  if (bytes < k_lazy_zero_bytes) return (void)std::memset(p, 0, count * sizeof(float));
+  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto a = reinterpret_cast<std::uintptr_t>(p), b = a + count * sizeof(float);
+  const std::uintptr_t pa = (a + page - 1) / page * page, pb = b / page * page;
+  if (pa >= pb) return (void)std::memset(p, 0, count * sizeof(float));
+  std::memset(p, 0, pa - a);
+  std::memset(reinterpret_cast<void*>(pb), 0, b - pb);
+  if (::madvise(reinterpret_cast<void*>(pa), pb - pa, MADV_DONTNEED) != 0)
+    std::memset(reinterpret_cast<void*>(pa), 0, pb - pa);
+}
+
+}  // namespace
+
+weight_dtype parse_weight_dtype(const std::string& s, const std::string& option) {
+  if (s == "fp32") return weight_dtype::fp32;
+  if (s == "bf16") return weight_dtype::bf16;
+  fail("{}: expected fp32 or bf16, got '{}'", option, s);
+}
+
+quant_linear bf16_linear_of(const float* w, sz stride_k, sz stride_n, int k, int n) {
+  quant_linear q;
+  q.k = k;
+  q.n = n;
+  q.group = k;
+  q.bf16.resize(sz(k) * n);
+  // Tiles of 64 x 64 keep a Conv1D matrix's transposition within the cache.
+  constexpr int t = 64;
+  for (int o0 = 0; o0 < n; o0 += t)
+    for (int j0 = 0; j0 < k; j0 += t)
+      for (int o = o0; o < std::min(n, o0 + t); ++o)
+        for (int j = j0; j < std::min(k, j0 + t); ++j)
+          q.bf16[sz(o) * k + j] = kernels::f32_to_bf16(w[sz(j) * stride_k + sz(o) * stride_n]);
+  return q;
+}
+
+std::shared_ptr<lm_quant> bf16_quant_of(const lm_weights& w) {
+  if (w.quant) fail("bf16_quant_of: the weights carry {} linears already", w.quant->scheme);
+  check_convertible(w, "bf16");
+  auto q = std::make_shared<lm_quant>();
+  q->scheme = "bf16";
+  q->method = "rne";
+  const auto slots = matrix_slots(w);
+  q->linears.reserve(slots.size() - 1);
+  for (sz i = 0; i + 1 < slots.size(); ++i) {
+    const matrix_slot& s = slots[i];
+    q->linears.push_back(bf16_linear_of(s.w, s.stride_k, s.stride_n, s.k, s.n));
+  }
+  const matrix_slot& h = slots.back();
+  q->head = std::make_unique<quant_linear>(bf16_linear_of(h.w, h.stride_k, h.stride_n, h.k, h.n));
+  q->link();
+  return q;
+}
+
+bool is_bf16(const lm_weights& w) {
+  return w.quant && w.quant->scheme == "bf16";
+}
+
+void to_bf16_weights(lm_weights& w, const std::string& option) {
+  if (is_bf16(w)) return;
+  check_convertible(w, option);
+  auto q = bf16_quant_of(w);
+  const bool keep_head = tied(w);  // the embedding table stays fp32
+  const auto slots = matrix_slots(w);
+  for (sz i = 0; i < slots.size(); ++i)
+    if (i + 1 < slots.size() || !keep_head) release(w.store, slots[i].offset, slots[i].count);
+  attach_quant(w, std::move(q));
+}
+
+std::shared_ptr<const lm_weights> bf16_weights_of(const lm_weights& w, const std::string& option) {
+  check_convertible(w, option);
+  if (is_bf16(w)) {  // the same bf16 linears (shared), the fp32 tensors copied
+    lm_weights c = copy_lm_weights(w.cfg, w.store.data());
+    attach_quant(c, w.quant);
+    return std::make_shared<const lm_weights>(std::move(c));
+  }
+  // Only what stays fp32 is copied: the new store's matrix slots are never written (zero pages
+  // where the store is mapped).
+  auto slots = matrix_slots(w);
+  if (tied(w)) slots.pop_back();
+  std::sort(slots.begin(), slots.end(),
+            [](const matrix_slot& a, const matrix_slot& b) { return a.offset < b.offset; });
+  fbuffer store(w.store.size());
+  sz at = 0;
+  for (const matrix_slot& s : slots) {
+    std::memcpy(store.data() + at, w.store.data() + at, (s.offset - at) * sizeof(float));
+    at = s.offset + s.count;
+  }
+  std::memcpy(store.data() + at, w.store.data() + at, (w.store.size() - at) * sizeof(float));
+  lm_weights c = make_lm_weights(w.cfg, std::move(store));
+  attach_quant(c, bf16_quant_of(w));
+  return std::make_shared<const lm_weights>(std::move(c));
+}
+
+}  // namespace zf
