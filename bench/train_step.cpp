@@ -103,7 +103,8 @@ int main(int argc, char** argv) {
   for (const auto& w :
        zf::kernels::configure_gemm_tuning(tmode, zf::kernels::default_gemm_table_path()))
     std::cerr << "warning: " << w << "\n";
-  zf::transformer model(m);
+  // infer: no gradients; the parameters move into the serving weights below (no second copy)
+  zf::transformer model(m, true, mode == "train");
   model.init_weights(0);
   model.set_precision(prec);
   nlohmann::json res{{"shape", shape},
@@ -160,7 +161,7 @@ int main(int argc, char** argv) {
     std::vector<int> prompt(prompt_len);
     for (auto& x : prompt) x = tok(rng);
     // bf16: the serving engine's --dtype bf16 (bf16 projections and head, bf16 KV rows).
-    zf::lm_weights w = zf::copy_lm_weights(model.spec(), model.params().data());
+    zf::lm_weights w = zf::make_lm_weights(model.spec(), std::move(model.params()));
     if (prec == zf::kernels::precision::bf16) zf::to_bf16_weights(w);
     const int bs = 16, n_blocks = (m.n_positions + bs - 1) / bs;
     zf::paged_model run(w, prompt_len, 1, threads);
@@ -208,6 +209,7 @@ int main(int argc, char** argv) {
                      {"gflops", lib}});
   }
   res["gemm"] = gemms;
+  res["gemm_library"] = zf::kernels::gemm_lib_name(zf::kernels::process_gemm_lib(prec));
   std::cout << "RESULT " << res.dump() << std::endl;
   return 0;
 }

@@ -6,6 +6,7 @@
 #include <immintrin.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -225,27 +226,44 @@ void to_bf16(const float* src, std::uint16_t* dst, std::size_t n) {
 }
 
 // Normalised arguments (gemm_backends.hpp). The stored a is [m, k] or [k, m]; b [k, n] or [n, k].
+// The 16-bit precisions round b once and a in slices of rows of op(a) (c's rows): a large a (the
+// LM head's [tokens, vocab] logit gradient: 100 MB in bf16) then needs a slice's scratch, not its
+// whole copy, and each slice is still a GEMM of at least 64 full rows.
 void gemm_run(gemm_lib l, precision p, bool ta, bool tb, int m, int n, int k, float alpha,
               const float* a, int lda, const float* b, int ldb, float beta, float* c, int ldc) {
   if (!gemm_lib_available(l, p))
     throw kernel_error(std::string("gemm: library ") + gemm_lib_name(l) + " cannot run " +
                        precision_name(p) + " GEMMs here");
-  const int ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
-  scratch& s = tl_scratch();
   if (p == precision::f32) return run_f32(l, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  const std::size_t an = static_cast<std::size_t>(ar) * ac, bn = static_cast<std::size_t>(br) * bc;
+  constexpr std::size_t k_slice_elems = std::size_t(4) << 20;
+  const int br = tb ? n : k, bc = tb ? k : n;
+  const int rows = static_cast<int>(std::max<std::size_t>(64, k_slice_elems / std::size_t(k)));
+  const std::size_t bn = static_cast<std::size_t>(br) * bc;
+  const std::size_t an = static_cast<std::size_t>(std::min(rows, m)) * k;
+  scratch& s = tl_scratch();
   if (p == precision::f16) {
-    float* a2 = grown(s.a32, an);
     float* b2 = grown(s.b32, bn);
-    round_f16(a, ar, ac, lda, a2);
+    float* a2 = grown(s.a32, an);
     round_f16(b, br, bc, ldb, b2);
-    return run_f32(l, ta, tb, m, n, k, alpha, a2, ac, b2, bc, beta, c, ldc);
+    for (int i0 = 0; i0 < m; i0 += rows) {
+      const int mi = std::min(rows, m - i0);  // op(a) rows [i0, i0 + mi): a's rows, or columns
+      const float* ai = ta ? a + i0 : a + static_cast<std::size_t>(i0) * lda;
+      round_f16(ai, ta ? k : mi, ta ? mi : k, lda, a2);
+      run_f32(l, ta, tb, mi, n, k, alpha, a2, ta ? mi : k, b2, bc, beta,
+              c + static_cast<std::size_t>(i0) * ldc, ldc);
+    }
+    return;
   }
-  std::uint16_t* a2 = grown(s.a16, an);
   std::uint16_t* b2 = grown(s.b16, bn);
-  backend::onednn_to_bf16(a, ar, ac, lda, a2);
+  std::uint16_t* a2 = grown(s.a16, an);
   backend::onednn_to_bf16(b, br, bc, ldb, b2);
-  backend::onednn_bf16(ta, tb, m, n, k, alpha, a2, ac, b2, bc, beta, c, ldc);
+  for (int i0 = 0; i0 < m; i0 += rows) {
+    const int mi = std::min(rows, m - i0);
+    const float* ai = ta ? a + i0 : a + static_cast<std::size_t>(i0) * lda;
+    backend::onednn_to_bf16(ai, ta ? k : mi, ta ? mi : k, lda, a2);
+    backend::onednn_bf16(ta, tb, mi, n, k, alpha, a2, ta ? mi : k, b2, bc, beta,
+                         c + static_cast<std::size_t>(i0) * ldc, ldc);
+  }
 }
 
 void gemm_with(gemm_lib l, precision p, bool trans_a, bool trans_b, int m, int n, int k,

@@ -11,6 +11,8 @@
 //   precision, transposes, m (rounded up to a power of two above 64, so serving's many prefill
 //   lengths share entries), n, k. A table from another CPU is foreign; a table that does not
 //   parse is corrupt; both are ignored with a warning and replaced at the next save.
+// - One library per precision in a process (process_gemm_lib): the entries' per-shape bests are
+//   reported, but a process does not alternate libraries (their thread pools fight).
 // - Mode off (the default of a library user, the tests): no table, the default libraries
 //   (OpenBLAS for f32 and f16, oneDNN for bf16), so results do not depend on timing. The CLI turns
 //   lazy tuning on (ZF_GEMM_TUNING=off|cached|lazy overrides).
@@ -51,9 +53,14 @@ int gemm_bucket_m(int m) noexcept;
 std::vector<std::string> configure_gemm_tuning(gemm_tuning mode, const std::string& path);
 gemm_tuning gemm_tuning_mode() noexcept;
 gemm_lib default_gemm_lib(precision p) noexcept;
-// The library for one GEMM: the table's choice, or (lazy) a new measurement saved to the table,
-// or the default.
+// The library for one GEMM. Lazy mode first measures the shape if the table lacks it. Then the
+// process's library of precision p (process_gemm_lib): one per precision, not per shape, because
+// alternating libraries makes their spinning thread pools starve each other (measured).
 gemm_lib choose_gemm_lib(precision p, bool trans_a, bool trans_b, int m, int n, int k);
+// The library of precision p for this process: the one with the least total time over the
+// table's entries of p at this thread count (each entry's best is still recorded and printed);
+// the default with no entries or tuning off.
+gemm_lib process_gemm_lib(precision p);
 // Measures every library available for p on the (bucketed) shape, records the entry in the
 // table and saves the file when one is set. Failures of one library (an exception, a wrong
 // result) mark its trial not ok; the best is the fastest ok trial (OpenBLAS when none is).

@@ -13,6 +13,7 @@
 #include <map>
 #include <mutex>
 #include <sstream>
+#include <thread>
 #include <tuple>
 
 #include "kernels/convert.hpp"
@@ -131,6 +132,9 @@ gemm_entry tune_locked(table_state& t, precision p, bool ta, bool tb, int m, int
   for (int i = 0; i < gemm_lib_count; ++i) {
     const gemm_lib l = gemm_lib(i);
     if (!gemm_lib_available(l, p)) continue;
+    // the previous library's workers still spin for up to ~0.1 s (OpenBLAS): let them sleep, or
+    // this one is timed on half the cores
+    std::this_thread::sleep_for(std::chrono::milliseconds(120));
     e.trials.push_back(measure(l, p, ta, tb, e.m, n, k, a, b, c));
     const gemm_trial& tr = e.trials.back();
     if (tr.ok && tr.gflops > best) best = tr.gflops, e.best = l;
@@ -139,6 +143,38 @@ gemm_entry tune_locked(table_state& t, precision p, bool ta, bool tb, int m, int
   t.entries[key_of(e)] = e;
   save_locked(t);
   return e;
+}
+
+// The one library of precision p for this process: the least total time over the table's
+// entries of p at these threads (each entry's FLOPs over the library's measured rate; a library
+// without a passing trial on some entry is out), else the default. One per process because the
+// libraries' thread pools fight: OpenBLAS's workers spin ~0.1 s after a call and libgomp's 3 ms,
+// so alternating libraries shape by shape starved each (the tiny shape's fp32 step took 970 ms
+// with per-shape choices against 400 ms on one library).
+gemm_lib process_lib_locked(const table_state& t, precision p, int threads) {
+  double total[gemm_lib_count] = {};
+  bool usable[gemm_lib_count];
+  int seen = 0;
+  for (int i = 0; i < gemm_lib_count; ++i) usable[i] = gemm_lib_available(gemm_lib(i), p);
+  for (const auto& [key, e] : t.entries) {
+    if (e.prec != p || e.threads != threads) continue;
+    ++seen;
+    const double flops = 2.0 * e.m * e.n * e.k;
+    for (int i = 0; i < gemm_lib_count; ++i) {
+      const auto tr = std::find_if(e.trials.begin(), e.trials.end(),
+                                   [&](const gemm_trial& x) { return int(x.lib) == i; });
+      if (tr == e.trials.end() || !tr->ok || tr->gflops <= 0)
+        usable[i] = false;
+      else
+        total[i] += flops / (tr->gflops * 1e9);
+    }
+  }
+  gemm_lib best = default_gemm_lib(p);
+  if (seen == 0) return best;
+  double best_t = usable[int(best)] ? total[int(best)] : 1e300;
+  for (int i = 0; i < gemm_lib_count; ++i)
+    if (usable[i] && total[i] < best_t) best_t = total[i], best = gemm_lib(i);
+  return best;
 }
 
 }  // namespace
@@ -226,11 +262,17 @@ gemm_lib choose_gemm_lib(precision p, bool ta, bool tb, int m, int n, int k) {
   if (g_mode.load(std::memory_order_relaxed) == gemm_tuning::off) return default_gemm_lib(p);
   table_state& t = table();
   std::lock_guard lock(t.mu);
-  const key_t key{num_threads(), int(p), ta, tb, gemm_bucket_m(m), n, k};
-  if (auto it = t.entries.find(key); it != t.entries.end())
-    return gemm_lib_available(it->second.best, p) ? it->second.best : default_gemm_lib(p);
-  if (t.mode != gemm_tuning::lazy) return default_gemm_lib(p);
-  return tune_locked(t, p, ta, tb, m, n, k).best;
+  const int threads = num_threads();
+  const key_t key{threads, int(p), ta, tb, gemm_bucket_m(m), n, k};
+  if (t.mode == gemm_tuning::lazy && !t.entries.count(key)) tune_locked(t, p, ta, tb, m, n, k);
+  return process_lib_locked(t, p, threads);
+}
+
+gemm_lib process_gemm_lib(precision p) {
+  if (g_mode.load(std::memory_order_relaxed) == gemm_tuning::off) return default_gemm_lib(p);
+  table_state& t = table();
+  std::lock_guard lock(t.mu);
+  return process_lib_locked(t, p, num_threads());
 }
 
 gemm_entry tune_gemm(precision p, bool ta, bool tb, int m, int n, int k) {

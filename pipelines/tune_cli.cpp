@@ -101,6 +101,12 @@ int run_tune() {
                                x.ta ? 'T' : 'N', x.tb ? 'T' : 'N', cells[0], cells[1], cells[2],
                                k::gemm_lib_name(e.best));
     }
+  for (k::precision p : precs)
+    std::cout << fmt::format(
+        "{} GEMMs run on {} (one library per process: the least total time "
+        "over the table's shapes; libraries alternating shape by shape "
+        "starve each other's spinning threads)\n",
+        k::precision_name(p), k::gemm_lib_name(k::process_gemm_lib(p)));
   std::cout << "GFLOP/s, best of a few runs; table saved to " << path << "\n";
   return 0;
 }

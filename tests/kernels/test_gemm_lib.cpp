@@ -14,6 +14,7 @@
 #include "kernels/gemm_lib.hpp"
 #include "kernels/gemm_table.hpp"
 #include "kernels/matmul.hpp"
+#include "kernels/threads.hpp"
 #include "reference.hpp"
 #include "test_util.hpp"
 
@@ -238,7 +239,8 @@ TEST_CASE("lazy tuning measures a new shape once, saves it and a later process r
   CHECK(configure_gemm_tuning(gemm_tuning::cached, path).empty());
   REQUIRE(gemm_table_entries().size() == 1);
   CHECK(choose_gemm_lib(precision::f32, false, false, m, n, k) == chosen);
-  CHECK(choose_gemm_lib(precision::f32, false, false, 3, 5, 7) == gemm_lib::openblas);
+  // one library per process: a shape the table lacks runs the same library
+  CHECK(choose_gemm_lib(precision::f32, false, false, 3, 5, 7) == chosen);
   // A corrupt or foreign file: a warning, nothing loaded.
   { std::ofstream(path) << "zeroflow gemm table v1\ncpu " << cpu_identity() << "\n2 f32 NN x\n"; }
   auto w = configure_gemm_tuning(gemm_tuning::cached, path);
@@ -253,4 +255,57 @@ TEST_CASE("lazy tuning measures a new shape once, saves it and a later process r
   CHECK(configure_gemm_tuning(gemm_tuning::off, "").empty());
   CHECK(choose_gemm_lib(precision::bf16, false, false, m, n, k) == gemm_lib::onednn);
   std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("a process runs one f32 library: the least total time over the table, not per shape") {
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("zf_gemm_process_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "gemm_table.txt").string();
+  const int t = num_threads();
+  // openblas wins the small shape, onednn the big one by far more time: onednn for both.
+  {
+    std::ofstream f(path);
+    f << "zeroflow gemm table v1\ncpu " << cpu_identity() << "\n"
+      << t << " f32 NN 64 64 64 openblas openblas:300:1e-8:ok onednn:100:1e-8:ok\n"
+      << t << " f32 NN 1024 1024 1024 onednn openblas:100:1e-8:ok onednn:300:1e-8:ok\n"
+      << t << " bf16 NN 64 64 64 onednn onednn:900:1e-8:ok\n";
+  }
+  REQUIRE(configure_gemm_tuning(gemm_tuning::cached, path).empty());
+  CHECK(choose_gemm_lib(precision::f32, false, false, 64, 64, 64) == gemm_lib::onednn);
+  CHECK(choose_gemm_lib(precision::f32, false, false, 1024, 1024, 1024) == gemm_lib::onednn);
+  CHECK(process_gemm_lib(precision::f32) == gemm_lib::onednn);
+  CHECK(process_gemm_lib(precision::bf16) == gemm_lib::onednn);
+  // a library judged wrong on any shape is out, whatever its speed elsewhere
+  {
+    std::ofstream f(path);
+    f << "zeroflow gemm table v1\ncpu " << cpu_identity() << "\n"
+      << t << " f32 NN 64 64 64 openblas openblas:300:1e-8:ok onednn:900:1:wrong\n"
+      << t << " f32 NN 1024 1024 1024 onednn openblas:100:1e-8:ok onednn:300:1e-8:ok\n";
+  }
+  REQUIRE(configure_gemm_tuning(gemm_tuning::cached, path).empty());
+  CHECK(process_gemm_lib(precision::f32) == gemm_lib::openblas);
+  CHECK(configure_gemm_tuning(gemm_tuning::off, "").empty());
+  CHECK(process_gemm_lib(precision::f32) == gemm_lib::openblas);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("16-bit GEMMs over a large a run in row slices with the same numbers") {
+  // k = 40000: slices of 104 rows (4M elements of a each), so m = 230 takes three.
+  const int m = 230, n = 9, k = 40000;
+  for (int ta = 0; ta < 2; ++ta)
+    for (precision p : {precision::bf16, precision::f16}) {
+      CAPTURE(ta);
+      CAPTURE(precision_name(p));
+      const auto a = randn(std::size_t(m) * k, 21), b = randn(std::size_t(k) * n, 22);
+      std::vector<float> c(std::size_t(m) * n, 1.0f);
+      std::vector<double> want(c.size());
+      const auto a16 = rounded(a, p), b16 = rounded(b, p);
+      const int lda = ta ? m : k;
+      ref::gemm(ta, false, m, n, k, 1.0, a16.data(), lda, b16.data(), n, 1.0, c.data(), want.data(),
+                n);
+      cpu::gemm_with(p == precision::bf16 ? gemm_lib::onednn : gemm_lib::openblas, p, ta, false, m,
+                     n, k, 1.0f, a.data(), 0, b.data(), 0, 1.0f, c.data(), 0);
+      CHECK(all_close(c.data(), want.data(), c.size(), 1e-4, 1e-3));
+    }
 }
