@@ -8,27 +8,18 @@
 #include <nlohmann/json.hpp>
 
 #include "integration/helpers.hpp"
+#include "integration/quiet_run.hpp"
 #include "pipelines/pipeline.hpp"
 #include "storage/checkpoint.hpp"
 
 using namespace zf;
+using zf::testing::quiet_opts;
 using zf::testing::small_config;
 using zf::testing::temp_dir;
 
 namespace {
-run_options quiet_opts(const std::filesystem::path& out) {
-  run_options o;
-  o.out = out;
-  o.print_sample = false;
-  return o;
-}
 train_result run_quiet(const run_config& c, const run_options& o) {
-  pipeline p(c);
-  p.add(stages::sampler{})
-      .add(stages::train{})
-      .add(stages::checkpoint{})
-      .add(stages::monitor{.quiet = true});
-  return p.run(o);
+  return zf::testing::quiet_pretrain(c).run(o);
 }
 std::vector<nlohmann::json> metrics_of(const std::filesystem::path& run) {
   std::vector<nlohmann::json> out;

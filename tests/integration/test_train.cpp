@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "integration/helpers.hpp"
+#include "integration/quiet_run.hpp"
 #include "pipelines/pipeline.hpp"
 #include "runtime/core/error.hpp"
 #include "storage/checkpoint.hpp"
@@ -12,22 +13,8 @@ using namespace zf;
 using zf::testing::small_config;
 using zf::testing::temp_dir;
 
-namespace {
-run_options quiet_opts(const std::filesystem::path& out) {
-  run_options o;
-  o.out = out;
-  o.print_sample = false;
-  return o;
-}
-pipeline quiet_pretrain(const run_config& c) {
-  pipeline p(c);
-  p.add(stages::sampler{})
-      .add(stages::train{})
-      .add(stages::checkpoint{})
-      .add(stages::monitor{.quiet = true});
-  return p;
-}
-}  // namespace
+using zf::testing::quiet_opts;
+using zf::testing::quiet_pretrain;
 
 TEST_CASE("train: resume is exact, bit for bit") {
   temp_dir d("resume");
