@@ -128,3 +128,26 @@ TEST_CASE("train: a bad precision or loss-scale key is refused naming it") {
                     doctest::Contains("train.fp16.hysteresis"));
   CHECK(load_config("", {"train.precision=bf16"}).train.precision == "bf16");
 }
+
+TEST_CASE("train: bf16 and fp16 over 2 thread ranks at ZeRO 2 and 3 follow one rank") {
+  temp_dir d("mp_zero");
+  for (const char* prec : {"bf16", "fp16"}) {
+    run_config one = small_config();
+    one.train.precision = prec;
+    one.train.steps = 8;
+    const auto ref = run_quiet(one, quiet_opts(d.path / (std::string(prec) + "-1")));
+    for (int stage : {2, 3}) {
+      CAPTURE(prec);
+      CAPTURE(stage);
+      run_config two = one;
+      two.train.ranks = 2;
+      two.train.batch_size = one.train.batch_size / 2;
+      two.zero.stage = stage;
+      const auto got =
+          run_quiet(two, quiet_opts(d.path / (std::string(prec) + "-z" + std::to_string(stage))));
+      REQUIRE(got.losses.size() == ref.losses.size());
+      for (std::size_t i = 0; i < ref.losses.size(); ++i)
+        CHECK(got.losses[i] == doctest::Approx(ref.losses[i]).epsilon(1e-4));
+    }
+  }
+}
