@@ -401,3 +401,26 @@ TEST_CASE(
   CHECK(r2.out.find("step 5/5") != std::string::npos);
   ::close(fd);
 }
+
+TEST_CASE("cli: tune gemm measures the model's shapes, saves the table and refuses bad input") {
+  temp_dir d("tune");
+  const auto table = d.path / "t" / "gemm_table.txt";
+  auto r = zeroflow("tune gemm --precision bf16 --threads 1 --table " + table.string() + k_small,
+                    d.path);
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  CHECK(r.out.find("| bf16 | head fwd |") != std::string::npos);
+  CHECK(r.out.find("bf16 GEMMs run on onednn") != std::string::npos);
+  const std::string text = slurp(table);
+  CHECK(text.rfind("zeroflow gemm table v1\ncpu ", 0) == 0);
+  CHECK(text.find(" bf16 NT ") != std::string::npos);  // the head's forward
+  CHECK(text.find(":ok") != std::string::npos);
+  auto bad = zeroflow("tune gemm --precision fp8 --table " + table.string(), d.path);
+  CHECK(bad.code != 0);
+  CHECK(bad.out.find("--precision: expected f32, bf16 or f16") != std::string::npos);
+  // a bad ZF_GEMM_TUNING is refused by name (the helper runs zeroflow first: --help, silenced)
+  auto bad_env = zeroflow(
+      "--help > /dev/null; ZF_GEMM_TUNING=sometimes " ZF_BINARY_DIR "/zeroflow config", d.path);
+  CHECK(bad_env.code != 0);
+  CHECK(bad_env.out.find("ZF_GEMM_TUNING: expected off, cached or lazy") != std::string::npos);
+}
