@@ -154,6 +154,17 @@ void gemm_invariant_split(bool trans_b, int m, int n, int k, const float* a, int
 }
 }  // namespace
 
+// Calls with fewer elements than this run on the calling thread alone (parallel.hpp).
+constexpr std::size_t k_parallel_min = 1 << 16;
+
+// Row-wise: rows over the cores (every row computed alone, so the same bits), once a call has
+// k_parallel_min elements.
+template <class Fn>
+void over_rows(int n, int v, Fn&& fn) {
+  const std::size_t min_rows = k_parallel_min / std::max<std::size_t>(1, std::size_t(v)) + 1;
+  cpu::parallel_ranges(std::size_t(std::max(n, 0)), 1, min_rows,
+                       [&](std::size_t b, std::size_t e) { fn(int(b), int(e - b)); });
+}
 // matmul
 void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
           const float* b, int ldb, float beta, float* c, int ldc) {
@@ -235,7 +246,13 @@ void qgemm_w8a8(const qmatrix& q, const qgemm_io& io) {
 // norm
 void layernorm_forward(const float* x, const float* gamma, const float* beta, float* y, float* mean,
                        float* rstd, int n, int c, float eps) {
-  ZF_CPU_ONLY(layernorm_forward, x, gamma, beta, y, mean, rstd, n, c, eps);
+  if (on_cuda()) [[unlikely]]
+    no_twin("layernorm_forward");
+  const std::size_t cc = std::size_t(c);
+  over_rows(n, c, [&](int r0, int rows) {
+    cpu::layernorm_forward(x + r0 * cc, gamma, beta, y + r0 * cc, mean ? mean + r0 : nullptr,
+                           rstd ? rstd + r0 : nullptr, rows, c, eps);
+  });
 }
 void layernorm_backward(const float* x, const float* gamma, const float* mean, const float* rstd,
                         const float* dy, float* dx, float* dgamma, float* dbeta, int n, int c) {
@@ -255,7 +272,6 @@ void rmsnorm_backward(const float* x, const float* gamma, const float* rstd, con
 
 // activation
 // Element-wise: over the cores in pieces of whole 8-lane vectors (parallel.hpp), same bits.
-constexpr std::size_t k_parallel_min = 1 << 16;
 void gelu_forward(const float* x, float* y, std::size_t n) {
   if (on_cuda()) [[unlikely]]
     no_twin("gelu_forward");
@@ -271,7 +287,11 @@ void gelu_backward(const float* x, const float* dy, float* dx, std::size_t n) {
   });
 }
 void add_forward(const float* a, const float* b, float* y, std::size_t n) {
-  ZF_CPU_ONLY(add_forward, a, b, y, n);
+  if (on_cuda()) [[unlikely]]
+    no_twin("add_forward");
+  cpu::parallel_ranges(n, 8, k_parallel_min, [&](std::size_t b0, std::size_t e) {
+    cpu::add_forward(a + b0, b + b0, y + b0, e - b0);
+  });
 }
 void swiglu_forward(const float* gu, float* y, int n, int m) {
   ZF_CPU_ONLY(swiglu_forward, gu, y, n, m);
@@ -280,7 +300,11 @@ void swiglu_backward(const float* gu, const float* dy, float* dgu, int n, int m)
   ZF_CPU_ONLY(swiglu_backward, gu, dy, dgu, n, m);
 }
 void accumulate(float* y, const float* x, std::size_t n) {
-  ZF_CPU_ONLY(accumulate, y, x, n);
+  if (on_cuda()) [[unlikely]]
+    no_twin("accumulate");
+  cpu::parallel_ranges(n, 8, k_parallel_min, [&](std::size_t b0, std::size_t e) {
+    cpu::accumulate(y + b0, x + b0, e - b0);
+  });
 }
 
 // rope
@@ -321,13 +345,26 @@ void paged_attention(const paged_shape& s, const float* q, const paged_kv& kv, f
 
 // softmax / cross-entropy
 void softmax_xent_fused(float* logits, const int* targets, float* loss, int n, int v, float dloss) {
-  ZF_CPU_ONLY(softmax_xent_fused, logits, targets, loss, n, v, dloss);
+  if (on_cuda()) [[unlikely]]
+    no_twin("softmax_xent_fused");
+  const std::size_t vv = std::size_t(v);
+  over_rows(n, v, [&](int r0, int rows) {
+    cpu::softmax_xent_fused(logits + r0 * vv, targets + r0, loss + r0, rows, v, dloss);
+  });
 }
 void softmax_xent_forward(const float* logits, const int* targets, float* loss, int n, int v) {
-  ZF_CPU_ONLY(softmax_xent_forward, logits, targets, loss, n, v);
+  if (on_cuda()) [[unlikely]]
+    no_twin("softmax_xent_forward");
+  const std::size_t vv = std::size_t(v);
+  over_rows(n, v, [&](int r0, int rows) {
+    cpu::softmax_xent_forward(logits + r0 * vv, targets + r0, loss + r0, rows, v);
+  });
 }
 void softmax_rows(float* x, int n, int v, float scale) {
-  ZF_CPU_ONLY(softmax_rows, x, n, v, scale);
+  if (on_cuda()) [[unlikely]]
+    no_twin("softmax_rows");
+  over_rows(n, v,
+            [&](int r0, int rows) { cpu::softmax_rows(x + r0 * std::size_t(v), rows, v, scale); });
 }
 double log_sum_exp(const float* x, int n) {
   ZF_CPU_ONLY(log_sum_exp, x, n);
