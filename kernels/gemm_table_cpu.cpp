@@ -264,7 +264,15 @@ gemm_lib choose_gemm_lib(precision p, bool ta, bool tb, int m, int n, int k) {
   std::lock_guard lock(t.mu);
   const int threads = num_threads();
   const key_t key{threads, int(p), ta, tb, gemm_bucket_m(m), n, k};
-  if (t.mode == gemm_tuning::lazy && !t.entries.count(key)) tune_locked(t, p, ta, tb, m, n, k);
+  if (t.mode == gemm_tuning::lazy && !t.entries.count(key)) {
+    static std::once_flag said;  // a slow first step deserves a word, once per process
+    std::call_once(said, [&] {
+      std::cerr << "zeroflow: timing the GEMM libraries at this run's new shapes (once per "
+                   "machine; saved to "
+                << t.path << ")\n";
+    });
+    tune_locked(t, p, ta, tb, m, n, k);
+  }
   return process_lib_locked(t, p, threads);
 }
 
