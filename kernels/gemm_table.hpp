@@ -44,7 +44,7 @@ struct gemm_entry {
 // $ZF_CACHE_DIR, else $XDG_CACHE_HOME/zeroflow, else $HOME/.cache/zeroflow; + /gemm_table.txt.
 std::string default_gemm_table_path();
 // "model name | flags" of this CPU (the flags among avx2, avx512f, avx512_bf16, avx512_fp16,
-// amx_bf16, amx_tile that it has).
+// amx_bf16, amx_tile that it has), and " | OPENBLAS_CORETYPE=X" when that is set.
 std::string cpu_identity();
 int gemm_bucket_m(int m) noexcept;
 

@@ -210,6 +210,10 @@ std::string cpu_identity() {
     std::string id = model + " |";
     for (const char* fl : {"avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile"})
       if (flags.find(std::string(" ") + fl + " ") != std::string::npos) id += std::string(" ") + fl;
+    // OpenBLAS told to run another core's kernels is another machine to the table (Haswell's
+    // AVX2 kernels run at about half this CPU's AVX-512 speed)
+    if (const char* ct = std::getenv("OPENBLAS_CORETYPE"); ct && *ct)
+      id += std::string(" | OPENBLAS_CORETYPE=") + ct;
     return id;
   }();
   return id;
