@@ -68,9 +68,13 @@ constexpr bool on_cuda() noexcept {
 #else
 #define ZF_DISPATCH(fn, ...) return cpu::fn(__VA_ARGS__)
 #endif
-#define ZF_CPU_ONLY(fn, ...)  \
+// A cpu-only family refuses the cuda device, then runs (ZF_CPU_ONLY) or splits (the callers of
+// ZF_CPU_CHECK) its cpu kernel.
+#define ZF_CPU_CHECK(fn)      \
   if (on_cuda()) [[unlikely]] \
-    no_twin(#fn);             \
+  no_twin(#fn)
+#define ZF_CPU_ONLY(fn, ...) \
+  ZF_CPU_CHECK(fn);          \
   return cpu::fn(__VA_ARGS__)
 
 const char* device_name(device d) noexcept {
@@ -196,16 +200,14 @@ void linear_backward(const float* x, const float* w, const float* dy, float* dx,
 // quant
 
 void qgemm(const qmatrix& q, const qgemm_io& io) {
-  if (on_cuda()) [[unlikely]]
-    no_twin("qgemm");
+  ZF_CPU_CHECK(qgemm);
   // Decode rows, and every batch-invariant call: the direct kernel; prefill: dequantized tiles
   // through sgemm.
   if (!tl_invariant && io.m > k_few_rows) return cpu::qgemm(q, io);
   split_outputs(io.m, q.n, q.k, [&](int o0, int o1) { cpu::qgemm_direct(q, io, o0, o1); });
 }
 void qgemm_w8a8(const qmatrix& q, const qgemm_io& io) {
-  if (on_cuda()) [[unlikely]]
-    no_twin("qgemm_w8a8");
+  ZF_CPU_CHECK(qgemm_w8a8);
   if (q.fmt != qformat::int8) throw std::invalid_argument("qgemm_w8a8: the weights are not int8");
   thread_local std::vector<std::int8_t> xq;
   thread_local std::vector<float> xs;
@@ -246,8 +248,7 @@ void qgemm_w8a8(const qmatrix& q, const qgemm_io& io) {
 // norm
 void layernorm_forward(const float* x, const float* gamma, const float* beta, float* y, float* mean,
                        float* rstd, int n, int c, float eps) {
-  if (on_cuda()) [[unlikely]]
-    no_twin("layernorm_forward");
+  ZF_CPU_CHECK(layernorm_forward);
   const std::size_t cc = std::size_t(c);
   over_rows(n, c, [&](int r0, int rows) {
     cpu::layernorm_forward(x + r0 * cc, gamma, beta, y + r0 * cc, mean ? mean + r0 : nullptr,
@@ -273,22 +274,19 @@ void rmsnorm_backward(const float* x, const float* gamma, const float* rstd, con
 // activation
 // Element-wise: over the cores in pieces of whole 8-lane vectors (parallel.hpp), same bits.
 void gelu_forward(const float* x, float* y, std::size_t n) {
-  if (on_cuda()) [[unlikely]]
-    no_twin("gelu_forward");
+  ZF_CPU_CHECK(gelu_forward);
   cpu::parallel_ranges(n, 8, k_parallel_min, [&](std::size_t b, std::size_t e) {
     cpu::gelu_forward(x + b, y + b, e - b);
   });
 }
 void gelu_backward(const float* x, const float* dy, float* dx, std::size_t n) {
-  if (on_cuda()) [[unlikely]]
-    no_twin("gelu_backward");
+  ZF_CPU_CHECK(gelu_backward);
   cpu::parallel_ranges(n, 8, k_parallel_min, [&](std::size_t b, std::size_t e) {
     cpu::gelu_backward(x + b, dy + b, dx + b, e - b);
   });
 }
 void add_forward(const float* a, const float* b, float* y, std::size_t n) {
-  if (on_cuda()) [[unlikely]]
-    no_twin("add_forward");
+  ZF_CPU_CHECK(add_forward);
   cpu::parallel_ranges(n, 8, k_parallel_min, [&](std::size_t b0, std::size_t e) {
     cpu::add_forward(a + b0, b + b0, y + b0, e - b0);
   });
@@ -300,8 +298,7 @@ void swiglu_backward(const float* gu, const float* dy, float* dgu, int n, int m)
   ZF_CPU_ONLY(swiglu_backward, gu, dy, dgu, n, m);
 }
 void accumulate(float* y, const float* x, std::size_t n) {
-  if (on_cuda()) [[unlikely]]
-    no_twin("accumulate");
+  ZF_CPU_CHECK(accumulate);
   cpu::parallel_ranges(n, 8, k_parallel_min, [&](std::size_t b0, std::size_t e) {
     cpu::accumulate(y + b0, x + b0, e - b0);
   });
@@ -345,24 +342,21 @@ void paged_attention(const paged_shape& s, const float* q, const paged_kv& kv, f
 
 // softmax / cross-entropy
 void softmax_xent_fused(float* logits, const int* targets, float* loss, int n, int v, float dloss) {
-  if (on_cuda()) [[unlikely]]
-    no_twin("softmax_xent_fused");
+  ZF_CPU_CHECK(softmax_xent_fused);
   const std::size_t vv = std::size_t(v);
   over_rows(n, v, [&](int r0, int rows) {
     cpu::softmax_xent_fused(logits + r0 * vv, targets + r0, loss + r0, rows, v, dloss);
   });
 }
 void softmax_xent_forward(const float* logits, const int* targets, float* loss, int n, int v) {
-  if (on_cuda()) [[unlikely]]
-    no_twin("softmax_xent_forward");
+  ZF_CPU_CHECK(softmax_xent_forward);
   const std::size_t vv = std::size_t(v);
   over_rows(n, v, [&](int r0, int rows) {
     cpu::softmax_xent_forward(logits + r0 * vv, targets + r0, loss + r0, rows, v);
   });
 }
 void softmax_rows(float* x, int n, int v, float scale) {
-  if (on_cuda()) [[unlikely]]
-    no_twin("softmax_rows");
+  ZF_CPU_CHECK(softmax_rows);
   over_rows(n, v,
             [&](int r0, int rows) { cpu::softmax_rows(x + r0 * std::size_t(v), rows, v, scale); });
 }
@@ -448,8 +442,7 @@ int num_threads() {
 // over the lent threads by outputs; prefill by oneDNN's bf16 matmul. The activations' bf16 parts
 // go to per-thread buffers reused across calls, read by the pool's threads through pointers.
 void bf16_gemm(const bf16_matrix& w, const qgemm_io& io) {
-  if (on_cuda()) [[unlikely]]
-    no_twin("bf16_gemm");
+  ZF_CPU_CHECK(bf16_gemm);
   thread_local std::vector<std::uint16_t> xs;
   if (!tl_invariant && io.m > bf16_direct_rows) {
     xs.resize(std::max(xs.size(), cpu::bf16_split_elems(io.m, w.k, 1)));

@@ -39,6 +39,9 @@ struct table_state {
   gemm_tuning mode = gemm_tuning::off;
   std::string path;
   std::map<key_t, gemm_entry> entries;
+  // process_lib_locked's answers by (precision, threads), dropped whenever entries change: the
+  // choice is asked at every GEMM, the table changes only when a shape is measured or loaded
+  std::map<std::pair<int, int>, gemm_lib> chosen;
 };
 table_state& table() {
   static table_state t;
@@ -141,6 +144,7 @@ gemm_entry tune_locked(table_state& t, precision p, bool ta, bool tb, int m, int
   }
   if (best < 0) e.best = gemm_lib::openblas;
   t.entries[key_of(e)] = e;
+  t.chosen.clear();
   save_locked(t);
   return e;
 }
@@ -151,7 +155,7 @@ gemm_entry tune_locked(table_state& t, precision p, bool ta, bool tb, int m, int
 // libraries' thread pools fight: OpenBLAS's workers spin ~0.1 s after a call and libgomp's 3 ms,
 // so alternating libraries shape by shape starved each (the tiny shape's fp32 step took 970 ms
 // with per-shape choices against 400 ms on one library).
-gemm_lib process_lib_locked(const table_state& t, precision p, int threads) {
+gemm_lib compute_process_lib(const table_state& t, precision p, int threads) {
   double total[gemm_lib_count] = {};
   bool usable[gemm_lib_count];
   int seen = 0;
@@ -175,6 +179,12 @@ gemm_lib process_lib_locked(const table_state& t, precision p, int threads) {
   for (int i = 0; i < gemm_lib_count; ++i)
     if (usable[i] && total[i] < best_t) best_t = total[i], best = gemm_lib(i);
   return best;
+}
+
+gemm_lib process_lib_locked(table_state& t, precision p, int threads) {
+  const auto key = std::make_pair(int(p), threads);
+  if (auto it = t.chosen.find(key); it != t.chosen.end()) return it->second;
+  return t.chosen[key] = compute_process_lib(t, p, threads);
 }
 
 }  // namespace
@@ -233,6 +243,7 @@ std::vector<std::string> configure_gemm_tuning(gemm_tuning mode, const std::stri
   t.mode = mode;
   t.path = mode == gemm_tuning::off ? "" : path;
   t.entries.clear();
+  t.chosen.clear();
   g_mode = mode;
   if (t.path.empty() || !std::filesystem::exists(t.path)) return warnings;
   std::ifstream f(t.path);
@@ -251,6 +262,7 @@ std::vector<std::string> configure_gemm_tuning(gemm_tuning mode, const std::stri
     return warnings;
   }
   for (auto& e : got) t.entries[key_of(e)] = e;
+  t.chosen.clear();
   return warnings;
 }
 
@@ -306,6 +318,7 @@ void clear_gemm_table() {
   table_state& t = table();
   std::lock_guard lock(t.mu);
   t.entries.clear();
+  t.chosen.clear();
 }
 
 std::string format_gemm_table(const std::string& cpu, const std::vector<gemm_entry>& entries) {

@@ -32,6 +32,7 @@ CLI::App* g_gemm = nullptr;
 
 struct shape {
   const char* what;
+  const char* pass;  // fwd, dX (input gradient) or dW (weight gradient)
   bool ta, tb;
   int m, n, k;
 };
@@ -47,24 +48,18 @@ std::vector<shape> step_shapes(const model_spec& s, int bt) {
                                                        {"mlp down", s.intermediate, C}};
   std::vector<shape> out;
   for (const auto& [what, in, o] : linears) {
-    out.push_back({what, false, false, bt, o, in});
-    out.push_back({what, false, true, bt, in, o});
-    out.push_back({what, true, false, in, o, bt});
+    out.push_back({what, "fwd", false, false, bt, o, in});
+    out.push_back({what, "dX", false, true, bt, in, o});
+    out.push_back({what, "dW", true, false, in, o, bt});
   }
-  out.push_back({"head", false, true, bt, V, C});
-  out.push_back({"head", false, false, bt, C, V});
-  out.push_back({"head", true, false, V, C, bt});
+  out.push_back({"head", "fwd", false, true, bt, V, C});
+  out.push_back({"head", "dX", false, false, bt, C, V});
+  out.push_back({"head", "dW", true, false, V, C, bt});
   std::set<std::tuple<int, int, int, int, int>> seen;
   std::vector<shape> unique;
   for (const auto& x : out)
     if (seen.insert({x.ta, x.tb, x.m, x.n, x.k}).second) unique.push_back(x);
   return unique;
-}
-
-std::string pass_of(const shape& x) {
-  return !x.ta && !x.tb ? (std::string(x.what) == "head" ? "dX" : "fwd")
-         : x.tb         ? (std::string(x.what) == "head" ? "fwd" : "dX")
-                        : "dW";
 }
 
 int run_tune() {
@@ -97,7 +92,7 @@ int run_tune() {
         cells[int(t.lib)] =
             t.ok ? fmt::format("{:.0f}", t.gflops) : fmt::format("wrong (err {:.1e})", t.max_err);
       std::cout << fmt::format("| {} | {} {} | {}x{}x{} | {}{} | {} | {} | {} | {} |\n",
-                               k::precision_name(p), x.what, pass_of(x), x.m, x.n, x.k,
+                               k::precision_name(p), x.what, x.pass, x.m, x.n, x.k,
                                x.ta ? 'T' : 'N', x.tb ? 'T' : 'N', cells[0], cells[1], cells[2],
                                k::gemm_lib_name(e.best));
     }
