@@ -47,23 +47,14 @@ inline void put(const qgemm_io& io, int ldy, int i, int o, float d) {
 // ---- portable direct loop: weights widened exactly, fp32 products in 8 lanes ----
 
 using vec8::v8f;
-using v8u = unsigned __attribute__((vector_size(32)));
-using v8h = unsigned short __attribute__((vector_size(16)));
-
-inline v8f widen8(const std::uint16_t* p) {
-  v8h h;
-  std::memcpy(&h, p, sizeof h);
-  return (v8f)(__builtin_convertvector(h, v8u) << 16);
-}
-
 float dot_portable(const std::uint16_t* w, const float* x, int k) {
   v8f acc0 = {}, acc1 = {};
   int j = 0;
   for (; j + 16 <= k; j += 16) {
-    acc0 += widen8(w + j) * vec8::load8(x + j);
-    acc1 += widen8(w + j + 8) * vec8::load8(x + j + 8);
+    acc0 += vec8::load8(w + j) * vec8::load8(x + j);
+    acc1 += vec8::load8(w + j + 8) * vec8::load8(x + j + 8);
   }
-  for (; j + 8 <= k; j += 8) acc0 += widen8(w + j) * vec8::load8(x + j);
+  for (; j + 8 <= k; j += 8) acc0 += vec8::load8(w + j) * vec8::load8(x + j);
   float s = vec8::hsum(acc0 + acc1);
   for (; j < k; ++j) s += bf16_to_f32(w[j]) * x[j];
   return s;

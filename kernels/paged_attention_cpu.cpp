@@ -24,16 +24,7 @@ namespace {
 using namespace vec8;
 constexpr int kDirectRows = paged_direct_rows;
 
-using v8u = unsigned __attribute__((vector_size(32)));
-using v8h = unsigned short __attribute__((vector_size(16)));
-
-// K/V elements as fp32: a float as it is, bf16 bits widened (exact), 8 lanes or one at a time.
-using vec8::load8;
-inline v8f load8(const std::uint16_t* p) {
-  v8h h;
-  std::memcpy(&h, p, sizeof h);
-  return (v8f)(__builtin_convertvector(h, v8u) << 16);
-}
+// K/V elements as fp32: a float as it is, bf16 bits widened (exact; vec8::load8 for 8 lanes).
 inline float at(const float* p, int j) {
   return p[j];
 }

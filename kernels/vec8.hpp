@@ -2,6 +2,7 @@
 // 8-lane float helpers shared by the element-wise CPU kernels (GCC/Clang vector extensions,
 // AVX where the target has it): loads/stores, NaN-propagating min/max and a vectorised exp.
 // Private to kernels/: no caller outside this folder includes it.
+#include <cstdint>
 #include <cstring>
 #if defined(__AVX__)
 #include <immintrin.h>
@@ -16,6 +17,14 @@ inline v8f load8(const float* p) {
   v8f v;
   std::memcpy(&v, p, sizeof v);
   return v;
+}
+// 8 bf16 values (raw bits) widened to fp32, exactly: the bits moved to the top half.
+inline v8f load8(const std::uint16_t* p) {
+  using v8u = unsigned __attribute__((vector_size(32)));
+  using v8h = unsigned short __attribute__((vector_size(16)));
+  v8h h;
+  std::memcpy(&h, p, sizeof h);
+  return (v8f)(__builtin_convertvector(h, v8u) << 16);
 }
 inline float hsum(v8f v) {  // fixed pairwise order: the same bits on every call
   return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
