@@ -6,13 +6,12 @@
 #include <cmath>
 #include <cstring>
 #include <exception>
+#include <thread>
 
 #include "runtime/core/clock.hpp"
 #include "runtime/core/error.hpp"
 
 namespace zf::serve {
-namespace {}  // namespace
-
 serve_recorder::serve_recorder(std::filesystem::path file, double every_s, source src)
     : file_(std::move(file)), every_s_(every_s), src_(std::move(src)) {
   if (!(every_s_ > 0) || !std::isfinite(every_s_))
@@ -71,6 +70,11 @@ void serve_recorder::run() {
 }
 
 void serve_recorder::record() {
+  // A window is at least the line's resolution (1 ms) long, so "t" strictly increases even when
+  // stop() lands right after a periodic line (CI once saw two lines at t=0.401).
+  if (const auto min_end = prev_at_ + std::chrono::milliseconds(1);
+      std::chrono::steady_clock::now() < min_end)
+    std::this_thread::sleep_until(min_end);
   try {
     std::optional<engine_snapshot> cur = src_();
     const auto at = std::chrono::steady_clock::now();
