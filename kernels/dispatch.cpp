@@ -170,6 +170,13 @@ void over_rows(int n, int v, Fn&& fn) {
                        [&](std::size_t b, std::size_t e) { fn(int(b), int(e - b)); });
 }
 // matmul
+void round_bf16(const float* x, int rows, int cols, int ld, std::uint16_t* dst) {
+  ZF_CPU_ONLY(round_bf16, x, rows, cols, ld, dst);
+}
+void gemm_bf16(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const std::uint16_t* a,
+               int lda, const std::uint16_t* b, int ldb, float beta, float* c, int ldc) {
+  ZF_CPU_ONLY(gemm_bf16, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
 void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
           const float* b, int ldb, float beta, float* c, int ldc) {
   // Batch-invariant mode; and a few rows (decode steps) with threads lent: our GEMM split over

@@ -68,6 +68,12 @@ void gemm_with(gemm_lib l, precision p, bool trans_a, bool trans_b, int m, int n
 void gemm_bf16(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const std::uint16_t* a,
                int lda, const std::uint16_t* b, int ldb, float beta, float* c, int ldc);
 
+// Whether GEMMs of precision p may run one per thread inside an OpenMP team (parallel.hpp),
+// through gemm_run(process_gemm_lib(p), p, ...): true when that library is oneDNN, which plans
+// and runs on its caller alone there. OpenBLAS and BLIS keep pools of their own threads, which
+// two callers at once would contend for, so their callers stay on one thread.
+bool gemm_nests(precision p);
+
 // fp32 [n] -> bf16 [n] (round to nearest even), vectorised where the CPU has AVX-512 BF16.
 void to_bf16(const float* src, std::uint16_t* dst, std::size_t n);
 }  // namespace cpu

@@ -24,6 +24,7 @@
 
 extern "C" {
 void omp_set_num_threads(int);
+int omp_in_parallel(void);
 int omp_get_max_threads();
 }
 
@@ -123,15 +124,18 @@ bool blis_loaded() noexcept {
   return blis().sgemm != nullptr;
 }
 
-void sync_library_threads() {
+int sync_library_threads() {
   // oneDNN and BLIS run OpenMP teams whose size is a per-thread setting: follow the kernels'
-  // thread count (OpenBLAS's) on every thread that calls them, a rank thread included.
+  // thread count (OpenBLAS's) on every thread that calls them, a rank thread included. Inside
+  // an OpenMP team (a GEMM per thread: gemm_nests) oneDNN plans and runs on its caller alone.
   thread_local int applied = 0;
-  const int want = kernels::num_threads();
-  if (applied == want) return;
+  const bool nested = omp_in_parallel() != 0;
+  const int want = nested ? 1 : kernels::num_threads();
+  if (applied == want) return want;
   omp_set_num_threads(want);
-  if (blis_loaded()) blis().threads(want);
+  if (blis_loaded() && !nested) blis().threads(want);
   applied = want;
+  return want;
 }
 
 void openblas_sgemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, int lda,
@@ -220,6 +224,10 @@ void run_f32(gemm_lib l, bool ta, bool tb, int m, int n, int k, float alpha, con
 
 }  // namespace
 
+bool gemm_nests(precision p) {
+  return process_gemm_lib(p) == gemm_lib::onednn;
+}
+
 void to_bf16(const float* src, std::uint16_t* dst, std::size_t n) {
   if (__builtin_cpu_supports("avx512bf16")) return to_bf16_avx512(src, dst, n);
   kernels::f32_to_bf16(src, dst, n);
@@ -275,6 +283,11 @@ void gemm_with(gemm_lib l, precision p, bool trans_a, bool trans_b, int m, int n
   if (lda == 0) lda = trans_a ? m : k;
   if (ldb == 0) ldb = trans_b ? k : n;
   gemm_run(l, p, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void round_bf16(const float* x, int rows, int cols, int ld, std::uint16_t* dst) {
+  if (rows <= 0 || cols <= 0) return;
+  backend::onednn_to_bf16(x, rows, cols, ld == 0 ? cols : ld, dst);
 }
 
 void gemm_bf16(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const std::uint16_t* a,

@@ -2,6 +2,7 @@
 // Matmul family: fp32 GEMMs on raw row-major pointers. The CPU reference is OpenBLAS (cblas_sgemm).
 // Linear layers use the Hugging Face GPT-2 Conv1D layout: weight w is [in, out], so y = x @ w + b.
 #include <cstddef>
+#include <cstdint>
 
 namespace zf::kernels {
 
@@ -20,8 +21,19 @@ void linear_forward(const float* x, const float* w, const float* b, float* y, in
 void linear_backward(const float* x, const float* w, const float* dy, float* dx, float* dw,
                      float* db, int n, int ic, int oc);
 
+// Mixed precision with operands rounded once and reused (issue 16: the LM head's weight and its
+// logit gradient each feed two GEMMs, 77 and 103 MB of bf16 at GPT-2's shape, which the bf16
+// gemm would otherwise round again per call and in slices). round_bf16: the stored [rows, cols]
+// fp32 matrix x (row stride ld, 0 = dense) -> dense bf16 bits dst [rows, cols], round to
+// nearest even. gemm_bf16: gemm's contract over such operands (leading dimensions in elements),
+// fp32 accumulation into the fp32 c.
+void round_bf16(const float* x, int rows, int cols, int ld, std::uint16_t* dst);
+void gemm_bf16(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const std::uint16_t* a,
+               int lda, const std::uint16_t* b, int ldb, float beta, float* c, int ldc);
+
 // Backends (kernels/dispatch.cpp picks one per call), same contracts as above.
 namespace cpu {
+void round_bf16(const float* x, int rows, int cols, int ld, std::uint16_t* dst);
 void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
           const float* b, int ldb, float beta, float* c, int ldc);
 void linear_forward(const float* x, const float* w, const float* b, float* y, int n, int ic,

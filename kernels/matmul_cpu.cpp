@@ -1,13 +1,16 @@
 // Matmul family, CPU: the GEMM through the library the tuning table picks (gemm_table.hpp;
 // OpenBLAS's cblas_sgemm unless tuned) at the thread's precision (gemm_lib.hpp), row-major.
 // Invariants: row-major everywhere; a leading dimension of 0 means the dense width of the stored
-// matrix (k or m for a, n or k for b, n for c). OpenBLAS threads the GEMMs itself; nothing here
-// allocates.
+// matrix (k or m for a, n or k for b, n for c). The libraries thread the GEMMs themselves;
+// nothing here allocates but the bf16 backward's per-thread operand scratch, grown once.
 #include <algorithm>
+#include <cstdint>
+#include <vector>
 
 #include "kernels/gemm_backends.hpp"
 #include "kernels/gemm_table.hpp"
 #include "kernels/matmul.hpp"
+#include "kernels/parallel.hpp"
 
 namespace zf::kernels::cpu {
 
@@ -53,10 +56,28 @@ void linear_forward(const float* x, const float* w, const float* b, float* y, in
 // dy: [n, oc]; dx: [n, ic] overwritten (optional); dw: [ic, oc] and db: [oc] accumulated.
 void linear_backward(const float* x, const float* w, const float* dy, float* dx, float* dw,
                      float* db, int n, int ic, int oc) {
-  if (dx != nullptr) gemm(false, true, n, ic, oc, 1.0f, dy, oc, w, oc, 0.0f, dx, ic);
-  if (dw != nullptr) gemm(true, false, ic, oc, n, 1.0f, x, ic, dy, oc, 1.0f, dw, oc);
-  if (db != nullptr) {
-    // Column sums of dy, four rows at a time so db is loaded and stored once per four rows.
+  if (compute_precision() == precision::bf16 && dx != nullptr && dw != nullptr && n > 0 && ic > 0 &&
+      oc > 0) {
+    // dy feeds both GEMMs: rounded once (a [n, oc] pass saved per layer and step).
+    thread_local std::vector<std::uint16_t> dy16, x16, w16;
+    const std::size_t no = static_cast<std::size_t>(n) * oc, io = static_cast<std::size_t>(ic) * oc;
+    const std::size_t ni = static_cast<std::size_t>(n) * ic;
+    if (dy16.size() < no) dy16.resize(no);
+    if (w16.size() < io) w16.resize(io);
+    if (x16.size() < ni) x16.resize(ni);
+    round_bf16(dy, n, oc, oc, dy16.data());
+    round_bf16(w, ic, oc, oc, w16.data());
+    gemm_bf16(false, true, n, ic, oc, 1.0f, dy16.data(), oc, w16.data(), oc, 0.0f, dx, ic);
+    round_bf16(x, n, ic, ic, x16.data());
+    gemm_bf16(true, false, ic, oc, n, 1.0f, x16.data(), ic, dy16.data(), oc, 1.0f, dw, oc);
+  } else {
+    if (dx != nullptr) gemm(false, true, n, ic, oc, 1.0f, dy, oc, w, oc, 0.0f, dx, ic);
+    if (dw != nullptr) gemm(true, false, ic, oc, n, 1.0f, x, ic, dy, oc, 1.0f, dw, oc);
+  }
+  if (db == nullptr) return;
+  // Column sums of dy, four rows at a time so db is loaded and stored once per four rows; the
+  // columns split over the threads (each column's sum is the same either way).
+  parallel_ranges(static_cast<std::size_t>(oc), 16, 256, [&](std::size_t j0, std::size_t j1) {
     const std::size_t w_ = static_cast<std::size_t>(oc);
     int r = 0;
     for (; r + 4 <= n; r += 4) {
@@ -64,13 +85,13 @@ void linear_backward(const float* x, const float* w, const float* dy, float* dx,
       const float* d1 = d0 + w_;
       const float* d2 = d1 + w_;
       const float* d3 = d2 + w_;
-      for (std::size_t j = 0; j < w_; ++j) db[j] += (d0[j] + d1[j]) + (d2[j] + d3[j]);
+      for (std::size_t j = j0; j < j1; ++j) db[j] += (d0[j] + d1[j]) + (d2[j] + d3[j]);
     }
     for (; r < n; ++r) {
       const float* d0 = dy + static_cast<std::size_t>(r) * w_;
-      for (std::size_t j = 0; j < w_; ++j) db[j] += d0[j];
+      for (std::size_t j = j0; j < j1; ++j) db[j] += d0[j];
     }
-  }
+  });
 }
 
 }  // namespace zf::kernels::cpu

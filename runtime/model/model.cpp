@@ -309,9 +309,19 @@ float transformer::run_forward(const int* ids, const int* targets, int b, int t,
     head_base_ = acquire_params(R_emb_);
     head_w_ = layout_.globals<float>(head_base_, emb0).tok_emb;
   }
+  head16_rows_ = -1;
   if (quant_ && quant_->head) {
     if (fuse_xent) fail("a quantized model runs forward only: its head cannot be trained");
     quant_->head->forward(lnf_, C, BT, nullptr, logits_, V, false);
+  } else if (precision_ == kernels::precision::bf16) {
+    // Rounded once: the head's weight and lnf feed the backward's GEMMs too (head_backward).
+    head16_.resize(std::size_t(V) * C);
+    lnf16_.resize(std::size_t(BT) * C);
+    k::round_bf16(head_w_, V, C, 0, head16_.data());
+    k::round_bf16(lnf_, BT, C, 0, lnf16_.data());
+    k::gemm_bf16(false, true, BT, V, C, 1.0f, lnf16_.data(), 0, head16_.data(), 0, 0.0f, logits_,
+                 0);
+    head16_rows_ = BT;
   } else {
     k::gemm(false, true, BT, V, C, 1.0f, lnf_, 0, head_w_, 0, 0.0f, logits_, 0);
   }
@@ -371,11 +381,20 @@ void transformer::head_backward(int R_head, float* gemb, const float* dvalue, bo
   float* gfb = acquire_grads(R_final_);
   auto gg = layout_.globals<float>(gfb, fin0);
   if (lm) {
-    k::gemm(false, false, BT, C, V, 1.0f, logits_, 0, head_w_, 0, 0.0f, dln_, 0);
     float* dhead = spec_.tied_head
                        ? layout_.globals<float>(gemb, layout_.regions[R_emb_].begin).tok_emb
                        : gg.head;
-    k::gemm(true, false, V, C, BT, 1.0f, logits_, 0, lnf_, 0, 1.0f, dhead, 0);
+    if (head16_rows_ == BT) {  // the forward's bf16 head: dlogits rounded once for both GEMMs
+      dlogits16_.resize(std::size_t(BT) * V);
+      k::round_bf16(logits_, BT, V, 0, dlogits16_.data());
+      k::gemm_bf16(false, false, BT, C, V, 1.0f, dlogits16_.data(), 0, head16_.data(), 0, 0.0f,
+                   dln_, 0);
+      k::gemm_bf16(true, false, V, C, BT, 1.0f, dlogits16_.data(), 0, lnf16_.data(), 0, 1.0f, dhead,
+                   0);
+    } else {
+      k::gemm(false, false, BT, C, V, 1.0f, logits_, 0, head_w_, 0, 0.0f, dln_, 0);
+      k::gemm(true, false, V, C, BT, 1.0f, logits_, 0, lnf_, 0, 1.0f, dhead, 0);
+    }
     if (R_head != R_final_) {  // tied: done with wte's parameters; fetch the final norm's
       release_params(R_head);
       head_base_ = acquire_params(R_final_);

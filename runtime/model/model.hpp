@@ -211,6 +211,10 @@ class transformer {
   linear_observer* observer_ = nullptr;
   int L_ = 0, R_emb_ = 0, R_final_ = 0;
   float* head_w_ = nullptr;  // [V, C] head held from the head's forward through its backward
+  // bf16 precision: the head's weight [V, C] and lnf [BT, C] rounded by the head's forward (for
+  // head16_rows_ = BT rows; -1: the last forward did not), dlogits [BT, V] by its backward.
+  std::vector<std::uint16_t> head16_, lnf16_, dlogits16_;
+  int head16_rows_ = -1;
   float* head_base_ = nullptr;
   float* values_out_ = nullptr;  // forward_rl's values, written while the final region is held
   bool rl_lm_ = false;           // the last forward_rl computed logits
