@@ -1,7 +1,8 @@
 // Attention family, CPU reference: causal multi-head self-attention as GEMMs of the tuned library.
 // Invariants:
-// - q/k/v/out/dq/dk/dv are read and written in place through their row strides (no copies);
-//   only the n_head * head_dim head columns are touched.
+// - q/k/v/out/dq/dk/dv are read and written through their row strides; only the
+//   n_head * head_dim head columns are touched. (The batched path below gathers them into dense
+//   per-head copies, in per-thread scratch grown once.)
 // - Queries are processed in blocks of kBlock rows. Query i (absolute position offset + i) sees
 //   keys 0..offset+i, so a block [i0, i1) needs keys [0, offset + i1) only: the GEMMs skip the
 //   fully masked upper-right part of the score matrix (about half of it in training).
@@ -14,8 +15,10 @@
 //   dk/dv (beta = 0) and the others accumulate into it (beta = 1). With n_kv_head == n_head every
 //   head is first of its group, so the GEMM calls are exactly those of plain multi-head attention.
 // - The GEMMs and softmaxes inside are cpu::gemm / cpu::softmax_rows (unqualified names in
-//   namespace cpu): a backend never goes back through the dispatch.
-// Nothing here allocates; att/datt are the caller's scratch.
+//   namespace cpu) or the library's own calls: a backend never goes back through the dispatch.
+// - Where the process's GEMM library is oneDNN (gemm_nests), heads run on the OpenMP team, or a
+//   whole training sequence as batched matmuls (batched_forward / batched_backward below).
+// att/datt are the caller's scratch.
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
