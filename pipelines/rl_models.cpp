@@ -10,6 +10,7 @@
 #include "runtime/model/lm_weights.hpp"
 #include "runtime/rl/rl_data.hpp"
 #include "runtime/text/byte_vocab.hpp"
+#include "runtime/train/loss_scaler.hpp"
 #include "storage/checkpoint.hpp"
 #include "storage/fs_util.hpp"
 
@@ -107,10 +108,20 @@ rl_setup setup_rl(run_config cfg, const fs::path& out, const std::string& checkp
   return s;
 }
 
+kernels::precision rl_precision(const run_config& cfg) {
+  const kernels::precision p = precision_of(cfg.train);
+  if (p == kernels::precision::f16)
+    fail(
+        "train.precision = \"fp16\" is not supported by the RLHF commands (their steps have no "
+        "loss scaler): use \"bf16\" or \"fp32\"");
+  return p;
+}
+
 std::unique_ptr<transformer> make_model(const rl_setup& s, bool value_head, uint64_t seed) {
   model_spec spec = s.spec;
   spec.value_head = value_head;
   auto m = std::make_unique<transformer>(spec);
+  m->set_precision(rl_precision(s.cfg));
   m->init_weights(seed);
   if (!s.init.empty()) copy_by_name(make_layout(s.spec), s.init.data(), *m);
   return m;
@@ -188,6 +199,7 @@ std::unique_ptr<transformer> load_reward_model(const rl_setup& s, const std::str
   model_spec spec = s.spec;
   spec.value_head = true;
   auto m = std::make_unique<transformer>(spec, true, false);
+  m->set_precision(rl_precision(s.cfg));
   copy_by_name(l.layout, l.params.data(), *m);
   return m;
 }

@@ -34,8 +34,14 @@ struct rl_setup {
 // zeroflow checkpoint (its model keys and tokenizer; a value head is dropped for a policy).
 rl_setup setup_rl(run_config cfg, const std::filesystem::path& out, const std::string& checkpoint);
 
+// The compute precision of every RLHF role's model (train.precision, issue 16): fp32 or bf16
+// (bf16 GEMMs, fp32 master weights and optimizer state). fp16 is refused naming the key: the RL
+// steps have no loss scaler.
+kernels::precision rl_precision(const run_config& cfg);
+
 // A policy (no value head) or a value-head model (reward model, critic) of the setup's shape:
-// the checkpoint's parameters where it has them (matched by name), else initialised from seed.
+// the checkpoint's parameters where it has them (matched by name), else initialised from seed;
+// at rl_precision.
 std::unique_ptr<transformer> make_model(const rl_setup& s, bool value_head, uint64_t seed);
 
 // Warm-up pairs: rlhf.sft_data, else 4096 task samples of which rlhf.sft_noise answer wrong.

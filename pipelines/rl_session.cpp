@@ -108,6 +108,7 @@ rl_roles make_roles(const rl_setup& s, const rl_run_options& o, const std::strin
   warm_up(s, *m.policy, w, res);
   if (rl::kl_coef_in_effect(r) > 0) {
     m.reference = std::make_unique<transformer>(s.spec, true, false);
+    m.reference->set_precision(m.policy->precision());
     std::copy_n(m.policy->params().data(), m.policy->params().size(), m.reference->params().data());
   }
   if (!r.reward_model.empty()) m.rm = load_reward_model(s, r.reward_model);
@@ -131,6 +132,8 @@ rl_roles make_roles(const rl_setup& s, const rl_run_options& o, const std::strin
   if (s.cfg.train.ranks > 1) {  // the ranks hold the policy from here on
     m.group = std::make_unique<rl::policy_group>(s.spec, popt, s.cfg.train.ranks, s.cfg.zero.stage,
                                                  m.policy->params().data());
+    for (int r = 0; r < m.group->world(); ++r)
+      m.group->model(r).set_precision(m.policy->precision());
     m.policy.reset();
     m.policy_opt.reset();
   }
