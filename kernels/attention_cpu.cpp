@@ -62,8 +62,8 @@ int kv_group(const attention_shape& s) {
 // ~1150 GEMM calls per step). Elsewhere heads run in turn with the library's own threads.
 struct head_runner {
   precision p = compute_precision();
-  bool nested = gemm_nests(p);
-  gemm_lib lib = nested ? process_gemm_lib(p) : gemm_lib::openblas;
+  gemm_lib lib = process_gemm_lib(p);
+  bool nested = gemm_nests(lib);
 
   void mm(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, int lda,
           const float* b, int ldb, float beta, float* c, int ldc) const {
@@ -188,19 +188,13 @@ batched_scratch& tl_batched() {
   thread_local batched_scratch s;
   return s;
 }
+// n elements of bf16 (bf) or f32 bits in a 16-bit buffer.
 void* grown_for(std::vector<std::uint16_t>& v, std::size_t n, bool bf) {
-  if (v.size() < n * (bf ? 1 : 2)) v.resize(n * (bf ? 1 : 2));
-  return v.data();
-}
-
-float* grown(std::vector<float>& v, std::size_t n) {
-  if (v.size() < n) v.resize(n);
-  return v.data();
+  return grown(v, n * (bf ? 1 : 2));
 }
 
 bool batched_fits(const head_runner& r, const attention_shape& s) {
-  return r.nested && r.lib == gemm_lib::onednn && r.p != precision::f16 && s.offset == 0 &&
-         kv_group(s) == 1 && s.tq == s.tk;
+  return r.nested && r.p != precision::f16 && s.offset == 0 && kv_group(s) == 1 && s.tq == s.tk;
 }
 
 struct dense_heads {

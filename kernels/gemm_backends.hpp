@@ -3,7 +3,9 @@
 // Every function takes normalised arguments: m, n, k > 0 and real leading dimensions (row
 // strides in elements of the stored matrices: a is [m, k] or, transposed, [k, m]; b is [k, n] or
 // [n, k]; c is [m, n]).
+#include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "kernels/gemm_lib.hpp"
 
@@ -48,6 +50,13 @@ int sync_library_threads();
 }  // namespace zf::kernels::cpu::backend
 
 namespace zf::kernels::cpu {
+// v's storage, grown to at least n elements (per-thread scratch: allocated once, then reused).
+template <class T>
+T* grown(std::vector<T>& v, std::size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+
 // gemm_with after its checks: library l at precision p on normalised arguments (the 16-bit
 // precisions round op(a) and op(b) into per-thread scratch first).
 void gemm_run(gemm_lib l, precision p, bool ta, bool tb, int m, int n, int k, float alpha,

@@ -73,6 +73,7 @@ void gemm_bf16(bool trans_a, bool trans_b, int m, int n, int k, float alpha, con
 // and runs on its caller alone there. OpenBLAS and BLIS keep pools of their own threads, which
 // two callers at once would contend for, so their callers stay on one thread.
 bool gemm_nests(precision p);
+bool gemm_nests(gemm_lib l) noexcept;  // the rule itself, for a library already looked up
 
 // fp32 [n] -> bf16 [n] (round to nearest even), vectorised where the CPU has AVX-512 BF16.
 void to_bf16(const float* src, std::uint16_t* dst, std::size_t n);

@@ -166,11 +166,6 @@ scratch& tl_scratch() {
   thread_local scratch s;
   return s;
 }
-template <class T>
-T* grown(std::vector<T>& v, std::size_t n) {
-  if (v.size() < n) v.resize(n);
-  return v.data();
-}
 
 __attribute__((target("avx512f,avx512bf16"))) void to_bf16_avx512(const float* src,
                                                                   std::uint16_t* dst,
@@ -224,8 +219,11 @@ void run_f32(gemm_lib l, bool ta, bool tb, int m, int n, int k, float alpha, con
 
 }  // namespace
 
+bool gemm_nests(gemm_lib l) noexcept {
+  return l == gemm_lib::onednn;
+}
 bool gemm_nests(precision p) {
-  return process_gemm_lib(p) == gemm_lib::onednn;
+  return gemm_nests(process_gemm_lib(p));
 }
 
 void to_bf16(const float* src, std::uint16_t* dst, std::size_t n) {

@@ -63,14 +63,12 @@ void linear_backward(const float* x, const float* w, const float* dy, float* dx,
     thread_local std::vector<std::uint16_t> dy16, x16, w16;
     const std::size_t no = static_cast<std::size_t>(n) * oc, io = static_cast<std::size_t>(ic) * oc;
     const std::size_t ni = static_cast<std::size_t>(n) * ic;
-    if (dy16.size() < no) dy16.resize(no);
-    if (w16.size() < io) w16.resize(io);
-    if (x16.size() < ni) x16.resize(ni);
-    round_bf16(dy, n, oc, oc, dy16.data());
-    round_bf16(w, ic, oc, oc, w16.data());
-    gemm_bf16(false, true, n, ic, oc, 1.0f, dy16.data(), oc, w16.data(), oc, 0.0f, dx, ic);
-    round_bf16(x, n, ic, ic, x16.data());
-    gemm_bf16(true, false, ic, oc, n, 1.0f, x16.data(), ic, dy16.data(), oc, 1.0f, dw, oc);
+    std::uint16_t *d16 = grown(dy16, no), *w16p = grown(w16, io), *x16p = grown(x16, ni);
+    round_bf16(dy, n, oc, oc, d16);
+    round_bf16(w, ic, oc, oc, w16p);
+    gemm_bf16(false, true, n, ic, oc, 1.0f, d16, oc, w16p, oc, 0.0f, dx, ic);
+    round_bf16(x, n, ic, ic, x16p);
+    gemm_bf16(true, false, ic, oc, n, 1.0f, x16p, ic, d16, oc, 1.0f, dw, oc);
   } else {
     if (dx != nullptr) gemm(false, true, n, ic, oc, 1.0f, dy, oc, w, oc, 0.0f, dx, ic);
     if (dw != nullptr) gemm(true, false, ic, oc, n, 1.0f, x, ic, dy, oc, 1.0f, dw, oc);
