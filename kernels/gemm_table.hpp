@@ -12,7 +12,9 @@
 //   lengths share entries), n, k. A table from another CPU is foreign; a table that does not
 //   parse is corrupt; both are ignored with a warning and replaced at the next save.
 // - One library per precision in a process (process_gemm_lib): the entries' per-shape bests are
-//   reported, but a process does not alternate libraries (their thread pools fight).
+//   reported, but a process does not alternate libraries (their thread pools fight). The choice
+//   is over the shapes the process has run, so it settles during the first step (a new shape
+//   may move it) and a table shared by several models gives each its own library.
 // - Mode off (the default of a library user, the tests): no table, the default libraries
 //   (OpenBLAS for f32 and f16, oneDNN for bf16), so results do not depend on timing. The CLI turns
 //   lazy tuning on (ZF_GEMM_TUNING=off|cached|lazy overrides).
@@ -58,8 +60,8 @@ gemm_lib default_gemm_lib(precision p) noexcept;
 // alternating libraries makes their spinning thread pools starve each other (measured).
 gemm_lib choose_gemm_lib(precision p, bool trans_a, bool trans_b, int m, int n, int k);
 // The library of precision p for this process: the one with the least total time over the
-// table's entries of p at this thread count (each entry's best is still recorded and printed);
-// the default with no entries or tuning off.
+// table's entries of p at this thread count that the process has run (all before it ran any) (each
+// entry's best is still recorded and printed); the default with no entries or tuning off.
 gemm_lib process_gemm_lib(precision p);
 // Measures every library available for p on the (bucketed) shape, records the entry in the
 // table and saves the file when one is set. Failures of one library (an exception, a wrong

@@ -12,6 +12,7 @@
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <thread>
 #include <tuple>
@@ -39,6 +40,7 @@ struct table_state {
   gemm_tuning mode = gemm_tuning::off;
   std::string path;
   std::map<key_t, gemm_entry> entries;
+  std::set<key_t> used;  // the shapes this process has run (choose_gemm_lib)
   // process_lib_locked's answers by (precision, threads), dropped whenever entries change: the
   // choice is asked at every GEMM, the table changes only when a shape is measured or loaded
   std::map<std::pair<int, int>, gemm_lib> chosen;
@@ -150,18 +152,24 @@ gemm_entry tune_locked(table_state& t, precision p, bool ta, bool tb, int m, int
 }
 
 // The one library of precision p for this process: the least total time over the table's
-// entries of p at these threads (each entry's FLOPs over the library's measured rate; a library
-// without a passing trial on some entry is out), else the default. One per process because the
-// libraries' thread pools fight: OpenBLAS's workers spin ~0.1 s after a call and libgomp's 3 ms,
-// so alternating libraries shape by shape starved each (the tiny shape's fp32 step took 970 ms
-// with per-shape choices against 400 ms on one library).
+// entries of p at these threads that this process has run (all of them before it has run any;
+// each entry's FLOPs over the library's measured rate; a library without a passing trial on some
+// entry is out), else the default. Not over the whole table: a table that also holds a bigger
+// model's shapes made a small model run the big one's library (tiny's fp32 step 287 -> 402 ms). One
+// per process because the libraries' thread pools fight: OpenBLAS's workers spin ~0.1 s after a
+// call and libgomp's 3 ms, so alternating libraries shape by shape starved each (the tiny shape's
+// fp32 step took 970 ms with per-shape choices against 400 ms on one library).
 gemm_lib compute_process_lib(const table_state& t, precision p, int threads) {
   double total[gemm_lib_count] = {};
   bool usable[gemm_lib_count];
   int seen = 0;
   for (int i = 0; i < gemm_lib_count; ++i) usable[i] = gemm_lib_available(gemm_lib(i), p);
+  const bool ran_some = std::any_of(t.used.begin(), t.used.end(), [&](const key_t& k) {
+    return std::get<0>(k) == threads && std::get<1>(k) == int(p) && t.entries.count(k);
+  });
   for (const auto& [key, e] : t.entries) {
     if (e.prec != p || e.threads != threads) continue;
+    if (ran_some && !t.used.count(key)) continue;
     ++seen;
     const double flops = 2.0 * e.m * e.n * e.k;
     for (int i = 0; i < gemm_lib_count; ++i) {
@@ -243,6 +251,7 @@ std::vector<std::string> configure_gemm_tuning(gemm_tuning mode, const std::stri
   t.mode = mode;
   t.path = mode == gemm_tuning::off ? "" : path;
   t.entries.clear();
+  t.used.clear();
   t.chosen.clear();
   g_mode = mode;
   if (t.path.empty() || !std::filesystem::exists(t.path)) return warnings;
@@ -289,6 +298,7 @@ gemm_lib choose_gemm_lib(precision p, bool ta, bool tb, int m, int n, int k) {
     });
     tune_locked(t, p, ta, tb, m, n, k);
   }
+  if (t.used.insert(key).second) t.chosen.clear();  // a new shape may move the choice
   return process_lib_locked(t, p, threads);
 }
 
@@ -318,6 +328,7 @@ void clear_gemm_table() {
   table_state& t = table();
   std::lock_guard lock(t.mu);
   t.entries.clear();
+  t.used.clear();
   t.chosen.clear();
 }
 
