@@ -2,6 +2,7 @@
 // Activation family: GELU (tanh approximation, as GPT-2 and torch's GELU(approximate="tanh")),
 // SwiGLU (Llama) and the residual add. fp32, element-wise.
 #include <cstddef>
+#include <cstdint>
 
 namespace zf::kernels {
 
@@ -9,6 +10,9 @@ namespace zf::kernels {
 void gelu_forward(const float* x, float* y, std::size_t n);
 // dx[i] = gelu'(x[i]) * dy[i] (OVERWRITTEN); dx may alias dy.
 void gelu_backward(const float* x, const float* dy, float* dx, std::size_t n);
+// y[i] = gelu(x[i]) rounded to bf16 (raw bits, nearest even): the activation a bf16 GEMM reads
+// next, written without an fp32 copy (mixed-precision training keeps only this).
+void gelu_forward_bf16(const float* x, std::uint16_t* y, std::size_t n);
 // y[i] = a[i] + b[i]; y may alias a or b.
 void add_forward(const float* a, const float* b, float* y, std::size_t n);
 // SwiGLU (Llama MLP): gu: [n, 2*m] rows of [gate | up] -> y: [n, m] with
@@ -20,11 +24,16 @@ void swiglu_forward(const float* gu, float* y, int n, int m);
 void swiglu_backward(const float* gu, const float* dy, float* dgu, int n, int m);
 // y[i] += x[i]
 void accumulate(float* y, const float* x, std::size_t n);
+// y[i] = 0 over host memory, on both cores, whatever the current device (a gradient buffer cleared
+// per step: 500 MB at GPT-2's size, which one core's memset clears at about half the machine's
+// write bandwidth).
+void zero_fill(float* y, std::size_t n);
 
 // Backends (kernels/dispatch.cpp picks one per call), same contracts as above.
 namespace cpu {
 void gelu_forward(const float* x, float* y, std::size_t n);
 void gelu_backward(const float* x, const float* dy, float* dx, std::size_t n);
+void gelu_forward_bf16(const float* x, std::uint16_t* y, std::size_t n);
 void add_forward(const float* a, const float* b, float* y, std::size_t n);
 void swiglu_forward(const float* gu, float* y, int n, int m);
 void swiglu_backward(const float* gu, const float* dy, float* dgu, int n, int m);

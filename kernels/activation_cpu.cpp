@@ -4,9 +4,11 @@
 // which is the same function as torch's GELU(approximate="tanh") but avoids the cancellation in
 // 1 + tanh(u) for negative x, and needs only one exp, done 8 lanes at a time with a Cephes-style
 // polynomial (about 1 ulp; glibc's expf does not vectorize without -ffast-math).
+#include <algorithm>
 #include <cstring>
 
 #include "kernels/activation.hpp"
+#include "kernels/gemm_lib.hpp"
 #include "kernels/vec8.hpp"
 
 namespace zf::kernels::cpu {
@@ -69,6 +71,18 @@ void gelu_forward(const float* x, float* y, std::size_t n) {
   std::size_t i = 0;
   for (; i + 8 <= n; i += 8) store8(y + i, gelu8(load8(x + i)));
   if (i < n) tail8(x + i, nullptr, y + i, n - i, [](v8f xv, v8f) { return gelu8(xv); });
+}
+
+// x: [n] -> y: [n] bf16, through a cache-resident fp32 chunk (the same bits as gelu_forward
+// followed by the bf16 rounding of the GEMM operands).
+void gelu_forward_bf16(const float* x, std::uint16_t* y, std::size_t n) {
+  constexpr std::size_t k_chunk = 1024;  // multiple of 8: every element meets the vector body
+  alignas(64) float buf[k_chunk];
+  for (std::size_t i = 0; i < n; i += k_chunk) {
+    const std::size_t m = std::min(k_chunk, n - i);
+    gelu_forward(x + i, buf, m);
+    to_bf16(buf, y + i, m);
+  }
 }
 
 // x, dy: [n] -> dx: [n] overwritten; dx may alias dy.

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -199,6 +200,10 @@ void linear_forward(const float* x, const float* w, const float* b, float* y, in
                     int oc) {
   ZF_CPU_ONLY(linear_forward, x, w, b, y, n, ic, oc);
 }
+void linear_backward_bf16(const std::uint16_t* x16, const std::uint16_t* w16, const float* dy,
+                          float* dx, float* dw, float* db, int n, int ic, int oc) {
+  ZF_CPU_ONLY(linear_backward_bf16, x16, w16, dy, dx, dw, db, n, ic, oc);
+}
 void linear_backward(const float* x, const float* w, const float* dy, float* dx, float* dw,
                      float* db, int n, int ic, int oc) {
   ZF_CPU_ONLY(linear_backward, x, w, dy, dx, dw, db, n, ic, oc);
@@ -290,6 +295,17 @@ void gelu_backward(const float* x, const float* dy, float* dx, std::size_t n) {
   ZF_CPU_CHECK(gelu_backward);
   cpu::parallel_ranges(n, 8, k_parallel_min, [&](std::size_t b, std::size_t e) {
     cpu::gelu_backward(x + b, dy + b, dx + b, e - b);
+  });
+}
+void gelu_forward_bf16(const float* x, std::uint16_t* y, std::size_t n) {
+  ZF_CPU_CHECK(gelu_forward_bf16);
+  cpu::parallel_ranges(n, 8, k_parallel_min, [&](std::size_t b, std::size_t e) {
+    cpu::gelu_forward_bf16(x + b, y + b, e - b);
+  });
+}
+void zero_fill(float* y, std::size_t n) {  // host memory whatever the device: no check
+  cpu::parallel_ranges(n, 16, std::size_t(1) << 20, [&](std::size_t b, std::size_t e) {
+    std::memset(y + b, 0, (e - b) * sizeof(float));
   });
 }
 void add_forward(const float* a, const float* b, float* y, std::size_t n) {

@@ -30,6 +30,12 @@ void linear_backward(const float* x, const float* w, const float* dy, float* dx,
 void round_bf16(const float* x, int rows, int cols, int ld, std::uint16_t* dst);
 void gemm_bf16(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const std::uint16_t* a,
                int lda, const std::uint16_t* b, int ldb, float beta, float* c, int ldc);
+// linear_backward's contract over operands the forward rounded already (bf16 training keeps a
+// linear's rounded input x16 [n, ic] and weight w16 [ic, oc] from its forward): dy is rounded
+// once for both GEMMs; dx (not null) overwritten, dw (not null) and db (may be null)
+// accumulated, all fp32. The same bits as linear_backward at bf16 precision.
+void linear_backward_bf16(const std::uint16_t* x16, const std::uint16_t* w16, const float* dy,
+                          float* dx, float* dw, float* db, int n, int ic, int oc);
 
 // Backends (kernels/dispatch.cpp picks one per call), same contracts as above.
 namespace cpu {
@@ -40,6 +46,8 @@ void linear_forward(const float* x, const float* w, const float* b, float* y, in
                     int oc);
 void linear_backward(const float* x, const float* w, const float* dy, float* dx, float* dw,
                      float* db, int n, int ic, int oc);
+void linear_backward_bf16(const std::uint16_t* x16, const std::uint16_t* w16, const float* dy,
+                          float* dx, float* dw, float* db, int n, int ic, int oc);
 }  // namespace cpu
 
 }  // namespace zf::kernels

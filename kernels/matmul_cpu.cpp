@@ -54,30 +54,13 @@ void linear_forward(const float* x, const float* w, const float* b, float* y, in
   gemm(false, false, n, oc, ic, 1.0f, x, ic, w, oc, beta, y, oc);
 }
 
-// dy: [n, oc]; dx: [n, ic] overwritten (optional); dw: [ic, oc] and db: [oc] accumulated.
-void linear_backward(const float* x, const float* w, const float* dy, float* dx, float* dw,
-                     float* db, int n, int ic, int oc) {
-  if (compute_precision() == precision::bf16 && dx != nullptr && dw != nullptr && n > 0 && ic > 0 &&
-      oc > 0) {
-    // dy feeds both GEMMs: rounded once (a [n, oc] pass saved per layer and step).
-    thread_local std::vector<std::uint16_t> dy16, x16, w16;
-    const std::size_t no = static_cast<std::size_t>(n) * oc, io = static_cast<std::size_t>(ic) * oc;
-    const std::size_t ni = static_cast<std::size_t>(n) * ic;
-    std::uint16_t *d16 = grown(dy16, no), *w16p = grown(w16, io), *x16p = grown(x16, ni);
-    round_bf16(dy, n, oc, oc, d16);
-    round_bf16(w, ic, oc, oc, w16p);
-    gemm_bf16(false, true, n, ic, oc, 1.0f, d16, oc, w16p, oc, 0.0f, dx, ic);
-    round_bf16(x, n, ic, ic, x16p);
-    gemm_bf16(true, false, ic, oc, n, 1.0f, x16p, ic, d16, oc, 1.0f, dw, oc);
-  } else {
-    if (dx != nullptr) gemm(false, true, n, ic, oc, 1.0f, dy, oc, w, oc, 0.0f, dx, ic);
-    if (dw != nullptr) gemm(true, false, ic, oc, n, 1.0f, x, ic, dy, oc, 1.0f, dw, oc);
-  }
-  if (db == nullptr) return;
-  // Column sums of dy, four rows at a time so db is loaded and stored once per four rows; the
-  // columns split over the OpenMP team (each column's sum is the same either way) where the
-  // GEMMs run on it too: right after an OpenBLAS GEMM its own threads still spin, and a team
-  // beside them was slower than one thread (gpt2-124M fp32 step ~3.1 s against ~3.0 s).
+namespace {
+
+// db [oc] += column sums of dy [n, oc], four rows at a time so db is loaded and stored once per
+// four rows; the columns split over the OpenMP team (each column's sum is the same either way)
+// where the GEMMs run on it too: right after an OpenBLAS GEMM its own threads still spin, and a
+// team beside them was slower than one thread (gpt2-124M fp32 step ~3.1 s against ~3.0 s).
+void bias_grad(const float* dy, float* db, int n, int oc) {
   const std::size_t team_min =
       gemm_nests(compute_precision()) ? 256 : std::numeric_limits<std::size_t>::max();
   parallel_ranges(static_cast<std::size_t>(oc), 16, team_min, [&](std::size_t j0, std::size_t j1) {
@@ -95,6 +78,48 @@ void linear_backward(const float* x, const float* w, const float* dy, float* dx,
       for (std::size_t j = j0; j < j1; ++j) db[j] += d0[j];
     }
   });
+}
+
+// The rounded operands' scratch of linear_backward (per thread, grown once).
+struct backward_scratch {
+  std::vector<std::uint16_t> dy16, x16, w16;
+};
+backward_scratch& tl_backward() {
+  thread_local backward_scratch s;
+  return s;
+}
+
+}  // namespace
+
+// x16: [n, ic], w16: [ic, oc] bf16; dy: [n, oc] -> dx [n, ic] overwritten, dw [ic, oc] and
+// db [oc] accumulated.
+void linear_backward_bf16(const std::uint16_t* x16, const std::uint16_t* w16, const float* dy,
+                          float* dx, float* dw, float* db, int n, int ic, int oc) {
+  if (n > 0 && ic > 0 && oc > 0) {
+    // dy feeds both GEMMs: rounded once (a [n, oc] pass saved per layer and step).
+    std::uint16_t* d16 = grown(tl_backward().dy16, static_cast<std::size_t>(n) * oc);
+    round_bf16(dy, n, oc, oc, d16);
+    gemm_bf16(false, true, n, ic, oc, 1.0f, d16, oc, w16, oc, 0.0f, dx, ic);
+    gemm_bf16(true, false, ic, oc, n, 1.0f, x16, ic, d16, oc, 1.0f, dw, oc);
+  }
+  if (db != nullptr && n > 0 && oc > 0) bias_grad(dy, db, n, oc);
+}
+
+// dy: [n, oc]; dx: [n, ic] overwritten (optional); dw: [ic, oc] and db: [oc] accumulated.
+void linear_backward(const float* x, const float* w, const float* dy, float* dx, float* dw,
+                     float* db, int n, int ic, int oc) {
+  if (compute_precision() == precision::bf16 && dx != nullptr && dw != nullptr && n > 0 && ic > 0 &&
+      oc > 0) {
+    backward_scratch& s = tl_backward();
+    std::uint16_t* w16 = grown(s.w16, static_cast<std::size_t>(ic) * oc);
+    std::uint16_t* x16 = grown(s.x16, static_cast<std::size_t>(n) * ic);
+    round_bf16(w, ic, oc, oc, w16);
+    round_bf16(x, n, ic, ic, x16);
+    return linear_backward_bf16(x16, w16, dy, dx, dw, db, n, ic, oc);
+  }
+  if (dx != nullptr) gemm(false, true, n, ic, oc, 1.0f, dy, oc, w, oc, 0.0f, dx, ic);
+  if (dw != nullptr) gemm(true, false, ic, oc, n, 1.0f, x, ic, dy, oc, 1.0f, dw, oc);
+  if (db != nullptr && n > 0 && oc > 0) bias_grad(dy, db, n, oc);
 }
 
 }  // namespace zf::kernels::cpu

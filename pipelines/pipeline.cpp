@@ -317,6 +317,7 @@ train_result pipeline::run(const run_options& o) {
         std::make_shared<zero_rank>(spec_of(cfg_.model), cfg_.optimizer, cfg_.zero.stage, *c));
     ranks.back()->set_expert_parallel(cfg_.train.expert_parallel);
     ranks.back()->model().set_precision(precision_of(cfg_.train));
+    ranks.back()->set_reduce_bf16(cfg_.train.reduce_dtype == "bf16");
   }
   int start = 0;
   int64_t start_tokens = -1, start_layer_tokens = -1;

@@ -132,8 +132,10 @@ rl_roles make_roles(const rl_setup& s, const rl_run_options& o, const std::strin
   if (s.cfg.train.ranks > 1) {  // the ranks hold the policy from here on
     m.group = std::make_unique<rl::policy_group>(s.spec, popt, s.cfg.train.ranks, s.cfg.zero.stage,
                                                  m.policy->params().data());
-    for (int r = 0; r < m.group->world(); ++r)
+    for (int r = 0; r < m.group->world(); ++r) {
       m.group->model(r).set_precision(m.policy->precision());
+      m.group->rank(r).set_reduce_bf16(s.cfg.train.reduce_dtype == "bf16");
+    }
     m.policy.reset();
     m.policy_opt.reset();
   }

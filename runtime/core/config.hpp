@@ -85,6 +85,9 @@ struct train_config {
   // Compute precision of the GEMMs (kernels/gemm_lib.hpp): fp32, or bf16 / fp16 mixed precision
   // (fp32 master weights, gradients, Adam moments and reductions; fp16 with loss scaling).
   std::string precision = "fp32";
+  // The dtype gradients travel and are summed in between data-parallel ranks: fp32, or bf16
+  // (half the bytes; DeepSpeed's communication_data_type, FSDP2's reduce_dtype).
+  std::string reduce_dtype = "fp32";
   fp16_config fp16;
   int steps = 600;
   int batch_size = 8;

@@ -10,6 +10,10 @@ std::vector<key> precision_keys() {
               "GEMM compute precision: fp32, or bf16 / fp16 mixed precision (fp32 master "
               "weights, gradients and Adam moments; fp16 with loss scaling)",
               "fp32", "bf16", "fp16"),
+      ZF_ENUM("train.reduce_dtype", train.reduce_dtype,
+              "dtype gradients travel and are summed in between data-parallel ranks: fp32, or "
+              "bf16 (half the bytes; each rank's gradient rounded to bf16, the sum a bf16 value)",
+              "fp32", "bf16"),
       ZF_NUM("train.fp16.loss_scale", train.fp16.loss_scale, 0, 1e30,
              "fp16: a fixed loss scale; 0 = dynamic loss scaling"),
       ZF_INT("train.fp16.initial_scale_power", train.fp16.initial_scale_power, 0, 64,

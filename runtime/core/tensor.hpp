@@ -19,6 +19,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "kernels/activation.hpp"
 #include "kernels/dispatch.hpp"
 #include "runtime/core/dtype.hpp"
 
@@ -71,7 +72,7 @@ class fbuffer {
   float& operator[](std::size_t i) { return data_.get()[i]; }
   const float& operator[](std::size_t i) const { return data_.get()[i]; }
   void zero() {
-    if (n_) std::memset(data_.get(), 0, n_ * sizeof(float));
+    if (n_) kernels::zero_fill(data_.get(), n_);
   }
 
  private:

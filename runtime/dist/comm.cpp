@@ -9,6 +9,7 @@
 #include <iterator>
 #include <thread>
 
+#include "kernels/convert.hpp"
 #include "runtime/core/error.hpp"
 
 namespace zf::comm {
@@ -132,6 +133,13 @@ class router final : public communicator {
     run(op::all_to_all, total, sizeof(float),
         [&](communicator& c) { c.all_to_all(in, send, out, recv); });
   }
+  void all_reduce_bf16(float* data, std::size_t n) override {
+    run(op::all_reduce, n, 2, [&](communicator& c) { c.all_reduce_bf16(data, n); });
+  }
+  void reduce_scatter_bf16(const float* in, float* out, std::size_t chunk) override {
+    run(op::reduce_scatter, chunk, 2,
+        [&](communicator& c) { c.reduce_scatter_bf16(in, out, chunk); });
+  }
   void barrier() override { backends_[0]->barrier(); }
 
  private:
@@ -217,6 +225,32 @@ std::shared_ptr<kv_store> make_file_store(const std::filesystem::path& dir) {
 std::unique_ptr<communicator> make_router(std::vector<std::unique_ptr<communicator>> backends,
                                           std::vector<route> table) {
   return std::make_unique<router>(std::move(backends), std::move(table));
+}
+
+void round_to_bf16(const float* x, float* y, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) y[i] = kernels::bf16_to_f32(kernels::f32_to_bf16(x[i]));
+}
+
+// The default bf16 collectives: the fp32 ones over rounded inputs, the result rounded, counted
+// at bf16's bytes (the fp32 collective's own count replaced).
+void communicator::all_reduce_bf16(float* data, std::size_t n) {
+  round_to_bf16(data, data, n);
+  const std::uint64_t before = bytes_sent();
+  all_reduce(data, n);
+  round_to_bf16(data, data, n);
+  bytes_sent_.store(before + ring_bytes(op::all_reduce, n * 2, world(), rank()),
+                    std::memory_order_relaxed);
+}
+
+void communicator::reduce_scatter_bf16(const float* in, float* out, std::size_t chunk) {
+  const std::size_t n = std::size_t(world()) * chunk;
+  if (bf16_scratch_.size() < n) bf16_scratch_.resize(n);
+  round_to_bf16(in, bf16_scratch_.data(), n);  // out may alias in + rank*chunk: read it first
+  const std::uint64_t before = bytes_sent();
+  reduce_scatter(bf16_scratch_.data(), out, chunk);
+  round_to_bf16(out, out, chunk);
+  bytes_sent_.store(before + ring_bytes(op::reduce_scatter, n * 2, world(), rank()),
+                    std::memory_order_relaxed);
 }
 
 void broadcast_buckets(communicator& c, float* data, std::size_t n, std::size_t bucket, int root) {

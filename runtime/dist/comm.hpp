@@ -83,6 +83,16 @@ class communicator {
                           std::span<const std::size_t> recv);
   virtual void barrier() = 0;
 
+  // Gradients in bf16 on the wire (train.reduce_dtype = bf16, DeepSpeed's
+  // communication_data_type): the fp32 contracts of all_reduce and reduce_scatter, with each
+  // rank's data rounded to bf16 (nearest even) before it is sent and the result a bf16 value
+  // (held in the fp32 buffer), at half the bytes. How the sum rounds is the backend's: the
+  // default (local threads, subgroups) sums the rounded inputs in fp32 in the fp32 collective's
+  // order and rounds once; gloo sends bf16 along its ring, each partial sum rounded to bf16 (as
+  // NCCL's bf16 sums). Either way deterministic and the same bits on every rank.
+  virtual void all_reduce_bf16(float* data, std::size_t n);
+  virtual void reduce_scatter_bf16(const float* in, float* out, std::size_t chunk);
+
   // Per-rank bytes this rank sent on the data plane since construction or reset_bytes(), by the
   // ring formulas of `ring_bytes`. Readable from any thread.
   std::uint64_t bytes_sent() const { return bytes_sent_.load(std::memory_order_relaxed); }
@@ -92,8 +102,13 @@ class communicator {
   void add_bytes(std::uint64_t b) { bytes_sent_.fetch_add(b, std::memory_order_relaxed); }
 
  private:
+  std::vector<float> bf16_scratch_;  // the default reduce_scatter_bf16's rounded input
   std::atomic<std::uint64_t> bytes_sent_{0};
 };
+
+// y[i] = x[i] rounded to its nearest bf16 value (ties to even), kept as fp32; y may be x. The
+// bf16 collectives' rounding where they move fp32 (the defaults, subgroups).
+void round_to_bf16(const float* x, float* y, std::size_t n);
 
 // data: [n] broadcast from root in broadcasts of at most `bucket` floats (weights pushed to an
 // engine in another process: bounded transient buffers on the wire, the same calls on every rank).

@@ -50,6 +50,7 @@
 #include <span>
 #include <string_view>
 
+#include "kernels/convert.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/dist/comm.hpp"
 
@@ -100,6 +101,16 @@ void add(void* c_, const void* a_, const void* b_, std::size_t n) {
   const T* a = static_cast<const T*>(a_);
   const T* b = static_cast<const T*>(b_);
   for (std::size_t i = 0; i < n; ++i) c[i] = a[i] + b[i];
+}
+
+// c[i] = bf16(a[i] + b[i]) over bf16 bits, the sum formed in fp32 and rounded to nearest even
+// (each hop of a bf16 ring rounds its partial sum, as NCCL's bf16 reductions do).
+void add_bf16(void* c_, const void* a_, const void* b_, std::size_t n) {
+  auto* c = static_cast<std::uint16_t*>(c_);
+  const auto* a = static_cast<const std::uint16_t*>(a_);
+  const auto* b = static_cast<const std::uint16_t*>(b_);
+  for (std::size_t i = 0; i < n; ++i)
+    c[i] = kernels::f32_to_bf16(kernels::bf16_to_f32(a[i]) + kernels::bf16_to_f32(b[i]));
 }
 
 // What a Gloo exception's text says happened (Gloo has one exception type for all I/O
@@ -201,8 +212,39 @@ class gloo_comm final : public communicator {
       return;
     }
     if (chunk == 0) return;
-    guarded("reduce_scatter", [&] { ring_reduce_scatter(in, out, chunk); });
+    guarded("reduce_scatter", [&] { ring_reduce_scatter(in, out, chunk, &add<float>); });
     add_bytes(ring_bytes(op::reduce_scatter, world_ * chunk * sizeof(float), world_, rank_));
+  }
+
+  // bf16 on the wire: in rounded into bf16 scratch [world*chunk] (so out may alias
+  // in + rank*chunk), the ring over bf16, block rank widened into out.
+  void reduce_scatter_bf16(const float* in, float* out, std::size_t chunk) override {
+    check_ptrs("reduce_scatter_bf16", chunk, in, out);
+    if (world_ == 1 || chunk == 0) return communicator::reduce_scatter_bf16(in, out, chunk);
+    const std::size_t n = std::size_t(world_) * chunk;
+    if (bf16_in_.size() < n + chunk) bf16_in_.resize(n + chunk);
+    std::uint16_t* in16 = bf16_in_.data();
+    std::uint16_t* out16 = in16 + n;
+    kernels::f32_to_bf16(in, in16, n);
+    guarded("reduce_scatter_bf16", [&] { ring_reduce_scatter(in16, out16, chunk, &add_bf16); });
+    for (std::size_t i = 0; i < chunk; ++i) out[i] = kernels::bf16_to_f32(out16[i]);
+    add_bytes(ring_bytes(op::reduce_scatter, n * 2, world_, rank_));
+  }
+
+  void all_reduce_bf16(float* data, std::size_t n) override {
+    check_ptrs("all_reduce_bf16", n, data, data);
+    if (world_ == 1 || n == 0) return communicator::all_reduce_bf16(data, n);
+    if (bf16_in_.size() < n) bf16_in_.resize(n);
+    std::uint16_t* d16 = bf16_in_.data();
+    kernels::f32_to_bf16(data, d16, n);
+    guarded("all_reduce_bf16", [&] {
+      gloo::AllreduceOptions o(ctx_);
+      o.setOutput(d16, n);
+      o.setReduceFunction(&add_bf16);
+      gloo::allreduce(o);
+    });
+    for (std::size_t i = 0; i < n; ++i) data[i] = kernels::bf16_to_f32(d16[i]);
+    add_bytes(ring_bytes(op::all_reduce, n * 2, world_, rank_));
   }
 
   // in: [chunk] -> out: [world*chunk]
@@ -292,31 +334,33 @@ class gloo_comm final : public communicator {
   // ((x[r+1] + x[r+2]) + ...) + x[r] (indices mod N). Block r of `in` is only read at the last
   // step, elementwise, so `out` may be in + r*chunk. Step 0 sends straight from `in`; later
   // steps send the previous step's sum (`acc`) while receiving into `rcv`, then swap the two.
-  void ring_reduce_scatter(const float* in, float* out, std::size_t chunk) {
+  template <class T>
+  void ring_reduce_scatter(const T* in, T* out, std::size_t chunk,
+                           void (*add_fn)(void*, const void*, const void*, std::size_t)) {
     const std::size_t n = static_cast<std::size_t>(world_);
     const std::size_t r = static_cast<std::size_t>(rank_);
     const int right = (rank_ + 1) % world_;
     const int left = (rank_ + world_ - 1) % world_;
     const std::uint64_t slot = gloo::Slot::build(reduce_scatter_slot_prefix, 0);
     const milliseconds timeout = ctx_->getTimeout();
-    reserve_scratch(chunk);
+    reserve_scratch(chunk * sizeof(T));
 
-    auto in_buf = ctx_->createUnboundBuffer(const_cast<float*>(in), n * chunk * sizeof(float));
+    auto in_buf = ctx_->createUnboundBuffer(const_cast<T*>(in), n * chunk * sizeof(T));
     gloo::transport::UnboundBuffer* acc = acc_buf_.get();
     gloo::transport::UnboundBuffer* rcv = rcv_buf_.get();
 
-    const std::size_t seg = segment_bytes / sizeof(float);
+    const std::size_t seg = segment_bytes / sizeof(T);
     const std::size_t nseg = (chunk + seg - 1) / seg;
-    auto seg_len = [&](std::size_t j) { return std::min(seg, chunk - j * seg) * sizeof(float); };
+    auto seg_len = [&](std::size_t j) { return std::min(seg, chunk - j * seg) * sizeof(T); };
 
     for (std::size_t s = 0; s + 1 < n; ++s) {
       const std::size_t send_block = (r + 2 * n - s - 1) % n;
       const std::size_t recv_block = (r + 2 * n - s - 2) % n;
       gloo::transport::UnboundBuffer* src = s == 0 ? in_buf.get() : acc;
-      const std::size_t src_off = s == 0 ? send_block * chunk * sizeof(float) : 0;
-      const float* own = in + recv_block * chunk;
-      const float* got = static_cast<const float*>(rcv->ptr);
-      float* dst = s + 2 == n ? out : static_cast<float*>(rcv->ptr);
+      const std::size_t src_off = s == 0 ? send_block * chunk * sizeof(T) : 0;
+      const T* own = in + recv_block * chunk;
+      const T* got = static_cast<const T*>(rcv->ptr);
+      T* dst = s + 2 == n ? out : static_cast<T*>(rcv->ptr);
 
       for (std::size_t j = 0; j < std::min<std::size_t>(2, nseg); ++j) {
         rcv->recv(left, slot, j * segment_bytes, seg_len(j));
@@ -325,7 +369,7 @@ class gloo_comm final : public communicator {
       for (std::size_t j = 0; j < nseg; ++j) {
         rcv->waitRecv(timeout);  // completions arrive in posting order (one pair, one slot)
         const std::size_t lo = j * seg;
-        add<float>(dst + lo, got + lo, own + lo, seg_len(j) / sizeof(float));
+        add_fn(dst + lo, got + lo, own + lo, seg_len(j) / sizeof(T));
         if (j + 2 < nseg) rcv->recv(left, slot, (j + 2) * segment_bytes, seg_len(j + 2));
         src->waitSend(timeout);
         if (j + 2 < nseg) src->send(right, slot, src_off + (j + 2) * segment_bytes, seg_len(j + 2));
@@ -334,17 +378,19 @@ class gloo_comm final : public communicator {
     }
   }
 
-  void reserve_scratch(std::size_t chunk) {
-    if (chunk <= scratch_elems_) return;
+  // The ring's receive buffer and (world > 2) accumulator, at least `bytes` each.
+  void reserve_scratch(std::size_t bytes) {
+    if (bytes <= scratch_bytes_) return;
+    const std::size_t floats = (bytes + sizeof(float) - 1) / sizeof(float);
     rcv_buf_.reset();
     acc_buf_.reset();
-    rcv_.assign(chunk, 0.0f);
-    rcv_buf_ = ctx_->createUnboundBuffer(rcv_.data(), chunk * sizeof(float));
+    rcv_.assign(floats, 0.0f);
+    rcv_buf_ = ctx_->createUnboundBuffer(rcv_.data(), floats * sizeof(float));
     if (world_ > 2) {
-      acc_.assign(chunk, 0.0f);
-      acc_buf_ = ctx_->createUnboundBuffer(acc_.data(), chunk * sizeof(float));
+      acc_.assign(floats, 0.0f);
+      acc_buf_ = ctx_->createUnboundBuffer(acc_.data(), floats * sizeof(float));
     }
-    scratch_elems_ = chunk;
+    scratch_bytes_ = floats * sizeof(float);
   }
 
   void check_ptrs(const char* what, std::size_t count, const void* in, const void* out) const {
@@ -418,9 +464,10 @@ class gloo_comm final : public communicator {
   const std::string timeout_key_;  // gloo_options::timeout_key
   std::shared_ptr<gloo::transport::Device> device_;
   std::shared_ptr<gloo::rendezvous::Context> ctx_;
-  std::vector<float> rcv_, acc_;  // reduce_scatter scratch, [scratch_elems_] each
+  std::vector<float> rcv_, acc_;  // reduce_scatter scratch, scratch_bytes_ each
   std::unique_ptr<gloo::transport::UnboundBuffer> rcv_buf_, acc_buf_;
-  std::size_t scratch_elems_ = 0;
+  std::size_t scratch_bytes_ = 0;
+  std::vector<std::uint16_t> bf16_in_;  // the bf16 collectives' rounded data (and result)
 };
 
 }  // namespace

@@ -57,4 +57,18 @@ void subgroup::all_reduce(float* data, std::size_t n) {
   std::copy_n(padded, n, data);
 }
 
+void subgroup::reduce_scatter_bf16(const float* in, float* out, std::size_t chunk) {
+  const std::size_t n = std::size_t(world()) * chunk;
+  if (rounded_.size() < n) rounded_.resize(n);
+  round_to_bf16(in, rounded_.data(), n);  // out may be in + rank*chunk: in is read first
+  reduce_scatter(rounded_.data(), out, chunk);
+  round_to_bf16(out, out, chunk);
+}
+
+void subgroup::all_reduce_bf16(float* data, std::size_t n) {
+  round_to_bf16(data, data, n);
+  all_reduce(data, n);
+  round_to_bf16(data, data, n);
+}
+
 }  // namespace zf::comm

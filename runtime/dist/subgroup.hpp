@@ -36,6 +36,11 @@ class subgroup {
   void all_gather(const float* in, float* out, std::size_t chunk);
   // data [n] -> the members' elementwise sum, in place.
   void all_reduce(float* data, std::size_t n);
+  // The two sums with bf16's rounding (communicator::all_reduce_bf16's contract: inputs rounded,
+  // sums in fp32 in member order, the result rounded); the exchange itself stays fp32 (it is the
+  // parent's all_to_all), so these save no bytes.
+  void reduce_scatter_bf16(const float* in, float* out, std::size_t chunk);
+  void all_reduce_bf16(float* data, std::size_t n);
 
   // Floats of scratch a collective of these sizes needs (held between calls, so a step's
   // calls allocate only on first use): reduce_scatter / all_gather world*chunk, all_reduce
@@ -48,7 +53,7 @@ class subgroup {
   std::vector<int> members_;
   int me_ = 0;
   std::vector<std::size_t> send_, recv_;  // [parent world] all_to_all counts
-  fbuffer scratch_, pad_;
+  fbuffer scratch_, pad_, rounded_;
 };
 
 }  // namespace zf::comm

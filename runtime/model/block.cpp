@@ -48,6 +48,16 @@ void linear(const float* x, const float* w, const quant_linear* q, const float* 
   add_bias(y, b, n, out);
 }
 
+// bf16 operands (operands16): y [n, out] = beta * y + x [n, in] (row stride ldx) @ w (+ b), with
+// x rounded into x16 [n, in] and w into w16 [in, out] on the way, both kept for the backward.
+void linear16(const float* x, int ldx, const float* w, std::uint16_t* x16, std::uint16_t* w16,
+              const float* b, float beta, float* y, int n, int in, int out) {
+  k::round_bf16(w, in, out, 0, w16);
+  k::round_bf16(x, n, in, ldx, x16);
+  k::gemm_bf16(false, false, n, out, in, 1.0f, x16, in, w16, out, beta, y, out);
+  add_bias(y, b, n, out);
+}
+
 // The quantized projections of w (null members when fp32).
 const block_quant& quant_of(const weights& w) {
   static const block_quant none;
@@ -87,61 +97,95 @@ void norm_backward(const model_spec& s, const float* x, const float* w, const fl
 }
 
 void qkv_forward(const model_spec& s, const weights& w, const float* ln, float* qkv, const int* pos,
-                 const rope_table& rope, int n) {
+                 const rope_table& rope, int n, const operands16* o16) {
   const int C = s.hidden, D = s.qkv_dim();
-  linear(ln, w.qkv_w, quant_of(w).qkv, w.qkv_b, qkv, n, C, D);
+  if (o16)
+    linear16(ln, C, w.qkv_w, o16->ln1, o16->qkv_w, w.qkv_b, 0.0f, qkv, n, C, D);
+  else
+    linear(ln, w.qkv_w, quant_of(w).qkv, w.qkv_b, qkv, n, C, D);
   if (!is_llama(s)) return;
   k::rope_forward(qkv, D, n, pos, s.n_head, s.head_dim, rope.cos, rope.sin);
   k::rope_forward(qkv + s.q_dim(), D, n, pos, s.n_kv_head, s.head_dim, rope.cos, rope.sin);
 }
 
 void qkv_backward(const model_spec& s, const weights& w, const grads& g, const float* ln,
-                  float* dqkv, float* dln, const int* pos, const rope_table& rope, int n) {
+                  float* dqkv, float* dln, const int* pos, const rope_table& rope, int n,
+                  const operands16* o16) {
   const int C = s.hidden, D = s.qkv_dim();
   no_training(w);
   if (is_llama(s)) {
     k::rope_backward(dqkv, D, n, pos, s.n_head, s.head_dim, rope.cos, rope.sin);
     k::rope_backward(dqkv + s.q_dim(), D, n, pos, s.n_kv_head, s.head_dim, rope.cos, rope.sin);
   }
-  k::linear_backward(ln, w.qkv_w, dqkv, dln, g.qkv_w, g.qkv_b, n, C, D);
+  if (o16)
+    k::linear_backward_bf16(o16->ln1, o16->qkv_w, dqkv, dln, g.qkv_w, g.qkv_b, n, C, D);
+  else
+    k::linear_backward(ln, w.qkv_w, dqkv, dln, g.qkv_w, g.qkv_b, n, C, D);
 }
 
 void attn_out_forward(const model_spec& s, const weights& w, const float* att, int ld_att,
-                      const float* x_in, float* x_out, int n) {
-  residual_linear(att, ld_att, w.o_w, quant_of(w).o, w.o_b, x_in, x_out, n, s.q_dim(), s.hidden);
+                      const float* x_in, float* x_out, int n, const operands16* o16) {
+  if (!o16)
+    return residual_linear(att, ld_att, w.o_w, quant_of(w).o, w.o_b, x_in, x_out, n, s.q_dim(),
+                           s.hidden);
+  if (x_out != x_in) std::memcpy(x_out, x_in, std::size_t(n) * s.hidden * sizeof(float));
+  linear16(att, ld_att, w.o_w, o16->att, o16->o_w, w.o_b, 1.0f, x_out, n, s.q_dim(), s.hidden);
 }
 
 void attn_out_backward(const model_spec& s, const weights& w, const grads& g, const float* att,
-                       const float* dx, float* datt, int n) {
+                       const float* dx, float* datt, int n, const operands16* o16) {
   no_training(w);
-  k::linear_backward(att, w.o_w, dx, datt, g.o_w, g.o_b, n, s.q_dim(), s.hidden);
+  if (o16)
+    k::linear_backward_bf16(o16->att, o16->o_w, dx, datt, g.o_w, g.o_b, n, s.q_dim(), s.hidden);
+  else
+    k::linear_backward(att, w.o_w, dx, datt, g.o_w, g.o_b, n, s.q_dim(), s.hidden);
 }
 
 void mlp_forward(const model_spec& s, const weights& w, const float* ln2, float* h, float* a,
-                 const float* x_in, float* x_out, int n) {
+                 const float* x_in, float* x_out, int n, const operands16* o16) {
   const int C = s.hidden, I = s.intermediate, U = s.up_dim();
+  const std::size_t nI = static_cast<std::size_t>(n) * I;
+  if (o16) {  // bf16 operands; the activation in bf16 only (x_in: the dense MLP's residual)
+    linear16(ln2, C, w.up_w, o16->ln2, o16->up_w, w.up_b, 0.0f, h, n, C, U);
+    if (is_llama(s)) {
+      k::swiglu_forward(h, a, n, I);
+      k::round_bf16(a, n, I, 0, o16->act);
+    } else {
+      k::gelu_forward_bf16(h, o16->act, nI);
+    }
+    if (x_in && x_out != x_in) std::memcpy(x_out, x_in, std::size_t(n) * C * sizeof(float));
+    k::round_bf16(w.down_w, I, C, 0, o16->down_w);
+    k::gemm_bf16(false, false, n, C, I, 1.0f, o16->act, I, o16->down_w, C, x_in ? 1.0f : 0.0f,
+                 x_out, C);
+    return add_bias(x_out, w.down_b, n, C);
+  }
   linear(ln2, w.up_w, quant_of(w).up, w.up_b, h, n, C, U);
   float* act = a ? a : h;
   if (is_llama(s))
     k::swiglu_forward(h, act, n, I);
   else
-    k::gelu_forward(h, act, static_cast<std::size_t>(n) * I);
+    k::gelu_forward(h, act, nI);
   residual_linear(act, I, w.down_w, quant_of(w).down, w.down_b, x_in, x_out, n, I, C);
 }
 
 void mlp_backward(const model_spec& s, const weights& w, const grads& g, const float* ln2,
-                  const float* h, float* a, const float* dx, float* dh, float* dln2, int n) {
+                  const float* h, float* a, const float* dx, float* dh, float* dln2, int n,
+                  const operands16* o16) {
   const int C = s.hidden, I = s.intermediate, U = s.up_dim();
   const std::size_t nI = static_cast<std::size_t>(n) * I;
   const bool llama = is_llama(s);
   no_training(w);
-  // Recompute the activation (training keeps only the pre-activation h).
-  if (llama)
-    k::swiglu_forward(h, a, n, I);
-  else
-    k::gelu_forward(h, a, nI);
-  // da [n, I] = dx @ down_w^T, written densely into the front of dh.
-  k::linear_backward(a, w.down_w, dx, dh, g.down_w, g.down_b, n, I, C);
+  // da [n, I] = dx @ down_w^T, written densely into the front of dh. Without kept operands the
+  // activation is recomputed first (training keeps only the pre-activation h).
+  if (o16) {
+    k::linear_backward_bf16(o16->act, o16->down_w, dx, dh, g.down_w, g.down_b, n, I, C);
+  } else {
+    if (llama)
+      k::swiglu_forward(h, a, n, I);
+    else
+      k::gelu_forward(h, a, nI);
+    k::linear_backward(a, w.down_w, dx, dh, g.down_w, g.down_b, n, I, C);
+  }
   if (llama) {
     // swiglu_backward may not write over its input: da moves into a (the activation is spent).
     std::memcpy(a, dh, nI * sizeof(float));
@@ -149,7 +193,10 @@ void mlp_backward(const model_spec& s, const weights& w, const grads& g, const f
   } else {
     k::gelu_backward(h, dh, dh, nI);
   }
-  k::linear_backward(ln2, w.up_w, dh, dln2, g.up_w, g.up_b, n, C, U);
+  if (o16)
+    k::linear_backward_bf16(o16->ln2, o16->up_w, dh, dln2, g.up_w, g.up_b, n, C, U);
+  else
+    k::linear_backward(ln2, w.up_w, dh, dln2, g.up_w, g.up_b, n, C, U);
 }
 
 }  // namespace zf::block

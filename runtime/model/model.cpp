@@ -144,6 +144,40 @@ void transformer::plan(int b, int t) {
   t_ = t;
 }
 
+// bf16 operand storage for `rows` rows (a forward's b*t): weights and inputs of every layer,
+// each piece 64-byte aligned; grown only, so a smaller batch reuses it. keep false (fp32, a
+// forward no backward follows, quantized weights, a calibration observer reading the fp32
+// activation): the blocks round per GEMM as before.
+void transformer::plan_ops16(bool keep, int rows) {
+  use16_ = keep && precision_ == kernels::precision::bf16 && !quant_ && !observer_;
+  if (!use16_) return;
+  const std::size_t n = std::size_t(rows), C = spec_.hidden, Q = spec_.q_dim(), D = spec_.qkv_dim(),
+                    U = spec_.up_dim(), I = spec_.intermediate;
+  for (int pass = 0; pass < 2; ++pass) {
+    std::uint16_t* base = reinterpret_cast<std::uint16_t*>(ops16_.data());
+    std::size_t used = 0;  // uint16 elements
+    auto take = [&](std::size_t e) {
+      std::uint16_t* p = pass ? base + used : nullptr;
+      used += (e + 31) / 32 * 32;
+      return p;
+    };
+    o16_.resize(std::size_t(L_));
+    for (int l = 0; l < L_; ++l) {
+      block::operands16& o = o16_[std::size_t(l)];
+      const bool dense = spec_.dense_mlp(l);
+      o.qkv_w = take(C * D);
+      o.o_w = take(Q * C);
+      o.ln1 = take(n * C);
+      o.att = take(n * Q);
+      o.up_w = dense ? take(C * U) : nullptr;
+      o.down_w = dense ? take(I * C) : nullptr;
+      o.ln2 = dense ? take(n * C) : nullptr;
+      o.act = dense ? take(n * I) : nullptr;
+    }
+    if (pass == 0 && ops16_.size() * 2 < used) ops16_.resize((used + 1) / 2);
+  }
+}
+
 // plan()'s sequence of takes (the same in the counting and the real pass).
 void transformer::lay_out(arena& acts, int b, int t) {
   const std::size_t BT = std::size_t(b) * t, C = spec_.hidden, V = spec_.vocab_size,
@@ -214,13 +248,26 @@ double activation_floats(const model_spec& s, int b, int t, int world, int ep) {
          2 * pad(BT * C) + pad(BT * U) + pad(BT * D) + pad(BT * Q) + pad(H * t * t);
 }
 
+double operand16_floats(const model_spec& s, int b, int t) {
+  const double BT = double(b) * t, C = s.hidden, V = s.vocab_size, Q = s.q_dim(), D = s.qkv_dim(),
+               U = s.up_dim(), I = s.intermediate;
+  auto pad = [](double n) { return std::ceil(n / 32) * 32; };  // plan_ops16's 64-byte pieces
+  double e = 0;                                                // bf16 elements
+  for (int l = 0; l < s.n_layer; ++l) {
+    e += pad(C * D) + pad(Q * C) + pad(BT * C) + pad(BT * Q);
+    if (s.dense_mlp(l)) e += pad(C * U) + pad(I * C) + pad(BT * C) + pad(BT * I);
+  }
+  return (e + V * C + BT * C + BT * V) / 2;
+}
+
 void transformer::block_forward(int l, const float* x, int b, int t, const int* pos, float* out) {
   const int n = b * t, Q = spec_.q_dim(), D = spec_.qkv_dim();
   const block::weights w = block_w(acquire_params(l + 1), l);
   layer_acts& a = la_[l];
   block::norm_forward(spec_, x, w.norm1_w, w.norm1_b, a.ln1, a.ln1_mean, a.ln1_rstd, n);
   if (observer_) observer_->input(l, 0, a.ln1, n);
-  block::qkv_forward(spec_, w, a.ln1, a.qkv, pos, rope_tab_, n);
+  const block::operands16* o16 = ops16(l);
+  block::qkv_forward(spec_, w, a.ln1, a.qkv, pos, rope_tab_, n, o16);
   const k::attention_shape s = attention_shape_of(spec_, t);
   const std::size_t att_stride = std::size_t(spec_.n_head) * t * t;
   for (int bi = 0; bi < b; ++bi) {
@@ -229,7 +276,7 @@ void transformer::block_forward(int l, const float* x, int b, int t, const int* 
                          a.att + bi * att_stride);
   }
   if (observer_) observer_->input(l, 1, a.atty, n);
-  block::attn_out_forward(spec_, w, a.atty, Q, x, a.res2, n);  // the last read of x
+  block::attn_out_forward(spec_, w, a.atty, Q, x, a.res2, n, o16);  // the last read of x
   block::norm_forward(spec_, a.res2, w.norm2_w, w.norm2_b, a.ln2, a.ln2_mean, a.ln2_rstd, n);
   mlp_part_forward(l, w, n, out);
   release_params(l + 1);
@@ -241,6 +288,7 @@ void transformer::block_forward_alone(int l, const float* x, int b, int t, float
   if (t > spec_.max_positions)
     fail("sequence length {} exceeds the model's context of {} positions", t, spec_.max_positions);
   plan(b, t);
+  plan_ops16(true, b * t);
   block_forward(l, x, b, t, pos_.data(), out);
 }
 
@@ -273,6 +321,7 @@ float transformer::run_forward(const int* ids, const int* targets, int b, int t,
   if (t > spec_.max_positions)
     fail("sequence length {} exceeds the model's context of {} positions", t, spec_.max_positions);
   plan(b, t);
+  plan_ops16(fuse_xent, b * t);  // forward_backward and forward_rl
   set_drop(drop, b, t);
   const int BT = b * t, C = spec_.hidden, V = spec_.vocab_size;
   for (int i = 0; i < BT; ++i)
@@ -426,7 +475,8 @@ void transformer::block_backward(int l, const float* x, int b, int t, const int*
   block::norm_backward(spec_, a.res2, w.norm2_w, a.ln2_mean, a.ln2_rstd, dln_, d, g.norm2_w,
                        g.norm2_b, n);
   // Attention: res2 = x + attn(norm1(x)) @ o_w; d holds d res2.
-  block::attn_out_backward(spec_, w, g, a.atty, d, datty_, n);
+  const block::operands16* o16 = ops16(l);
+  block::attn_out_backward(spec_, w, g, a.atty, d, datty_, n, o16);
   const k::attention_shape s = attention_shape_of(spec_, t);
   const std::size_t att_stride = std::size_t(spec_.n_head) * t * t;
   for (int bi = 0; bi < b; ++bi) {
@@ -436,7 +486,7 @@ void transformer::block_backward(int l, const float* x, int b, int t, const int*
     k::attention_backward(s, q, q + Q, q + Q + KV, a.att + bi * att_stride,
                           datty_ + std::size_t(bi) * t * Q, datt_, dq, dq + Q, dq + Q + KV);
   }
-  block::qkv_backward(spec_, w, g, a.ln1, dqkv_, dln_, pos, rope_tab_, n);
+  block::qkv_backward(spec_, w, g, a.ln1, dqkv_, dln_, pos, rope_tab_, n, o16);
   block::norm_backward(spec_, x, w.norm1_w, a.ln1_mean, a.ln1_rstd, dln_, d, g.norm1_w, g.norm1_b,
                        n);
   release_grads(l + 1);

@@ -53,6 +53,10 @@ param_layout layout_of(const model_config& m);
 // MoE models training over a group of `world` ranks (set_moe_group) with expert parallelism ep
 // also plan the exchange buffers.
 double activation_floats(const model_spec& s, int b, int t, int world = 1, int ep = 1);
+// The bf16 copies a bf16-precision training step keeps beside them, in floats (bytes / 4): every
+// layer's rounded weights and linear inputs (operand16_bytes() / 4 after a forward_backward)
+// and the LM head's rounded weight, final-norm output and logit gradient.
+double operand16_floats(const model_spec& s, int b, int t);
 
 class transformer {
  public:
@@ -108,6 +112,9 @@ class transformer {
   void backward_rl(const int* ids, const int* targets, const float* dlogp, const float* dvalue);
 
   std::size_t activation_bytes() const { return acts_.bytes(); }
+  // Bytes of the bf16 GEMM operands the last training forward kept for its backward (bf16
+  // precision: block::operands16; 0 when it kept none).
+  std::size_t operand16_bytes() const { return use16_ ? ops16_.size() * sizeof(float) : 0; }
 
   // MoE models (spec().moe, docs/moe.md): the last forward's routing per MoE layer, in layer
   // order. forward_backward routes with model.moe.capacity_factor and adds the auxiliary losses'
@@ -215,6 +222,14 @@ class transformer {
   // head16_rows_ = BT rows; -1: the last forward did not), dlogits [BT, V] by its backward.
   std::vector<std::uint16_t> head16_, lnf16_, dlogits16_;
   int head16_rows_ = -1;
+  // bf16 precision, forwards that a backward may follow (forward_backward, forward_rl, the
+  // block alone): every layer's GEMM operands kept from forward to backward (block::operands16,
+  // views into ops16_, sized for the planned rows). use16_: the last such forward filled them.
+  fbuffer ops16_;
+  std::vector<block::operands16> o16_;
+  bool use16_ = false;
+  void plan_ops16(bool keep, int rows);
+  const block::operands16* ops16(int l) const { return use16_ ? &o16_[std::size_t(l)] : nullptr; }
   float* head_base_ = nullptr;
   float* values_out_ = nullptr;  // forward_rl's values, written while the final region is held
   bool rl_lm_ = false;           // the last forward_rl computed logits

@@ -14,12 +14,12 @@ void transformer::mlp_part_forward(int l, const block::weights& w, int n, float*
   const int E = spec_.moe.experts_of(l);
   if (E == 0) {
     if (observer_) observer_->input(l, 2, a.ln2, n);
-    block::mlp_forward(spec_, w, a.ln2, a.h, act_, a.res2, out, n);
+    block::mlp_forward(spec_, w, a.ln2, a.h, act_, a.res2, out, n, ops16(l));
     if (observer_) observer_->input(l, 3, act_, n);  // the activation the down projection read
     return;
   }
   if (spec_.moe.residual)  // PR-MoE: the dense MLP beside the experts
-    block::mlp_forward(spec_, w, a.ln2, a.h, act_, a.res2, out, n);
+    block::mlp_forward(spec_, w, a.ln2, a.h, act_, a.res2, out, n, ops16(l));
   else if (out != a.res2)
     std::copy(a.res2, a.res2 + std::size_t(n) * spec_.hidden, out);
   a.moe.jitter = training_ ? spec_.moe.jitter : 0.0;
@@ -47,7 +47,7 @@ void transformer::mlp_part_backward(int l, const block::weights& w, const block:
                                     const float* d) {
   layer_acts& a = la_[l];
   if (spec_.dense_mlp(l))
-    block::mlp_backward(spec_, w, g, a.ln2, a.h, act_, d, dbig_, dln_, n);
+    block::mlp_backward(spec_, w, g, a.ln2, a.h, act_, d, dbig_, dln_, n, ops16(l));
   else
     std::fill(dln_, dln_ + std::size_t(n) * spec_.hidden, 0.0f);
   if (!spec_.moe.experts_of(l)) return;

@@ -28,6 +28,7 @@ class policy_group {
   int world() const { return static_cast<int>(ranks_.size()); }
   int stage() const { return stage_; }
   transformer& model(int r) { return ranks_[std::size_t(r)]->model(); }
+  zero_rank& rank(int r) { return *ranks_[std::size_t(r)]; }
 
   // f(r) on every rank at once, each on a thread of its own (rank 0 on the caller's); the first
   // error is rethrown once all have returned.

@@ -118,7 +118,10 @@ rl_footprint estimate_rl_footprint(const run_config& cfg, int prompt_tokens,
   const int b = r.micro_batch > 0 ? std::min(r.micro_batch, S) : S;
   const int t = prompt_tokens + r.max_new_tokens - 1;
   const double bt = double(b) * t, N = double(S) * r.max_new_tokens;
-  const double acts = activation_floats(spec, b, t) * kF;  // the same for every role: [b, t]
+  // the same for every role: [b, t] (each role runs at train.precision, bf16 keeping copies)
+  const double acts = (activation_floats(spec, b, t) +
+                       (cfg.train.precision == "bf16" ? operand16_floats(spec, b, t) : 0.0)) *
+                      kF;
 
   // The keys, with their values: in full for the policy, which every run has, and short for the
   // roles that repeat its sizes, so the message lists five roles without repeating itself.

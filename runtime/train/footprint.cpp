@@ -32,7 +32,9 @@ train_footprint estimate_train_footprint(const run_config& cfg, int world, int l
   if (stage >= 1) buffers += double(part.max_chunk() + (stage == 2 ? part.max_split_piece() : 0));
   if (stage == 1 || stage == 3) buffers += double(part.max_bucket());
   if (stage >= 2) buffers += double(part.region_bucket(0) + part.max_block_bucket());
-  const double acts = activation_floats(spec, cfg.train.batch_size, cfg.train.seq_len);
+  const int b = cfg.train.batch_size, t = cfg.train.seq_len;
+  const double acts = activation_floats(spec, b, t) +
+                      (cfg.train.precision == "bf16" ? operand16_floats(spec, b, t) : 0.0);
   const double n = local_ranks, f = sizeof(float);
   train_footprint fp;
   fp.params = n * params * f;

@@ -154,8 +154,12 @@ void zero_rank::configure(int slots) {
 }
 
 void zero_rank::reduce_scatter(const zero_piece& p, const float* in, float* out) {
-  if (p.slot < 0)
+  if (p.slot < 0 && reduce_bf16_)
+    comm_.reduce_scatter_bf16(in, out, p.chunk);
+  else if (p.slot < 0)
     comm_.reduce_scatter(in, out, p.chunk);
+  else if (slot_comm_ && reduce_bf16_)
+    slot_comm_->reduce_scatter_bf16(in, out, p.chunk);
   else if (slot_comm_)
     slot_comm_->reduce_scatter(in, out, p.chunk);
   else if (in != out)  // the slot's one holder
@@ -186,10 +190,12 @@ void zero_rank::all_reduce_held(float* grads) {
            ps[e].range.begin == ps[e - 1].range.end)
       ++e;
     const region run{ps[k].range.begin, ps[e - 1].range.end};
+    float* g = grads + run.begin;
     if (ps[k].slot < 0)
-      comm_.all_reduce(grads + run.begin, run.size());
+      reduce_bf16_ ? comm_.all_reduce_bf16(g, run.size()) : comm_.all_reduce(g, run.size());
     else if (slot_comm_)
-      slot_comm_->all_reduce(grads + run.begin, run.size());
+      reduce_bf16_ ? slot_comm_->all_reduce_bf16(g, run.size())
+                   : slot_comm_->all_reduce(g, run.size());
     k = e;
   }
 }
@@ -199,8 +205,7 @@ zero_rank::~zero_rank() = default;
 void zero_rank::zero_grad() {
   model_->clear_moe_step();  // a new step's routing figures
   if (stage_ < 2)            // the held ranges only: other slots' pages stay untouched
-    for (const region& h : held_)
-      std::fill(model_->grads().data() + h.begin, model_->grads().data() + h.end, 0.0f);
+    for (const region& h : held_) kernels::zero_fill(model_->grads().data() + h.begin, h.size());
   if (stage_ >= 1) owned_grads_.zero();
 }
 

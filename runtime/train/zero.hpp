@@ -76,6 +76,12 @@ class zero_rank {
   // evaluates in lockstep, as it trains).
   void set_expert_parallel(int ep);
 
+  // Gradients travel and are summed in bf16 between the ranks (train.reduce_dtype = bf16:
+  // comm::communicator::reduce_scatter_bf16 / all_reduce_bf16, half the bytes) instead of fp32.
+  // The optimizer still steps fp32 gradients and master weights.
+  void set_reduce_bf16(bool on) { reduce_bf16_ = on; }
+  bool reduce_bf16() const { return reduce_bf16_; }
+
   int stage() const { return stage_; }
   int rank() const { return comm_.rank(); }
   transformer& model() { return *model_; }
@@ -158,6 +164,7 @@ class zero_rank {
   std::unique_ptr<param_gather> pg_;
   std::unique_ptr<grad_scatter> gs_;
   std::vector<int> ltd_layers_;
+  bool reduce_bf16_ = false;
 };
 
 }  // namespace zf

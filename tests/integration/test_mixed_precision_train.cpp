@@ -151,3 +151,28 @@ TEST_CASE("train: bf16 and fp16 over 2 thread ranks at ZeRO 2 and 3 follow one r
     }
   }
 }
+
+TEST_CASE("train: gradients reduced in bf16 over 2 thread ranks follow fp32 reduction") {
+  temp_dir d("mp_reduce");
+  CHECK_THROWS_WITH(load_config("", {"train.reduce_dtype=fp8"}),
+                    doctest::Contains("train.reduce_dtype"));
+  for (int stage : {0, 1, 2, 3}) {
+    CAPTURE(stage);
+    run_config c = small_config();
+    c.train.steps = 8;
+    c.train.ranks = 2;
+    c.train.batch_size /= 2;
+    c.zero.stage = stage;
+    const auto fp32 = run_quiet(c, quiet_opts(d.path / ("f" + std::to_string(stage))));
+    c.train.reduce_dtype = "bf16";
+    const auto bf16 = run_quiet(c, quiet_opts(d.path / ("b" + std::to_string(stage))));
+    REQUIRE(bf16.losses.size() == fp32.losses.size());
+    bool differs = false;
+    for (std::size_t i = 0; i < fp32.losses.size(); ++i) {
+      CHECK(bf16.losses[i] == doctest::Approx(fp32.losses[i]).epsilon(1e-2));
+      differs |= bf16.losses[i] != fp32.losses[i];
+    }
+    CHECK(differs);  // the reduction really rounded (the first step's loss is the same)
+    CHECK(bf16.losses.back() < bf16.losses.front());
+  }
+}

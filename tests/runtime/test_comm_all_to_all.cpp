@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "comm_groups.hpp"
 #include "runtime/dist/comm.hpp"
 #include "test_util.hpp"
 
@@ -26,26 +27,12 @@ using namespace zf::comm;
 using zf::testing::contains;
 using zf::testing::error_of;
 using zf::testing::temp_dir;
-using group = std::vector<std::unique_ptr<communicator>>;
+using group = zf::testing::comm_group;
+using zf::testing::make_gloo_group;
+using zf::testing::on_ranks;
+using zf::testing::quick_options;
 // How many floats rank q sends to rank r in a world of w.
 using counts_fn = std::function<std::size_t(int q, int r, int w)>;
-
-// Runs fn(comm) on one thread per rank, joins, rethrows the first failure (lowest rank).
-void on_ranks(group& g, const std::function<void(communicator&)>& fn) {
-  std::vector<std::exception_ptr> errors(g.size());
-  std::vector<std::thread> threads;
-  for (std::size_t r = 0; r < g.size(); ++r)
-    threads.emplace_back([&, r] {
-      try {
-        fn(*g[r]);
-      } catch (...) {
-        errors[r] = std::current_exception();
-      }
-    });
-  for (auto& t : threads) t.join();
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
-}
 
 float val(int from, int to, std::size_t i) {
   return static_cast<float>(from * 1'000'000 + to * 10'000 + static_cast<int>(i));
@@ -126,35 +113,6 @@ int check_all_patterns(communicator& c) {
     }
   c.barrier();
   return first;
-}
-
-// Gloo group of `w` ranks as threads of this process, all on one store object (two file stores
-// of one process on one folder could pick the same temporary file names).
-group make_gloo_group(int w, const std::filesystem::path& dir, const std::string& prefix,
-                      const gloo_options& o) {
-  const auto store = make_file_store(dir);
-  group g(static_cast<std::size_t>(w));
-  std::vector<std::thread> threads;
-  std::vector<std::string> errors(g.size());
-  for (int r = 0; r < w; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        g[static_cast<std::size_t>(r)] = make_gloo(r, w, store, "127.0.0.1", prefix, o);
-      } catch (const std::exception& e) {
-        errors[static_cast<std::size_t>(r)] = e.what();
-      }
-    });
-  for (auto& t : threads) t.join();
-  for (const auto& e : errors) REQUIRE(e.empty());
-  return g;
-}
-
-gloo_options quick_options(std::chrono::milliseconds op) {
-  gloo_options o;
-  o.rendezvous_timeout = std::chrono::seconds(10);
-  o.op_timeout = op;
-  o.timeout_key = "train.comm_timeout_s";
-  return o;
 }
 
 // Forwards to a backend and counts all_to_all calls, so the router's choice is visible.
