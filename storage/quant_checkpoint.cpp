@@ -123,6 +123,8 @@ fs::path save_quantized_checkpoint(const fs::path& root, int step, const std::st
   if (has_checkpoint(root))
     fail("{} already holds checkpoints; write a quantized model into a new folder", root.string());
   const lm_quant& q = *w.quant;
+  if (!q.expert_linears.empty() || w.cfg.moe.any())
+    fail("save_quantized_checkpoint: Mixture-of-Experts models are not saved quantized");
   const param_layout& L = w.layout;
   const auto names = quant_tensor_names(w.cfg);
   std::vector<std::pair<const quant_linear*, std::string>> mats;

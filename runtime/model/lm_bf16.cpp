@@ -19,7 +19,9 @@ namespace {
 using sz = std::size_t;
 
 // The matrices bf16 replaces, as ranges of w.store: [offset, offset + count) in floats, with
-// their shapes (k inputs, n outputs) and strides. Order: qkv, o, up, down per layer, then head.
+// their shapes (k inputs, n outputs) and strides. Order: qkv, o, up, down per layer (an MoE
+// layer without a dense MLP: empty slots, count 0, for up and down), then the head; the experts'
+// up and down projections (expert_slots) in layer, then expert order.
 struct matrix_slot {
   sz offset = 0, count = 0;
   const float* w = nullptr;
@@ -27,23 +29,38 @@ struct matrix_slot {
   int k = 0, n = 0;
 };
 
+matrix_slot conv1d(const lm_weights& w, const float* p, int k, int n) {  // [in, out]
+  return {sz(p - w.store.data()), sz(k) * n, p, sz(n), 1, k, n};
+}
+
 std::vector<matrix_slot> matrix_slots(const lm_weights& w) {
   const model_spec& c = w.cfg;
-  const float* base = w.store.data();
   std::vector<matrix_slot> out;
-  auto conv1d = [&](const float* p, int k, int n) {  // [in, out]
-    out.push_back({sz(p - base), sz(k) * n, p, sz(n), 1, k, n});
-  };
   for (const lm_layer& L : w.layers) {
-    conv1d(L.qkv_w, c.hidden, c.qkv_dim());
-    conv1d(L.o_w, c.q_dim(), c.hidden);
-    conv1d(L.up_w, c.hidden, c.up_dim());
-    conv1d(L.down_w, c.intermediate, c.hidden);
+    out.push_back(conv1d(w, L.qkv_w, c.hidden, c.qkv_dim()));
+    out.push_back(conv1d(w, L.o_w, c.q_dim(), c.hidden));
+    out.push_back(L.up_w ? conv1d(w, L.up_w, c.hidden, c.up_dim()) : matrix_slot{});
+    out.push_back(L.down_w ? conv1d(w, L.down_w, c.intermediate, c.hidden) : matrix_slot{});
   }
   // the head [V, C] (out, in): rows are already bf16_linear's
-  out.push_back({sz(w.head - base), sz(c.vocab_size) * c.hidden, w.head, 1, sz(c.hidden), c.hidden,
-                 c.vocab_size});
+  out.push_back({sz(w.head - w.store.data()), sz(c.vocab_size) * c.hidden, w.head, 1, sz(c.hidden),
+                 c.hidden, c.vocab_size});
   return out;
+}
+
+std::vector<matrix_slot> expert_slots(const lm_weights& w) {
+  const model_spec& c = w.cfg;
+  std::vector<matrix_slot> out;
+  for (const lm_layer& L : w.layers)
+    for (int e = 0; e < L.moe.n_experts; ++e) {
+      out.push_back(conv1d(w, L.moe.expert_up_w(e), c.hidden, c.expert_up_dim()));
+      out.push_back(conv1d(w, L.moe.expert_down_w(e), c.moe.expert_intermediate, c.hidden));
+    }
+  return out;
+}
+
+quant_linear bf16_of(const matrix_slot& s) {
+  return s.count ? bf16_linear_of(s.w, s.stride_k, s.stride_n, s.k, s.n) : quant_linear{};
 }
 
 bool tied(const lm_weights& w) {
@@ -56,11 +73,6 @@ void check_convertible(const lm_weights& w, const std::string& option) {
         "{}: the model's linears are already quantized ({}, {}); bf16 applies to fp32 weights "
         "only: serve this model with --dtype fp32",
         option, w.quant->scheme, w.quant->method);
-  if (w.cfg.moe.any())
-    fail(
-        "{}: Mixture-of-Experts models are served in fp32 only (their experts have no bf16 "
-        "kernel yet)",
-        option);
   if (w.layers.size() != sz(w.cfg.n_layer) || !w.head || w.store.size() == 0)
     fail("{}: incomplete weights ({} layers of {}, head or store missing)", option, w.layers.size(),
          w.cfg.n_layer);
@@ -114,12 +126,10 @@ std::shared_ptr<lm_quant> bf16_quant_of(const lm_weights& w) {
   q->method = "rne";
   const auto slots = matrix_slots(w);
   q->linears.reserve(slots.size() - 1);
-  for (sz i = 0; i + 1 < slots.size(); ++i) {
-    const matrix_slot& s = slots[i];
-    q->linears.push_back(bf16_linear_of(s.w, s.stride_k, s.stride_n, s.k, s.n));
-  }
-  const matrix_slot& h = slots.back();
-  q->head = std::make_unique<quant_linear>(bf16_linear_of(h.w, h.stride_k, h.stride_n, h.k, h.n));
+  for (sz i = 0; i + 1 < slots.size(); ++i) q->linears.push_back(bf16_of(slots[i]));
+  q->head = std::make_unique<quant_linear>(bf16_of(slots.back()));
+  for (const matrix_slot& s : expert_slots(w)) q->expert_linears.push_back(bf16_of(s));
+  for (const lm_layer& L : w.layers) q->layer_experts.push_back(L.moe.n_experts);
   q->link();
   return q;
 }
@@ -135,7 +145,9 @@ void to_bf16_weights(lm_weights& w, const std::string& option) {
   const bool keep_head = tied(w);  // the embedding table stays fp32
   const auto slots = matrix_slots(w);
   for (sz i = 0; i < slots.size(); ++i)
-    if (i + 1 < slots.size() || !keep_head) release(w.store, slots[i].offset, slots[i].count);
+    if ((i + 1 < slots.size() || !keep_head) && slots[i].count)
+      release(w.store, slots[i].offset, slots[i].count);
+  for (const matrix_slot& s : expert_slots(w)) release(w.store, s.offset, s.count);
   attach_quant(w, std::move(q));
 }
 
@@ -150,6 +162,8 @@ std::shared_ptr<const lm_weights> bf16_weights_of(const lm_weights& w, const std
   // where the store is mapped).
   auto slots = matrix_slots(w);
   if (tied(w)) slots.pop_back();
+  std::erase_if(slots, [](const matrix_slot& s) { return s.count == 0; });
+  for (const matrix_slot& s : expert_slots(w)) slots.push_back(s);
   std::sort(slots.begin(), slots.end(),
             [](const matrix_slot& a, const matrix_slot& b) { return a.offset < b.offset; });
   fbuffer store(w.store.size());

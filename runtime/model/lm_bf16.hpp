@@ -4,7 +4,8 @@
 // run by the bf16 linear kernels (kernels/bf16_linear.hpp: fp32 activations and accumulation
 // for decode rows, oneDNN's bf16 matmul for prefill). They ride on issue 14's quantized-linear
 // carrier (quant_linear, lm_quant with scheme "bf16", attach_quant), so the paged mode (serving)
-// and the score mode run them through the one block code without a second forward.
+// and the score mode run them through the one block code without a second forward. MoE models:
+// every expert's up and down projections too (the router stays fp32).
 // What stays fp32: the token (and GPT-2 position) embeddings, the norms and the biases, and so a
 // tied head's embedding table (its bf16 copy is the head; the lookup reads the fp32 table).
 // Memory: the projections' fp32 slots of the flat store are released (zeroed; the pages
@@ -37,8 +38,7 @@ bool is_bf16(const lm_weights& w);
 // In place: w's projections and head as bf16 and their fp32 slots released (see the top). The
 // function bench/train_step and the CLI call to turn inference weights into bf16 serving
 // weights. Nothing to do when w is bf16 already. zf::error naming `option` for weights already
-// quantized to another scheme (bf16 on top of int4 codes means nothing) or a Mixture-of-Experts
-// model (its experts have no bf16 kernel yet).
+// quantized to another scheme (bf16 on top of int4 codes means nothing).
 void to_bf16_weights(lm_weights& w, const std::string& option = "--dtype bf16");
 
 // A bf16 copy of w, w untouched (weights shared with others, e.g. an engine's updates): only the

@@ -39,10 +39,27 @@ void attach_quant(lm_weights& w, std::shared_ptr<const lm_quant> q) {
                               {c.intermediate, c.hidden}};
     for (std::size_t i = 0; i < q->linears.size(); ++i) {
       const quant_linear& ql = q->linears[i];
+      if (ql.n == 0 && i % 4 >= 2 && !c.dense_mlp(int(i / 4))) continue;  // no dense MLP here
       if (ql.k != shapes[i % 4][0] || ql.n != shapes[i % 4][1])
         fail("quantized linear {} of layer {} is [{} in, {} out]; the model's is [{}, {}]", i % 4,
              i / 4, ql.k, ql.n, shapes[i % 4][0], shapes[i % 4][1]);
     }
+    std::size_t e2 = 0;  // the experts' linears: up, down per expert of each layer
+    for (std::size_t l = 0; l < q->layer_experts.size(); ++l) {
+      const int E = q->layer_experts[l];
+      if (E && E != c.moe.experts_of(int(l)))
+        fail("quantized experts: layer {} has {} of the model's {}", l, E,
+             c.moe.experts_of(int(l)));
+      for (int e = 0; e < E; ++e, e2 += 2) {
+        const quant_linear &u = q->expert_linears.at(e2), &d = q->expert_linears.at(e2 + 1);
+        if (u.k != c.hidden || u.n != c.expert_up_dim() || d.k != c.moe.expert_intermediate ||
+            d.n != c.hidden)
+          fail("quantized expert {} of layer {} has shapes [{}, {}] / [{}, {}]", e, l, u.k, u.n,
+               d.k, d.n);
+      }
+    }
+    if (e2 != q->expert_linears.size())
+      fail("{} quantized expert linears for {} expert projections", q->expert_linears.size(), e2);
     if (q->head && (q->head->k != c.hidden || q->head->n != c.vocab_size))
       fail("the quantized head is [{} in, {} out]; the model's is [{}, {}]", q->head->k, q->head->n,
            c.hidden, c.vocab_size);

@@ -8,6 +8,7 @@
 #include "kernels/matmul.hpp"
 #include "kernels/moe.hpp"
 #include "runtime/core/seed.hpp"
+#include "runtime/model/quant_linear.hpp"
 
 namespace zf::moe {
 namespace k = zf::kernels;
@@ -46,6 +47,12 @@ block::weights expert(const moe_tensors<const float>& m, int e) {
   b.up_b = m.expert_up_b(e);
   b.down_w = m.expert_down_w(e);
   b.down_b = m.expert_down_b(e);
+  return b;
+}
+
+block::weights expert(const block::weights& w, int e) {
+  block::weights b = expert(w.moe, e);
+  if (w.quant && w.quant->experts) b.quant = &w.quant->experts[e];
   return b;
 }
 
@@ -259,8 +266,8 @@ void forward(const model_spec& s, const model_spec& es, const block::weights& w,
   for (int e = 0; e < E; ++e) {
     const int r0 = st.offsets[e], m = st.offsets[e + 1] - r0;
     if (m == 0) continue;
-    block::mlp_forward(es, expert(w.moe, e), sc.xs + std::size_t(r0) * C,
-                       st.h + std::size_t(r0) * Ue, sc.a, nullptr, st.out + std::size_t(r0) * C, m);
+    block::mlp_forward(es, expert(w, e), sc.xs + std::size_t(r0) * C, st.h + std::size_t(r0) * Ue,
+                       sc.a, nullptr, st.out + std::size_t(r0) * C, m);
   }
   k::moe_combine(st.out, st.slot, st.gate, n, K, C, x);
 }

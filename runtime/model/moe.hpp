@@ -94,6 +94,8 @@ void backward(const model_spec& s, const model_spec& es, const block::weights& w
 // auxiliary losses' into dln2 (ACCUMULATED) and g.moe.router_w.
 block::weights expert(const moe_tensors<const float>& m, int e);
 block::grads expert(const moe_tensors<float>& m, int e);
+// ... with the block's quantized (bf16) projections of expert e when w carries them (serving).
+block::weights expert(const block::weights& w, int e);
 void route(const model_spec& s, const block::weights& w, const float* ln2, int n, layer_state& st,
            const scratch& sc);
 void router_backward(const model_spec& s, const block::weights& w, const block::grads& g,

@@ -214,7 +214,7 @@ void forward_parallel(const model_spec& s, const model_spec& es, const block::we
   for (int el = 0; el < El; ++el) {
     const int r0 = ps.loffsets[el], m = ps.loffsets[el + 1] - r0;
     if (m == 0) continue;
-    block::mlp_forward(es, expert(w.moe, first + el), ps.xs + std::size_t(r0) * C,
+    block::mlp_forward(es, expert(w, first + el), ps.xs + std::size_t(r0) * C,
                        ps.h + std::size_t(r0) * Ue, sc.a, nullptr,
                        psc.expert_out + std::size_t(r0) * C, m);
   }

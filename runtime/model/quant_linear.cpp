@@ -35,14 +35,27 @@ void quant_linear::forward(const float* x, int ldx, int m, const float* bias, fl
 }
 
 void lm_quant::link() {
+  auto at = [](std::vector<quant_linear>& v, std::size_t i) -> const quant_linear* {
+    return v[i].n ? &v[i] : nullptr;
+  };
   blocks.assign(linears.size() / 4, {});
-  for (std::size_t l = 0; l < blocks.size(); ++l)
-    blocks[l] = {&linears[4 * l], &linears[4 * l + 1], &linears[4 * l + 2], &linears[4 * l + 3]};
+  expert_blocks.assign(blocks.size(), {});
+  std::size_t next = 0;  // into expert_linears
+  for (std::size_t l = 0; l < blocks.size(); ++l) {
+    blocks[l] = {at(linears, 4 * l), at(linears, 4 * l + 1), at(linears, 4 * l + 2),
+                 at(linears, 4 * l + 3)};
+    const int E = l < layer_experts.size() ? layer_experts[l] : 0;
+    for (int e = 0; e < E; ++e, next += 2)
+      expert_blocks[l].push_back(
+          {nullptr, nullptr, at(expert_linears, next), at(expert_linears, next + 1)});
+    if (E) blocks[l].experts = expert_blocks[l].data();
+  }
 }
 
 std::size_t lm_quant::bytes() const {
   std::size_t b = head ? head->bytes() : 0;
   for (const auto& q : linears) b += q.bytes();
+  for (const auto& q : expert_linears) b += q.bytes();
   return b;
 }
 

@@ -44,18 +44,28 @@ struct quant_linear {
                bool accumulate) const;
 };
 
-// A block's quantized projections; null ones stay fp32.
+// A block's quantized projections; null ones stay fp32. MoE layers: experts[e] holds expert e's
+// up and down projections (its qkv and o null); null: the experts stay fp32.
 struct block_quant {
   const quant_linear *qkv = nullptr, *o = nullptr, *up = nullptr, *down = nullptr;
+  const block_quant* experts = nullptr;
 };
 
 // A model's quantized linears: what lm_weights (serving) and the transformer (score mode) carry.
 struct lm_quant {
-  std::string scheme;                  // "w4a16", "fp6", ... (runtime/quant), "bf16" (lm_bf16)
-  std::string method;                  // "rtn" or "gptq" (+ "+lorc", "+lkd")
-  std::vector<quant_linear> linears;   // 4 per layer: qkv, o, up, down
+  std::string scheme;  // "w4a16", "fp6", ... (runtime/quant), "bf16" (lm_bf16)
+  std::string method;  // "rtn" or "gptq" (+ "+lorc", "+lkd")
+  // 4 per layer: qkv, o, up, down; an MoE layer without a dense MLP has empty (n = 0) up and
+  // down, linked as null.
+  std::vector<quant_linear> linears;
   std::unique_ptr<quant_linear> head;  // null: the head stays fp32
   std::vector<block_quant> blocks;     // [n_layer], views into linears (set by link())
+  // MoE models (bf16 only): layer_experts [n_layer] experts each layer's share of
+  // expert_linears holds (0 for dense layers or fp32 experts); expert_linears 2 per expert (up,
+  // down), layers in order; expert_blocks [n_layer][experts] their views (link()).
+  std::vector<int> layer_experts;
+  std::vector<quant_linear> expert_linears;
+  std::vector<std::vector<block_quant>> expert_blocks;
   // Points blocks at linears; call after linears is filled (and after any move of lm_quant's
   // vector storage).
   void link();
