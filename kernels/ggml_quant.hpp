@@ -1,0 +1,125 @@
+#pragma once
+// ggml family (issue 18): GEMV / skinny GEMM kernels that read llama.cpp's (ggml's) weight
+// formats in place, as a GGUF file stores them (memory-mapped, no conversion), for batch-1 decode
+// at memory speed.
+//
+// Formats (ggml-common.h; every multi-byte field little-endian, blocks packed without padding):
+//   f32   4 bytes per element
+//   f16   IEEE binary16, 2 bytes per element
+//   bf16  bfloat16 (fp32's top half), 2 bytes per element
+//   q8_0  blocks of 32 elements, 34 bytes: fp16 scale d, then 32 int8 qs; x[j] = d * qs[j]
+//   q4_0  blocks of 32 elements, 18 bytes: fp16 scale d, then 16 bytes qs;
+//         x[j] = d * ((qs[j] & 0xF) - 8), x[j + 16] = d * ((qs[j] >> 4) - 8) for j < 16
+//
+// A weight matrix [n, k] is n rows (outputs) of k elements (inputs), each row row_bytes(fmt, k)
+// bytes (k / 32 consecutive blocks for q8_0 / q4_0), rows contiguous: a GGUF tensor with
+// ne[0] = k, ne[1] = n, exactly as a linear layer's weight is stored there. The data needs no
+// alignment (a GGUF tensor is 32-byte aligned in the file, its blocks of 18 or 34 bytes are not).
+//
+// Encoders (host helpers, for tests and export) are ggml's reference quantizers, bit for bit:
+//   q8_0  d = absmax / 127, id = 1 / d (0 when d is 0), qs = roundf(x * id) (half away from 0);
+//         d stored as fp16 (round to nearest even)
+//   q4_0  max = the element of largest magnitude (the first one on ties), signed; d = max / -8,
+//         id = 1 / d (0 when d is 0), q = min(15, (int8_t)(x * id + 8.5f)) (truncation);
+//         d stored as fp16 (quantize_row_q4_0_ref)
+//   f16 / bf16 round to nearest even (kernels/convert.hpp)
+//
+// GEMM contract (ggml_gemm): y [m, n] (row stride ldy, 0: n) = x [m, k] (fp32, row stride ldx,
+// 0: k) @ W^T (+ bias [n]) (+ y's previous values when accumulate), io as qgemm_io. Built for
+// decode (m = 1..16; larger m is computed 16 rows at a time by the same kernel). fp32
+// activations and fp32 accumulation; the weights are decoded in registers, never copied.
+//   - Every decoded weight is exact in fp32: d (fp16, 11 significant bits) times a 4- or 8-bit
+//     code has at most 19 significant bits. So the only rounding is in the fp32 sums.
+//   - AVX-512 (F/BW/VL/DQ, chosen at run time; the build targets x86-64-v3): per 32-element
+//     block the weights become two 16-lane vectors (q8_0: sign-extend, convert, times d; q4_0:
+//     a 16-entry table of (c - 8) * d read by vpermps with the nibbles; f16: vcvtph2ps; bf16:
+//     zero-extend and shift; f32: loads), each multiplied into its own accumulator per
+//     (row, output) by FMA, blocks in input order; the two accumulators' sum is reduced across
+//     lanes in a fixed order. Elsewhere a portable loop (8-lane vector extensions: AVX2 under
+//     x86-64-v3) does the same per 32 elements with four 8-lane accumulators.
+//   - Tolerance against the reference (double sums of the exact weights times x): each lane of
+//     an accumulator sums at most k / 16 products, then 4 + 1 adds reduce the lanes, so
+//     |y - ref| <= (k / 16 + 8) * 2^-24 * sum_j |w_j x_j| (the fp32 rounding bound, gamma_n),
+//     plus one rounding of |y| for each of bias and accumulate.
+//   - An output's operations do not depend on m, on the row's place in the batch, on the output
+//     range nor on the thread that computes it: a row of a batch of 5 is the same bits as the
+//     same row alone (batch-invariant), and the outputs may be split over threads.
+//   - Once a call has at least ggml_parallel_min multiply-adds, its outputs are split (pieces of
+//     whole 16-output groups) over the threads kernels::kernel_pool lends, or else over the
+//     family's own kernels::num_threads() - 1 helper threads (started on first use) and the
+//     caller. The caller claims pieces itself and waits only for pieces a helper has started, so
+//     a helper the OS has not scheduled costs nothing (an OpenMP region's barrier waited a time
+//     slice for it, ~9 ms a call on a loaded 2-core machine); helpers spin ~200 us after a job,
+//     then sleep. A second thread calling while the helpers are busy runs its call alone.
+// q8_0 / q4_0 need k % 32 == 0 (ggml's own rule); the float formats take any k >= 1. Bad shapes
+// throw std::invalid_argument.
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include "kernels/quant.hpp"  // qgemm_io
+
+namespace zf::kernels {
+
+enum class ggml_format : std::uint8_t { f32, f16, bf16, q8_0, q4_0 };
+
+struct ggml_format_info {
+  const char* name;  // "f32", "f16", "bf16", "q8_0", "q4_0" (as llama.cpp names them)
+  int block;         // elements per block: 32 for q8_0 / q4_0, 1 for the float formats
+  int block_bytes;   // bytes per block: 34, 18, or 4 / 2 / 2
+  int ggml_type;     // ggml's enum ggml_type value (GGUF's tensor type): 0, 1, 30, 8, 2
+};
+const ggml_format_info& ggml_info(ggml_format f);
+// The format named `name`; false when there is none.
+bool parse_ggml_format(std::string_view name, ggml_format& out);
+
+inline constexpr int ggml_qk = 32;  // QK8_0 == QK4_0
+// Elements per block and bytes per block of f.
+int ggml_block_size(ggml_format f);
+std::size_t ggml_block_bytes(ggml_format f);
+// Bytes of one row of k elements. Throws std::invalid_argument when k < 1 or k is not a
+// multiple of f's block size.
+std::size_t row_bytes(ggml_format f, int k);
+// Throws std::invalid_argument naming the problem when k or n is below 1, or k is not a
+// multiple of f's block size (what every kernel checks first).
+void check_ggml_shape(ggml_format f, int k, int n);
+
+// ---- encoders and the reference decoder (host helpers, not dispatched) ----
+// x [k] -> dst [row_bytes(f, k)], as described at the top of the file.
+void ggml_quantize_row(ggml_format f, const float* x, int k, void* dst);
+// src [row_bytes(f, k)] -> y [k]: every value exactly as the format defines it.
+void ggml_dequantize_row(ggml_format f, const void* src, int k, float* y);
+// rows of x [n, k] (row stride ldx, 0: k) -> dst [n, row_bytes(f, k)].
+void ggml_quantize_rows(ggml_format f, const float* x, int ldx, int n, int k, void* dst);
+
+// A weight matrix in one of the formats (see the top of the file), e.g. a GGUF tensor's data.
+struct ggml_matrix {
+  ggml_format fmt = ggml_format::f32;
+  int n = 0, k = 0;            // outputs (rows), inputs (elements per row)
+  const void* data = nullptr;  // [n, row_bytes(fmt, k)]
+};
+
+// Rows the kernel computes in one pass (larger m: passes of this many rows).
+inline constexpr int ggml_max_rows = 16;
+// Multiply-adds (m * n * k) at least for a call to be split over threads.
+inline constexpr double ggml_parallel_min = double(1 << 18);
+
+// y = x @ W^T (+ bias) (+ y), split over threads as above (cpu only: throws kernel_error on the
+// cuda device).
+void ggml_gemm(const ggml_matrix& w, const qgemm_io& io);
+
+// Whether the kernel uses its AVX-512 path (the CPU has AVX-512 F/BW/VL/DQ and
+// set_ggml_simd(false) has not switched it off, e.g. to test the portable loop).
+bool ggml_simd() noexcept;
+void set_ggml_simd(bool on) noexcept;
+
+namespace cpu {
+// The spec: every row dequantized (ggml_dequantize_row), each dot product accumulated in double
+// in input order, then + bias, + y as the contract says. Single-threaded.
+void ggml_gemm_reference(const ggml_matrix& w, const qgemm_io& io);
+// The fast kernel over outputs [o0, o1) of every row (AVX-512 or the portable loop), on the
+// calling thread; batch-invariant as above.
+void ggml_gemm_direct(const ggml_matrix& w, const qgemm_io& io, int o0, int o1);
+}  // namespace cpu
+
+}  // namespace zf::kernels

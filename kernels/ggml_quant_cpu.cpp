@@ -1,0 +1,585 @@
+// ggml family, CPU (see ggml_quant.hpp): the format table, ggml's reference encoders, the
+// reference GEMM (double sums), the fast kernel (AVX-512 chosen at run time, a portable loop
+// elsewhere) and the public entry point, which splits outputs over threads. The public function
+// lives here rather than in dispatch.cpp: it has no cuda twin and checks the device itself.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "kernels/convert.hpp"
+#include "kernels/dispatch.hpp"
+#include "kernels/ggml_quant.hpp"
+#include "kernels/threads.hpp"
+#include "kernels/vec8.hpp"
+
+// GCC 12 reports the intrinsics' deliberately undefined upper halves (_mm256_undefined_*) at their
+// inlined uses: false positives.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
+#define ZF_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c,fma")))
+
+namespace zf::kernels {
+namespace {
+
+using sz = std::size_t;
+using u8 = std::uint8_t;
+bool g_simd_off = false;
+
+bool cpu_has_avx512() {
+  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  return ok;
+}
+
+constexpr ggml_format_info k_info[] = {
+    {"f32", 1, 4, 0},    {"f16", 1, 2, 1},    {"bf16", 1, 2, 30},
+    {"q8_0", 32, 34, 8}, {"q4_0", 32, 18, 2},
+};
+
+inline std::uint16_t load_u16(const u8* p) {
+  std::uint16_t h;
+  std::memcpy(&h, p, 2);
+  return h;
+}
+
+// y[i, o] from the dot product d: + bias, then into y or onto it.
+inline void put(const qgemm_io& io, int ldy, int i, int o, float d) {
+  if (io.bias) d += io.bias[o];
+  float& y = io.y[sz(i) * ldy + o];
+  y = io.accumulate ? y + d : d;
+}
+
+// ---- encoders (ggml's reference quantizers) ----
+
+void quantize_q8_0(const float* x, int k, u8* dst) {
+  for (int b = 0; b < k / ggml_qk; ++b, x += ggml_qk, dst += 34) {
+    float amax = 0.0f;
+    for (int j = 0; j < ggml_qk; ++j) amax = std::max(amax, std::fabs(x[j]));
+    const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    const std::uint16_t h = f32_to_f16(d);
+    std::memcpy(dst, &h, 2);
+    for (int j = 0; j < ggml_qk; ++j)
+      dst[2 + j] = static_cast<u8>(static_cast<std::int8_t>(std::roundf(x[j] * id)));
+  }
+}
+
+void quantize_q4_0(const float* x, int k, u8* dst) {
+  for (int b = 0; b < k / ggml_qk; ++b, x += ggml_qk, dst += 18) {
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < ggml_qk; ++j)
+      if (amax < std::fabs(x[j])) {
+        amax = std::fabs(x[j]);
+        max = x[j];
+      }
+    const float d = max / -8.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    const std::uint16_t h = f32_to_f16(d);
+    std::memcpy(dst, &h, 2);
+    for (int j = 0; j < ggml_qk / 2; ++j) {
+      const int q0 = std::min(15, static_cast<int>(x[j] * id + 8.5f));
+      const int q1 = std::min(15, static_cast<int>(x[j + 16] * id + 8.5f));
+      dst[2 + j] = static_cast<u8>(q0 | q1 << 4);
+    }
+  }
+}
+
+// ---- portable loop: a row dequantized (exact), then 8-lane fp32 products ----
+
+using vec8::v8f;
+// Four accumulators over 32 elements at a time, then 8 at a time into the first, then scalars.
+float dot_portable(const float* w, const float* x, int k) {
+  v8f a0 = {}, a1 = {}, a2 = {}, a3 = {};
+  int j = 0;
+  for (; j + 32 <= k; j += 32) {
+    a0 += vec8::load8(w + j) * vec8::load8(x + j);
+    a1 += vec8::load8(w + j + 8) * vec8::load8(x + j + 8);
+    a2 += vec8::load8(w + j + 16) * vec8::load8(x + j + 16);
+    a3 += vec8::load8(w + j + 24) * vec8::load8(x + j + 24);
+  }
+  for (; j + 8 <= k; j += 8) a0 += vec8::load8(w + j) * vec8::load8(x + j);
+  float s = vec8::hsum((a0 + a1) + (a2 + a3));
+  for (; j < k; ++j) s += w[j] * x[j];
+  return s;
+}
+
+void direct_portable(const ggml_matrix& w, const qgemm_io& io, int o0, int o1) {
+  const int ldx = io.ldx ? io.ldx : w.k, ldy = io.ldy ? io.ldy : w.n;
+  const sz rb = row_bytes(w.fmt, w.k);
+  thread_local std::vector<float> row;
+  row.resize(std::max(row.size(), sz(w.k)));
+  for (int o = o0; o < o1; ++o) {
+    ggml_dequantize_row(w.fmt, static_cast<const u8*>(w.data) + sz(o) * rb, w.k, row.data());
+    for (int i = 0; i < io.m; ++i)
+      put(io, ldy, i, o, dot_portable(row.data(), io.x + sz(i) * ldx, w.k));
+  }
+}
+
+// ---- AVX-512: decoders of one 32-element block into two 16-lane vectors (exact values) ----
+// run(row, b, w0, w1): block b of a row (elements 32b..32b+15 and 32b+16..32b+31);
+// tail(row, j, m0, m1, w0, w1): the float formats' last partial block at element j, masked.
+
+template <ggml_format F>
+struct dec;
+
+template <>
+struct dec<ggml_format::f32> {
+  ZF_AVX512 static inline void run(const u8* r, int b, __m512& w0, __m512& w1) {
+    const float* p = reinterpret_cast<const float*>(r) + sz(b) * 32;
+    w0 = _mm512_loadu_ps(p);
+    w1 = _mm512_loadu_ps(p + 16);
+  }
+  ZF_AVX512 static inline void tail(const u8* r, int j, __mmask16 m0, __mmask16 m1, __m512& w0,
+                                    __m512& w1) {
+    const float* p = reinterpret_cast<const float*>(r) + j;
+    w0 = _mm512_maskz_loadu_ps(m0, p);
+    w1 = _mm512_maskz_loadu_ps(m1, p + 16);
+  }
+};
+
+template <>
+struct dec<ggml_format::f16> {
+  ZF_AVX512 static inline void run(const u8* r, int b, __m512& w0, __m512& w1) {
+    const u8* p = r + sz(b) * 64;
+    w0 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    w1 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32)));
+  }
+  ZF_AVX512 static inline void tail(const u8* r, int j, __mmask16 m0, __mmask16 m1, __m512& w0,
+                                    __m512& w1) {
+    const u8* p = r + sz(j) * 2;
+    w0 = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m0, p));
+    w1 = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m1, p + 32));
+  }
+};
+
+template <>
+struct dec<ggml_format::bf16> {
+  ZF_AVX512 static inline __m512 widen(__m256i h) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+  ZF_AVX512 static inline void run(const u8* r, int b, __m512& w0, __m512& w1) {
+    const u8* p = r + sz(b) * 64;
+    w0 = widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    w1 = widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32)));
+  }
+  ZF_AVX512 static inline void tail(const u8* r, int j, __mmask16 m0, __mmask16 m1, __m512& w0,
+                                    __m512& w1) {
+    const u8* p = r + sz(j) * 2;
+    w0 = widen(_mm256_maskz_loadu_epi16(m0, p));
+    w1 = widen(_mm256_maskz_loadu_epi16(m1, p + 32));
+  }
+};
+
+// The block's fp16 scale, in every lane.
+ZF_AVX512 inline __m512 scale16(const u8* p) {
+  return _mm512_cvtph_ps(_mm256_set1_epi16(static_cast<short>(load_u16(p))));
+}
+
+// q8_0: sign-extend, convert (exact), times d (exact: 11 x 8 significant bits).
+template <>
+struct dec<ggml_format::q8_0> {
+  ZF_AVX512 static inline void run(const u8* r, int b, __m512& w0, __m512& w1) {
+    const u8* p = r + sz(b) * 34;
+    const __m512 d = scale16(p);
+    w0 = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                              _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2)))));
+    w1 = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                              _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 18)))));
+  }
+  ZF_AVX512 static inline void tail(const u8*, int, __mmask16, __mmask16, __m512&, __m512&) {}
+};
+
+// q4_0: the table (c - 8) * d for c = 0..15 (exact: 11 x 4 significant bits), read by vpermps
+// with each byte's low nibble (vpermps reads index bits 0..3 only) and its high nibble.
+template <>
+struct dec<ggml_format::q4_0> {
+  ZF_AVX512 static inline void run(const u8* r, int b, __m512& w0, __m512& w1) {
+    const u8* p = r + sz(b) * 18;
+    const __m512 t = _mm512_mul_ps(
+        scale16(p), _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7));
+    const __m512i v =
+        _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2)));
+    w0 = _mm512_permutexvar_ps(v, t);
+    w1 = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), t);
+  }
+  ZF_AVX512 static inline void tail(const u8*, int, __mmask16, __mmask16, __m512&, __m512&) {}
+};
+
+// Bytes of one 32-element block of F.
+template <ggml_format F>
+constexpr int block_bytes_of() {
+  return F == ggml_format::q8_0   ? 34
+         : F == ggml_format::q4_0 ? 18
+         : F == ggml_format::f32  ? 128
+                                  : 64;
+}
+
+// The 16 lanes summed in a fixed order (halves, then quarters, ...).
+ZF_AVX512 inline float hsum16(__m512 v) {
+  const __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+  const __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  const __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));
+  return _mm_cvtss_f32(_mm_add_ss(c, _mm_movehdup_ps(c)));
+}
+
+// A tile of R rows of x (x, row stride ldx) times O weight rows (w, row stride rb): out[r][o].
+// Every (row, output) has two accumulators (elements 0..15 and 16..31 of each block), fed block
+// by block in input order, then the masked tail, then summed and reduced: the same operations in
+// every tile shape, so an output's bits do not depend on R, O or its neighbours.
+template <ggml_format F, int R, int O>
+ZF_AVX512 void tile(const u8* w, sz rb, int k, const float* x, sz ldx, float (&out)[R][O]) {
+  __m512 a0[R][O], a1[R][O];
+  for (int r = 0; r < R; ++r)
+    for (int o = 0; o < O; ++o) a0[r][o] = a1[r][o] = _mm512_setzero_ps();
+  const int nb = k / 32;
+  for (int b = 0; b < nb; ++b) {
+    for (int o = 0; o < O; ++o) {
+      __m512 w0, w1;
+      // One row: the next tile's rows prefetched at the same place (a prefetch never faults);
+      // decode's 8 interleaved short rows alone left the hardware prefetcher behind (f16 head
+      // 8 -> 26 GB/s).
+      if constexpr (R == 1) {
+        const sz bb = sz(block_bytes_of<F>()) * b;
+        _mm_prefetch(reinterpret_cast<const char*>(w + sz(o + O) * rb + bb), _MM_HINT_T0);
+      }
+      dec<F>::run(w + sz(o) * rb, b, w0, w1);
+      for (int r = 0; r < R; ++r) {
+        const float* xr = x + sz(r) * ldx + sz(b) * 32;
+        a0[r][o] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xr), a0[r][o]);
+        a1[r][o] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xr + 16), a1[r][o]);
+      }
+    }
+  }
+  if (const int left = k - nb * 32; left > 0) {  // float formats only (q formats: k % 32 == 0)
+    const __mmask16 m0 = static_cast<__mmask16>((1u << std::min(left, 16)) - 1u);
+    const __mmask16 m1 = static_cast<__mmask16>((1u << std::max(left - 16, 0)) - 1u);
+    for (int o = 0; o < O; ++o) {
+      __m512 w0, w1;
+      dec<F>::tail(w + sz(o) * rb, nb * 32, m0, m1, w0, w1);
+      for (int r = 0; r < R; ++r) {
+        const float* xr = x + sz(r) * ldx + sz(nb) * 32;
+        a0[r][o] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m0, xr), a0[r][o]);
+        a1[r][o] = _mm512_fmadd_ps(w1, _mm512_maskz_loadu_ps(m1, xr + 16), a1[r][o]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int o = 0; o < O; ++o) out[r][o] = hsum16(_mm512_add_ps(a0[r][o], a1[r][o]));
+}
+
+// Rows [i, i + R) over outputs [o0, o1): tiles of O outputs, the rest one at a time.
+template <ggml_format F, int R, int O>
+ZF_AVX512 void rows_simd(const ggml_matrix& w, const qgemm_io& io, int i, int o0, int o1) {
+  const int ldx = io.ldx ? io.ldx : w.k, ldy = io.ldy ? io.ldy : w.n;
+  const sz rb = row_bytes(w.fmt, w.k);
+  const u8* base = static_cast<const u8*>(w.data);
+  const float* xi = io.x + sz(i) * ldx;
+  int o = o0;
+  for (; o + O <= o1; o += O) {
+    float d[R][O];
+    tile<F, R, O>(base + sz(o) * rb, rb, w.k, xi, sz(ldx), d);
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < O; ++c) put(io, ldy, i + r, o + c, d[r][c]);
+  }
+  for (; o < o1; ++o) {
+    float d[R][1];
+    tile<F, R, 1>(base + sz(o) * rb, rb, w.k, xi, sz(ldx), d);
+    for (int r = 0; r < R; ++r) put(io, ldy, i + r, o, d[r][0]);
+  }
+}
+
+// One row (a decode step): 8 weight rows streamed at once; more rows: 4 rows x 2 outputs or
+// 2 rows x 4 outputs share each decoded block (16 accumulators either way).
+template <ggml_format F>
+ZF_AVX512 void direct_simd(const ggml_matrix& w, const qgemm_io& io, int o0, int o1) {
+  int i = 0;
+  for (; i + 4 <= io.m; i += 4) rows_simd<F, 4, 2>(w, io, i, o0, o1);
+  if (i + 2 <= io.m) {
+    rows_simd<F, 2, 4>(w, io, i, o0, o1);
+    i += 2;
+  }
+  if (i < io.m) rows_simd<F, 1, 8>(w, io, i, o0, o1);
+}
+
+// ---- helper threads: pieces claimed by whoever comes first ----
+// The caller publishes a job (pieces 0..p-1 of fn) and claims pieces itself; helpers that wake in
+// time claim others. The caller then waits only for pieces a helper has started: a helper the OS
+// has not scheduled yet (the machine shared with other work) costs nothing, where an OpenMP
+// region waits at its barrier for every thread of the team (a time slice, ~9 ms per call, on a
+// loaded 2-core machine). Helpers spin a little after each job (decode steps call GEMVs back to
+// back), then sleep on the job counter. One job at a time: a caller that finds the helpers busy
+// with another thread's job runs its pieces alone.
+class helpers {
+ public:
+  static helpers& get() {
+    static helpers* h = new helpers;  // never destroyed: its threads are detached, asleep at exit
+    return *h;
+  }
+
+  bool run(int pieces, int extra, const std::function<void(int)>& fn) {
+    std::unique_lock<std::mutex> lk(mu_, std::try_to_lock);
+    if (!lk.owns_lock() || pieces >= (1 << 20)) return false;
+    while (started_ < extra) {
+      std::thread(&helpers::work, this, started_++).detach();
+    }
+    fn_.store(&fn, std::memory_order_relaxed);
+    wanted_.store(extra, std::memory_order_relaxed);
+    gen_ = (gen_ + 1) & 0xFFFFFFu;
+    state_.store(gen_ << 40 | std::uint64_t(pieces) << 20, std::memory_order_release);
+    signal_.fetch_add(1, std::memory_order_release);
+    signal_.notify_all();
+    drain();
+    while (in_flight_.load(std::memory_order_acquire) != 0) _mm_pause();
+    return true;
+  }
+
+ private:
+  // Claims and runs pieces of the current job until none is left. fn_ is read only after a
+  // piece was claimed (the claim acquires the state the job's release store published).
+  void drain() {
+    std::uint64_t s = state_.load(std::memory_order_acquire);
+    for (;;) {
+      const std::uint64_t next = s & 0xFFFFFu, pieces = (s >> 20) & 0xFFFFFu;
+      if (next >= pieces) return;
+      if (state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel,
+                                       std::memory_order_acquire)) {
+        (*fn_.load(std::memory_order_relaxed))(int(next));
+        s = state_.load(std::memory_order_acquire);
+      }
+    }
+  }
+
+  void work(int id) {
+    std::uint32_t seen = signal_.load(std::memory_order_acquire);
+    for (;;) {
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int i = 0; signal_.load(std::memory_order_acquire) == seen; ++i) {
+        if (i % 64 == 63 && std::chrono::steady_clock::now() - t0 > std::chrono::microseconds(200))
+          signal_.wait(seen, std::memory_order_acquire);
+        else
+          _mm_pause();
+      }
+      seen = signal_.load(std::memory_order_acquire);
+      if (id >= wanted_.load(std::memory_order_relaxed)) continue;
+      // Counted before claiming: a caller that saw every piece claimed then waits for this one.
+      in_flight_.fetch_add(1, std::memory_order_acq_rel);
+      drain();
+      in_flight_.fetch_sub(1, std::memory_order_release);
+    }
+  }
+
+  std::mutex mu_;
+  int started_ = 0;
+  std::uint64_t gen_ = 0;
+  std::atomic<std::uint64_t> state_{0};  // job generation << 40 | pieces << 20 | next piece
+  std::atomic<const std::function<void(int)>*> fn_{nullptr};
+  std::atomic<int> wanted_{0}, in_flight_{0};
+  std::atomic<std::uint32_t> signal_{0};
+};
+
+void check_io(const ggml_matrix& w, const qgemm_io& io) {
+  check_ggml_shape(w.fmt, w.k, w.n);
+  if (io.m < 0) throw std::invalid_argument("ggml_gemm: m < 0");
+  if (io.m == 0) return;
+  if (!w.data || !io.x || !io.y) throw std::invalid_argument("ggml_gemm: null data, x or y");
+  if ((io.ldx && io.ldx < w.k) || (io.ldy && io.ldy < w.n))
+    throw std::invalid_argument("ggml_gemm: ldx < k or ldy < n");
+}
+
+}  // namespace
+
+// ---- formats ----
+
+const ggml_format_info& ggml_info(ggml_format f) {
+  const auto i = static_cast<sz>(f);
+  if (i >= std::size(k_info)) throw std::invalid_argument("ggml_info: unknown format");
+  return k_info[i];
+}
+
+bool parse_ggml_format(std::string_view name, ggml_format& out) {
+  for (sz i = 0; i < std::size(k_info); ++i)
+    if (name == k_info[i].name) {
+      out = static_cast<ggml_format>(i);
+      return true;
+    }
+  return false;
+}
+
+int ggml_block_size(ggml_format f) {
+  return ggml_info(f).block;
+}
+std::size_t ggml_block_bytes(ggml_format f) {
+  return sz(ggml_info(f).block_bytes);
+}
+
+void check_ggml_shape(ggml_format f, int k, int n) {
+  const ggml_format_info& in = ggml_info(f);
+  if (k < 1 || n < 1)
+    throw std::invalid_argument(std::string("ggml ") + in.name + ": k and n must be >= 1 (k " +
+                                std::to_string(k) + ", n " + std::to_string(n) + ")");
+  if (k % in.block != 0)
+    throw std::invalid_argument(std::string("ggml ") + in.name + ": k " + std::to_string(k) +
+                                " is not a multiple of the block size " + std::to_string(in.block));
+}
+
+std::size_t row_bytes(ggml_format f, int k) {
+  check_ggml_shape(f, k, 1);
+  return sz(k / ggml_block_size(f)) * ggml_block_bytes(f);
+}
+
+void ggml_quantize_row(ggml_format f, const float* x, int k, void* dst) {
+  check_ggml_shape(f, k, 1);
+  auto* d = static_cast<u8*>(dst);
+  switch (f) {
+    case ggml_format::f32:
+      std::memcpy(d, x, sz(k) * 4);
+      return;
+    case ggml_format::f16:
+      f32_to_f16(x, d, sz(k));
+      return;
+    case ggml_format::bf16:
+      f32_to_bf16(x, d, sz(k));
+      return;
+    case ggml_format::q8_0:
+      quantize_q8_0(x, k, d);
+      return;
+    case ggml_format::q4_0:
+      quantize_q4_0(x, k, d);
+      return;
+  }
+}
+
+void ggml_dequantize_row(ggml_format f, const void* src, int k, float* y) {
+  check_ggml_shape(f, k, 1);
+  const auto* s = static_cast<const u8*>(src);
+  switch (f) {
+    case ggml_format::f32:
+      std::memcpy(y, s, sz(k) * 4);
+      return;
+    case ggml_format::f16:
+      f16_to_f32(s, y, sz(k));
+      return;
+    case ggml_format::bf16:
+      bf16_to_f32(s, y, sz(k));
+      return;
+    case ggml_format::q8_0:
+      for (int b = 0; b < k / ggml_qk; ++b, s += 34, y += ggml_qk) {
+        const float d = f16_to_f32(load_u16(s));
+        for (int j = 0; j < ggml_qk; ++j) y[j] = d * float(static_cast<std::int8_t>(s[2 + j]));
+      }
+      return;
+    case ggml_format::q4_0:
+      for (int b = 0; b < k / ggml_qk; ++b, s += 18, y += ggml_qk) {
+        const float d = f16_to_f32(load_u16(s));
+        for (int j = 0; j < ggml_qk / 2; ++j) {
+          y[j] = d * float((s[2 + j] & 0xF) - 8);
+          y[j + 16] = d * float((s[2 + j] >> 4) - 8);
+        }
+      }
+      return;
+  }
+}
+
+void ggml_quantize_rows(ggml_format f, const float* x, int ldx, int n, int k, void* dst) {
+  check_ggml_shape(f, k, n);
+  const sz rb = row_bytes(f, k), lx = ldx ? sz(ldx) : sz(k);
+  for (int o = 0; o < n; ++o)
+    ggml_quantize_row(f, x + sz(o) * lx, k, static_cast<u8*>(dst) + sz(o) * rb);
+}
+
+bool ggml_simd() noexcept {
+  return !g_simd_off && cpu_has_avx512();
+}
+void set_ggml_simd(bool on) noexcept {
+  g_simd_off = !on;
+}
+
+namespace cpu {
+
+void ggml_gemm_reference(const ggml_matrix& w, const qgemm_io& io) {
+  check_io(w, io);
+  const int ldx = io.ldx ? io.ldx : w.k, ldy = io.ldy ? io.ldy : w.n;
+  const sz rb = row_bytes(w.fmt, w.k);
+  std::vector<float> row(sz(w.k));
+  for (int o = 0; o < w.n; ++o) {
+    ggml_dequantize_row(w.fmt, static_cast<const u8*>(w.data) + sz(o) * rb, w.k, row.data());
+    for (int i = 0; i < io.m; ++i) {
+      const float* xr = io.x + sz(i) * ldx;
+      double s = 0;
+      for (int j = 0; j < w.k; ++j) s += double(row[sz(j)]) * xr[j];
+      put(io, ldy, i, o, static_cast<float>(s));
+    }
+  }
+}
+
+void ggml_gemm_direct(const ggml_matrix& w, const qgemm_io& io, int o0, int o1) {
+  o0 = std::max(o0, 0);
+  o1 = std::min(o1, w.n);
+  if (o0 >= o1 || io.m < 1) return;
+  if (!ggml_simd()) return direct_portable(w, io, o0, o1);
+  // Passes of ggml_max_rows rows: each row's outputs are computed alike whatever the pass.
+  for (int i0 = 0; i0 < io.m; i0 += ggml_max_rows) {
+    qgemm_io p = io;
+    const int ldx = io.ldx ? io.ldx : w.k, ldy = io.ldy ? io.ldy : w.n;
+    p.x = io.x + sz(i0) * ldx;
+    p.y = io.y + sz(i0) * ldy;
+    p.ldx = ldx;
+    p.ldy = ldy;
+    p.m = std::min(ggml_max_rows, io.m - i0);
+    switch (w.fmt) {
+      case ggml_format::f32:
+        direct_simd<ggml_format::f32>(w, p, o0, o1);
+        break;
+      case ggml_format::f16:
+        direct_simd<ggml_format::f16>(w, p, o0, o1);
+        break;
+      case ggml_format::bf16:
+        direct_simd<ggml_format::bf16>(w, p, o0, o1);
+        break;
+      case ggml_format::q8_0:
+        direct_simd<ggml_format::q8_0>(w, p, o0, o1);
+        break;
+      case ggml_format::q4_0:
+        direct_simd<ggml_format::q4_0>(w, p, o0, o1);
+        break;
+    }
+  }
+}
+
+}  // namespace cpu
+
+void ggml_gemm(const ggml_matrix& w, const qgemm_io& io) {
+  if (current_device() != device::cpu)
+    throw kernel_error(
+        "zf::kernels::ggml_gemm has no cuda kernel yet (only the cpu one); call it on device::cpu "
+        "with host pointers");
+  check_io(w, io);
+  if (io.m == 0) return;
+  auto fn = [&](int o0, int o1) { cpu::ggml_gemm_direct(w, io, o0, o1); };
+  if (double(io.m) * w.n * w.k < ggml_parallel_min || w.n < 32) return fn(0, w.n);
+  // Pieces of whole 16-output groups; a lent pool gets a few per thread to even out progress.
+  if (const kernel_pool* p = lent_pool(); p && p->threads >= 2) {
+    const int piece = std::max(16, (w.n / (4 * p->threads) + 15) / 16 * 16);
+    p->run((w.n + piece - 1) / piece,
+           [&](int i) { fn(i * piece, std::min(w.n, (i + 1) * piece)); });
+    return;
+  }
+  const int t = num_threads();
+  if (t < 2) return fn(0, w.n);
+  const int piece = std::max(16, (w.n / (8 * t) + 15) / 16 * 16);
+  const std::function<void(int)> one = [&](int i) {
+    fn(i * piece, std::min(w.n, (i + 1) * piece));
+  };
+  if (!helpers::get().run((w.n + piece - 1) / piece, t - 1, one)) fn(0, w.n);
+}
+
+}  // namespace zf::kernels
