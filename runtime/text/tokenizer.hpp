@@ -47,6 +47,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <span>
 #include <string>
 #include <string_view>
@@ -73,6 +74,10 @@ class tokenizer {
   // (WordPiece, byte_fallback, a normalizer, add_prefix_space...) throws zf::error naming the
   // file and the field. tokenizer_config.json in the same folder is read when present.
   static tokenizer load_hf(const std::filesystem::path& tokenizer_json);
+  // The same from a parsed tokenizer.json object j (a GGUF file's tokenizer, rebuilt as one);
+  // errors name `source`; tokenizer_config.json beside it is read only when read_config.
+  static tokenizer from_hf_json(const nlohmann::json& j, const std::filesystem::path& source,
+                                bool read_config = false);
 
   tokenizer(const tokenizer& other);
   tokenizer& operator=(const tokenizer& other);

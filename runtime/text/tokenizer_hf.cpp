@@ -86,13 +86,18 @@ tokenizer tokenizer::load_hf(const std::filesystem::path& tokenizer_json) {
 }
 
 tokenizer tokenizer::load_hf_json(const std::filesystem::path& tokenizer_json) {
-  const std::string file = tokenizer_json.string();
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(read_file(tokenizer_json));
   } catch (const nlohmann::json::exception& e) {
-    fail("tokenizer: '{}' is not valid JSON: {}", file, e.what());
+    fail("tokenizer: '{}' is not valid JSON: {}", tokenizer_json.string(), e.what());
   }
+  return from_hf_json(j, tokenizer_json, true);
+}
+
+tokenizer tokenizer::from_hf_json(const nlohmann::json& j,
+                                  const std::filesystem::path& tokenizer_json, bool read_config) {
+  const std::string file = tokenizer_json.string();
   if (!j.is_object() || !j.contains("model") || !j["model"].is_object())
     fail("tokenizer: '{}' has no \"model\" object", file);
   const auto& jm = j["model"];
@@ -216,8 +221,8 @@ tokenizer tokenizer::load_hf_json(const std::filesystem::path& tokenizer_json) {
     if (auto it = m->ids.find(eot); it != m->ids.end() && m->eot < 0) m->eot = it->second;
 
   auto lookup = [&](const std::string& t) { return special_id(m->ids, m->special, key_id, t); };
-  auto sp =
-      read_hf_specials(j.value("post_processor", nlohmann::json()), tokenizer_json, n, lookup);
+  auto sp = read_hf_specials(j.value("post_processor", nlohmann::json()), tokenizer_json, n, lookup,
+                             read_config);
   m->specials = std::move(sp.rule);
   m->bos_token = sp.bos;
   m->eos_token = sp.eos;

@@ -87,15 +87,16 @@ struct string_hash {
 
 // The special tokens of a Hugging Face tokenizer (tokenizer_special.cpp; precedence in
 // tokenizer.hpp, "Special tokens"): post_processor is tokenizer.json's (null when absent); the
-// tokenizer_config.json beside tokenizer_json is read when present. lookup maps a token's text
-// (an added token's content, else its model.vocab spelling) to its id, -1 if none.
+// tokenizer_config.json beside tokenizer_json is read when present and read_config. lookup maps a
+// token's text (an added token's content, else its model.vocab spelling) to its id, -1 if none.
 struct hf_specials {
   special_rule rule;
   int bos = -1, eos = -1;  // tokenizer_config.json's bos_token / eos_token
 };
 hf_specials read_hf_specials(const nlohmann::json& post_processor,
                              const std::filesystem::path& tokenizer_json, int vocab_size,
-                             const std::function<int(const std::string&)>& lookup);
+                             const std::function<int(const std::string&)>& lookup,
+                             bool read_config = true);
 
 }  // namespace tokenizer_detail
 

@@ -123,15 +123,17 @@ token_config parse_token_config(const json& c, const std::string& file) {
 
 }  // namespace
 
-hf_specials tokenizer_detail::read_hf_specials(
-    const json& post_processor, const std::filesystem::path& tokenizer_json, int vocab_size,
-    const std::function<int(const std::string&)>& lookup) {
+hf_specials tokenizer_detail::read_hf_specials(const json& post_processor,
+                                               const std::filesystem::path& tokenizer_json,
+                                               int vocab_size,
+                                               const std::function<int(const std::string&)>& lookup,
+                                               bool read_config) {
   hf_specials out;
   out.rule = parse_post_processor(post_processor, vocab_size, tokenizer_json.string());
 
   const auto config_path = tokenizer_json.parent_path() / "tokenizer_config.json";
   std::error_code ec;
-  if (!std::filesystem::exists(config_path, ec)) return out;
+  if (!read_config || !std::filesystem::exists(config_path, ec)) return out;
   const std::string file = config_path.string();
   token_config tc;
   try {
