@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Writes the committed seed corpora fuzz/corpus/<target>/ (small valid and near-valid inputs).
 
-  fuzz/make_corpus.py            http, safetensors, tokenizer and config seeds (this script)
+  fuzz/make_corpus.py            http, safetensors, gguf, tokenizer and config seeds (this script)
   ZF_FUZZ_SEED_OUT=fuzz/corpus/checkpoint build-fuzz/fuzz/fuzz_checkpoint -runs=0
                                  the checkpoint seeds: manifests of tiny checkpoints written for
                                  real by the target's start-up (fuzz/fuzz_checkpoint.cpp)
@@ -111,6 +111,82 @@ dup = b'{"a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}, ' \
       b'"a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}}'
 put("safetensors", "duplicate", struct.pack("<Q", len(dup)) + dup + b"\x00")
 put("safetensors", "shape_overflow", safetensors([("x", "F64", [2**62, 4], b"")]))
+
+# ---- gguf: small whole files (storage/gguf.hpp) -------------------------------------------
+def gguf_str(s):
+    b = s.encode() if isinstance(s, str) else s
+    return struct.pack("<Q", len(b)) + b
+
+
+def gguf_val(t, v):
+    """A value of GGUF type t (0-12) without its type; arrays: v = (elem_type, [items])."""
+    fixed = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "B", 10: "Q", 11: "q",
+             12: "d"}
+    if t == 8:
+        return gguf_str(v)
+    if t == 9:
+        et, items = v
+        return struct.pack("<IQ", et, len(items)) + b"".join(gguf_val(et, x) for x in items)
+    return struct.pack("<" + fixed[t], v)
+
+
+def gguf(kvs, tensors, align=32, version=3, pad_last=True):
+    """kvs: [(key, type, value)]; tensors: [(name, dims, ggml_type, bytes[, offset])] -> file
+    bytes (each tensor at the next aligned offset, as storage/gguf.cpp's writer lays them out,
+    unless an offset is given)."""
+    head = b"GGUF" + struct.pack("<IQQ", version, len(tensors), len(kvs))
+    for k, t, v in kvs:
+        head += gguf_str(k) + struct.pack("<I", t) + gguf_val(t, v)
+    data, infos = b"", b""
+    for name, dims, gtype, raw, *off in tensors:
+        infos += gguf_str(name) + struct.pack(f"<I{len(dims)}QIQ", len(dims), *dims, gtype,
+                                              off[0] if off else len(data))
+        data += raw + b"\0" * (-len(raw) % align)
+    out = head + infos
+    if tensors:
+        out += b"\0" * (-len(out) % align) + data
+    if not pad_last and tensors:
+        out = out[:len(out) - (-len(tensors[-1][3]) % align)]
+    return out
+
+
+gguf_tiny_kvs = [
+    ("general.architecture", 8, "llama"), ("general.name", 8, "h\u00e9llo \U0001F600"),
+    ("llama.block_count", 4, 1), ("llama.context_length", 10, 128),
+    ("llama.rope.freq_base", 6, 10000.0), ("llama.attention.layer_norm_rms_epsilon", 12, 1e-5),
+    ("t.u8", 0, 255), ("t.i8", 1, -1), ("t.u16", 2, 65535), ("t.i16", 3, -2), ("t.i32", 5, -3),
+    ("t.bool", 7, 1), ("t.i64", 11, -(2**40)),
+    ("tokenizer.ggml.tokens", 9, (8, ["<s>", "</s>", "a", "\u0120b"])),
+    ("tokenizer.ggml.scores", 9, (6, [0.0, -1.5, -2.0, -3.25])),
+    ("tokenizer.ggml.token_type", 9, (5, [3, 3, 1, 1])),
+    ("t.bools", 9, (7, [1, 0])),
+    ("t.nested", 9, (9, [(4, [1, 2]), (8, ["x"]), (9, [(12, [0.5])]), (0, [])])),
+]
+gguf_tensors = [
+    ("token_embd.weight", [4, 2], 0, f32(*range(8))),                     # F32
+    ("blk.0.attn_norm.weight", [4], 1, b"\x00\x3c" * 4),                 # F16
+    ("blk.0.attn_q.weight", [32, 2], 8, (b"\x00\x3c" + bytes(range(32))) * 2),  # Q8_0
+    ("blk.0.ffn_up.weight", [32], 2, b"\x00\x3c" + bytes(range(16))),    # Q4_0
+    ("blk.0.ffn_down.weight", [256], 12, bytes(144)),                     # Q4_K
+    ("output_norm.weight", [2], 30, b"\x80\x3f" * 2),                    # BF16
+    ("empty", [0, 3], 0, b""),
+]
+put("gguf", "tiny", gguf(gguf_tiny_kvs, gguf_tensors))
+put("gguf", "align64_v2", gguf([("general.alignment", 4, 64)] + gguf_tiny_kvs[:3],
+                               gguf_tensors[:4], align=64, version=2))
+put("gguf", "align1_unpadded", gguf([("general.alignment", 4, 1)], gguf_tensors[:2], align=1,
+                                    pad_last=False))
+put("gguf", "metadata_only", gguf(gguf_tiny_kvs, []))
+put("gguf", "empty", gguf([], []))
+# near-valid: overlapping tensors, a misaligned offset, an unknown type, a bad row size, a
+# count past the end, a big-endian version, a truncated tensor
+put("gguf", "overlap", gguf([], [gguf_tensors[0], gguf_tensors[1][:4] + (0,)]))
+put("gguf", "misaligned", gguf([], [("w", [4], 0, f32(1, 2, 3, 4), 4)]))
+put("gguf", "bad_type", gguf([], [("w", [4], 4, bytes(16))]))
+put("gguf", "bad_row", gguf([], [("w", [33], 8, bytes(34 * 2))]))
+put("gguf", "huge_count", b"GGUF" + struct.pack("<IQQ", 3, 0, 2**62) + bytes(16))
+put("gguf", "big_endian", b"GGUF" + struct.pack(">IQQ", 3, 0, 0))
+put("gguf", "truncated", gguf(gguf_tiny_kvs[:2], gguf_tensors[:3])[:-40])
 
 # ---- tokenizer: tokenizer.json (+ "\0tokenizer_config.json\0" + tokenizer_config.json) ------
 hf = os.path.join(root, "tests", "golden", "hf")
