@@ -7,10 +7,13 @@
 #include <map>
 #include <string>
 
+#include "pipelines/pipeline.hpp"
 #include "runtime/core/config.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/model/layout.hpp"
 #include "storage/checkpoint.hpp"
+#include "storage/gguf_model.hpp"
+#include "storage/lm_loader.hpp"
 
 namespace fs = std::filesystem;
 
@@ -19,7 +22,7 @@ namespace {
 
 struct ckpt_args {
   CLI::App *ckpt = nullptr, *info = nullptr, *verify = nullptr, *exp = nullptr, *imp = nullptr;
-  std::string dir, format = "safetensors", out, file;
+  std::string dir, format = "safetensors", out, file, type = "f32", data_dir;
 };
 
 ckpt_args& args() {
@@ -132,12 +135,18 @@ void add_ckpt_subcommand(CLI::App& app) {
   a.verify = a.ckpt->add_subcommand("verify", "check every file, size and fragment checksum");
   a.verify->add_option("DIR", a.dir, "step folder, checkpoints/ root or run folder")->required();
   a.exp = a.ckpt->add_subcommand(
-      "export", "write the weights as Hugging Face GPT-2 safetensors (+ config.json beside)");
+      "export",
+      "write the weights as Hugging Face safetensors (+ config.json beside) or as a GGUF file "
+      "llama.cpp reads (GPT-2, the tokenizer inside)");
   a.exp->add_option("DIR", a.dir, "step folder, checkpoints/ root or run folder")->required();
   a.exp->add_option("--format", a.format, "output format")
-      ->check(CLI::IsMember({"safetensors"}))
+      ->check(CLI::IsMember({"safetensors", "gguf"}))
       ->capture_default_str();
-  a.exp->add_option("--out", a.out, "safetensors file to write (not overwritten)")->required();
+  a.exp->add_option("--type", a.type, "gguf: the matrices' format")
+      ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0", "q4_0"}))
+      ->capture_default_str();
+  a.exp->add_option("--data-dir", a.data_dir, "gguf: folder with the gpt2/ tokenizer files");
+  a.exp->add_option("--out", a.out, "file to write (not overwritten)")->required();
   a.imp = a.ckpt->add_subcommand(
       "import", "Hugging Face GPT-2 safetensors + config.json -> a step-0 checkpoint (weights)");
   a.imp->add_option("FILE", a.file, "safetensors file; config.json must sit beside it")->required();
@@ -151,6 +160,14 @@ bool run_ckpt_subcommand() {
     cmd_info(a.dir);
   } else if (*a.verify) {
     cmd_verify(a.dir);
+  } else if (*a.exp && a.format == "gguf") {
+    auto [w, cfg] = storage::load_checkpoint_model(a.dir);
+    if (!a.data_dir.empty()) cfg.data.data_dir = a.data_dir;
+    kernels::ggml_format f{};
+    kernels::parse_ggml_format(a.type, f);
+    storage::write_gpt2_gguf(w, open_tokenizer(cfg).first, a.out, f);
+    std::cout << fmt::format("exported {} -> {} ({})\n",
+                             storage::resolve_checkpoint(a.dir).string(), a.out, a.type);
   } else if (*a.exp) {
     auto cj = storage::export_safetensors(a.dir, a.out);
     std::cout << fmt::format("exported {} -> {} (+ {})\n",

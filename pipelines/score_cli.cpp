@@ -24,7 +24,7 @@ namespace zf {
 namespace {
 
 struct score_args {
-  std::string checkpoint, hf, data_dir, input;
+  std::string checkpoint, hf, data_dir, input, gguf;
   bool ppl = false, batch_invariant = false;
   int batch = 8, max_len = 0, window = 0, stride = 0, threads = 0;
   quant_flags q;  // in-memory quantization before scoring (--quantize, pipelines/quantize_cli)
@@ -76,7 +76,7 @@ int run_score() {
   if (bf16 && !a.q.scheme.empty())
     fail("--dtype bf16 cannot be combined with --quantize {}: choose one format for the linears",
          a.q.scheme);
-  auto [w, tok] = load_serving_model(a.checkpoint, a.hf, a.data_dir);
+  auto [w, tok] = load_serving_model(a.checkpoint, a.hf, a.data_dir, a.gguf);
   if (bf16) to_bf16_weights(w, "--dtype bf16");  // refuses a quantized checkpoint by name
   transformer model(w.cfg, true, false);
   std::memcpy(model.params().data(), w.store.data(), w.store.size() * sizeof(float));
@@ -137,6 +137,7 @@ void add_score_subcommand(CLI::App& app) {
                              "per-token log-probs of texts (JSON lines) or perplexity (--ppl)");
   g_cmd->add_option("--checkpoint", a.checkpoint, "a zeroflow run, checkpoints/ or step folder");
   g_cmd->add_option("--hf", a.hf, "a Hugging Face folder (config.json, safetensors, tokenizer)");
+  g_cmd->add_option("--gguf", a.gguf, "a GGUF file (GPT-2, its tokenizer inside)");
   g_cmd->add_option("--data-dir", a.data_dir, "folder with the gpt2/ tokenizer files");
   g_cmd->add_option("--input", a.input, "JSON lines, or a UTF-8 text file with --ppl")->required();
   g_cmd->add_flag("--ppl", a.ppl, "perplexity of the whole text file");

@@ -17,6 +17,7 @@
 #include "runtime/model/lm_bf16.hpp"
 #include "runtime/serve/serve_client.hpp"
 #include "storage/fs_util.hpp"
+#include "storage/gguf_model.hpp"
 #include "storage/lm_loader.hpp"
 
 namespace fs = std::filesystem;
@@ -27,7 +28,7 @@ namespace {
 // --checkpoint / --hf and the engine and server keys of the config schema (--config, --set,
 // and one flag per key: --token-budget, --batch-invariant, --host, ...).
 struct model_args {
-  std::string checkpoint, hf, data_dir;
+  std::string checkpoint, hf, data_dir, gguf;
   config_args config;
 };
 
@@ -58,12 +59,13 @@ void add_model_options(CLI::App* c, model_args& m, const std::vector<std::string
                 "zeroflow checkpoint: step folder, checkpoints/ root or run folder");
   c->add_option("--hf", m.hf,
                 "Hugging Face model folder (config.json, *.safetensors, tokenizer.json)");
+  c->add_option("--gguf", m.gguf, "GGUF file (llama.cpp's GPT-2 layout, its tokenizer inside)");
   c->add_option("--data-dir", m.data_dir, "folder with the gpt2/ tokenizer (for --checkpoint)");
   add_config_flags(c, sections, m.config);
 }
 
 std::unique_ptr<serve::completion_backend> open_engine(const model_args& m, const run_config& cfg) {
-  auto [w, tok] = load_serving_model(m.checkpoint, m.hf, m.data_dir);
+  auto [w, tok] = load_serving_model(m.checkpoint, m.hf, m.data_dir, m.gguf);
   // bf16 in place here (no second copy); the engine would convert a copy otherwise
   if (cfg.engine.dtype == "bf16") to_bf16_weights(w, "--dtype bf16");
   return actors::make_engine(std::move(w), std::move(tok), cfg.engine);
@@ -120,9 +122,14 @@ int run_generate() {
 
 std::pair<lm_weights, tokenizer> load_serving_model(const std::string& checkpoint,
                                                     const std::string& hf_dir,
-                                                    const std::string& ddir) {
-  if (checkpoint.empty() == hf_dir.empty())
-    fail("give exactly one of --checkpoint DIR and --hf DIR");
+                                                    const std::string& ddir,
+                                                    const std::string& gguf) {
+  if (int(!checkpoint.empty()) + int(!hf_dir.empty()) + int(!gguf.empty()) != 1)
+    fail("give exactly one of --checkpoint DIR, --hf DIR and --gguf FILE");
+  if (!gguf.empty()) {
+    auto g = storage::read_gpt2_gguf(gguf);
+    return {std::move(g.weights), std::move(g.tok)};
+  }
   if (!hf_dir.empty()) {
     auto w = load_hf_weights(hf_dir);
     auto tj = fs::path(hf_dir) / "tokenizer.json";

@@ -21,11 +21,12 @@ class App;
 namespace zf {
 
 // Weights and tokenizer of a zeroflow checkpoint (GPT-2 tokenizer from data_dir, "" = the
-// build's default) or of a Hugging Face folder (tokenizer.json in it). Exactly one of the two
-// paths must be given.
+// build's default), of a Hugging Face folder (tokenizer.json in it) or of a GGUF file (GPT-2,
+// its tokenizer inside; weights read as fp32). Exactly one of the three paths must be given.
 std::pair<lm_weights, tokenizer> load_serving_model(const std::string& checkpoint,
                                                     const std::string& hf_dir,
-                                                    const std::string& data_dir);
+                                                    const std::string& data_dir,
+                                                    const std::string& gguf = "");
 
 void add_serve_subcommands(CLI::App& app);
 // Runs serve or generate if one was parsed: true if it ran. Throws zf::error on failure.

@@ -175,6 +175,34 @@ int tokenizer::token_id(std::string_view token) const {
 bool tokenizer::is_special(int id) const {
   return id >= 0 && id < vocab_size() && model_->special[id];
 }
+std::string tokenizer::token_spelling(int id) const {
+  const std::string& raw = token_bytes(id);
+  if (model_->special[id]) return raw;
+  static const auto b2u = bytes_to_unicode();
+  std::string out;
+  for (unsigned char c : raw) {  // UTF-8 of the code point (all below U+0800)
+    const char32_t u = b2u[c];
+    if (u < 0x80) {
+      out.push_back(char(u));
+    } else {
+      out.push_back(char(0xC0 | (u >> 6)));
+      out.push_back(char(0x80 | (u & 0x3F)));
+    }
+  }
+  return out;
+}
+
+std::vector<std::pair<int, int>> tokenizer::merge_pairs() const {
+  std::vector<std::pair<int, std::uint64_t>> ranked;  // (rank, pair) in rank order
+  ranked.reserve(model_->merges.size());
+  for (const auto& [key, m] : model_->merges) ranked.emplace_back(m.rank, key);
+  std::sort(ranked.begin(), ranked.end());
+  std::vector<std::pair<int, int>> out;
+  out.reserve(ranked.size());
+  for (const auto& [rank, key] : ranked) out.emplace_back(int(key >> 32), int(key & 0xffffffffu));
+  return out;
+}
+
 std::size_t tokenizer::cache_size() const {
   return state_->cache.size();
 }

@@ -51,6 +51,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace zf {
@@ -119,6 +120,12 @@ class tokenizer {
   // True for added tokens (<|endoftext|>, <|im_start|>...); false for ordinary ones and ids out
   // of range.
   bool is_special(int id) const;
+
+  // The vocabulary as files spell it (a GGUF file's tokenizer.ggml.tokens / .merges): an ordinary
+  // token in GPT-2's bytes_to_unicode spelling, an added token as its text; the merges by rank
+  // as (left id, right id). An id out of range throws zf::error.
+  std::string token_spelling(int id) const;
+  std::vector<std::pair<int, int>> merge_pairs() const;
 
   // Number of distinct pre-tokens currently cached (for tests and diagnostics).
   std::size_t cache_size() const;

@@ -1,0 +1,270 @@
+// GGUF <-> zeroflow GPT-2 models (gguf_model.hpp).
+#include "storage/gguf_model.hpp"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "runtime/core/config.hpp"
+#include "runtime/core/error.hpp"
+#include "storage/gguf.hpp"
+
+namespace zf::storage {
+namespace fs = std::filesystem;
+namespace k = zf::kernels;
+using sz = std::size_t;
+
+namespace {
+
+// One of our 2-D or 1-D parameters as a GGUF tensor: its name there and whether our [a, b]
+// (Conv1D [in, out]) matrix is written transposed (rows of outputs).
+struct tensor_map {
+  std::string ours, theirs;
+  bool transpose = false;
+};
+
+std::vector<tensor_map> gpt2_names(const model_spec& s) {
+  std::vector<tensor_map> out = {{"wte.weight", "token_embd.weight"},
+                                 {"wpe.weight", "position_embd.weight"}};
+  for (int l = 0; l < s.n_layer; ++l) {
+    const std::string h = fmt::format("h.{}.", l), b = fmt::format("blk.{}.", l);
+    out.push_back({h + "ln_1.weight", b + "attn_norm.weight"});
+    out.push_back({h + "ln_1.bias", b + "attn_norm.bias"});
+    out.push_back({h + "attn.c_attn.weight", b + "attn_qkv.weight", true});
+    out.push_back({h + "attn.c_attn.bias", b + "attn_qkv.bias"});
+    out.push_back({h + "attn.c_proj.weight", b + "attn_output.weight", true});
+    out.push_back({h + "attn.c_proj.bias", b + "attn_output.bias"});
+    out.push_back({h + "ln_2.weight", b + "ffn_norm.weight"});
+    out.push_back({h + "ln_2.bias", b + "ffn_norm.bias"});
+    out.push_back({h + "mlp.c_fc.weight", b + "ffn_up.weight", true});
+    out.push_back({h + "mlp.c_fc.bias", b + "ffn_up.bias"});
+    out.push_back({h + "mlp.c_proj.weight", b + "ffn_down.weight", true});
+    out.push_back({h + "mlp.c_proj.bias", b + "ffn_down.bias"});
+  }
+  out.push_back({"ln_f.weight", "output_norm.weight"});
+  out.push_back({"ln_f.bias", "output_norm.bias"});
+  out.push_back({s.tied_head ? "wte.weight" : "lm_head.weight", "output.weight"});
+  return out;
+}
+
+// llama.cpp's general.file_type for a model whose matrices are all in f.
+uint32_t file_type(k::ggml_format f) {
+  switch (f) {
+    case k::ggml_format::f16:
+      return 1;
+    case k::ggml_format::q4_0:
+      return 2;
+    case k::ggml_format::q8_0:
+      return 7;
+    case k::ggml_format::bf16:
+      return 32;
+    default:
+      return 0;
+  }
+}
+
+bool format_of(uint32_t ggml_type, k::ggml_format& out) {
+  for (auto f : {k::ggml_format::f32, k::ggml_format::f16, k::ggml_format::bf16,
+                 k::ggml_format::q8_0, k::ggml_format::q4_0})
+    if (uint32_t(k::ggml_info(f).ggml_type) == ggml_type) return out = f, true;
+  return false;
+}
+
+// The tokenizer's metadata: tokens (GPT-2 spelling), their types (1 normal, 3 control, 5 unused
+// for the rows the model has past the tokenizer) and merges by rank.
+void tokenizer_metadata(const tokenizer& tok, int vocab, std::vector<gguf_kv>& md) {
+  std::vector<std::string> tokens, merges;
+  std::vector<int32_t> types;
+  for (int id = 0; id < vocab; ++id) {
+    if (id < tok.vocab_size()) {
+      tokens.push_back(tok.token_spelling(id));
+      types.push_back(tok.is_special(id) ? 3 : 1);
+    } else {
+      tokens.push_back(fmt::format("[PAD{}]", id));
+      types.push_back(5);
+    }
+  }
+  for (const auto& [a, b] : tok.merge_pairs())
+    merges.push_back(tok.token_spelling(a) + " " + tok.token_spelling(b));
+  const int eot = tok.eot() >= 0 ? tok.eot() : vocab - 1;
+  md.push_back({"tokenizer.ggml.model", gguf_value::string("gpt2")});
+  md.push_back({"tokenizer.ggml.pre", gguf_value::string("gpt-2")});
+  md.push_back({"tokenizer.ggml.tokens", gguf_value::string_array(std::move(tokens))});
+  md.push_back({"tokenizer.ggml.token_type", gguf_value::array(types)});
+  md.push_back({"tokenizer.ggml.merges", gguf_value::string_array(std::move(merges))});
+  md.push_back({"tokenizer.ggml.bos_token_id", gguf_value::u32(uint32_t(eot))});
+  md.push_back({"tokenizer.ggml.eos_token_id", gguf_value::u32(uint32_t(eot))});
+  md.push_back({"tokenizer.ggml.add_bos_token", gguf_value::boolean(false)});
+}
+
+}  // namespace
+
+void write_gpt2_gguf(const lm_weights& w, const tokenizer& tok, const fs::path& file,
+                     k::ggml_format type) {
+  const model_spec& s = w.cfg;
+  if (s.arch != model_arch::gpt2 || s.moe.any())
+    fail("export --format gguf: only dense GPT-2 models are written so far ({} is {}{})", s.name,
+         s.arch == model_arch::gpt2 ? "gpt2" : "llama", s.moe.any() ? " with MoE" : "");
+  if (tok.vocab_size() > s.vocab_size)
+    fail("export --format gguf: the tokenizer has {} tokens, the model's vocabulary {}",
+         tok.vocab_size(), s.vocab_size);
+  if (fs::exists(file)) fail("export: {} exists; refusing to overwrite it", file.string());
+  std::vector<gguf_kv> md = {
+      {"general.architecture", gguf_value::string("gpt2")},
+      {"general.name", gguf_value::string(s.name.empty() ? "zeroflow" : s.name)},
+      {"general.file_type", gguf_value::u32(file_type(type))},
+      {"general.quantization_version", gguf_value::u32(2)},
+      {"gpt2.context_length", gguf_value::u32(uint32_t(s.max_positions))},
+      {"gpt2.embedding_length", gguf_value::u32(uint32_t(s.hidden))},
+      {"gpt2.feed_forward_length", gguf_value::u32(uint32_t(s.intermediate))},
+      {"gpt2.block_count", gguf_value::u32(uint32_t(s.n_layer))},
+      {"gpt2.attention.head_count", gguf_value::u32(uint32_t(s.n_head))},
+      {"gpt2.attention.layer_norm_epsilon", gguf_value::f32(float(s.norm_eps))}};
+  tokenizer_metadata(tok, s.vocab_size, md);
+
+  std::vector<std::vector<std::byte>> owned;  // each tensor's encoded bytes
+  std::vector<gguf_write> tensors;
+  std::vector<float> t;  // a transposed matrix
+  for (const tensor_map& m : gpt2_names(s)) {
+    const param_info& p = w.layout.at(m.ours);
+    const float* src = w.store.data() + p.offset;
+    if (p.shape.size() == 1) {  // norms and biases: F32
+      owned.emplace_back(p.numel * sizeof(float));
+      std::memcpy(owned.back().data(), src, p.numel * sizeof(float));
+      tensors.push_back({m.theirs, 0, {uint64_t(p.numel)}, nullptr, p.numel * sizeof(float)});
+      continue;
+    }
+    const int a = int(p.shape[0]), b = int(p.shape[1]);
+    const int rows = m.transpose ? b : a, cols = m.transpose ? a : b;  // rows of cols inputs
+    if (m.transpose) {
+      t.resize(p.numel);
+      for (int i = 0; i < a; ++i)
+        for (int j = 0; j < b; ++j) t[sz(j) * a + i] = src[sz(i) * b + j];
+      src = t.data();
+    }
+    if (k::ggml_block_size(type) > 1 && cols % k::ggml_block_size(type))
+      fail("export --format gguf --type {}: {} has rows of {} values, not whole blocks of {}",
+           k::ggml_info(type).name, m.ours, cols, k::ggml_block_size(type));
+    const sz bytes = k::row_bytes(type, cols) * sz(rows);
+    owned.emplace_back(bytes);
+    k::ggml_quantize_rows(type, src, cols, rows, cols, owned.back().data());
+    tensors.push_back({m.theirs,
+                       uint32_t(k::ggml_info(type).ggml_type),
+                       {uint64_t(cols), uint64_t(rows)},
+                       nullptr,
+                       bytes});
+  }
+  for (sz i = 0; i < tensors.size(); ++i) tensors[i].data = owned[i].data();
+  write_gguf(file, md, tensors);
+}
+
+namespace {
+
+// The tokenizer of a GPT-2 GGUF, rebuilt as the tokenizer.json it stands for.
+tokenizer read_tokenizer(const gguf_file& g) {
+  const std::string where = g.path().string();
+  if (g.get_string("tokenizer.ggml.model") != "gpt2")
+    fail("{}: tokenizer.ggml.model is '{}'; only GPT-2's byte-level BPE ('gpt2') is read", where,
+         g.get_string("tokenizer.ggml.model"));
+  if (g.has("tokenizer.ggml.pre") && g.get_string("tokenizer.ggml.pre") != "gpt-2")
+    fail("{}: tokenizer.ggml.pre is '{}'; only 'gpt-2' is read so far", where,
+         g.get_string("tokenizer.ggml.pre"));
+  const auto tokens = g.get_strings("tokenizer.ggml.tokens");
+  const auto merges = g.get_strings("tokenizer.ggml.merges");
+  std::vector<int64_t> types(tokens.size(), 1);
+  if (g.has("tokenizer.ggml.token_type")) types = g.get_ints("tokenizer.ggml.token_type");
+  if (types.size() != tokens.size())
+    fail("{}: tokenizer.ggml.token_type has {} entries for {} tokens", where, types.size(),
+         tokens.size());
+  sz n = tokens.size();  // unused (padding) rows at the end are not tokens
+  while (n > 0 && types[n - 1] == 5) --n;
+  nlohmann::json vocab = nlohmann::json::object(), added = nlohmann::json::array();
+  for (sz id = 0; id < n; ++id) {
+    vocab[tokens[id]] = id;
+    if (types[id] == 3 || types[id] == 4)
+      added.push_back({{"id", id}, {"content", tokens[id]}, {"special", types[id] == 3}});
+  }
+  const nlohmann::json j = {
+      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}}},
+      {"added_tokens", added},
+      {"normalizer", nullptr},
+      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
+      {"post_processor", nullptr}};
+  return tokenizer::from_hf_json(j, g.path());
+}
+
+}  // namespace
+
+gguf_model read_gpt2_gguf(const fs::path& file) {
+  gguf_file g = gguf_file::open(file);
+  const std::string where = file.string();
+  if (g.get_string("general.architecture") != "gpt2")
+    fail("{}: general.architecture is '{}'; only 'gpt2' is read so far", where,
+         g.get_string("general.architecture"));
+  model_config m;
+  m.arch = "gpt2";
+  m.n_layer = int(g.get_int("gpt2.block_count"));
+  m.n_embd = int(g.get_int("gpt2.embedding_length"));
+  m.n_head = int(g.get_int("gpt2.attention.head_count"));
+  m.n_positions = int(g.get_int("gpt2.context_length"));
+  m.intermediate = int(g.get_int("gpt2.feed_forward_length"));
+  m.norm_eps = g.get_float("gpt2.attention.layer_norm_epsilon");
+  const gguf_tensor& emb = g.at("token_embd.weight");
+  if (emb.dims.size() != 2) fail("{}: token_embd.weight is not a matrix", where);
+  m.vocab_size = int(emb.dims[1]);
+  const gguf_tensor* out = g.find("output.weight");
+  m.tied_head = !out || (out->type == emb.type && out->nbytes == emb.nbytes &&
+                         std::memcmp(out->data, emb.data, emb.nbytes) == 0);
+  const model_spec s = spec_of(m);
+  fbuffer flat(make_layout(s).total);
+  const param_layout L = make_layout(s);
+  std::map<std::string, int> counts;  // format -> tensors
+  std::vector<float> row;
+  for (const tensor_map& tm : gpt2_names(s)) {
+    if (tm.theirs == "output.weight" && s.tied_head) continue;
+    const param_info& p = L.at(tm.ours);
+    const gguf_tensor& t = g.at(tm.theirs);
+    k::ggml_format f{};
+    if (!format_of(t.type, f))
+      fail("{}: tensor {} has ggml type {}; f32, f16, bf16, q8_0 and q4_0 are read", where,
+           tm.theirs, t.type);
+    // GGUF dims of our [a] or [a, b]: ne[0] is the row length (transposed for Conv1D weights).
+    std::vector<uint64_t> want;
+    if (p.shape.size() == 1)
+      want = {uint64_t(p.shape[0])};
+    else if (tm.transpose)
+      want = {uint64_t(p.shape[0]), uint64_t(p.shape[1])};
+    else
+      want = {uint64_t(p.shape[1]), uint64_t(p.shape[0])};
+    if (t.dims != want)
+      fail("{}: tensor {} has dims [{}], the model's hyper-parameters make it [{}]", where,
+           tm.theirs, fmt::join(t.dims, ", "), fmt::join(want, ", "));
+    ++counts[k::ggml_info(f).name];
+    const int cols = int(want[0]), rows = want.size() > 1 ? int(want[1]) : 1;
+    float* dst = flat.data() + p.offset;
+    const auto* src = reinterpret_cast<const unsigned char*>(t.data);
+    const sz rb = k::row_bytes(f, cols);
+    row.resize(sz(cols));
+    for (int r = 0; r < rows; ++r) {
+      k::ggml_dequantize_row(f, src + sz(r) * rb, cols, row.data());
+      if (!tm.transpose) {
+        std::copy(row.begin(), row.end(), dst + sz(r) * cols);
+      } else {  // row r holds output r's inputs: column r of our [in, out]
+        for (int i = 0; i < cols; ++i) dst[sz(i) * rows + r] = row[sz(i)];
+      }
+    }
+  }
+  std::string formats;
+  for (const auto& [name, n] : counts)
+    formats += fmt::format("{}{} x {}", formats.empty() ? "" : ", ", name, n);
+  tokenizer tok = read_tokenizer(g);
+  if (tok.vocab_size() > s.vocab_size)
+    fail("{}: {} tokens for a vocabulary of {}", where, tok.vocab_size(), s.vocab_size);
+  return {make_lm_weights(s, std::move(flat)), std::move(tok), formats};
+}
+
+}  // namespace zf::storage
