@@ -1,3 +1,6 @@
+// The GGUF reader (gguf_file, storage/gguf.hpp) and ggml's type table (ggml_type_info,
+// ggml_nbytes, the tensor size check), with gguf_type_name and gguf_tensor::n_elements. Values
+// are decoded by gguf_codec (gguf_value.cpp); write_gguf is in gguf_write.cpp.
 #include "storage/gguf.hpp"
 
 #include <fcntl.h>
@@ -12,37 +15,22 @@
 #include <cstring>
 #include <limits>
 #include <numeric>
-#include <set>
 
 #include "runtime/core/error.hpp"
 #include "storage/fs_util.hpp"
+#include "storage/gguf_detail.hpp"
 
 namespace zf::storage {
 
-static_assert(std::endian::native == std::endian::little,
-              "GGUF files are read as little-endian; big-endian hosts are not supported");
-
 namespace fs = std::filesystem;
+using namespace gguf_detail;
 
 namespace {
 
 constexpr std::size_t kHeaderBytes = 24;        // magic, version, tensor_count, metadata_kv_count
 constexpr std::size_t kMinKvBytes = 8 + 4 + 1;  // empty key length, value type, a uint8
 constexpr std::size_t kMinTensorBytes = 8 + 4 + 4 + 8;  // name length, n_dims, type, offset
-constexpr std::size_t kMaxKeyBytes = 65535;             // the spec's limit on a key
 constexpr std::size_t kMaxNameRead = 64;                // the spec's limit on a tensor name
-constexpr std::size_t kMaxNameWrite = 63;               // ggml's: GGML_MAX_NAME 64 with the NUL
-constexpr uint32_t kMaxDims = 4;
-constexpr uint32_t kDefaultAlignment = 32;
-constexpr std::string_view kAlignmentKey = "general.alignment";
-// A count is checked against the bytes left before anything is allocated, but one entry in
-// memory (a gguf_value, a gguf_tensor) is larger than its smallest encoding, so reservations are
-// capped as well: past this, vectors grow only as entries are actually read.
-constexpr uint64_t kMaxReserve = 1 << 16;
-
-std::size_t capped(uint64_t n) {
-  return static_cast<std::size_t>(std::min(n, kMaxReserve));
-}
 
 // ggml's type table (ggml.h enum ggml_type, block sizes from ggml-common.h's block_* structs).
 // Ids 4, 5 (Q4_2, Q4_3), 31-33 (Q4_0_4_4 ...) and 36-38 (IQ4_NL_4_4 ...) were removed.
@@ -92,94 +80,6 @@ constexpr std::array<ggml_type_desc, 43> kTypes = {{
     {"Q2_0", 64, 18},      // 42
 }};
 
-// Bytes of one fixed-size metadata value; 0 for string and array (and unknown types).
-std::size_t fixed_size(gguf_type t) {
-  switch (t) {
-    case gguf_type::u8:
-    case gguf_type::i8:
-    case gguf_type::boolean:
-      return 1;
-    case gguf_type::u16:
-    case gguf_type::i16:
-      return 2;
-    case gguf_type::u32:
-    case gguf_type::i32:
-    case gguf_type::f32:
-      return 4;
-    case gguf_type::u64:
-    case gguf_type::i64:
-    case gguf_type::f64:
-      return 8;
-    default:
-      return 0;
-  }
-}
-
-bool known_type(uint32_t t) {
-  return t <= static_cast<uint32_t>(gguf_type::f64);
-}
-
-// The fewest bytes one value of type t takes in a file.
-std::size_t min_size(gguf_type t) {
-  if (t == gguf_type::string) return 8;
-  if (t == gguf_type::array) return 4 + 8;
-  return fixed_size(t);
-}
-
-bool is_int_type(gguf_type t) {
-  switch (t) {
-    case gguf_type::u8:
-    case gguf_type::i8:
-    case gguf_type::u16:
-    case gguf_type::i16:
-    case gguf_type::u32:
-    case gguf_type::i32:
-    case gguf_type::u64:
-    case gguf_type::i64:
-      return true;
-    default:
-      return false;
-  }
-}
-
-template <class T>
-T load(const std::byte* p) {
-  T v;
-  std::memcpy(&v, p, sizeof(T));
-  return v;
-}
-
-// An integer of type t from its bytes; nullopt for a uint64 above INT64_MAX.
-std::optional<int64_t> int_of(gguf_type t, const std::byte* p) {
-  switch (t) {
-    case gguf_type::u8:
-      return load<uint8_t>(p);
-    case gguf_type::i8:
-      return load<int8_t>(p);
-    case gguf_type::u16:
-      return load<uint16_t>(p);
-    case gguf_type::i16:
-      return load<int16_t>(p);
-    case gguf_type::u32:
-      return load<uint32_t>(p);
-    case gguf_type::i32:
-      return load<int32_t>(p);
-    case gguf_type::u64: {
-      const auto v = load<uint64_t>(p);
-      if (v > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return std::nullopt;
-      return static_cast<int64_t>(v);
-    }
-    case gguf_type::i64:
-      return load<int64_t>(p);
-    default:
-      return std::nullopt;
-  }
-}
-
-std::string errno_text(int e) {
-  return std::strerror(e);
-}
-
 struct fd_guard {
   int fd = -1;
   ~fd_guard() {
@@ -187,44 +87,15 @@ struct fd_guard {
   }
 };
 
-void write_all(int fd, const void* data, std::size_t n, const fs::path& tmp) {
-  const auto* p = static_cast<const char*>(data);
-  while (n > 0) {
-    const std::size_t chunk = std::min<std::size_t>(n, std::size_t{1} << 30);
-    const ssize_t w = ::write(fd, p, chunk);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      fail("gguf file '{}': write failed: {}", tmp.string(), errno_text(errno));
-    }
-    p += w;
-    n -= static_cast<std::size_t>(w);
-  }
-}
+}  // namespace
 
-void write_zeros(int fd, uint64_t n, const fs::path& tmp) {
-  static const std::array<char, 4096> zeros{};
-  while (n > 0) {
-    const auto k = static_cast<std::size_t>(std::min<uint64_t>(n, zeros.size()));
-    write_all(fd, zeros.data(), k, tmp);
-    n -= k;
-  }
-}
-
-uint64_t align_up(uint64_t x, uint64_t a) {
-  return (x + a - 1) / a * a;  // callers keep x + a below 2^64
-}
+namespace gguf_detail {
 
 std::string dims_text(const std::vector<uint64_t>& dims) {
   std::string s = "[";
   for (std::size_t i = 0; i < dims.size(); ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
   return s + "]";
 }
-
-// The bytes a tensor takes, or the reason it cannot (for messages after "tensor 'x': ").
-struct size_check {
-  uint64_t bytes = 0;
-  std::string problem;  // empty when fine
-};
 
 size_check tensor_size(uint32_t type, std::span<const uint64_t> dims) {
   const ggml_type_desc* t = ggml_type_info(type);
@@ -250,7 +121,7 @@ size_check tensor_size(uint32_t type, std::span<const uint64_t> dims) {
   return {bytes, {}};
 }
 
-}  // namespace
+}  // namespace gguf_detail
 
 const ggml_type_desc* ggml_type_info(uint32_t type) {
   if (type >= kTypes.size() || kTypes[type].name == nullptr) return nullptr;
@@ -299,322 +170,6 @@ uint64_t gguf_tensor::n_elements() const {
   uint64_t n = 1;
   for (uint64_t d : dims) n *= d;  // validated at open: cannot overflow
   return n;
-}
-
-// ---- gguf_value ----------------------------------------------------------------------------
-
-// Builds and encodes values (a friend of gguf_value), and reads them from a file.
-struct gguf_codec {
-  template <class T>
-  static gguf_value scalar(gguf_type t, T v) {
-    static_assert(sizeof(T) <= 8);
-    gguf_value out;
-    out.type_ = t;
-    std::memcpy(&out.bits_, &v, sizeof(T));
-    return out;
-  }
-  template <class T>
-  static gguf_value array(gguf_type elem, const std::vector<T>& v) {
-    gguf_value out;
-    out.type_ = gguf_type::array;
-    out.elem_ = elem;
-    out.raw_.resize(v.size() * sizeof(T));
-    if (!v.empty()) std::memcpy(out.raw_.data(), v.data(), out.raw_.size());
-    return out;
-  }
-  static gguf_value strings(std::vector<std::string> s) {
-    gguf_value out;
-    out.type_ = gguf_type::array;
-    out.elem_ = gguf_type::string;
-    out.strings_ = std::move(s);
-    return out;
-  }
-  static gguf_value arrays(std::vector<gguf_value> a) {
-    gguf_value out;
-    out.type_ = gguf_type::array;
-    out.elem_ = gguf_type::array;
-    out.arrays_ = std::move(a);
-    return out;
-  }
-
-  // Nesting depth of v (0 for a scalar), and whether every array of arrays holds only arrays.
-  static int depth(const gguf_value& v, bool& ok) {
-    if (v.type_ != gguf_type::array) return 0;
-    int d = 1;
-    if (v.elem_ == gguf_type::array)
-      for (const auto& a : v.arrays_) {
-        if (a.type_ != gguf_type::array) ok = false;
-        d = std::max(d, 1 + depth(a, ok));
-      }
-    return d;
-  }
-
-  static void append_u32(std::string& out, uint32_t x) {
-    out.append(reinterpret_cast<const char*>(&x), 4);
-  }
-  static void append_u64(std::string& out, uint64_t x) {
-    out.append(reinterpret_cast<const char*>(&x), 8);
-  }
-  static void append_str(std::string& out, std::string_view s) {
-    append_u64(out, s.size());
-    out.append(s);
-  }
-  // The value's bytes (without its type), as they follow the type in a file.
-  static void encode(std::string& out, const gguf_value& v) {
-    switch (v.type_) {
-      case gguf_type::string:
-        append_str(out, v.str_);
-        return;
-      case gguf_type::array:
-        append_u32(out, static_cast<uint32_t>(v.elem_));
-        append_u64(out, v.size());
-        if (v.elem_ == gguf_type::string) {
-          for (const auto& s : v.strings_) append_str(out, s);
-        } else if (v.elem_ == gguf_type::array) {
-          for (const auto& a : v.arrays_) encode(out, a);
-        } else {
-          out.append(reinterpret_cast<const char*>(v.raw_.data()), v.raw_.size());
-        }
-        return;
-      default:
-        out.append(reinterpret_cast<const char*>(&v.bits_), fixed_size(v.type_));
-    }
-  }
-
-  // ---- reading ----
-  struct cursor {
-    const std::byte* base;
-    std::size_t size;
-    std::size_t pos;
-    const std::string& file;
-
-    std::size_t left() const { return size - pos; }
-    void need(uint64_t n, std::string_view where, std::string_view what) const {
-      if (n > left())
-        fail(
-            "gguf file '{}': {}: truncated: {} needs {} bytes at offset {} but the file has {} "
-            "left",
-            file, where, what, n, pos, left());
-    }
-    template <class T>
-    T get(std::string_view where, std::string_view what) {
-      need(sizeof(T), where, what);
-      const T v = load<T>(base + pos);
-      pos += sizeof(T);
-      return v;
-    }
-    std::string str(std::string_view where, std::string_view what) {
-      if (left() < 8)
-        fail(
-            "gguf file '{}': {}: truncated: {} length needs 8 bytes at offset {} but the file "
-            "has {} left",
-            file, where, what, pos, left());
-      const auto n = get<uint64_t>(where, what);
-      if (n > left())
-        fail(
-            "gguf file '{}': {}: {} length {} at offset {} runs past the end of the file ({} "
-            "bytes left)",
-            file, where, what, n, pos - 8, left());
-      std::string s(reinterpret_cast<const char*>(base + pos), static_cast<std::size_t>(n));
-      pos += static_cast<std::size_t>(n);
-      return s;
-    }
-  };
-
-  static gguf_type read_type(cursor& c, std::string_view where, std::string_view what) {
-    const auto t = c.get<uint32_t>(where, what);
-    if (!known_type(t))
-      fail("gguf file '{}': {}: unknown {} {} at offset {} (known: 0 to 12)", c.file, where, what,
-           t, c.pos - 4);
-    return static_cast<gguf_type>(t);
-  }
-
-  static uint8_t check_bool(cursor& c, uint8_t b, std::string_view where) {
-    if (b > 1)
-      fail("gguf file '{}': {}: bool value {} at offset {} is neither 0 nor 1", c.file, where, b,
-           c.pos - 1);
-    return b;
-  }
-
-  static gguf_value read(cursor& c, gguf_type t, std::string_view where, int depth) {
-    gguf_value v;
-    v.type_ = t;
-    if (t == gguf_type::string) {
-      v.str_ = c.str(where, "string");
-      return v;
-    }
-    if (t != gguf_type::array) {
-      const std::size_t n = fixed_size(t);
-      c.need(n, where, gguf_type_name(t));
-      std::memcpy(&v.bits_, c.base + c.pos, n);
-      c.pos += n;
-      if (t == gguf_type::boolean) check_bool(c, static_cast<uint8_t>(v.bits_), where);
-      return v;
-    }
-    if (depth >= kGgufMaxArrayDepth)
-      fail("gguf file '{}': {}: arrays nested deeper than {} levels", c.file, where,
-           kGgufMaxArrayDepth);
-    v.elem_ = read_type(c, where, "array element type");
-    const auto count = c.get<uint64_t>(where, "array length");
-    const std::size_t each = min_size(v.elem_);
-    if (count > c.left() / each)
-      fail(
-          "gguf file '{}': {}: array of {} {} values at offset {} cannot fit in the {} bytes left "
-          "in the file",
-          c.file, where, count, gguf_type_name(v.elem_), c.pos - 8, c.left());
-    const auto n = static_cast<std::size_t>(count);
-    if (v.elem_ == gguf_type::string) {
-      v.strings_.reserve(capped(n));
-      for (std::size_t i = 0; i < n; ++i) v.strings_.push_back(c.str(where, "string"));
-    } else if (v.elem_ == gguf_type::array) {
-      v.arrays_.reserve(capped(n));
-      for (std::size_t i = 0; i < n; ++i) v.arrays_.push_back(read(c, v.elem_, where, depth + 1));
-    } else {
-      v.raw_.assign(c.base + c.pos, c.base + c.pos + n * each);
-      if (v.elem_ == gguf_type::boolean)
-        for (std::size_t i = 0; i < n; ++i) {
-          c.pos += 1;
-          check_bool(c, static_cast<uint8_t>(v.raw_[i]), where);
-        }
-      else
-        c.pos += n * each;
-    }
-    return v;
-  }
-};
-
-gguf_value gguf_value::u8(uint8_t v) {
-  return gguf_codec::scalar(gguf_type::u8, v);
-}
-gguf_value gguf_value::i8(int8_t v) {
-  return gguf_codec::scalar(gguf_type::i8, v);
-}
-gguf_value gguf_value::u16(uint16_t v) {
-  return gguf_codec::scalar(gguf_type::u16, v);
-}
-gguf_value gguf_value::i16(int16_t v) {
-  return gguf_codec::scalar(gguf_type::i16, v);
-}
-gguf_value gguf_value::u32(uint32_t v) {
-  return gguf_codec::scalar(gguf_type::u32, v);
-}
-gguf_value gguf_value::i32(int32_t v) {
-  return gguf_codec::scalar(gguf_type::i32, v);
-}
-gguf_value gguf_value::f32(float v) {
-  return gguf_codec::scalar(gguf_type::f32, v);
-}
-gguf_value gguf_value::boolean(bool v) {
-  return gguf_codec::scalar(gguf_type::boolean, static_cast<uint8_t>(v ? 1 : 0));
-}
-gguf_value gguf_value::string(std::string v) {
-  gguf_value out;
-  out.type_ = gguf_type::string;
-  out.str_ = std::move(v);
-  return out;
-}
-gguf_value gguf_value::u64(uint64_t v) {
-  return gguf_codec::scalar(gguf_type::u64, v);
-}
-gguf_value gguf_value::i64(int64_t v) {
-  return gguf_codec::scalar(gguf_type::i64, v);
-}
-gguf_value gguf_value::f64(double v) {
-  return gguf_codec::scalar(gguf_type::f64, v);
-}
-
-template <class T>
-gguf_value gguf_value::array(const std::vector<T>& v) {
-  constexpr gguf_type t = std::is_same_v<T, uint8_t>    ? gguf_type::u8
-                          : std::is_same_v<T, int8_t>   ? gguf_type::i8
-                          : std::is_same_v<T, uint16_t> ? gguf_type::u16
-                          : std::is_same_v<T, int16_t>  ? gguf_type::i16
-                          : std::is_same_v<T, uint32_t> ? gguf_type::u32
-                          : std::is_same_v<T, int32_t>  ? gguf_type::i32
-                          : std::is_same_v<T, float>    ? gguf_type::f32
-                          : std::is_same_v<T, uint64_t> ? gguf_type::u64
-                          : std::is_same_v<T, int64_t>  ? gguf_type::i64
-                                                        : gguf_type::f64;
-  return gguf_codec::array(t, v);
-}
-template gguf_value gguf_value::array(const std::vector<uint8_t>&);
-template gguf_value gguf_value::array(const std::vector<int8_t>&);
-template gguf_value gguf_value::array(const std::vector<uint16_t>&);
-template gguf_value gguf_value::array(const std::vector<int16_t>&);
-template gguf_value gguf_value::array(const std::vector<uint32_t>&);
-template gguf_value gguf_value::array(const std::vector<int32_t>&);
-template gguf_value gguf_value::array(const std::vector<float>&);
-template gguf_value gguf_value::array(const std::vector<uint64_t>&);
-template gguf_value gguf_value::array(const std::vector<int64_t>&);
-template gguf_value gguf_value::array(const std::vector<double>&);
-
-gguf_value gguf_value::bool_array(const std::vector<bool>& v) {
-  std::vector<uint8_t> b(v.begin(), v.end());
-  return gguf_codec::array(gguf_type::boolean, b);
-}
-gguf_value gguf_value::string_array(std::vector<std::string> v) {
-  return gguf_codec::strings(std::move(v));
-}
-gguf_value gguf_value::array_of_arrays(std::vector<gguf_value> v) {
-  return gguf_codec::arrays(std::move(v));
-}
-
-std::size_t gguf_value::size() const {
-  if (type_ != gguf_type::array) return 1;
-  if (elem_ == gguf_type::string) return strings_.size();
-  if (elem_ == gguf_type::array) return arrays_.size();
-  return raw_.size() / fixed_size(elem_);
-}
-
-std::optional<int64_t> gguf_value::as_int() const {
-  if (!is_int_type(type_)) return std::nullopt;
-  return int_of(type_, reinterpret_cast<const std::byte*>(&bits_));
-}
-
-std::optional<double> gguf_value::as_float() const {
-  if (type_ == gguf_type::f32) return load<float>(reinterpret_cast<const std::byte*>(&bits_));
-  if (type_ == gguf_type::f64) return load<double>(reinterpret_cast<const std::byte*>(&bits_));
-  return std::nullopt;
-}
-
-std::optional<bool> gguf_value::as_bool() const {
-  if (type_ != gguf_type::boolean) return std::nullopt;
-  return bits_ != 0;
-}
-
-const std::string* gguf_value::as_string() const {
-  return type_ == gguf_type::string ? &str_ : nullptr;
-}
-
-const std::vector<std::string>* gguf_value::as_strings() const {
-  return type_ == gguf_type::array && elem_ == gguf_type::string ? &strings_ : nullptr;
-}
-
-std::optional<std::vector<int64_t>> gguf_value::as_ints() const {
-  if (type_ != gguf_type::array || !is_int_type(elem_)) return std::nullopt;
-  const std::size_t each = fixed_size(elem_);
-  std::vector<int64_t> out(raw_.size() / each);
-  for (std::size_t i = 0; i < out.size(); ++i) {
-    const auto v = int_of(elem_, raw_.data() + i * each);
-    if (!v) return std::nullopt;
-    out[i] = *v;
-  }
-  return out;
-}
-
-std::optional<std::vector<double>> gguf_value::as_floats() const {
-  if (type_ != gguf_type::array || (elem_ != gguf_type::f32 && elem_ != gguf_type::f64))
-    return std::nullopt;
-  const std::size_t each = fixed_size(elem_);
-  std::vector<double> out(raw_.size() / each);
-  for (std::size_t i = 0; i < out.size(); ++i)
-    out[i] = elem_ == gguf_type::f32 ? load<float>(raw_.data() + i * each)
-                                     : load<double>(raw_.data() + i * each);
-  return out;
-}
-
-const std::vector<gguf_value>* gguf_value::as_arrays() const {
-  return type_ == gguf_type::array && elem_ == gguf_type::array ? &arrays_ : nullptr;
 }
 
 // ---- reader --------------------------------------------------------------------------------
@@ -876,118 +431,6 @@ const gguf_tensor& gguf_file::at(std::string_view name) const {
   }
   fail("gguf file '{}': no tensor named '{}' (the file has {} tensors: {})", path_.string(), name,
        tensors_.size(), some);
-}
-
-// ---- writer --------------------------------------------------------------------------------
-
-void write_gguf(const fs::path& p, const std::vector<gguf_kv>& metadata,
-                const std::vector<gguf_write>& tensors, uint32_t alignment) {
-  const std::string file = p.string();
-  if (!std::has_single_bit(alignment))
-    fail("gguf file '{}': alignment {} is not a power of two", file, alignment);
-
-  // ---- validate and encode the header ----
-  std::string head = "GGUF";
-  gguf_codec::append_u32(head, 3);
-  gguf_codec::append_u64(head, tensors.size());
-  const bool add_alignment = alignment != kDefaultAlignment &&
-                             std::none_of(metadata.begin(), metadata.end(), [](const gguf_kv& kv) {
-                               return kv.key == kAlignmentKey;
-                             });
-  gguf_codec::append_u64(head, metadata.size() + (add_alignment ? 1 : 0));
-  std::set<std::string_view> keys;
-  for (const auto& kv : metadata) {
-    if (kv.key.empty()) fail("gguf file '{}': cannot write an empty metadata key", file);
-    if (kv.key.size() > kMaxKeyBytes)
-      fail("gguf file '{}': key '{}...': {} bytes, over the {}-byte limit", file,
-           kv.key.substr(0, 40), kv.key.size(), kMaxKeyBytes);
-    if (!keys.insert(kv.key).second) fail("gguf file '{}': key '{}' given twice", file, kv.key);
-    bool ok = true;
-    if (gguf_codec::depth(kv.value, ok) > kGgufMaxArrayDepth)
-      fail("gguf file '{}': key '{}': arrays nested deeper than {} levels", file, kv.key,
-           kGgufMaxArrayDepth);
-    if (!ok)
-      fail("gguf file '{}': key '{}': an array of arrays holds a value that is not an array", file,
-           kv.key);
-    if (kv.key == kAlignmentKey &&
-        (kv.value.type() != gguf_type::u32 || kv.value.scalar_bits() != alignment))
-      fail("gguf file '{}': key '{}': must be the uint32 {} (the alignment written)", file, kv.key,
-           alignment);
-    gguf_codec::append_str(head, kv.key);
-    gguf_codec::append_u32(head, static_cast<uint32_t>(kv.value.type()));
-    gguf_codec::encode(head, kv.value);
-  }
-  if (add_alignment) {
-    gguf_codec::append_str(head, kAlignmentKey);
-    gguf_codec::append_u32(head, static_cast<uint32_t>(gguf_type::u32));
-    gguf_codec::encode(head, gguf_value::u32(alignment));
-  }
-
-  std::set<std::string_view> names;
-  uint64_t off = 0;
-  std::vector<uint64_t> pads(tensors.size());
-  for (std::size_t i = 0; i < tensors.size(); ++i) {
-    const auto& t = tensors[i];
-    if (t.name.empty()) fail("gguf file '{}': cannot write a tensor with an empty name", file);
-    if (t.name.size() > kMaxNameWrite)
-      fail("gguf file '{}': tensor '{}': name of {} bytes, over ggml's limit of {}", file, t.name,
-           t.name.size(), kMaxNameWrite);
-    if (!names.insert(t.name).second) fail("gguf file '{}': tensor '{}' given twice", file, t.name);
-    if (t.dims.size() > kMaxDims)
-      fail("gguf file '{}': tensor '{}': {} dimensions, more than the {} ggml supports", file,
-           t.name, t.dims.size(), kMaxDims);
-    const size_check sz = tensor_size(t.type, t.dims);
-    if (!sz.problem.empty()) fail("gguf file '{}': tensor '{}': {}", file, t.name, sz.problem);
-    if (sz.bytes != t.nbytes)
-      fail("gguf file '{}': tensor '{}': {} {} needs {} bytes, got {}", file, t.name,
-           ggml_type_info(t.type)->name, dims_text(t.dims), sz.bytes, t.nbytes);
-    if (t.nbytes > 0 && t.data == nullptr)
-      fail("gguf file '{}': tensor '{}': null data", file, t.name);
-    gguf_codec::append_str(head, t.name);
-    gguf_codec::append_u32(head, static_cast<uint32_t>(t.dims.size()));
-    for (uint64_t d : t.dims) gguf_codec::append_u64(head, d);
-    gguf_codec::append_u32(head, t.type);
-    gguf_codec::append_u64(head, off);
-    const uint64_t padded = align_up(t.nbytes, alignment);
-    pads[i] = padded - t.nbytes;
-    if (__builtin_add_overflow(off, padded, &off))
-      fail("gguf file '{}': tensor '{}': data section size overflows", file, t.name);
-  }
-  // Padded even without tensors, as ggml's writer does (its reader does not need it then).
-  const uint64_t head_pad = align_up(head.size(), alignment) - head.size();
-
-  // ---- write ----
-  fs::path tmp = p;
-  tmp += ".tmp";
-  const std::string tmps = tmp.string();
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail("gguf file '{}': cannot create: {}", tmps, errno_text(errno));
-  try {
-    write_all(fd, head.data(), head.size(), tmp);
-    write_zeros(fd, head_pad, tmp);
-    for (std::size_t i = 0; i < tensors.size(); ++i) {
-      write_all(fd, tensors[i].data, tensors[i].nbytes, tmp);
-      write_zeros(fd, pads[i], tmp);
-    }
-    if (::fsync(fd) != 0) fail("gguf file '{}': fsync failed: {}", tmps, errno_text(errno));
-    const int rc = ::close(fd);
-    fd = -1;
-    if (rc != 0) fail("gguf file '{}': close failed: {}", tmps, errno_text(errno));
-    if (::rename(tmp.c_str(), p.c_str()) != 0)
-      fail("gguf file '{}': cannot rename '{}' over it: {}", file, tmps, errno_text(errno));
-  } catch (...) {
-    if (fd >= 0) ::close(fd);
-    ::unlink(tmp.c_str());
-    throw;
-  }
-  // Make the rename durable; a failure here leaves a complete file, so it is not an error.
-  fs::path dir = p.parent_path();
-  if (dir.empty()) dir = ".";
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
 }
 
 }  // namespace zf::storage
