@@ -31,6 +31,7 @@
 #include "runtime/model/model_paged.hpp"
 #include "runtime/serve/sampling.hpp"
 #include "runtime/train/optim.hpp"
+#include "storage/gguf_model.hpp"
 
 namespace {
 
@@ -47,7 +48,7 @@ double peak_rss_mib() {
 
 int main(int argc, char** argv) {
   zf::kernels::ensure_openmp_spin();  // oneDNN's threads spin between calls (gemm_lib.hpp)
-  std::string shape = "tiny", mode = "train", precision = "f32";
+  std::string shape = "tiny", mode = "train", precision = "f32", gguf;
   int iters = 10, warmup = 3, threads = 2, prompt_len = 256, decode_tokens = 64;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i], v = argv[i + 1];
@@ -63,6 +64,8 @@ int main(int argc, char** argv) {
       threads = std::stoi(v);
     else if (a == "--precision")
       precision = v;
+    else if (a == "--gguf")
+      gguf = v;
     else {
       std::cerr << "unknown option " << a << "\n";
       return 2;
@@ -161,8 +164,11 @@ int main(int argc, char** argv) {
     std::vector<int> prompt(prompt_len);
     for (auto& x : prompt) x = tok(rng);
     // bf16: the serving engine's --dtype bf16 (bf16 projections and head, bf16 KV rows).
-    zf::lm_weights w = zf::make_lm_weights(model.spec(), std::move(model.params()));
-    if (prec == zf::kernels::precision::bf16) zf::to_bf16_weights(w);
+    // --gguf: the file's weights, its matrices read in place (serve --gguf).
+    zf::lm_weights w = gguf.empty() ? zf::make_lm_weights(model.spec(), std::move(model.params()))
+                                    : zf::storage::read_gpt2_gguf(gguf, true).weights;
+    if (!gguf.empty()) res["gguf"] = w.quant->method;
+    if (prec == zf::kernels::precision::bf16 && gguf.empty()) zf::to_bf16_weights(w);
     const int bs = 16, n_blocks = (m.n_positions + bs - 1) / bs;
     zf::paged_model run(w, prompt_len, 1, threads);
     zf::kv_storage kv(

@@ -127,7 +127,7 @@ std::pair<lm_weights, tokenizer> load_serving_model(const std::string& checkpoin
   if (int(!checkpoint.empty()) + int(!hf_dir.empty()) + int(!gguf.empty()) != 1)
     fail("give exactly one of --checkpoint DIR, --hf DIR and --gguf FILE");
   if (!gguf.empty()) {
-    auto g = storage::read_gpt2_gguf(gguf);
+    auto g = storage::read_gpt2_gguf(gguf, true);  // the matrices read from the file in place
     return {std::move(g.weights), std::move(g.tok)};
   }
   if (!hf_dir.empty()) {

@@ -11,6 +11,7 @@
 
 #include "runtime/core/config.hpp"
 #include "runtime/core/error.hpp"
+#include "runtime/model/quant_linear.hpp"
 #include "storage/gguf.hpp"
 
 namespace zf::storage {
@@ -199,8 +200,9 @@ tokenizer read_tokenizer(const gguf_file& g) {
 
 }  // namespace
 
-gguf_model read_gpt2_gguf(const fs::path& file) {
-  gguf_file g = gguf_file::open(file);
+gguf_model read_gpt2_gguf(const fs::path& file, bool in_place) {
+  auto owner = std::make_shared<gguf_file>(gguf_file::open(file));
+  const gguf_file& g = *owner;
   const std::string where = file.string();
   if (g.get_string("general.architecture") != "gpt2")
     fail("{}: general.architecture is '{}'; only 'gpt2' is read so far", where,
@@ -220,18 +222,22 @@ gguf_model read_gpt2_gguf(const fs::path& file) {
   m.tied_head = !out || (out->type == emb.type && out->nbytes == emb.nbytes &&
                          std::memcmp(out->data, emb.data, emb.nbytes) == 0);
   const model_spec s = spec_of(m);
-  fbuffer flat(make_layout(s).total);
   const param_layout L = make_layout(s);
+  fbuffer flat(L.total);
+  auto q = std::make_shared<lm_quant>();  // in place: the projections and the head
+  q->linears.resize(sz(4) * sz(s.n_layer));
   std::map<std::string, int> counts;  // format -> tensors
   std::vector<float> row;
+  int next_linear = 0;  // gpt2_names lists qkv, o, up, down of each block in order
   for (const tensor_map& tm : gpt2_names(s)) {
-    if (tm.theirs == "output.weight" && s.tied_head) continue;
+    const bool head = tm.theirs == "output.weight";
+    if (head && s.tied_head && !in_place) continue;
     const param_info& p = L.at(tm.ours);
-    const gguf_tensor& t = g.at(tm.theirs);
+    const gguf_tensor& t = head && !out ? emb : g.at(tm.theirs);
     k::ggml_format f{};
     if (!format_of(t.type, f))
-      fail("{}: tensor {} has ggml type {}; f32, f16, bf16, q8_0 and q4_0 are read", where,
-           tm.theirs, t.type);
+      fail("{}: tensor {} has ggml type {}; f32, f16, bf16, q8_0 and q4_0 are read", where, t.name,
+           t.type);
     // GGUF dims of our [a] or [a, b]: ne[0] is the row length (transposed for Conv1D weights).
     std::vector<uint64_t> want;
     if (p.shape.size() == 1)
@@ -241,10 +247,22 @@ gguf_model read_gpt2_gguf(const fs::path& file) {
     else
       want = {uint64_t(p.shape[1]), uint64_t(p.shape[0])};
     if (t.dims != want)
-      fail("{}: tensor {} has dims [{}], the model's hyper-parameters make it [{}]", where,
-           tm.theirs, fmt::join(t.dims, ", "), fmt::join(want, ", "));
+      fail("{}: tensor {} has dims [{}], the model's hyper-parameters make it [{}]", where, t.name,
+           fmt::join(t.dims, ", "), fmt::join(want, ", "));
     ++counts[k::ggml_info(f).name];
     const int cols = int(want[0]), rows = want.size() > 1 ? int(want[1]) : 1;
+    if (in_place && (tm.transpose || head)) {  // a linear: rows of outputs, read from the file
+      quant_linear ql;
+      ql.k = cols;
+      ql.n = rows;
+      ql.group = cols;
+      ql.ggml = {f, rows, cols, t.data};
+      if (head)
+        q->head = std::make_unique<quant_linear>(std::move(ql));
+      else
+        q->linears[sz(next_linear++)] = std::move(ql);
+      continue;
+    }
     float* dst = flat.data() + p.offset;
     const auto* src = reinterpret_cast<const unsigned char*>(t.data);
     const sz rb = k::row_bytes(f, cols);
@@ -264,7 +282,15 @@ gguf_model read_gpt2_gguf(const fs::path& file) {
   tokenizer tok = read_tokenizer(g);
   if (tok.vocab_size() > s.vocab_size)
     fail("{}: {} tokens for a vocabulary of {}", where, tok.vocab_size(), s.vocab_size);
-  return {make_lm_weights(s, std::move(flat)), std::move(tok), formats};
+  lm_weights w = make_lm_weights(s, std::move(flat));
+  if (in_place) {
+    q->scheme = "gguf";
+    q->method = formats;
+    q->owner = owner;
+    q->link();
+    attach_quant(w, std::move(q));
+  }
+  return {std::move(w), std::move(tok), formats};
 }
 
 }  // namespace zf::storage

@@ -32,7 +32,7 @@ void write_gpt2_gguf(const lm_weights& w, const tokenizer& tok, const std::files
                      kernels::ggml_format type);
 
 struct gguf_model {
-  lm_weights weights;  // fp32 (block formats dequantized)
+  lm_weights weights;  // fp32 (block formats dequantized), or in place (below)
   tokenizer tok;
   std::string formats;  // the tensors' formats, e.g. "q4_0 x 50, f32 x 98"
 };
@@ -40,6 +40,10 @@ struct gguf_model {
 // of f32, f16, bf16, q8_0, q4_0 per tensor; output.weight optional: tied). zf::error naming the
 // file and the key or tensor: another architecture, a missing or mis-shaped tensor, an
 // unsupported tensor type, a tokenizer other than GPT-2's byte-level BPE.
-gguf_model read_gpt2_gguf(const std::filesystem::path& file);
+// in_place: the four projections of every block and the head are not converted but read from
+// the mapped file by kernels/ggml_quant.hpp (weights.quant, scheme "gguf", keeping the file
+// open); the embeddings, norms and biases are fp32. Serving and scoring run them; training
+// refuses them as any quantized linears.
+gguf_model read_gpt2_gguf(const std::filesystem::path& file, bool in_place = false);
 
 }  // namespace zf::storage

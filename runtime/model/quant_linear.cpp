@@ -13,13 +13,15 @@ kernels::qmatrix quant_linear::view() const {
 
 std::size_t quant_linear::bytes() const {
   return data.size() + bf16.size() * sizeof(std::uint16_t) + scales.size() * sizeof(float) +
-         zeros.size() + (lorc_a.size() + lorc_b.size()) * sizeof(float);
+         zeros.size() + (lorc_a.size() + lorc_b.size()) * sizeof(float) +
+         (is_ggml() ? kernels::row_bytes(ggml.fmt, ggml.k) * std::size_t(ggml.n) : 0);
 }
 
 void quant_linear::forward(const float* x, int ldx, int m, const float* bias, float* y, int ldy,
                            bool accumulate) const {
   const kernels::qgemm_io io{x, ldx, m, bias, y, ldy, accumulate};
   if (is_bf16()) return kernels::bf16_gemm({n, k, bf16.data()}, io);
+  if (is_ggml()) return kernels::ggml_gemm(ggml, io);
   const kernels::qmatrix q = view();
   if (act_int8)
     kernels::qgemm_w8a8(q, io);

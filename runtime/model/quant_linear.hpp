@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "kernels/bf16_linear.hpp"
+#include "kernels/ggml_quant.hpp"
 #include "kernels/quant.hpp"
 
 namespace zf {
@@ -31,8 +32,12 @@ struct quant_linear {
   std::vector<float> lorc_a;        // [k, rank]
   std::vector<float> lorc_b;        // [rank, n]
   std::vector<std::uint16_t> bf16;  // [n, k] bf16 bits: a bf16 linear (the fields above unused)
+  // A GGUF file's matrix read in place (issue 18; lm_quant::owner keeps the mapping): n rows of
+  // k in one of kernels/ggml_quant.hpp's formats (the fields above unused).
+  kernels::ggml_matrix ggml{};
 
   bool is_bf16() const { return !bf16.empty(); }
+  bool is_ggml() const { return ggml.data != nullptr; }
 
   kernels::qmatrix view() const;
   // Bytes a forward reads: packed data (or bf16 rows), scales, zeros and the LoRC factors.
@@ -59,6 +64,7 @@ struct lm_quant {
   // down, linked as null.
   std::vector<quant_linear> linears;
   std::unique_ptr<quant_linear> head;  // null: the head stays fp32
+  std::shared_ptr<const void> owner;   // what in-place linears point into (a GGUF file)
   std::vector<block_quant> blocks;     // [n_layer], views into linears (set by link())
   // MoE models (bf16 only): layer_experts [n_layer] experts each layer's share of
   // expert_linears holds (0 for dense layers or fp32 experts); expert_linears 2 per expert (up,

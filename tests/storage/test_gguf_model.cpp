@@ -52,6 +52,7 @@ lm_weights small_model(bool tied, int vocab, uint64_t seed) {
 std::vector<float> logits_of(const lm_weights& w, const std::vector<int>& ids) {
   transformer t(w.cfg, true, false);
   std::memcpy(t.params().data(), w.store.data(), w.store.size() * sizeof(float));
+  if (w.quant) t.set_quant(w.quant);  // in place: the file's matrices
   t.forward(ids.data(), nullptr, 1, int(ids.size()));
   return {t.logits(), t.logits() + ids.size() * sz(w.cfg.vocab_size)};
 }
@@ -139,6 +140,39 @@ TEST_CASE("gguf model: block formats read back as ggml's dequantization of the w
     MESSAGE(name << ": largest logit change " << worst);
     CHECK(worst > 0);
     CHECK(worst < (f == kernels::ggml_format::q4_0 ? 0.5 : 0.1));
+  }
+}
+
+TEST_CASE("gguf model: read in place, the file's matrices give the dequantized model's logits") {
+  temp_dir d("gguf_inplace");
+  const lm_weights w = small_model(true, 50257, 9);
+  const std::vector<int> ids = gpt2_tok().encode("It was a bright cold day in April, and the");
+  REQUIRE(ids.size() <= 16);  // decode rows: the direct kernel, fp32 sums over exact weights
+  for (auto f : {kernels::ggml_format::f32, kernels::ggml_format::f16, kernels::ggml_format::q8_0,
+                 kernels::ggml_format::q4_0}) {
+    const char* name = kernels::ggml_info(f).name;
+    CAPTURE(name);
+    const auto file = d.path / (std::string(name) + ".gguf");
+    storage::write_gpt2_gguf(w, gpt2_tok(), file, f);
+    const auto deq = storage::read_gpt2_gguf(file);
+    const auto inp = storage::read_gpt2_gguf(file, true);
+    REQUIRE(inp.weights.quant);
+    CHECK(inp.weights.quant->scheme == "gguf");
+    REQUIRE(inp.weights.quant->head);
+    CHECK(inp.weights.quant->head->is_ggml());
+    CHECK(inp.weights.quant->linears[3].is_ggml());
+    CHECK(inp.weights.quant->linears[3].ggml.fmt == f);
+    const auto& qkv = inp.weights.layout.at("h.1.attn.c_attn.weight");
+    std::size_t nonzero = 0;  // the projections' fp32 slots are never written
+    for (sz i = 0; i < qkv.numel; ++i) nonzero += inp.weights.store[qkv.offset + i] != 0.0f;
+    CHECK(nonzero == 0);
+    const auto a = logits_of(inp.weights, ids), b = logits_of(deq.weights, ids);
+    double worst = 0, scale = 0;
+    for (sz i = 0; i < a.size(); ++i) {
+      worst = std::max(worst, double(std::abs(a[i] - b[i])));
+      scale = std::max(scale, double(std::abs(b[i])));
+    }
+    CHECK(worst <= 1e-5 * scale);
   }
 }
 
