@@ -5,8 +5,9 @@
 //          with greedy argmax.
 // Prints one line "RESULT {json}" (peak RSS is this process's).
 //   bench_train_step --shape tiny|gpt2-124M --mode train|infer [--precision f32|bf16]
-//                    [--iters N] [--warmup N]
-// train bf16: the model's GEMMs in bf16 (train.precision); infer bf16: serve --dtype bf16.
+//                    [--iters N] [--warmup N] [--gguf FILE] [--prompt 256] [--tokens 64]
+// train bf16: the model's GEMMs in bf16 (train.precision); infer bf16: serve --dtype bf16;
+// infer --gguf: the file's weights, its matrices read in place (serve --gguf; bench/decode).
 // GEMM libraries from the tuning table (ZF_GEMM_TUNING, default lazy); the result lists them.
 #include <sys/resource.h>
 
@@ -66,6 +67,10 @@ int main(int argc, char** argv) {
       precision = v;
     else if (a == "--gguf")
       gguf = v;
+    else if (a == "--prompt")
+      prompt_len = std::stoi(v);
+    else if (a == "--tokens")
+      decode_tokens = std::stoi(v);
     else {
       std::cerr << "unknown option " << a << "\n";
       return 2;
