@@ -26,7 +26,9 @@
 //
 // GEMM contract (ggml_gemm): y [m, n] (row stride ldy, 0: n) = x [m, k] (fp32, row stride ldx,
 // 0: k) @ W^T (+ bias [n]) (+ y's previous values when accumulate), io as qgemm_io. Built for
-// decode (m = 1..16; larger m is computed 16 rows at a time by the same kernel). fp32
+// decode (m = 1..16, and every m in batch-invariant mode; larger m outside it is prefill: the
+// matrix decoded to bf16 rows once per call and one oneDNN bf16 matmul with the activations
+// rounded to bf16, as bf16 serving's prefill; f32 rows through the fp32 GEMM). fp32
 // activations and fp32 accumulation; the weights are decoded in registers, never copied.
 //   - Every decoded weight is exact in fp32: d (fp16, 11 significant bits) times a 4- or 8-bit
 //     code has at most 19 significant bits. So the only rounding is in the fp32 sums.

@@ -433,3 +433,38 @@ TEST_CASE("ggml: a row's outputs are the same bits in any batch, output split an
     CHECK(pooled == alone);
   }
 }
+
+TEST_CASE(
+    "ggml: prefill rows run one bf16 GEMM near the reference, invariant mode the direct bits") {
+  const int k = 768, n = 200, m = 40;
+  const auto x = normal(sz(m) * k, 51);
+  const auto bias = normal(sz(n), 52);
+  for (ggml_format f : k_all) {
+    CAPTURE(ggml_info(f).name);
+    const auto data = make_matrix(f, n, k, 53 + unsigned(f));
+    const ggml_matrix w{f, n, k, data.data()};
+    std::vector<float> got(sz(m) * n, 1.0f), ref(sz(m) * n, 1.0f), direct(sz(m) * n, 1.0f);
+    ggml_gemm(w, {x.data(), 0, m, bias.data(), got.data(), 0, true});
+    cpu::ggml_gemm_reference(w, {x.data(), 0, m, bias.data(), ref.data(), 0, true});
+    const auto wd = dequantized(w);
+    double worst = 0, exact_rows = 0;
+    for (int i = 0; i < m; ++i)
+      for (int o = 0; o < n; ++o) {
+        double mag = 0;  // bf16 rounding of x and w: 2^-8 relative per product, summed
+        for (int j = 0; j < k; ++j)
+          mag += std::abs(double(wd[sz(o) * k + sz(j)]) * x[sz(i) * k + sz(j)]);
+        const double e = std::abs(double(got[sz(i) * n + sz(o)]) - ref[sz(i) * n + sz(o)]);
+        worst = std::max(worst, e / (mag + 1e-30));
+        exact_rows += e == 0;
+      }
+    MESSAGE(std::string(ggml_info(f).name) << ": prefill error / sum |w x| at most " << worst);
+    CHECK(worst < (f == ggml_format::f32 ? 1e-5 : 4e-3));        // bf16 x and w: 2^-8 per product
+    if (f != ggml_format::f32) CHECK(exact_rows < 0.5 * m * n);  // really the bf16 GEMM
+    // batch-invariant mode: the direct kernel's bits, row by row
+    batch_invariant_scope inv(true);
+    ggml_gemm(w, {x.data(), 0, m, bias.data(), direct.data(), 0, true});
+    std::vector<float> one(sz(n), 1.0f);
+    ggml_gemm(w, {x.data() + sz(m - 1) * k, 0, 1, bias.data(), one.data(), 0, true});
+    CHECK(std::memcmp(one.data(), direct.data() + sz(m - 1) * n, sz(n) * 4) == 0);
+  }
+}
