@@ -62,6 +62,49 @@ void write_file_atomic(const std::filesystem::path& p, const void* data, std::si
   fsync_path(parent.empty() ? "." : parent);
 }
 
+void write_pieces_atomic(const std::filesystem::path& p, std::string_view what,
+                         const std::function<void(const piece_writer& put)>& body) {
+  auto tmp = p;
+  tmp += ".tmp";
+  const std::string tmps = tmp.string();
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) fail("{} '{}': cannot create: {}", what, tmps, std::strerror(errno));
+  const piece_writer put = [&](const void* data, std::size_t n) {
+    const auto* c = static_cast<const char*>(data);
+    while (n > 0) {
+      const std::size_t chunk = std::min<std::size_t>(n, std::size_t{1} << 30);
+      const ssize_t w = ::write(fd, c, chunk);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        fail("{} '{}': write failed: {}", what, tmps, std::strerror(errno));
+      }
+      c += w;
+      n -= static_cast<std::size_t>(w);
+    }
+  };
+  try {
+    body(put);
+    if (::fsync(fd) != 0) fail("{} '{}': fsync failed: {}", what, tmps, std::strerror(errno));
+    const int rc = ::close(fd);
+    fd = -1;
+    if (rc != 0) fail("{} '{}': close failed: {}", what, tmps, std::strerror(errno));
+    if (::rename(tmp.c_str(), p.c_str()) != 0)
+      fail("{} '{}': cannot rename '{}' over it: {}", what, p.string(), tmps, std::strerror(errno));
+  } catch (...) {
+    if (fd >= 0) ::close(fd);
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  // Make the rename durable; a failure here leaves a complete file, so it is not an error.
+  std::filesystem::path dir = p.parent_path();
+  if (dir.empty()) dir = ".";
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
 void write_file_atomic(const std::filesystem::path& p, const std::string& text) {
   write_file_atomic(p, text.data(), text.size());
 }

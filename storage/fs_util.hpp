@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -13,6 +14,13 @@ namespace zf::storage {
 void write_file_atomic(const std::filesystem::path& p, const void* data, std::size_t n);
 void write_file_atomic(const std::filesystem::path& p, const std::string& text);
 void fsync_path(const std::filesystem::path& p);  // a file or a folder
+// A file written atomically in pieces (the safetensors and GGUF writers): body(put) calls
+// put(data, n) for each piece, into a new `p.tmp` (0644); then fsync, close, rename over p and
+// an fsync of its folder (a failure of that last one is not an error: the file is complete).
+// Any failure removes p.tmp, leaves p as it was and throws zf::error "<what> '<file>': ...".
+using piece_writer = std::function<void(const void* data, std::size_t n)>;
+void write_pieces_atomic(const std::filesystem::path& p, std::string_view what,
+                         const std::function<void(const piece_writer& put)>& body);
 // Opens p for reading (O_RDONLY | O_CLOEXEC) and returns the descriptor; zf::error naming the
 // file when it cannot be opened or is not a regular file: a FIFO, a socket or a device in
 // place of a checkpoint or model file would block a reader forever. Opened non-blocking, checked

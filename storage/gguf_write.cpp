@@ -10,6 +10,7 @@
 #include <set>
 
 #include "runtime/core/error.hpp"
+#include "storage/fs_util.hpp"
 #include "storage/gguf.hpp"
 #include "storage/gguf_detail.hpp"
 
@@ -22,29 +23,6 @@ namespace {
 
 constexpr std::size_t kMaxNameWrite = 63;  // ggml's: GGML_MAX_NAME 64 with the NUL
 constexpr uint32_t kDefaultAlignment = 32;
-
-void write_all(int fd, const void* data, std::size_t n, const fs::path& tmp) {
-  const auto* p = static_cast<const char*>(data);
-  while (n > 0) {
-    const std::size_t chunk = std::min<std::size_t>(n, std::size_t{1} << 30);
-    const ssize_t w = ::write(fd, p, chunk);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      fail("gguf file '{}': write failed: {}", tmp.string(), errno_text(errno));
-    }
-    p += w;
-    n -= static_cast<std::size_t>(w);
-  }
-}
-
-void write_zeros(int fd, uint64_t n, const fs::path& tmp) {
-  static const std::array<char, 4096> zeros{};
-  while (n > 0) {
-    const auto k = static_cast<std::size_t>(std::min<uint64_t>(n, zeros.size()));
-    write_all(fd, zeros.data(), k, tmp);
-    n -= k;
-  }
-}
 
 }  // namespace
 
@@ -127,37 +105,19 @@ void write_gguf(const fs::path& p, const std::vector<gguf_kv>& metadata,
   const uint64_t head_pad = align_up(head.size(), alignment) - head.size();
 
   // ---- write ----
-  fs::path tmp = p;
-  tmp += ".tmp";
-  const std::string tmps = tmp.string();
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail("gguf file '{}': cannot create: {}", tmps, errno_text(errno));
-  try {
-    write_all(fd, head.data(), head.size(), tmp);
-    write_zeros(fd, head_pad, tmp);
+  static const std::array<char, 4096> zeros{};
+  write_pieces_atomic(p, "gguf file", [&](const piece_writer& put) {
+    auto pad = [&](uint64_t n) {
+      for (; n > 0; n -= std::min<uint64_t>(n, zeros.size()))
+        put(zeros.data(), static_cast<std::size_t>(std::min<uint64_t>(n, zeros.size())));
+    };
+    put(head.data(), head.size());
+    pad(head_pad);
     for (std::size_t i = 0; i < tensors.size(); ++i) {
-      write_all(fd, tensors[i].data, tensors[i].nbytes, tmp);
-      write_zeros(fd, pads[i], tmp);
+      put(tensors[i].data, tensors[i].nbytes);
+      pad(pads[i]);
     }
-    if (::fsync(fd) != 0) fail("gguf file '{}': fsync failed: {}", tmps, errno_text(errno));
-    const int rc = ::close(fd);
-    fd = -1;
-    if (rc != 0) fail("gguf file '{}': close failed: {}", tmps, errno_text(errno));
-    if (::rename(tmp.c_str(), p.c_str()) != 0)
-      fail("gguf file '{}': cannot rename '{}' over it: {}", file, tmps, errno_text(errno));
-  } catch (...) {
-    if (fd >= 0) ::close(fd);
-    ::unlink(tmp.c_str());
-    throw;
-  }
-  // Make the rename durable; a failure here leaves a complete file, so it is not an error.
-  fs::path dir = p.parent_path();
-  if (dir.empty()) dir = ".";
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  });
 }
 
 }  // namespace zf::storage

@@ -50,20 +50,6 @@ struct fd_guard {
   }
 };
 
-void write_all(int fd, const void* data, std::size_t n, const fs::path& tmp) {
-  const auto* p = static_cast<const char*>(data);
-  while (n > 0) {
-    const std::size_t chunk = std::min<std::size_t>(n, std::size_t{1} << 30);
-    const ssize_t w = ::write(fd, p, chunk);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      fail("safetensors file '{}': write failed: {}", tmp.string(), errno_text(errno));
-    }
-    p += w;
-    n -= static_cast<std::size_t>(w);
-  }
-}
-
 }  // namespace
 
 std::size_t dtype_size(std::string_view d) {
@@ -383,34 +369,11 @@ void write_safetensors(const fs::path& p, const std::vector<st_write>& tensors,
   hs.append((8 - hs.size() % 8) % 8, ' ');
   const std::uint64_t hlen = hs.size();
 
-  fs::path tmp = p;
-  tmp += ".tmp";
-  const std::string tmps = tmp.string();
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail("safetensors file '{}': cannot create: {}", tmps, errno_text(errno));
-  try {
-    write_all(fd, &hlen, 8, tmp);
-    write_all(fd, hs.data(), hs.size(), tmp);
-    for (std::size_t i : order) write_all(fd, tensors[i].data, tensors[i].nbytes, tmp);
-    if (::fsync(fd) != 0) fail("safetensors file '{}': fsync failed: {}", tmps, errno_text(errno));
-    const int rc = ::close(fd);
-    fd = -1;
-    if (rc != 0) fail("safetensors file '{}': close failed: {}", tmps, errno_text(errno));
-    if (::rename(tmp.c_str(), p.c_str()) != 0)
-      fail("safetensors file '{}': cannot rename '{}' over it: {}", file, tmps, errno_text(errno));
-  } catch (...) {
-    if (fd >= 0) ::close(fd);
-    ::unlink(tmp.c_str());
-    throw;
-  }
-  // Make the rename durable; a failure here leaves a complete file, so it is not an error.
-  fs::path dir = p.parent_path();
-  if (dir.empty()) dir = ".";
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  write_pieces_atomic(p, "safetensors file", [&](const piece_writer& put) {
+    put(&hlen, 8);
+    put(hs.data(), hs.size());
+    for (std::size_t i : order) put(tensors[i].data, tensors[i].nbytes);
+  });
 }
 
 }  // namespace zf::storage
