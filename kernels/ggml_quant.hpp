@@ -118,6 +118,8 @@ void set_ggml_simd(bool on) noexcept;
 namespace cpu {
 // The spec: every row dequantized (ggml_dequantize_row), each dot product accumulated in double
 // in input order, then + bias, + y as the contract says. Single-threaded.
+// Prefill: the matrix decoded to bf16 rows, one oneDNN bf16 matmul (f32 rows: the fp32 GEMM).
+void ggml_gemm_prefill(const ggml_matrix& w, const qgemm_io& io);
 void ggml_gemm_reference(const ggml_matrix& w, const qgemm_io& io);
 // The fast kernel over outputs [o0, o1) of every row (AVX-512 or the portable loop), on the
 // calling thread; batch-invariant as above.

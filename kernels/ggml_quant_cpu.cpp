@@ -16,14 +16,9 @@
 #include <thread>
 #include <vector>
 
-#include "kernels/activation.hpp"
-#include "kernels/bf16_linear.hpp"
 #include "kernels/convert.hpp"
 #include "kernels/dispatch.hpp"
-#include "kernels/gemm_lib.hpp"
 #include "kernels/ggml_quant.hpp"
-#include "kernels/matmul.hpp"
-#include "kernels/parallel.hpp"
 #include "kernels/threads.hpp"
 #include "kernels/vec8.hpp"
 
@@ -562,41 +557,6 @@ void ggml_gemm_direct(const ggml_matrix& w, const qgemm_io& io, int o0, int o1) 
 
 }  // namespace cpu
 
-namespace {
-
-// Prefill: w decoded to bf16 rows (per-thread scratch, grown once; rows over the OpenMP team)
-// and one oneDNN bf16 matmul (bf16_gemm's prefill: activations rounded to bf16). f32 rows run
-// the fp32 GEMM on the mapped rows, bf16 rows bf16_gemm as they are.
-void ggml_prefill(const ggml_matrix& w, const qgemm_io& io) {
-  const int ldx = io.ldx ? io.ldx : w.k, ldy = io.ldy ? io.ldy : w.n;
-  if (w.fmt == ggml_format::f32) {
-    gemm(false, true, io.m, w.n, w.k, 1.0f, io.x, ldx, static_cast<const float*>(w.data), w.k,
-         io.accumulate ? 1.0f : 0.0f, io.y, ldy);
-    if (io.bias)
-      for (int i = 0; i < io.m; ++i) accumulate(io.y + std::size_t(i) * ldy, io.bias, w.n);
-    return;
-  }
-  const std::uint16_t* rows = static_cast<const std::uint16_t*>(w.data);
-  if (w.fmt != ggml_format::bf16) {
-    thread_local std::vector<std::uint16_t> w16;
-    w16.resize(std::max(w16.size(), std::size_t(w.n) * w.k));
-    const std::size_t rb = row_bytes(w.fmt, w.k);
-    const auto* src = static_cast<const unsigned char*>(w.data);
-    std::uint16_t* dst = w16.data();
-    cpu::parallel_ranges(std::size_t(w.n), 1, 64, [&](std::size_t r0, std::size_t r1) {
-      std::vector<float> row(std::size_t(w.k));
-      for (std::size_t r = r0; r < r1; ++r) {
-        ggml_dequantize_row(w.fmt, src + r * rb, w.k, row.data());
-        cpu::to_bf16(row.data(), dst + r * std::size_t(w.k), std::size_t(w.k));
-      }
-    });
-    rows = dst;
-  }
-  bf16_gemm({w.n, w.k, rows}, io);
-}
-
-}  // namespace
-
 void ggml_gemm(const ggml_matrix& w, const qgemm_io& io) {
   if (current_device() != device::cpu)
     throw kernel_error(
@@ -606,7 +566,7 @@ void ggml_gemm(const ggml_matrix& w, const qgemm_io& io) {
   if (io.m == 0) return;
   // Prefill outside batch-invariant mode: one GEMM over the decoded matrix, where 16-row passes
   // of the direct kernel would decode the weights m / 16 times.
-  if (io.m > ggml_max_rows && !batch_invariant()) return ggml_prefill(w, io);
+  if (io.m > ggml_max_rows && !batch_invariant()) return cpu::ggml_gemm_prefill(w, io);
   auto fn = [&](int o0, int o1) { cpu::ggml_gemm_direct(w, io, o0, o1); };
   if (double(io.m) * w.n * w.k < ggml_parallel_min || w.n < 32) return fn(0, w.n);
   // Pieces of whole 16-output groups; a lent pool gets a few per thread to even out progress.

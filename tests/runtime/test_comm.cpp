@@ -18,30 +18,15 @@
 #include <thread>
 #include <vector>
 
-#include "runtime/dist/comm.hpp"
+#include "comm_groups.hpp"
 #include "runtime/core/error.hpp"
+#include "runtime/dist/comm.hpp"
 
 namespace {
 
 using namespace zf::comm;
-using group = std::vector<std::unique_ptr<communicator>>;
-
-// Runs fn(comm) on one thread per rank, joins, rethrows the first failure (lowest rank).
-void on_ranks(group& g, const std::function<void(communicator&)>& fn) {
-  std::vector<std::exception_ptr> errors(g.size());
-  std::vector<std::thread> threads;
-  for (std::size_t r = 0; r < g.size(); ++r)
-    threads.emplace_back([&, r] {
-      try {
-        fn(*g[r]);
-      } catch (...) {
-        errors[r] = std::current_exception();
-      }
-    });
-  for (auto& t : threads) t.join();
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
-}
+using group = zf::testing::comm_group;
+using zf::testing::on_ranks;
 
 float val(int rank, std::size_t i) {
   return static_cast<float>(rank * 1000 + static_cast<int>(i));
