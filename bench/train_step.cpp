@@ -6,8 +6,10 @@
 // Prints one line "RESULT {json}" (peak RSS is this process's).
 //   bench_train_step --shape tiny|gpt2-124M --mode train|infer [--precision f32|bf16]
 //                    [--iters N] [--warmup N] [--gguf FILE] [--prompt 256] [--tokens 64]
+//                    [--kv fp32|bf16]
 // train bf16: the model's GEMMs in bf16 (train.precision); infer bf16: serve --dtype bf16;
 // infer --gguf: the file's weights, its matrices read in place (serve --gguf; bench/decode).
+// --kv: the KV cache's rows (engine.kv_dtype; default bf16 with --precision bf16, else fp32).
 // GEMM libraries from the tuning table (ZF_GEMM_TUNING, default lazy); the result lists them.
 #include <sys/resource.h>
 
@@ -49,7 +51,7 @@ double peak_rss_mib() {
 
 int main(int argc, char** argv) {
   zf::kernels::ensure_openmp_spin();  // oneDNN's threads spin between calls (gemm_lib.hpp)
-  std::string shape = "tiny", mode = "train", precision = "f32", gguf;
+  std::string shape = "tiny", mode = "train", precision = "f32", gguf, kv_name;
   int iters = 10, warmup = 3, threads = 2, prompt_len = 256, decode_tokens = 64;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i], v = argv[i + 1];
@@ -71,6 +73,8 @@ int main(int argc, char** argv) {
       prompt_len = std::stoi(v);
     else if (a == "--tokens")
       decode_tokens = std::stoi(v);
+    else if (a == "--kv")
+      kv_name = v;
     else {
       std::cerr << "unknown option " << a << "\n";
       return 2;
@@ -176,9 +180,14 @@ int main(int argc, char** argv) {
     if (prec == zf::kernels::precision::bf16 && gguf.empty()) zf::to_bf16_weights(w);
     const int bs = 16, n_blocks = (m.n_positions + bs - 1) / bs;
     zf::paged_model run(w, prompt_len, 1, threads);
-    zf::kv_storage kv(
-        m.n_layer, n_blocks, bs, w.cfg.kv_dim(),
-        prec == zf::kernels::precision::bf16 ? zf::kv_dtype::bf16 : zf::kv_dtype::fp32);
+    if (kv_name.empty()) kv_name = prec == zf::kernels::precision::bf16 ? "bf16" : "fp32";
+    if (kv_name != "fp32" && kv_name != "bf16") {
+      std::cerr << "--kv must be fp32 or bf16, not " << kv_name << "\n";
+      return 2;
+    }
+    res["kv_dtype"] = kv_name;
+    zf::kv_storage kv(m.n_layer, n_blocks, bs, w.cfg.kv_dim(),
+                      kv_name == "bf16" ? zf::kv_dtype::bf16 : zf::kv_dtype::fp32);
     std::vector<int> blocks(n_blocks);
     for (int b = 0; b < n_blocks; ++b) blocks[b] = b;
     auto step = [&](const int* ids, int start, int len) {

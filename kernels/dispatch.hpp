@@ -71,7 +71,7 @@ class batch_invariant_scope {
 // Threads a caller lends the kernels that OpenBLAS does not thread (the batch-invariant GEMM,
 // which then splits its output columns over them: every element is still computed by the same
 // operations, so the bits do not change). run(n, fn) calls fn(i) for every i in [0, n) and
-// returns when all have returned (runtime/core/worker_pool); threads counts the caller too. Per
+// returns when all have returned (kernels/task_pool); threads counts the caller too. Per
 // thread, like the modes above; none lent: one thread.
 struct kernel_pool {
   int threads = 1;

@@ -47,12 +47,10 @@
 //     range nor on the thread that computes it: a row of a batch of 5 is the same bits as the
 //     same row alone (batch-invariant), and the outputs may be split over threads.
 //   - Once a call has at least ggml_parallel_min multiply-adds, its outputs are split (pieces of
-//     whole 16-output groups) over the threads kernels::kernel_pool lends, or else over the
-//     family's own kernels::num_threads() - 1 helper threads (started on first use) and the
-//     caller. The caller claims pieces itself and waits only for pieces a helper has started, so
-//     a helper the OS has not scheduled costs nothing (an OpenMP region's barrier waited a time
-//     slice for it, ~9 ms a call on a loaded 2-core machine); helpers spin ~200 us after a job,
-//     then sleep. A second thread calling while the helpers are busy runs its call alone.
+//     whole 16-output groups) over the threads kernels::kernel_pool lends, or else over a
+//     kernels::task_pool of kernels::num_threads() threads (kernels/task_pool.hpp: pieces
+//     claimed by whoever comes first, the caller waits only for started pieces). A second
+//     thread calling while that pool is busy runs its call alone.
 // q8_0 / q4_0 need k % 32 == 0 (ggml's own rule); the float formats take any k >= 1. Bad shapes
 // throw std::invalid_argument.
 #include <cstddef>

@@ -5,20 +5,18 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <atomic>
-#include <chrono>
 #include <cmath>
 #include <cstring>
-#include <functional>
+#include <map>
 #include <mutex>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "kernels/convert.hpp"
 #include "kernels/dispatch.hpp"
 #include "kernels/ggml_quant.hpp"
+#include "kernels/task_pool.hpp"
 #include "kernels/threads.hpp"
 #include "kernels/vec8.hpp"
 
@@ -310,81 +308,16 @@ ZF_AVX512 void direct_simd(const ggml_matrix& w, const qgemm_io& io, int o0, int
   if (i < io.m) rows_simd<F, 1, 8>(w, io, i, o0, o1);
 }
 
-// ---- helper threads: pieces claimed by whoever comes first ----
-// The caller publishes a job (pieces 0..p-1 of fn) and claims pieces itself; helpers that wake in
-// time claim others. The caller then waits only for pieces a helper has started: a helper the OS
-// has not scheduled yet (the machine shared with other work) costs nothing, where an OpenMP
-// region waits at its barrier for every thread of the team (a time slice, ~9 ms per call, on a
-// loaded 2-core machine). Helpers spin a little after each job (decode steps call GEMVs back to
-// back), then sleep on the job counter. One job at a time: a caller that finds the helpers busy
-// with another thread's job runs its pieces alone.
-class helpers {
- public:
-  static helpers& get() {
-    static helpers* h = new helpers;  // never destroyed: its threads are detached, asleep at exit
-    return *h;
-  }
-
-  bool run(int pieces, int extra, const std::function<void(int)>& fn) {
-    std::unique_lock<std::mutex> lk(mu_, std::try_to_lock);
-    if (!lk.owns_lock() || pieces >= (1 << 20)) return false;
-    while (started_ < extra) {
-      std::thread(&helpers::work, this, started_++).detach();
-    }
-    fn_.store(&fn, std::memory_order_relaxed);
-    wanted_.store(extra, std::memory_order_relaxed);
-    gen_ = (gen_ + 1) & 0xFFFFFFu;
-    state_.store(gen_ << 40 | std::uint64_t(pieces) << 20, std::memory_order_release);
-    signal_.fetch_add(1, std::memory_order_release);
-    signal_.notify_all();
-    drain();
-    while (in_flight_.load(std::memory_order_acquire) != 0) _mm_pause();
-    return true;
-  }
-
- private:
-  // Claims and runs pieces of the current job until none is left. fn_ is read only after a
-  // piece was claimed (the claim acquires the state the job's release store published).
-  void drain() {
-    std::uint64_t s = state_.load(std::memory_order_acquire);
-    for (;;) {
-      const std::uint64_t next = s & 0xFFFFFu, pieces = (s >> 20) & 0xFFFFFu;
-      if (next >= pieces) return;
-      if (state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel,
-                                       std::memory_order_acquire)) {
-        (*fn_.load(std::memory_order_relaxed))(int(next));
-        s = state_.load(std::memory_order_acquire);
-      }
-    }
-  }
-
-  void work(int id) {
-    std::uint32_t seen = signal_.load(std::memory_order_acquire);
-    for (;;) {
-      const auto t0 = std::chrono::steady_clock::now();
-      for (int i = 0; signal_.load(std::memory_order_acquire) == seen; ++i) {
-        if (i % 64 == 63 && std::chrono::steady_clock::now() - t0 > std::chrono::microseconds(200))
-          signal_.wait(seen, std::memory_order_acquire);
-        else
-          _mm_pause();
-      }
-      seen = signal_.load(std::memory_order_acquire);
-      if (id >= wanted_.load(std::memory_order_relaxed)) continue;
-      // Counted before claiming: a caller that saw every piece claimed then waits for this one.
-      in_flight_.fetch_add(1, std::memory_order_acq_rel);
-      drain();
-      in_flight_.fetch_sub(1, std::memory_order_release);
-    }
-  }
-
-  std::mutex mu_;
-  int started_ = 0;
-  std::uint64_t gen_ = 0;
-  std::atomic<std::uint64_t> state_{0};  // job generation << 40 | pieces << 20 | next piece
-  std::atomic<const std::function<void(int)>*> fn_{nullptr};
-  std::atomic<int> wanted_{0}, in_flight_{0};
-  std::atomic<std::uint32_t> signal_{0};
-};
+// The family's helper threads when no pool is lent: one task_pool per thread count, started on
+// first use and kept (asleep) for the life of the process.
+task_pool& shared_pool(int threads) {
+  static std::mutex mu;
+  static std::map<int, task_pool*> pools;
+  std::lock_guard lk(mu);
+  task_pool*& p = pools[threads];
+  if (!p) p = new task_pool(threads);
+  return *p;
+}
 
 void check_io(const ggml_matrix& w, const qgemm_io& io) {
   check_ggml_shape(w.fmt, w.k, w.n);
@@ -579,10 +512,8 @@ void ggml_gemm(const ggml_matrix& w, const qgemm_io& io) {
   const int t = num_threads();
   if (t < 2) return fn(0, w.n);
   const int piece = std::max(16, (w.n / (8 * t) + 15) / 16 * 16);
-  const std::function<void(int)> one = [&](int i) {
-    fn(i * piece, std::min(w.n, (i + 1) * piece));
-  };
-  if (!helpers::get().run((w.n + piece - 1) / piece, t - 1, one)) fn(0, w.n);
+  const task_pool::task one = [&](int, int i) { fn(i * piece, std::min(w.n, (i + 1) * piece)); };
+  if (!shared_pool(t).try_run((w.n + piece - 1) / piece, one)) fn(0, w.n);
 }
 
 }  // namespace zf::kernels

@@ -33,6 +33,11 @@ struct paged_shape {
   int tq = 0, start = 0;
   int n_head = 0, n_kv_head = 0, head_dim = 0;
   int ldq = 0, ldo = 0;  // row strides of q and out
+  // Query heads [head_begin, head_end) only (head_end 0: all heads); the other heads' output
+  // columns are left as they are. Whole kv-head groups (multiples of n_head / n_kv_head), so
+  // that one batch-1 decode row can be split over threads: each head's operations and bits are
+  // the same whatever the range.
+  int head_begin = 0, head_end = 0;
 };
 
 // Floats of scratch paged_attention needs for this shape.

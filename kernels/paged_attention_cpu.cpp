@@ -11,6 +11,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 
 #include "kernels/attention.hpp"
 #include "kernels/convert.hpp"
@@ -76,17 +78,18 @@ void direct_row(const paged_shape& s, const float* q, const T* kpool, const T* v
                 const paged_kv& kv, int pos, float* out, float* scores, std::size_t head_stride,
                 int v_stride) {
   const int hd = s.head_dim, group = s.n_head / s.n_kv_head, n = pos + 1;
+  const int h0 = s.head_begin, h1 = s.head_end ? s.head_end : s.n_head;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   for (int j = 0; j < n; ++j) {
     const T* kr = row_of(kpool, kv, j);
-    for (int h = 0; h < s.n_head; ++h)
+    for (int h = h0; h < h1; ++h)
       scores[h * head_stride + j] = scale * dot(q + h * hd, kr + (h / group) * hd, hd);
   }
-  for (int h = 0; h < s.n_head; ++h) softmax_rows(scores + h * head_stride, 1, n, 1.0f);
-  std::fill(out, out + s.n_head * hd, 0.0f);
+  for (int h = h0; h < h1; ++h) softmax_rows(scores + h * head_stride, 1, n, 1.0f);
+  std::fill(out + h0 * hd, out + h1 * hd, 0.0f);
   for (int j = 0; j < n; ++j) {
     const T* vr = row_of(vpool, kv, j, v_stride);
-    for (int h = 0; h < s.n_head; ++h)
+    for (int h = h0; h < h1; ++h)
       axpy(scores[h * head_stride + j], vr + (h / group) * hd, out + h * hd, hd);
   }
 }
@@ -128,6 +131,12 @@ long paged_attention_scratch(const paged_shape& s) {
 // q: [tq, ldq] -> out: [tq, ldo].
 void paged_attention(const paged_shape& s, const float* q, const paged_kv& kv, float* out,
                      float* scratch, bool direct_only) {
+  const int group = s.n_kv_head > 0 ? s.n_head / s.n_kv_head : 0;
+  if (s.head_end != 0 && (s.head_begin < 0 || s.head_end > s.n_head || s.head_begin >= s.head_end ||
+                          group < 1 || s.head_begin % group != 0 || s.head_end % group != 0))
+    throw std::invalid_argument("paged_attention: heads [" + std::to_string(s.head_begin) + ", " +
+                                std::to_string(s.head_end) + ") are not whole kv-head groups of " +
+                                std::to_string(s.n_head) + " heads");
   if (s.tq <= kDirectRows || direct_only) {
     direct_rows(s, q, kv, out, scratch);
     return;
@@ -141,7 +150,6 @@ void paged_attention(const paged_shape& s, const float* q, const paged_kv& kv, f
     gather_rows(kv, false, p0, rows, kb + static_cast<std::size_t>(p0) * kvd);
     gather_rows(kv, true, p0, rows, vb + static_cast<std::size_t>(p0) * kvd);
   }
-  const int group = s.n_head / s.n_kv_head;
   attention_shape a{.tq = s.tq,
                     .tk = ctx,
                     .offset = s.start,
@@ -151,7 +159,7 @@ void paged_attention(const paged_shape& s, const float* q, const paged_kv& kv, f
                     .ldk = kvd,
                     .ldv = kvd,
                     .ldo = s.ldo};
-  for (int h = 0; h < s.n_head; ++h) {
+  for (int h = s.head_begin; h < (s.head_end ? s.head_end : s.n_head); ++h) {
     const int g = h / group;
     cpu::attention_forward(a, q + h * hd, kb + g * hd, vb + g * hd, out + h * hd, att);
   }

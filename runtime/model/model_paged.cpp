@@ -75,29 +75,28 @@ void paged_model::attention_layer(int l, std::span<const lm_chunk> chunks, kv_st
   // K/V of every row into the pool first: chunks then only read.
   int row = 0;
   row0_.clear();
-  direct_.clear();
-  for (std::size_t ci = 0; ci < chunks.size(); ++ci) {
-    const lm_chunk& ch = chunks[ci];
+  for (const lm_chunk& ch : chunks) {
     row0_.push_back(row);
     for (int i = 0; i < ch.len; ++i) {
       const int p = ch.start + i, b = ch.blocks[p / bs];
       const float* src = qkv_ + static_cast<std::size_t>(row + i) * D;
       kv.write(l, b, p % bs, src + Q, src + Q + KV);
     }
-    if (ch.len <= k::paged_direct_rows) direct_.push_back(static_cast<int>(ci));
     row += ch.len;
   }
-  // rows [off, off + len) of chunk ci
-  auto attend_rows = [&](std::size_t ci, int off, int len, float* scratch) {
-    const lm_chunk& ch = chunks[ci];
-    const int r0 = row0_[ci] + off;
-    k::paged_shape s{.tq = len,
-                     .start = ch.start + off,
+  // rows [off, off + len) of chunk ci, query heads [h0, h1) (0, 0: all)
+  auto attend = [&](const piece& pc, float* scratch) {
+    const lm_chunk& ch = chunks[static_cast<std::size_t>(pc.chunk)];
+    const int r0 = row0_[static_cast<std::size_t>(pc.chunk)] + pc.off;
+    k::paged_shape s{.tq = pc.len,
+                     .start = ch.start + pc.off,
                      .n_head = c.n_head,
                      .n_kv_head = c.n_kv_head,
                      .head_dim = c.head_dim,
                      .ldq = D,
-                     .ldo = Q};
+                     .ldo = Q,
+                     .head_begin = pc.h0,
+                     .head_end = pc.h1};
     k::paged_kv pk{.blocks = ch.blocks, .block_size = bs, .kv_dim = KV};
     if (kv.dtype() == kv_dtype::bf16) {
       pk.k16 = kv.k16(l, 0);
@@ -109,31 +108,38 @@ void paged_model::attention_layer(int l, std::span<const lm_chunk> chunks, kv_st
     k::paged_attention(s, qkv_ + static_cast<std::size_t>(r0) * D, pk,
                        att_ + static_cast<std::size_t>(r0) * Q, scratch);
   };
-  auto attend = [&](std::size_t ci, float* scratch) {
-    attend_rows(ci, 0, chunks[ci].len, scratch);
-  };
-  if (k::batch_invariant()) {
-    // Every row is computed alone (the direct kernel), so pieces of a few rows of any chunk
-    // give the same bits as the whole chunk: all of them spread over the pool.
-    pieces_.clear();
-    for (std::size_t ci = 0; ci < chunks.size(); ++ci)
-      for (int off = 0; off < chunks[ci].len; off += k::paged_direct_rows)
-        pieces_.push_back(
-            {static_cast<int>(ci), off, std::min(k::paged_direct_rows, chunks[ci].len - off)});
-    pool_.run(static_cast<int>(pieces_.size()), [&](int worker, int j) {
-      const piece& p = pieces_[static_cast<std::size_t>(j)];
-      attend_rows(static_cast<std::size_t>(p.chunk), p.off, p.len,
-                  decode_scratch_ + decode_scratch_stride_ * static_cast<std::size_t>(worker));
-    });
-    block::attn_out_forward(c, L, att_, Q, x_, x_, n);
-    return;
+  // Prefill chunks one at a time (their GEMMs are threaded by OpenBLAS) unless every row must
+  // be computed alone (batch-invariant mode: the direct kernel, so pieces of a few rows give the
+  // same bits as the whole chunk). The rest spread over the worker pool in pieces of at most
+  // paged_direct_rows rows, each thread with its own scratch; with fewer pieces than threads
+  // (batch-1 decode) each piece's heads are split too (whole kv-head groups: same bits).
+  const bool invariant = k::batch_invariant();
+  pieces_.clear();
+  for (std::size_t ci = 0; ci < chunks.size(); ++ci) {
+    const int len = chunks[ci].len;
+    if (len > k::paged_direct_rows && !invariant) {
+      attend({static_cast<int>(ci), 0, len, 0, 0}, attn_scratch_);
+      continue;
+    }
+    for (int off = 0; off < len; off += k::paged_direct_rows)
+      pieces_.push_back(
+          {static_cast<int>(ci), off, std::min(k::paged_direct_rows, len - off), 0, 0});
   }
-  // Prefill chunks one at a time (their GEMMs are threaded by OpenBLAS); decode-sized chunks
-  // spread over the worker pool, each thread with its own scratch.
-  for (std::size_t ci = 0; ci < chunks.size(); ++ci)
-    if (chunks[ci].len > k::paged_direct_rows) attend(ci, attn_scratch_);
-  pool_.run(static_cast<int>(direct_.size()), [&](int worker, int j) {
-    attend(static_cast<std::size_t>(direct_[static_cast<std::size_t>(j)]),
+  const int want = 2 * pool_.size(), n_rows = static_cast<int>(pieces_.size());
+  if (n_rows > 0 && n_rows < want && pool_.size() > 1) {
+    const int group = c.n_head / c.n_kv_head;
+    const int split = std::min(c.n_kv_head, (want + n_rows - 1) / n_rows);
+    for (int r = 0; r < n_rows; ++r)
+      for (int g = 0; g < split; ++g) {
+        piece p = pieces_[static_cast<std::size_t>(r)];
+        p.h0 = c.n_kv_head * g / split * group;
+        p.h1 = c.n_kv_head * (g + 1) / split * group;
+        pieces_.push_back(p);
+      }
+    pieces_.erase(pieces_.begin(), pieces_.begin() + n_rows);
+  }
+  pool_.run(static_cast<int>(pieces_.size()), [&](int worker, int j) {
+    attend(pieces_[static_cast<std::size_t>(j)],
            decode_scratch_ + decode_scratch_stride_ * static_cast<std::size_t>(worker));
   });
   block::attn_out_forward(c, L, att_, Q, x_, x_, n);

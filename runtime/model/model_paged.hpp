@@ -68,10 +68,9 @@ class paged_model {
   worker_pool pool_;
   float* decode_scratch_ = nullptr;  // [threads][n_head * max_positions]
   std::size_t decode_scratch_stride_ = 0;
-  std::vector<int> row0_;    // first row of each chunk (reused)
-  std::vector<int> direct_;  // chunks on the direct path (reused)
-  struct piece {             // rows [off, off + len) of chunk `chunk` (batch-invariant mode)
-    int chunk, off, len;
+  std::vector<int> row0_;  // first row of each chunk (reused)
+  struct piece {           // rows [off, off + len) of chunk `chunk`, query heads [h0, h1)
+    int chunk, off, len, h0, h1;
   };
   std::vector<piece> pieces_;   // (reused)
   kernels::kernel_pool kpool_;  // pool_ lent to the kernels

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <vector>
 
@@ -77,4 +78,39 @@ TEST_CASE("rmsnorm and swiglu equal their closed forms") {
   std::vector<double> wo(o.size());
   ref::swiglu_forward(gu.data(), n, m, wo.data());
   for (std::size_t e = 0; e < o.size(); ++e) CHECK(o[e] == doctest::Approx(wo[e]).epsilon(1e-5));
+}
+
+TEST_CASE("paged attention by kv-head groups gives the bits of all heads at once") {
+  // 8 query heads over 2 kv heads (groups of 4); a decode row, 3 rows, a gathered chunk.
+  const int nh = 8, nkv = 2, hd = 16, bs = 4, Q = nh * hd, KV = nkv * hd;
+  for (const auto [tq, start] : {std::pair{1, 29}, std::pair{3, 12}, std::pair{9, 7}}) {
+    const int ctx = start + tq, nblocks = (ctx + bs - 1) / bs;
+    const auto q = randn(static_cast<std::size_t>(tq) * Q, 4);
+    const auto kp = randn(static_cast<std::size_t>(nblocks) * bs * KV, 5);
+    const auto vp = randn(kp.size(), 6);
+    std::vector<int> table(static_cast<std::size_t>(nblocks));
+    std::iota(table.rbegin(), table.rend(), 0);
+    paged_shape s{.tq = tq,
+                  .start = start,
+                  .n_head = nh,
+                  .n_kv_head = nkv,
+                  .head_dim = hd,
+                  .ldq = Q,
+                  .ldo = Q};
+    const paged_kv kv{
+        .k = kp.data(), .v = vp.data(), .blocks = table.data(), .block_size = bs, .kv_dim = KV};
+    std::vector<float> scratch(static_cast<std::size_t>(paged_attention_scratch(s)));
+    std::vector<float> all(static_cast<std::size_t>(tq) * Q, NAN), parts(all.size(), NAN);
+    paged_attention(s, q.data(), kv, all.data(), scratch.data());
+    for (const auto [h0, h1] : {std::pair{4, 8}, std::pair{0, 4}}) {
+      s.head_begin = h0;
+      s.head_end = h1;
+      paged_attention(s, q.data(), kv, parts.data(), scratch.data());
+    }
+    CHECK(std::memcmp(all.data(), parts.data(), all.size() * sizeof(float)) == 0);
+    s.head_begin = 2;  // half a group
+    s.head_end = 6;
+    CHECK_THROWS_WITH(paged_attention(s, q.data(), kv, parts.data(), scratch.data()),
+                      doctest::Contains("not whole kv-head groups"));
+  }
 }
