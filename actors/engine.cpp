@@ -110,7 +110,7 @@ engine_core_options core_options_of(const engine_config& c) {
   o.num_blocks = c.kv_blocks;
   o.threads = c.threads > 0 ? c.threads : static_cast<int>(std::thread::hardware_concurrency());
   o.dtype = parse_weight_dtype(c.dtype, "engine.dtype");
-  const bool bf16_kv = c.kv_dtype == "auto" ? o.dtype == weight_dtype::bf16 : c.kv_dtype == "bf16";
+  const bool bf16_kv = c.kv_dtype == "auto" ? o.dtype != weight_dtype::fp32 : c.kv_dtype == "bf16";
   if (c.kv_dtype != "auto" && c.kv_dtype != "fp32" && c.kv_dtype != "bf16")
     fail("engine.kv_dtype: expected auto, fp32 or bf16, got '{}'", c.kv_dtype);
   o.kv = bf16_kv ? kv_dtype::bf16 : kv_dtype::fp32;

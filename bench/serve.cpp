@@ -39,6 +39,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <iostream>
+#include <sstream>
 
 #include "bench/serve_load.hpp"
 
@@ -93,6 +94,12 @@ struct load_setup {
 std::vector<variant> load_variants(const options& o) {
   const bool inv = o.batch_invariant;
   std::vector<variant> v;
+  if (!o.dtypes.empty()) {  // split_fuse once per weight dtype, the first one the baseline
+    std::stringstream list(o.dtypes);
+    for (std::string d; std::getline(list, d, ',');)
+      v.push_back({policy_kind::split_fuse, true, inv, d});
+    return v;
+  }
   if (o.policy == "both" || o.policy == "split_fuse" || o.policy == "cache")
     v.push_back({policy_kind::split_fuse, true, inv});
   if (o.policy == "both" || o.policy == "static_batch")
@@ -452,6 +459,9 @@ void add_options(CLI::App& app, options& o) {
                  "prefix cache)")
       ->check(CLI::IsMember({"split_fuse", "static_batch", "both", "cache"}));
   app.add_flag("!--no-prefix-caching", o.prefix_caching, "load runs without the prefix cache");
+  app.add_option("--dtypes", o.dtypes,
+                 "load: split_fuse once per weight dtype listed (engine.dtype: fp32, bf16, f16, "
+                 "q8_0, q4_0), instead of --policy");
   app.add_flag("--batch-invariant", o.batch_invariant, "every engine under engine.batch_invariant");
   app.add_flag("--invariant-cost", o.invariant_cost,
                "also measure split_fuse under batch_invariant: load: on the same requests, and "

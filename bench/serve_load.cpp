@@ -38,6 +38,7 @@ std::string variant::name() const {
   std::string s = policy == policy_kind::split_fuse ? "split_fuse" : "static_batch";
   if (!prefix_caching) s += " (no prefix cache)";
   if (batch_invariant) s += " (batch-invariant)";
+  if (dtype != "fp32") s += " (" + dtype + ")";
   return s;
 }
 
@@ -76,6 +77,7 @@ std::unique_ptr<completion_backend> make_backend(const model_setup& ms, const op
   eo.kv_blocks = o.num_blocks;
   eo.max_queue = max_queue;
   eo.threads = o.threads;
+  eo.dtype = v.dtype;
   return zf::actors::make_engine(zf::lm_weights_of(ms.cfg, ms.flat.data(), ms.name), ms.tok, eo);
 }
 

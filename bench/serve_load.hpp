@@ -61,6 +61,7 @@ struct options {
   bool prefix_caching = true;    // --mode single always runs without it (it measures compute)
   bool batch_invariant = false;  // every engine under engine.batch_invariant
   bool invariant_cost = false;   // load: also split_fuse under batch_invariant, and its capacity
+  std::string dtypes;            // load: split_fuse once per engine.dtype listed (comma-separated)
   uint64_t seed = 1;
   double timeout = 0;  // per policy run, seconds; 0: max(120, 5 * arrival span)
   double ttft_factor = 4, ttft_steps = 2, tpot_steps = 2;  // SLA (see serve.cpp's header)
@@ -74,6 +75,7 @@ struct variant {
   policy_kind policy = policy_kind::split_fuse;
   bool prefix_caching = true;
   bool batch_invariant = false;
+  std::string dtype = "fp32";  // engine.dtype: fp32, bf16, f16, q8_0, q4_0
   std::string name() const;
 };
 

@@ -72,12 +72,12 @@ int run_score() {
   auto& a = g_args;
   kernels::set_num_threads(a.threads);
   kernels::batch_invariant_scope invariant(a.batch_invariant);
-  const bool bf16 = parse_weight_dtype(a.dtype, "--dtype") == weight_dtype::bf16;
-  if (bf16 && !a.q.scheme.empty())
-    fail("--dtype bf16 cannot be combined with --quantize {}: choose one format for the linears",
-         a.q.scheme);
+  const weight_dtype dtype = parse_weight_dtype(a.dtype, "--dtype");
+  if (dtype != weight_dtype::fp32 && !a.q.scheme.empty())
+    fail("--dtype {} cannot be combined with --quantize {}: choose one format for the linears",
+         a.dtype, a.q.scheme);
   auto [w, tok] = load_serving_model(a.checkpoint, a.hf, a.data_dir, a.gguf);
-  if (bf16) to_bf16_weights(w, "--dtype bf16");  // refuses a quantized checkpoint by name
+  to_serving_weights(w, dtype, "--dtype " + a.dtype);  // refuses a quantized checkpoint by name
   transformer model(w.cfg, true, false);
   std::memcpy(model.params().data(), w.store.data(), w.store.size() * sizeof(float));
   const int ctx = w.cfg.max_positions;
@@ -156,8 +156,9 @@ void add_score_subcommand(CLI::App& app) {
   add_quant_flags(g_cmd, a.q);
   g_cmd
       ->add_option("--dtype", a.dtype,
-                   "weights: fp32, or bf16 (projections and LM head as bf16, fp32 math)")
-      ->check(CLI::IsMember({"fp32", "bf16"}));
+                   "weights: fp32, bf16 (projections and LM head as bf16, fp32 math), or "
+                   "llama.cpp's f16, q8_0, q4_0 (quantized at load)")
+      ->check(CLI::IsMember({"fp32", "bf16", "f16", "q8_0", "q4_0"}));
 }
 
 bool run_score_subcommand() {

@@ -67,7 +67,7 @@ void add_model_options(CLI::App* c, model_args& m, const std::vector<std::string
 std::unique_ptr<serve::completion_backend> open_engine(const model_args& m, const run_config& cfg) {
   auto [w, tok] = load_serving_model(m.checkpoint, m.hf, m.data_dir, m.gguf);
   // bf16 in place here (no second copy); the engine would convert a copy otherwise
-  if (cfg.engine.dtype == "bf16") to_bf16_weights(w, "--dtype bf16");
+  to_serving_weights(w, parse_weight_dtype(cfg.engine.dtype, "--dtype"), "--dtype");
   return actors::make_engine(std::move(w), std::move(tok), cfg.engine);
 }
 

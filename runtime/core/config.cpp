@@ -133,12 +133,13 @@ std::vector<key> serve_keys() {
       ZF_BOOL("engine.batch_invariant", engine.batch_invariant,
               "logits independent of batching and chunking (equal to `zeroflow score` bits)"),
       ZF_ENUM("engine.dtype", engine.dtype,
-              "weights: fp32, or bf16 (every projection and the LM head as bf16, fp32 math; "
-              "embeddings and norms stay fp32; not for an already quantized model)",
-              "fp32", "bf16"),
+              "weights: fp32, bf16 (every projection and the LM head as bf16, fp32 math), or "
+              "llama.cpp's f16, q8_0, q4_0 formats (quantized at load); embeddings and norms "
+              "stay fp32; not for an already quantized model",
+              "fp32", "bf16", "f16", "q8_0", "q4_0"),
       ZF_ENUM("engine.kv_dtype", engine.kv_dtype,
-              "KV cache rows: auto (bf16 when engine.dtype is bf16, else fp32), fp32 or bf16",
-              "auto", "fp32", "bf16"),
+              "KV cache rows: auto (bf16 unless engine.dtype is fp32), fp32 or bf16", "auto",
+              "fp32", "bf16"),
       ZF_STR("server.host", server.host, "address to listen on (loopback unless told otherwise)"),
       ZF_INT("server.port", server.port, 0, 65535, "port; 0 = any free one"),
       ZF_INT("server.io_threads", server.io_threads, 1, 64, "HTTP threads"),

@@ -14,14 +14,29 @@
 #include <memory>
 #include <string>
 
+#include "kernels/ggml_quant.hpp"
 #include "runtime/model/lm_weights.hpp"
 
 namespace zf {
 
-// The weights' dtype for serving: `engine.dtype` / `--dtype`.
-enum class weight_dtype { fp32, bf16 };
-// "fp32" / "bf16" -> the dtype; zf::error naming `option` and both choices for anything else.
+// The weights' dtype for serving: `engine.dtype` / `--dtype`. f16, q8_0, q4_0 (issue 18):
+// every projection and the head in llama.cpp's (ggml's) format of that name, quantized once at
+// load by ggml's reference quantizers into one owned buffer and run by kernels/ggml_quant.hpp
+// (lm_quant scheme "gguf", as a GGUF file read in place); MoE models are refused.
+enum class weight_dtype { fp32, bf16, f16, q8_0, q4_0 };
+// The name -> the dtype; zf::error naming `option` and every choice for anything else.
 weight_dtype parse_weight_dtype(const std::string& s, const std::string& option);
+// The ggml format of a ggml dtype (f16, q8_0, q4_0); false for fp32 and bf16.
+bool ggml_format_of(weight_dtype d, kernels::ggml_format& f);
+// Every projection and the head of w in ggml format f (scheme "gguf"); zf::error naming option
+// for quantized weights, MoE models, or inputs not whole blocks of f.
+std::shared_ptr<lm_quant> ggml_quant_of(const lm_weights& w, kernels::ggml_format f,
+                                        const std::string& option);
+// In place, as to_bf16_weights below for every dtype (fp32: nothing to do).
+void to_serving_weights(lm_weights& w, weight_dtype d, const std::string& option);
+// A copy in dtype d (not fp32), w untouched, as bf16_weights_of below.
+std::shared_ptr<const lm_weights> serving_weights_of(const lm_weights& w, weight_dtype d,
+                                                     const std::string& option);
 
 // The bf16 linear of an fp32 matrix with k inputs and n outputs, element (input j, output o) at
 // w[j * stride_k + o * stride_n] (a Conv1D [in, out] matrix: stride_k = n, stride_n = 1; the

@@ -80,12 +80,16 @@ const lm_weights& non_null(const std::shared_ptr<const lm_weights>& w) {
   return *w;
 }
 
-// The weights as the engine serves them: a bf16 copy under engine.dtype bf16 (the caller's fp32
-// ones are released when it lets them go), else as given.
+// The weights as the engine serves them: a copy in engine.dtype (bf16 or a ggml format; the
+// caller's fp32 ones are released when it lets them go), else as given (fp32, or already
+// converted).
 std::shared_ptr<const lm_weights> in_dtype(std::shared_ptr<const lm_weights> w,
                                            const engine_core_options& o) {
-  if (o.dtype != weight_dtype::bf16 || is_bf16(non_null(w))) return w;
-  return bf16_weights_of(*w, "engine.dtype bf16 (--dtype bf16)");
+  const lm_weights& v = non_null(w);
+  if (o.dtype == weight_dtype::fp32 || is_bf16(v)) return w;
+  kernels::ggml_format f{};
+  if (ggml_format_of(o.dtype, f) && v.quant && v.quant->scheme == "gguf") return w;
+  return serving_weights_of(v, o.dtype, "engine.dtype (--dtype)");
 }
 
 void histogram_text(std::string& out, const std::string& name, const std::string& help,

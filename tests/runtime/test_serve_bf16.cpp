@@ -323,7 +323,7 @@ TEST_CASE("bf16 serving: quantized models and bad dtype values are refused by na
   CHECK(zf::testing::contains(msg, "--dtype bf16"));
   CHECK(zf::testing::contains(msg, "already quantized (w4a16"));
   CHECK(zf::testing::contains(zf::testing::error_of([&] { parse_weight_dtype("fp16", "--dtype"); }),
-                              "--dtype: expected fp32 or bf16, got 'fp16'"));
+                              "--dtype: expected fp32, bf16, f16, q8_0 or q4_0, got 'fp16'"));
   const std::string bad =
       zf::testing::error_of([] { load_config("", std::vector<std::string>{"engine.dtype=fp16"}); });
   CHECK(zf::testing::contains(bad, "engine.dtype"));

@@ -9,6 +9,7 @@
 
 #include "kernels/ggml_quant.hpp"
 #include "runtime/core/config.hpp"
+#include "runtime/model/lm_bf16.hpp"
 #include "runtime/model/model.hpp"
 #include "storage/gguf.hpp"
 #include "storage/gguf_model.hpp"
@@ -245,4 +246,35 @@ TEST_CASE("gguf model: other architectures, bad tensors and formats are refused 
                                kv.value = storage::gguf_value::string("llama");
                          }),
                  "tokenizer.ggml.model is 'llama'"));
+}
+
+TEST_CASE("gguf model: --dtype f16, q8_0, q4_0 quantize at load to the bits of the GGUF file") {
+  // The same quantizers and kernels: a model converted at load (serve --dtype q4_0) gives the
+  // logits of its GGUF export read in place, bit for bit, in place or as a copy. The model is
+  // the file's dequantized weights (a tied head puts the embedding table in the file's format;
+  // ggml's quantizers give a dequantized row its own bytes back).
+  temp_dir d("gguf_dtype");
+  const std::vector<int> ids = gpt2_tok().encode("It was a bright cold day in April, and the");
+  for (const auto dt : {weight_dtype::f16, weight_dtype::q8_0, weight_dtype::q4_0}) {
+    kernels::ggml_format f{};
+    REQUIRE(ggml_format_of(dt, f));
+    const char* name = kernels::ggml_info(f).name;
+    CAPTURE(name);
+    const auto file = d.path / (std::string(name) + ".gguf");
+    storage::write_gpt2_gguf(small_model(true, 50257, 9), gpt2_tok(), file, f);
+    lm_weights w = storage::read_gpt2_gguf(file).weights;
+    const auto want = logits_of(storage::read_gpt2_gguf(file, true).weights, ids);
+    const auto copy = serving_weights_of(w, dt, "--dtype");
+    to_serving_weights(w, dt, "--dtype");
+    REQUIRE(w.quant);
+    CHECK(w.quant->scheme == "gguf");
+    CHECK(w.quant->head->ggml.fmt == f);
+    CHECK(logits_of(w, ids) == want);
+    CHECK(logits_of(*copy, ids) == want);
+    // already converted: another dtype is refused by name
+    CHECK(contains(error_of([&] { to_serving_weights(w, weight_dtype::bf16, "--dtype bf16"); }),
+                   "already quantized (gguf"));
+  }
+  CHECK(contains(error_of([] { parse_weight_dtype("q5_0", "--dtype"); }),
+                 "--dtype: expected fp32, bf16, f16, q8_0 or q4_0, got 'q5_0'"));
 }
