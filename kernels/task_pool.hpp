@@ -11,6 +11,7 @@
 //   - worker in [0, size()) names the thread (the caller is 0), for per-thread scratch.
 //   - The first exception thrown by fn is rethrown by run once every started piece has ended.
 // One job at a time: run waits for another thread's job to end; try_run returns false instead.
+// Not reentrant: fn must not run a job on the same pool (it would wait for itself).
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
