@@ -3,11 +3,6 @@
 // are decoded by gguf_codec (gguf_value.cpp); write_gguf is in gguf_write.cpp.
 #include "storage/gguf.hpp"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <array>
 #include <bit>
@@ -79,13 +74,6 @@ constexpr std::array<ggml_type_desc, 43> kTypes = {{
     {"Q1_0", 128, 18},     // 41
     {"Q2_0", 64, 18},      // 42
 }};
-
-struct fd_guard {
-  int fd = -1;
-  ~fd_guard() {
-    if (fd >= 0) ::close(fd);
-  }
-};
 
 }  // namespace
 
@@ -174,30 +162,11 @@ uint64_t gguf_tensor::n_elements() const {
 
 // ---- reader --------------------------------------------------------------------------------
 
-void gguf_file::unmapper::operator()(std::byte* p) const {
-  if (p != nullptr) ::munmap(p, size);
-}
-
 gguf_file gguf_file::open(const fs::path& p) {
-  const std::string file = p.string();
   gguf_file f;
   f.path_ = p;
-  std::size_t size = 0;
-  {
-    fd_guard fd{::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK)};  // a FIFO must not block
-    if (fd.fd < 0) fail("gguf file '{}': cannot open: {}", file, errno_text(errno));
-    require_regular(fd.fd, p);  // storage/fs_util: a FIFO, folder or device named, then blocking
-    struct stat st {};
-    if (::fstat(fd.fd, &st) != 0) fail("gguf file '{}': cannot stat: {}", file, errno_text(errno));
-    size = static_cast<std::size_t>(st.st_size);
-    if (size < kHeaderBytes)
-      fail("gguf file '{}': truncated: {} bytes, shorter than the {}-byte header", file, size,
-           kHeaderBytes);
-    void* m = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd.fd, 0);
-    if (m == MAP_FAILED) fail("gguf file '{}': mmap failed: {}", file, errno_text(errno));
-    f.map_ = std::unique_ptr<std::byte, unmapper>(static_cast<std::byte*>(m), unmapper{size});
-  }
-  parse(f, file, f.map_.get(), size);
+  f.map_ = mapped_file::open(p, "gguf file", kHeaderBytes);  // a FIFO or folder refused by name
+  parse(f, p.string(), reinterpret_cast<const std::byte*>(f.map_.data()), f.map_.size());
   return f;
 }
 

@@ -38,6 +38,8 @@
 #include <string_view>
 #include <vector>
 
+#include "storage/fs_util.hpp"
+
 namespace zf::storage {
 
 // ---- ggml tensor types ---------------------------------------------------------------------
@@ -207,12 +209,8 @@ class gguf_file {  // read-only, mmap-backed, movable
   static void parse(gguf_file& f, const std::string& file, const std::byte* base, std::size_t size);
   [[noreturn]] void wrong_type(std::string_view key, const gguf_value& v,
                                std::string_view wanted) const;
-  struct unmapper {
-    std::size_t size;
-    void operator()(std::byte* p) const;
-  };
   std::filesystem::path path_;
-  std::unique_ptr<std::byte, unmapper> map_;
+  mapped_file map_;               // open(): the whole file, read-only (storage/fs_util)
   std::vector<std::byte> owned_;  // from_bytes: the file's bytes (tensors point into them)
   uint32_t version_ = 0;
   uint32_t alignment_ = 32;

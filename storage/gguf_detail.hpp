@@ -42,10 +42,6 @@ T load(const std::byte* p) {
   return v;
 }
 
-inline std::string errno_text(int e) {
-  return std::strerror(e);
-}
-
 inline uint64_t align_up(uint64_t x, uint64_t a) {
   return (x + a - 1) / a * a;  // callers keep x + a below 2^64
 }

@@ -1,10 +1,5 @@
 #include "storage/safetensors.hpp"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <bit>
 #include <cerrno>
@@ -32,23 +27,12 @@ namespace {
 // not make us parse gigabytes).
 constexpr std::uint64_t kMaxHeader = 100'000'000;
 
-std::string errno_text(int e) {
-  return std::strerror(e);
-}
-
 template <class T>
 T load(const std::byte* p) {
   T v;
   std::memcpy(&v, p, sizeof(T));
   return v;
 }
-
-struct fd_guard {
-  int fd = -1;
-  ~fd_guard() {
-    if (fd >= 0) ::close(fd);
-  }
-};
 
 }  // namespace
 
@@ -60,34 +44,12 @@ std::size_t dtype_size(std::string_view d) {
   return 0;
 }
 
-void safetensors_file::unmapper::operator()(std::byte* p) const {
-  if (p != nullptr) ::munmap(p, size);
-}
-
 safetensors_file safetensors_file::open(const fs::path& p) {
-  const std::string file = p.string();
   safetensors_file f;
   f.path_ = p;
-
-  std::size_t size = 0;
-  {
-    fd_guard fd{::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK)};  // a FIFO must not block
-    if (fd.fd < 0) fail("safetensors file '{}': cannot open: {}", file, errno_text(errno));
-    require_regular(fd.fd, p);  // storage/fs_util: a FIFO, folder or device named, then blocking
-    struct stat st {};
-    if (::fstat(fd.fd, &st) != 0)
-      fail("safetensors file '{}': cannot stat: {}", file, errno_text(errno));
-    size = static_cast<std::size_t>(st.st_size);
-    if (size < 8)
-      fail(
-          "safetensors file '{}': truncated: {} bytes, shorter than the 8-byte header length "
-          "field",
-          file, size);
-    void* m = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd.fd, 0);
-    if (m == MAP_FAILED) fail("safetensors file '{}': mmap failed: {}", file, errno_text(errno));
-    f.map_ = std::unique_ptr<std::byte, unmapper>(static_cast<std::byte*>(m), unmapper{size});
-  }
-  parse(f, file, f.map_.get(), size);
+  // a FIFO or folder refused by name; shorter than the 8-byte header length field: truncated
+  f.map_ = mapped_file::open(p, "safetensors file", 8);
+  parse(f, p.string(), reinterpret_cast<const std::byte*>(f.map_.data()), f.map_.size());
   return f;
 }
 

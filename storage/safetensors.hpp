@@ -28,6 +28,8 @@
 #include <string_view>
 #include <vector>
 
+#include "storage/fs_util.hpp"
+
 namespace zf::storage {
 
 // Bytes per element of a safetensors dtype ("F32" -> 4, "BF16" -> 2, "BOOL" -> 1, ...); 0 if the
@@ -71,12 +73,8 @@ class safetensors_file {  // read-only, mmap-backed, movable
   // Validates the header of the file at [base, base + size) (size >= 8) and fills f's tables.
   static void parse(safetensors_file& f, const std::string& file, const std::byte* base,
                     std::size_t size);
-  struct unmapper {
-    std::size_t size;
-    void operator()(std::byte* p) const;
-  };
   std::filesystem::path path_;
-  std::unique_ptr<std::byte, unmapper> map_;
+  mapped_file map_;               // open(): the whole file, read-only (storage/fs_util)
   std::vector<std::byte> owned_;  // from_bytes: the file's bytes (tensors point into them)
   std::vector<st_tensor> tensors_;
   std::map<std::string, std::size_t, std::less<>> index_;  // name -> position in tensors_
