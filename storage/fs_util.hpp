@@ -54,6 +54,18 @@ class mapped_file {
 // For a descriptor opened with O_NONBLOCK: zf::error naming p unless it is a regular file, else
 // switches it to blocking reads. The caller keeps (and closes) fd either way.
 void require_regular(int fd, const std::filesystem::path& p);
+// "a, b, c, ..." : the names of the first `most` items (then ", ..."), for a tensor file
+// reader's "no tensor named X (the file has N tensors: ...)".
+template <class Items>
+std::string first_names(const Items& items, std::size_t most = 8) {
+  std::string some;
+  std::size_t shown = 0;
+  for (const auto& t : items) {
+    if (shown == most) return some + ", ...";
+    some += (shown++ ? ", " : "") + t.name;
+  }
+  return some;
+}
 std::string read_text_file(const std::filesystem::path& p);  // zf::error naming the file
 uint32_t crc32_of(const void* data, std::size_t n, uint32_t seed = 0);
 uint32_t crc32_file(const std::filesystem::path& p, std::size_t* size = nullptr);

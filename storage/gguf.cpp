@@ -389,17 +389,8 @@ const gguf_tensor* gguf_file::find(std::string_view name) const {
 
 const gguf_tensor& gguf_file::at(std::string_view name) const {
   if (const gguf_tensor* t = find(name)) return *t;
-  std::string some;
-  std::size_t shown = 0;
-  for (const auto& t : tensors_) {
-    if (shown == 8) {
-      some += ", ...";
-      break;
-    }
-    some += (shown++ ? ", " : "") + t.name;
-  }
   fail("gguf file '{}': no tensor named '{}' (the file has {} tensors: {})", path_.string(), name,
-       tensors_.size(), some);
+       tensors_.size(), first_names(tensors_));
 }
 
 }  // namespace zf::storage

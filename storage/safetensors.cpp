@@ -208,17 +208,8 @@ const st_tensor* safetensors_file::find(std::string_view name) const {
 
 const st_tensor& safetensors_file::at(std::string_view name) const {
   if (const st_tensor* t = find(name)) return *t;
-  std::string some;
-  std::size_t shown = 0;
-  for (const auto& t : tensors_) {
-    if (shown == 8) {
-      some += ", ...";
-      break;
-    }
-    some += (shown++ ? ", " : "") + t.name;
-  }
   fail("safetensors file '{}': no tensor named '{}' (the file has {} tensors: {})", path_.string(),
-       name, tensors_.size(), some);
+       name, tensors_.size(), first_names(tensors_));
 }
 
 std::vector<float> safetensors_file::to_f32(std::string_view name) const {

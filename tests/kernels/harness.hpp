@@ -1,7 +1,8 @@
 #pragma once
 // Helpers of the kernel harness (test_harness*.cpp) and of the per-family tests that share its
 // fixtures: the closeness test against a double reference, column extraction from fused rows,
-// and the paged-attention fixture (scrambled block table over a NaN-filled pool).
+// the paged-attention fixture (scrambled block table over a NaN-filled pool), and a lent
+// kernel_pool that runs each piece on a thread of its own.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -9,10 +10,13 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <numeric>
+#include <thread>
 #include <vector>
 
 #include "grad_check.hpp"
+#include "kernels/dispatch.hpp"
 #include "kernels/paged_attention.hpp"
 #include "reference.hpp"
 
@@ -72,6 +76,20 @@ inline std::vector<float> columns(const std::vector<float>& buf, int rows, int l
     for (int c = 0; c < C; ++c) out[r * C + c] = buf[static_cast<std::size_t>(r) * ld + col0 + c];
   }
   return out;
+}
+
+// A pool to lend the kernels (kernels::kernel_pool_scope) with `threads` threads: run(n, fn)
+// starts one thread per piece, and *pieces holds the last job's n.
+inline kernels::kernel_pool thread_per_piece_pool(int threads, int* pieces) {
+  kernels::kernel_pool pool;
+  pool.threads = threads;
+  pool.run = [pieces](int n, const std::function<void(int)>& fn) {
+    *pieces = n;
+    std::vector<std::thread> ts;
+    for (int i = 0; i < n; ++i) ts.emplace_back(fn, i);
+    for (auto& t : ts) t.join();
+  };
+  return pool;
 }
 
 // Paged attention of tq rows at positions start.. (n_head query heads, n_kv kv heads of hd, KV

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "harness.hpp"
 #include "kernels/bf16_linear.hpp"
 #include "kernels/convert.hpp"
 #include "kernels/dispatch.hpp"
@@ -136,15 +137,8 @@ TEST_CASE("bf16 linear: threads lent through kernel_pool give the same bits") {
   const bf16_matrix w{n, k, wb.data()};
   std::vector<float> alone(sz(m) * n), pooled(sz(m) * n);
   bf16_gemm(w, {x.data(), 0, m, nullptr, alone.data(), 0, false});
-  kernel_pool pool;
-  pool.threads = 3;
   int calls = 0;
-  pool.run = [&](int cnt, const std::function<void(int)>& fn) {
-    calls = cnt;
-    std::vector<std::thread> ts;
-    for (int i = 0; i < cnt; ++i) ts.emplace_back(fn, i);
-    for (auto& t : ts) t.join();
-  };
+  const kernel_pool pool = zf::test::thread_per_piece_pool(3, &calls);
   {
     kernel_pool_scope lend(&pool);
     bf16_gemm(w, {x.data(), 0, m, nullptr, pooled.data(), 0, false});

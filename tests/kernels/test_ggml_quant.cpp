@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "harness.hpp"
 #include "kernels/convert.hpp"
 #include "kernels/dispatch.hpp"
 #include "kernels/ggml_quant.hpp"
@@ -416,15 +417,8 @@ TEST_CASE("ggml: a row's outputs are the same bits in any batch, output split an
       CHECK(c2 == alone);
     }
     set_num_threads(prev);
-    kernel_pool pool;
-    pool.threads = 3;
     int calls = 0;
-    pool.run = [&](int cnt, const std::function<void(int)>& fn) {
-      calls = cnt;
-      std::vector<std::thread> ts;
-      for (int i = 0; i < cnt; ++i) ts.emplace_back(fn, i);
-      for (auto& t : ts) t.join();
-    };
+    const kernel_pool pool = zf::test::thread_per_piece_pool(3, &calls);
     {
       kernel_pool_scope lend(&pool);
       ggml_gemm(w, {x.data(), 0, 3, nullptr, pooled.data(), 0, false});
