@@ -87,8 +87,10 @@ std::shared_ptr<const lm_weights> in_dtype(std::shared_ptr<const lm_weights> w,
                                            const engine_core_options& o) {
   const lm_weights& v = non_null(w);
   if (o.dtype == weight_dtype::fp32 || is_bf16(v)) return w;
-  kernels::ggml_format f{};
-  if (ggml_format_of(o.dtype, f) && v.quant && v.quant->scheme == "gguf") return w;
+  kernels::ggml_format f{};  // converted already (serve --dtype q4_0 does it in place)
+  if (ggml_format_of(o.dtype, f) && v.quant && v.quant->scheme == "gguf" && v.quant->head &&
+      v.quant->head->ggml.fmt == f)
+    return w;  // anything else quantized is refused by name below
   return serving_weights_of(v, o.dtype, "engine.dtype (--dtype)");
 }
 
