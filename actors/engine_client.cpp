@@ -1,7 +1,6 @@
 // The trainer's side of actors/engine_remote.hpp: starts the engine process, joins it (CAF for
 // control, a two-rank Gloo group for weights) and is its serve::completion_backend.
 #include <fmt/format.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -9,16 +8,15 @@
 #include <caf/io/all.hpp>
 #include <map>
 #include <mutex>
-#include <random>
 #include <thread>
 
 #include "actors/backend_text.hpp"
 #include "actors/engine_remote.hpp"
 #include "actors/engine_remote_protocol.hpp"
 #include "runtime/core/error.hpp"
-#include "runtime/core/process.hpp"
 #include "runtime/core/serial_queue.hpp"
 #include "runtime/dist/comm.hpp"
+#include "runtime/serve/engine_child.hpp"
 #include "runtime/serve/request_book.hpp"
 #include "runtime/text/chat_template.hpp"
 
@@ -33,24 +31,16 @@ class remote_engine final : public text_backend {
       : text_backend(std::move(tok)), spec_(first->cfg), total_(first->layout.total), o_(o) {
     configure_engine_remote(cfg_);
     sys_ = std::make_unique<caf::actor_system>(cfg_);
-    const fs::path dir = o.work_dir / fmt::format(".engine-{}-{}", ::getpid(), random_secret());
-    fs::create_directories(dir);
-    fs::permissions(dir, fs::perms::owner_all, fs::perm_options::replace);  // 0700
-    secret_ = random_secret();
-    child_ = std::make_unique<child_process>(
-        o.executable, std::vector<std::string>{"engine-host", "--rendezvous", dir.string()},
-        std::vector<std::pair<std::string, std::string>>{{"ZF_ENGINE_SECRET", secret_}});
+    child_ = std::make_unique<serve::engine_child>(o.executable, o.work_dir, o.name);
     try {
-      join(dir);
+      join();
       hello(first, c);
       sync_ = std::make_unique<serial_queue>();
     } catch (...) {
-      std::error_code ec;
-      fs::remove_all(dir, ec);
       shutdown();
       throw;
     }
-    fs::remove_all(dir);
+    child_->remove_dir();
   }
 
   ~remote_engine() override { shutdown(); }
@@ -65,7 +55,7 @@ class remote_engine final : public text_backend {
     serve::submit_result r{0, 503, 0, ""};
     caf::scoped_actor self{*sys_};
     self->monitor(host_);
-    self->send(host_, rsubmit_atom::value, secret_, cid, std::move(req));
+    self->send(host_, rsubmit_atom::value, child_->secret(), cid, std::move(req));
     if (auto x = answer<serve::submit_result>(self, std::chrono::seconds(60), r.message)) r = *x;
     if (r.status == 200) {
       r.id = cid;
@@ -77,13 +67,15 @@ class remote_engine final : public text_backend {
     return r;
   }
 
-  void cancel(uint64_t id) override { caf::anon_send(host_, rcancel_atom::value, secret_, id); }
+  void cancel(uint64_t id) override {
+    caf::anon_send(host_, rcancel_atom::value, child_->secret(), id);
+  }
 
   std::string metrics_text() const override {
     std::string text, why;
     caf::scoped_actor self{*sys_};
     self->monitor(host_);
-    self->send(host_, rmetrics_atom::value, secret_);
+    self->send(host_, rmetrics_atom::value, child_->secret());
     if (auto x = answer<std::string>(self, std::chrono::seconds(5), why)) text = std::move(*x);
     return text;
   }
@@ -96,8 +88,8 @@ class remote_engine final : public text_backend {
   std::string failure() const override {
     if (!book_) return "";
     if (auto g = book_->gone(); !g.empty()) return g;
-    if (auto e = child_->exited()) {
-      book_->fail_all(fmt::format("{} (process {}) {}", o_.name, child_->pid(), *e));
+    if (auto e = child_->ended()) {
+      book_->fail_all(*e);
       return book_->gone();
     }
     return "";
@@ -121,7 +113,7 @@ class remote_engine final : public text_backend {
     caf::scoped_actor self{*sys_};
     self->monitor(host_);
     serve::weights_result r{503, version_.load(), ""};
-    self->send(host_, rweights_atom::value, secret_, v);
+    self->send(host_, rweights_atom::value, child_->secret(), v);
     try {
       push(w);
     } catch (const std::exception& e) {
@@ -133,25 +125,22 @@ class remote_engine final : public text_backend {
   }
 
   // The child's port from the rendezvous folder, then the actor and the Gloo group.
-  void join(const fs::path& dir) {
-    auto store = comm::make_file_store(dir);
-    const auto deadline = std::chrono::steady_clock::now() + o_.start_timeout;
-    std::vector<char> port;
-    while (port.empty()) {
-      if (auto e = child_->exited())
-        fail("{} (process {}) {} before it started", o_.name, child_->pid(), *e);
-      if (std::chrono::steady_clock::now() > deadline)
-        fail("{} (process {}) did not start within {} s", o_.name, child_->pid(),
-             o_.start_timeout.count());
-      try {
-        port = store->get("engine_port", std::chrono::milliseconds(200));
-      } catch (const std::exception&) {
-      }
-    }
-    auto h = sys_->middleman().remote_actor<engine_host_actor>(
-        "127.0.0.1", static_cast<uint16_t>(std::stoi(std::string(port.begin(), port.end()))));
+  void join() {
+    auto store = comm::make_file_store(child_->dir());
+    const uint16_t port = child_->wait_port(
+        [&]() -> std::string {
+          try {
+            const auto v = store->get("engine_port", std::chrono::milliseconds(200));
+            return {v.begin(), v.end()};
+          } catch (const std::exception&) {
+            return "";  // not there yet
+          }
+        },
+        o_.start_timeout);
+    auto h = sys_->middleman().remote_actor<engine_host_actor>("127.0.0.1", port);
     if (!h)
-      fail("{}: cannot reach process {}: {}", o_.name, child_->pid(), sys_->render(h.error()));
+      fail("{}: cannot reach process {}: {}", o_.name, child_->process().pid(),
+           sys_->render(h.error()));
     host_ = *h;
     comm_ = comm::make_gloo(0, 2, store, "127.0.0.1", "weights");
     book_ = std::make_shared<serve::request_book>();
@@ -177,11 +166,11 @@ class remote_engine final : public text_backend {
                    std::max<uint64_t>(1, o_.bucket_bytes / sizeof(float))};
     caf::scoped_actor self{*sys_};
     self->monitor(host_);
-    self->send(host_, rhello_atom::value, secret_, events_, h);
+    self->send(host_, rhello_atom::value, child_->secret(), events_, h);
     push(*first);
     serve::weights_result r{500, 0, ""};
     if (auto x = answer<serve::weights_result>(self, o_.start_timeout, r.message)) r = *x;
-    if (r.status != 200) fail("{} (process {}): {}", o_.name, child_->pid(), r.message);
+    if (r.status != 200) fail("{} (process {}): {}", o_.name, child_->process().pid(), r.message);
   }
 
   // The host's answer to what `self` (monitoring the host) sent it; nullopt with `why` set when
@@ -205,16 +194,10 @@ class remote_engine final : public text_backend {
                             o_.bucket_bytes / sizeof(float), 0);
   }
 
-  // Why the engine is gone when it is: its process and how it ended (waiting a moment for the
-  // exit status, which trails the closed connection), else `other`.
+  // Why the engine is gone when it is (engine_child::gone_or), else `other`.
   std::string gone_or(const std::string& other) const {
     if (auto g = book_ ? book_->gone() : ""; !g.empty()) return g;
-    for (int i = 0; i < 50; ++i) {
-      if (auto e = child_->exited())
-        return fmt::format("{} (process {}) {}", o_.name, child_->pid(), *e);
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return fmt::format("{} (process {}): {}", o_.name, child_->pid(), other);
+    return child_->gone_or(other);
   }
 
   void shutdown() {
@@ -226,7 +209,7 @@ class remote_engine final : public text_backend {
       watcher_ = nullptr;
       events_ = nullptr;
     }
-    if (child_) child_->wait_or_kill(std::chrono::seconds(10));
+    if (child_) child_->process().wait_or_kill(std::chrono::seconds(10));
     comm_.reset();
     host_ = nullptr;
     sys_.reset();
@@ -235,8 +218,7 @@ class remote_engine final : public text_backend {
   model_spec spec_;
   std::size_t total_;
   engine_process_options o_;
-  std::string secret_;
-  std::unique_ptr<child_process> child_;
+  std::unique_ptr<serve::engine_child> child_;  // the process, its folder and secret
   caf::actor_system_config cfg_;
   std::unique_ptr<caf::actor_system> sys_;
   engine_host_actor host_;
