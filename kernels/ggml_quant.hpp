@@ -28,8 +28,10 @@
 // 0: k) @ W^T (+ bias [n]) (+ y's previous values when accumulate), io as qgemm_io. Built for
 // decode (m = 1..16, and every m in batch-invariant mode; larger m outside it is prefill: the
 // matrix decoded to bf16 rows once per call and one oneDNN bf16 matmul with the activations
-// rounded to bf16, as bf16 serving's prefill; f32 rows through the fp32 GEMM). fp32
-// activations and fp32 accumulation; the weights are decoded in registers, never copied.
+// rounded to bf16, as bf16 serving's prefill; f32 rows through the fp32 GEMM). The float
+// formats: fp32 activations and fp32 accumulation; the weights are decoded in registers, never
+// copied. q8_0 / q4_0: activations quantized to 8 bits per block and integer dot products (see
+// "q8 activations" below); what follows describes the float formats' kernel.
 //   - Every decoded weight is exact in fp32: d (fp16, 11 significant bits) times a 4- or 8-bit
 //     code has at most 19 significant bits. So the only rounding is in the fp32 sums.
 //   - AVX-512 (F/BW/VL/DQ, chosen at run time; the build targets x86-64-v3): per 32-element
@@ -56,6 +58,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
+#include <vector>
 
 #include "kernels/quant.hpp"  // qgemm_io
 
@@ -108,6 +111,36 @@ inline constexpr double ggml_parallel_min = double(1 << 18);
 // cuda device).
 void ggml_gemm(const ggml_matrix& w, const qgemm_io& io);
 
+// ---- q8 activations: what the direct kernel multiplies q8_0 / q4_0 weights by ----
+// Each row of x is quantized per 32-element block b (ggml_quantize_x8): d_b = max |x_j| / 127
+// (fp32), id = 1 / d_b (0 when d_b is 0), q_j = nearbyint(x_j * id) (ties to even, |q_j| <=
+// 127), sum_b = the block's sum of q_j. The output is then, for each (row, output),
+//   y = sum over blocks b of (d_w,b * d_b) * isum_b,  isum_b = sum_j c_j q_j (exact integers;
+//   c_j the weight's code: q8_0's int8, q4_0's nibble - 8)
+// as llama.cpp's CPU backend computes these formats (vec_dot_q8_0_q8_0 / q4_0_q8_0). The only
+// roundings past the activations' quantization: d_w * d_b per block (one), one fp32
+// multiply-add per block pair and lane, and the 16-lane reduction (ggml_x8_cpu.cpp): against
+// ggml_x8_reference, |y - ref| <= (k / 64 + 8) * 2^-24 * sum_b |d_w,b d_b isum_b|-ish, well
+// inside the bound of the top of the file. Rows are quantized alone: batch-invariant.
+struct ggml_x8 {
+  const std::int8_t* q = nullptr;     // [m, k]
+  const float* d = nullptr;           // [m, k / 32]
+  const std::int32_t* sum = nullptr;  // [m, k / 32]
+};
+// x [k] (k % 32 == 0) -> q [k], d [k / 32], sum [k / 32].
+void ggml_quantize_x8(const float* x, int k, std::int8_t* q, float* d, std::int32_t* sum);
+// Quantized rows, the buffers grown once and reused (allocate once).
+struct ggml_x8_buffer {
+  std::vector<std::int8_t> q;
+  std::vector<float> d;
+  std::vector<std::int32_t> sum;
+  // x [m, k] (row stride ldx, 0: k) quantized row by row.
+  void quantize(const float* x, int ldx, int m, int k);
+  ggml_x8 view() const { return {q.data(), d.data(), sum.data()}; }
+};
+// Whether the q8-activation kernel uses AVX-512 VNNI (else its portable loop).
+bool ggml_x8_simd() noexcept;
+
 // Whether the kernel uses its AVX-512 path (the CPU has AVX-512 F/BW/VL/DQ and
 // set_ggml_simd(false) has not switched it off, e.g. to test the portable loop).
 bool ggml_simd() noexcept;
@@ -121,7 +154,13 @@ void ggml_gemm_prefill(const ggml_matrix& w, const qgemm_io& io);
 void ggml_gemm_reference(const ggml_matrix& w, const qgemm_io& io);
 // The fast kernel over outputs [o0, o1) of every row (AVX-512 or the portable loop), on the
 // calling thread; batch-invariant as above.
+// (q8_0 / q4_0: x quantized per call, then ggml_x8_direct.)
 void ggml_gemm_direct(const ggml_matrix& w, const qgemm_io& io, int o0, int o1);
+// q8_0 / q4_0 times quantized activations x (io.x unused), outputs [o0, o1) of every row.
+void ggml_x8_direct(const ggml_matrix& w, const ggml_x8& x, const qgemm_io& io, int o0, int o1);
+// The q8-activation spec: x quantized by ggml_quantize_x8, every block's product of the exact
+// weights and codes summed in double, times d_b, summed in double; then + bias, + y.
+void ggml_x8_reference(const ggml_matrix& w, const qgemm_io& io);
 }  // namespace cpu
 
 }  // namespace zf::kernels

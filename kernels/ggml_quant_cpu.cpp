@@ -16,6 +16,7 @@
 #include "kernels/convert.hpp"
 #include "kernels/dispatch.hpp"
 #include "kernels/ggml_quant.hpp"
+#include "kernels/ggml_simd.hpp"
 #include "kernels/task_pool.hpp"
 #include "kernels/threads.hpp"
 #include "kernels/vec8.hpp"
@@ -25,38 +26,18 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
-#define ZF_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c,fma")))
-
 namespace zf::kernels {
 namespace {
 
+using namespace ggml_detail;
 using sz = std::size_t;
 using u8 = std::uint8_t;
 bool g_simd_off = false;
-
-bool cpu_has_avx512() {
-  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-  return ok;
-}
 
 constexpr ggml_format_info k_info[] = {
     {"f32", 1, 4, 0},    {"f16", 1, 2, 1},    {"bf16", 1, 2, 30},
     {"q8_0", 32, 34, 8}, {"q4_0", 32, 18, 2},
 };
-
-inline std::uint16_t load_u16(const u8* p) {
-  std::uint16_t h;
-  std::memcpy(&h, p, 2);
-  return h;
-}
-
-// y[i, o] from the dot product d: + bias, then into y or onto it.
-inline void put(const qgemm_io& io, int ldy, int i, int o, float d) {
-  if (io.bias) d += io.bias[o];
-  float& y = io.y[sz(i) * ldy + o];
-  y = io.accumulate ? y + d : d;
-}
 
 // ---- encoders (ggml's reference quantizers) ----
 
@@ -177,56 +158,10 @@ struct dec<ggml_format::bf16> {
   }
 };
 
-// The block's fp16 scale, in every lane.
-ZF_AVX512 inline __m512 scale16(const u8* p) {
-  return _mm512_cvtph_ps(_mm256_set1_epi16(static_cast<short>(load_u16(p))));
-}
-
-// q8_0: sign-extend, convert (exact), times d (exact: 11 x 8 significant bits).
-template <>
-struct dec<ggml_format::q8_0> {
-  ZF_AVX512 static inline void run(const u8* r, int b, __m512& w0, __m512& w1) {
-    const u8* p = r + sz(b) * 34;
-    const __m512 d = scale16(p);
-    w0 = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
-                              _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2)))));
-    w1 = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
-                              _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 18)))));
-  }
-  ZF_AVX512 static inline void tail(const u8*, int, __mmask16, __mmask16, __m512&, __m512&) {}
-};
-
-// q4_0: the table (c - 8) * d for c = 0..15 (exact: 11 x 4 significant bits), read by vpermps
-// with each byte's low nibble (vpermps reads index bits 0..3 only) and its high nibble.
-template <>
-struct dec<ggml_format::q4_0> {
-  ZF_AVX512 static inline void run(const u8* r, int b, __m512& w0, __m512& w1) {
-    const u8* p = r + sz(b) * 18;
-    const __m512 t = _mm512_mul_ps(
-        scale16(p), _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7));
-    const __m512i v =
-        _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2)));
-    w0 = _mm512_permutexvar_ps(v, t);
-    w1 = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), t);
-  }
-  ZF_AVX512 static inline void tail(const u8*, int, __mmask16, __mmask16, __m512&, __m512&) {}
-};
-
-// Bytes of one 32-element block of F.
+// Bytes of one 32-element block of F (a float format: q8_0 / q4_0 run in ggml_x8_cpu.cpp).
 template <ggml_format F>
 constexpr int block_bytes_of() {
-  return F == ggml_format::q8_0   ? 34
-         : F == ggml_format::q4_0 ? 18
-         : F == ggml_format::f32  ? 128
-                                  : 64;
-}
-
-// The 16 lanes summed in a fixed order (halves, then quarters, ...).
-ZF_AVX512 inline float hsum16(__m512 v) {
-  const __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
-  const __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-  const __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));
-  return _mm_cvtss_f32(_mm_add_ss(c, _mm_movehdup_ps(c)));
+  return F == ggml_format::f32 ? 128 : 64;
 }
 
 // A tile of R rows of x (x, row stride ldx) times O weight rows (w, row stride rb): out[r][o].
@@ -458,6 +393,11 @@ void ggml_gemm_direct(const ggml_matrix& w, const qgemm_io& io, int o0, int o1) 
   o0 = std::max(o0, 0);
   o1 = std::min(o1, w.n);
   if (o0 >= o1 || io.m < 1) return;
+  if (w.fmt == ggml_format::q8_0 || w.fmt == ggml_format::q4_0) {
+    thread_local ggml_x8_buffer xq;
+    xq.quantize(io.x, io.ldx, io.m, w.k);
+    return ggml_x8_direct(w, xq.view(), io, o0, o1);
+  }
   if (!ggml_simd()) return direct_portable(w, io, o0, o1);
   // Passes of ggml_max_rows rows: each row's outputs are computed alike whatever the pass.
   for (int i0 = 0; i0 < io.m; i0 += ggml_max_rows) {
@@ -478,11 +418,7 @@ void ggml_gemm_direct(const ggml_matrix& w, const qgemm_io& io, int o0, int o1) 
       case ggml_format::bf16:
         direct_simd<ggml_format::bf16>(w, p, o0, o1);
         break;
-      case ggml_format::q8_0:
-        direct_simd<ggml_format::q8_0>(w, p, o0, o1);
-        break;
-      case ggml_format::q4_0:
-        direct_simd<ggml_format::q4_0>(w, p, o0, o1);
+      default:  // q8_0 / q4_0 went to ggml_x8_direct above
         break;
     }
   }
@@ -500,7 +436,17 @@ void ggml_gemm(const ggml_matrix& w, const qgemm_io& io) {
   // Prefill outside batch-invariant mode: one GEMM over the decoded matrix, where 16-row passes
   // of the direct kernel would decode the weights m / 16 times.
   if (io.m > ggml_max_rows && !batch_invariant()) return cpu::ggml_gemm_prefill(w, io);
-  auto fn = [&](int o0, int o1) { cpu::ggml_gemm_direct(w, io, o0, o1); };
+  // q8_0 / q4_0: the activations quantized once here (the caller's buffer: helpers read it).
+  const bool x8 = w.fmt == ggml_format::q8_0 || w.fmt == ggml_format::q4_0;
+  thread_local ggml_x8_buffer xq;
+  if (x8) xq.quantize(io.x, io.ldx, io.m, w.k);
+  const ggml_x8 xv = xq.view();
+  auto fn = [&](int o0, int o1) {
+    if (x8)
+      cpu::ggml_x8_direct(w, xv, io, o0, o1);
+    else
+      cpu::ggml_gemm_direct(w, io, o0, o1);
+  };
   if (double(io.m) * w.n * w.k < ggml_parallel_min || w.n < 32) return fn(0, w.n);
   // Pieces of whole 16-output groups; a lent pool gets a few per thread to even out progress.
   if (const kernel_pool* p = lent_pool(); p && p->threads >= 2) {

@@ -1,11 +1,12 @@
 // Batch-invariant GEMM, CPU (see matmul_invariant.hpp for the per-element order).
-// Not transposed: register tiles of 4 rows x 16 columns (8 accumulators); the k loop is cut
-// into blocks that continue each element's FMA chain through c, so blocking changes locality,
-// never arithmetic. Row and column remainders run the same chain one row / 8 / 1 lanes at a
-// time (a vector FMA lane and std::fma round identically).
-// Transposed: dots of contiguous rows, 4 rows of a against one row of b at a time, b in blocks
-// of rows that stay in cache; each dot is 8 lanes over k, a fixed tree over the lanes, then the
-// k tail in order.
+// Not transposed: up to 8 rows stream b through c (stream_rows); more rows take register tiles
+// of 4 rows x 16 columns (8 accumulators); the k loop is cut into blocks that continue each
+// element's FMA chain through c, so blocking changes locality, never arithmetic. Row and column
+// remainders run the same chain one row / 8 / 1 lanes at a time (a vector FMA lane and std::fma
+// round identically).
+// Transposed: dots of contiguous rows, 4 rows of a against one row of b at a time (a last row of
+// a against 4 rows of b), b in blocks of rows that stay in cache; each dot is 8 lanes over k, a
+// fixed tree over the lanes, then the k tail in order.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -65,12 +66,86 @@ void row_block(const float* a, sz lda, const float* b, sz ldb, float* c, sz ldc,
   for (; j < j1; ++j) tile1<R>(a, lda, b + j, ldb, c + j, ldc, k0, k1, from_zero);
 }
 
+// A few rows (decode): R rows of c [R, n] in columns of k_sb, each element's chain kept in c
+// (L1-resident) while the rows of b stream through four at a time, contiguous: the tiles above
+// read 64 bytes per row of b at a stride of n, which the prefetchers serve badly (~10 GB/s on 2
+// cores against ~20 for a stream). Same chain, so the same bits.
+constexpr int k_sb = 1024;  // columns of c per pass (R x 4 KiB)
+
+template <int R>
+void stream_rows(const float* a, sz lda, const float* b, sz ldb, float* c, sz ldc, int n, int k,
+                 bool beta1) {
+  for (int j0 = 0; j0 < n; j0 += k_sb) {
+    const int w = std::min(n, j0 + k_sb) - j0, w8 = w / 8 * 8;
+    float* c0 = c + j0;
+    if (!beta1)
+      for (int r = 0; r < R; ++r) std::fill(c0 + r * ldc, c0 + r * ldc + w, 0.0f);
+    int kk = 0;
+    for (; kk + 4 <= k; kk += 4) {
+      const float* b0 = b + sz(kk) * ldb + j0;
+      const float *b1 = b0 + ldb, *b2 = b1 + ldb, *b3 = b2 + ldb;
+      __m256 av[R][4];
+      for (int r = 0; r < R; ++r)
+        for (int q = 0; q < 4; ++q) av[r][q] = _mm256_broadcast_ss(a + r * lda + kk + q);
+      int j = 0;
+      for (; j < w8; j += 8) {
+        const __m256 w0 = _mm256_loadu_ps(b0 + j), w1 = _mm256_loadu_ps(b1 + j),
+                     w2 = _mm256_loadu_ps(b2 + j), w3 = _mm256_loadu_ps(b3 + j);
+        for (int r = 0; r < R; ++r) {
+          float* cr = c0 + r * ldc + j;
+          __m256 s = _mm256_loadu_ps(cr);
+          s = _mm256_fmadd_ps(av[r][0], w0, s);
+          s = _mm256_fmadd_ps(av[r][1], w1, s);
+          s = _mm256_fmadd_ps(av[r][2], w2, s);
+          s = _mm256_fmadd_ps(av[r][3], w3, s);
+          _mm256_storeu_ps(cr, s);
+        }
+      }
+      for (; j < w; ++j)
+        for (int r = 0; r < R; ++r) {
+          float& s = c0[r * ldc + j];
+          const float* ar = a + r * lda + kk;
+          s = std::fma(ar[0], b0[j], s);
+          s = std::fma(ar[1], b1[j], s);
+          s = std::fma(ar[2], b2[j], s);
+          s = std::fma(ar[3], b3[j], s);
+        }
+    }
+    for (; kk < k; ++kk)
+      for (int r = 0; r < R; ++r)
+        for (int j = 0; j < w; ++j)
+          c0[r * ldc + j] = std::fma(a[r * lda + kk], b[sz(kk) * ldb + j0 + j], c0[r * ldc + j]);
+  }
+}
+
+constexpr int k_stream_rows = 8;  // at most this many rows take stream_rows
+
 void gemm_nn(int m, int n, int k, const float* a, sz lda, const float* b, sz ldb, bool beta1,
              float* c, sz ldc) {
   if (k == 0) {
     if (!beta1)
       for (int i = 0; i < m; ++i) std::fill(c + sz(i) * ldc, c + sz(i) * ldc + n, 0.0f);
     return;
+  }
+  if (m <= k_stream_rows) {
+    switch (m) {
+      case 1:
+        return stream_rows<1>(a, lda, b, ldb, c, ldc, n, k, beta1);
+      case 2:
+        return stream_rows<2>(a, lda, b, ldb, c, ldc, n, k, beta1);
+      case 3:
+        return stream_rows<3>(a, lda, b, ldb, c, ldc, n, k, beta1);
+      case 4:
+        return stream_rows<4>(a, lda, b, ldb, c, ldc, n, k, beta1);
+      case 5:
+        return stream_rows<5>(a, lda, b, ldb, c, ldc, n, k, beta1);
+      case 6:
+        return stream_rows<6>(a, lda, b, ldb, c, ldc, n, k, beta1);
+      case 7:
+        return stream_rows<7>(a, lda, b, ldb, c, ldc, n, k, beta1);
+      default:
+        return stream_rows<8>(a, lda, b, ldb, c, ldc, n, k, beta1);
+    }
   }
   for (int j0 = 0; j0 < n; j0 += k_nb) {
     const int j1 = std::min(n, j0 + k_nb);
@@ -113,6 +188,24 @@ void dots(const float* a, sz lda, const float* brow, int k, float* out) {
   }
 }
 
+// dots of one row of a with 4 rows of b: out[q] = dots<1>(a, b row q), the same operations;
+// four independent chains hide the FMA latency a single dot waits on (a decode row's head).
+void dots_rows4(const float* a, const float* b, sz ldb, int k, float* out) {
+  __m256 acc[4];
+  for (int q = 0; q < 4; ++q) acc[q] = _mm256_setzero_ps();
+  const int k8 = k / 8 * 8;
+  for (int kk = 0; kk < k8; kk += 8) {
+    const __m256 av = _mm256_loadu_ps(a + kk);
+    for (int q = 0; q < 4; ++q)
+      acc[q] = _mm256_fmadd_ps(av, _mm256_loadu_ps(b + q * ldb + kk), acc[q]);
+  }
+  for (int q = 0; q < 4; ++q) {
+    float s = lanes_sum(acc[q]);
+    for (int kk = k8; kk < k; ++kk) s = std::fma(a[kk], b[q * ldb + kk], s);
+    out[q] = s;
+  }
+}
+
 void gemm_nt(int m, int n, int k, const float* a, sz lda, const float* b, sz ldb, bool beta1,
              float* c, sz ldc) {
   float d[4];
@@ -130,11 +223,20 @@ void gemm_nt(int m, int n, int k, const float* a, sz lda, const float* b, sz ldb
         dots<4>(a + sz(i) * lda, lda, b + sz(j) * ldb, k, d);
         put(4, j);
       }
-    for (; i < m; ++i)
-      for (int j = j0; j < j1; ++j) {
+    for (; i < m; ++i) {
+      int j = j0;
+      for (; j + 4 <= j1; j += 4) {
+        dots_rows4(a + sz(i) * lda, b + sz(j) * ldb, ldb, k, d);
+        for (int q = 0; q < 4; ++q) {
+          float& out = c[sz(i) * ldc + j + q];
+          out = beta1 ? out + d[q] : d[q];
+        }
+      }
+      for (; j < j1; ++j) {
         dots<1>(a + sz(i) * lda, lda, b + sz(j) * ldb, k, d);
         put(1, j);
       }
+    }
   }
 }
 

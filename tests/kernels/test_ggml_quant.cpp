@@ -292,12 +292,13 @@ TEST_CASE("ggml: the encoders follow ggml's reference quantizers") {
 }
 
 TEST_CASE("ggml: the fast kernel equals the double reference within the fp32 bound") {
+  MESSAGE("ggml q8-activation kernel AVX-512 VNNI: " << std::string(ggml_x8_simd() ? "yes" : "no"));
   MESSAGE("ggml AVX-512 kernel: " << std::string(ggml_simd() ? "yes" : "no (portable loop only)"));
   for (bool simd : {true, false}) {
     simd_scope s(simd);
     for (ggml_format f : k_all) {
       const bool q = ggml_block_size(f) > 1;
-      std::vector<int> ks = {32, 64, 768, 3072};
+      std::vector<int> ks = {32, 64, 96, 768, 3072};  // 96: an odd number of blocks
       if (!q) ks.insert(ks.end(), {1, 7, 33, 100});  // float formats: masked tails
       for (int k : ks)
         for (int n : {1, 7, 768, 2304})
@@ -324,7 +325,20 @@ TEST_CASE("ggml: the fast kernel equals the double reference within the fp32 bou
             io.y = got.data();
             ggml_gemm(w, io);
             io.y = ref.data();
-            cpu::ggml_gemm_reference(w, io);
+            // q8_0 / q4_0 multiply quantized activations (ggml_quant.hpp, "q8 activations"):
+            // their spec is the q8-activation reference, and |w x| is over the quantized x
+            if (q)
+              cpu::ggml_x8_reference(w, io);
+            else
+              cpu::ggml_gemm_reference(w, io);
+            std::vector<float> xs = x;  // x as the kernel sees it
+            if (q) {
+              ggml_x8_buffer xb;
+              xb.quantize(x.data(), ldx, m, k);
+              for (int i = 0; i < m; ++i)
+                for (int j = 0; j < k; ++j)
+                  xs[sz(i) * lx + j] = float(xb.q[sz(i) * k + j]) * xb.d[sz(i) * (k / 32) + j / 32];
+            }
             int bad = 0;
             for (int i = 0; i < m; ++i) {
               for (int o = 0; o < n; ++o) {
@@ -343,7 +357,7 @@ TEST_CASE("ggml: the fast kernel equals the double reference within the fp32 bou
                 if (diff <= g * std::fabs(dot) + extra) continue;
                 double mag = 0;
                 for (int j = 0; j < k; ++j)
-                  mag += std::fabs(double(wd[sz(o) * k + j]) * x[sz(i) * lx + j]);
+                  mag += std::fabs(double(wd[sz(o) * k + j]) * xs[sz(i) * lx + j]);
                 const double tol = g * mag + extra;
                 if (diff > tol && bad++ < 3) {
                   CAPTURE(i);

@@ -77,6 +77,27 @@ TEST_CASE("gemm_invariant: a row's result is the same bits in any batch and colu
   }
 }
 
+TEST_CASE("gemm_invariant: up to 8 rows stream b with the tiles' bits, wide n, beta 0 and 1") {
+  // m <= 8 streams b's rows through c (matmul_invariant_cpu.cpp, stream_rows), m > 8 runs the
+  // register tiles: the same FMA chain per element, so each row must match bit for bit, across
+  // column passes (n > 1024) and with a k tail (k % 4 != 0).
+  const int n = 2061, k = 131, m = 12;
+  auto a = randn(std::size_t(m) * k, 10), b = randn(std::size_t(k) * n, 11),
+       c0 = randn(std::size_t(m) * n, 12);
+  for (float beta : {0.0f, 1.0f}) {
+    std::vector<float> all = c0;
+    zf::kernels::gemm_invariant(false, m, n, k, a.data(), k, b.data(), n, beta, all.data(), n);
+    for (int rows = 1; rows <= 8; ++rows) {
+      CAPTURE(rows);
+      std::vector<float> few(c0.begin() + std::size_t(2) * n,
+                             c0.begin() + std::size_t(2 + rows) * n);
+      zf::kernels::gemm_invariant(false, rows, n, k, a.data() + std::size_t(2) * k, k, b.data(), n,
+                                  beta, few.data(), n);
+      CHECK(std::equal(few.begin(), few.end(), all.begin() + std::size_t(2) * n));
+    }
+  }
+}
+
 TEST_CASE("gemm_invariant: split over lent threads, the same bits as on one thread") {
   // kernels::gemm in batch-invariant mode spreads its output columns over a lent pool
   // (dispatch.hpp, kernel_pool); every element must still be computed as on one thread.

@@ -148,7 +148,7 @@ TEST_CASE("gguf model: read in place, the file's matrices give the dequantized m
   temp_dir d("gguf_inplace");
   const lm_weights w = small_model(true, 50257, 9);
   const std::vector<int> ids = gpt2_tok().encode("It was a bright cold day in April, and the");
-  REQUIRE(ids.size() <= 16);  // decode rows: the direct kernel, fp32 sums over exact weights
+  REQUIRE(ids.size() <= 16);  // decode rows: the direct kernel over the exact weights
   for (auto f : {kernels::ggml_format::f32, kernels::ggml_format::f16, kernels::ggml_format::q8_0,
                  kernels::ggml_format::q4_0}) {
     const char* name = kernels::ggml_info(f).name;
@@ -173,7 +173,13 @@ TEST_CASE("gguf model: read in place, the file's matrices give the dequantized m
       worst = std::max(worst, double(std::abs(a[i] - b[i])));
       scale = std::max(scale, double(std::abs(b[i])));
     }
-    CHECK(worst <= 1e-5 * scale);
+    // q8_0 / q4_0 multiply 8-bit activations (kernels/ggml_quant.hpp): each block's codes are
+    // within d / 2 = max |x| / 254 of x: this random model's logits move by ~0.6% of their
+    // scale (2% allowed); the float formats only by fp32 sums.
+    const bool q = f == kernels::ggml_format::q8_0 || f == kernels::ggml_format::q4_0;
+    MESSAGE(std::string(name) << ": in place vs dequantized, largest logit change " << worst
+                              << " of " << scale);
+    CHECK(worst <= (q ? 2e-2 : 1e-5) * scale);
   }
 }
 
