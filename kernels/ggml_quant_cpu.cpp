@@ -112,6 +112,7 @@ struct dec;
 
 template <>
 struct dec<ggml_format::f32> {
+  static sz offset(int b) { return sz(b) * 128; }
   ZF_AVX512 static inline void run(const u8* r, int b, __m512& w0, __m512& w1) {
     const float* p = reinterpret_cast<const float*>(r) + sz(b) * 32;
     w0 = _mm512_loadu_ps(p);
@@ -127,6 +128,7 @@ struct dec<ggml_format::f32> {
 
 template <>
 struct dec<ggml_format::f16> {
+  static sz offset(int b) { return sz(b) * 64; }
   ZF_AVX512 static inline void run(const u8* r, int b, __m512& w0, __m512& w1) {
     const u8* p = r + sz(b) * 64;
     w0 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
@@ -142,6 +144,7 @@ struct dec<ggml_format::f16> {
 
 template <>
 struct dec<ggml_format::bf16> {
+  static sz offset(int b) { return sz(b) * 64; }
   ZF_AVX512 static inline __m512 widen(__m256i h) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
   }
@@ -157,91 +160,6 @@ struct dec<ggml_format::bf16> {
     w1 = widen(_mm256_maskz_loadu_epi16(m1, p + 32));
   }
 };
-
-// Bytes of one 32-element block of F (a float format: q8_0 / q4_0 run in ggml_x8_cpu.cpp).
-template <ggml_format F>
-constexpr int block_bytes_of() {
-  return F == ggml_format::f32 ? 128 : 64;
-}
-
-// A tile of R rows of x (x, row stride ldx) times O weight rows (w, row stride rb): out[r][o].
-// Every (row, output) has two accumulators (elements 0..15 and 16..31 of each block), fed block
-// by block in input order, then the masked tail, then summed and reduced: the same operations in
-// every tile shape, so an output's bits do not depend on R, O or its neighbours.
-template <ggml_format F, int R, int O>
-ZF_AVX512 void tile(const u8* w, sz rb, int k, const float* x, sz ldx, float (&out)[R][O]) {
-  __m512 a0[R][O], a1[R][O];
-  for (int r = 0; r < R; ++r)
-    for (int o = 0; o < O; ++o) a0[r][o] = a1[r][o] = _mm512_setzero_ps();
-  const int nb = k / 32;
-  for (int b = 0; b < nb; ++b) {
-    for (int o = 0; o < O; ++o) {
-      __m512 w0, w1;
-      // One row: the next tile's rows prefetched at the same place (a prefetch never faults);
-      // decode's 8 interleaved short rows alone left the hardware prefetcher behind (f16 head
-      // 8 -> 26 GB/s).
-      if constexpr (R == 1) {
-        const sz bb = sz(block_bytes_of<F>()) * b;
-        _mm_prefetch(reinterpret_cast<const char*>(w + sz(o + O) * rb + bb), _MM_HINT_T0);
-      }
-      dec<F>::run(w + sz(o) * rb, b, w0, w1);
-      for (int r = 0; r < R; ++r) {
-        const float* xr = x + sz(r) * ldx + sz(b) * 32;
-        a0[r][o] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xr), a0[r][o]);
-        a1[r][o] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xr + 16), a1[r][o]);
-      }
-    }
-  }
-  if (const int left = k - nb * 32; left > 0) {  // float formats only (q formats: k % 32 == 0)
-    const __mmask16 m0 = static_cast<__mmask16>((1u << std::min(left, 16)) - 1u);
-    const __mmask16 m1 = static_cast<__mmask16>((1u << std::max(left - 16, 0)) - 1u);
-    for (int o = 0; o < O; ++o) {
-      __m512 w0, w1;
-      dec<F>::tail(w + sz(o) * rb, nb * 32, m0, m1, w0, w1);
-      for (int r = 0; r < R; ++r) {
-        const float* xr = x + sz(r) * ldx + sz(nb) * 32;
-        a0[r][o] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m0, xr), a0[r][o]);
-        a1[r][o] = _mm512_fmadd_ps(w1, _mm512_maskz_loadu_ps(m1, xr + 16), a1[r][o]);
-      }
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    for (int o = 0; o < O; ++o) out[r][o] = hsum16(_mm512_add_ps(a0[r][o], a1[r][o]));
-}
-
-// Rows [i, i + R) over outputs [o0, o1): tiles of O outputs, the rest one at a time.
-template <ggml_format F, int R, int O>
-ZF_AVX512 void rows_simd(const ggml_matrix& w, const qgemm_io& io, int i, int o0, int o1) {
-  const int ldx = io.ldx ? io.ldx : w.k, ldy = io.ldy ? io.ldy : w.n;
-  const sz rb = row_bytes(w.fmt, w.k);
-  const u8* base = static_cast<const u8*>(w.data);
-  const float* xi = io.x + sz(i) * ldx;
-  int o = o0;
-  for (; o + O <= o1; o += O) {
-    float d[R][O];
-    tile<F, R, O>(base + sz(o) * rb, rb, w.k, xi, sz(ldx), d);
-    for (int r = 0; r < R; ++r)
-      for (int c = 0; c < O; ++c) put(io, ldy, i + r, o + c, d[r][c]);
-  }
-  for (; o < o1; ++o) {
-    float d[R][1];
-    tile<F, R, 1>(base + sz(o) * rb, rb, w.k, xi, sz(ldx), d);
-    for (int r = 0; r < R; ++r) put(io, ldy, i + r, o, d[r][0]);
-  }
-}
-
-// One row (a decode step): 8 weight rows streamed at once; more rows: 4 rows x 2 outputs or
-// 2 rows x 4 outputs share each decoded block (16 accumulators either way).
-template <ggml_format F>
-ZF_AVX512 void direct_simd(const ggml_matrix& w, const qgemm_io& io, int o0, int o1) {
-  int i = 0;
-  for (; i + 4 <= io.m; i += 4) rows_simd<F, 4, 2>(w, io, i, o0, o1);
-  if (i + 2 <= io.m) {
-    rows_simd<F, 2, 4>(w, io, i, o0, o1);
-    i += 2;
-  }
-  if (i < io.m) rows_simd<F, 1, 8>(w, io, i, o0, o1);
-}
 
 // The family's helper threads when no pool is lent: one task_pool per thread count, started on
 // first use and kept (asleep) for the life of the process.
@@ -410,13 +328,13 @@ void ggml_gemm_direct(const ggml_matrix& w, const qgemm_io& io, int o0, int o1) 
     p.m = std::min(ggml_max_rows, io.m - i0);
     switch (w.fmt) {
       case ggml_format::f32:
-        direct_simd<ggml_format::f32>(w, p, o0, o1);
+        direct_simd<dec<ggml_format::f32>>(w, p, o0, o1);
         break;
       case ggml_format::f16:
-        direct_simd<ggml_format::f16>(w, p, o0, o1);
+        direct_simd<dec<ggml_format::f16>>(w, p, o0, o1);
         break;
       case ggml_format::bf16:
-        direct_simd<ggml_format::bf16>(w, p, o0, o1);
+        direct_simd<dec<ggml_format::bf16>>(w, p, o0, o1);
         break;
       default:  // q8_0 / q4_0 went to ggml_x8_direct above
         break;
