@@ -5,6 +5,8 @@
 // LlamaModel.permute gives; in-place reads against dequantized ones; llama.cpp's own greedy
 // continuation of the exported files; refusals naming the file and the key or tensor.
 #include <doctest/doctest.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -355,4 +357,39 @@ TEST_CASE("gguf llama: refusals name the file and the key or tensor") {
                                              d / "moe.gguf", ggml_format::f32);
                  }),
                  "with MoE"));
+}
+
+TEST_CASE("gguf llama: greedy ids equal llama.cpp's on exported files") {
+  // tests/golden/gguf/llama_cpp_greedy.json holds what bench/llama_cpp_greedy.mjs printed
+  // (node-llama-cpp 3.21.1: llama.cpp's CPU build) for these files and this prompt; to remake
+  // it, run this test with ZF_GGUF_LLAMA_DUMP=DIR (the files are copied there) and the script on
+  // each DIR/<case>.gguf. The files: tiny-llama (GQA, untied) in f32 and q8_0, tiny-llama31
+  // (tied: no output.weight; llama3 rope scaling: rope_freqs.weight) in f32. With attn_q /
+  // attn_k left in Hugging Face's row order llama.cpp continues the f32 file differently from
+  // the first token on (318, 32, 111, ...), so the permutation is what makes them agree. The
+  // serving path reads the files in place.
+  const auto golden = nlohmann::json::parse(zf::testing::slurp(
+      fs::path(ZF_SOURCE_DIR) / "tests" / "golden" / "gguf" / "llama_cpp_greedy.json"));
+  temp_dir d("gguf_llama_greedy");
+  const auto ids = short_ids();
+  CHECK(golden["prompt"].get<std::vector<int>>() == ids);
+  struct one {
+    const char* name;
+    const char* model;
+    ggml_format f;
+  };
+  for (const one c :
+       {one{"f32", "tiny-llama", ggml_format::f32}, one{"q8_0", "tiny-llama", ggml_format::q8_0},
+        one{"llama31_f32", "tiny-llama31", ggml_format::f32}}) {
+    CAPTURE(c.name);
+    const auto file = d / (std::string(c.name) + ".gguf");
+    storage::write_llama_gguf(tiny_llama(c.model), llama_tok(), file, c.f);
+    if (const char* dump = std::getenv("ZF_GGUF_LLAMA_DUMP"))
+      fs::copy_file(file, fs::path(dump) / file.filename(), fs::copy_options::overwrite_existing);
+    const auto want = golden[c.name]["ids"].get<std::vector<int>>();
+    const auto got = greedy(storage::read_gguf_model(file, true).weights, ids, 16);
+    CAPTURE(fmt::format("prompt [{}], ours [{}]", fmt::join(ids, ", "), fmt::join(got, ", ")));
+    CHECK(want.size() == 16);
+    CHECK(got == want);
+  }
 }
