@@ -393,3 +393,39 @@ TEST_CASE("gguf llama: greedy ids equal llama.cpp's on exported files") {
     CHECK(got == want);
   }
 }
+
+TEST_CASE("gguf llama: tokenizer.ggml.pre and add_bos_token follow the tokenizer's own files") {
+  temp_dir d("gguf_llama_tok");
+  const lm_weights w = tiny_llama("tiny-llama");
+  // Qwen 2's regex (single digits) and a TemplateProcessing that adds <|begin_of_text|>
+  auto j = zf::testing::fixture_json("tiny-llama");
+  j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] =
+      R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+  const nlohmann::json bos = {{"SpecialToken", {{"id", "<|begin_of_text|>"}, {"type_id", 0}}}};
+  j["post_processor"] = {
+      {"type", "TemplateProcessing"},
+      {"single", {bos, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+      {"special_tokens",
+       {{"<|begin_of_text|>",
+         {{"id", "<|begin_of_text|>"}, {"ids", {456}}, {"tokens", {"<|begin_of_text|>"}}}}}}};
+  temp_dir td("gguf_llama_tok_json");
+  const tokenizer qwen = zf::testing::load_json(td, j);
+  REQUIRE(qwen.prompt_specials().prefix == std::vector<int>{456});
+  const auto file = d / "qwen.gguf";
+  storage::write_llama_gguf(w, qwen, file, ggml_format::f32);
+  const auto g = storage::gguf_file::open(file);
+  CHECK(g.get_string("tokenizer.ggml.pre") == "qwen2");
+  CHECK(g.get_bool("tokenizer.ggml.add_bos_token"));
+  CHECK(g.get_int("tokenizer.ggml.bos_token_id") == 456);
+  const auto r = storage::read_llama_gguf(file);
+  CHECK(r.tok.encode_with_special(kText) == qwen.encode_with_special(kText));
+  CHECK(r.tok.pre_tokenizer_pattern() == qwen.pre_tokenizer_pattern());
+
+  // a regex llama.cpp has no name for is refused by name
+  j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = R"(\p{L}+|\p{N}+|\s+|.)";
+  temp_dir td2("gguf_llama_tok_json2");
+  const tokenizer odd = zf::testing::load_json(td2, j);
+  CHECK(contains(
+      error_of([&] { storage::write_llama_gguf(w, odd, d / "odd.gguf", ggml_format::f32); }),
+      "tokenizer.ggml.pre: the tokenizer's pre-tokenizer regex"));
+}
