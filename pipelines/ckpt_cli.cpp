@@ -137,7 +137,7 @@ void add_ckpt_subcommand(CLI::App& app) {
   a.exp = a.ckpt->add_subcommand(
       "export",
       "write the weights as Hugging Face safetensors (+ config.json beside) or as a GGUF file "
-      "llama.cpp reads (GPT-2, the tokenizer inside)");
+      "llama.cpp reads (GPT-2 or Llama, the tokenizer inside)");
   a.exp->add_option("DIR", a.dir, "step folder, checkpoints/ root or run folder")->required();
   a.exp->add_option("--format", a.format, "output format")
       ->check(CLI::IsMember({"safetensors", "gguf"}))
@@ -165,7 +165,7 @@ bool run_ckpt_subcommand() {
     if (!a.data_dir.empty()) cfg.data.data_dir = a.data_dir;
     kernels::ggml_format f{};
     kernels::parse_ggml_format(a.type, f);
-    storage::write_gpt2_gguf(w, open_tokenizer(cfg).first, a.out, f);
+    storage::write_gguf_model(w, open_tokenizer(cfg).first, a.out, f);
     std::cout << fmt::format("exported {} -> {} ({})\n",
                              storage::resolve_checkpoint(a.dir).string(), a.out, a.type);
   } else if (*a.exp) {

@@ -137,7 +137,7 @@ void add_score_subcommand(CLI::App& app) {
                              "per-token log-probs of texts (JSON lines) or perplexity (--ppl)");
   g_cmd->add_option("--checkpoint", a.checkpoint, "a zeroflow run, checkpoints/ or step folder");
   g_cmd->add_option("--hf", a.hf, "a Hugging Face folder (config.json, safetensors, tokenizer)");
-  g_cmd->add_option("--gguf", a.gguf, "a GGUF file (GPT-2, its tokenizer inside)");
+  g_cmd->add_option("--gguf", a.gguf, "a GGUF file (GPT-2 or Llama, its tokenizer inside)");
   g_cmd->add_option("--data-dir", a.data_dir, "folder with the gpt2/ tokenizer files");
   g_cmd->add_option("--input", a.input, "JSON lines, or a UTF-8 text file with --ppl")->required();
   g_cmd->add_flag("--ppl", a.ppl, "perplexity of the whole text file");

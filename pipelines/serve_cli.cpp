@@ -59,7 +59,8 @@ void add_model_options(CLI::App* c, model_args& m, const std::vector<std::string
                 "zeroflow checkpoint: step folder, checkpoints/ root or run folder");
   c->add_option("--hf", m.hf,
                 "Hugging Face model folder (config.json, *.safetensors, tokenizer.json)");
-  c->add_option("--gguf", m.gguf, "GGUF file (llama.cpp's GPT-2 layout, its tokenizer inside)");
+  c->add_option("--gguf", m.gguf,
+                "GGUF file (llama.cpp's GPT-2 or Llama layout, its tokenizer inside)");
   c->add_option("--data-dir", m.data_dir, "folder with the gpt2/ tokenizer (for --checkpoint)");
   add_config_flags(c, sections, m.config);
 }
@@ -127,7 +128,7 @@ std::pair<lm_weights, tokenizer> load_serving_model(const std::string& checkpoin
   if (int(!checkpoint.empty()) + int(!hf_dir.empty()) + int(!gguf.empty()) != 1)
     fail("give exactly one of --checkpoint DIR, --hf DIR and --gguf FILE");
   if (!gguf.empty()) {
-    auto g = storage::read_gpt2_gguf(gguf, true);  // the matrices read from the file in place
+    auto g = storage::read_gguf_model(gguf, true);  // GPT-2 or Llama, matrices in place
     return {std::move(g.weights), std::move(g.tok)};
   }
   if (!hf_dir.empty()) {

@@ -7,17 +7,18 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
-#include <nlohmann/json.hpp>
 
 #include "runtime/core/config.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/model/quant_linear.hpp"
 #include "storage/gguf.hpp"
+#include "storage/gguf_model_detail.hpp"
 
 namespace zf::storage {
 namespace fs = std::filesystem;
 namespace k = zf::kernels;
 using sz = std::size_t;
+using namespace gguf_detail;
 
 namespace {
 
@@ -52,7 +53,10 @@ std::vector<tensor_map> gpt2_names(const model_spec& s) {
   return out;
 }
 
-// llama.cpp's general.file_type for a model whose matrices are all in f.
+}  // namespace
+
+namespace gguf_detail {
+
 uint32_t file_type(k::ggml_format f) {
   switch (f) {
     case k::ggml_format::f16:
@@ -75,34 +79,14 @@ bool format_of(uint32_t ggml_type, k::ggml_format& out) {
   return false;
 }
 
-// The tokenizer's metadata: tokens (GPT-2 spelling), their types (1 normal, 3 control, 5 unused
-// for the rows the model has past the tokenizer) and merges by rank.
-void tokenizer_metadata(const tokenizer& tok, int vocab, std::vector<gguf_kv>& md) {
-  std::vector<std::string> tokens, merges;
-  std::vector<int32_t> types;
-  for (int id = 0; id < vocab; ++id) {
-    if (id < tok.vocab_size()) {
-      tokens.push_back(tok.token_spelling(id));
-      types.push_back(tok.is_special(id) ? 3 : 1);
-    } else {
-      tokens.push_back(fmt::format("[PAD{}]", id));
-      types.push_back(5);
-    }
-  }
-  for (const auto& [a, b] : tok.merge_pairs())
-    merges.push_back(tok.token_spelling(a) + " " + tok.token_spelling(b));
-  const int eot = tok.eot() >= 0 ? tok.eot() : vocab - 1;
-  md.push_back({"tokenizer.ggml.model", gguf_value::string("gpt2")});
-  md.push_back({"tokenizer.ggml.pre", gguf_value::string("gpt-2")});
-  md.push_back({"tokenizer.ggml.tokens", gguf_value::string_array(std::move(tokens))});
-  md.push_back({"tokenizer.ggml.token_type", gguf_value::array(types)});
-  md.push_back({"tokenizer.ggml.merges", gguf_value::string_array(std::move(merges))});
-  md.push_back({"tokenizer.ggml.bos_token_id", gguf_value::u32(uint32_t(eot))});
-  md.push_back({"tokenizer.ggml.eos_token_id", gguf_value::u32(uint32_t(eot))});
-  md.push_back({"tokenizer.ggml.add_bos_token", gguf_value::boolean(false)});
+std::string formats_text(const std::map<std::string, int>& counts) {
+  std::string formats;
+  for (const auto& [name, n] : counts)
+    formats += fmt::format("{}{} x {}", formats.empty() ? "" : ", ", name, n);
+  return formats;
 }
 
-}  // namespace
+}  // namespace gguf_detail
 
 void write_gpt2_gguf(const lm_weights& w, const tokenizer& tok, const fs::path& file,
                      k::ggml_format type) {
@@ -125,7 +109,8 @@ void write_gpt2_gguf(const lm_weights& w, const tokenizer& tok, const fs::path& 
       {"gpt2.block_count", gguf_value::u32(uint32_t(s.n_layer))},
       {"gpt2.attention.head_count", gguf_value::u32(uint32_t(s.n_head))},
       {"gpt2.attention.layer_norm_epsilon", gguf_value::f32(float(s.norm_eps))}};
-  tokenizer_metadata(tok, s.vocab_size, md);
+  const int eot = tok.eot() >= 0 ? tok.eot() : s.vocab_size - 1;
+  write_tokenizer(tok, s.vocab_size, {eot, eot, false, false}, md, "export --format gguf");
 
   std::vector<std::vector<std::byte>> owned;  // each tensor's encoded bytes
   std::vector<gguf_write> tensors;
@@ -162,43 +147,6 @@ void write_gpt2_gguf(const lm_weights& w, const tokenizer& tok, const fs::path& 
   for (sz i = 0; i < tensors.size(); ++i) tensors[i].data = owned[i].data();
   write_gguf(file, md, tensors);
 }
-
-namespace {
-
-// The tokenizer of a GPT-2 GGUF, rebuilt as the tokenizer.json it stands for.
-tokenizer read_tokenizer(const gguf_file& g) {
-  const std::string where = g.path().string();
-  if (g.get_string("tokenizer.ggml.model") != "gpt2")
-    fail("{}: tokenizer.ggml.model is '{}'; only GPT-2's byte-level BPE ('gpt2') is read", where,
-         g.get_string("tokenizer.ggml.model"));
-  if (g.has("tokenizer.ggml.pre") && g.get_string("tokenizer.ggml.pre") != "gpt-2")
-    fail("{}: tokenizer.ggml.pre is '{}'; only 'gpt-2' is read so far", where,
-         g.get_string("tokenizer.ggml.pre"));
-  const auto tokens = g.get_strings("tokenizer.ggml.tokens");
-  const auto merges = g.get_strings("tokenizer.ggml.merges");
-  std::vector<int64_t> types(tokens.size(), 1);
-  if (g.has("tokenizer.ggml.token_type")) types = g.get_ints("tokenizer.ggml.token_type");
-  if (types.size() != tokens.size())
-    fail("{}: tokenizer.ggml.token_type has {} entries for {} tokens", where, types.size(),
-         tokens.size());
-  sz n = tokens.size();  // unused (padding) rows at the end are not tokens
-  while (n > 0 && types[n - 1] == 5) --n;
-  nlohmann::json vocab = nlohmann::json::object(), added = nlohmann::json::array();
-  for (sz id = 0; id < n; ++id) {
-    vocab[tokens[id]] = id;
-    if (types[id] == 3 || types[id] == 4)
-      added.push_back({{"id", id}, {"content", tokens[id]}, {"special", types[id] == 3}});
-  }
-  const nlohmann::json j = {
-      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}}},
-      {"added_tokens", added},
-      {"normalizer", nullptr},
-      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
-      {"post_processor", nullptr}};
-  return tokenizer::from_hf_json(j, g.path());
-}
-
-}  // namespace
 
 gguf_model read_gpt2_gguf(const fs::path& file, bool in_place) {
   auto owner = std::make_shared<gguf_file>(gguf_file::open(file));
@@ -276,10 +224,9 @@ gguf_model read_gpt2_gguf(const fs::path& file, bool in_place) {
       }
     }
   }
-  std::string formats;
-  for (const auto& [name, n] : counts)
-    formats += fmt::format("{}{} x {}", formats.empty() ? "" : ", ", name, n);
-  tokenizer tok = read_tokenizer(g);
+  const std::string formats = formats_text(counts);
+  token_ids ids;
+  tokenizer tok = read_tokenizer(g, ids);
   if (tok.vocab_size() > s.vocab_size)
     fail("{}: {} tokens for a vocabulary of {}", where, tok.vocab_size(), s.vocab_size);
   lm_weights w = make_lm_weights(s, std::move(flat));
@@ -291,6 +238,21 @@ gguf_model read_gpt2_gguf(const fs::path& file, bool in_place) {
     attach_quant(w, std::move(q));
   }
   return {std::move(w), std::move(tok), formats};
+}
+
+void write_gguf_model(const lm_weights& w, const tokenizer& tok, const fs::path& file,
+                      k::ggml_format type) {
+  if (w.cfg.arch == model_arch::llama)
+    write_llama_gguf(w, tok, file, type);
+  else
+    write_gpt2_gguf(w, tok, file, type);
+}
+
+gguf_model read_gguf_model(const fs::path& file, bool in_place) {
+  const std::string arch = gguf_file::open(file).get_string("general.architecture");
+  if (arch == "llama") return read_llama_gguf(file, in_place);
+  if (arch == "gpt2") return read_gpt2_gguf(file, in_place);
+  fail("{}: general.architecture is '{}'; 'gpt2' and 'llama' are read", file.string(), arch);
 }
 
 }  // namespace zf::storage

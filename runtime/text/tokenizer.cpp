@@ -132,6 +132,8 @@ tokenizer tokenizer::finish(std::shared_ptr<model> m, std::string_view pattern, 
   }
   // JIT is an optimisation: where it is unavailable pcre2_match interprets the pattern instead.
   pcre2_jit_compile(m->re, PCRE2_JIT_COMPLETE);
+  m->pattern = std::string(pattern);
+  m->pattern_literal = literal;
   return tokenizer(std::move(m));
 }
 
@@ -201,6 +203,14 @@ std::vector<std::pair<int, int>> tokenizer::merge_pairs() const {
   out.reserve(ranked.size());
   for (const auto& [rank, key] : ranked) out.emplace_back(int(key >> 32), int(key & 0xffffffffu));
   return out;
+}
+
+std::string_view tokenizer::pre_tokenizer_pattern() const {
+  return model_->pattern_literal ? std::string_view() : std::string_view(model_->pattern);
+}
+
+bool tokenizer::ignores_merges() const {
+  return model_->ignore_merges;
 }
 
 std::size_t tokenizer::cache_size() const {

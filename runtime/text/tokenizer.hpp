@@ -127,6 +127,12 @@ class tokenizer {
   std::string token_spelling(int id) const;
   std::vector<std::pair<int, int>> merge_pairs() const;
 
+  // The pre-tokenizer regex (GPT-2's for load_gpt2, a tokenizer.json's Split regex otherwise);
+  // empty for a literal Split String pattern. A GGUF export names it (tokenizer.ggml.pre).
+  std::string_view pre_tokenizer_pattern() const;
+  // tokenizer.json's model.ignore_merges (Llama 3): a pre-token in the vocabulary is one id.
+  bool ignores_merges() const;
+
   // Number of distinct pre-tokens currently cached (for tests and diagnostics).
   std::size_t cache_size() const;
 

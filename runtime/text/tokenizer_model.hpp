@@ -125,6 +125,8 @@ struct tokenizer::model {
   special_rule specials;               // added by encode_with_special
   int bos_token = -1, eos_token = -1;  // tokenizer_config.json's; -1: none
   pcre2_code* re = nullptr;
+  std::string pattern;           // the pre-tokenizer regex re was compiled from
+  bool pattern_literal = false;  // a Split String pattern (matched literally)
 
   void add_token(std::string text, int id) {
     ids.insert_or_assign(text, id);

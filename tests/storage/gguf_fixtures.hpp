@@ -1,16 +1,21 @@
 #pragma once
-// Shared by the GGUF tests (test_gguf.cpp, test_gguf_refusals.cpp): a GGUF file built field by
-// field, parsing from memory, raw file reads and writes, metadata of every type and a set of
-// tensors to round-trip.
+// Shared by the GGUF tests (test_gguf.cpp, test_gguf_refusals.cpp, test_gguf_model.cpp,
+// test_gguf_llama.cpp): a GGUF file built field by field, parsing from memory, raw file reads and
+// writes, metadata of every type, a set of tensors to round-trip, a file rewritten with edits and
+// a model's logits.
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "runtime/model/lm_weights.hpp"
+#include "runtime/model/model.hpp"
 #include "storage/gguf.hpp"
 #include "test_util.hpp"
 
@@ -146,6 +151,27 @@ inline tensor_set make_tensors() {
   for (std::size_t i = 0; i < s.tensors.size(); ++i)
     s.tensors[i].data = s.raw[i].empty() ? nullptr : s.raw[i].data();
   return s;
+}
+
+// Logits of a short sequence under w (the score mode's forward).
+inline std::vector<float> logits_of(const lm_weights& w, const std::vector<int>& ids) {
+  transformer t(w.cfg, true, false);
+  std::memcpy(t.params().data(), w.store.data(), w.store.size() * sizeof(float));
+  if (w.quant) t.set_quant(w.quant);  // in place: the file's matrices
+  t.forward(ids.data(), nullptr, 1, int(ids.size()));
+  return {t.logits(), t.logits() + ids.size() * std::size_t(w.cfg.vocab_size)};
+}
+
+// Rewrites `from` into `to` with fix applied to its metadata and tensor list.
+inline void rewrite(const std::filesystem::path& from, const std::filesystem::path& to,
+                    const std::function<void(std::vector<storage::gguf_kv>&,
+                                             std::vector<storage::gguf_write>&)>& fix) {
+  const auto g = storage::gguf_file::open(from);
+  std::vector<storage::gguf_kv> md = g.metadata();
+  std::vector<storage::gguf_write> ts;
+  for (const auto& t : g.tensors()) ts.push_back({t.name, t.type, t.dims, t.data, t.nbytes});
+  fix(md, ts);
+  storage::write_gguf(to, md, ts);
 }
 
 }  // namespace zf::testing::gguf_fixtures

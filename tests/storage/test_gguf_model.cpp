@@ -7,6 +7,7 @@
 #include <cstring>
 #include <random>
 
+#include "gguf_fixtures.hpp"
 #include "kernels/ggml_quant.hpp"
 #include "runtime/core/config.hpp"
 #include "runtime/model/lm_bf16.hpp"
@@ -20,6 +21,8 @@ using zf::testing::contains;
 using zf::testing::error_of;
 using zf::testing::temp_dir;
 using sz = std::size_t;
+using zf::testing::gguf_fixtures::logits_of;
+using zf::testing::gguf_fixtures::rewrite;
 
 namespace {
 
@@ -47,27 +50,6 @@ lm_weights small_model(bool tied, int vocab, uint64_t seed) {
     if (p.shape.size() == 1)
       for (sz i = 0; i < p.numel; ++i) flat[p.offset + i] += n(g);
   return lm_weights_of(m, flat.data(), "small");
-}
-
-// Logits of a short sequence under w (the score mode's forward).
-std::vector<float> logits_of(const lm_weights& w, const std::vector<int>& ids) {
-  transformer t(w.cfg, true, false);
-  std::memcpy(t.params().data(), w.store.data(), w.store.size() * sizeof(float));
-  if (w.quant) t.set_quant(w.quant);  // in place: the file's matrices
-  t.forward(ids.data(), nullptr, 1, int(ids.size()));
-  return {t.logits(), t.logits() + ids.size() * sz(w.cfg.vocab_size)};
-}
-
-// Rewrites `from` into `to` with fix applied to its metadata and tensor list.
-void rewrite(const std::filesystem::path& from, const std::filesystem::path& to,
-             const std::function<void(std::vector<storage::gguf_kv>&,
-                                      std::vector<storage::gguf_write>&)>& fix) {
-  const auto g = storage::gguf_file::open(from);
-  std::vector<storage::gguf_kv> md = g.metadata();
-  std::vector<storage::gguf_write> ts;
-  for (const auto& t : g.tensors()) ts.push_back({t.name, t.type, t.dims, t.data, t.nbytes});
-  fix(md, ts);
-  storage::write_gguf(to, md, ts);
 }
 
 }  // namespace

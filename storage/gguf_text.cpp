@@ -1,0 +1,158 @@
+// A GGUF file's tokenizer (tokenizer.ggml.*) written from and read into our byte-level BPE
+// tokenizer (gguf_model_detail.hpp).
+#include <fmt/format.h>
+
+#include <array>
+#include <nlohmann/json.hpp>
+#include <string_view>
+
+#include "runtime/core/error.hpp"
+#include "storage/gguf_model_detail.hpp"
+
+namespace zf::storage::gguf_detail {
+namespace {
+using sz = std::size_t;
+using json = nlohmann::json;
+
+// llama.cpp's tokenizer.ggml.pre names and the pre-tokenizer regex each stands for, as the
+// Hugging Face tokenizer.json of that family spells it (llama-vocab.cpp has the same splits).
+struct pre_regex {
+  std::string_view pre, regex;
+};
+// GPT-2's regex is also runtime/text's default (load_gpt2, ByteLevel use_regex).
+constexpr std::string_view kGpt2 =
+    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+constexpr std::string_view kLlama3 =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+constexpr std::string_view kQwen2 =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+constexpr std::array<pre_regex, 5> kPres = {{{"gpt-2", kGpt2},
+                                             {"llama-bpe", kLlama3},
+                                             {"llama3", kLlama3},
+                                             {"llama-v3", kLlama3},
+                                             {"qwen2", kQwen2}}};
+
+// A TemplateProcessing post_processor adding bos before and / or eos after the text.
+json template_processing(const std::vector<std::string>& tokens, const token_ids& ids) {
+  json single = json::array(), specials = json::object();
+  auto special = [&](int id) {
+    const std::string& name = tokens[sz(id)];
+    single.push_back({{"SpecialToken", {{"id", name}, {"type_id", 0}}}});
+    specials[name] = {{"id", name}, {"ids", {id}}, {"tokens", {name}}};
+  };
+  if (ids.add_bos) special(ids.bos);
+  single.push_back({{"Sequence", {{"id", "A"}, {"type_id", 0}}}});
+  if (ids.add_eos) special(ids.eos);
+  return {{"type", "TemplateProcessing"}, {"single", single}, {"special_tokens", specials}};
+}
+
+}  // namespace
+
+void write_tokenizer(const tokenizer& tok, int vocab, const token_ids& ids,
+                     std::vector<gguf_kv>& md, const std::string& what) {
+  std::string_view pre;
+  for (const auto& p : kPres)
+    if (pre.empty() && tok.pre_tokenizer_pattern() == p.regex) pre = p.pre;
+  if (pre.empty())
+    fail(
+        "{}: tokenizer.ggml.pre: the tokenizer's pre-tokenizer regex '{}' is none that llama.cpp "
+        "names (GPT-2's, Llama 3's or Qwen 2's)",
+        what, tok.pre_tokenizer_pattern());
+  std::vector<std::string> tokens, merges;
+  std::vector<int32_t> types;
+  for (int id = 0; id < vocab; ++id) {
+    if (id < tok.vocab_size()) {
+      tokens.push_back(tok.token_spelling(id));
+      types.push_back(tok.is_special(id) ? 3 : 1);
+    } else {
+      tokens.push_back(fmt::format("[PAD{}]", id));
+      types.push_back(5);
+    }
+  }
+  for (const auto& [a, b] : tok.merge_pairs())
+    merges.push_back(tok.token_spelling(a) + " " + tok.token_spelling(b));
+  md.push_back({"tokenizer.ggml.model", gguf_value::string("gpt2")});
+  md.push_back({"tokenizer.ggml.pre", gguf_value::string(std::string(pre))});
+  md.push_back({"tokenizer.ggml.tokens", gguf_value::string_array(std::move(tokens))});
+  md.push_back({"tokenizer.ggml.token_type", gguf_value::array(types)});
+  md.push_back({"tokenizer.ggml.merges", gguf_value::string_array(std::move(merges))});
+  if (ids.bos >= 0)
+    md.push_back({"tokenizer.ggml.bos_token_id", gguf_value::u32(uint32_t(ids.bos))});
+  if (ids.eos >= 0)
+    md.push_back({"tokenizer.ggml.eos_token_id", gguf_value::u32(uint32_t(ids.eos))});
+  md.push_back({"tokenizer.ggml.add_bos_token", gguf_value::boolean(ids.add_bos)});
+  md.push_back({"tokenizer.ggml.add_eos_token", gguf_value::boolean(ids.add_eos)});
+}
+
+tokenizer read_tokenizer(const gguf_file& g, token_ids& ids) {
+  const std::string where = g.path().string();
+  const std::string model = g.get_string("tokenizer.ggml.model");
+  if (model == "llama")
+    fail(
+        "{}: tokenizer.ggml.model is 'llama' (SentencePiece); only byte-level BPE ('gpt2') is "
+        "read, SentencePiece GGUF tokenizers are left out",
+        where);
+  if (model != "gpt2")
+    fail("{}: tokenizer.ggml.model is '{}'; only GPT-2's byte-level BPE ('gpt2') is read", where,
+         model);
+  const std::string pre =
+      g.has("tokenizer.ggml.pre") ? g.get_string("tokenizer.ggml.pre") : "gpt-2";
+  const pre_regex* found = nullptr;
+  for (const auto& p : kPres)
+    if (p.pre == pre) found = &p;
+  if (!found)
+    fail("{}: tokenizer.ggml.pre is '{}'; read are 'gpt-2', 'llama-bpe' (Llama 3) and 'qwen2'",
+         where, pre);
+  const auto tokens = g.get_strings("tokenizer.ggml.tokens");
+  const auto merges = g.get_strings("tokenizer.ggml.merges");
+  std::vector<int64_t> types(tokens.size(), 1);
+  if (g.has("tokenizer.ggml.token_type")) types = g.get_ints("tokenizer.ggml.token_type");
+  if (types.size() != tokens.size())
+    fail("{}: tokenizer.ggml.token_type has {} entries for {} tokens", where, types.size(),
+         tokens.size());
+  auto id_of = [&](const char* key) {
+    if (!g.has(key)) return -1;
+    const int64_t id = g.get_int(key);
+    if (id < 0 || id >= int64_t(tokens.size()))
+      fail("{}: {} is {}, outside the {} tokens", where, key, id, tokens.size());
+    return int(id);
+  };
+  ids.bos = id_of("tokenizer.ggml.bos_token_id");
+  ids.eos = id_of("tokenizer.ggml.eos_token_id");
+  auto flag = [&](const char* key, int id) {
+    const bool on = g.has(key) && g.get_bool(key);
+    if (on && id < 0) fail("{}: {} is true but the file gives no such token id", where, key);
+    return on;
+  };
+  ids.add_bos = flag("tokenizer.ggml.add_bos_token", ids.bos);
+  ids.add_eos = flag("tokenizer.ggml.add_eos_token", ids.eos);
+
+  sz n = tokens.size();  // unused (padding) rows at the end are not tokens
+  while (n > 0 && types[n - 1] == 5) --n;
+  json vocab = json::object(), added = json::array();
+  for (sz id = 0; id < n; ++id) {
+    vocab[tokens[id]] = id;
+    if (types[id] == 3 || types[id] == 4)
+      added.push_back({{"id", id}, {"content", tokens[id]}, {"special", types[id] == 3}});
+  }
+  const bool llama3 = found->regex == kLlama3;
+  json pre_tok = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}};
+  if (found->regex != kGpt2)
+    pre_tok = {{"type", "Sequence"},
+               {"pretokenizers",
+                {{{"type", "Split"},
+                  {"pattern", {{"Regex", std::string(found->regex)}}},
+                  {"behavior", "Isolated"},
+                  {"invert", false}},
+                 {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}};
+  const json j = {
+      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}, {"ignore_merges", llama3}}},
+      {"added_tokens", added},
+      {"normalizer", nullptr},
+      {"pre_tokenizer", pre_tok},
+      {"post_processor",
+       ids.add_bos || ids.add_eos ? template_processing(tokens, ids) : json(nullptr)}};
+  return tokenizer::from_hf_json(j, g.path());
+}
+
+}  // namespace zf::storage::gguf_detail
