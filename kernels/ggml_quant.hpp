@@ -10,6 +10,12 @@
 //   q8_0  blocks of 32 elements, 34 bytes: fp16 scale d, then 32 int8 qs; x[j] = d * qs[j]
 //   q4_0  blocks of 32 elements, 18 bytes: fp16 scale d, then 16 bytes qs;
 //         x[j] = d * ((qs[j] & 0xF) - 8), x[j + 16] = d * ((qs[j] >> 4) - 8) for j < 16
+//   q4_K  super-blocks of 256, 144 bytes: fp16 d, fp16 dmin, 12 bytes of eight 6-bit scales and
+//         mins, 128 bytes of nibbles; sub-block j of 32: x = d * sc_j * q - dmin * m_j
+//   q6_K  super-blocks of 256, 210 bytes: 128 bytes low nibbles, 64 bytes high 2-bit pairs, 16
+//         int8 scales (one per 16 elements), fp16 d; x = d * sc * (q - 32)
+//         (the K layouts in detail: ggml_kquant_cpu.cpp; read-only here: their encoders are
+//         plain ones for tests, not ggml's search, and no export writes them)
 //
 // A weight matrix [n, k] is n rows (outputs) of k elements (inputs), each row row_bytes(fmt, k)
 // bytes (k / 32 consecutive blocks for q8_0 / q4_0), rows contiguous: a GGUF tensor with
@@ -64,13 +70,13 @@
 
 namespace zf::kernels {
 
-enum class ggml_format : std::uint8_t { f32, f16, bf16, q8_0, q4_0 };
+enum class ggml_format : std::uint8_t { f32, f16, bf16, q8_0, q4_0, q4_K, q6_K };
 
 struct ggml_format_info {
-  const char* name;  // "f32", "f16", "bf16", "q8_0", "q4_0" (as llama.cpp names them)
-  int block;         // elements per block: 32 for q8_0 / q4_0, 1 for the float formats
-  int block_bytes;   // bytes per block: 34, 18, or 4 / 2 / 2
-  int ggml_type;     // ggml's enum ggml_type value (GGUF's tensor type): 0, 1, 30, 8, 2
+  const char* name;  // "f32", "f16", "bf16", "q8_0", "q4_0", "q4_K", "q6_K" (llama.cpp's names)
+  int block;         // elements per block: 32 for q8_0 / q4_0, 256 for the K formats, 1 else
+  int block_bytes;   // bytes per block: 34, 18, 144, 210, or 4 / 2 / 2
+  int ggml_type;     // ggml's enum ggml_type value (GGUF's tensor type): 0, 1, 30, 8, 2, 12, 14
 };
 const ggml_format_info& ggml_info(ggml_format f);
 // The format named `name`; false when there is none.

@@ -35,8 +35,8 @@ using u8 = std::uint8_t;
 bool g_simd_off = false;
 
 constexpr ggml_format_info k_info[] = {
-    {"f32", 1, 4, 0},    {"f16", 1, 2, 1},    {"bf16", 1, 2, 30},
-    {"q8_0", 32, 34, 8}, {"q4_0", 32, 18, 2},
+    {"f32", 1, 4, 0},    {"f16", 1, 2, 1},       {"bf16", 1, 2, 30},     {"q8_0", 32, 34, 8},
+    {"q4_0", 32, 18, 2}, {"q4_K", 256, 144, 12}, {"q6_K", 256, 210, 14},
 };
 
 // ---- encoders (ggml's reference quantizers) ----
@@ -241,6 +241,8 @@ void ggml_quantize_row(ggml_format f, const float* x, int k, void* dst) {
     case ggml_format::q4_0:
       quantize_q4_0(x, k, d);
       return;
+    default:
+      kquant_row(f, true, x, nullptr, k, d, nullptr);
   }
 }
 
@@ -272,6 +274,8 @@ void ggml_dequantize_row(ggml_format f, const void* src, int k, float* y) {
         }
       }
       return;
+    default:
+      kquant_row(f, false, nullptr, s, k, nullptr, y);
   }
 }
 
@@ -335,6 +339,10 @@ void ggml_gemm_direct(const ggml_matrix& w, const qgemm_io& io, int o0, int o1) 
         break;
       case ggml_format::bf16:
         direct_simd<dec<ggml_format::bf16>>(w, p, o0, o1);
+        break;
+      case ggml_format::q4_K:
+      case ggml_format::q6_K:
+        kquant_direct_simd(w, p, o0, o1);
         break;
       default:  // q8_0 / q4_0 went to ggml_x8_direct above
         break;

@@ -45,6 +45,12 @@ ZF_AVX512 inline float hsum16(__m512 v) {
   return _mm_cvtss_f32(_mm_add_ss(c, _mm_movehdup_ps(c)));
 }
 
+// ggml_kquant_cpu.cpp: a q4_K / q6_K row encoded (x -> dst) or decoded (src -> y); false for
+// the other formats. And outputs [o0, o1) of io.m <= ggml_max_rows rows on AVX-512.
+bool kquant_row(ggml_format f, bool encode, const float* x, const void* src, int k, void* dst,
+                float* y);
+void kquant_direct_simd(const ggml_matrix& w, const qgemm_io& io, int o0, int o1);
+
 // ---- the fp32-activation engine over a block decoder D (AVX-512) ----
 //   D::offset(b): bytes from a row's start to its 32-element block b (a prefetch address);
 //   D::run(row, b, w0, w1): block b's 32 values, exact, as two 16-lane vectors;

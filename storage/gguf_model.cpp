@@ -67,14 +67,21 @@ uint32_t file_type(k::ggml_format f) {
       return 7;
     case k::ggml_format::bf16:
       return 32;
+    case k::ggml_format::q4_K:
+    case k::ggml_format::q6_K:
+      fail(
+          "export --format gguf: {} is read, not written (zeroflow's encoder for it is a plain "
+          "one, less accurate than llama.cpp's; export f32 and run llama-quantize)",
+          k::ggml_info(f).name);
     default:
       return 0;
   }
 }
 
 bool format_of(uint32_t ggml_type, k::ggml_format& out) {
-  for (auto f : {k::ggml_format::f32, k::ggml_format::f16, k::ggml_format::bf16,
-                 k::ggml_format::q8_0, k::ggml_format::q4_0})
+  for (auto f :
+       {k::ggml_format::f32, k::ggml_format::f16, k::ggml_format::bf16, k::ggml_format::q8_0,
+        k::ggml_format::q4_0, k::ggml_format::q4_K, k::ggml_format::q6_K})
     if (uint32_t(k::ggml_info(f).ggml_type) == ggml_type) return out = f, true;
   return false;
 }

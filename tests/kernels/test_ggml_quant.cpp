@@ -29,8 +29,14 @@ using u8 = std::uint8_t;
 
 namespace {
 
-constexpr ggml_format k_all[] = {ggml_format::f32, ggml_format::f16, ggml_format::bf16,
-                                 ggml_format::q8_0, ggml_format::q4_0};
+constexpr ggml_format k_all[] = {ggml_format::f32,  ggml_format::f16,  ggml_format::bf16,
+                                 ggml_format::q8_0, ggml_format::q4_0, ggml_format::q4_K,
+                                 ggml_format::q6_K};
+
+// q8_0 / q4_0 multiply 8-bit activations (ggml_quant.hpp, "q8 activations").
+bool x8_format(ggml_format f) {
+  return f == ggml_format::q8_0 || f == ggml_format::q4_0;
+}
 
 std::vector<float> normal(sz n, unsigned seed, float sd = 1.0f) {
   std::mt19937 g(seed);
@@ -86,6 +92,10 @@ TEST_CASE("ggml: the format table, row bytes and refused shapes") {
   CHECK(ggml_info(ggml_format::q4_0).ggml_type == 2);
   CHECK(ggml_info(ggml_format::q8_0).ggml_type == 8);
   CHECK(ggml_info(ggml_format::bf16).ggml_type == 30);
+  CHECK(ggml_info(ggml_format::q4_K).ggml_type == 12);
+  CHECK(ggml_info(ggml_format::q6_K).ggml_type == 14);
+  CHECK(row_bytes(ggml_format::q4_K, 768) == 3 * 144);
+  CHECK(row_bytes(ggml_format::q6_K, 256) == 210);
   for (ggml_format f : k_all) {
     ggml_format g = ggml_format::f32;
     CHECK(parse_ggml_format(ggml_info(f).name, g));
@@ -93,9 +103,10 @@ TEST_CASE("ggml: the format table, row bytes and refused shapes") {
   }
   ggml_format g;
   CHECK_FALSE(parse_ggml_format("q4_1", g));
-  // q formats: k must be a multiple of 32, everywhere
-  for (ggml_format f : {ggml_format::q8_0, ggml_format::q4_0}) {
-    for (int k : {0, 16, 33, 48, 100}) {
+  // block formats: k must be a multiple of the block (32, K formats 256), everywhere
+  for (ggml_format f :
+       {ggml_format::q8_0, ggml_format::q4_0, ggml_format::q4_K, ggml_format::q6_K}) {
+    for (int k : {0, 16, 33, 48, 100, ggml_block_size(f) == 256 ? 224 : 0}) {  // 224 = 7 x 32
       CAPTURE(k);
       CHECK_THROWS_AS(row_bytes(f, k), std::invalid_argument);
       std::vector<float> x(128, 1.0f), y(8);
@@ -297,9 +308,10 @@ TEST_CASE("ggml: the fast kernel equals the double reference within the fp32 bou
   for (bool simd : {true, false}) {
     simd_scope s(simd);
     for (ggml_format f : k_all) {
-      const bool q = ggml_block_size(f) > 1;
+      const bool q = x8_format(f);
       std::vector<int> ks = {32, 64, 96, 768, 3072};  // 96: an odd number of blocks
-      if (!q) ks.insert(ks.end(), {1, 7, 33, 100});  // float formats: masked tails
+      if (ggml_block_size(f) == 1) ks.insert(ks.end(), {1, 7, 33, 100});  // masked tails
+      if (ggml_block_size(f) == 256) ks = {256, 768, 3072};
       for (int k : ks)
         for (int n : {1, 7, 768, 2304})
           for (int m : {1, 2, 5, 16}) {

@@ -266,3 +266,60 @@ TEST_CASE("gguf model: --dtype f16, q8_0, q4_0 quantize at load to the bits of t
   CHECK(contains(error_of([] { parse_weight_dtype("q5_0", "--dtype"); }),
                  "--dtype: expected fp32, bf16, f16, q8_0 or q4_0, got 'q5_0'"));
 }
+
+TEST_CASE("gguf model: q4_K and q6_K tensors are read, in place too, and not written") {
+  // llama.cpp's K formats (Q4_K_M files): ffn_down has rows of 256 (the model's I), re-written
+  // here as q4_K in block 0 and q6_K in block 1 by the plain encoder.
+  temp_dir d("gguf_kquant");
+  const lm_weights w = small_model(true, 50257, 13);
+  const auto f32 = d.path / "f32.gguf", mixed = d.path / "k.gguf";
+  storage::write_gpt2_gguf(w, gpt2_tok(), f32, kernels::ggml_format::f32);
+  std::vector<std::vector<std::uint8_t>> keep;
+  rewrite(f32, mixed, [&](auto&, auto& ts) {
+    for (auto& t : ts)
+      for (int l = 0; l < 2; ++l)
+        if (t.name == "blk." + std::to_string(l) + ".ffn_down.weight") {
+          const auto f = l == 0 ? kernels::ggml_format::q4_K : kernels::ggml_format::q6_K;
+          const int k = int(t.dims[0]), n = int(t.dims[1]);
+          keep.emplace_back(kernels::row_bytes(f, k) * sz(n));
+          kernels::ggml_quantize_rows(f, reinterpret_cast<const float*>(t.data), 0, n, k,
+                                      keep.back().data());
+          t = {t.name, uint32_t(kernels::ggml_info(f).ggml_type), t.dims, keep.back().data(),
+               keep.back().size()};
+        }
+  });
+  const auto deq = storage::read_gpt2_gguf(mixed);
+  const auto inp = storage::read_gpt2_gguf(mixed, true);
+  CHECK(deq.formats.find("q4_K x 1") != std::string::npos);
+  CHECK(deq.formats.find("q6_K x 1") != std::string::npos);
+  REQUIRE(inp.weights.quant);
+  CHECK(inp.weights.quant->linears[3].ggml.fmt == kernels::ggml_format::q4_K);
+  CHECK(inp.weights.quant->linears[7].ggml.fmt == kernels::ggml_format::q6_K);
+  // the dequantized read holds ggml's decoding of the file's rows (our [I, C] is their rows
+  // transposed)
+  const auto& down = deq.weights.layout.at("h.0.mlp.c_proj.weight");
+  std::vector<float> row(256);
+  int bad = 0;
+  for (int o = 0; o < 64; ++o) {
+    kernels::ggml_dequantize_row(
+        kernels::ggml_format::q4_K,
+        keep[0].data() + sz(o) * kernels::row_bytes(kernels::ggml_format::q4_K, 256), 256,
+        row.data());
+    for (int j = 0; j < 256; ++j) bad += deq.weights.store[down.offset + sz(j) * 64 + o] != row[j];
+  }
+  CHECK(bad == 0);
+  // the K formats run fp32 activations: in place gives the dequantized model's logits
+  const std::vector<int> ids = gpt2_tok().encode("It was a bright cold day in April");
+  const auto a = logits_of(inp.weights, ids), b = logits_of(deq.weights, ids);
+  double worst = 0, scale = 0;
+  for (sz i = 0; i < a.size(); ++i) {
+    worst = std::max(worst, double(std::abs(a[i] - b[i])));
+    scale = std::max(scale, double(std::abs(b[i])));
+  }
+  CHECK(worst <= 1e-5 * scale);
+  // export refuses them by name (llama.cpp's quantizer is the one to write them)
+  CHECK_THROWS_WITH(
+      storage::write_gpt2_gguf(w, gpt2_tok(), d.path / "no.gguf", kernels::ggml_format::q4_K),
+      doctest::Contains("q4_K is read, not written"));
+  CHECK_FALSE(std::filesystem::exists(d.path / "no.gguf"));
+}
