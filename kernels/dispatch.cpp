@@ -137,14 +137,14 @@ namespace {
 constexpr int k_few_rows = 8;  // rows at most of a "decode" GEMM (gemm below; measured 1.3-4x)
 
 // Output columns [0, n) of an m x n x k product over the lent pool's threads, fn(j0, j1) per
-// piece: pieces are multiples of 16 (the kernels' widest tile), a few per thread to even out
-// uneven progress, and only with at least 1M multiply-adds in all (else one call, no wake-ups).
+// piece: pieces are multiples of 16 (the kernels' widest tile), per_thread per thread to even
+// out uneven progress, and only with at least 1M multiply-adds in all (else one call, no wake-ups).
 // The kernels split this way compute every output alike whatever piece it is in.
 template <class Fn>
-void split_outputs(int m, int n, int k, Fn&& fn) {
+void split_outputs(int m, int n, int k, Fn&& fn, int per_thread = 4) {
   const kernel_pool* p = tl_pool;
   if (!p || p->threads < 2 || double(m) * n * k < double(1 << 20) || n < 32) return fn(0, n);
-  const int piece = std::max(16, (n / (4 * p->threads) + 15) / 16 * 16);
+  const int piece = std::max(16, (n / (per_thread * p->threads) + 15) / 16 * 16);
   p->run((n + piece - 1) / piece, [&](int i) { fn(i * piece, std::min(n, (i + 1) * piece)); });
 }
 
@@ -152,10 +152,16 @@ void split_outputs(int m, int n, int k, Fn&& fn) {
 void gemm_invariant_split(bool trans_b, int m, int n, int k, const float* a, int lda,
                           const float* b, int ldb, float beta, float* c, int ldc) {
   const int la = lda ? lda : k, lc = ldc ? ldc : n, lb = ldb ? ldb : (trans_b ? k : n);
-  split_outputs(m, n, k, [&](int j0, int j1) {
-    const float* bj = trans_b ? b + static_cast<std::size_t>(j0) * lb : b + j0;
-    cpu::gemm_invariant(trans_b, m, j1 - j0, k, a, la, bj, lb, beta, c + j0, lc);
-  });
+  split_outputs(
+      m, n, k,
+      [&](int j0, int j1) {
+        const float* bj = trans_b ? b + static_cast<std::size_t>(j0) * lb : b + j0;
+        cpu::gemm_invariant(trans_b, m, j1 - j0, k, a, la, bj, lb, beta, c + j0, lc);
+      },
+      // a few rows stream b's rows through c (matmul_invariant_cpu.cpp): one wide piece per
+      // thread keeps each row's stretch long for the prefetchers (gpt2-124M fp32 decode 29.5 ->
+      // 25 ms/token against 4 pieces per thread)
+      !trans_b && m <= 8 ? 1 : 4);
 }
 }  // namespace
 

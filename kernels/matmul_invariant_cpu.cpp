@@ -70,7 +70,7 @@ void row_block(const float* a, sz lda, const float* b, sz ldb, float* c, sz ldc,
 // (L1-resident) while the rows of b stream through four at a time, contiguous: the tiles above
 // read 64 bytes per row of b at a stride of n, which the prefetchers serve badly (~10 GB/s on 2
 // cores against ~20 for a stream). Same chain, so the same bits.
-constexpr int k_sb = 1024;  // columns of c per pass (R x 4 KiB)
+constexpr int k_sb = 2048;  // columns of c per pass (R x 8 KiB)
 
 template <int R>
 void stream_rows(const float* a, sz lda, const float* b, sz ldb, float* c, sz ldc, int n, int k,
