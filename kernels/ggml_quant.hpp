@@ -35,18 +35,20 @@
 // decode (m = 1..16, and every m in batch-invariant mode; larger m outside it is prefill: the
 // matrix decoded to bf16 rows once per call and one oneDNN bf16 matmul with the activations
 // rounded to bf16, as bf16 serving's prefill; f32 rows through the fp32 GEMM). The float
-// formats: fp32 activations and fp32 accumulation; the weights are decoded in registers, never
-// copied. q8_0 / q4_0: activations quantized to 8 bits per block and integer dot products (see
-// "q8 activations" below); what follows describes the float formats' kernel.
-//   - Every decoded weight is exact in fp32: d (fp16, 11 significant bits) times a 4- or 8-bit
-//     code has at most 19 significant bits. So the only rounding is in the fp32 sums.
+// formats and the K formats: fp32 activations and fp32 accumulation; the weights are decoded in
+// registers, never copied. q8_0 / q4_0: activations quantized to 8 bits per block and integer
+// dot products (see "q8 activations" below); what follows describes the fp32-activation kernel.
+//   - Every decoded weight is exact in fp32 as its format defines it (ggml's own fp32 decoding
+//     operations: the K formats' d * sc * q - dmin * m and (d * sc) * q round as ggml's do). So
+//     the only further rounding is in the fp32 sums.
 //   - AVX-512 (F/BW/VL/DQ, chosen at run time; the build targets x86-64-v3): per 32-element
-//     block the weights become two 16-lane vectors (q8_0: sign-extend, convert, times d; q4_0:
-//     a 16-entry table of (c - 8) * d read by vpermps with the nibbles; f16: vcvtph2ps; bf16:
-//     zero-extend and shift; f32: loads), each multiplied into its own accumulator per
-//     (row, output) by FMA, blocks in input order; the two accumulators' sum is reduced across
-//     lanes in a fixed order. Elsewhere a portable loop (8-lane vector extensions: AVX2 under
-//     x86-64-v3) does the same per 32 elements with four 8-lane accumulators.
+//     block the weights become two 16-lane vectors (f16: vcvtph2ps; bf16: zero-extend and
+//     shift; f32: loads; q4_K / q6_K: nibbles (and 2-bit highs) widened, converted and scaled
+//     by the sub-block's scales), each multiplied into its own accumulator per (row, output)
+//     by FMA, blocks in input order; the two accumulators' sum is reduced across lanes in a
+//     fixed order (kernels/ggml_simd.hpp). Elsewhere a portable loop (8-lane vector
+//     extensions: AVX2 under x86-64-v3) does the same per 32 elements with four 8-lane
+//     accumulators over a decoded row.
 //   - Tolerance against the reference (double sums of the exact weights times x): each lane of
 //     an accumulator sums at most k / 16 products, then 4 + 1 adds reduce the lanes, so
 //     |y - ref| <= (k / 16 + 8) * 2^-24 * sum_j |w_j x_j| (the fp32 rounding bound, gamma_n),
@@ -59,8 +61,8 @@
 //     kernels::task_pool of kernels::num_threads() threads (kernels/task_pool.hpp: pieces
 //     claimed by whoever comes first, the caller waits only for started pieces). A second
 //     thread calling while that pool is busy runs its call alone.
-// q8_0 / q4_0 need k % 32 == 0 (ggml's own rule); the float formats take any k >= 1. Bad shapes
-// throw std::invalid_argument.
+// q8_0 / q4_0 need k % 32 == 0, q4_K / q6_K k % 256 == 0 (ggml's own rules); the float formats
+// take any k >= 1. Bad shapes throw std::invalid_argument.
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
@@ -126,8 +128,10 @@ void ggml_gemm(const ggml_matrix& w, const qgemm_io& io);
 // as llama.cpp's CPU backend computes these formats (vec_dot_q8_0_q8_0 / q4_0_q8_0). The only
 // roundings past the activations' quantization: d_w * d_b per block (one), one fp32
 // multiply-add per block pair and lane, and the 16-lane reduction (ggml_x8_cpu.cpp): against
-// ggml_x8_reference, |y - ref| <= (k / 64 + 8) * 2^-24 * sum_b |d_w,b d_b isum_b|-ish, well
-// inside the bound of the top of the file. Rows are quantized alone: batch-invariant.
+// ggml_x8_reference, |y - ref| <= (k / 64 + 8) * 2^-24 * sum_j |d_w c_j d_b q_j| (each lane
+// adds at most k / 64 products, each with one rounding of its scale), inside the bound at the
+// top of the file with x replaced by the quantized x (what the tests check). Rows are quantized
+// alone: batch-invariant.
 struct ggml_x8 {
   const std::int8_t* q = nullptr;     // [m, k]
   const float* d = nullptr;           // [m, k / 32]
