@@ -230,9 +230,11 @@ void train_loop::wait_for_writer() {
 }
 
 // A write that finished while the ranks computed: waiting for it now costs nothing, and its
-// duration goes into this step's metrics.
+// duration goes into this step's metrics. Not while an earlier write's duration is still to be
+// reported (the wait in checkpoint() took it): that one goes first, this one a step later, else
+// the earlier figure was overwritten and lost (seen under load: two writes in one step).
 void train_loop::poll_writer() {
-  if (writing_ && sink_.checkpoint_write_ms() >= 0) wait_for_writer();
+  if (writing_ && ckpt_write_ms_ < 0 && sink_.checkpoint_write_ms() >= 0) wait_for_writer();
 }
 
 void train_loop::checkpoint(int step) {
