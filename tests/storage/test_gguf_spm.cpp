@@ -15,6 +15,7 @@
 #include "gguf_fixtures.hpp"
 #include "kernels/ggml_quant.hpp"
 #include "runtime/model/lm_weights.hpp"
+#include "runtime/text/chat_template.hpp"
 #include "storage/gguf.hpp"
 #include "storage/gguf_model.hpp"
 #include "test_util.hpp"
@@ -119,6 +120,20 @@ TEST_CASE("gguf spm: a Llama prompt gets BOS and a character outside the vocabul
   // U+1F999 (F0 9F A6 99) is no Llama 2 piece: its bytes are <0xF0> ... = 3 + byte
   const std::vector<int> emoji = tok.encode("\xf0\x9f\xa6\x99");
   CHECK(emoji == std::vector<int>{29871, 3 + 0xF0, 3 + 0x9F, 3 + 0xA6, 3 + 0x99});
+}
+
+TEST_CASE("gguf spm: a chat prompt carries BOS once, in the plain format") {
+  const tokenizer& tok = llama2();
+  CHECK(zf::detect_chat_format(tok) == zf::chat_format::plain);
+  const std::vector<zf::serve::chat_message> msgs = {{"user", "Hi"}};
+  const std::string text = zf::format_chat(tok, msgs);
+  CHECK(text.starts_with("<s>"));
+  const std::vector<int> ids = zf::encode_chat(tok, msgs);
+  REQUIRE(ids.size() > 2);
+  CHECK(ids[0] == 1);
+  CHECK(ids[1] != 1);
+  CHECK(tok.decode(ids) == "<s> " + text.substr(3));  // the text after <s> gets the space prefix
+  CHECK(tok.encode_prompt(text) == ids);
 }
 
 TEST_CASE("gguf spm: a Llama model exported with a SentencePiece tokenizer reads it back") {
