@@ -65,11 +65,12 @@ gguf_model read_gpt2_gguf(const std::filesystem::path& file, bool in_place = fal
 // not C / n_head, rope.scaling.type "linear" + rope.scaling.factor for linear scaling) and the
 // tokenizer: model "gpt2", pre "gpt-2" / "llama-bpe" / "qwen2" by the tokenizer's regex, tokens,
 // token_type, merges, bos/eos ids and add_bos_token / add_eos_token from the tokenizer's special
-// rule (the model spec's eos first). tokenizer.chat_template is not written: our tokenizers
-// keep no template text (runtime/text/chat_template picks a format from the added tokens).
-// Matrices in `type`, norms, biases and rope_freqs F32. zf::error naming the reason: another
-// architecture, MoE (Mixtral) or a value head, a row width (the input size) not a whole number
-// of 32-element blocks in a block format (naming the tensor), a tokenizer larger than the
+// rule (the model spec's eos first); a SentencePiece tokenizer as model "llama" (tokens, scores,
+// token_type, unknown_token_id, add_space_prefix). tokenizer.chat_template is not written: our
+// tokenizers keep no template text (runtime/text/chat_template picks a format from the added
+// tokens). Matrices in `type`, norms, biases and rope_freqs F32. zf::error naming the reason:
+// another architecture, MoE (Mixtral) or a value head, a row width (the input size) not a whole
+// number of 32-element blocks in a block format (naming the tensor), a tokenizer larger than the
 // vocabulary, a pre-tokenizer regex llama.cpp has no name for, special-token rules GGUF cannot
 // say (more than one token added at a side, an appended token other than eos).
 void write_llama_gguf(const lm_weights& w, const tokenizer& tok, const std::filesystem::path& file,
@@ -80,7 +81,7 @@ void write_llama_gguf(const lm_weights& w, const tokenizer& tok, const std::file
 // qkv and gate|up matrices. rope_freqs.weight is read back as a llama3 scaling when it is one
 // with low_freq_factor 1 and high_freq_factor 4 (the converter's defaults; refused by name
 // otherwise). Tokenizer: model "gpt2" with pre "gpt-2" (or none), "llama-bpe" / "llama3" /
-// "llama-v3" or "qwen2"; model "llama" (SentencePiece) is refused by name (left out).
+// "llama-v3" or "qwen2", or model "llama" (SentencePiece, tokenizer::from_spm).
 // tokenizer.chat_template is ignored (our chat formats come from the tokenizer's added tokens).
 // The spec's bos / eos ids are the file's. zf::error naming the file and key or tensor.
 // in_place: o_proj, down_proj and the head (output.weight, or token_embd for a tied head) are
@@ -90,6 +91,11 @@ void write_llama_gguf(const lm_weights& w, const tokenizer& tok, const std::file
 // mapping (lm_quant::owner). Where a fused matrix's parts differ in format, its rows are decoded
 // into f32 rows there instead (still exact). The embedding and norms are fp32.
 gguf_model read_llama_gguf(const std::filesystem::path& file, bool in_place = false);
+
+// Only the tokenizer of a GGUF file (tokenizer.ggml.*: byte-level BPE "gpt2" or SentencePiece
+// "llama", as read_llama_gguf reads it); a vocab-only file with no tensors is fine. zf::error
+// naming the file and key.
+tokenizer read_gguf_tokenizer(const std::filesystem::path& file);
 
 // By architecture: write_gpt2_gguf or write_llama_gguf (w.cfg.arch); read_gpt2_gguf or
 // read_llama_gguf (the file's general.architecture; another is refused naming file and key).

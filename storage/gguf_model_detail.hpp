@@ -32,14 +32,20 @@ struct token_ids {
 // for the padding rows). pre names tok's pre-tokenizer regex as llama.cpp does: "gpt-2",
 // "llama-bpe" (Llama 3) or "qwen2"; another regex is refused by name (`what` starts the
 // message).
+// A SentencePiece tokenizer (tok.spm()) is written as model "llama": tokens, scores,
+// token_type as it holds them (padding rows "[PAD<id>]", score -1000, unused), bos / eos /
+// unknown_token_id, add_bos_token, add_eos_token, add_space_prefix; no pre, no merges.
 void write_tokenizer(const tokenizer& tok, int vocab, const token_ids& ids,
                      std::vector<gguf_kv>& md, const std::string& what);
 
 // The byte-level BPE tokenizer of a GGUF file (tokenizer.ggml.model "gpt2"), rebuilt as the
 // tokenizer.json it stands for: pre "gpt-2" (or absent), "llama-bpe" / "llama3" / "llama-v3"
 // (Llama 3's regex, ignore_merges as llama.cpp sets it) or "qwen2"; add_bos_token /
-// add_eos_token become its special rule. zf::error naming the file and key otherwise (model
-// "llama", SentencePiece, is not read). ids receives the file's bos / eos ids (-1: absent).
+// add_eos_token become its special rule. Model "llama" is SentencePiece (tokenizer::from_spm):
+// tokens, scores and token_type (both optional), bos / eos / unknown_token_id (absent: 1, 2, 0
+// as llama.cpp defaults them), add_bos_token (absent: true), add_eos_token (false),
+// add_space_prefix (true). zf::error naming the file and key otherwise. ids receives the
+// file's bos / eos ids (-1: absent) and flags.
 tokenizer read_tokenizer(const gguf_file& g, token_ids& ids);
 
 // What a GGUF read in place keeps alive: the mapped file and the matrices assembled from its

@@ -1,5 +1,5 @@
-// A GGUF file's tokenizer (tokenizer.ggml.*) written from and read into our byte-level BPE
-// tokenizer (gguf_model_detail.hpp).
+// A GGUF file's tokenizer (tokenizer.ggml.*) written from and read into our tokenizer: byte-level
+// BPE (model "gpt2") or SentencePiece (model "llama"); gguf_model_detail.hpp.
 #include <fmt/format.h>
 
 #include <array>
@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "runtime/core/error.hpp"
+#include "storage/gguf_model.hpp"
 #include "storage/gguf_model_detail.hpp"
 
 namespace zf::storage::gguf_detail {
@@ -46,10 +47,89 @@ json template_processing(const std::vector<std::string>& tokens, const token_ids
   return {{"type", "TemplateProcessing"}, {"single", single}, {"special_tokens", specials}};
 }
 
+// tokenizer.ggml.* of a SentencePiece tokenizer, padded to `vocab` rows as llama.cpp's
+// converter pads ("[PAD<id>]", score -1000, unused).
+void write_spm(const spm_vocab& v, int vocab, const token_ids& ids, std::vector<gguf_kv>& md) {
+  std::vector<std::string> tokens = v.pieces;
+  std::vector<float> scores = v.scores;
+  std::vector<int32_t> types(v.types.begin(), v.types.end());
+  for (int id = int(tokens.size()); id < vocab; ++id) {
+    tokens.push_back(fmt::format("[PAD{}]", id));
+    scores.push_back(-1000.0f);
+    types.push_back(spm_vocab::unused);
+  }
+  md.push_back({"tokenizer.ggml.model", gguf_value::string("llama")});
+  md.push_back({"tokenizer.ggml.tokens", gguf_value::string_array(std::move(tokens))});
+  md.push_back({"tokenizer.ggml.scores", gguf_value::array(scores)});
+  md.push_back({"tokenizer.ggml.token_type", gguf_value::array(types)});
+  auto id_key = [&](const char* key, int id) {
+    if (id >= 0) md.push_back({key, gguf_value::u32(uint32_t(id))});
+  };
+  id_key("tokenizer.ggml.bos_token_id", ids.bos);
+  id_key("tokenizer.ggml.eos_token_id", ids.eos);
+  id_key("tokenizer.ggml.unknown_token_id", v.unk);
+  md.push_back({"tokenizer.ggml.add_bos_token", gguf_value::boolean(ids.add_bos)});
+  md.push_back({"tokenizer.ggml.add_eos_token", gguf_value::boolean(ids.add_eos)});
+  md.push_back({"tokenizer.ggml.add_space_prefix", gguf_value::boolean(v.add_space_prefix)});
+}
+
+// A token id key of a SentencePiece vocabulary of n tokens: absent -> fallback (llama.cpp's
+// default for model "llama": bos 1, eos 2, unknown 0) where it names a token, else -1.
+int spm_id(const gguf_file& g, const char* key, std::size_t n, int fallback) {
+  if (!g.has(key)) return fallback < int64_t(n) ? fallback : -1;
+  const int64_t id = g.get_int(key);
+  if (id < 0 || id >= int64_t(n))
+    fail("{}: {} is {}, outside the {} tokens", g.path().string(), key, id, n);
+  return int(id);
+}
+
+tokenizer read_spm(const gguf_file& g, token_ids& ids) {
+  const std::string where = g.path().string();
+  spm_vocab v;
+  v.pieces = g.get_strings("tokenizer.ggml.tokens");
+  const sz n = v.pieces.size();
+  v.scores.assign(n, 0.0f);  // llama.cpp: scores and types are optional
+  if (g.has("tokenizer.ggml.scores")) {
+    const std::vector<double> scores = g.get_floats("tokenizer.ggml.scores");
+    if (scores.size() != n)
+      fail("{}: tokenizer.ggml.scores has {} entries for {} tokens", where, scores.size(), n);
+    for (sz i = 0; i < n; ++i) v.scores[i] = float(scores[i]);
+  }
+  v.types.assign(n, spm_vocab::normal);
+  if (g.has("tokenizer.ggml.token_type")) {
+    const std::vector<int64_t> types = g.get_ints("tokenizer.ggml.token_type");
+    if (types.size() != n)
+      fail("{}: tokenizer.ggml.token_type has {} entries for {} tokens", where, types.size(), n);
+    for (sz i = 0; i < n; ++i) {
+      if (types[i] < 1 || types[i] > 6)
+        fail("{}: tokenizer.ggml.token_type of token {} is {}, expected 1 to 6", where, i,
+             types[i]);
+      v.types[i] = int(types[i]);
+    }
+  }
+  v.bos = spm_id(g, "tokenizer.ggml.bos_token_id", n, 1);
+  v.eos = spm_id(g, "tokenizer.ggml.eos_token_id", n, 2);
+  v.unk = spm_id(g, "tokenizer.ggml.unknown_token_id", n, 0);
+  auto flag = [&](const char* key, bool fallback, int id) {
+    const bool on = g.has(key) ? g.get_bool(key) : fallback;
+    if (on && id < 0) fail("{}: {} is true but the file gives no such token id", where, key);
+    return on;
+  };
+  v.add_bos = flag("tokenizer.ggml.add_bos_token", true, v.bos);
+  v.add_eos = flag("tokenizer.ggml.add_eos_token", false, v.eos);
+  v.add_space_prefix = flag("tokenizer.ggml.add_space_prefix", true, 0);
+  ids = {v.bos, v.eos, v.add_bos, v.add_eos};
+  return tokenizer::from_spm(std::move(v), g.path());
+}
+
 }  // namespace
 
 void write_tokenizer(const tokenizer& tok, int vocab, const token_ids& ids,
                      std::vector<gguf_kv>& md, const std::string& what) {
+  if (const spm_vocab* v = tok.spm()) {
+    write_spm(*v, vocab, ids, md);
+    return;
+  }
   std::string_view pre;
   for (const auto& p : kPres)
     if (pre.empty() && tok.pre_tokenizer_pattern() == p.regex) pre = p.pre;
@@ -87,14 +167,12 @@ void write_tokenizer(const tokenizer& tok, int vocab, const token_ids& ids,
 tokenizer read_tokenizer(const gguf_file& g, token_ids& ids) {
   const std::string where = g.path().string();
   const std::string model = g.get_string("tokenizer.ggml.model");
-  if (model == "llama")
-    fail(
-        "{}: tokenizer.ggml.model is 'llama' (SentencePiece); only byte-level BPE ('gpt2') is "
-        "read, SentencePiece GGUF tokenizers are left out",
-        where);
+  if (model == "llama") return read_spm(g, ids);
   if (model != "gpt2")
-    fail("{}: tokenizer.ggml.model is '{}'; only GPT-2's byte-level BPE ('gpt2') is read", where,
-         model);
+    fail(
+        "{}: tokenizer.ggml.model is '{}'; read are byte-level BPE ('gpt2') and SentencePiece "
+        "('llama')",
+        where, model);
   const std::string pre =
       g.has("tokenizer.ggml.pre") ? g.get_string("tokenizer.ggml.pre") : "gpt-2";
   const pre_regex* found = nullptr;
@@ -156,3 +234,13 @@ tokenizer read_tokenizer(const gguf_file& g, token_ids& ids) {
 }
 
 }  // namespace zf::storage::gguf_detail
+
+namespace zf::storage {
+
+tokenizer read_gguf_tokenizer(const std::filesystem::path& file) {
+  const gguf_file g = gguf_file::open(file);
+  gguf_detail::token_ids ids;
+  return gguf_detail::read_tokenizer(g, ids);
+}
+
+}  // namespace zf::storage

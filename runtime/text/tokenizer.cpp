@@ -114,10 +114,7 @@ tokenizer tokenizer::load_gpt2(const std::filesystem::path& dir) {
 // Shared tail of the loaders: the added-token index and the compiled pre-tokenizer pattern.
 tokenizer tokenizer::finish(std::shared_ptr<model> m, std::string_view pattern, bool literal,
                             const std::filesystem::path& source) {
-  std::stable_sort(m->added.begin(), m->added.end(),
-                   [](const auto& a, const auto& b) { return a.text.size() > b.text.size(); });
-  for (std::size_t i = 0; i < m->added.size(); ++i)
-    m->added_by_first[static_cast<unsigned char>(m->added[i].text[0])].push_back(int(i));
+  m->index_added();
   int errcode = 0;
   PCRE2_SIZE erroffset = 0;
   const uint32_t opts =
@@ -179,6 +176,7 @@ bool tokenizer::is_special(int id) const {
 }
 std::string tokenizer::token_spelling(int id) const {
   const std::string& raw = token_bytes(id);
+  if (model_->spm) return model_->spm->pieces[std::size_t(id)];
   if (model_->special[id]) return raw;
   static const auto b2u = bytes_to_unicode();
   std::string out;
@@ -266,6 +264,10 @@ void tokenizer::encode_word(std::string_view word, std::vector<int>& out) const 
 
 // Pre-tokenize text (which holds no special token) and BPE each piece.
 void tokenizer::encode_ordinary(std::string_view text, std::vector<int>& out) const {
+  if (model_->spm) {  // a piece at the start or after an added token: see encode_spm
+    encode_spm(text, out);
+    return;
+  }
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   pcre2_match_data* md = state_->md;
   std::size_t off = 0;

@@ -41,6 +41,19 @@
 // add_special_tokens=False, as vLLM's chat endpoint does; so chat text (format_chat,
 // chat_template.hpp) goes through encode(), never encode_with_special, or BOS would be doubled.
 //
+// SentencePiece mode (from_spm, tokenizer_spm.cpp): the "llama" tokenizer of Llama-2-era GGUF
+// files, as llama.cpp's llm_tokenizer_spm encodes. encode splits on the control, unknown and
+// user-defined tokens' text as above; every other piece gets a leading ' ' when it is the first
+// piece or follows such a token (add_space_prefix), its spaces become '\u2581', its UTF-8
+// characters are the initial symbols, and the adjacent pair whose concatenation is a token with
+// the highest score merges first (leftmost on ties) until no pair is a token; a symbol left that
+// is no token becomes one "<0xXX>" token per byte (else the byte's own token, else unknown).
+// token_bytes / decode: '\u2581' -> ' ', "<0xXX>" -> that byte, control / unknown / user-defined
+// tokens -> their text, unused tokens -> nothing. decode is the plain concatenation of
+// token_bytes, so streaming (text_stream) and decode agree; unlike llama.cpp's detokenize it
+// keeps the leading space that add_space_prefix put before the first word: decode(encode(s))
+// is " " + s for a non-empty s that does not start with a special token.
+//
 // Threading: the merge tables are immutable and shared between copies, but each object owns a
 // per-word cache and PCRE2 match data that encode() mutates. One object must be used from one
 // thread at a time; copy it (cheap: the tables are shared) to encode on several threads.
@@ -63,6 +76,18 @@ struct special_rule {
   bool operator==(const special_rule&) const = default;
 };
 
+// A SentencePiece vocabulary as a GGUF file's tokenizer.ggml.* keys give it (model "llama").
+struct spm_vocab {
+  // token type, as tokenizer.ggml.token_type and llama.cpp's llama_token_type number them
+  enum type : int { normal = 1, unknown = 2, control = 3, user_defined = 4, unused = 5, byte = 6 };
+  std::vector<std::string> pieces;   // id -> piece, U+2581 for a space; a byte token is "<0xXX>"
+  std::vector<float> scores;         // id -> merge priority (higher merges first)
+  std::vector<int> types;            // id -> type
+  int bos = -1, eos = -1, unk = -1;  // -1: none
+  bool add_bos = true, add_eos = false;  // prompt_specials: {bos} before, {eos} after
+  bool add_space_prefix = true;
+};
+
 class tokenizer {
  public:
   // dir holds encoder.json and vocab.bpe; a missing, unreadable or corrupt file throws zf::error
@@ -79,6 +104,10 @@ class tokenizer {
   // errors name `source`; tokenizer_config.json beside it is read only when read_config.
   static tokenizer from_hf_json(const nlohmann::json& j, const std::filesystem::path& source,
                                 bool read_config = false);
+  // A SentencePiece tokenizer (see "SentencePiece mode" above). zf::error naming `source` for
+  // tables of different lengths, an unknown type, a byte token not spelled "<0xXX>", a duplicate
+  // piece, a bos / eos / unk id out of range, or add_bos / add_eos without that id.
+  static tokenizer from_spm(spm_vocab v, const std::filesystem::path& source);
 
   tokenizer(const tokenizer& other);
   tokenizer& operator=(const tokenizer& other);
@@ -107,23 +136,26 @@ class tokenizer {
   const std::string& token_bytes(int id) const;
 
   // The end-of-text token: 50256 for GPT-2; for load_hf the id of "<|endoftext|>" or else of
-  // "<|end_of_text|>", -1 if neither exists (a chat model's stop token is its config's eos_id).
+  // "<|end_of_text|>", -1 if neither exists (a chat model's stop token is its config's eos_id);
+  // for from_spm its eos ("</s>" for Llama 2), the token that ends a document there.
   int eot() const;
   int vocab_size() const;  // 50257 for GPT-2
   // Ids of tokenizer_config.json's "bos_token" / "eos_token"; -1 without that file, without the
-  // field or where it names no token (load_gpt2: -1).
+  // field or where it names no token (load_gpt2: -1); from_spm: the vocabulary's bos / eos.
   int bos_token_id() const;
   int eos_token_id() const;
   // Id of the token whose bytes are exactly `token` (an added token's content, or an ordinary
-  // token's raw bytes, not its bytes_to_unicode spelling); -1 if there is none.
+  // token's raw bytes, not its bytes_to_unicode spelling); -1 if there is none. from_spm: an
+  // ordinary token's bytes are its piece with ' ' for U+2581, and where two tokens have the
+  // same bytes (" " is both "\u2581" and "<0x20>") the ordinary one is found.
   int token_id(std::string_view token) const;
-  // True for added tokens (<|endoftext|>, <|im_start|>...); false for ordinary ones and ids out
-  // of range.
+  // True for added tokens (<|endoftext|>, <|im_start|>...; from_spm: control, unknown and
+  // user-defined tokens); false for ordinary ones and ids out of range.
   bool is_special(int id) const;
 
   // The vocabulary as files spell it (a GGUF file's tokenizer.ggml.tokens / .merges): an ordinary
   // token in GPT-2's bytes_to_unicode spelling, an added token as its text; the merges by rank
-  // as (left id, right id). An id out of range throws zf::error.
+  // as (left id, right id). from_spm: the piece; no merges. An id out of range throws zf::error.
   std::string token_spelling(int id) const;
   std::vector<std::pair<int, int>> merge_pairs() const;
 
@@ -132,6 +164,10 @@ class tokenizer {
   std::string_view pre_tokenizer_pattern() const;
   // tokenizer.json's model.ignore_merges (Llama 3): a pre-token in the vocabulary is one id.
   bool ignores_merges() const;
+
+  // The SentencePiece vocabulary of a from_spm tokenizer (a GGUF export writes it back);
+  // nullptr for byte-level BPE.
+  const spm_vocab* spm() const;
 
   // Number of distinct pre-tokens currently cached (for tests and diagnostics).
   std::size_t cache_size() const;
@@ -145,6 +181,7 @@ class tokenizer {
                           const std::filesystem::path& source);
   void encode_word(std::string_view word, std::vector<int>& out) const;
   void encode_ordinary(std::string_view text, std::vector<int>& out) const;
+  void encode_spm(std::string_view text, std::vector<int>& out) const;  // tokenizer_spm.cpp
 
   std::shared_ptr<const model> model_;
   mutable std::unique_ptr<state> state_;  // per-word cache + match data; see "Threading" above

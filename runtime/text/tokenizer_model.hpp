@@ -4,10 +4,14 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include <algorithm>
 #include <array>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <nlohmann/json_fwd.hpp>
+#include <optional>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -124,7 +128,12 @@ struct tokenizer::model {
   int eot = -1;
   special_rule specials;               // added by encode_with_special
   int bos_token = -1, eos_token = -1;  // tokenizer_config.json's; -1: none
-  pcre2_code* re = nullptr;
+  // SentencePiece mode (from_spm, tokenizer_spm.cpp): the vocabulary as given and piece -> id
+  // (what a merged symbol is looked up by); byte_id then holds each byte's fallback token (-1:
+  // none) and merges, re and the per-word cache stay empty.
+  std::optional<spm_vocab> spm;
+  std::unordered_map<std::string, int, string_hash, std::equal_to<>> piece_ids;
+  pcre2_code* re = nullptr;      // nullptr in SentencePiece mode
   std::string pattern;           // the pre-tokenizer regex re was compiled from
   bool pattern_literal = false;  // a Split String pattern (matched literally)
 
@@ -132,6 +141,14 @@ struct tokenizer::model {
     ids.insert_or_assign(text, id);
     special.at(id) = true;
     added.push_back({std::move(text), id});
+  }
+
+  // Sorts `added` longest first and fills added_by_first (the split in encode_append).
+  void index_added() {
+    std::stable_sort(added.begin(), added.end(),
+                     [](const auto& a, const auto& b) { return a.text.size() > b.text.size(); });
+    for (std::size_t i = 0; i < added.size(); ++i)
+      added_by_first[static_cast<unsigned char>(added[i].text[0])].push_back(int(i));
   }
 
   model() = default;
@@ -146,8 +163,9 @@ struct tokenizer::state {
   std::vector<int> parts;  // scratch for bpe
   bpe::scratch bpe;        // scratch for bpe_merge
 
-  explicit state(const model& m) : md(pcre2_match_data_create_from_pattern(m.re, nullptr)) {
-    if (!md) fail("tokenizer: out of memory creating PCRE2 match data");
+  explicit state(const model& m)
+      : md(m.re ? pcre2_match_data_create_from_pattern(m.re, nullptr) : nullptr) {
+    if (m.re && !md) fail("tokenizer: out of memory creating PCRE2 match data");
   }
   state(const state&) = delete;
   state& operator=(const state&) = delete;

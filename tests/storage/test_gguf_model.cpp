@@ -231,9 +231,9 @@ TEST_CASE("gguf model: other architectures, bad tensors and formats are refused 
                          [](auto& md, auto&) {
                            for (auto& kv : md)
                              if (kv.key == "tokenizer.ggml.model")
-                               kv.value = storage::gguf_value::string("llama");
+                               kv.value = storage::gguf_value::string("bert");
                          }),
-                 "tokenizer.ggml.model is 'llama'"));
+                 "tokenizer.ggml.model is 'bert'"));
 }
 
 TEST_CASE("gguf model: --dtype f16, q8_0, q4_0 quantize at load to the bits of the GGUF file") {
