@@ -209,47 +209,52 @@ TEST_CASE("bf16 serving: score mode runs the bf16 linears, equal to paged decode
     CHECK(zf::testing::rel_diff(t.logits() + sz(p) * s.vocab_size, paged[sz(p)]) < 3e-5);
 }
 
-TEST_CASE("bf16 serving: batch-invariant logits are the same bits under any chunking") {
+TEST_CASE("bf16, q8_0, q4_0 serving: batch-invariant logits are the same bits under any chunking") {
+  // q8_0 / q4_0 also quantize each activation row on its own (kernels/ggml_quant.hpp), so a row's
+  // numbers must not depend on its chunk either.
   const kernels::batch_invariant_scope inv(true);
   const model_config m = cfg("gpt2", true);
   const model_spec s = spec_of(m);
   const auto flat = zf::testing::quant_test_params(m, 10);
-  lm_weights bf = lm_weights_of(m, flat.data(), "bf16");
-  to_bf16_weights(bf);
-  const int n_seq = 3, len = 40, bs = 4, per = len / bs;
-  std::vector<std::vector<int>> seqs;
-  for (int i = 0; i < n_seq; ++i) seqs.push_back(ids_of(len, s.vocab_size, 20 + i));
-  // logits of every position of every sequence, advanced together by chunks of 1..max_chunk
-  auto run_all = [&](int max_chunk, unsigned seed) {
-    paged_model run(bf, 64, n_seq, 2);
-    kv_storage kv(s.n_layer, per * n_seq, bs, s.kv_dim(), kv_dtype::bf16);
-    std::vector<std::vector<int>> tables(n_seq);
-    for (int i = 0; i < n_seq; ++i)
-      for (int b = 0; b < per; ++b) tables[sz(i)].push_back(b * n_seq + i);
-    std::vector<std::vector<std::vector<float>>> out(n_seq);
-    std::vector<int> done(n_seq, 0);
-    std::mt19937 g(seed);
-    while (done[0] < len || done[1] < len || done[2] < len) {
-      std::vector<lm_chunk> chunks;
-      std::vector<int> who;
-      for (int i = 0; i < n_seq; ++i) {
-        if (done[sz(i)] == len) continue;
-        const int c = std::min(len - done[sz(i)], 1 + int(g() % max_chunk));
-        chunks.push_back(
-            {seqs[sz(i)].data() + done[sz(i)], done[sz(i)], c, tables[sz(i)].data(), true});
-        who.push_back(i);
-        done[sz(i)] += c;
+  for (const char* dtype : {"bf16", "q8_0", "q4_0"}) {
+    CAPTURE(dtype);
+    lm_weights bf = lm_weights_of(m, flat.data(), "bf16");
+    to_serving_weights(bf, parse_weight_dtype(dtype, "--dtype"), "--dtype");
+    const int n_seq = 3, len = 40, bs = 4, per = len / bs;
+    std::vector<std::vector<int>> seqs;
+    for (int i = 0; i < n_seq; ++i) seqs.push_back(ids_of(len, s.vocab_size, 20 + i));
+    // logits of every position of every sequence, advanced together by chunks of 1..max_chunk
+    auto run_all = [&](int max_chunk, unsigned seed) {
+      paged_model run(bf, 64, n_seq, 2);
+      kv_storage kv(s.n_layer, per * n_seq, bs, s.kv_dim(), kv_dtype::bf16);
+      std::vector<std::vector<int>> tables(n_seq);
+      for (int i = 0; i < n_seq; ++i)
+        for (int b = 0; b < per; ++b) tables[sz(i)].push_back(b * n_seq + i);
+      std::vector<std::vector<std::vector<float>>> out(n_seq);
+      std::vector<int> done(n_seq, 0);
+      std::mt19937 g(seed);
+      while (done[0] < len || done[1] < len || done[2] < len) {
+        std::vector<lm_chunk> chunks;
+        std::vector<int> who;
+        for (int i = 0; i < n_seq; ++i) {
+          if (done[sz(i)] == len) continue;
+          const int c = std::min(len - done[sz(i)], 1 + int(g() % max_chunk));
+          chunks.push_back(
+              {seqs[sz(i)].data() + done[sz(i)], done[sz(i)], c, tables[sz(i)].data(), true});
+          who.push_back(i);
+          done[sz(i)] += c;
+        }
+        run.forward(chunks, kv);
+        for (sz j = 0; j < who.size(); ++j)
+          out[sz(who[j])].emplace_back(run.logits(int(j)), run.logits(int(j)) + s.vocab_size);
       }
-      run.forward(chunks, kv);
-      for (sz j = 0; j < who.size(); ++j)
-        out[sz(who[j])].emplace_back(run.logits(int(j)), run.logits(int(j)) + s.vocab_size);
-    }
-    return out;
-  };
-  const auto one = run_all(1, 1);    // every row alone
-  const auto many = run_all(20, 2);  // ragged chunks up to 20 rows (past the direct limit)
-  // the chunk ends differ: compare the last position of every sequence, and decode positions
-  for (int i = 0; i < n_seq; ++i) CHECK(many[sz(i)].back() == one[sz(i)].back());
+      return out;
+    };
+    const auto one = run_all(1, 1);    // every row alone
+    const auto many = run_all(20, 2);  // ragged chunks up to 20 rows (past the direct limit)
+    // the chunk ends differ: compare the last position of every sequence, and decode positions
+    for (int i = 0; i < n_seq; ++i) CHECK(many[sz(i)].back() == one[sz(i)].back());
+  }
 }
 
 TEST_CASE("bf16 serving: MoE experts in bf16 equal fp32 over rounded weights, near fp32") {
