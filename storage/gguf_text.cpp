@@ -119,6 +119,7 @@ tokenizer read_spm(const gguf_file& g, token_ids& ids) {
   v.add_eos = flag("tokenizer.ggml.add_eos_token", false, v.eos);
   v.add_space_prefix = flag("tokenizer.ggml.add_space_prefix", true, 0);
   ids = {v.bos, v.eos, v.add_bos, v.add_eos};
+  if (g.has("tokenizer.chat_template")) v.chat_template = g.get_string("tokenizer.chat_template");
   return tokenizer::from_spm(std::move(v), g.path());
 }
 
@@ -126,6 +127,9 @@ tokenizer read_spm(const gguf_file& g, token_ids& ids) {
 
 void write_tokenizer(const tokenizer& tok, int vocab, const token_ids& ids,
                      std::vector<gguf_kv>& md, const std::string& what) {
+  // the chat template as the files gave it (llama.cpp and we detect the format from it)
+  if (!tok.chat_template().empty())
+    md.push_back({"tokenizer.chat_template", gguf_value::string(tok.chat_template())});
   if (const spm_vocab* v = tok.spm()) {
     write_spm(*v, vocab, ids, md);
     return;
@@ -223,13 +227,15 @@ tokenizer read_tokenizer(const gguf_file& g, token_ids& ids) {
                   {"behavior", "Isolated"},
                   {"invert", false}},
                  {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}};
-  const json j = {
+  json j = {
       {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}, {"ignore_merges", llama3}}},
       {"added_tokens", added},
       {"normalizer", nullptr},
       {"pre_tokenizer", pre_tok},
       {"post_processor",
        ids.add_bos || ids.add_eos ? template_processing(tokens, ids) : json(nullptr)}};
+  if (g.has("tokenizer.chat_template"))
+    j["chat_template"] = g.get_string("tokenizer.chat_template");  // from_hf_json keeps it
   return tokenizer::from_hf_json(j, g.path());
 }
 

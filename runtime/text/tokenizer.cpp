@@ -211,6 +211,10 @@ bool tokenizer::ignores_merges() const {
   return model_->ignore_merges;
 }
 
+const std::string& tokenizer::chat_template() const {
+  return model_->chat_template;
+}
+
 std::size_t tokenizer::cache_size() const {
   return state_->cache.size();
 }

@@ -86,6 +86,7 @@ struct spm_vocab {
   int bos = -1, eos = -1, unk = -1;  // -1: none
   bool add_bos = true, add_eos = false;  // prompt_specials: {bos} before, {eos} after
   bool add_space_prefix = true;
+  std::string chat_template;  // the file's tokenizer.chat_template ("" : none)
 };
 
 class tokenizer {
@@ -168,6 +169,11 @@ class tokenizer {
   // The SentencePiece vocabulary of a from_spm tokenizer (a GGUF export writes it back);
   // nullptr for byte-level BPE.
   const spm_vocab* spm() const;
+
+  // The chat template text the files gave (tokenizer_config.json's "chat_template", a GGUF
+  // file's tokenizer.chat_template; "" where none). Not run (it is Jinja): detect_chat_format
+  // (chat_template.hpp) reads which format it writes.
+  const std::string& chat_template() const;
 
   // Number of distinct pre-tokens currently cached (for tests and diagnostics).
   std::size_t cache_size() const;

@@ -226,6 +226,11 @@ tokenizer tokenizer::from_hf_json(const nlohmann::json& j,
   m->specials = std::move(sp.rule);
   m->bos_token = sp.bos;
   m->eos_token = sp.eos;
+  // tokenizer_config.json's, else one carried in j itself (a GGUF file's, rebuilt as j)
+  m->chat_template = !sp.chat_template.empty() ? std::move(sp.chat_template)
+                     : j.contains("chat_template") && j["chat_template"].is_string()
+                         ? j["chat_template"].get<std::string>()
+                         : std::string();
   return finish(std::move(m), pattern.text, pattern.literal, tokenizer_json);
 }
 

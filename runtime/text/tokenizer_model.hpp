@@ -95,7 +95,8 @@ struct string_hash {
 // token's text (an added token's content, else its model.vocab spelling) to its id, -1 if none.
 struct hf_specials {
   special_rule rule;
-  int bos = -1, eos = -1;  // tokenizer_config.json's bos_token / eos_token
+  int bos = -1, eos = -1;     // tokenizer_config.json's bos_token / eos_token
+  std::string chat_template;  // its chat_template ("" where none)
 };
 hf_specials read_hf_specials(const nlohmann::json& post_processor,
                              const std::filesystem::path& tokenizer_json, int vocab_size,
@@ -128,6 +129,7 @@ struct tokenizer::model {
   int eot = -1;
   special_rule specials;               // added by encode_with_special
   int bos_token = -1, eos_token = -1;  // tokenizer_config.json's; -1: none
+  std::string chat_template;           // the file's chat template text ("" : none)
   // SentencePiece mode (from_spm, tokenizer_spm.cpp): the vocabulary as given and piece -> id
   // (what a merged symbol is looked up by); byte_id then holds each byte's fallback token (-1:
   // none) and merges, re and the per-word cache stay empty.

@@ -98,7 +98,24 @@ special_rule parse_post_processor(const json& p, int vocab_size, const std::stri
 struct token_config {
   std::optional<bool> add_bos, add_eos;
   std::optional<std::string> bos, eos;  // token text
+  std::string chat_template;
 };
+
+// "chat_template": a string, or a list of {"name", "template"} (the "default" one, else the
+// first); anything else is ignored (the template is only read to detect a format).
+std::string chat_template_of(const json& c) {
+  if (!c.contains("chat_template")) return {};
+  const json& t = c["chat_template"];
+  if (t.is_string()) return t.get<std::string>();
+  if (!t.is_array()) return {};
+  std::string first;
+  for (const json& e : t) {
+    if (!e.is_object() || !e.contains("template") || !e["template"].is_string()) continue;
+    if (e.value("name", "") == "default") return e["template"].get<std::string>();
+    if (first.empty()) first = e["template"].get<std::string>();
+  }
+  return first;
+}
 
 token_config parse_token_config(const json& c, const std::string& file) {
   if (!c.is_object()) fail("tokenizer: '{}' must hold a JSON object", file);
@@ -118,7 +135,8 @@ token_config parse_token_config(const json& c, const std::string& file) {
     fail("tokenizer: '{}': \"{}\" is {}, expected a string or {{\"content\": ...}}", file, key,
          v.dump());
   };
-  return {flag("add_bos_token"), flag("add_eos_token"), token("bos_token"), token("eos_token")};
+  return {flag("add_bos_token"), flag("add_eos_token"), token("bos_token"), token("eos_token"),
+          chat_template_of(c)};
 }
 
 }  // namespace
@@ -141,6 +159,7 @@ hf_specials tokenizer_detail::read_hf_specials(const json& post_processor,
   } catch (const json::exception& e) {
     fail("tokenizer: '{}' is not valid JSON: {}", file, e.what());
   }
+  out.chat_template = std::move(tc.chat_template);
   if (tc.bos) out.bos = lookup(*tc.bos);
   if (tc.eos) out.eos = lookup(*tc.eos);
   // An explicit flag rebuilds its side from bos_token / eos_token, as transformers'

@@ -126,6 +126,7 @@ tokenizer tokenizer::from_spm(spm_vocab v, const std::filesystem::path& source) 
   m->eos_token = v.eos;
   if (v.add_bos) m->specials.prefix = {v.bos};
   if (v.add_eos) m->specials.suffix = {v.eos};
+  m->chat_template = std::move(v.chat_template);
   m->spm = std::move(v);
   m->index_added();
   return tokenizer(std::move(m));

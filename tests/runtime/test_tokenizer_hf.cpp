@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -269,4 +270,26 @@ TEST_CASE("hf tokenizer: chat formats by special tokens") {
 
   const auto m = error_of([&] { zf::format_chat(chatml, {{"user", "a"}, {"tool", "b"}}); });
   CHECK_MESSAGE(contains(m, "message 1 has role 'tool'"), m);
+}
+
+TEST_CASE("hf tokenizer: tokenizer_config.json's chat_template is kept and picks the format") {
+  temp_dir dir("tok_hf_chat_template");
+  const auto j = fixture_json("tiny-gpt2");
+  auto with_config = [&](const nlohmann::json& cfg) {
+    std::ofstream(dir / "tokenizer_config.json") << cfg.dump();
+    return load_json(dir, j);
+  };
+  // a string; a list of named templates (the "default" one); none
+  const auto a =
+      with_config({{"chat_template", "{% for m in messages %}<|user|>...<|assistant|>"}});
+  CHECK(a.chat_template() == "{% for m in messages %}<|user|>...<|assistant|>");
+  CHECK(zf::detect_chat_format(a) == zf::chat_format::zephyr);
+  const auto b = with_config({{"chat_template",
+                               {{{"name", "tool_use"}, {"template", "tools"}},
+                                {{"name", "default"}, {"template", "[INST] x [/INST]"}}}}});
+  CHECK(b.chat_template() == "[INST] x [/INST]");
+  CHECK(zf::detect_chat_format(b) == zf::chat_format::llama2);
+  const auto c = with_config(nlohmann::json::object());
+  CHECK(c.chat_template().empty());
+  CHECK(zf::detect_chat_format(c) == zf::chat_format::plain);
 }

@@ -6,6 +6,7 @@
 // are too big to commit).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <sstream>
@@ -147,6 +148,7 @@ TEST_CASE("gguf spm: a Llama model exported with a SentencePiece tokenizer reads
   v.pieces.resize(300);
   v.scores.resize(300);
   v.types.resize(300);
+  v.chat_template = "{{ '[INST] ' + content + ' [/INST]' }}";  // written and read back
   const tokenizer tok = tokenizer::from_spm(v, "first 300");
   REQUIRE(w.cfg.vocab_size > 300);
   const auto file = d / "tiny.gguf";
@@ -159,7 +161,9 @@ TEST_CASE("gguf spm: a Llama model exported with a SentencePiece tokenizer reads
   CHECK(g.get_bool("tokenizer.ggml.add_bos_token"));
   CHECK(g.get_bool("tokenizer.ggml.add_space_prefix"));
   CHECK(g.get_int("tokenizer.ggml.unknown_token_id") == 0);
+  CHECK(g.get_string("tokenizer.chat_template") == v.chat_template);
   const zf::storage::gguf_model back = zf::storage::read_llama_gguf(file);
+  CHECK(back.tok.chat_template() == v.chat_template);
   REQUIRE(back.tok.spm() != nullptr);
   const spm_vocab& r = *back.tok.spm();
   CHECK(r.pieces.size() == std::size_t(w.cfg.vocab_size));
@@ -207,4 +211,47 @@ TEST_CASE("gguf spm: malformed SentencePiece metadata is refused naming the file
                  "expected \"<0xXX>\""));
   CHECK(contains(refused("bos", set("tokenizer.ggml.bos_token_id", gguf_value::u32(32000))),
                  "tokenizer.ggml.bos_token_id is 32000"));
+}
+
+TEST_CASE("gguf spm: the file's chat template picks Llama 2, Mistral or Zephyr turns") {
+  // tokenizer.chat_template is Jinja we do not run; its markers choose the format
+  // (runtime/text/chat_template.hpp), as llama.cpp's llm_chat_detect_template does, and an
+  // export writes it back.
+  temp_dir d("gguf_spm_chat");
+  const fs::path good = kGolden / "ggml-vocab-llama-spm.gguf";
+  auto with_template = [&](const char* tag, const std::string& tmpl) {
+    const auto file = d / (std::string(tag) + ".gguf");
+    rewrite(good, file, [&](auto& md, auto&) {
+      md.push_back({"tokenizer.chat_template", zf::storage::gguf_value::string(tmpl)});
+    });
+    return zf::storage::read_gguf_tokenizer(file);
+  };
+  const std::vector<zf::serve::chat_message> msgs = {
+      {"system", "Be brief."}, {"user", " Hi "}, {"assistant", "Hello."}, {"user", "Bye"}};
+  // Llama 2's template (abridged: the markers are what count)
+  const tokenizer l2 = with_template(
+      "llama2", "{{ bos_token + '[INST] ' + '<<SYS>>\\n' + system + '\\n<</SYS>>\\n\\n' }}");
+  CHECK(l2.chat_template().find("[INST]") != std::string::npos);
+  CHECK(zf::detect_chat_format(l2) == zf::chat_format::llama2);
+  const std::string t2 = zf::format_chat(l2, msgs);
+  CHECK(t2 ==
+        "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST] Hello.</s><s>[INST] Bye [/INST]");
+  const std::vector<int> ids = zf::encode_chat(l2, msgs);
+  CHECK(std::count(ids.begin(), ids.end(), 1) == 2);  // BOS before each user turn
+  CHECK(std::count(ids.begin(), ids.end(), 2) == 1);  // EOS after the answer
+  // Mistral's has [INST] but no <<SYS>>: the system text is its own paragraph
+  const tokenizer mi =
+      with_template("mistral", "{{ '[INST] ' + message['content'] + ' [/INST]' }}");
+  CHECK(zf::format_chat(mi, msgs) ==
+        "<s>[INST] Be brief.\n\nHi [/INST] Hello.</s><s>[INST] Bye [/INST]");
+  // TinyLlama-chat's (Zephyr)
+  const tokenizer ze = with_template("zephyr", "{{ '<|user|>\\n' }}...{{ '<|assistant|>' }}");
+  CHECK(zf::detect_chat_format(ze) == zf::chat_format::zephyr);
+  CHECK(zf::format_chat(ze, msgs) ==
+        "<s><|system|>\nBe brief.</s>\n<|user|>\n Hi </s>\n<|assistant|>\nHello.</s>\n"
+        "<|user|>\nBye</s>\n<|assistant|>\n");
+  // ChatML markers win over the rest; no template: the tokens decide (plain here)
+  CHECK(zf::detect_chat_format(with_template("chatml", "<|im_start|>[INST]")) ==
+        zf::chat_format::chatml);
+  CHECK(zf::detect_chat_format(zf::storage::read_gguf_tokenizer(good)) == zf::chat_format::plain);
 }
