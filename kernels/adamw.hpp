@@ -41,5 +41,10 @@ namespace cuda {
 void adamw_step(float* p, const float* g, float* m, float* v, std::size_t n, const adamw_params& a);
 double sum_squares(const float* x, std::size_t n);
 }  // namespace cuda
+// adamw_cuda.cu run by the CPU simulation of CUDA (kernels/cuda_sim.hpp; tests), host pointers.
+namespace cuda_sim {
+void adamw_step(float* p, const float* g, float* m, float* v, std::size_t n, const adamw_params& a);
+double sum_squares(const float* x, std::size_t n);
+}  // namespace cuda_sim
 
 }  // namespace zf::kernels

@@ -5,14 +5,12 @@
 // Invariants: grid-stride loops over n (any size_t); work is queued on the default stream and
 // adamw_step returns without waiting. sum_squares reduces in double, per block in a fixed tree,
 // then the per-block partials in order on the host: the same input gives the same bits every run.
-#include <cuda_runtime.h>
-
 #include <vector>
 
 #include "kernels/adamw.hpp"
-#include "kernels/cuda_check.cuh"
+#include "kernels/cuda_compat.cuh"  // first: the runtime or its CPU simulation
 
-namespace zf::kernels::cuda {
+namespace zf::kernels::ZF_CUDA_NS {
 namespace {
 
 constexpr unsigned kBlock = 256;
@@ -65,9 +63,9 @@ __global__ void sum_squares_kernel(const float* __restrict__ x, std::size_t n,
 void adamw_step(float* p, const float* g, float* m, float* v, std::size_t n,
                 const adamw_params& a) {
   if (n == 0) return;
-  adamw_kernel<<<grid_for(n, kBlock, kMaxBlocks), kBlock>>>(p, g, m, v, n,
-                                                            adamw_coefficients_of(a));
-  check(cudaGetLastError(), "adamw_step launch");
+  ZF_LAUNCH(adamw_kernel, grid_for(n, kBlock, kMaxBlocks), kBlock, 0)
+  (p, g, m, v, n, adamw_coefficients_of(a));
+  check_launch("adamw_step launch");
 }
 
 // sum of x[i]^2 (x: [n] in GPU memory) in double; waits for the result.
@@ -75,20 +73,21 @@ double sum_squares(const float* x, std::size_t n) {
   if (n == 0) return 0.0;
   const unsigned blocks = grid_for(n, kBlock, kSumBlocks);
   double* partial = nullptr;
-  check(cudaMallocAsync(reinterpret_cast<void**>(&partial), blocks * sizeof(double), 0),
+  cudaStream_t st = current_stream();
+  check(cudaMallocAsync(reinterpret_cast<void**>(&partial), blocks * sizeof(double), st),
         "sum_squares alloc");
-  sum_squares_kernel<<<blocks, kBlock>>>(x, n, partial);
+  ZF_LAUNCH(sum_squares_kernel, blocks, kBlock, 0)(x, n, partial);
   cudaError_t e = cudaGetLastError();
   std::vector<double> host(blocks);
   if (e == cudaSuccess) {
-    e = cudaMemcpyAsync(host.data(), partial, blocks * sizeof(double), cudaMemcpyDeviceToHost, 0);
+    e = cudaMemcpyAsync(host.data(), partial, blocks * sizeof(double), cudaMemcpyDeviceToHost, st);
   }
-  (void)cudaFreeAsync(partial, 0);
-  if (e == cudaSuccess) e = cudaStreamSynchronize(0);
+  (void)cudaFreeAsync(partial, st);
+  if (e == cudaSuccess) e = cudaStreamSynchronize(st);
   check(e, "sum_squares");
   double s = 0.0;
   for (double b : host) s += b;
   return s;
 }
 
-}  // namespace zf::kernels::cuda
+}  // namespace zf::kernels::ZF_CUDA_NS
