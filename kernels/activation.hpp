@@ -39,5 +39,25 @@ void swiglu_forward(const float* gu, float* y, int n, int m);
 void swiglu_backward(const float* gu, const float* dy, float* dgu, int n, int m);
 void accumulate(float* y, const float* x, std::size_t n);
 }  // namespace cpu
+// activation_cuda.cu on the GPU (cuda) and run by the CPU simulation of CUDA (cuda_sim, tests).
+// zero_fill has no twin: its contract is host memory.
+namespace cuda {
+void gelu_forward(const float* x, float* y, std::size_t n);
+void gelu_backward(const float* x, const float* dy, float* dx, std::size_t n);
+void gelu_forward_bf16(const float* x, std::uint16_t* y, std::size_t n);
+void add_forward(const float* a, const float* b, float* y, std::size_t n);
+void swiglu_forward(const float* gu, float* y, int n, int m);
+void swiglu_backward(const float* gu, const float* dy, float* dgu, int n, int m);
+void accumulate(float* y, const float* x, std::size_t n);
+}  // namespace cuda
+namespace cuda_sim {
+void gelu_forward(const float* x, float* y, std::size_t n);
+void gelu_backward(const float* x, const float* dy, float* dx, std::size_t n);
+void gelu_forward_bf16(const float* x, std::uint16_t* y, std::size_t n);
+void add_forward(const float* a, const float* b, float* y, std::size_t n);
+void swiglu_forward(const float* gu, float* y, int n, int m);
+void swiglu_backward(const float* gu, const float* dy, float* dgu, int n, int m);
+void accumulate(float* y, const float* x, std::size_t n);
+}  // namespace cuda_sim
 
 }  // namespace zf::kernels

@@ -6,6 +6,9 @@
 #include "kernels/cuda_sim.hpp"
 
 #include <ucontext.h>
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+#endif
 
 #include <cstdlib>
 #include <memory>
@@ -23,8 +26,36 @@ constexpr std::size_t k_max_shared = 227 * 1024;  // an H100's per-block opt-in 
 
 enum class wait : unsigned char { run, block, warp, done };
 
+// ThreadSanitizer follows one stack per thread unless told of fibers; ASan intercepts swapcontext.
+#if defined(__SANITIZE_THREAD__)
+struct tsan_fiber {
+  void* f = nullptr;
+  tsan_fiber() = default;
+  tsan_fiber(tsan_fiber&& o) noexcept : f(o.f) { o.f = nullptr; }
+  tsan_fiber& operator=(tsan_fiber&&) = delete;
+  ~tsan_fiber() {
+    if (f) __tsan_destroy_fiber(f);
+  }
+};
+inline void* tsan_new_fiber() {
+  return __tsan_create_fiber(0);
+}
+inline void tsan_switch(void* f) {
+  __tsan_switch_to_fiber(f, 0);
+}
+#else
+struct tsan_fiber {
+  void* f = nullptr;
+};
+inline void* tsan_new_fiber() {
+  return nullptr;
+}
+inline void tsan_switch(void*) {}
+#endif
+
 struct fiber {
   ucontext_t ctx{};
+  tsan_fiber tsan;
   std::unique_ptr<char[]> stack;
   wait state = wait::run;
   unsigned shuffles = 0;  // shuffles this lane has made in the block (picks the buffer)
@@ -32,6 +63,7 @@ struct fiber {
 
 struct block_state {
   ucontext_t main{};
+  void* main_tsan = nullptr;  // the OS thread's own fiber, for ThreadSanitizer
   std::vector<fiber> fibers;
   unsigned n = 0;        // threads in this block
   unsigned current = 0;  // linear id of the running fiber
@@ -56,6 +88,7 @@ void fiber_entry() {
   block_state& s = t_state;
   (*s.fn)();
   s.fibers[s.current].state = wait::done;
+  tsan_switch(s.main_tsan);
   // returning resumes uc_link (the scheduler)
 }
 
@@ -63,6 +96,7 @@ void park(wait w) {
   block_state& s = t_state;
   if (!s.in_launch) throw zf::kernels::kernel_error("cuda sim: a barrier outside a kernel launch");
   s.fibers[s.current].state = w;
+  tsan_switch(s.main_tsan);
   swapcontext(&s.fibers[s.current].ctx, &s.main);
   set_coords(s, s.current);
 }
@@ -104,6 +138,7 @@ void run_block(block_state& s) {
   for (unsigned i = 0; i < s.n; ++i) {
     fiber& f = s.fibers[i];
     if (!f.stack) f.stack = std::make_unique<char[]>(k_stack_bytes);
+    if (!f.tsan.f) f.tsan.f = tsan_new_fiber();
     getcontext(&f.ctx);
     f.ctx.uc_stack.ss_sp = f.stack.get();
     f.ctx.uc_stack.ss_size = k_stack_bytes;
@@ -118,6 +153,7 @@ void run_block(block_state& s) {
       if (s.fibers[i].state != wait::run) continue;
       s.current = i;
       set_coords(s, i);
+      tsan_switch(s.fibers[i].tsan.f);
       swapcontext(&s.main, &s.fibers[i].ctx);
       ran = true;
     }
@@ -186,6 +222,9 @@ void run_grid(dim3 grid, dim3 block, std::size_t shared_bytes, const std::functi
   }
   if (s.in_launch) throw zf::kernels::kernel_error("cuda sim: a launch inside a kernel");
   s.n = static_cast<unsigned>(threads);
+#if defined(__SANITIZE_THREAD__)
+  if (!s.main_tsan) s.main_tsan = __tsan_get_current_fiber();
+#endif
   if (s.fibers.size() < s.n) s.fibers.resize(s.n);
   s.lanes.assign(((s.n + 31) / 32) * 2 * 32, 0);
   s.fn = &fn;

@@ -35,7 +35,7 @@ namespace zf::kernels {
 
 #if defined(ZF_CUDA)
 namespace cuda {
-int device_count() noexcept;  // kernels/dispatch_cuda.cu
+int device_count() noexcept;  // kernels/device_cuda.cu
 }  // namespace cuda
 #endif
 
@@ -68,6 +68,14 @@ constexpr bool on_cuda() noexcept {
 #define ZF_DISPATCH(fn, ...) return on_cuda() ? cuda::fn(__VA_ARGS__) : cpu::fn(__VA_ARGS__)
 #else
 #define ZF_DISPATCH(fn, ...) return cpu::fn(__VA_ARGS__)
+#endif
+// ZF_CUDA_FIRST: a family whose cpu side splits its work (over the cores) and has a cuda twin; on
+// cuda the twin takes the whole call.
+#if defined(ZF_CUDA)
+#define ZF_CUDA_FIRST(fn, ...) \
+  if (on_cuda()) return cuda::fn(__VA_ARGS__)
+#else
+#define ZF_CUDA_FIRST(fn, ...) static_cast<void>(0)
 #endif
 // A cpu-only family refuses the cuda device, then runs (ZF_CPU_ONLY) or splits (the callers of
 // ZF_CPU_CHECK) its cpu kernel.
@@ -292,19 +300,19 @@ void rmsnorm_backward(const float* x, const float* gamma, const float* rstd, con
 // activation
 // Element-wise: over the cores in pieces of whole 8-lane vectors (parallel.hpp), same bits.
 void gelu_forward(const float* x, float* y, std::size_t n) {
-  ZF_CPU_CHECK(gelu_forward);
+  ZF_CUDA_FIRST(gelu_forward, x, y, n);
   cpu::parallel_ranges(n, 8, k_parallel_min, [&](std::size_t b, std::size_t e) {
     cpu::gelu_forward(x + b, y + b, e - b);
   });
 }
 void gelu_backward(const float* x, const float* dy, float* dx, std::size_t n) {
-  ZF_CPU_CHECK(gelu_backward);
+  ZF_CUDA_FIRST(gelu_backward, x, dy, dx, n);
   cpu::parallel_ranges(n, 8, k_parallel_min, [&](std::size_t b, std::size_t e) {
     cpu::gelu_backward(x + b, dy + b, dx + b, e - b);
   });
 }
 void gelu_forward_bf16(const float* x, std::uint16_t* y, std::size_t n) {
-  ZF_CPU_CHECK(gelu_forward_bf16);
+  ZF_CUDA_FIRST(gelu_forward_bf16, x, y, n);
   cpu::parallel_ranges(n, 8, k_parallel_min, [&](std::size_t b, std::size_t e) {
     cpu::gelu_forward_bf16(x + b, y + b, e - b);
   });
@@ -315,19 +323,19 @@ void zero_fill(float* y, std::size_t n) {  // host memory whatever the device: n
   });
 }
 void add_forward(const float* a, const float* b, float* y, std::size_t n) {
-  ZF_CPU_CHECK(add_forward);
+  ZF_CUDA_FIRST(add_forward, a, b, y, n);
   cpu::parallel_ranges(n, 8, k_parallel_min, [&](std::size_t b0, std::size_t e) {
     cpu::add_forward(a + b0, b + b0, y + b0, e - b0);
   });
 }
 void swiglu_forward(const float* gu, float* y, int n, int m) {
-  ZF_CPU_ONLY(swiglu_forward, gu, y, n, m);
+  ZF_DISPATCH(swiglu_forward, gu, y, n, m);
 }
 void swiglu_backward(const float* gu, const float* dy, float* dgu, int n, int m) {
-  ZF_CPU_ONLY(swiglu_backward, gu, dy, dgu, n, m);
+  ZF_DISPATCH(swiglu_backward, gu, dy, dgu, n, m);
 }
 void accumulate(float* y, const float* x, std::size_t n) {
-  ZF_CPU_CHECK(accumulate);
+  ZF_CUDA_FIRST(accumulate, y, x, n);
   cpu::parallel_ranges(n, 8, k_parallel_min, [&](std::size_t b0, std::size_t e) {
     cpu::accumulate(y + b0, x + b0, e - b0);
   });
@@ -339,11 +347,11 @@ void rope_tables(int n_pos, int head_dim, const double* inv_freq, float* cos, fl
 }
 void rope_forward(float* x, int ld, int n, const int* pos, int n_head, int head_dim,
                   const float* cos, const float* sin) {
-  ZF_CPU_ONLY(rope_forward, x, ld, n, pos, n_head, head_dim, cos, sin);
+  ZF_DISPATCH(rope_forward, x, ld, n, pos, n_head, head_dim, cos, sin);
 }
 void rope_backward(float* dx, int ld, int n, const int* pos, int n_head, int head_dim,
                    const float* cos, const float* sin) {
-  ZF_CPU_ONLY(rope_backward, dx, ld, n, pos, n_head, head_dim, cos, sin);
+  ZF_DISPATCH(rope_backward, dx, ld, n, pos, n_head, head_dim, cos, sin);
 }
 
 // attention
@@ -438,11 +446,11 @@ double moe_z_loss(const float* z, int n, int E, float* dz, float coef) {
 // embedding
 void embedding_forward(const int* ids, const float* wte, const float* wpe, float* out, int b, int t,
                        int c, int pos0) {
-  ZF_CPU_ONLY(embedding_forward, ids, wte, wpe, out, b, t, c, pos0);
+  ZF_DISPATCH(embedding_forward, ids, wte, wpe, out, b, t, c, pos0);
 }
 void embedding_backward(const int* ids, const float* dout, float* dwte, float* dwpe, int b, int t,
                         int c, int pos0) {
-  ZF_CPU_ONLY(embedding_backward, ids, dout, dwte, dwpe, b, t, c, pos0);
+  ZF_DISPATCH(embedding_backward, ids, dout, dwte, dwpe, b, t, c, pos0);
 }
 
 // adamw: the cuda twin exists (kernels/adamw_cuda.cu).

@@ -1,9 +1,33 @@
 // Embedding family, CPU reference: GPT-2 token + learned position embeddings, fp32.
 // Invariants: row gathers/scatters of c contiguous floats; duplicate ids accumulate in order.
 // Nothing here allocates.
+#include <algorithm>
 #include <cstddef>
 
 #include "kernels/embedding.hpp"
+
+namespace zf::kernels {
+
+// ids: [count] -> plan (embedding.hpp). A stable sort of the positions by id keeps each id's
+// positions in increasing order.
+void plan_embedding_grad(const int* ids, int count, embedding_grad_plan& plan) {
+  plan.order.resize(static_cast<std::size_t>(count));
+  for (int i = 0; i < count; ++i) plan.order[static_cast<std::size_t>(i)] = i;
+  std::stable_sort(plan.order.begin(), plan.order.end(),
+                   [ids](int a, int b) { return ids[a] < ids[b]; });
+  plan.ids.clear();
+  plan.starts.clear();
+  for (int k = 0; k < count; ++k) {
+    const int id = ids[plan.order[static_cast<std::size_t>(k)]];
+    if (plan.ids.empty() || plan.ids.back() != id) {
+      plan.ids.push_back(id);
+      plan.starts.push_back(k);
+    }
+  }
+  plan.starts.push_back(count);
+}
+
+}  // namespace zf::kernels
 
 namespace zf::kernels::cpu {
 

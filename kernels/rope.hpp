@@ -27,5 +27,19 @@ void rope_forward(float* x, int ld, int n, const int* pos, int n_head, int head_
 void rope_backward(float* dx, int ld, int n, const int* pos, int n_head, int head_dim,
                    const float* cos, const float* sin);
 }  // namespace cpu
+// rope_cuda.cu on the GPU (cuda) and run by the CPU simulation of CUDA (cuda_sim, tests).
+// rope_tables has no twin: the tables are made on the host once and copied.
+namespace cuda {
+void rope_forward(float* x, int ld, int n, const int* pos, int n_head, int head_dim,
+                  const float* cos, const float* sin);
+void rope_backward(float* dx, int ld, int n, const int* pos, int n_head, int head_dim,
+                   const float* cos, const float* sin);
+}  // namespace cuda
+namespace cuda_sim {
+void rope_forward(float* x, int ld, int n, const int* pos, int n_head, int head_dim,
+                  const float* cos, const float* sin);
+void rope_backward(float* dx, int ld, int n, const int* pos, int n_head, int head_dim,
+                   const float* cos, const float* sin);
+}  // namespace cuda_sim
 
 }  // namespace zf::kernels
