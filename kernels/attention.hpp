@@ -43,5 +43,21 @@ void attention_backward(const attention_shape& s, const float* q, const float* k
                         const float* att, const float* dout, float* datt, float* dq, float* dk,
                         float* dv);
 }  // namespace cpu
+// kernels/attention_cuda.cu: GPU pointers, queued on the current stream (nothing waits).
+namespace cuda {
+void attention_forward(const attention_shape& s, const float* q, const float* k, const float* v,
+                       float* out, float* att);
+void attention_backward(const attention_shape& s, const float* q, const float* k, const float* v,
+                        const float* att, const float* dout, float* datt, float* dq, float* dk,
+                        float* dv);
+}  // namespace cuda
+// attention_cuda.cu run by the CPU simulation of CUDA (kernels/cuda_sim.hpp; tests), host pointers.
+namespace cuda_sim {
+void attention_forward(const attention_shape& s, const float* q, const float* k, const float* v,
+                       float* out, float* att);
+void attention_backward(const attention_shape& s, const float* q, const float* k, const float* v,
+                        const float* att, const float* dout, float* datt, float* dq, float* dk,
+                        float* dv);
+}  // namespace cuda_sim
 
 }  // namespace zf::kernels

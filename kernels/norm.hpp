@@ -38,5 +38,29 @@ void rmsnorm_forward(const float* x, const float* gamma, float* y, float* rstd, 
 void rmsnorm_backward(const float* x, const float* gamma, const float* rstd, const float* dy,
                       float* dx, float* dgamma, int n, int c);
 }  // namespace cpu
+// kernels/norm_cuda.cu: GPU pointers, queued on the thread's stream (cuda_compat.cuh), nothing
+// waits. The backwards' dgamma/dbeta column sums are deterministic (per-chunk partials summed in
+// a fixed order), not atomics.
+namespace cuda {
+void layernorm_forward(const float* x, const float* gamma, const float* beta, float* y, float* mean,
+                       float* rstd, int n, int c, float eps);
+void layernorm_backward(const float* x, const float* gamma, const float* mean, const float* rstd,
+                        const float* dy, float* dx, float* dgamma, float* dbeta, int n, int c);
+void rmsnorm_forward(const float* x, const float* gamma, float* y, float* rstd, int n, int c,
+                     float eps);
+void rmsnorm_backward(const float* x, const float* gamma, const float* rstd, const float* dy,
+                      float* dx, float* dgamma, int n, int c);
+}  // namespace cuda
+// norm_cuda.cu run by the CPU simulation of CUDA (kernels/cuda_sim.hpp; tests), host pointers.
+namespace cuda_sim {
+void layernorm_forward(const float* x, const float* gamma, const float* beta, float* y, float* mean,
+                       float* rstd, int n, int c, float eps);
+void layernorm_backward(const float* x, const float* gamma, const float* mean, const float* rstd,
+                        const float* dy, float* dx, float* dgamma, float* dbeta, int n, int c);
+void rmsnorm_forward(const float* x, const float* gamma, float* y, float* rstd, int n, int c,
+                     float eps);
+void rmsnorm_backward(const float* x, const float* gamma, const float* rstd, const float* dy,
+                      float* dx, float* dgamma, int n, int c);
+}  // namespace cuda_sim
 
 }  // namespace zf::kernels

@@ -60,5 +60,20 @@ void paged_attention(const paged_shape& s, const float* q, const paged_kv& kv, f
 void attention_forward_rows(const attention_shape& s, const float* q, const float* k,
                             const float* v, float* out, float* att);
 }  // namespace cpu
+// kernels/paged_attention_cuda.cu: q, out, the pools, the block table and scratch in GPU memory,
+// queued on the current stream (nothing waits). Every row takes the same kernel whatever tq, so
+// direct_only changes nothing. Its scratch (split partials) is sized by its own
+// paged_attention_scratch.
+namespace cuda {
+long paged_attention_scratch(const paged_shape& s);
+void paged_attention(const paged_shape& s, const float* q, const paged_kv& kv, float* out,
+                     float* scratch, bool direct_only = false);
+}  // namespace cuda
+// paged_attention_cuda.cu run by the CPU simulation of CUDA (kernels/cuda_sim.hpp; tests).
+namespace cuda_sim {
+long paged_attention_scratch(const paged_shape& s);
+void paged_attention(const paged_shape& s, const float* q, const paged_kv& kv, float* out,
+                     float* scratch, bool direct_only = false);
+}  // namespace cuda_sim
 
 }  // namespace zf::kernels

@@ -28,5 +28,20 @@ void softmax_xent_forward(const float* logits, const int* targets, float* loss, 
 void softmax_rows(float* x, int n, int v, float scale);
 double log_sum_exp(const float* x, int n);
 }  // namespace cpu
+// kernels/softmax_cuda.cu: GPU pointers, queued on the thread's stream (cuda_compat.cuh); only
+// log_sum_exp waits (it returns a host double).
+namespace cuda {
+void softmax_xent_fused(float* logits, const int* targets, float* loss, int n, int v, float dloss);
+void softmax_xent_forward(const float* logits, const int* targets, float* loss, int n, int v);
+void softmax_rows(float* x, int n, int v, float scale);
+double log_sum_exp(const float* x, int n);
+}  // namespace cuda
+// softmax_cuda.cu run by the CPU simulation of CUDA (kernels/cuda_sim.hpp; tests), host pointers.
+namespace cuda_sim {
+void softmax_xent_fused(float* logits, const int* targets, float* loss, int n, int v, float dloss);
+void softmax_xent_forward(const float* logits, const int* targets, float* loss, int n, int v);
+void softmax_rows(float* x, int n, int v, float scale);
+double log_sum_exp(const float* x, int n);
+}  // namespace cuda_sim
 
 }  // namespace zf::kernels
