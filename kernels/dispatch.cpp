@@ -274,7 +274,7 @@ void qgemm_w8a8(const qmatrix& q, const qgemm_io& io) {
 // norm
 void layernorm_forward(const float* x, const float* gamma, const float* beta, float* y, float* mean,
                        float* rstd, int n, int c, float eps) {
-  ZF_CPU_CHECK(layernorm_forward);
+  ZF_CUDA_FIRST(layernorm_forward, x, gamma, beta, y, mean, rstd, n, c, eps);
   const std::size_t cc = std::size_t(c);
   over_rows(n, c, [&](int r0, int rows) {
     cpu::layernorm_forward(x + r0 * cc, gamma, beta, y + r0 * cc, mean ? mean + r0 : nullptr,
@@ -283,18 +283,18 @@ void layernorm_forward(const float* x, const float* gamma, const float* beta, fl
 }
 void layernorm_backward(const float* x, const float* gamma, const float* mean, const float* rstd,
                         const float* dy, float* dx, float* dgamma, float* dbeta, int n, int c) {
-  ZF_CPU_ONLY(layernorm_backward, x, gamma, mean, rstd, dy, dx, dgamma, dbeta, n, c);
+  ZF_DISPATCH(layernorm_backward, x, gamma, mean, rstd, dy, dx, dgamma, dbeta, n, c);
 }
 void rmsnorm_forward(const float* x, const float* gamma, float* y, float* rstd, int n, int c,
                      float eps) {
-  ZF_CPU_ONLY(rmsnorm_forward, x, gamma, y, rstd, n, c, eps);
+  ZF_DISPATCH(rmsnorm_forward, x, gamma, y, rstd, n, c, eps);
 }
 void rmsnorm_forward(const float* x, const float* gamma, float* y, int n, int c, float eps) {
-  ZF_CPU_ONLY(rmsnorm_forward, x, gamma, y, nullptr, n, c, eps);
+  ZF_DISPATCH(rmsnorm_forward, x, gamma, y, nullptr, n, c, eps);
 }
 void rmsnorm_backward(const float* x, const float* gamma, const float* rstd, const float* dy,
                       float* dx, float* dgamma, int n, int c) {
-  ZF_CPU_ONLY(rmsnorm_backward, x, gamma, rstd, dy, dx, dgamma, n, c);
+  ZF_DISPATCH(rmsnorm_backward, x, gamma, rstd, dy, dx, dgamma, n, c);
 }
 
 // activation
@@ -362,43 +362,43 @@ void attention_forward(const attention_shape& s, const float* q, const float* k,
       no_twin("attention_forward (batch-invariant)");
     return cpu::attention_forward_rows(s, q, k, v, out, att);
   }
-  ZF_CPU_ONLY(attention_forward, s, q, k, v, out, att);
+  ZF_DISPATCH(attention_forward, s, q, k, v, out, att);
 }
 void attention_backward(const attention_shape& s, const float* q, const float* k, const float* v,
                         const float* att, const float* dout, float* datt, float* dq, float* dk,
                         float* dv) {
-  ZF_CPU_ONLY(attention_backward, s, q, k, v, att, dout, datt, dq, dk, dv);
+  ZF_DISPATCH(attention_backward, s, q, k, v, att, dout, datt, dq, dk, dv);
 }
 long paged_attention_scratch(const paged_shape& s) {
-  ZF_CPU_ONLY(paged_attention_scratch, s);
+  ZF_DISPATCH(paged_attention_scratch, s);
 }
 void paged_attention(const paged_shape& s, const float* q, const paged_kv& kv, float* out,
                      float* scratch) {
-  ZF_CPU_ONLY(paged_attention, s, q, kv, out, scratch, tl_invariant);
+  ZF_DISPATCH(paged_attention, s, q, kv, out, scratch, tl_invariant);
 }
 
 // softmax / cross-entropy
 void softmax_xent_fused(float* logits, const int* targets, float* loss, int n, int v, float dloss) {
-  ZF_CPU_CHECK(softmax_xent_fused);
+  ZF_CUDA_FIRST(softmax_xent_fused, logits, targets, loss, n, v, dloss);
   const std::size_t vv = std::size_t(v);
   over_rows(n, v, [&](int r0, int rows) {
     cpu::softmax_xent_fused(logits + r0 * vv, targets + r0, loss + r0, rows, v, dloss);
   });
 }
 void softmax_xent_forward(const float* logits, const int* targets, float* loss, int n, int v) {
-  ZF_CPU_CHECK(softmax_xent_forward);
+  ZF_CUDA_FIRST(softmax_xent_forward, logits, targets, loss, n, v);
   const std::size_t vv = std::size_t(v);
   over_rows(n, v, [&](int r0, int rows) {
     cpu::softmax_xent_forward(logits + r0 * vv, targets + r0, loss + r0, rows, v);
   });
 }
 void softmax_rows(float* x, int n, int v, float scale) {
-  ZF_CPU_CHECK(softmax_rows);
+  ZF_CUDA_FIRST(softmax_rows, x, n, v, scale);
   over_rows(n, v,
             [&](int r0, int rows) { cpu::softmax_rows(x + r0 * std::size_t(v), rows, v, scale); });
 }
 double log_sum_exp(const float* x, int n) {
-  ZF_CPU_ONLY(log_sum_exp, x, n);
+  ZF_DISPATCH(log_sum_exp, x, n);
 }
 
 // moe
