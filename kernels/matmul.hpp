@@ -50,4 +50,35 @@ void linear_backward_bf16(const std::uint16_t* x16, const std::uint16_t* w16, co
                           float* dx, float* dw, float* db, int n, int ic, int oc);
 }  // namespace cpu
 
+// kernels/matmul_cuda.cu: GPU pointers, queued on current_stream() (cuda_compat.cuh), GEMMs
+// through cuBLASLt (kernels/cublaslt_plan.hpp); gemm honours compute_precision() as the cpu one
+// does. cpu::gemm_bf16 is declared in kernels/gemm_lib.hpp.
+namespace cuda {
+void round_bf16(const float* x, int rows, int cols, int ld, std::uint16_t* dst);
+void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
+          const float* b, int ldb, float beta, float* c, int ldc);
+void gemm_bf16(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const std::uint16_t* a,
+               int lda, const std::uint16_t* b, int ldb, float beta, float* c, int ldc);
+void linear_forward(const float* x, const float* w, const float* b, float* y, int n, int ic,
+                    int oc);
+void linear_backward(const float* x, const float* w, const float* dy, float* dx, float* dw,
+                     float* db, int n, int ic, int oc);
+void linear_backward_bf16(const std::uint16_t* x16, const std::uint16_t* w16, const float* dy,
+                          float* dx, float* dw, float* db, int n, int ic, int oc);
+}  // namespace cuda
+// matmul_cuda.cu run by the CPU simulation of CUDA (kernels/cuda_sim.hpp; tests), host pointers.
+namespace cuda_sim {
+void round_bf16(const float* x, int rows, int cols, int ld, std::uint16_t* dst);
+void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
+          const float* b, int ldb, float beta, float* c, int ldc);
+void gemm_bf16(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const std::uint16_t* a,
+               int lda, const std::uint16_t* b, int ldb, float beta, float* c, int ldc);
+void linear_forward(const float* x, const float* w, const float* b, float* y, int n, int ic,
+                    int oc);
+void linear_backward(const float* x, const float* w, const float* dy, float* dx, float* dw,
+                     float* db, int n, int ic, int oc);
+void linear_backward_bf16(const std::uint16_t* x16, const std::uint16_t* w16, const float* dy,
+                          float* dx, float* dw, float* db, int n, int ic, int oc);
+}  // namespace cuda_sim
+
 }  // namespace zf::kernels
