@@ -186,25 +186,27 @@ void over_rows(int n, int v, Fn&& fn) {
 }
 // matmul
 void round_bf16(const float* x, int rows, int cols, int ld, std::uint16_t* dst) {
-  ZF_CPU_ONLY(round_bf16, x, rows, cols, ld, dst);
+  ZF_DISPATCH(round_bf16, x, rows, cols, ld, dst);
 }
 void gemm_bf16(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const std::uint16_t* a,
                int lda, const std::uint16_t* b, int ldb, float beta, float* c, int ldc) {
-  ZF_CPU_ONLY(gemm_bf16, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  ZF_DISPATCH(gemm_bf16, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
           const float* b, int ldb, float beta, float* c, int ldc) {
   // Batch-invariant mode; and a few rows (decode steps) with threads lent: our GEMM split over
   // columns streams the weights faster there than OpenBLAS's sgemm (bench/serve, decode).
   // Both are fp32 kernels: a 16-bit compute precision (gemm_lib.hpp) takes the library path.
+  // On cuda: cuBLASLt picks its algorithm by shape, so batch invariance is not promised there.
+  if (tl_invariant && on_cuda()) [[unlikely]]
+    no_twin("gemm (batch-invariant)");
+  ZF_CUDA_FIRST(gemm, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   const bool few_rows = tl_pool && tl_pool->threads > 1 && m <= k_few_rows;
   if ((tl_invariant || few_rows) && compute_precision() == precision::f32 && !trans_a &&
       alpha == 1.0f && (beta == 0.0f || beta == 1.0f)) {
-    if (on_cuda()) [[unlikely]]
-      no_twin("gemm_invariant");
     return gemm_invariant_split(trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc);
   }
-  ZF_CPU_ONLY(gemm, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  return cpu::gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 void gemm_invariant(bool trans_b, int m, int n, int k, const float* a, int lda, const float* b,
                     int ldb, float beta, float* c, int ldc) {
@@ -212,15 +214,15 @@ void gemm_invariant(bool trans_b, int m, int n, int k, const float* a, int lda, 
 }
 void linear_forward(const float* x, const float* w, const float* b, float* y, int n, int ic,
                     int oc) {
-  ZF_CPU_ONLY(linear_forward, x, w, b, y, n, ic, oc);
+  ZF_DISPATCH(linear_forward, x, w, b, y, n, ic, oc);
 }
 void linear_backward_bf16(const std::uint16_t* x16, const std::uint16_t* w16, const float* dy,
                           float* dx, float* dw, float* db, int n, int ic, int oc) {
-  ZF_CPU_ONLY(linear_backward_bf16, x16, w16, dy, dx, dw, db, n, ic, oc);
+  ZF_DISPATCH(linear_backward_bf16, x16, w16, dy, dx, dw, db, n, ic, oc);
 }
 void linear_backward(const float* x, const float* w, const float* dy, float* dx, float* dw,
                      float* db, int n, int ic, int oc) {
-  ZF_CPU_ONLY(linear_backward, x, w, dy, dx, dw, db, n, ic, oc);
+  ZF_DISPATCH(linear_backward, x, w, dy, dx, dw, db, n, ic, oc);
 }
 
 // quant
