@@ -67,6 +67,7 @@ struct block_state {
   std::vector<fiber> fibers;
   unsigned n = 0;        // threads in this block
   unsigned current = 0;  // linear id of the running fiber
+  unsigned passes = 0;   // scheduling passes so far on this OS thread (picks each pass's order)
   thread_coords coords{};
   std::vector<unsigned char> shared;
   // Two shuffle buffers per warp: a lane can be at most one shuffle ahead of another.
@@ -149,7 +150,13 @@ void run_block(block_state& s) {
   }
   for (;;) {
     bool ran = false;
-    for (unsigned i = 0; i < s.n; ++i) {
+    // Between two barriers the threads run one after another, in an order that changes from pass
+    // to pass (forward or backward, from a rotating start): a read of another thread's write with
+    // no barrier between them then sees the old value in some pass, as a GPU may.
+    const unsigned start = (s.passes * 2654435761u) % s.n;
+    const bool backward = (s.passes++ & 1u) != 0;
+    for (unsigned j = 0; j < s.n; ++j) {
+      const unsigned i = backward ? (start + s.n - j) % s.n : (start + j) % s.n;
       if (s.fibers[i].state != wait::run) continue;
       s.current = i;
       set_coords(s, i);

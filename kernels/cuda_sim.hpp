@@ -5,7 +5,9 @@
 //   calling thread, switched only at barriers: __syncthreads() waits for every live thread of the
 //   block, __syncwarp() and the shuffles for every live lane of the warp (32 consecutive linear
 //   thread ids, as on the hardware). Threads wait at different barriers -> kernel_error
-//   ("deadlock"), which on a GPU would hang or be undefined.
+//   ("deadlock"), which on a GPU would hang or be undefined. Between barriers the threads run
+//   one after another in an order that changes every pass (forward, backward, rotated), so a
+//   read of another thread's write that lacks a barrier sees the old value in some pass.
 // - __shared__ is a function-static array (one block runs at a time, so it is the block's own;
 //   it keeps the previous block's values). Dynamic shared memory (ZF_SHARED_DYNAMIC) is filled
 //   with 0xff (NaN floats) before each block, so a read before any write shows.

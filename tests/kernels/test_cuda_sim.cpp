@@ -63,6 +63,13 @@ __global__ void rotate(int* out) {
   out[2 * threadIdx.x + 1] = u;
 }
 
+// Reads a neighbour's shared value with no barrier after the writes: a race.
+__global__ void missing_barrier(float* y) {
+  ZF_SHARED_DYNAMIC(float, tile);
+  tile[threadIdx.x] = static_cast<float>(threadIdx.x);
+  y[threadIdx.x] = tile[(threadIdx.x + 1) % blockDim.x];
+}
+
 __global__ void divergent_barrier(int* x) {
   if (threadIdx.x < 5) {
     __syncthreads();
@@ -126,6 +133,17 @@ TEST_CASE("cuda sim: __shfl_sync rotates within a warp, __shfl_up_sync keeps lan
   for (int t = 0; t < 64; ++t) {
     CHECK(out[2 * t] == (t / 32) * 32 + (t % 32 + 1) % 32);
     CHECK(out[2 * t + 1] == (t % 32 == 0 ? t : t - 1));
+  }
+}
+
+TEST_CASE("cuda sim: a read of another thread's write without a barrier sees the old value") {
+  // Threads run in a different order each pass, so whichever thread runs first reads poison.
+  for (int launch = 0; launch < 4; ++launch) {
+    std::vector<float> y(64, 0.0f);
+    ZF_LAUNCH(missing_barrier, 1, 64, 64 * sizeof(float))(y.data());
+    int stale = 0;
+    for (float v : y) stale += v != v;
+    CHECK(stale > 0);
   }
 }
 
