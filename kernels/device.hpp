@@ -1,7 +1,10 @@
 #pragma once
 // GPU memory, copies, streams and events for whoever owns a GPU (a rank, an engine): the host side
 // of the cuda device. Handles are opaque (no CUDA header here), so runtime code builds without
-// the toolkit; in a build without ZF_CUDA every call throws kernel_error naming ZF_CUDA.
+// the toolkit. While CUDA is simulated (kernels/dispatch.hpp, cuda_simulated()) all of it is the
+// simulation's: host memory with the pool's counters kept alike, tokens for streams and events
+// (device_sim.cpp). Otherwise, in a build without ZF_CUDA every call throws kernel_error naming
+// ZF_CUDA.
 // Memory: device memory comes from the GPU's stream-ordered pool (cudaMallocAsync on the current
 // stream). gpu_init raises the pool's release threshold to "never", so a freed block goes back to
 // the pool, not to the driver, and a training or decoding step that frees and allocates the same

@@ -1,69 +1,116 @@
-// kernels/device.hpp in a build without ZF_CUDA: every call refuses with the same message as
+// kernels/device.hpp's public functions: each picks the simulation's side (cuda_simulated()),
+// the GPU's (a ZF_CUDA build) or, in a build without ZF_CUDA, refuses with the same message as
 // set_current_device(device::cuda), so a GPU path asked for on a CPU-only build says why at once.
-// (With ZF_CUDA, device_cuda.cu defines these and this file is empty.)
-#include "kernels/device.hpp"
-
-#if !defined(ZF_CUDA)
 #include <string>
+
+#include "kernels/device.hpp"
+#include "kernels/device_impl.hpp"
 
 namespace zf::kernels {
 namespace {
 
-[[noreturn]] void no_cuda(const char* what) {
+[[noreturn]] [[maybe_unused]] void no_cuda(const char* what) {
   throw kernel_error(std::string(what) +
                      ": zeroflow was built without CUDA: reconfigure with -DZF_CUDA=ON (needs nvcc "
-                     "and the CUDA toolkit)");
+                     "and the CUDA toolkit), or simulate CUDA on the CPU (ZF_CUDA_SIM=1)");
 }
 
 }  // namespace
 
-void gpu_init(int) {
-  no_cuda("gpu_init");
+// ZF_DEVICE_CALL(fn, args): the simulation's or the GPU's fn, or the refusal.
+#if defined(ZF_CUDA)
+#define ZF_DEVICE_CALL(fn, ...) \
+  return cuda_simulated() ? cuda_sim::fn(__VA_ARGS__) : cuda::fn(__VA_ARGS__)
+#else
+#define ZF_DEVICE_CALL(fn, ...)        \
+  if (!cuda_simulated()) no_cuda(#fn); \
+  return cuda_sim::fn(__VA_ARGS__)
+#endif
+
+void gpu_init(int ordinal) {
+  ZF_DEVICE_CALL(gpu_init, ordinal);
 }
 void* gpu_alloc(std::size_t bytes) {
   if (bytes == 0) return nullptr;
-  no_cuda("gpu_alloc");
+  ZF_DEVICE_CALL(gpu_alloc, bytes);
 }
-void gpu_free(void*) noexcept {}
-void gpu_copy(void*, const void*, std::size_t) {
-  no_cuda("gpu_copy");
+void gpu_free(void* p) noexcept {
+  if (!p) return;
+#if defined(ZF_CUDA)
+  if (!cuda_simulated()) return cuda::gpu_free(p);
+#endif
+  cuda_sim::gpu_free(p);
+}
+void gpu_copy(void* dst, const void* src, std::size_t bytes) {
+  ZF_DEVICE_CALL(gpu_copy, dst, src, bytes);
 }
 void gpu_synchronize() {
-  no_cuda("gpu_synchronize");
+  ZF_DEVICE_CALL(gpu_synchronize);
 }
 gpu_memory_stats gpu_memory() {
-  no_cuda("gpu_memory");
+  ZF_DEVICE_CALL(gpu_memory);
 }
+
 gpu_stream::gpu_stream() {
-  no_cuda("gpu_stream");
+  const auto create = []() -> void* { ZF_DEVICE_CALL(stream_create); };
+  s_ = create();
 }
-gpu_stream::~gpu_stream() = default;
+gpu_stream::~gpu_stream() {
+  if (!s_) return;
+#if defined(ZF_CUDA)
+  if (!cuda_simulated()) {
+    cuda::stream_destroy(s_);
+    return;
+  }
+#endif
+  cuda_sim::stream_destroy(s_);
+}
 void gpu_stream::synchronize() {
-  no_cuda("gpu_stream::synchronize");
+  ZF_DEVICE_CALL(stream_synchronize, s_);
 }
-gpu_stream_scope::gpu_stream_scope(const gpu_stream&) {
-  no_cuda("gpu_stream_scope");
+
+gpu_stream_scope::gpu_stream_scope(const gpu_stream& s) {
+  const auto swap = [&]() -> void* { ZF_DEVICE_CALL(exchange_stream, s.handle()); };
+  prev_ = swap();
 }
-gpu_stream_scope::~gpu_stream_scope() = default;
+gpu_stream_scope::~gpu_stream_scope() {
+#if defined(ZF_CUDA)
+  if (!cuda_simulated()) {
+    cuda::exchange_stream(prev_);
+    return;
+  }
+#endif
+  cuda_sim::exchange_stream(prev_);
+}
+
 gpu_event::gpu_event() {
-  no_cuda("gpu_event");
+  const auto create = []() -> void* { ZF_DEVICE_CALL(event_create); };
+  e_ = create();
 }
-gpu_event::~gpu_event() = default;
-void gpu_event::record(const gpu_stream&) {
-  no_cuda("gpu_event::record");
+gpu_event::~gpu_event() {
+  if (!e_) return;
+#if defined(ZF_CUDA)
+  if (!cuda_simulated()) {
+    cuda::event_destroy(e_);
+    return;
+  }
+#endif
+  cuda_sim::event_destroy(e_);
+}
+void gpu_event::record(const gpu_stream& s) {
+  ZF_DEVICE_CALL(event_record, e_, s.handle());
 }
 void gpu_event::record_current() {
-  no_cuda("gpu_event::record_current");
+  ZF_DEVICE_CALL(event_record, e_, nullptr);
 }
-void gpu_event::wait_on(const gpu_stream&) const {
-  no_cuda("gpu_event::wait_on");
+void gpu_event::wait_on(const gpu_stream& s) const {
+  ZF_DEVICE_CALL(event_wait, e_, s.handle());
 }
 void gpu_event::synchronize() const {
-  no_cuda("gpu_event::synchronize");
+  ZF_DEVICE_CALL(event_synchronize, e_);
 }
-float gpu_event::ms_since(const gpu_event&) const {
-  no_cuda("gpu_event::ms_since");
+float gpu_event::ms_since(const gpu_event& start) const {
+  ZF_DEVICE_CALL(event_ms, start.e_, e_);
 }
 
 }  // namespace zf::kernels
-#endif

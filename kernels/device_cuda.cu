@@ -1,14 +1,14 @@
-// The host side of the cuda device (kernels/device.hpp, kernels/dispatch.hpp's device count):
-// GPU selection, the stream-ordered memory pool, copies, streams and events. Not simulated
-// (kernels/cuda_sim.hpp models kernels, not the driver's pools): checked on a GPU by
-// tests/kernels/test_device.cpp.
+// The host side of the cuda device on a GPU (kernels/device_impl.hpp's `cuda` side, behind
+// kernels/device.hpp; and dispatch.hpp's device count): GPU selection, the stream-ordered memory
+// pool, copies, streams and events. device_sim.cpp is the simulation's side; both are checked by
+// tests/kernels/test_device.cpp (this one on a GPU only).
 #include <cuda_runtime.h>
 
 #include <cstdint>
 #include <string>
 
 #include "kernels/cuda_compat.cuh"
-#include "kernels/device.hpp"
+#include "kernels/device_impl.hpp"
 
 namespace zf::kernels {
 namespace cuda {
@@ -42,28 +42,30 @@ std::uint64_t pool_attr(cudaMemPool_t pool, cudaMemPoolAttr a) {
 
 }  // namespace
 
+namespace cuda {
+
 void gpu_init(int ordinal) {
-  const int n = cuda::device_count();
+  const int n = device_count();
   if (ordinal < 0 || ordinal >= n) {
     throw kernel_error("GPU " + std::to_string(ordinal) + " requested, but this process sees " +
                        std::to_string(n) + " CUDA device(s)");
   }
-  cuda::check(cudaSetDevice(ordinal), "cudaSetDevice");
+  check(cudaSetDevice(ordinal), "cudaSetDevice");
   cudaMemPool_t pool = pool_of_current();
   std::uint64_t keep = UINT64_MAX;  // never trim the pool at synchronisation points
-  cuda::check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep),
-              "cudaMemPoolSetAttribute(release threshold)");
+  check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep),
+        "cudaMemPoolSetAttribute(release threshold)");
   std::uint64_t zero = 0;
-  cuda::check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReservedMemHigh, &zero),
-              "cudaMemPoolSetAttribute(reserved high)");
-  cuda::check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &zero),
-              "cudaMemPoolSetAttribute(used high)");
+  check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReservedMemHigh, &zero),
+        "cudaMemPoolSetAttribute(reserved high)");
+  check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &zero),
+        "cudaMemPoolSetAttribute(used high)");
 }
 
 void* gpu_alloc(std::size_t bytes) {
   if (bytes == 0) return nullptr;
   void* p = nullptr;
-  const cudaError_t e = cudaMallocAsync(&p, bytes, cuda::current_stream());
+  const cudaError_t e = cudaMallocAsync(&p, bytes, current_stream());
   if (e != cudaSuccess) {
     (void)cudaGetLastError();
     throw kernel_error("out of GPU memory: " + std::to_string(bytes) + " bytes requested (" +
@@ -73,17 +75,16 @@ void* gpu_alloc(std::size_t bytes) {
 }
 
 void gpu_free(void* p) noexcept {
-  if (p) (void)cudaFreeAsync(p, cuda::current_stream());
+  if (p) (void)cudaFreeAsync(p, current_stream());
 }
 
 void gpu_copy(void* dst, const void* src, std::size_t bytes) {
   if (bytes == 0) return;
-  cuda::check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, cuda::current_stream()),
-              "gpu_copy");
+  check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, current_stream()), "gpu_copy");
 }
 
 void gpu_synchronize() {
-  cuda::check(cudaStreamSynchronize(cuda::current_stream()), "gpu_synchronize");
+  check(cudaStreamSynchronize(current_stream()), "gpu_synchronize");
 }
 
 gpu_memory_stats gpu_memory() {
@@ -96,64 +97,57 @@ gpu_memory_stats gpu_memory() {
   return s;
 }
 
-gpu_stream::gpu_stream() {
+// Non-blocking: its work does not order against the legacy default stream.
+void* stream_create() {
   cudaStream_t s = nullptr;
-  cuda::check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
-  s_ = s;
+  check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
+  return s;
 }
 
-gpu_stream::~gpu_stream() {
-  if (s_) (void)cudaStreamDestroy(static_cast<cudaStream_t>(s_));
+void stream_destroy(void* s) noexcept {
+  if (s) (void)cudaStreamDestroy(static_cast<cudaStream_t>(s));
 }
 
-void gpu_stream::synchronize() {
-  cuda::check(cudaStreamSynchronize(static_cast<cudaStream_t>(s_)), "cudaStreamSynchronize");
+void stream_synchronize(void* s) {
+  check(cudaStreamSynchronize(static_cast<cudaStream_t>(s)), "cudaStreamSynchronize");
 }
 
-gpu_stream_scope::gpu_stream_scope(const gpu_stream& s) : prev_(cuda::tl_stream) {
-  cuda::tl_stream = static_cast<cudaStream_t>(s.handle());
+void* exchange_stream(void* s) noexcept {
+  void* prev = tl_stream;
+  tl_stream = static_cast<cudaStream_t>(s);
+  return prev;
 }
 
-gpu_stream_scope::~gpu_stream_scope() {
-  cuda::tl_stream = static_cast<cudaStream_t>(prev_);
-}
-
-gpu_event::gpu_event() {
+void* event_create() {
   cudaEvent_t e = nullptr;
-  cuda::check(cudaEventCreate(&e), "cudaEventCreate");
-  e_ = e;
+  check(cudaEventCreate(&e), "cudaEventCreate");
+  return e;
 }
 
-gpu_event::~gpu_event() {
-  if (e_) (void)cudaEventDestroy(static_cast<cudaEvent_t>(e_));
+void event_destroy(void* e) noexcept {
+  if (e) (void)cudaEventDestroy(static_cast<cudaEvent_t>(e));
 }
 
-void gpu_event::record(const gpu_stream& s) {
-  cuda::check(cudaEventRecord(static_cast<cudaEvent_t>(e_), static_cast<cudaStream_t>(s.handle())),
-              "cudaEventRecord");
+void event_record(void* e, void* s) {
+  cudaStream_t st = s ? static_cast<cudaStream_t>(s) : current_stream();
+  check(cudaEventRecord(static_cast<cudaEvent_t>(e), st), "cudaEventRecord");
 }
 
-void gpu_event::record_current() {
-  cuda::check(cudaEventRecord(static_cast<cudaEvent_t>(e_), cuda::current_stream()),
-              "cudaEventRecord");
+void event_wait(void* e, void* s) {
+  cudaStream_t st = s ? static_cast<cudaStream_t>(s) : current_stream();
+  check(cudaStreamWaitEvent(st, static_cast<cudaEvent_t>(e), 0), "cudaStreamWaitEvent");
 }
 
-void gpu_event::wait_on(const gpu_stream& s) const {
-  cuda::check(
-      cudaStreamWaitEvent(static_cast<cudaStream_t>(s.handle()), static_cast<cudaEvent_t>(e_), 0),
-      "cudaStreamWaitEvent");
+void event_synchronize(void* e) {
+  check(cudaEventSynchronize(static_cast<cudaEvent_t>(e)), "cudaEventSynchronize");
 }
 
-void gpu_event::synchronize() const {
-  cuda::check(cudaEventSynchronize(static_cast<cudaEvent_t>(e_)), "cudaEventSynchronize");
-}
-
-float gpu_event::ms_since(const gpu_event& start) const {
+float event_ms(void* start, void* end) {
   float ms = 0.0f;
-  cuda::check(
-      cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(start.e_), static_cast<cudaEvent_t>(e_)),
-      "cudaEventElapsedTime");
+  check(cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(start), static_cast<cudaEvent_t>(end)),
+        "cudaEventElapsedTime");
   return ms;
 }
 
+}  // namespace cuda
 }  // namespace zf::kernels

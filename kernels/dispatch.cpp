@@ -1,14 +1,16 @@
 // The one dispatch point: every public zf::kernels function, each a single branch on this
 // thread's device (kernels/dispatch.hpp). Adding a cuda twin of a kernel means declaring
-// cuda::<fn> in its <family>.hpp, writing <family>_cuda.cu and turning its ZF_CPU_ONLY below into
-// ZF_DISPATCH; no caller changes.
-// Invariants: without ZF_CUDA the device is always cpu (set_current_device refuses cuda), on_cuda()
-// is a constant false and each function below is a tail call of its cpu kernel. With ZF_CUDA it
-// costs one thread-local load and a predictable branch per call, never a virtual call.
+// cuda::<fn> and cuda_sim::<fn> in its <family>.hpp, writing <family>_cuda.cu and turning its
+// ZF_CPU_ONLY below into ZF_DISPATCH (or its ZF_CPU_CHECK into ZF_CUDA_FIRST); no caller changes.
+// Invariants: the device is cpu unless a thread sets cuda (refused without a GPU unless CUDA is
+// simulated); the cpu path costs one thread-local load and a predictable branch per call, the
+// cuda path one more relaxed load (simulated or not), never a virtual call.
 #include "kernels/dispatch.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -38,6 +40,7 @@ namespace cuda {
 int device_count() noexcept;  // kernels/device_cuda.cu
 }  // namespace cuda
 #endif
+// Every cuda twin also exists as cuda_sim::<fn> (the simulation, linked into zf_kernels always).
 
 namespace {
 
@@ -45,15 +48,15 @@ thread_local device tl_device = device::cpu;
 thread_local bool tl_invariant = false;
 thread_local const kernel_pool* tl_pool = nullptr;
 
-#if defined(ZF_CUDA)
+// Read once from the environment; cuda_simulation_scope changes it in tests.
+std::atomic<bool> g_simulated{[] {
+  const char* v = std::getenv("ZF_CUDA_SIM");
+  return v != nullptr && std::string(v) == "1";
+}()};
+
 inline bool on_cuda() noexcept {
   return tl_device == device::cuda;
 }
-#else
-constexpr bool on_cuda() noexcept {
-  return false;
-}
-#endif
 
 [[noreturn]] void no_twin(const char* fn) {
   throw kernel_error(std::string("zf::kernels::") + fn +
@@ -63,20 +66,18 @@ constexpr bool on_cuda() noexcept {
 
 }  // namespace
 
-// ZF_DISPATCH: the family has a cuda twin. ZF_CPU_ONLY: it does not, and refuses the cuda device.
+// ZF_CUDA_CALL: the cuda twin, nvcc's or the simulation's. ZF_DISPATCH: the family has a cuda
+// twin. ZF_CUDA_FIRST: a family whose cpu side splits its work (over the cores) and has a cuda
+// twin; on cuda the twin takes the whole call.
 #if defined(ZF_CUDA)
-#define ZF_DISPATCH(fn, ...) return on_cuda() ? cuda::fn(__VA_ARGS__) : cpu::fn(__VA_ARGS__)
+#define ZF_CUDA_CALL(fn, ...) \
+  (g_simulated.load(std::memory_order_relaxed) ? cuda_sim::fn(__VA_ARGS__) : cuda::fn(__VA_ARGS__))
 #else
-#define ZF_DISPATCH(fn, ...) return cpu::fn(__VA_ARGS__)
+#define ZF_CUDA_CALL(fn, ...) cuda_sim::fn(__VA_ARGS__)
 #endif
-// ZF_CUDA_FIRST: a family whose cpu side splits its work (over the cores) and has a cuda twin; on
-// cuda the twin takes the whole call.
-#if defined(ZF_CUDA)
+#define ZF_DISPATCH(fn, ...) return on_cuda() ? ZF_CUDA_CALL(fn, __VA_ARGS__) : cpu::fn(__VA_ARGS__)
 #define ZF_CUDA_FIRST(fn, ...) \
-  if (on_cuda()) return cuda::fn(__VA_ARGS__)
-#else
-#define ZF_CUDA_FIRST(fn, ...) static_cast<void>(0)
-#endif
+  if (on_cuda()) return ZF_CUDA_CALL(fn, __VA_ARGS__)
 // A cpu-only family refuses the cuda device, then runs (ZF_CPU_ONLY) or splits (the callers of
 // ZF_CPU_CHECK) its cpu kernel.
 #define ZF_CPU_CHECK(fn)      \
@@ -110,8 +111,16 @@ device current_device() noexcept {
   return tl_device;
 }
 
+bool cuda_simulated() noexcept {
+  return g_simulated.load(std::memory_order_relaxed);
+}
+
+void set_cuda_simulated(bool on) noexcept {
+  g_simulated.store(on, std::memory_order_relaxed);
+}
+
 void set_current_device(device d) {
-  if (d == device::cuda) {
+  if (d == device::cuda && !cuda_simulated()) {
     if (!cuda_built()) {
       throw kernel_error(
           "device cuda requested, but zeroflow was built without CUDA: reconfigure with "
@@ -458,9 +467,7 @@ void embedding_backward(const int* ids, const float* dout, float* dwte, float* d
 // adamw: the cuda twin exists (kernels/adamw_cuda.cu).
 void adamw_step(float* p, const float* g, float* m, float* v, std::size_t n,
                 const adamw_params& a) {
-#ifdef ZF_CUDA
-  if (on_cuda()) return cuda::adamw_step(p, g, m, v, n, a);
-#endif
+  ZF_CUDA_FIRST(adamw_step, p, g, m, v, n, a);
   cpu::parallel_ranges(n, 8, k_parallel_min, [&](std::size_t b, std::size_t e) {
     cpu::adamw_step(p + b, g + b, m + b, v + b, e - b, a);
   });

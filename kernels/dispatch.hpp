@@ -1,15 +1,21 @@
 #pragma once
 // The one dispatch point of the kernels. Every public zf::kernels::<fn> (declared in
 // <family>.hpp) is defined in kernels/dispatch.cpp as a single branch on this thread's current
-// device: cpu::<fn> (<family>_cpu.cpp, the reference) or, in a ZF_CUDA build, cuda::<fn>
-// (<family>_cuda.cu, same contract, pointers into GPU memory). Callers never name a backend.
+// device: cpu::<fn> (<family>_cpu.cpp, the reference) or, on the cuda device, cuda::<fn>
+// (<family>_cuda.cu compiled by nvcc, same contract, pointers into GPU memory) or, while the
+// process simulates CUDA, cuda_sim::<fn> (the same .cu source run by kernels/cuda_sim.hpp on the
+// CPU, "GPU memory" being host memory from gpu_alloc). Callers never name a backend.
 // Invariants:
 // - The current device is per thread and cpu unless set. A rank or engine that owns a GPU sets it
 //   once on its own thread (device_scope); worker threads it starts must set it too.
-// - Without ZF_CUDA, asking for the cuda device throws (kernel_error naming ZF_CUDA) and the
-//   dispatch compiles down to a direct call of the cpu kernel: no thread-local read at all.
-// - With ZF_CUDA, a family that has no cuda twin yet throws kernel_error when called on the cuda
-//   device instead of reading GPU pointers on the CPU.
+// - Asking for the cuda device throws (kernel_error) in a build without ZF_CUDA or on a machine
+//   without a GPU, unless CUDA is simulated (ZF_CUDA_SIM=1 in the environment, or
+//   cuda_simulation_scope): then every cuda code path above the kernels (gpu_alloc, copies,
+//   streams, the twins) runs on any machine, slowly, and is tested in CI that way.
+// - A family that has no cuda twin yet throws kernel_error when called on the cuda device
+//   instead of reading GPU pointers on the CPU.
+// - The cpu path costs one thread-local load and a predictable branch per call, never a virtual
+//   call.
 // - Host-only helpers (kernels/convert.hpp) and the CPU thread count are not dispatched.
 #include <functional>
 #include <stdexcept>
@@ -32,8 +38,29 @@ int cuda_device_count() noexcept;
 
 // This thread's device for every following kernel call.
 device current_device() noexcept;
-// Throws kernel_error for cuda in a build without ZF_CUDA or on a machine without a GPU.
+// Throws kernel_error for cuda in a build without ZF_CUDA or on a machine without a GPU, unless
+// CUDA is simulated.
 void set_current_device(device d);
+
+// Whether the cuda device is the CPU simulation (process-wide; ZF_CUDA_SIM=1 at start-up turns it
+// on). While on, cuda kernels, gpu_alloc/gpu_copy, streams and events are the simulation's even
+// where a GPU is present. Switch it only while no thread runs on the cuda device and no GPU
+// memory is held: memory from one side is not the other's.
+bool cuda_simulated() noexcept;
+void set_cuda_simulated(bool on) noexcept;
+
+class cuda_simulation_scope {
+ public:
+  explicit cuda_simulation_scope(bool on = true) : prev_(cuda_simulated()) {
+    set_cuda_simulated(on);
+  }
+  ~cuda_simulation_scope() { set_cuda_simulated(prev_); }
+  cuda_simulation_scope(const cuda_simulation_scope&) = delete;
+  cuda_simulation_scope& operator=(const cuda_simulation_scope&) = delete;
+
+ private:
+  bool prev_;
+};
 
 // Sets the device for a scope and restores the previous one at its end.
 class device_scope {

@@ -34,6 +34,7 @@ std::string error_of(F&& f) {
 }  // namespace
 
 TEST_CASE("gpu memory: refused clearly without CUDA or without a GPU") {
+  cuda_simulation_scope real(false);
   if (cuda_built() && cuda_device_count() > 0) {
     MESSAGE("SKIPPED the refusal check: this process has a GPU");
     return;
@@ -47,11 +48,10 @@ TEST_CASE("gpu memory: refused clearly without CUDA or without a GPU") {
   CHECK(m.find(cuda_built() ? "sees 0 CUDA device" : "built without CUDA") != std::string::npos);
 }
 
-TEST_CASE("gpu memory: round trips, pool counters, a steady state that stops growing") {
-  if (const std::string why = no_gpu_reason(); !why.empty()) {
-    MESSAGE("SKIPPED the GPU memory check: " << why);
-    return;
-  }
+namespace {
+
+// On the GPU, or on the simulation's host memory (its pool counters kept the same way).
+void check_memory() {
   gpu_init(0);
   std::vector<float> h(1 << 20);
   std::iota(h.begin(), h.end(), 0.0f);
@@ -82,11 +82,7 @@ TEST_CASE("gpu memory: round trips, pool counters, a steady state that stops gro
         std::string::npos);
 }
 
-TEST_CASE("gpu streams: an event orders a copy on one stream after work on another") {
-  if (const std::string why = no_gpu_reason(); !why.empty()) {
-    MESSAGE("SKIPPED the GPU stream check: " << why);
-    return;
-  }
+void check_streams() {
   gpu_init(0);
   gpu_stream compute, comm;
   std::vector<float> h(1 << 22, 3.0f), back(h.size());
@@ -115,4 +111,34 @@ TEST_CASE("gpu streams: an event orders a copy on one stream after work on anoth
   gpu_free(a);
   gpu_free(b);
   compute.synchronize();
+}
+
+}  // namespace
+
+TEST_CASE("gpu memory: round trips, pool counters, a steady state that stops growing") {
+  {
+    INFO("simulated");
+    cuda_simulation_scope sim;
+    check_memory();
+  }
+  if (const std::string why = no_gpu_reason(); !why.empty()) {
+    MESSAGE("SKIPPED the GPU memory check on a GPU: " << why << " (checked simulated only)");
+    return;
+  }
+  cuda_simulation_scope real(false);
+  check_memory();
+}
+
+TEST_CASE("gpu streams: an event orders a copy on one stream after work on another") {
+  {
+    INFO("simulated");
+    cuda_simulation_scope sim;
+    check_streams();
+  }
+  if (const std::string why = no_gpu_reason(); !why.empty()) {
+    MESSAGE("SKIPPED the GPU stream check on a GPU: " << why << " (checked simulated only)");
+    return;
+  }
+  cuda_simulation_scope real(false);
+  check_streams();
 }

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "harness.hpp"
+#include "kernels/activation.hpp"
 #include "kernels/dispatch.hpp"
 #include "kernels/moe.hpp"
 
@@ -58,6 +59,7 @@ TEST_CASE("dispatch: cpu by default, device_scope restores, names") {
 }
 
 TEST_CASE("dispatch: cuda without a CUDA build or without a GPU is refused clearly") {
+  cuda_simulation_scope real(false);
   if (cuda_built() && cuda_device_count() > 0) {
     MESSAGE("SKIPPED the refusal check: this process has a GPU, so device cuda is allowed");
     return;
@@ -74,7 +76,22 @@ TEST_CASE("dispatch: cuda without a CUDA build or without a GPU is refused clear
   CHECK(current_device() == device::cpu);
 }
 
+TEST_CASE("dispatch: simulated cuda is allowed anywhere and runs the twins on host memory") {
+  cuda_simulation_scope sim;
+  CHECK(cuda_simulated());
+  device_scope s(device::cuda);
+  CHECK(current_device() == device::cuda);
+  std::vector<float> x{-1.0f, 0.0f, 2.0f}, y(3, 9.0f), want(3);
+  cpu::gelu_forward(x.data(), want.data(), 3);
+  gelu_forward(x.data(), y.data(), 3);  // the dispatch's cuda branch: cuda_sim::gelu_forward
+  for (int i = 0; i < 3; ++i) CHECK(y[i] == doctest::Approx(want[i]).epsilon(1e-6));
+  float z = 1.0f, p = 0.0f;
+  CHECK(contains(error_of([&] { router_scores(&z, &p, 1, 1, false); }),
+                 "router_scores has no cuda kernel"));
+}
+
 TEST_CASE("dispatch: on cuda, families without a twin refuse, the device is per thread") {
+  cuda_simulation_scope real(false);
   if (!gpu_or_skip("the cuda dispatch check")) return;
   device_scope s(device::cuda);
   CHECK(current_device() == device::cuda);

@@ -2,7 +2,7 @@
 // Twin checks: one test body runs a <family>_cuda.cu kernel two ways and compares it with the cpu
 // kernel:
 // - `sim`: the source compiled by the host compiler and run by kernels/cuda_sim.hpp on host
-//   memory (namespace cuda_sim, called directly). Every build runs it.
+//   memory (the dispatch's cuda device while CUDA is simulated). Every build runs it.
 // - `gpu`: the nvcc build on a GPU, called through the public dispatch on device::cuda with GPU
 //   buffers. Only a ZF_CUDA build on a machine with a GPU; elsewhere the test prints one
 //   "SKIPPED ... on a GPU" message saying why.
@@ -94,14 +94,12 @@ void both(const std::string& what, F&& body) {
 
 }  // namespace zf::test::twin
 
-// Calls backend b's twin of zf::kernels::fn: cuda_sim::fn directly, or the public fn on
-// device::cuda (the dispatch point's cuda branch). Use inside a twin body (b is dependent there).
-#define ZF_TWIN(b, fn, ...)                                                    \
-  [&]() -> decltype(auto) {                                                    \
-    if constexpr (std::decay_t<decltype(b)>::simulated) {                      \
-      return ::zf::kernels::cuda_sim::fn(__VA_ARGS__);                         \
-    } else {                                                                   \
-      ::zf::kernels::device_scope zf_twin_on_gpu(::zf::kernels::device::cuda); \
-      return ::zf::kernels::fn(__VA_ARGS__);                                   \
-    }                                                                          \
+// Calls backend b's twin of zf::kernels::fn through the public dispatch on device::cuda, with the
+// CUDA simulation on (sim) or off (gpu): so the dispatch's cuda branch is tested in every build
+// too. Use inside a twin body (b is dependent there).
+#define ZF_TWIN(b, fn, ...)                                                                 \
+  [&]() -> decltype(auto) {                                                                 \
+    ::zf::kernels::cuda_simulation_scope zf_twin_sim(std::decay_t<decltype(b)>::simulated); \
+    ::zf::kernels::device_scope zf_twin_on(::zf::kernels::device::cuda);                    \
+    return ::zf::kernels::fn(__VA_ARGS__);                                                  \
   }()
