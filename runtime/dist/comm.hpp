@@ -197,9 +197,9 @@ struct nccl_options {
 };
 
 // One rank of a process group over NCCL (one GPU per rank; NCCL refuses two ranks on one GPU).
-// Buffers are GPU memory of this thread's current device (kernels::gpu_alloc); a host pointer or
-// memory of another GPU throws zf::error before anything is sent. The caller selects the GPU
-// (kernels::gpu_init) on this thread before make_nccl; every collective runs on that GPU.
+// Buffers are GPU memory (kernels::gpu_alloc) on the communicator's GPU: the one current on the
+// thread that called make_nccl, which the caller selects first (kernels::gpu_init); a host
+// pointer or another GPU's memory throws zf::error before anything is sent.
 // Rendezvous: rank 0 calls ncclGetUniqueId and publishes its 128 bytes under "<prefix>/nccl_id";
 // the others read it (zf::error naming the key and rank 0 when it does not show up within
 // rendezvous_timeout). As for make_gloo, use a fresh prefix per group: a stale id under the same
@@ -211,12 +211,12 @@ struct nccl_options {
 // compute comes from running the communicator on its own thread (its stream beside the compute
 // stream); an asynchronous API (enqueue, then wait on an event) is future work.
 // Failures: a collective past op_timeout, or one NCCL reports failed (a peer died), aborts the
-// communicator and throws zf::error naming rank, world, op and the limit; every later call says
-// the group was aborted. all_to_all checks what one rank can see, as make_gloo's does (counts
-// that disagree between ranks are a caller bug NCCL does not detect; they time out or corrupt).
-// bf16 collectives (all_reduce_bf16, reduce_scatter_bf16) throw zf::error: the base class's
-// rounding runs on the host and cannot read GPU memory (train.reduce_dtype = fp32 for now).
-// In a build without CUDA (-DZF_CUDA=OFF) make_nccl throws zf::error saying so.
+// communicator and throws zf::error naming rank, world and op (and the limit, or NCCL's error);
+// every later call says the group was aborted. all_to_all checks what one rank can see, as
+// make_gloo's does (counts that disagree between ranks are a caller bug NCCL does not detect; they
+// time out or corrupt). bf16 collectives (all_reduce_bf16, reduce_scatter_bf16) throw zf::error:
+// the base class's rounding runs on the host and cannot read GPU memory (train.reduce_dtype = fp32
+// for now). In a build without CUDA (-DZF_CUDA=OFF) make_nccl throws zf::error saying so.
 std::unique_ptr<communicator> make_nccl(int rank, int world, std::shared_ptr<kv_store> store,
                                         const std::string& prefix,
                                         const nccl_options& options = {});
