@@ -8,7 +8,10 @@
 //   is computed once, by one rank, in a fixed order, and copied to the others. ZeRO stage 0 runs
 //   the optimizer on every rank, so a one-ulp difference between ranks would be a divergence.
 // - Sum order: `local` adds in rank order 0..N-1, so its reduce_scatter equals the matching slice
-//   of its all_reduce bit for bit. `gloo` adds along its ring (fixed, but not rank order).
+//   of its all_reduce bit for bit. `gloo` adds along its ring (fixed, but not rank order);
+//   `nccl` in the order of the algorithm NCCL picks (ring, tree, NVLS: by size and topology,
+//   fixed for one machine and NCCL version; each reduced element still reaches every rank as
+//   the same bits).
 // - Aliasing: all_reduce and broadcast are in place; reduce_scatter's `out` may be exactly
 //   `in + rank*chunk` (in-place ZeRO gradient sharding); all_gather's `in` may be exactly
 //   `out + rank*chunk`; all_to_all's `in` and `out` must not overlap. Any other overlap is
@@ -20,7 +23,8 @@
 //   formula for every backend so that routes can be compared (see `ring_bytes`); it is counted
 //   from the arguments, not measured on the wire. world 1 sends nothing. all_to_all is not a ring:
 //   it counts what this rank sends to the others (`all_to_all_bytes`).
-// Gloo is confined to comm_gloo.cpp: this header includes no third-party collective headers.
+// Gloo is confined to comm_gloo.cpp and NCCL to comm_nccl.cpp: this header includes no
+// third-party collective headers.
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -178,6 +182,44 @@ struct gloo_options {
 std::unique_ptr<communicator> make_gloo(int rank, int world, std::shared_ptr<kv_store> store,
                                         const std::string& iface_addr, const std::string& prefix,
                                         const gloo_options& options = {});
+
+struct nccl_options {
+  // How long rendezvous may take: rank 0's NCCL unique id appearing in the store, then NCCL's
+  // own init (every rank joining); past it make_nccl aborts and throws zf::error.
+  std::chrono::milliseconds rendezvous_timeout = std::chrono::seconds(30);
+  // End-to-end limit of one collective, as gloo_options::op_timeout: past it the communicator is
+  // aborted (ncclCommAbort) and the collective throws zf::error "comm nccl: rank R of W: <op>
+  // did not complete within <limit> (a peer died or stopped...)".
+  std::chrono::milliseconds op_timeout = std::chrono::minutes(10);
+  // The setting a user changes op_timeout with ("train.comm_timeout_s"), named in timeout
+  // errors; empty: none named.
+  std::string timeout_key;
+};
+
+// One rank of a process group over NCCL (one GPU per rank; NCCL refuses two ranks on one GPU).
+// Buffers are GPU memory (kernels::gpu_alloc) on the communicator's GPU: the one current on the
+// thread that called make_nccl, which the caller selects first (kernels::gpu_init); a host
+// pointer or another GPU's memory throws zf::error before anything is sent.
+// Rendezvous: rank 0 calls ncclGetUniqueId and publishes its 128 bytes under "<prefix>/nccl_id";
+// the others read it (zf::error naming the key and rank 0 when it does not show up within
+// rendezvous_timeout). As for make_gloo, use a fresh prefix per group: a stale id under the same
+// prefix would be read as this group's and its init would time out.
+// Streams: the collectives run on a non-blocking stream the communicator owns, which does not
+// order against the caller's streams, so the caller's writes to a buffer must be complete
+// (its stream synchronized, or an event waited on) before the call. The contract is blocking:
+// each call returns after its stream has finished, the result in the buffer. Overlap with
+// compute comes from running the communicator on its own thread (its stream beside the compute
+// stream); an asynchronous API (enqueue, then wait on an event) is future work.
+// Failures: a collective past op_timeout, or one NCCL reports failed (a peer died), aborts the
+// communicator and throws zf::error naming rank, world and op (and the limit, or NCCL's error);
+// every later call says the group was aborted. all_to_all checks what one rank can see, as
+// make_gloo's does (counts that disagree between ranks are a caller bug NCCL does not detect; they
+// time out or corrupt). bf16 collectives (all_reduce_bf16, reduce_scatter_bf16) throw zf::error:
+// the base class's rounding runs on the host and cannot read GPU memory (train.reduce_dtype = fp32
+// for now). In a build without CUDA (-DZF_CUDA=OFF) make_nccl throws zf::error saying so.
+std::unique_ptr<communicator> make_nccl(int rank, int world, std::shared_ptr<kv_store> store,
+                                        const std::string& prefix,
+                                        const nccl_options& options = {});
 
 // Per-operation, per-size backend choice (the MCR-DL idea): a table of {op, min_bytes, backend
 // index}; the first matching row (same op, message_bytes >= min_bytes) wins; no match goes to

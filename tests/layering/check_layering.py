@@ -30,7 +30,7 @@ THIRD_PARTY = [
       "actors/http_parse"}),
     (re.compile(r"^(capnp/|kj/|liburing)"), {"storage"}),
     (re.compile(r"^CLI/"), {"pipelines"}),
-    (re.compile(r"^(cuda|cublas|nccl)"), {"kernels"}),
+    (re.compile(r"^(cuda|cublas|nccl)"), {"kernels", "runtime/dist/comm_nccl"}),
 ]
 INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]', re.M)
 
