@@ -115,8 +115,8 @@ inline constexpr int ggml_max_rows = 16;
 // Multiply-adds (m * n * k) at least for a call to be split over threads.
 inline constexpr double ggml_parallel_min = double(1 << 18);
 
-// y = x @ W^T (+ bias) (+ y), split over threads as above (cpu only: throws kernel_error on the
-// cuda device).
+// y = x @ W^T (+ bias) (+ y). On device::cpu split over threads as above; on device::cuda the
+// twin below (every pointer in GPU memory), the simulation's while cuda_simulated().
 void ggml_gemm(const ggml_matrix& w, const qgemm_io& io);
 
 // ---- q8 activations: what the direct kernel multiplies q8_0 / q4_0 weights by ----
@@ -172,5 +172,21 @@ void ggml_x8_direct(const ggml_matrix& w, const ggml_x8& x, const qgemm_io& io, 
 // weights and codes summed in double, times d_b, summed in double; then + bias, + y.
 void ggml_x8_reference(const ggml_matrix& w, const qgemm_io& io);
 }  // namespace cpu
+
+// The CUDA twin (ggml_quant_cuda.cu): the same contract with w.data, io.x, io.bias and io.y in
+// GPU memory, queued on the current stream. A GEMV kernel (one warp per output, the weights
+// streamed once per pass of up to ggml_max_rows rows; larger m: more passes, not a prefill
+// GEMM). Every format, fp32 activations for all of them (q8_0 / q4_0 too: the activations are
+// NOT quantized as on the cpu), fp32 sums per lane then a fixed warp butterfly: deterministic and
+// batch-invariant. Against cpu::ggml_gemm_reference: |y - ref| <= (k / 32 + 24) * 2^-24 *
+// (sum_j |w_j x_j| + |bias| + |y before|) (a lane adds at most 8 ceil(k / 256) + 7 products,
+// then 5 butterfly adds; bias and accumulate round once each on both sides).
+namespace cuda {
+void ggml_gemm(const ggml_matrix& w, const qgemm_io& io);
+}  // namespace cuda
+// ggml_quant_cuda.cu run by the CPU simulation of CUDA (kernels/cuda_sim.hpp), host pointers.
+namespace cuda_sim {
+void ggml_gemm(const ggml_matrix& w, const qgemm_io& io);
+}  // namespace cuda_sim
 
 }  // namespace zf::kernels

@@ -1,7 +1,8 @@
 // ggml family, CPU (see ggml_quant.hpp): the format table, ggml's reference encoders, the
 // reference GEMM (double sums), the fast kernel (AVX-512 chosen at run time, a portable loop
 // elsewhere) and the public entry point, which splits outputs over threads. The public function
-// lives here rather than in dispatch.cpp: it has no cuda twin and checks the device itself.
+// lives here rather than in dispatch.cpp: it checks the device itself and hands the cuda device's
+// calls to the twin (ggml_quant_cuda.cu).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -353,10 +354,14 @@ void ggml_gemm_direct(const ggml_matrix& w, const qgemm_io& io, int o0, int o1) 
 }  // namespace cpu
 
 void ggml_gemm(const ggml_matrix& w, const qgemm_io& io) {
-  if (current_device() != device::cpu)
-    throw kernel_error(
-        "zf::kernels::ggml_gemm has no cuda kernel yet (only the cpu one); call it on device::cpu "
-        "with host pointers");
+  // The cuda device: the twin takes the whole call (ggml_quant_cuda.cu; the simulation's while
+  // CUDA is simulated, in any build).
+  if (current_device() == device::cuda) {
+#if defined(ZF_CUDA)
+    if (!cuda_simulated()) return cuda::ggml_gemm(w, io);
+#endif
+    return cuda_sim::ggml_gemm(w, io);
+  }
   check_io(w, io);
   if (io.m == 0) return;
   // Prefill outside batch-invariant mode: one GEMM over the decoded matrix, where 16-row passes
