@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <functional>
 #include <numeric>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -21,6 +22,17 @@
 #include "reference.hpp"
 
 namespace zf::test {
+
+// The message of the kernels::kernel_error f throws ("" when it does not throw).
+template <class F>
+std::string kernel_error_of(F&& f) {
+  try {
+    f();
+  } catch (const kernels::kernel_error& e) {
+    return e.what();
+  }
+  return {};
+}
 
 // Tolerance against a reference: |got - want| <= rtol |want| + atol max|want|, i.e. atol is
 // relative to the largest magnitude of the reference output (NaN never passes). With

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "harness.hpp"
 #include "kernels/device.hpp"
 #include "kernels/dispatch.hpp"
 
@@ -21,15 +22,7 @@ std::string no_gpu_reason() {
   return {};
 }
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const kernel_error& e) {
-    return e.what();
-  }
-  return {};
-}
+using zf::test::kernel_error_of;
 
 }  // namespace
 
@@ -41,10 +34,10 @@ TEST_CASE("gpu memory: refused clearly without CUDA or without a GPU") {
   }
   CHECK(gpu_alloc(0) == nullptr);
   if (!cuda_built()) {
-    CHECK(error_of([] { gpu_alloc(16); }).find("-DZF_CUDA=ON") != std::string::npos);
-    CHECK(error_of([] { gpu_stream s; }).find("built without CUDA") != std::string::npos);
+    CHECK(kernel_error_of([] { gpu_alloc(16); }).find("-DZF_CUDA=ON") != std::string::npos);
+    CHECK(kernel_error_of([] { gpu_stream s; }).find("built without CUDA") != std::string::npos);
   }
-  const std::string m = error_of([] { gpu_init(0); });
+  const std::string m = kernel_error_of([] { gpu_init(0); });
   CHECK(m.find(cuda_built() ? "sees 0 CUDA device" : "built without CUDA") != std::string::npos);
 }
 
@@ -78,7 +71,7 @@ void check_memory() {
   }
   CHECK(gpu_memory().reserved == reserved);
   CHECK(gpu_memory().used_high >= (8u << 20));
-  CHECK(error_of([] { gpu_alloc(std::size_t{1} << 50); }).find("out of GPU memory") !=
+  CHECK(kernel_error_of([] { gpu_alloc(std::size_t{1} << 50); }).find("out of GPU memory") !=
         std::string::npos);
 }
 

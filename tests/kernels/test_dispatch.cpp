@@ -15,16 +15,7 @@ using namespace zf::kernels;
 
 namespace {
 
-// The message of the kernel_error f throws ("" when it does not throw).
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const kernel_error& e) {
-    return e.what();
-  }
-  return {};
-}
+using zf::test::kernel_error_of;
 
 bool contains(const std::string& s, const char* part) {
   return s.find(part) != std::string::npos;
@@ -64,7 +55,7 @@ TEST_CASE("dispatch: cuda without a CUDA build or without a GPU is refused clear
     MESSAGE("SKIPPED the refusal check: this process has a GPU, so device cuda is allowed");
     return;
   }
-  const std::string m = error_of([] { set_current_device(device::cuda); });
+  const std::string m = kernel_error_of([] { set_current_device(device::cuda); });
   CHECK(current_device() == device::cpu);
   if (!cuda_built()) {
     CHECK(contains(m, "built without CUDA"));
@@ -86,7 +77,7 @@ TEST_CASE("dispatch: simulated cuda is allowed anywhere and runs the twins on ho
   gelu_forward(x.data(), y.data(), 3);  // the dispatch's cuda branch: cuda_sim::gelu_forward
   for (int i = 0; i < 3; ++i) CHECK(y[i] == doctest::Approx(want[i]).epsilon(1e-6));
   float z = 1.0f, p = 0.0f;
-  CHECK(contains(error_of([&] { router_scores(&z, &p, 1, 1, false); }),
+  CHECK(contains(kernel_error_of([&] { router_scores(&z, &p, 1, 1, false); }),
                  "router_scores has no cuda kernel"));
 }
 
@@ -96,7 +87,7 @@ TEST_CASE("dispatch: on cuda, families without a twin refuse, the device is per 
   device_scope s(device::cuda);
   CHECK(current_device() == device::cuda);
   float z = 1.0f, p = 0.0f;
-  const std::string m = error_of([&] { router_scores(&z, &p, 1, 1, false); });
+  const std::string m = kernel_error_of([&] { router_scores(&z, &p, 1, 1, false); });
   CHECK(contains(m, "router_scores has no cuda kernel"));
   device other = device::cuda;
   std::thread t([&] { other = current_device(); });
