@@ -292,6 +292,10 @@ cudaError_t cudaPeekAtLastError() {
 }
 
 cudaError_t cudaMalloc(void** p, std::size_t bytes) {
+  if (bytes > (std::size_t{1} << 40)) {  // the simulated GPU's size (device_sim.cpp)
+    *p = nullptr;
+    return cudaErrorMemoryAllocation;
+  }
   *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256 + 256);
   return *p ? cudaSuccess : cudaErrorMemoryAllocation;
 }

@@ -39,8 +39,17 @@ void gpu_init(int ordinal) {
   }
 }
 
+// The simulated GPU's memory: larger requests fail as a GPU's would (and before the host
+// allocator, which sanitizers abort on for absurd sizes).
+constexpr std::size_t k_sim_capacity = std::size_t{1} << 40;
+
 void* gpu_alloc(std::size_t bytes) {
   if (bytes == 0) return nullptr;
+  if (bytes > k_sim_capacity) {
+    throw kernel_error("out of GPU memory: " + std::to_string(bytes) +
+                       " bytes requested (the simulated GPU has " + std::to_string(k_sim_capacity) +
+                       ")");
+  }
   void* p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
   if (!p) throw kernel_error("out of GPU memory: " + std::to_string(bytes) + " bytes requested");
   pool_state& s = pool();
