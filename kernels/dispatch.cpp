@@ -22,6 +22,7 @@
 #include "kernels/bf16_linear.hpp"
 #include "kernels/embedding.hpp"
 #include "kernels/gemm_lib.hpp"
+#include "kernels/ggml_quant.hpp"
 #include "kernels/matmul.hpp"
 #include "kernels/matmul_invariant.hpp"
 #include "kernels/moe.hpp"
@@ -462,6 +463,11 @@ void embedding_forward(const int* ids, const float* wte, const float* wpe, float
 void embedding_backward(const int* ids, const float* dout, float* dwte, float* dwpe, int b, int t,
                         int c, int pos0) {
   ZF_DISPATCH(embedding_backward, ids, dout, dwte, dwpe, b, t, c, pos0);
+}
+
+// ggml weight formats (GGUF files read in place)
+void ggml_gemm(const ggml_matrix& w, const qgemm_io& io) {
+  ZF_DISPATCH(ggml_gemm, w, io);
 }
 
 // adamw: the cuda twin exists (kernels/adamw_cuda.cu).

@@ -157,6 +157,8 @@ bool ggml_simd() noexcept;
 void set_ggml_simd(bool on) noexcept;
 
 namespace cpu {
+// ggml_gemm's cpu side: prefill or the direct kernel below, split over the threads.
+void ggml_gemm(const ggml_matrix& w, const qgemm_io& io);
 // The spec: every row dequantized (ggml_dequantize_row), each dot product accumulated in double
 // in input order, then + bias, + y as the contract says. Single-threaded.
 // Prefill: the matrix decoded to bf16 rows, one oneDNN bf16 matmul (f32 rows: the fp32 GEMM).

@@ -1,8 +1,7 @@
 // ggml family, CPU (see ggml_quant.hpp): the format table, ggml's reference encoders, the
 // reference GEMM (double sums), the fast kernel (AVX-512 chosen at run time, a portable loop
-// elsewhere) and the public entry point, which splits outputs over threads. The public function
-// lives here rather than in dispatch.cpp: it checks the device itself and hands the cuda device's
-// calls to the twin (ggml_quant_cuda.cu).
+// elsewhere) and cpu::ggml_gemm, which splits outputs over threads (the public ggml_gemm is in
+// dispatch.cpp, the cuda twin in ggml_quant_cuda.cu).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -351,17 +350,9 @@ void ggml_gemm_direct(const ggml_matrix& w, const qgemm_io& io, int o0, int o1) 
   }
 }
 
-}  // namespace cpu
-
+// The cpu side of ggml_gemm (the public one is in dispatch.cpp): prefill or the direct kernel,
+// split over a lent pool's threads.
 void ggml_gemm(const ggml_matrix& w, const qgemm_io& io) {
-  // The cuda device: the twin takes the whole call (ggml_quant_cuda.cu; the simulation's while
-  // CUDA is simulated, in any build).
-  if (current_device() == device::cuda) {
-#if defined(ZF_CUDA)
-    if (!cuda_simulated()) return cuda::ggml_gemm(w, io);
-#endif
-    return cuda_sim::ggml_gemm(w, io);
-  }
   check_io(w, io);
   if (io.m == 0) return;
   // Prefill outside batch-invariant mode: one GEMM over the decoded matrix, where 16-row passes
@@ -393,4 +384,5 @@ void ggml_gemm(const ggml_matrix& w, const qgemm_io& io) {
   if (!shared_pool(t).try_run((w.n + piece - 1) / piece, one)) fn(0, w.n);
 }
 
+}  // namespace cpu
 }  // namespace zf::kernels

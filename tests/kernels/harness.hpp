@@ -23,6 +23,11 @@
 
 namespace zf::test {
 
+// v as doubles: a float result compared by near() against another backend's floats.
+inline std::vector<double> widen(const std::vector<float>& v) {
+  return {v.begin(), v.end()};
+}
+
 // The message of the kernels::kernel_error f throws ("" when it does not throw).
 template <class F>
 std::string kernel_error_of(F&& f) {

@@ -11,13 +11,10 @@
 #include "twin.hpp"
 
 using namespace zf::kernels;
+using zf::test::widen;
 namespace sh = zf::test::shapes;
 
 namespace {
-
-std::vector<double> widen(const std::vector<float>& v) {
-  return {v.begin(), v.end()};
-}
 
 // The check sizes plus one that spans many blocks of the grid-stride loops (larger on a GPU).
 template <class B>

@@ -25,6 +25,7 @@
 #include "twin.hpp"
 
 using namespace zf::kernels;
+using zf::test::widen;
 namespace sh = zf::test::shapes;
 using zf::test::columns;
 using zf::test::near;
@@ -34,10 +35,6 @@ using zf::test::tol;
 namespace {
 
 constexpr tol k_att{1e-5, 1e-7}, k_out{1e-4, 1e-6};
-
-std::vector<double> widen(const std::vector<float>& v) {
-  return {v.begin(), v.end()};
-}
 
 // Entries of att [n_head, tq, tk] past each row's causal limit that are not exactly 0.
 int masked_nonzero(const std::vector<float>& att, int nh, int tq, int tk, int off) {

@@ -15,13 +15,10 @@
 #include "twin.hpp"
 
 using namespace zf::kernels;
+using zf::test::widen;
 namespace sh = zf::test::shapes;
 
 namespace {
-
-std::vector<double> widen(const std::vector<float>& v) {
-  return {v.begin(), v.end()};
-}
 
 // expf against the cpu kernel's polynomial (about 1 ulp each), and FMA contraction.
 constexpr zf::test::tol k_ulps{4e-7, 1e-7};

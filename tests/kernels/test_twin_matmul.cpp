@@ -23,6 +23,7 @@
 #include "twin.hpp"
 
 using namespace zf::kernels;
+using zf::test::widen;
 namespace sh = zf::test::shapes;
 using zf::test::randn;
 using zf::test::tol;
@@ -30,10 +31,6 @@ using zf::test::tol;
 namespace {
 
 constexpr tol k_fp32{1e-5, 1e-5};
-
-std::vector<double> widen(const std::vector<float>& v) {
-  return {v.begin(), v.end()};
-}
 
 // A row-major [rows, cols] matrix with row stride ld: normal values, `pad` beyond column cols
 // (NaN for inputs: a read of the padding shows; a finite value for outputs: both backends must

@@ -22,6 +22,7 @@
 #include "twin.hpp"
 
 using namespace zf::kernels;
+using zf::test::widen;
 namespace sh = zf::test::shapes;
 
 namespace {
@@ -30,10 +31,6 @@ const zf::test::tol k_y{1e-5, 5e-6};       // normalized outputs
 const zf::test::tol k_stats{3e-6, 1e-7};   // mean / rstd
 const zf::test::tol k_dx{1e-5, 1e-5};      // dx (accumulated onto a random start)
 const zf::test::tol k_params{1e-5, 1e-5};  // dgamma / dbeta (column sums over rows)
-
-std::vector<double> widen(const std::vector<float>& v) {
-  return {v.begin(), v.end()};
-}
 
 // v with `pad` leading zeros: the device view starts at .p + pad.
 std::vector<float> padded(const std::vector<float>& v, int pad) {

@@ -32,6 +32,7 @@
 #include "twin.hpp"
 
 using namespace zf::kernels;
+using zf::test::widen;
 namespace sh = zf::test::shapes;
 using zf::test::near;
 using zf::test::randn;
@@ -41,9 +42,6 @@ namespace {
 constexpr zf::test::tol k_paged{1e-5, 1e-6};
 constexpr float k_sentinel = 7.0f;
 
-std::vector<double> widen(const std::vector<float>& v) {
-  return {v.begin(), v.end()};
-}
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }

@@ -21,16 +21,13 @@
 #include "twin.hpp"
 
 using namespace zf::kernels;
+using zf::test::widen;
 namespace sh = zf::test::shapes;
 
 namespace {
 
 const zf::test::tol k_prob{2e-6, 1e-6};  // softmax rows, dlogits
 const zf::test::tol k_loss{1e-6, 1e-6};  // per-row losses
-
-std::vector<double> widen(const std::vector<float>& v) {
-  return {v.begin(), v.end()};
-}
 
 // The check rows of xent_cases plus the extra widths above.
 std::vector<sh::rows_case> softmax_shapes() {
