@@ -24,6 +24,13 @@ void swiglu_forward(const float* gu, float* y, int n, int m);
 void swiglu_backward(const float* gu, const float* dy, float* dgu, int n, int m);
 // y[i] += x[i]
 void accumulate(float* y, const float* x, std::size_t n);
+// y[r, :] += b for each of n rows of width c (a linear's bias after its GEMM).
+void bias_add(float* y, const float* b, int n, int c);
+// Memory moves on the current device (a model's buffers live there): y[i] = x[i] (y and x may
+// not overlap) and y[i] = 0. On cuda, GPU memory and queued on the current stream
+// (kernels/device.hpp's gpu_copy / gpu_zero).
+void copy(float* y, const float* x, std::size_t n);
+void clear(float* y, std::size_t n);
 // y[i] = 0 over host memory, on both cores, whatever the current device (a gradient buffer cleared
 // per step: 500 MB at GPT-2's size, which one core's memset clears at about half the machine's
 // write bandwidth).
@@ -38,9 +45,10 @@ void add_forward(const float* a, const float* b, float* y, std::size_t n);
 void swiglu_forward(const float* gu, float* y, int n, int m);
 void swiglu_backward(const float* gu, const float* dy, float* dgu, int n, int m);
 void accumulate(float* y, const float* x, std::size_t n);
+void bias_add(float* y, const float* b, int n, int c);
 }  // namespace cpu
 // activation_cuda.cu on the GPU (cuda) and run by the CPU simulation of CUDA (cuda_sim, tests).
-// zero_fill has no twin: its contract is host memory.
+// zero_fill has no twin: its contract is host memory; copy and clear are the device's own moves.
 namespace cuda {
 void gelu_forward(const float* x, float* y, std::size_t n);
 void gelu_backward(const float* x, const float* dy, float* dx, std::size_t n);
@@ -49,6 +57,7 @@ void add_forward(const float* a, const float* b, float* y, std::size_t n);
 void swiglu_forward(const float* gu, float* y, int n, int m);
 void swiglu_backward(const float* gu, const float* dy, float* dgu, int n, int m);
 void accumulate(float* y, const float* x, std::size_t n);
+void bias_add(float* y, const float* b, int n, int c);
 }  // namespace cuda
 namespace cuda_sim {
 void gelu_forward(const float* x, float* y, std::size_t n);
@@ -58,6 +67,7 @@ void add_forward(const float* a, const float* b, float* y, std::size_t n);
 void swiglu_forward(const float* gu, float* y, int n, int m);
 void swiglu_backward(const float* gu, const float* dy, float* dgu, int n, int m);
 void accumulate(float* y, const float* x, std::size_t n);
+void bias_add(float* y, const float* b, int n, int c);
 }  // namespace cuda_sim
 
 }  // namespace zf::kernels

@@ -104,6 +104,12 @@ void accumulate(float* y, const float* x, std::size_t n) {
   for (std::size_t i = 0; i < n; ++i) y[i] += x[i];
 }
 
+// y [n, c] += b [c] per row.
+void bias_add(float* y, const float* b, int n, int c) {
+  const std::size_t cc = static_cast<std::size_t>(c);
+  for (int r = 0; r < n; ++r) accumulate(y + r * cc, b, cc);
+}
+
 // gu: [n, 2m] rows of [gate | up] -> y: [n, m], y = gate * sigmoid(gate) * up.
 void swiglu_forward(const float* gu, float* y, int n, int m) {
   const std::size_t mm = static_cast<std::size_t>(m);

@@ -68,6 +68,16 @@ __global__ void add_kernel(const float* a, const float* b, float* y, std::size_t
   }
 }
 
+// y [rows, c] += b [c]; one thread per element.
+__global__ void bias_add_kernel(float* y, const float* __restrict__ b, std::size_t total,
+                                std::size_t c) {
+  const std::size_t stride = static_cast<std::size_t>(gridDim.x) * blockDim.x;
+  for (std::size_t i = static_cast<std::size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += stride) {
+    y[i] += b[i % c];
+  }
+}
+
 // gu: [n, 2m] rows [gate | up] -> y: [n, m]; one thread per output element.
 __global__ void swiglu_kernel(const float* __restrict__ gu, float* __restrict__ y, std::size_t n,
                               std::size_t m) {
@@ -134,6 +144,13 @@ void accumulate(float* y, const float* x, std::size_t n) {
   if (n == 0) return;
   ZF_LAUNCH(add_kernel, blocks_for(n), kBlock, 0)(y, x, y, n);
   check_launch("accumulate launch");
+}
+
+void bias_add(float* y, const float* b, int n, int c) {
+  const std::size_t total = static_cast<std::size_t>(n) * static_cast<std::size_t>(c);
+  if (total == 0) return;
+  ZF_LAUNCH(bias_add_kernel, blocks_for(total), kBlock, 0)(y, b, total, std::size_t(c));
+  check_launch("bias_add launch");
 }
 
 void swiglu_forward(const float* gu, float* y, int n, int m) {

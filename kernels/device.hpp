@@ -5,6 +5,8 @@
 // simulation's: host memory with the pool's counters kept alike, tokens for streams and events
 // (device_sim.cpp). Otherwise, in a build without ZF_CUDA every call throws kernel_error naming
 // ZF_CUDA.
+// Fresh GPU memory holds garbage, as cudaMalloc's does (the simulation fills it with NaN bytes so
+// that a read before a write shows): clear what must start at zero with gpu_zero.
 // Memory: device memory comes from the GPU's stream-ordered pool (cudaMallocAsync on the current
 // stream). gpu_init raises the pool's release threshold to "never", so a freed block goes back to
 // the pool, not to the driver, and a training or decoding step that frees and allocates the same
@@ -30,6 +32,8 @@ void gpu_free(void* p) noexcept;
 // stream. Host memory must stay valid until the stream reaches the copy (gpu_synchronize) unless
 // it is pageable host -> device, which the runtime stages before returning.
 void gpu_copy(void* dst, const void* src, std::size_t bytes);
+// Sets bytes of GPU memory at p to zero, queued on the current stream (cudaMemsetAsync).
+void gpu_zero(void* p, std::size_t bytes);
 // Waits for everything queued on this thread's current stream.
 void gpu_synchronize();
 

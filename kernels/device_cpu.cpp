@@ -44,6 +44,10 @@ void gpu_free(void* p) noexcept {
 void gpu_copy(void* dst, const void* src, std::size_t bytes) {
   ZF_DEVICE_CALL(gpu_copy, dst, src, bytes);
 }
+void gpu_zero(void* p, std::size_t bytes) {
+  if (bytes == 0) return;
+  ZF_DEVICE_CALL(gpu_zero, p, bytes);
+}
 void gpu_synchronize() {
   ZF_DEVICE_CALL(gpu_synchronize);
 }

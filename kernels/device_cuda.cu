@@ -83,6 +83,11 @@ void gpu_copy(void* dst, const void* src, std::size_t bytes) {
   check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, current_stream()), "gpu_copy");
 }
 
+void gpu_zero(void* p, std::size_t bytes) {
+  if (bytes == 0) return;
+  check(cudaMemsetAsync(p, 0, bytes, current_stream()), "gpu_zero");
+}
+
 void gpu_synchronize() {
   check(cudaStreamSynchronize(current_stream()), "gpu_synchronize");
 }

@@ -14,6 +14,7 @@ namespace zf::kernels {
   void* gpu_alloc(std::size_t bytes);                              \
   void gpu_free(void* p) noexcept;                                 \
   void gpu_copy(void* dst, const void* src, std::size_t bytes);    \
+  void gpu_zero(void* p, std::size_t bytes);                       \
   void gpu_synchronize();                                          \
   gpu_memory_stats gpu_memory();                                   \
   void* stream_create();                                           \

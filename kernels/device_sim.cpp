@@ -52,6 +52,7 @@ void* gpu_alloc(std::size_t bytes) {
   }
   void* p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
   if (!p) throw kernel_error("out of GPU memory: " + std::to_string(bytes) + " bytes requested");
+  std::memset(p, 0xff, bytes);  // a GPU's fresh memory is garbage: NaN floats show a missed clear
   pool_state& s = pool();
   std::lock_guard<std::mutex> lock(s.mu);
   s.live[p] = bytes;
@@ -77,6 +78,10 @@ void gpu_free(void* p) noexcept {
 
 void gpu_copy(void* dst, const void* src, std::size_t bytes) {
   if (bytes) std::memmove(dst, src, bytes);
+}
+
+void gpu_zero(void* p, std::size_t bytes) {
+  if (bytes) std::memset(p, 0, bytes);
 }
 
 void gpu_synchronize() {}

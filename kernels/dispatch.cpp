@@ -20,6 +20,7 @@
 #include "kernels/adamw.hpp"
 #include "kernels/attention.hpp"
 #include "kernels/bf16_linear.hpp"
+#include "kernels/device.hpp"
 #include "kernels/embedding.hpp"
 #include "kernels/gemm_lib.hpp"
 #include "kernels/ggml_quant.hpp"
@@ -351,6 +352,18 @@ void accumulate(float* y, const float* x, std::size_t n) {
   cpu::parallel_ranges(n, 8, k_parallel_min, [&](std::size_t b0, std::size_t e) {
     cpu::accumulate(y + b0, x + b0, e - b0);
   });
+}
+void bias_add(float* y, const float* b, int n, int c) {
+  if (b == nullptr) return;
+  ZF_DISPATCH(bias_add, y, b, n, c);
+}
+void copy(float* y, const float* x, std::size_t n) {
+  if (on_cuda()) return gpu_copy(y, x, n * sizeof(float));
+  if (n) std::memcpy(y, x, n * sizeof(float));
+}
+void clear(float* y, std::size_t n) {
+  if (on_cuda()) return gpu_zero(y, n * sizeof(float));
+  if (n) std::memset(y, 0, n * sizeof(float));
 }
 
 // rope

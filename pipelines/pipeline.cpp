@@ -312,9 +312,10 @@ train_result pipeline::run(const run_options& o) {
     comms = comm::make_local_group(cfg_.train.ranks);
   }
   std::vector<std::shared_ptr<zero_rank>> ranks;
+  const device where = device_of(cfg_.train);
   for (auto& c : comms) {
-    ranks.push_back(
-        std::make_shared<zero_rank>(spec_of(cfg_.model), cfg_.optimizer, cfg_.zero.stage, *c));
+    ranks.push_back(std::make_shared<zero_rank>(spec_of(cfg_.model), cfg_.optimizer,
+                                                cfg_.zero.stage, *c, where));
     ranks.back()->set_expert_parallel(cfg_.train.expert_parallel);
     ranks.back()->model().set_precision(precision_of(cfg_.train));
     ranks.back()->set_reduce_bf16(cfg_.train.reduce_dtype == "bf16");

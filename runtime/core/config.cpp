@@ -488,6 +488,7 @@ void validate(const run_config& c) {
   }
   if (c.data.corpus.empty()) fail("data.corpus: expected a corpus name or path, got \"\"");
   validate_data(c);
+  validate_device(c);
 }
 
 std::string to_toml(const run_config& c) {

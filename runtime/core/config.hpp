@@ -88,6 +88,9 @@ struct train_config {
   // The dtype gradients travel and are summed in between data-parallel ranks: fp32, or bf16
   // (half the bytes; DeepSpeed's communication_data_type, FSDP2's reduce_dtype).
   std::string reduce_dtype = "fp32";
+  // Where each rank keeps its model, gradients and AdamW state and runs its kernels: cpu, or
+  // cuda (one rank on the GPU at zero.stage 0 for now; kernels/dispatch.hpp's cuda device).
+  std::string device = "cpu";
   fp16_config fp16;
   int steps = 600;
   int batch_size = 8;

@@ -67,6 +67,9 @@ void moe_config_of(const moe_spec& s, int intermediate, moe_config& out);
 std::vector<key> data_keys();
 std::vector<key> train_efficiency_keys();
 std::vector<key> precision_keys();  // config_precision.cpp
+// train.device's cross-key checks (validate(); config_precision.cpp): what a cuda run cannot do
+// yet, refused by name before anything starts (whether a GPU is there is the run's check).
+void validate_device(const run_config& c);
 // The integer_list and source_list kinds: from a TOML node (where: the file, for messages), from
 // --set's text, as TOML text, and validate()'s check of values set on the struct directly. Each
 // zf::error names the key and the item; a refused value leaves the key as it was.

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "kernels/activation.hpp"
+#include "kernels/device.hpp"
 #include "kernels/dispatch.hpp"
 #include "runtime/core/dtype.hpp"
 
@@ -36,34 +37,46 @@ inline constexpr std::size_t k_lazy_zero_bytes = 32u << 20;
 
 struct aligned_free {
   std::size_t mapped = 0;  // bytes of an mmap'ed buffer, 0 for aligned_alloc's
+  bool gpu = false;        // GPU memory from kernels::gpu_alloc
   void operator()(void* p) const {
-    if (mapped)
+    if (gpu)
+      kernels::gpu_free(p);
+    else if (mapped)
       ::munmap(p, mapped);
     else
       std::free(p);
   }
 };
 
-// An owning, zero-initialised, 64-byte-aligned float array.
+// An owning, zero-initialised, 64-byte-aligned float array, in host memory or, built for
+// device::cuda, in GPU memory (kernels/device.hpp: the stream-ordered pool, cleared on the
+// current stream; its elements are then not for the host to read, so operator[] is host only).
 class fbuffer {
  public:
   fbuffer() = default;
-  explicit fbuffer(std::size_t n) { resize(n); }
+  explicit fbuffer(std::size_t n, device where = device::cpu) : where_(where) { resize(n); }
+  explicit fbuffer(device where) : where_(where) {}
+  device where() const { return where_; }
   void resize(std::size_t n) {
     if (n == n_) return;
     std::size_t bytes = (n * sizeof(float) + k_align - 1) / k_align * k_align;
     void* p = nullptr;
-    std::size_t mapped = 0;
-    if (bytes >= k_lazy_zero_bytes) {
+    aligned_free how;
+    if (where_ == device::cuda) {
+      data_.reset();  // back to the pool before the new block is taken
+      p = kernels::gpu_alloc(bytes);
+      kernels::gpu_zero(p, bytes);
+      how.gpu = true;
+    } else if (bytes >= k_lazy_zero_bytes) {
       p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
       if (p == MAP_FAILED) throw std::bad_alloc();
-      mapped = bytes;
+      how.mapped = bytes;
     } else if (bytes) {
       p = std::aligned_alloc(k_align, bytes);
       if (!p) throw std::bad_alloc();
       std::memset(p, 0, bytes);
     }
-    data_ = std::unique_ptr<float, aligned_free>(static_cast<float*>(p), aligned_free{mapped});
+    data_ = std::unique_ptr<float, aligned_free>(static_cast<float*>(p), how);
     n_ = n;
   }
   float* data() { return data_.get(); }
@@ -72,18 +85,35 @@ class fbuffer {
   float& operator[](std::size_t i) { return data_.get()[i]; }
   const float& operator[](std::size_t i) const { return data_.get()[i]; }
   void zero() {
-    if (n_) kernels::zero_fill(data_.get(), n_);
+    if (!n_) return;
+    if (where_ == device::cuda)
+      kernels::gpu_zero(data_.get(), n_ * sizeof(float));
+    else
+      kernels::zero_fill(data_.get(), n_);
+  }
+  // Host <-> this buffer, n floats at offset `at` (a GPU buffer's copies are waited for).
+  void upload(const float* host, std::size_t n, std::size_t at = 0) {
+    if (where_ == device::cpu) return (void)std::memcpy(data() + at, host, n * sizeof(float));
+    kernels::gpu_copy(data() + at, host, n * sizeof(float));
+    kernels::gpu_synchronize();
+  }
+  void download(float* host, std::size_t n, std::size_t at = 0) const {
+    if (where_ == device::cpu) return (void)std::memcpy(host, data() + at, n * sizeof(float));
+    kernels::gpu_copy(host, data() + at, n * sizeof(float));
+    kernels::gpu_synchronize();
   }
 
  private:
   std::unique_ptr<float, aligned_free> data_;
   std::size_t n_ = 0;
+  device where_ = device::cpu;
 };
 
 // Bump allocator over one fbuffer. Use it in two passes with the same sequence of take() calls:
 // counting (before reserve) sums the sizes, then after reserve() the same calls return pointers.
 class arena {
  public:
+  explicit arena(device where = device::cpu) : buf_(where) {}
   float* take(std::size_t n) {
     std::size_t padded = (n + 15) / 16 * 16;  // keep every slice 64-byte aligned
     float* p = buf_.size() ? buf_.data() + used_ : nullptr;

@@ -1,8 +1,6 @@
 // Block math shared by train, score and paged modes (see block.hpp for the equations).
 #include "runtime/model/block.hpp"
 
-#include <cstring>
-
 #include "kernels/activation.hpp"
 #include "kernels/matmul.hpp"
 #include "kernels/norm.hpp"
@@ -19,10 +17,9 @@ bool is_llama(const model_spec& s) {
   return s.arch == model_arch::llama;
 }
 
-// y[r, :] += b for each of n rows of width c.
+// y[r, :] += b for each of n rows of width c (b null: none).
 void add_bias(float* y, const float* b, int n, int c) {
-  if (b == nullptr) return;
-  for (int r = 0; r < n; ++r) k::accumulate(y + static_cast<std::size_t>(r) * c, b, c);
+  k::bias_add(y, b, n, c);
 }
 
 // y [n, out] = x_in + a [n, in] @ w [in, out] (+ b); y may be x_in. q: the quantized weight
@@ -34,7 +31,7 @@ void residual_linear(const float* a, int lda, const float* w, const quant_linear
     k::gemm(false, false, n, out, in, 1.0f, a, lda, w, out, 0.0f, y, out);
     return add_bias(y, b, n, out);
   }
-  if (y != x_in) std::memcpy(y, x_in, static_cast<std::size_t>(n) * out * sizeof(float));
+  if (y != x_in) k::copy(y, x_in, static_cast<std::size_t>(n) * out);
   if (q) return q->forward(a, lda, n, b, y, out, true);
   k::gemm(false, false, n, out, in, 1.0f, a, lda, w, out, 1.0f, y, out);
   add_bias(y, b, n, out);
@@ -128,7 +125,7 @@ void attn_out_forward(const model_spec& s, const weights& w, const float* att, i
   if (!o16)
     return residual_linear(att, ld_att, w.o_w, quant_of(w).o, w.o_b, x_in, x_out, n, s.q_dim(),
                            s.hidden);
-  if (x_out != x_in) std::memcpy(x_out, x_in, std::size_t(n) * s.hidden * sizeof(float));
+  if (x_out != x_in) k::copy(x_out, x_in, std::size_t(n) * s.hidden);
   linear16(att, ld_att, w.o_w, o16->att, o16->o_w, w.o_b, 1.0f, x_out, n, s.q_dim(), s.hidden);
 }
 
@@ -153,7 +150,7 @@ void mlp_forward(const model_spec& s, const weights& w, const float* ln2, float*
     } else {
       k::gelu_forward_bf16(h, o16->act, nI);
     }
-    if (x_in && x_out != x_in) std::memcpy(x_out, x_in, std::size_t(n) * C * sizeof(float));
+    if (x_in && x_out != x_in) k::copy(x_out, x_in, std::size_t(n) * C);
     k::round_bf16(w.down_w, I, C, 0, o16->down_w);
     k::gemm_bf16(false, false, n, C, I, 1.0f, o16->act, I, o16->down_w, C, x_in ? 1.0f : 0.0f,
                  x_out, C);
@@ -188,7 +185,7 @@ void mlp_backward(const model_spec& s, const weights& w, const grads& g, const f
   }
   if (llama) {
     // swiglu_backward may not write over its input: da moves into a (the activation is spent).
-    std::memcpy(a, dh, nI * sizeof(float));
+    k::copy(a, dh, nI);
     k::swiglu_backward(h, a, dh, n, I);
   } else {
     k::gelu_backward(h, dh, dh, nI);

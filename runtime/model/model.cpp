@@ -17,6 +17,11 @@ namespace k = zf::kernels;
 
 namespace {
 
+// bf16 values in an fbuffer of (n + 1) / 2 floats.
+std::uint16_t* bf16_of(fbuffer& b) {
+  return reinterpret_cast<std::uint16_t*>(b.data());
+}
+
 // Sets a flag for the rest of a scope and clears it however the scope ends.
 struct flag_scope {
   bool& flag;
@@ -67,22 +72,54 @@ param_layout layout_of(const model_config& m) {
   return make_layout(spec_of(m));
 }
 
-transformer::transformer(const model_config& m, bool own_params, bool own_grads)
-    : transformer(spec_of(m), own_params, own_grads) {}
+transformer::transformer(const model_config& m, bool own_params, bool own_grads, device where)
+    : transformer(spec_of(m), own_params, own_grads, where) {}
 
-transformer::transformer(const model_spec& spec, bool own_params, bool own_grads)
-    : spec_(spec), layout_(make_layout(spec)) {
+transformer::transformer(const model_spec& spec, bool own_params, bool own_grads, device where)
+    : spec_(spec), where_(where), layout_(make_layout(spec)) {
+  const k::device_scope on(where_);  // cuda: refused here without a GPU (unless simulated)
   L_ = spec.n_layer;
   R_final_ = L_ + 1;
-  if (spec.moe.any()) expert_spec_ = moe::expert_spec(spec);
+  if (spec.moe.any()) {
+    if (where_ == device::cuda)
+      fail("model.moe: MoE models do not run on the cuda device yet (use train.device = cpu)");
+    expert_spec_ = moe::expert_spec(spec);
+  }
+  for (fbuffer* buf : {&params_, &grads_, &head16_, &lnf16_, &dlogits16_, &ops16_, &rope_, &io_})
+    *buf = fbuffer(where_);
+  acts_ = arena(where_);
   if (own_params) params_.resize(layout_.total);
   if (own_grads) grads_.resize(layout_.total);
   const std::size_t rt = block::rope_table_floats(spec);
-  if (rt) {
+  if (rt) {  // built on the host, then copied to the model's device
+    std::vector<float> table(2 * rt);
+    {
+      const k::device_scope host(device::cpu);
+      block::fill_rope_table(spec, table.data(), table.data() + rt);
+    }
     rope_.resize(2 * rt);
-    block::fill_rope_table(spec, rope_.data(), rope_.data() + rt);
+    rope_.upload(table.data(), table.size());
     rope_tab_ = {rope_.data(), rope_.data() + rt};
   }
+}
+
+void transformer::cpu_only(const char* what) const {
+  if (where_ == device::cuda)
+    fail("{} does not run on the cuda device yet (use a cpu model: train.device = cpu)", what);
+}
+
+const int* transformer::ids_on_device(const int* ids, int n) {
+  if (where_ == device::cpu) return ids;
+  int* d = reinterpret_cast<int*>(io_.data());
+  k::gpu_copy(d, ids, std::size_t(n) * sizeof(int));  // pageable host memory: staged at once
+  return d;
+}
+
+const int* transformer::targets_on_device(const int* targets, int n) {
+  if (where_ == device::cpu) return targets;
+  int* d = reinterpret_cast<int*>(io_.data()) + n;
+  k::gpu_copy(d, targets, std::size_t(n) * sizeof(int));
+  return d;
 }
 
 float* transformer::acquire_params(int r) {
@@ -105,6 +142,7 @@ block::weights transformer::block_w(float* base, int l) const {
 }
 
 void transformer::set_quant(std::shared_ptr<const lm_quant> q) {
+  if (q) cpu_only("a quantized model");
   if (q && q->blocks.size() != std::size_t(L_))
     fail("quantized linears for {} layers given to a {}-layer model", q->blocks.size(), L_);
   quant_ = std::move(q);
@@ -119,7 +157,10 @@ float* transformer::param(const std::string& name) {
 
 void transformer::init_weights(uint64_t seed) {
   if (!params_.size()) fail("init_weights: this model does not own its parameters (ZeRO-3)");
-  init_params(layout_, spec_.n_layer, seed, params_.data());
+  if (where_ == device::cpu) return init_params(layout_, spec_.n_layer, seed, params_.data());
+  std::vector<float> host(layout_.total);  // drawn on the host (the same bits), then copied up
+  init_params(layout_, spec_.n_layer, seed, host.data());
+  load_params(host.data());
 }
 
 // Lays out every training activation for (b, t). A shape whose activations fit the buffer
@@ -132,7 +173,7 @@ void transformer::plan(int b, int t) {
   if (acts_.ready() && count.counted() <= acts_.capacity()) {
     acts_.rewind();
   } else {
-    acts_ = arena{};
+    acts_ = arena{where_};
     lay_out(acts_, b, t);
     acts_.reserve();
   }
@@ -140,6 +181,14 @@ void transformer::plan(int b, int t) {
   const std::size_t BT = std::size_t(b) * t;
   pos_.resize(BT);
   for (std::size_t i = 0; i < BT; ++i) pos_[i] = static_cast<int>(i % std::size_t(t));
+  pos_dev_ = pos_.data();
+  if (where_ == device::cuda) {  // ids | targets | positions, the positions copied once here
+    io_.resize(3 * BT);
+    int* pos = reinterpret_cast<int*>(io_.data()) + 2 * BT;
+    k::gpu_copy(pos, pos_.data(), BT * sizeof(int));
+    k::gpu_synchronize();
+    pos_dev_ = pos;
+  }
   b_ = b;
   t_ = t;
 }
@@ -237,27 +286,29 @@ void transformer::block_forward(int l, const float* x, int b, int t, const int* 
 }
 
 void transformer::block_forward_alone(int l, const float* x, int b, int t, float* out) {
+  cpu_only("a block alone (layer-wise distillation)");
   const kernels::precision_scope compute(precision_);
   if (l < 0 || l >= L_) fail("block_forward_alone: layer {} of a {}-layer model", l, L_);
   if (t > spec_.max_positions)
     fail("sequence length {} exceeds the model's context of {} positions", t, spec_.max_positions);
   plan(b, t);
   plan_ops16(true, b * t);
-  block_forward(l, x, b, t, pos_.data(), out);
+  block_forward(l, x, b, t, pos_dev_, out);
 }
 
 void transformer::block_backward_alone(int l, const float* x, int b, int t, float* d) {
+  cpu_only("a block alone (layer-wise distillation)");
   const kernels::precision_scope compute(precision_);
   if (b != b_ || t != t_ || !acts_.ready())
     fail("block_backward_alone: no forward of a [{}, {}] batch to go back through", b, t);
-  block_backward(l, x, b, t, pos_.data(), d);
+  block_backward(l, x, b, t, pos_dev_, d);
 }
 
 void transformer::layer_forward(int l, int b, int t) {
   const float* x = l == 0 ? encoded_ : la_[l - 1].res3;
   float* out = la_[l].res3;
   const int slot = ltd_slot_[std::size_t(l)];
-  if (slot < 0) return block_forward(l, x, b, t, pos_.data(), out);
+  if (slot < 0) return block_forward(l, x, b, t, pos_dev_, out);
   // Dropping: the block runs on the b*k kept rows, which sit compact at the front of the
   // layer's output buffer (gathered there, overwritten by the block's output once read), at
   // their original positions; then the output is spread over [b*t] rows around x's dropped rows.
@@ -272,6 +323,9 @@ void transformer::layer_forward(int l, int b, int t) {
 float transformer::run_forward(const int* ids, const int* targets, int b, int t, bool fuse_xent,
                                float scale, bool lm_head, const token_drop* drop) {
   const kernels::precision_scope compute(precision_);
+  const k::device_scope on(where_);
+  if (observer_) cpu_only("a calibration observer");
+  if (param_access_ || grad_access_) cpu_only("ZeRO stage 2-3 region access");
   if (t > spec_.max_positions)
     fail("sequence length {} exceeds the model's context of {} positions", t, spec_.max_positions);
   plan(b, t);
@@ -283,7 +337,7 @@ float transformer::run_forward(const int* ids, const int* targets, int b, int t,
 
   const std::size_t emb0 = layout_.regions[R_emb_].begin;
   auto ge = layout_.globals<const float>(acquire_params(R_emb_), emb0);
-  k::embedding_forward(ids, ge.tok_emb, ge.pos_emb, encoded_, b, t, C);
+  k::embedding_forward(ids_on_device(ids, BT), ge.tok_emb, ge.pos_emb, encoded_, b, t, C);
   release_params(R_emb_);
   for (int l = 0; l < L_; ++l) layer_forward(l, b, t);
   const std::size_t fin0 = layout_.regions[R_final_].begin;
@@ -318,12 +372,12 @@ float transformer::run_forward(const int* ids, const int* targets, int b, int t,
     quant_->head->forward(lnf_, C, BT, nullptr, logits_, V, false);
   } else if (precision_ == kernels::precision::bf16) {
     // Rounded once: the head's weight and lnf feed the backward's GEMMs too (head_backward).
-    head16_.resize(std::size_t(V) * C);
-    lnf16_.resize(std::size_t(BT) * C);
-    k::round_bf16(head_w_, V, C, 0, head16_.data());
-    k::round_bf16(lnf_, BT, C, 0, lnf16_.data());
-    k::gemm_bf16(false, true, BT, V, C, 1.0f, lnf16_.data(), 0, head16_.data(), 0, 0.0f, logits_,
-                 0);
+    head16_.resize((std::size_t(V) * C + 1) / 2);
+    lnf16_.resize((std::size_t(BT) * C + 1) / 2);
+    k::round_bf16(head_w_, V, C, 0, bf16_of(head16_));
+    k::round_bf16(lnf_, BT, C, 0, bf16_of(lnf16_));
+    k::gemm_bf16(false, true, BT, V, C, 1.0f, bf16_of(lnf16_), 0, bf16_of(head16_), 0, 0.0f,
+                 logits_, 0);
     head16_rows_ = BT;
   } else {
     k::gemm(false, true, BT, V, C, 1.0f, lnf_, 0, head_w_, 0, 0.0f, logits_, 0);
@@ -339,15 +393,23 @@ float transformer::run_forward(const int* ids, const int* targets, int b, int t,
     valid += targets[i] >= 0;
   }
   if (valid == 0) {  // nothing to learn from: a zero gradient keeps backward (and ZeRO) uniform
-    if (fuse_xent) std::fill(logits_, logits_ + std::size_t(BT) * V, 0.0f);
+    if (fuse_xent) k::clear(logits_, std::size_t(BT) * V);
     return 0.0f;
   }
+  const int* tk = targets_on_device(targets, BT);
   if (fuse_xent)
-    k::softmax_xent_fused(logits_, targets, losses_, BT, V, scale / valid);
+    k::softmax_xent_fused(logits_, tk, losses_, BT, V, scale / valid);
   else
-    k::softmax_xent_forward(logits_, targets, losses_, BT, V);
+    k::softmax_xent_forward(logits_, tk, losses_, BT, V);
+  const float* losses = losses_;
+  if (where_ == device::cuda) {  // the step's one wait: its [BT] losses, summed on the host
+    losses_host_.resize(std::size_t(BT));
+    k::gpu_copy(losses_host_.data(), losses_, std::size_t(BT) * sizeof(float));
+    k::gpu_synchronize();
+    losses = losses_host_.data();
+  }
   double sum = 0;
-  for (int i = 0; i < BT; ++i) sum += losses_[i];
+  for (int i = 0; i < BT; ++i) sum += losses[i];
   return static_cast<float>(sum / valid);
 }
 
@@ -360,6 +422,7 @@ float transformer::forward(const int* ids, const int* targets, int b, int t) {
 }
 
 void transformer::score(const int* ids, const int* targets, int b, int t, float* logprobs) {
+  cpu_only("score mode");
   if (!targets) fail("score needs targets");
   const int BT = b * t, V = spec_.vocab_size;
   for (int i = 0; i < BT; ++i)
@@ -388,12 +451,12 @@ void transformer::head_backward(int R_head, float* gemb, const float* dvalue, bo
                        ? layout_.globals<float>(gemb, layout_.regions[R_emb_].begin).tok_emb
                        : gg.head;
     if (head16_rows_ == BT) {  // the forward's bf16 head: dlogits rounded once for both GEMMs
-      dlogits16_.resize(std::size_t(BT) * V);
-      k::round_bf16(logits_, BT, V, 0, dlogits16_.data());
-      k::gemm_bf16(false, false, BT, C, V, 1.0f, dlogits16_.data(), 0, head16_.data(), 0, 0.0f,
+      dlogits16_.resize((std::size_t(BT) * V + 1) / 2);
+      k::round_bf16(logits_, BT, V, 0, bf16_of(dlogits16_));
+      k::gemm_bf16(false, false, BT, C, V, 1.0f, bf16_of(dlogits16_), 0, bf16_of(head16_), 0, 0.0f,
                    dln_, 0);
-      k::gemm_bf16(true, false, V, C, BT, 1.0f, dlogits16_.data(), 0, lnf16_.data(), 0, 1.0f, dhead,
-                   0);
+      k::gemm_bf16(true, false, V, C, BT, 1.0f, bf16_of(dlogits16_), 0, bf16_of(lnf16_), 0, 1.0f,
+                   dhead, 0);
     } else {
       k::gemm(false, false, BT, C, V, 1.0f, logits_, 0, head_w_, 0, 0.0f, dln_, 0);
       k::gemm(true, false, V, C, BT, 1.0f, logits_, 0, lnf_, 0, 1.0f, dhead, 0);
@@ -403,7 +466,7 @@ void transformer::head_backward(int R_head, float* gemb, const float* dvalue, bo
       head_base_ = acquire_params(R_final_);
     }
   } else {  // no LM head in this forward: only the value head feeds the final norm
-    std::fill(dln_, dln_ + std::size_t(BT) * C, 0.0f);
+    k::clear(dln_, std::size_t(BT) * C);
     head_base_ = acquire_params(R_final_);
   }
   auto pf = layout_.globals<const float>(head_base_, fin0);
@@ -411,7 +474,7 @@ void transformer::head_backward(int R_head, float* gemb, const float* dvalue, bo
     k::gemm(false, false, BT, C, 1, 1.0f, dvalue, 0, pf.v_head, 0, 1.0f, dln_, 0);
     k::gemm(true, false, 1, C, BT, 1.0f, dvalue, 0, lnf_, 0, 1.0f, gg.v_head, 0);
   }
-  std::fill(dres_, dres_ + std::size_t(BT) * C, 0.0f);
+  k::clear(dres_, std::size_t(BT) * C);
   block::norm_backward(spec_, la_.back().res3, pf.normf_w, lnf_mean_, lnf_rstd_, dln_, dres_,
                        gg.normf_w, gg.normf_b, BT);
   release_grads(R_final_);
@@ -451,7 +514,7 @@ void transformer::block_backward(int l, const float* x, int b, int t, const int*
 void transformer::layer_backward(int l, int b, int t) {
   const float* x = l == 0 ? encoded_ : la_[l - 1].res3;
   const int slot = ltd_slot_[std::size_t(l)];
-  if (slot < 0) return block_backward(l, x, b, t, pos_.data(), dres_);
+  if (slot < 0) return block_backward(l, x, b, t, pos_dev_, dres_);
   // Dropping: the dropped rows' gradient passes through (identity); the kept rows' goes through
   // the block on compact rows, in two buffers no longer read at this point of the backward:
   // this layer's own output res3 (read by layer l+1's or the final norm's backward, done) holds
@@ -483,6 +546,7 @@ float transformer::forward_backward(const int* ids, const int* targets, int b, i
   if (!targets) fail("forward_backward needs targets");
   if (quant_) fail("a quantized model runs forward only: its linears cannot be trained");
   if (drop) validate_token_drop(*drop, L_, b, t);
+  if (drop && !drop->layers.empty()) cpu_only("random-LTD (train.random_ltd)");
   training_ = true;
   aux_scale_ = loss_scale;
   float loss = 0;
@@ -506,6 +570,8 @@ float transformer::forward_backward(const int* ids, const int* targets, int b, i
 }
 
 void transformer::backward_from_head(const int* ids, const float* dvalue, bool lm) {
+  const k::device_scope on(where_);
+  if (where_ == device::cuda) ids = reinterpret_cast<const int*>(io_.data());  // run_forward's
   const int R_head = spec_.tied_head ? R_emb_ : R_final_;
   float* gemb = acquire_grads(R_emb_);  // held through the whole backward (tied head, wte)
   head_backward(R_head, gemb, dvalue, lm);
@@ -517,6 +583,7 @@ void transformer::backward_from_head(const int* ids, const float* dvalue, bool l
 
 void transformer::forward_rl(const int* ids, const int* targets, int b, int t, float* logprobs,
                              float* entropy, float* values, float aux_scale) {
+  cpu_only("RL mode (forward_rl)");
   const int BT = b * t, V = spec_.vocab_size;
   const bool lm = logprobs || entropy;
   if (lm && !targets) fail("forward_rl: log-probs and entropies need targets");
@@ -557,6 +624,7 @@ void transformer::forward_rl(const int* ids, const int* targets, int b, int t, f
 
 void transformer::backward_rl(const int* ids, const int* targets, const float* dlogp,
                               const float* dvalue) {
+  cpu_only("RL mode (backward_rl)");
   const kernels::precision_scope compute(precision_);
   const int BT = b_ * t_, V = spec_.vocab_size;
   if (dlogp && !rl_lm_) fail("backward_rl: the last forward_rl computed no log-probs");

@@ -10,6 +10,14 @@
 // Gradients ACCUMULATE across forward_backward calls until zero_grad. At most one parameter region
 // is acquired at a time (ZeRO stage 3 gathers into one bucket); the gradient region of the
 // embeddings is held through the whole backward.
+// Device (docs: the cuda device, kernels/dispatch.hpp): a model built for device::cuda keeps
+// its parameters, gradients, activations and bf16 operands in GPU memory and runs every kernel
+// there (its calls set the thread's device for their duration); ids and targets still come from
+// the host (checked there, then copied up), and the loss comes back as one [b*t] copy per step.
+// Pointers it hands out (params(), grads(), param(), logits()) are then GPU memory: the host
+// reads and writes parameters through load_params / read_params. On cuda, train and evaluation
+// forwards of dense models (GPT-2, Llama; fp32 and bf16) run; MoE, random-LTD, quantized
+// linears, calibration observers, ZeRO-3 region access, score and RL modes are refused by name.
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -62,8 +70,17 @@ class transformer {
  public:
   // own_params / own_grads false: the flat buffers are not allocated and a region_access must
   // provide them (ZeRO stage 3 / stages 2-3).
-  explicit transformer(const model_spec& spec, bool own_params = true, bool own_grads = true);
-  explicit transformer(const model_config& m, bool own_params = true, bool own_grads = true);
+  // where: cpu, or cuda (refused as set_current_device refuses it: no GPU and not simulated).
+  explicit transformer(const model_spec& spec, bool own_params = true, bool own_grads = true,
+                       device where = device::cpu);
+  explicit transformer(const model_config& m, bool own_params = true, bool own_grads = true,
+                       device where = device::cpu);
+  device where() const { return where_; }
+  // Host <-> the flat parameter buffer (layout().total floats), and the gradients to the host,
+  // whatever the device (a GPU model's copies are waited for).
+  void load_params(const float* host) { params_.upload(host, params_.size()); }
+  void read_params(float* host) const { params_.download(host, params_.size()); }
+  void read_grads(float* host) const { grads_.download(host, grads_.size()); }
   void set_param_access(region_access* a) { param_access_ = a; }
   void set_grad_access(region_access* a) { grad_access_ = a; }
   const std::vector<region>& regions() const { return layout_.regions; }
@@ -208,7 +225,14 @@ class transformer {
   void head_backward(int R_head, float* gemb, const float* dvalue = nullptr, bool lm = true);
   void backward_from_head(const int* ids, const float* dvalue, bool lm);
 
+  // On cuda: refuses `what` by name (the modes above that do not run there yet).
+  void cpu_only(const char* what) const;
+  // ids / targets [b*t] as the kernels read them: the host's own on cpu, copied up on cuda.
+  const int* ids_on_device(const int* ids, int n);
+  const int* targets_on_device(const int* targets, int n);
+
   model_spec spec_;
+  device where_ = device::cpu;
   param_layout layout_;
   fbuffer params_, grads_;
   region_access* param_access_ = nullptr;
@@ -220,7 +244,8 @@ class transformer {
   float* head_w_ = nullptr;  // [V, C] head held from the head's forward through its backward
   // bf16 precision: the head's weight [V, C] and lnf [BT, C] rounded by the head's forward (for
   // head16_rows_ = BT rows; -1: the last forward did not), dlogits [BT, V] by its backward.
-  std::vector<std::uint16_t> head16_, lnf16_, dlogits16_;
+  // (fbuffers of (n + 1) / 2 floats holding n bf16 values: on the model's device.)
+  fbuffer head16_, lnf16_, dlogits16_;
   int head16_rows_ = -1;
   // bf16 precision, forwards that a backward may follow (forward_backward, forward_rl, the
   // block alone): every layer's GEMM operands kept from forward to backward (block::operands16,
@@ -240,7 +265,12 @@ class transformer {
   // training activations (arena acts_), planned for (b_, t_)
   arena acts_;
   int b_ = 0, t_ = 0;
-  std::vector<int> pos_;  // [b*t] position of each row
+  std::vector<int> pos_;  // [b*t] position of each row (host)
+  // On cuda: GPU ints [3 * b*t]: ids | targets | positions of the current batch, and the host
+  // copy of the step's per-row losses.
+  fbuffer io_;
+  const int* pos_dev_ = nullptr;
+  std::vector<float> losses_host_;
   // random-LTD of the current forward_backward (set_drop): ltd_slot_ [L] = the layer's index in
   // the drop's layer list or -1; ltd_pos_ [dropping layers][b][ltd_keep_] kept positions.
   std::vector<int> ltd_slot_, ltd_pos_;

@@ -40,14 +40,14 @@ void adamw::add(const param_layout& layout, std::size_t flat, const adamw_range&
 }
 
 adamw::adamw(const param_layout& layout, std::size_t begin, std::size_t end,
-             const optimizer_config& t)
-    : begin_(begin), end_(end), t_(t), m_(end - begin), v_(end - begin) {
+             const optimizer_config& t, device where)
+    : begin_(begin), end_(end), t_(t), m_(end - begin, where), v_(end - begin, where) {
   add(layout, begin, {begin, begin, 0, end - begin});
 }
 
 adamw::adamw(const param_layout& layout, const std::vector<mapped>& ranges,
-             const optimizer_config& t)
-    : t_(t) {
+             const optimizer_config& t, device where)
+    : t_(t), m_(where), v_(where) {
   std::size_t moments = 0;
   for (auto& m : ranges) {
     add(layout, m.flat, m.r);
@@ -58,6 +58,7 @@ adamw::adamw(const param_layout& layout, const std::vector<mapped>& ranges,
 }
 
 void adamw::step(float* params, const float* grads, double lr, int step, float grad_scale) {
+  const kernels::device_scope on(m_.where());
   kernels::adamw_params a;
   a.lr = static_cast<float>(lr);
   a.beta1 = static_cast<float>(t_.beta1);

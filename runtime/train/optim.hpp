@@ -37,14 +37,18 @@ class adamw {
  public:
   // Owns moments for parameters [begin, end) of layout (in floats); params and grads passed to
   // step() are the full flat buffers.
-  adamw(const param_layout& layout, std::size_t begin, std::size_t end, const optimizer_config& o);
+  // where: the device of the moments (and of the params and grads step() is given); cuda keeps
+  // them in GPU memory and steps there.
+  adamw(const param_layout& layout, std::size_t begin, std::size_t end, const optimizer_config& o,
+        device where = device::cpu);
   // General form (ZeRO): ranges are split at tensor boundaries of layout to apply decay; `flat`
   // gives each range's position in the flat layout (for the decay mask).
   struct mapped {
     std::size_t flat;  // flat layout offset of the range's first float
     adamw_range r;
   };
-  adamw(const param_layout& layout, const std::vector<mapped>& ranges, const optimizer_config& o);
+  adamw(const param_layout& layout, const std::vector<mapped>& ranges, const optimizer_config& o,
+        device where = device::cpu);
 
   // One update of every range with grads scaled by grad_scale; step is the 1-based optimizer
   // step (bias correction).

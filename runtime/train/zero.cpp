@@ -5,9 +5,35 @@
 
 #include "kernels/activation.hpp"
 #include "kernels/adamw.hpp"
+#include "kernels/device.hpp"
 #include "runtime/core/error.hpp"
 
 namespace zf {
+namespace {
+
+// n floats between the host and a rank's buffer on `where` (a GPU's copies waited for).
+void to_host(device where, float* host, const float* mine, std::size_t n) {
+  if (where == device::cpu) return (void)std::copy_n(mine, n, host);
+  kernels::gpu_copy(host, mine, n * sizeof(float));
+  kernels::gpu_synchronize();
+}
+void from_host(device where, float* mine, const float* host, std::size_t n) {
+  if (where == device::cpu) return (void)std::copy_n(host, n, mine);
+  kernels::gpu_copy(mine, host, n * sizeof(float));
+  kernels::gpu_synchronize();
+}
+
+}  // namespace
+
+device device_of(const train_config& t) {
+  if (t.device != "cuda") return device::cpu;
+  try {
+    const kernels::device_scope probe(device::cuda);
+  } catch (const kernels::kernel_error& e) {
+    fail("train.device = cuda: {}", e.what());
+  }
+  return device::cuda;
+}
 
 // Stage 3: a region's parameters are all-gathered from the owners just before use.
 struct zero_rank::param_gather : region_access {
@@ -94,14 +120,23 @@ void zero_rank::set_expert_parallel(int ep) {
 }
 
 zero_rank::zero_rank(const model_spec& m, const optimizer_config& t, int stage,
-                     comm::communicator& comm)
+                     comm::communicator& comm, device where)
     : spec_(m),
       opt_config_(t),
       stage_(stage),
+      where_(where),
       comm_(comm),
       part_(make_layout(m).regions, comm.world()) {
   if (stage < 0 || stage > 3) fail("zero.stage: expected 0..3, got {}", stage);
-  model_ = std::make_unique<transformer>(m, stage < 3, stage < 2);
+  if (where == device::cuda) {
+    if (stage != 0 || comm.world() != 1)
+      fail(
+          "train.device = cuda: one rank at zero.stage 0 for now (got {} ranks at stage {}); "
+          "ZeRO stages 1-3 and data parallelism over NCCL on GPUs are not wired yet",
+          comm.world(), stage);
+    kernels::gpu_init(0);  // this rank's GPU and its pool (refused here without one)
+  }
+  model_ = std::make_unique<transformer>(m, stage < 3, stage < 2, where);
   configure(1);
   set_expert_parallel(1);  // MoE over several ranks: routed over all of them
 }
@@ -126,7 +161,7 @@ void zero_rank::configure(int slots) {
     std::vector<adamw::mapped> ranges;  // moments at flat offsets: other slots' pages untouched
     for (const region& h : held_)
       ranges.push_back({h.begin, {h.begin, h.begin, h.begin, h.size()}});
-    opt_ = std::make_unique<adamw>(layout, ranges, opt_config_);
+    opt_ = std::make_unique<adamw>(layout, ranges, opt_config_, where_);
     return;
   }
   std::vector<adamw::mapped> ranges;
@@ -204,8 +239,15 @@ zero_rank::~zero_rank() = default;
 
 void zero_rank::zero_grad() {
   model_->clear_moe_step();  // a new step's routing figures
-  if (stage_ < 2)            // the held ranges only: other slots' pages stay untouched
-    for (const region& h : held_) kernels::zero_fill(model_->grads().data() + h.begin, h.size());
+  if (stage_ < 2) {
+    for (const region& h : held_) {  // the held ranges only: other slots' pages stay untouched
+      float* g = model_->grads().data() + h.begin;
+      if (where_ == device::cuda)
+        kernels::gpu_zero(g, h.size() * sizeof(float));
+      else
+        kernels::zero_fill(g, h.size());
+    }
+  }
   if (stage_ >= 1) owned_grads_.zero();
 }
 
@@ -231,6 +273,7 @@ float zero_rank::forward(const int* ids, const int* targets, int b, int t) {
 
 void zero_rank::reduce_gradients() {
   if (stage_ == 0) {
+    if (where_ == device::cuda) return;  // one rank (checked at construction): nothing to sum
     all_reduce_held(model_->grads().data());
   } else if (stage_ == 1) {
     for (const auto& p : part_.pieces) {
@@ -243,6 +286,7 @@ void zero_rank::reduce_gradients() {
 }
 
 double zero_rank::grad_sq_norm() const {
+  const kernels::device_scope on(where_);
   if (stage_ >= 1) return kernels::sum_squares(owned_grads_.data(), owned_grads_.size());
   double s = 0;  // stage 0: every holder holds the full sum; count only the owned ranges
   for (const auto& p : part_.pieces) {
@@ -353,15 +397,25 @@ zero_snapshot zero_rank::snapshot() const {
     const std::size_t len = part_.owned(comm_.rank(), p).size();
     if (!len) continue;
     const chunk_state c = owned_state(p);
-    std::copy_n(c.params, len, s.params.data() + at);
-    std::copy_n(c.exp_avg, len, s.exp_avg.data() + at);
-    std::copy_n(c.exp_avg_sq, len, s.exp_avg_sq.data() + at);
+    to_host(where_, s.params.data() + at, c.params, len);
+    to_host(where_, s.exp_avg.data() + at, c.exp_avg, len);
+    to_host(where_, s.exp_avg_sq.data() + at, c.exp_avg_sq, len);
     at += len;
   }
   return s;
 }
 
-void zero_rank::load_state(const zero_state_reader& read, bool moments) {
+void zero_rank::load_state(const zero_state_reader& host_read, bool moments) {
+  // On cuda the reader fills host memory (a checkpoint's file reads), copied up range by range.
+  std::vector<float> hp, hm, hv;
+  const zero_state_reader read = [&](std::size_t b, std::size_t e, float* p, float* m, float* v) {
+    if (where_ == device::cpu) return host_read(b, e, p, m, v);
+    for (auto* h : {&hp, &hm, &hv}) h->resize(e - b);
+    host_read(b, e, p ? hp.data() : nullptr, m ? hm.data() : nullptr, v ? hv.data() : nullptr);
+    if (p) from_host(where_, p, hp.data(), e - b);
+    if (m) from_host(where_, m, hm.data(), e - b);
+    if (v) from_host(where_, v, hv.data(), e - b);
+  };
   if (stage_ < 3) {  // the held parameters in full (and at stage 0 their moments): one read
     const bool m0 = stage_ == 0 && moments;  // per held range (one for a dense model)
     for (const region& h : held_)
@@ -383,16 +437,16 @@ void zero_rank::export_state(float* params, float* m, float* v) const {
     const region o = part_.owned(comm_.rank(), p);
     if (!o.size()) continue;
     const chunk_state c = owned_state(p);
-    std::copy_n(c.params, o.size(), params + o.begin);
-    if (m) std::copy_n(c.exp_avg, o.size(), m + o.begin);
-    if (v) std::copy_n(c.exp_avg_sq, o.size(), v + o.begin);
+    to_host(where_, params + o.begin, c.params, o.size());
+    if (m) to_host(where_, m + o.begin, c.exp_avg, o.size());
+    if (v) to_host(where_, v + o.begin, c.exp_avg_sq, o.size());
   }
 }
 
 void zero_rank::import_state(const float* params, const float* m, const float* v) {
   load_state(
       [&](std::size_t b, std::size_t e, float* p, float* em, float* ev) {
-        if (p) std::copy(params + b, params + e, p);
+        if (p) std::copy(params + b, params + e, p);  // host buffers (load_state stages them)
         if (em) std::copy(m + b, m + e, em);
         if (ev) std::copy(v + b, v + e, ev);
       },

@@ -54,6 +54,10 @@ struct zero_memory {                                        // bytes held by one
   double bucket_bytes = 0;                                  // transient gather/reduce buckets
 };
 
+// train.device as the ranks' device; zf::error naming train.device when it is cuda and this
+// process cannot use one (a build without CUDA, no GPU, unless CUDA is simulated).
+device device_of(const train_config& t);
+
 namespace detail {
 class comm_moe_group;  // zero.cpp: moe::group over the communicator
 }
@@ -62,7 +66,13 @@ class zero_rank {
  public:
   // comm is not owned and must outlive this object; all ranks construct with the same config.
   // Parameters start from the seed's initialisation (identical on every rank).
-  zero_rank(const model_spec& m, const optimizer_config& t, int stage, comm::communicator& comm);
+  // where (train.device): cpu, or cuda: the model, its gradients and the AdamW moments in this
+  // rank's GPU memory (kernels/device.hpp), checkpoints and exports copied through the host. cuda
+  // runs one rank at stage 0 for now (zf::error naming train.device otherwise): ZeRO stages 1-3
+  // and data parallelism over NCCL on GPUs are not wired yet.
+  zero_rank(const model_spec& m, const optimizer_config& t, int stage, comm::communicator& comm,
+            device where = device::cpu);
+  device where() const { return where_; }
   ~zero_rank();
 
   // MoE models over several ranks route each training step over all of them (the one-rank
@@ -151,6 +161,7 @@ class zero_rank {
   model_spec spec_;
   optimizer_config opt_config_;
   int stage_;
+  device where_;
   comm::communicator& comm_;
   zero_partition part_;
   std::unique_ptr<detail::comm_moe_group> moe_group_;  // MoE models over several ranks

@@ -63,6 +63,27 @@ TEST_CASE("cuda twin: gelu, add, accumulate equal the cpu kernels") {
       auto acc = b.upload(x);
       ZF_TWIN(b, accumulate, acc.p, gb.p, n);
       CHECK(acc.host() == sum);
+      ZF_TWIN(b, copy, acc.p, gx.p, n);  // the device's own moves
+      CHECK(acc.host() == x);
+      ZF_TWIN(b, clear, acc.p, n);
+      CHECK(acc.host() == std::vector<float>(n, 0.0f));
+    }
+  });
+}
+
+TEST_CASE("cuda twin: bias_add equals the cpu kernel row by row") {
+  zf::test::twin::both("the bias_add twin", [](auto b) {
+    for (const auto& c : sh::swiglu_cases) {  // rows x widths, odd ones included
+      if (!(c.use & sh::check)) continue;
+      CAPTURE(c.n);
+      CAPTURE(c.c);
+      const auto y = zf::test::randn(std::size_t(c.n) * c.c, 6), bias = zf::test::randn(c.c, 7);
+      auto want = y;
+      cpu::bias_add(want.data(), bias.data(), c.n, c.c);
+      CHECK(want[std::size_t(c.n - 1) * c.c] == y[std::size_t(c.n - 1) * c.c] + bias[0]);
+      auto gy = b.upload(y), gb = b.upload(bias);
+      ZF_TWIN(b, bias_add, gy.p, gb.p, c.n, c.c);
+      CHECK(gy.host() == want);  // one float add per element: the same bits
     }
   });
 }
