@@ -11,6 +11,10 @@
 // infer --gguf: the file's weights, its matrices read in place (serve --gguf; bench/decode).
 // --kv: the KV cache's rows (engine.kv_dtype; default bf16 with --precision bf16, else fp32).
 // GEMM libraries from the tuning table (ZF_GEMM_TUNING, default lazy); the result lists them.
+// --device cuda (train): the model, gradients and AdamW state on the GPU (train.device = cuda;
+// ZF_CUDA_SIM=1 runs it on the CPU simulation); --compare-cpu 1 then replays the same steps on
+// the cpu model from the same weights and reports both loss curves and their largest relative
+// difference (scripts/gpu-check's training row).
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -26,6 +30,7 @@
 
 #include "bench/bench_util.hpp"
 #include "kernels/adamw.hpp"
+#include "kernels/device.hpp"
 #include "kernels/gemm_lib.hpp"
 #include "kernels/gemm_table.hpp"
 #include "kernels/threads.hpp"
@@ -49,10 +54,10 @@ double peak_rss_mib() {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   zf::kernels::ensure_openmp_spin();  // oneDNN's threads spin between calls (gemm_lib.hpp)
-  std::string shape = "tiny", mode = "train", precision = "f32", gguf, kv_name;
-  int iters = 10, warmup = 3, threads = 2, prompt_len = 256, decode_tokens = 64;
+  std::string shape = "tiny", mode = "train", precision = "f32", gguf, kv_name, device = "cpu";
+  int iters = 10, warmup = 3, threads = 2, prompt_len = 256, decode_tokens = 64, compare_cpu = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i], v = argv[i + 1];
     if (a == "--shape")
@@ -75,6 +80,10 @@ int main(int argc, char** argv) {
       decode_tokens = std::stoi(v);
     else if (a == "--kv")
       kv_name = v;
+    else if (a == "--device")
+      device = v;
+    else if (a == "--compare-cpu")
+      compare_cpu = std::stoi(v);
     else {
       std::cerr << "unknown option " << a << "\n";
       return 2;
@@ -115,15 +124,20 @@ int main(int argc, char** argv) {
   for (const auto& w :
        zf::kernels::configure_gemm_tuning(tmode, zf::kernels::default_gemm_table_path()))
     std::cerr << "warning: " << w << "\n";
-  // infer: no gradients; the parameters move into the serving weights below (no second copy)
-  zf::transformer model(m, true, mode == "train");
+  if (device != "cpu" && device != "cuda") {
+    std::cerr << "--device: cpu or cuda, not " << device << "\n";
+    return 2;
+  }
+  const zf::device where = device == "cuda" ? zf::device::cuda : zf::device::cpu;
+  if (where == zf::device::cuda) zf::kernels::gpu_init(0);  // throws without a GPU (or the sim)
+  // infer: no gradients; the parameters move into the serving weights below (no second copy on
+  // the cpu; copied up on cuda, the host's model only the initialiser)
+  zf::transformer model(m, true, mode == "train", mode == "train" ? where : zf::device::cpu);
   model.init_weights(0);
   model.set_precision(prec);
-  nlohmann::json res{{"shape", shape},
-                     {"mode", mode},
-                     {"precision", precision},
-                     {"threads", threads},
-                     {"params_total", model.layout().total}};
+  nlohmann::json res{{"shape", shape},         {"mode", mode},
+                     {"precision", precision}, {"threads", threads},
+                     {"device", device},       {"params_total", model.layout().total}};
   std::mt19937 rng(1);
   std::uniform_int_distribution<int> tok(0, m.vocab_size - 1);
   if (mode == "train") {
@@ -133,29 +147,53 @@ int main(int argc, char** argv) {
     t.optimizer.beta2 = 0.95;
     t.optimizer.eps = 1e-8;
     t.optimizer.weight_decay = 0.1;
-    zf::adamw opt(model.layout(), 0, model.layout().total, t.optimizer);
+    zf::adamw opt(model.layout(), 0, model.layout().total, t.optimizer, where);
     std::vector<int> data(std::size_t(warmup + iters) * B * (T + 1));
     for (auto& x : data) x = tok(rng);
     std::vector<int> in(std::size_t(B) * T), tg(std::size_t(B) * T);
-    std::vector<double> steps, fwdbwd, upd, losses;
-    for (int i = 0; i < warmup + iters; ++i) {
+    auto batch = [&](int i) {
       for (int b = 0; b < B; ++b) {
         const int* row = data.data() + (std::size_t(i) * B + b) * (T + 1);
         std::copy(row, row + T, in.data() + std::size_t(b) * T);
         std::copy(row + 1, row + T + 1, tg.data() + std::size_t(b) * T);
       }
+    };
+    std::vector<double> steps, fwdbwd, upd, losses, all_losses;
+    for (int i = 0; i < warmup + iters; ++i) {
+      batch(i);
       auto t0 = clk::now();
       model.zero_grad();
-      float loss = model.forward_backward(in.data(), tg.data(), B, T);
+      float loss = model.forward_backward(in.data(), tg.data(), B, T);  // waits for its loss
       double t1 = ms_since(t0);
       opt.step(model.params().data(), model.grads().data(), t.optimizer.lr, i + 1, 1.0f);
+      if (where == zf::device::cuda) zf::kernels::gpu_synchronize();
       double t2 = ms_since(t0);
+      all_losses.push_back(loss);
       if (i >= warmup) {
         steps.push_back(t2);
         fwdbwd.push_back(t1);
         upd.push_back(t2 - t1);
         losses.push_back(loss);
       }
+    }
+    if (compare_cpu && where == zf::device::cuda) {  // the same steps on the cpu model
+      zf::transformer ref(m);
+      ref.init_weights(0);
+      ref.set_precision(prec);
+      zf::adamw ref_opt(ref.layout(), 0, ref.layout().total, t.optimizer);
+      std::vector<double> ref_losses;
+      double worst = 0;
+      for (int i = 0; i < warmup + iters; ++i) {
+        batch(i);
+        ref.zero_grad();
+        ref_losses.push_back(ref.forward_backward(in.data(), tg.data(), B, T));
+        ref_opt.step(ref.params().data(), ref.grads().data(), t.optimizer.lr, i + 1, 1.0f);
+        worst = std::max(
+            worst, std::abs(all_losses[std::size_t(i)] - ref_losses.back()) / ref_losses.back());
+      }
+      res["losses"] = all_losses;
+      res["cpu_losses"] = ref_losses;
+      res["max_rel_loss_diff"] = worst;
     }
     double med = median(steps);
     res["B"] = B;
@@ -174,12 +212,18 @@ int main(int argc, char** argv) {
     for (auto& x : prompt) x = tok(rng);
     // bf16: the serving engine's --dtype bf16 (bf16 projections and head, bf16 KV rows).
     // --gguf: the file's weights, its matrices read in place (serve --gguf).
-    zf::lm_weights w = gguf.empty() ? zf::make_lm_weights(model.spec(), std::move(model.params()))
-                                    : zf::storage::read_gpt2_gguf(gguf, true).weights;
+    if (where == zf::device::cuda && (!gguf.empty() || prec != zf::kernels::precision::f32)) {
+      std::cerr << "--device cuda infers fp32 weights only (no --gguf, --precision f32)\n";
+      return 2;
+    }
+    zf::lm_weights w = where == zf::device::cuda
+                           ? zf::copy_lm_weights(model.spec(), model.params().data(), where)
+                       : gguf.empty() ? zf::make_lm_weights(model.spec(), std::move(model.params()))
+                                      : zf::storage::read_gpt2_gguf(gguf, true).weights;
     if (!gguf.empty()) res["gguf"] = w.quant->method;
     if (prec == zf::kernels::precision::bf16 && gguf.empty()) zf::to_bf16_weights(w);
     const int bs = 16, n_blocks = (m.n_positions + bs - 1) / bs;
-    zf::paged_model run(w, prompt_len, 1, threads);
+    zf::paged_model run(w, prompt_len, 1, threads, where);
     if (kv_name.empty()) kv_name = prec == zf::kernels::precision::bf16 ? "bf16" : "fp32";
     if (kv_name != "fp32" && kv_name != "bf16") {
       std::cerr << "--kv must be fp32 or bf16, not " << kv_name << "\n";
@@ -187,7 +231,7 @@ int main(int argc, char** argv) {
     }
     res["kv_dtype"] = kv_name;
     zf::kv_storage kv(m.n_layer, n_blocks, bs, w.cfg.kv_dim(),
-                      kv_name == "bf16" ? zf::kv_dtype::bf16 : zf::kv_dtype::fp32);
+                      kv_name == "bf16" ? zf::kv_dtype::bf16 : zf::kv_dtype::fp32, where);
     std::vector<int> blocks(n_blocks);
     for (int b = 0; b < n_blocks; ++b) blocks[b] = b;
     auto step = [&](const int* ids, int start, int len) {
@@ -213,6 +257,7 @@ int main(int argc, char** argv) {
     res["prompt_len"] = prompt_len;
     res["prefill_last_ms_median"] = median(pre);
     res["decode_ms_per_token_median"] = median(per_tok);
+    res["weight_bytes"] = double(w.layout.total) * sizeof(float);  // what a decode step reads
   }
   res["peak_rss_MiB"] = peak_rss_mib();
   // Which library ran each GEMM shape, and what each measured there (GFLOP/s).
@@ -232,4 +277,13 @@ int main(int argc, char** argv) {
   res["gemm_library"] = zf::kernels::gemm_lib_name(zf::kernels::process_gemm_lib(prec));
   std::cout << "RESULT " << res.dump() << std::endl;
   return 0;
+}
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {  // no GPU for --device cuda, a bad --gguf, ...
+    std::cerr << "bench_train_step: " << e.what() << "\n";
+    return 1;
+  }
 }

@@ -394,6 +394,10 @@ void attention_backward(const attention_shape& s, const float* q, const float* k
                         float* dv) {
   ZF_DISPATCH(attention_backward, s, q, k, v, att, dout, datt, dq, dk, dv);
 }
+void paged_kv_write(const float* k_src, const float* v_src, int ld, int n, const int* slot,
+                    int kv_dim, float* k, float* v, std::uint16_t* k16, std::uint16_t* v16) {
+  ZF_DISPATCH(paged_kv_write, k_src, v_src, ld, n, slot, kv_dim, k, v, k16, v16);
+}
 long paged_attention_scratch(const paged_shape& s) {
   ZF_DISPATCH(paged_attention_scratch, s);
 }

@@ -48,6 +48,13 @@ long paged_attention_scratch(const paged_shape& s);
 void paged_attention(const paged_shape& s, const float* q, const paged_kv& kv, float* out,
                      float* scratch);
 
+// K/V rows of n tokens into one layer's pools: row r's K (k_src + r * ld, kv_dim floats) and V
+// (v_src + r * ld) go to slot slot[r] (block * block_size + row within the block) of k and v, or,
+// with k16 / v16 set instead, of the bf16 pools rounded to nearest even (kv_storage::write's
+// bits). The serving forward writes a batch's K/V with one call per layer.
+void paged_kv_write(const float* k_src, const float* v_src, int ld, int n, const int* slot,
+                    int kv_dim, float* k, float* v, std::uint16_t* k16, std::uint16_t* v16);
+
 // Backends (kernels/dispatch.cpp picks one per call), same contracts as above.
 namespace cpu {
 long paged_attention_scratch(const paged_shape& s);
@@ -59,6 +66,8 @@ void paged_attention(const paged_shape& s, const float* q, const paged_kv& kv, f
 // as attention_forward fills it (probabilities, masked entries 0) for a backward that follows.
 void attention_forward_rows(const attention_shape& s, const float* q, const float* k,
                             const float* v, float* out, float* att);
+void paged_kv_write(const float* k_src, const float* v_src, int ld, int n, const int* slot,
+                    int kv_dim, float* k, float* v, std::uint16_t* k16, std::uint16_t* v16);
 }  // namespace cpu
 // kernels/paged_attention_cuda.cu: q, out, the pools, the block table and scratch in GPU memory,
 // queued on the current stream (nothing waits). Every row takes the same kernel whatever tq, so
@@ -68,12 +77,16 @@ namespace cuda {
 long paged_attention_scratch(const paged_shape& s);
 void paged_attention(const paged_shape& s, const float* q, const paged_kv& kv, float* out,
                      float* scratch, bool direct_only = false);
+void paged_kv_write(const float* k_src, const float* v_src, int ld, int n, const int* slot,
+                    int kv_dim, float* k, float* v, std::uint16_t* k16, std::uint16_t* v16);
 }  // namespace cuda
 // paged_attention_cuda.cu run by the CPU simulation of CUDA (kernels/cuda_sim.hpp; tests).
 namespace cuda_sim {
 long paged_attention_scratch(const paged_shape& s);
 void paged_attention(const paged_shape& s, const float* q, const paged_kv& kv, float* out,
                      float* scratch, bool direct_only = false);
+void paged_kv_write(const float* k_src, const float* v_src, int ld, int n, const int* slot,
+                    int kv_dim, float* k, float* v, std::uint16_t* k16, std::uint16_t* v16);
 }  // namespace cuda_sim
 
 }  // namespace zf::kernels

@@ -166,6 +166,22 @@ void paged_attention(const paged_shape& s, const float* q, const paged_kv& kv, f
 }
 
 // Dense K/V rows are a pool of one block as long as the sequence: row_of(k, kv, j) = k + j ldk.
+void paged_kv_write(const float* k_src, const float* v_src, int ld, int n, const int* slot,
+                    int kv_dim, float* k, float* v, std::uint16_t* k16, std::uint16_t* v16) {
+  const std::size_t d = static_cast<std::size_t>(kv_dim);
+  for (int r = 0; r < n; ++r) {
+    const std::size_t dst = static_cast<std::size_t>(slot[r]) * d,
+                      src = static_cast<std::size_t>(r) * static_cast<std::size_t>(ld);
+    if (k16) {
+      f32_to_bf16(k_src + src, k16 + dst, d);
+      f32_to_bf16(v_src + src, v16 + dst, d);
+    } else {
+      std::memcpy(k + dst, k_src + src, d * sizeof(float));
+      std::memcpy(v + dst, v_src + src, d * sizeof(float));
+    }
+  }
+}
+
 void attention_forward_rows(const attention_shape& a, const float* q, const float* k,
                             const float* v, float* out, float* att) {
   const int kvh = a.n_kv_head ? a.n_kv_head : a.n_head;

@@ -328,7 +328,37 @@ void launch(const paged_args& a, const T* kpool, const T* vpool, unsigned kv_hea
   ZF_LAUNCH(paged_kernel<T>, grid, kThreads, smem)(a, kpool, vpool);
 }
 
+// One thread per (row, column): K and V of row r into slot slot[r].
+__global__ void kv_write_kernel(const float* k_src, const float* v_src, int ld, std::size_t n,
+                                const int* slot, std::size_t kv_dim, float* k, float* v,
+                                std::uint16_t* k16, std::uint16_t* v16) {
+  const std::size_t total = n * kv_dim, stride = static_cast<std::size_t>(gridDim.x) * blockDim.x;
+  for (std::size_t i = static_cast<std::size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += stride) {
+    const std::size_t r = i / kv_dim, j = i % kv_dim;
+    const std::size_t src = r * static_cast<std::size_t>(ld) + j;
+    const std::size_t dst = static_cast<std::size_t>(slot[r]) * kv_dim + j;
+    if (k16) {
+      k16[dst] = f32_to_bf16(k_src[src]);
+      v16[dst] = f32_to_bf16(v_src[src]);
+    } else {
+      k[dst] = k_src[src];
+      v[dst] = v_src[src];
+    }
+  }
+}
+
 }  // namespace
+
+void paged_kv_write(const float* k_src, const float* v_src, int ld, int n, const int* slot,
+                    int kv_dim, float* k, float* v, std::uint16_t* k16, std::uint16_t* v16) {
+  const std::size_t total = static_cast<std::size_t>(n) * static_cast<std::size_t>(kv_dim);
+  if (total == 0) return;
+  ZF_LAUNCH(kv_write_kernel, grid_for(total, 256, 4096), 256, 0)
+  (k_src, v_src, ld, static_cast<std::size_t>(n), slot, static_cast<std::size_t>(kv_dim), k, v, k16,
+   v16);
+  check_launch("paged_kv_write");
+}
 
 // Floats of scratch: the split partials of every (row, head), (head_dim + 2) each.
 long paged_attention_scratch(const paged_shape& s) {

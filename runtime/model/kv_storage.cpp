@@ -11,12 +11,15 @@ const char* kv_dtype_name(kv_dtype t) noexcept {
   return t == kv_dtype::bf16 ? "bf16" : "fp32";
 }
 
-kv_storage::kv_storage(int n_layer, int num_blocks, int block_size, int kv_dim, kv_dtype type)
+kv_storage::kv_storage(int n_layer, int num_blocks, int block_size, int kv_dim, kv_dtype type,
+                       device where)
     : n_layer_(n_layer),
       num_blocks_(num_blocks),
       block_size_(block_size),
       kv_dim_(kv_dim),
-      type_(type) {
+      type_(type),
+      k_(where),
+      v_(where) {
   if (n_layer < 1 || num_blocks < 1 || block_size < 1 || kv_dim < 1)
     fail("kv storage: n_layer {}, num_blocks {}, block_size {}, kv_dim {} must all be >= 1",
          n_layer, num_blocks, block_size, kv_dim);
@@ -27,6 +30,7 @@ kv_storage::kv_storage(int n_layer, int num_blocks, int block_size, int kv_dim, 
 }
 
 void kv_storage::write(int layer, int block, int row, const float* k, const float* v) {
+  if (where() == device::cuda) fail("kv storage: write() on GPU pools (use paged_kv_write)");
   const std::size_t off = offset(layer, block) + static_cast<std::size_t>(row) * kv_dim_;
   if (type_ == kv_dtype::fp32) {
     std::memcpy(k_.data() + off, k, kv_dim_ * sizeof(float));
@@ -48,6 +52,11 @@ void kv_storage::copy_block(int src, int dst, int rows) {
   auto* vb = reinterpret_cast<unsigned char*>(v_.data());
   for (int l = 0; l < n_layer_; ++l) {
     const std::size_t s = offset(l, src) * elem_bytes(), d = offset(l, dst) * elem_bytes();
+    if (where() == device::cuda) {  // queued on the current stream, before the next forward
+      kernels::gpu_copy(kb + d, kb + s, n);
+      kernels::gpu_copy(vb + d, vb + s, n);
+      continue;
+    }
     std::memcpy(kb + d, kb + s, n);
     std::memcpy(vb + d, vb + s, n);
   }

@@ -20,8 +20,11 @@ const char* kv_dtype_name(kv_dtype t) noexcept;
 // s % block_size.
 class kv_storage {
  public:
+  // where: cpu, or cuda (the pools in GPU memory: the paged model writes them with
+  // kernels::paged_kv_write; write() is then refused).
   kv_storage(int n_layer, int num_blocks, int block_size, int kv_dim,
-             kv_dtype type = kv_dtype::fp32);
+             kv_dtype type = kv_dtype::fp32, device where = device::cpu);
+  device where() const { return k_.where(); }
   // fp32 pools (dtype() == fp32 only).
   float* k(int layer, int block) { return k_.data() + offset(layer, block); }
   float* v(int layer, int block) { return v_.data() + offset(layer, block); }

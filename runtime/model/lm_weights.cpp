@@ -68,9 +68,9 @@ void attach_quant(lm_weights& w, std::shared_ptr<const lm_quant> q) {
   w.quant = std::move(q);
 }
 
-lm_weights copy_lm_weights(const model_spec& spec, const float* flat) {
-  fbuffer store(make_layout(spec).total);
-  std::memcpy(store.data(), flat, store.size() * sizeof(float));
+lm_weights copy_lm_weights(const model_spec& spec, const float* flat, device where) {
+  fbuffer store(make_layout(spec).total, where);
+  store.upload(flat, store.size());
   return make_lm_weights(spec, std::move(store));
 }
 

@@ -43,8 +43,9 @@ void attach_quant(lm_weights& w, std::shared_ptr<const lm_quant> q);
 // Takes `flat` ([make_layout(spec).total] floats in the canonical layout) and points the views
 // into it. Throws zf::error when its size does not match the spec's layout.
 lm_weights make_lm_weights(const model_spec& spec, fbuffer flat);
-// Copies flat parameters (a training model's, a checkpoint's) into new inference weights.
-lm_weights copy_lm_weights(const model_spec& spec, const float* flat);
+// Copies flat parameters (a training model's, a checkpoint's; host memory) into new inference
+// weights, on `where` (cuda: the store in GPU memory, every view a GPU pointer).
+lm_weights copy_lm_weights(const model_spec& spec, const float* flat, device where = device::cpu);
 
 struct model_config;
 // A run configuration's model (`model.*` keys) as inference weights, named `name`; copies flat.

@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "kernels/activation.hpp"
+#include "kernels/device.hpp"
+#include "kernels/embedding.hpp"
 #include "kernels/matmul.hpp"
 #include "kernels/paged_attention.hpp"
 #include "runtime/core/config.hpp"
@@ -19,10 +21,24 @@
 namespace zf {
 namespace k = kernels;
 
-paged_model::paged_model(const lm_weights& w, int max_rows, int max_logits, int threads)
-    : w_(w), max_rows_(max_rows), max_logits_(max_logits), pool_(std::max(1, threads)) {
+paged_model::paged_model(const lm_weights& w, int max_rows, int max_logits, int threads,
+                         device where)
+    : w_(w),
+      where_(where),
+      max_rows_(max_rows),
+      max_logits_(max_logits),
+      pool_(where == device::cuda ? 1 : std::max(1, threads)) {
+  const k::device_scope on(where_);  // cuda: refused without a GPU (unless simulated)
   const model_spec& c = w.cfg;
   if (max_rows < 1 || max_logits < 1) fail("paged_model: max_rows and max_logits must be >= 1");
+  if (where_ == device::cuda) {
+    if (c.moe.any() || w.quant)
+      fail("paged_model: MoE and quantized models do not run on the cuda device yet");
+    if (w.store.where() != device::cuda)
+      fail("paged_model: the cuda device needs the weights in GPU memory (copy_lm_weights)");
+    scratch_ = arena(where_);
+    io_ = fbuffer(where_);
+  }
   const bool llama = c.arch == model_arch::llama;
   const int mlp_w = llama ? 2 * c.intermediate : c.intermediate;
   // Worst attention scratch: a chunk of max_rows queries at the end of a full context.
@@ -55,7 +71,24 @@ paged_model::paged_model(const lm_weights& w, int max_rows, int max_logits, int 
     }
     if (pass == 0) scratch_.reserve();
   }
-  block::fill_rope_table(c, rope_cos_, rope_sin_);
+  if (where_ == device::cpu) {
+    block::fill_rope_table(c, rope_cos_, rope_sin_);
+    logits_out_ = logits_;
+  } else {
+    if (llama) {  // built on the host, copied up
+      const std::size_t rt = block::rope_table_floats(c);
+      std::vector<float> table(2 * rt);
+      {
+        const k::device_scope host(device::cpu);
+        block::fill_rope_table(c, table.data(), table.data() + rt);
+      }
+      k::gpu_copy(rope_cos_, table.data(), rt * sizeof(float));
+      k::gpu_copy(rope_sin_, table.data() + rt, rt * sizeof(float));
+      k::gpu_synchronize();
+    }
+    logits_host_.resize(L * c.vocab_size);
+    logits_out_ = logits_host_.data();
+  }
   if (c.moe.any()) expert_spec_ = moe::expert_spec(c);
   pos_.resize(R);
   pieces_.reserve(R);
@@ -71,19 +104,9 @@ void paged_model::attention_layer(int l, std::span<const lm_chunk> chunks, kv_st
   const lm_layer& L = w_.layers[static_cast<std::size_t>(l)];
   const int Q = c.q_dim(), KV = c.kv_dim(), D = c.qkv_dim(), bs = kv.block_size();
   block::norm_forward(c, x_, L.norm1_w, L.norm1_b, ln_, nullptr, nullptr, n);
-  block::qkv_forward(c, L, ln_, qkv_, pos_.data(), {rope_cos_, rope_sin_}, n);
-  // K/V of every row into the pool first: chunks then only read.
-  int row = 0;
-  row0_.clear();
-  for (const lm_chunk& ch : chunks) {
-    row0_.push_back(row);
-    for (int i = 0; i < ch.len; ++i) {
-      const int p = ch.start + i, b = ch.blocks[p / bs];
-      const float* src = qkv_ + static_cast<std::size_t>(row + i) * D;
-      kv.write(l, b, p % bs, src + Q, src + Q + KV);
-    }
-    row += ch.len;
-  }
+  const bool gpu = where_ == device::cuda;
+  block::qkv_forward(c, L, ln_, qkv_, gpu ? pos_dev_ : pos_.data(), {rope_cos_, rope_sin_}, n);
+  write_kv(l, chunks, kv);  // K/V of every row into the pool first: chunks then only read
   // rows [off, off + len) of chunk ci, query heads [h0, h1) (0, 0: all)
   auto attend = [&](const piece& pc, float* scratch) {
     const lm_chunk& ch = chunks[static_cast<std::size_t>(pc.chunk)];
@@ -97,7 +120,8 @@ void paged_model::attention_layer(int l, std::span<const lm_chunk> chunks, kv_st
                      .ldo = Q,
                      .head_begin = pc.h0,
                      .head_end = pc.h1};
-    k::paged_kv pk{.blocks = ch.blocks, .block_size = bs, .kv_dim = KV};
+    const int* table = gpu ? ids_dev_ + table_at_[static_cast<std::size_t>(pc.chunk)] : ch.blocks;
+    k::paged_kv pk{.blocks = table, .block_size = bs, .kv_dim = KV};
     if (kv.dtype() == kv_dtype::bf16) {
       pk.k16 = kv.k16(l, 0);
       pk.v16 = kv.v16(l, 0);
@@ -113,6 +137,11 @@ void paged_model::attention_layer(int l, std::span<const lm_chunk> chunks, kv_st
   // same bits as the whole chunk). The rest spread over the worker pool in pieces of at most
   // paged_direct_rows rows, each thread with its own scratch; with fewer pieces than threads
   // (batch-1 decode) each piece's heads are split too (whole kv-head groups: same bits).
+  if (gpu) {  // one launch per chunk, queued in order on the stream
+    for (std::size_t ci = 0; ci < chunks.size(); ++ci)
+      attend({static_cast<int>(ci), 0, chunks[ci].len, 0, 0}, attn_scratch_);
+    return block::attn_out_forward(c, L, att_, Q, x_, x_, n);
+  }
   const bool invariant = k::batch_invariant();
   pieces_.clear();
   for (std::size_t ci = 0; ci < chunks.size(); ++ci) {
@@ -170,31 +199,22 @@ void paged_model::forward(std::span<const lm_chunk> chunks, kv_storage& kv) {
     fail("lm: batch of {} rows / {} logits exceeds the planned {} / {}", n, n_logits, max_rows_,
          max_logits_);
   if (n == 0) return;
+  const k::device_scope on(where_);
+  if (where_ == device::cuda && k::batch_invariant())
+    fail("lm: batch-invariant mode does not run on the cuda device yet");
   const k::kernel_pool_scope lend(&kpool_);  // the invariant GEMM's threads (dispatch.hpp)
-  // Embeddings: x[r] = tok_emb[id] (+ pos_emb[pos] for GPT-2).
-  int row = 0;
-  for (const lm_chunk& ch : chunks) {
-    for (int i = 0; i < ch.len; ++i, ++row) {
-      const int id = ch.tokens[i], p = ch.start + i;
-      if (id < 0 || id >= V) fail("lm: token id {} outside the vocabulary of {}", id, V);
-      pos_[static_cast<std::size_t>(row)] = p;
-      float* xr = x_ + static_cast<std::size_t>(row) * C;
-      std::memcpy(xr, w_.tok_emb + static_cast<std::size_t>(id) * C, C * sizeof(float));
-      if (w_.pos_emb) k::accumulate(xr, w_.pos_emb + static_cast<std::size_t>(p) * C, C);
-    }
-  }
+  embed(chunks, kv.block_size());
   for (int l = 0; l < c.n_layer; ++l) {
     attention_layer(l, chunks, kv, n);
     mlp_layer(l, n);
   }
   // Head on the sampled rows only: logits[j] = normf(x[last row of chunk j]) @ head^T.
-  row = 0;
-  int j = 0;
+  int row = 0, j = 0;
   for (const lm_chunk& ch : chunks) {
     row += ch.len;
     if (!ch.logits) continue;
-    std::memcpy(ln_ + static_cast<std::size_t>(j++) * C, x_ + static_cast<std::size_t>(row - 1) * C,
-                C * sizeof(float));
+    k::copy(ln_ + static_cast<std::size_t>(j++) * C, x_ + static_cast<std::size_t>(row - 1) * C,
+            static_cast<std::size_t>(C));
   }
   if (n_logits == 0) return;
   block::norm_forward(c, ln_, w_.normf_w, w_.normf_b, lnf_, nullptr, nullptr, n_logits);
@@ -202,6 +222,89 @@ void paged_model::forward(std::span<const lm_chunk> chunks, kv_storage& kv) {
     w_.quant->head->forward(lnf_, C, n_logits, nullptr, logits_, V, false);
   else
     k::gemm(false, true, n_logits, V, C, 1.0f, lnf_, C, w_.head, C, 0.0f, logits_, V);
+  if (where_ == device::cuda) {  // the sampled rows to the host: the forward's one wait
+    k::gpu_copy(logits_host_.data(), logits_,
+                static_cast<std::size_t>(n_logits) * V * sizeof(float));
+    k::gpu_synchronize();
+  }
+}
+
+// Embeddings: x[r] = tok_emb[id] (+ pos_emb[pos] for GPT-2), ids checked on the host.
+void paged_model::embed(std::span<const lm_chunk> chunks, int bs) {
+  const int C = w_.cfg.hidden, V = w_.cfg.vocab_size;
+  int row = 0;
+  if (where_ == device::cpu) {
+    for (const lm_chunk& ch : chunks) {
+      for (int i = 0; i < ch.len; ++i, ++row) {
+        const int id = ch.tokens[i], p = ch.start + i;
+        if (id < 0 || id >= V) fail("lm: token id {} outside the vocabulary of {}", id, V);
+        pos_[static_cast<std::size_t>(row)] = p;
+        float* xr = x_ + static_cast<std::size_t>(row) * C;
+        std::memcpy(xr, w_.tok_emb + static_cast<std::size_t>(id) * C, C * sizeof(float));
+        if (w_.pos_emb) k::accumulate(xr, w_.pos_emb + static_cast<std::size_t>(p) * C, C);
+      }
+    }
+    return;
+  }
+  // cuda: ids | positions | K/V slots [max_rows] each, then the chunks' block tables, packed on
+  // the host and copied up at once (pageable memory: staged before gpu_copy returns).
+  const std::size_t R = static_cast<std::size_t>(max_rows_);
+  io_host_.assign(3 * R, 0);
+  for (const lm_chunk& ch : chunks) {
+    for (int i = 0; i < ch.len; ++i, ++row) {
+      const int id = ch.tokens[i], p = ch.start + i;
+      if (id < 0 || id >= V) fail("lm: token id {} outside the vocabulary of {}", id, V);
+      const std::size_t r = static_cast<std::size_t>(row);
+      io_host_[r] = id;
+      io_host_[R + r] = p;
+      io_host_[2 * R + r] = ch.blocks[p / bs] * bs + p % bs;
+    }
+  }
+  table_at_.clear();
+  for (const lm_chunk& ch : chunks) {
+    table_at_.push_back(static_cast<int>(io_host_.size()));
+    io_host_.insert(io_host_.end(), ch.blocks, ch.blocks + (ch.start + ch.len + bs - 1) / bs);
+  }
+  if (io_.size() < io_host_.size()) io_.resize(2 * io_host_.size());  // grows rarely
+  int* io = reinterpret_cast<int*>(io_.data());
+  k::gpu_copy(io, io_host_.data(), io_host_.size() * sizeof(int));
+  ids_dev_ = io;
+  pos_dev_ = io + R;
+  slot_dev_ = io + 2 * R;
+  row = 0;
+  for (const lm_chunk& ch : chunks) {
+    k::embedding_forward(ids_dev_ + row, w_.tok_emb, w_.pos_emb,
+                         x_ + static_cast<std::size_t>(row) * C, 1, ch.len, C, ch.start);
+    row += ch.len;
+  }
+}
+
+// K/V of every row of layer l into the pool (row0_: each chunk's first row).
+void paged_model::write_kv(int l, std::span<const lm_chunk> chunks, kv_storage& kv) {
+  const model_spec& c = w_.cfg;
+  const int Q = c.q_dim(), KV = c.kv_dim(), D = c.qkv_dim(), bs = kv.block_size();
+  int row = 0;
+  row0_.clear();
+  for (const lm_chunk& ch : chunks) {
+    row0_.push_back(row);
+    row += ch.len;
+  }
+  if (where_ == device::cuda) {  // one launch for every row, slots from embed()
+    const bool bf = kv.dtype() == kv_dtype::bf16;
+    k::paged_kv_write(qkv_ + Q, qkv_ + Q + KV, D, row, slot_dev_, KV, bf ? nullptr : kv.k(l, 0),
+                      bf ? nullptr : kv.v(l, 0), bf ? kv.k16(l, 0) : nullptr,
+                      bf ? kv.v16(l, 0) : nullptr);
+    return;
+  }
+  row = 0;
+  for (const lm_chunk& ch : chunks) {
+    for (int i = 0; i < ch.len; ++i) {
+      const int p = ch.start + i, b = ch.blocks[p / bs];
+      const float* src = qkv_ + static_cast<std::size_t>(row + i) * D;
+      kv.write(l, b, p % bs, src + Q, src + Q + KV);
+    }
+    row += ch.len;
+  }
 }
 
 }  // namespace zf

@@ -8,6 +8,11 @@
 // (paged_attention over the KV pool) and the ragged row bookkeeping are this mode's own.
 // Allocation: all scratch is sized at construction for max_rows tokens and max_logits sampled rows;
 // forward() allocates nothing.
+// Device: built for device::cuda (weights and KV pool then in GPU memory too), the scratch lives
+// there and every kernel runs there; the chunks' ids, positions, K/V slots and block tables go up
+// in one copy per forward, the sampled rows' logits come back in one (logits() is host memory on
+// both devices). Each chunk's attention is one launch; MoE, quantized weights and batch-invariant
+// mode are refused on cuda for now.
 #include <span>
 #include <vector>
 
@@ -33,7 +38,9 @@ class paged_model {
   // most. Both are hard limits checked by forward().
   // threads: for the per-chunk attention of decode rows (GEMMs use OpenBLAS's own threads) and,
   // in batch-invariant mode, for every row's attention and the invariant GEMM's columns.
-  paged_model(const lm_weights& w, int max_rows, int max_logits, int threads = 1);
+  paged_model(const lm_weights& w, int max_rows, int max_logits, int threads = 1,
+              device where = device::cpu);
+  device where() const { return where_; }
   const model_spec& config() const { return w_.cfg; }
 
   // Computes the chunks: their K/V are written into kv at their positions (slot p of a chunk's
@@ -43,7 +50,7 @@ class paged_model {
   // vocabulary, a position beyond max_positions, or more rows/logits than planned.
   void forward(std::span<const lm_chunk> chunks, kv_storage& kv);
   const float* logits(int i) const {
-    return logits_ + static_cast<std::size_t>(i) * w_.cfg.vocab_size;
+    return logits_out_ + static_cast<std::size_t>(i) * w_.cfg.vocab_size;
   }
 
   int max_rows() const { return max_rows_; }
@@ -51,9 +58,14 @@ class paged_model {
 
  private:
   void attention_layer(int l, std::span<const lm_chunk> chunks, kv_storage& kv, int rows);
+  // cuda: the chunks' ids, positions, K/V slots and block tables copied up (io_), and the
+  // embeddings computed from them; cpu: the embeddings from the host ids.
+  void embed(std::span<const lm_chunk> chunks, int block_size);
+  void write_kv(int l, std::span<const lm_chunk> chunks, kv_storage& kv);
   void mlp_layer(int l, int rows);
 
   const lm_weights& w_;
+  device where_;
   int max_rows_, max_logits_;
   arena scratch_;
   // MoE layers (dropless: a token's experts never depend on the rest of the batch, which keeps
@@ -65,6 +77,13 @@ class paged_model {
         *act_ = nullptr, *attn_scratch_ = nullptr, *lnf_ = nullptr, *logits_ = nullptr,
         *rope_cos_ = nullptr, *rope_sin_ = nullptr;
   std::vector<int> pos_;  // [max_rows] position of each row
+  // cuda: ids | positions | slots [max_rows] each, then the block tables (table_at_[c] is chunk
+  // c's), in GPU memory (io_) after being packed on the host (io_host_).
+  fbuffer io_;
+  std::vector<int> io_host_, table_at_;
+  const int *ids_dev_ = nullptr, *pos_dev_ = nullptr, *slot_dev_ = nullptr;
+  std::vector<float> logits_host_;
+  const float* logits_out_ = nullptr;  // logits_ (cpu) or logits_host_ (cuda)
   worker_pool pool_;
   float* decode_scratch_ = nullptr;  // [threads][n_head * max_positions]
   std::size_t decode_scratch_stride_ = 0;

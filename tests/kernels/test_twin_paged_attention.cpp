@@ -245,3 +245,32 @@ TEST_CASE("cuda twin: paged attention rows are batch- and head-range-invariant, 
     CHECK(same_bits(bf, tr.run(f.s, false)));
   });
 }
+
+TEST_CASE("cuda twin: paged_kv_write puts rows in their slots, fp32 and bf16, others untouched") {
+  zf::test::twin::both("the paged_kv_write twin", [](auto b) {
+    const int n = 5, kv_dim = 12, ld = 40, slots = 16;
+    const std::vector<int> slot = {9, 0, 15, 4, 10};  // scattered, as a block table makes them
+    const auto src = zf::test::randn(std::size_t(n) * ld, 21);
+    std::vector<float> k(std::size_t(slots) * kv_dim, -7.0f), v = k;
+    std::vector<std::uint16_t> k16(k.size(), 0x7fc1), v16 = k16;
+    cpu::paged_kv_write(src.data(), src.data() + kv_dim, ld, n, slot.data(), kv_dim, k.data(),
+                        v.data(), nullptr, nullptr);
+    cpu::paged_kv_write(src.data(), src.data() + kv_dim, ld, n, slot.data(), kv_dim, nullptr,
+                        nullptr, k16.data(), v16.data());
+    CHECK(k[4 * kv_dim + 3] == src[3 * ld + 3]);  // row 3 -> slot 4
+    CHECK(v[4 * kv_dim + 3] == src[3 * ld + kv_dim + 3]);
+    CHECK(k[1 * kv_dim] == -7.0f);  // slot 1 is no row's
+    auto gs = b.upload(src), gslot = b.upload(slot);
+    auto gk = b.upload(std::vector<float>(k.size(), -7.0f)), gv = b.upload(gk.host());
+    auto gk16 = b.upload(std::vector<std::uint16_t>(k.size(), 0x7fc1)),
+         gv16 = b.upload(gk16.host());
+    ZF_TWIN(b, paged_kv_write, gs.p, gs.p + kv_dim, ld, n, gslot.p, kv_dim, gk.p, gv.p, nullptr,
+            nullptr);
+    ZF_TWIN(b, paged_kv_write, gs.p, gs.p + kv_dim, ld, n, gslot.p, kv_dim, nullptr, nullptr,
+            gk16.p, gv16.p);
+    CHECK(gk.host() == k);
+    CHECK(gv.host() == v);
+    CHECK(gk16.host() == k16);  // the same rounding (nearest even) as kv_storage::write
+    CHECK(gv16.host() == v16);
+  });
+}
