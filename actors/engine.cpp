@@ -114,6 +114,7 @@ engine_core_options core_options_of(const engine_config& c) {
   if (c.kv_dtype != "auto" && c.kv_dtype != "fp32" && c.kv_dtype != "bf16")
     fail("engine.kv_dtype: expected auto, fp32 or bf16, got '{}'", c.kv_dtype);
   o.kv = bf16_kv ? kv_dtype::bf16 : kv_dtype::fp32;
+  o.where = device_named(c.device, "engine.device");
   return o;
 }
 

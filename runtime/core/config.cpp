@@ -137,6 +137,10 @@ std::vector<key> serve_keys() {
               "llama.cpp's f16, q8_0, q4_0 formats (quantized at load); embeddings and norms "
               "stay fp32; not for an already quantized model",
               "fp32", "bf16", "f16", "q8_0", "q4_0"),
+      ZF_ENUM("engine.device", engine.device,
+              "where the engine serves: cpu, or cuda (fp32 weights, the KV pool and every "
+              "forward in GPU memory; not with batch_invariant or another dtype yet)",
+              "cpu", "cuda"),
       ZF_ENUM("engine.kv_dtype", engine.kv_dtype,
               "KV cache rows: auto (bf16 unless engine.dtype is fp32), fp32 or bf16", "auto",
               "fp32", "bf16"),

@@ -13,6 +13,8 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/dispatch.hpp"
+
 namespace zf {
 
 // Mixture-of-Experts blocks, `model.moe.*` (runtime/core/model_spec.hpp moe_spec, docs/moe.md).
@@ -211,6 +213,7 @@ struct engine_config {
   bool prefix_caching = true;         // share KV blocks of common prompt prefixes
   bool batch_invariant = false;       // logits independent of batching (score-mode bits)
   std::string dtype = "fp32";         // fp32 | bf16: projections and head (runtime/model/lm_bf16)
+  std::string device = "cpu";         // cpu | cuda: weights, KV pool and forward on the GPU
   std::string kv_dtype = "auto";      // auto (bf16 with dtype bf16) | fp32 | bf16: KV cache rows
 };
 
@@ -340,5 +343,10 @@ model_config config_of(const model_spec& s);
 
 // Loads file (if not empty), applies overrides, validates.
 run_config load_config(const std::string& file, const std::vector<std::string>& overrides);
+
+// A device key's value (train.device, engine.device) as the kernels' device: cpu, or cuda when
+// this process can use one (CUDA simulated included); zf::error naming the key otherwise (a
+// build without CUDA, no GPU).
+kernels::device device_named(const std::string& value, const std::string& key);
 
 }  // namespace zf

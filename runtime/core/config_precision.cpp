@@ -33,6 +33,10 @@ std::vector<key> precision_keys() {
 }
 
 void validate_device(const run_config& c) {
+  if (c.engine.device == "cuda" && c.engine.dtype != "fp32")
+    fail("engine.dtype: engine.device = cuda serves fp32 weights for now, got {}", c.engine.dtype);
+  if (c.engine.device == "cuda" && c.engine.batch_invariant)
+    fail("engine.batch_invariant: not on engine.device = cuda yet");
   if (c.train.device != "cuda") return;
   if (c.train.ranks != 1)
     fail("train.ranks: train.device = cuda runs one rank for now, got {}", c.train.ranks);
@@ -46,3 +50,17 @@ void validate_device(const run_config& c) {
 }
 
 }  // namespace zf::config_detail
+
+namespace zf {
+
+kernels::device device_named(const std::string& value, const std::string& key) {
+  if (value != "cuda") return kernels::device::cpu;
+  try {
+    const kernels::device_scope probe(kernels::device::cuda);
+  } catch (const kernels::kernel_error& e) {
+    fail("{} = cuda: {}", key, e.what());
+  }
+  return kernels::device::cuda;
+}
+
+}  // namespace zf

@@ -72,7 +72,7 @@ int max_rows_for(const model_spec& c, const sched_options& s) {
 
 std::unique_ptr<paged_model> make_runner(const lm_weights& w, const engine_core_options& o) {
   return std::make_unique<paged_model>(w, max_rows_for(w.cfg, o.sched),
-                                       std::max(1, o.sched.max_seqs), o.threads);
+                                       std::max(1, o.sched.max_seqs), o.threads, o.where);
 }
 
 const lm_weights& non_null(const std::shared_ptr<const lm_weights>& w) {
@@ -86,6 +86,12 @@ const lm_weights& non_null(const std::shared_ptr<const lm_weights>& w) {
 std::shared_ptr<const lm_weights> in_dtype(std::shared_ptr<const lm_weights> w,
                                            const engine_core_options& o) {
   const lm_weights& v = non_null(w);
+  if (o.where == device::cuda) {  // fp32 weights copied up (an update's too, between two steps)
+    if (v.store.where() == device::cuda) return w;
+    if (o.dtype != weight_dtype::fp32 || v.quant)
+      fail("engine.device = cuda serves fp32 weights for now, not bf16, ggml or quantized ones");
+    return std::make_shared<const lm_weights>(copy_lm_weights(v.cfg, v.store.data(), o.where));
+  }
   if (o.dtype == weight_dtype::fp32 || is_bf16(v)) return w;
   kernels::ggml_format f{};  // converted already (serve --dtype q4_0 does it in place)
   if (ggml_format_of(o.dtype, f) && v.quant && v.quant->scheme == "gguf" && v.quant->head &&
@@ -174,7 +180,7 @@ engine_core::engine_core(std::shared_ptr<const lm_weights> w, const tokenizer& t
       tok_(tok),
       o_(o),
       pool_(blocks_for(cfg_, o), o.sched.prefix_caching ? o.sched.block_size : 0),
-      kv_(cfg_.n_layer, pool_.num_blocks(), o.sched.block_size, cfg_.kv_dim(), o.kv),
+      kv_(cfg_.n_layer, pool_.num_blocks(), o.sched.block_size, cfg_.kv_dim(), o.kv, o.where),
       sched_(o.sched, pool_),
       runner_(make_runner(*w_, o)) {
   // Every running sequence decodes each step: more of them than the budget would starve some.

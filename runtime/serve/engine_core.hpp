@@ -45,6 +45,9 @@ struct engine_core_options {
   // to another scheme are refused). fp32: the weights as given.
   weight_dtype dtype = weight_dtype::fp32;
   kv_dtype kv = kv_dtype::fp32;  // `engine.kv_dtype` (auto: bf16 with dtype bf16)
+  // `engine.device`: cuda serves from GPU memory (fp32 weights copied up, the KV pool and the
+  // paged forward there; the sampled logits come back each step).
+  device where = device::cpu;
 };
 
 // Cumulative histogram with fixed upper bounds (Prometheus style).

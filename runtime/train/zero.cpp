@@ -26,13 +26,7 @@ void from_host(device where, float* mine, const float* host, std::size_t n) {
 }  // namespace
 
 device device_of(const train_config& t) {
-  if (t.device != "cuda") return device::cpu;
-  try {
-    const kernels::device_scope probe(device::cuda);
-  } catch (const kernels::kernel_error& e) {
-    fail("train.device = cuda: {}", e.what());
-  }
-  return device::cuda;
+  return device_named(t.device, "train.device");
 }
 
 // Stage 3: a region's parameters are all-gathered from the owners just before use.
