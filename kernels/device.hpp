@@ -44,6 +44,9 @@ struct gpu_memory_stats {
   std::uint64_t used_high = 0;
 };
 gpu_memory_stats gpu_memory();
+// Bytes this thread's GPU has free now (cudaMemGetInfo; the simulation: its size less what is
+// held), for the check that a run fits before it allocates.
+std::uint64_t gpu_free_bytes();
 
 // A non-blocking stream of this thread's GPU (its work does not order against the legacy
 // default stream): one for compute, one for communication, so that the two overlap.

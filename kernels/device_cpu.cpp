@@ -54,6 +54,9 @@ void gpu_synchronize() {
 gpu_memory_stats gpu_memory() {
   ZF_DEVICE_CALL(gpu_memory);
 }
+std::uint64_t gpu_free_bytes() {
+  ZF_DEVICE_CALL(gpu_free_bytes);
+}
 
 gpu_stream::gpu_stream() {
   const auto create = []() -> void* { ZF_DEVICE_CALL(stream_create); };

@@ -92,6 +92,12 @@ void gpu_synchronize() {
   check(cudaStreamSynchronize(current_stream()), "gpu_synchronize");
 }
 
+std::uint64_t gpu_free_bytes() {
+  std::size_t free = 0, total = 0;
+  check(cudaMemGetInfo(&free, &total), "cudaMemGetInfo");
+  return free;
+}
+
 gpu_memory_stats gpu_memory() {
   cudaMemPool_t pool = pool_of_current();
   gpu_memory_stats s;

@@ -17,6 +17,7 @@ namespace zf::kernels {
   void gpu_zero(void* p, std::size_t bytes);                       \
   void gpu_synchronize();                                          \
   gpu_memory_stats gpu_memory();                                   \
+  std::uint64_t gpu_free_bytes();                                  \
   void* stream_create();                                           \
   void stream_destroy(void* s) noexcept;                           \
   void stream_synchronize(void* s);                                \

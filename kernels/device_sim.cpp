@@ -86,6 +86,12 @@ void gpu_zero(void* p, std::size_t bytes) {
 
 void gpu_synchronize() {}
 
+std::uint64_t gpu_free_bytes() {
+  pool_state& s = pool();
+  std::lock_guard<std::mutex> lock(s.mu);
+  return k_sim_capacity - s.stats.used;
+}
+
 gpu_memory_stats gpu_memory() {
   pool_state& s = pool();
   std::lock_guard<std::mutex> lock(s.mu);

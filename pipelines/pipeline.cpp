@@ -219,8 +219,11 @@ train_result pipeline::run(const run_options& o) {
          penv.world, cfg_.train.ranks);
   const bool lead = !spmd || penv.rank == 0;  // reports, writes config/metrics/checkpoints
   const int world = spmd ? penv.world : cfg_.train.ranks;
-  // A run the machine cannot hold is refused by its keys now, not by std::bad_alloc later.
-  check_train_footprint(cfg_, world, spmd ? 1 : world, machine_memory_bytes());
+  // A run the machine (and its GPU) cannot hold is refused by its keys now, not by
+  // std::bad_alloc or an out-of-memory error later.
+  const device where = device_of(cfg_.train);  // refused by name here without a GPU
+  check_train_footprint(cfg_, world, spmd ? 1 : world, machine_memory_bytes(),
+                        where == device::cuda ? kernels::gpu_free_bytes() : 0);
 
   // Everything that can fail on bad input runs before the first byte is written.
   const fs::path ddir = data_dir(cfg_);
@@ -312,7 +315,6 @@ train_result pipeline::run(const run_options& o) {
     comms = comm::make_local_group(cfg_.train.ranks);
   }
   std::vector<std::shared_ptr<zero_rank>> ranks;
-  const device where = device_of(cfg_.train);
   for (auto& c : comms) {
     ranks.push_back(std::make_shared<zero_rank>(spec_of(cfg_.model), cfg_.optimizer,
                                                 cfg_.zero.stage, *c, where));

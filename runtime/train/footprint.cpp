@@ -73,8 +73,25 @@ std::string keys_to_blame(const run_config& cfg, const train_footprint& fp, int 
 }  // namespace
 
 void check_train_footprint(const run_config& cfg, int world, int local_ranks,
-                           std::uint64_t available) {
+                           std::uint64_t available, std::uint64_t gpu_available) {
   const train_footprint fp = estimate_train_footprint(cfg, world, local_ranks);
+  if (cfg.train.device == "cuda") {  // the rank's state on the GPU, the copies on the host
+    const double on_gpu = fp.total() - fp.copies;
+    if (on_gpu > double(gpu_available))
+      fail(
+          "{}: training on the GPU needs about {} of GPU memory (parameters {}, gradients {}, "
+          "AdamW moments {}, activations {}) but this GPU has {} free; make these smaller",
+          keys_to_blame(cfg, fp, local_ranks), bytes_text(on_gpu), bytes_text(fp.params),
+          bytes_text(fp.grads), bytes_text(fp.moments), bytes_text(fp.activations),
+          bytes_text(double(gpu_available)));
+    if (fp.copies > double(available))
+      fail(
+          "{}: the initial or checkpoint copy needs about {} of host memory but this machine has "
+          "{}; make these smaller",
+          keys_to_blame(cfg, fp, local_ranks), bytes_text(fp.copies),
+          bytes_text(double(available)));
+    return;
+  }
   if (fp.total() <= double(available)) return;
   fail(
       "{}: training needs about {} of memory (parameters {}, gradients {}, AdamW moments {}, ZeRO "

@@ -27,8 +27,9 @@ train_footprint estimate_train_footprint(const run_config& cfg, int world, int l
 
 // zf::error when the footprint is above `available` bytes (machine_memory_bytes(),
 // runtime/core/memory.hpp), naming the keys that make it large with their values, and the bytes
-// needed and available.
+// needed and available. train.device = cuda: everything but the host copies must fit
+// gpu_available (kernels::gpu_free_bytes()), the copies `available`.
 void check_train_footprint(const run_config& cfg, int world, int local_ranks,
-                           std::uint64_t available);
+                           std::uint64_t available, std::uint64_t gpu_available = 0);
 
 }  // namespace zf

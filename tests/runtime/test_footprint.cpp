@@ -153,6 +153,16 @@ TEST_CASE("footprint: a run that cannot fit names its keys and the bytes") {
   m = error_of([&] { check_train_footprint(ranks, 4, 4, 1 << 20); });
   CHECK_MESSAGE(contains(m, ", train.ranks = 4:"), m);
   CHECK_MESSAGE(contains(m, "4 rank(s) in this process, zero.stage 0"), m);
+
+  run_config gpu = small;  // train.device = cuda: the state against the GPU, copies the host
+  gpu.train.device = "cuda";
+  CHECK_NOTHROW(check_train_footprint(gpu, 1, 1, have, have));
+  CHECK_NOTHROW(check_train_footprint(gpu, 1, 1, have / 8, have));  // the host holds copies only
+  m = error_of([&] { check_train_footprint(gpu, 1, 1, have, 1 << 20); });
+  CHECK_MESSAGE(contains(m, "train.batch_size = 8, train.seq_len = 128: training on the GPU"), m);
+  CHECK_MESSAGE(contains(m, "this GPU has 1 MiB free"), m);
+  m = error_of([&] { check_train_footprint(gpu, 1, 1, 1 << 20, have); });
+  CHECK_MESSAGE(contains(m, "checkpoint copy needs about"), m);
 }
 
 TEST_CASE("footprint: sizes whose products overflow an int are refused by check_spec") {
