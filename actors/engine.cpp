@@ -12,6 +12,7 @@
 
 #include "actors/serve_protocol.hpp"
 #include "kernels/dispatch.hpp"
+#include "runtime/core/device_key.hpp"
 #include "runtime/core/error.hpp"
 #include "storage/lm_loader.hpp"
 

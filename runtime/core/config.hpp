@@ -13,8 +13,6 @@
 #include <utility>
 #include <vector>
 
-#include "kernels/dispatch.hpp"
-
 namespace zf {
 
 // Mixture-of-Experts blocks, `model.moe.*` (runtime/core/model_spec.hpp moe_spec, docs/moe.md).
@@ -343,10 +341,5 @@ model_config config_of(const model_spec& s);
 
 // Loads file (if not empty), applies overrides, validates.
 run_config load_config(const std::string& file, const std::vector<std::string>& overrides);
-
-// A device key's value (train.device, engine.device) as the kernels' device: cpu, or cuda when
-// this process can use one (CUDA simulated included); zf::error naming the key otherwise (a
-// build without CUDA, no GPU).
-kernels::device device_named(const std::string& value, const std::string& key);
 
 }  // namespace zf

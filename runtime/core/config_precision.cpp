@@ -50,17 +50,3 @@ void validate_device(const run_config& c) {
 }
 
 }  // namespace zf::config_detail
-
-namespace zf {
-
-kernels::device device_named(const std::string& value, const std::string& key) {
-  if (value != "cuda") return kernels::device::cpu;
-  try {
-    const kernels::device_scope probe(kernels::device::cuda);
-  } catch (const kernels::kernel_error& e) {
-    fail("{} = cuda: {}", key, e.what());
-  }
-  return kernels::device::cuda;
-}
-
-}  // namespace zf

@@ -6,6 +6,7 @@
 #include "kernels/activation.hpp"
 #include "kernels/adamw.hpp"
 #include "kernels/device.hpp"
+#include "runtime/core/device_key.hpp"
 #include "runtime/core/error.hpp"
 
 namespace zf {
