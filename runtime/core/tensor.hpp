@@ -35,6 +35,19 @@ inline constexpr std::size_t k_align = 64;  // one cache line; AVX-512 friendly
 // slots are never written, then costs memory only for the tensors it holds in fp32.
 inline constexpr std::size_t k_lazy_zero_bytes = 32u << 20;
 
+// n floats between the host and memory on `where` (a GPU's copies waited for): the one place
+// host code reads or fills device buffers (fbuffer::upload/download, ZeRO snapshots and loads).
+inline void copy_to_host(device where, float* host, const float* src, std::size_t n) {
+  if (where == device::cpu) return (void)std::memcpy(host, src, n * sizeof(float));
+  kernels::gpu_copy(host, src, n * sizeof(float));
+  kernels::gpu_synchronize();
+}
+inline void copy_from_host(device where, float* dst, const float* host, std::size_t n) {
+  if (where == device::cpu) return (void)std::memcpy(dst, host, n * sizeof(float));
+  kernels::gpu_copy(dst, host, n * sizeof(float));
+  kernels::gpu_synchronize();
+}
+
 struct aligned_free {
   std::size_t mapped = 0;  // bytes of an mmap'ed buffer, 0 for aligned_alloc's
   bool gpu = false;        // GPU memory from kernels::gpu_alloc
@@ -93,14 +106,10 @@ class fbuffer {
   }
   // Host <-> this buffer, n floats at offset `at` (a GPU buffer's copies are waited for).
   void upload(const float* host, std::size_t n, std::size_t at = 0) {
-    if (where_ == device::cpu) return (void)std::memcpy(data() + at, host, n * sizeof(float));
-    kernels::gpu_copy(data() + at, host, n * sizeof(float));
-    kernels::gpu_synchronize();
+    copy_from_host(where_, data() + at, host, n);
   }
   void download(float* host, std::size_t n, std::size_t at = 0) const {
-    if (where_ == device::cpu) return (void)std::memcpy(host, data() + at, n * sizeof(float));
-    kernels::gpu_copy(host, data() + at, n * sizeof(float));
-    kernels::gpu_synchronize();
+    copy_to_host(where_, host, data() + at, n);
   }
 
  private:

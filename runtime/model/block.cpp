@@ -1,6 +1,8 @@
 // Block math shared by train, score and paged modes (see block.hpp for the equations).
 #include "runtime/model/block.hpp"
 
+#include <vector>
+
 #include "kernels/activation.hpp"
 #include "kernels/matmul.hpp"
 #include "kernels/norm.hpp"
@@ -75,6 +77,19 @@ void fill_rope_table(const model_spec& s, float* cos, float* sin) {
   if (!is_llama(s)) return;
   const std::vector<double> inv_freq = rope_inv_freq(s);
   k::rope_tables(s.max_positions, s.head_dim, inv_freq.data(), cos, sin);
+}
+
+void fill_rope_table(const model_spec& s, float* cos, float* sin, device where) {
+  if (where == device::cpu) return fill_rope_table(s, cos, sin);
+  const std::size_t rt = rope_table_floats(s);
+  if (!rt) return;
+  std::vector<float> table(2 * rt);
+  {
+    const k::device_scope host(device::cpu);  // the tables' kernel is the cpu's
+    fill_rope_table(s, table.data(), table.data() + rt);
+  }
+  copy_from_host(where, cos, table.data(), rt);
+  copy_from_host(where, sin, table.data() + rt, rt);
 }
 
 void norm_forward(const model_spec& s, const float* x, const float* w, const float* b, float* y,

@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "runtime/core/model_spec.hpp"
+#include "runtime/core/tensor.hpp"
 #include "runtime/model/layout.hpp"
 
 namespace zf::block {
@@ -43,6 +44,8 @@ struct rope_table {
 // Floats a rope table for s needs (0 for GPT-2), and filling it into cos, sin.
 std::size_t rope_table_floats(const model_spec& s);
 void fill_rope_table(const model_spec& s, float* cos, float* sin);
+// The same tables into memory on `where` (cuda: built on the host, then copied up).
+void fill_rope_table(const model_spec& s, float* cos, float* sin, device where);
 
 // y[n, C] = norm(x) with the spec's norm; mean/rstd [n] saved for backward when not null
 // (RMSNorm saves only rstd). b is null for RMSNorm.

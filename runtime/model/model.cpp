@@ -84,14 +84,9 @@ transformer::transformer(const model_spec& spec, bool own_params, bool own_grads
   if (own_params) params_.resize(layout_.total);
   if (own_grads) grads_.resize(layout_.total);
   const std::size_t rt = block::rope_table_floats(spec);
-  if (rt) {  // built on the host, then copied to the model's device
-    std::vector<float> table(2 * rt);
-    {
-      const k::device_scope host(device::cpu);
-      block::fill_rope_table(spec, table.data(), table.data() + rt);
-    }
+  if (rt) {
     rope_.resize(2 * rt);
-    rope_.upload(table.data(), table.size());
+    block::fill_rope_table(spec, rope_.data(), rope_.data() + rt, where_);
     rope_tab_ = {rope_.data(), rope_.data() + rt};
   }
 }
@@ -101,17 +96,10 @@ void transformer::cpu_only(const char* what) const {
     fail("{} does not run on the cuda device yet (use a cpu model: train.device = cpu)", what);
 }
 
-const int* transformer::ids_on_device(const int* ids, int n) {
-  if (where_ == device::cpu) return ids;
-  int* d = reinterpret_cast<int*>(io_.data());
-  k::gpu_copy(d, ids, std::size_t(n) * sizeof(int));  // pageable host memory: staged at once
-  return d;
-}
-
-const int* transformer::targets_on_device(const int* targets, int n) {
-  if (where_ == device::cpu) return targets;
-  int* d = reinterpret_cast<int*>(io_.data()) + n;
-  k::gpu_copy(d, targets, std::size_t(n) * sizeof(int));
+const int* transformer::ints_on_device(const int* host, int n, int slot) {
+  if (where_ == device::cpu) return host;
+  int* d = reinterpret_cast<int*>(io_.data()) + std::size_t(slot) * n;
+  k::gpu_copy(d, host, std::size_t(n) * sizeof(int));  // pageable host memory: staged at once
   return d;
 }
 
@@ -330,7 +318,7 @@ float transformer::run_forward(const int* ids, const int* targets, int b, int t,
 
   const std::size_t emb0 = layout_.regions[R_emb_].begin;
   auto ge = layout_.globals<const float>(acquire_params(R_emb_), emb0);
-  k::embedding_forward(ids_on_device(ids, BT), ge.tok_emb, ge.pos_emb, encoded_, b, t, C);
+  k::embedding_forward(ints_on_device(ids, BT, 0), ge.tok_emb, ge.pos_emb, encoded_, b, t, C);
   release_params(R_emb_);
   for (int l = 0; l < L_; ++l) layer_forward(l, b, t);
   const std::size_t fin0 = layout_.regions[R_final_].begin;
@@ -389,7 +377,7 @@ float transformer::run_forward(const int* ids, const int* targets, int b, int t,
     if (fuse_xent) k::clear(logits_, std::size_t(BT) * V);
     return 0.0f;
   }
-  const int* tk = targets_on_device(targets, BT);
+  const int* tk = ints_on_device(targets, BT, 1);
   if (fuse_xent)
     k::softmax_xent_fused(logits_, tk, losses_, BT, V, scale / valid);
   else

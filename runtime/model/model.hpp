@@ -227,9 +227,9 @@ class transformer {
 
   // On cuda: refuses `what` by name (the modes above that do not run there yet).
   void cpu_only(const char* what) const;
-  // ids / targets [b*t] as the kernels read them: the host's own on cpu, copied up on cuda.
-  const int* ids_on_device(const int* ids, int n);
-  const int* targets_on_device(const int* targets, int n);
+  // ids (slot 0) / targets (slot 1) [n = b*t] as the kernels read them: the host's own on cpu,
+  // copied into io_'s slot on cuda.
+  const int* ints_on_device(const int* host, int n, int slot);
 
   model_spec spec_;
   device where_ = device::cpu;

@@ -71,21 +71,9 @@ paged_model::paged_model(const lm_weights& w, int max_rows, int max_logits, int 
     }
     if (pass == 0) scratch_.reserve();
   }
-  if (where_ == device::cpu) {
-    block::fill_rope_table(c, rope_cos_, rope_sin_);
-    logits_out_ = logits_;
-  } else {
-    if (llama) {  // built on the host, copied up
-      const std::size_t rt = block::rope_table_floats(c);
-      std::vector<float> table(2 * rt);
-      {
-        const k::device_scope host(device::cpu);
-        block::fill_rope_table(c, table.data(), table.data() + rt);
-      }
-      k::gpu_copy(rope_cos_, table.data(), rt * sizeof(float));
-      k::gpu_copy(rope_sin_, table.data() + rt, rt * sizeof(float));
-      k::gpu_synchronize();
-    }
+  block::fill_rope_table(c, rope_cos_, rope_sin_, where_);
+  logits_out_ = logits_;
+  if (where_ == device::cuda) {  // logits() is host memory on both devices
     logits_host_.resize(L * c.vocab_size);
     logits_out_ = logits_host_.data();
   }

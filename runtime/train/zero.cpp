@@ -10,21 +10,6 @@
 #include "runtime/core/error.hpp"
 
 namespace zf {
-namespace {
-
-// n floats between the host and a rank's buffer on `where` (a GPU's copies waited for).
-void to_host(device where, float* host, const float* mine, std::size_t n) {
-  if (where == device::cpu) return (void)std::copy_n(mine, n, host);
-  kernels::gpu_copy(host, mine, n * sizeof(float));
-  kernels::gpu_synchronize();
-}
-void from_host(device where, float* mine, const float* host, std::size_t n) {
-  if (where == device::cpu) return (void)std::copy_n(host, n, mine);
-  kernels::gpu_copy(mine, host, n * sizeof(float));
-  kernels::gpu_synchronize();
-}
-
-}  // namespace
 
 device device_of(const train_config& t) {
   return device_named(t.device, "train.device");
@@ -392,9 +377,9 @@ zero_snapshot zero_rank::snapshot() const {
     const std::size_t len = part_.owned(comm_.rank(), p).size();
     if (!len) continue;
     const chunk_state c = owned_state(p);
-    to_host(where_, s.params.data() + at, c.params, len);
-    to_host(where_, s.exp_avg.data() + at, c.exp_avg, len);
-    to_host(where_, s.exp_avg_sq.data() + at, c.exp_avg_sq, len);
+    copy_to_host(where_, s.params.data() + at, c.params, len);
+    copy_to_host(where_, s.exp_avg.data() + at, c.exp_avg, len);
+    copy_to_host(where_, s.exp_avg_sq.data() + at, c.exp_avg_sq, len);
     at += len;
   }
   return s;
@@ -407,9 +392,9 @@ void zero_rank::load_state(const zero_state_reader& host_read, bool moments) {
     if (where_ == device::cpu) return host_read(b, e, p, m, v);
     for (auto* h : {&hp, &hm, &hv}) h->resize(e - b);
     host_read(b, e, p ? hp.data() : nullptr, m ? hm.data() : nullptr, v ? hv.data() : nullptr);
-    if (p) from_host(where_, p, hp.data(), e - b);
-    if (m) from_host(where_, m, hm.data(), e - b);
-    if (v) from_host(where_, v, hv.data(), e - b);
+    if (p) copy_from_host(where_, p, hp.data(), e - b);
+    if (m) copy_from_host(where_, m, hm.data(), e - b);
+    if (v) copy_from_host(where_, v, hv.data(), e - b);
   };
   if (stage_ < 3) {  // the held parameters in full (and at stage 0 their moments): one read
     const bool m0 = stage_ == 0 && moments;  // per held range (one for a dense model)
@@ -432,9 +417,9 @@ void zero_rank::export_state(float* params, float* m, float* v) const {
     const region o = part_.owned(comm_.rank(), p);
     if (!o.size()) continue;
     const chunk_state c = owned_state(p);
-    to_host(where_, params + o.begin, c.params, o.size());
-    if (m) to_host(where_, m + o.begin, c.exp_avg, o.size());
-    if (v) to_host(where_, v + o.begin, c.exp_avg_sq, o.size());
+    copy_to_host(where_, params + o.begin, c.params, o.size());
+    if (m) copy_to_host(where_, m + o.begin, c.exp_avg, o.size());
+    if (v) copy_to_host(where_, v + o.begin, c.exp_avg_sq, o.size());
   }
 }
 
